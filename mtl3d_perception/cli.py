@@ -1,0 +1,53 @@
+"""The `mtl3d` command: one sub-command per job, each owned by the module that does the work.
+
+Every sub-command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only
+wires them, so importing it stays cheap (torch is imported by the sub-command that needs it).
+The library's errors are caught once, here, and printed as ``ERROR: ...`` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("mtl3d_perception.data.synthetic_cli", "render a synthetic posed RGB-D sequence folder"),
+    "bag": ("mtl3d_perception.data.bag_cli", "write a posed RGB-D sequence folder as a rosbag2 (.mcap/.db3)"),
+    "info": ("mtl3d_perception.model.info", "print a preset's or checkpoint's config, parameters and FLOPs"),
+    "train": ("mtl3d_perception.train.train_cli", "train the CvM-MTL network from a config file"),
+    "eval": ("mtl3d_perception.train.eval_cli", "evaluate a checkpoint: metrics.json, report.md, montages"),
+    "replay": ("mtl3d_perception.replay", "run the perception pipeline over a rosbag2 and evaluate it"),
+    "demo": ("mtl3d_perception.demo", "synthetic bag -> replay with the shipped model -> report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtl3d", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:  # a sub-command whose optional dependency is missing
+            p.set_defaults(_missing=str(exc))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"ERROR: mtl3d {args.command} is unavailable: {args._missing}", file=sys.stderr)
+        return 1
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""The one owner of the project's geometric conventions (DESIGN §4).
+
+- Units SI; camera frames are optical frames (x right, y down, z forward).
+- ``T_a_b`` (4x4) maps points from frame b into frame a; a frame's pose is ``T_world_cam``;
+  a source view's relative pose is ``T_src_ref = inv(T_world_src) @ T_world_ref``.
+- ``K`` (3x3, pixels) belongs to one image size; pixel (u, v) is the centre of column u, row v, so a
+  resize by (sx, sy) maps ``cx -> (cx + 0.5) * sx - 0.5``.
+- Depth is z-depth in metres; invalid is NaN in float images and 0 in uint16 millimetre images.
+- Normals are unit vectors in the camera optical frame pointing towards the camera.
+- Quaternions are ``(x, y, z, w)``, the ROS order.
+
+Functions marked "(numpy or torch)" accept either and return the same kind, batched over leading dims.
+Everything else in the project imports these helpers instead of re-deriving them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation, Slerp
+
+MM_PER_M = 1000.0
+MIN_Z = 1e-6  # a point closer than this to a camera plane does not project
+
+# --------------------------------------------------------------------------------------------------
+# SE(3)
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _transpose(x):
+    return x.transpose(-1, -2) if _is_torch(x) else np.swapaxes(x, -1, -2)
+
+
+def invert_se3(T):
+    """Inverse of rigid transforms ``T [...,4,4]`` (numpy or torch), using R^T rather than a general inverse."""
+    R = T[..., :3, :3]
+    t = T[..., :3, 3:]
+    Rt = _transpose(R)
+    out = T.clone() if _is_torch(T) else np.array(T, copy=True)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3:] = -(Rt @ t)
+    return out
+
+
+def relative_pose(T_world_src, T_world_ref):
+    """``T_src_ref = inv(T_world_src) @ T_world_ref`` (numpy or torch): maps reference-camera points into the source camera."""
+    return invert_se3(T_world_src) @ T_world_ref
+
+
+def _apply_linear(M, x):
+    """``M [...,3,3]`` applied to vectors ``x [..., *spatial, 3]`` whose leading dims match M's batch dims."""
+    if M.ndim == 2:
+        return x @ _transpose(M)
+    batch = M.shape[:-2]
+    flat = x.reshape(*batch, -1, 3)
+    out = flat @ _transpose(M)
+    return out.reshape(x.shape)
+
+
+def transform_points(T_a_b, points_b):
+    """Points ``[..., *spatial, 3]`` in frame b -> frame a with ``T_a_b [...,4,4]`` (numpy or torch)."""
+    out = _apply_linear(T_a_b[..., :3, :3], points_b)
+    t = T_a_b[..., :3, 3]
+    if T_a_b.ndim == 2:
+        return out + t
+    extra = points_b.ndim - 1 - (T_a_b.ndim - 2)
+    return out + t.reshape(*t.shape[:-1], *([1] * extra), 3)
+
+
+def quat_to_rotation(q_xyzw) -> np.ndarray:
+    """Unit quaternion(s) ``(x, y, z, w)`` ``[...,4]`` -> rotation matrices ``[...,3,3]`` (normalised first)."""
+    q = np.asarray(q_xyzw, dtype=np.float64)
+    norm = np.linalg.norm(q, axis=-1)
+    if not np.all(np.isfinite(q)) or np.any(norm < 1e-9):
+        msg = f"quaternion {q.tolist()} is not finite and non-zero"
+        raise ValueError(msg)
+    return Rotation.from_quat(q.reshape(-1, 4)).as_matrix().reshape(*q.shape[:-1], 3, 3)
+
+
+def rotation_to_quat(R) -> np.ndarray:
+    """Rotation matrices ``[...,3,3]`` -> unit quaternions ``(x, y, z, w)`` ``[...,4]`` with w >= 0."""
+    R = np.asarray(R, dtype=np.float64)
+    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()
+    q = np.where(q[:, 3:4] < 0, -q, q)
+    return q.reshape(*R.shape[:-2], 4)
+
+
+def pose_from_quat_trans(q_xyzw, t) -> np.ndarray:
+    """Quaternion ``(x, y, z, w)`` and translation (metres) -> 4x4 transform."""
+    T = np.eye(4)
+    T[:3, :3] = quat_to_rotation(q_xyzw)
+    T[:3, 3] = np.asarray(t, dtype=np.float64)
+    return T
+
+
+def pose_to_quat_trans(T) -> tuple[np.ndarray, np.ndarray]:
+    """4x4 transform -> (quaternion ``(x, y, z, w)``, translation)."""
+    T = np.asarray(T, dtype=np.float64)
+    return rotation_to_quat(T[:3, :3]), T[:3, 3].copy()
+
+
+def interpolate_pose(T0, T1, alpha: float) -> np.ndarray:
+    """Pose at fraction ``alpha`` between ``T0`` (alpha=0) and ``T1`` (alpha=1): SLERP rotation, linear translation."""
+    T0 = np.asarray(T0, dtype=np.float64)
+    T1 = np.asarray(T1, dtype=np.float64)
+    slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
+    T = np.eye(4)
+    T[:3, :3] = slerp([alpha]).as_matrix()[0]
+    T[:3, 3] = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
+    return T
+
+
+def rotation_angle(R) -> float:
+    """Angle of rotation matrix ``R`` in radians, in [0, pi]."""
+    R = np.asarray(R, dtype=np.float64)
+    cos = (np.trace(R[..., :3, :3], axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def check_rigid(T, name: str = "pose", atol: float = 1e-4) -> np.ndarray:
+    """Return ``T`` as a float64 4x4 array, or raise ValueError saying how it is not a rigid transform."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        msg = f"{name} has shape {T.shape}, expected (4, 4)"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(T)):
+        msg = f"{name} contains NaN or inf: {T.tolist()}"
+        raise ValueError(msg)
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
+        msg = f"{name} last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
+        raise ValueError(msg)
+    R = T[:3, :3]
+    err = np.abs(R.T @ R - np.eye(3)).max()
+    if err > atol or np.linalg.det(R) < 0:
+        msg = f"{name} rotation is not orthonormal with det +1 (|R^T R - I| = {err:.2e}, det = {np.linalg.det(R):.4f})"
+        raise ValueError(msg)
+    return T
+
+
+FLIP_X = np.diag([-1.0, 1.0, 1.0, 1.0])
+
+
+def flip_pose(T):
+    """Pose(s) ``[...,4,4]`` after mirroring images horizontally (numpy or torch).
+
+    Mirroring every camera and the world in x keeps transforms rigid: ``T' = F T F``, F = diag(-1, 1, 1, 1).
+    """
+    F = torch.as_tensor(FLIP_X, dtype=T.dtype, device=T.device) if _is_torch(T) else FLIP_X
+    return F @ T @ F
+
+
+# --------------------------------------------------------------------------------------------------
+# Intrinsics
+# --------------------------------------------------------------------------------------------------
+
+
+def _copy(x):
+    return x.clone() if _is_torch(x) else np.array(x, dtype=np.float64, copy=True)
+
+
+def scale_intrinsics(K, sx: float, sy: float):
+    """K ``[...,3,3]`` for an image resized by factors (sx, sy) (numpy or torch); pixel centres are kept."""
+    K2 = _copy(K)
+    K2[..., 0, 0] = K[..., 0, 0] * sx
+    K2[..., 0, 1] = K[..., 0, 1] * sx
+    K2[..., 1, 1] = K[..., 1, 1] * sy
+    K2[..., 0, 2] = (K[..., 0, 2] + 0.5) * sx - 0.5
+    K2[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5
+    return K2
+
+
+def resize_intrinsics(K, src_wh: tuple[int, int], dst_wh: tuple[int, int]):
+    """K for an image resized from ``src_wh`` = (W, H) to ``dst_wh`` = (W, H) (numpy or torch)."""
+    return scale_intrinsics(K, dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1])
+
+
+def crop_intrinsics(K, x0: float, y0: float):
+    """K for the crop whose top-left pixel is (x0, y0) of the original image (numpy or torch)."""
+    K2 = _copy(K)
+    K2[..., 0, 2] = K[..., 0, 2] - x0
+    K2[..., 1, 2] = K[..., 1, 2] - y0
+    return K2
+
+
+def flip_intrinsics(K, width: int):
+    """K for an image of ``width`` pixels mirrored horizontally (numpy or torch); pair with :func:`flip_pose`."""
+    K2 = _copy(K)
+    K2[..., 0, 2] = (width - 1) - K[..., 0, 2]
+    K2[..., 0, 1] = -K[..., 0, 1]
+    return K2
+
+
+def check_intrinsics(K, name: str = "K") -> np.ndarray:
+    """Return K as float64 3x3 or raise ValueError naming what is wrong (shape, NaN, focal length)."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        msg = f"{name} has shape {K.shape}, expected (3, 3)"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(K)):
+        msg = f"{name} contains NaN or inf: {K.tolist()}"
+        raise ValueError(msg)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        msg = f"{name} has non-positive focal length fx={K[0, 0]}, fy={K[1, 1]}"
+        raise ValueError(msg)
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        msg = f"{name} last row is {K[2].tolist()}, expected [0, 0, 1]"
+        raise ValueError(msg)
+    return K
+
+
+# --------------------------------------------------------------------------------------------------
+# Projection
+# --------------------------------------------------------------------------------------------------
+
+
+def pixel_grid(H: int, W: int, like=None):
+    """Pixel centres ``[H,W,2]`` as (u, v); numpy float64, or a torch tensor matching ``like``."""
+    if like is not None and _is_torch(like):
+        v, u = torch.meshgrid(
+            torch.arange(H, dtype=like.dtype, device=like.device),
+            torch.arange(W, dtype=like.dtype, device=like.device),
+            indexing="ij",
+        )
+        return torch.stack([u, v], dim=-1)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    return np.stack([u, v], axis=-1)
+
+
+def backproject(depth, K):
+    """Depth ``[...,H,W]`` (metres) and K ``[...,3,3]`` -> camera-frame points ``[...,H,W,3]`` (numpy or torch).
+
+    Invalid depth (NaN) gives NaN points.
+    """
+    H, W = depth.shape[-2:]
+    uv = pixel_grid(H, W, like=depth)
+    if _is_torch(depth):
+        ones = torch.ones_like(uv[..., :1])
+        pix = torch.cat([uv, ones], dim=-1)  # [H,W,3]
+        Kinv = torch.linalg.inv(K.to(depth.dtype))
+        pix = pix.expand(*K.shape[:-2], H, W, 3)
+    else:
+        pix = np.concatenate([uv, np.ones_like(uv[..., :1])], axis=-1)
+        Kinv = np.linalg.inv(np.asarray(K, dtype=np.float64))
+        pix = np.broadcast_to(pix, (*Kinv.shape[:-2], H, W, 3))
+    rays = _apply_linear(Kinv, pix)  # [...,H,W,3], z = 1
+    return rays * depth[..., None]
+
+
+def project(points, K):
+    """Camera-frame points ``[..., 3]`` -> (pixel coordinates ``[..., 2]``, z ``[...]``) (numpy or torch).
+
+    Points with z <= MIN_Z get non-finite pixel coordinates; callers mask on z.
+    """
+    p = _apply_linear(K, points)
+    z = p[..., 2]
+    if _is_torch(points):
+        safe = torch.where(z > MIN_Z, z, torch.full_like(z, float("nan")))
+    else:
+        with np.errstate(invalid="ignore"):
+            safe = np.where(z > MIN_Z, z, np.nan)
+    return p[..., :2] / safe[..., None], z
+
+
+def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:
+    """Forward-splat a source depth map into another camera (numpy).
+
+    Each valid source pixel lands on its nearest destination pixel; the nearest surface wins (z-buffer).
+    Returns the destination z-depth ``[H,W]`` float32 in metres, NaN where nothing lands.
+    """
+    H, W = dst_hw
+    pts = transform_points(np.asarray(T_dst_src, np.float64), backproject(np.asarray(depth_src, np.float64), K_src))
+    uv, z = project(pts.reshape(-1, 3), np.asarray(K_dst, np.float64))
+    ok = np.isfinite(uv).all(axis=1) & np.isfinite(z) & (z > MIN_Z)
+    u = np.rint(uv[ok, 0]).astype(np.int64)
+    v = np.rint(uv[ok, 1]).astype(np.int64)
+    z = z[ok]
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    zbuf = np.full(H * W, np.inf)
+    np.minimum.at(zbuf, v[inside] * W + u[inside], z[inside])
+    zbuf[~np.isfinite(zbuf)] = np.nan
+    return zbuf.reshape(H, W).astype(np.float32)
+
+
+def sample_bilinear(image, uv, max_rel_jump: float = 0.05):
+    """Bilinear samples of a depth-like map ``[H,W]`` at pixel coordinates ``uv [...,2]`` (numpy).
+
+    NaN where a corner is outside or invalid, or where the four corners differ by more than
+    ``max_rel_jump`` relative (a depth edge: interpolating across it would invent a surface).
+    """
+    image = np.asarray(image, np.float64)
+    H, W = image.shape
+    u = uv[..., 0]
+    v = uv[..., 1]
+    finite = np.isfinite(u) & np.isfinite(v)
+    # clamp before the float->int cast: huge or NaN coordinates must not wrap around
+    u0 = np.floor(np.clip(np.where(finite, u, -2.0), -2.0, W + 1.0)).astype(np.int64)
+    v0 = np.floor(np.clip(np.where(finite, v, -2.0), -2.0, H + 1.0)).astype(np.int64)
+    inside = finite & (u0 >= 0) & (v0 >= 0) & (u0 + 1 < W) & (v0 + 1 < H)
+    u0c = np.clip(u0, 0, W - 2)
+    v0c = np.clip(v0, 0, H - 2)
+    c00 = image[v0c, u0c]
+    c01 = image[v0c, u0c + 1]
+    c10 = image[v0c + 1, u0c]
+    c11 = image[v0c + 1, u0c + 1]
+    corners = np.stack([c00, c01, c10, c11])
+    with np.errstate(invalid="ignore"):
+        lo = corners.min(axis=0)
+        hi = corners.max(axis=0)
+        smooth = (hi - lo) <= max_rel_jump * lo
+    fu = u - u0
+    fv = v - v0
+    val = (c00 * (1 - fu) + c01 * fu) * (1 - fv) + (c10 * (1 - fu) + c11 * fu) * fv
+    ok = inside & np.isfinite(val) & smooth
+    return np.where(ok, val, np.nan)
+
+
+def depth_in_other_view(depth_a, K_a, T_b_a, depth_b, K_b) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel of view a: its z in camera b, and b's depth where it projects (numpy).
+
+    Returns ``(z_pred, z_b)``, both ``[H_a,W_a]`` float64, NaN where the pixel has no depth, falls behind
+    or outside camera b, or lands on a depth edge of b. Visible surfaces give ``z_pred == z_b``;
+    occluded ones give ``z_pred > z_b``.
+    """
+    pts_b = transform_points(np.asarray(T_b_a, np.float64), backproject(np.asarray(depth_a, np.float64), K_a))
+    uv, z = project(pts_b, np.asarray(K_b, np.float64))
+    z_b = sample_bilinear(depth_b, uv)
+    z_pred = np.where(np.isfinite(z_b) & (z > MIN_Z), z, np.nan)
+    return z_pred, z_b
+
+
+# --------------------------------------------------------------------------------------------------
+# Depth encodings
+# --------------------------------------------------------------------------------------------------
+
+
+def depth_from_mm(depth_mm) -> np.ndarray:
+    """uint16 millimetres (0 invalid) -> float32 metres (NaN invalid)."""
+    d = np.asarray(depth_mm)
+    out = d.astype(np.float32) / np.float32(MM_PER_M)
+    out[d == 0] = np.nan
+    return out
+
+
+def depth_to_mm(depth_m) -> np.ndarray:
+    """float metres (NaN or <= 0 invalid) -> uint16 millimetres (0 invalid; beyond 65.535 m is invalid)."""
+    d = np.asarray(depth_m, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        mm = np.rint(d * MM_PER_M)
+        ok = np.isfinite(mm) & (mm > 0) & (mm <= np.iinfo(np.uint16).max)
+    return np.where(ok, mm, 0).astype(np.uint16)
+
+
+def valid_depth(depth):
+    """Validity mask of a depth map (numpy or torch): finite and > 0 for float, != 0 for integer millimetres."""
+    if _is_torch(depth):
+        return torch.isfinite(depth) & (depth > 0)
+    d = np.asarray(depth)
+    if np.issubdtype(d.dtype, np.integer):
+        return d != 0
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(d) & (d > 0)
+
+
+def depth_candidates(depth_min: float, depth_max: float, num: int, like=None):
+    """``num`` depths uniform in inverse depth from ``depth_min`` to ``depth_max`` (ascending), metres.
+
+    numpy float64, or a torch tensor with ``like``'s dtype and device.
+    """
+    if not 0 < depth_min < depth_max:
+        msg = f"depth range [{depth_min}, {depth_max}] must satisfy 0 < depth_min < depth_max"
+        raise ValueError(msg)
+    if num < 1:
+        msg = f"number of depth candidates must be >= 1, got {num}"
+        raise ValueError(msg)
+    if like is not None and _is_torch(like):
+        inv = torch.linspace(1.0 / depth_min, 1.0 / depth_max, num, dtype=torch.float64)
+        return (1.0 / inv).to(dtype=like.dtype, device=like.device)
+    return 1.0 / np.linspace(1.0 / depth_min, 1.0 / depth_max, num)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normals
+# --------------------------------------------------------------------------------------------------
+
+EDGE_REL_JUMP = 0.05  # a neighbour more than 5% farther or nearer is across a depth edge
+
+
+def _one_sided(P_minus, P, P_plus, z_minus, z, z_plus):
+    """Pick the forward or backward difference along one axis, whichever stays on the surface."""
+    j_fwd = torch.nan_to_num((z_plus - z).abs(), nan=float("inf"))
+    j_bwd = torch.nan_to_num((z - z_minus).abs(), nan=float("inf"))
+    use_fwd = j_fwd <= j_bwd
+    d = torch.where(use_fwd[..., None], P_plus - P, P - P_minus)
+    jump = torch.minimum(j_fwd, j_bwd)
+    return d, jump <= EDGE_REL_JUMP * z  # NaN z compares False: invalid
+
+
+def normals_from_depth(depth, K) -> np.ndarray:
+    """Surface normals ``[H,W,3]`` float32 from a depth map ``[H,W]`` (metres) and K (numpy).
+
+    Tangents use the one-sided difference that stays on the surface, so depth edges do not bend normals;
+    pixels with no on-surface neighbour in x or y are NaN. Normals point towards the camera.
+    """
+    d = torch.as_tensor(np.asarray(depth, np.float64))[None, None]
+    Kt = torch.as_tensor(np.asarray(K, np.float64))[None]
+    n, valid = normals_from_depth_torch(d, Kt)
+    n = n[0].permute(1, 2, 0).numpy()
+    n[~valid[0, 0].numpy()] = np.nan
+    return n.astype(np.float32)
+
+
+def normals_from_depth_torch(depth: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normals from depth in torch: depth ``[B,1,H,W]`` metres, K ``[B,3,3]``.
+
+    Returns ``(normals [B,3,H,W], valid [B,1,H,W])``; invalid normals are zero.
+    """
+    z = torch.where(valid_depth(depth), depth, torch.full_like(depth, float("nan")))[:, 0]  # [B,H,W]
+    P = backproject(z, K)  # [B,H,W,3]
+    nan = float("nan")
+    Pp = torch.nn.functional.pad(P.permute(0, 3, 1, 2), (1, 1, 1, 1), value=nan).permute(0, 2, 3, 1)
+    zp = torch.nn.functional.pad(z, (1, 1, 1, 1), value=nan)
+    du, ok_u = _one_sided(Pp[:, 1:-1, :-2], P, Pp[:, 1:-1, 2:], zp[:, 1:-1, :-2], z, zp[:, 1:-1, 2:])
+    dv, ok_v = _one_sided(Pp[:, :-2, 1:-1], P, Pp[:, 2:, 1:-1], zp[:, :-2, 1:-1], z, zp[:, 2:, 1:-1])
+    n = torch.cross(dv, du, dim=-1)  # x right, y down, z forward: dv x du faces the camera on a plane
+    norm = torch.linalg.norm(n, dim=-1, keepdim=True)
+    valid = ok_u & ok_v & torch.isfinite(norm[..., 0]) & (norm[..., 0] > 0)
+    n = n / norm.clamp_min(1e-12)
+    # orient towards the camera: n . P < 0
+    flip = (n * P).sum(-1, keepdim=True) > 0
+    n = torch.where(flip, -n, n)
+    n = torch.where(valid[..., None], n, torch.zeros_like(n))
+    return n.permute(0, 3, 1, 2).contiguous(), valid[:, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Point clouds
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PointCloud:
+    """Valid points of a depth image: ``points [N,3]`` float32 metres in the requested frame,
+    ``rgb [N,3]`` uint8, ``labels [N]`` uint16, ``pixels [N,2]`` (u, v) of each point in the image."""
+
+    points: np.ndarray
+    rgb: np.ndarray | None
+    labels: np.ndarray | None
+    pixels: np.ndarray
+
+
+def point_cloud(depth, K, rgb=None, labels=None, stride: int = 1, T_frame_cam=None) -> PointCloud:
+    """Back-project every ``stride``-th pixel with valid depth into a point cloud (numpy).
+
+    ``depth [H,W]`` metres; ``rgb [H,W,3]`` uint8 and ``labels [H,W]`` sampled at the same pixels;
+    ``T_frame_cam`` moves the points out of the camera frame (e.g. into the world frame).
+    """
+    if stride < 1:
+        msg = f"point stride must be >= 1, got {stride}"
+        raise ValueError(msg)
+    depth = np.asarray(depth)
+    H, W = depth.shape
+    Ks = np.asarray(K, np.float64)
+    d = depth[::stride, ::stride]
+    pts = backproject(d.astype(np.float64), subsample_intrinsics(Ks, stride))
+    vs, us = np.mgrid[0:H:stride, 0:W:stride]
+    ok = valid_depth(d)
+    pts = pts[ok]
+    if T_frame_cam is not None:
+        pts = transform_points(np.asarray(T_frame_cam, np.float64), pts)
+    pix = np.stack([us[ok], vs[ok]], axis=-1)
+    return PointCloud(
+        points=pts.astype(np.float32),
+        rgb=None if rgb is None else np.asarray(rgb)[::stride, ::stride][ok].astype(np.uint8),
+        labels=None if labels is None else np.asarray(labels)[::stride, ::stride][ok].astype(np.uint16),
+        pixels=pix,
+    )
+
+
+def subsample_intrinsics(K, stride: int):
+    """K of the image made by taking every ``stride``-th pixel (pixel i of it is pixel i*stride of the original)."""
+    K2 = _copy(K)
+    K2[..., 0, :] = K[..., 0, :] / stride
+    K2[..., 1, :] = K[..., 1, :] / stride
+    return K2

@@ -1,0 +1,45 @@
+"""Default topic names, frame ids and QoS intent shared by the node, the bag writer and replay (DESIGN §5).
+
+Inputs and ground truth are absolute names; the node's outputs are relative to its private namespace
+(``~/depth`` -> ``/mtl3d_perception/depth`` for the default node name).
+"""
+
+from __future__ import annotations
+
+NODE_NAME = "mtl3d_perception"
+
+# Inputs
+IMAGE_TOPIC = "/camera/color/image_raw"
+CAMERA_INFO_TOPIC = "/camera/color/camera_info"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+
+# Ground truth (bags only)
+GT_DEPTH_TOPIC = "/camera/depth/image_rect"
+GT_SEMANTIC_TOPIC = "/gt/semantic"
+
+# Frames
+WORLD_FRAME = "odom"
+BASE_FRAME = "base_link"
+CAMERA_FRAME = "camera_color_optical_frame"
+
+# Outputs, relative to the node's private namespace: name -> (message type, encoding or None)
+OUTPUTS: dict[str, tuple[str, str | None]] = {
+    "depth": ("sensor_msgs/msg/Image", "32FC1"),
+    "depth/camera_info": ("sensor_msgs/msg/CameraInfo", None),
+    "semantic": ("sensor_msgs/msg/Image", "mono8"),
+    "semantic/color": ("sensor_msgs/msg/Image", "rgb8"),
+    "normals": ("sensor_msgs/msg/Image", "32FC3"),
+    "normals/color": ("sensor_msgs/msg/Image", "rgb8"),
+    "boundary": ("sensor_msgs/msg/Image", "mono8"),
+    "points": ("sensor_msgs/msg/PointCloud2", None),
+}
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+
+def output_topic(name: str, node_name: str = NODE_NAME) -> str:
+    """Absolute topic of output ``name`` for a node called ``node_name`` in the root namespace."""
+    if name not in OUTPUTS:
+        msg = f"unknown output {name!r}; expected one of {', '.join(OUTPUTS)}"
+        raise ValueError(msg)
+    return f"/{node_name}/{name}"
