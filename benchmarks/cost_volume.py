@@ -1,0 +1,262 @@
+"""Benchmark the plane-sweep cost volume: one-shot grid_sample, its torch.compile, the chunked reference, Triton.
+
+    python benchmarks/cost_volume.py                 # CUDA when available, the full sizes
+    python benchmarks/cost_volume.py --device cpu    # CPU variants, sizes reduced to finish in minutes
+
+Forward and forward+backward times are medians after warm-up (CUDA events on GPU, perf_counter on
+CPU), with the 20/80 % quantiles. Peak memory is what one call adds on top of its inputs: the CUDA
+caching allocator's peak, or on CPU the rise of the process's resident-set high-water mark (Linux
+/proc/self/clear_refs; glibc is told to mmap every allocation >= 64 KiB so that freed blocks leave
+the RSS and each call's peak is seen). Throughput is counted against the floor of
+../shared/notes/cost_volume_performance.md §2: each input read once and each output written once
+(bytes), 10 FLOP per channel per output and source forward (bilinear + dot), 28 for forward+backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtl3d_perception.ops import cost_volume
+from mtl3d_perception.ops.cost_volume_reference import pixel_rays, projection_coefficients, sample_grid
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    B: int
+    S: int
+    C: int
+    h: int
+    w: int
+    D: int
+
+    def reduced(self) -> Size:
+        """CPU version: a quarter of the pixels, half the depths, B <= 2."""
+        return Size(self.name + "/cpu", min(self.B, 2), self.S, self.C, self.h // 2, self.w // 2, self.D // 2)
+
+
+SIZES = [
+    Size("robot 480x640 @1/4", 1, 1, 128, 120, 160, 64),
+    Size("batch 480x640 @1/8", 8, 1, 128, 60, 80, 128),
+    Size("train 2 src", 4, 2, 64, 60, 80, 64),
+]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Peak DRAM bandwidth (GB/s) and fp32 non-tensor-core FLOP/s (TFLOP/s) from vendor data sheets.
+DEVICE_PEAKS = {"H100 80GB HBM3": (3350, 67), "H100 PCIe": (2000, 51), "H100": (3350, 67), "H200": (4800, 67)}
+
+
+def naive_cost_volume(ref, src, K, T_src_ref, depths):
+    """MVSplat/UniMatch style: coordinates without grad, one grid_sample over all D, mul, sum, mean over S."""
+    B, S, C, h, w = src.shape
+    D = depths.shape[1]
+    with torch.no_grad():
+        coef = projection_coefficients(K, T_src_ref, torch.float32)
+        rays = pixel_rays(coef, h, w)  # [B, S, 3, hw]
+    cost = 0
+    for s in range(S):
+        with torch.no_grad():
+            grid = sample_grid(rays[:, s], coef[:, s, 9:], depths, h, w).to(ref.dtype)  # [B, D*h, w, 2]
+        warped = F.grid_sample(src[:, s], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        cost = cost + (warped.view(B, C, D, h, w) * ref[:, :, None]).sum(1).float()  # [B, D, h, w]
+    return cost / (math.sqrt(C) * S)
+
+
+def make_inputs(size: Size, dtype: torch.dtype, device: str):
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(size.B, size.C, size.h, size.w, generator=g).to(device, dtype)
+    src = torch.randn(size.B, size.S, size.C, size.h, size.w, generator=g).to(device, dtype)
+    K = torch.tensor([[0.9 * size.w, 0, (size.w - 1) / 2], [0, 0.9 * size.w, (size.h - 1) / 2], [0, 0, 1]])
+    T = torch.eye(4).repeat(size.B, size.S, 1, 1)
+    T[..., :3, 3] = torch.tensor([0.12, -0.03, 0.05])  # a 12 cm sideways step, like a walking robot
+    depths = (1.0 / torch.linspace(1 / 0.25, 1 / 10.0, size.D)).repeat(size.B, 1)
+    return ref, src, K.repeat(size.B, 1, 1).to(device), T.to(device), depths.to(device)
+
+
+class _CpuPeak:
+    """Rise of VmHWM over the pre-call VmRSS (Linux only; None elsewhere)."""
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def __enter__(self):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current RSS
+        self.before = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.peak = self._status("VmHWM") - self.before
+
+
+def measure_peak(fn, device: str) -> float | None:
+    """Bytes one call of fn adds at its peak."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    try:
+        with _CpuPeak() as p:
+            fn()
+        return p.peak
+    except OSError:
+        return None
+
+
+def time_fn(fn, device: str, warmup: int, repeats: int) -> tuple[float, float, float]:
+    """(median, q20, q80) in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
+    return statistics.median(times), q[0], q[3]
+
+
+def floor_counts(size: Size, dtype: torch.dtype) -> dict[str, float]:
+    e = torch.empty((), dtype=dtype).element_size()
+    feats = size.B * size.C * size.h * size.w * (1 + size.S) * e
+    out = size.B * size.D * size.h * size.w * 4
+    outputs = size.B * size.S * size.D * size.h * size.w * size.C
+    return {
+        "fwd_bytes": feats + out,
+        "bwd_bytes": feats + out + feats,  # + read the incoming grad, write d_ref and d_src
+        "fwd_flop": 10 * outputs,
+        "fwdbwd_flop": 28 * outputs,
+    }
+
+
+def variants(device: str):
+    out = {
+        "grid_sample one-shot": naive_cost_volume,
+        "torch.compile(one-shot)": torch.compile(naive_cost_volume, fullgraph=True),
+        "reference (chunked)": lambda *a: cost_volume(*a, backend="reference"),
+    }
+    if device == "cuda":
+        out["triton (fused)"] = lambda *a: cost_volume(*a, backend="triton")
+    return out
+
+
+def run(args) -> list[dict]:
+    device = args.device
+    dtype = DTYPES[args.dtype]
+    sizes = [s.reduced() for s in SIZES] if device == "cpu" and not args.full else SIZES
+    rows = []
+    for size in sizes:
+        ref, src, K, T, depths = make_inputs(size, dtype, device)
+        grad = torch.randn(size.B, size.D, size.h, size.w, device=device)
+        counts = floor_counts(size, dtype)
+        for name, fn in variants(device).items():
+            r, s = ref.clone().requires_grad_(True), src.clone().requires_grad_(True)
+
+            # Arguments bound as defaults: the peaks are measured after the loop.
+            def fwd(fn=fn, a=(ref, src, K, T, depths)):
+                with torch.no_grad():
+                    return fn(*a)
+
+            def fwd_bwd(fn=fn, a=(r, s, K, T, depths), grad=grad):
+                a[0].grad = a[1].grad = None
+                fn(*a).backward(grad)
+
+            t_f = time_fn(fwd, device, args.warmup, args.repeats)
+            t_fb = time_fn(fwd_bwd, device, args.warmup, args.repeats)
+            rows.append(
+                dict(size=size, variant=name, fwd=t_f, fwdbwd=t_fb, fwd_fn=fwd, fwdbwd_fn=fwd_bwd, **counts)
+            )
+            print(
+                f"  measured {size.name:<22} {name:<24} fwd {t_f[0]:9.2f} ms  fwd+bwd {t_fb[0]:9.2f} ms",
+                flush=True,
+            )
+    # Peaks last: on CPU the mallopt below changes allocation cost, so it must not touch the timings.
+    if device == "cpu":
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: mmap (and unmap) >= 64 KiB
+        except OSError:
+            pass
+    for row in rows:
+        row["peak_fwd"] = measure_peak(row.pop("fwd_fn"), device)
+        row["peak_fwdbwd"] = measure_peak(row.pop("fwdbwd_fn"), device)
+    return rows
+
+
+def print_table(rows: list[dict], device: str, dtype: str) -> None:
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    peaks = next((v for k, v in DEVICE_PEAKS.items() if k in name), None) if device == "cuda" else None
+    mib = 1 / 2**20
+    print(
+        f"\ndevice: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, features {dtype}"
+    )
+    head = (
+        "| size (B,S,C,h,w,D) | variant | fwd ms (q20-q80) | fwd+bwd ms (q20-q80) | peak fwd MiB | peak fwd+bwd MiB"
+        " | fwd GB/s | fwd GFLOP/s | fwd+bwd GFLOP/s |" + (" fwd % of floor |" if peaks else "")
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        s = r["size"]
+        f_ms, fb_ms = r["fwd"][0], r["fwdbwd"][0]
+
+        def peak(v):
+            return "n/a" if v is None else f"{v * mib:.1f}"
+
+        line = (
+            f"| {s.name} ({s.B},{s.S},{s.C},{s.h},{s.w},{s.D}) | {r['variant']} "
+            f"| {f_ms:.3f} ({r['fwd'][1]:.3f}-{r['fwd'][2]:.3f}) | {fb_ms:.3f} ({r['fwdbwd'][1]:.3f}-{r['fwdbwd'][2]:.3f}) "
+            f"| {peak(r['peak_fwd'])} | {peak(r['peak_fwdbwd'])} "
+            f"| {r['fwd_bytes'] / f_ms / 1e6:.1f} | {r['fwd_flop'] / f_ms / 1e6:.1f} | {r['fwdbwd_flop'] / fb_ms / 1e6:.1f} |"
+        )
+        if peaks:
+            floor_ms = max(r["fwd_bytes"] / (peaks[0] * 1e6), r["fwd_flop"] / (peaks[1] * 1e9))
+            line += f" {100 * floor_ms / f_ms:.1f} |"
+        print(line)
+    outs = {r["size"]: r["size"].B * r["size"].D * r["size"].h * r["size"].w * 4 * mib for r in rows}
+    print("output (fp32) MiB: " + ", ".join(f"{k.name}: {v:.1f}" for k, v in outs.items()))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument("--full", action="store_true", help="full sizes on CPU too (slow)")
+    p.add_argument("--warmup", type=int, default=None, help="default 2 on CPU, 10 on CUDA")
+    p.add_argument("--repeats", type=int, default=None, help="default 5 on CPU, 50 on CUDA")
+    args = p.parse_args(argv)
+    if args.warmup is None:
+        args.warmup = 2 if args.device == "cpu" else 10
+    if args.repeats is None:
+        args.repeats = 5 if args.device == "cpu" else 50
+    rows = run(args)
+    print_table(rows, args.device, args.dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

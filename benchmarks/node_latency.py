@@ -1,0 +1,140 @@
+"""End-to-end per-frame latency: the pipeline alone, and through rclpy pub/sub in one process.
+
+    python benchmarks/node_latency.py [--preset tiny] [--size 160x120] [--frames 40] [--threads 2] [--device cpu]
+
+Pipeline: ``PerceptionPipeline.process`` on a moving camera (two-view frames after the first), all outputs,
+point stride 4; per-stage median and p95. Node: ``PerceptionNode`` plus a peer node in one
+``SingleThreadedExecutor``; the peer publishes Image + CameraInfo (TF fed to the buffer) and waits for the last
+output (``~/points``) before sending the next frame, so the figure is publish -> last output received.
+Random weights (a preset): latency does not depend on the weights. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import time
+
+import numpy as np
+import torch
+
+from mtl3d_perception import topics
+from mtl3d_perception.geometry import pose_from_quat_trans
+from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.runtime import Frame, PairingConfig, PerceptionPipeline
+
+S = 1_000_000_000
+
+
+def _frames(n: int, W: int, H: int):
+    rng = np.random.default_rng(0)
+    K = np.array([[0.8 * W, 0, (W - 1) / 2], [0, 0.8 * W, (H - 1) / 2], [0, 0, 1.0]])
+    for i in range(n):
+        pose = pose_from_quat_trans(np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.03 * i, 0.0, 0.0]))
+        yield Frame(S + i * S // 10, topics.CAMERA_FRAME, rng.integers(0, 256, (H, W, 3)).astype(np.uint8), K, pose)
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values) * 1e3, q))
+
+
+def bench_pipeline(model, device: str, W: int, H: int, n: int) -> dict[str, list[float]]:
+    pipe = PerceptionPipeline(model, device=device, pairing=PairingConfig(min_baseline_m=0.05), point_stride=4)
+    pipe.warmup()
+    stages: dict[str, list[float]] = {}
+    for i, frame in enumerate(_frames(n + 2, W, H)):
+        products = pipe.process(frame)
+        if i >= 2:  # the first frames are single-view and pay first-call costs
+            for k, v in products.timings.items():
+                stages.setdefault(k, []).append(v)
+    pipe.close()
+    return stages
+
+
+def bench_node(model, device: str, W: int, H: int, n: int) -> list[float]:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = PerceptionNode(model=model, context=context, parameter_overrides=[
+        Parameter("device", value=device), Parameter("tf_timeout_s", value=0.0), Parameter("point_stride", value=4)])
+    peer = rclpy.create_node("bench_peer", context=context)
+    types = cv.rclpy_types()
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    got: list[float] = []
+    peer.create_subscription(types["sensor_msgs/msg/PointCloud2"], topics.output_topic("points"),
+                             lambda _msg: got.append(time.perf_counter()), 10)
+    image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
+    while not (image_pub.get_subscription_count() and info_pub.get_subscription_count()):
+        executor.spin_once(timeout_sec=0.01)
+    static = cv.make_transform_stamped(types, cv.make_header(types, 0, topics.BASE_FRAME), topics.CAMERA_FRAME, np.eye(4))
+    node.tf_buffer.set_transform_static(static, "bench")
+    latencies = []
+    for i, frame in enumerate(_frames(n + 2, W, H)):
+        header = cv.make_header(types, frame.stamp_ns, frame.frame_id)
+        ts = cv.make_transform_stamped(types, cv.make_header(types, frame.stamp_ns, topics.WORLD_FRAME),
+                                       topics.BASE_FRAME, frame.pose)
+        node.tf_buffer.set_transform(ts, "bench")
+        before = len(got)
+        t0 = time.perf_counter()
+        image_pub.publish(cv.make_image(types, header, frame.rgb, "rgb8"))
+        info_pub.publish(cv.make_camera_info(types, header, frame.K, W, H))
+        deadline = t0 + 120
+        while len(got) == before and time.perf_counter() < deadline:
+            executor.spin_once(timeout_sec=0.001)
+        if i >= 2:
+            latencies.append(got[-1] - t0)
+    executor.shutdown()
+    node.destroy_node()
+    peer.destroy_node()
+    rclpy.try_shutdown(context=context)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--size", default="160x120", help="camera and network size WxH")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
+    parser.add_argument("--no-node", action="store_true", help="pipeline only (no rclpy)")
+    args = parser.parse_args()
+    W, H = (int(v) for v in args.size.split("x"))
+    torch.set_num_threads(args.threads)
+    cfg = resolve_config(args.preset)
+    cfg = type(cfg)(**{**cfg.__dict__, "input_size": (W, H), "pretrained": False})
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    print(f"# node_latency: preset {args.preset}, {W}x{H}, {args.frames} frames, torch threads {args.threads}, "
+          f"{platform.processor() or platform.machine()}, {datetime.date.today()}, commit {commit or 'uncommitted'}")
+    print("| device | path | preprocess | encode | predict | postprocess | cloud | total p50 / p95 (ms) | rate (Hz) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for device in args.device.split(","):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            continue
+        model = build_model(cfg).eval()
+        st = bench_pipeline(model, device, W, H, args.frames)
+        cells = [f"{_pct(st[k], 50):.1f}" for k in ("preprocess", "encode", "predict", "postprocess", "cloud")]
+        total50, total95 = _pct(st["total"], 50), _pct(st["total"], 95)
+        print(f"| {device} | pipeline | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} | {1e3 / total50:.1f} |")
+        if not args.no_node:
+            lat = bench_node(build_model(cfg).eval(), device, W, H, args.frames)
+            p50, p95 = _pct(lat, 50), _pct(lat, 95)
+            print(f"| {device} | rclpy pub -> ~/points | | | | | | {p50:.1f} / {p95:.1f} | {1e3 / p50:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""rosbag2 reading and writing with ``rosbags`` (no ROS install needed; DESIGN §5 "Bags and topics").
+
+Writing turns a posed RGB-D sequence into the topics a robot would record (names from
+:mod:`mtl3d_perception.topics`):
+
+- ``/camera/color/image_raw`` (``rgb8``) and ``/camera/color/camera_info`` (K, R = I, P = [K|0],
+  plumb_bob with zero distortion), frame ``camera_color_optical_frame``;
+- ``/tf``: ``odom -> base_link`` per frame; ``/tf_static``: ``base_link -> camera_color_optical_frame``
+  (:data:`T_BASE_CAM`, a head camera 0.2 m ahead of and 0.3 m above ``base_link``, pitched 10 degrees
+  down), so that ``T_odom_base @ T_BASE_CAM`` is the frame's ``T_world_cam``;
+- ground truth when the sequence has it: ``/camera/depth/image_rect`` (``32FC1`` metres, NaN invalid)
+  and ``/gt/semantic`` (``mono8``).
+
+Every message of a frame carries the frame's stamp in its header and is recorded at that time. The
+offered QoS profiles are stored in the bag's metadata so that ``ros2 bag play`` re-offers them:
+reliable / volatile for the sensor streams and ``/tf``, reliable / transient-local (latched) for
+``/tf_static``. Messages are built with :mod:`mtl3d_perception.ros.conversions` from the
+``ROS2_JAZZY`` typestore's classes.
+
+Reading (:func:`read_bag`) yields deserialised messages in time order; :func:`read_bag_sequence`
+rebuilds frames (image, K, stamp, pose through the TF chain, ground truth) from such a bag.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
+
+from mtl3d_perception import topics
+from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
+from mtl3d_perception.geometry import interpolate_pose, invert_se3
+from mtl3d_perception.ros.conversions import (
+    camera_info_to_K,
+    image_to_array,
+    image_to_rgb8,
+    make_camera_info,
+    make_header,
+    make_image,
+    make_transform_stamped,
+    stamp_to_ns,
+    transform_to_matrix,
+)
+
+STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
+BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
+
+
+def _head_camera_extrinsic(forward: float, up: float, pitch_down_deg: float) -> np.ndarray:
+    """``T_base_cam`` of an optical frame mounted ``forward``/``up`` of ``base_link`` (x forward, z up)."""
+    # optical axes in base_link: x_opt = -y_base (right), y_opt = -z_base (down), z_opt = x_base (forward)
+    base_to_optical = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    p = math.radians(pitch_down_deg)
+    pitch = np.array([[math.cos(p), 0.0, math.sin(p)], [0.0, 1.0, 0.0], [-math.sin(p), 0.0, math.cos(p)]])
+    T = np.eye(4)
+    T[:3, :3] = pitch @ base_to_optical
+    T[:3, 3] = (forward, 0.0, up)
+    return T
+
+
+T_BASE_CAM = _head_camera_extrinsic(forward=0.2, up=0.3, pitch_down_deg=10.0)
+
+
+def _qos(depth: int, durability: QosDurability) -> Qos:
+    zero = QosTime(0, 0)  # 0 s = the RMW default (no deadline, no lifespan, default lease)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
+QOS_SENSOR = _qos(10, QosDurability.VOLATILE)
+QOS_TF = _qos(100, QosDurability.VOLATILE)
+QOS_TF_STATIC = _qos(1, QosDurability.TRANSIENT_LOCAL)  # latched, like tf2_ros.StaticTransformBroadcaster
+
+
+class BagError(RuntimeError):
+    """A bag cannot be written or read; the message names the path and the problem."""
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """The ROS 2 Jazzy typestore whose message classes :func:`read_bag` returns and :func:`write_bag` writes."""
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def seconds_to_ns(stamp_s: float) -> int:
+    """Seconds (float) -> integer nanoseconds, exact to the float's precision (no 1e9 multiply of a big float)."""
+    sec = math.floor(stamp_s)
+    return int(sec) * 1_000_000_000 + round((stamp_s - sec) * 1e9)
+
+
+def ns_to_seconds(t_ns: int) -> float:
+    """Integer nanoseconds -> seconds; the inverse of :func:`seconds_to_ns` for float stamps."""
+    sec, nsec = divmod(int(t_ns), 1_000_000_000)
+    return float(sec) + nsec * 1e-9
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def write_bag(
+    source: PosedSequence | str | Path | Iterable[SequenceFrame],
+    out_path: str | Path,
+    *,
+    rate_hz: float | None = None,
+    storage: str = "mcap",
+    T_base_cam: np.ndarray = T_BASE_CAM,
+) -> Path:
+    """Write a posed RGB-D sequence as a rosbag2 directory and return its path.
+
+    Args:
+        source: a :class:`PosedSequence`, a sequence folder path, or frames (read one at a time).
+        out_path: the bag directory to create (must not exist); the storage file goes inside it.
+        rate_hz: None: stamps are the frames' own (``timestamps.txt``, or the sequence's rate);
+            a number: frame i is stamped ``stamp_0 + i / rate_hz``.
+        storage: ``"mcap"`` (default) or ``"db3"`` (sqlite3).
+        T_base_cam: the ``base_link -> camera_color_optical_frame`` extrinsic on ``/tf_static``.
+
+    Raises:
+        BagError: unknown storage, ``out_path`` exists or has a storage suffix, no frames, or frames
+            whose K or size change mid-sequence.
+        SequenceError: ``source`` is a malformed sequence folder.
+    """
+    if storage not in STORAGES:
+        raise BagError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    if rate_hz is not None and not rate_hz > 0:
+        raise BagError(f"rate_hz must be positive, got {rate_hz}")
+    out_path = Path(out_path)
+    if out_path.suffix in (".mcap", ".db3"):
+        raise BagError(f"{out_path}: a rosbag2 is a directory; name it without the {out_path.suffix} suffix")
+    if out_path.exists():
+        raise BagError(f"{out_path}: already exists; choose a new bag directory")
+    frames = PosedSequence(source) if isinstance(source, str | Path) else source
+    types = typestore().types
+    T_base_cam = np.asarray(T_base_cam, np.float64)
+    T_cam_base = invert_se3(T_base_cam)
+
+    writer = Writer(out_path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
+    try:
+        writer.open()
+    except WriterError as exc:
+        raise BagError(f"{out_path}: cannot create bag: {exc}") from None
+    try:
+        _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, out_path)
+    except BaseException:
+        writer.close()
+        raise
+    writer.close()
+    return out_path
+
+
+def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz, out_path: Path) -> None:
+    store = typestore()
+    conns: dict[str, Any] = {}
+
+    def write(topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos = QOS_SENSOR) -> None:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
+        writer.write(conns[topic], t_ns, store.serialize_cdr(msg, msgtype))
+
+    first: SequenceFrame | None = None
+    t0_ns = 0
+    for i, frame in enumerate(frames):
+        if first is None:
+            first, t0_ns = frame, seconds_to_ns(frame.stamp)
+        elif frame.size != first.size or not np.allclose(frame.K, first.K, rtol=0, atol=1e-9):
+            raise BagError(f"{out_path}: frame {i} changes K or image size; one bag holds one camera")
+        t_ns = t0_ns + round(i * 1e9 / rate_hz) if rate_hz else seconds_to_ns(frame.stamp)
+        cam_header = make_header(types, t_ns, topics.CAMERA_FRAME)
+        if i == 0:
+            static = make_transform_stamped(types, make_header(types, t_ns, topics.BASE_FRAME), topics.CAMERA_FRAME, T_base_cam)
+            write(topics.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", t_ns,
+                  types["tf2_msgs/msg/TFMessage"](transforms=[static]), QOS_TF_STATIC)
+        T_odom_base = np.asarray(frame.T_world_cam, np.float64) @ T_cam_base
+        tf = make_transform_stamped(types, make_header(types, t_ns, topics.WORLD_FRAME), topics.BASE_FRAME, T_odom_base)
+        write(topics.TF_TOPIC, "tf2_msgs/msg/TFMessage", t_ns, types["tf2_msgs/msg/TFMessage"](transforms=[tf]), QOS_TF)
+        W, H = frame.size
+        write(topics.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", t_ns,
+              make_camera_info(types, cam_header, frame.K, W, H))
+        write(topics.IMAGE_TOPIC, "sensor_msgs/msg/Image", t_ns, make_image(types, cam_header, frame.rgb, "rgb8"))
+        if frame.depth is not None:
+            write(topics.GT_DEPTH_TOPIC, "sensor_msgs/msg/Image", t_ns,
+                  make_image(types, cam_header, np.asarray(frame.depth, np.float32), "32FC1"))
+        if frame.semantic is not None:
+            write(topics.GT_SEMANTIC_TOPIC, "sensor_msgs/msg/Image", t_ns,
+                  make_image(types, cam_header, np.asarray(frame.semantic, np.uint8), "mono8"))
+    if first is None:
+        raise BagError(f"{out_path}: no frames to write")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _register_missing_types(store, connections) -> None:
+    """Add message types the Jazzy store lacks (custom messages) from the definitions stored in the bag."""
+    missing = {}
+    for conn in connections:
+        if conn.msgtype in store.types or not conn.msgdef.data:
+            continue
+        try:
+            if conn.msgdef.data.startswith("=" * 80 + "\nIDL: ") or "module " in conn.msgdef.data:
+                missing.update(get_types_from_idl(conn.msgdef.data))
+            else:
+                missing.update(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        except TypesysError as exc:
+            raise BagError(f"topic {conn.topic}: cannot parse the definition of {conn.msgtype}: {exc}") from None
+    if missing:
+        store.register(missing)
+
+
+def bag_topics(path: str | Path) -> dict[str, str]:
+    """Topic -> message type of a bag (directory, ``.mcap`` or ``.db3`` file)."""
+    reader = _open_reader(Path(path))
+    try:
+        return {conn.topic: conn.msgtype for conn in reader.connections}
+    finally:
+        reader.close()
+
+
+def _open_reader(path: Path) -> Reader:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such bag")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, OSError, ValueError, KeyError) as exc:
+        raise BagError(f"{path}: cannot open bag: {exc}") from None
+    return reader
+
+
+def read_bag(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, Any]]:
+    """Yield ``(topic, t_ns, msg)`` in time order; ``msg`` is a Jazzy typestore dataclass.
+
+    Args:
+        path: a rosbag2 directory, or a single ``.mcap`` / ``.db3`` file.
+        topics: topics to read (others are skipped; names not in the bag are ignored); None = all.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        BagError: the bag cannot be opened, or a message cannot be deserialised (corrupt bag).
+    """
+    path = Path(path)
+    reader = _open_reader(path)  # open now, so a missing or unreadable bag fails at the call
+    return _messages(reader, path, None if topics is None else set(topics))
+
+
+def _messages(reader: Reader, path: Path, wanted: set[str] | None) -> Iterator[tuple[str, int, Any]]:
+    try:
+        store = typestore()
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        _register_missing_types(store, conns)
+        try:
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                try:
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:  # rosbags raises assorted errors on corrupt CDR
+                    raise BagError(f"{path}: cannot deserialise {conn.msgtype} on {conn.topic} at {t_ns} ns: {exc}") from None
+                yield conn.topic, t_ns, msg
+        except ReaderError as exc:
+            raise BagError(f"{path}: cannot read bag: {exc}") from None
+    finally:
+        reader.close()
+
+
+class _TransformTable:
+    """The transforms of a bag: static edges and time series of dynamic ones, looked up along a chain.
+
+    A small reader-side helper for :func:`read_bag_sequence`; the live pipeline uses the TF buffer of
+    ``mtl3d_perception.ros.compat`` / ``tf2_ros``.
+    """
+
+    def __init__(self) -> None:
+        self.static: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
+        self.dynamic: dict[str, tuple[str, list[int], list[np.ndarray]]] = {}  # child -> (parent, stamps, Ts)
+
+    def add(self, msg: Any, *, static: bool) -> None:
+        for tf in msg.transforms:
+            child, parent = tf.child_frame_id, tf.header.frame_id
+            T = transform_to_matrix(tf.transform)
+            if static:
+                self.static[child] = (parent, T)
+            else:
+                _, stamps, Ts = self.dynamic.setdefault(child, (parent, [], []))
+                t = stamp_to_ns(tf.header.stamp)
+                k = bisect.bisect_left(stamps, t)
+                if k < len(stamps) and stamps[k] == t:
+                    Ts[k] = T
+                else:
+                    stamps.insert(k, t)
+                    Ts.insert(k, T)
+
+    def _edge(self, child: str, t_ns: int) -> tuple[str, np.ndarray]:
+        if child in self.static:
+            return self.static[child]
+        if child not in self.dynamic:
+            raise BagError(f"no transform has child frame {child!r}")
+        parent, stamps, Ts = self.dynamic[child]
+        k = bisect.bisect_left(stamps, t_ns)
+        if k < len(stamps) and stamps[k] == t_ns:
+            return parent, Ts[k]
+        if k == 0 or k == len(stamps):
+            raise BagError(f"transform {parent} -> {child} is not available at {t_ns} ns "
+                           f"(have {stamps[0]} .. {stamps[-1]} ns)")
+        alpha = (t_ns - stamps[k - 1]) / (stamps[k] - stamps[k - 1])
+        return parent, interpolate_pose(Ts[k - 1], Ts[k], alpha)
+
+    def lookup(self, target: str, source: str, t_ns: int) -> np.ndarray:
+        """``T_target_source`` at ``t_ns``, walking from ``source`` up its parents to ``target``."""
+        T = np.eye(4)
+        frame, seen = source, set()
+        while frame != target:
+            if frame in seen:
+                raise BagError(f"transform cycle through {frame!r}")
+            seen.add(frame)
+            parent, T_parent_frame = self._edge(frame, t_ns)
+            T = T_parent_frame @ T
+            frame = parent
+        return T
+
+
+def read_bag_sequence(
+    path: str | Path,
+    *,
+    image_topic: str = topics.IMAGE_TOPIC,
+    camera_info_topic: str = topics.CAMERA_INFO_TOPIC,
+    depth_topic: str = topics.GT_DEPTH_TOPIC,
+    semantic_topic: str = topics.GT_SEMANTIC_TOPIC,
+    world_frame: str = topics.WORLD_FRAME,
+) -> list[SequenceFrame]:
+    """Rebuild posed frames from a bag: image, K (CameraInfo with the image's stamp, else the latest before),
+    stamp, ``T_world_cam`` through the TF chain ``world_frame -> ... -> image frame`` at the image's stamp,
+    and ground-truth depth / semantic with the same stamp when present.
+
+    Holds the whole sequence in memory; meant for tests, tools and small bags.
+
+    Raises:
+        BagError: an image without CameraInfo, or a TF chain that cannot be resolved at an image's stamp.
+    """
+    tf_table = _TransformTable()
+    infos: dict[int, np.ndarray] = {}
+    images: list[tuple[int, str, np.ndarray]] = []
+    depth: dict[int, np.ndarray] = {}
+    semantic: dict[int, np.ndarray] = {}
+    wanted = [topics.TF_TOPIC, topics.TF_STATIC_TOPIC, image_topic, camera_info_topic, depth_topic, semantic_topic]
+    for topic, _t, msg in read_bag(path, wanted):
+        if topic == topics.TF_STATIC_TOPIC:
+            tf_table.add(msg, static=True)
+        elif topic == topics.TF_TOPIC:
+            tf_table.add(msg, static=False)
+        elif topic == camera_info_topic:
+            infos[stamp_to_ns(msg.header.stamp)] = camera_info_to_K(msg)
+        elif topic == image_topic:
+            images.append((stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_rgb8(msg)))
+        elif topic == depth_topic:
+            depth[stamp_to_ns(msg.header.stamp)] = image_to_array(msg).astype(np.float32)
+        elif topic == semantic_topic:
+            semantic[stamp_to_ns(msg.header.stamp)] = image_to_array(msg).astype(np.uint8)
+    info_stamps = sorted(infos)
+    frames = []
+    for i, (t_ns, frame_id, rgb) in enumerate(images):
+        k = bisect.bisect_right(info_stamps, t_ns)
+        if k == 0:
+            raise BagError(f"{path}: image at {t_ns} ns on {image_topic} has no CameraInfo on {camera_info_topic}")
+        frames.append(SequenceFrame(
+            index=i, stamp=ns_to_seconds(t_ns), rgb=rgb, depth=depth.get(t_ns), K=infos[info_stamps[k - 1]],
+            T_world_cam=tf_table.lookup(world_frame, frame_id, t_ns), semantic=semantic.get(t_ns),
+        ))
+    return frames

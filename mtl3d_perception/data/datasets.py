@@ -1,0 +1,385 @@
+"""Datasets yielding :class:`MultiViewBatch` samples (B=1) from three kinds of source.
+
+- ``synthetic``: procedural scenes (:mod:`.synthetic`) rendered on the fly, with every task labelled.
+  Splits draw scene seeds from disjoint ranges (:data:`SYNTHETIC_SEED_BASE`), so train, val and test
+  never share a room.
+- ``sequence``: a posed RGB-D sequence folder (:mod:`.sequence`): depth labels, normals derived from
+  depth, semantic labels (and boundaries from them) when present — the paper's video frames with
+  depth-only labels. ``start``/``end`` select a frame range (ints: frame indices; floats: fractions
+  of the length), and source views are only chosen inside it, so a held-out range never leaks.
+- ``nyuv2``: the NYUv2 labelled ``.mat`` (h5py); single-view, the image duplicated as its own source
+  (paper protocol), labels mapped to the 13 classes with the shipped mapping (``nyu_class_mapping.json``).
+
+Source views are picked by frame gap or by camera baseline (:class:`SourceConfig`). Training samples
+are addressed by ``(index, seed)`` keys so that neighbour choice and augmentation are reproducible;
+an int key gives the deterministic evaluation sample. Partial labels (``label_regime``) are drawn
+once per sample index, so a sample keeps the same labelled tasks in every epoch (seed 002's setting).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from mtl3d_perception import geometry
+from mtl3d_perception.classes import IGNORE_INDEX
+from mtl3d_perception.data.augment import AugmentConfig, augment_views
+from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
+
+SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+LABEL_REGIMES: tuple[str, ...] = ("full", "random", "one")
+SOURCE_KINDS: tuple[str, ...] = ("synthetic", "sequence", "nyuv2")
+NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
+
+# The Kinect colour camera of NYUv2 (toolbox camera_params.m) at 640x480; the toolbox's principal point
+# is 1-based (MATLAB), so 1 is subtracted to put pixel (0, 0)'s centre at 0.
+NYU_K = np.array([[518.8579, 0.0, 325.5824 - 1.0], [0.0, 519.4696, 253.7362 - 1.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class SourceConfig:
+    """One data source; see the module docstring. Unused fields are ignored by the other kinds."""
+
+    kind: str = "synthetic"
+    path: str = ""  # sequence folder or NYUv2 .mat
+    split: str = "train"  # synthetic: train | val | test
+    num_scenes: int = 8  # synthetic
+    frames_per_scene: int = 24  # synthetic
+    start: int | float = 0  # sequence / nyuv2 range: int index or float fraction
+    end: int | float = 1.0
+    tasks: tuple[str, ...] = TASKS  # tasks whose labels are used (e.g. ["depth"] for video frames)
+    neighbour: str = "gap"  # gap | baseline
+    max_gap: int = 4  # training: source gap uniform in [1, max_gap]
+    eval_gap: int = 2  # evaluation: fixed gap
+    min_baseline: float = 0.05  # metres (neighbour: baseline)
+    max_baseline: float = 0.5
+    repeat: int = 1  # list the source this many times (a sampling weight)
+    nyu_labels: str = "894"  # the .mat's label set: 894 (official) or 40
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            msg = f"unknown data source kind {self.kind!r}; expected one of {', '.join(SOURCE_KINDS)}"
+            raise ValueError(msg)
+        if self.kind == "synthetic" and self.split not in SYNTHETIC_SEED_BASE:
+            msg = f"unknown synthetic split {self.split!r}; expected one of {', '.join(SYNTHETIC_SEED_BASE)}"
+            raise ValueError(msg)
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            msg = f"unknown task(s) {bad} in source tasks; expected a subset of {', '.join(TASKS)}"
+            raise ValueError(msg)
+        if self.neighbour not in ("gap", "baseline"):
+            msg = f"neighbour must be 'gap' or 'baseline', got {self.neighbour!r}"
+            raise ValueError(msg)
+        if self.kind != "synthetic" and not self.path:
+            msg = f"a {self.kind} source needs a path"
+            raise ValueError(msg)
+
+
+def parse_data_spec(spec: str) -> SourceConfig:
+    """``synthetic:SPLIT[:NUM_SCENES]``, ``sequence:/path[:start:end]`` or ``nyuv2:/file.mat[:start:end]``.
+
+    ``start``/``end`` with a dot are fractions (``0.8:1.0``), otherwise frame indices.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind not in SOURCE_KINDS or not rest:
+        msg = f"cannot parse data spec {spec!r}; expected synthetic:SPLIT[:N], sequence:/path[:start:end] or nyuv2:/file.mat[:start:end]"
+        raise ValueError(msg)
+    if kind == "synthetic":
+        split, _, n = rest.partition(":")
+        return SourceConfig(kind=kind, split=split, **({"num_scenes": int(n)} if n else {}))
+    parts = rest.rsplit(":", 2)
+    rng: dict[str, Any] = {}
+    if len(parts) == 3 and all(_is_number(p) for p in parts[1:]):
+        rest = parts[0]
+        rng = {k: (float(v) if "." in v else int(v)) for k, v in zip(("start", "end"), parts[1:])}
+    return SourceConfig(kind=kind, path=rest, **rng)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(x: int | float, n: int) -> int:
+    """A range bound: a float is a fraction of ``n``, an int an index (negative from the end)."""
+    if isinstance(x, float):
+        return int(round(min(max(x, 0.0), 1.0) * n))
+    return max(0, min(n, x if x >= 0 else n + x))
+
+
+def apply_label_regime(available: dict[str, bool], regime: str, rng: np.random.Generator) -> dict[str, bool]:
+    """Simulate partial labels: ``full`` keeps all, ``random`` keeps each task with p=0.5 (at least one),
+    ``one`` keeps exactly one of the available tasks.
+    """
+    if regime not in LABEL_REGIMES:
+        msg = f"unknown label regime {regime!r}; expected one of {', '.join(LABEL_REGIMES)}"
+        raise ValueError(msg)
+    have = [t for t in TASKS if available.get(t)]
+    if regime == "full" or not have:
+        return {t: t in have for t in TASKS}
+    if regime == "one":
+        keep = {have[int(rng.integers(len(have)))]}
+    else:
+        draws = rng.uniform(size=len(have)) < 0.5
+        keep = {t for t, d in zip(have, draws) if d} or {have[int(rng.integers(len(have)))]}
+    return {t: t in keep for t in TASKS}
+
+
+def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg: SourceConfig,
+                   rng: np.random.Generator | None) -> list[int]:
+    """Indices of ``num`` source frames for frame ``ref`` among frames ``[lo, hi)``.
+
+    Earlier frames are preferred (the robot pairs a frame with an earlier one); a sequence of one
+    frame pairs it with itself. ``rng`` None gives the deterministic evaluation choice.
+    """
+    out: list[int] = []
+    for k in range(num):
+        if cfg.neighbour == "gap":
+            gap = int(rng.integers(1, max(1, cfg.max_gap) + 1)) if rng is not None else cfg.eval_gap
+            gap += k  # further sources step further back
+            j = ref - gap if ref - gap >= lo else ref + gap
+        else:
+            idx = np.arange(lo, hi)
+            base = np.linalg.norm(poses[idx, :3, 3] - poses[ref, :3, 3], axis=1)
+            ok = idx[(base >= cfg.min_baseline) & (base <= cfg.max_baseline) & (idx != ref)]
+            ok = np.array([j for j in ok if j not in out], int)
+            if len(ok) == 0:
+                j = ref - 1 - k if ref - 1 - k >= lo else ref + 1 + k
+            elif rng is not None:
+                j = int(rng.choice(ok))
+            else:
+                earlier = ok[ok < ref]
+                j = int(earlier.max() if len(earlier) else ok.min())
+        out.append(int(min(max(j, lo), hi - 1)))
+    return out
+
+
+def boundaries_from_semantic(semantic: np.ndarray) -> np.ndarray:
+    """Boundary label ``[H,W]`` float32 from semantic ids: 1 on label edges, NaN where unlabelled."""
+    from mtl3d_perception.data.synthetic import label_boundaries
+
+    b = label_boundaries(semantic).astype(np.float32)
+    b[semantic == IGNORE_INDEX] = np.nan
+    return b
+
+
+def _view_from_labels(rgb, K, T, depth=None, semantic=None, normals=None, *, derive_normals: bool = True
+                      ) -> ViewSample:
+    """A ViewSample with derived labels: normals from depth when missing, boundaries from semantic."""
+    if depth is not None:
+        depth = np.where(geometry.valid_depth(depth), depth, np.nan).astype(np.float32)
+        if normals is None and derive_normals:
+            normals = geometry.normals_from_depth(depth, K)
+    boundary = boundaries_from_semantic(semantic) if semantic is not None else None
+    return ViewSample(rgb=rgb, K=np.asarray(K, np.float64), T_world_cam=np.asarray(T, np.float64),
+                      depth=depth, normals=normals, semantic=semantic, boundary=boundary)
+
+
+class SourceDataset(Dataset):
+    """Base class: subclasses implement ``__len__`` and ``load(index, rng) -> (views, meta)``."""
+
+    def __init__(self, cfg: SourceConfig, *, image_size: tuple[int, int], num_views: int = 2,
+                 augment: AugmentConfig | None = None, label_regime: str = "full", seed: int = 0) -> None:
+        self.cfg = cfg
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.num_views = int(num_views)
+        self.augment = augment
+        self.label_regime = label_regime
+        self.seed = int(seed)
+        apply_label_regime({}, label_regime, np.random.default_rng(0))  # validates the name early
+
+    def load(self, index: int, rng: np.random.Generator | None) -> tuple[list[ViewSample], dict[str, Any]]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> MultiViewBatch:
+        index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        if not 0 <= index < len(self):
+            msg = f"index {index} out of range for a source of {len(self)} samples"
+            raise IndexError(msg)
+        rng = None if draw is None else np.random.default_rng([self.seed, draw, index])
+        views, meta = self.load(index, rng)
+        views = augment_views(views, self.image_size, self.augment or AugmentConfig(enabled=False), rng)
+        available = {t: t in self.cfg.tasks for t in TASKS}
+        if draw is not None:  # partial labels are a training regime, drawn once per sample
+            available = apply_label_regime(available, self.label_regime,
+                                           np.random.default_rng([self.seed, 7919, index]))
+        return MultiViewBatch.from_views(views, valid=available, meta={"source": self.cfg.kind, **meta})
+
+
+class SyntheticDataset(SourceDataset):
+    """``num_scenes`` x ``frames_per_scene`` samples; the scene seeds of a split never overlap another's."""
+
+    RENDER_SCALE = 1.25  # render larger than the output so random zoom-crops stay sharp
+
+    def __len__(self) -> int:
+        return self.cfg.num_scenes * self.cfg.frames_per_scene
+
+    @staticmethod
+    @lru_cache(maxsize=8)
+    def _scene(seed: int, n: int):
+        from mtl3d_perception.data.synthetic import SyntheticScene
+
+        scene = SyntheticScene(seed)
+        return scene, scene.camera_path(n)
+
+    def load(self, index, rng):
+        from mtl3d_perception.data.synthetic import default_intrinsics
+
+        s, f = divmod(index, self.cfg.frames_per_scene)
+        seed = SYNTHETIC_SEED_BASE[self.cfg.split] + s
+        scene, path = self._scene(seed, self.cfg.frames_per_scene)
+        W, H = self.image_size
+        if rng is not None and self.augment is not None and self.augment.enabled:
+            W, H = int(round(W * self.RENDER_SCALE)), int(round(H * self.RENDER_SCALE))
+        K = default_intrinsics(W, H)
+        frames = [f, *choose_sources(path, f, 0, len(path), self.num_views - 1, self.cfg, rng)]
+        views = []
+        for j in frames:
+            out = scene.render(path[j], K, (W, H))
+            views.append(ViewSample(rgb=out["rgb"], K=K.copy(), T_world_cam=path[j], depth=out["depth"],
+                                    normals=out["normals"], semantic=out["semantic"],
+                                    boundary=out["boundary"].astype(np.float32)))
+        return views, {"scene": seed, "frames": frames}
+
+
+class SequenceDataset(SourceDataset):
+    """Frames ``[start, end)`` of a posed RGB-D sequence folder, each paired with source frames in that range."""
+
+    def __init__(self, cfg: SourceConfig, **kwargs: Any) -> None:
+        super().__init__(cfg, **kwargs)
+        from mtl3d_perception.data.sequence import PosedSequence
+
+        self.sequence = PosedSequence(cfg.path)
+        n = len(self.sequence)
+        self.lo, self.hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
+        if self.hi <= self.lo:
+            msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames)"
+            raise ValueError(msg)
+        self.poses = np.asarray(self.sequence.poses, np.float64)
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def load(self, index, rng):
+        ref = self.lo + index
+        frames = [ref, *choose_sources(self.poses, ref, self.lo, self.hi, self.num_views - 1, self.cfg, rng)]
+        tasks = set(self.cfg.tasks)
+        need_depth = bool(tasks & {"depth", "normals"})
+        need_semantic = bool(tasks & {"semantic", "boundary"})
+        views = []
+        for j in frames:
+            fr = self.sequence.frame(j, depth=need_depth, semantic=need_semantic, normals="normals" in tasks)
+            views.append(_view_from_labels(fr.rgb, fr.K, fr.T_world_cam, fr.depth, fr.semantic, fr.normals,
+                                           derive_normals="normals" in tasks))
+        return views, {"path": str(self.cfg.path), "frames": frames}
+
+
+@lru_cache(maxsize=1)
+def nyu_label_mapping(label_set: str = "894") -> np.ndarray:
+    """Lookup table raw label id -> NYU13 index (0-based, 255 unlabelled) for label sets ``894`` or ``40``."""
+    data = json.loads(NYU_MAPPING_FILE.read_text())
+    to13 = np.asarray(data["nyu40_to_13"], np.int64)  # NYU40 id -> 1-based NYU13 id, 0 unlabelled
+    if label_set == "894":
+        table = to13[np.asarray(data["nyu894_to_40"], np.int64)]
+    elif label_set == "40":
+        table = to13
+    else:
+        msg = f"unknown NYUv2 label set {label_set!r}; expected '894' or '40'"
+        raise ValueError(msg)
+    lut = np.full(65536, IGNORE_INDEX, np.uint8)
+    lut[: len(table)] = np.where(table > 0, table - 1, IGNORE_INDEX)
+    return lut
+
+
+class NYUv2Dataset(SourceDataset):
+    """NYUv2 labelled ``.mat`` (MATLAB v7.3 / HDF5) in the official layout:
+    ``images`` [N,3,W,H] uint8, ``depths`` [N,W,H] float metres, ``labels`` [N,W,H] uint16.
+    """
+
+    def __init__(self, cfg: SourceConfig, **kwargs: Any) -> None:
+        super().__init__(cfg, **kwargs)
+        import h5py
+
+        if not Path(cfg.path).is_file():
+            msg = f"NYUv2 file not found: {cfg.path}"
+            raise FileNotFoundError(msg)
+        with h5py.File(cfg.path, "r") as f:
+            for key in ("images", "depths", "labels"):
+                if key not in f:
+                    msg = f"{cfg.path} has no dataset {key!r}; expected nyu_depth_v2_labeled.mat's layout"
+                    raise ValueError(msg)
+            n = f["images"].shape[0]
+        self.lo, self.hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
+        self._file = None  # opened lazily in each worker (h5py handles do not survive fork)
+        self._lut = nyu_label_mapping(cfg.nyu_labels)
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def load(self, index, rng):
+        import h5py
+
+        if self._file is None:
+            self._file = h5py.File(self.cfg.path, "r")
+        i = self.lo + index
+        rgb = np.ascontiguousarray(self._file["images"][i].transpose(2, 1, 0))  # [3,W,H] -> [H,W,3]
+        depth = np.ascontiguousarray(self._file["depths"][i].T).astype(np.float32)
+        semantic = self._lut[np.asarray(self._file["labels"][i].T, np.int64)]
+        H, W = depth.shape
+        K = geometry.resize_intrinsics(NYU_K, (640, 480), (W, H))
+        view = _view_from_labels(rgb, K, np.eye(4), depth, semantic)
+        return [view] * self.num_views, {"path": str(self.cfg.path), "frames": [i]}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+
+_KINDS: dict[str, type[SourceDataset]] = {
+    "synthetic": SyntheticDataset, "sequence": SequenceDataset, "nyuv2": NYUv2Dataset,
+}
+
+
+def build_source(cfg: SourceConfig, **kwargs: Any) -> SourceDataset:
+    return _KINDS[cfg.kind](cfg, **kwargs)
+
+
+class MultiSourceDataset(Dataset):
+    """The concatenation of sources (each listed ``repeat`` times); keys as for :class:`SourceDataset`."""
+
+    def __init__(self, sources: list[SourceDataset]) -> None:
+        if not sources:
+            raise ValueError("no data sources configured")
+        self.sources = sources
+        self.offsets = np.cumsum([0] + [len(s) * s.cfg.repeat for s in sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> MultiViewBatch:
+        index = int(key[0]) if isinstance(key, tuple) else int(key)
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        local = (index - int(self.offsets[k])) % len(self.sources[k])
+        return self.sources[k][(local, key[1]) if isinstance(key, tuple) else local]
+
+
+def build_dataset(sources: list[SourceConfig], *, image_size: tuple[int, int], num_views: int = 2,
+                  augment: AugmentConfig | None = None, label_regime: str = "full", seed: int = 0
+                  ) -> MultiSourceDataset:
+    """All ``sources`` as one dataset of B=1 :class:`MultiViewBatch` samples at ``image_size`` (W, H)."""
+    return MultiSourceDataset([
+        build_source(s, image_size=image_size, num_views=num_views, augment=augment,
+                     label_regime=label_regime, seed=seed + 1000 * i)
+        for i, s in enumerate(sources)
+    ])
+

@@ -1,0 +1,133 @@
+"""Checkpoints: one ``.safetensors`` file, the weights plus JSON metadata (DESIGN §5 "Checkpoints").
+
+``__metadata__`` holds JSON strings for ``config`` (the ModelConfig), ``classes``, ``palette``,
+``input_size`` (W, H), ``depth_range`` (metres), ``trained_on`` and ``metrics``, plus ``format``.
+Loading rebuilds the network from the stored config (nanoGPT's ``model_args``, but inside the file)
+and loads it strictly; nothing is ever unpickled. Any mismatch raises ``CheckpointError`` naming the
+key and both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mtl3d_perception.model.config import ConfigError, ModelConfig
+
+FORMAT = "mtl3d_perception.cvm_mtl/1"
+_REQUIRED = ("config", "classes", "palette", "input_size", "depth_range", "trained_on", "metrics")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not match the network it describes."""
+
+
+def save_checkpoint(model, path: str | Path, *, trained_on: Any = None, metrics: dict | None = None, **extra: Any) -> Path:
+    """Write ``model``'s weights and metadata to ``path`` (``.safetensors``).
+
+    Args:
+        model: a CvMMTL (its ``config`` is stored).
+        path: output file; its folder is created.
+        trained_on: description of the training data (string or JSON-able), stored as ``trained_on``.
+        metrics: evaluation metrics (JSON-able), stored as ``metrics``.
+        **extra: more JSON-able metadata entries (e.g. ``step=1000``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config: ModelConfig = model.config
+    meta = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "classes": list(config.classes),
+        "palette": [list(c) for c in config.palette],
+        "input_size": list(config.input_size),
+        "depth_range": list(config.depth_range),
+        "trained_on": trained_on,
+        "metrics": metrics or {},
+    }
+    for key, value in extra.items():
+        if key in meta:
+            msg = f"metadata key {key!r} is reserved; pass it through its own argument"
+            raise CheckpointError(msg)
+        meta[key] = value
+    strings = {k: json.dumps(v) for k, v in meta.items()}
+    # Contiguous, unshared copies: safetensors refuses views sharing storage.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=strings)
+    tmp.replace(path)
+    return path
+
+
+def _open(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        msg = f"checkpoint not found: {path}"
+        raise FileNotFoundError(msg)
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        msg = f"{path}: not a readable safetensors checkpoint ({exc})"
+        raise CheckpointError(msg) from None
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (no weights are read)."""
+    with _open(path) as f:
+        raw = f.metadata() or {}
+    meta = {}
+    for key, text in raw.items():
+        try:
+            meta[key] = json.loads(text)
+        except json.JSONDecodeError:
+            msg = f"{path}: metadata entry {key!r} is not JSON: {text[:80]!r}"
+            raise CheckpointError(msg) from None
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        msg = f"{path}: checkpoint metadata lacks {', '.join(map(repr, missing))} (not written by save_checkpoint?)"
+        raise CheckpointError(msg)
+    return meta
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild the network stored in ``path`` and load its weights strictly; returns it in eval mode."""
+    from mtl3d_perception.model.network import CvMMTL
+
+    meta = read_checkpoint_metadata(path)
+    try:
+        # The stored weights replace the encoder's ImageNet/user weights: do not load those again.
+        config = ModelConfig.from_dict({**meta["config"], "pretrained": False})
+    except (ConfigError, TypeError) as exc:
+        msg = f"{path}: stored config is not usable: {exc}"
+        raise CheckpointError(msg) from None
+    model = CvMMTL(config)
+    expected = model.state_dict()
+    state = {}
+    with _open(path) as f:
+        keys = set(f.keys())
+        missing = sorted(set(expected) - keys)
+        unexpected = sorted(keys - set(expected))
+        if missing or unexpected:
+            msg = f"{path}: checkpoint does not match its config: missing keys {missing[:6]}, unexpected keys {unexpected[:6]}"
+            raise CheckpointError(msg)
+        for key in expected:
+            try:
+                t = f.get_tensor(key)
+            except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+                msg = f"{path}: cannot read tensor {key!r} ({exc})"
+                raise CheckpointError(msg) from None
+            if t.shape != expected[key].shape or t.dtype != expected[key].dtype:
+                msg = (
+                    f"{path}: key {key!r} has shape {tuple(t.shape)} {t.dtype} in the file, "
+                    f"the model expects {tuple(expected[key].shape)} {expected[key].dtype}"
+                )
+                raise CheckpointError(msg)
+            state[key] = t
+    model.load_state_dict(state, strict=True)
+    model.checkpoint_metadata = meta
+    return model.to(map_location).eval()

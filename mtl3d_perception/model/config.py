@@ -1,0 +1,218 @@
+"""`ModelConfig`: the typed configuration of the CvM-MTL network, and its presets.
+
+Presets are small YAML overrides of the defaults below, one file per preset in ``config/model/``
+(the single source of truth). They are found in the source tree (``<repo>/config/model``, which also
+covers ``pip install -e``) and, once installed by ament/colcon or pip, in
+``<prefix>/share/mtl3d_perception/config/model`` (setup.py's ``data_files``). The loader rejects
+unknown keys and wrong types by name (nanoGPT's "Unknown config key", dacite in MVSplat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl3d_perception.classes import NYU13_CLASSES, NYU13_PALETTE
+
+PACKAGE = "mtl3d_perception"
+TASKS: tuple[str, ...] = ("semantic", "depth", "normals", "boundary")
+
+
+class ConfigError(ValueError):
+    """A model config or preset that cannot be used (unknown key, wrong type, missing preset)."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a CvM-MTL network; stored in every checkpoint.
+
+    Sizes follow DESIGN's letters: ``input_size`` is (W, H); the CvM works at stride 8.
+    """
+
+    name: str = "custom"
+    # MTL encoder f(.)
+    encoder: str = "tiny_cnn"
+    pretrained: bool = True  # load the encoder's ImageNet / user weights when building (not when restoring)
+    encoder_weights: str | None = None  # path to a user state dict (vit_small: DINOv2-style keys)
+    image_mean: tuple[float, float, float] | None = None  # None: the encoder's own normalisation
+    image_std: tuple[float, float, float] | None = None
+    input_size: tuple[int, int] = (160, 120)
+    # Cross-view Module g = e . m . s
+    use_cvm: bool = True
+    cvm_stages: tuple[int, int, int] = (32, 48, 64)  # s(.) widths at strides 2, 4, 8
+    cvm_channels: int = 64  # s(.) output width = m(.) model width
+    cvm_layers: int = 2  # M blocks of (self-view, cross-view) attention
+    cvm_heads: int = 1
+    cvm_window_splits: int = 2  # the feature map is cut into splits x splits windows
+    cvm_ffn_expansion: int = 2
+    num_depth: int = 32  # D plane-sweep candidates, uniform in inverse depth
+    depth_min: float = 0.3  # metres; also the range of the depth head
+    depth_max: float = 10.0
+    cost_volume_backend: str = "auto"
+    # Fusion and task heads
+    fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
+    decoder_channels: int = 32
+    classes: tuple[str, ...] = NYU13_CLASSES
+    palette: tuple[tuple[int, int, int], ...] = NYU13_PALETTE
+    refiner: str | None = None  # a name from heads.register_refiner, run between decoders and predictors
+    refiner_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.palette) != len(self.classes):
+            msg = f"palette has {len(self.palette)} colours but there are {len(self.classes)} classes"
+            raise ConfigError(msg)
+        if not 0 < self.depth_min < self.depth_max:
+            msg = f"depth range [{self.depth_min}, {self.depth_max}] must satisfy 0 < depth_min < depth_max"
+            raise ConfigError(msg)
+        W, H = self.input_size
+        if W % 8 or H % 8 or W <= 0 or H <= 0:
+            msg = f"input_size (W, H) = {self.input_size} must be positive multiples of 8 (the CvM stride)"
+            raise ConfigError(msg)
+        if self.num_depth < 1 or self.cvm_layers < 0 or self.cvm_window_splits < 1:
+            msg = f"num_depth, cvm_window_splits must be >= 1 and cvm_layers >= 0, got {self.num_depth}, {self.cvm_window_splits}, {self.cvm_layers}"
+            raise ConfigError(msg)
+        if self.cvm_channels % self.cvm_heads:
+            msg = f"cvm_channels {self.cvm_channels} must be divisible by cvm_heads {self.cvm_heads}"
+            raise ConfigError(msg)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        return (self.depth_min, self.depth_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-friendly dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from a plain dict; unknown keys and wrong types raise ConfigError naming the key."""
+        if not isinstance(values, dict):
+            msg = f"a model config must be a mapping, got {type(values).__name__}"
+            raise ConfigError(msg)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                msg = f"unknown model config key {key!r}; known keys: {', '.join(sorted(known))}"
+                raise ConfigError(msg)
+            kwargs[key] = _coerce(key, value, hints[key])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the annotation ``hint`` and convert lists to tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ConfigError(f"model config key {key!r} expects {_hint_name(hint)}, got {value!r}")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise bad
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for ``<preset>.yaml``, in order: source tree, then installed share dirs."""
+    dirs = [Path(__file__).resolve().parents[2] / "config" / "model"]
+    try:  # a sourced ROS 2 workspace
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory(PACKAGE)) / "config" / "model")
+    except Exception:  # not installed through ament, or ament_index_python absent
+        pass
+    dirs.append(Path(sys.prefix) / "share" / PACKAGE / "config" / "model")
+    return list(dict.fromkeys(dirs))
+
+
+def available_presets() -> list[str]:
+    names: set[str] = set()
+    for d in preset_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def preset_path(name: str) -> Path:
+    for d in preset_dirs():
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            return path
+    msg = f"unknown model preset {name!r}; available: {', '.join(available_presets()) or 'none found'} (searched {', '.join(map(str, preset_dirs()))})"
+    raise ConfigError(msg)
+
+
+def load_yaml(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    with path.open() as f:
+        values = yaml.safe_load(f) or {}
+    if not isinstance(values, dict):
+        msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
+        raise ConfigError(msg)
+    values.setdefault("name", path.stem)
+    try:
+        return ModelConfig.from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def resolve_config(spec: str | Path | dict | ModelConfig) -> ModelConfig:
+    """A preset name, a YAML path, a dict or a ModelConfig -> ModelConfig."""
+    if isinstance(spec, ModelConfig):
+        return spec
+    if isinstance(spec, dict):
+        return ModelConfig.from_dict(spec)
+    text = str(spec)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return load_yaml(text)
+    return load_yaml(preset_path(text))

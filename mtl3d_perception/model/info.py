@@ -1,0 +1,153 @@
+"""`mtl3d info PRESET_OR_CHECKPOINT`: config, classes, parameters and FLOPs per part, stored metrics.
+
+Parts follow the streaming use on a robot (one new frame per step, the source frame cached):
+``encoder`` is f(.) on one frame; ``cvm`` is s(.) on one frame plus m(.) and the plane sweep e(.) on
+the (reference, source) pair; ``heads`` is the neck, fusion, decoders and predictors for the
+reference. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``; the cost volume is a custom
+op it cannot see, so its FLOPs are added analytically (bilinear sample + dot product per channel:
+10 FLOPs per channel, candidate, pixel and source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtl3d_perception.model.cvm import STRIDE
+
+
+def example_inputs(model, batch: int = 1, device="cpu", input_size: tuple[int, int] | None = None):
+    """A random frame, a pinhole K (focal = 0.8 W) and a 10 cm sideways relative pose."""
+    W, H = input_size or model.config.input_size
+    images = torch.rand(batch, 3, H, W, device=device)
+    K = torch.tensor([[0.8 * W, 0.0, (W - 1) / 2], [0.0, 0.8 * W, (H - 1) / 2], [0.0, 0.0, 1.0]], device=device)
+    T = torch.eye(4, device=device)
+    T[0, 3] = 0.1
+    return images, K.expand(batch, 3, 3).contiguous(), T.expand(batch, 4, 4).contiguous()
+
+
+def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict[str, Callable[[], object]]:
+    """Zero-argument callables running each part of one streaming step on prepared inputs."""
+    images, K, T = example_inputs(model, batch, device, input_size)
+    H, W = images.shape[-2:]
+    with torch.no_grad():
+        frame = model.encode(images)
+        cvm_feat = None
+        if model.cvm is not None:
+            pair = torch.stack([frame.spatial, frame.spatial], 1)
+            cross, cost = model.cvm.match(pair, K, T[:, None], (W, H))
+            cvm_feat = torch.cat([cost[:, 0], cross[:, 0]], 1)
+    xn = (images - model.image_mean) / model.image_std
+    parts: dict[str, Callable[[], object]] = {"encoder": lambda: model.encoder(xn)}
+    if model.cvm is not None:
+        xc = (images - model.cvm_mean) / model.cvm_std
+
+        def cvm():
+            s = model.cvm.spatial(xc)
+            return model.cvm.match(torch.stack([s, frame.spatial], 1), K, T[:, None], (W, H))
+
+        parts["cvm"] = cvm
+
+    def heads():
+        image = model.heads.image_feature(frame.image, (H // STRIDE, W // STRIDE))
+        return model.heads(frame.image, image, cvm_feat, (H, W))
+
+    parts["heads"] = heads
+    return parts
+
+
+def cost_volume_flops(model, batch: int = 1, sources: int = 1, input_size=None) -> int:
+    if model.cvm is None:
+        return 0
+    W, H = input_size or model.config.input_size
+    cfg = model.config
+    return 10 * cfg.cvm_channels * cfg.num_depth * (H // STRIDE) * (W // STRIDE) * sources * batch
+
+
+def count_parameters(model) -> dict[str, int]:
+    parts = {"encoder": model.encoder, "cvm": model.cvm, "heads": model.heads}
+    out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items() if m is not None}
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+def count_flops(model, input_size=None) -> dict[str, int]:
+    """FLOPs per part for one streaming step at batch 1 (see the module docstring)."""
+    flops = {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for name, fn in part_callables(model, 1, next(model.parameters()).device, input_size).items():
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            flops[name] = counter.get_total_flops()
+    model.train(was_training)
+    if "cvm" in flops:
+        flops["cvm"] += cost_volume_flops(model, input_size=input_size)
+    flops["total"] = sum(flops.values())
+    return flops
+
+
+def _load(spec: str):
+    from mtl3d_perception.model import build_model, load_checkpoint, read_checkpoint_metadata
+
+    if spec.endswith(".safetensors"):
+        return load_checkpoint(spec), read_checkpoint_metadata(spec)
+    from mtl3d_perception.model.config import resolve_config
+
+    # Parameters and FLOPs do not depend on the weights: skip loading pretrained ones.
+    return build_model(resolve_config(spec).replace(pretrained=False)), None
+
+
+def describe(spec: str) -> dict:
+    model, meta = _load(spec)
+    cfg = model.config
+    info = {
+        "source": spec,
+        "config": cfg.to_dict(),
+        "classes": list(cfg.classes),
+        "parameters": count_parameters(model),
+        "flops": count_flops(model),
+        "input_size": list(cfg.input_size),
+    }
+    if meta is not None:
+        info["trained_on"] = meta.get("trained_on")
+        info["metrics"] = meta.get("metrics")
+        info["file_mb"] = round(Path(spec).stat().st_size / 2**20, 2)
+    return info
+
+
+def format_info(info: dict) -> str:
+    cfg = info["config"]
+    lines = [f"model: {info['source']} ({cfg['name']})", "config:"]
+    lines += [f"  {k}: {v}" for k, v in cfg.items() if k not in ("classes", "palette")]
+    lines.append(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
+    W, H = info["input_size"]
+    lines.append(f"per part, one streaming step at {W}x{H} (batch 1):")
+    lines.append(f"  {'part':<8} {'params':>12} {'GFLOPs':>10}")
+    for part in ("encoder", "cvm", "heads", "total"):
+        if part in info["parameters"]:
+            lines.append(f"  {part:<8} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
+    if "metrics" in info:
+        lines.append(f"trained on: {info.get('trained_on')}")
+        lines.append(f"file: {info['file_mb']} MiB")
+        metrics = info.get("metrics") or {}
+        lines.append("metrics:" + ("" if metrics else " none stored"))
+        lines += [f"  {k}: {v}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a preset name (tiny, small, base), a model YAML or a .safetensors checkpoint")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe(args.model)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0

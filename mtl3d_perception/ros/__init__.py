@@ -1,0 +1,4 @@
+"""The ROS 2 side: message conversions (``conversions``, numpy only, usable without ROS), the fallbacks for
+message_filters / tf2_ros / cv_bridge (``compat``), diagnostics, and the ``perception_node`` (``node``,
+which needs rclpy). Nothing is imported here, so ``mtl3d_perception.ros.conversions`` works without rclpy.
+"""

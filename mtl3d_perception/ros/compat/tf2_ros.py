@@ -1,0 +1,165 @@
+"""Fallback for ROS 2 ``tf2_ros`` (Buffer + TransformListener + the exception tree), same API subset.
+
+tf2_ros is not installable from PyPI (see ``../shared/notes/ros2_ecosystem.md`` A.0); the transform tree itself
+is ``runtime/tf_buffer.py`` (shared with replay). API per ros2/geometry2 ``tf2_ros_py/tf2_ros/buffer.py`` and
+``transform_listener.py``: ``Buffer(cache_time=None, node=None)``, ``set_transform(transform, authority)``,
+``set_transform_static``, ``lookup_transform(target, source, time, timeout)``, ``can_transform``;
+``TransformListener(buffer, node, *, qos=None, static_qos=None)``.
+
+Differences, on purpose: lookups never wait (``timeout`` is accepted and ignored; callers poll from their own
+thread, which is what the node does — a waiting lookup would block the executor, geometry2 #327), and
+``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly. The listener
+subscribes to ``/tf`` and ``/tf_static`` only when ``tf2_msgs`` is importable (it is not in the ROS wheels
+on PyPI); otherwise the buffer is fed through ``set_transform`` — one code path either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mtl3d_perception.ros import conversions
+from mtl3d_perception.runtime.tf_buffer import (
+    ConnectivityException,
+    ExtrapolationException,
+    InvalidArgumentException,
+    LookupException,
+    TransformBuffer,
+    TransformException,
+)
+
+__all__ = [
+    "Buffer",
+    "ConnectivityException",
+    "ExtrapolationException",
+    "InvalidArgumentException",
+    "LookupException",
+    "TransformException",
+    "TransformListener",
+]
+
+DEFAULT_TF_TOPIC = "/tf"
+DEFAULT_STATIC_TF_TOPIC = "/tf_static"
+_LOG = logging.getLogger(__name__)
+
+
+def _to_ns(time: Any) -> int:
+    """rclpy Time, builtin_interfaces/Time or integer nanoseconds -> ns."""
+    if time is None:
+        return 0
+    if hasattr(time, "nanoseconds"):
+        return int(time.nanoseconds)
+    if hasattr(time, "nanosec"):
+        return conversions.stamp_to_ns(time)
+    return int(time)
+
+
+class Buffer:
+    """tf2_ros.Buffer over :class:`TransformBuffer`.
+
+    Args:
+        cache_time: rclpy Duration (or seconds) of dynamic data kept; tf2's default is 10 s.
+        node: accepted for API compatibility (the real Buffer uses it for the clock).
+        types: message classes for the TransformStamped results (default: the installed rclpy ones).
+    """
+
+    def __init__(self, cache_time: Any = None, node: Any = None, *, types: Any = None) -> None:
+        seconds = 10.0 if cache_time is None else (
+            cache_time.nanoseconds * 1e-9 if hasattr(cache_time, "nanoseconds") else float(cache_time))
+        self.core = TransformBuffer(cache_time_s=seconds)
+        self._types = types
+        self.node = node
+        self.rejected = 0  # transforms ignored because they were not rigid (NaN, ...)
+
+    @property
+    def types(self) -> Any:
+        if self._types is None:
+            self._types = conversions.rclpy_types()
+        return self._types
+
+    def set_transform(self, transform: Any, authority: str, is_static: bool = False) -> bool:
+        """Insert a ``geometry_msgs/TransformStamped``. Like tf2, a NaN or invalid transform is logged and ignored."""
+        try:
+            self.core.set_transform_matrix(
+                transform.header.frame_id, transform.child_frame_id, conversions.stamp_to_ns(transform.header.stamp),
+                conversions.transform_to_matrix(transform.transform), is_static=is_static, authority=authority,
+            )
+        except (InvalidArgumentException, ValueError) as exc:
+            self.rejected += 1
+            _LOG.error("TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform from authority %s: %s", authority, exc)
+            return False
+        return True
+
+    def set_transform_static(self, transform: Any, authority: str) -> bool:
+        return self.set_transform(transform, authority, is_static=True)
+
+    def lookup_transform(self, target_frame: str, source_frame: str, time: Any, timeout: Any = None) -> Any:
+        """``TransformStamped`` taking points from ``source_frame`` to ``target_frame`` at ``time`` (0: latest).
+
+        Raises:
+            LookupException, ConnectivityException, ExtrapolationException (never waits).
+        """
+        T, stamp_ns = self.core.lookup_matrix_with_stamp(target_frame, source_frame, _to_ns(time))
+        header = conversions.make_header(self.types, stamp_ns, target_frame)
+        return conversions.make_transform_stamped(self.types, header, source_frame, T)
+
+    def can_transform(self, target_frame: str, source_frame: str, time: Any, timeout: Any = None,
+                      return_debug_tuple: bool = False) -> Any:
+        try:
+            self.core.lookup_matrix(target_frame, source_frame, _to_ns(time))
+        except TransformException as exc:
+            return (False, str(exc)) if return_debug_tuple else False
+        return (True, "") if return_debug_tuple else True
+
+    def all_frames_as_string(self) -> str:
+        return "".join(f"Frame {name}\n" for name in sorted(self.core.all_frames()))
+
+    def clear(self) -> None:
+        self.core.clear()
+
+
+class TransformListener:
+    """Feeds a :class:`Buffer` from ``/tf`` and ``/tf_static`` (when ``tf2_msgs`` is importable)."""
+
+    def __init__(self, buffer: Buffer, node: Any, *, spin_thread: bool = False, qos: Any = None,
+                 static_qos: Any = None, tf_topic: str = DEFAULT_TF_TOPIC,
+                 tf_static_topic: str = DEFAULT_STATIC_TF_TOPIC) -> None:
+        if spin_thread:
+            raise ValueError("spin_thread=True is not supported by the compat TransformListener; spin the node")
+        self.buffer = buffer
+        self.node = node
+        self.subscriptions: list[Any] = []
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            node.get_logger().info(
+                "tf2_msgs is not installed: /tf and /tf_static are not subscribed; feed the TF buffer directly")
+            return
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        qos = qos or QoSProfile(depth=100)
+        static_qos = static_qos or QoSProfile(
+            depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST,
+            reliability=ReliabilityPolicy.RELIABLE)
+        # Own callback group: TF keeps flowing while other callbacks of the node run (as tf2_ros does).
+        group = MutuallyExclusiveCallbackGroup()
+        self.subscriptions = [
+            node.create_subscription(TFMessage, tf_topic, self.callback, qos, callback_group=group),
+            node.create_subscription(TFMessage, tf_static_topic, self.static_callback, static_qos, callback_group=group),
+        ]
+
+    def callback(self, data: Any) -> None:
+        who = "default_authority"
+        for transform in data.transforms:
+            self.buffer.set_transform(transform, who)
+
+    def static_callback(self, data: Any) -> None:
+        who = "default_authority"
+        for transform in data.transforms:
+            self.buffer.set_transform_static(transform, who)
+
+    def unregister(self) -> None:
+        for sub in self.subscriptions:
+            self.node.destroy_subscription(sub)
+        self.subscriptions = []

@@ -1,0 +1,359 @@
+"""ROS message <-> numpy conversions, written once for the node, the bag writer and replay.
+
+numpy only: this module never imports rclpy, so replay and the bag writer run without ROS. Readers are
+duck-typed (they only touch message attributes), so they accept rclpy messages and ``rosbags``
+dataclasses alike. Writers build messages through a ``types`` mapping from ``'sensor_msgs/msg/Image'``
+style names to classes: ``typestore.types`` of a rosbags typestore, or :func:`rclpy_types`.
+
+The two message flavours differ in what array fields accept: rosbags dataclasses need every field as a
+constructor keyword and numpy arrays for array fields; rclpy classes store ``uint8[]`` as
+``array.array('B')`` and reject numpy integers when ``ROS_PYTHON_CHECK_FIELDS`` is set. The private
+``_uint8_field`` / ``_float64_field`` helpers hide that difference.
+
+Why not cv_bridge: it is not installable here, and the PyPI ``cv-bridge`` is a ROS 1 port that fails with
+numpy 2 and maps 16UC1 wrongly (see ``../shared/notes/ros2_ecosystem.md`` A.0).
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
+ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+    "32FC3": (np.dtype(np.float32), 3),
+}
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+# sensor_msgs/PointField datatype constants (identical in every ROS 2 distro).
+_POINT_FIELD_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16),
+    5: np.dtype(np.int32), 6: np.dtype(np.uint32), 7: np.dtype(np.float32), 8: np.dtype(np.float64),
+}
+_FLOAT32, _UINT16 = 7, 4
+
+
+def _unsupported(encoding: str) -> ValueError:
+    return ValueError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+
+
+# --------------------------------------------------------------------------- message construction
+
+
+def _is_rclpy_class(cls: type) -> bool:
+    """rclpy message classes carry rosidl's field table; rosbags dataclasses do not."""
+    return hasattr(cls, "_fields_and_field_types")
+
+
+def _uint8_field(cls: type, data: np.ndarray | bytes) -> Any:
+    """A ``uint8[]`` field value in the form ``cls`` stores."""
+    if _is_rclpy_class(cls):
+        return array.array("B", data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes())
+    return np.frombuffer(data, np.uint8) if isinstance(data, bytes) else np.ascontiguousarray(data, np.uint8).ravel()
+
+
+def _float64_field(cls: type, values: Any, fixed: bool) -> Any:
+    """A ``float64[]`` (``fixed=False``) or ``float64[N]`` field value in the form ``cls`` stores."""
+    values = np.asarray(values, np.float64).ravel()
+    if _is_rclpy_class(cls) and not fixed:
+        return array.array("d", values.tolist())
+    return values.copy()
+
+
+def rclpy_types() -> dict[str, type]:
+    """A ``types`` mapping backed by the installed rclpy message packages.
+
+    Names resolve lazily (``'sensor_msgs/msg/Image'`` imports ``sensor_msgs.msg.Image`` on first use), so
+    only the message packages actually used need to be installed.
+    """
+    return _RclpyTypes()
+
+
+class _RclpyTypes(dict):
+    def __missing__(self, name: str) -> type:
+        try:
+            package, kind, msg_name = name.split("/")
+            cls = getattr(importlib.import_module(f"{package}.{kind}"), msg_name)
+        except (ValueError, ImportError, AttributeError) as exc:
+            raise KeyError(f"message type {name!r} is not importable: {exc}") from None
+        self[name] = cls
+        return cls
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_stamp(types: Any, stamp_ns: int) -> Any:
+    """Integer nanoseconds -> ``builtin_interfaces/Time``."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+
+
+def make_header(types: Any, stamp_ns: int, frame_id: str) -> Any:
+    """A ``std_msgs/Header`` with the stamp in nanoseconds."""
+    return types["std_msgs/msg/Header"](stamp=make_stamp(types, stamp_ns), frame_id=str(frame_id))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """``sensor_msgs/Image`` -> ndarray in the message's own layout (cv_bridge "passthrough").
+
+    Returns ``[H,W]`` for one-channel encodings and ``[H,W,C]`` otherwise, in native byte order, with row
+    padding (``step`` > ``width * bytes per pixel``) removed. Channel order is the encoding's (``bgr8``
+    stays BGR); use :func:`image_to_rgb8` for the pipeline's RGB input.
+
+    Raises:
+        ValueError: unsupported encoding, or ``data`` shorter than ``height * step``.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise _unsupported(encoding)
+    dtype, channels = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ValueError(f"image step {step} < width {width} x {channels} channels x {dtype.itemsize} bytes")
+    buf = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, list) else np.asarray(msg.data, np.uint8)
+    if buf.size < height * step:
+        raise ValueError(f"image data has {buf.size} bytes, expected height {height} x step {step} = {height * step}")
+    rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
+    order = ">" if msg.is_bigendian else "<"
+    out = np.ascontiguousarray(rows).view(dtype.newbyteorder(order)).astype(dtype, copy=False)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return out.reshape(shape)
+
+
+def image_to_rgb8(msg: Any) -> np.ndarray:
+    """A colour or mono8 ``sensor_msgs/Image`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
+
+    Raises:
+        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``.
+    """
+    if msg.encoding not in COLOUR_ENCODINGS:
+        raise ValueError(
+            f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
+        )
+    img = image_to_array(msg)
+    if msg.encoding == "mono8":
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if msg.encoding.startswith("bgr"):
+        img = img[:, :, 2::-1]
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def make_image(types: Any, header: Any, array_: np.ndarray, encoding: str) -> Any:
+    """ndarray -> ``sensor_msgs/Image`` (little-endian, unpadded rows).
+
+    ``array_`` is ``[H,W]`` or ``[H,W,C]`` with C matching the encoding; values are cast to the encoding's
+    dtype (e.g. float64 depth -> float32 for 32FC1).
+
+    Raises:
+        ValueError: unsupported encoding or a channel count that does not match it.
+    """
+    if encoding not in ENCODINGS:
+        raise _unsupported(encoding)
+    dtype, channels = ENCODINGS[encoding]
+    arr = np.asarray(array_)
+    got = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else -1)
+    if got != channels:
+        raise ValueError(f"encoding {encoding!r} needs {channels} channel(s), got an array of shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype.newbyteorder("<"))
+    height, width = arr.shape[:2]
+    cls = types["sensor_msgs/msg/Image"]
+    return cls(
+        header=header, height=int(height), width=int(width), encoding=encoding, is_bigendian=0,
+        step=int(width * channels * dtype.itemsize), data=_uint8_field(cls, arr.tobytes()),
+    )
+
+
+# --------------------------------------------------------------------------- camera info
+
+
+def camera_info_to_K(msg: Any) -> np.ndarray:
+    """``sensor_msgs/CameraInfo`` -> K ``[3,3]`` float64 (row-major ``k``)."""
+    k = np.asarray(msg.k, np.float64)
+    if k.size != 9:
+        raise ValueError(f"CameraInfo.k has {k.size} values, expected 9")
+    return k.reshape(3, 3).copy()
+
+
+def make_camera_info(types: Any, header: Any, K: np.ndarray, width: int, height: int) -> Any:
+    """K at ``(width, height)`` -> ``sensor_msgs/CameraInfo`` for a rectified image.
+
+    plumb_bob with zero distortion, R identity, P = [K | 0], no binning, empty ROI.
+    """
+    K = np.asarray(K, np.float64).reshape(3, 3)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    cls = types["sensor_msgs/msg/CameraInfo"]
+    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return cls(
+        header=header, height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=_float64_field(cls, np.zeros(5), fixed=False), k=_float64_field(cls, K, fixed=True),
+        r=_float64_field(cls, np.eye(3), fixed=True), p=_float64_field(cls, P, fixed=True),
+        binning_x=0, binning_y=0, roi=roi,
+    )
+
+
+# --------------------------------------------------------------------------- point clouds
+
+
+@dataclass
+class CloudArrays:
+    """The contents of a PointCloud2 as arrays: ``points [N,3]`` float32 (NaN kept for organised clouds),
+    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint16 or None, ``hw`` = (height, width) of the cloud."""
+
+    points: np.ndarray
+    rgb: np.ndarray | None
+    labels: np.ndarray | None
+    hw: tuple[int, int]
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``[N,3]`` uint8 -> ``[N]`` float32 carrying the 0x00RRGGBB bit pattern (the PCL / RViz RGB8 convention)."""
+    rgb = np.asarray(rgb, np.uint32)
+    return ((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).astype(np.uint32).view(np.float32)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb`: ``[N]`` float32 (or uint32) -> ``[N,3]`` uint8."""
+    bits = np.ascontiguousarray(packed).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=-1).astype(np.uint8)
+
+
+def make_point_cloud2(
+    types: Any,
+    header: Any,
+    points: np.ndarray,
+    rgb: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    organised_hw: tuple[int, int] | None = None,
+) -> Any:
+    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint16)].
+
+    Args:
+        points: ``[N,3]``; NaN rows mark invalid points of an organised cloud.
+        rgb: ``[N,3]`` uint8 colours, or None.
+        labels: ``[N]`` class ids (stored as uint16), or None.
+        organised_hw: (H, W) with H * W == N for an organised cloud; None for an unorganised one (height 1).
+    """
+    points = np.asarray(points, np.float32).reshape(-1, 3)
+    n = points.shape[0]
+    if organised_hw is None:
+        height, width = 1, n
+    else:
+        height, width = (int(v) for v in organised_hw)
+        if height * width != n:
+            raise ValueError(f"organised_hw {organised_hw} does not match {n} points")
+    layout = [("x", np.float32, _FLOAT32), ("y", np.float32, _FLOAT32), ("z", np.float32, _FLOAT32)]
+    if rgb is not None:
+        layout.append(("rgb", np.float32, _FLOAT32))
+    if labels is not None:
+        layout.append(("label", np.uint16, _UINT16))
+    names, formats, field_types = (list(col) for col in zip(*layout))
+    offsets = [4 * i for i in range(len(layout))]  # every field starts 4-byte aligned
+    point_step = 4 * len(layout)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    cloud = np.zeros(n, dtype)
+    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
+    if rgb is not None:
+        cloud["rgb"] = pack_rgb(np.asarray(rgb).reshape(n, 3))
+    if labels is not None:
+        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint16)
+    field_cls = types["sensor_msgs/msg/PointField"]
+    fields = [field_cls(name=nm, offset=off, datatype=dt, count=1) for nm, off, dt in zip(names, offsets, field_types)]
+    cls = types["sensor_msgs/msg/PointCloud2"]
+    return cls(
+        header=header, height=height, width=width, fields=fields, is_bigendian=False, point_step=point_step,
+        row_step=point_step * width, data=_uint8_field(cls, cloud.tobytes()),
+        is_dense=bool(np.isfinite(points).all()),
+    )
+
+
+def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
+    """``sensor_msgs/PointCloud2`` -> :class:`CloudArrays` (any field layout, endianness and row padding).
+
+    ``rgb`` is read from a field named ``rgb`` or ``rgba``; ``labels`` from ``label``.
+
+    Raises:
+        ValueError: no x/y/z fields, an unknown field datatype, or data shorter than ``height * row_step``.
+    """
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if int(f.datatype) not in _POINT_FIELD_DTYPES:
+            raise ValueError(f"PointField {f.name!r} has unknown datatype {f.datatype}")
+        base = _POINT_FIELD_DTYPES[int(f.datatype)].newbyteorder(order)
+        names.append(f.name)
+        formats.append(base if int(f.count) <= 1 else (base, int(f.count)))
+        offsets.append(int(f.offset))
+    if not {"x", "y", "z"} <= set(names):
+        raise ValueError(f"PointCloud2 has fields {names}; x, y and z are required")
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    buf = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, list) else np.asarray(msg.data, np.uint8)
+    if buf.size < height * row_step or row_step < width * point_step:
+        raise ValueError(
+            f"PointCloud2 data has {buf.size} bytes for {height} rows of row_step {row_step} "
+            f"({width} points of {point_step} bytes)"
+        )
+    rows = buf[: height * row_step].reshape(height, row_step)[:, : width * point_step]
+    cloud = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1).astype(np.float32)
+    rgb_name = "rgb" if "rgb" in names else ("rgba" if "rgba" in names else None)
+    rgb = None
+    if rgb_name is not None:  # reinterpret the bits in the message's byte order, never convert the float value
+        bits = np.ascontiguousarray(cloud[rgb_name]).view(np.dtype(np.uint32).newbyteorder(order))
+        rgb = unpack_rgb(bits.astype(np.uint32))
+    labels = cloud["label"].astype(np.uint16) if "label" in names else None
+    return CloudArrays(points=points, rgb=rgb, labels=labels, hw=(height, width))
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``."""
+    from mtl3d_perception.geometry import pose_from_quat_trans
+
+    q, t = transform.rotation, transform.translation
+    return pose_from_quat_trans(
+        np.array([q.x, q.y, q.z, q.w], np.float64), np.array([t.x, t.y, t.z], np.float64)
+    )
+
+
+def make_transform(types: Any, T: np.ndarray) -> Any:
+    """``[4,4]`` -> ``geometry_msgs/Transform``."""
+    from mtl3d_perception.geometry import pose_to_quat_trans
+
+    q, t = pose_to_quat_trans(np.asarray(T, np.float64))
+    q, t = [float(v) for v in q], [float(v) for v in t]
+    return types["geometry_msgs/msg/Transform"](
+        translation=types["geometry_msgs/msg/Vector3"](x=t[0], y=t[1], z=t[2]),
+        rotation=types["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+    )
+
+
+def make_transform_stamped(types: Any, header: Any, child_frame_id: str, T: np.ndarray) -> Any:
+    """``T_parent_child`` ``[4,4]`` -> ``geometry_msgs/TransformStamped`` (parent = ``header.frame_id``)."""
+    return types["geometry_msgs/msg/TransformStamped"](
+        header=header, child_frame_id=str(child_frame_id), transform=make_transform(types, T)
+    )

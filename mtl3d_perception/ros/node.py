@@ -1,0 +1,423 @@
+"""The ``perception_node``: camera + TF in, depth / semantics / normals / boundaries / labelled cloud out.
+
+Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8) and ``camera_info_topic``,
+approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame.
+Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth`` (32FC1 m),
+``~/depth/camera_info``, ``~/semantic`` (mono8), ``~/semantic/color`` (rgb8), ``~/normals`` (32FC3),
+``~/normals/color`` (rgb8), ``~/boundary`` (mono8), ``~/points`` (PointCloud2 x, y, z, rgb, label) and
+``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
+
+The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
+subscriptions, TF and the diagnostics timer; one worker thread takes the newest synchronised frame whose TF is
+available (polling the buffer without blocking, up to ``tf_timeout_s``, then single-view), runs the pipeline and
+publishes. Bad input never stops the node: a throttled log line, a diagnostics entry, the frame is dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image
+
+from mtl3d_perception import topics
+from mtl3d_perception.geometry import check_intrinsics
+from mtl3d_perception.ros import conversions, diagnostics
+from mtl3d_perception.ros.compat import FALLBACKS, cv_bridge, message_filters, tf2_ros
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.loading import load_model, resolve_device
+from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+
+# name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
+PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
+    "model_path": ("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; 'preset:NAME' = random weights", True, None),
+    "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
+    "num_threads": (0, "torch CPU threads (0: torch default)", True, (0, 256)),
+    "image_topic": (topics.IMAGE_TOPIC, "input sensor_msgs/Image", True, None),
+    "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
+    "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
+    "precision": ("fp32", "inference precision (fp16 needs CUDA)", False, tuple(PRECISIONS)),
+    "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in", False, None),
+    "min_baseline_m": (0.05, "source view: smallest useful baseline", False, (0.0, 100.0)),
+    "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
+    "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
+    "tf_timeout_s": (0.1, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
+    "publish_depth": (True, "publish ~/depth and ~/depth/camera_info", False, None),
+    "publish_semantic": (True, "publish ~/semantic and ~/semantic/color", False, None),
+    "publish_normals": (True, "publish ~/normals and ~/normals/color", False, None),
+    "publish_boundary": (True, "publish ~/boundary", False, None),
+    "publish_points": (True, "publish ~/points", False, None),
+    "point_stride": (4, "cloud: every n-th pixel in x and y", False, (1, 64)),
+    "cloud_frame": ("camera", "cloud frame: camera (image frame_id) or world (world_frame)", False, CLOUD_FRAMES),
+    "output_resolution": ("network", "output image size: network (model input) or camera", False, OUTPUT_RESOLUTIONS),
+    "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.01, 60.0)),
+}
+OUTPUT_GROUPS = {"depth": ("depth", "depth/camera_info"), "semantic": ("semantic", "semantic/color"),
+                 "normals": ("normals", "normals/color"), "boundary": ("boundary",), "points": ("points",)}
+SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
+                        history=HistoryPolicy.KEEP_LAST, depth=1)
+OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                        history=HistoryPolicy.KEEP_LAST, depth=2)
+MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
+LOG_THROTTLE_S = 5.0
+
+
+def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if isinstance(constraint, tuple) and len(constraint) == 2 and not isinstance(constraint[0], str):
+        if isinstance(default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(constraint[0]), to_value=float(constraint[1]))]
+        else:
+            d.integer_range = [IntegerRange(from_value=int(constraint[0]), to_value=int(constraint[1]), step=1)]
+    elif isinstance(constraint, tuple):
+        d.additional_constraints = f"one of: {', '.join(constraint)}"
+    return d
+
+
+class PerceptionNode(Node):
+    """CvM-MTL perception node. A Node subclass so other scripts (tests, benchmarks) can import and use it.
+
+    Args:
+        node_name: ROS node name (outputs live under ``~/``).
+        model: an already built network to use instead of loading ``model_path`` (tests, benchmarks).
+        **kwargs: passed to ``rclpy.node.Node`` (``parameter_overrides``, ``context``, ...).
+    """
+
+    def __init__(self, node_name: str = topics.NODE_NAME, *, model: Any = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, (default, description, read_only, constraint) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self.types = conversions.rclpy_types()
+        self.bridge = cv_bridge.CvBridge()
+        self.stats = diagnostics.RuntimeStats()
+        self._last_log: dict[str, float] = {}
+        if FALLBACKS:
+            self.get_logger().info(f"using the in-package fallbacks for: {', '.join(FALLBACKS)}")
+
+        import torch
+
+        if p["num_threads"] > 0:
+            torch.set_num_threads(int(p["num_threads"]))
+        self.device = resolve_device(p["device"])
+        if model is None:
+            model, self.model_description = load_model(p["model_path"], device=self.device, log=self.get_logger())
+        else:
+            self.model_description = f"in-process {type(model).__name__}"
+        self.pipeline = PerceptionPipeline(
+            model, device=self.device, precision=p["precision"], pairing=self._pairing(p),
+            output_resolution=p["output_resolution"], point_stride=p["point_stride"], cloud_frame=p["cloud_frame"],
+            world_frame=p["world_frame"], outputs=self._outputs(p), logger=_LogAdapter(self.get_logger()),
+        )
+        self.world_frame = p["world_frame"]
+        self.tf_timeout_s = float(p["tf_timeout_s"])
+        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
+        self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
+        self._updates_lock = threading.Lock()
+        self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
+                               f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
+
+        self.tf_buffer = tf2_ros.Buffer()
+        self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+
+        self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
+                     for name, (msg_type, _) in topics.OUTPUTS.items()}
+        self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
+                                              topics.DIAGNOSTICS_TOPIC, 10)
+        self.diag_timer = self.create_timer(float(p["diagnostics_period_s"]), self.publish_diagnostics)
+
+        self._pending: deque[tuple[Frame, float]] = deque()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._reset = False
+        self._last_stamp_ns: int | None = None
+        self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
+        self._worker.start()
+
+        self.image_sub = message_filters.Subscriber(self, Image, p["image_topic"], qos_profile=SENSOR_QOS)
+        self.info_sub = message_filters.Subscriber(self, CameraInfo, p["camera_info_topic"], qos_profile=SENSOR_QOS)
+        self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub], 2, p["sync_slop_s"])
+        self.sync.registerCallback(self.on_frame)
+
+    # ------------------------------------------------------------------------------------ parameters
+
+    @staticmethod
+    def _pairing(p: dict[str, Any]) -> PairingConfig:
+        return PairingConfig(min_baseline_m=p["min_baseline_m"], min_rotation_deg=p["min_rotation_deg"],
+                             max_pair_age_s=p["max_pair_age_s"])
+
+    @staticmethod
+    def _outputs(p: dict[str, Any]) -> set[str]:
+        wanted = {g for g in OUTPUT_GROUPS if p[f"publish_{g}"]}
+        if wanted & {"normals", "points"}:
+            wanted.add("depth")  # normals are masked and clouds back-projected with the depth
+        return wanted
+
+    def _validate_parameters(self, params: list[Any]) -> SetParametersResult:
+        for param in params:
+            spec = PARAMETERS.get(param.name)
+            if spec is None:
+                continue
+            constraint = spec[3]
+            if isinstance(constraint, tuple) and isinstance(constraint[0], str) and param.value not in constraint:
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} must be one of {', '.join(constraint)}, got {param.value!r}")
+            if param.name == "world_frame" and not str(param.value).strip("/"):
+                return SetParametersResult(successful=False, reason="world_frame must not be empty")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Any]) -> None:
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        names = {param.name for param in params}
+        self.world_frame = p["world_frame"]
+        self.tf_timeout_s = float(p["tf_timeout_s"])
+        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
+        update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
+                  "point_stride": p["point_stride"], "cloud_frame": p["cloud_frame"],
+                  "world_frame": p["world_frame"], "outputs": self._outputs(p)}
+        with self._updates_lock:
+            self._updates.update(update)
+            if names & {"min_baseline_m", "min_rotation_deg", "max_pair_age_s"}:
+                self._updates["pairing"] = self._pairing(p)
+
+    # ------------------------------------------------------------------------------------ input
+
+    def _problem(self, kind: str, message: str, *, counter: str | None = None) -> None:
+        """Diagnostics entry + a log line throttled per kind (never once per frame)."""
+        self.stats.problem(kind, message, counter=counter)
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
+            self._last_log[kind] = now
+            self.get_logger().warning(f"{kind}: {message}")
+
+    def on_frame(self, image: Any, info: Any) -> None:
+        """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
+        self.stats.count("received")
+        try:
+            frame = self.frame_from_messages(image, info)
+        except BadInput as exc:
+            self._problem(exc.kind, str(exc))
+            return
+        with self._cond:
+            if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
+                self.stats.count("time_jumps")
+                self._problem("time_jump", f"image stamp went back from {self._last_stamp_ns * 1e-9:.3f} s to "
+                                           f"{frame.stamp:.3f} s; clearing the frame history")
+                self.stats.count("dropped", len(self._pending))
+                self._pending.clear()
+                self._reset = True
+            self._last_stamp_ns = frame.stamp_ns
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self.stats.count("dropped")
+            self._pending.append((frame, time.monotonic()))
+            self._cond.notify()
+
+    def frame_from_messages(self, image: Any, info: Any) -> Frame:
+        """Image + CameraInfo -> Frame; raises :class:`BadInput` saying what is wrong."""
+        try:
+            rgb = self.bridge.imgmsg_to_cv2(image, desired_encoding="rgb8")
+        except (cv_bridge.CvBridgeError, ValueError) as exc:
+            raise BadInput("encoding", str(exc)) from None
+        try:
+            K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
+        except ValueError as exc:
+            raise BadInput("intrinsics", str(exc)) from None
+        if (info.width, info.height) != (0, 0) and (info.width, info.height) != (image.width, image.height):
+            raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
+                                            f"{image.width}x{image.height}")
+        if not image.header.frame_id:
+            raise BadInput("frame_id", "image header has an empty frame_id; cannot look up its pose")
+        frame = Frame(conversions.stamp_to_ns(image.header.stamp), image.header.frame_id, rgb, K)
+        try:
+            frame.validate()
+        except ValueError as exc:
+            raise BadInput("image", str(exc)) from None
+        return frame
+
+    # ------------------------------------------------------------------------------------ worker
+
+    def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
+        """(T_world_cam, None) or (None, why not) — never waits."""
+        try:
+            ts = self.tf_buffer.lookup_transform(self.world_frame, frame.frame_id, Time(nanoseconds=frame.stamp_ns))
+            return conversions.transform_to_matrix(ts.transform), None
+        except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _next_job(self) -> tuple[Frame, float, Any, str | None] | None:
+        """The newest pending frame with TF; else the newest one whose TF wait timed out; else None."""
+        with self._cond:
+            items = list(self._pending)
+        if not items:
+            return None
+        now = time.monotonic()
+        job = None
+        last_error = None
+        for frame, arrived in reversed(items):
+            pose, error = self.lookup_pose(frame)
+            if error is None:
+                job = (frame, arrived, pose, None)
+                break
+            last_error = last_error or error
+            if job is None and now - arrived >= self.tf_timeout_s:
+                job = (frame, arrived, None, error)  # newest timed-out frame, unless a newer one has TF
+        if job is None:
+            return None
+        with self._cond:
+            if not any(f is job[0] for f, _ in self._pending):
+                return None  # cleared by a time jump meanwhile
+            dropped = 0
+            while self._pending[0][0] is not job[0]:
+                self._pending.popleft()
+                dropped += 1
+            self._pending.popleft()
+        self.stats.count("dropped", dropped)
+        return job
+
+    def _work(self) -> None:
+        try:
+            seconds = self.pipeline.warmup()
+            self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
+        except Exception as exc:
+            self._problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}")
+        while True:
+            with self._cond:
+                while not self._stop and not self._pending:
+                    self._cond.wait()
+                if self._stop:
+                    return
+            job = self._next_job()
+            if job is None:
+                with self._cond:
+                    self._cond.wait(timeout=0.005)  # TF arrives through the executor; poll without blocking it
+                continue
+            try:
+                self._process(*job)
+            except Exception as exc:  # never let the worker die
+                self._problem("internal", f"{type(exc).__name__}: {exc}")
+
+    def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None) -> None:
+        if tf_error is not None:
+            self._problem("tf", f"no pose of {frame.frame_id} in {self.world_frame} at {frame.stamp:.3f} s "
+                                f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view", counter="tf_failures")
+        with self._updates_lock:
+            updates, self._updates = self._updates, {}
+        with self._cond:
+            reset, self._reset = self._reset, False
+        if reset:
+            self.pipeline.reset()
+        if "pairing" in updates:
+            self.pipeline.set_pairing(updates.pop("pairing"))
+        if updates:
+            self.pipeline.set_options(**updates)
+        try:
+            products = self.pipeline.process(frame.with_pose(pose))
+        except ValueError as exc:
+            self._problem("frame", str(exc))
+            return
+        for kind, message in products.warnings:
+            self._problem(kind, message)
+        self.publish_products(products)
+        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
+                              end_to_end_s=time.monotonic() - arrived)
+
+    # ------------------------------------------------------------------------------------ output
+
+    def publish_products(self, products: Any) -> None:
+        """Products -> messages with the input's stamp and frame_id (the cloud's frame per ``cloud_frame``)."""
+        header = conversions.make_header(self.types, products.stamp_ns, products.frame_id)
+        W, H = products.size
+        on = self.publish_enabled
+        images = [
+            ("depth", products.depth, "32FC1"), ("semantic", products.labels, "mono8"),
+            ("semantic/color", products.labels_color, "rgb8"), ("normals", products.normals, "32FC3"),
+            ("normals/color", products.normals_color, "rgb8"), ("boundary", products.boundary, "mono8"),
+        ]
+        for name, array, encoding in images:
+            if array is not None and on[name.split("/")[0]]:
+                self.pubs[name].publish(self.bridge.cv2_to_imgmsg(array, encoding=encoding, header=header))
+        if on["depth"] and products.depth is not None:
+            self.pubs["depth/camera_info"].publish(conversions.make_camera_info(self.types, header, products.K, W, H))
+        if on["points"] and products.cloud is not None:
+            cloud = products.cloud
+            cloud_header = conversions.make_header(self.types, products.stamp_ns, products.cloud_frame_id)
+            self.pubs["points"].publish(conversions.make_point_cloud2(
+                self.types, cloud_header, cloud.points, rgb=cloud.rgb, labels=cloud.labels))
+
+    def publish_diagnostics(self) -> None:
+        header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
+        info = {"device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
+                "input_size": f"{self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}",
+                "compat_fallbacks": ",".join(FALLBACKS) or "none"}
+        self.diag_pub.publish(diagnostics.make_diagnostic_array(
+            self.types, header, self.stats.snapshot(), name=f"{self.get_name()}: pipeline",
+            hardware_id=self.device, info=info))
+
+    # ------------------------------------------------------------------------------------ shutdown
+
+    def destroy_node(self) -> None:
+        """Stop the worker, free the model (and GPU memory), then destroy the ROS entities."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._worker.join(timeout=30.0)
+        self.pipeline.close()
+        super().destroy_node()
+
+
+class BadInput(ValueError):
+    """An input message the node cannot use; ``kind`` names the diagnostics counter (``bad_input.<kind>``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _LogAdapter:
+    """``logging``-style calls (``warning(fmt, *args)``) onto an rclpy logger."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self._logger.warning(msg % args if args else msg)
+
+    def info(self, msg: str, *args: Any) -> None:
+        self._logger.info(msg % args if args else msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: {exc}")
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The unit the runtime works on: one camera frame, with its pose once TF has supplied it (DESIGN §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from mtl3d_perception.geometry import check_intrinsics, check_rigid
+
+
+@dataclass
+class Frame:
+    """One synchronised camera frame.
+
+    Attributes:
+        stamp_ns: the image's header stamp in integer nanoseconds (kept exact so outputs carry it unchanged).
+        frame_id: the camera's optical frame (the image header's ``frame_id``).
+        rgb: ``[H,W,3]`` uint8 RGB.
+        K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
+        pose: ``T_world_cam`` ``[4,4]`` float64, or None until TF supplies it (or when it never does).
+    """
+
+    stamp_ns: int
+    frame_id: str
+    rgb: np.ndarray
+    K: np.ndarray
+    pose: np.ndarray | None = None
+
+    @property
+    def stamp(self) -> float:
+        """The stamp in seconds (float; use ``stamp_ns`` where exactness matters)."""
+        return self.stamp_ns * 1e-9
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Image size ``(W, H)``."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    def with_pose(self, pose: np.ndarray | None) -> Frame:
+        """A copy carrying ``pose`` (the image is shared, not copied)."""
+        return replace(self, pose=None if pose is None else np.asarray(pose, np.float64))
+
+    def validate(self) -> None:
+        """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why)."""
+        rgb = np.asarray(self.rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
+            raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")
+        check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns")
+        if self.pose is not None:
+            check_rigid(self.pose, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")

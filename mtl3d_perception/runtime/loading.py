@@ -1,0 +1,76 @@
+"""Where the node and replay get their network: the shipped default checkpoint, a given file, or a preset.
+
+``model_path`` forms:
+- ``""`` (default): ``models/default.safetensors`` from the installed share directory
+  (``share/mtl3d_perception/models``) or, in a source checkout, the repository's ``models/`` folder;
+- a ``.safetensors`` path: that checkpoint (config, classes and palette come from its metadata);
+- ``preset:NAME``: a freshly built preset with RANDOM task heads — for tests and smoke runs only, and
+  logged as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "mtl3d_perception"
+DEFAULT_CHECKPOINT = "default.safetensors"
+PRESET_PREFIX = "preset:"
+
+
+def default_model_path() -> Path:
+    """The shipped checkpoint: installed share dir first, then the source tree; raises FileNotFoundError naming both."""
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / DEFAULT_CHECKPOINT)
+        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (no sourced workspace)
+            pass
+    except ImportError:
+        pass
+    candidates.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_CHECKPOINT)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no default checkpoint found (looked at {', '.join(map(str, candidates))}); set model_path to a "
+        f".safetensors file, or to '{PRESET_PREFIX}tiny' for an untrained network"
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; anything else is checked by torch."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return str(dev)
+
+
+def load_model(model_path: str, *, device: str = "cpu", log: Any = None) -> tuple[Any, str]:
+    """The network for ``model_path`` (see the module docstring) on ``device``, and a one-line description.
+
+    Raises:
+        FileNotFoundError: no such checkpoint (or no default one).
+        ValueError: a checkpoint that does not match its stored config, or an unknown preset.
+    """
+    from mtl3d_perception.model import build_model, load_checkpoint
+
+    if model_path.startswith(PRESET_PREFIX):
+        preset = model_path[len(PRESET_PREFIX):]
+        model = build_model(preset)
+        description = f"preset {preset} (RANDOM weights: not a trained model)"
+        if log is not None:
+            log.warning(f"model_path {model_path!r}: built preset {preset!r} with random task heads; outputs are meaningless")
+    else:
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"model_path {str(path)!r} does not exist")
+        model = load_checkpoint(path, map_location=device)
+        description = str(path)
+    return model.to(device).eval(), description

@@ -1,0 +1,293 @@
+"""PerceptionPipeline: Frame -> Products through the network's streaming API (DESIGN §2, §5).
+
+preprocess (resize to the network size, K scaled with ``geometry.resize_intrinsics``) -> pick the source view
+(``FrameHistory``) -> ``model.encode`` the new frame once and reuse cached features of the source ->
+``model.predict`` -> postprocess (class ids and palette, depth with invalid pixels NaN, normals, boundary
+probability, at network or camera resolution, point cloud with stride in the camera or world frame).
+No ROS here: the node and replay both drive it with :class:`Frame` objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl3d_perception.classes import colorize_labels
+from mtl3d_perception.geometry import check_rigid, point_cloud, resize_intrinsics
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import FrameHistory, PairingConfig
+from mtl3d_perception.runtime.products import Products
+
+OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
+OUTPUT_RESOLUTIONS = ("network", "camera")
+CLOUD_FRAMES = ("camera", "world")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_LOG = logging.getLogger(__name__)
+
+
+class PerceptionPipeline:
+    """The runtime around one CvM-MTL model.
+
+    Args:
+        model: a CvMMTL (``encode``/``predict`` streaming API, ``config.input_size`` (W, H), ``config.palette``).
+        device: torch device string; the model is moved there.
+        precision: ``fp32``, ``fp16`` or ``bf16`` autocast (fp16 needs CUDA; on CPU it falls back to fp32).
+        pairing: source-view rules; the pipeline keeps its own :class:`FrameHistory`.
+        output_resolution: ``network`` (the model's input size) or ``camera`` (the input image's size).
+        point_stride: take every n-th pixel into the cloud (>= 1).
+        cloud_frame: ``camera`` (the image's optical frame) or ``world`` (needs a pose; else camera).
+        world_frame: the frame id poses are expressed in (used as the world cloud's frame id).
+        outputs: which of ``OUTPUT_NAMES`` to compute (all by default).
+        jump_back_s: a frame older than the newest by more than this clears the history (time went back).
+        logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
+    """
+
+    def __init__(
+        self, model: Any, *, device: str = "cpu", precision: str = "fp32", pairing: PairingConfig | None = None,
+        output_resolution: str = "network", point_stride: int = 4, cloud_frame: str = "camera",
+        world_frame: str = "odom", outputs: tuple[str, ...] | set[str] | None = None, jump_back_s: float = 0.0,
+        logger: Any = None,
+    ) -> None:
+        self.log = logger or _LOG
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.net_size: tuple[int, int] = tuple(int(v) for v in self.config.input_size)  # (W, H)
+        self.history = FrameHistory(pairing or PairingConfig(), jump_back_s=jump_back_s)
+        self._features: OrderedDict[int, Any] = OrderedDict()  # stamp_ns -> FrameFeatures of history frames
+        self.world_frame = world_frame
+        self.precision = "fp32"
+        self.set_options(precision=precision, output_resolution=output_resolution, point_stride=point_stride,
+                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs)
+
+    # ------------------------------------------------------------------------------------------ options
+
+    def set_options(self, *, precision: str | None = None, output_resolution: str | None = None,
+                    point_stride: int | None = None, cloud_frame: str | None = None,
+                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None) -> None:
+        """Change run-time options (each validated; raises ValueError naming the bad value)."""
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            if precision == "fp16" and self.device.type != "cuda":
+                self.log.warning("precision fp16 needs CUDA; running fp32 on %s", self.device)
+                precision = "fp32"
+            self.precision = precision
+        if output_resolution is not None:
+            if output_resolution not in OUTPUT_RESOLUTIONS:
+                raise ValueError(f"output_resolution must be one of {', '.join(OUTPUT_RESOLUTIONS)}, got {output_resolution!r}")
+            self.output_resolution = output_resolution
+        if point_stride is not None:
+            if int(point_stride) < 1:
+                raise ValueError(f"point_stride must be >= 1, got {point_stride}")
+            self.point_stride = int(point_stride)
+        if cloud_frame is not None:
+            if cloud_frame not in CLOUD_FRAMES:
+                raise ValueError(f"cloud_frame must be one of {', '.join(CLOUD_FRAMES)}, got {cloud_frame!r}")
+            self.cloud_frame = cloud_frame
+        if outputs is not None:
+            unknown = set(outputs) - set(OUTPUT_NAMES)
+            if unknown:
+                raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
+            self.outputs = frozenset(outputs)
+        if world_frame is not None:
+            self.world_frame = world_frame
+
+    def set_pairing(self, pairing: PairingConfig) -> None:
+        self.history.reconfigure(pairing)
+        self._evict()
+
+    def reset(self) -> None:
+        """Forget the history and cached features (after a time jump or a camera change)."""
+        self.history.clear()
+        self._features.clear()
+
+    def close(self) -> None:
+        """Release the model and cached features, and give cached GPU memory back to the driver."""
+        self.reset()
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def preprocess(self, frame: Frame) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """Resize to the network size -> (rgb_net [h,w,3] uint8, image [1,3,h,w] float in [0,1], K_net [3,3])."""
+        W, H = frame.size
+        w, h = self.net_size
+        rgb = frame.rgb
+        if (W, H) != (w, h):
+            interp = cv2.INTER_AREA if w < W and h < H else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (w, h), interpolation=interp)
+        K_net = resize_intrinsics(np.asarray(frame.K, np.float64), (W, H), (w, h))
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        return rgb, image, K_net
+
+    def _encode(self, image: torch.Tensor) -> Any:
+        with self._autocast():
+            return self.model.encode(image)
+
+    @torch.inference_mode()
+    def warmup(self) -> float:
+        """Run the network once on a blank single-view input (first calls pay for lazy imports and allocations).
+
+        Returns the seconds it took; the history and feature cache are untouched.
+        """
+        t = time.perf_counter()
+        w, h = self.net_size
+        image = torch.zeros(1, 3, h, w, device=self.device)
+        K = torch.tensor([[w, 0.0, (w - 1) / 2], [0.0, w, (h - 1) / 2], [0.0, 0.0, 1.0]], device=self.device)[None]
+        feats = self._encode(image)
+        with self._autocast():
+            self.model.predict(feats, feats, K, torch.eye(4, device=self.device)[None])
+        self._sync()
+        return time.perf_counter() - t
+
+    @torch.inference_mode()
+    def process(self, frame: Frame) -> Products:
+        """Run one frame; the frame joins the history (as a future source) when it has a valid pose.
+
+        Raises:
+            ValueError: an unusable image or K (bad poses are dropped with a warning instead).
+        """
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        warnings: list[tuple[str, str]] = []
+        if frame.pose is not None:
+            try:
+                check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns")
+            except ValueError as exc:
+                warnings.append(("invalid_pose", f"{exc}; processing single-view"))
+                frame = frame.with_pose(None)
+        frame.validate()
+        if self.history.is_jump_back(frame.stamp_ns):
+            warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
+            self.reset()
+        if len(self.history) and (self.history_size_of() != frame.size):
+            self.reset()  # a different camera resolution: old frames cannot serve as sources
+
+        t = time.perf_counter()
+        rgb_net, image, K_net = self.preprocess(frame)
+        self._sync()
+        timings["preprocess"] = time.perf_counter() - t
+
+        pair = self.history.select(frame)
+        t = time.perf_counter()
+        ref_feats = self._encode(image)
+        src_feats = ref_feats
+        if pair.src is not None:
+            src_feats = self._features.get(pair.src.stamp_ns)
+            if src_feats is None:  # evicted or never cached: encode the source again from its image
+                src_feats = self._encode(self.preprocess(pair.src)[1])
+        self._sync()
+        timings["encode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        K_t = torch.as_tensor(K_net, dtype=torch.float32, device=self.device)[None]
+        T_t = torch.as_tensor(pair.T_src_ref, dtype=torch.float32, device=self.device)[None]
+        with self._autocast():
+            out = self.model.predict(ref_feats, src_feats, K_t, T_t)
+        self._sync()
+        timings["predict"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        products = self._postprocess(frame, out, rgb_net, K_net)
+        timings["postprocess"] = time.perf_counter() - t - products.timings.get("cloud", 0.0)
+        timings["cloud"] = products.timings.get("cloud", 0.0)
+
+        if frame.pose is not None:
+            self.history.add(frame)
+            self._features[frame.stamp_ns] = ref_feats
+            self._evict()
+        products.single_view = pair.single_view
+        products.pair_reason = pair.reason
+        products.source_stamp_ns = None if pair.src is None else pair.src.stamp_ns
+        products.warnings = warnings
+        timings["total"] = time.perf_counter() - t_start
+        products.timings = timings
+        return products
+
+    def history_size_of(self) -> tuple[int, int] | None:
+        """Image size (W, H) of the frames in the history (None when empty)."""
+        for f in self.history:
+            return f.size
+        return None
+
+    def _evict(self) -> None:
+        keep = set(self.history.stamps)
+        for stamp in [s for s in self._features if s not in keep]:
+            del self._features[stamp]
+
+    def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray) -> Products:
+        cfg = self.config
+        if self.output_resolution == "camera":
+            W, H = frame.size
+            K_out, rgb_out = np.asarray(frame.K, np.float64), frame.rgb
+        else:
+            (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
+        want = self.outputs
+        need_labels = "semantic" in want or "points" in want
+        need_depth = "depth" in want or "normals" in want or "points" in want
+
+        def at_output_size(x: torch.Tensor, mode: str) -> torch.Tensor:  # [1,C,h,w] float -> [1,C,H,W]
+            x = x.float()
+            if x.shape[-2:] == (H, W):
+                return x
+            return F.interpolate(x, size=(H, W), mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+
+        dev: dict[str, torch.Tensor] = {}
+        if need_depth:
+            # nearest keeps depth edges sharp (no flying pixels between foreground and background)
+            depth = at_output_size(out["depth"], "nearest")[0, 0]
+            valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
+            dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
+        if need_labels:
+            dev["labels"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
+        if "normals" in want:
+            n = F.normalize(at_output_size(out["normals"], "bilinear")[0], dim=0).permute(1, 2, 0)
+            dev["normals"] = torch.where(valid[..., None], n, torch.full_like(n, float("nan")))
+        if "boundary" in want:
+            prob = torch.sigmoid(at_output_size(out["boundary"], "bilinear")[0, 0])
+            dev["boundary"] = (prob * 255.0).round_().to(torch.uint8)
+        host = {k: v.cpu().numpy() for k, v in dev.items()}  # one device->host copy per output
+
+        products = Products(stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, size=(W, H), K=K_out,
+                            classes=tuple(cfg.classes))
+        if "depth" in want:
+            products.depth = host["depth"].astype(np.float32)
+        if "semantic" in want:
+            products.labels = host["labels"]
+            products.labels_color = colorize_labels(host["labels"], palette=cfg.palette)
+        if "normals" in want:
+            normals = host["normals"].astype(np.float32)
+            products.normals = normals
+            products.normals_color = np.nan_to_num((normals + 1.0) * 127.5, nan=0.0).clip(0, 255).astype(np.uint8)
+        if "boundary" in want:
+            products.boundary = host["boundary"]
+        if "points" in want:
+            t = time.perf_counter()
+            world = self.cloud_frame == "world" and frame.pose is not None
+            products.cloud = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["labels"],
+                                         stride=self.point_stride, T_frame_cam=frame.pose if world else None)
+            products.cloud_frame_id = self.world_frame if world else frame.frame_id
+            products.timings["cloud"] = time.perf_counter() - t
+        return products

@@ -1,0 +1,78 @@
+"""Approximate-time synchroniser core (no ROS): the policy of message_filters' Python ApproximateTimeSynchronizer.
+
+Used by the compat ``message_filters`` (the node, where the real package is missing) and by replay. Written
+here because message_filters is not installable from PyPI (``../shared/notes/ros2_ecosystem.md`` A.0); the
+matching rule follows ros2/message_filters ``src/message_filters/__init__.py``: each input keeps its last
+``queue_size`` items keyed by stamp; a new item fires the callback with the set of stamps (one per input,
+each within ``slop`` of the new one) whose spread is below ``slop``, preferring the closest stamps; used
+items are removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class ApproximateTimeSync:
+    """Group items from ``num_inputs`` streams whose stamps lie within ``slop_s`` of each other.
+
+    Args:
+        num_inputs: number of input streams (>= 1).
+        queue_size: items kept per input; 1 gives latest-only behaviour.
+        slop_s: largest allowed stamp spread in a group, seconds.
+        callback: called as ``callback(*items)`` in input order, from the thread that added the last item.
+    """
+
+    def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
+                 callback: Callable[..., Any] | None = None) -> None:
+        if num_inputs < 1 or queue_size < 1 or not slop_s >= 0:
+            raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop_s >= 0; got {num_inputs}, {queue_size}, {slop_s}")
+        self.queue_size = queue_size
+        self.slop_ns = int(slop_s * 1e9)
+        self._queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
+        self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
+        self._lock = threading.Lock()
+
+    def register_callback(self, callback: Callable[..., Any]) -> None:
+        self._callbacks.append(callback)
+
+    def set_slop(self, slop_s: float) -> None:
+        if not slop_s >= 0:
+            raise ValueError(f"slop must be >= 0, got {slop_s}")
+        self.slop_ns = int(slop_s * 1e9)
+
+    def clear(self) -> None:
+        with self._lock:
+            for q in self._queues:
+                q.clear()
+
+    def add(self, index: int, stamp_ns: int, item: Any) -> bool:
+        """Offer ``item`` of input ``index`` stamped ``stamp_ns``; returns True when it completed a group."""
+        stamp_ns = int(stamp_ns)
+        with self._lock:
+            queue = self._queues[index]
+            queue[stamp_ns] = item
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+            candidates = []
+            for i, other in enumerate(self._queues):
+                if i == index:
+                    continue
+                near = sorted((abs(s - stamp_ns), s) for s in other if abs(s - stamp_ns) <= self.slop_ns)
+                if not near:
+                    return False
+                candidates.append([s for _, s in near])
+            for combo in itertools.product(*candidates):
+                stamps = list(combo)
+                stamps.insert(index, stamp_ns)
+                if max(stamps) - min(stamps) <= self.slop_ns:
+                    group = [q.pop(s) for q, s in zip(self._queues, stamps)]
+                    break
+            else:
+                return False
+        for cb in self._callbacks:
+            cb(*group)
+        return True

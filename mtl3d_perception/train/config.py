@@ -1,0 +1,245 @@
+"""`TrainConfig`: typed training configuration, loaded from YAML plus ``key=value`` overrides.
+
+Sections are dataclasses (MVSplat / nanoGPT style); a YAML file in ``config/train/`` overrides the
+defaults below, and command-line overrides use dotted keys (``optim.lr=3e-4``, ``data.train.0.end=0.5``;
+values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigError` naming the full key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl3d_perception.data.augment import AugmentConfig
+from mtl3d_perception.data.datasets import SourceConfig
+from mtl3d_perception.model.config import ConfigError
+
+
+@dataclass
+class ModelSection:
+    """The network: a preset (name or YAML path) plus ModelConfig field overrides (e.g. ``use_cvm``, ``refiner``)."""
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_checkpoint: str = ""  # start from these weights (fine-tuning)
+
+
+@dataclass
+class DataConfig:
+    train: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    val: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(split="val", num_scenes=2, frames_per_scene=8)])
+    image_size: tuple[int, int] | None = None  # (W, H); None: the model's input_size
+    num_views: int = 2
+    batch_size: int = 4  # per process
+    num_workers: int = 0
+    label_regime: str = "full"  # full | random | one
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class LossConfig:
+    """Task weights (0 switches a task off), the depth loss kind, and extra registered loss terms."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "depth": 1.0, "normals": 1.0, "boundary": 1.0})
+    depth_kind: str = "l1"  # l1 | silog
+    silog_lambda: float = 0.85
+    all_views: bool = True  # supervise every view (the paper), not only the reference
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weight: w, **kwargs}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"  # cosine | poly | constant
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.01  # final lr / lr (cosine)
+    poly_power: float = 0.9
+    grad_clip: float = 10.0  # 0 disables
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out_dir: str = "runs/default"
+    steps: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    log_every: int = 20
+    image_every: int = 200  # TensorBoard montages; 0 disables
+    eval_every: int = 500  # 0 disables periodic evaluation
+    eval_batches: int = 20  # batches per periodic evaluation
+    checkpoint_every: int = 500
+    tensorboard: bool = True
+    progress: bool = True
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _build(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``hint``; dataclasses are built recursively."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return _from_dict(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _build(a, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise bad
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        return [_build(args[0], v, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v, f"{key}.{i}") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad
+        return tuple(_build(a, v, f"{key}.{i}") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {k: _build(args[1], v, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            msg = f"unknown config key {key!r}; known keys here: {', '.join(sorted(names))}"
+            raise ConfigError(msg)
+        kwargs[k] = _build(hints[k], v, key)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"config section {prefix or cls.__name__!r}: {exc}"
+        raise ConfigError(msg) from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML/JSON-friendly structure (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict/list tree in place."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        msg = f"override {assignment!r} is not of the form key=value"
+        raise ConfigError(msg)
+    value = yaml.safe_load(text) if text.strip() else ""
+    node: Any = tree
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                msg = f"override key {where!r}: {part!r} is not an index of a list of {len(node)}"
+                raise ConfigError(msg)
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            msg = f"override key {where!r}: {'.'.join(parts[:i])!r} is not a section"
+            raise ConfigError(msg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- ``key=value`` overrides, checked into a :class:`TrainConfig`."""
+    tree: dict[str, Any] = to_dict(TrainConfig())
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            msg = f"training config not found: {p}"
+            raise FileNotFoundError(msg)
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            msg = f"{p}: a training config must be a mapping"
+            raise ConfigError(msg)
+        _merge(tree, loaded)
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return _from_dict(TrainConfig, tree)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    """Recursive dict update; lists and scalars are replaced, and dict-valued fields (weights, extra,
+    overrides) merged key by key.
+    """
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

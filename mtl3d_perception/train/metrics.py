@@ -1,0 +1,262 @@
+"""Dense-prediction metrics as dataset accumulators, plus the multi-task gain Δm.
+
+Each meter has ``update(pred, label, valid)`` (torch tensors, any device; batch-first) and
+``compute() -> dict[str, float]``. Sums are kept in float64 and pooled over every labelled pixel
+of the dataset (the MTL benchmarks' convention), so the order of batches does not matter.
+
+- semantic: mIoU over classes that occur in prediction or label, and pixel accuracy (percent);
+- depth: abs err (m), abs rel, RMSE (m), RMSE log, delta1-3 (percent, thresholds 1.25^k);
+- normals: mean and median angle (degrees) and percent within 11.25 / 22.5 / 30 degrees;
+- boundary: odsF — the best F over a threshold sweep of dataset-pooled precision and recall, a
+  pixel matching when the other map has a boundary within ``max_dist`` x image diagonal
+  (SEISM's tolerance; matching by distance transform rather than SEISM's bipartite assignment and
+  without thinning, so values are comparable within this project, not to published odsF);
+- cross-view: how far apart the two views' predicted depths are after reprojection;
+- :func:`delta_m`: Δm = mean_i (-1)^{l_i} (M_i - M_b,i) / M_b,i x 100 (Maninis et al., CVPR'19).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from mtl3d_perception import geometry
+from mtl3d_perception.classes import IGNORE_INDEX
+
+# Metric name -> True when higher is better (for Δm and reports).
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "semantic/miou": True, "semantic/pixel_acc": True,
+    "depth/abs_err": False, "depth/abs_rel": False, "depth/rmse": False, "depth/rmse_log": False,
+    "depth/delta1": True, "depth/delta2": True, "depth/delta3": True,
+    "normals/mean": False, "normals/median": False,
+    "normals/within_11.25": True, "normals/within_22.5": True, "normals/within_30": True,
+    "boundary/odsF": True,
+    "cross_view/abs_rel": False, "cross_view/abs_err": False,
+}
+# The headline metric of each task (the paper's: mIoU, RMSE, mean angle, odsF) used by Δm by default.
+HEADLINE: tuple[str, ...] = ("semantic/miou", "depth/rmse", "normals/mean", "boundary/odsF")
+
+
+def _valid_images(valid: torch.Tensor | None, n: int, device) -> torch.Tensor:
+    return torch.ones(n, dtype=torch.bool, device=device) if valid is None else valid.to(device).bool()
+
+
+class SemanticMeter:
+    """Confusion matrix over labelled pixels. pred: logits ``[N,K,H,W]`` or ids ``[N,H,W]``."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        ids = pred.argmax(1) if pred.dim() == label.dim() + 1 else pred
+        keep = (label != IGNORE_INDEX) & (label >= 0) & (label < self.num_classes)
+        keep &= _valid_images(valid, label.shape[0], label.device).view(-1, *([1] * (label.dim() - 1)))
+        k = self.num_classes
+        idx = label[keep].long() * k + ids[keep].long()
+        self.confusion += torch.bincount(idx.cpu(), minlength=k * k).view(k, k).double()
+
+    def compute(self) -> dict[str, float]:
+        c = self.confusion
+        total = c.sum()
+        if total == 0:
+            return {}
+        tp = c.diag()
+        union = c.sum(0) + c.sum(1) - tp
+        present = union > 0
+        iou = tp[present] / union[present]
+        return {"semantic/miou": 100.0 * float(iou.mean()), "semantic/pixel_acc": 100.0 * float(tp.sum() / total)}
+
+
+class DepthMeter:
+    """Depth errors over pixels with a finite label > 0. pred, label ``[N,1,H,W]`` (or ``[N,H,W]``) metres."""
+
+    def __init__(self, min_depth: float = 1e-3) -> None:
+        self.min_depth = min_depth
+        self.sums = torch.zeros(8, dtype=torch.float64)  # n, |e|, |e|/gt, e^2, elog^2, d1, d2, d3
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        mask = torch.isfinite(label) & (label > 0)
+        mask &= _valid_images(valid, label.shape[0], label.device).view(-1, *([1] * (label.dim() - 1)))
+        p = pred.detach().double()[mask].clamp_min(self.min_depth)
+        g = label.double()[mask]
+        if g.numel() == 0:
+            return
+        err = p - g
+        ratio = torch.maximum(p / g, g / p)
+        self.sums += torch.stack([
+            torch.tensor(float(g.numel()), dtype=torch.float64, device=g.device), err.abs().sum(),
+            (err.abs() / g).sum(), (err * err).sum(), ((p.log() - g.log()) ** 2).sum(),
+            (ratio < 1.25).sum().double(), (ratio < 1.25 ** 2).sum().double(), (ratio < 1.25 ** 3).sum().double(),
+        ]).cpu()
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.sums[0])
+        if n == 0:
+            return {}
+        s = (self.sums / n).tolist()
+        return {
+            "depth/abs_err": s[1], "depth/abs_rel": s[2], "depth/rmse": math.sqrt(s[3]),
+            "depth/rmse_log": math.sqrt(s[4]), "depth/delta1": 100 * s[5], "depth/delta2": 100 * s[6],
+            "depth/delta3": 100 * s[7],
+        }
+
+
+class NormalsMeter:
+    """Angular error (degrees) over pixels with a finite label; the median comes from a 0.01° histogram."""
+
+    BIN = 0.01
+
+    def __init__(self) -> None:
+        self.hist = torch.zeros(int(round(180 / self.BIN)) + 1, dtype=torch.float64)
+        self.sum = 0.0
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """pred, label ``[N,3,H,W]``."""
+        mask = torch.isfinite(label).all(1) & _valid_images(valid, label.shape[0], label.device).view(-1, 1, 1)
+        p = torch.nn.functional.normalize(pred.detach().double(), dim=1).permute(0, 2, 3, 1)[mask]
+        g = torch.nn.functional.normalize(label.double(), dim=1).permute(0, 2, 3, 1)[mask]
+        if g.numel() == 0:
+            return
+        angle = torch.rad2deg(torch.acos((p * g).sum(-1).clamp(-1.0, 1.0)))
+        self.sum += float(angle.sum())
+        bins = torch.round(angle / self.BIN).long().clamp(0, self.hist.numel() - 1)
+        self.hist += torch.bincount(bins.cpu(), minlength=self.hist.numel()).double()
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.hist.sum())
+        if n == 0:
+            return {}
+        cdf = torch.cumsum(self.hist, 0)
+        median = float(torch.searchsorted(cdf, torch.tensor(n / 2, dtype=torch.float64))) * self.BIN
+
+        def within(deg: float) -> float:
+            return 100.0 * float(self.hist[: int(round(deg / self.BIN)) + 1].sum()) / n
+        return {"normals/mean": self.sum / n, "normals/median": median, "normals/within_11.25": within(11.25),
+                "normals/within_22.5": within(22.5), "normals/within_30": within(30.0)}
+
+
+class BoundaryMeter:
+    """odsF over a threshold sweep. pred: logits or probabilities ``[N,1,H,W]``; label {0,1}, NaN invalid.
+
+    Args:
+        thresholds: probability thresholds swept (default 0.02..0.98, 49 values).
+        max_dist: matching tolerance as a fraction of the image diagonal (SEISM: 0.011 on NYUD).
+        logits: whether ``pred`` are logits (sigmoid applied) or probabilities.
+    """
+
+    def __init__(self, thresholds: np.ndarray | None = None, max_dist: float = 0.011, logits: bool = True) -> None:
+        self.thresholds = np.linspace(0.02, 0.98, 49) if thresholds is None else np.asarray(thresholds)
+        self.max_dist = max_dist
+        self.logits = logits
+        # per threshold: predicted positives matched, predicted positives, labelled positives matched, labelled positives
+        self.counts = np.zeros((len(self.thresholds), 4), np.float64)
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        prob = torch.sigmoid(pred.detach().float()) if self.logits else pred.detach().float()
+        prob = prob.reshape(label.shape[0], *label.shape[-2:]).cpu().numpy()
+        lab = label.reshape(label.shape[0], *label.shape[-2:]).cpu().numpy()
+        ok = _valid_images(valid, label.shape[0], "cpu").numpy()
+        for p, g, v in zip(prob, lab, ok):
+            known = np.isfinite(g)
+            if not v or not known.any():
+                continue
+            tol = self.max_dist * math.hypot(*g.shape)
+            gt = (g > 0.5) & known
+            # Distance of every pixel to the nearest labelled boundary (inf when there is none).
+            d_gt = ndimage.distance_transform_edt(~gt) if gt.any() else np.full(g.shape, np.inf)
+            for i, t in enumerate(self.thresholds):
+                pb = (p >= t) & known
+                d_pred = ndimage.distance_transform_edt(~pb) if pb.any() else np.full(g.shape, np.inf)
+                self.counts[i] += (np.count_nonzero(pb & (d_gt <= tol)), np.count_nonzero(pb),
+                                   np.count_nonzero(gt & (d_pred <= tol)), np.count_nonzero(gt))
+
+    def compute(self) -> dict[str, float]:
+        if self.counts[:, 3].max(initial=0) == 0:
+            return {}
+        mp, np_, mg, ng = self.counts.T
+        precision = np.divide(mp, np_, out=np.zeros_like(mp), where=np_ > 0)
+        recall = np.divide(mg, ng, out=np.zeros_like(mg), where=ng > 0)
+        f = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(mp),
+                      where=(precision + recall) > 0)
+        best = int(np.argmax(f))
+        return {"boundary/odsF": 100.0 * float(f[best]), "boundary/ods_threshold": float(self.thresholds[best])}
+
+
+class CrossViewMeter:
+    """Disagreement of two views' predicted depths after reprojection (geometry.depth_in_other_view).
+
+    For each pixel of view 0 seen by view 1: its z in view 1 versus view 1's predicted depth there.
+    """
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(3, np.float64)  # n, |dz|, |dz| / z_b
+
+    def update(self, depth_a: torch.Tensor, depth_b: torch.Tensor, K_a: torch.Tensor, K_b: torch.Tensor,
+               T_world_a: torch.Tensor, T_world_b: torch.Tensor) -> None:
+        """depth_* ``[N,1,H,W]`` (or ``[N,H,W]``); K_* ``[N,3,3]``; T_world_* ``[N,4,4]``."""
+        da = depth_a.detach().float().reshape(depth_a.shape[0], *depth_a.shape[-2:]).cpu().numpy()
+        db = depth_b.detach().float().reshape(depth_b.shape[0], *depth_b.shape[-2:]).cpu().numpy()
+        T_b_a = geometry.relative_pose(T_world_b.double().cpu().numpy(), T_world_a.double().cpu().numpy())
+        for i in range(da.shape[0]):
+            z_pred, z_b = geometry.depth_in_other_view(da[i], K_a[i].double().cpu().numpy(), T_b_a[i],
+                                                       db[i], K_b[i].double().cpu().numpy())
+            ok = np.isfinite(z_pred) & np.isfinite(z_b) & (z_b > 0)
+            if ok.any():
+                dz = np.abs(z_pred[ok] - z_b[ok])
+                self.sums += (ok.sum(), dz.sum(), (dz / z_b[ok]).sum())
+
+    def compute(self) -> dict[str, float]:
+        n = self.sums[0]
+        if n == 0:
+            return {}
+        return {"cross_view/abs_err": float(self.sums[1] / n), "cross_view/abs_rel": float(self.sums[2] / n)}
+
+
+def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[str, ...] | None = None) -> float:
+    """Multi-task gain Δm (percent) of ``metrics`` over ``baseline`` on ``keys`` (default: HEADLINE keys
+    present in both). Lower-is-better metrics count with a minus sign.
+    """
+    keys = tuple(k for k in (keys or HEADLINE) if k in metrics and k in baseline)
+    if not keys:
+        raise ValueError("delta_m: no metric present in both the result and the baseline")
+    gains = []
+    for k in keys:
+        if k not in HIGHER_IS_BETTER:
+            msg = f"delta_m: unknown direction for metric {k!r}"
+            raise ValueError(msg)
+        sign = 1.0 if HIGHER_IS_BETTER[k] else -1.0
+        gains.append(sign * (metrics[k] - baseline[k]) / baseline[k])
+    return 100.0 * float(np.mean(gains))
+
+
+class MultiTaskMeter:
+    """All task meters together. ``update(outputs, batch)`` takes reference-view outputs (``[B,...]``)."""
+
+    def __init__(self, num_classes: int, *, boundary_max_dist: float = 0.011,
+                 boundary_thresholds: np.ndarray | None = None) -> None:
+        self.semantic = SemanticMeter(num_classes)
+        self.depth = DepthMeter()
+        self.normals = NormalsMeter()
+        self.boundary = BoundaryMeter(boundary_thresholds, boundary_max_dist)
+        self.cross_view = CrossViewMeter()
+
+    def update(self, outputs: dict[str, torch.Tensor], batch) -> None:
+        """``outputs`` for the reference view; labels are taken from view 0 of ``batch``."""
+        if "semantic" in outputs:
+            self.semantic.update(outputs["semantic"], batch.semantic[:, 0], batch.valid["semantic"][:, 0])
+        if "depth" in outputs:
+            self.depth.update(outputs["depth"], batch.depth[:, 0], batch.valid["depth"][:, 0])
+        if "normals" in outputs:
+            self.normals.update(outputs["normals"], batch.normals[:, 0], batch.valid["normals"][:, 0])
+        if "boundary" in outputs:
+            self.boundary.update(outputs["boundary"], batch.boundary[:, 0], batch.valid["boundary"][:, 0])
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for meter in (self.semantic, self.depth, self.normals, self.boundary, self.cross_view):
+            out.update(meter.compute())
+        return out

@@ -1,0 +1,356 @@
+"""The training loop: AdamW, warm-up + cosine/poly schedule, bf16 autocast on GPU, gradient clipping,
+seeded and resumable data order, TensorBoard scalars and montages, periodic evaluation, atomic
+checkpoints, and DDP under ``torchrun`` (NCCL on GPU, gloo on CPU).
+
+Checkpoints live in ``<out_dir>/checkpoints/``: ``last.safetensors`` (the model, written with
+``model.save_checkpoint``: loadable by the node and ``mtl3d eval``) and ``last.state.pt`` beside it
+(optimiser, scheduler, step, RNG and extra-loss-term state; a tensors-and-primitives dict loaded
+with ``weights_only=True``). Each is written to a temporary file and moved into place with
+``os.replace``, so a crash never leaves a half-written checkpoint.
+
+Resuming continues identically: the data order is a pure function of (seed, epoch, rank), each
+sample's augmentation of (seed, epoch, index), and the RNG states are restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mtl3d_perception.data.batch import MultiViewBatch, collate
+from mtl3d_perception.data.datasets import build_dataset
+from mtl3d_perception.model import build_model, save_checkpoint
+from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
+from mtl3d_perception.train.evaluate import evaluate
+from mtl3d_perception.train.losses import MultiTaskLoss
+from mtl3d_perception.train.montage import montage
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "mtl3d_perception.train_state/1"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Schedule:
+    """The lr multiplier at a step: linear warm-up, then cosine (to ``min_lr_ratio``), poly or constant.
+
+    A callable object rather than a lambda; its state is rebuilt from the config, not saved.
+    """
+
+    def __init__(self, optim_cfg, total_steps: int) -> None:
+        self.warmup = int(optim_cfg.warmup_steps)
+        self.kind = optim_cfg.schedule
+        self.min_ratio = float(optim_cfg.min_lr_ratio)
+        self.power = float(optim_cfg.poly_power)
+        self.total = max(1, int(total_steps))
+        if self.kind not in ("cosine", "poly", "constant"):
+            msg = f"optim.schedule must be cosine, poly or constant, got {self.kind!r}"
+            raise ValueError(msg)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup > 0 and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "cosine":
+            return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return (1.0 - t) ** self.power
+
+
+class TrainModule(nn.Module):
+    """Model plus loss terms in one module, so DDP synchronises the gradients of both."""
+
+    def __init__(self, model: nn.Module, criterion: MultiTaskLoss) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: MultiViewBatch) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
+        outputs = self.model(batch.images, batch.K, batch.poses, all_views=self.criterion.needs_all_views,
+                             return_features=self.criterion.needs_features)
+        loss, logs = self.criterion(batch, outputs)
+        return loss, logs, outputs
+
+
+def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
+    lc = cfg.loss
+    return MultiTaskLoss(lc.weights, extra=lc.extra, depth_kind=lc.depth_kind,
+                         silog_lambda=lc.silog_lambda, all_views=lc.all_views)
+
+
+def build_model_from_config(cfg: TrainConfig) -> nn.Module:
+    model_cfg = resolve_config(cfg.model.preset)
+    if cfg.model.overrides:
+        model_cfg = model_cfg.replace(**cfg.model.overrides)
+    if cfg.model.init_checkpoint:
+        from safetensors.torch import load_file
+
+        model_cfg = model_cfg.replace(pretrained=False)
+        model = build_model(model_cfg)
+        model.load_state_dict(load_file(cfg.model.init_checkpoint), strict=True)
+        return model
+    return build_model(model_cfg)
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs ``fit()``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group itself; rank 0 alone writes
+    logs, evaluations and checkpoints.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(cfg.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self._seed(cfg.seed)
+
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.model = build_model_from_config(cfg).to(self.device)
+        self.criterion = build_criterion(cfg).to(self.device)
+        self.module = TrainModule(self.model, self.criterion)
+        if self.world > 1:
+            # find_unused_parameters: a task switched off (weight 0) leaves its head without a gradient.
+            self.ddp = nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)
+        else:
+            self.ddp = self.module
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        oc = cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _Schedule(oc, cfg.steps))
+
+        self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
+        dc = cfg.data
+        self.train_set = build_dataset(dc.train, image_size=self.image_size, num_views=dc.num_views,
+                                       augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed)
+        self.val_set = (build_dataset(dc.val, image_size=self.image_size, num_views=dc.num_views, seed=cfg.seed)
+                        if dc.val and cfg.eval_every > 0 else None)
+        per_rank = len(self.train_set) // self.world
+        self.epoch_len = per_rank // dc.batch_size
+        if self.epoch_len < 1:
+            msg = (f"the training set has {len(self.train_set)} samples, fewer than world size {self.world} x "
+                   f"batch size {dc.batch_size}; add data or lower data.batch_size")
+            raise ValueError(msg)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.writer = None
+        if resume:
+            self.load_state()
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _seed(self, seed: int) -> None:
+        # Data randomness comes from explicitly seeded generators (datasets.py); this seeds the model's.
+        torch.manual_seed(seed + self.rank)
+
+    def _autocast(self):
+        amp = self.cfg.amp
+        if amp not in ("auto", "bf16", "off"):
+            msg = f"amp must be auto, bf16 or off, got {amp!r}"
+            raise ValueError(msg)
+        use = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This rank's batches of epoch ``epoch``: lists of (index, draw) keys; a function of seed and epoch only."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=g).tolist()
+        mine = order[self.rank::self.world][: self.epoch_len * self.cfg.data.batch_size]
+        bs = self.cfg.data.batch_size
+        return [[(i, epoch) for i in mine[k: k + bs]] for k in range(0, len(mine), bs)]
+
+    def _batches(self):
+        """Infinite iterator of training batches starting at ``self.step`` (resumes mid-epoch)."""
+        epoch, offset = divmod(self.step, self.epoch_len)
+        while True:
+            batches = self._epoch_batches(epoch)[offset:]
+            loader = DataLoader(self.train_set, batch_sampler=batches, collate_fn=collate,
+                                num_workers=self.cfg.data.num_workers,
+                                pin_memory=self.device.type == "cuda",
+                                persistent_workers=False)
+            yield from loader
+            epoch, offset = epoch + 1, 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, until: int | None = None) -> list[dict[str, float]]:
+        """Train until ``cfg.steps`` (or stop early at step ``until``, leaving a resumable checkpoint);
+        returns the per-step logs of this call (every rank).
+        """
+        cfg = self.cfg
+        stop = cfg.steps if until is None else min(until, cfg.steps)
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "config.yaml")
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out_dir / "tb"))
+        bar = None
+        if self.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True)
+        logs_out: list[dict[str, float]] = []
+        batches = self._batches()
+        self.module.train()
+        t0 = time.perf_counter()
+        while self.step < stop:
+            batch = next(batches).to(self.device, non_blocking=True)
+            with self._autocast():
+                loss, logs, outputs = self.ddp(batch)
+            if not torch.isfinite(loss):
+                msg = f"non-finite loss {float(loss)} at step {self.step}: {logs}"
+                raise RuntimeError(msg)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                logs["grad_norm"] = float(nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip))
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            logs["step"] = self.step
+            logs_out.append(logs)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if self.is_main:
+                self._log(logs, batch, outputs, t0)
+            if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self.run_eval()
+            if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.save_state()
+        if bar is not None:
+            bar.close()
+        metrics = self.run_eval() if cfg.eval_every > 0 and self.step >= cfg.steps else {}
+        self.save_state(metrics=metrics)
+        if self.writer is not None:
+            self.writer.close()
+        return logs_out
+
+    def _log(self, logs: dict[str, float], batch: MultiViewBatch, outputs: dict[str, Any], t0: float) -> None:
+        cfg = self.cfg
+        if self.writer is None:
+            return
+        if self.step % max(1, cfg.log_every) == 0 or self.step == 1:
+            for k, v in logs.items():
+                if k != "step":
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/steps_per_s", self.step / max(1e-9, time.perf_counter() - t0), self.step)
+        if cfg.image_every > 0 and (self.step % cfg.image_every == 0 or self.step == 1):
+            pic = montage(batch, {k: v for k, v in outputs.items() if isinstance(v, torch.Tensor)},
+                          depth_range=self.model.config.depth_range, palette=self.model.config.palette)
+            self.writer.add_image("train/montage", pic, self.step, dataformats="HWC")
+
+    def run_eval(self) -> dict[str, float]:
+        """Evaluate on the validation sources (rank 0; other ranks wait)."""
+        metrics: dict[str, float] = {}
+        if self.val_set is not None and self.is_main:
+            results = evaluate(self.model, self.val_set, batch_size=self.cfg.data.batch_size, device=self.device,
+                               max_batches=self.cfg.eval_batches, modes=("two_view",), autocast=self._autocast)
+            metrics = results["two_view"]["metrics"]
+            if self.writer is not None:
+                for k, v in metrics.items():
+                    self.writer.add_scalar(f"val/{k}", v, self.step)
+                pic = results["two_view"].get("montage")
+                if pic is not None:
+                    self.writer.add_image("val/montage", pic, self.step, dataformats="HWC")
+            log.info("step %d: %s", self.step, {k: round(v, 4) for k, v in metrics.items()})
+        self.module.train()
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def weights_path(self) -> Path:
+        return self.ckpt_dir / "last.safetensors"
+
+    @property
+    def state_path(self) -> Path:
+        return self.ckpt_dir / "last.state.pt"
+
+    def save_state(self, metrics: dict[str, float] | None = None) -> None:
+        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0)."""
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "format": STATE_FORMAT,
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+                "criterion": self.criterion.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0),
+            }
+            tmp_state = self.state_path.with_name(self.state_path.name + ".tmp")
+            torch.save(state, tmp_state)
+            tmp_weights = self.ckpt_dir / "last.tmp.safetensors"
+            trained_on = [to_dict(s) for s in self.cfg.data.train]
+            save_checkpoint(self.model, tmp_weights, trained_on=trained_on, metrics=metrics or {},
+                            step=self.step, train_config=to_dict(self.cfg))
+            os.replace(tmp_state, self.state_path)
+            os.replace(tmp_weights, self.weights_path)
+        if self.world > 1:
+            dist.barrier()
+
+    def load_state(self) -> None:
+        """Restore model, optimiser, scheduler, loss terms, step and RNG from ``last.*`` in ``out_dir``."""
+        from safetensors.torch import load_file
+
+        from mtl3d_perception.model import read_checkpoint_metadata
+
+        if not self.state_path.is_file() or not self.weights_path.is_file():
+            msg = f"nothing to resume: {self.weights_path} and {self.state_path} must both exist"
+            raise FileNotFoundError(msg)
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        if state.get("format") != STATE_FORMAT:
+            msg = f"{self.state_path}: not a training state file (format {state.get('format')!r})"
+            raise ValueError(msg)
+        meta_step = read_checkpoint_metadata(self.weights_path).get("step")
+        if meta_step != state["step"]:
+            msg = f"{self.weights_path} is from step {meta_step} but {self.state_path} from step {state['step']}"
+            raise ValueError(msg)
+        self.model.load_state_dict(load_file(str(self.weights_path), device=str(self.device)), strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.criterion.load_state_dict(state["criterion"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", self.weights_path, self.step)
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

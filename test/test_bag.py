@@ -1,0 +1,197 @@
+"""rosbag2 I/O: a sequence written as a bag reads back exactly, in both storages; errors; the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import Reader
+
+from mtl3d_perception import cli, topics
+from mtl3d_perception.data.bag import (
+    T_BASE_CAM,
+    BagError,
+    bag_topics,
+    ns_to_seconds,
+    read_bag,
+    read_bag_sequence,
+    seconds_to_ns,
+    write_bag,
+)
+from mtl3d_perception.data.sequence import PosedSequence, write_sequence
+from mtl3d_perception.data.synthetic import render_sequence
+from mtl3d_perception.geometry import check_rigid, rotation_angle
+
+N_FRAMES = 5
+
+
+@pytest.fixture(scope="module")
+def seq_dir(tmp_path_factory):
+    return write_sequence(tmp_path_factory.mktemp("bag") / "seq", render_sequence(7, N_FRAMES, (32, 24)))
+
+
+@pytest.mark.parametrize("storage", ["mcap", "db3"])
+def test_round_trip_gives_back_the_sequence(tmp_path, seq_dir, storage):
+    seq = PosedSequence(seq_dir)
+    bag = write_bag(seq, tmp_path / "bag", storage=storage)
+    assert (bag / f"bag.{storage}").is_file() and (bag / "metadata.yaml").is_file()
+    back = read_bag_sequence(bag)
+    assert len(back) == len(seq)
+    for f, g in zip(seq, back):
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        np.testing.assert_array_equal(g.K, f.K)
+        assert seconds_to_ns(g.stamp) == seconds_to_ns(f.stamp) and g.stamp == f.stamp
+        np.testing.assert_allclose(g.T_world_cam, f.T_world_cam, atol=1e-6)  # through odom -> base_link -> camera
+        np.testing.assert_array_equal(g.depth, f.depth)  # 32FC1 ground truth, NaN where invalid
+        np.testing.assert_array_equal(g.semantic, f.semantic)
+
+
+def test_messages_come_in_time_order_with_matching_headers(tmp_path, seq_dir):
+    bag = write_bag(seq_dir, tmp_path / "bag")
+    msgs = list(read_bag(bag))
+    assert [t for _, t, _ in msgs] == sorted(t for _, t, _ in msgs)
+    counts = {}
+    for topic, t_ns, msg in msgs:
+        counts[topic] = counts.get(topic, 0) + 1
+        stamp = msg.transforms[0].header.stamp if topic in (topics.TF_TOPIC, topics.TF_STATIC_TOPIC) else msg.header.stamp
+        assert stamp.sec * 1_000_000_000 + stamp.nanosec == t_ns
+    assert counts == {topics.TF_STATIC_TOPIC: 1, topics.TF_TOPIC: N_FRAMES, topics.CAMERA_INFO_TOPIC: N_FRAMES,
+                      topics.IMAGE_TOPIC: N_FRAMES, topics.GT_DEPTH_TOPIC: N_FRAMES, topics.GT_SEMANTIC_TOPIC: N_FRAMES}
+    only = list(read_bag(bag, topics=[topics.IMAGE_TOPIC, "/not/in/bag"]))
+    assert len(only) == N_FRAMES and all(topic == topics.IMAGE_TOPIC for topic, _, _ in only)
+
+
+def test_messages_follow_ros_conventions(tmp_path, seq_dir):
+    bag = write_bag(seq_dir, tmp_path / "bag")
+    seq = PosedSequence(seq_dir)
+    first = {}
+    for topic, _, msg in read_bag(bag):
+        first.setdefault(topic, msg)
+    image, info = first[topics.IMAGE_TOPIC], first[topics.CAMERA_INFO_TOPIC]
+    assert image.encoding == "rgb8" and image.header.frame_id == topics.CAMERA_FRAME
+    assert (image.width, image.height, image.step) == (32, 24, 96)
+    assert info.header.frame_id == topics.CAMERA_FRAME and info.distortion_model == "plumb_bob"
+    np.testing.assert_array_equal(info.d, np.zeros(5))
+    np.testing.assert_array_equal(info.r.reshape(3, 3), np.eye(3))
+    np.testing.assert_array_equal(info.p.reshape(3, 4), np.hstack([seq.K, np.zeros((3, 1))]))
+    assert first[topics.GT_DEPTH_TOPIC].encoding == "32FC1" and first[topics.GT_SEMANTIC_TOPIC].encoding == "mono8"
+    static = first[topics.TF_STATIC_TOPIC].transforms[0]
+    assert (static.header.frame_id, static.child_frame_id) == (topics.BASE_FRAME, topics.CAMERA_FRAME)
+    dynamic = first[topics.TF_TOPIC].transforms[0]
+    assert (dynamic.header.frame_id, dynamic.child_frame_id) == (topics.WORLD_FRAME, topics.BASE_FRAME)
+
+
+def test_camera_extrinsic_is_a_realistic_head_camera():
+    T = check_rigid(T_BASE_CAM)
+    np.testing.assert_allclose(T[:3, 3], [0.2, 0.0, 0.3])
+    assert rotation_angle(T[:3, :3]) > 1.0  # optical frame, not identity
+    np.testing.assert_allclose(T[:3, 2], [np.cos(np.radians(10)), 0, -np.sin(np.radians(10))], atol=1e-12)  # looks ahead, 10 deg down
+    assert T[:3, 0] @ [0, -1, 0] > 0.99  # image x is the robot's right
+
+
+def test_synthetic_base_link_stays_level_and_on_height(tmp_path, seq_dir):
+    """With the head camera's pitch, the synthetic robot's base_link is (nearly) level at ~0.95 m."""
+    tfs = [msg.transforms[0] for _, _, msg in read_bag(write_bag(seq_dir, tmp_path / "bag"), [topics.TF_TOPIC])]
+    for tf in tfs:
+        q = tf.transform.rotation
+        tilt = np.degrees(2 * np.arcsin(np.hypot(q.x, q.y)))
+        assert tilt < 6 and 0.8 < tf.transform.translation.z < 1.1
+
+
+def test_offered_qos_profiles_are_recorded(tmp_path, seq_dir):
+    bag = write_bag(seq_dir, tmp_path / "bag", storage="db3")
+    with Reader(bag) as reader:
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert qos[topics.TF_STATIC_TOPIC][0].durability == QosDurability.TRANSIENT_LOCAL
+    assert qos[topics.TF_STATIC_TOPIC][0].reliability == QosReliability.RELIABLE
+    for topic in (topics.TF_TOPIC, topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC, topics.GT_DEPTH_TOPIC):
+        assert qos[topic][0].durability == QosDurability.VOLATILE
+        assert qos[topic][0].reliability == QosReliability.RELIABLE
+
+
+def test_rate_overrides_the_stamps(tmp_path, seq_dir):
+    seq = PosedSequence(seq_dir)
+    back = read_bag_sequence(write_bag(seq, tmp_path / "bag", rate_hz=4.0))
+    t0 = seconds_to_ns(seq.stamps[0])
+    assert [seconds_to_ns(f.stamp) for f in back] == [t0 + i * 250_000_000 for i in range(N_FRAMES)]
+
+
+def test_frames_without_ground_truth_and_from_a_list(tmp_path):
+    frames = render_sequence(3, 3, (16, 12))
+    for f in frames:
+        f.depth, f.semantic = None, None
+    bag = write_bag(frames, tmp_path / "bag")
+    assert topics.GT_DEPTH_TOPIC not in bag_topics(bag) and topics.GT_SEMANTIC_TOPIC not in bag_topics(bag)
+    back = read_bag_sequence(bag / "bag.mcap")  # a single storage file reads too
+    assert back[2].depth is None and np.allclose(back[2].T_world_cam, frames[2].T_world_cam, atol=1e-6)
+
+
+def test_stamp_conversions_are_exact_for_float_seconds():
+    for s in (1_700_000_000.1, 1_700_000_001.9, 0.5, 12.000000001):
+        assert ns_to_seconds(seconds_to_ns(s)) == s
+    assert seconds_to_ns(1.5) == 1_500_000_000
+
+
+def test_write_errors(tmp_path, seq_dir):
+    write_bag(seq_dir, tmp_path / "bag")
+    with pytest.raises(BagError, match="bag: already exists"):
+        write_bag(seq_dir, tmp_path / "bag")
+    with pytest.raises(BagError, match=r"out\.mcap: a rosbag2 is a directory"):
+        write_bag(seq_dir, tmp_path / "out.mcap")
+    with pytest.raises(BagError, match="unknown bag storage 'bag'"):
+        write_bag(seq_dir, tmp_path / "x", storage="bag")
+    with pytest.raises(BagError, match="no frames to write"):
+        write_bag([], tmp_path / "empty")
+    with pytest.raises(BagError, match="rate_hz must be positive"):
+        write_bag(seq_dir, tmp_path / "y", rate_hz=0)
+
+
+def test_read_errors(tmp_path, seq_dir):
+    with pytest.raises(FileNotFoundError, match="no such bag"):
+        read_bag(tmp_path / "missing")
+    bag = write_bag(seq_dir, tmp_path / "bag")
+    storage = bag / "bag.mcap"
+    storage.write_bytes(storage.read_bytes()[:200])  # truncated: a recording cut off mid-write
+    with pytest.raises(BagError, match=r"bag: cannot open bag"):
+        list(read_bag(bag))
+    junk = tmp_path / "junk.db3"
+    junk.write_bytes(b"this is not sqlite")
+    with pytest.raises(BagError, match=r"junk\.db3: cannot"):
+        list(read_bag(junk))
+
+
+def test_cli_synth_then_bag(tmp_path, capsys):
+    seq, bag = tmp_path / "synth", tmp_path / "synth_bag"
+    assert cli.main(["synth", "--seed", "2", "--frames", "4", "--size", "24x16", "--out", str(seq)]) == 0
+    assert cli.main(["bag", str(seq), "--out", str(bag), "--format", "db3", "--rate", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and topics.IMAGE_TOPIC in out
+    sequence = PosedSequence(seq)
+    assert sequence.has_normals and sequence.has_semantic and np.load(sequence.optional_paths["normals"][0]).dtype == np.float16
+    back = read_bag_sequence(bag)
+    assert len(back) == 4 and back[0].rgb.shape == (16, 24, 3)
+    np.testing.assert_allclose(back[3].T_world_cam, sequence.poses[3], atol=1e-6)
+    assert back[1].stamp - back[0].stamp == pytest.approx(0.05)
+    # library errors surface as one ERROR line and exit status 1
+    assert cli.main(["bag", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b2")]) == 1
+    assert "ERROR:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["synth", "--size", "big", "--out", str(tmp_path / "s2")])
+
+
+@pytest.mark.ros
+def test_ros2_deserialises_the_recorded_bytes(tmp_path, seq_dir):
+    """The bag's CDR bytes are what a ROS 2 Jazzy subscriber receives (byte compatibility with rclpy)."""
+    serialization = pytest.importorskip("rclpy.serialization")
+    msg_types = pytest.importorskip("sensor_msgs.msg")
+    bag = write_bag(seq_dir, tmp_path / "bag")
+    seq = PosedSequence(seq_dir)
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic in (topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC)]
+        for conn, _, raw in reader.messages(connections=conns):
+            cls = msg_types.Image if conn.topic == topics.IMAGE_TOPIC else msg_types.CameraInfo
+            msg = serialization.deserialize_message(raw, cls)
+            if conn.topic == topics.IMAGE_TOPIC:
+                assert msg.encoding == "rgb8" and msg.width == 32
+            else:
+                np.testing.assert_array_equal(np.asarray(msg.k).reshape(3, 3), seq.K)

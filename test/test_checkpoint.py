@@ -1,0 +1,187 @@
+"""Safetensors checkpoints: bitwise round trip, and every broken-file case fails by name, never unpickling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from mtl3d_perception.model import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    resolve_config,
+    save_checkpoint,
+)
+from mtl3d_perception.model.config import TASKS
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model whose BN statistics moved (one train-mode pass), saved once."""
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(input_size=(64, 48), num_depth=8))
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 2, 3, 48, 64), torch.eye(3).expand(2, 2, 3, 3) * 40 + _cxcy(), torch.eye(4).expand(2, 2, 4, 4))
+    model.eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(model, path, trained_on="synthetic:seed0", metrics={"depth_rmse": 0.5}, step=12)
+    return model, path
+
+
+def _cxcy() -> torch.Tensor:
+    K = torch.zeros(3, 3)
+    K[0, 2], K[1, 2], K[2, 2] = 31.5, 23.5, -39.0  # + 40*I gives a valid K
+    return K
+
+
+def _rewrite(src, dst, *, tensors=None, metadata=None):
+    state = load_file(str(src)) if tensors is None else tensors
+    if metadata is None:
+        with safe_open(str(src), "pt") as f:
+            metadata = f.metadata()
+    save_file(state, str(dst), metadata=metadata)
+    return dst
+
+
+def test_round_trip_is_bitwise(trained):
+    model, path = trained
+    loaded = load_checkpoint(path)
+    assert not loaded.training
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert loaded.config == model.config.replace(pretrained=False)
+    images = torch.rand(1, 2, 3, 48, 64)
+    K = (torch.eye(3) * 40 + _cxcy()).expand(1, 2, 3, 3)
+    poses = torch.eye(4).expand(1, 2, 4, 4)
+    with torch.no_grad():
+        x, y = model(images, K, poses), loaded(images, K, poses)
+    for t in TASKS:
+        assert torch.equal(x[t], y[t])
+
+
+def test_metadata(trained):
+    model, path = trained
+    meta = read_checkpoint_metadata(path)
+    assert meta["classes"] == list(model.config.classes)
+    assert meta["palette"] == [list(c) for c in model.config.palette]
+    assert meta["input_size"] == [64, 48]
+    assert meta["depth_range"] == [model.config.depth_min, model.config.depth_max]
+    assert meta["trained_on"] == "synthetic:seed0"
+    assert meta["metrics"] == {"depth_rmse": 0.5}
+    assert meta["step"] == 12
+    assert meta["config"]["encoder"] == "tiny_cnn"
+    with safe_open(str(path), "pt") as f:  # plain JSON strings, readable by any safetensors reader
+        assert json.loads(f.metadata()["config"])["num_depth"] == 8
+
+
+def test_truncated_file(trained, tmp_path):
+    _, path = trained
+    data = path.read_bytes()
+    for cut in (len(data) // 2, 100, 4):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=str(bad.name)):
+            load_checkpoint(bad)
+
+
+def test_wrong_key(trained, tmp_path):
+    _, path = trained
+    state = load_file(str(path))
+    state["heads.skip.0.weight_renamed"] = state.pop("heads.skip.0.weight")
+    bad = _rewrite(path, tmp_path / "wrong_key.safetensors", tensors=state)
+    with pytest.raises(CheckpointError, match=r"missing keys \['heads\.skip\.0\.weight'\].*weight_renamed"):
+        load_checkpoint(bad)
+
+
+def test_wrong_shape(trained, tmp_path):
+    _, path = trained
+    state = load_file(str(path))
+    key = "heads.fuse.0.weight"
+    shape = tuple(state[key].shape)
+    state[key] = torch.zeros(3, 5, 1, 1)
+    bad = _rewrite(path, tmp_path / "wrong_shape.safetensors", tensors=state)
+    with pytest.raises(CheckpointError, match=rf"{key}.*\(3, 5, 1, 1\).*{str(shape).replace('(', '[(]').replace(')', '[)]')}"):
+        load_checkpoint(bad)
+
+
+def test_config_that_does_not_match_the_weights(trained, tmp_path):
+    _, path = trained
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["config"])
+    cfg["num_depth"] = 16  # the fusion conv then expects other input channels
+    meta["config"] = json.dumps(cfg)
+    bad = _rewrite(path, tmp_path / "mismatch.safetensors", metadata=meta)
+    with pytest.raises(CheckpointError, match=r"heads\.fuse\.0\.weight.*shape"):
+        load_checkpoint(bad)
+    cfg["warp_factor"] = 9
+    meta["config"] = json.dumps(cfg)
+    bad = _rewrite(path, tmp_path / "unknown.safetensors", metadata=meta)
+    with pytest.raises(CheckpointError, match="'warp_factor'"):
+        load_checkpoint(bad)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/mtl3d_unpickled_marker", "w"))
+
+
+def test_not_a_safetensors_file_is_never_unpickled(tmp_path):
+    import os
+
+    marker = "/tmp/mtl3d_unpickled_marker"
+    if os.path.exists(marker):
+        os.remove(marker)
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": _Boom()}))
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(evil)
+    pth = tmp_path / "model.pth"
+    torch.save({"a": torch.zeros(1)}, pth)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(pth)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError):
+        read_checkpoint_metadata(text)
+    assert not os.path.exists(marker)
+
+
+def test_missing_metadata(trained, tmp_path):
+    _, path = trained
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(path)), str(bare))
+    with pytest.raises(CheckpointError, match="lacks 'config'"):
+        load_checkpoint(bare)
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    del meta["classes"]
+    bad = _rewrite(path, tmp_path / "noclasses.safetensors", metadata=meta)
+    with pytest.raises(CheckpointError, match="lacks 'classes'"):
+        read_checkpoint_metadata(bad)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_checkpoint_of_every_preset_architecture_loads(tmp_path):
+    """Registry-wide: small and base rebuild without fetching their encoder weights again."""
+    for preset in ("small", "base"):
+        torch.manual_seed(0)
+        model = build_model(resolve_config(preset).replace(pretrained=False))
+        path = save_checkpoint(model, tmp_path / f"{preset}.safetensors")
+        loaded = load_checkpoint(path)
+        assert loaded.config.encoder == model.config.encoder
+        k = next(iter(model.state_dict()))
+        assert torch.equal(loaded.state_dict()[k], model.state_dict()[k])

@@ -1,0 +1,228 @@
+"""Datasets, augmentation geometry, label regimes, NYUv2 .mat loading and the MultiViewBatch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtl3d_perception import geometry
+from mtl3d_perception.classes import IGNORE_INDEX, class_index
+from mtl3d_perception.data.augment import AugmentConfig, augment_views, flip_view
+from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample, collate
+from mtl3d_perception.data.datasets import (
+    SYNTHETIC_SEED_BASE,
+    SourceConfig,
+    apply_label_regime,
+    build_dataset,
+    nyu_label_mapping,
+    parse_data_spec,
+)
+
+SIZE = (64, 48)
+
+
+def synthetic(split="train", n=2, frames=6, augment=None, regime="full", **kw):
+    cfg = SourceConfig(kind="synthetic", split=split, num_scenes=n, frames_per_scene=frames, **kw)
+    return build_dataset([cfg], image_size=SIZE, num_views=2, augment=augment, label_regime=regime)
+
+
+def test_synthetic_sample_shapes_and_labels():
+    b = synthetic()[3]
+    assert b.images.shape == (1, 2, 3, 48, 64) and b.images.dtype == torch.float32
+    assert b.K.shape == (1, 2, 3, 3) and b.poses.shape == (1, 2, 4, 4)
+    assert b.semantic.shape == (1, 2, 48, 64) and b.semantic.dtype == torch.long
+    assert b.depth.shape == (1, 2, 1, 48, 64) and b.normals.shape == (1, 2, 3, 48, 64)
+    assert b.boundary.shape == (1, 2, 1, 48, 64)
+    assert all(b.valid[t].all() for t in TASKS)
+    assert b.meta[0]["frames"][0] == 3 and b.meta[0]["frames"][1] == 1  # eval gap 2, an earlier frame
+    assert not torch.equal(b.poses[0, 0], b.poses[0, 1])
+
+
+def test_synthetic_splits_use_disjoint_scenes_and_keys_are_reproducible():
+    seeds = {s: {synthetic(s, n=2, frames=2)[i].meta[0]["scene"] for i in range(4)} for s in SYNTHETIC_SEED_BASE}
+    assert not (seeds["train"] & seeds["val"]) and not (seeds["val"] & seeds["test"])
+    ds = synthetic(augment=AugmentConfig())
+    a, b, c = ds[(2, 5)], ds[(2, 5)], ds[(2, 6)]
+    assert torch.equal(a.images, b.images) and torch.equal(a.K, b.K)
+    assert not torch.equal(a.images, c.images)
+
+
+def _agreement(views: list[ViewSample]) -> float:
+    """Median relative disagreement of view 0's depth seen from view 1 (small when K and poses are right)."""
+    T_b_a = geometry.relative_pose(views[1].T_world_cam, views[0].T_world_cam)
+    z_pred, z_b = geometry.depth_in_other_view(views[0].depth, views[0].K, T_b_a, views[1].depth, views[1].K)
+    ok = np.isfinite(z_pred) & np.isfinite(z_b)
+    assert ok.mean() > 0.3
+    return float(np.median(np.abs(z_pred[ok] - z_b[ok]) / z_b[ok]))
+
+
+def _raw_views(seed=3):
+    from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
+
+    scene = SyntheticScene(seed)
+    path = scene.camera_path(4)
+    K = default_intrinsics(80, 60)
+    views = []
+    for j in (3, 1):
+        r = scene.render(path[j], K, (80, 60))
+        views.append(ViewSample(rgb=r["rgb"], K=K, T_world_cam=path[j], depth=r["depth"], normals=r["normals"],
+                                semantic=r["semantic"], boundary=r["boundary"].astype(np.float32)))
+    return views
+
+
+def test_augmentation_keeps_views_geometrically_consistent():
+    views = _raw_views()
+    base = _agreement(views)
+    assert base < 0.01
+    cfg = AugmentConfig(scale=(1.2, 1.4), hflip=1.0)
+    aug = augment_views(views, SIZE, cfg, np.random.default_rng(0))
+    assert aug[0].hw == (48, 64) and aug[1].hw == (48, 64)
+    geometry.check_rigid(aug[0].T_world_cam)
+    assert _agreement(aug) < 0.02
+    # A wrong pose (not flipped with the images) breaks the agreement: the check has teeth.
+    broken = [dataclasses.replace(a, T_world_cam=v.T_world_cam) for a, v in zip(aug, views)]
+    assert _agreement(broken) > 3 * _agreement(aug)
+
+
+def test_flip_mirrors_normals_consistently_with_depth():
+    v = _raw_views()[0]
+    f = flip_view(v)
+    derived = geometry.normals_from_depth(f.depth, f.K)
+    ok = np.isfinite(derived).all(-1)
+    cos = (derived[ok] * f.normals[ok]).sum(-1)
+    assert np.median(cos) > 0.99
+    assert np.array_equal(f.semantic, v.semantic[:, ::-1])
+
+
+@pytest.mark.parametrize("regime", ["full", "random", "one"])
+def test_label_regimes(regime):
+    rng = np.random.default_rng(0)
+    counts = [sum(apply_label_regime(dict.fromkeys(TASKS, True), regime, rng).values()) for _ in range(50)]
+    if regime == "full":
+        assert set(counts) == {4}
+    elif regime == "one":
+        assert set(counts) == {1}
+    else:
+        assert min(counts) >= 1 and max(counts) <= 4 and len(set(counts)) > 1
+    # Only available tasks can be kept.
+    kept = apply_label_regime({"depth": True}, regime, rng)
+    assert kept["depth"] and not kept["semantic"]
+
+
+def test_label_regime_is_fixed_per_sample_across_epochs():
+    ds = synthetic(regime="one")
+    for i in range(4):
+        flags = [tuple(bool(ds[(i, epoch)].valid[t][0, 0]) for t in TASKS) for epoch in (0, 1)]
+        assert flags[0] == flags[1] and sum(flags[0]) == 1
+    assert all(ds[0].valid[t].all() for t in TASKS)  # evaluation samples keep every label
+
+
+def test_collate_to_and_single_view():
+    ds = synthetic()
+    batch = collate([ds[0], ds[1], ds[2]])
+    assert batch.batch_size == 3 and batch.num_views == 2 and len(batch.meta) == 3
+    moved = batch.to("cpu")
+    assert torch.equal(moved.images, batch.images)
+    single = batch.single_view()
+    assert torch.equal(single.images[:, 1], batch.images[:, 0])
+    assert torch.equal(geometry.relative_pose(single.poses[:, 1], single.poses[:, 0]),
+                       geometry.relative_pose(single.poses[:, 0], single.poses[:, 0]))
+    with pytest.raises(ValueError, match="disagree"):
+        MultiViewBatch.collate([ds[0], build_dataset([SourceConfig(num_scenes=1, frames_per_scene=2)],
+                                                     image_size=(32, 24))[0]])
+
+
+@pytest.fixture
+def sequence_dir(tmp_path):
+    from mtl3d_perception.data.sequence import write_sequence
+    from mtl3d_perception.data.synthetic import render_sequence
+
+    return write_sequence(tmp_path / "seq", render_sequence(5, 10, (64, 48)))
+
+
+def test_sequence_source_range_neighbours_and_labels(sequence_dir):
+    cfg = SourceConfig(kind="sequence", path=str(sequence_dir), start=0.8, end=1.0, max_gap=4)
+    ds = build_dataset([cfg], image_size=SIZE, augment=AugmentConfig())
+    assert len(ds) == 2
+    for key in [0, 1, (0, 3), (1, 4)]:
+        frames = ds[key].meta[0]["frames"]
+        assert all(8 <= f < 10 for f in frames)  # held-out frames pair only among themselves
+    b = ds[1]
+    assert all(b.valid[t].all() for t in TASKS)  # semantic present -> boundaries too; normals from depth
+    depth_only = build_dataset([dataclasses.replace(cfg, tasks=("depth",))], image_size=SIZE)[1]
+    assert depth_only.valid["depth"].all() and not depth_only.valid["semantic"].any()
+    assert not depth_only.valid["normals"].any() and torch.isnan(depth_only.normals).all()
+    base = build_dataset([dataclasses.replace(cfg, start=0, neighbour="baseline", min_baseline=0.1,
+                                              max_baseline=0.3)], image_size=SIZE)
+    frames = base[5].meta[0]["frames"]
+    poses = np.loadtxt(sequence_dir / "poses.txt").reshape(-1, 4, 4)
+    assert 0.1 <= np.linalg.norm(poses[frames[0], :3, 3] - poses[frames[1], :3, 3]) <= 0.3
+
+
+def test_hololens_frames(hololens_dir):
+    cfg = parse_data_spec(f"sequence:{hololens_dir}:0.8:1.0")
+    ds = build_dataset([dataclasses.replace(cfg, tasks=("depth",))], image_size=(160, 120))
+    b = ds[0]
+    assert b.images.shape == (1, 2, 3, 120, 160) and b.valid["depth"].all() and not b.valid["semantic"].any()
+    d = b.depth[torch.isfinite(b.depth)]
+    assert 0.3 < float(d.median()) < 5.0
+
+
+def write_nyu_mat(path, n=3, W=20, H=15):
+    """A tiny file in nyu_depth_v2_labeled.mat's HDF5 layout: images [N,3,W,H], depths/labels [N,W,H]."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (n, H, W, 3), dtype=np.uint8)
+    depth = (1 + rng.random((n, H, W))).astype(np.float32)
+    labels = np.zeros((n, H, W), np.uint16)
+    labels[:, :5] = 21  # wall (raw id 21)
+    labels[:, 5:10, : W // 2] = 157  # bed
+    labels[:, 10:, :] = 11  # floor; rows 5:10 right half stay 0 = unlabelled
+    with h5py.File(path, "w") as f:
+        f["images"] = rgb.transpose(0, 3, 2, 1)
+        f["depths"] = depth.transpose(0, 2, 1)
+        f["labels"] = labels.transpose(0, 2, 1)
+        f["names"] = np.array([b"wall", b"floor"])
+    return rgb, depth, labels
+
+
+def test_nyuv2_mat(tmp_path):
+    rgb, depth, labels = write_nyu_mat(tmp_path / "nyu.mat")
+    src = parse_data_spec(f"nyuv2:{tmp_path / 'nyu.mat'}:1:3")
+    assert (src.start, src.end) == (1, 3)
+    ds = build_dataset([src], image_size=(20, 15))
+    assert len(ds) == 2
+    b = ds[0]  # file index 1
+    assert np.array_equal((b.images[0, 0].permute(1, 2, 0) * 255).round().byte().numpy(), rgb[1])
+    assert torch.allclose(b.depth[0, 0, 0], torch.from_numpy(depth[1]))
+    sem = b.semantic[0, 0].numpy()
+    assert (sem[:5] == class_index("wall")).all() and (sem[10:] == class_index("floor")).all()
+    assert (sem[5:10, :10] == class_index("bed")).all() and (sem[5:10, 10:] == IGNORE_INDEX).all()
+    assert torch.equal(b.images[0, 0], b.images[0, 1]) and torch.equal(b.poses[0, 0], b.poses[0, 1])
+    assert all(b.valid[t].all() for t in TASKS)
+    assert torch.isnan(b.boundary[0, 0, 0, 5:10, 10:]).all()  # unlabelled -> boundary unknown
+
+
+def test_nyu_mapping_table():
+    lut = nyu_label_mapping("894")
+    assert lut[0] == IGNORE_INDEX
+    for raw, name in [(21, "wall"), (11, "floor"), (157, "bed"), (83, "sofa"), (4, "ceiling"), (28, "wall"),
+                      (59, "window"), (64, "painting"), (85, "books"), (5, "chair"), (19, "table")]:
+        assert lut[raw] == class_index(name), (raw, name)
+    lut40 = nyu_label_mapping("40")
+    assert lut40[25] == class_index("tv") and lut40[3] == class_index("furniture")
+
+
+def test_data_spec_parsing():
+    assert parse_data_spec("synthetic:test").split == "test"
+    assert parse_data_spec("synthetic:val:3").num_scenes == 3
+    s = parse_data_spec("sequence:/a/b:0.8:1.0")
+    assert (s.path, s.start, s.end) == ("/a/b", 0.8, 1.0)
+    assert parse_data_spec("sequence:/a/b").path == "/a/b"
+    with pytest.raises(ValueError, match="data spec"):
+        parse_data_spec("kitti:/x")
+    with pytest.raises(ValueError, match="split"):
+        parse_data_spec("synthetic:dev")

@@ -1,0 +1,133 @@
+"""Metrics against hand-computed values on tiny arrays."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mtl3d_perception.train.metrics import (
+    BoundaryMeter,
+    CrossViewMeter,
+    DepthMeter,
+    NormalsMeter,
+    SemanticMeter,
+    delta_m,
+)
+
+
+def test_semantic_miou_and_pixel_accuracy():
+    label = torch.tensor([[[0, 1], [1, 255]]])
+    pred = torch.tensor([[[0, 1], [0, 2]]])
+    m = SemanticMeter(3)
+    m.update(pred, label)
+    # class 0: tp 1, union 2; class 1: tp 1, union 2; class 2 absent everywhere that counts.
+    assert m.compute() == pytest.approx({"semantic/miou": 50.0, "semantic/pixel_acc": 200 / 3})
+    logits = torch.nn.functional.one_hot(pred.clamp_max(2), 3).permute(0, 3, 1, 2).float()
+    m2 = SemanticMeter(3)
+    m2.update(logits, label)
+    m2.update(logits, label, valid=torch.tensor([False]))  # an invalid image adds nothing
+    assert m2.compute() == m.compute()
+
+
+def test_depth_metrics():
+    pred = torch.tensor([[[[1.0, 3.0, 7.0]]]])
+    gt = torch.tensor([[[[1.0, 2.0, float("nan")]]]])
+    m = DepthMeter()
+    m.update(pred, gt)
+    r = m.compute()
+    assert r["depth/abs_err"] == pytest.approx(0.5)
+    assert r["depth/abs_rel"] == pytest.approx(0.25)
+    assert r["depth/rmse"] == pytest.approx(math.sqrt(0.5))
+    assert r["depth/rmse_log"] == pytest.approx(math.sqrt(math.log(1.5) ** 2 / 2))
+    assert (r["depth/delta1"], r["depth/delta2"], r["depth/delta3"]) == pytest.approx((50.0, 100.0, 100.0))
+
+
+def test_depth_accumulates_over_batches_like_one_batch():
+    g = torch.Generator().manual_seed(0)
+    pred, gt = 1 + torch.rand(4, 1, 5, 5, generator=g), 1 + torch.rand(4, 1, 5, 5, generator=g)
+    whole, parts = DepthMeter(), DepthMeter()
+    whole.update(pred, gt)
+    parts.update(pred[:1], gt[:1])
+    parts.update(pred[1:], gt[1:])
+    assert parts.compute() == pytest.approx(whole.compute())
+
+
+def test_normals_angles():
+    gt = torch.tensor([0.0, 0.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 1, 4).clone()
+    ang = np.deg2rad([0.0, 10.0, 45.0, 90.0])
+    pred = torch.tensor(np.stack([np.sin(ang), np.zeros(4), -np.cos(ang)]), dtype=torch.float32).view(1, 3, 1, 4)
+    gt[0, :, 0, 3] = float("nan")  # the 90-degree pixel is unlabelled
+    m = NormalsMeter()
+    m.update(pred, gt)
+    r = m.compute()
+    assert r["normals/mean"] == pytest.approx(55 / 3, abs=1e-3)
+    assert r["normals/median"] == pytest.approx(10.0, abs=0.01)
+    assert r["normals/within_11.25"] == pytest.approx(200 / 3)
+    assert r["normals/within_22.5"] == pytest.approx(200 / 3)
+    assert r["normals/within_30"] == pytest.approx(200 / 3)
+
+
+def _edge(H=40, W=40, col=20):
+    b = torch.zeros(1, 1, H, W)
+    b[..., col] = 1.0
+    return b
+
+
+def test_boundary_odsf():
+    gt = _edge()
+    tol_px = 0.011 * math.hypot(40, 40)  # 0.62 px: only exact hits match
+    assert tol_px < 1
+    for pred, expected in [(_edge(), 100.0), (_edge(col=23), 0.0)]:
+        m = BoundaryMeter(logits=False)
+        m.update(pred, gt)
+        assert m.compute()["boundary/odsF"] == pytest.approx(expected)
+    # Half the edge found: P = 1, R = 0.5 -> F = 2/3.
+    half = _edge()
+    half[..., 20:, :] = 0
+    m = BoundaryMeter(logits=False)
+    m.update(half, gt)
+    assert m.compute()["boundary/odsF"] == pytest.approx(200 / 3)
+    # A wider tolerance (0.1 x diagonal = 5.7 px) accepts the shifted edge.
+    m = BoundaryMeter(logits=False, max_dist=0.1)
+    m.update(_edge(col=23), gt)
+    assert m.compute()["boundary/odsF"] == pytest.approx(100.0)
+
+
+def test_boundary_threshold_sweep_picks_the_best_threshold():
+    gt = _edge()
+    pred = _edge() * 0.7 + _edge(col=5) * 0.3  # true edge at 0.7, a false one at 0.3
+    m = BoundaryMeter(thresholds=np.array([0.2, 0.5, 0.9]), logits=False)
+    m.update(pred, gt)
+    r = m.compute()
+    assert r["boundary/odsF"] == pytest.approx(100.0) and r["boundary/ods_threshold"] == 0.5
+
+
+def test_delta_m():
+    base = {"semantic/miou": 50.0, "depth/rmse": 0.5}
+    res = {"semantic/miou": 55.0, "depth/rmse": 0.4}
+    # (+10 % + 20 %) / 2
+    assert delta_m(res, base) == pytest.approx(15.0)
+    assert delta_m(base, base) == 0.0
+    with pytest.raises(ValueError, match="no metric"):
+        delta_m({"x": 1.0}, base)
+
+
+def test_cross_view_consistency_of_a_plane():
+    H, W = 12, 16
+    K = torch.tensor([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]]).unsqueeze(0)
+    T_a = torch.eye(4).unsqueeze(0)
+    T_b = torch.eye(4).unsqueeze(0)
+    T_b[0, 0, 3] = 0.2  # camera b 20 cm to the right: a fronto-parallel plane keeps its depth
+    plane = torch.full((1, 1, H, W), 2.0)
+    m = CrossViewMeter()
+    m.update(plane, plane, K, K, T_a, T_b)
+    r = m.compute()
+    assert r["cross_view/abs_err"] == pytest.approx(0.0, abs=1e-9)
+    m = CrossViewMeter()
+    m.update(plane, plane * 1.1, K, K, T_a, T_b)
+    r = m.compute()
+    assert r["cross_view/abs_err"] == pytest.approx(0.2, rel=1e-6)
+    assert r["cross_view/abs_rel"] == pytest.approx(0.2 / 2.2, rel=1e-6)

@@ -1,0 +1,285 @@
+"""perception_node in-process (executor + spin_once) and as a separate process, with the real rclpy.
+
+Synthetic 64x48 frames (Image + CameraInfo) and TF fed through the buffer (tf2_msgs is not installable here;
+where it is, the listener also feeds it from /tf). Every output topic is checked for encoding, size, frame_id
+and stamp; depth against the model's own output; the cloud's fields and count; /diagnostics; and bad input
+(unsupported encoding, zero K, size mismatch, missing TF, time going backwards, NaN pose) keeps the node alive
+and shows in diagnostics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+import torch  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from mtl3d_perception import topics  # noqa: E402
+from mtl3d_perception.geometry import pose_from_quat_trans, resize_intrinsics  # noqa: E402
+from mtl3d_perception.model import build_model, resolve_config, save_checkpoint  # noqa: E402
+from mtl3d_perception.ros import conversions as cv  # noqa: E402
+from mtl3d_perception.ros.diagnostics import diagnostic_values  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+W, H = 64, 48
+K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
+CAM = topics.CAMERA_FRAME
+S = 1_000_000_000
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(resolve_config("tiny"), input_size=(W, H), pretrained=False, num_depth=8)
+    return build_model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+class Harness:
+    """The node under test plus a peer node that publishes inputs and records every output."""
+
+    def __init__(self, context, model, **params):
+        from mtl3d_perception.ros.node import PerceptionNode
+
+        overrides = [Parameter(k, value=v) for k, v in {"tf_timeout_s": 0.05, "point_stride": 2, **params}.items()]
+        self.node = PerceptionNode(model=model, context=context, parameter_overrides=overrides)
+        self.peer = rclpy.create_node("test_peer", context=context)
+        self.types = cv.rclpy_types()
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.received: dict[str, list] = {name: [] for name in topics.OUTPUTS}
+        self.diagnostics: list = []
+        for name, (msg_type, _) in topics.OUTPUTS.items():
+            self.peer.create_subscription(self.types[msg_type], topics.output_topic(name), self.received[name].append, 10)
+        self.peer.create_subscription(self.types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC,
+                                      self.diagnostics.append, 10)
+        self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+        self.info_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
+        self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
+        static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM, np.eye(4))
+        self.node.tf_buffer.set_transform_static(static, "test")
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+    def spin_until(self, condition, timeout_s: float = 20.0):
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, "timed out waiting for the node"
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def send_tf(self, stamp_ns: int, x: float, nan: bool = False):
+        T = pose_from_quat_trans(np.array([0.0, 0.0, 0.0, 1.0]), np.array([x, 0.0, 0.0]))
+        if nan:
+            T[0, 3] = np.nan
+        ts = cv.make_transform_stamped(self.types, cv.make_header(self.types, stamp_ns, topics.WORLD_FRAME),
+                                       topics.BASE_FRAME, T)
+        self.node.tf_buffer.set_transform(ts, "test")
+
+    def send_frame(self, stamp_ns: int, rgb: np.ndarray, *, encoding: str = "rgb8", K_=K, info_wh=(W, H)):
+        header = cv.make_header(self.types, stamp_ns, CAM)
+        self.image_pub.publish(cv.make_image(self.types, header, rgb, encoding))
+        self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
+
+    def wait_outputs(self, n: int):
+        self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+
+    def diag(self) -> dict[str, str]:
+        before = len(self.diagnostics)
+        self.node.publish_diagnostics()
+        self.spin_until(lambda: len(self.diagnostics) > before)
+        return diagnostic_values(self.diagnostics[-1])
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3)).astype(np.uint8)
+
+
+@pytest.fixture
+def harness(ros_context):
+    h = Harness(ros_context, tiny_model())
+    yield h
+    h.close()
+
+
+def test_outputs_match_inputs_and_model(harness):
+    model = tiny_model()
+    rgb = _image(0)
+    stamps = [10 * S + 123, 10 * S + 100_000_123]
+    for i, stamp in enumerate(stamps):
+        harness.send_tf(stamp, 0.1 * i)
+        harness.send_frame(stamp, rgb)
+        harness.wait_outputs(i + 1)
+
+    expect = {name: enc for name, (_, enc) in topics.OUTPUTS.items() if enc}
+    for name, msgs in harness.received.items():
+        assert [cv.stamp_to_ns(m.header.stamp) for m in msgs] == stamps, name
+        if name == "points":
+            continue
+        assert all(m.header.frame_id == CAM for m in msgs), name
+        if name in expect:
+            assert all((m.encoding, m.width, m.height) == (expect[name], W, H) for m in msgs), name
+    info = harness.received["depth/camera_info"][-1]
+    np.testing.assert_allclose(cv.camera_info_to_K(info), resize_intrinsics(K, (W, H), (W, H)))
+
+    # depth of the first (single-view) frame equals the network's own single-view output
+    with torch.no_grad():
+        f = model.encode(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+        direct = model.predict(f, f, torch.as_tensor(K, dtype=torch.float32)[None], torch.eye(4)[None])["depth"][0, 0]
+    depth = cv.image_to_array(harness.received["depth"][0])
+    np.testing.assert_allclose(depth, direct.numpy(), rtol=1e-4, atol=1e-5)
+    labels = cv.image_to_array(harness.received["semantic"][0])
+    assert labels.max() < model.config.num_classes
+    normals = cv.image_to_array(harness.received["normals"][-1])
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-4)
+
+    cloud_msg = harness.received["points"][-1]
+    assert cloud_msg.header.frame_id == CAM
+    assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb", "label"]
+    cloud = cv.point_cloud2_to_arrays(cloud_msg)
+    depth, labels = (cv.image_to_array(harness.received[name][-1]) for name in ("depth", "semantic"))
+    valid = np.isfinite(depth[::2, ::2])
+    assert cloud.points.shape[0] == valid.sum() > 0
+    np.testing.assert_array_equal(cloud.labels, labels[::2, ::2][valid])
+    np.testing.assert_allclose(cloud.points[:, 2], depth[::2, ::2][valid], rtol=1e-6)
+
+    values = harness.diag()
+    assert values["processed"] == "2" and values["received"] == "2"
+    assert values["single_view_fallbacks"] == "1"  # the first frame has no source
+    assert values["last_pair_reason"] in ("baseline", "newest")
+    assert values["device"] == "cpu" and "latency_total_p50_ms" in values and "latency_predict_p95_ms" in values
+    assert values["tf_failures"] == "0" and values["bad_input"] == "0"
+
+
+def test_frame_waits_for_late_tf(ros_context):
+    """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
+    try:
+        h.send_tf(1 * S, 0.0)
+        h.send_frame(1 * S, _image(4))
+        h.wait_outputs(1)
+        h.send_frame(2 * S, _image(5))
+        h.spin_until(lambda: h.node.stats.counts["received"] >= 2)
+        for _ in range(20):
+            h.executor.spin_once(timeout_sec=0.005)
+        assert len(h.received["depth"]) == 1  # still waiting for TF at 2 s
+        h.send_tf(2 * S, 0.2)
+        h.wait_outputs(2)
+        values = h.diag()
+        assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"
+        assert values["last_pair_reason"] == "baseline"
+    finally:
+        h.close()
+
+
+def test_parameters_validated_and_applied(harness):
+    node = harness.node
+    bad = node.set_parameters([Parameter("cloud_frame", value="nowhere")])[0]
+    assert not bad.successful and "camera, world" in bad.reason
+    assert not node.set_parameters([Parameter("point_stride", value=0)])[0].successful
+    read_only = node.set_parameters([Parameter("model_path", value="x.safetensors")])[0]
+    assert not read_only.successful and "read-only" in read_only.reason
+    ok = node.set_parameters([Parameter("cloud_frame", value="world"), Parameter("output_resolution", value="camera"),
+                              Parameter("publish_boundary", value=False)])
+    assert all(r.successful for r in ok)
+    harness.send_tf(20 * S, 1.0)
+    harness.send_frame(20 * S, _image(1))
+    harness.spin_until(lambda: harness.received["points"])
+    assert harness.received["points"][-1].header.frame_id == topics.WORLD_FRAME
+    harness.spin_until(lambda: harness.received["depth"])
+    assert harness.received["boundary"] == []
+
+
+def test_bad_input_keeps_node_alive(harness):
+    rgb = _image(2)
+    stamp = 30 * S
+    bad = [
+        dict(rgb=rgb[..., 0].astype(np.uint16), encoding="16UC1"),  # not a colour image
+        dict(rgb=rgb, K_=np.zeros((3, 3))),  # zero K
+        dict(rgb=rgb, info_wh=(W * 2, H * 2)),  # camera_info of another size
+    ]
+    for i, kwargs in enumerate(bad):
+        harness.send_frame(stamp + i * S, **kwargs)
+        harness.spin_until(lambda i=i: harness.node.stats.counts["received"] > i)
+    values = harness.diag()
+    assert values["bad_input.encoding"] == "1" and values["bad_input.intrinsics"] == "1"
+    assert values["bad_input.size_mismatch"] == "1" and values["processed"] == "0"
+
+    harness.send_tf(stamp + 3 * S, 0.0, nan=True)  # NaN pose: tf rejects it, the frame has no TF
+    harness.send_frame(stamp + 3 * S, rgb)  # ... and is processed single-view after tf_timeout_s
+    harness.wait_outputs(1)
+    harness.send_frame(stamp + 4 * S, rgb)  # missing TF altogether
+    harness.wait_outputs(2)
+    harness.send_tf(stamp - 5 * S, 0.0)
+    harness.send_frame(stamp - 5 * S, rgb)  # time jumps backwards
+    harness.wait_outputs(3)
+    values = harness.diag()
+    assert values["tf_failures"] == "2" and values["time_jumps"] == "1"
+    assert values["processed"] == "3" and values["single_view_fallbacks"] == "3"
+    assert harness.diagnostics[-1].status[0].level == b"\x01"  # WARN while problems are recent
+    assert harness.node.tf_buffer.rejected == 1
+
+
+@pytest.mark.slow
+def test_node_as_separate_process(ros_context, tmp_path):
+    """The console script: load a checkpoint file, process frames published from this process."""
+    exe = shutil.which("perception_node", path=os.path.dirname(sys.executable))
+    assert exe, "perception_node is not installed in the venv (pip install -e .)"
+    ckpt = tmp_path / "tiny64.safetensors"
+    save_checkpoint(tiny_model(), ckpt)
+    proc = subprocess.Popen(
+        [exe, "--ros-args", "-p", f"model_path:={ckpt}", "-p", "tf_timeout_s:=0.0", "-p", "num_threads:=1",
+         "-p", "diagnostics_period_s:=0.2"],
+        env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peer = rclpy.create_node("test_process_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(peer)
+    types = cv.rclpy_types()
+    got, diags = [], []
+    peer.create_subscription(types["sensor_msgs/msg/Image"], topics.output_topic("depth"), got.append, 10)
+    peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
+    image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
+    try:
+        deadline = time.monotonic() + 60
+        stamp = 5 * S
+        while not got:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no depth from the node process"
+            if image_pub.get_subscription_count() and info_pub.get_subscription_count():
+                header = cv.make_header(types, stamp, CAM)
+                image_pub.publish(cv.make_image(types, header, _image(3), "rgb8"))
+                info_pub.publish(cv.make_camera_info(types, header, K, W, H))
+            executor.spin_once(timeout_sec=0.2)
+        assert cv.stamp_to_ns(got[0].header.stamp) == stamp and got[0].encoding == "32FC1"
+        while not any(diagnostic_values(d).get("processed", "0") != "0" for d in diags):
+            assert time.monotonic() < deadline, "no diagnostics from the node process"
+            executor.spin_once(timeout_sec=0.2)
+        assert str(ckpt) in diagnostic_values(diags[-1])["model"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        executor.shutdown()
+        peer.destroy_node()
+    assert proc.returncode in (0, -15), out

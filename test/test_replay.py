@@ -1,0 +1,319 @@
+"""`mtl3d replay` and `mtl3d demo`: output bag contents, metrics with known answers, bad bags, real data.
+
+Most tests use a stub network that predicts a fronto-parallel wall (so metrics have exact answers) and
+bags of a few 64x48 frames; the runtime around it (sync, TF, pairing, pipeline, writer) is the real one.
+The untrained tiny preset covers the real network's path; the shipped checkpoint gets a loose accuracy bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from rosbags.interfaces import QosDurability
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from mtl3d_perception import cli, topics
+from mtl3d_perception.classes import class_index
+from mtl3d_perception.data.bag import BagError, read_bag, seconds_to_ns, typestore, write_bag
+from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
+from mtl3d_perception.data.synthetic import default_intrinsics, render_sequence
+from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
+from mtl3d_perception.ros.conversions import image_to_array, stamp_to_ns
+from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_path
+
+SIZE = (64, 48)
+WALL = class_index("wall")
+OUTPUT_TOPICS = {topics.output_topic(name) for name in topics.OUTPUTS} | {topics.DIAGNOSTICS_TOPIC}
+
+
+class WallStub(torch.nn.Module):
+    """Predicts a wall facing the camera at ``depth_m`` everywhere: semantic 'wall', normals (0, 0, -1)."""
+
+    def __init__(self, depth_m: float) -> None:
+        super().__init__()
+        self.config = resolve_config("tiny").replace(input_size=SIZE, pretrained=False)
+        self.depth_m = depth_m
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def predict(self, ref, src, K, T_src_ref) -> dict[str, torch.Tensor]:
+        B, _, H, W = ref.shape
+        semantic = torch.zeros(B, len(self.config.classes), H, W)
+        semantic[:, WALL] = 1.0
+        normals = torch.zeros(B, 3, H, W)
+        normals[:, 2] = -1.0
+        return {"depth": torch.full((B, 1, H, W), self.depth_m), "semantic": semantic, "normals": normals,
+                "boundary": torch.full((B, 1, H, W), -5.0)}
+
+
+def wall_frames(n: int, depth_m: float = 2.0) -> list[SequenceFrame]:
+    """A camera sliding sideways 10 cm per frame in front of a wall ``depth_m`` away (exact GT)."""
+    W, H = SIZE
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n):
+        T = np.eye(4)
+        T[0, 3] = 0.1 * i
+        frames.append(SequenceFrame(
+            index=i, stamp=1_700_000_000.0 + 0.1 * i, rgb=rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
+            depth=np.full((H, W), depth_m, np.float32), K=default_intrinsics(W, H), T_world_cam=T,
+            semantic=np.full((H, W), WALL, np.uint8),
+        ))
+    return frames
+
+
+def quiet(**kwargs) -> ReplayOptions:
+    return ReplayOptions(progress=False, **kwargs)
+
+
+def copy_bag_without(src, dst, drop: set[str]) -> None:
+    """Copy a bag message for message, leaving out the ``drop`` topics."""
+    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {}
+        for c in reader.connections:
+            if c.topic not in drop:
+                conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=typestore(),
+                                                    offered_qos_profiles=c.ext.offered_qos_profiles)
+        for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
+            writer.write(conns[c.id], t, raw)
+
+
+@pytest.fixture(scope="module")
+def wall_bag(tmp_path_factory):
+    return write_bag(wall_frames(4), tmp_path_factory.mktemp("wall") / "bag")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
+
+
+@pytest.fixture(scope="module")
+def synthetic_replay(tmp_path_factory, tiny_model):
+    """A 4-frame synthetic bag replayed with the (untrained) tiny network, with the single-view comparison."""
+    root = tmp_path_factory.mktemp("synthetic")
+    frames = render_sequence(5, 4, SIZE)
+    bag = write_bag(frames, root / "bag")
+    summary = replay_bag(bag, root / "out", tiny_model, quiet(compare_single_view=True))
+    return frames, root / "out", summary
+
+
+# ------------------------------------------------------------------------------------------------ output bag
+
+
+def test_output_bag_topics_counts_stamps_and_frames(synthetic_replay):
+    frames, out, summary = synthetic_replay
+    stamps = {seconds_to_ns(f.stamp) for f in frames}
+    assert (out / OUTPUT_BAG).is_file() and (out / "metadata.yaml").is_file()
+    with Reader(out / OUTPUT_BAG) as reader:  # the single file, as Foxglove and `ros2 bag play FILE` open it
+        conns = {c.topic: c for c in reader.connections}
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    inputs = {topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC, topics.TF_TOPIC, topics.TF_STATIC_TOPIC,
+              topics.GT_DEPTH_TOPIC, topics.GT_SEMANTIC_TOPIC}
+    assert set(conns) == inputs | OUTPUT_TOPICS
+    for topic in inputs - {topics.TF_STATIC_TOPIC} | OUTPUT_TOPICS - {topics.DIAGNOSTICS_TOPIC}:
+        assert counts[topic] == len(frames), topic
+    assert counts[topics.TF_STATIC_TOPIC] == 1 and counts[topics.DIAGNOSTICS_TOPIC] >= 1
+    assert all(qos[t] for t in conns), "every topic records its offered QoS for `ros2 bag play`"
+    assert qos[topics.TF_STATIC_TOPIC][0].durability == QosDurability.TRANSIENT_LOCAL
+    assert conns[topics.output_topic("points")].msgtype == "sensor_msgs/msg/PointCloud2"
+
+    seen: dict[str, set[int]] = {}
+    for topic, _t, msg in read_bag(out / OUTPUT_BAG, OUTPUT_TOPICS - {topics.DIAGNOSTICS_TOPIC}):
+        seen.setdefault(topic, set()).add(stamp_to_ns(msg.header.stamp))
+        assert msg.header.frame_id == topics.CAMERA_FRAME, topic
+        if topic == topics.output_topic("depth"):
+            depth = image_to_array(msg)
+            assert msg.encoding == "32FC1" and depth.shape == (SIZE[1], SIZE[0])
+            assert np.isfinite(depth).all() and (depth > 0).all()
+        if topic == topics.output_topic("normals"):
+            assert msg.encoding == "32FC3"
+    assert all(s == stamps for s in seen.values()), "outputs carry the input images' stamps"
+    # the rosbag2 directory view of the same output
+    with Reader(out) as reader:
+        assert {c.topic for c in reader.connections} == set(conns)
+
+
+def test_summary_files_and_single_view_comparison(synthetic_replay):
+    frames, out, summary = synthetic_replay
+    for name in ("metrics.json", "report.md", "montage.png", "depth_error.png", "latency.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["counts"]["processed"] == len(frames) and metrics["counts"]["dropped"] == 0
+    mv, sv = metrics["multi_view"], metrics["single_view"]
+    assert mv["single_view_frames"] == 1 and mv["pair_reasons"]["no_history"] == 1  # only the first frame
+    assert sv["single_view_frames"] == len(frames)
+    for mode in (mv, sv):
+        for key in ("depth/abs_rel", "depth/rmse", "depth/delta1", "semantic/miou", "normals/mean", "temporal/abs_rel"):
+            assert math.isfinite(mode["metrics"][key]), key
+        assert {"preprocess", "encode", "predict", "postprocess", "total"} <= set(mode["latency_ms"])
+        assert mode["latency_ms"]["total"]["p95"] >= mode["latency_ms"]["total"]["p50"] > 0
+    assert len(metrics["per_frame"]) == len(frames)
+    report = (out / "report.md").read_text()
+    assert "multi-view | single-view" in report and "temporal consistency" in report
+
+
+# ------------------------------------------------------------------------------------------------ known answers
+
+
+def test_metrics_are_exact_for_a_model_that_predicts_the_ground_truth(wall_bag, tmp_path):
+    s = replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(compare_single_view=True))
+    for mode in ("multi_view", "single_view"):
+        m = s[mode]["metrics"]
+        assert m["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
+        assert m["depth/rmse"] == pytest.approx(0.0, abs=1e-6)
+        assert m["depth/delta1"] == pytest.approx(100.0)
+        assert m["semantic/miou"] == pytest.approx(100.0)
+        assert m["normals/mean"] == pytest.approx(0.0, abs=0.05)  # normals from the GT depth of a plane
+        assert m["temporal/abs_err"] == pytest.approx(0.0, abs=1e-5)  # a plane seen from a sliding camera
+
+
+def test_metrics_measure_a_known_depth_error(wall_bag, tmp_path):
+    s = replay_bag(wall_bag, tmp_path / "out", WallStub(2.2), quiet())
+    m = s["multi_view"]["metrics"]
+    assert m["depth/abs_rel"] == pytest.approx(0.1, rel=1e-5)
+    assert m["depth/rmse"] == pytest.approx(0.2, rel=1e-5)
+    assert m["depth/delta1"] == pytest.approx(100.0)
+    assert m["temporal/abs_rel"] == pytest.approx(0.0, abs=1e-5)  # wrong, but consistently wrong
+    per_frame = [r["multi_view"]["depth/abs_rel"] for r in json.loads((tmp_path / "out" / "metrics.json").read_text())["per_frame"]]
+    assert per_frame == pytest.approx([0.1] * 4, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_db3_input_and_limit(tmp_path):
+    bag = write_bag(wall_frames(4), tmp_path / "bag_db3", storage="db3")
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(limit=3))
+    assert s["counts"]["processed"] == 3
+    with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts[topics.output_topic("depth")] == 3
+
+
+def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
+    bag = tmp_path / "no_tf"
+    copy_bag_without(wall_bag, bag, {topics.TF_TOPIC, topics.TF_STATIC_TOPIC})
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert s["has_tf"] is False
+    assert s["counts"]["processed"] == 4 and s["multi_view"]["single_view_frames"] == 4
+    assert "temporal/abs_rel" not in s["multi_view"]["metrics"]  # no poses: nothing to reproject with
+    assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert "no TF in the bag" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_truncated_bag_fails_clearly(wall_bag, tmp_path, capsys):
+    bag = tmp_path / "truncated"
+    bag.mkdir()
+    for f in wall_bag.iterdir():
+        data = f.read_bytes()
+        (bag / f.name).write_bytes(data[: len(data) // 2] if f.suffix == ".mcap" else data)
+    with pytest.raises(BagError, match="cannot open bag"):
+        replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert cli.main(["replay", str(bag), "--out", str(tmp_path / "cli"), "--model", "preset:tiny", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: ") and str(bag) in err
+
+
+def test_corrupt_message_keeps_what_was_written(tmp_path):
+    bag = write_bag(wall_frames(4), tmp_path / "bag", storage="db3")
+    db = next(bag.glob("*.db3"))
+    with sqlite3.connect(db) as con:  # garble the third image
+        (topic_id,) = con.execute("SELECT id FROM topics WHERE name = ?", (topics.IMAGE_TOPIC,)).fetchone()
+        ids = [r[0] for r in con.execute("SELECT id FROM messages WHERE topic_id = ? ORDER BY timestamp", (topic_id,))]
+        con.execute("UPDATE messages SET data = x'0001' WHERE id = ?", (ids[2],))
+    out = tmp_path / "out"
+    with pytest.raises(BagError, match="cannot deserialise.*stopped after 2 processed frame"):
+        replay_bag(bag, out, WallStub(2.0), quiet())
+    with Reader(out / OUTPUT_BAG) as reader:  # closed properly: readable, with the frames before the bad one
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts[topics.output_topic("depth")] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["counts"]["processed"] == 2 and "cannot deserialise" in metrics["error"]
+    assert "Stopped early" in (out / "report.md").read_text()
+
+
+def test_missing_image_topic_names_the_topics(wall_bag, tmp_path):
+    with pytest.raises(BagError, match="no image topic '/nope'.*camera_info"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic="/nope"))
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def test_cli_replay_with_a_checkpoint(wall_bag, tiny_model, tmp_path, capsys):
+    ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "out"
+    rc = cli.main(["replay", str(wall_bag), "--model", str(ckpt), "--out", str(out), "--limit", "2",
+                   "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "2 frames processed" in text and f"output bag:       {out / OUTPUT_BAG}" in text
+    assert json.loads((out / "metrics.json").read_text())["model"] == str(ckpt)
+
+
+def test_demo_end_to_end_and_missing_default_model(tiny_model, tmp_path, capsys, monkeypatch):
+    ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
+    rc = cli.main(["demo", "--out", str(tmp_path / "demo"), "--frames", "3", "--size", "64x48", "--model", str(ckpt),
+                   "--device", "cpu", "--no-compare"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "report:" in text and "| depth abs rel |" in text
+    assert (tmp_path / "demo" / "replay" / OUTPUT_BAG).is_file()
+
+    import mtl3d_perception.runtime.loading as loading
+
+    def missing():
+        raise FileNotFoundError("no default checkpoint found")
+
+    monkeypatch.setattr(loading, "default_model_path", missing)
+    assert cli.main(["demo", "--out", str(tmp_path / "demo2")]) == 1
+    assert "models/default.safetensors" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ real models and data
+
+
+def test_shipped_model_meets_a_loose_accuracy_bound(tmp_path):
+    """Fails (does not skip) when models/default.safetensors is missing: the demo and the node need it."""
+    from mtl3d_perception.data.datasets import SYNTHETIC_SEED_BASE
+    from mtl3d_perception.runtime.loading import load_model
+
+    try:
+        path = default_model_path()
+    except FileNotFoundError as exc:
+        pytest.fail(f"the shipped checkpoint models/{DEFAULT_CHECKPOINT} is missing: {exc}")
+    model, _ = load_model(str(path))
+    W, H = model.config.input_size
+    frames = render_sequence(SYNTHETIC_SEED_BASE["test"] + 1, 5, (W, H))  # a held-out scene
+    bag = write_bag(frames, tmp_path / "bag")
+    m = replay_bag(bag, tmp_path / "out", model, quiet())["multi_view"]["metrics"]
+    assert m["depth/abs_rel"] < 0.35, m
+    assert m["depth/delta1"] > 40.0, m
+    assert m["semantic/miou"] > 15.0, m
+    assert m["temporal/abs_rel"] < 0.25, m
+
+
+def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):
+    seq = PosedSequence(hololens_dir)
+    frames = [seq[i] for i in range(3)]
+    bag = write_bag(frames, tmp_path / "bag")
+    s = replay_bag(bag, tmp_path / "out", tiny_model, quiet())
+    assert s["counts"]["processed"] == 3 and s["has_tf"]
+    assert s["ground_truth"] == {"depth": True, "semantic": False}
+    mv = s["multi_view"]
+    assert mv["single_view_frames"] == 1  # poses from /tf give every later frame a source view
+    assert math.isfinite(mv["metrics"]["depth/abs_rel"]) and math.isfinite(mv["metrics"]["temporal/abs_rel"])
+    assert "semantic/miou" not in mv["metrics"]
+    stamps = sorted(stamp_to_ns(msg.header.stamp) for _, _, msg in read_bag(tmp_path / "out" / OUTPUT_BAG,
+                                                                             [topics.output_topic("depth")]))
+    assert stamps == sorted(seconds_to_ns(f.stamp) for f in frames)

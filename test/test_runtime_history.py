@@ -1,0 +1,97 @@
+"""FrameHistory: the source-view rule (baseline / rotation / age / pose jumps / single-view fallback)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtl3d_perception.geometry import pose_from_quat_trans, rotation_to_quat
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import FrameHistory, PairingConfig
+
+K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+RGB = np.zeros((48, 64, 3), np.uint8)
+
+
+def _frame(t_s: float, x: float = 0.0, yaw_deg: float = 0.0, pose: bool = True) -> Frame:
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    R = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    T = pose_from_quat_trans(rotation_to_quat(R), np.array([x, 0.0, 0.0]))
+    return Frame(int(round(t_s * 1e9)), "cam", RGB, K, T if pose else None)
+
+
+def _history(**kw) -> FrameHistory:
+    return FrameHistory(PairingConfig(min_baseline_m=0.1, min_rotation_deg=5.0, max_pair_age_s=1.0, **kw))
+
+
+def test_empty_history_is_single_view():
+    pair = _history().select(_frame(1.0))
+    assert pair.single_view and pair.reason == "no_history"
+    np.testing.assert_array_equal(pair.T_src_ref, np.eye(4))
+
+
+def test_unposed_reference_is_single_view():
+    h = _history()
+    h.add(_frame(0.0))
+    assert h.select(_frame(0.1, pose=False)).reason == "no_pose"
+
+
+def test_most_recent_frame_with_enough_baseline_wins():
+    h = _history()
+    for t, x in [(0.0, 0.0), (0.1, 0.05), (0.2, 0.12), (0.3, 0.15)]:
+        h.add(_frame(t, x))
+    ref = _frame(0.4, 0.2)
+    pair = h.select(ref)
+    # 0.3 (baseline 0.05) and 0.2 (0.08) are too close; 0.1 has baseline 0.15
+    assert pair.reason == "baseline" and pair.src.stamp_ns == _frame(0.1).stamp_ns
+    np.testing.assert_allclose(pair.T_src_ref[:3, 3], [0.15, 0, 0], atol=1e-9)
+
+
+def test_rotation_alone_is_enough():
+    h = _history()
+    h.add(_frame(0.0, yaw_deg=0.0))
+    h.add(_frame(0.1, yaw_deg=8.0))
+    pair = h.select(_frame(0.2, yaw_deg=9.0))
+    assert pair.reason == "baseline" and pair.src.stamp_ns == _frame(0.0).stamp_ns
+
+
+def test_no_wide_baseline_falls_back_to_newest():
+    h = _history()
+    h.add(_frame(0.0, 0.0))
+    h.add(_frame(0.1, 0.01))
+    pair = h.select(_frame(0.2, 0.02))
+    assert pair.reason == "newest" and pair.src.stamp_ns == _frame(0.1).stamp_ns
+
+
+def test_too_old_sources_are_not_used():
+    h = _history()
+    h.add(_frame(0.0, 0.0))
+    pair = h.select(_frame(1.5, 0.5))
+    assert pair.single_view and pair.reason == "too_old"
+
+
+def test_pose_jump_is_rejected():
+    h = _history(max_speed_mps=2.0)
+    h.add(_frame(0.0, 0.0))
+    pair = h.select(_frame(0.1, 3.0))  # 30 m/s
+    assert pair.single_view and pair.reason == "pose_jump"
+
+
+def test_jump_back_in_time_clears():
+    h = _history()
+    h.add(_frame(5.0))
+    assert h.add(_frame(1.0)) is True
+    assert h.stamps == [_frame(1.0).stamp_ns]
+
+
+def test_bounded_and_unposed_not_kept():
+    h = FrameHistory(PairingConfig(history_size=3))
+    for i in range(5):
+        h.add(_frame(i * 0.1))
+    h.add(_frame(0.6, pose=False))
+    assert len(h) == 3 and h.stamps[-1] == _frame(0.4).stamp_ns
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="min_baseline_m"):
+        FrameHistory(PairingConfig(min_baseline_m=-1.0))

@@ -1,0 +1,146 @@
+"""PerceptionPipeline with the real tiny network (random weights): caching, pairing, resolutions, clouds, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtl3d_perception.geometry import (
+    backproject,
+    pose_from_quat_trans,
+    relative_pose,
+    resize_intrinsics,
+    transform_points,
+)
+from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+
+NET_W, NET_H = 64, 48
+CAM_W, CAM_H = 96, 72
+K_CAM = np.array([[90.0, 0.0, 47.5], [0.0, 90.0, 35.5], [0.0, 0.0, 1.0]])
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(resolve_config("tiny"), input_size=(NET_W, NET_H), pretrained=False, num_depth=8)
+    return build_model(cfg).eval()
+
+
+def _frame(i: int, x: float | None = None, seed: int = 0) -> Frame:
+    rgb = np.random.default_rng(seed + i).integers(0, 256, (CAM_H, CAM_W, 3)).astype(np.uint8)
+    pose = None if x is None else pose_from_quat_trans(np.array([0.0, 0.0, 0.0, 1.0]), np.array([x, 0.0, 0.0]))
+    return Frame(i * S // 10, "cam", rgb, K_CAM, pose)
+
+
+class _CountingModel(torch.nn.Module):
+    """Wraps the network to count encode calls (the feature cache must make it one per frame)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config, self.encoded = inner, inner.config, 0
+
+    def encode(self, images):
+        self.encoded += 1
+        return self.inner.encode(images)
+
+    def predict(self, *args):
+        return self.inner.predict(*args)
+
+
+def test_each_frame_encoded_once_and_paired(model):
+    counting = _CountingModel(model)
+    pipe = PerceptionPipeline(counting, pairing=PairingConfig(min_baseline_m=0.1, max_pair_age_s=1.0))
+    reasons = []
+    for i in range(4):
+        products = pipe.process(_frame(i, x=0.06 * i))
+        reasons.append((products.pair_reason, products.source_stamp_ns))
+    assert counting.encoded == 4
+    assert reasons[0] == ("no_history", None)
+    assert reasons[1] == ("newest", 0)  # 6 cm < 10 cm: newest
+    assert reasons[2] == ("baseline", 0)  # 12 cm to frame 0
+    assert reasons[3] == ("baseline", S // 10)
+    assert set(pipe._features) == set(pipe.history.stamps)
+
+
+def test_two_view_output_equals_model_streaming(model):
+    pipe = PerceptionPipeline(model, outputs={"depth"}, pairing=PairingConfig(min_baseline_m=0.01))
+    f0, f1 = _frame(0, x=0.0), _frame(1, x=0.1)
+    pipe.process(f0)
+    products = pipe.process(f1)
+    assert not products.single_view
+    K_net = resize_intrinsics(K_CAM, (CAM_W, CAM_H), (NET_W, NET_H))
+    rgb0, img0, _ = pipe.preprocess(f0)
+    _, img1, _ = pipe.preprocess(f1)
+    with torch.no_grad():
+        out = model.predict(model.encode(img1), model.encode(img0), torch.as_tensor(K_net, dtype=torch.float32)[None],
+                            torch.as_tensor(relative_pose(f0.pose, f1.pose), dtype=torch.float32)[None])
+    np.testing.assert_allclose(products.depth, out["depth"][0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    assert products.labels is None and products.cloud is None and products.normals is None
+
+
+@pytest.mark.parametrize("resolution", ["network", "camera"])
+def test_output_resolution_and_intrinsics(model, resolution):
+    pipe = PerceptionPipeline(model, output_resolution=resolution, point_stride=3)
+    products = pipe.process(_frame(0, x=0.0))
+    W, H = (NET_W, NET_H) if resolution == "network" else (CAM_W, CAM_H)
+    assert products.size == (W, H)
+    for name in ("depth", "labels", "boundary"):
+        assert getattr(products, name).shape == (H, W), name
+    assert products.normals.shape == products.labels_color.shape == products.normals_color.shape == (H, W, 3)
+    assert products.depth.dtype == np.float32 and products.labels.dtype == np.uint8
+    want_K = K_CAM if resolution == "camera" else resize_intrinsics(K_CAM, (CAM_W, CAM_H), (NET_W, NET_H))
+    np.testing.assert_allclose(products.K, want_K)
+    valid = np.isfinite(products.depth[::3, ::3])
+    assert products.cloud.points.shape == (valid.sum(), 3)
+    np.testing.assert_allclose(products.cloud.points,
+                               backproject(products.depth, products.K)[::3, ::3][valid], rtol=1e-5, atol=1e-6)
+    assert products.cloud_frame_id == "cam"
+    assert set(products.timings) == {"preprocess", "encode", "predict", "postprocess", "cloud", "total"}
+
+
+def test_world_cloud_and_camera_fallback(model):
+    pipe = PerceptionPipeline(model, cloud_frame="world", world_frame="odom", point_stride=4)
+    frame = _frame(0, x=2.0)
+    world = pipe.process(frame)
+    assert world.cloud_frame_id == "odom"
+    cam = PerceptionPipeline(model, point_stride=4).process(frame)
+    np.testing.assert_allclose(world.cloud.points, transform_points(frame.pose, cam.cloud.points), atol=1e-5)
+    unposed = pipe.process(_frame(5))
+    assert unposed.cloud_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
+
+
+def test_nan_pose_and_time_jump_are_warnings(model):
+    pipe = PerceptionPipeline(model, outputs=set())
+    bad = _frame(3, x=0.0)
+    bad.pose[0, 3] = np.nan
+    products = pipe.process(bad)
+    assert products.single_view and [k for k, _ in products.warnings] == ["invalid_pose"]
+    pipe.process(_frame(10, x=0.0))
+    products = pipe.process(_frame(2, x=0.1))
+    assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
+    assert pipe.history.stamps == [2 * S // 10]
+
+
+def test_bad_frames_and_options_raise(model):
+    pipe = PerceptionPipeline(model)
+    zero_k = _frame(0)
+    zero_k.K = np.zeros((3, 3))
+    with pytest.raises(ValueError, match="focal length"):
+        pipe.process(zero_k)
+    with pytest.raises(ValueError, match="uint8"):
+        pipe.process(Frame(0, "cam", np.zeros((4, 4), np.float32), K_CAM))
+    with pytest.raises(ValueError, match="output_resolution"):
+        pipe.set_options(output_resolution="huge")
+    with pytest.raises(ValueError, match="point_stride"):
+        pipe.set_options(point_stride=0)
+    pipe.set_options(precision="fp16")  # no CUDA here: falls back to fp32 with a warning
+    assert pipe.precision == "fp32"
+    pipe.close()
+    assert pipe.model is None

@@ -1,0 +1,130 @@
+"""TransformBuffer: the tf2 semantics the node and replay rely on (chains, interpolation, typed errors, time jumps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtl3d_perception.geometry import interpolate_pose, pose_from_quat_trans, rotation_to_quat
+from mtl3d_perception.runtime.tf_buffer import (
+    ConnectivityException,
+    ExtrapolationException,
+    InvalidArgumentException,
+    LookupException,
+    TransformBuffer,
+    TransformException,
+)
+
+S = 1_000_000_000
+
+
+def _T(x=0.0, y=0.0, z=0.0, yaw_deg=0.0) -> np.ndarray:
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    return pose_from_quat_trans(rotation_to_quat(R), np.array([x, y, z]))
+
+
+@pytest.fixture
+def buf() -> TransformBuffer:
+    b = TransformBuffer(cache_time_s=10.0)
+    b.set_transform_matrix("odom", "base_link", 1 * S, _T(0.0), authority="test")
+    b.set_transform_matrix("odom", "base_link", 2 * S, _T(1.0, yaw_deg=90.0))
+    b.set_transform_matrix("base_link", "camera", 0, _T(z=0.5), is_static=True)
+    return b
+
+
+def test_chain_lookup_at_sample_and_static(buf):
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "camera", 2 * S), _T(1.0, yaw_deg=90.0) @ _T(z=0.5), atol=1e-12)
+
+
+def test_interpolation_is_slerp(buf):
+    got = buf.lookup_matrix("odom", "camera", int(1.25 * S))
+    want = interpolate_pose(_T(0.0), _T(1.0, yaw_deg=90.0), 0.25) @ _T(z=0.5)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    np.testing.assert_allclose(got[:3, 3], [0.25, 0, 0.5], atol=1e-12)
+
+
+def test_inverse_and_sibling_lookups(buf):
+    buf.set_transform_matrix("base_link", "lidar", 0, _T(y=0.2), is_static=True)
+    T_cam_lidar = buf.lookup_matrix("camera", "lidar", 2 * S)
+    np.testing.assert_allclose(T_cam_lidar, np.linalg.inv(_T(z=0.5)) @ _T(y=0.2), atol=1e-12)
+    np.testing.assert_allclose(buf.lookup_matrix("camera", "odom", 2 * S),
+                               np.linalg.inv(buf.lookup_matrix("odom", "camera", 2 * S)), atol=1e-12)
+
+
+def test_time_zero_is_latest_common(buf):
+    T, stamp = buf.lookup_matrix_with_stamp("odom", "camera", 0)
+    assert stamp == 2 * S
+    np.testing.assert_allclose(T, _T(1.0, yaw_deg=90.0) @ _T(z=0.5), atol=1e-12)
+
+
+def test_typed_errors(buf):
+    with pytest.raises(ExtrapolationException, match="future"):
+        buf.lookup_matrix("odom", "camera", 3 * S)
+    with pytest.raises(ExtrapolationException, match="past"):
+        buf.lookup_matrix("odom", "camera", S // 2)
+    with pytest.raises(LookupException, match="nowhere"):
+        buf.lookup_matrix("odom", "nowhere", S)
+    buf.set_transform_matrix("map2", "island", 0, _T(), is_static=True)
+    with pytest.raises(ConnectivityException):
+        buf.lookup_matrix("odom", "island", S)
+    assert issubclass(ExtrapolationException, TransformException)
+    assert not buf.can_transform("odom", "camera", 3 * S) and buf.can_transform("odom", "camera", S)
+
+
+def test_rejects_nan_and_bad_names(buf):
+    bad = _T()
+    bad[0, 3] = np.nan
+    with pytest.raises(InvalidArgumentException, match="NaN"):
+        buf.set_transform_matrix("odom", "base_link", 3 * S, bad)
+    with pytest.raises(InvalidArgumentException):
+        buf.set_transform_matrix("odom", "odom", 3 * S, _T())
+
+
+def test_cache_window_prunes_old_data(buf):
+    buf.set_transform_matrix("odom", "base_link", 12 * S, _T(2.0))
+    with pytest.raises(ExtrapolationException):
+        buf.lookup_matrix("odom", "base_link", 1 * S)
+    assert buf.can_transform("odom", "base_link", 2 * S)
+
+
+def test_jump_back_in_time_clears_dynamic_keeps_static(buf):
+    buf.set_transform_matrix("odom", "base_link", 100 * S, _T(5.0))
+    buf.set_transform_matrix("odom", "base_link", 1 * S, _T(7.0))  # the bag looped
+    assert buf.jumps_back == 1
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "camera", 1 * S), _T(7.0) @ _T(z=0.5), atol=1e-12)
+    with pytest.raises(ExtrapolationException):
+        buf.lookup_matrix("odom", "base_link", 100 * S)
+
+
+def test_clear_keeps_static(buf):
+    buf.clear()
+    assert buf.can_transform("base_link", "camera", 5 * S)
+    assert not buf.can_transform("odom", "camera", 2 * S)
+
+
+# ---------------------------------------------------------------------------- the compat tf2_ros on top of it
+
+
+def test_compat_tf2_ros_buffer_with_messages():
+    from rosbags.typesys import Stores, get_typestore
+
+    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
+
+    types = get_typestore(Stores.ROS2_JAZZY).types
+    buffer = compat_tf2.Buffer(types=types)
+    assert buffer.set_transform(cv.make_transform_stamped(types, cv.make_header(types, S, "odom"), "base_link",
+                                                          _T(1.0)), "test")
+    assert buffer.set_transform_static(cv.make_transform_stamped(types, cv.make_header(types, 0, "base_link"),
+                                                                 "camera", _T(z=0.5)), "test")
+    stamp = types["builtin_interfaces/msg/Time"](sec=1, nanosec=0)
+    ts = buffer.lookup_transform("odom", "camera", stamp)
+    assert ts.header.frame_id == "odom" and ts.child_frame_id == "camera"
+    np.testing.assert_allclose(cv.transform_to_matrix(ts.transform), _T(1.0) @ _T(z=0.5), atol=1e-12)
+    assert buffer.can_transform("odom", "camera", S) and not buffer.can_transform("odom", "camera", 2 * S)
+    with pytest.raises(compat_tf2.ExtrapolationException):
+        buffer.lookup_transform("odom", "camera", 2 * S)
+    nan = cv.make_transform_stamped(types, cv.make_header(types, 2 * S, "odom"), "base_link", _T(1.0))
+    nan.transform.translation.x = float("nan")
+    assert not buffer.set_transform(nan, "test") and buffer.rejected == 1  # logged and ignored, like tf2

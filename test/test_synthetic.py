@@ -1,0 +1,164 @@
+"""Synthetic scenes: exact multi-view ground truth, determinism, a drivable camera path, matchable texture."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from mtl3d_perception.classes import IGNORE_INDEX, NYU13_CLASSES
+from mtl3d_perception.data.synthetic import (
+    SyntheticScene,
+    default_intrinsics,
+    label_boundaries,
+    render_sequence,
+)
+from mtl3d_perception.geometry import (
+    backproject,
+    depth_in_other_view,
+    normals_from_depth,
+    project,
+    relative_pose,
+    transform_points,
+)
+
+SIZE = (64, 48)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return render_sequence(1, 10, SIZE)
+
+
+def test_default_intrinsics_has_a_realistic_fov():
+    K = default_intrinsics(640, 480)
+    hfov = math.degrees(2 * math.atan(640 / 2 / K[0, 0]))
+    assert 60 <= hfov <= 70
+    assert K[0, 0] == K[1, 1]
+    assert (K[0, 2], K[1, 2]) == (319.5, 239.5)  # pixel-centre convention: the image centre
+
+
+def test_render_outputs_have_the_documented_types_at_any_size():
+    scene = SyntheticScene(0)
+    T = scene.camera_path(1)[0]
+    W, H = 37, 23
+    out = scene.render(T, default_intrinsics(W, H), (W, H))
+    assert out["rgb"].shape == (H, W, 3) and out["rgb"].dtype == np.uint8
+    assert out["depth"].shape == (H, W) and out["depth"].dtype == np.float32
+    assert out["normals"].shape == (H, W, 3) and out["normals"].dtype == np.float32
+    assert out["semantic"].shape == (H, W) and out["semantic"].dtype == np.uint8
+    assert out["boundary"].shape == (H, W) and out["boundary"].dtype == np.uint8
+    assert np.all(np.isfinite(out["depth"])) and np.all(out["depth"] > 0)  # a closed room: every ray hits
+    np.testing.assert_allclose(np.linalg.norm(out["normals"], axis=-1), 1.0, atol=1e-5)
+    assert set(np.unique(out["semantic"])) <= set(range(len(NYU13_CLASSES))) | {IGNORE_INDEX}
+    np.testing.assert_array_equal(out["boundary"], label_boundaries(out["semantic"]))
+
+
+def test_normals_point_towards_the_camera(frames):
+    f = frames[0]
+    rays = backproject(np.ones_like(f.depth), f.K)
+    assert np.all(np.einsum("hwc,hwc->hw", f.normals, rays) < 0)
+
+
+def test_rendering_is_deterministic_per_seed():
+    a = render_sequence(5, 2, (32, 24))
+    b = render_sequence(5, 2, (32, 24))
+    c = render_sequence(6, 2, (32, 24))
+    for fa, fb in zip(a, b):
+        np.testing.assert_array_equal(fa.rgb, fb.rgb)
+        np.testing.assert_array_equal(fa.depth, fb.depth)
+        np.testing.assert_array_equal(fa.T_world_cam, fb.T_world_cam)
+    assert not np.array_equal(a[0].rgb, c[0].rgb)
+
+
+def test_a_path_is_a_prefix_of_a_longer_one():
+    scene = SyntheticScene(2)
+    np.testing.assert_array_equal(scene.camera_path(5), scene.camera_path(12)[:5])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_camera_path_is_a_smooth_robot_path_inside_the_free_room(seed):
+    scene = SyntheticScene(seed)
+    poses = scene.camera_path(150)
+    lo, hi = scene.free_area()
+    xyz = poses[:, :3, 3]
+    assert np.all((xyz[:, :2] > lo) & (xyz[:, :2] < hi))
+    assert np.all((xyz[:, 2] > 1.0) & (xyz[:, 2] < 1.5))
+    for prim in scene.primitives:  # never inside (or at the edge of) furniture
+        assert prim.footprint_distance(xyz[:, :2]).min() > 0.3
+    for T in poses:  # rotations stay rotations, the camera stays roughly upright (optical y points down)
+        np.testing.assert_allclose(T[:3, :3].T @ T[:3, :3], np.eye(3), atol=1e-12)
+        assert T[:3, 1] @ np.array([0.0, 0.0, -1.0]) > 0.9
+    steps = np.linalg.norm(np.diff(xyz, axis=0), axis=1)
+    assert np.all(steps > 0.02) and np.all(steps < 0.1)  # moves forward every frame at ~0.5 m/s, 10 Hz
+    turn = [math.degrees(math.acos(np.clip((np.trace(a[:3, :3].T @ b[:3, :3]) - 1) / 2, -1, 1)))
+            for a, b in zip(poses[:-1], poses[1:])]
+    assert max(turn) < 15 and sum(turn) > 90  # it turns, smoothly
+    forward = poses[:, :3, 2]  # optical z
+    motion = np.diff(xyz, axis=0)
+    assert np.mean(np.einsum("ij,ij->i", forward[:-1], motion) > 0) > 0.95  # drives forwards
+
+
+def test_scenes_hold_furniture_of_many_classes():
+    labels = set()
+    for seed in range(4):
+        scene = SyntheticScene(seed)
+        labels |= {NYU13_CLASSES[p.label] for p in scene.primitives}
+    assert {"bed", "chair", "table", "sofa", "tv", "books", "painting", "window", "furniture", "objects"} <= labels
+    seen = set()
+    for f in render_sequence(1, 30, (32, 24))[::3]:
+        seen |= {NYU13_CLASSES[v] for v in np.unique(f.semantic)}
+    assert {"floor", "wall"} <= seen and len(seen) >= 5
+
+
+def test_depth_agrees_across_views(frames):
+    """Frame i's depth warped into frame j with the poses and K agrees with frame j's depth (median < 1 mm)."""
+    for i in range(0, 5):
+        for gap in (1, 3, 5):
+            a, b = frames[i], frames[i + gap]
+            z_pred, z_b = depth_in_other_view(a.depth, a.K, relative_pose(b.T_world_cam, a.T_world_cam), b.depth, b.K)
+            visible = np.isfinite(z_pred)
+            assert visible.mean() > 0.3, (i, gap)
+            assert np.median(np.abs(z_pred - z_b)[visible]) < 1e-3, (i, gap)
+
+
+def test_exact_normals_agree_with_normals_from_depth(frames):
+    for f in frames[:4]:
+        n_depth = normals_from_depth(f.depth, f.K)
+        planar = np.isfinite(n_depth).all(-1) & (label_boundaries(f.semantic) == 0)
+        assert planar.mean() > 0.5
+        cos = np.clip(np.einsum("hwc,hwc->hw", n_depth, f.normals)[planar], -1, 1)
+        assert np.median(np.degrees(np.arccos(cos))) < 3.0
+
+
+def test_texture_gives_features_that_match_across_views():
+    """ORB matches between frames 3 apart land where the ground truth geometry says they should."""
+    frames = render_sequence(2, 4, (160, 120))
+    a, b = frames[0], frames[3]
+    orb = cv2.ORB_create(500, fastThreshold=5, edgeThreshold=10)
+    ka, da = orb.detectAndCompute(cv2.cvtColor(a.rgb, cv2.COLOR_RGB2GRAY), None)
+    kb, db = orb.detectAndCompute(cv2.cvtColor(b.rgb, cv2.COLOR_RGB2GRAY), None)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(da, db)
+    pa = np.array([ka[m.queryIdx].pt for m in matches])
+    pb = np.array([kb[m.trainIdx].pt for m in matches])
+    px = np.rint(pa).astype(int)
+    points_a = backproject(a.depth, a.K)[px[:, 1], px[:, 0]]
+    uv, _ = project(transform_points(relative_pose(b.T_world_cam, a.T_world_cam), points_a), b.K)
+    correct = np.linalg.norm(uv - pb, axis=1) < 3.0
+    assert correct.sum() >= 40 and correct.mean() > 0.4
+
+
+def test_shading_depends_on_the_surface_not_the_viewer(frames):
+    """Lambertian shading: a surface point keeps its colour across views (up to pixel sampling)."""
+    a, b = frames[0], frames[1]
+    T_b_a = relative_pose(b.T_world_cam, a.T_world_cam)
+    z_pred, _ = depth_in_other_view(a.depth, a.K, T_b_a, b.depth, b.K)
+    uv, _ = project(transform_points(T_b_a, backproject(a.depth, a.K)), b.K)
+    ok = np.isfinite(z_pred) & (label_boundaries(a.semantic) == 0)
+    ui = np.rint(uv[ok]).astype(int)
+    inside = (ui[:, 0] >= 0) & (ui[:, 0] < SIZE[0]) & (ui[:, 1] >= 0) & (ui[:, 1] < SIZE[1])
+    ca = a.rgb[ok][inside].astype(float)
+    cb = b.rgb[ui[inside, 1], ui[inside, 0]].astype(float)
+    assert np.median(np.abs(ca - cb)) < 25  # same texture cell most of the time

@@ -1,0 +1,146 @@
+"""Training config, the trainer (loss goes down, resume is exact, DDP with gloo) and `mtl3d eval`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtl3d_perception.model import ConfigError, load_checkpoint
+from mtl3d_perception.train.config import load_config
+from mtl3d_perception.train.trainer import Trainer, _Schedule
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "train"
+SMOKE = CONFIG_DIR / "smoke.yaml"
+
+
+def smoke(tmp_path: Path, *overrides: str):
+    return load_config(SMOKE, [f"out_dir={tmp_path}", *overrides])
+
+
+def test_shipped_configs_load():
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.steps > 0 and cfg.data.train, path
+
+
+def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
+    with pytest.raises(ConfigError, match="'optim.lrr'"):
+        load_config(SMOKE, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="'data.train.0.frames'"):
+        load_config(SMOKE, ["data.train.0.frames=3"])
+    with pytest.raises(ConfigError, match="'steps' expects int"):
+        load_config(SMOKE, ["steps=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  batchsize: 2\n")
+    with pytest.raises(ConfigError, match="'data.batchsize'"):
+        load_config(bad)
+    cfg = load_config(SMOKE, ["optim.lr=3e-4", "data.train.0.end=0.5", "loss.weights.depth=2",
+                              "model.overrides.use_cvm=false"])
+    assert cfg.optim.lr == 3e-4 and cfg.data.train[0].end == 0.5 and cfg.loss.weights["depth"] == 2.0
+    assert cfg.model.overrides["use_cvm"] is False and cfg.loss.weights["semantic"] == 1.0
+
+
+def test_schedule_warmup_then_decay():
+    cfg = load_config(SMOKE, ["optim.warmup_steps=10", "optim.min_lr_ratio=0.0"]).optim
+    s = _Schedule(cfg, 110)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.5) and s(110) == pytest.approx(0.0, abs=1e-9)
+    poly = _Schedule(load_config(SMOKE, ["optim.schedule=poly", "optim.warmup_steps=0"]).optim, 100)
+    assert poly(50) == pytest.approx(0.5 ** 0.9)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """30 steps of the smoke config, with TensorBoard, montages and one periodic evaluation."""
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("smoke")
+    cfg = smoke(out, "tensorboard=true", "image_every=15", "eval_every=15", "eval_batches=1")
+    trainer = Trainer(cfg)
+    logs = trainer.fit()
+    return trainer, logs, out
+
+
+@pytest.mark.slow
+def test_thirty_steps_reduce_the_loss(trained):
+    trainer, logs, out = trained
+    losses = [entry["loss"] for entry in logs]
+    assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.85 * first, (first, last)
+    assert (out / "checkpoints" / "last.safetensors").is_file() and (out / "checkpoints" / "last.state.pt").is_file()
+    assert not list((out / "checkpoints").glob("*.tmp*"))
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    model = load_checkpoint(out / "checkpoints" / "last.safetensors")
+    assert model.checkpoint_metadata["step"] == 30
+    assert "depth/rmse" in model.checkpoint_metadata["metrics"]
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
+    from mtl3d_perception.cli import main
+
+    _, _, out = trained
+    rc = main(["eval", str(out / "checkpoints" / "last.safetensors"), "--data", "synthetic:test:1",
+               "--max-batches", "1", "--batch-size", "2", "--montages", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    modes = report["results"]["synthetic:test:1"]
+    assert set(modes) == {"two_view", "single_view"}
+    assert "cross_view/abs_rel" in modes["two_view"]["metrics"]
+    assert "semantic/miou" in modes["single_view"]["metrics"]
+    assert "| depth/rmse |" in (tmp_path / "report.md").read_text()
+    assert len(list(tmp_path.glob("montage_*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_resume_continues_identically(tmp_path):
+    torch.set_num_threads(2)
+    steps = ["steps=4", "optim.warmup_steps=2"]
+    straight = Trainer(smoke(tmp_path / "a", *steps))
+    logs_a = straight.fit()
+    first = Trainer(smoke(tmp_path / "b", *steps))
+    logs_b = first.fit(until=2)
+    resumed = Trainer(smoke(tmp_path / "b", *steps), resume=True)
+    assert resumed.step == 2
+    logs_b += resumed.fit()
+    assert [entry["loss"] for entry in logs_b] == pytest.approx([entry["loss"] for entry in logs_a], rel=1e-6)
+    wa = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(load_config(SMOKE, [f"out_dir={out}", "steps=3", "optim.warmup_steps=1"]))
+    try:
+        trainer.fit()
+        flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        torch.save(flat, Path(out) / f"weights_rank{rank}.pt")
+    finally:
+        trainer.close()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path):
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
+    torch.testing.assert_close(w0, w1)  # gradients were averaged: the replicas stay identical
+    meta = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors").checkpoint_metadata
+    assert meta["step"] == 3
