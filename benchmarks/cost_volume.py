@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -209,8 +210,9 @@ def print_table(rows: list[dict], device: str, dtype: str) -> None:
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     peaks = next((v for k, v in DEVICE_PEAKS.items() if k in name), None) if device == "cuda" else None
     mib = 1 / 2**20
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(
-        f"\ndevice: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, features {dtype}"
+        f"\ndevice: {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}, features {dtype}"
     )
     head = (
         "| size (B,S,C,h,w,D) | variant | fwd ms (q20-q80) | fwd+bwd ms (q20-q80) | peak fwd MiB | peak fwd+bwd MiB"
@@ -248,7 +250,12 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="full sizes on CPU too (slow)")
     p.add_argument("--warmup", type=int, default=None, help="default 2 on CPU, 10 on CUDA")
     p.add_argument("--repeats", type=int, default=None, help="default 5 on CPU, 50 on CUDA")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        # On a shared, oversubscribed CPU every OpenMP barrier waits for a descheduled thread, which
+        # costs small ops (the chunked reference) ~50x; one thread per process avoids that.
+        torch.set_num_threads(args.threads)
     if args.warmup is None:
         args.warmup = 2 if args.device == "cpu" else 10
     if args.repeats is None:

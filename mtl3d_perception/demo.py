@@ -8,7 +8,7 @@ Three steps, each the project's own tool, so the demo shows what a newcomer woul
 3. ``mtl3d replay --compare-single-view``: run the node's runtime with ``models/default.safetensors`` over
    the bag into ``DIR/replay`` and print where the report, pictures and output bag are, plus the metrics.
 
-Sized to finish within minutes on two CPU cores (80 frames at 160x120 by default).
+Sized to finish within minutes on two CPU cores (60 frames at 160x120 by default).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mtl3d_perception.data.synthetic_cli import parse_size
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder; default demo_out")
-    parser.add_argument("--frames", type=int, default=80, help="frames in the synthetic bag; default 80")
+    parser.add_argument("--frames", type=int, default=60, help="frames in the synthetic bag; default 60")
     parser.add_argument("--size", type=parse_size, default=(160, 120), metavar="WxH", help="image size; default 160x120")
     parser.add_argument("--seed", type=int, default=None,
                         help="synthetic scene seed; default the first test-split scene (never trained on)")

@@ -47,6 +47,7 @@ from mtl3d_perception.data.bag import (
     read_bag,
     typestore,
 )
+from mtl3d_perception.geometry import depth_from_mm
 from mtl3d_perception.replay_report import (
     MODES,
     GroundTruth,
@@ -169,6 +170,21 @@ def product_messages(types: Any, products: Any) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _depth_gt(msg: Any) -> np.ndarray:
+    """Ground-truth depth in metres, NaN invalid, from 32FC1 metres or 16UC1 millimetres (REP 118)."""
+    if msg.encoding == "32FC1":
+        return conversions.image_to_array(msg).astype(np.float32)
+    if msg.encoding in ("16UC1", "mono16"):
+        return depth_from_mm(conversions.image_to_array(msg))
+    raise ValueError(f"depth ground truth must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
+
+
+def _semantic_gt(msg: Any) -> np.ndarray:
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ValueError(f"semantic ground truth must be mono8 class ids, got {msg.encoding!r}")
+    return conversions.image_to_array(msg).astype(np.uint8)
+
+
 class _Replay:
     """Feeds bag messages through sync, TF and the pipeline(s); keeps the metrics; writes the output bag."""
 
@@ -224,6 +240,7 @@ class _Replay:
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
+        self._run_ready(expire_before=t_ns)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
         qos = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, qos)
@@ -235,10 +252,10 @@ class _Replay:
         elif topic == o.camera_info_topic:
             self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
-            self._keep(self.gt_depth, msg, lambda m: conversions.image_to_array(m).astype(np.float32))
+            self._keep(self.gt_depth, msg, _depth_gt)
         elif topic == o.semantic_gt_topic:
-            self._keep(self.gt_semantic, msg, lambda m: conversions.image_to_array(m).astype(np.uint8))
-        self._run_ready(final=False)
+            self._keep(self.gt_semantic, msg, _semantic_gt)
+        self._run_ready()
         self._evaluate_ready(final=False)
 
     def _keep(self, store: OrderedDict, msg: Any, convert) -> None:
@@ -292,19 +309,22 @@ class _Replay:
         except TransformException as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _run_ready(self, *, final: bool) -> None:
-        """Process pending frames in order: each once its pose is there, or its TF wait is over."""
+    def _run_ready(self, *, expire_before: int | None = None) -> None:
+        """Process pending frames in order: each once its pose is there, or, when its TF wait
+        (``tf_timeout_s`` of bag time after it was synchronised) ended before ``expire_before``, single-view.
+        """
         wait_ns = int(self.o.tf_timeout_s * 1e9)
         while self.pending and not self.done:
             frame, arrived = self.pending[0]
             pose, error = self._pose(frame) if self.has_tf else (None, None)
-            if error is not None and not final and self.now_ns - max(arrived, frame.stamp_ns) < wait_ns:
-                return  # TF for this stamp may still come
-            self.pending.popleft()
             if error is not None:
+                if expire_before is None or max(arrived, frame.stamp_ns) + wait_ns >= expire_before:
+                    return  # TF for this stamp may still come
                 self.counts["no_pose"] += 1
                 self.stats.problem("tf", error, counter="tf_failures")
-                self._warn(f"no pose of {frame.frame_id} in {self.o.world_frame}: {error}; frame ran single-view")
+                self._warn(f"no pose of {frame.frame_id} in {self.o.world_frame} after {self.o.tf_timeout_s:g} s: "
+                           f"{error}; frame ran single-view")
+            self.pending.popleft()
             self._process(frame.with_pose(pose))
 
     def _process(self, frame: Frame) -> None:
@@ -338,7 +358,8 @@ class _Replay:
             return
         self.last_diag_ns = self.now_ns
         header = conversions.make_header(self.types, self.now_ns, "")
-        info = {"device": self.o.device, "model": self.model_description, "precision": "fp32",
+        info = {"device": self.o.device, "model": self.model_description,
+                "precision": self.pipelines["multi_view"].precision,
                 "input_size": "{}x{}".format(*self.config.input_size), "source": f"replay of {self.bag.name}"}
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
@@ -376,7 +397,7 @@ class _Replay:
             self.montage.add(frame.rgb, item["results"]["multi_view"], gt)
 
     def finish(self) -> None:
-        self._run_ready(final=True)
+        self._run_ready(expire_before=2**63)
         for _ in self.pending:  # left over after --limit
             self._drop("limit")
         self.pending.clear()
@@ -450,7 +471,11 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
                           options.depth_gt_topic, options.semantic_gt_topic) if t in available]
     out_dir.mkdir(parents=True, exist_ok=True)
     messages = read_bag(bag, wanted)
-    state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__)
+    try:
+        state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__)
+    except BaseException:
+        messages.close()
+        raise
     error = None
     try:
         for topic, t_ns, msg in messages:
@@ -460,6 +485,9 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
         state.finish()
     except BagError as exc:
         error = str(exc)
+    except BaseException as exc:  # a crash or Ctrl-C: still close the bag and write the report, then re-raise
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         messages.close()
         summary = state.close(error)

@@ -112,7 +112,7 @@ class ModeEvaluator:
             pred_t, gt_t = torch.from_numpy(pred_depth)[None, None], torch.from_numpy(gt.depth)[None, None]
             one = DepthMeter()
             one.update(pred_t, gt_t)
-            self.meters["depth"].update(pred_t, gt_t)
+            self.meters["depth"].sums += one.sums  # pooled = sum of the per-frame sums (no second pass)
             out.update(one.compute())
             if products.normals is not None:
                 pred_n = _resize(products.normals, hw)
@@ -123,9 +123,9 @@ class ModeEvaluator:
         if gt.semantic is not None and products.labels is not None:
             pred_l = torch.from_numpy(_resize(products.labels, hw))[None]
             gt_l = torch.from_numpy(gt.semantic)[None]
-            self.meters["semantic"].update(pred_l, gt_l)
             one = SemanticMeter(self.meters["semantic"].num_classes)
             one.update(pred_l, gt_l)
+            self.meters["semantic"].confusion += one.confusion
             out.update(one.compute())
         return out
 
@@ -138,7 +138,7 @@ class ModeEvaluator:
                                                                           previous[1], current[2], previous[2])]
         one = CrossViewMeter()
         one.update(*args)
-        self.meters["temporal"].update(*args)
+        self.meters["temporal"].sums += one.sums
         return {k.replace("cross_view/", "temporal/"): v for k, v in one.compute().items()}
 
     def reset_temporal(self) -> None:

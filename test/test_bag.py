@@ -142,6 +142,12 @@ def test_write_errors(tmp_path, seq_dir):
         write_bag(seq_dir, tmp_path / "x", storage="bag")
     with pytest.raises(BagError, match="no frames to write"):
         write_bag([], tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()  # no half-written bag left behind
+    frames = render_sequence(1, 2, (16, 12))
+    frames[1].K = frames[1].K * 2
+    with pytest.raises(BagError, match="frame 1 changes K or image size"):
+        write_bag(frames, tmp_path / "two_cameras")
+    assert not (tmp_path / "two_cameras").exists()
     with pytest.raises(BagError, match="rate_hz must be positive"):
         write_bag(seq_dir, tmp_path / "y", rate_hz=0)
 
@@ -195,3 +201,21 @@ def test_ros2_deserialises_the_recorded_bytes(tmp_path, seq_dir):
                 assert msg.encoding == "rgb8" and msg.width == 32
             else:
                 np.testing.assert_array_equal(np.asarray(msg.k).reshape(3, 3), seq.K)
+
+
+def test_types_missing_from_the_jazzy_store_come_from_the_bag(tmp_path):
+    """A bag with a custom message (its definition stored in the bag) still reads."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(get_types_from_msg("float64 score\nstring note", "test_msgs/msg/Score"))
+    cls = store.types["test_msgs/msg/Score"]
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/score", "test_msgs/msg/Score", typestore=store)
+        for i in range(3):
+            writer.write(conn, 10 + i, store.serialize_cdr(cls(score=float(i), note=f"n{i}"), "test_msgs/msg/Score"))
+    got = list(read_bag(tmp_path / "bag"))
+    assert [(topic, t, msg.score, msg.note) for topic, t, msg in got] == [
+        ("/score", 10 + i, float(i), f"n{i}") for i in range(3)
+    ]

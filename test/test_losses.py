@@ -3,6 +3,7 @@ the loss-term registry."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -70,7 +71,7 @@ def test_loss_minimal_for_perfect_and_grows_with_corruption(task, kind):
     for level in (0.1, 0.4, 1.0):
         values.append(float(crit(batch, corrupt(perfect, level))[0]))
     assert values[0] < 1e-6, values
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in itertools.pairwise(values)), values
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -142,7 +143,7 @@ def test_registered_extra_term_with_features():
     assert any(p is crit.terms["test_feature_norm"].scale for p in crit.parameters())
     out = perfect_outputs(batch) | {"features": {"image": torch.ones(B, 4, 2, 2)}}
     total, logs = crit(batch, out)
-    assert logs["loss/feature_norm"] == pytest.approx(2.0) and float(total) == pytest.approx(1.0, abs=1e-5)
+    assert logs["loss/feature_norm"] == pytest.approx(2.0) and float(total.detach()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="test_feature_norm"):
         register_loss("test_feature_norm")(type("Other", (LossTerm,), {}))
 

@@ -73,8 +73,9 @@ def quiet(**kwargs) -> ReplayOptions:
     return ReplayOptions(progress=False, **kwargs)
 
 
-def copy_bag_without(src, dst, drop: set[str]) -> None:
-    """Copy a bag message for message, leaving out the ``drop`` topics."""
+def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None) -> None:
+    """Copy a bag message for message, leaving out the ``drop`` topics and recording some topics later."""
+    delay_s = delay_s or {}
     with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
         for c in reader.connections:
@@ -82,7 +83,7 @@ def copy_bag_without(src, dst, drop: set[str]) -> None:
                 conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=typestore(),
                                                     offered_qos_profiles=c.ext.offered_qos_profiles)
         for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
-            writer.write(conns[c.id], t, raw)
+            writer.write(conns[c.id], t + round(delay_s.get(c.topic, 0.0) * 1e9), raw)
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +203,26 @@ def test_db3_input_and_limit(tmp_path):
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
     bag = tmp_path / "no_tf"
-    copy_bag_without(wall_bag, bag, {topics.TF_TOPIC, topics.TF_STATIC_TOPIC})
+    copy_bag(wall_bag, bag, drop={topics.TF_TOPIC, topics.TF_STATIC_TOPIC})
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
     assert s["has_tf"] is False
     assert s["counts"]["processed"] == 4 and s["multi_view"]["single_view_frames"] == 4
     assert "temporal/abs_rel" not in s["multi_view"]["metrics"]  # no poses: nothing to reproject with
     assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert "no TF in the bag" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("delay_s", "posed"), [(0.05, True), (0.15, False)], ids=["tf-late-in-time", "tf-too-late"])
+def test_frames_wait_for_tf_recorded_after_the_image(wall_bag, tmp_path, delay_s, posed):
+    """/tf recorded after its image: frames wait up to tf_timeout_s (0.1 s) of bag time, then run single-view."""
+    bag = tmp_path / "late_tf"
+    copy_bag(wall_bag, bag, delay_s={topics.TF_TOPIC: delay_s})
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4
+    if posed:
+        assert s["multi_view"]["single_view_frames"] == 1 and s["counts"]["no_pose"] == 0
+    else:
+        assert s["multi_view"]["single_view_frames"] == 4 and s["counts"]["no_pose"] >= 1
 
 
 def test_truncated_bag_fails_clearly(wall_bag, tmp_path, capsys):

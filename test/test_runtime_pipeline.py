@@ -144,3 +144,17 @@ def test_bad_frames_and_options_raise(model):
     assert pipe.precision == "fp32"
     pipe.close()
     assert pipe.model is None
+
+
+def test_load_model_forms(model, tmp_path):
+    from mtl3d_perception.model import save_checkpoint
+    from mtl3d_perception.runtime.loading import load_model
+
+    built, description = load_model("preset:tiny")
+    assert "RANDOM" in description and tuple(built.config.input_size) == (160, 120)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path)
+    loaded, description = load_model(str(path))
+    assert description == str(path) and tuple(loaded.config.input_size) == (NET_W, NET_H)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_model(str(tmp_path / "missing.safetensors"))

@@ -7,7 +7,7 @@ sequence folder lazily and ``write_sequence`` writes one; ``write_bag`` / ``read
 ``read_bag_sequence`` turn sequences into bags with the project's topics and back.
 """
 
-from mtl3d_perception.data.bag import BagError, read_bag, read_bag_sequence, write_bag
+from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, read_bag_sequence, write_bag
 from mtl3d_perception.data.sequence import PosedSequence, SequenceError, SequenceFrame, write_sequence
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics, iter_sequence, render_sequence
 
@@ -17,6 +17,7 @@ __all__ = [
     "SequenceError",
     "SequenceFrame",
     "SyntheticScene",
+    "bag_topics",
     "default_intrinsics",
     "iter_sequence",
     "read_bag",

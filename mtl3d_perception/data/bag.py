@@ -24,14 +24,24 @@ rebuilds frames (image, K, stamp, pose through the TF chain, ground truth) from 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
+import shutil
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.interfaces import (
+    MessageDefinitionFormat,
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 
@@ -127,7 +137,7 @@ def write_bag(
 
     Raises:
         BagError: unknown storage, ``out_path`` exists or has a storage suffix, no frames, or frames
-            whose K or size change mid-sequence.
+            whose K or size change mid-sequence (the partly written bag is removed).
         SequenceError: ``source`` is a malformed sequence folder.
     """
     if storage not in STORAGES:
@@ -152,7 +162,10 @@ def write_bag(
     try:
         _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, out_path)
     except BaseException:
-        writer.close()
+        # a half-written conversion is of no use and would block a re-run: remove the folder we created
+        with contextlib.suppress(Exception):
+            writer.close()
+        shutil.rmtree(out_path, ignore_errors=True)
         raise
     writer.close()
     return out_path
@@ -209,8 +222,12 @@ def _register_missing_types(store, connections) -> None:
         if conn.msgtype in store.types or not conn.msgdef.data:
             continue
         try:
-            if conn.msgdef.data.startswith("=" * 80 + "\nIDL: ") or "module " in conn.msgdef.data:
-                missing.update(get_types_from_idl(conn.msgdef.data))
+            if conn.msgdef.format == MessageDefinitionFormat.IDL:
+                # several IDL files are stored as "=====...\nIDL: name\n<idl>" blocks (rosbag2 convention)
+                sep = "=" * 80 + "\n"
+                blocks = conn.msgdef.data.split(sep)[1:] if conn.msgdef.data.startswith(sep) else [conn.msgdef.data]
+                for block in blocks:
+                    missing.update(get_types_from_idl(block.split("\n", 1)[1] if block.startswith("IDL: ") else block))
             else:
                 missing.update(get_types_from_msg(conn.msgdef.data, conn.msgtype))
         except TypesysError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,8 @@ class ModelConfig:
     input_size: tuple[int, int] = (160, 120)
     # Cross-view Module g = e . m . s
     use_cvm: bool = True
-    cvm_stages: tuple[int, int, int] = (32, 48, 64)  # s(.) widths at strides 2, 4, 8
-    cvm_channels: int = 64  # s(.) output width = m(.) model width
+    cvm_stages: tuple[int, int, int] = (16, 32, 48)  # s(.) widths at strides 2, 4, 8
+    cvm_channels: int = 48  # s(.) output width = m(.) model width
     cvm_layers: int = 2  # M blocks of (self-view, cross-view) attention
     cvm_heads: int = 1
     cvm_window_splits: int = 2  # the feature map is cut into splits x splits windows
@@ -117,13 +118,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check ``value`` against the annotation ``hint`` and convert lists to tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     bad = ConfigError(f"model config key {key!r} expects {_hint_name(hint)}, got {value!r}")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, list | tuple):
             raise bad
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(key, v, args[0]) for v in value)
@@ -143,7 +144,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise bad
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
         return float(value)
     if hint is str:

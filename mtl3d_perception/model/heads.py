@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
 
 _REFINERS: dict[str, Callable[..., nn.Module]] = {}
+# Refiners shipped in the package register on import; imported when a config names them, so
+# `refiner: pap` works without the caller importing the module first.
+_BUILTIN_REFINERS = {"pap": "mtl3d_perception.model.pap"}
 
 
 def register_refiner(name: str):
@@ -50,6 +54,8 @@ def list_refiners() -> list[str]:
 def build_refiner(config: ModelConfig, task_channels: dict[str, int]) -> nn.Module | None:
     if config.refiner is None:
         return None
+    if config.refiner not in _REFINERS and config.refiner in _BUILTIN_REFINERS:
+        importlib.import_module(_BUILTIN_REFINERS[config.refiner])
     try:
         cls = _REFINERS[config.refiner]
     except KeyError:
@@ -106,11 +112,10 @@ class Predictor(nn.Module):
         self.task = task
         self.conv = nn.Conv2d(cin, cout, 1)
         self.inv_min, self.inv_max = 1.0 / depth_range[1], 1.0 / depth_range[0]
-        if task == "normals":  # start facing the camera (-z in the optical frame)
-            nn.init.zeros_(self.conv.weight)
+        if task == "normals":  # start facing the camera (-z in the optical frame), then learn
+            nn.init.normal_(self.conv.weight, std=1e-3)
             with torch.no_grad():
                 self.conv.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
-            nn.init.normal_(self.conv.weight, std=1e-3)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         y = _resize(self.conv(x), size).float()

@@ -12,7 +12,7 @@ source with the identity pose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -62,24 +62,24 @@ class FrameFeatures:
         levels = [torch.cat([f.image[i] for f in items]) for i in range(len(items[0].image))]
         return FrameFeatures(levels, spatial, items[0].size)
 
-    def __iter__(self):  # lets tools such as torch.utils._pytree-free code unpack it
-        return (getattr(self, f.name) for f in fields(self))
-
 
 class CvMMTL(nn.Module):
     """3D-aware multi-task network (semantic, metric depth, normals, boundary) of DESIGN §5 "Model"."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
         self.encoder = build_encoder(config)
+        # Resolve the encoder's normalisation into the config (timm's pretrained cfg), so a
+        # checkpoint states the exact mean/std its weights expect.
+        config = config.replace(
+            image_mean=tuple(config.image_mean or self.encoder.mean), image_std=tuple(config.image_std or self.encoder.std)
+        )
+        self.config = config
         self.cvm = CrossViewModule(config) if config.use_cvm else None
         cvm_channels = self.cvm.out_channels if self.cvm is not None else 0
         self.heads = MultiTaskHeads(config, self.encoder.feature_info, cvm_channels)
-        mean = config.image_mean or self.encoder.mean
-        std = config.image_std or self.encoder.std
-        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("cvm_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("cvm_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -138,7 +138,8 @@ class CvMMTL(nn.Module):
         if self.cvm is not None:
             spatial = torch.stack([ref.spatial] + [s.spatial for s in srcs], 1)  # [B, 1+S, C, h, w]
             H, W = ref.size
-            cross, cost = self.cvm.match(spatial, K.to(spatial.dtype), T_src_ref, (W, H))
+            # geometry stays float32 whatever the feature dtype (bf16 would move the principal point)
+            cross, cost = self.cvm.match(spatial, K.float(), T_src_ref.float(), (W, H))
             cvm = torch.cat([cost[:, 0], cross[:, 0].to(cost.dtype)], 1)
         return self._heads(ref, cvm, return_features)
 
@@ -194,12 +195,11 @@ class CvMMTL(nn.Module):
         cvm = None
         if self.cvm is not None:
             spatial = frames.spatial.view(B, V, *frames.spatial.shape[1:])
-            Vm = V
             if V == 1:
-                spatial, intrinsics, poses, Vm = spatial.repeat(1, 2, 1, 1, 1), intrinsics.repeat(1, 2, 1, 1), poses.repeat(1, 2, 1, 1), 2
+                spatial, intrinsics, poses = spatial.repeat(1, 2, 1, 1, 1), intrinsics.repeat(1, 2, 1, 1), poses.repeat(1, 2, 1, 1)
             T = geometry.relative_pose(poses[:, :, None], poses[:, None, :])  # [B, V, V]: view i <- view j
             H, W = frames.size
-            cross, cost = self.cvm.match(spatial, intrinsics.to(spatial.dtype), T, (W, H), all_views=True)
+            cross, cost = self.cvm.match(spatial, intrinsics.float(), T.float(), (W, H), all_views=True)
             cvm = torch.cat([cost, cross.to(cost.dtype)], 2)[:, :V].flatten(0, 1)
         out = self._heads(frames, cvm, return_features)
         return _unflatten(out, B, V)

@@ -28,8 +28,10 @@ _FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def _triton_available(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
-    from mtl3d_perception.ops import cost_volume_triton
-
+    try:
+        from mtl3d_perception.ops import cost_volume_triton
+    except ImportError:
+        return False
     return cost_volume_triton.INTERPRETED
 
 
@@ -111,6 +113,7 @@ def cost_volume(
     K: torch.Tensor,
     T_src_ref: torch.Tensor,
     depths: torch.Tensor,
+    *,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Plane-sweep correlation volume between a reference view and one or more source views (DESIGN §5).

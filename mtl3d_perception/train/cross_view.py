@@ -39,6 +39,7 @@ def _geometry_depth(pred: Tensor, gt: Tensor | None) -> tuple[Tensor, Tensor]:
     pred = pred.detach()
     if gt is None:
         return pred, torch.zeros_like(pred, dtype=torch.bool)
+    gt = gt.to(pred.dtype)
     is_gt = torch.isfinite(gt) & (gt > 0)
     return torch.where(is_gt, gt, pred), is_gt
 
@@ -75,7 +76,17 @@ def warp_pair(
         ``[B,1,H,W]`` (detached); when logits are given also ``prob_src`` ``[B,K,H,W]`` (warped source
         probabilities) and ``label_interior`` ``[B,1,H,W]`` (the sample is not on a source label edge).
     """
-    B, _, H, W = depth_ref.shape
+    # Geometry in float32 even under bf16 autocast: pixel coordinates need more than 8 mantissa bits.
+    with torch.autocast(depth_ref.device.type, enabled=False):
+        return _warp_pair(depth_ref.float(), depth_src.float(), K_ref.float(), K_src.float(), T_src_ref.float(),
+                          None if logits_ref is None else logits_ref.float(),
+                          None if logits_src is None else logits_src.float(),
+                          gt_depth_ref, gt_depth_src, occlusion_tol, conf_tau)
+
+
+def _warp_pair(depth_ref, depth_src, K_ref, K_src, T_src_ref, logits_ref, logits_src, gt_depth_ref, gt_depth_src,
+               occlusion_tol, conf_tau) -> dict[str, Tensor]:
+    _, _, H, W = depth_ref.shape
     geo_ref, ref_is_gt = _geometry_depth(depth_ref, gt_depth_ref)
     occ_src, _ = _geometry_depth(depth_src, gt_depth_src)
     # Where each reference pixel lands in the source view, and its z there.
@@ -184,7 +195,8 @@ class CrossViewLoss(nn.Module):
             pairs += [(v, 0) for v in range(1, V)]
         terms: dict[str, list[Tensor]] = {"depth": [], "semantic": [], "visible_fraction": []}
         for r, s in pairs:
-            T_src_ref = relative_pose(poses[:, s], poses[:, r])
+            with torch.autocast(poses.device.type, enabled=False):  # float32 poses (see warp_pair)
+                T_src_ref = relative_pose(poses[:, s].float(), poses[:, r].float())
             part = cross_view_pair_loss(
                 depth[:, r], depth[:, s], K[:, r], K[:, s], T_src_ref,
                 logits_ref=None if semantic is None else semantic[:, r],

@@ -42,11 +42,11 @@ def colorize_error(err: np.ndarray, max_err: float) -> np.ndarray:
 
 
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
-    """Normals ``[H,W,3]`` -> RGB ``(n + 1) / 2`` with the x axis flipped so that facing surfaces look
-    like the usual NYU rendering; NaN grey.
+    """Normals ``[H,W,3]`` -> RGB ``(1 - n) / 2``: the outward direction as colour, so a wall facing the
+    camera is blue and the floor green; NaN grey.
     """
     ok = np.isfinite(normals).all(-1)
-    n = np.where(ok[..., None], normals, 0.0) * np.array([-1.0, -1.0, -1.0])
+    n = -np.where(ok[..., None], normals, 0.0)
     rgb = np.uint8(np.clip((n + 1.0) * 127.5, 0, 255))
     rgb[~ok] = _GREY
     return rgb

@@ -308,7 +308,7 @@ class Trainer:
                 "format": STATE_FORMAT,
                 "step": self.step,
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"},
+                "scheduler": self.scheduler.state_dict(),
                 "criterion": self.criterion.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0),
