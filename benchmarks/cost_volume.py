@@ -5,9 +5,8 @@
 
 Forward and forward+backward times are medians after warm-up (CUDA events on GPU, perf_counter on
 CPU), with the 20/80 % quantiles. Peak memory is what one call adds on top of its inputs: the CUDA
-caching allocator's peak, or on CPU the rise of the process's resident-set high-water mark (Linux
-/proc/self/clear_refs; glibc is told to mmap every allocation >= 64 KiB so that freed blocks leave
-the RSS and each call's peak is seen). Throughput is counted against the floor of
+caching allocator's peak, or on CPU the peak of the allocator's running total recorded by
+torch.profiler(profile_memory=True). Throughput is counted against the floor of
 ../shared/notes/cost_volume_performance.md §2: each input read once and each output written once
 (bytes), 10 FLOP per channel per output and source forward (bilinear + dot), 28 for forward+backward.
 """
@@ -15,7 +14,6 @@ the RSS and each call's peak is seen). Throughput is counted against the floor o
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import os
 import statistics
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch._C._profiler import _EventType
 
 from mtl3d_perception.ops import cost_volume
 from mtl3d_perception.ops.cost_volume_reference import pixel_rays, projection_coefficients, sample_grid
@@ -81,25 +80,22 @@ def make_inputs(size: Size, dtype: torch.dtype, device: str):
     return ref, src, K.repeat(size.B, 1, 1).to(device), T.to(device), depths.to(device)
 
 
-class _CpuPeak:
-    """Rise of VmHWM over the pre-call VmRSS (Linux only; None elsewhere)."""
-
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-    def __enter__(self):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the high-water mark to the current RSS
-        self.before = self._status("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = self._status("VmHWM") - self.before
+def _cpu_peak(fn) -> int:
+    """Peak of the CPU allocator's running total during fn, from torch.profiler allocation events."""
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    allocs, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        e = stack.pop()
+        if e.tag == _EventType.Allocation:
+            allocs.append((e.start_time_ns, e.extra_fields.total_allocated, e.extra_fields.alloc_size))
+        stack.extend(e.children)
+    if not allocs:
+        return 0
+    allocs.sort()
+    return max(a[1] for a in allocs) - (allocs[0][1] - allocs[0][2])
 
 
 def measure_peak(fn, device: str) -> float | None:
@@ -111,12 +107,7 @@ def measure_peak(fn, device: str) -> float | None:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    try:
-        with _CpuPeak() as p:
-            fn()
-        return p.peak
-    except OSError:
-        return None
+    return _cpu_peak(fn)
 
 
 def time_fn(fn, device: str, warmup: int, repeats: int) -> tuple[float, float, float]:
@@ -194,12 +185,6 @@ def run(args) -> list[dict]:
                 f"  measured {size.name:<22} {name:<24} fwd {t_f[0]:9.2f} ms  fwd+bwd {t_fb[0]:9.2f} ms",
                 flush=True,
             )
-    # Peaks last: on CPU the mallopt below changes allocation cost, so it must not touch the timings.
-    if device == "cpu":
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: mmap (and unmap) >= 64 KiB
-        except OSError:
-            pass
     for row in rows:
         row["peak_fwd"] = measure_peak(row.pop("fwd_fn"), device)
         row["peak_fwdbwd"] = measure_peak(row.pop("fwdbwd_fn"), device)
@@ -231,7 +216,7 @@ def print_table(rows: list[dict], device: str, dtype: str) -> None:
             f"| {s.name} ({s.B},{s.S},{s.C},{s.h},{s.w},{s.D}) | {r['variant']} "
             f"| {f_ms:.3f} ({r['fwd'][1]:.3f}-{r['fwd'][2]:.3f}) | {fb_ms:.3f} ({r['fwdbwd'][1]:.3f}-{r['fwdbwd'][2]:.3f}) "
             f"| {peak(r['peak_fwd'])} | {peak(r['peak_fwdbwd'])} "
-            f"| {r['fwd_bytes'] / f_ms / 1e6:.1f} | {r['fwd_flop'] / f_ms / 1e6:.1f} | {r['fwdbwd_flop'] / fb_ms / 1e6:.1f} |"
+            f"| {r['fwd_bytes'] / f_ms / 1e6:.3g} | {r['fwd_flop'] / f_ms / 1e6:.3g} | {r['fwdbwd_flop'] / fb_ms / 1e6:.3g} |"
         )
         if peaks:
             floor_ms = max(r["fwd_bytes"] / (peaks[0] * 1e6), r["fwd_flop"] / (peaks[1] * 1e9))

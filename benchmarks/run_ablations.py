@@ -26,9 +26,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# row -> (config name, label regime)
-ROWS: dict[str, tuple[str, str]] = {
+# row -> (config name, label regime[, seed]); base_full_seed1 measures seed-to-seed noise.
+ROWS: dict[str, tuple] = {
     "base_full": ("base", "full"),
+    "base_full_seed1": ("base", "full", 1),
     "cross_view": ("cross_view", "full"),
     "pap": ("pap", "full"),
     "base_one": ("base", "one"),
@@ -38,17 +39,19 @@ ROWS: dict[str, tuple[str, str]] = {
 }
 TABLES = {
     "Seed 002, cross-task consistency (label regimes)": ["base_one", "cross_task_one", "base_random", "cross_task_random"],
-    "Seed 003, cross-view consistency (two-view training)": ["base_full", "cross_view"],
+    "Seed 003, cross-view consistency (two-view training)": ["base_full", "base_full_seed1", "cross_view"],
     "Seed 004, pattern-affinitive propagation": ["base_full", "pap"],
 }
 BASELINE_OF = {"cross_task_one": "base_one", "cross_task_random": "base_random", "cross_view": "base_full",
-               "pap": "base_full"}
+               "pap": "base_full", "base_full_seed1": "base_full"}
 COLUMNS = ["semantic/miou", "depth/rmse", "depth/abs_rel", "normals/mean", "boundary/odsF", "cross_view/abs_rel"]
 
 
 def command(row: str, steps: int | None) -> str:
-    cfg, regime = ROWS[row]
+    cfg, regime, *seed = ROWS[row]
     cmd = f"mtl3d train --config config/train/ablation_{cfg}.yaml --label-regime {regime} out_dir=runs/ablation/{row}"
+    if seed:
+        cmd += f" seed={seed[0]}"
     if steps is not None:
         cmd += f" steps={steps}"
     return cmd + f" && mtl3d eval runs/ablation/{row}/checkpoints/last.safetensors --data synthetic:val:2"
@@ -78,8 +81,8 @@ def run_row(row: str, steps: int | None, out: Path) -> dict:
     from mtl3d_perception.train.evaluate import evaluate
     from mtl3d_perception.train.trainer import Trainer
 
-    cfg_name, regime = ROWS[row]
-    overrides = [f"data.label_regime={regime}", f"out_dir={out / row}"]
+    cfg_name, regime, *seed = ROWS[row]
+    overrides = [f"data.label_regime={regime}", f"out_dir={out / row}"] + [f"seed={s}" for s in seed]
     if steps is not None:
         overrides.append(f"steps={steps}")
     cfg = load_config(ROOT / "config" / "train" / f"ablation_{cfg_name}.yaml", overrides)

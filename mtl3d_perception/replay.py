@@ -104,13 +104,19 @@ class ReplayOptions:
     progress: bool = True
 
 
-def _count(bag: Path, topic: str) -> int | None:
-    """Messages on ``topic`` according to the bag's index (None when the index cannot say)."""
+def _bag_index(bag: Path) -> tuple[dict[str, int], dict[str, list[Qos]]]:
+    """Message counts and offered QoS per topic from the bag's index (empty when the index cannot say)."""
+    counts: dict[str, int] = {}
+    qos: dict[str, list[Qos]] = {}
     try:
         with Reader(bag) as reader:
-            return sum(c.msgcount for c in reader.connections if c.topic == topic) or None
-    except Exception:  # the count only sizes the progress bar and the montage; read_bag reports real problems
-        return None
+            for c in reader.connections:
+                counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
+                if getattr(c.ext, "offered_qos_profiles", None):
+                    qos[c.topic] = list(c.ext.offered_qos_profiles)
+    except Exception:  # only sizes the progress bar and copies QoS; read_bag reports real problems
+        pass
+    return counts, qos
 
 
 class _OutputBag:
@@ -130,9 +136,11 @@ class _OutputBag:
         self.last_ns = 0
         self.counts: dict[str, int] = {}
 
-    def write(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos) -> None:
+    def write(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos | list[Qos]) -> None:
         if topic not in self.conns:
-            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store, offered_qos_profiles=[qos])
+            profiles = qos if isinstance(qos, list) else [qos]
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store,
+                                                           offered_qos_profiles=profiles)
         self.last_ns = max(self.last_ns, int(t_ns))
         self.writer.write(self.conns[topic], self.last_ns, self.store.serialize_cdr(msg, msgtype))
         self.counts[topic] = self.counts.get(topic, 0) + 1
@@ -205,7 +213,8 @@ class _Replay:
         cfg = model.config
         self.config = cfg
         self.evaluators = {mode: ModeEvaluator(len(cfg.classes), cfg.depth_max) for mode in self.pipelines}
-        expected = _count(bag, o.image_topic)
+        counts, self.input_qos = _bag_index(bag)
+        expected = counts.get(o.image_topic) or None
         if o.limit is not None:
             expected = o.limit if expected is None else min(expected, o.limit)
         rows = max(1, min(o.montage_frames, expected or o.montage_frames))
@@ -242,8 +251,8 @@ class _Replay:
         o = self.o
         self._run_ready(expire_before=t_ns)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
-        qos = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
-        self.writer.write(topic, self.available[topic], t_ns, msg, qos)
+        default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
+        self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
             self._add_tf(msg, static=topic == o.tf_static_topic)
         elif topic == o.image_topic:
@@ -372,17 +381,27 @@ class _Replay:
         while self.to_evaluate:
             item = self.to_evaluate[0]
             stamp = item["frame"].stamp_ns
-            have_all = ((self.o.depth_gt_topic not in self.available or stamp in self.gt_depth)
-                        and (self.o.semantic_gt_topic not in self.available or stamp in self.gt_semantic))
+            have_all = ((self.o.depth_gt_topic not in self.available or self._gt(self.gt_depth, stamp) is not None)
+                        and (self.o.semantic_gt_topic not in self.available
+                             or self._gt(self.gt_semantic, stamp) is not None))
             if not (final or have_all or self.now_ns - stamp > 1_000_000_000):
                 return
             self.to_evaluate.popleft()
             self._evaluate(item)
 
+    def _gt(self, store: OrderedDict, stamp_ns: int) -> np.ndarray | None:
+        """The ground truth whose stamp is nearest ``stamp_ns``, within the sync slop (None: there is none)."""
+        if stamp_ns in store:
+            return store[stamp_ns]
+        best = min(store, key=lambda s: abs(s - stamp_ns), default=None)
+        if best is None or abs(best - stamp_ns) > int(self.o.sync_slop_s * 1e9):
+            return None
+        return store[best]
+
     def _evaluate(self, item: dict[str, Any]) -> None:
         frame: Frame = item["frame"]
-        gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self.gt_depth.get(frame.stamp_ns),
-                                                  self.gt_semantic.get(frame.stamp_ns))
+        gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._gt(self.gt_depth, frame.stamp_ns),
+                                                  self._gt(self.gt_semantic, frame.stamp_ns))
         record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.pose is not None}
         for mode, products in item["results"].items():
             values = self.evaluators[mode].add(products, frame.pose, gt)

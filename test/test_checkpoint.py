@@ -185,3 +185,19 @@ def test_checkpoint_of_every_preset_architecture_loads(tmp_path):
         assert loaded.config.encoder == model.config.encoder
         k = next(iter(model.state_dict()))
         assert torch.equal(loaded.state_dict()[k], model.state_dict()[k])
+
+
+def test_mtl3d_info_on_preset_and_checkpoint(trained, capsys):
+    from mtl3d_perception.cli import main
+
+    _, path = trained
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "depth_rmse: 0.5" in text and "synthetic:seed0" in text
+    for part in ("encoder", "cvm", "heads", "total"):
+        assert f"  {part}" in text
+    assert main(["info", "tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"]["total"] == sum(info["parameters"][p] for p in ("encoder", "cvm", "heads"))
+    assert info["flops"]["cvm"] > 0 and info["config"]["encoder"] == "tiny_cnn"
+    assert main(["info", "no_such_preset"]) == 1

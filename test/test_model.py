@@ -364,3 +364,31 @@ def test_torch_compile_tiny_matches_eager():
         out = compiled(images, K, poses)
     for t in TASKS:
         torch.testing.assert_close(out[t], eager[t], atol=1e-4, rtol=1e-4)
+
+
+def test_plane_sweep_peaks_at_the_true_depth():
+    """Wiring of e(.): K resized to the feature grid, T_src_ref direction, candidates from the config.
+
+    The source camera is the reference moved sideways by tx; a fronto-parallel plane at candidate
+    depth z then shifts the source features by f_feat * tx / z pixels, so the correlation of random
+    features peaks at that candidate.
+    """
+    from mtl3d_perception.geometry import depth_candidates, relative_pose
+    from mtl3d_perception.model.cvm import plane_sweep
+
+    cfg = ModelConfig(num_depth=16, depth_min=0.5, depth_max=8.0)
+    Wi, Hi, f = 256, 128, 160.0  # input size and focal; feature grid 32x16, f_feat = 20
+    K = torch.tensor([[[f, 0.0, (Wi - 1) / 2], [0.0, f, (Hi - 1) / 2], [0.0, 0.0, 1.0]]])
+    k = 5
+    z = float(depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth)[k])
+    shift = 3  # feature pixels
+    tx = shift * z / (f / 8)
+    T_world_ref, T_world_src = torch.eye(4)[None], torch.eye(4)[None].clone()
+    T_world_src[0, 0, 3] = tx
+    T_src_ref = relative_pose(T_world_src, T_world_ref)
+    ref = torch.randn(1, 32, Hi // 8, Wi // 8)
+    src = torch.zeros_like(ref)
+    src[..., : -shift] = ref[..., shift:]  # src(x') = ref(x' + shift)
+    cost = plane_sweep(ref, src[:, None], K, T_src_ref[:, None], (Wi, Hi), cfg.depth_range, cfg.num_depth)
+    best = cost[0, :, 2:-2, shift + 2 : -2].argmax(0)
+    assert (best == k).float().mean() > 0.95

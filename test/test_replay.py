@@ -192,9 +192,9 @@ def test_metrics_measure_a_known_depth_error(wall_bag, tmp_path):
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def test_db3_input_and_limit(tmp_path):
+def test_db3_file_input_and_limit(tmp_path):
     bag = write_bag(wall_frames(4), tmp_path / "bag_db3", storage="db3")
-    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(limit=3))
+    s = replay_bag(next(bag.glob("*.db3")), tmp_path / "out", WallStub(2.0), quiet(limit=3))  # the file itself
     assert s["counts"]["processed"] == 3
     with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}

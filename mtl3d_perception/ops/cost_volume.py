@@ -12,6 +12,9 @@ fla-org/flash-linear-attention `fla/ops/utils/pooling.py`.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 import torch
 
 from mtl3d_perception.ops.cost_volume_reference import (
@@ -22,6 +25,9 @@ from mtl3d_perception.ops.cost_volume_reference import (
 )
 
 BACKENDS = ("auto", "reference", "triton")
+# Checked once, without importing triton (its import is slow and reads TRITON_INTERPRET).
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_log = logging.getLogger(__name__)
 _FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -102,6 +108,17 @@ def _backward(ctx, grad):
 _cost_volume_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+_warned_no_triton = False
+
+
+def _warn_no_triton() -> None:
+    global _warned_no_triton
+    _warned_no_triton = True
+    _log.warning(
+        "triton is not installed: the cost volume uses the PyTorch reference on CUDA (slower, more memory)"
+    )
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
@@ -173,7 +190,9 @@ def cost_volume(
         _check(t.device == ref.device, f"{name} is on {t.device} but ref is on {ref.device}")
     _check(C >= 1 and h >= 1 and w >= 1, f"ref must have non-empty C, h, w, got shape {tuple(ref.shape)}")
     if backend == "auto":
-        backend = "triton" if ref.device.type == "cuda" else "reference"
+        backend = "triton" if ref.device.type == "cuda" and _HAS_TRITON else "reference"
+        if ref.device.type == "cuda" and not _HAS_TRITON and not _warned_no_triton:
+            _warn_no_triton()
     if backend == "triton":
         _check(
             ref.dtype != torch.float64,

@@ -73,7 +73,9 @@ def pixel_rays(coef: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return M[..., :, 0, None] * x.reshape(-1) + M[..., :, 1, None] * y.reshape(-1) + M[..., :, 2, None]
 
 
-def sample_grid(rays: torch.Tensor, offset: torch.Tensor, depths: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def sample_grid(
+    rays: torch.Tensor, offset: torch.Tensor, depths: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
     """`grid_sample` grid for one source and a chunk of depth planes.
 
     Args:
