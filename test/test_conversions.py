@@ -240,3 +240,73 @@ def test_compat_cv_bridge():
         bridge.imgmsg_to_cv2(bridge.cv2_to_imgmsg(_sample("16UC1"), "16UC1", header), desired_encoding="rgb8")
     with pytest.raises(CvBridgeError, match="encoding"):
         bridge.cv2_to_imgmsg(rgb, header=header)  # uint8 x3 is ambiguous (rgb8 or bgr8)
+
+
+# --------------------------------------------------------------------------- ros/messages.py (node and replay)
+
+K_SMALL = np.array([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]])
+
+
+def _frame_messages(types, *, encoding="rgb8", K=K_SMALL, info_wh=(7, 5), frame_id="cam"):
+    header = cv.make_header(types, 7_000_000_123, frame_id)
+    image = cv.make_image(types, header, _sample(encoding), encoding)
+    return image, cv.make_camera_info(types, header, K, *info_wh)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_frame_from_messages_and_bad_input(flavour):
+    from mtl3d_perception.ros.messages import BadInput, frame_from_messages
+
+    types = flavour()
+    image, info = _frame_messages(types, encoding="bgr8")
+    frame = frame_from_messages(image, info)
+    assert (frame.stamp_ns, frame.frame_id, frame.size, frame.pose) == (7_000_000_123, "cam", (7, 5), None)
+    np.testing.assert_array_equal(frame.rgb, _sample("bgr8")[..., ::-1])
+    np.testing.assert_array_equal(frame.K, K_SMALL)
+    bad = {"encoding": {"encoding": "16UC1"}, "intrinsics": {"K": np.zeros((3, 3))},
+           "size_mismatch": {"info_wh": (14, 10)}, "frame_id": {"frame_id": ""}}
+    for kind, kwargs in bad.items():
+        with pytest.raises(BadInput) as caught:
+            frame_from_messages(*_frame_messages(types, **kwargs))
+        assert caught.value.kind == kind, str(caught.value)
+
+
+def test_frame_from_bag_message_is_read_only_view():
+    """A deserialised bag message's buffer is read-only; the frame may share it (the pipeline copies if needed)."""
+    from mtl3d_perception.ros.messages import frame_from_messages
+
+    image, info = _frame_messages(TYPESTORE.types)
+    image = TYPESTORE.deserialize_cdr(TYPESTORE.serialize_cdr(image, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
+    np.testing.assert_array_equal(frame_from_messages(image, info).rgb, _sample("rgb8"))
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_products_to_messages(flavour):
+    from mtl3d_perception import topics
+    from mtl3d_perception.geometry import PointCloud
+    from mtl3d_perception.ros.messages import products_to_messages
+    from mtl3d_perception.runtime.products import Products
+
+    types = flavour()
+    mono, colour = _sample("mono8"), _sample("rgb8")
+    cloud = PointCloud(points=np.ones((4, 3), np.float32), rgb=np.zeros((4, 3), np.uint8),
+                       labels=np.arange(4, dtype=np.uint16), pixels=np.zeros((4, 2), int))
+    products = Products(stamp_ns=9_000_000_001, frame_id="cam", size=(7, 5), K=K_SMALL, depth=_sample("32FC1"),
+                        labels=mono, labels_color=colour, normals=_sample("32FC3"), normals_color=colour,
+                        boundary=mono, cloud=cloud, cloud_frame_id="odom")
+    msgs = products_to_messages(types, products)
+    assert set(msgs) == set(topics.OUTPUTS)
+    for name, msg in msgs.items():
+        assert cv.stamp_to_ns(msg.header.stamp) == 9_000_000_001
+        assert msg.header.frame_id == ("odom" if name == "points" else "cam")
+        encoding = topics.OUTPUTS[name][1]
+        if encoding is not None:
+            assert (msg.encoding, msg.width, msg.height) == (encoding, 7, 5)
+    np.testing.assert_array_equal(cv.image_to_array(msgs["semantic"]), mono)
+    np.testing.assert_allclose(cv.camera_info_to_K(msgs["depth/camera_info"]), K_SMALL)
+    np.testing.assert_array_equal(cv.point_cloud2_to_arrays(msgs["points"]).labels, np.arange(4))
+    assert set(products_to_messages(types, products, outputs=["depth", "points"])) == {"depth", "points"}
+    products.depth = None  # no depth: no depth image and no depth/camera_info
+    assert not {"depth", "depth/camera_info"} & set(products_to_messages(types, products))
+    with pytest.raises(ValueError, match="unknown outputs"):
+        products_to_messages(types, products, outputs=["depth", "nope"])

@@ -392,3 +392,29 @@ def test_plane_sweep_peaks_at_the_true_depth():
     cost = plane_sweep(ref, src[:, None], K, T_src_ref[:, None], (Wi, Hi), cfg.depth_range, cfg.num_depth)
     best = cost[0, :, 2:-2, shift + 2 : -2].argmax(0)
     assert (best == k).float().mean() > 0.95
+
+
+def test_transformer_attends_within_windows():
+    """One unshifted block mixes only inside a window (in both views); the shifted block crosses windows."""
+    from mtl3d_perception.model.cvm import MultiViewTransformer
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 16, 8, 6)  # [B, V, C, h, w]: windows of 4x3, and a padded variant below
+    y = x.clone()
+    y[0, 0, :, 0, 0] += 1.0  # a change in the top-left window of view 0
+    one = MultiViewTransformer(16, layers=1, heads=2, splits=2, ffn_expansion=2).eval()
+    with torch.no_grad():
+        d = (one(x) - one(y)).abs().amax(2)  # [B, V, h, w]
+    assert d[0, :, :4, :3].amax() > 0 and d[0, 1, :4, :3].amax() > 0  # reaches the other view
+    assert d[0, :, 4:, :].amax() == 0 and d[0, :, :, 3:].amax() == 0
+    two = MultiViewTransformer(16, layers=2, heads=2, splits=2, ffn_expansion=2).eval()
+    with torch.no_grad():
+        d2 = (two(x) - two(y)).abs().amax(2)
+    assert d2[0, 0, 4:, 3:].amax() > 0  # through the shifted windows
+    # ...but not around the wrap of the roll: the far corner shares a rolled window with the
+    # top-left rows/columns only through the Swin mask
+    assert d2[0, :, 6:, 4:].amax() == 0
+    # padded grid (h=7 -> 8): real pixels do not see the padding
+    with torch.no_grad():
+        a = two(x[..., :7, :])
+    assert a.shape == (1, 2, 16, 7, 6) and torch.isfinite(a).all()

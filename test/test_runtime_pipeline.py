@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -126,6 +127,20 @@ def test_nan_pose_and_time_jump_are_warnings(model):
     products = pipe.process(_frame(2, x=0.1))
     assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
     assert pipe.history.stamps == [2 * S // 10]
+
+
+def test_preprocess_takes_read_only_and_strided_images(model):
+    """Frames decoded from bag messages share the message's read-only buffer; torch must not warn about it."""
+    rgb = np.random.default_rng(3).integers(0, 256, (NET_H, NET_W + 2, 3)).astype(np.uint8)
+    read_only = np.frombuffer(rgb[:, :NET_W].tobytes(), np.uint8).reshape(NET_H, NET_W, 3)
+    strided = rgb[:, :NET_W]  # rows padded, as in a message whose step exceeds width * 3
+    pipe = PerceptionPipeline(model)
+    for image in (read_only, strided):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _, tensor, _ = pipe.preprocess(Frame(0, "cam", image, K_CAM))
+        np.testing.assert_array_equal(tensor[0].permute(1, 2, 0).mul(255).round().byte().numpy(), rgb[:, :NET_W])
+    assert not read_only.flags.writeable
 
 
 def test_bad_frames_and_options_raise(model):

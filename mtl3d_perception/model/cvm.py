@@ -14,8 +14,7 @@
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,20 +72,24 @@ class SpatialEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def _sine_position(h: int, w: int, channels: int, like: torch.Tensor) -> torch.Tensor:
-    """DETR/GMFlow 2-D sine position encoding ``[channels, h, w]`` (normalised coordinates)."""
+def _sine_position(h: int, w: int, channels: int) -> np.ndarray:
+    """DETR/GMFlow 2-D sine position encoding ``[channels, h, w]`` (normalised coordinates), float32.
+
+    numpy, like the window masks below: constants of the feature size, built without dozens of tiny
+    torch ops (each one a thread synchronisation on a CPU).
+    """
     npf = channels // 2
-    y = torch.arange(1, h + 1, dtype=torch.float32, device=like.device)[:, None].expand(h, w) / h * 2 * math.pi
-    x = torch.arange(1, w + 1, dtype=torch.float32, device=like.device)[None, :].expand(h, w) / w * 2 * math.pi
-    dim_t = 10000 ** (2 * (torch.arange(npf, dtype=torch.float32, device=like.device) // 2) / npf)
+    y = np.broadcast_to(np.arange(1, h + 1, dtype=np.float32)[:, None] / h * 2 * np.pi, (h, w))
+    x = np.broadcast_to(np.arange(1, w + 1, dtype=np.float32)[None, :] / w * 2 * np.pi, (h, w))
+    dim_t = 10000 ** (2 * (np.arange(npf, dtype=np.float32) // 2) / npf)
     pos = []
     for coord in (y, x):
         p = coord[..., None] / dim_t  # [h, w, npf]
-        pos.append(torch.stack([p[..., 0::2].sin(), p[..., 1::2].cos()], -1).flatten(2))
-    pe = torch.cat(pos, -1).permute(2, 0, 1)  # [2*npf, h, w]
-    if pe.shape[0] < channels:
-        pe = F.pad(pe, [0, 0, 0, 0, 0, channels - pe.shape[0]])
-    return pe.to(like.dtype)
+        pos.append(np.stack([np.sin(p[..., 0::2]), np.cos(p[..., 1::2])], -1).reshape(h, w, -1))
+    pe = np.concatenate(pos, -1).transpose(2, 0, 1)  # [2*npf, h, w]
+    out = np.zeros((channels, h, w), np.float32)
+    out[: pe.shape[0]] = pe
+    return out
 
 
 def _window_partition(x: torch.Tensor, splits: int) -> torch.Tensor:
@@ -104,18 +107,18 @@ def _window_merge(x: torch.Tensor, splits: int, hp: int, wp: int) -> torch.Tenso
     return x.reshape(N, hp, wp, C)
 
 
-def _window_mask(hp: int, wp: int, splits: int, shift: bool, valid: torch.Tensor | None) -> torch.Tensor | None:
+def _window_mask(hp: int, wp: int, splits: int, shift: bool, h: int, w: int) -> np.ndarray | None:
     """Boolean ``[nW, n, n]`` (True = may attend) for (shifted) windows with padded keys masked out.
 
-    Shifted windows wrap around (``torch.roll``); tokens from different regions of the unrolled map
-    must not attend to each other (Swin's mask). A token may always attend to itself, so no row is
-    fully masked (padded queries are discarded afterwards).
+    The map is ``hp x wp`` of which the top-left ``h x w`` is real. Shifted windows wrap around
+    (``torch.roll``); tokens that were not neighbours before the roll must not attend to each other
+    (Swin's mask). A token may always attend to itself, so no row is fully masked (padded queries are
+    discarded afterwards).
     """
-    if not shift and valid is None:
+    if not shift and (h, w) == (hp, wp):
         return None
-    device = valid.device if valid is not None else None
     wh, ww = hp // splits, wp // splits
-    region = torch.zeros(hp, wp, device=device)
+    region = np.zeros((hp, wp), np.int64)
     if shift:
         sh, sw = wh // 2, ww // 2
         cnt = 0
@@ -123,15 +126,19 @@ def _window_mask(hp: int, wp: int, splits: int, shift: bool, valid: torch.Tensor
             for xs in (slice(0, wp - ww), slice(wp - ww, wp - sw), slice(wp - sw, wp)):
                 region[ys, xs] = cnt
                 cnt += 1
-    key_ok = torch.ones(hp, wp, dtype=torch.bool, device=device) if valid is None else valid
+    # ``region`` is laid out on the rolled map already (Swin's img_mask); the padding is where the
+    # unrolled map has it, so it is rolled like the features.
+    key_ok = np.zeros((hp, wp), bool)
+    key_ok[:h, :w] = True
     if shift:
-        region = torch.roll(region, (-(wh // 2), -(ww // 2)), (0, 1))
-        key_ok = torch.roll(key_ok, (-(wh // 2), -(ww // 2)), (0, 1))
-    region = _window_partition(region[None, :, :, None], splits)[0, :, :, 0]  # [nW, n]
-    key_ok = _window_partition(key_ok[None, :, :, None], splits)[0, :, :, 0]
+        key_ok = np.roll(key_ok, (-(wh // 2), -(ww // 2)), (0, 1))
+
+    def windows(a):  # [hp, wp] -> [nW, n], the order of _window_partition
+        return a.reshape(splits, wh, splits, ww).transpose(0, 2, 1, 3).reshape(splits * splits, wh * ww)
+
+    region, key_ok = windows(region), windows(key_ok)
     allowed = (region[:, :, None] == region[:, None, :]) & key_ok[:, None, :]
-    eye = torch.eye(allowed.shape[-1], dtype=torch.bool, device=allowed.device)
-    return allowed | eye
+    return allowed | np.eye(wh * ww, dtype=bool)[None]
 
 
 class _AttentionLayer(nn.Module):
@@ -183,17 +190,17 @@ class MultiViewTransformer(nn.Module):
         B, V, C, h, w = x.shape
         s = self.splits
         hp, wp = -(-h // s) * s, -(-w // s) * s
-        valid = None
         if (hp, wp) != (h, w):
             x = F.pad(x, [0, wp - w, 0, hp - h])
-            valid = torch.zeros(hp, wp, dtype=torch.bool, device=x.device)
-            valid[:h, :w] = True
         # Position encoding per window (GMFlow), so every window sees the same coordinates.
-        pe = _sine_position(hp // s, wp // s, C, x).repeat(1, s, s)
+        pe = torch.from_numpy(np.tile(_sine_position(hp // s, wp // s, C), (1, s, s))).to(x.device, x.dtype)
         t = (x + pe).permute(0, 1, 3, 4, 2).reshape(B * V, hp, wp, C)
         # Index of the other views for cross attention: view i attends to all j != i (itself when V == 1).
         others = [[j for j in range(V) if j != i] or [i] for i in range(V)]
-        masks = [_window_mask(hp, wp, s, shift, valid) for shift in (False, True)]
+        masks = []
+        for shift in (False, True):
+            m = _window_mask(hp, wp, s, shift, h, w)
+            masks.append(None if m is None else torch.from_numpy(m).to(x.device))
         for i, (self_layer, cross_layer) in enumerate(zip(self.self_attn, self.cross_attn)):
             shift = i % 2 == 1
             if shift:

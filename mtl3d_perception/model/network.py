@@ -133,9 +133,11 @@ class CvMMTL(nn.Module):
             tuple(T_src_ref.shape) == (B, len(srcs), 4, 4),
             f"T_src_ref must be [B, 4, 4] or [B, S, 4, 4] = [{B}, {len(srcs)}, 4, 4], got {tuple(T_src_ref.shape)}",
         )
+        for s in srcs:
+            _check(s.size == ref.size, f"source frame size {s.size} differs from the reference's {ref.size}")
         cvm = None
-        cross = None
         if self.cvm is not None:
+            _check(all(f.spatial is not None for f in [ref, *srcs]), "frame features lack the CvM's spatial features")
             spatial = torch.stack([ref.spatial] + [s.spatial for s in srcs], 1)  # [B, 1+S, C, h, w]
             H, W = ref.size
             # geometry stays float32 whatever the feature dtype (bf16 would move the principal point)

@@ -30,9 +30,9 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from mtl3d_perception import topics
-from mtl3d_perception.geometry import check_intrinsics
 from mtl3d_perception.ros import conversions, diagnostics
-from mtl3d_perception.ros.compat import FALLBACKS, cv_bridge, message_filters, tf2_ros
+from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
+from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
@@ -102,7 +102,6 @@ class PerceptionNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
-        self.bridge = cv_bridge.CvBridge()
         self.stats = diagnostics.RuntimeStats()
         self._last_log: dict[str, float] = {}
         if FALLBACKS:
@@ -207,7 +206,7 @@ class PerceptionNode(Node):
         """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
         self.stats.count("received")
         try:
-            frame = self.frame_from_messages(image, info)
+            frame = frame_from_messages(image, info)
         except BadInput as exc:
             self._problem(exc.kind, str(exc))
             return
@@ -225,28 +224,6 @@ class PerceptionNode(Node):
                 self.stats.count("dropped")
             self._pending.append((frame, time.monotonic()))
             self._cond.notify()
-
-    def frame_from_messages(self, image: Any, info: Any) -> Frame:
-        """Image + CameraInfo -> Frame; raises :class:`BadInput` saying what is wrong."""
-        try:
-            rgb = self.bridge.imgmsg_to_cv2(image, desired_encoding="rgb8")
-        except (cv_bridge.CvBridgeError, ValueError) as exc:
-            raise BadInput("encoding", str(exc)) from None
-        try:
-            K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
-        except ValueError as exc:
-            raise BadInput("intrinsics", str(exc)) from None
-        if (info.width, info.height) != (0, 0) and (info.width, info.height) != (image.width, image.height):
-            raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
-                                            f"{image.width}x{image.height}")
-        if not image.header.frame_id:
-            raise BadInput("frame_id", "image header has an empty frame_id; cannot look up its pose")
-        frame = Frame(conversions.stamp_to_ns(image.header.stamp), image.header.frame_id, rgb, K)
-        try:
-            frame.validate()
-        except ValueError as exc:
-            raise BadInput("image", str(exc)) from None
-        return frame
 
     # ------------------------------------------------------------------------------------ worker
 
@@ -338,25 +315,10 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------------------------ output
 
     def publish_products(self, products: Any) -> None:
-        """Products -> messages with the input's stamp and frame_id (the cloud's frame per ``cloud_frame``)."""
-        header = conversions.make_header(self.types, products.stamp_ns, products.frame_id)
-        W, H = products.size
-        on = self.publish_enabled
-        images = [
-            ("depth", products.depth, "32FC1"), ("semantic", products.labels, "mono8"),
-            ("semantic/color", products.labels_color, "rgb8"), ("normals", products.normals, "32FC3"),
-            ("normals/color", products.normals_color, "rgb8"), ("boundary", products.boundary, "mono8"),
-        ]
-        for name, array, encoding in images:
-            if array is not None and on[name.split("/")[0]]:
-                self.pubs[name].publish(self.bridge.cv2_to_imgmsg(array, encoding=encoding, header=header))
-        if on["depth"] and products.depth is not None:
-            self.pubs["depth/camera_info"].publish(conversions.make_camera_info(self.types, header, products.K, W, H))
-        if on["points"] and products.cloud is not None:
-            cloud = products.cloud
-            cloud_header = conversions.make_header(self.types, products.stamp_ns, products.cloud_frame_id)
-            self.pubs["points"].publish(conversions.make_point_cloud2(
-                self.types, cloud_header, cloud.points, rgb=cloud.rgb, labels=cloud.labels))
+        """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
+        enabled = [name for name in topics.OUTPUTS if self.publish_enabled[name.split("/")[0]]]
+        for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
+            self.pubs[name].publish(msg)
 
     def publish_diagnostics(self) -> None:
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
@@ -377,14 +339,6 @@ class PerceptionNode(Node):
         self._worker.join(timeout=30.0)
         self.pipeline.close()
         super().destroy_node()
-
-
-class BadInput(ValueError):
-    """An input message the node cannot use; ``kind`` names the diagnostics counter (``bad_input.<kind>``)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class _LogAdapter:

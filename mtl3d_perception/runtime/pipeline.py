@@ -131,7 +131,11 @@ class PerceptionPipeline:
             torch.cuda.synchronize(self.device)
 
     def preprocess(self, frame: Frame) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-        """Resize to the network size -> (rgb_net [h,w,3] uint8, image [1,3,h,w] float in [0,1], K_net [3,3])."""
+        """Resize to the network size -> (rgb_net [h,w,3] uint8, image [1,3,h,w] float in [0,1], K_net [3,3]).
+
+        ``frame.rgb`` may be read-only or strided (a view of a bag message's buffer); it is copied only then,
+        since ``torch.from_numpy`` needs a writable, contiguous array.
+        """
         W, H = frame.size
         w, h = self.net_size
         rgb = frame.rgb
@@ -139,7 +143,7 @@ class PerceptionPipeline:
             interp = cv2.INTER_AREA if w < W and h < H else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (w, h), interpolation=interp)
         K_net = resize_intrinsics(np.asarray(frame.K, np.float64), (W, H), (w, h))
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        image = torch.from_numpy(np.require(rgb, np.uint8, ("C", "W"))).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
         return rgb, image, K_net
 
     def _encode(self, image: torch.Tensor) -> Any:

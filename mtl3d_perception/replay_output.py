@@ -1,0 +1,80 @@
+"""The rosbag2 that `mtl3d replay` writes: ``DIR/output.mcap`` (+ ``metadata.yaml``), with each topic's QoS.
+
+The inputs are copied with the QoS their bag offered (:func:`bag_index`); the outputs get the node's:
+reliable, volatile, keep last 2 (``QOS_OUTPUT``), and ``/diagnostics`` keep last 10.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from mtl3d_perception.data.bag import typestore
+
+OUTPUT_BAG = "output.mcap"
+
+
+def _qos(depth: int) -> Qos:
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, QosDurability.VOLATILE, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
+QOS_OUTPUT = _qos(2)  # the node's OUTPUT_QOS: reliable, volatile, keep last 2
+QOS_DIAGNOSTICS = _qos(10)
+
+
+def bag_index(bag: Path) -> tuple[dict[str, int], dict[str, list[Qos]]]:
+    """Message counts and offered QoS per topic from the bag's index (empty when the index cannot say)."""
+    counts: dict[str, int] = {}
+    qos: dict[str, list[Qos]] = {}
+    try:
+        with Reader(bag) as reader:
+            for c in reader.connections:
+                counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
+                if getattr(c.ext, "offered_qos_profiles", None):
+                    qos[c.topic] = list(c.ext.offered_qos_profiles)
+    except Exception:  # only sizes the progress bar and copies QoS; read_bag reports real problems
+        pass
+    return counts, qos
+
+
+class OutputBag:
+    """The output rosbag2: written into a staging folder, then moved to ``DIR/output.mcap`` (+ metadata.yaml).
+
+    Timestamps never go back: a message older than the last one written is written at the last one's time.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.staging = out_dir / ".output_staging"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        for old in (out_dir / OUTPUT_BAG, out_dir / "metadata.yaml"):
+            old.unlink(missing_ok=True)
+        # the storage file is named after the bag folder: <staging>/output/output.mcap
+        self.writer = Writer(self.staging / "output", version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.store = typestore()
+        self.conns: dict[str, Any] = {}
+        self.last_ns = 0
+        self.counts: dict[str, int] = {}
+
+    def write(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos | list[Qos]) -> None:
+        if topic not in self.conns:
+            profiles = qos if isinstance(qos, list) else [qos]
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store,
+                                                           offered_qos_profiles=profiles)
+        self.last_ns = max(self.last_ns, int(t_ns))
+        self.writer.write(self.conns[topic], self.last_ns, self.store.serialize_cdr(msg, msgtype))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        self.writer.close()
+        bag_dir = self.staging / "output"
+        shutil.move(str(bag_dir / OUTPUT_BAG), self.out_dir / OUTPUT_BAG)
+        shutil.move(str(bag_dir / "metadata.yaml"), self.out_dir / "metadata.yaml")
+        shutil.rmtree(self.staging, ignore_errors=True)

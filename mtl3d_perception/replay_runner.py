@@ -1,0 +1,331 @@
+"""The loop of `mtl3d replay`: bag messages through the node's runtime, in bag time (see :mod:`mtl3d_perception.replay`).
+
+:func:`replay_bag` reads the bag in time order and feeds each message to ``_Replay``: image + camera_info go
+through the approximate-time synchroniser (``runtime.sync``) and become frames
+(``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
+each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
+through ``PerceptionPipeline`` and its products are written as the node's output messages
+(``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay_output`). Ground
+truth and metrics: :mod:`mtl3d_perception.replay_evaluation`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl3d_perception import topics
+from mtl3d_perception.data.bag import (
+    QOS_SENSOR,
+    QOS_TF,
+    QOS_TF_STATIC,
+    BagError,
+    bag_topics,
+    read_bag,
+    typestore,
+)
+from mtl3d_perception.replay_evaluation import ReplayEvaluation
+from mtl3d_perception.replay_output import OUTPUT_BAG, QOS_DIAGNOSTICS, QOS_OUTPUT, OutputBag, bag_index
+from mtl3d_perception.replay_report import write_report
+from mtl3d_perception.ros import conversions, diagnostics
+from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.sync import ApproximateTimeSync
+from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
+
+
+@dataclass
+class ReplayOptions:
+    """Topics, frames and runtime settings of a replay (defaults: DESIGN §5 and the node's parameters)."""
+
+    image_topic: str = topics.IMAGE_TOPIC
+    camera_info_topic: str = topics.CAMERA_INFO_TOPIC
+    tf_topic: str = topics.TF_TOPIC
+    tf_static_topic: str = topics.TF_STATIC_TOPIC
+    depth_gt_topic: str = topics.GT_DEPTH_TOPIC
+    semantic_gt_topic: str = topics.GT_SEMANTIC_TOPIC
+    world_frame: str = topics.WORLD_FRAME
+    node_name: str = topics.NODE_NAME
+    device: str = "cpu"
+    limit: int | None = None  # frames to process; None = all
+    compare_single_view: bool = False
+    sync_slop_s: float = 0.02
+    sync_queue_size: int = 2
+    tf_timeout_s: float = 0.1  # bag time a frame waits for its pose before running single-view
+    pairing: PairingConfig = field(default_factory=PairingConfig)
+    output_resolution: str = "network"
+    point_stride: int = 4
+    cloud_frame: str = "camera"
+    montage_frames: int = 4
+    diagnostics_period_s: float = 1.0
+    progress: bool = True
+
+
+class _Replay:
+    """Feeds bag messages through sync, TF and the pipeline(s); keeps the metrics; writes the output bag."""
+
+    def __init__(self, bag: Path, out_dir: Path, model: Any, options: ReplayOptions, available: dict[str, str],
+                 model_description: str) -> None:
+        from tqdm import tqdm
+
+        o = self.o = options
+        self.bag, self.out_dir, self.available = bag, out_dir, available
+        self.model_description = model_description
+        self.has_tf = o.tf_topic in available or o.tf_static_topic in available
+        self.types = typestore().types
+        kwargs = dict(device=o.device, pairing=o.pairing, output_resolution=o.output_resolution,
+                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame)
+        self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
+        if o.compare_single_view:
+            self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
+        self.config = model.config
+        counts, self.input_qos = bag_index(bag)
+        expected = counts.get(o.image_topic) or None
+        if o.limit is not None:
+            expected = o.limit if expected is None else min(expected, o.limit)
+        rows = max(1, min(o.montage_frames, expected or o.montage_frames))
+        picks = [round(i) for i in np.linspace(0, (expected or rows * 10) - 1, rows)] if o.montage_frames > 0 else []
+        expect_gt = [kind for kind, topic in (("depth", o.depth_gt_topic), ("semantic", o.semantic_gt_topic))
+                     if topic in available]
+        self.evaluation = ReplayEvaluation(self.pipelines, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
+                                           montage_picks=picks, warn=self._warn)
+        self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
+
+        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s))
+        self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
+        self.pending: deque[tuple[Frame, int]] = deque()  # synchronised frames waiting for TF (arrival ns)
+        self.writer = OutputBag(out_dir)
+        self.stats = diagnostics.RuntimeStats(clock=lambda: self.now_ns * 1e-9)
+        self.now_ns = 0
+        self.last_diag_ns: int | None = None
+        self.images = 0
+        self.processed = 0
+        self.dropped: dict[str, int] = {}
+        self.counts = {"no_pose": 0, "time_jumps": 0}
+        self.warnings: list[str] = []
+        self.last_stamp_ns: int | None = None
+
+    # ------------------------------------------------------------------------------------------ input
+
+    @property
+    def done(self) -> bool:
+        return self.o.limit is not None and self.processed >= self.o.limit
+
+    def feed(self, topic: str, t_ns: int, msg: Any) -> None:
+        """One bag message, in bag order."""
+        o = self.o
+        self._run_ready(expire_before=t_ns)  # frames whose TF wait ended before this message: single-view
+        self.now_ns = max(self.now_ns, t_ns)
+        default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
+        self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
+        if topic in (o.tf_topic, o.tf_static_topic):
+            self._add_tf(msg, static=topic == o.tf_static_topic)
+        elif topic == o.image_topic:
+            self.images += 1
+            self.sync.add(0, conversions.stamp_to_ns(msg.header.stamp), msg)
+        elif topic == o.camera_info_topic:
+            self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
+        elif topic == o.depth_gt_topic:
+            self.evaluation.add_ground_truth("depth", msg)
+        elif topic == o.semantic_gt_topic:
+            self.evaluation.add_ground_truth("semantic", msg)
+        self._run_ready()
+        self.evaluation.evaluate_ready(self.now_ns, final=False)
+
+    def _add_tf(self, msg: Any, *, static: bool) -> None:
+        for tf in msg.transforms:
+            try:
+                self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, conversions.stamp_to_ns(tf.header.stamp),
+                                             conversions.transform_to_matrix(tf.transform), is_static=static)
+            except (TransformException, ValueError) as exc:
+                self._warn(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
+
+    def _drop(self, reason: str, message: str | None = None) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.stats.count("dropped")
+        if message:
+            self._warn(message)
+
+    def _warn(self, message: str) -> None:
+        if len(self.warnings) < 50 and message not in self.warnings:
+            self.warnings.append(message)
+
+    def _on_pair(self, image: Any, info: Any) -> None:
+        """Synchronised image + camera_info -> a frame waiting for its pose."""
+        self.stats.count("received")
+        try:
+            frame = frame_from_messages(image, info)
+        except BadInput as exc:
+            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
+            return
+        self.pending.append((frame, self.now_ns))
+
+    # ------------------------------------------------------------------------------------------ processing
+
+    def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
+        try:
+            return self.tf.lookup_matrix(self.o.world_frame, frame.frame_id, frame.stamp_ns), None
+        except TransformException as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _run_ready(self, *, expire_before: int | None = None) -> None:
+        """Process pending frames in order: each once its pose is there, or, when its TF wait
+        (``tf_timeout_s`` of bag time after it was synchronised) ended before ``expire_before``, single-view.
+        """
+        wait_ns = int(self.o.tf_timeout_s * 1e9)
+        while self.pending and not self.done:
+            frame, arrived = self.pending[0]
+            pose, error = self._pose(frame) if self.has_tf else (None, None)
+            if error is not None:
+                if expire_before is None or max(arrived, frame.stamp_ns) + wait_ns >= expire_before:
+                    return  # TF for this stamp may still come
+                self.counts["no_pose"] += 1
+                self.stats.problem("tf", error, counter="tf_failures")
+                self._warn(f"no pose of {frame.frame_id} in {self.o.world_frame} after {self.o.tf_timeout_s:g} s: "
+                           f"{error}; frame ran single-view")
+            self.pending.popleft()
+            self._process(frame.with_pose(pose))
+
+    def _process(self, frame: Frame) -> None:
+        if self.last_stamp_ns is not None and frame.stamp_ns < self.last_stamp_ns:
+            self.counts["time_jumps"] += 1
+            self.evaluation.reset_temporal()
+        self.last_stamp_ns = frame.stamp_ns
+        results = {}
+        for mode, pipeline in self.pipelines.items():
+            try:
+                results[mode] = pipeline.process(frame if mode == "multi_view" else frame.with_pose(None))
+            except ValueError as exc:
+                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}")
+                return
+        products = results["multi_view"]
+        for kind, message in products.warnings:
+            self.stats.problem(kind, message)
+            self._warn(f"{kind}: {message}")
+        for name, msg in products_to_messages(self.types, products).items():
+            self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
+                              msg, QOS_OUTPUT)
+        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason)
+        self._diagnostics(final=False)
+        self.evaluation.add_frame(self.processed, frame, results)
+        self.processed += 1
+        self.progress.update(1)
+
+    def _diagnostics(self, *, final: bool) -> None:
+        period = int(self.o.diagnostics_period_s * 1e9)
+        if not final and self.last_diag_ns is not None and self.now_ns - self.last_diag_ns < period:
+            return
+        self.last_diag_ns = self.now_ns
+        header = conversions.make_header(self.types, self.now_ns, "")
+        info = {"device": self.o.device, "model": self.model_description,
+                "precision": self.pipelines["multi_view"].precision,
+                "input_size": "{}x{}".format(*self.config.input_size), "source": f"replay of {self.bag.name}"}
+        msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
+                                                name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
+        self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
+
+    def finish(self) -> None:
+        self._run_ready(expire_before=2**63)
+        for _ in self.pending:  # left over after --limit
+            self._drop("limit")
+        self.pending.clear()
+        self.evaluation.evaluate_ready(self.now_ns, final=True)
+
+    def close(self, error: str | None) -> dict[str, Any]:
+        """Close the output bag and write the report; returns the summary (also in metrics.json)."""
+        self.progress.close()
+        try:
+            if self.processed:
+                self._diagnostics(final=True)
+        finally:
+            self.writer.close()
+        evaluation = self.evaluation
+        evaluation.evaluate_ready(self.now_ns, final=True)
+        unsynced = self.images - self.stats.counts.get("received", 0)
+        if unsynced > 0 and not self.done:
+            self.dropped["no_camera_info_match"] = unsynced
+        o = self.o
+        summary: dict[str, Any] = {
+            "bag": str(self.bag),
+            "model": self.model_description,
+            "input_size": list(self.config.input_size),
+            "device": o.device,
+            "node_name": o.node_name,
+            "world_frame": o.world_frame,
+            "topics": {"image": o.image_topic, "camera_info": o.camera_info_topic, "tf": o.tf_topic,
+                       "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic, "semantic_gt": o.semantic_gt_topic},
+            "has_tf": self.has_tf,
+            "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
+            "counts": {"images": self.images, "processed": self.processed,
+                       "dropped": sum(self.dropped.values()), **self.counts},
+            "dropped_reasons": dict(self.dropped),
+            "output_counts": dict(self.writer.counts),
+            "warnings": self.warnings,
+            "error": error,
+        }
+        summary.update(evaluation.summaries())
+        paths = write_report(self.out_dir, summary, evaluation.records, evaluation.montage.image())
+        summary["paths"] = {k: str(v) for k, v in paths.items()}
+        summary["paths"]["output_bag"] = str(self.out_dir / OUTPUT_BAG)
+        return summary
+
+
+def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: ReplayOptions | None = None, *,
+               model_description: str = "") -> dict[str, Any]:
+    """Run the perception runtime over ``bag`` and write the output bag, metrics and pictures into ``out_dir``.
+
+    Args:
+        bag: rosbag2 directory, or a single ``.mcap`` / ``.db3`` file.
+        out_dir: created if missing; replay's own files in it are replaced.
+        model: a CvM-MTL network (or anything with its ``config`` / ``encode`` / ``predict`` API).
+        options: topics, frames and runtime settings.
+        model_description: how the model is named in the report.
+
+    Returns:
+        The summary written to ``metrics.json`` (without the per-frame values), with ``paths`` of the files.
+
+    Raises:
+        FileNotFoundError: no such bag.
+        BagError: the bag cannot be opened, lacks the image or camera_info topic, or breaks off part-way (then
+            everything up to that point has been written first).
+    """
+    bag, out_dir = Path(bag), Path(out_dir)
+    options = options or ReplayOptions()
+    available = bag_topics(bag)
+    for topic, what in ((options.image_topic, "image"), (options.camera_info_topic, "camera_info")):
+        if topic not in available:
+            raise BagError(f"{bag}: no {what} topic {topic!r}; the bag has {', '.join(sorted(available)) or 'no topics'}")
+    wanted = [t for t in (options.image_topic, options.camera_info_topic, options.tf_topic, options.tf_static_topic,
+                          options.depth_gt_topic, options.semantic_gt_topic) if t in available]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    messages = read_bag(bag, wanted)
+    try:
+        state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__)
+    except BaseException:
+        messages.close()
+        raise
+    error = None
+    try:
+        for topic, t_ns, msg in messages:
+            state.feed(topic, t_ns, msg)
+            if state.done:
+                break
+        state.finish()
+    except BagError as exc:
+        error = str(exc)
+    except BaseException as exc:  # a crash or Ctrl-C: still close the bag and write the report, then re-raise
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        messages.close()
+        summary = state.close(error)
+    if error is not None:
+        raise BagError(f"{error} — stopped after {state.processed} processed frame(s); "
+                       f"what was processed is in {out_dir}")
+    return summary
