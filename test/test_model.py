@@ -418,3 +418,24 @@ def test_transformer_attends_within_windows():
     with torch.no_grad():
         a = two(x[..., :7, :])
     assert a.shape == (1, 2, 16, 7, 6) and torch.isfinite(a).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cuda_matches_cpu_and_runs_bf16(preset, monkeypatch):
+    """On CUDA the cost volume runs the Triton kernels: fp32 outputs match the CPU reference path,
+    and bf16 autocast gives finite outputs of the same shapes."""
+    model = _model(preset).eval()
+    images, K, poses = _inputs()
+    # TF32 convolutions (cuDNN's default) would dominate the difference; compare true fp32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    with torch.no_grad():
+        cpu = model(images, K, poses)
+        model.cuda()
+        gpu = model(images.cuda(), K.cuda(), poses.cuda())
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = model(images.cuda(), K.cuda(), poses.cuda())
+    for t in TASKS:
+        torch.testing.assert_close(gpu[t].cpu(), cpu[t], atol=2e-3, rtol=2e-3)
+    _check_outputs({t: v.float().cpu() for t, v in bf16.items()}, model.config, (2,))
