@@ -20,6 +20,9 @@ if not torch.cuda.is_available():
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 
+# Test tensors are tiny: one intra-op thread avoids waiting on the other core for every small op.
+torch.set_num_threads(1)
+
 # CI machines are small and shared: no per-example deadlines, a modest number of examples.
 settings.register_profile("ci", deadline=None, max_examples=50)
 settings.load_profile("ci")

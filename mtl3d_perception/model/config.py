@@ -4,29 +4,26 @@ Presets are small YAML overrides of the defaults below, one file per preset in `
 (the single source of truth). They are found in the source tree (``<repo>/config/model``, which also
 covers ``pip install -e``) and, once installed by ament/colcon or pip, in
 ``<prefix>/share/mtl3d_perception/config/model`` (setup.py's ``data_files``). The loader rejects
-unknown keys and wrong types by name (nanoGPT's "Unknown config key", dacite in MVSplat).
+unknown keys and wrong types by name (nanoGPT's "Unknown config key", dacite in MVSplat), through
+:mod:`mtl3d_perception.typed_config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mtl3d_perception import typed_config
 from mtl3d_perception.classes import NYU13_CLASSES, NYU13_PALETTE
+from mtl3d_perception.typed_config import ConfigError  # re-exported: model and train raise it
 
 PACKAGE = "mtl3d_perception"
 TASKS: tuple[str, ...] = ("semantic", "depth", "normals", "boundary")
-
-
-class ConfigError(ValueError):
-    """A model config or preset that cannot be used (unknown key, wrong type, missing preset)."""
 
 
 @dataclass
@@ -97,65 +94,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """Build from a plain dict; unknown keys and wrong types raise ConfigError naming the key."""
-        if not isinstance(values, dict):
-            msg = f"a model config must be a mapping, got {type(values).__name__}"
-            raise ConfigError(msg)
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for key, value in values.items():
-            if key not in known:
-                msg = f"unknown model config key {key!r}; known keys: {', '.join(sorted(known))}"
-                raise ConfigError(msg)
-            kwargs[key] = _coerce(key, value, hints[key])
-        return cls(**kwargs)
+        return typed_config.from_dict(cls, values, what="model config")
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the annotation ``hint`` and convert lists to tuples."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = ConfigError(f"model config key {key!r} expects {_hint_name(hint)}, got {value!r}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0])
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise bad
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(key, v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise bad
-        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
-
-
-def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 # --------------------------------------------------------------------------------------------------

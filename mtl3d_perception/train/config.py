@@ -2,14 +2,13 @@
 
 Sections are dataclasses (MVSplat / nanoGPT style); a YAML file in ``config/train/`` overrides the
 defaults below, and command-line overrides use dotted keys (``optim.lr=3e-4``, ``data.train.0.end=0.5``;
-values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigError` naming the full key.
+values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigError` naming the full key
+(checked by :func:`mtl3d_perception.typed_config.from_dict`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
+from mtl3d_perception.typed_config import from_dict
 
 
 @dataclass
@@ -86,91 +86,6 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _build(hint: Any, value: Any, key: str) -> Any:
-    """``value`` checked against the annotation ``hint``; dataclasses are built recursively."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r}")
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, dict):
-            raise bad
-        return _from_dict(hint, value, key)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in (a for a in args if a is not type(None)):
-            try:
-                return _build(a, value, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise bad
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise bad
-        return [_build(args[0], v, f"{key}.{i}") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise bad
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v, f"{key}.{i}") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise bad
-        return tuple(_build(a, v, f"{key}.{i}") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return {k: _build(args[1], v, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
-
-
-def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in values.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            msg = f"unknown config key {key!r}; known keys here: {', '.join(sorted(names))}"
-            raise ConfigError(msg)
-        kwargs[k] = _build(hints[k], v, key)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        msg = f"config section {prefix or cls.__name__!r}: {exc}"
-        raise ConfigError(msg) from None
-
-
 def to_dict(cfg: Any) -> Any:
     """Plain YAML/JSON-friendly structure (tuples become lists)."""
     if dataclasses.is_dataclass(cfg):
@@ -227,7 +142,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _merge(tree, loaded)
     for assignment in overrides:
         apply_override(tree, assignment)
-    return _from_dict(TrainConfig, tree)
+    return from_dict(TrainConfig, tree)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:

@@ -1,0 +1,136 @@
+"""Typed dataclass configs from plain dicts (YAML files, ``key=value`` overrides, checkpoint metadata).
+
+The one checker behind :class:`~mtl3d_perception.model.config.ModelConfig` and
+:class:`~mtl3d_perception.train.config.TrainConfig`, in the spirit of dacite's ``from_dict`` (MVSplat's
+``load_typed_config``): every value is checked against its field's annotation, lists become tuples where
+a tuple is annotated, nested dataclasses are built recursively, and an unknown key or a wrong type raises
+:class:`ConfigError` naming the full dotted key (``data.train.0.end``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used (unknown key, wrong type, missing preset)."""
+
+
+def from_dict(cls: type[T], values: Any, prefix: str = "", *, what: str = "config") -> T:
+    """Build the dataclass ``cls`` from the mapping ``values``, checking every entry against its annotation.
+
+    Args:
+        cls: a dataclass type; fields left out of ``values`` keep their defaults.
+        values: a plain mapping (nested mappings for nested dataclass fields).
+        prefix: the dotted key of ``values`` itself, prepended to the keys named in errors.
+        what: how errors name the config (``"model config"`` -> "unknown model config key 'x'").
+
+    Raises:
+        ConfigError: ``values`` is not a mapping, a key is unknown, a value has the wrong type, or the
+            dataclass rejects the values (its ``ValueError``/``TypeError`` is re-raised as ConfigError).
+    """
+    if not isinstance(values, dict):
+        if prefix:
+            msg = f"{what} key {prefix!r} expects a mapping ({cls.__name__}), got {values!r}"
+        else:
+            msg = f"a {what} must be a mapping, got {type(values).__name__}"
+        raise ConfigError(msg)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            where = f" in {prefix!r}" if prefix else ""
+            msg = f"unknown {what} key {key!r}; known keys{where}: {', '.join(sorted(names))}"
+            raise ConfigError(msg)
+        kwargs[k] = coerce(hints[k], v, key, what=what)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"{what} section {prefix or cls.__name__!r}: {exc}"
+        raise ConfigError(msg) from None
+
+
+def coerce(hint: Any, value: Any, key: str, *, what: str = "config") -> Any:
+    """``value`` checked against the annotation ``hint`` (lists to tuples, ints to floats, dataclasses built).
+
+    Handles nested dataclasses, ``list``/``tuple``/``dict`` (elements checked, keys ``key.i`` / ``key.k``),
+    ``X | Y`` / ``Optional`` (first member that fits), ``Any``, ``bool``, ``int``, ``float`` and ``str``;
+    other annotations pass the value through unchecked. A float field also takes a numeric string,
+    because YAML 1.1 reads ``3e-4`` (no dot) as the string ``"3e-4"``.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ConfigError(f"{what} key {key!r} expects {type_name(hint)}, got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):  # type: ignore[arg-type]
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return from_dict(hint, value, key, what=what)  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # Optional[X]: X's own error names the exact element
+            return coerce(members[0], value, key, what=what)
+        for a in members:
+            try:
+                return coerce(a, value, key, what=what)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        return [coerce(args[0], v, f"{key}.{i}", what=what) for i, v in enumerate(value)] if args else list(value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(args[0], v, f"{key}.{i}", what=what) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad
+        return tuple(coerce(a, v, f"{key}.{i}", what=what) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {k: coerce(args[1], v, f"{key}.{k}", what=what) for k, v in value.items()} if args else dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``tuple[int, int]``, ``str | None``: an annotation as written in the source."""
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
