@@ -5,14 +5,13 @@ Arguments: ``image_topic``, ``camera_info_topic``, ``model_path`` ('' = shipped 
 Declarative only (checked statically by test/test_launch_files.py; launch is not installable in CI).
 """
 
-from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "mtl3d_perception"
 

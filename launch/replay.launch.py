@@ -5,14 +5,13 @@ time. Arguments: ``bag``, ``rate``, ``model_path``, ``device``, ``params_file``,
 evaluation without ROS is ``mtl3d replay BAG``.) Declarative only; checked by test/test_launch_files.py.
 """
 
-from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "mtl3d_perception"
 

@@ -311,10 +311,14 @@ def test_shipped_model_meets_a_loose_accuracy_bound(tmp_path):
     frames = render_sequence(SYNTHETIC_SEED_BASE["test"] + 1, 5, (W, H))  # a held-out scene
     bag = write_bag(frames, tmp_path / "bag")
     m = replay_bag(bag, tmp_path / "out", model, quiet())["multi_view"]["metrics"]
-    assert m["depth/abs_rel"] < 0.35, m
-    assert m["depth/delta1"] > 40.0, m
-    assert m["semantic/miou"] > 15.0, m
-    assert m["temporal/abs_rel"] < 0.25, m
+    # Measured on this scene with the shipped model (2026-11-21): abs rel 0.05, delta1 99 %, mIoU 56,
+    # normals 13.7 deg, temporal abs rel 0.02. The bounds leave room for retraining; a random-weight
+    # model fails every one of them.
+    assert m["depth/abs_rel"] < 0.15, m
+    assert m["depth/delta1"] > 80.0, m
+    assert m["semantic/miou"] > 35.0, m
+    assert m["normals/mean"] < 25.0, m
+    assert m["temporal/abs_rel"] < 0.1, m
 
 
 def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):
