@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", metavar="CKPT", help="checkpoint; default the shipped models/default.safetensors")
     parser.add_argument("--device", default="auto", help="torch device; default auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the single-view comparison run")
+    parser.add_argument("--num-threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads; default 1 (the tiny network's ops are small: a second thread "
+                             "gains little and stalls every op when another process holds a core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
                 "the demo needs the shipped model models/default.safetensors, which is missing "
                 f"({exc}). Pass --model CKPT, or train one with `mtl3d train`."
             ) from None
+    import torch
+
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     start = time.perf_counter()
     out: Path = args.out
     seq_dir, bag_dir, replay_dir = out / "sequence", out / "bag", out / "replay"

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--compare-single-view", action="store_true",
                         help="also run every frame in single-view mode and report both side by side")
-    parser.add_argument("--num-threads", type=int, default=0, metavar="N", help="torch CPU threads (0: torch default)")
+    parser.add_argument("--num-threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads; default 1 (0: torch default), see benchmarks/RESULTS.md")
     g = parser.add_argument_group("topics and frames")
     for name, help_text in (("image_topic", "colour image"), ("camera_info_topic", "camera info"),
                             ("tf_topic", "TF"), ("tf_static_topic", "static TF"),

@@ -42,7 +42,7 @@ from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, 
 PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     "model_path": ("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; 'preset:NAME' = random weights", True, None),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
-    "num_threads": (0, "torch CPU threads (0: torch default)", True, (0, 256)),
+    "num_threads": (1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold cores)", True, (0, 256)),
     "image_topic": (topics.IMAGE_TOPIC, "input sensor_msgs/Image", True, None),
     "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
     "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
