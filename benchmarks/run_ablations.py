@@ -260,15 +260,13 @@ def render(results: dict) -> str:
 
 
 def select_rows(names: list[str], seeds: list[int]) -> list[str]:
-    rows = []
-    for name in names:
-        if name in ROWS:
-            rows.append(name)
-        elif name in EXPERIMENTS:
-            rows += [f"{name}_s{s}" for s in seeds]
-        else:
-            msg = f"unknown row {name!r}; expected one of {', '.join([*EXPERIMENTS, *ROWS])}"
-            raise SystemExit(msg)
+    """Row names in run order: every experiment's first seed, then the next seed (single rows as given)."""
+    bad = [n for n in names if n not in ROWS and n not in EXPERIMENTS]
+    if bad:
+        msg = f"unknown row(s) {bad}; expected one of {', '.join([*EXPERIMENTS, *ROWS])}"
+        raise SystemExit(msg)
+    rows = [n for n in names if n in ROWS]
+    rows += [f"{n}_s{s}" for s in seeds for n in names if n in EXPERIMENTS]
     return list(dict.fromkeys(rows))
 
 
