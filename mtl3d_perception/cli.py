@@ -1,7 +1,7 @@
 """The `mtl3d` command: one sub-command per job, each owned by the module that does the work.
 
 Every sub-command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only
-wires them, so importing it stays cheap (torch is imported by the sub-command that needs it).
+wires them.
 The library's errors are caught once, here, and printed as ``ERROR: ...`` with exit status 1.
 """
 
