@@ -25,37 +25,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl3d_perception.model.config import ConfigError, ModelConfig
+from mtl3d_perception.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_ENCODERS: dict[str, Callable[[ModelConfig], Encoder]] = {}
+ENCODERS: Registry[Callable[[ModelConfig], Encoder]] = Registry("encoder", ConfigError)
 
 
 def register_encoder(name: str):
     """Decorator: register ``fn(config) -> Encoder`` under ``name``."""
-
-    def wrap(fn):
-        if name in _ENCODERS:
-            msg = f"encoder {name!r} is already registered"
-            raise ValueError(msg)
-        _ENCODERS[name] = fn
-        return fn
-
-    return wrap
+    return ENCODERS.register(name)
 
 
 def list_encoders() -> list[str]:
-    return sorted(_ENCODERS)
+    return ENCODERS.names()
 
 
 def build_encoder(config: ModelConfig) -> Encoder:
-    try:
-        fn = _ENCODERS[config.encoder]
-    except KeyError:
-        msg = f"unknown encoder {config.encoder!r}; registered: {', '.join(list_encoders())}"
-        raise ConfigError(msg) from None
-    return fn(config)
+    return ENCODERS.get(config.encoder)(config)
 
 
 class Encoder(nn.Module):
@@ -72,9 +60,10 @@ class Encoder(nn.Module):
         return [f["reduction"] for f in self.feature_info]
 
 
-def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    """Conv (no bias, "same" padding) -> BatchNorm -> ReLU, the block of the CNN encoders and the heads."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
 
 
@@ -90,9 +79,9 @@ class TinyCNN(Encoder):
         super().__init__()
         stages, cin = [], 3
         for i, cout in enumerate(widths):
-            layers = [_conv_bn_relu(cin, cout, 2)]
+            layers = [conv_bn_relu(cin, cout, stride=2)]
             if i > 0:  # the stem stays a single conv: it runs at the highest resolution
-                layers.append(_conv_bn_relu(cout, cout))
+                layers.append(conv_bn_relu(cout, cout))
             stages.append(nn.Sequential(*layers))
             cin = cout
         self.stages = nn.ModuleList(stages)

@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
+from mtl3d_perception.model.encoders import conv_bn_relu
+from mtl3d_perception.registry import Registry
 
-_REFINERS: dict[str, Callable[..., nn.Module]] = {}
+REFINERS: Registry[Callable[..., nn.Module]] = Registry("refiner", ConfigError)
 # Refiners shipped in the package register on import; imported when a config names them, so
 # `refiner: pap` works without the caller importing the module first.
 _BUILTIN_REFINERS = {"pap": "mtl3d_perception.model.pap"}
@@ -36,38 +38,19 @@ def register_refiner(name: str):
     and called as ``refiner(task_feats: dict[str, Tensor [B, C_t, h, w]]) -> dict[str, Tensor]`` with
     the same keys and shapes; it runs between the task decoders and the predictors.
     """
-
-    def wrap(cls):
-        if name in _REFINERS:
-            msg = f"refiner {name!r} is already registered"
-            raise ValueError(msg)
-        _REFINERS[name] = cls
-        return cls
-
-    return wrap
+    return REFINERS.register(name)
 
 
 def list_refiners() -> list[str]:
-    return sorted(_REFINERS)
+    return REFINERS.names()
 
 
 def build_refiner(config: ModelConfig, task_channels: dict[str, int]) -> nn.Module | None:
     if config.refiner is None:
         return None
-    if config.refiner not in _REFINERS and config.refiner in _BUILTIN_REFINERS:
+    if config.refiner not in REFINERS and config.refiner in _BUILTIN_REFINERS:
         importlib.import_module(_BUILTIN_REFINERS[config.refiner])
-    try:
-        cls = _REFINERS[config.refiner]
-    except KeyError:
-        msg = f"unknown refiner {config.refiner!r}; registered: {', '.join(list_refiners()) or 'none'}"
-        raise ConfigError(msg) from None
-    return cls(task_channels, config, **config.refiner_args)
-
-
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, 1, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+    return REFINERS.get(config.refiner)(task_channels, config, **config.refiner_args)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

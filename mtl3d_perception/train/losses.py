@@ -27,34 +27,30 @@ from torch import nn
 
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch
+from mtl3d_perception.registry import Registry
 
 LossLogs = dict[str, float]
-_LOSSES: dict[str, type[LossTerm]] = {}
+LOSSES: Registry[type[LossTerm]] = Registry("loss term")
 
 
 def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
     """Class decorator: make a :class:`LossTerm` subclass available as ``loss.extra.<name>`` in configs."""
     def decorator(cls: type[LossTerm]) -> type[LossTerm]:
-        if name in _LOSSES and _LOSSES[name] is not cls:
-            msg = f"loss term {name!r} is already registered by {_LOSSES[name].__qualname__}"
-            raise ValueError(msg)
+        cls = LOSSES.register(name)(cls)
         cls.name = name
-        _LOSSES[name] = cls
         return cls
     return decorator
 
 
 def registered_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def build_loss_term(name: str, **kwargs: Any) -> LossTerm:
     """Instantiate the registered term ``name``; unknown names and arguments raise ValueError naming them."""
-    if name not in _LOSSES:
-        msg = f"unknown loss term {name!r}; registered: {', '.join(registered_losses())}"
-        raise ValueError(msg)
+    cls = LOSSES.get(name)
     try:
-        return _LOSSES[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
         msg = f"loss term {name!r}: {exc}"
         raise ValueError(msg) from None
