@@ -5,8 +5,8 @@ through the approximate-time synchroniser (``runtime.sync``) and become frames
 (``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
 each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
 through ``PerceptionPipeline`` and its products are written as the node's output messages
-(``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay_output`). Ground
-truth and metrics: :mod:`mtl3d_perception.replay_evaluation`.
+(``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
+truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from mtl3d_perception.data.bag import (
     read_bag,
     typestore,
 )
-from mtl3d_perception.replay_evaluation import ReplayEvaluation
-from mtl3d_perception.replay_output import OUTPUT_BAG, QOS_DIAGNOSTICS, QOS_OUTPUT, OutputBag, bag_index
-from mtl3d_perception.replay_report import write_report
+from mtl3d_perception.replay.evaluation import ReplayEvaluation
+from mtl3d_perception.replay.output import OUTPUT_BAG, QOS_DIAGNOSTICS, QOS_OUTPUT, OutputBag, bag_index
+from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.runtime.frames import Frame

@@ -2,8 +2,8 @@
 
 Ground-truth messages are decoded as they are read and kept by stamp (the newest 200 of each kind). A
 processed frame waits until its ground truth is there, or can no longer arrive (1 s of bag time later, or
-the end of the bag), and is then scored by each mode's :class:`~mtl3d_perception.replay_report.ModeEvaluator`
-and offered to the montage. The metrics themselves live in :mod:`mtl3d_perception.replay_report`.
+the end of the bag), and is then scored by each mode's :class:`~mtl3d_perception.replay.report.ModeEvaluator`
+and offered to the montage. The metrics themselves live in :mod:`mtl3d_perception.replay.report`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl3d_perception.geometry import depth_from_mm
-from mtl3d_perception.replay_report import GroundTruth, ModeEvaluator, MontageCollector, gt_from_messages
+from mtl3d_perception.replay.report import GroundTruth, ModeEvaluator, MontageCollector, gt_from_messages
 from mtl3d_perception.ros import conversions
 from mtl3d_perception.runtime.frames import Frame
 

@@ -1,32 +1,4 @@
-"""``mtl3d replay``: run the node's runtime over a rosbag2 (.mcap or .db3) without ROS, and evaluate it.
-
-The same parts as the node, driven by bag time instead of an executor: image + camera_info through the
-approximate-time synchroniser (``runtime.sync``), ``/tf`` + ``/tf_static`` into the TF buffer
-(``runtime.tf_buffer``), each frame waiting up to ``tf_timeout_s`` of bag time for its pose (then single-view,
-as the node does), ``PerceptionPipeline`` (history pairing, streaming model) and the node's output topics.
-Unlike the node, which drops stale frames when inference is slower than the camera, replay processes every
-synchronised frame (the offline equivalent of an infinitely fast node), so runs are deterministic.
-
-Writes into ``--out DIR``:
-
-- ``output.mcap``: the inputs, ground truth, TF, every output topic (``/<node>/depth`` ... ``/<node>/points``,
-  ``/diagnostics``) with the input image's stamp and frame id, and the offered QoS of each topic — a single
-  self-describing MCAP file that Foxglove opens and ``ros2 bag play`` plays; ``metadata.yaml`` beside it makes
-  ``DIR`` a rosbag2 directory as well;
-- ``metrics.json``, ``report.md``, ``montage.png``, ``depth_error.png``, ``latency.png``
-  (see :mod:`mtl3d_perception.replay_report`).
-
-Modules: this one is the command line; the loop is :mod:`~mtl3d_perception.replay_runner`, the output bag
-:mod:`~mtl3d_perception.replay_output`, ground truth matching :mod:`~mtl3d_perception.replay_evaluation`, and
-metrics, report and pictures :mod:`~mtl3d_perception.replay_report`.
-
-Output is written as frames are processed and the bag writer is closed in every case, so a corrupt bag keeps
-everything up to the bad message (and the command then fails, naming it).
-
-Example::
-
-    mtl3d replay demo_out/bag --out /tmp/replay --compare-single-view
-"""
+"""``mtl3d replay`` command line: options, the summary table, ``run``. See the package docstring."""
 
 from __future__ import annotations
 
@@ -35,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from mtl3d_perception.data.bag import bag_topics
-from mtl3d_perception.replay_output import OUTPUT_BAG
-from mtl3d_perception.replay_report import metrics_table
-from mtl3d_perception.replay_runner import ReplayOptions, replay_bag
+from mtl3d_perception.replay.report import metrics_table
+from mtl3d_perception.replay.runner import ReplayOptions, replay_bag
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
-
-__all__ = ["OUTPUT_BAG", "ReplayOptions", "add_arguments", "options_from_args", "print_summary", "replay_bag", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
