@@ -153,6 +153,28 @@ def test_streaming_equals_batch_forward(V):
     assert isinstance(frames[0], FrameFeatures) and frames[0].size == (H, W)
 
 
+def test_reference_is_matched_with_its_nearest_sources():
+    """cvm_max_sources=2 (the paper's top-2 neighbours): with 4 views, the farthest source is ignored."""
+    from mtl3d_perception.geometry import relative_pose
+    from mtl3d_perception.model.cvm import nearest_views
+
+    model = _model("tiny").eval()
+    assert model.config.cvm_max_sources == 2
+    images, K, poses = _inputs(V=4)
+    poses[0, 1, 0, 3] = 2.0  # batch item 0: source 1 is far away; item 1: source 3 is the farthest
+    with torch.no_grad():
+        out = model(images, K, poses)
+        for b, keep in ((0, [0, 2, 3]), (1, [0, 1, 2])):
+            sub = model(images[b : b + 1, keep], K[b : b + 1, keep], poses[b : b + 1, keep])
+            for t in TASKS:
+                torch.testing.assert_close(out[t][b : b + 1], sub[t], atol=1e-5, rtol=1e-5)
+        T = relative_pose(poses[:, :, None], poses[:, None, :])  # [B, V, V]: view i <- view j
+        nb = nearest_views(T, 2)
+    assert nb.shape == (2, 4, 2)
+    assert sorted(nb[0, 0].tolist()) == [2, 3] and sorted(nb[1, 0].tolist()) == [1, 2]
+    assert all(i not in nb[b, i].tolist() for b in range(2) for i in range(4))
+
+
 def test_cvm_sees_the_source_view():
     """The reference prediction depends on the source image and on the pose (the CvM is wired in)."""
     model = _model("tiny").eval()

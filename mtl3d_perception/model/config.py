@@ -49,6 +49,7 @@ class ModelConfig:
     cvm_heads: int = 1
     cvm_window_splits: int = 2  # the feature map is cut into splits x splits windows
     cvm_ffn_expansion: int = 2
+    cvm_max_sources: int = 2  # each view is matched with its k nearest other views (camera distance); 0 = all
     num_depth: int = 32  # D plane-sweep candidates, uniform in inverse depth
     depth_min: float = 0.3  # metres; also the range of the depth head
     depth_max: float = 10.0
@@ -74,6 +75,9 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.num_depth < 1 or self.cvm_layers < 0 or self.cvm_window_splits < 1:
             msg = f"num_depth, cvm_window_splits must be >= 1 and cvm_layers >= 0, got {self.num_depth}, {self.cvm_window_splits}, {self.cvm_layers}"
+            raise ConfigError(msg)
+        if self.cvm_max_sources < 0:
+            msg = f"cvm_max_sources must be >= 0 (0 = every other view), got {self.cvm_max_sources}"
             raise ConfigError(msg)
         if self.cvm_channels % self.cvm_heads:
             msg = f"cvm_channels {self.cvm_channels} must be divisible by cvm_heads {self.cvm_heads}"

@@ -186,7 +186,9 @@ class MultiViewTransformer(nn.Module):
         self.self_attn = nn.ModuleList(_AttentionLayer(dim, heads, ffn_expansion, ffn=False) for _ in range(layers))
         self.cross_attn = nn.ModuleList(_AttentionLayer(dim, heads, ffn_expansion, ffn=True) for _ in range(layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, V, C, h, w]; ``neighbours`` [B, V, k] long: the views each view cross-attends to
+        (default: all the others; a single view attends to itself)."""
         B, V, C, h, w = x.shape
         s = self.splits
         hp, wp = -(-h // s) * s, -(-w // s) * s
@@ -195,8 +197,9 @@ class MultiViewTransformer(nn.Module):
         # Position encoding per window (GMFlow), so every window sees the same coordinates.
         pe = torch.from_numpy(np.tile(_sine_position(hp // s, wp // s, C), (1, s, s))).to(x.device, x.dtype)
         t = (x + pe).permute(0, 1, 3, 4, 2).reshape(B * V, hp, wp, C)
-        # Index of the other views for cross attention: view i attends to all j != i (itself when V == 1).
-        others = [[j for j in range(V) if j != i] or [i] for i in range(V)]
+        if neighbours is None:
+            neighbours = all_others(B, V, x.device)
+        batch = torch.arange(B, device=x.device)[:, None, None]
         masks = []
         for shift in (False, True):
             m = _window_mask(hp, wp, s, shift, h, w)
@@ -208,16 +211,38 @@ class MultiViewTransformer(nn.Module):
             mask = masks[int(shift)]
             win = _window_partition(t, s)  # [B*V, nW, n, C]
             win = self_layer(win, win, mask)
-            win_v = win.view(B, V, *win.shape[1:])
-            kv = torch.stack([torch.cat([win_v[:, j] for j in others[k]], 2) for k in range(V)], 1)
-            kv = kv.flatten(0, 1)  # [B*V, nW, (V-1)*n, C]
-            cmask = None if mask is None else mask.repeat(1, 1, len(others[0]))
+            win_v = win.view(B, V, *win.shape[1:])  # [B, V, nW, n, C]
+            kv = win_v[batch, neighbours]  # [B, V, k, nW, n, C]
+            kv = kv.permute(0, 1, 3, 2, 4, 5).reshape(B * V, win.shape[1], -1, C)  # [B*V, nW, k*n, C]
+            cmask = None if mask is None else mask.repeat(1, 1, neighbours.shape[-1])
             win = cross_layer(win, kv, cmask)
             t = _window_merge(win, s, hp, wp)
             if shift:
                 t = torch.roll(t, (hp // s // 2, wp // s // 2), (1, 2))
         t = t.view(B, V, hp, wp, C).permute(0, 1, 4, 2, 3)
         return t[..., :h, :w].contiguous()
+
+
+def all_others(B: int, V: int, device: torch.device) -> torch.Tensor:
+    """``[B, V, max(V-1, 1)]`` indices of every other view (a single view's only neighbour is itself)."""
+    if V == 1:
+        return torch.zeros(B, 1, 1, dtype=torch.long, device=device)
+    idx = [[j for j in range(V) if j != i] for i in range(V)]
+    return torch.tensor(idx, device=device).expand(B, V, V - 1)
+
+
+def nearest_views(T_i_j: torch.Tensor, k: int) -> torch.Tensor:
+    """For each view, the ``k`` other views whose cameras are nearest (the paper's top-k neighbours).
+
+    ``T_i_j`` [B, V, V, 4, 4] maps view j into view i, so ``|t|`` is the distance between camera centres.
+    Returns [B, V, min(k, V-1)] view indices, nearest first; ``k == 0`` keeps every other view.
+    """
+    B, V = T_i_j.shape[:2]
+    if k == 0 or k >= V - 1:
+        return all_others(B, V, T_i_j.device)
+    dist = T_i_j[..., :3, 3].norm(dim=-1)  # [B, V, V]
+    dist = dist + torch.diag(torch.full((V,), float("inf"), device=dist.device, dtype=dist.dtype))
+    return dist.topk(k, dim=-1, largest=False).indices
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,25 +304,37 @@ class CrossViewModule(nn.Module):
             K: [B, 3, 3] (shared) or [B, V, 3, 3] intrinsics at input resolution ``image_wh``.
             T_src_ref: [B, V, V, 4, 4] with ``T[b, i, j] = T_view_i<-view_j`` when ``all_views``,
                 else [B, V-1, 4, 4] (view j+1 <- view 0).
-            all_views: compute the cost volume of every view against all the others.
+            all_views: compute the cost volume of every view against the others.
+
+        Each view is matched (cross attention and cost volume) with its ``cvm_max_sources`` nearest
+        other views by camera distance, the paper's top-k neighbours; 0 keeps every view.
 
         Returns:
             (F [B, V', C, h, w], cost [B, V', D, h, w]) with V' = V if all_views else 1.
         """
         B, V = spatial.shape[:2]
-        feats = self.transformer(spatial)  # [B, V, C, h, w]
         cfg = self.config
         if K.dim() == 3:
             K = K[:, None].expand(B, V, 3, 3)
         if not all_views:
+            k = cfg.cvm_max_sources
+            if k and V - 1 > k:  # the reference is matched with its k nearest sources only
+                idx = T_src_ref[..., :3, 3].norm(dim=-1).topk(k, dim=1, largest=False).indices  # [B, k]
+                batch = torch.arange(B, device=idx.device)[:, None]
+                spatial = torch.cat([spatial[:, :1], spatial[:, 1:][batch, idx]], 1)
+                T_src_ref = T_src_ref[batch, idx]
+            feats = self.transformer(spatial)  # [B, 1+S, C, h, w]
             cost = plane_sweep(
                 feats[:, 0], feats[:, 1:], K[:, 0], T_src_ref, image_wh, cfg.depth_range, cfg.num_depth,
                 cfg.cost_volume_backend,
             )
             return feats[:, :1], cost[:, None]
-        others = [[j for j in range(V) if j != i] for i in range(V)]
-        src = torch.stack([feats[:, o] for o in others], 1)  # [B, V, V-1, C, h, w]
-        T = torch.stack([T_src_ref[:, o, i] for i, o in enumerate(others)], 1)  # [B, V, V-1, 4, 4]
+        neighbours = nearest_views(T_src_ref, cfg.cvm_max_sources)  # [B, V, k]
+        feats = self.transformer(spatial, neighbours)  # [B, V, C, h, w]
+        batch = torch.arange(B, device=feats.device)[:, None, None]
+        view = torch.arange(V, device=feats.device)[None, :, None]
+        src = feats[batch, neighbours]  # [B, V, k, C, h, w]
+        T = T_src_ref[batch, neighbours, view]  # [B, V, k, 4, 4]: neighbour <- view
         cost = plane_sweep(
             feats.flatten(0, 1), src.flatten(0, 1), K.flatten(0, 1), T.flatten(0, 1), image_wh, cfg.depth_range,
             cfg.num_depth, cfg.cost_volume_backend,
