@@ -3,6 +3,11 @@
     python benchmarks/cost_volume.py                 # CUDA when available, the full sizes
     python benchmarks/cost_volume.py --device cpu    # CPU variants, sizes reduced to finish in minutes
 
+On CUDA the Triton kernels appear twice: through the op (validation, projection coefficients and
+dispatch included, as the network calls it) and as the bare kernel launches with precomputed
+coefficients (what CUDA graphs or torch.compile leave of the call). The autotuned tile sizes are
+printed per size.
+
 Forward and forward+backward times are medians after warm-up (CUDA events on GPU, perf_counter on
 CPU), with the 20/80 % quantiles. Peak memory is what one call adds on top of its inputs: the CUDA
 caching allocator's peak, or on CPU the peak of the allocator's running total recorded by
@@ -151,8 +156,24 @@ def variants(device: str):
         "reference (chunked)": lambda *a: cost_volume(*a, backend="reference"),
     }
     if device == "cuda":
-        out["triton (fused)"] = lambda *a: cost_volume(*a, backend="triton")
+        out["triton (op)"] = lambda *a: cost_volume(*a, backend="triton")
     return out
+
+
+def kernel_only(ref, src, K, T, depths, grad):
+    """The bare Triton launches with precomputed coefficients: (fwd, fwd+bwd) callables."""
+    from mtl3d_perception.ops.cost_volume_triton import cost_volume_bwd, cost_volume_fwd
+
+    coef = projection_coefficients(K, T, torch.float32)
+
+    def fwd():
+        return cost_volume_fwd(ref, src, coef, depths)
+
+    def fwd_bwd():
+        cost_volume_fwd(ref, src, coef, depths)
+        return cost_volume_bwd(grad, ref, src, coef, depths)
+
+    return fwd, fwd_bwd
 
 
 def run(args) -> list[dict]:
@@ -164,6 +185,7 @@ def run(args) -> list[dict]:
         ref, src, K, T, depths = make_inputs(size, dtype, device)
         grad = torch.randn(size.B, size.D, size.h, size.w, device=device)
         counts = floor_counts(size, dtype)
+        timed = []
         for name, fn in variants(device).items():
             r, s = ref.clone().requires_grad_(True), src.clone().requires_grad_(True)
 
@@ -176,6 +198,10 @@ def run(args) -> list[dict]:
                 a[0].grad = a[1].grad = None
                 fn(*a).backward(grad)
 
+            timed.append((name, fwd, fwd_bwd))
+        if device == "cuda":
+            timed.append(("triton (kernels only)", *kernel_only(ref, src, K, T, depths, grad)))
+        for name, fwd, fwd_bwd in timed:
             t_f = time_fn(fwd, device, args.warmup, args.repeats)
             t_fb = time_fn(fwd_bwd, device, args.warmup, args.repeats)
             rows.append(
@@ -185,6 +211,10 @@ def run(args) -> list[dict]:
                 f"  measured {size.name:<22} {name:<24} fwd {t_f[0]:9.2f} ms  fwd+bwd {t_fb[0]:9.2f} ms",
                 flush=True,
             )
+        if device == "cuda":
+            from mtl3d_perception.ops.cost_volume_triton import tuned_configs
+
+            print(f"  autotuned {size.name}: {tuned_configs()}", flush=True)
     for row in rows:
         row["peak_fwd"] = measure_peak(row.pop("fwd_fn"), device)
         row["peak_fwdbwd"] = measure_peak(row.pop("fwdbwd_fn"), device)

@@ -1,6 +1,7 @@
 """End-to-end per-frame latency: the pipeline alone, and through rclpy pub/sub in one process.
 
     python benchmarks/node_latency.py [--preset tiny] [--size 160x120] [--frames 40] [--threads 2] [--device cpu]
+    python benchmarks/node_latency.py --preset small --size 320x240 --device cuda --precision bf16
 
 Pipeline: ``PerceptionPipeline.process`` on a moving camera (two-view frames after the first), all outputs,
 point stride 4; per-stage median and p95. Node: ``PerceptionNode`` plus a peer node in one
@@ -40,8 +41,9 @@ def _pct(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def bench_pipeline(model, device: str, W: int, H: int, n: int) -> dict[str, list[float]]:
-    pipe = PerceptionPipeline(model, device=device, pairing=PairingConfig(min_baseline_m=0.05), point_stride=4)
+def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int) -> dict[str, list[float]]:
+    pipe = PerceptionPipeline(model, device=device, precision=precision, pairing=PairingConfig(min_baseline_m=0.05),
+                              point_stride=4)
     pipe.warmup()
     stages: dict[str, list[float]] = {}
     for i, frame in enumerate(_frames(n + 2, W, H)):
@@ -55,7 +57,7 @@ def bench_pipeline(model, device: str, W: int, H: int, n: int) -> dict[str, list
     return stages
 
 
-def bench_node(model, device: str, W: int, H: int, n: int) -> list[float]:
+def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> list[float]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -66,7 +68,8 @@ def bench_node(model, device: str, W: int, H: int, n: int) -> list[float]:
     context = rclpy.context.Context()
     rclpy.init(context=context)
     node = PerceptionNode(model=model, context=context, parameter_overrides=[
-        Parameter("device", value=device), Parameter("tf_timeout_s", value=0.0), Parameter("point_stride", value=4)])
+        Parameter("device", value=device), Parameter("precision", value=precision), Parameter("tf_timeout_s", value=0.0),
+        Parameter("point_stride", value=4)])
     peer = rclpy.create_node("bench_peer", context=context)
     types = cv.rclpy_types()
     executor = SingleThreadedExecutor(context=context)
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="autocast; default fp32")
     parser.add_argument("--no-node", action="store_true", help="pipeline only (no rclpy)")
     args = parser.parse_args()
     W, H = (int(v) for v in args.size.split("x"))
@@ -120,7 +124,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
-    print(f"# node_latency: preset {args.preset}, {W}x{H}, {args.frames} frames, torch threads {args.threads}, "
+    print(f"# node_latency: preset {args.preset}, {W}x{H}, {args.precision}, {args.frames} frames, torch threads {args.threads}, "
           f"{platform.processor() or platform.machine()}, {datetime.date.today()}, commit {commit or 'uncommitted'}")
     print("| device | path | preprocess | encode | predict | postprocess | cloud | total p50 / p95 (ms) | rate (Hz) "
           "| CPU time p50 (ms, all threads) |")
@@ -129,13 +133,13 @@ def main() -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             continue
         model = build_model(cfg).eval()
-        st = bench_pipeline(model, device, W, H, args.frames)
+        st = bench_pipeline(model, device, args.precision, W, H, args.frames)
         cells = [f"{_pct(st[k], 50):.1f}" for k in ("preprocess", "encode", "predict", "postprocess", "cloud")]
         total50, total95 = _pct(st["total"], 50), _pct(st["total"], 95)
         print(f"| {device} | pipeline | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} | {1e3 / total50:.1f} "
               f"| {_pct(st['cpu'], 50):.1f} |")
         if not args.no_node:
-            lat = bench_node(build_model(cfg).eval(), device, W, H, args.frames)
+            lat = bench_node(build_model(cfg).eval(), device, args.precision, W, H, args.frames)
             p50, p95 = _pct(lat, 50), _pct(lat, 95)
             print(f"| {device} | rclpy pub -> ~/points | | | | | | {p50:.1f} / {p95:.1f} | {1e3 / p50:.1f} | |")
 

@@ -12,9 +12,9 @@ Neither pass materialises the `[B, C, D, h, w]` warped tensor. Per program:
   no bf16 atomic add, and fp16 atomics lose precision).
 
 Coordinates use the homography form of cost_volume_reference.py: `p = z * (M @ [x, y, 1]) + v`
-with `coef = [M row-major, v]` per (batch, source). Block sizes are launch parameters: GPU launches
-use small tiles for occupancy; the interpreter (TRITON_INTERPRET=1, used by CPU tests) pays per
-program, so it gets whole-image tiles.
+with `coef = [M row-major, v]` per (batch, source). Tile sizes are meta-parameters: GPU launches
+are autotuned over small tiles (FWD_CONFIGS, BWD_CONFIGS); the interpreter (TRITON_INTERPRET=1, used
+by CPU tests) pays per program, so it gets whole-image tiles.
 
 References: fla-org/flash-linear-attention `fla/ops/utils/pooling.py` (layout, naming);
 princeton-vl/RAFT `alt_cuda_corr` (on-demand correlation with an atomic backward);
@@ -162,6 +162,20 @@ def _cost_volume_fwd_kernel(
 
 
 @triton.jit
+def _bwd_corner(p_src, p_dsrc, o_cc, o_k, m_c, m_k, b_gw, b_r, b_dr):
+    """One bilinear corner of the backward: returns b_dr + src[corner] * gw; adds ref * gw into d_src.
+
+    o_cc [BLOCK_C, 1] channel offsets, o_k/m_k [BLOCK_P] corner offsets and mask, b_gw [BLOCK_P] the
+    gradient times the corner's weight, b_r/b_dr [BLOCK_C, BLOCK_P].
+    """
+    o = o_cc + o_k[None, :]
+    m = m_c[:, None] & m_k[None, :]
+    b_dr += tl.load(p_src + o, mask=m, other=0.0).to(tl.float32) * b_gw[None, :]
+    tl.atomic_add(p_dsrc + o, b_r * b_gw[None, :], mask=m, sem="relaxed")
+    return b_dr
+
+
+@triton.jit
 def _cost_volume_bwd_kernel(
     ref,  # [B, C, H, W]
     src,  # [B, S, C, H, W]
@@ -204,27 +218,17 @@ def _cost_volume_bwd_kernel(
             o_00, o_01, o_10, o_11, m_00, m_01, m_10, m_11, w_00, w_01, w_10, w_11 = _project_corners(
                 coef + (i_b * S + i_s) * 12, z_cand, x, y, m_p, H, W, MIN_Z
             )
-            # [BLOCK_P]
+            # [BLOCK_P] incoming gradient, then its share at each corner
             b_g = tl.load(grad + (i_b * D + i_d).to(tl.int64) * HW + o_p, mask=m_p, other=0.0).to(tl.float32)
             b_g = b_g * scale
-            m_c00 = m_c[:, None] & m_00[None, :]
-            m_c01 = m_c[:, None] & m_01[None, :]
-            m_c10 = m_c[:, None] & m_10[None, :]
-            m_c11 = m_c[:, None] & m_11[None, :]
-            # d_ref: the bilinear sample of src, weighted by the incoming gradient.
-            b_s = w_00[None, :] * tl.load(p_src + o_cc + o_00[None, :], mask=m_c00, other=0.0).to(tl.float32)
-            b_s += w_01[None, :] * tl.load(p_src + o_cc + o_01[None, :], mask=m_c01, other=0.0).to(tl.float32)
-            b_s += w_10[None, :] * tl.load(p_src + o_cc + o_10[None, :], mask=m_c10, other=0.0).to(tl.float32)
-            b_s += w_11[None, :] * tl.load(p_src + o_cc + o_11[None, :], mask=m_c11, other=0.0).to(tl.float32)
-            b_dr += b_s * b_g[None, :]
-            # d_src: scatter ref * grad to the four corners. Programs of neighbouring pixels and
-            # depths hit the same texels, hence atomics; only the sum matters, so relaxed order.
-            # [BLOCK_C, BLOCK_P]
-            b_v = b_r * b_g[None, :]
-            tl.atomic_add(p_dsrc + o_cc + o_00[None, :], b_v * w_00[None, :], mask=m_c00, sem="relaxed")
-            tl.atomic_add(p_dsrc + o_cc + o_01[None, :], b_v * w_01[None, :], mask=m_c01, sem="relaxed")
-            tl.atomic_add(p_dsrc + o_cc + o_10[None, :], b_v * w_10[None, :], mask=m_c10, sem="relaxed")
-            tl.atomic_add(p_dsrc + o_cc + o_11[None, :], b_v * w_11[None, :], mask=m_c11, sem="relaxed")
+            # One corner at a time keeps few [BLOCK_C, BLOCK_P] tensors live (registers, not spills).
+            # d_ref gathers src at the corner (the bilinear sample, weighted by the gradient); d_src
+            # scatters ref there. Programs of neighbouring pixels and depths hit the same texels,
+            # hence atomics; only the sum matters, so relaxed order.
+            b_dr = _bwd_corner(p_src, p_dsrc, o_cc, o_00, m_c, m_00, w_00 * b_g, b_r, b_dr)
+            b_dr = _bwd_corner(p_src, p_dsrc, o_cc, o_01, m_c, m_01, w_01 * b_g, b_r, b_dr)
+            b_dr = _bwd_corner(p_src, p_dsrc, o_cc, o_10, m_c, m_10, w_10 * b_g, b_r, b_dr)
+            b_dr = _bwd_corner(p_src, p_dsrc, o_cc, o_11, m_c, m_11, w_11 * b_g, b_r, b_dr)
     tl.store(
         d_ref + i_b.to(tl.int64) * C * HW + o_cc + o_p[None, :], b_dr.to(d_ref.dtype.element_ty), mask=m_cp
     )
@@ -234,12 +238,91 @@ def _cost_volume_bwd_kernel(
 # whole-image tiles; compiled GPU kernels want small tiles for occupancy and registers.
 INTERPRETED = type(_cost_volume_fwd_kernel).__name__ == "InterpretedFunction"
 
+# GPU tile sizes are autotuned once per (S, C, h, w, D, layout, dtype). The spaces are small on
+# purpose (a node tunes at its first frame) and hold configs of 4-16 tile elements per thread that
+# compile for sm_90a without register spills (with [B, D] candidates; per-pixel ones spill 8 bytes
+# in two 8-warp forward configs); benchmarks/kernel_resources.py prints registers, spills, occupancy. Every config is checked against the reference in the
+# interpreter and compiled for sm_90 in CI (test_cost_volume_triton.py).
+FWD_CONFIGS = [
+    triton.Config({"BLOCK_P": p, "BLOCK_C": c, "BLOCK_D": d}, num_warps=w)
+    for p, c, d, w in (
+        (64, 32, 1, 4), (128, 32, 1, 8), (64, 64, 1, 8), (128, 16, 1, 4),
+        (64, 16, 1, 4), (256, 16, 1, 8), (64, 32, 2, 4), (128, 32, 2, 8),
+    )
+]  # fmt: skip
+BWD_CONFIGS = [
+    triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=w)
+    for p, c, w in ((64, 16, 4), (32, 32, 4), (64, 32, 8), (128, 16, 8), (128, 8, 4), (32, 16, 4), (64, 16, 8))
+]
 
-def _blocks(C: int, HW: int, D: int) -> tuple[int, int, int]:
-    """Default (BLOCK_P, BLOCK_C, BLOCK_D)."""
+
+def _prune(configs: list[triton.Config], nargs: dict, **kwargs) -> list[triton.Config]:
+    """Drop configs whose channel or depth block exceeds the problem (all-masked lanes)."""
+    C, D = nargs["C"], nargs["D"]
+    kept = [
+        c
+        for c in configs
+        if c.kwargs["BLOCK_C"] <= max(triton.next_power_of_2(C), 16) and c.kwargs.get("BLOCK_D", 1) <= D
+    ]
+    return kept or configs[:1]
+
+
+_TUNING_KEY = ["S", "C", "H", "W", "D", "PER_PIXEL"]
+_cost_volume_fwd_tuned = triton.autotune(
+    configs=FWD_CONFIGS, key=_TUNING_KEY, prune_configs_by={"early_config_prune": _prune}
+)(_cost_volume_fwd_kernel)
+# Tuning runs the kernel several times: d_src accumulates, so it is zeroed before each trial and
+# once more before the real launch.
+_cost_volume_bwd_tuned = triton.autotune(
+    configs=BWD_CONFIGS, key=_TUNING_KEY, prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["d_src"]
+)(_cost_volume_bwd_kernel)
+
+
+def tuned_configs() -> dict[str, str]:
+    """The configs the autotuner picked for the latest GPU launches (for benchmark reports)."""
+    return {
+        name: str(tuner.best_config) if getattr(tuner, "best_config", None) is not None else "not tuned"
+        for name, tuner in (("forward", _cost_volume_fwd_tuned), ("backward", _cost_volume_bwd_tuned))
+    }
+
+
+def compile_ahead(kernel: str, config: triton.Config, dtype: str = "fp32", *, per_pixel: bool = False,
+                  arch: int = 90):
+    """Compile one config for a CUDA arch without a GPU (Triton's bundled compiler; never interpreted).
+
+    Args:
+        kernel: "fwd" or "bwd". config: one of FWD_CONFIGS / BWD_CONFIGS. dtype: feature dtype in
+            Triton's spelling ("fp32", "fp16", "bf16"). per_pixel: [B, D, h, w] candidates.
+
+    Returns:
+        Triton's compiled kernel (`.asm["ptx"]`, `.asm["cubin"]`, `.metadata`). Used by the sm_90 compile
+        test and benchmarks/kernel_resources.py; needs TRITON_INTERPRET unset at import.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = {"fwd": _cost_volume_fwd_kernel, "bwd": _cost_volume_bwd_kernel}[kernel]
     if INTERPRETED:
-        return min(triton.next_power_of_2(HW), 4096), min(triton.next_power_of_2(C), 64), D
-    return 64, min(triton.next_power_of_2(C), 32), 1
+        raise RuntimeError("compile_ahead needs the compiled kernels: import with TRITON_INTERPRET unset")
+    types = dict(ref=f"*{dtype}", src=f"*{dtype}", cost="*fp32", grad="*fp32", d_ref=f"*{dtype}", d_src="*fp32",
+                 coef="*fp32", depths="*fp32", S="i32", C="i32", H="i32", W="i32", D="i32", scale="fp32")  # fmt: skip
+    signature = {name: types.get(name, "constexpr") for name in fn.arg_names}
+    constants = dict(PER_PIXEL=per_pixel, MIN_Z=MIN_DEPTH, **config.kwargs)
+    return triton.compile(
+        ASTSource(fn, signature, constants), target=GPUTarget("cuda", arch, 32), options=dict(num_warps=config.num_warps)
+    )
+
+
+def _fixed_blocks(
+    C: int, HW: int, D: int, block_p: int | None, block_c: int | None, block_d: int | None
+) -> tuple[int, int, int]:
+    """(BLOCK_P, BLOCK_C, BLOCK_D) for a launch without the autotuner: the given sizes, else
+    whole-image tiles in the interpreter, else the first GPU config."""
+    if INTERPRETED:
+        default = (min(triton.next_power_of_2(HW), 4096), min(triton.next_power_of_2(C), 64), D)
+    else:
+        default = (64, min(triton.next_power_of_2(C), 32), 1)
+    return block_p or default[0], block_c or default[1], block_d or default[2]
 
 
 def _check_contiguous(**tensors: torch.Tensor) -> None:
@@ -269,8 +352,8 @@ def cost_volume_fwd(
         coef: [B, S, 12] projection coefficients (cost_volume_reference.projection_coefficients).
         depths: [B, D] or [B, D, h, w] candidates.
         out: optional contiguous fp32 [B, D, h, w] to write into (tests pass views of guarded buffers).
-        block_p, block_c, block_d: tile sizes (powers of two for p and c); defaults depend on
-            whether the kernel runs compiled or interpreted.
+        block_p, block_c, block_d: fixed tile sizes (powers of two for p and c). By default GPU
+            launches are autotuned over FWD_CONFIGS and the interpreter uses whole-image tiles.
 
     Returns:
         [B, D, h, w] float32 cost, averaged over sources and scaled by 1/sqrt(C).
@@ -282,13 +365,15 @@ def cost_volume_fwd(
     if out is None:
         out = torch.empty(B, D, H, W, dtype=torch.float32, device=ref.device)
     _check_contiguous(ref=ref, src=src, out=out)
-    BP, BC, BD = _blocks(C, H * W, D)
-    BP, BC, BD = block_p or BP, block_c or BC, block_d or BD
-    grid = (triton.cdiv(H * W, BP), triton.cdiv(D, BD), B)
-    _cost_volume_fwd_kernel[grid](
-        ref, src, coef, depths, out, S, C, H, W, D, 1.0 / (math.sqrt(C) * S),
-        PER_PIXEL=depths.dim() == 4, MIN_Z=MIN_DEPTH, BLOCK_P=BP, BLOCK_C=BC, BLOCK_D=BD,
-    )  # fmt: skip
+    args = (ref, src, coef, depths, out, S, C, H, W, D, 1.0 / (math.sqrt(C) * S))
+    consts = dict(PER_PIXEL=depths.dim() == 4, MIN_Z=MIN_DEPTH)
+    if INTERPRETED or block_p or block_c or block_d:
+        BP, BC, BD = _fixed_blocks(C, H * W, D, block_p, block_c, block_d)
+        grid = (triton.cdiv(H * W, BP), triton.cdiv(D, BD), B)
+        _cost_volume_fwd_kernel[grid](*args, **consts, BLOCK_P=BP, BLOCK_C=BC, BLOCK_D=BD)
+    else:
+        grid = lambda meta: (triton.cdiv(H * W, meta["BLOCK_P"]), triton.cdiv(D, meta["BLOCK_D"]), B)  # noqa: E731
+        _cost_volume_fwd_tuned[grid](*args, **consts)
     return out
 
 
@@ -311,7 +396,8 @@ def cost_volume_bwd(
         ref, src, coef, depths: as in `cost_volume_fwd`.
         d_ref: optional contiguous [B, C, h, w] output in ref.dtype.
         d_src_acc: optional contiguous fp32 [B, S, C, h, w] accumulator, zero-filled by the caller.
-        block_p, block_c: tile sizes (powers of two).
+        block_p, block_c: fixed tile sizes (powers of two); by default autotuned over BWD_CONFIGS
+            on the GPU, whole-image tiles in the interpreter.
 
     Returns:
         (d_ref [B, C, h, w] in ref.dtype, d_src [B, S, C, h, w] in src.dtype).
@@ -326,11 +412,13 @@ def cost_volume_bwd(
     if d_src_acc is None:
         d_src_acc = torch.zeros(src.shape, dtype=torch.float32, device=src.device)
     _check_contiguous(ref=ref, src=src, d_ref=d_ref, d_src_acc=d_src_acc)
-    BP, BC, _ = _blocks(C, H * W, D)
-    BP, BC = block_p or BP, block_c or BC
-    grid = (triton.cdiv(H * W, BP), triton.cdiv(C, BC), B)
-    _cost_volume_bwd_kernel[grid](
-        ref, src, coef, depths, grad, d_ref, d_src_acc, S, C, H, W, D, 1.0 / (math.sqrt(C) * S),
-        PER_PIXEL=depths.dim() == 4, MIN_Z=MIN_DEPTH, BLOCK_P=BP, BLOCK_C=BC,
-    )  # fmt: skip
+    args = (ref, src, coef, depths, grad, d_ref, d_src_acc, S, C, H, W, D, 1.0 / (math.sqrt(C) * S))
+    consts = dict(PER_PIXEL=depths.dim() == 4, MIN_Z=MIN_DEPTH)
+    if INTERPRETED or block_p or block_c:
+        BP, BC, _ = _fixed_blocks(C, H * W, D, block_p, block_c, None)
+        grid = (triton.cdiv(H * W, BP), triton.cdiv(C, BC), B)
+        _cost_volume_bwd_kernel[grid](*args, **consts, BLOCK_P=BP, BLOCK_C=BC)
+    else:
+        grid = lambda meta: (triton.cdiv(H * W, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]), B)  # noqa: E731
+        _cost_volume_bwd_tuned[grid](*args, **consts)
     return d_ref, d_src_acc.to(src.dtype)
