@@ -241,8 +241,9 @@ INTERPRETED = type(_cost_volume_fwd_kernel).__name__ == "InterpretedFunction"
 # GPU tile sizes are autotuned once per (S, C, h, w, D, layout, dtype). The spaces are small on
 # purpose (a node tunes at its first frame) and hold configs of 4-16 tile elements per thread that
 # compile for sm_90a without register spills (with [B, D] candidates; per-pixel ones spill 8 bytes
-# in two 8-warp forward configs); benchmarks/kernel_resources.py prints registers, spills, occupancy. Every config is checked against the reference in the
-# interpreter and compiled for sm_90 in CI (test_cost_volume_triton.py).
+# in two 8-warp forward configs); benchmarks/kernel_resources.py prints registers, spills and
+# occupancy. Every config is checked against the reference in the interpreter and compiled for
+# sm_90 in CI (test_cost_volume_triton.py).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_P": p, "BLOCK_C": c, "BLOCK_D": d}, num_warps=w)
     for p, c, d, w in (
