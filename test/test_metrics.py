@@ -32,6 +32,15 @@ def test_semantic_miou_and_pixel_accuracy():
     assert m2.compute() == m.compute()
 
 
+def test_semantic_predicted_ids_outside_the_classes_are_refused():
+    """An id >= K would land in another cell of the flattened confusion matrix (label * K + id)."""
+    m = SemanticMeter(3)
+    with pytest.raises(ValueError, match=r"predicted class ids must be in \[0, 3\), got 0..3"):
+        m.update(torch.tensor([[[0, 3]]]), torch.tensor([[[0, 0]]]))
+    m.update(torch.tensor([[[0, 255]]]), torch.tensor([[[0, 255]]]))  # at an ignored pixel it does not count
+    assert m.compute()["semantic/miou"] == 100.0
+
+
 def test_depth_metrics():
     pred = torch.tensor([[[[1.0, 3.0, 7.0]]]])
     gt = torch.tensor([[[[1.0, 2.0, float("nan")]]]])

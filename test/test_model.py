@@ -416,6 +416,28 @@ def test_plane_sweep_peaks_at_the_true_depth():
     assert (best == k).float().mean() > 0.95
 
 
+@pytest.mark.parametrize("dims", [(-1,), (-2,)], ids=["mirror-x", "mirror-y"])
+def test_spatial_encoder_grid_is_centred_as_resize_intrinsics_assumes(dims):
+    """s(.)'s feature pixel j is centred on input pixel 8j + 3.5 (DESIGN §4), which is what makes
+    ``geometry.resize_intrinsics`` the exact K of the stride-8 grid in ``plane_sweep``.
+
+    With mirror-symmetric kernels the encoder commutes with mirroring the image exactly when the grid
+    is placed symmetrically in the image: c(j) + c(w-1-j) = W-1 with c(j) = 8j + c0 gives c0 = 3.5.
+    (UniMatch's 7x7 stride-2 stem, centres at 2j, fails this by whole values.)
+    """
+    from mtl3d_perception.model.cvm import SpatialEncoder
+
+    torch.manual_seed(0)
+    enc = SpatialEncoder((8, 8, 8), 8)
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, nn.Conv2d):
+                w = m.weight
+                w.copy_((w + w.flip(-1) + w.flip(-2) + w.flip(-1, -2)) / 4)
+        x = torch.rand(1, 3, H, W)
+        torch.testing.assert_close(enc(x.flip(dims)), enc(x).flip(dims), atol=1e-4, rtol=1e-4)
+
+
 def test_transformer_attends_within_windows():
     """One unshifted block mixes only inside a window (in both views); the shifted block crosses windows."""
     from mtl3d_perception.model.cvm import MultiViewTransformer

@@ -53,7 +53,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
     model.eval()
     cfg = model.config
     idx = eval_indices(len(dataset), None if max_batches is None else max_batches * batch_size)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=idx, collate_fn=collate, num_workers=num_workers)
+    # The loader's own generator: evaluating must not draw from the global RNG a training run is using.
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=idx, collate_fn=collate, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     results: dict[str, dict[str, Any]] = {}
     meters = {m: MultiTaskMeter(cfg.num_classes, boundary_max_dist=boundary_max_dist) for m in modes}
     pics: dict[str, list[np.ndarray]] = {m: [] for m in modes}

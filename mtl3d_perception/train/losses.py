@@ -67,12 +67,12 @@ class LossTerm(nn.Module):
         raise NotImplementedError
 
 
-def select_views(batch: MultiViewBatch, outputs: dict[str, Any], task: str
+def select_views(batch: MultiViewBatch, outputs: dict[str, Any], task: str, *, reference_only: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(prediction, label, sample validity) for ``task``, flattened to N images.
 
-    Outputs with a view dim (``all_views=True``) pair with every view's labels (N = B*V); outputs of
-    the reference view alone pair with view 0 (N = B).
+    Outputs with a view dim (``all_views=True``) pair with every view's labels (N = B*V), or with
+    view 0's when ``reference_only``; outputs of the reference view alone pair with view 0 (N = B).
     """
     pred = outputs[task]
     label = batch.label(task)
@@ -82,6 +82,8 @@ def select_views(batch: MultiViewBatch, outputs: dict[str, Any], task: str
     if task == "semantic":
         pred_dims = pred.dim() - 1 - (label_dims + 1)  # logits carry a class dim the label lacks
     if pred_dims == 1:
+        if reference_only:
+            return pred[:, 0], label[:, 0], valid[:, 0]
         return pred.flatten(0, 1), label.flatten(0, 1), valid.flatten(0, 1)
     return pred, label[:, 0], valid[:, 0]
 
@@ -164,7 +166,11 @@ def boundary_loss(logits: torch.Tensor, boundary: torch.Tensor, valid: torch.Ten
 
 
 class _TaskTerm(LossTerm):
-    """A task loss over the tasks's prediction and label, reporting itself under its task name."""
+    """A task loss over the task's prediction and label, reporting itself under its task name.
+
+    ``all_views``: supervise every view; otherwise view 0 only, also when another term has the model
+    predict every view.
+    """
 
     task: str = ""
 
@@ -176,7 +182,7 @@ class _TaskTerm(LossTerm):
         raise NotImplementedError
 
     def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[torch.Tensor, LossLogs]:
-        pred, label, valid = select_views(batch, outputs, self.task)
+        pred, label, valid = select_views(batch, outputs, self.task, reference_only=not self.needs_all_views)
         loss = self.compute(pred, label, valid)
         return loss, {self.task: float(loss.detach())}
 

@@ -56,7 +56,12 @@ class SemanticMeter:
         keep = (label != IGNORE_INDEX) & (label >= 0) & (label < self.num_classes)
         keep &= _valid_images(valid, label.shape[0], label.device).view(-1, *([1] * (label.dim() - 1)))
         k = self.num_classes
-        idx = label[keep].long() * k + ids[keep].long()
+        ids = ids[keep].long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= k):
+            # label * k + id would silently count it in another (label, prediction) cell
+            msg = f"predicted class ids must be in [0, {k}), got {int(ids.min())}..{int(ids.max())}"
+            raise ValueError(msg)
+        idx = label[keep].long() * k + ids
         self.confusion += torch.bincount(idx.cpu(), minlength=k * k).view(k, k).double()
 
     def compute(self) -> dict[str, float]:

@@ -98,6 +98,14 @@ class PairwiseAffinityTerm(LossTerm):
             self.generator = torch.Generator()
             self.generator.manual_seed(seed)
 
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The pair sampler's generator state (in the trainer's state file, so a resumed run draws the same pairs)."""
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         total = None
         logs: dict[str, float] = {}

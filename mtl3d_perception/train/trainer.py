@@ -9,7 +9,9 @@ with ``weights_only=True``). Each is written to a temporary file and moved into 
 ``os.replace``, so a crash never leaves a half-written checkpoint.
 
 Resuming continues identically: the data order is a pure function of (seed, epoch, rank), each
-sample's augmentation of (seed, epoch, index), and the RNG states are restored.
+sample's augmentation of (seed, epoch, index), and every rank's RNG state is restored (the data
+loaders draw from their own generators, so where an epoch starts does not move the global stream).
+The lr schedule is rebuilt from the config, so a resumed run may change ``steps``.
 """
 
 from __future__ import annotations
@@ -179,9 +181,12 @@ class Trainer:
         use = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else nullcontext()
 
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+
     def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
         """This rank's batches of epoch ``epoch``: lists of (index, draw) keys; a function of seed and epoch only."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        g = self._epoch_generator(epoch)
         order = torch.randperm(len(self.train_set), generator=g).tolist()
         mine = order[self.rank::self.world][: self.epoch_len * self.cfg.data.batch_size]
         bs = self.cfg.data.batch_size
@@ -192,10 +197,12 @@ class Trainer:
         epoch, offset = divmod(self.step, self.epoch_len)
         while True:
             batches = self._epoch_batches(epoch)[offset:]
+            # Each loader draws its workers' base seed from ``generator``; without one it draws from the
+            # global RNG, which a resumed run would do at a different step than the original run.
             loader = DataLoader(self.train_set, batch_sampler=batches, collate_fn=collate,
                                 num_workers=self.cfg.data.num_workers,
                                 pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)
+                                persistent_workers=False, generator=self._epoch_generator(epoch))
             yield from loader
             epoch, offset = epoch + 1, 0
 
@@ -300,8 +307,22 @@ class Trainer:
     def state_path(self) -> Path:
         return self.ckpt_dir / "last.state.pt"
 
+    def _rng_states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's torch RNG states (CPU ``[world, n]``, CUDA ``[world, m]``, m = 0 on CPU).
+
+        A collective under DDP: every rank must call it.
+        """
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)
+        if self.world == 1:
+            return cpu[None], cuda[None]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, (cpu, cuda))
+        return torch.stack([c for c, _ in gathered]), torch.stack([g for _, g in gathered])
+
     def save_state(self, metrics: dict[str, float] | None = None) -> None:
-        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0)."""
+        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0; every rank must call it)."""
+        torch_rng, cuda_rng = self._rng_states()
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             state = {
@@ -310,8 +331,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "criterion": self.criterion.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0),
+                "torch_rng": torch_rng,  # one row per rank
+                "cuda_rng": cuda_rng,
             }
             tmp_state = self.state_path.with_name(self.state_path.name + ".tmp")
             torch.save(state, tmp_state)
@@ -343,11 +364,21 @@ class Trainer:
             raise ValueError(msg)
         self.model.load_state_dict(load_file(str(self.weights_path), device=str(self.device)), strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        # LambdaLR would restore the saved schedule object's attributes (its length among them); keep
+        # the one built from this config and set the lr it gives at the saved step.
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
+        for group, base_lr, schedule in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                            self.scheduler.lr_lambdas):
+            group["lr"] = base_lr * schedule(self.scheduler.last_epoch)
         self.criterion.load_state_dict(state["criterion"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state["cuda_rng"].numel():
-            torch.cuda.set_rng_state(state["cuda_rng"])
+        torch_rng, cuda_rng = state["torch_rng"], state["cuda_rng"]
+        if torch_rng.dim() == 2:  # one row per rank; a run resumed on more ranks reuses rank 0's
+            row = self.rank if self.rank < torch_rng.shape[0] else 0
+            # clone: torch.set_rng_state on a view with a storage offset crashes (segfault, torch 2.13)
+            torch_rng, cuda_rng = torch_rng[row].clone(), cuda_rng[row].clone()
+        torch.set_rng_state(torch_rng)
+        if self.device.type == "cuda" and cuda_rng.numel():
+            torch.cuda.set_rng_state(cuda_rng)
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", self.weights_path, self.step)
 
