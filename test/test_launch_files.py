@@ -61,6 +61,7 @@ def test_launch_file_names_real_parameters_and_arguments(path, node_parameters):
     declared = _declared_arguments(tree)
     used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
     assert used <= declared, f"undeclared launch arguments {used - declared}"
+    assert declared <= used, f"launch arguments declared but never used: {declared - used}"
     ours = [c for c in _calls(tree, "Node") if _value(_kw(c, "executable"), tree) == "perception_node"]
     assert len(ours) == 1
     node = ours[0]

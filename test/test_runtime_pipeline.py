@@ -173,3 +173,16 @@ def test_load_model_forms(model, tmp_path):
     assert description == str(path) and tuple(loaded.config.input_size) == (NET_W, NET_H)
     with pytest.raises(FileNotFoundError, match="missing"):
         load_model(str(tmp_path / "missing.safetensors"))
+
+
+def test_new_world_frame_forgets_history(model):
+    """Poses in the history are in the old world frame; pairing them with poses in the new one would be wrong."""
+    pipe = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1), world_frame="odom",
+                              outputs=("depth",))
+    pipe.process(_frame(0, x=0.0))
+    pipe.set_options(world_frame="odom")  # unchanged: history kept
+    assert len(pipe.history) == 1
+    pipe.set_options(world_frame="map")
+    assert len(pipe.history) == 0 and not pipe._features
+    products = pipe.process(_frame(1, x=0.2))
+    assert products.single_view and products.pair_reason == "no_history"

@@ -58,3 +58,28 @@ def test_three_inputs_and_bad_args():
     assert got == [(0, 1, 2)]
     with pytest.raises(ValueError):
         ApproximateTimeSync(0, 1, 0.1)
+
+
+def test_time_jump_back_clears_full_queues():
+    """A looping bag: leftovers of the first pass fill the latest-only queues. Without clearing them, each new
+    (older-stamped) item would be evicted on arrival and no group would ever form again."""
+    got = []
+    sync = ApproximateTimeSync(2, queue_size=2, slop_s=0.005, callback=lambda *m: got.append(m))
+    for t in (9_000, 9_100):  # two images whose camera_info never came
+        sync.add(0, t * MS, f"img{t}")
+    sync.add(1, 9_200 * MS, "info9200")
+    assert got == []
+    assert not sync.add(0, 0, "img0")  # time went back 9 s
+    assert sync.add(1, 0, "info0")
+    assert got == [("img0", "info0")] and sync.jumps_back == 1
+    assert sync.queues == [{}, {}]
+
+
+def test_small_step_back_is_not_a_jump():
+    got = []
+    sync = ApproximateTimeSync(2, queue_size=3, slop_s=0.005, callback=lambda *m: got.append(m))
+    sync.add(0, 1_000 * MS, "img1000")
+    sync.add(0, 900 * MS, "img900")  # out of order by 0.1 s: kept
+    sync.add(1, 1_000 * MS, "info1000")
+    sync.add(1, 900 * MS, "info900")
+    assert got == [("img1000", "info1000"), ("img900", "info900")] and sync.jumps_back == 0

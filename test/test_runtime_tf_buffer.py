@@ -128,3 +128,21 @@ def test_compat_tf2_ros_buffer_with_messages():
     nan = cv.make_transform_stamped(types, cv.make_header(types, 2 * S, "odom"), "base_link", _T(1.0))
     nan.transform.translation.x = float("nan")
     assert not buffer.set_transform(nan, "test") and buffer.rejected == 1  # logged and ignored, like tf2
+
+
+def test_compat_tf2_ros_rejected_transforms_log_throttled(caplog):
+    """A publisher sending NaN poses at TF rate gives one error line per throttle period, with the count."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
+
+    types = get_typestore(Stores.ROS2_JAZZY).types
+    buffer = compat_tf2.Buffer(types=types)
+    nan = cv.make_transform_stamped(types, cv.make_header(types, S, "odom"), "base_link", _T(1.0))
+    nan.transform.rotation.w = float("nan")
+    with caplog.at_level("ERROR", logger=compat_tf2.__name__):
+        for _ in range(50):
+            assert not buffer.set_transform(nan, "test")
+    assert buffer.rejected == 50
+    assert len(caplog.records) == 1 and "TF_NAN_INPUT" in caplog.records[0].getMessage()

@@ -74,7 +74,10 @@ class PerceptionPipeline:
     def set_options(self, *, precision: str | None = None, output_resolution: str | None = None,
                     point_stride: int | None = None, cloud_frame: str | None = None,
                     outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None) -> None:
-        """Change run-time options (each validated; raises ValueError naming the bad value)."""
+        """Change run-time options (each validated; raises ValueError naming the bad value).
+
+        A new ``world_frame`` also forgets the history (its poses are expressed in the old frame).
+        """
         if precision is not None:
             if precision not in PRECISIONS:
                 raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -99,8 +102,9 @@ class PerceptionPipeline:
             if unknown:
                 raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
             self.outputs = frozenset(outputs)
-        if world_frame is not None:
+        if world_frame is not None and world_frame != self.world_frame:
             self.world_frame = world_frame
+            self.reset()  # the history's poses are in the old frame: pairing across frames gives wrong relative poses
 
     def set_pairing(self, pairing: PairingConfig) -> None:
         self.history.reconfigure(pairing)

@@ -6,6 +6,11 @@ matching rule follows ros2/message_filters ``src/message_filters/__init__.py``: 
 ``queue_size`` items keyed by stamp; a new item fires the callback with the set of stamps (one per input,
 each within ``slop`` of the new one) whose spread is below ``slop``, preferring the closest stamps; used
 items are removed.
+
+One difference, on purpose: an item older than the newest queued item by more than ``jump_back_s`` means time
+jumped back (a looping bag, a restarted simulation) and clears every queue first. message_filters keeps the
+old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
+arrival and the synchroniser would never fire again.
 """
 
 from __future__ import annotations
@@ -24,17 +29,23 @@ class ApproximateTimeSync:
         queue_size: items kept per input; 1 gives latest-only behaviour.
         slop_s: largest allowed stamp spread in a group, seconds.
         callback: called as ``callback(*items)`` in input order, from the thread that added the last item.
+        jump_back_s: an item this much older than the newest queued one clears all queues (time jumped back);
+            None keeps message_filters' behaviour.
+
+    ``queues`` (one ``{stamp_ns: item}`` per input) and ``lock`` carry message_filters' attribute names.
     """
 
     def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
-                 callback: Callable[..., Any] | None = None) -> None:
+                 callback: Callable[..., Any] | None = None, *, jump_back_s: float | None = 1.0) -> None:
         if num_inputs < 1 or queue_size < 1 or not slop_s >= 0:
             raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop_s >= 0; got {num_inputs}, {queue_size}, {slop_s}")
         self.queue_size = queue_size
         self.slop_ns = int(slop_s * 1e9)
-        self._queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
+        self.jump_back_ns = None if jump_back_s is None else int(jump_back_s * 1e9)
+        self.queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
         self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.jumps_back = 0
 
     def register_callback(self, callback: Callable[..., Any]) -> None:
         self._callbacks.append(callback)
@@ -45,20 +56,26 @@ class ApproximateTimeSync:
         self.slop_ns = int(slop_s * 1e9)
 
     def clear(self) -> None:
-        with self._lock:
-            for q in self._queues:
+        with self.lock:
+            for q in self.queues:
                 q.clear()
 
     def add(self, index: int, stamp_ns: int, item: Any) -> bool:
         """Offer ``item`` of input ``index`` stamped ``stamp_ns``; returns True when it completed a group."""
         stamp_ns = int(stamp_ns)
-        with self._lock:
-            queue = self._queues[index]
+        with self.lock:
+            if self.jump_back_ns is not None:
+                newest = max((s for q in self.queues for s in q), default=None)
+                if newest is not None and stamp_ns < newest - self.jump_back_ns:
+                    self.jumps_back += 1
+                    for q in self.queues:
+                        q.clear()
+            queue = self.queues[index]
             queue[stamp_ns] = item
             while len(queue) > self.queue_size:
                 del queue[min(queue)]
             candidates = []
-            for i, other in enumerate(self._queues):
+            for i, other in enumerate(self.queues):
                 if i == index:
                     continue
                 near = sorted((abs(s - stamp_ns), s) for s in other if abs(s - stamp_ns) <= self.slop_ns)
@@ -69,7 +86,7 @@ class ApproximateTimeSync:
                 stamps = list(combo)
                 stamps.insert(index, stamp_ns)
                 if max(stamps) - min(stamps) <= self.slop_ns:
-                    group = [q.pop(s) for q, s in zip(self._queues, stamps)]
+                    group = [q.pop(s) for q, s in zip(self.queues, stamps)]
                     break
             else:
                 return False

@@ -55,7 +55,12 @@ class Subscriber(SimpleFilter):
 
 
 class ApproximateTimeSynchronizer(SimpleFilter):
-    """``ApproximateTimeSynchronizer(fs, queue_size, slop, allow_headerless=False)``; ``slop`` in seconds."""
+    """``ApproximateTimeSynchronizer(fs, queue_size, slop, allow_headerless=False)``; ``slop`` in seconds.
+
+    ``queues`` (one ``{stamp_ns: msg}`` per input) and ``lock`` are the real class's attributes, so a caller can
+    clear them the same way on both; unlike the real class, this one also clears them itself when time jumps back
+    (``runtime/sync.py``).
+    """
 
     def __init__(self, fs: list[SimpleFilter], queue_size: int, slop: float, allow_headerless: bool = False) -> None:
         super().__init__()
@@ -63,6 +68,7 @@ class ApproximateTimeSynchronizer(SimpleFilter):
             raise ValueError("allow_headerless is not supported by the compat ApproximateTimeSynchronizer")
         self.queue_size = queue_size
         self._sync = ApproximateTimeSync(len(fs), queue_size, float(slop), self.signalMessage)
+        self.queues, self.lock = self._sync.queues, self._sync.lock
         self.input_connections = [f.registerCallback(self.add, i) for i, f in enumerate(fs)]
 
     @property

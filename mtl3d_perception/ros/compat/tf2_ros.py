@@ -6,9 +6,13 @@ is ``runtime/tf_buffer.py`` (shared with replay). API per ros2/geometry2 ``tf2_r
 ``set_transform_static``, ``lookup_transform(target, source, time, timeout)``, ``can_transform``;
 ``TransformListener(buffer, node, *, qos=None, static_qos=None)``.
 
+Like the real Buffer, one given a ``node`` follows that node's clock: when ROS time jumps back by more than 1 s
+(``use_sim_time`` with a looping bag or a restarted simulation) the dynamic transforms are cleared.
+
 Differences, on purpose: lookups never wait (``timeout`` is accepted and ignored; callers poll from their own
-thread, which is what the node does — a waiting lookup would block the executor, geometry2 #327), and
-``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly. The listener
+thread, which is what the node does — a waiting lookup would block the executor, geometry2 #327),
+``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly, and a rejected (NaN)
+transform is logged at most once per ``LOG_THROTTLE_S`` with a count, not once per message. The listener
 subscribes to ``/tf`` and ``/tf_static`` only when ``tf2_msgs`` is importable (it is not in the ROS wheels
 on PyPI); otherwise the buffer is fed through ``set_transform`` — one code path either way.
 """
@@ -16,6 +20,7 @@ on PyPI); otherwise the buffer is fed through ``set_transform`` — one code pat
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from mtl3d_perception.ros import conversions
@@ -40,6 +45,8 @@ __all__ = [
 
 DEFAULT_TF_TOPIC = "/tf"
 DEFAULT_STATIC_TF_TOPIC = "/tf_static"
+JUMP_BACK_S = 1.0  # the real Buffer's clock-jump threshold
+LOG_THROTTLE_S = 5.0
 _LOG = logging.getLogger(__name__)
 
 
@@ -59,7 +66,7 @@ class Buffer:
 
     Args:
         cache_time: rclpy Duration (or seconds) of dynamic data kept; tf2's default is 10 s.
-        node: accepted for API compatibility (the real Buffer uses it for the clock).
+        node: an rclpy node whose clock's backward jumps clear the buffer (as the real Buffer does).
         types: message classes for the TransformStamped results (default: the installed rclpy ones).
     """
 
@@ -70,6 +77,20 @@ class Buffer:
         self._types = types
         self.node = node
         self.rejected = 0  # transforms ignored because they were not rigid (NaN, ...)
+        self._rejected_log_at = -float("inf")
+        self.jump_handle = None
+        if node is not None:
+            from rclpy.clock import JumpThreshold
+            from rclpy.duration import Duration
+
+            threshold = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-JUMP_BACK_S),
+                                      on_clock_change=True)
+            self.jump_handle = node.get_clock().create_jump_callback(threshold, post_callback=self.time_jump_callback)
+
+    def time_jump_callback(self, time_jump: Any = None) -> None:
+        """The node's clock jumped back (or switched between system and ROS time): forget the dynamic transforms."""
+        _LOG.warning("Detected jump back in time. Clearing tf buffer.")
+        self.clear()
 
     @property
     def types(self) -> Any:
@@ -86,7 +107,11 @@ class Buffer:
             )
         except (InvalidArgumentException, ValueError) as exc:
             self.rejected += 1
-            _LOG.error("TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform from authority %s: %s", authority, exc)
+            now = time.monotonic()
+            if now - self._rejected_log_at >= LOG_THROTTLE_S:  # a bad publisher sends at TF rate: never log each one
+                _LOG.error("TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform from authority %s: %s "
+                           "(%d rejected in all)", authority, exc, self.rejected)
+                self._rejected_log_at = now
             return False
         return True
 
