@@ -1,7 +1,8 @@
 """Run the perception node on a live camera (and RViz): ``ros2 launch mtl3d_perception perception.launch.py``.
 
-Arguments: ``image_topic``, ``camera_info_topic``, ``model_path`` ('' = shipped default checkpoint),
-``device``, ``params_file`` (default ``config/perception.yaml``), ``use_sim_time``, ``rviz``.
+Arguments: ``image_topic``, ``image_transport`` (raw | compressed), ``camera_info_topic``, ``model_path``
+('' = shipped default checkpoint), ``device``, ``params_file`` (default ``config/perception.yaml``), ``use_sim_time``, ``rviz``. The topic, transport,
+model and device arguments always override the same keys of ``params_file`` (launch passes their defaults too).
 Declarative only (checked statically by test/test_launch_files.py; launch is not installable in CI).
 """
 
@@ -22,6 +23,8 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("image_topic", default_value="/camera/color/image_raw",
                               description="input sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw, or compressed: subscribe to image_topic + '/compressed' (jpeg/png)"),
         DeclareLaunchArgument("camera_info_topic", default_value="/camera/color/camera_info",
                               description="input sensor_msgs/CameraInfo"),
         DeclareLaunchArgument("model_path", default_value="",
@@ -40,6 +43,7 @@ def generate_launch_description():
                 LaunchConfiguration("params_file"),
                 {
                     "image_topic": LaunchConfiguration("image_topic"),
+                    "image_transport": LaunchConfiguration("image_transport"),
                     "camera_info_topic": LaunchConfiguration("camera_info_topic"),
                     "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
                     "device": LaunchConfiguration("device"),

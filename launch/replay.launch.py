@@ -1,7 +1,9 @@
 """Replay a rosbag2 live through the node: ``ros2 launch mtl3d_perception replay.launch.py bag:=PATH``.
 
 ``ros2 bag play --clock`` publishes /clock and the recorded camera + TF topics; the node and RViz run on sim
-time. Arguments: ``bag``, ``rate``, ``model_path``, ``device``, ``params_file``, ``rviz``. (The offline
+time. Arguments: ``bag``, ``rate``, ``image_transport`` (compressed for bags that recorded
+``.../image_raw/compressed``), ``model_path``, ``device``, ``params_file``, ``rviz``; ``image_transport``,
+``model_path``, ``device`` and ``tf_timeout_s`` (0.5 s) override the same keys of ``params_file``. (The offline
 evaluation without ROS is ``mtl3d replay BAG``.) Declarative only; checked by test/test_launch_files.py.
 """
 
@@ -21,6 +23,8 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="rosbag2 folder or .mcap/.db3 file"),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback rate"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw, or compressed: the bag recorded image_topic + '/compressed'"),
         DeclareLaunchArgument("model_path", default_value="",
                               description="checkpoint (.safetensors); empty = the shipped models/default.safetensors"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
@@ -39,6 +43,7 @@ def generate_launch_description():
             parameters=[
                 LaunchConfiguration("params_file"),
                 {
+                    "image_transport": LaunchConfiguration("image_transport"),
                     "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
                     "device": LaunchConfiguration("device"),
                     "use_sim_time": True,

@@ -22,14 +22,24 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 import torch  # noqa: E402
+from rclpy.clock import ClockType  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 
 from mtl3d_perception import topics  # noqa: E402
 from mtl3d_perception.geometry import pose_from_quat_trans, resize_intrinsics  # noqa: E402
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint  # noqa: E402
 from mtl3d_perception.ros import conversions as cv  # noqa: E402
-from mtl3d_perception.ros.diagnostics import diagnostic_values  # noqa: E402
+from mtl3d_perception.ros.diagnostics import (  # noqa: E402
+    ERROR,
+    OK,
+    WARN,
+    RuntimeStats,
+    diagnostic_values,
+    status_fields,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -72,7 +82,12 @@ class Harness:
             self.peer.create_subscription(self.types[msg_type], topics.output_topic(name), self.received[name].append, 10)
         self.peer.create_subscription(self.types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC,
                                       self.diagnostics.append, 10)
-        self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+        self.compressed = params.get("image_transport") == "compressed"
+        if self.compressed:
+            self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CompressedImage"],
+                                                        topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX, 10)
+        else:
+            self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
         self.info_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
         self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
         static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM, np.eye(4))
@@ -97,10 +112,15 @@ class Harness:
                                        topics.BASE_FRAME, T)
         self.node.tf_buffer.set_transform(ts, "test")
 
-    def send_frame(self, stamp_ns: int, rgb: np.ndarray, *, encoding: str = "rgb8", K_=K, info_wh=(W, H)):
+    def send_frame(self, stamp_ns: int, rgb: np.ndarray, *, encoding: str = "rgb8", K_=K, info_wh=(W, H),
+                   with_info: bool = True):
         header = cv.make_header(self.types, stamp_ns, CAM)
-        self.image_pub.publish(cv.make_image(self.types, header, rgb, encoding))
-        self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
+        if self.compressed:  # lossless, so outputs equal the raw image's
+            self.image_pub.publish(cv.make_compressed_image(self.types, header, rgb, "png"))
+        else:
+            self.image_pub.publish(cv.make_image(self.types, header, rgb, encoding))
+        if with_info:
+            self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
 
     def wait_outputs(self, n: int):
         self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
@@ -114,6 +134,14 @@ class Harness:
 
 def _image(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (H, W, 3)).astype(np.uint8)
+
+
+def _single_view_depth(model, rgb: np.ndarray) -> np.ndarray:
+    """The network's own single-view depth for one frame, [H, W] metres."""
+    with torch.no_grad():
+        f = model.encode(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+        out = model.predict(f, f, torch.as_tensor(K, dtype=torch.float32)[None], torch.eye(4)[None])
+    return out["depth"][0, 0].numpy()
 
 
 @pytest.fixture
@@ -144,11 +172,8 @@ def test_outputs_match_inputs_and_model(harness):
     np.testing.assert_allclose(cv.camera_info_to_K(info), resize_intrinsics(K, (W, H), (W, H)))
 
     # depth of the first (single-view) frame equals the network's own single-view output
-    with torch.no_grad():
-        f = model.encode(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
-        direct = model.predict(f, f, torch.as_tensor(K, dtype=torch.float32)[None], torch.eye(4)[None])["depth"][0, 0]
     depth = cv.image_to_array(harness.received["depth"][0])
-    np.testing.assert_allclose(depth, direct.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(depth, _single_view_depth(model, rgb), rtol=1e-4, atol=1e-5)
     labels = cv.image_to_array(harness.received["semantic"][0])
     assert labels.max() < model.config.num_classes
     normals = cv.image_to_array(harness.received["normals"][-1])
@@ -170,6 +195,23 @@ def test_outputs_match_inputs_and_model(harness):
     assert values["last_pair_reason"] in ("baseline", "newest")
     assert values["device"] == "cpu" and "latency_total_p50_ms" in values and "latency_predict_p95_ms" in values
     assert values["tf_failures"] == "0" and values["bad_input"] == "0"
+
+
+def test_compressed_image_transport(ros_context):
+    """image_transport:=compressed subscribes to image_topic + '/compressed' (sensor_msgs/CompressedImage)."""
+    h = Harness(ros_context, tiny_model(), image_transport="compressed")
+    try:
+        assert h.node.image_sub.topic == topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX
+        rgb = _image(7)
+        h.send_tf(3 * S, 0.0)
+        h.send_frame(3 * S, rgb)
+        h.wait_outputs(1)
+        msg = h.received["depth"][0]
+        assert (cv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg.width, msg.height) == (3 * S, CAM, W, H)
+        np.testing.assert_allclose(cv.image_to_array(msg), _single_view_depth(tiny_model(), rgb), rtol=1e-4, atol=1e-5)
+        assert h.diag()["bad_input"] == "0"
+    finally:
+        h.close()
 
 
 def test_frame_waits_for_late_tf(ros_context):
@@ -239,6 +281,196 @@ def test_bad_input_keeps_node_alive(harness):
     assert values["processed"] == "3" and values["single_view_fallbacks"] == "3"
     assert harness.diagnostics[-1].status[0].level == b"\x01"  # WARN while problems are recent
     assert harness.node.tf_buffer.rejected == 1
+
+
+def test_start_up_values_are_validated(ros_context):
+    """Values from overrides or a params file get the checks of a later set_parameters (they used to bypass them)."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    with pytest.raises(InvalidParameterValueException, match="world_frame must not be empty"):
+        PerceptionNode(model=tiny_model(), context=ros_context,
+                       parameter_overrides=[Parameter("world_frame", value="")])
+
+
+def test_main_reports_bad_parameters_and_exits_1():
+    """A parameter of the wrong type ends ``perception_node`` with one fatal line and exit code 1, no traceback."""
+    from mtl3d_perception.ros.node import main
+
+    assert main(["perception_node", "--ros-args", "-p", "tf_timeout_s:=soon"]) == 1
+    bad_topic = ["-p", "image_topic:=no spaces allowed", "-p", "model_path:=preset:tiny"]
+    assert main(["perception_node", "--ros-args", *bad_topic]) == 1
+
+
+def _history_pose_x(node, stamp_ns: int) -> float:
+    return next(f.pose[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
+
+
+def test_time_jump_back_clears_tf_cache(ros_context):
+    """A bag replayed again without /clock: after the jump no pose may interpolate between the two passes."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
+    try:
+        for i, t in enumerate((40 * S, 41 * S)):  # first pass, at x = 0
+            h.send_tf(t, 0.0)
+            h.send_frame(t, _image(10 + i))
+            h.wait_outputs(i + 1)
+        h.send_frame(36 * S, _image(12))  # second pass, at x = 5: time went back 5 s (inside the 10 s TF cache)
+        h.spin_until(lambda: h.node.stats.counts["time_jumps"] == 1)
+        assert not h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=40 * S))
+        h.send_tf(36 * S, 5.0)
+        h.wait_outputs(3)
+        h.send_tf(36 * S + S // 2, 5.0)
+        h.send_frame(37 * S, _image(13))  # TF of the second pass reaches only 36.5 s: wait, never mix passes
+        h.spin_until(lambda: h.node.stats.counts["received"] >= 4)
+        for _ in range(20):
+            h.executor.spin_once(timeout_sec=0.005)
+        assert len(h.received["depth"]) == 3
+        h.send_tf(38 * S, 5.0)
+        h.wait_outputs(4)
+        assert _history_pose_x(h.node, 37 * S) == pytest.approx(5.0)
+        values = h.diag()
+        assert values["time_jumps"] == "1" and values["tf_failures"] == "0"
+    finally:
+        h.close()
+
+
+def test_time_jump_back_unblocks_the_synchroniser(ros_context):
+    """Leftover images of the first pass fill message_filters' latest-only queue; the real ApproximateTimeSynchronizer
+    would then evict every new (older-stamped) image on arrival. The node clears its queues at the jump."""
+    h = Harness(ros_context, tiny_model())
+    try:
+        h.node.sync._sync.jump_back_ns = None  # behave like the real message_filters: no clearing of its own
+        h.send_frame(20 * S, _image(20))
+        h.wait_outputs(1)
+        for n, t in enumerate((21 * S, 22 * S)):  # images whose camera_info never comes
+            h.send_frame(t, _image(21), with_info=False)
+            h.spin_until(lambda n=n: h.node.stats.counts["images"] >= n + 2)  # depth-1 input queue: one at a time
+        assert sorted(h.node.sync.queues[0]) == [21 * S, 22 * S]
+        h.send_frame(5 * S, _image(22))
+        h.spin_until(lambda: len(h.received["depth"]) >= 2, timeout_s=10.0)
+        assert cv.stamp_to_ns(h.received["depth"][-1].header.stamp) == 5 * S
+        assert h.diag()["time_jumps"] == "1"
+    finally:
+        h.close()
+
+
+def test_clock_jump_back_clears_tf_cache(ros_context):
+    """use_sim_time and /clock going back (``ros2 bag play --loop --clock``): the TF buffer follows the node's clock."""
+    h = Harness(ros_context, tiny_model(), use_sim_time=True)
+    try:
+        clock = h.node.get_clock()
+        clock.set_ros_time_override(Time(seconds=100, clock_type=ClockType.ROS_TIME))
+        h.send_tf(99 * S, 0.0)
+        h.send_tf(100 * S, 0.1)
+        assert h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=100 * S))
+        clock.set_ros_time_override(Time(seconds=50, clock_type=ClockType.ROS_TIME))
+        assert not h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=100 * S))
+        assert h.node.tf_buffer.can_transform(topics.BASE_FRAME, CAM, Time())  # static transforms stay
+    finally:
+        h.close()
+
+
+def test_small_step_back_drops_the_frame_only(harness):
+    """A frame 0.2 s older than the last one is stale (dropped), not a time jump that forgets the history."""
+    harness.send_tf(50 * S, 0.0)
+    harness.send_tf(51 * S, 0.5)
+    harness.send_frame(50 * S, _image(30))
+    harness.wait_outputs(1)
+    harness.send_frame(50 * S - S // 5, _image(31))
+    harness.spin_until(lambda: harness.node.stats.counts["received"] >= 2)
+    harness.send_frame(51 * S, _image(32))
+    harness.wait_outputs(2)
+    values = harness.diag()
+    assert values["time_jumps"] == "0" and values["bad_input.out_of_order"] == "1" and values["dropped_frames"] == "1"
+    assert values["last_pair_reason"] == "baseline"  # paired with 50 s: the history survived
+
+
+def test_images_without_camera_info_warn(harness):
+    """The commonest "node publishes nothing" report: camera_info missing or never within sync_slop_s."""
+    harness.node.stats.rate_window_s = 0.2
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < 0.5:
+        harness.send_frame(60 * S + i * S // 10, _image(40), with_info=False)
+        harness.executor.spin_once(timeout_sec=0.02)
+        i += 1
+    harness.diag()
+    status = harness.diagnostics[-1].status[0]
+    assert status.level == b"\x01" and "none pairs with a camera_info" in status.message
+    values = diagnostic_values(harness.diagnostics[-1])
+    assert int(values["images"]) >= 2 and values["camera_infos"] == "0" and values["received"] == "0"
+
+
+def test_destroy_joins_the_worker_and_releases_the_model(ros_context):
+    h = Harness(ros_context, tiny_model())
+    h.send_tf(70 * S, 0.0)
+    h.send_frame(70 * S, _image(50))
+    h.wait_outputs(1)
+    h.close()
+    assert not h.node._worker.is_alive() and h.node.pipeline.model is None and not h.node.pipeline._features
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _level(stats: RuntimeStats) -> tuple[int, str]:
+    level, message, _ = status_fields(stats.snapshot(), {})
+    return level, message
+
+
+def test_status_levels():
+    """OK / WARN / ERROR chosen by what is wrong: the node's own failure is ERROR, bad input or poses WARN."""
+    clock = _Clock()
+    stats = RuntimeStats(rate_window_s=5.0, warn_window_s=10.0, clock=clock)
+    assert _level(stats) == (OK, "waiting for synchronised image + camera_info")
+
+    def frames(n, *, single_view=False, reason="baseline"):
+        for _ in range(n):
+            clock.t += 0.1
+            stats.frame_done({"total": 0.01}, single_view=single_view, pair_reason=reason)
+
+    frames(1, single_view=True, reason="no_history")  # the first frame has no source by design
+    frames(9)
+    frames(1, single_view=True, reason="pose_jump")  # an isolated fallback: counted, not a warning
+    assert _level(stats)[0] == OK
+    frames(12, single_view=True, reason="no_pose")
+    level, message = _level(stats)
+    assert level == WARN and "mostly single-view" in message and "no_pose" in message
+    clock.t += 4.0
+    frames(20)
+    assert _level(stats)[0] == OK
+
+    stats.problem("encoding", "16UC1 is not a colour image")
+    assert _level(stats)[0] == WARN
+    stats.problem("internal", "RuntimeError: CUDA out of memory", counter="internal_errors", error=True)
+    level, message = _level(stats)
+    assert level == ERROR and message.index("CUDA out of memory") < message.index("16UC1")
+    clock.t += 11.0
+    frames(3)
+    assert _level(stats)[0] == OK
+    clock.t += 6.0
+    level, message = _level(stats)
+    assert level == WARN and "no frame processed for 6.0 s" in message
+
+
+def test_status_sync_stalled_after_the_rate_window():
+    clock = _Clock()
+    stats = RuntimeStats(rate_window_s=5.0, clock=clock)
+    stats.count("images")
+    assert _level(stats)[0] == OK  # just started: camera_info may be a moment behind
+    for _ in range(6):
+        clock.t += 1.0
+        stats.count("images")
+    level, message = _level(stats)
+    assert level == WARN and "none pairs with a camera_info" in message
+    stats.count("received")
+    assert _level(stats)[0] == OK
+    clock.t += 30.0  # the camera stopped: nothing to pair, not a sync problem
+    assert "none pairs" not in _level(stats)[1]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The ``perception_node``: camera + TF in, depth / semantics / normals / boundaries / labelled cloud out.
 
-Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8) and ``camera_info_topic``,
+Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8; or with ``image_transport``
+``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``,
 approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame.
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth`` (32FC1 m),
 ``~/depth/camera_info``, ``~/semantic`` (mono8), ``~/semantic/color`` (rgb8), ``~/normals`` (32FC3),
@@ -8,9 +9,14 @@ Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS`
 ``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
 
 The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
-subscriptions, TF and the diagnostics timer; one worker thread takes the newest synchronised frame whose TF is
-available (polling the buffer without blocking, up to ``tf_timeout_s``, then single-view), runs the pipeline and
-publishes. Bad input never stops the node: a throttled log line, a diagnostics entry, the frame is dropped.
+subscriptions, TF and the diagnostics timer; one worker thread owns the pipeline: it applies parameter changes
+between frames, takes the newest synchronised frame whose TF is available (polling the buffer without blocking,
+up to ``tf_timeout_s``, then single-view), runs the pipeline and publishes. Bad input never stops the node: a
+throttled log line, a diagnostics entry, the frame is dropped.
+
+Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation) clears everything that could
+pair frames across the jump: the synchroniser's queues, the frames waiting for TF, the frame history and the TF
+cache (tf2_ros clears the latter itself only when the node's clock jumps, i.e. under ``use_sim_time``).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
 from mtl3d_perception.ros import conversions, diagnostics
@@ -44,6 +51,8 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
     "num_threads": (1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold cores)", True, (0, 256)),
     "image_topic": (topics.IMAGE_TOPIC, "input sensor_msgs/Image", True, None),
+    "image_transport": ("raw", "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage "
+                        "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
     "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
     "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
     "precision": ("fp32", "inference precision (fp16 needs CUDA)", False, tuple(PRECISIONS)),
@@ -70,6 +79,8 @@ OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=Durab
                         history=HistoryPolicy.KEEP_LAST, depth=2)
 MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 LOG_THROTTLE_S = 5.0
+JUMP_BACK_NS = 1_000_000_000  # an image this much older than the newest one: time jumped back (tf2_ros's threshold)
+NON_EMPTY = ("image_topic", "camera_info_topic", "world_frame")
 
 
 def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
@@ -95,10 +106,11 @@ class PerceptionNode(Node):
 
     def __init__(self, node_name: str = topics.NODE_NAME, *, model: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        # validate before declaring, so start-up values (overrides, params file) get the same checks as later sets
+        self.add_on_set_parameters_callback(self._validate_parameters)
         for name, (default, description, read_only, constraint) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
@@ -121,7 +133,6 @@ class PerceptionNode(Node):
             output_resolution=p["output_resolution"], point_stride=p["point_stride"], cloud_frame=p["cloud_frame"],
             world_frame=p["world_frame"], outputs=self._outputs(p), logger=_LogAdapter(self.get_logger()),
         )
-        self.world_frame = p["world_frame"]
         self.tf_timeout_s = float(p["tf_timeout_s"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
         self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
@@ -129,7 +140,7 @@ class PerceptionNode(Node):
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
 
-        self.tf_buffer = tf2_ros.Buffer()
+        self.tf_buffer = tf2_ros.Buffer(node=self)  # with the node: cleared when its (sim) clock jumps back
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
 
         self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
@@ -142,14 +153,23 @@ class PerceptionNode(Node):
         self._cond = threading.Condition()
         self._stop = False
         self._reset = False
-        self._last_stamp_ns: int | None = None
-        self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
-        self._worker.start()
+        self._last_stamp_ns: int | None = None  # newest synchronised frame
+        self._last_image_ns: int | None = None  # newest image seen by the subscriber
 
-        self.image_sub = message_filters.Subscriber(self, Image, p["image_topic"], qos_profile=SENSOR_QOS)
+        if p["image_transport"] == "compressed":
+            image_type, image_topic = CompressedImage, p["image_topic"] + topics.COMPRESSED_SUFFIX
+        else:
+            image_type, image_topic = Image, p["image_topic"]
+        self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
         self.info_sub = message_filters.Subscriber(self, CameraInfo, p["camera_info_topic"], qos_profile=SENSOR_QOS)
+        # registered before the synchroniser, so they see each message first (a time jump clears its queues)
+        self.image_sub.registerCallback(self.on_image)
+        self.info_sub.registerCallback(self.on_camera_info)
         self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub], 2, p["sync_slop_s"])
         self.sync.registerCallback(self.on_frame)
+        # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
+        self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
+        self._worker.start()
 
     # ------------------------------------------------------------------------------------ parameters
 
@@ -174,14 +194,14 @@ class PerceptionNode(Node):
             if isinstance(constraint, tuple) and isinstance(constraint[0], str) and param.value not in constraint:
                 return SetParametersResult(successful=False,
                                            reason=f"{param.name} must be one of {', '.join(constraint)}, got {param.value!r}")
-            if param.name == "world_frame" and not str(param.value).strip("/"):
-                return SetParametersResult(successful=False, reason="world_frame must not be empty")
+            if param.name in NON_EMPTY and not str(param.value).strip("/ "):
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} must not be empty, got {param.value!r}")
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Any]) -> None:
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         names = {param.name for param in params}
-        self.world_frame = p["world_frame"]
         self.tf_timeout_s = float(p["tf_timeout_s"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
         update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
@@ -194,13 +214,53 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------------------------------ input
 
-    def _problem(self, kind: str, message: str, *, counter: str | None = None) -> None:
-        """Diagnostics entry + a log line throttled per kind (never once per frame)."""
-        self.stats.problem(kind, message, counter=counter)
+    def _problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
+        """Diagnostics entry + a log line throttled per kind (never once per frame); ``error``: the node's own fault."""
+        self.stats.problem(kind, message, counter=counter, error=error)
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
             self._last_log[kind] = now
-            self.get_logger().warning(f"{kind}: {message}")
+            log = self.get_logger().error if error else self.get_logger().warning
+            log(f"{kind}: {message}")
+
+    def on_image(self, image: Any) -> None:
+        """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
+        self.stats.count("images")
+        stamp_ns = conversions.stamp_to_ns(image.header.stamp)
+        last, self._last_image_ns = self._last_image_ns, max(stamp_ns, self._last_image_ns or stamp_ns)
+        if last is not None and stamp_ns < last - JUMP_BACK_NS:
+            self._last_image_ns = stamp_ns
+            self._time_jump(last, stamp_ns, image.header.frame_id)
+
+    def on_camera_info(self, info: Any) -> None:
+        self.stats.count("camera_infos")
+
+    def _time_jump(self, last_ns: int, stamp_ns: int, frame_id: str) -> None:
+        """Forget everything from before the jump, so no frame is paired (or posed) across it."""
+        self._problem("time_jump", f"image stamp went back from {last_ns * 1e-9:.3f} s to {stamp_ns * 1e-9:.3f} s; "
+                                   "clearing the frame history, the synchroniser and the TF cache",
+                      counter="time_jumps")
+        # message_filters keeps old stamps in its latest-only queues; newer-looking leftovers would evict every
+        # new message on arrival, and the synchroniser would never fire again. ``queues`` and ``lock`` are
+        # attributes of message_filters' TimeSynchronizer (Humble to Rolling) and of the compat one.
+        with self.sync.lock:
+            for queue in self.sync.queues:
+                queue.clear()
+        if self._tf_holds_data_after(stamp_ns + JUMP_BACK_NS, frame_id):
+            self.tf_buffer.clear()
+        with self._cond:
+            self.stats.count("dropped", len(self._pending))
+            self._pending.clear()
+            self._last_stamp_ns = None
+            self._reset = True
+
+    def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
+        """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
+        try:
+            latest = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame_id, Time())
+        except Exception:  # no chain (or a bad frame id): nothing of it could be paired anyway
+            return True
+        return conversions.stamp_to_ns(latest.header.stamp) > stamp_ns
 
     def on_frame(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
@@ -212,12 +272,11 @@ class PerceptionNode(Node):
             return
         with self._cond:
             if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
-                self.stats.count("time_jumps")
-                self._problem("time_jump", f"image stamp went back from {self._last_stamp_ns * 1e-9:.3f} s to "
-                                           f"{frame.stamp:.3f} s; clearing the frame history")
-                self.stats.count("dropped", len(self._pending))
-                self._pending.clear()
-                self._reset = True
+                # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
+                self.stats.count("dropped")
+                self._problem("out_of_order", f"frame at {frame.stamp:.3f} s arrived after one at "
+                                              f"{self._last_stamp_ns * 1e-9:.3f} s; dropped")
+                return
             self._last_stamp_ns = frame.stamp_ns
             if len(self._pending) >= MAX_PENDING:
                 self._pending.popleft()
@@ -230,13 +289,18 @@ class PerceptionNode(Node):
     def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
         """(T_world_cam, None) or (None, why not) — never waits."""
         try:
-            ts = self.tf_buffer.lookup_transform(self.world_frame, frame.frame_id, Time(nanoseconds=frame.stamp_ns))
+            ts = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame.frame_id,
+                                                 Time(nanoseconds=frame.stamp_ns))
             return conversions.transform_to_matrix(ts.transform), None
         except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
             return None, f"{type(exc).__name__}: {exc}"
 
-    def _next_job(self) -> tuple[Frame, float, Any, str | None] | None:
-        """The newest pending frame with TF; else the newest one whose TF wait timed out; else None."""
+    def _next_job(self) -> tuple[Frame, float, Any, str | None, bool] | None:
+        """The newest pending frame with TF; else the newest one whose TF wait timed out; else None.
+
+        The last item says whether time jumped back since the previous job (read where the job is taken, so a
+        frame from before a jump never enters the history after the reset).
+        """
         with self._cond:
             items = list(self._pending)
         if not items:
@@ -262,21 +326,37 @@ class PerceptionNode(Node):
                 self._pending.popleft()
                 dropped += 1
             self._pending.popleft()
+            reset, self._reset = self._reset, False
         self.stats.count("dropped", dropped)
-        return job
+        return (*job, reset)
+
+    def _apply_updates(self) -> None:
+        """Parameter changes (from the executor) applied to the pipeline between frames, in the worker."""
+        with self._updates_lock:
+            updates, self._updates = self._updates, {}
+        if "pairing" in updates:
+            self.pipeline.set_pairing(updates.pop("pairing"))
+        if updates:
+            self.pipeline.set_options(**updates)
 
     def _work(self) -> None:
         try:
             seconds = self.pipeline.warmup()
             self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
         except Exception as exc:
-            self._problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}")
+            self._problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
+                          error=True)
         while True:
             with self._cond:
                 while not self._stop and not self._pending:
                     self._cond.wait()
                 if self._stop:
                     return
+            try:
+                self._apply_updates()
+            except Exception as exc:
+                self._problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
+                              counter="internal_errors", error=True)
             job = self._next_job()
             if job is None:
                 with self._cond:
@@ -285,22 +365,14 @@ class PerceptionNode(Node):
             try:
                 self._process(*job)
             except Exception as exc:  # never let the worker die
-                self._problem("internal", f"{type(exc).__name__}: {exc}")
+                self._problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
 
-    def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None) -> None:
+    def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None, reset: bool) -> None:
         if tf_error is not None:
-            self._problem("tf", f"no pose of {frame.frame_id} in {self.world_frame} at {frame.stamp:.3f} s "
+            self._problem("tf", f"no pose of {frame.frame_id} in {self.pipeline.world_frame} at {frame.stamp:.3f} s "
                                 f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view", counter="tf_failures")
-        with self._updates_lock:
-            updates, self._updates = self._updates, {}
-        with self._cond:
-            reset, self._reset = self._reset, False
         if reset:
             self.pipeline.reset()
-        if "pairing" in updates:
-            self.pipeline.set_pairing(updates.pop("pairing"))
-        if updates:
-            self.pipeline.set_options(**updates)
         try:
             products = self.pipeline.process(frame.with_pose(pose))
         except ValueError as exc:
@@ -337,6 +409,8 @@ class PerceptionNode(Node):
             self._stop = True
             self._cond.notify_all()
         self._worker.join(timeout=30.0)
+        if self._worker.is_alive():  # mid-inference on a stalled device: the model goes anyway, the thread is a daemon
+            self.get_logger().error("the inference thread did not stop within 30 s; releasing the model anyway")
         self.pipeline.close()
         super().destroy_node()
 
@@ -363,7 +437,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
         rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: {exc}")
         return 1
     finally:
