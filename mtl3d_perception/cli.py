@@ -23,8 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = ("3D-aware multi-task dense perception (CvM-MTL): make synthetic sequences and bags, train and "
+               "evaluate the network, replay rosbags without ROS.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl3d", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mtl3d", description=DESCRIPTION,
+                                     epilog="Run 'mtl3d COMMAND --help' for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: missing files, permissions, a file where a folder goes
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
 

@@ -10,6 +10,7 @@ NODE_NAME = "mtl3d_perception"
 
 # Inputs
 IMAGE_TOPIC = "/camera/color/image_raw"
+COMPRESSED_SUFFIX = "/compressed"  # image_transport's compressed topic: IMAGE_TOPIC + COMPRESSED_SUFFIX
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"

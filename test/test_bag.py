@@ -1,4 +1,5 @@
-"""rosbag2 I/O: a sequence written as a bag reads back exactly, in both storages; errors; the CLI."""
+"""rosbag2 I/O: a sequence written as a bag reads back exactly, in both storages, with raw or compressed images;
+errors; the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rosbags.rosbag2 import Reader
 
 from mtl3d_perception import cli, topics
 from mtl3d_perception.data.bag import (
+    COMPRESSED_IMAGE_TYPE,
     T_BASE_CAM,
     BagError,
     bag_topics,
@@ -126,6 +128,41 @@ def test_frames_without_ground_truth_and_from_a_list(tmp_path):
     assert back[2].depth is None and np.allclose(back[2].T_world_cam, frames[2].T_world_cam, atol=1e-6)
 
 
+COMPRESSED_TOPIC = topics.IMAGE_TOPIC + "/compressed"
+
+
+@pytest.mark.parametrize("compressed", ["png", "jpeg"])
+def test_compressed_images_round_trip(tmp_path, seq_dir, compressed):
+    """Images as a robot often records them: CompressedImage on <image topic>/compressed, and no raw topic."""
+    seq = PosedSequence(seq_dir)
+    bag = write_bag(seq, tmp_path / "bag", compressed=compressed)
+    available = bag_topics(bag)
+    assert available[COMPRESSED_TOPIC] == COMPRESSED_IMAGE_TYPE and topics.IMAGE_TOPIC not in available
+    first = next(msg for _, _, msg in read_bag(bag, [COMPRESSED_TOPIC]))
+    assert first.format == f"rgb8; {compressed} compressed bgr8" and first.header.frame_id == topics.CAMERA_FRAME
+    for image_topic in (topics.IMAGE_TOPIC, COMPRESSED_TOPIC):  # the default finds the compressed stream
+        back = read_bag_sequence(bag, image_topic=image_topic)
+        assert len(back) == len(seq)
+        for f, g in zip(seq, back):
+            assert g.rgb.shape == f.rgb.shape and g.stamp == f.stamp
+            if compressed == "png":
+                np.testing.assert_array_equal(g.rgb, f.rgb)
+            else:
+                assert np.abs(g.rgb.astype(int) - f.rgb).mean() < 8  # measured ~4; R and B swapped gives ~21
+            np.testing.assert_allclose(g.T_world_cam, f.T_world_cam, atol=1e-6)
+
+
+def test_read_sequence_errors_list_the_topics(tmp_path, seq_dir):
+    bag = write_bag(seq_dir, tmp_path / "bag")
+    with pytest.raises(BagError, match=r"image topic '/cam' is not in the bag; expected sensor_msgs/msg/Image or "
+                                       r"sensor_msgs/msg/CompressedImage\. The bag has: .*"
+                                       r"/camera/color/image_raw \(sensor_msgs/msg/Image\)"):
+        read_bag_sequence(bag, image_topic="/cam")
+    with pytest.raises(BagError, match=r"camera_info topic '/tf' has type tf2_msgs/msg/TFMessage; "
+                                       r"expected sensor_msgs/msg/CameraInfo"):
+        read_bag_sequence(bag, camera_info_topic="/tf")
+
+
 def test_stamp_conversions_are_exact_for_float_seconds():
     for s in (1_700_000_000.1, 1_700_000_001.9, 0.5, 12.000000001):
         assert ns_to_seconds(seconds_to_ns(s)) == s
@@ -150,6 +187,8 @@ def test_write_errors(tmp_path, seq_dir):
     assert not (tmp_path / "two_cameras").exists()
     with pytest.raises(BagError, match="rate_hz must be positive"):
         write_bag(seq_dir, tmp_path / "y", rate_hz=0)
+    with pytest.raises(BagError, match="unknown image compression 'h264'; expected one of jpeg, png"):
+        write_bag(seq_dir, tmp_path / "z", compressed="h264")
 
 
 def test_read_errors(tmp_path, seq_dir):
@@ -160,6 +199,13 @@ def test_read_errors(tmp_path, seq_dir):
     storage.write_bytes(storage.read_bytes()[:200])  # truncated: a recording cut off mid-write
     with pytest.raises(BagError, match=r"bag: cannot open bag"):
         list(read_bag(bag))
+    with pytest.raises(BagError, match=r"seq: not a rosbag2 folder \(no metadata\.yaml\).*a posed RGB-D sequence "
+                                       r"folder: write it as a bag first with `mtl3d bag"):
+        read_bag(seq_dir)  # the sequence given where its bag belongs
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match=r"empty: not a rosbag2 folder \(no metadata\.yaml\); expected a rosbag2 "
+                                       r"folder or a \.mcap / \.db3 file$"):
+        bag_topics(tmp_path / "empty")
     junk = tmp_path / "junk.db3"
     junk.write_bytes(b"this is not sqlite")
     with pytest.raises(BagError, match=r"junk\.db3: cannot"):
@@ -178,6 +224,9 @@ def test_cli_synth_then_bag(tmp_path, capsys):
     assert len(back) == 4 and back[0].rgb.shape == (16, 24, 3)
     np.testing.assert_allclose(back[3].T_world_cam, sequence.poses[3], atol=1e-6)
     assert back[1].stamp - back[0].stamp == pytest.approx(0.05)
+    assert cli.main(["bag", str(seq), "--out", str(tmp_path / "jpeg_bag"), "--compressed", "jpeg"]) == 0
+    assert COMPRESSED_TOPIC in capsys.readouterr().out
+    assert bag_topics(tmp_path / "jpeg_bag")[COMPRESSED_TOPIC] == COMPRESSED_IMAGE_TYPE
     # library errors surface as one ERROR line and exit status 1
     assert cli.main(["bag", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b2")]) == 1
     assert "ERROR:" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """ros/conversions.py against both message flavours: rosbags dataclasses (no ROS) and rclpy messages (marker ros).
 
-Every encoding round-trips; odd ``step`` padding and big-endian data are read correctly; messages built here
-serialise with the rosbags typestore (so they are valid ROS 2 messages byte for byte).
+Every encoding round-trips; odd ``step`` padding and big-endian data are read correctly; compressed images decode
+with compressed_image_transport's channel-order rules; messages built here serialise with the rosbags typestore
+(so they are valid ROS 2 messages byte for byte).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
@@ -101,6 +103,113 @@ def test_bad_images_raise_value_error_naming_the_problem():
         cv.image_to_array(msg)
 
 
+# --------------------------------------------------------------------------- compressed images
+
+
+def _smooth_rgb(h: int = 24, w: int = 32) -> np.ndarray:
+    """A smooth colour image (JPEG keeps it within a few grey levels), distinct in every channel."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
+
+
+def _compressed(types, fmt: str, data: bytes | np.ndarray):
+    cls = types["sensor_msgs/msg/CompressedImage"]
+    return cls(header=cv.make_header(types, 0, "cam"), format=fmt, data=cv._uint8_field(cls, data))
+
+
+def _encode(ext: str, array: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(ext, array)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("fmt", cv.COMPRESSED_FORMATS)
+def test_compressed_image_roundtrip(flavour, fmt):
+    types = flavour()
+    rgb = _smooth_rgb()
+    msg = cv.make_compressed_image(types, cv.make_header(types, 5, "cam"), rgb, fmt)
+    assert msg.format == f"rgb8; {fmt} compressed bgr8"  # what compressed_image_transport writes
+    assert cv.is_compressed_image(msg) and not cv.is_compressed_image(cv.make_image(types, msg.header, rgb, "rgb8"))
+    back = cv.image_to_rgb8(msg)
+    assert back.shape == rgb.shape and back.dtype == np.uint8
+    if fmt == "png":
+        np.testing.assert_array_equal(back, rgb)
+    else:  # lossy, but colours stay in place (a swapped R and B would be off by ~100 levels)
+        assert np.abs(back.astype(int) - rgb).mean() < 3
+
+
+@pytest.mark.parametrize(("fmt", "order"), [
+    ("jpeg", "bgr"),  # older drivers: no encoding prefix, OpenCV's BGR
+    ("png", "bgr"),
+    ("", "bgr"),  # an empty format: the data itself says what it is
+    ("bgr8; png compressed bgr8", "bgr"),
+    ("rgb8; png compressed bgr8", "bgr"),
+    ("rgb8; png compressed rgb8", "rgb"),  # the codec was given RGB
+    ("rgba8; png compressed bgr8", "bgr"),
+])
+def test_compressed_channel_order_follows_the_format(fmt, order):
+    rgb = _smooth_rgb()
+    data = _encode(".png", rgb[:, :, ::-1] if order == "bgr" else rgb)
+    np.testing.assert_array_equal(cv.image_to_rgb8(_compressed(TYPESTORE.types, fmt, data)), rgb)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "mono8; jpeg compressed mono8", "mono8; png compressed mono8"])
+def test_compressed_mono_gives_grey_rgb(fmt):
+    grey = _smooth_rgb()[:, :, 0]
+    data = _encode(".png" if "png" in fmt else ".jpg", grey)
+    out = cv.image_to_rgb8(_compressed(TYPESTORE.types, fmt, data))
+    assert out.shape == (*grey.shape, 3)
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 1])
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])
+    assert np.abs(out[:, :, 0].astype(int) - grey).max() <= (0 if "png" in fmt else 8)
+
+
+def test_compressed_16bit_png_and_alpha_decode_to_rgb8():
+    rgb = _smooth_rgb()
+    bgr16 = rgb[:, :, ::-1].astype(np.uint16) * 257
+    np.testing.assert_array_equal(cv.image_to_rgb8(_compressed(TYPESTORE.types, "png", _encode(".png", bgr16))), rgb)
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 9, np.uint8)], axis=2)
+    np.testing.assert_array_equal(cv.image_to_rgb8(_compressed(TYPESTORE.types, "png", _encode(".png", bgra))), rgb)
+
+
+def test_bad_compressed_images_raise_value_error_naming_the_format():
+    types = TYPESTORE.types
+    with pytest.raises(ValueError, match=r"\(10 bytes\) does not decode.*'rgb8; jpeg compressed bgr8'"):
+        cv.image_to_rgb8(_compressed(types, "rgb8; jpeg compressed bgr8", b"not a jpeg"))
+    with pytest.raises(ValueError, match=r"\(0 bytes\).*'jpeg'"):
+        cv.image_to_rgb8(_compressed(types, "jpeg", b""))
+    good = _encode(".jpg", _smooth_rgb())
+    with pytest.raises(ValueError, match="does not decode"):
+        cv.image_to_rgb8(_compressed(types, "jpeg", good[: len(good) // 3]))  # cut off inside its headers
+    depth_png = _encode(".png", np.full((4, 4), 1000, np.uint16))
+    for fmt in ("16UC1; png compressed mono16", "32FC1; compressedDepth png"):
+        with pytest.raises(ValueError, match=f"format '{fmt}' holds a '{fmt.split(';')[0]}' image, not a colour one"):
+            cv.image_to_rgb8(_compressed(types, fmt, depth_png))
+    msg = cv.make_compressed_image(types, cv.make_header(types, 0, "cam"), _smooth_rgb())
+    with pytest.raises(ValueError, match="CompressedImage .* has no raw layout"):
+        cv.image_to_array(msg)
+    with pytest.raises(ValueError, match="'webp' is not supported; expected one of jpeg, png"):
+        cv.make_compressed_image(types, msg.header, _smooth_rgb(), "webp")
+    with pytest.raises(ValueError, match=r"\[H,W,3\] uint8 RGB image, got shape \(24, 32\)"):
+        cv.make_compressed_image(types, msg.header, _smooth_rgb()[:, :, 0])
+
+
+@pytest.mark.ros
+def test_rclpy_compressed_image_decodes_and_serialises():
+    """An rclpy CompressedImage (``data`` an array.array) decodes, and its bytes read back through rosbags."""
+    pytest.importorskip("rclpy")
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
+
+    rgb = _smooth_rgb()
+    msg = CompressedImage(format="png", data=_encode(".png", rgb[:, :, ::-1]))
+    np.testing.assert_array_equal(cv.image_to_rgb8(msg), rgb)
+    built = cv.make_compressed_image(cv.rclpy_types(), cv.make_header(cv.rclpy_types(), 0, "cam"), rgb, "png")
+    back = TYPESTORE.deserialize_cdr(serialize_message(built), "sensor_msgs/msg/CompressedImage")
+    np.testing.assert_array_equal(cv.image_to_rgb8(back), rgb)
+
+
 def test_rosbags_messages_serialise():
     types = TYPESTORE.types
     header = cv.make_header(types, 42, "cam")
@@ -112,6 +221,7 @@ def test_rosbags_messages_serialise():
             types, header, np.ones((4, 3)), rgb=np.zeros((4, 3), np.uint8), labels=np.arange(4)
         ),
         "geometry_msgs/msg/TransformStamped": cv.make_transform_stamped(types, header, "child", np.eye(4)),
+        "sensor_msgs/msg/CompressedImage": cv.make_compressed_image(types, header, _sample("rgb8")),
     }
     for name, msg in msgs.items():
         back = TYPESTORE.deserialize_cdr(TYPESTORE.serialize_cdr(msg, name), name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +21,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from mtl3d_perception import cli, topics
 from mtl3d_perception.classes import class_index
-from mtl3d_perception.data.bag import BagError, read_bag, seconds_to_ns, typestore, write_bag
-from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
+from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to_ns, typestore, write_bag
+from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
 from mtl3d_perception.data.synthetic import default_intrinsics, render_sequence
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
@@ -73,16 +75,23 @@ def quiet(**kwargs) -> ReplayOptions:
     return ReplayOptions(progress=False, **kwargs)
 
 
-def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None) -> None:
-    """Copy a bag message for message, leaving out the ``drop`` topics and recording some topics later."""
+def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None,
+             edit: Callable[[str, int, Any], Any] | None = None) -> None:
+    """Copy a bag message for message, leaving out the ``drop`` topics, recording some topics later, and
+    replacing messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it)."""
     delay_s = delay_s or {}
+    store = typestore()
     with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
         for c in reader.connections:
             if c.topic not in drop:
-                conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=typestore(),
+                conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store,
                                                     offered_qos_profiles=c.ext.offered_qos_profiles)
+        seen: dict[str, int] = {}
         for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
+            if edit is not None:
+                index = seen[c.topic] = seen.get(c.topic, -1) + 1
+                raw = store.serialize_cdr(edit(c.topic, index, store.deserialize_cdr(raw, c.msgtype)), c.msgtype)
             writer.write(conns[c.id], t + round(delay_s.get(c.topic, 0.0) * 1e9), raw)
 
 
@@ -199,6 +208,10 @@ def test_db3_file_input_and_limit(tmp_path):
     with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts[topics.output_topic("depth")] == 3
+    # the last frame's ground truth is recorded just after its image, so reading goes on past the limit for it
+    per_frame = json.loads((tmp_path / "out" / "metrics.json").read_text())["per_frame"]
+    assert [r["multi_view"]["depth/abs_rel"] for r in per_frame] == pytest.approx([0.0] * 3, abs=1e-6)
+    assert (s["counts"]["images"], s["counts"]["dropped"]) == (3, 0)  # images past the limit are not read
 
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
@@ -256,9 +269,121 @@ def test_corrupt_message_keeps_what_was_written(tmp_path):
     assert "Stopped early" in (out / "report.md").read_text()
 
 
+COMPRESSED_TOPIC = topics.IMAGE_TOPIC + "/compressed"
+
+
+def test_compressed_image_bag_replays(tmp_path, capsys):
+    """A bag recorded with compressed images only (`mtl3d bag --compressed jpeg`): the default image topic finds
+    <topic>/compressed; frames decode, run multi-view and are scored; the input is copied with its own type."""
+    seq = write_sequence(tmp_path / "seq", wall_frames(4))
+    bag = tmp_path / "bag"
+    assert cli.main(["bag", str(seq), "--out", str(bag), "--compressed", "jpeg"]) == 0
+    assert topics.IMAGE_TOPIC not in bag_topics(bag)
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4 and s["counts"]["dropped"] == 0
+    assert s["topics"]["image"] == COMPRESSED_TOPIC and s["image_type"] == "sensor_msgs/msg/CompressedImage"
+    assert s["notes"] == [f"image topic {topics.IMAGE_TOPIC} is not in the bag; read {COMPRESSED_TOPIC} "
+                          "(sensor_msgs/msg/CompressedImage)"]
+    assert s["multi_view"]["single_view_frames"] == 1
+    assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert f"`{COMPRESSED_TOPIC}` (sensor_msgs/msg/CompressedImage)" in (tmp_path / "out" / "report.md").read_text()
+    output = bag_topics(tmp_path / "out" / OUTPUT_BAG)
+    assert output[COMPRESSED_TOPIC] == "sensor_msgs/msg/CompressedImage"
+    assert output[topics.output_topic("depth")] == "sensor_msgs/msg/Image"
+    # named explicitly: no note
+    s = replay_bag(bag, tmp_path / "out2", WallStub(2.0), quiet(image_topic=COMPRESSED_TOPIC, limit=2))
+    assert s["counts"]["processed"] == 2 and s["notes"] == []
+
+
+def test_undecodable_compressed_frame_is_dropped_and_named(tmp_path):
+    bag = write_bag(wall_frames(4), tmp_path / "jpeg", compressed="jpeg")
+
+    def garble(topic, index, msg):
+        if topic == COMPRESSED_TOPIC and index == 1:
+            msg.data = np.frombuffer(b"not a jpeg", np.uint8)
+        return msg
+
+    copy_bag(bag, tmp_path / "garbled", edit=garble)
+    s = replay_bag(tmp_path / "garbled", tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 3 and s["dropped_reasons"] == {"bad_input": 1}
+    assert any("does not decode" in w and "'rgb8; jpeg compressed bgr8'" in w for w in s["warnings"]), s["warnings"]
+    assert "does not decode" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_missing_image_topic_names_the_topics(wall_bag, tmp_path):
-    with pytest.raises(BagError, match="no image topic '/nope'.*camera_info"):
+    with pytest.raises(BagError, match=r"image topic '/nope' is not in the bag; expected sensor_msgs/msg/Image or "
+                                       r"sensor_msgs/msg/CompressedImage\. The bag has: "
+                                       r"/camera/color/camera_info \(sensor_msgs/msg/CameraInfo\), "
+                                       r"/camera/color/image_raw \(sensor_msgs/msg/Image\)"):
         replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic="/nope"))
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_wrong_topic_types_and_missing_camera_info_are_named(wall_bag, tmp_path):
+    with pytest.raises(BagError, match=r"image topic '/tf' has type tf2_msgs/msg/TFMessage; expected "
+                                       r"sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.TF_TOPIC))
+    with pytest.raises(BagError, match=r"ground-truth depth topic '/camera/color/camera_info' has type "
+                                       r"sensor_msgs/msg/CameraInfo; expected sensor_msgs/msg/Image"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(depth_gt_topic=topics.CAMERA_INFO_TOPIC))
+    bag = tmp_path / "no_info"
+    copy_bag(wall_bag, bag, drop={topics.CAMERA_INFO_TOPIC})
+    with pytest.raises(BagError, match=r"camera_info topic '/camera/color/camera_info' is not in the bag; expected "
+                                       r"sensor_msgs/msg/CameraInfo\. The bag has: .*/camera/color/image_raw "
+                                       r"\(sensor_msgs/msg/Image\)"):
+        replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+
+
+def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
+    """A replay that processes nothing fails (exit status 1) after writing its report, naming the reason."""
+    with pytest.raises(BagError, match=r"no frame was processed: 4 image\(s\) on /camera/depth/image_rect, all "
+                                       r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour encoding"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["counts"]["processed"] == 0
+
+    def late_info(topic, index, msg):  # camera_info stamped 1 s after its image: nothing synchronises
+        if topic == topics.CAMERA_INFO_TOPIC:
+            msg.header.stamp.sec += 1
+        return msg
+
+    copy_bag(wall_bag, tmp_path / "late_info", edit=late_info)
+    with pytest.raises(BagError, match=r"all dropped \(no_camera_info_match 4\); no camera_info on "
+                                       r"/camera/color/camera_info within the sync slop"):
+        replay_bag(tmp_path / "late_info", tmp_path / "out2", WallStub(2.0), quiet())
+
+
+def test_output_folder_checks(wall_bag, tmp_path, capsys):
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    with pytest.raises(BagError, match="output folder .*a_file is a file; expected a folder"):
+        replay_bag(wall_bag, afile, WallStub(2.0), quiet())
+    with pytest.raises(BagError, match="is where the input bag .* is; choose another output folder"):
+        replay_bag(wall_bag, wall_bag, WallStub(2.0), quiet())
+    other = write_bag(wall_frames(2), tmp_path / "other")
+    with pytest.raises(BagError, match=r"output folder .*other holds another rosbag2 \(other\.mcap\)"):
+        replay_bag(wall_bag, other, WallStub(2.0), quiet())
+    assert sorted(p.name for p in other.iterdir()) == ["metadata.yaml", "other.mcap"]  # untouched
+    out = tmp_path / "out"  # an earlier replay's folder is replaced in place
+    for _ in range(2):
+        assert replay_bag(wall_bag, out, WallStub(2.0), quiet(limit=1))["counts"]["processed"] == 1
+    with pytest.raises(BagError, match="is where the input bag"):  # replaying its own output into itself
+        replay_bag(out / OUTPUT_BAG, out, WallStub(2.0), quiet())
+    assert cli.main(["replay", str(wall_bag), "--out", str(afile), "--model", "preset:tiny", "--no-progress"]) == 1
+    assert f"ERROR: output folder {afile} is a file" in capsys.readouterr().err
+
+
+def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):
+    """As the node does: one warm-up call, so the first frame's latency is not the set-up's."""
+
+    class Counting(WallStub):
+        calls = 0
+
+        def encode(self, images):
+            Counting.calls += 1
+            return images
+
+    s = replay_bag(wall_bag, tmp_path / "out", Counting(2.0), quiet())
+    assert Counting.calls == s["counts"]["processed"] + 1 and s["warmup_s"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ command line

@@ -4,7 +4,9 @@ Writing turns a posed RGB-D sequence into the topics a robot would record (names
 :mod:`mtl3d_perception.topics`):
 
 - ``/camera/color/image_raw`` (``rgb8``) and ``/camera/color/camera_info`` (K, R = I, P = [K|0],
-  plumb_bob with zero distortion), frame ``camera_color_optical_frame``;
+  plumb_bob with zero distortion), frame ``camera_color_optical_frame``; with ``compressed="jpeg"`` or
+  ``"png"`` the images go to ``/camera/color/image_raw/compressed`` (``sensor_msgs/CompressedImage``, as
+  ``compressed_image_transport`` records them) instead, as many robot bags hold them;
 - ``/tf``: ``odom -> base_link`` per frame; ``/tf_static``: ``base_link -> camera_color_optical_frame``
   (:data:`T_BASE_CAM`, a head camera 0.2 m ahead of and 0.3 m above ``base_link``, pitched 10 degrees
   down), so that ``T_odom_base @ T_BASE_CAM`` is the frame's ``T_world_cam``;
@@ -19,6 +21,8 @@ reliable / volatile for the sensor streams and ``/tf``, reliable / transient-loc
 
 Reading (:func:`read_bag`) yields deserialised messages in time order; :func:`read_bag_sequence`
 rebuilds frames (image, K, stamp, pose through the TF chain, ground truth) from such a bag.
+:func:`resolve_image_topic` and :func:`check_topic_type` check a bag's topics before reading, with errors
+that list what the bag holds.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import bisect
 import contextlib
 import math
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -49,10 +53,12 @@ from mtl3d_perception import topics
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
 from mtl3d_perception.geometry import interpolate_pose, invert_se3
 from mtl3d_perception.ros.conversions import (
+    COMPRESSED_FORMATS,
     camera_info_to_K,
     image_to_array,
     image_to_rgb8,
     make_camera_info,
+    make_compressed_image,
     make_header,
     make_image,
     make_transform_stamped,
@@ -62,6 +68,10 @@ from mtl3d_perception.ros.conversions import (
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+# image_transport names a transport's topic <base topic>/<transport>
 
 
 def _head_camera_extrinsic(forward: float, up: float, pitch_down_deg: float) -> np.ndarray:
@@ -123,6 +133,7 @@ def write_bag(
     *,
     rate_hz: float | None = None,
     storage: str = "mcap",
+    compressed: str | None = None,
     T_base_cam: np.ndarray = T_BASE_CAM,
 ) -> Path:
     """Write a posed RGB-D sequence as a rosbag2 directory and return its path.
@@ -133,15 +144,19 @@ def write_bag(
         rate_hz: None: stamps are the frames' own (``timestamps.txt``, or the sequence's rate);
             a number: frame i is stamped ``stamp_0 + i / rate_hz``.
         storage: ``"mcap"`` (default) or ``"db3"`` (sqlite3).
+        compressed: None (default): raw ``rgb8`` images on ``/camera/color/image_raw``; ``"jpeg"`` or ``"png"``:
+            ``CompressedImage`` on ``/camera/color/image_raw/compressed`` instead.
         T_base_cam: the ``base_link -> camera_color_optical_frame`` extrinsic on ``/tf_static``.
 
     Raises:
-        BagError: unknown storage, ``out_path`` exists or has a storage suffix, no frames, or frames
+        BagError: unknown storage or compression, ``out_path`` exists or has a storage suffix, no frames, or frames
             whose K or size change mid-sequence (the partly written bag is removed).
         SequenceError: ``source`` is a malformed sequence folder.
     """
     if storage not in STORAGES:
         raise BagError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    if compressed is not None and compressed not in COMPRESSED_FORMATS:
+        raise BagError(f"unknown image compression {compressed!r}; expected one of {', '.join(COMPRESSED_FORMATS)}")
     if rate_hz is not None and not rate_hz > 0:
         raise BagError(f"rate_hz must be positive, got {rate_hz}")
     out_path = Path(out_path)
@@ -160,7 +175,7 @@ def write_bag(
     except WriterError as exc:
         raise BagError(f"{out_path}: cannot create bag: {exc}") from None
     try:
-        _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, out_path)
+        _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path)
     except BaseException:
         # a half-written conversion is of no use and would block a re-run: remove the folder we created
         with contextlib.suppress(Exception):
@@ -171,7 +186,7 @@ def write_bag(
     return out_path
 
 
-def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz, out_path: Path) -> None:
+def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path: Path) -> None:
     store = typestore()
     conns: dict[str, Any] = {}
 
@@ -199,7 +214,11 @@ def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz
         W, H = frame.size
         write(topics.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", t_ns,
               make_camera_info(types, cam_header, frame.K, W, H))
-        write(topics.IMAGE_TOPIC, "sensor_msgs/msg/Image", t_ns, make_image(types, cam_header, frame.rgb, "rgb8"))
+        if compressed is None:
+            write(topics.IMAGE_TOPIC, IMAGE_TYPE, t_ns, make_image(types, cam_header, frame.rgb, "rgb8"))
+        else:
+            write(topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX, COMPRESSED_IMAGE_TYPE, t_ns,
+                  make_compressed_image(types, cam_header, np.asarray(frame.rgb, np.uint8), compressed))
         if frame.depth is not None:
             write(topics.GT_DEPTH_TOPIC, "sensor_msgs/msg/Image", t_ns,
                   make_image(types, cam_header, np.asarray(frame.depth, np.float32), "32FC1"))
@@ -245,9 +264,50 @@ def bag_topics(path: str | Path) -> dict[str, str]:
         reader.close()
 
 
+def describe_topics(available: Mapping[str, str]) -> str:
+    """``{topic: type}`` -> ``"/a (pkg/msg/A), /b (pkg/msg/B)"`` for error messages."""
+    return ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(available.items())) or "no topics"
+
+
+def check_topic_type(path: str | Path, available: Mapping[str, str], topic: str, what: str,
+                     expected: Iterable[str]) -> None:
+    """Raise unless ``topic`` is in the bag with one of the ``expected`` message types.
+
+    Raises:
+        BagError: naming the topic, the expected and actual types, and every topic of the bag with its type.
+    """
+    expected = tuple(expected)
+    if available.get(topic) in expected:
+        return
+    problem = "is not in the bag" if topic not in available else f"has type {available[topic]}"
+    raise BagError(f"{path}: {what} topic {topic!r} {problem}; expected {' or '.join(expected)}. "
+                   f"The bag has: {describe_topics(available)}")
+
+
+def resolve_image_topic(path: str | Path, available: Mapping[str, str], image_topic: str) -> str:
+    """The colour image topic to read: ``image_topic`` itself, or ``image_topic + '/compressed'`` (image_transport's
+    name for the compressed stream) when only that one is in the bag.
+
+    Raises:
+        BagError: neither topic is there with an ``Image`` / ``CompressedImage`` type (the message lists the bag's
+            topics and types).
+    """
+    compressed = image_topic + topics.COMPRESSED_SUFFIX
+    if image_topic not in available and available.get(compressed) == COMPRESSED_IMAGE_TYPE:
+        return compressed
+    check_topic_type(path, available, image_topic, "image", (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE))
+    return image_topic
+
+
 def _open_reader(path: Path) -> Reader:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such bag")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        hint = ""
+        if (path / "poses.txt").is_file() and (path / "images").is_dir():
+            hint = f"; it is a posed RGB-D sequence folder: write it as a bag first with `mtl3d bag {path} --out BAG`"
+        raise BagError(f"{path}: not a rosbag2 folder (no metadata.yaml); expected a rosbag2 folder or a "
+                       f".mcap / .db3 file{hint}")
     try:
         reader = Reader(path)
         reader.open()
@@ -361,11 +421,16 @@ def read_bag_sequence(
     stamp, ``T_world_cam`` through the TF chain ``world_frame -> ... -> image frame`` at the image's stamp,
     and ground-truth depth / semantic with the same stamp when present.
 
+    Images may be raw or compressed; ``image_topic + '/compressed'`` is read when only that one is in the bag.
     Holds the whole sequence in memory; meant for tests, tools and small bags.
 
     Raises:
-        BagError: an image without CameraInfo, or a TF chain that cannot be resolved at an image's stamp.
+        BagError: no image or camera_info topic, an image without CameraInfo, or a TF chain that cannot be
+            resolved at an image's stamp.
     """
+    available = bag_topics(path)
+    image_topic = resolve_image_topic(path, available, image_topic)
+    check_topic_type(path, available, camera_info_topic, "camera_info", ("sensor_msgs/msg/CameraInfo",))
     tf_table = _TransformTable()
     infos: dict[int, np.ndarray] = {}
     images: list[tuple[int, str, np.ndarray]] = []

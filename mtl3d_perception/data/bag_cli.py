@@ -5,6 +5,7 @@ Example::
     mtl3d synth --seed 3 --frames 100 --out /tmp/scene3
     mtl3d bag /tmp/scene3 --out /tmp/scene3_bag
     ros2 bag play /tmp/scene3_bag
+    mtl3d bag /tmp/scene3 --out /tmp/scene3_jpeg --compressed jpeg   # images as a robot often records them
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from mtl3d_perception.data.bag import STORAGES, bag_topics, write_bag
 from mtl3d_perception.data.sequence import PosedSequence
+from mtl3d_perception.ros.conversions import COMPRESSED_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=None, metavar="HZ",
                         help="stamp frames at this rate (default: timestamps.txt, else 10 Hz)")
     parser.add_argument("--format", choices=tuple(STORAGES), default="mcap", help="storage; default mcap")
+    parser.add_argument("--compressed", choices=COMPRESSED_FORMATS, default=None,
+                        help="write the images as sensor_msgs/CompressedImage on <image topic>/compressed "
+                             "instead of raw rgb8; default raw")
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     seq = PosedSequence(args.sequence)
-    write_bag(seq, args.out, rate_hz=args.rate, storage=args.format)
+    write_bag(seq, args.out, rate_hz=args.rate, storage=args.format, compressed=args.compressed)
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({args.format}, {len(seq)} frames, {size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s; topics: {', '.join(sorted(bag_topics(args.out)))}")

@@ -1,6 +1,7 @@
 """``mtl3d replay``: run the node's runtime over a rosbag2 (.mcap or .db3) without ROS, and evaluate it.
 
-The same parts as the node, driven by bag time instead of an executor: image + camera_info through the
+The same parts as the node, driven by bag time instead of an executor: image (``sensor_msgs/Image``, or
+``CompressedImage`` decoded as image_transport's republisher would) + camera_info through the
 approximate-time synchroniser (``runtime.sync``), ``/tf`` + ``/tf_static`` into the TF buffer
 (``runtime.tf_buffer``), each frame waiting up to ``tf_timeout_s`` of bag time for its pose (then single-view,
 as the node does), ``PerceptionPipeline`` (history pairing, streaming model) and the node's output topics.
@@ -20,8 +21,10 @@ Modules: the command line is :mod:`~mtl3d_perception.replay.cli`, the loop :mod:
 :mod:`~mtl3d_perception.replay.output`, ground truth matching :mod:`~mtl3d_perception.replay.evaluation`, and
 metrics, report and pictures :mod:`~mtl3d_perception.replay.report`.
 
-Output is written as frames are processed and the bag writer is closed in every case, so a corrupt bag keeps
-everything up to the bad message (and the command then fails, naming it).
+Topics, their message types and the output folder are checked before the model is loaded (errors list the
+bag's topics with their types). Output is written as frames are processed and the bag writer is closed in every
+case, so a corrupt bag keeps everything up to the bad message (and the command then fails, naming it); a replay
+that processes no frame at all also fails, saying why, after writing its report.
 
 Example::
 
@@ -30,6 +33,7 @@ Example::
 
 from mtl3d_perception.replay.cli import add_arguments, options_from_args, print_summary, run
 from mtl3d_perception.replay.output import OUTPUT_BAG
-from mtl3d_perception.replay.runner import ReplayOptions, replay_bag
+from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
 
-__all__ = ["OUTPUT_BAG", "ReplayOptions", "add_arguments", "options_from_args", "print_summary", "replay_bag", "run"]
+__all__ = ["OUTPUT_BAG", "ReplayOptions", "add_arguments", "check_inputs", "options_from_args", "print_summary",
+           "replay_bag", "run"]

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mtl3d_perception.data.bag import bag_topics
 from mtl3d_perception.replay.report import metrics_table
-from mtl3d_perception.replay.runner import ReplayOptions, replay_bag
+from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
 
 
@@ -26,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-threads", type=int, default=1, metavar="N",
                         help="torch CPU threads; default 1 (0: torch default), see benchmarks/RESULTS.md")
     g = parser.add_argument_group("topics and frames")
-    for name, help_text in (("image_topic", "colour image"), ("camera_info_topic", "camera info"),
+    for name, help_text in (("image_topic", "colour image (sensor_msgs/Image or CompressedImage); TOPIC/compressed "
+                                            "is read when only that one is in the bag"),
+                            ("camera_info_topic", "camera info"),
                             ("tf_topic", "TF"), ("tf_static_topic", "static TF"),
                             ("depth_gt_topic", "ground-truth depth (32FC1 m), used when present"),
                             ("semantic_gt_topic", "ground-truth labels (mono8), used when present")):
@@ -39,9 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"image / camera_info stamp tolerance; default {d.sync_slop_s}")
     r.add_argument("--tf-timeout", type=float, default=d.tf_timeout_s, metavar="S",
                    help=f"bag time a frame waits for its pose, then single-view; default {d.tf_timeout_s}")
-    r.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default=d.output_resolution)
-    r.add_argument("--point-stride", type=int, default=d.point_stride, metavar="N")
-    r.add_argument("--cloud-frame", choices=CLOUD_FRAMES, default=d.cloud_frame)
+    r.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default=d.output_resolution,
+                   help=f"output image size: the network's input or the camera's; default {d.output_resolution}")
+    r.add_argument("--point-stride", type=int, default=d.point_stride, metavar="N",
+                   help=f"point cloud from every N-th pixel in x and y; default {d.point_stride}")
+    r.add_argument("--cloud-frame", choices=CLOUD_FRAMES, default=d.cloud_frame,
+                   help=f"point cloud frame: the image's frame_id or the world frame; default {d.cloud_frame}")
     r.add_argument("--montage-frames", type=int, default=d.montage_frames, metavar="N", help="rows in montage.png")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -64,6 +68,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
     print(f"replayed {summary['bag']}: {c['processed']} frames processed, {c['dropped']} dropped "
           f"({c['images']} images read)")
+    for line in summary["notes"]:
+        print(f"note: {line}")
     if not summary["has_tf"]:
         print("note: the bag has no TF; every frame ran single-view and temporal consistency was not measured")
     for line in summary["warnings"][:5]:
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.num_threads)
     device = resolve_device(args.device)
     options = options_from_args(args, device)
-    bag_topics(args.bag)  # a missing or unreadable bag fails before the model is loaded
+    check_inputs(args.bag, args.out, options)  # a bad bag, topic or output folder fails before the model is loaded
     model, description = load_model(args.model, device=device)
     summary = replay_bag(args.bag, args.out, model, options, model_description=description)
     print_summary(summary)

@@ -1,7 +1,8 @@
 """The rosbag2 that `mtl3d replay` writes: ``DIR/output.mcap`` (+ ``metadata.yaml``), with each topic's QoS.
 
 The inputs are copied with the QoS their bag offered (:func:`bag_index`); the outputs get the node's:
-reliable, volatile, keep last 2 (``QOS_OUTPUT``), and ``/diagnostics`` keep last 10.
+reliable, volatile, keep last 2 (``QOS_OUTPUT``), and ``/diagnostics`` keep last 10. :func:`check_out_dir`
+refuses an output folder that writing there would damage.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from mtl3d_perception.data.bag import typestore
+from mtl3d_perception.data.bag import BagError, typestore
 
 OUTPUT_BAG = "output.mcap"
 
@@ -26,6 +28,36 @@ def _qos(depth: int) -> Qos:
 
 QOS_OUTPUT = _qos(2)  # the node's OUTPUT_QOS: reliable, volatile, keep last 2
 QOS_DIAGNOSTICS = _qos(10)
+
+
+def _bag_files(metadata: Path) -> list[str]:
+    """The storage files a rosbag2 ``metadata.yaml`` lists (empty when it cannot be read)."""
+    try:
+        info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
+        return [str(f) for f in info["relative_file_paths"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+
+
+def check_out_dir(out_dir: Path, bag: Path) -> None:
+    """Refuse an output folder that replay would damage; an earlier replay's folder or any other folder is fine.
+
+    Replay replaces only its own files in ``out_dir`` (``output.mcap``, ``metadata.yaml``, the report and
+    pictures), so it must not be a file, the input bag itself, or another rosbag2's folder (whose
+    ``metadata.yaml`` would be replaced).
+
+    Raises:
+        BagError: naming the folder and what it holds.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BagError(f"output folder {out_dir} is a file; expected a folder (created if missing)")
+    if bag.resolve() in (out_dir.resolve(), (out_dir / OUTPUT_BAG).resolve()):
+        raise BagError(f"output folder {out_dir} is where the input bag {bag} is; choose another output folder")
+    metadata = out_dir / "metadata.yaml"
+    if metadata.is_file() and (files := _bag_files(metadata)) != [OUTPUT_BAG]:
+        held = ", ".join(files) if files else "an unreadable metadata.yaml"
+        raise BagError(f"output folder {out_dir} holds another rosbag2 ({held}); replay would replace its "
+                       f"metadata.yaml with its own {OUTPUT_BAG}'s; choose another output folder")
 
 
 def bag_index(bag: Path) -> tuple[dict[str, int], dict[str, list[Qos]]]:

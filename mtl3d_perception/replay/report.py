@@ -325,12 +325,14 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         lines += [f"**Stopped early: {s['error']}** Everything below covers the frames before that point.", ""]
     lines += [
         f"- model: {s['model']} (input {s['input_size'][0]}x{s['input_size'][1]}) on {s['device']}",
+        f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
         f"- frames: {c['images']} images read, {c['processed']} processed, {c['dropped']} dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
         f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
         f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
         + ("; normals are compared with normals computed from the GT depth" if s["ground_truth"]["depth"] else ""),
     ]
+    lines += [f"- note: {note}" for note in s["notes"]]
     if not s["has_tf"]:
         lines.append(f"- **no TF in the bag** ({s['topics']['tf']}, {s['topics']['tf_static']} absent): every frame "
                      "ran single-view, and temporal consistency could not be measured")
@@ -347,6 +349,8 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines += ["## Latency per stage (ms, multi-view run)", "", "| stage | p50 | p95 | mean |", "|---|---|---|---|"]
     for stage, v in mv.get("latency_ms", {}).items():
         lines.append(f"| {stage} | {v['p50']:.1f} | {v['p95']:.1f} | {v['mean']:.1f} |")
+    if s["warnings"]:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in s["warnings"])]
     lines += ["", "## Files", "",
               "- `output.mcap`: the inputs, every output topic of the node "
               f"(`/{s['node_name']}/...`, `/diagnostics`) and TF — open it in Foxglove, or "

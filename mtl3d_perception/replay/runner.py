@@ -1,8 +1,8 @@
 """The loop of `mtl3d replay`: bag messages through the node's runtime, in bag time (see :mod:`mtl3d_perception.replay`).
 
-:func:`replay_bag` reads the bag in time order and feeds each message to ``_Replay``: image + camera_info go
-through the approximate-time synchroniser (``runtime.sync``) and become frames
-(``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
+:func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
+image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
+become frames (``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
 each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
 through ``PerceptionPipeline`` and its products are written as the node's output messages
 (``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
@@ -12,7 +12,7 @@ truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,20 @@ from mtl3d_perception.data.bag import (
     QOS_TF_STATIC,
     BagError,
     bag_topics,
+    check_topic_type,
     read_bag,
+    resolve_image_topic,
     typestore,
 )
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
-from mtl3d_perception.replay.output import OUTPUT_BAG, QOS_DIAGNOSTICS, QOS_OUTPUT, OutputBag, bag_index
+from mtl3d_perception.replay.output import (
+    OUTPUT_BAG,
+    QOS_DIAGNOSTICS,
+    QOS_OUTPUT,
+    OutputBag,
+    bag_index,
+    check_out_dir,
+)
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
@@ -84,6 +93,8 @@ class _Replay:
         self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
         if o.compare_single_view:
             self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
+        # as the node does before its first frame, so the first frame's latency is not the set-up's
+        self.warmup_s = sum(pipeline.warmup() for pipeline in self.pipelines.values())
         self.config = model.config
         counts, self.input_qos = bag_index(bag)
         expected = counts.get(o.image_topic) or None
@@ -109,6 +120,7 @@ class _Replay:
         self.dropped: dict[str, int] = {}
         self.counts = {"no_pose": 0, "time_jumps": 0}
         self.warnings: list[str] = []
+        self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
         self.last_stamp_ns: int | None = None
 
     # ------------------------------------------------------------------------------------------ input
@@ -137,6 +149,17 @@ class _Replay:
             self.evaluation.add_ground_truth("semantic", msg)
         self._run_ready()
         self.evaluation.evaluate_ready(self.now_ns, final=False)
+
+    def feed_after_limit(self, topic: str, t_ns: int, msg: Any) -> bool:
+        """One bag message after ``--limit`` was reached: only ground truth for frames still waiting for theirs
+        (the last frames' ground truth is often recorded just after their image). Returns False once no frame
+        waits any more, so reading can stop."""
+        self.now_ns = max(self.now_ns, t_ns)
+        if topic in (self.o.depth_gt_topic, self.o.semantic_gt_topic):
+            self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_SENSOR]))
+            self.evaluation.add_ground_truth("depth" if topic == self.o.depth_gt_topic else "semantic", msg)
+        self.evaluation.evaluate_ready(self.now_ns, final=False)
+        return bool(self.evaluation.waiting)
 
     def _add_tf(self, msg: Any, *, static: bool) -> None:
         for tf in msg.transforms:
@@ -260,13 +283,16 @@ class _Replay:
             "world_frame": o.world_frame,
             "topics": {"image": o.image_topic, "camera_info": o.camera_info_topic, "tf": o.tf_topic,
                        "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic, "semantic_gt": o.semantic_gt_topic},
+            "image_type": self.available[o.image_topic],
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), **self.counts},
             "dropped_reasons": dict(self.dropped),
             "output_counts": dict(self.writer.counts),
+            "warmup_s": self.warmup_s,
             "warnings": self.warnings,
+            "notes": self.notes,
             "error": error,
         }
         summary.update(evaluation.summaries())
@@ -274,6 +300,37 @@ class _Replay:
         summary["paths"] = {k: str(v) for k, v in paths.items()}
         summary["paths"]["output_bag"] = str(self.out_dir / OUTPUT_BAG)
         return summary
+
+
+def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -> tuple[ReplayOptions, str | None]:
+    """Check the bag's topics and the output folder before anything is loaded or written.
+
+    Returns:
+        The options to run with (``image_topic`` replaced by ``image_topic + '/compressed'`` when only that one
+        is in the bag) and a note saying so (None when nothing was replaced).
+
+    Raises:
+        FileNotFoundError: no such bag.
+        BagError: the bag cannot be opened; lacks the image or camera_info topic; a topic has the wrong message
+            type (the message lists the bag's topics and types); or ``out_dir`` is a file, the input bag or
+            another bag's folder.
+    """
+    bag, out_dir = Path(bag), Path(out_dir)
+    available = bag_topics(bag)
+    image_topic = resolve_image_topic(bag, available, options.image_topic)
+    note = None
+    if image_topic != options.image_topic:
+        note = f"image topic {options.image_topic} is not in the bag; read {image_topic} ({available[image_topic]})"
+        options = replace(options, image_topic=image_topic)
+    check_topic_type(bag, available, options.camera_info_topic, "camera_info", ("sensor_msgs/msg/CameraInfo",))
+    for topic, what, msgtype in ((options.tf_topic, "TF", "tf2_msgs/msg/TFMessage"),
+                                 (options.tf_static_topic, "static TF", "tf2_msgs/msg/TFMessage"),
+                                 (options.depth_gt_topic, "ground-truth depth", "sensor_msgs/msg/Image"),
+                                 (options.semantic_gt_topic, "ground-truth semantic", "sensor_msgs/msg/Image")):
+        if topic in available:  # optional topics, but one of the wrong type is a mistake worth stopping for
+            check_topic_type(bag, available, topic, what, (msgtype,))
+    check_out_dir(out_dir, bag)
+    return options, note
 
 
 def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: ReplayOptions | None = None, *,
@@ -284,7 +341,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
         bag: rosbag2 directory, or a single ``.mcap`` / ``.db3`` file.
         out_dir: created if missing; replay's own files in it are replaced.
         model: a CvM-MTL network (or anything with its ``config`` / ``encode`` / ``predict`` API).
-        options: topics, frames and runtime settings.
+        options: topics, frames and runtime settings. When ``image_topic`` is not in the bag but
+            ``image_topic + '/compressed'`` is, that one is read.
         model_description: how the model is named in the report.
 
     Returns:
@@ -292,15 +350,12 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
 
     Raises:
         FileNotFoundError: no such bag.
-        BagError: the bag cannot be opened, lacks the image or camera_info topic, or breaks off part-way (then
-            everything up to that point has been written first).
+        BagError: what :func:`check_inputs` refuses; no frame could be processed; or the bag breaks off part-way.
+            In the last two cases everything up to that point has been written first.
     """
     bag, out_dir = Path(bag), Path(out_dir)
-    options = options or ReplayOptions()
+    options, note = check_inputs(bag, out_dir, options or ReplayOptions())
     available = bag_topics(bag)
-    for topic, what in ((options.image_topic, "image"), (options.camera_info_topic, "camera_info")):
-        if topic not in available:
-            raise BagError(f"{bag}: no {what} topic {topic!r}; the bag has {', '.join(sorted(available)) or 'no topics'}")
     wanted = [t for t in (options.image_topic, options.camera_info_topic, options.tf_topic, options.tf_static_topic,
                           options.depth_gt_topic, options.semantic_gt_topic) if t in available]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,11 +365,14 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
     except BaseException:
         messages.close()
         raise
+    if note:
+        state.notes.append(note)
     error = None
     try:
         for topic, t_ns, msg in messages:
-            state.feed(topic, t_ns, msg)
-            if state.done:
+            if not state.done:
+                state.feed(topic, t_ns, msg)
+            elif not state.feed_after_limit(topic, t_ns, msg):
                 break
         state.finish()
     except BagError as exc:
@@ -328,4 +386,20 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
     if error is not None:
         raise BagError(f"{error} — stopped after {state.processed} processed frame(s); "
                        f"what was processed is in {out_dir}")
+    if state.processed == 0:
+        raise BagError(f"{bag}: no frame was processed: {_why_nothing(summary)}; the report is in {out_dir}")
     return summary
+
+
+def _why_nothing(summary: dict[str, Any]) -> str:
+    """Why a replay processed no frame, from its summary."""
+    topic, images = summary["topics"]["image"], summary["counts"]["images"]
+    if images == 0:
+        return f"no message on {topic}"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in summary["dropped_reasons"].items())
+    why = f"{images} image(s) on {topic}, all dropped ({reasons})"
+    if summary["dropped_reasons"].get("no_camera_info_match"):
+        why += f"; no camera_info on {summary['topics']['camera_info']} within the sync slop of an image's stamp"
+    if summary["warnings"]:
+        why += f"; first problem: {summary['warnings'][0]}"
+    return why

@@ -1,8 +1,8 @@
 """ROS message <-> numpy conversions, written once for the node, the bag writer and replay.
 
-numpy only: this module never imports rclpy, so replay and the bag writer run without ROS. Readers are
-duck-typed (they only touch message attributes), so they accept rclpy messages and ``rosbags``
-dataclasses alike. Writers build messages through a ``types`` mapping from ``'sensor_msgs/msg/Image'``
+numpy (and OpenCV for compressed images) only: this module never imports rclpy, so replay and the bag
+writer run without ROS. Readers are duck-typed (they only touch message attributes), so they accept rclpy
+messages and ``rosbags`` dataclasses alike. Writers build messages through a ``types`` mapping from ``'sensor_msgs/msg/Image'``
 style names to classes: ``typestore.types`` of a rosbags typestore, or :func:`rclpy_types`.
 
 The two message flavours differ in what array fields accept: rosbags dataclasses need every field as a
@@ -21,6 +21,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 # encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
@@ -48,6 +49,12 @@ _FLOAT32, _UINT16 = 7, 4
 
 def _unsupported(encoding: str) -> ValueError:
     return ValueError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+
+
+def _uint8_buffer(data: Any) -> np.ndarray:
+    """A message's ``uint8[]`` field (numpy array, ``array.array``, bytes or list) as a flat uint8 array, no copy
+    where the field allows it."""
+    return np.asarray(data, np.uint8) if isinstance(data, list) else np.frombuffer(data, np.uint8)
 
 
 # --------------------------------------------------------------------------- message construction
@@ -120,8 +127,11 @@ def image_to_array(msg: Any) -> np.ndarray:
     stays BGR); use :func:`image_to_rgb8` for the pipeline's RGB input.
 
     Raises:
-        ValueError: unsupported encoding, or ``data`` shorter than ``height * step``.
+        ValueError: a ``CompressedImage``, an unsupported encoding, or ``data`` shorter than ``height * step``.
     """
+    if is_compressed_image(msg):
+        raise ValueError(f"a CompressedImage (format {msg.format!r}) has no raw layout; "
+                         "image_to_rgb8 decodes colour ones")
     encoding = str(msg.encoding)
     if encoding not in ENCODINGS:
         raise _unsupported(encoding)
@@ -130,7 +140,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(f"image step {step} < width {width} x {channels} channels x {dtype.itemsize} bytes")
-    buf = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, list) else np.asarray(msg.data, np.uint8)
+    buf = _uint8_buffer(msg.data)
     if buf.size < height * step:
         raise ValueError(f"image data has {buf.size} bytes, expected height {height} x step {step} = {height * step}")
     rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
@@ -141,11 +151,17 @@ def image_to_array(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb8(msg: Any) -> np.ndarray:
-    """A colour or mono8 ``sensor_msgs/Image`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
+    """A colour or mono8 ``sensor_msgs/Image``, or a colour ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB
+    (the pipeline's input).
+
+    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
 
     Raises:
-        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``.
+        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``, or a compressed image's format names a
+            non-colour encoding or its data does not decode.
     """
+    if is_compressed_image(msg):
+        return _decode_compressed_rgb8(msg)
     if msg.encoding not in COLOUR_ENCODINGS:
         raise ValueError(
             f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
@@ -181,6 +197,69 @@ def make_image(types: Any, header: Any, array_: np.ndarray, encoding: str) -> An
         header=header, height=int(height), width=int(width), encoding=encoding, is_bigendian=0,
         step=int(width * channels * dtype.itemsize), data=_uint8_field(cls, arr.tobytes()),
     )
+
+
+# --------------------------------------------------------------------------- compressed images
+
+# what make_compressed_image writes; reading accepts whatever cv2.imdecode recognises from the data itself
+COMPRESSED_FORMATS = ("jpeg", "png")
+JPEG_QUALITY = 95  # compressed_image_transport's default jpeg_quality
+
+
+def is_compressed_image(msg: Any) -> bool:
+    """True for a ``sensor_msgs/CompressedImage`` (it has ``format`` and no ``encoding``), of either message flavour.
+
+    Its ``format`` is ``"jpeg"`` / ``"png"`` (older drivers: the data is BGR or grey) or, as
+    ``compressed_image_transport`` writes it, ``"<encoding>; <jpeg|png> compressed <bgr8|rgb8|mono8...>"``:
+    the raw image's encoding, then the channel order the codec was given.
+    """
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def _decode_compressed_rgb8(msg: Any) -> np.ndarray:
+    fmt = str(msg.format)
+    encoding, has_encoding, compression = (part.strip() for part in fmt.partition(";"))
+    if has_encoding and encoding not in COLOUR_ENCODINGS:
+        # e.g. "16UC1; png compressed mono16" or "32FC1; compressedDepth png": depth, not a camera picture
+        raise ValueError(f"CompressedImage format {fmt!r} holds a {encoding!r} image, not a colour one; "
+                         f"supported encodings: {', '.join(COLOUR_ENCODINGS)}")
+    buf = _uint8_buffer(msg.data)
+    # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
+    # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
+    except cv2.error:  # most undecodable data gives None; some codecs raise instead
+        bgr = None
+    if bgr is None:
+        raise ValueError(f"CompressedImage data ({buf.size} bytes) does not decode as an image; format {fmt!r}, "
+                         f"expected jpeg or png data")
+    # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
+    # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
+    if has_encoding and "compressed bgr" not in compression:
+        return bgr
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def make_compressed_image(types: Any, header: Any, rgb: np.ndarray, fmt: str = "jpeg", *,
+                          jpeg_quality: int = JPEG_QUALITY) -> Any:
+    """``[H,W,3]`` uint8 RGB -> ``sensor_msgs/CompressedImage`` as ``compressed_image_transport`` publishes it.
+
+    The format is ``"rgb8; <fmt> compressed bgr8"`` (the data is a standard JPEG / PNG file).
+
+    Raises:
+        ValueError: ``fmt`` not in ``COMPRESSED_FORMATS``, or ``rgb`` not ``[H,W,3]`` uint8.
+    """
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"compressed format {fmt!r} is not supported; expected one of {', '.join(COMPRESSED_FORMATS)}")
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an [H,W,3] uint8 RGB image, got shape {rgb.shape} {rgb.dtype}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", np.ascontiguousarray(rgb[:, :, ::-1]), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {fmt}")
+    cls = types["sensor_msgs/msg/CompressedImage"]
+    return cls(header=header, format=f"rgb8; {fmt} compressed bgr8", data=_uint8_field(cls, encoded.tobytes()))
 
 
 # --------------------------------------------------------------------------- camera info
@@ -309,7 +388,7 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
     height, width = int(msg.height), int(msg.width)
     point_step, row_step = int(msg.point_step), int(msg.row_step)
     dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
-    buf = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, list) else np.asarray(msg.data, np.uint8)
+    buf = _uint8_buffer(msg.data)
     if buf.size < height * row_step or row_step < width * point_step:
         raise ValueError(
             f"PointCloud2 data has {buf.size} bytes for {height} rows of row_step {row_step} "

@@ -46,13 +46,15 @@ class BadInput(ValueError):
 
 
 def frame_from_messages(image: Any, info: Any) -> Frame:
-    """Image + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB and ``K`` from ``info.k``.
+    """Image (or CompressedImage) + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB
+    and ``K`` from ``info.k``.
 
     ``rgb`` may share memory with the message and be read-only (bag buffers); the pipeline copies it only where
     it must (``PerceptionPipeline.preprocess``).
 
     Raises:
-        BadInput: the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is malformed), K is
+        BadInput: the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is malformed or does
+            not decode), K is
             unusable, the camera_info size differs from the image size, the frame id is empty, or the image is
             too small.
     """
@@ -64,9 +66,10 @@ def frame_from_messages(image: Any, info: Any) -> Frame:
         K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
     except ValueError as exc:
         raise BadInput("intrinsics", str(exc)) from None
-    if (info.width, info.height) != (0, 0) and (info.width, info.height) != (image.width, image.height):
+    height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
+    if (info.width, info.height) != (0, 0) and (info.width, info.height) != (width, height):
         raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
-                                        f"{image.width}x{image.height}")
+                                        f"{width}x{height}")
     if not image.header.frame_id:
         raise BadInput("frame_id", "image header has an empty frame_id; cannot look up its pose")
     frame = Frame(conversions.stamp_to_ns(image.header.stamp), image.header.frame_id, rgb, K)
