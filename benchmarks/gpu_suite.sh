@@ -2,7 +2,7 @@
 # Every GPU check the project owes, in steps that each fit a 10-minute call on a lent GPU machine.
 #
 #   bash benchmarks/gpu_suite.sh [STEP ...]          # default: all steps, in this order
-#   steps: env tests sanitize kernels cost_volume model node
+#   steps: env tests sanitize train kernels cost_volume model node
 #
 # Runs with the machine's own python3 (PyTorch with CUDA and Triton; no network needed) and this
 # checkout on PYTHONPATH: the GPU checks need nothing beyond numpy, PyYAML, safetensors, opencv,
@@ -15,6 +15,7 @@
 #                the compiled kernels there) and the `gpu`-marked tests (realistic sizes, torch.compile
 #                on CUDA, the model in fp32 and bf16, the pipeline on CUDA)
 #   sanitize     compute-sanitizer memcheck over the kernels' tail and adversarial-geometry tests
+#   train        the smoke training config on CUDA with bf16 autocast (the trainer's GPU path)
 #   kernels      static registers/spills per autotune config (also runs without a GPU)
 #   cost_volume  benchmarks/cost_volume.py, fp32 then fp16 features (issue 3's targets)
 #   model        benchmarks/model.py on CUDA, every preset and variant (issue 4's targets)
@@ -53,6 +54,10 @@ triton.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.cuda
         step sanitize compute-sanitizer --tool memcheck --error-exitcode 1 "$py" -m pytest -q -p no:cacheprovider \
             test/test_cost_volume_triton.py -k "every or adversarial or tail"
         ;;
+    train)
+        step train "$py" -m mtl3d_perception.cli train --config config/train/smoke.yaml device=cuda amp=bf16 \
+            out_dir=/tmp/mtl3d_gpu_smoke steps=60
+        ;;
     kernels) step kernels "$py" benchmarks/kernel_resources.py ;;
     cost_volume)
         step cost_volume "$py" benchmarks/cost_volume.py --device cuda --dtype fp32
@@ -66,13 +71,13 @@ triton.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.cuda
         done
         ;;
     *)
-        echo "unknown step '$1'; expected one of: env tests sanitize kernels cost_volume model node" >&2
+        echo "unknown step '$1'; expected one of: env tests sanitize train kernels cost_volume model node" >&2
         exit 2
         ;;
     esac
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(env tests sanitize kernels cost_volume model node)
+[ ${#steps[@]} -gt 0 ] || steps=(env tests sanitize train kernels cost_volume model node)
 for s in "${steps[@]}"; do run_step "$s"; done
 exit $status

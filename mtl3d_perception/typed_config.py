@@ -10,11 +10,32 @@ a tuple is annotated, nested dataclasses are built recursively, and an unknown k
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, TypeVar
 
+import yaml
+
 T = TypeVar("T")
+
+
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false; ``on``, ``off``, ``yes``, ``no`` stay strings."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML for configs and ``key=value`` overrides: safe, with YAML 1.2 booleans, so ``amp: off`` is the
+    string ``"off"`` (PyYAML's YAML 1.1 would read it as ``False``)."""
+    return yaml.load(text, Loader=_Yaml12BoolLoader)
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 
@@ -186,3 +187,32 @@ def test_new_world_frame_forgets_history(model):
     assert len(pipe.history) == 0 and not pipe._features
     products = pipe.process(_frame(1, x=0.2))
     assert products.single_view and products.pair_reason == "no_history"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monkeypatch):
+    """On CUDA (the Triton cost volume) the products match the CPU pipeline's; close() gives the memory back."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    frames = [_frame(0, 0.0), _frame(1, 0.2)]
+    cpu = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1))
+    expected = [cpu.process(f) for f in frames]
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    # a copy: the pipeline moves its model to the device, and only the pipeline may hold the CUDA copy
+    gpu = PerceptionPipeline(copy.deepcopy(model), device="cuda", precision=precision,
+                             pairing=PairingConfig(min_baseline_m=0.1))
+    got = [gpu.process(f) for f in frames]
+    assert not got[1].single_view and got[1].source_stamp_ns == expected[1].source_stamp_ns == frames[0].stamp_ns
+    valid = np.isfinite(expected[1].depth) & np.isfinite(got[1].depth)
+    assert valid.mean() > 0.9
+    rel = np.abs(got[1].depth[valid] - expected[1].depth[valid]) / expected[1].depth[valid]
+    if precision == "fp32":
+        assert rel.max() < 1e-3
+        assert (got[1].labels == expected[1].labels).mean() > 0.99
+    else:
+        assert np.median(rel) < 0.05
+    assert torch.cuda.memory_allocated() > before
+    gpu.close()
+    assert torch.cuda.memory_allocated() <= before

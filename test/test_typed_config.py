@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mtl3d_perception.model.config import ConfigError as ModelConfigError
-from mtl3d_perception.typed_config import ConfigError, from_dict
+from mtl3d_perception.typed_config import ConfigError, from_dict, parse_yaml
 
 
 @dataclass
@@ -75,3 +76,17 @@ def test_top_level_and_labels():
     with pytest.raises(ConfigError, match="unknown model config key 'z'"):
         from_dict(Outer, {"z": 1}, what="model config")
     assert ModelConfigError is ConfigError and issubclass(ConfigError, ValueError)
+
+
+def test_yaml_keeps_on_off_yes_no_as_strings():
+    """YAML 1.2 booleans: `amp: off` (a documented value) must not become False, as PyYAML's 1.1 reads it."""
+    assert parse_yaml("amp: off\nflag: true\nother: False\nanswer: yes\nlr: 3e-4") == {
+        "amp": "off", "flag": True, "other": False, "answer": "yes", "lr": "3e-4",
+    }  # fmt: skip
+
+
+def test_train_override_amp_off():
+    from mtl3d_perception.train.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_config(root / "config/train/smoke.yaml", ["amp=off", "device=cpu"]).amp == "off"

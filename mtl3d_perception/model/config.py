@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtl3d_perception import typed_config
 from mtl3d_perception.classes import NYU13_CLASSES, NYU13_PALETTE
 from mtl3d_perception.typed_config import ConfigError  # re-exported: model and train raise it
@@ -141,8 +139,7 @@ def preset_path(name: str) -> Path:
 
 def load_yaml(path: str | Path) -> ModelConfig:
     path = Path(path)
-    with path.open() as f:
-        values = yaml.safe_load(f) or {}
+    values = typed_config.parse_yaml(path.read_text()) or {}
     if not isinstance(values, dict):
         msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
         raise ConfigError(msg)

@@ -70,7 +70,8 @@ def load_model(model_path: str, *, device: str = "cpu", log: Any = None) -> tupl
     else:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
-            raise FileNotFoundError(f"model_path {str(path)!r} does not exist")
+            raise FileNotFoundError(f"model_path {str(path)!r} is not a file; expected a .safetensors checkpoint, "
+                                    f"'' for the shipped default or '{PRESET_PREFIX}NAME' for random weights")
         model = load_checkpoint(path, map_location=device)
         description = str(path)
     return model.to(device).eval(), description

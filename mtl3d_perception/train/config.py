@@ -18,7 +18,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
-from mtl3d_perception.typed_config import from_dict
+from mtl3d_perception.typed_config import from_dict, parse_yaml
 
 
 @dataclass
@@ -103,7 +103,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     if not sep or not key:
         msg = f"override {assignment!r} is not of the form key=value"
         raise ConfigError(msg)
-    value = yaml.safe_load(text) if text.strip() else ""
+    value = parse_yaml(text) if text.strip() else ""
     node: Any = tree
     parts = key.strip().split(".")
     for i, part in enumerate(parts):
@@ -135,7 +135,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             msg = f"training config not found: {p}"
             raise FileNotFoundError(msg)
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = parse_yaml(p.read_text()) or {}
         if not isinstance(loaded, dict):
             msg = f"{p}: a training config must be a mapping"
             raise ConfigError(msg)
