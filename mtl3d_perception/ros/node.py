@@ -40,7 +40,7 @@ from mtl3d_perception import topics
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
@@ -79,7 +79,7 @@ OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=Durab
                         history=HistoryPolicy.KEEP_LAST, depth=2)
 MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 LOG_THROTTLE_S = 5.0
-JUMP_BACK_NS = 1_000_000_000  # an image this much older than the newest one: time jumped back (tf2_ros's threshold)
+JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 NON_EMPTY = ("image_topic", "camera_info_topic", "world_frame")
 
 

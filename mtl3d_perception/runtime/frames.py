@@ -8,6 +8,10 @@ import numpy as np
 
 from mtl3d_perception.geometry import check_intrinsics, check_rigid
 
+# Time went back (a looping bag, a restarted simulation) when a stamp is this much older than the newest one:
+# tf2_ros's clock-jump threshold, used by the node, the synchroniser and the compat TF buffer alike.
+JUMP_BACK_S = 1.0
+
 
 @dataclass
 class Frame:

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mtl3d_perception.runtime.frames import JUMP_BACK_S
+
 
 class ApproximateTimeSync:
     """Group items from ``num_inputs`` streams whose stamps lie within ``slop_s`` of each other.
@@ -36,7 +38,7 @@ class ApproximateTimeSync:
     """
 
     def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
-                 callback: Callable[..., Any] | None = None, *, jump_back_s: float | None = 1.0) -> None:
+                 callback: Callable[..., Any] | None = None, *, jump_back_s: float | None = JUMP_BACK_S) -> None:
         if num_inputs < 1 or queue_size < 1 or not slop_s >= 0:
             raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop_s >= 0; got {num_inputs}, {queue_size}, {slop_s}")
         self.queue_size = queue_size

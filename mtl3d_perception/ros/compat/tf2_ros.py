@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from mtl3d_perception.ros import conversions
+from mtl3d_perception.runtime.frames import JUMP_BACK_S
 from mtl3d_perception.runtime.tf_buffer import (
     ConnectivityException,
     ExtrapolationException,
@@ -45,7 +46,6 @@ __all__ = [
 
 DEFAULT_TF_TOPIC = "/tf"
 DEFAULT_STATIC_TF_TOPIC = "/tf_static"
-JUMP_BACK_S = 1.0  # the real Buffer's clock-jump threshold
 LOG_THROTTLE_S = 5.0
 _LOG = logging.getLogger(__name__)
 
