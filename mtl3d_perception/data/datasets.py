@@ -10,7 +10,8 @@
 - ``nyuv2``: the NYUv2 labelled ``.mat`` (h5py); single-view, the image duplicated as its own source
   (paper protocol), labels mapped to the 13 classes with the shipped mapping (``nyu_class_mapping.json``).
 
-Source views are picked by frame gap or by camera baseline (:class:`SourceConfig`). Training samples
+Source views are picked by frame gap, by camera baseline, or by the runtime's own rule
+(``neighbour: pairing``, :func:`mtl3d_perception.source_selection.select_source`) (:class:`SourceConfig`). Training samples
 are addressed by ``(index, seed)`` keys so that neighbour choice and augmentation are reproducible;
 an int key gives the deterministic evaluation sample. Partial labels (``label_regime``) are drawn
 once per sample index, so a sample keeps the same labelled tasks in every epoch (seed 002's setting).
@@ -31,6 +32,7 @@ from mtl3d_perception import geometry
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
+from mtl3d_perception.source_selection import PairingConfig, select_source
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 LABEL_REGIMES: tuple[str, ...] = ("full", "random", "one")
@@ -54,9 +56,9 @@ class SourceConfig:
     start: int | float = 0  # sequence / nyuv2 range: int index or float fraction
     end: int | float = 1.0
     tasks: tuple[str, ...] = TASKS  # tasks whose labels are used (e.g. ["depth"] for video frames)
-    neighbour: str = "gap"  # gap | baseline
-    max_gap: int = 4  # training: source gap uniform in [1, max_gap]
-    eval_gap: int = 2  # evaluation: fixed gap
+    neighbour: str = "gap"  # gap | baseline | pairing (the runtime's rule, source_selection.select_source)
+    max_gap: int = 4  # training: source gap (pairing: history step) uniform in [1, max_gap]
+    eval_gap: int = 2  # evaluation: fixed gap (pairing: history step)
     min_baseline: float = 0.05  # metres (neighbour: baseline)
     max_baseline: float = 0.5
     repeat: int = 1  # list the source this many times (a sampling weight)
@@ -73,8 +75,8 @@ class SourceConfig:
         if bad:
             msg = f"unknown task(s) {bad} in source tasks; expected a subset of {', '.join(TASKS)}"
             raise ValueError(msg)
-        if self.neighbour not in ("gap", "baseline"):
-            msg = f"neighbour must be 'gap' or 'baseline', got {self.neighbour!r}"
+        if self.neighbour not in ("gap", "baseline", "pairing"):
+            msg = f"neighbour must be 'gap', 'baseline' or 'pairing', got {self.neighbour!r}"
             raise ValueError(msg)
         if self.kind != "synthetic" and not self.path:
             msg = f"a {self.kind} source needs a path"
@@ -135,12 +137,16 @@ def apply_label_regime(available: dict[str, bool], regime: str, rng: np.random.G
 
 
 def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg: SourceConfig,
-                   rng: np.random.Generator | None) -> list[int]:
+                   rng: np.random.Generator | None, stamps: np.ndarray | None = None) -> list[int]:
     """Indices of ``num`` source frames for frame ``ref`` among frames ``[lo, hi)``.
 
     Earlier frames are preferred (the robot pairs a frame with an earlier one); a sequence of one
-    frame pairs it with itself. ``rng`` None gives the deterministic evaluation choice.
+    frame pairs it with itself. ``rng`` None gives the deterministic evaluation choice. ``neighbour:
+    pairing`` applies the runtime's rule (:func:`select_source`) to a simulated history, so it needs
+    ``stamps`` (seconds per frame); it returns ``ref`` itself where the runtime would run single-view.
     """
+    if cfg.neighbour == "pairing":
+        return _pairing_sources(poses, stamps, ref, lo, num, cfg, rng)
     out: list[int] = []
     for k in range(num):
         if cfg.neighbour == "gap":
@@ -160,6 +166,41 @@ def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg:
                 earlier = ok[ok < ref]
                 j = int(earlier.max() if len(earlier) else ok.min())
         out.append(int(min(max(j, lo), hi - 1)))
+    return out
+
+
+def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo: int, num: int,
+                     cfg: SourceConfig, rng: np.random.Generator | None) -> list[int]:
+    """Sources picked by the runtime rule from a simulated frame history (``neighbour: pairing``).
+
+    The history holds every ``step``-th earlier frame (a node that processes every step-th camera frame),
+    at most ``history_size`` of them. Training draws ``step`` in [1, max_gap], ``min_baseline_m`` in
+    [min_baseline, max_baseline] and ``min_rotation_deg`` in [5, 15] (the spread of pairs a robot sees);
+    evaluation uses step ``eval_gap``, ``min_baseline`` and the default rotation. The age limit is lifted
+    (sequences without timestamps have nominal stamps), the pose-jump limits are the runtime's.
+    """
+    if stamps is None:
+        msg = "neighbour 'pairing' needs frame stamps; this source has none"
+        raise ValueError(msg)
+    base = PairingConfig()
+    if rng is not None:
+        step = int(rng.integers(1, max(1, cfg.max_gap) + 1))
+        min_baseline = float(rng.uniform(cfg.min_baseline, max(cfg.min_baseline, cfg.max_baseline)))
+        min_rotation = float(rng.uniform(5.0, 15.0))
+    else:
+        step, min_baseline, min_rotation = max(1, cfg.eval_gap), cfg.min_baseline, base.min_rotation_deg
+    history = list(range(ref - step, lo - 1, -step))[: base.history_size][::-1]  # oldest first
+    ages = [float(stamps[ref] - stamps[j]) for j in history]
+    pairing = PairingConfig(min_baseline_m=min_baseline, min_rotation_deg=min_rotation,
+                            max_pair_age_s=max([1.0, *ages]), history_size=base.history_size)
+    out: list[int] = []
+    for _ in range(num):
+        choice = select_source(poses[ref], [poses[j] for j in history], ages, pairing)
+        if choice.index is None:
+            out.append(ref)  # single-view: the runtime duplicates the reference
+            continue
+        out.append(history.pop(choice.index))
+        ages.pop(choice.index)
     return out
 
 
@@ -232,6 +273,7 @@ class SyntheticDataset(SourceDataset):
         return scene, scene.camera_path(n)
 
     def load(self, index, rng):
+        from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
         from mtl3d_perception.data.synthetic import default_intrinsics
 
         s, f = divmod(index, self.cfg.frames_per_scene)
@@ -241,7 +283,8 @@ class SyntheticDataset(SourceDataset):
         if rng is not None and self.augment is not None and self.augment.enabled:
             W, H = int(round(W * self.RENDER_SCALE)), int(round(H * self.RENDER_SCALE))
         K = default_intrinsics(W, H)
-        frames = [f, *choose_sources(path, f, 0, len(path), self.num_views - 1, self.cfg, rng)]
+        stamps = np.arange(len(path)) / DEFAULT_RATE_HZ  # camera_path's rate
+        frames = [f, *choose_sources(path, f, 0, len(path), self.num_views - 1, self.cfg, rng, stamps)]
         views = []
         for j in frames:
             out = scene.render(path[j], K, (W, H))
@@ -271,7 +314,8 @@ class SequenceDataset(SourceDataset):
 
     def load(self, index, rng):
         ref = self.lo + index
-        frames = [ref, *choose_sources(self.poses, ref, self.lo, self.hi, self.num_views - 1, self.cfg, rng)]
+        frames = [ref, *choose_sources(self.poses, ref, self.lo, self.hi, self.num_views - 1, self.cfg, rng,
+                                       self.sequence.stamps)]
         tasks = set(self.cfg.tasks)
         need_depth = bool(tasks & {"depth", "normals"})
         need_semantic = bool(tasks & {"semantic", "boundary"})

@@ -52,6 +52,12 @@ class ModelConfig:
     depth_min: float = 0.3  # metres; also the range of the depth head
     depth_max: float = 10.0
     cost_volume_backend: str = "auto"
+    # Geometric depth (issue 18, beyond the paper): a softmax over the plane sweep of matching features
+    # (normalised image patches + learned features) gives a per-pixel depth distribution; its expectation
+    # in inverse depth and its peakedness (confidence) feed the heads, and the depth head refines it.
+    # False: the paper-only CvM (checkpoints from before issue 18 load as that).
+    geometric_depth: bool = False
+    match_channels: int = 32  # width of the learned matching features
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -76,6 +82,12 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.cvm_max_sources < 0:
             msg = f"cvm_max_sources must be >= 0 (0 = every other view), got {self.cvm_max_sources}"
+            raise ConfigError(msg)
+        if self.geometric_depth and (not self.use_cvm or self.num_depth < 2):
+            msg = f"geometric_depth needs use_cvm: true and num_depth >= 2, got use_cvm {self.use_cvm}, num_depth {self.num_depth}"
+            raise ConfigError(msg)
+        if self.match_channels < 1:
+            msg = f"match_channels must be >= 1, got {self.match_channels}"
             raise ConfigError(msg)
         if self.cvm_channels % self.cvm_heads:
             msg = f"cvm_channels {self.cvm_channels} must be divisible by cvm_heads {self.cvm_heads}"

@@ -10,6 +10,10 @@
 - ``Predictor`` per task: 1x1 conv, bilinear upsampling to the input size, then the task's output
   mapping: semantic/boundary logits; depth in metres within [depth_min, depth_max] through a sigmoid
   in inverse depth (positive by construction); normals L2-normalised.
+- With ``geometric_depth`` the depth predictor refines the cost volume's geometric depth (issue 18):
+  ``inv = g (inv_geo + r) + (1 - g) inv_prior`` with the gate ``g = confidence * sigmoid(.)``, a bounded
+  residual ``r`` and the learned prior ``inv_prior`` (the sigmoid mapping above), all in inverse depth;
+  so matched pixels follow the geometry and unmatched ones (confidence ~0) fall back to the prior.
 """
 
 from __future__ import annotations
@@ -90,21 +94,37 @@ class TaskDecoder(nn.Module):
 class Predictor(nn.Module):
     """1x1 conv to the task's channels, bilinear upsampling, then the task's output mapping."""
 
-    def __init__(self, task: str, cin: int, cout: int, depth_range: tuple[float, float]):
+    RESIDUAL = 0.25  # bound of the geometric residual, as a fraction of the inverse-depth range
+
+    def __init__(self, task: str, cin: int, cout: int, depth_range: tuple[float, float], geometric: bool = False):
         super().__init__()
         self.task = task
-        self.conv = nn.Conv2d(cin, cout, 1)
+        self.geometric = geometric and task == "depth"
+        self.conv = nn.Conv2d(cin, 3 if self.geometric else cout, 1)  # geometric: prior, residual, gate
         self.inv_min, self.inv_max = 1.0 / depth_range[1], 1.0 / depth_range[0]
         if task == "normals":  # start facing the camera (-z in the optical frame), then learn
             nn.init.normal_(self.conv.weight, std=1e-3)
             with torch.no_grad():
                 self.conv.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+        if self.geometric:  # start as the geometry where it is confident: no residual, gate open
+            with torch.no_grad():
+                self.conv.weight[1:].mul_(1e-2)
+                self.conv.bias[1:].copy_(torch.tensor([0.0, 2.0]))
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, size: tuple[int, int],
+                geometry: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         y = _resize(self.conv(x), size).float()
         if self.task == "depth":
+            span = self.inv_max - self.inv_min
             # inverse depth in [1/depth_max, 1/depth_min]: positive, metric, no clamping needed
-            inv = self.inv_min + torch.sigmoid(y) * (self.inv_max - self.inv_min)
+            inv = self.inv_min + torch.sigmoid(y[:, :1]) * span
+            if self.geometric:
+                if geometry is None:
+                    raise ValueError("the geometric depth head needs the cost volume's (inverse depth, confidence)")
+                inv_geo, conf = (_resize(t.float(), size) for t in geometry)
+                gate = conf * torch.sigmoid(y[:, 2:3])
+                refined = inv_geo + self.RESIDUAL * span * torch.tanh(y[:, 1:2])
+                inv = (gate * refined + (1.0 - gate) * inv).clamp(self.inv_min, self.inv_max)
             return 1.0 / inv
         if self.task == "normals":
             return F.normalize(y, dim=1, eps=1e-6)
@@ -129,7 +149,8 @@ class MultiTaskHeads(nn.Module):
         self.decoders = nn.ModuleDict({t: TaskDecoder(config.fusion_channels, config.decoder_channels) for t in TASKS})
         self.refiner = build_refiner(config, dict.fromkeys(TASKS, config.decoder_channels))
         self.predictors = nn.ModuleDict(
-            {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range) for t in TASKS}
+            {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth)
+             for t in TASKS}
         )
 
     def image_feature(self, feats: list[torch.Tensor], fusion_size: tuple[int, int]) -> torch.Tensor:
@@ -137,15 +158,18 @@ class MultiTaskHeads(nn.Module):
         return self.neck(feats, fusion_size)
 
     def forward(
-        self, feats: list[torch.Tensor], image: torch.Tensor, cvm: torch.Tensor | None, size: tuple[int, int]
+        self, feats: list[torch.Tensor], image: torch.Tensor, cvm: torch.Tensor | None, size: tuple[int, int],
+        geometry: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Task outputs at ``size`` = (H, W) and the task features (the predictors' inputs).
 
         Args:
             feats: encoder levels of the views being predicted (batch N).
             image: f(I) [N, fusion_channels, h, w] from :meth:`image_feature`.
-            cvm: concat[C, F] [N, D + C_cvm, h, w], or None without the CvM.
+            cvm: concat[C, F] [N, D + C_cvm, h, w] (plus the 2 geometric channels), or None without the CvM.
             size: output (H, W).
+            geometry: with ``geometric_depth``, (inverse depth [N,1,h,w] 1/m, confidence [N,1,h,w]) from
+                ``geometric.read_out``; adds "depth_geometric" (metres) and "depth_confidence" at ``size``.
         """
         x = image if cvm is None else torch.cat([image, cvm.to(image.dtype)], 1)
         fused = self.fuse(x)
@@ -153,5 +177,9 @@ class MultiTaskHeads(nn.Module):
         task_feats = {t: dec(fused, skip) for t, dec in self.decoders.items()}
         if self.refiner is not None:
             task_feats = self.refiner(task_feats)
-        out = {t: self.predictors[t](task_feats[t], size) for t in TASKS}
+        out = {t: self.predictors[t](task_feats[t], size, *((geometry,) if t == "depth" else ())) for t in TASKS}
+        if geometry is not None:
+            inv, conf = geometry
+            out["depth_geometric"] = 1.0 / _resize(inv.float(), size)
+            out["depth_confidence"] = _resize(conf.float(), size).clamp(0.0, 1.0)
         return out, task_feats

@@ -12,15 +12,18 @@ source with the identity pose.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtl3d_perception import geometry
 from mtl3d_perception.model.config import ModelConfig
-from mtl3d_perception.model.cvm import STRIDE, CrossViewModule
+from mtl3d_perception.model.cvm import STRIDE, CrossViewModule, nearest_views, plane_sweep
 from mtl3d_perception.model.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+from mtl3d_perception.model.geometric import MatchingFeatures, read_out
 from mtl3d_perception.model.heads import MultiTaskHeads
 
 
@@ -32,25 +35,27 @@ class FrameFeatures:
         image: encoder levels, ``[B, C_i, H/r_i, W/r_i]`` (see ``model.encoder.feature_info``).
         spatial: ``[B, C_cvm, H/8, W/8]``, or None when the model has no CvM.
         size: the input (H, W).
+        matching: ``[B, C_m, H/4, W/4]`` matching features of the geometric depth, or None without it.
     """
 
     image: list[torch.Tensor]
     spatial: torch.Tensor | None
     size: tuple[int, int]
+    matching: torch.Tensor | None = None
+
+    def _map(self, fn) -> FrameFeatures:
+        return FrameFeatures([fn(f) for f in self.image], None if self.spatial is None else fn(self.spatial), self.size,
+                             None if self.matching is None else fn(self.matching))
 
     def to(self, *args, **kwargs) -> FrameFeatures:
-        return FrameFeatures(
-            [f.to(*args, **kwargs) for f in self.image],
-            None if self.spatial is None else self.spatial.to(*args, **kwargs),
-            self.size,
-        )
+        return self._map(lambda t: t.to(*args, **kwargs))
 
     def detach(self) -> FrameFeatures:
-        return FrameFeatures([f.detach() for f in self.image], None if self.spatial is None else self.spatial.detach(), self.size)
+        return self._map(torch.Tensor.detach)
 
     def select(self, index) -> FrameFeatures:
         """Batch slice/index (keeps the batch dim for a slice or index tensor)."""
-        return FrameFeatures([f[index] for f in self.image], None if self.spatial is None else self.spatial[index], self.size)
+        return self._map(lambda t: t[index])
 
     @property
     def batch_size(self) -> int:
@@ -59,8 +64,9 @@ class FrameFeatures:
     @staticmethod
     def cat(items: list[FrameFeatures]) -> FrameFeatures:
         spatial = None if items[0].spatial is None else torch.cat([f.spatial for f in items])
+        matching = None if items[0].matching is None else torch.cat([f.matching for f in items])
         levels = [torch.cat([f.image[i] for f in items]) for i in range(len(items[0].image))]
-        return FrameFeatures(levels, spatial, items[0].size)
+        return FrameFeatures(levels, spatial, items[0].size, matching)
 
 
 class CvMMTL(nn.Module):
@@ -77,6 +83,10 @@ class CvMMTL(nn.Module):
         self.config = config
         self.cvm = CrossViewModule(config) if config.use_cvm else None
         cvm_channels = self.cvm.out_channels if self.cvm is not None else 0
+        self.matching = None
+        if config.geometric_depth:
+            self.matching = MatchingFeatures(self.encoder.feature_info, config.match_channels, STRIDE // 2)
+            cvm_channels += 2  # normalised geometric inverse depth and its confidence
         self.heads = MultiTaskHeads(config, self.encoder.feature_info, cvm_channels)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
@@ -101,7 +111,8 @@ class CvMMTL(nn.Module):
         spatial = None
         if self.cvm is not None:
             spatial = self.cvm.spatial((images - self.cvm_mean) / self.cvm_std)
-        return FrameFeatures(list(image), spatial, (int(H), int(W)))
+        matching = None if self.matching is None else self.matching(images, list(image))
+        return FrameFeatures(list(image), spatial, (int(H), int(W)), matching)
 
     def predict(
         self,
@@ -143,12 +154,41 @@ class CvMMTL(nn.Module):
             # geometry stays float32 whatever the feature dtype (bf16 would move the principal point)
             cross, cost = self.cvm.match(spatial, K.float(), T_src_ref.float(), (W, H))
             cvm = torch.cat([cost[:, 0], cross[:, 0].to(cost.dtype)], 1)
-        return self._heads(ref, cvm, return_features)
+        logits = None
+        if self.matching is not None:
+            src_match = torch.stack([s.matching for s in srcs], 1)
+            logits = self.sweep_logits(ref.matching, src_match, K.float(), T_src_ref.float(), ref.size)
+        return self._heads(ref, cvm, logits, return_features)
 
-    def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, return_features: bool) -> dict:
+    def sweep_logits(self, ref: torch.Tensor, src: torch.Tensor, K: torch.Tensor, T_src_ref: torch.Tensor,
+                     size: tuple[int, int]) -> torch.Tensor:
+        """Plane-sweep logits of the geometric depth ``[N, D, H/4, W/4]``: dot products of matching features.
+
+        ``ref`` [N,C,h,w], ``src`` [N,S,C,h,w] (averaged over S), ``K`` [N,3,3] at input ``size`` = (H, W),
+        ``T_src_ref`` [N,S,4,4]. The op divides by sqrt(C); that is undone, so the scales learned by
+        ``MatchingFeatures`` are the softmax temperatures.
+        """
+        H, W = size
+        cfg = self.config
+        cost = plane_sweep(ref, src, K, T_src_ref, (W, H), cfg.depth_range, cfg.num_depth, cfg.cost_volume_backend)
+        return cost * math.sqrt(ref.shape[1])
+
+    def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, logits: torch.Tensor | None,
+               return_features: bool) -> dict:
         H, W = frames.size
         image = self.heads.image_feature(frames.image, (H // STRIDE, W // STRIDE))
-        out, task_feats = self.heads(frames.image, image, cvm, (H, W))
+        geometry_out = None
+        if logits is not None:
+            cfg = self.config
+            inv, conf = read_out(logits, geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth,
+                                                                   like=logits))
+            inv_min, inv_max = 1.0 / cfg.depth_max, 1.0 / cfg.depth_min
+            geo = torch.cat([(inv - inv_min) / (inv_max - inv_min), conf], 1)  # at the sweep's stride 4
+            cvm = torch.cat([cvm, F.adaptive_avg_pool2d(geo, cvm.shape[-2:]).to(cvm.dtype)], 1)
+            geometry_out = (inv, conf)
+        out, task_feats = self.heads(frames.image, image, cvm, (H, W), geometry_out)
+        if logits is not None:
+            out["depth_logits"] = logits
         if return_features:
             out["features"] = {"image": image, "tasks": task_feats}
         return out
@@ -203,7 +243,20 @@ class CvMMTL(nn.Module):
             H, W = frames.size
             cross, cost = self.cvm.match(spatial, intrinsics.float(), T.float(), (W, H), all_views=True)
             cvm = torch.cat([cost, cross.to(cost.dtype)], 2)[:, :V].flatten(0, 1)
-        out = self._heads(frames, cvm, return_features)
+        logits = None
+        if self.matching is not None:
+            match = frames.matching.view(B, V, *frames.matching.shape[1:])
+            if V == 1:
+                match = match.repeat(1, 2, 1, 1, 1)
+            neighbours = nearest_views(T, self.config.cvm_max_sources)  # [B, V', k], as the CvM matches
+            batch = torch.arange(B, device=match.device)[:, None, None]
+            view = torch.arange(match.shape[1], device=match.device)[None, :, None]
+            src = match[batch, neighbours]  # [B, V', k, C, h, w]
+            T_n = T[batch, neighbours, view]  # neighbour <- view
+            logits = self.sweep_logits(match.flatten(0, 1), src.flatten(0, 1), intrinsics.flatten(0, 1).float(),
+                                       T_n.flatten(0, 1).float(), frames.size)
+            logits = logits.view(B, -1, *logits.shape[1:])[:, :V].flatten(0, 1)
+        out = self._heads(frames, cvm, logits, return_features)
         return _unflatten(out, B, V)
 
 

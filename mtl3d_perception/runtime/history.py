@@ -1,9 +1,5 @@
-"""Bounded history of posed frames and the rule that picks the source view for a new reference frame.
-
-The rule (issue 6): the most recent earlier frame whose baseline to the reference is >= ``min_baseline_m`` or
-whose rotation is >= ``min_rotation_deg``, no older than ``max_pair_age_s``, skipping candidates whose relative
-motion is implausibly fast (a pose jump: relocalisation, a TF glitch); else the newest such posed frame; else
-single-view mode (the reference duplicated with an identity pose, DESIGN §5).
+"""Bounded history of posed frames; the source view of a new reference frame is picked by
+:func:`mtl3d_perception.source_selection.select_source`, the rule training uses too.
 """
 
 from __future__ import annotations
@@ -14,30 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtl3d_perception.geometry import relative_pose, rotation_angle
 from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.source_selection import PairingConfig, select_source
+
+__all__ = ["FrameHistory", "PairingConfig", "ViewPair"]
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class PairingConfig:
-    """Source-view selection rules (names match the node's parameters)."""
-
-    min_baseline_m: float = 0.05  # a source this far from the reference gives a useful cost volume
-    min_rotation_deg: float = 5.0
-    max_pair_age_s: float = 1.0
-    max_speed_mps: float = 5.0  # faster relative motion than this is a pose jump, not camera motion
-    max_angular_speed_dps: float = 360.0
-    history_size: int = 8
-
-    def validate(self) -> None:
-        for name in ("min_baseline_m", "min_rotation_deg", "max_pair_age_s", "max_speed_mps", "max_angular_speed_dps"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite value >= 0, got {value}")
-        if self.history_size < 1:
-            raise ValueError(f"history_size must be >= 1, got {self.history_size}")
 
 
 @dataclass
@@ -115,29 +93,12 @@ class FrameHistory:
         return jumped
 
     def select(self, ref: Frame) -> ViewPair:
-        """Pick the source view for ``ref`` (which must not be in the history yet)."""
+        """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``."""
         if ref.pose is None:
             return ViewPair(ref, None, reason="no_pose")
-        cfg = self.config
-        newest: tuple[Frame, np.ndarray] | None = None
-        reason = "no_history"
-        for src in reversed(self._frames):  # most recent first
-            dt = (ref.stamp_ns - src.stamp_ns) * 1e-9
-            if dt <= 0:
-                continue
-            if dt > cfg.max_pair_age_s:
-                reason = "too_old" if newest is None else reason
-                break  # older ones are older still
-            T_src_ref = relative_pose(src.pose, ref.pose)
-            baseline = float(np.linalg.norm(T_src_ref[:3, 3]))
-            angle = float(np.degrees(rotation_angle(T_src_ref[:3, :3])))
-            if baseline > cfg.max_speed_mps * dt or angle > cfg.max_angular_speed_dps * dt:
-                reason = "pose_jump" if newest is None else reason
-                continue
-            if baseline >= cfg.min_baseline_m or angle >= cfg.min_rotation_deg:
-                return ViewPair(ref, src, T_src_ref, reason="baseline")
-            if newest is None:
-                newest = (src, T_src_ref)
-        if newest is not None:
-            return ViewPair(ref, newest[0], newest[1], reason="newest")
-        return ViewPair(ref, None, reason=reason)
+        frames = list(self._frames)
+        ages = [(ref.stamp_ns - f.stamp_ns) * 1e-9 for f in frames]
+        choice = select_source(ref.pose, [f.pose for f in frames], ages, self.config)
+        if choice.index is None:
+            return ViewPair(ref, None, reason=choice.reason)
+        return ViewPair(ref, frames[choice.index], choice.T_src_ref, reason=choice.reason)

@@ -28,6 +28,9 @@ class ModelSection:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (fine-tuning)
+    # Parameter-name prefixes (of the model, e.g. "encoder.net._blocks.0.") kept frozen: a CPU budget keeps
+    # the pretrained low-level encoder stages and saves their backward pass.
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -47,7 +50,7 @@ class LossConfig:
     """Task weights (0 switches a task off), the depth loss kind, and extra registered loss terms."""
 
     weights: dict[str, float] = field(default_factory=lambda: {"semantic": 1.0, "depth": 1.0, "normals": 1.0, "boundary": 1.0})
-    depth_kind: str = "l1"  # l1 | silog
+    depth_kind: str = "l1"  # l1 | silog | scale_aware
     silog_lambda: float = 0.85
     all_views: bool = True  # supervise every view (the paper), not only the reference
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weight: w, **kwargs}
@@ -63,6 +66,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.01  # final lr / lr (cosine)
     poly_power: float = 0.9
     grad_clip: float = 10.0  # 0 disables
+    encoder_lr_ratio: float = 1.0  # the MTL encoder's lr / lr (below 1 keeps pretrained weights closer)
 
 
 @dataclass

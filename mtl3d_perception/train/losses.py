@@ -139,6 +139,30 @@ def depth_silog_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tenso
     return per_image[has].mean()
 
 
+def depth_scale_aware_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, lam: float = 0.85,
+                           inv_weight: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
+    """Scale-aware depth loss: per-image ``sqrt(silog)`` (Eigen et al. NeurIPS'14, the square-root form of
+    BTS/AdaBins) plus ``inv_weight`` x the mean L1 error in inverse depth (1/m) over valid pixels.
+
+    The silog part weighs structure and (through ``1 - lam``) scale; the inverse-depth L1 ties the metric
+    scale and weighs near pixels, where parallax is measurable. pred, depth ``[N,1,H,W]`` metres.
+    """
+    mask = depth_mask(depth, valid)
+    n = mask.flatten(1).sum(1)
+    has = n > 0
+    if not has.any():
+        return _zero(pred)
+    target = torch.where(mask, depth, torch.ones_like(depth))
+    p = pred.float().clamp_min(eps)
+    d = torch.where(mask, torch.log(p) - torch.log(target), 0.0)
+    n_safe = n.clamp_min(1)
+    mean_d = d.flatten(1).sum(1) / n_safe
+    mean_d2 = (d * d).flatten(1).sum(1) / n_safe
+    silog = (mean_d2 - lam * mean_d * mean_d).clamp_min(0.0) + eps
+    inv_l1 = torch.where(mask, (1.0 / p - 1.0 / target).abs(), 0.0).sum() / mask.sum()
+    return silog[has].sqrt().mean() + inv_weight * inv_l1
+
+
 def normals_loss(pred: torch.Tensor, normals: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean ``1 - cos`` between predicted and labelled normals over valid pixels. ``[N,3,H,W]``."""
     mask = torch.isfinite(normals).all(1, keepdim=True) & valid[:, None, None, None]
@@ -195,22 +219,28 @@ class SemanticLoss(_TaskTerm):
         return semantic_loss(pred, label, valid)
 
 
+DEPTH_KINDS: tuple[str, ...] = ("l1", "silog", "scale_aware")
+
+
 @register_loss("depth")
 class DepthLoss(_TaskTerm):
-    """``kind``: ``l1`` (metres) or ``silog`` (scale-invariant log, weight ``silog_lambda``)."""
+    """``kind``: ``l1`` (metres), ``silog`` (scale-invariant log, weight ``silog_lambda``) or ``scale_aware``
+    (:func:`depth_scale_aware_loss`: sqrt-silog plus L1 in inverse depth)."""
 
     task = "depth"
 
     def __init__(self, all_views: bool = False, kind: str = "l1", silog_lambda: float = 0.85) -> None:
         super().__init__(all_views)
-        if kind not in ("l1", "silog"):
-            msg = f"depth loss kind must be 'l1' or 'silog', got {kind!r}"
+        if kind not in DEPTH_KINDS:
+            msg = f"depth loss kind must be one of {', '.join(DEPTH_KINDS)}, got {kind!r}"
             raise ValueError(msg)
         self.kind, self.silog_lambda = kind, silog_lambda
 
     def compute(self, pred, label, valid):
         if self.kind == "silog":
             return depth_silog_loss(pred, label, valid, self.silog_lambda)
+        if self.kind == "scale_aware":
+            return depth_scale_aware_loss(pred, label, valid, self.silog_lambda)
         return depth_l1_loss(pred, label, valid)
 
 
@@ -289,4 +319,4 @@ class MultiTaskLoss(nn.Module):
 
 # The seed papers' extra terms (cross_task, cross_view, pap_pairwise) register themselves on import;
 # imported last because they build on the classes above.
-from mtl3d_perception.train import cross_task, cross_view, pap_loss  # noqa: E402, F401
+from mtl3d_perception.train import cross_task, cross_view, depth_distribution, pap_loss  # noqa: E402, F401

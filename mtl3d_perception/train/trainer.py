@@ -111,6 +111,25 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     return build_model(model_cfg)
 
 
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
+    """Stop gradients to the parameters whose names start with one of ``prefixes``; returns how many.
+
+    Raises:
+        ValueError: a prefix that matches no parameter (a typo would silently train everything).
+    """
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            msg = f"model.freeze prefix {prefix!r} matches no parameter (e.g. {names[0]!r})"
+            raise ValueError(msg)
+    count = 0
+    for n, p in model.named_parameters():
+        if any(n.startswith(prefix) for prefix in prefixes):
+            p.requires_grad_(False)
+            count += 1
+    return count
+
+
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs ``fit()``.
 
@@ -137,6 +156,7 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.model = build_model_from_config(cfg).to(self.device)
+        freeze_parameters(self.model, cfg.model.freeze)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion)
         if self.world > 1:
@@ -144,9 +164,14 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)
         else:
             self.ddp = self.module
-        params = [p for p in self.module.parameters() if p.requires_grad]
         oc = cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        encoder = [p for n, p in named if n.startswith("model.encoder.")]
+        rest = [p for n, p in named if not n.startswith("model.encoder.")]
+        groups = [{"params": rest, "lr": oc.lr}]
+        if encoder:
+            groups.append({"params": encoder, "lr": oc.lr * oc.encoder_lr_ratio})
+        self.optimizer = torch.optim.AdamW(groups, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _Schedule(oc, cfg.steps))
 
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
@@ -230,6 +255,7 @@ class Trainer:
         batches = self._batches()
         self.module.train()
         t0 = time.perf_counter()
+        self._start_step = self.step
         while self.step < stop:
             batch = next(batches).to(self.device, non_blocking=True)
             with self._autocast():
@@ -266,6 +292,9 @@ class Trainer:
 
     def _log(self, logs: dict[str, float], batch: MultiViewBatch, outputs: dict[str, Any], t0: float) -> None:
         cfg = self.cfg
+        if self.step % max(1, cfg.log_every) == 0 or self.step == 1:
+            log.info("step %d (%.2f s/step): %s", self.step, (time.perf_counter() - t0) / max(1, self.step - self._start_step),
+                     {k: round(v, 4) for k, v in logs.items() if k != "step"})
         if self.writer is None:
             return
         if self.step % max(1, cfg.log_every) == 0 or self.step == 1:

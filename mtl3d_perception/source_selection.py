@@ -1,0 +1,97 @@
+"""The source-view rule: which earlier posed frame a reference frame is matched against.
+
+One function, :func:`select_source`, used by the runtime (``runtime.history.FrameHistory``, the node and
+replay) and by training (``data.datasets``, ``neighbour: pairing``), so the network trains on the pairs it
+will be given (issue 18). It sits beside ``geometry`` so that both ``data/`` and ``runtime/`` import it
+downwards.
+
+The rule (issue 6): the most recent earlier frame whose baseline to the reference is >= ``min_baseline_m``
+or whose rotation is >= ``min_rotation_deg``, no older than ``max_pair_age_s``, skipping candidates whose
+relative motion is implausibly fast (a pose jump: relocalisation, a TF glitch); else the newest such posed
+frame; else none (single-view mode: the reference duplicated with an identity pose, DESIGN §5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mtl3d_perception.geometry import relative_pose, rotation_angle
+
+
+@dataclass
+class PairingConfig:
+    """Source-view selection rules (names match the node's parameters)."""
+
+    min_baseline_m: float = 0.05  # a source this far from the reference gives a useful cost volume
+    min_rotation_deg: float = 5.0
+    max_pair_age_s: float = 1.0
+    max_speed_mps: float = 5.0  # faster relative motion than this is a pose jump, not camera motion
+    max_angular_speed_dps: float = 360.0
+    history_size: int = 8
+
+    def validate(self) -> None:
+        for name in ("min_baseline_m", "min_rotation_deg", "max_pair_age_s", "max_speed_mps", "max_angular_speed_dps"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite value >= 0, got {value}")
+        if self.history_size < 1:
+            raise ValueError(f"history_size must be >= 1, got {self.history_size}")
+
+
+@dataclass
+class SourceChoice:
+    """The result of :func:`select_source`.
+
+    Attributes:
+        index: the chosen candidate's index, or None (single-view mode).
+        T_src_ref: ``[4,4]`` ``inv(T_world_src) @ T_world_ref`` (identity when ``index`` is None).
+        reason: ``baseline`` or ``newest`` when a source was chosen; ``no_history``, ``too_old`` or
+            ``pose_jump`` when none was.
+    """
+
+    index: int | None
+    T_src_ref: np.ndarray = field(default_factory=lambda: np.eye(4))
+    reason: str = "no_history"
+
+
+def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: PairingConfig) -> SourceChoice:
+    """Pick the source view of a reference frame among earlier posed frames (the rule in the module docstring).
+
+    Args:
+        ref_pose: ``[4,4]`` T_world_cam of the reference frame (metres).
+        candidate_poses: N ``[4,4]`` T_world_cam of the candidates, oldest first (a sequence or ``[N,4,4]``).
+        ages_s: N seconds from each candidate to the reference (``t_ref - t_candidate``); candidates with
+            age <= 0 (not earlier) are skipped.
+        config: the limits; not validated here (callers validate once).
+
+    Returns:
+        The :class:`SourceChoice`; its ``index`` points into ``candidate_poses``.
+
+    Raises:
+        ValueError: when the numbers of poses and ages differ.
+    """
+    if len(candidate_poses) != len(ages_s):
+        msg = f"got {len(candidate_poses)} candidate poses but {len(ages_s)} ages; expected one age per pose"
+        raise ValueError(msg)
+    newest: SourceChoice | None = None
+    reason = "no_history"
+    for i in range(len(candidate_poses) - 1, -1, -1):  # most recent first
+        dt = float(ages_s[i])
+        if dt <= 0:
+            continue
+        if dt > config.max_pair_age_s:
+            reason = "too_old" if newest is None else reason
+            break  # older ones are older still
+        T_src_ref = relative_pose(np.asarray(candidate_poses[i], np.float64), np.asarray(ref_pose, np.float64))
+        baseline = float(np.linalg.norm(T_src_ref[:3, 3]))
+        angle = float(np.degrees(rotation_angle(T_src_ref[:3, :3])))
+        if baseline > config.max_speed_mps * dt or angle > config.max_angular_speed_dps * dt:
+            reason = "pose_jump" if newest is None else reason
+            continue
+        if baseline >= config.min_baseline_m or angle >= config.min_rotation_deg:
+            return SourceChoice(i, T_src_ref, "baseline")
+        if newest is None:
+            newest = SourceChoice(i, T_src_ref, "newest")
+    return newest if newest is not None else SourceChoice(None, np.eye(4), reason)
