@@ -234,7 +234,7 @@ class SyntheticDataset(SourceDataset):
         return self.cfg.num_scenes * self.cfg.frames_per_scene
 
     @staticmethod
-    @lru_cache(maxsize=8)
+    @lru_cache(maxsize=16)
     def _scene(seed: int, n: int):
         from mtl3d_perception.data.synthetic import SyntheticScene
 

@@ -385,13 +385,20 @@ class SyntheticScene:
 
     def _clutter(self, rng: np.random.Generator) -> None:
         """Small objects (boxes and cylinders) on the floor in the furniture band, clear of everything else."""
+        def clear(p: np.ndarray, gap: float) -> bool:
+            # bounding circles first: only primitives that might be that close get the exact test
+            near = np.linalg.norm(centres - p, axis=1) < radii + gap
+            return all(self.primitives[k].footprint_distance(p[None])[0] > gap for k in np.nonzero(near)[0])
+
         for _ in range(int(rng.integers(3, 8))):
+            centres = np.array([pr.center[:2] for pr in self.primitives]).reshape(-1, 2)
+            radii = np.array([np.linalg.norm(pr.half[:2]) for pr in self.primitives])
             box = rng.uniform() < 0.5
             r, hh = rng.uniform(0.06, 0.2), rng.uniform(0.05, 0.3)
             for _try in range(10):
                 origin, along, inward, _, (s0, s1) = self._walls()[int(rng.integers(4))]
                 p = origin + along * rng.uniform(s0 + r, s1 - r) + inward * rng.uniform(r + 0.05, WALL_BAND - r - 0.1)
-                if all(pr.footprint_distance(p[None])[0] > 1.5 * r + 0.05 for pr in self.primitives):
+                if clear(p, 1.5 * r + 0.05):
                     mat = self._material(rng, "object", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
                                          cell=0.05, fine=0.02, stripes=15.0, weights=(0.4, 0.3, 0.3))
                     if box:
