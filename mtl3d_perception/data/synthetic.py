@@ -440,7 +440,7 @@ class SyntheticScene:
         ``speed`` m/s (one pose every ``1 / rate_hz`` s); the camera at ~1.25 m looks slightly down and
         swings its gaze smoothly between straight ahead and outwards (towards the furniture).
         ``motion="handheld"``: a person walks the same loop at 0.6 x ``speed`` holding the camera at
-        1.2-1.7 m, with smooth random 6-DoF jitter (sums of sinusoids at 0.1-1.2 Hz: +/- 8 cm sideways and
+        1.2-1.7 m, with smooth random 6-DoF jitter (sums of sinusoids at 0.1-0.6 Hz: +/- 8 cm sideways and
         up/down, +/- 10 deg yaw, pitch -25..+5 deg, +/- 6 deg roll). The first ``n`` poses of a longer
         path are the same poses (a path is a prefix of any longer one).
         """
@@ -477,7 +477,7 @@ class SyntheticScene:
             hrng = np.random.default_rng([self.seed, 4])
 
             def wobble(amp: float) -> np.ndarray:  # smooth random signal in [-amp, amp]
-                f, ph = hrng.uniform(0.1, 1.2, 3), hrng.uniform(0, 2 * math.pi, 3)
+                f, ph = hrng.uniform(0.1, 0.6, 3), hrng.uniform(0, 2 * math.pi, 3)
                 w = hrng.uniform(0.2, 1.0, 3)
                 return amp * (w[:, None] * np.sin(2 * math.pi * f[:, None] * t + ph[:, None])).sum(0) / w.sum()
 

@@ -45,10 +45,10 @@ SURFACES: dict[str, tuple[dict[str, float], tuple[float, float], tuple[float, fl
     "ceiling": ({"OfficeCeiling": 2, "Plaster": 2, "Paint": 1.5, "Concrete": 0.5}, (0.65, 0.9), (0.8, 2.0)),
     "wood": ({"Wood": 4, "Planks": 1, "Chipboard": 0.7, "Bamboo": 0.4, "Plastic": 0.7, "Metal": 0.5,
               "Marble": 0.3}, (0.2, 0.7), (0.4, 1.2)),
-    "fabric": ({"Fabric": 4, "Leather": 1.5, "Carpet": 0.5}, (0.15, 0.7), (0.3, 1.0)),
+    "fabric": ({"Fabric": 4, "Carpet": 0.5}, (0.15, 0.7), (0.3, 1.0)),
     "object": ({"Plastic": 2, "Metal": 1.5, "Rubber": 0.5, "Cardboard": 0.7, "Fabric": 0.7, "Wood": 0.7,
                 "Porcelain": 0.5, "GlazedTerracotta": 0.5, "Marble": 0.3, "Foil": 0.2}, (0.15, 0.8), (0.1, 0.4)),
-    "cover": ({"Paper": 1, "Fabric": 1, "Leather": 1, "Cardboard": 1}, (0.15, 0.8), (0.1, 0.3)),
+    "cover": ({"Paper": 1, "Fabric": 1, "Cardboard": 1}, (0.15, 0.8), (0.1, 0.3)),
 }
 PHOTO_SURFACES = ("painting", "tv", "window")  # one photo crop stretched over the face (no repeat)
 
