@@ -1,4 +1,4 @@
-"""Data: procedural synthetic scenes with exact ground truth, posed RGB-D sequence folders (the
+"""Data: procedural synthetic scenes with exact ground truth (photo-textured where ``../shared/data/textures`` is there), posed RGB-D sequence folders (the
 interchange format of DESIGN §5) and rosbag2 reading and writing with ``rosbags``.
 
 ``SyntheticScene`` renders rgb, depth, normals, semantic labels and boundaries for any pose and size;

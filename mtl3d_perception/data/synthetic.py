@@ -2,10 +2,12 @@
 
 A scene is one box-shaped room (floor, ceiling, four walls) furnished along its walls with objects built
 from boxes (rotated about the vertical axis) and vertical cylinders, each labelled with the NYUv2-13 class
-it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window). Every surface
-carries a procedural texture defined in its own face coordinates (world coordinates for the room, object
-coordinates for furniture), so the same surface point has the same colour in every view and features
-match across views. Shading is Lambertian under one ceiling light plus ambient; it depends on the surface
+it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window), plus small
+clutter on the floor. Every surface carries a texture defined in its own face coordinates (world
+coordinates for the room, object coordinates for furniture), so the same surface point has the same
+colour in every view and features match across views: CC0 photo textures (material tiles; photo crops on
+paintings, screens and windows; :mod:`.textures`) where the texture folder is available, procedural
+ones otherwise. Shading is Lambertian under one ceiling light plus ambient; it depends on the surface
 point only, never on the viewer.
 
 Rendering casts one ray per pixel through K (pixel centres, :func:`mtl3d_perception.geometry.backproject`)
