@@ -268,6 +268,9 @@ class PerceptionPipeline:
             depth = at_output_size(out["depth"], "nearest")[0, 0]
             valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
             dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
+            if "depth" in want and "depth_confidence" in out:  # models with the geometric depth (issue 18)
+                conf = at_output_size(out["depth_confidence"], "bilinear")[0, 0].clamp(0.0, 1.0)
+                dev["depth_confidence"] = torch.where(valid, conf, torch.zeros_like(conf))
         if need_labels:
             dev["labels"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
         if "normals" in want:
@@ -282,6 +285,8 @@ class PerceptionPipeline:
                             classes=tuple(cfg.classes))
         if "depth" in want:
             products.depth = host["depth"].astype(np.float32)
+            if "depth_confidence" in host:
+                products.depth_confidence = host["depth_confidence"].astype(np.float32)
         if "semantic" in want:
             products.labels = host["labels"]
             products.labels_color = colorize_labels(host["labels"], palette=cfg.palette)

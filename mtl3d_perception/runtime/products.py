@@ -20,6 +20,10 @@ class Products:
         size: (W, H) of the output images (network or camera resolution, see ``output_resolution``).
         K: ``[3,3]`` intrinsics matching ``size`` (published as ``depth/camera_info``).
         depth: ``[H,W]`` float32 metres, NaN invalid (REP 118 32FC1), or None when disabled.
+        depth_confidence: ``[H,W]`` float32 in [0, 1], the model's ``depth_confidence`` output (the peakedness
+            of the cost volume's depth distribution: ~0 where nothing was matched, e.g. single-view mode;
+            0 where ``depth`` is NaN), same size as ``depth``; None when depth is disabled or the model has
+            no geometric depth (``geometric_depth: false``, models from before issue 18).
         labels: ``[H,W]`` uint8 class ids (mono8); ``labels_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
         normals: ``[H,W,3]`` float32 unit vectors in the optical frame, NaN invalid (32FC3);
             ``normals_color`` ``[H,W,3]`` uint8 ((n + 1) / 2 * 255, black where invalid).
@@ -38,6 +42,7 @@ class Products:
     size: tuple[int, int]
     K: np.ndarray
     depth: np.ndarray | None = None
+    depth_confidence: np.ndarray | None = None
     labels: np.ndarray | None = None
     labels_color: np.ndarray | None = None
     normals: np.ndarray | None = None

@@ -1,0 +1,135 @@
+"""Geometric depth from the plane sweep (issue 18): one right answer on a known pair, confidence, single view."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtl3d_perception import geometry
+from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.model.cvm import plane_sweep
+from mtl3d_perception.model.geometric import patch_features, read_out
+
+W, H = 160, 120
+FX = 120.0
+DEPTH_RANGE = (0.3, 10.0)
+D = 32
+
+
+def _texture(seed: int = 0) -> torch.Tensor:
+    """Smooth random colour texture, wide enough to shift."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, H // 2, (2 * W + 200) // 4, generator=g)
+    return F.interpolate(coarse, size=(2 * H, 2 * W + 200), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _render(tex: torch.Tensor, shift_px: float) -> torch.Tensor:
+    """The texture seen by a camera whose pixel u shows texture column u + shift_px (at 2x resolution)."""
+    xs = torch.arange(W, dtype=torch.float32) + shift_px + 100.0
+    ys = torch.arange(H, dtype=torch.float32)
+    gx = (2 * xs + 0.5) / tex.shape[-1] * 2 - 1
+    gy = (2 * ys + 0.5) / tex.shape[-2] * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+    return F.grid_sample(tex, grid, align_corners=False)
+
+
+def _pair(depth: float, baseline: float):
+    """A fronto-parallel textured plane at ``depth`` seen from two cameras ``baseline`` m apart along x.
+
+    A point at reference pixel u is at source pixel u - fx b / z, so the source image is the reference
+    shifted by the disparity; ``T_src_ref`` moves reference points by -b in x.
+    """
+    tex = _texture()
+    ref = _render(tex, 0.0)
+    src = _render(tex, FX * baseline / depth)
+    K = torch.tensor([[FX, 0, (W - 1) / 2], [0, FX, (H - 1) / 2], [0, 0, 1.0]])[None]
+    T = torch.eye(4)[None, None].clone()
+    T[0, 0, 0, 3] = -baseline
+    return ref, src, K, T
+
+
+@pytest.mark.parametrize("depth", [1.0, 2.0, 3.5])
+def test_patch_sweep_recovers_true_depth_with_high_confidence(depth):
+    ref, src, K, T = _pair(depth, 0.2)
+    scale = math.sqrt(50.0)  # a softmax temperature: logits = 50 x mean ZNCC
+    pr, ps = patch_features(ref) * scale, patch_features(src) * scale
+    logits = plane_sweep(pr, ps[:, None], K, T, (W, H), DEPTH_RANGE, D) * math.sqrt(pr.shape[1])
+    inv, conf = read_out(logits, geometry.depth_candidates(*DEPTH_RANGE, D, like=logits))
+    interior = (slice(None), slice(None), slice(3, -3), slice(6, -6))  # away from the edge the shift uncovers
+    est = (1.0 / inv)[interior]
+    # candidate spacing in inverse depth is 0.104 /m, so the soft read-out lands within a few percent
+    assert est.median().item() == pytest.approx(depth, rel=0.06)
+    assert ((est - depth).abs() / depth).mean().item() < 0.1
+    assert conf[interior].median().item() > 0.5
+
+
+def test_identical_views_give_a_flat_volume_and_zero_confidence():
+    ref, _, K, _ = _pair(2.0, 0.2)
+    pr = patch_features(ref) * 10.0
+    logits = plane_sweep(pr, pr[:, None], K, torch.eye(4)[None, None], (W, H), DEPTH_RANGE, D)
+    inv, conf = read_out(logits, geometry.depth_candidates(*DEPTH_RANGE, D, like=logits))
+    assert conf.max().item() < 1e-4
+    flat_inv = (1.0 / geometry.depth_candidates(*DEPTH_RANGE, D)).mean()  # uniform distribution's mean
+    assert inv.mean().item() == pytest.approx(float(flat_inv), rel=1e-4)
+
+
+def test_read_out_of_a_one_hot_distribution():
+    depths = geometry.depth_candidates(*DEPTH_RANGE, 8, like=torch.zeros(1))
+    logits = torch.full((1, 8, 2, 2), -1e4)
+    logits[:, 5] = 0.0
+    inv, conf = read_out(logits, depths)
+    assert torch.allclose(inv, torch.full_like(inv, 1.0 / float(depths[5])))
+    assert torch.allclose(conf, torch.ones_like(conf))
+
+
+def _model():
+    torch.manual_seed(0)
+    cfg = resolve_config("cpu").replace(pretrained=False, input_size=(W, H))
+    return build_model(cfg).eval()
+
+
+def test_model_geometric_depth_on_a_known_pair_and_single_view():
+    """The network's own read-out (patch channel only: the learned channel is untrained here) finds the plane."""
+    model = _model()
+    with torch.no_grad():
+        model.matching.log_feature_scale.fill_(-30.0)  # switch the untrained learned channel off
+        model.matching.log_patch_scale.fill_(0.5 * math.log(50.0))
+    ref, src, K, T = _pair(2.0, 0.2)
+    images = torch.stack([ref[0], src[0]])[None]
+    poses = torch.eye(4).repeat(1, 2, 1, 1)
+    poses[0, 1] = torch.linalg.inv(T[0, 0])  # T_world_src = inv(T_src_ref) with the reference at the origin
+    Ks = K[:, None].expand(1, 2, 3, 3)
+    with torch.no_grad():
+        out = model(images, Ks, poses)
+        single = model(images[:, :1], Ks[:, :1], poses[:, :1])
+    interior = (slice(None), slice(None), slice(12, -12), slice(24, -24))
+    assert out["depth_geometric"][interior].median().item() == pytest.approx(2.0, rel=0.06)
+    assert out["depth_confidence"][interior].median().item() > 0.5
+    assert out["depth_confidence"].shape == (1, 1, H, W)
+    # single view: the reference duplicated with the identity pose -> no information along depth
+    assert single["depth_confidence"].max().item() < 1e-4
+    # the depth head then equals its learned prior: the gate is confidence x sigmoid(.)
+    assert torch.isfinite(single["depth"]).all()
+
+
+def test_paper_only_variant_has_no_geometric_outputs():
+    cfg = resolve_config("cpu").replace(pretrained=False, geometric_depth=False)
+    model = build_model(cfg).eval()
+    images = torch.rand(1, 2, 3, H, W)
+    K = torch.tensor([[FX, 0, (W - 1) / 2], [0, FX, (H - 1) / 2], [0, 0, 1.0]]).expand(1, 2, 3, 3)
+    poses = torch.eye(4).repeat(1, 2, 1, 1)
+    poses[0, 1, 0, 3] = 0.1
+    with torch.no_grad():
+        out = model(images, K, poses)
+    assert "depth_confidence" not in out and "depth_logits" not in out
+    assert model.matching is None
+
+
+def test_geometric_depth_needs_the_cvm():
+    from mtl3d_perception.model.config import ConfigError
+
+    with pytest.raises(ConfigError, match="geometric_depth needs use_cvm"):
+        resolve_config("cpu").replace(use_cvm=False)

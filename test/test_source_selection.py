@@ -1,0 +1,113 @@
+"""One source-view rule for the runtime and for training (issue 18): source_selection.select_source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtl3d_perception import source_selection
+from mtl3d_perception.data import datasets
+from mtl3d_perception.data.datasets import SourceConfig, choose_sources
+from mtl3d_perception.geometry import pose_from_quat_trans
+from mtl3d_perception.runtime import history as runtime_history
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.history import FrameHistory
+from mtl3d_perception.source_selection import PairingConfig, select_source
+
+RATE_HZ = 10.0
+K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
+
+
+def _poses(steps_m: list[float]) -> np.ndarray:
+    """Camera centres along x with the given steps between consecutive frames (no rotation)."""
+    xs = np.concatenate([[0.0], np.cumsum(steps_m)])
+    return np.stack([pose_from_quat_trans(np.array([0, 0, 0, 1.0]), np.array([x, 0, 0])) for x in xs])
+
+
+def _runtime_choice(poses: np.ndarray, ref: int, config: PairingConfig) -> int | None:
+    hist = FrameHistory(config)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    stamp = lambda i: 1_000_000_000 + int(i * 1e9 / RATE_HZ)  # noqa: E731
+    for i in range(ref):
+        hist.add(Frame(stamp(i), "cam", rgb, K, poses[i]))
+    pair = hist.select(Frame(stamp(ref), "cam", rgb, K, poses[ref]))
+    if pair.src is None:
+        return None
+    return round((pair.src.stamp_ns - 1_000_000_000) * RATE_HZ / 1e9)
+
+
+def test_runtime_and_training_import_the_same_function():
+    assert runtime_history.select_source is source_selection.select_source
+    assert datasets.select_source is source_selection.select_source
+
+
+@pytest.mark.parametrize("min_baseline", [0.05, 0.12, 0.3])
+def test_runtime_and_training_choose_the_same_source(min_baseline):
+    poses = _poses([0.02, 0.03, 0.05, 0.01, 0.04, 0.06, 0.02, 0.03, 0.05])
+    ref = len(poses) - 1
+    stamps = np.arange(len(poses)) / RATE_HZ
+    # training's deterministic (evaluation) draw: every frame in the history, min_baseline from the config
+    cfg = SourceConfig(kind="sequence", path="unused", neighbour="pairing", eval_gap=1, min_baseline=min_baseline)
+    trained = choose_sources(poses, ref, 0, len(poses), 1, cfg, None, stamps)[0]
+    runtime = _runtime_choice(poses, ref, PairingConfig(min_baseline_m=min_baseline))
+    assert trained == runtime
+    # the chosen frame is the most recent one at least min_baseline away (or the newest when none is)
+    base = np.abs(poses[:ref, 0, 3] - poses[ref, 0, 3])
+    far = np.nonzero(base >= min_baseline)[0]
+    assert trained == (far.max() if len(far) else ref - 1)
+
+
+def test_both_sides_call_select_source(monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return source_selection.select_source(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_history, "select_source", spy)
+    monkeypatch.setattr(datasets, "select_source", spy)
+    poses = _poses([0.05] * 5)
+    _runtime_choice(poses, 5, PairingConfig())
+    cfg = SourceConfig(kind="sequence", path="unused", neighbour="pairing")
+    choose_sources(poses, 5, 0, 6, 1, cfg, np.random.default_rng(0), np.arange(6) / RATE_HZ)
+    assert len(calls) == 2
+
+
+def test_no_history_means_single_view_on_both_sides():
+    poses = _poses([0.05] * 3)
+    cfg = SourceConfig(kind="sequence", path="unused", neighbour="pairing")
+    assert choose_sources(poses, 0, 0, 4, 1, cfg, None, np.arange(4) / RATE_HZ) == [0]  # the reference itself
+    assert _runtime_choice(poses, 0, PairingConfig()) is None
+    choice = select_source(poses[0], [], [], PairingConfig())
+    assert choice.index is None and choice.reason == "no_history"
+    np.testing.assert_array_equal(choice.T_src_ref, np.eye(4))
+
+
+def test_select_source_rules():
+    poses = _poses([0.02, 0.02, 0.02])  # frames at 0, 0.02, 0.04, 0.06 m
+    cfg = PairingConfig(min_baseline_m=0.05)
+    ages = [0.3, 0.2, 0.1]
+    c = select_source(poses[3], poses[:3], ages, cfg)
+    assert (c.index, c.reason) == (0, "baseline")  # 6 cm back is the most recent >= 5 cm
+    np.testing.assert_allclose(c.T_src_ref[:3, 3], [0.06, 0, 0], atol=1e-12)
+    c = select_source(poses[3], poses[1:3], ages[1:], cfg)
+    assert (c.index, c.reason) == (1, "newest")  # none far enough: the newest
+    c = select_source(poses[3], poses[:3], [3.0, 2.0, 1.5], cfg)
+    assert (c.index, c.reason) == (None, "too_old")
+    jump = _poses([2.0])
+    c = select_source(jump[1], jump[:1], [0.1], cfg)  # 2 m in 0.1 s: a pose jump
+    assert (c.index, c.reason) == (None, "pose_jump")
+    with pytest.raises(ValueError, match="one age per pose"):
+        select_source(poses[3], poses[:3], ages[:2], cfg)
+
+
+def test_training_draws_spread_the_baselines():
+    poses = _poses([0.04] * 30)
+    stamps = np.arange(31) / RATE_HZ
+    cfg = SourceConfig(kind="sequence", path="unused", neighbour="pairing", max_gap=2, min_baseline=0.05,
+                       max_baseline=0.3)
+    rng = np.random.default_rng(0)
+    chosen = [choose_sources(poses, 30, 0, 31, 1, cfg, rng, stamps)[0] for _ in range(200)]
+    base = np.abs(poses[chosen, 0, 3] - poses[30, 0, 3])
+    assert base.min() >= 0.05 - 1e-9 and base.max() <= 0.34
+    assert base.max() - base.min() >= 0.2  # a spread, not one fixed pair
