@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mtl3d_perception import geometry
 from mtl3d_perception.data.batch import MultiViewBatch
-from mtl3d_perception.train.losses import LossTerm, _zero, register_loss
+from mtl3d_perception.train.loss_base import LossTerm, register_loss, zero_loss
 
 MIN_BASELINE_M = 0.01  # pairs closer than this are treated as single-view
 
@@ -124,6 +124,6 @@ class DepthDistributionLoss(LossTerm):
             counts.append(mask.sum())
         n = torch.stack(counts).sum()
         if n == 0:
-            return _zero(logits), {"depth_distribution": 0.0}
+            return zero_loss(logits), {"depth_distribution": 0.0}
         loss = torch.stack(losses).sum() / n
         return loss, {"depth_distribution": float(loss.detach())}
