@@ -41,7 +41,7 @@ def test_runtime_and_training_import_the_same_function():
     assert datasets.select_source is source_selection.select_source
 
 
-@pytest.mark.parametrize("min_baseline", [0.05, 0.12, 0.3])
+@pytest.mark.parametrize("min_baseline", [0.04, 0.12, 0.3])
 def test_runtime_and_training_choose_the_same_source(min_baseline):
     poses = _poses([0.02, 0.03, 0.05, 0.01, 0.04, 0.06, 0.02, 0.03, 0.05])
     ref = len(poses) - 1
@@ -51,10 +51,10 @@ def test_runtime_and_training_choose_the_same_source(min_baseline):
     trained = choose_sources(poses, ref, 0, len(poses), 1, cfg, None, stamps)[0]
     runtime = _runtime_choice(poses, ref, PairingConfig(min_baseline_m=min_baseline))
     assert trained == runtime
-    # the chosen frame is the most recent one at least min_baseline away (or the newest when none is)
-    base = np.abs(poses[:ref, 0, 3] - poses[ref, 0, 3])
-    far = np.nonzero(base >= min_baseline)[0]
-    assert trained == (far.max() if len(far) else ref - 1)
+    # the chosen frame is the most recent of the last history_size frames at least min_baseline away (or the
+    # newest when none is). Frames 0-9 are at x = 0, .02, .05, .10, .11, .15, .21, .23, .26, .31 m: from frame 9,
+    # 4 cm is reached at frame 8, 12 cm at frame 5, and 30 cm only at frame 0, outside the 8-frame history
+    assert trained == {0.04: 8, 0.12: 5, 0.3: 8}[min_baseline]
 
 
 def test_both_sides_call_select_source(monkeypatch):

@@ -12,6 +12,9 @@ of the dataset (the MTL benchmarks' convention), so the order of batches does no
   (SEISM's tolerance; matching by distance transform rather than SEISM's bipartite assignment and
   without thinning, so values are comparable within this project, not to published odsF);
 - cross-view: how far apart the two views' predicted depths are after reprojection;
+- real frames (issue 18, :class:`RealDepthMeter`): median-scaled abs rel (structure) and the median scale
+  ratio (scale), abs rel by baseline bin, the confidence's sparsification curve; normals against normals of
+  the smoothed depth label (:func:`smoothed_depth_normals`); the cost volume's own read-out (``geometric/``);
 - :func:`delta_m`: Δm = mean_i (-1)^{l_i} (M_i - M_b,i) / M_b,i x 100 (Maninis et al., CVPR'19).
 """
 
@@ -35,6 +38,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "normals/within_11.25": True, "normals/within_22.5": True, "normals/within_30": True,
     "boundary/odsF": True,
     "cross_view/abs_rel": False, "cross_view/abs_err": False,
+    "depth/abs_rel_median_scaled": False, "normals_smoothed/mean": False, "normals_smoothed/median": False,
+    "geometric/abs_rel": False,
 }
 # The headline metric of each task (the paper's: mIoU, RMSE, mean angle, odsF) used by Δm by default.
 HEADLINE: tuple[str, ...] = ("semantic/miou", "depth/rmse", "normals/mean", "boundary/odsF")
@@ -238,6 +243,122 @@ def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[s
     return 100.0 * float(np.mean(gains))
 
 
+BASELINE_BINS_M: tuple[float, ...] = (0.001, 0.05, 0.10, 0.20, 0.40)  # edges; below the first: single view
+SPARSIFICATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def baseline_bin(baseline_m: float) -> str:
+    """The name of the baseline bin of a pair ``baseline_m`` metres apart: ``single``, ``0.05-0.10m``, ``>=0.40m``."""
+    edges = BASELINE_BINS_M
+    if baseline_m < edges[0]:
+        return "single"
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if baseline_m < hi:
+            return f"{lo:.2f}-{hi:.2f}m" if lo >= 0.01 else f"<{hi:.2f}m"
+    return f">={edges[-1]:.2f}m"
+
+
+def sparsification(abs_rel: np.ndarray, confidence: np.ndarray,
+                   fractions: tuple[float, ...] = SPARSIFICATION_FRACTIONS) -> dict[float, float]:
+    """Mean abs rel of the most-confident ``fraction`` of pixels, for each fraction (the sparsification curve
+    of Ilg et al., ECCV'18: falling with the fraction removed when the confidence predicts the error).
+
+    ``abs_rel`` and ``confidence`` are matching 1-D arrays over pixels; ties keep the input order.
+    """
+    if abs_rel.shape != confidence.shape or abs_rel.ndim != 1:
+        msg = f"abs_rel and confidence must be matching 1-D arrays, got {abs_rel.shape} and {confidence.shape}"
+        raise ValueError(msg)
+    order = np.argsort(-confidence, kind="stable")
+    cum = np.cumsum(abs_rel[order], dtype=np.float64)
+    out = {}
+    for f in fractions:
+        k = max(1, int(round(f * len(order))))
+        out[f] = float(cum[k - 1] / k) if len(order) else float("nan")
+    return out
+
+
+def smoothed_depth_normals(depth: torch.Tensor, K: torch.Tensor, sigma_px: float = 1.0) -> torch.Tensor:
+    """Normals ``[N,3,H,W]`` (NaN invalid) of ``depth`` [N,1,H,W] (metres, NaN/<=0 invalid) after a Gaussian
+    smoothing over valid pixels only (normalised convolution), so sensor noise does not dominate the
+    reference normals of real frames. ``K`` [N,3,3].
+    """
+    ok = geometry.valid_depth(depth)
+    d = torch.where(ok, depth, torch.zeros_like(depth)).double()
+    r = max(1, int(round(3 * sigma_px)))
+    x = torch.arange(-r, r + 1, dtype=torch.float64, device=depth.device)
+    g = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    g = g / g.sum()
+
+    def blur(t):
+        t = torch.nn.functional.conv2d(torch.nn.functional.pad(t, (r, r, 0, 0)), g.view(1, 1, 1, -1))
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(t, (0, 0, r, r)), g.view(1, 1, -1, 1))
+
+    weight = blur(ok.double())
+    smooth = torch.where(ok & (weight > 0.3), blur(d) / weight.clamp_min(1e-6), torch.full_like(d, float("nan")))
+    normals, valid = geometry.normals_from_depth_torch(smooth.float(), K.float())
+    return torch.where(valid, normals, torch.full_like(normals, float("nan")))
+
+
+class RealDepthMeter:
+    """The real-frame depth report of issue 18: structure vs scale, abs rel by baseline, confidence.
+
+    Per image: the scale ratio ``median(pred / gt)`` and the abs rel after scaling the prediction by
+    ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
+    ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`). With a confidence map, the
+    sparsification curve (:func:`sparsification`) and the ratio of the 50 % most-confident pixels' abs rel to
+    all pixels'.
+    """
+
+    def __init__(self, prefix: str = "depth") -> None:
+        self.prefix = prefix
+        self.ratios: list[float] = []
+        self.scaled = np.zeros(2, np.float64)  # n, sum |s p - g| / g
+        self.bins: dict[str, np.ndarray] = {}
+        self.errors: list[np.ndarray] = []
+        self.confidences: list[np.ndarray] = []
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None,
+               baseline_m: torch.Tensor | None = None, confidence: torch.Tensor | None = None) -> None:
+        """pred, label ``[N,1,H,W]`` metres; valid ``[N]``; baseline_m ``[N]`` metres; confidence ``[N,1,H,W]``."""
+        p_all = pred.detach().double().reshape(pred.shape[0], -1).cpu()
+        g_all = label.double().reshape(label.shape[0], -1).cpu()
+        ok_img = _valid_images(valid, label.shape[0], "cpu")
+        c_all = None if confidence is None else confidence.detach().float().reshape(confidence.shape[0], -1).cpu()
+        for i in range(p_all.shape[0]):
+            mask = torch.isfinite(g_all[i]) & (g_all[i] > 0) & torch.isfinite(p_all[i]) & (p_all[i] > 0)
+            if not ok_img[i] or not mask.any():
+                continue
+            p, g = p_all[i][mask], g_all[i][mask]
+            rel = ((p - g).abs() / g).numpy()
+            self.ratios.append(float((p / g).median()))
+            s = float(g.median() / p.median())
+            self.scaled += (g.numel(), float(((s * p - g).abs() / g).sum()))
+            if baseline_m is not None:
+                name = baseline_bin(float(baseline_m[i]))
+                self.bins.setdefault(name, np.zeros(2, np.float64))
+                self.bins[name] += (len(rel), rel.sum())
+            if c_all is not None:
+                self.errors.append(rel.astype(np.float32))
+                self.confidences.append(c_all[i][mask].numpy())
+
+    def compute(self) -> dict[str, float]:
+        if not self.ratios:
+            return {}
+        k = self.prefix
+        out = {f"{k}/abs_rel_median_scaled": float(self.scaled[1] / self.scaled[0]),
+               f"{k}/scale_ratio_median": float(np.median(self.ratios))}
+        for name, (n, total) in sorted(self.bins.items()):
+            out[f"{k}/abs_rel_baseline_{name}"] = float(total / n)
+        if self.errors:
+            err, conf = np.concatenate(self.errors), np.concatenate(self.confidences)
+            curve = sparsification(err, conf)
+            for f, v in curve.items():
+                out[f"{k}/abs_rel_conf_top{int(round(f * 100))}"] = v
+            out[f"{k}/conf_top50_ratio"] = curve[0.5] / max(curve[1.0], 1e-12)
+            out[f"{k}/confidence_mean"] = float(conf.mean())
+        return out
+
+
 class MultiTaskMeter:
     """All task meters together. ``update(outputs, batch)`` takes reference-view outputs (``[B,...]``)."""
 
@@ -248,13 +369,33 @@ class MultiTaskMeter:
         self.normals = NormalsMeter()
         self.boundary = BoundaryMeter(boundary_thresholds, boundary_max_dist)
         self.cross_view = CrossViewMeter()
+        self.real = RealDepthMeter("depth")
+        self.normals_smoothed = NormalsMeter()  # against normals of the smoothed depth label
+        self.geometric = DepthMeter()  # the cost volume's own read-out ("depth_geometric")
+        self.geometric_real = RealDepthMeter("geometric")
 
-    def update(self, outputs: dict[str, torch.Tensor], batch) -> None:
-        """``outputs`` for the reference view; labels are taken from view 0 of ``batch``."""
+    def update(self, outputs: dict[str, torch.Tensor], batch, baseline_m: torch.Tensor | None = None) -> None:
+        """``outputs`` for the reference view; labels are taken from view 0 of ``batch``.
+
+        ``baseline_m`` [B]: the distance between the reference and source cameras of each sample (0 in
+        single-view mode); default: from ``batch.poses`` (views 0 and 1), 0 for a one-view batch.
+        """
+        if baseline_m is None:
+            baseline_m = (batch.poses[:, 1, :3, 3] - batch.poses[:, 0, :3, 3]).norm(dim=-1) if batch.poses.shape[1] > 1 \
+                else torch.zeros(batch.poses.shape[0])
         if "semantic" in outputs:
             self.semantic.update(outputs["semantic"], batch.semantic[:, 0], batch.valid["semantic"][:, 0])
         if "depth" in outputs:
-            self.depth.update(outputs["depth"], batch.depth[:, 0], batch.valid["depth"][:, 0])
+            valid = batch.valid["depth"][:, 0]
+            self.depth.update(outputs["depth"], batch.depth[:, 0], valid)
+            self.real.update(outputs["depth"], batch.depth[:, 0], valid, baseline_m, outputs.get("depth_confidence"))
+            if "depth_geometric" in outputs:
+                self.geometric.update(outputs["depth_geometric"], batch.depth[:, 0], valid)
+                self.geometric_real.update(outputs["depth_geometric"], batch.depth[:, 0], valid, baseline_m,
+                                           outputs.get("depth_confidence"))
+            if "normals" in outputs and valid.any():
+                self.normals_smoothed.update(outputs["normals"], smoothed_depth_normals(batch.depth[:, 0], batch.K[:, 0]),
+                                             valid)
         if "normals" in outputs:
             self.normals.update(outputs["normals"], batch.normals[:, 0], batch.valid["normals"][:, 0])
         if "boundary" in outputs:
@@ -262,6 +403,9 @@ class MultiTaskMeter:
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for meter in (self.semantic, self.depth, self.normals, self.boundary, self.cross_view):
+        for meter in (self.semantic, self.depth, self.normals, self.boundary, self.cross_view, self.real,
+                      self.geometric_real):
             out.update(meter.compute())
+        out.update({k.replace("normals/", "normals_smoothed/", 1): v for k, v in self.normals_smoothed.compute().items()})
+        out.update({k.replace("depth/", "geometric/", 1): v for k, v in self.geometric.compute().items()})
         return out

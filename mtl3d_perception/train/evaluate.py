@@ -71,6 +71,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
                 with ctx():
                     out = model(batch.images, batch.K, batch.poses, all_views=True)
                 ref = {k: v[:, 0].float() for k, v in out.items() if isinstance(v, torch.Tensor)}
+                baseline = (batch.poses[:, 1, :3, 3] - batch.poses[:, 0, :3, 3]).norm(dim=-1) if batch.num_views > 1 \
+                    else torch.zeros(batch.batch_size)
                 if batch.num_views > 1:
                     meters[mode].cross_view.update(out["depth"][:, 0].float(), out["depth"][:, 1].float(),
                                                    batch.K[:, 0], batch.K[:, 1], batch.poses[:, 0], batch.poses[:, 1])
@@ -79,8 +81,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
                 with ctx():
                     out = model(single.images, single.K, single.poses)
                 ref = {k: v.float() for k, v in out.items() if isinstance(v, torch.Tensor)}
+                baseline = torch.zeros(batch.batch_size)
             seconds[mode] += time.perf_counter() - t
-            meters[mode].update(ref, batch)
+            meters[mode].update(ref, batch, baseline.cpu())
             if b < montage_batches:
                 pics[mode].append(montage(batch, ref, depth_range=cfg.depth_range, palette=cfg.palette))
     for mode in modes:

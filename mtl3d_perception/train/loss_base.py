@@ -7,7 +7,7 @@ and the model outputs and returns ``(scalar, logs)``; it says what it needs thro
 - ``needs_all_views``: the trainer calls the model with ``all_views=True`` (outputs with a view dim).
 
 Terms may hold parameters (e.g. a FiLM mapping net); the trainer optimises and checkpoints them with
-the model. The modules holding terms (``losses``, ``cross_task``, ``cross_view``, ``pap_loss``) import
+the model. The modules holding terms (``losses``, ``cross_task``, ``cross_view``, ``depth_distribution``, ``pap_loss``) import
 this one and register on import; ``mtl3d_perception.train`` imports them all (timm's registration
 pattern), so no term module imports another.
 """
