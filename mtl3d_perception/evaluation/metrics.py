@@ -20,6 +20,7 @@ of the dataset (the MTL benchmarks' convention), so the order of batches does no
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -252,7 +253,7 @@ def baseline_bin(baseline_m: float) -> str:
     edges = BASELINE_BINS_M
     if baseline_m < edges[0]:
         return "single"
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         if baseline_m < hi:
             return f"{lo:.2f}-{hi:.2f}m" if lo >= 0.01 else f"<{hi:.2f}m"
     return f">={edges[-1]:.2f}m"
