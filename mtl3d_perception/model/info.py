@@ -2,8 +2,9 @@
 
 Parts follow the streaming use on a robot (one new frame per step, the source frame cached):
 ``encoder`` is f(.) on one frame; ``cvm`` is s(.) on one frame plus m(.) and the plane sweep e(.) on
-the (reference, source) pair; ``heads`` is the neck, fusion, decoders and predictors for the
-reference. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``; the cost volume is a custom
+the (reference, source) pair; ``geometric`` (``geometric_depth: true``) the matching features of one
+frame plus their plane sweep; ``heads`` is the neck, fusion, the geometric read-out, decoders and
+predictors for the reference. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``; the cost volume is a custom
 op it cannot see, so its FLOPs are added analytically (bilinear sample + dot product per channel:
 10 FLOPs per channel, candidate, pixel and source).
 """
@@ -42,6 +43,9 @@ def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict
             pair = torch.stack([frame.spatial, frame.spatial], 1)
             cross, cost = model.cvm.match(pair, K, T[:, None], (W, H))
             cvm_feat = torch.cat([cost[:, 0], cross[:, 0]], 1)
+        logits = None
+        if model.matching is not None:
+            logits = model.sweep_logits(frame.matching, frame.matching[:, None], K, T[:, None], (H, W))
     xn = (images - model.image_mean) / model.image_std
     parts: dict[str, Callable[[], object]] = {"encoder": lambda: model.encoder(xn)}
     if model.cvm is not None:
@@ -52,10 +56,16 @@ def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict
             return model.cvm.match(torch.stack([s, frame.spatial], 1), K, T[:, None], (W, H))
 
         parts["cvm"] = cvm
+    if model.matching is not None:
 
-    def heads():
-        image = model.heads.image_feature(frame.image, (H // STRIDE, W // STRIDE))
-        return model.heads(frame.image, image, cvm_feat, (H, W))
+        def geometric():
+            m = model.matching(images, frame.image)
+            return model.sweep_logits(m, frame.matching[:, None], K, T[:, None], (H, W))
+
+        parts["geometric"] = geometric
+
+    def heads():  # the network's own fusion, read-out of the geometric depth and heads
+        return model._heads(frame, cvm_feat, logits, False)
 
     parts["heads"] = heads
     return parts
@@ -69,8 +79,17 @@ def cost_volume_flops(model, batch: int = 1, sources: int = 1, input_size=None) 
     return 10 * cfg.cvm_channels * cfg.num_depth * (H // STRIDE) * (W // STRIDE) * sources * batch
 
 
+def geometric_sweep_flops(model, batch: int = 1, sources: int = 1, input_size=None) -> int:
+    """FLOPs of the geometric depth's plane sweep (an opaque op to the FLOP counter), as ``cost_volume_flops``."""
+    if model.matching is None:
+        return 0
+    W, H = input_size or model.config.input_size
+    s = model.matching.stride
+    return 10 * model.matching.out_channels * model.config.num_depth * (H // s) * (W // s) * sources * batch
+
+
 def count_parameters(model) -> dict[str, int]:
-    parts = {"encoder": model.encoder, "cvm": model.cvm, "heads": model.heads}
+    parts = {"encoder": model.encoder, "cvm": model.cvm, "geometric": model.matching, "heads": model.heads}
     out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items() if m is not None}
     out["total"] = sum(p.numel() for p in model.parameters())
     return out
@@ -89,6 +108,8 @@ def count_flops(model, input_size=None) -> dict[str, int]:
     model.train(was_training)
     if "cvm" in flops:
         flops["cvm"] += cost_volume_flops(model, input_size=input_size)
+    if "geometric" in flops:
+        flops["geometric"] += geometric_sweep_flops(model, input_size=input_size)
     flops["total"] = sum(flops.values())
     return flops
 
@@ -129,10 +150,10 @@ def format_info(info: dict) -> str:
     lines.append(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
     W, H = info["input_size"]
     lines.append(f"per part, one streaming step at {W}x{H} (batch 1):")
-    lines.append(f"  {'part':<8} {'params':>12} {'GFLOPs':>10}")
-    for part in ("encoder", "cvm", "heads", "total"):
+    lines.append(f"  {'part':<9} {'params':>12} {'GFLOPs':>10}")
+    for part in ("encoder", "cvm", "geometric", "heads", "total"):
         if part in info["parameters"]:
-            lines.append(f"  {part:<8} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
+            lines.append(f"  {part:<9} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
     if "metrics" in info:
         lines.append(f"trained on: {info.get('trained_on')}")
         lines.append(f"file: {info['file_mb']} MiB")
