@@ -196,8 +196,21 @@ def flip_intrinsics(K, width: int):
     return K2
 
 
-def check_intrinsics(K, name: str = "K") -> np.ndarray:
-    """Return K as float64 3x3 or raise ValueError naming what is wrong (shape, NaN, focal length)."""
+# Plausible pinhole intrinsics (K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] for an image of W x H pixels):
+# fx, fy between 0.05 and 100 times the larger image side (a field of view from about 169 deg down to 0.6 deg:
+# fx = W / (2 tan(fov / 2))), |s| <= fx (a shear of at most 45 deg), and the principal point at most one image
+# size outside the image (cropped and off-axis rectified images keep it near). Anything else is a corrupt or
+# mis-scaled camera_info, and back-projecting with it gives inf / NaN points.
+FOCAL_RANGE_REL = (0.05, 100.0)
+PRINCIPAL_POINT_MARGIN_REL = 1.0
+
+
+def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) -> np.ndarray:
+    """Return K as float64 3x3 or raise ValueError naming the field that is wrong.
+
+    Checks the shape, finiteness, positive focal lengths, the last row [0, 0, 1] and the skew bound; with
+    ``size`` = (W, H) also the plausibility bounds above (``FOCAL_RANGE_REL``, ``PRINCIPAL_POINT_MARGIN_REL``).
+    """
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3):
         msg = f"{name} has shape {K.shape}, expected (3, 3)"
@@ -205,12 +218,30 @@ def check_intrinsics(K, name: str = "K") -> np.ndarray:
     if not np.all(np.isfinite(K)):
         msg = f"{name} contains NaN or inf: {K.tolist()}"
         raise ValueError(msg)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        msg = f"{name} has non-positive focal length fx={K[0, 0]}, fy={K[1, 1]}"
+    fx, fy, skew, cx, cy = K[0, 0], K[1, 1], K[0, 1], K[0, 2], K[1, 2]
+    if fx <= 0 or fy <= 0:
+        msg = f"{name} has non-positive focal length fx={fx}, fy={fy}"
         raise ValueError(msg)
-    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
-        msg = f"{name} last row is {K[2].tolist()}, expected [0, 0, 1]"
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+        msg = f"{name} lower triangle is {[K[1, 0], *K[2].tolist()]}, expected K[1][0] = 0 and last row [0, 0, 1]"
         raise ValueError(msg)
+    if abs(skew) > fx:
+        msg = f"{name} skew K[0][1] = {skew:g} is implausible; expected |skew| <= fx = {fx:g}"
+        raise ValueError(msg)
+    if size is not None:
+        W, H = (int(v) for v in size)
+        lo, hi = (r * max(W, H) for r in FOCAL_RANGE_REL)
+        for field, value in (("fx", fx), ("fy", fy)):
+            if not lo <= value <= hi:
+                msg = (f"{name} {field} = {value:g} is implausible for a {W}x{H} image; expected {lo:g} to {hi:g} "
+                       f"({FOCAL_RANGE_REL[0]:g} to {FOCAL_RANGE_REL[1]:g} x the larger image side)")
+                raise ValueError(msg)
+        m = PRINCIPAL_POINT_MARGIN_REL
+        for field, value, side in (("cx", cx, W), ("cy", cy, H)):
+            if not -m * side <= value <= (1 + m) * side:
+                msg = (f"{name} {field} = {value:g} is implausible for a {W}x{H} image; expected {-m * side:g} to "
+                       f"{(1 + m) * side:g} (within one image size of the image)")
+                raise ValueError(msg)
     return K
 
 
@@ -458,7 +489,8 @@ def point_cloud(depth, K, rgb=None, labels=None, stride: int = 1, T_frame_cam=No
     """Back-project every ``stride``-th pixel with valid depth into a point cloud (numpy).
 
     ``depth [H,W]`` metres; ``rgb [H,W,3]`` uint8 and ``labels [H,W]`` sampled at the same pixels;
-    ``T_frame_cam`` moves the points out of the camera frame (e.g. into the world frame).
+    ``T_frame_cam`` moves the points out of the camera frame (e.g. into the world frame). Points that are not
+    finite in float32 (absurd intrinsics or poses overflow) are left out: a cloud never carries inf or NaN.
     """
     if stride < 1:
         msg = f"point stride must be >= 1, got {stride}"
@@ -470,12 +502,14 @@ def point_cloud(depth, K, rgb=None, labels=None, stride: int = 1, T_frame_cam=No
     pts = backproject(d.astype(np.float64), subsample_intrinsics(Ks, stride))
     vs, us = np.mgrid[0:H:stride, 0:W:stride]
     ok = valid_depth(d)
-    pts = pts[ok]
     if T_frame_cam is not None:
         pts = transform_points(np.asarray(T_frame_cam, np.float64), pts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pts32 = pts.astype(np.float32)
+    ok &= np.isfinite(pts32).all(axis=-1)
     pix = np.stack([us[ok], vs[ok]], axis=-1)
     return PointCloud(
-        points=pts.astype(np.float32),
+        points=pts32[ok],
         rgb=None if rgb is None else np.asarray(rgb)[::stride, ::stride][ok].astype(np.uint8),
         labels=None if labels is None else np.asarray(labels)[::stride, ::stride][ok].astype(np.uint16),
         pixels=pix,

@@ -339,15 +339,23 @@ def _messages(reader: Reader, path: Path, wanted: set[str] | None) -> Iterator[t
         if not conns:
             return
         _register_missing_types(store, conns)
-        try:
-            for conn, t_ns, raw in reader.messages(connections=conns):
-                try:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                except Exception as exc:  # rosbags raises assorted errors on corrupt CDR
-                    raise BagError(f"{path}: cannot deserialise {conn.msgtype} on {conn.topic} at {t_ns} ns: {exc}") from None
-                yield conn.topic, t_ns, msg
-        except ReaderError as exc:
-            raise BagError(f"{path}: cannot read bag: {exc}") from None
+        records = reader.messages(connections=conns)
+        while True:
+            try:
+                conn, t_ns, raw = next(records)
+            except StopIteration:
+                return
+            except ReaderError as exc:
+                raise BagError(f"{path}: cannot read bag: {exc}") from None
+            except Exception as exc:  # the storage's own errors, e.g. apsw.CorruptError from a damaged .db3
+                files = ", ".join(Path(p).name for p in getattr(reader, "paths", []))
+                raise BagError(f"{path}: cannot read bag, its storage ({files or 'unknown'}) is corrupt or unreadable "
+                               f"({type(exc).__name__}: {exc})") from None
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:  # rosbags raises assorted errors on corrupt CDR
+                raise BagError(f"{path}: cannot deserialise {conn.msgtype} on {conn.topic} at {t_ns} ns: {exc}") from None
+            yield conn.topic, t_ns, msg
     finally:
         reader.close()
 

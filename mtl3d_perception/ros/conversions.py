@@ -24,6 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mtl3d_perception.ros.image_header import read_image_header
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, check_image_size
+
 # encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (np.dtype(np.uint8), 3),
@@ -119,7 +122,7 @@ def make_header(types: Any, stamp_ns: int, frame_id: str) -> Any:
 # --------------------------------------------------------------------------- images
 
 
-def image_to_array(msg: Any) -> np.ndarray:
+def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` -> ndarray in the message's own layout (cv_bridge "passthrough").
 
     Returns ``[H,W]`` for one-channel encodings and ``[H,W,C]`` otherwise, in native byte order, with row
@@ -127,6 +130,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     stays BGR); use :func:`image_to_rgb8` for the pipeline's RGB input.
 
     Raises:
+        ImageTooLarge: ``width * height`` above ``max_pixels`` (``runtime.frames.MAX_IMAGE_PIXELS``).
         ValueError: a ``CompressedImage``, an unsupported encoding, or ``data`` shorter than ``height * step``.
     """
     if is_compressed_image(msg):
@@ -137,6 +141,7 @@ def image_to_array(msg: Any) -> np.ndarray:
         raise _unsupported(encoding)
     dtype, channels = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    check_image_size(width, height, max_pixels, what=f"{encoding} image")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(f"image step {step} < width {width} x {channels} channels x {dtype.itemsize} bytes")
@@ -150,23 +155,25 @@ def image_to_array(msg: Any) -> np.ndarray:
     return out.reshape(shape)
 
 
-def image_to_rgb8(msg: Any) -> np.ndarray:
+def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """A colour or mono8 ``sensor_msgs/Image``, or a colour ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB
     (the pipeline's input).
 
-    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
+    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`), and
+    only after their header (``ros.image_header``) declares a JPEG or PNG of at most ``max_pixels`` pixels.
 
     Raises:
+        ImageTooLarge: the image (or what a compressed one declares) has more than ``max_pixels`` pixels.
         ValueError: the encoding is not one of ``COLOUR_ENCODINGS``, or a compressed image's format names a
-            non-colour encoding or its data does not decode.
+            non-colour encoding, its header is not a sound JPEG / PNG one, or its data does not decode.
     """
     if is_compressed_image(msg):
-        return _decode_compressed_rgb8(msg)
+        return _decode_compressed_rgb8(msg, max_pixels)
     if msg.encoding not in COLOUR_ENCODINGS:
         raise ValueError(
             f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
         )
-    img = image_to_array(msg)
+    img = image_to_array(msg, max_pixels=max_pixels)
     if msg.encoding == "mono8":
         return np.repeat(img[:, :, None], 3, axis=2)
     if msg.encoding.startswith("bgr"):
@@ -216,7 +223,7 @@ def is_compressed_image(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def _decode_compressed_rgb8(msg: Any) -> np.ndarray:
+def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
     fmt = str(msg.format)
     encoding, has_encoding, compression = (part.strip() for part in fmt.partition(";"))
     if has_encoding and encoding not in COLOUR_ENCODINGS:
@@ -224,6 +231,12 @@ def _decode_compressed_rgb8(msg: Any) -> np.ndarray:
         raise ValueError(f"CompressedImage format {fmt!r} holds a {encoding!r} image, not a colour one; "
                          f"supported encodings: {', '.join(COLOUR_ENCODINGS)}")
     buf = _uint8_buffer(msg.data)
+    try:
+        header = read_image_header(buf)
+    except ValueError as exc:
+        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) refused before decoding: {exc}") from None
+    check_image_size(header.width, header.height, max_pixels,
+                     what=f"CompressedImage ({buf.size} bytes, format {fmt!r}): its {header.format} header declares it")
     # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
     # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mtl3d_perception import topics
 from mtl3d_perception.geometry import check_intrinsics
 from mtl3d_perception.ros import conversions
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLarge
 
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
@@ -36,7 +36,8 @@ IMAGE_OUTPUTS = {
 class BadInput(ValueError):
     """An input message the runtime cannot use; ``kind`` names the diagnostics counter (``bad_input.<kind>``).
 
-    Kinds: ``encoding`` (not a colour image, or malformed data), ``intrinsics`` (unusable K), ``size_mismatch``
+    Kinds: ``image_size`` (above the pixel limit), ``encoding`` (not a colour image, or malformed data),
+    ``intrinsics`` (unusable or implausible K), ``size_mismatch``
     (camera_info size differs from the image's), ``frame_id`` (empty), ``image`` (e.g. smaller than 2x2).
     """
 
@@ -45,7 +46,7 @@ class BadInput(ValueError):
         self.kind = kind
 
 
-def frame_from_messages(image: Any, info: Any) -> Frame:
+def frame_from_messages(image: Any, info: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Frame:
     """Image (or CompressedImage) + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB
     and ``K`` from ``info.k``.
 
@@ -53,20 +54,22 @@ def frame_from_messages(image: Any, info: Any) -> Frame:
     it must (``PerceptionPipeline.preprocess``).
 
     Raises:
-        BadInput: the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is malformed or does
-            not decode), K is
-            unusable, the camera_info size differs from the image size, the frame id is empty, or the image is
-            too small.
+        BadInput: the image has more than ``max_pixels`` pixels (``image_size``; checked on a compressed image's
+            header, before decoding), the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is
+            malformed or does not decode), K is unusable or implausible for the image size, the camera_info size
+            differs from the image size, the frame id is empty, or the image is too small.
     """
     try:
-        rgb = conversions.image_to_rgb8(image)
+        rgb = conversions.image_to_rgb8(image, max_pixels=max_pixels)
+    except ImageTooLarge as exc:
+        raise BadInput("image_size", str(exc)) from None
     except ValueError as exc:
         raise BadInput("encoding", str(exc)) from None
+    height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
     try:
-        K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
+        K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K", size=(width, height))
     except ValueError as exc:
         raise BadInput("intrinsics", str(exc)) from None
-    height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
     if (info.width, info.height) != (0, 0) and (info.width, info.height) != (width, height):
         raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
                                         f"{width}x{height}")

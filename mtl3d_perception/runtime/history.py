@@ -1,6 +1,8 @@
 """Bounded history of posed frames and the rule that picks the source view for a new reference frame.
 
-The rule (issue 6): the most recent earlier frame whose baseline to the reference is >= ``min_baseline_m`` or
+The rule (issue 6): among earlier frames of the same camera (same ``frame_id``, image size and K: issue 15, two
+cameras interleaved on one topic must never be paired), the most recent one whose baseline to the reference is
+>= ``min_baseline_m`` or
 whose rotation is >= ``min_rotation_deg``, no older than ``max_pair_age_s``, skipping candidates whose relative
 motion is implausibly fast (a pose jump: relocalisation, a TF glitch); else the newest such posed frame; else
 single-view mode (the reference duplicated with an identity pose, DESIGN §5).
@@ -59,8 +61,17 @@ class ViewPair:
         return self.src is None
 
 
+def same_camera(a: Frame, b: Frame) -> bool:
+    """Whether two frames come from one camera: same ``frame_id``, image size and intrinsics (K to 1e-6 relative).
+
+    A source view from another camera would put the wrong K and pose into the cost volume.
+    """
+    return (a.frame_id == b.frame_id and a.size == b.size
+            and bool(np.allclose(a.K, b.K, rtol=1e-6, atol=1e-9)))
+
+
 class FrameHistory:
-    """The last ``history_size`` posed frames, oldest first, and the source-view rule.
+    """The last ``history_size`` posed frames (of every camera on the input), oldest first, and the source-view rule.
 
     Frames are added after they have been processed, so a frame never pairs with itself. A frame older than
     the newest one by more than ``jump_back_s`` means time jumped backwards (a looping bag, a restarted
@@ -82,6 +93,11 @@ class FrameHistory:
     @property
     def stamps(self) -> list[int]:
         return [f.stamp_ns for f in self._frames]
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """(frame_id, stamp_ns) of each frame, oldest first: unique even when cameras share stamps."""
+        return [(f.frame_id, f.stamp_ns) for f in self._frames]
 
     def clear(self) -> None:
         self._frames.clear()
@@ -109,7 +125,7 @@ class FrameHistory:
             self._frames.clear()
         if frame.pose is None:
             return jumped
-        if self._frames and self._frames[-1].stamp_ns == frame.stamp_ns:
+        if self._frames and (self._frames[-1].stamp_ns, self._frames[-1].frame_id) == (frame.stamp_ns, frame.frame_id):
             self._frames.pop()  # a re-sent frame replaces its first copy
         self._frames.append(frame)
         return jumped
@@ -122,6 +138,8 @@ class FrameHistory:
         newest: tuple[Frame, np.ndarray] | None = None
         reason = "no_history"
         for src in reversed(self._frames):  # most recent first
+            if not same_camera(src, ref):
+                continue
             dt = (ref.stamp_ns - src.stamp_ns) * 1e-9
             if dt <= 0:
                 continue
