@@ -262,8 +262,8 @@ def test_bad_input_keeps_node_alive(harness):
         dict(rgb=rgb, info_wh=(W * 2, H * 2)),  # camera_info of another size
     ]
     for i, kwargs in enumerate(bad):
-        harness.send_frame(stamp + i * S, **kwargs)
-        harness.spin_until(lambda i=i: harness.node.stats.counts["received"] > i)
+        harness.send_frame(stamp + i * S, **kwargs)  # decoded off the executor: wait for the verdict
+        harness.spin_until(lambda i=i: sum(harness.node.stats.bad_input.values()) > i)
     values = harness.diag()
     assert values["bad_input.encoding"] == "1" and values["bad_input.intrinsics"] == "1"
     assert values["bad_input.size_mismatch"] == "1" and values["processed"] == "0"
@@ -281,6 +281,44 @@ def test_bad_input_keeps_node_alive(harness):
     assert values["processed"] == "3" and values["single_view_fallbacks"] == "3"
     assert harness.diagnostics[-1].status[0].level == b"\x01"  # WARN while problems are recent
     assert harness.node.tf_buffer.rejected == 1
+
+
+def test_rejected_transforms_and_image_bombs_are_counted(ros_context):
+    """Issue 15: 100 zero-quaternion TF messages show in /diagnostics (logged once, through the node's logger, then
+    throttled); a JPEG whose header declares 32767 x 32767 is refused before decoding, counted, and the node goes on."""
+    import cv2
+
+    h = Harness(ros_context, tiny_model(), image_transport="compressed")
+    try:
+        for i in range(100):
+            ts = cv.make_transform_stamped(h.types, cv.make_header(h.types, (70 + i) * S, topics.WORLD_FRAME),
+                                           topics.BASE_FRAME, np.eye(4))
+            ts.transform.rotation.w = 0.0
+            assert not h.node.tf_buffer.set_transform(ts, "test")
+        values = h.diag()
+        assert values["bad_input.transform"] == "100" and h.node.tf_buffer.rejected == 100
+        assert h.diagnostics[-1].status[0].level == b"\x01"
+        assert h.node._log.suppressed["transform"] == 99  # one line through the node's logger, the rest held back
+
+        ok, jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+        jpeg = bytearray(jpeg.tobytes())
+        sof = jpeg.index(b"\xff\xc0")
+        jpeg[sof + 5:sof + 9] = (32767).to_bytes(2, "big") * 2
+        header = cv.make_header(h.types, 80 * S, CAM)
+        bomb = h.types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg", data=bytes(jpeg))
+        t = time.monotonic()
+        h.image_pub.publish(bomb)
+        h.info_pub.publish(cv.make_camera_info(h.types, header, K, W, H))
+        h.spin_until(lambda: h.node.stats.bad_input["image_size"] == 1)
+        assert time.monotonic() - t < 5.0
+        h.send_tf(81 * S, 0.0)
+        h.send_frame(81 * S, _image(8))
+        h.wait_outputs(1)
+        values = h.diag()
+        assert values["bad_input.image_size"] == "1" and values["processed"] == "1"
+        assert "32767x32767" in values["last_problem"]
+    finally:
+        h.close()
 
 
 def test_start_up_values_are_validated(ros_context):

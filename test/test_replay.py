@@ -306,8 +306,9 @@ def test_undecodable_compressed_frame_is_dropped_and_named(tmp_path):
     copy_bag(bag, tmp_path / "garbled", edit=garble)
     s = replay_bag(tmp_path / "garbled", tmp_path / "out", WallStub(2.0), quiet())
     assert s["counts"]["processed"] == 3 and s["dropped_reasons"] == {"bad_input": 1}
-    assert any("does not decode" in w and "'rgb8; jpeg compressed bgr8'" in w for w in s["warnings"]), s["warnings"]
-    assert "does not decode" in (tmp_path / "out" / "report.md").read_text()
+    assert any("refused before decoding" in w and "neither JPEG nor PNG" in w and "'rgb8; jpeg compressed bgr8'" in w
+               for w in s["warnings"]), s["warnings"]
+    assert "refused before decoding" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_missing_image_topic_names_the_topics(wall_bag, tmp_path):

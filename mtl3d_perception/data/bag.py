@@ -348,8 +348,9 @@ def _messages(reader: Reader, path: Path, wanted: set[str] | None) -> Iterator[t
             except ReaderError as exc:
                 raise BagError(f"{path}: cannot read bag: {exc}") from None
             except Exception as exc:  # the storage's own errors, e.g. apsw.CorruptError from a damaged .db3
-                files = ", ".join(Path(p).name for p in getattr(reader, "paths", []))
-                raise BagError(f"{path}: cannot read bag, its storage ({files or 'unknown'}) is corrupt or unreadable "
+                files = sorted(p.name for p in path.iterdir() if p.suffix in (".db3", ".mcap")) if path.is_dir() \
+                    else [path.name]
+                raise BagError(f"{path}: cannot read bag, its storage ({', '.join(files)}) is corrupt or unreadable "
                                f"({type(exc).__name__}: {exc})") from None
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"point cloud from every N-th pixel in x and y; default {d.point_stride}")
     r.add_argument("--cloud-frame", choices=CLOUD_FRAMES, default=d.cloud_frame,
                    help=f"point cloud frame: the image's frame_id or the world frame; default {d.cloud_frame}")
+    r.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, metavar="N",
+                   help=f"larger images (width x height; a compressed image's declared size) are dropped as bad "
+                        f"input before decoding; default {d.max_image_pixels} (4096 x 4096)")
     r.add_argument("--montage-frames", type=int, default=d.montage_frames, metavar="N", help="rows in montage.png")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -53,13 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace, device: str) -> ReplayOptions:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.max_image_pixels < 4:
+        raise ValueError(f"--max-image-pixels must be >= 4 (a 2x2 image), got {args.max_image_pixels}")
     return ReplayOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, tf_topic=args.tf_topic,
         tf_static_topic=args.tf_static_topic, depth_gt_topic=args.depth_gt_topic, semantic_gt_topic=args.semantic_gt_topic,
         world_frame=args.world_frame, node_name=args.node_name, device=device, limit=args.limit,
         compare_single_view=args.compare_single_view, sync_slop_s=args.sync_slop, tf_timeout_s=args.tf_timeout,
         output_resolution=args.output_resolution, point_stride=args.point_stride, cloud_frame=args.cloud_frame,
-        montage_frames=args.montage_frames, progress=not args.no_progress,
+        montage_frames=args.montage_frames, max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
     )
 
 

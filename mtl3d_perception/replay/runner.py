@@ -42,7 +42,7 @@ from mtl3d_perception.replay.output import (
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
@@ -73,6 +73,7 @@ class ReplayOptions:
     cloud_frame: str = "camera"
     montage_frames: int = 4
     diagnostics_period_s: float = 1.0
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images (or compressed headers declaring them) are bad input
     progress: bool = True
 
 
@@ -89,7 +90,8 @@ class _Replay:
         self.has_tf = o.tf_topic in available or o.tf_static_topic in available
         self.types = typestore().types
         kwargs = dict(device=o.device, pairing=o.pairing, output_resolution=o.output_resolution,
-                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame)
+                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame,
+                      max_image_pixels=o.max_image_pixels)
         self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
         if o.compare_single_view:
             self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
@@ -108,7 +110,7 @@ class _Replay:
                                            montage_picks=picks, warn=self._warn)
         self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
 
-        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s))
+        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s), on_problem=self._tf_problem)
         self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
         self.pending: deque[tuple[Frame, int]] = deque()  # synchronised frames waiting for TF (arrival ns)
         self.writer = OutputBag(out_dir)
@@ -167,11 +169,20 @@ class _Replay:
                 self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, conversions.stamp_to_ns(tf.header.stamp),
                                              conversions.transform_to_matrix(tf.transform), is_static=static)
             except (TransformException, ValueError) as exc:
-                self._warn(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
+                self.tf.reject(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
 
-    def _drop(self, reason: str, message: str | None = None) -> None:
+    def _tf_problem(self, kind: str, message: str) -> None:
+        """The TF buffer's problems: rejected transforms are bad input in /diagnostics; every one is in the report."""
+        if kind == "transform":
+            self.stats.problem(kind, message)
+        self._warn(message)
+
+    def _drop(self, reason: str, message: str | None = None, *, kind: str | None = None) -> None:
+        """Count a dropped frame (``reason`` in the report; ``kind``: also a bad input of that kind in /diagnostics)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.stats.count("dropped")
+        if kind is not None:
+            self.stats.problem(kind, message or reason)
         if message:
             self._warn(message)
 
@@ -183,9 +194,10 @@ class _Replay:
         """Synchronised image + camera_info -> a frame waiting for its pose."""
         self.stats.count("received")
         try:
-            frame = frame_from_messages(image, info)
+            frame = frame_from_messages(image, info, max_pixels=self.o.max_image_pixels)
         except BadInput as exc:
-            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
+            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}",
+                       kind=exc.kind)
             return
         self.pending.append((frame, self.now_ns))
 
@@ -225,7 +237,7 @@ class _Replay:
             try:
                 results[mode] = pipeline.process(frame if mode == "multi_view" else frame.with_pose(None))
             except ValueError as exc:
-                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}")
+                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}", kind="frame")
                 return
         products = results["multi_view"]
         for kind, message in products.warnings:

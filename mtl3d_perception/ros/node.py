@@ -9,7 +9,9 @@ Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS`
 ``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
 
 The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
-subscriptions, TF and the diagnostics timer; one worker thread owns the pipeline: it applies parameter changes
+subscriptions, TF and the diagnostics timer; a decoder thread turns synchronised messages into frames (a JPEG / PNG
+is decoded only after its header passed ``max_image_pixels``, and never on the executor); one worker thread owns
+the pipeline: it applies parameter changes
 between frames, takes the newest synchronised frame whose TF is available (polling the buffer without blocking,
 up to ``tf_timeout_s``, then single-view), runs the pipeline and publishes. Bad input never stops the node: a
 throttled log line, a diagnostics entry, the frame is dropped.
@@ -25,6 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import rclpy
@@ -40,10 +43,11 @@ from mtl3d_perception import topics
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
-from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, MAX_IMAGE_PIXELS, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+from mtl3d_perception.runtime.throttled_log import LOG_THROTTLE_S, ThrottledLog
 
 # name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
 PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
@@ -70,6 +74,8 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     "cloud_frame": ("camera", "cloud frame: camera (image frame_id) or world (world_frame)", False, CLOUD_FRAMES),
     "output_resolution": ("network", "output image size: network (model input) or camera", False, OUTPUT_RESOLUTIONS),
     "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.01, 60.0)),
+    "max_image_pixels": (MAX_IMAGE_PIXELS, "larger images (width x height; a compressed image's header is read "
+                         "before decoding) are bad input; also bounds output_resolution=camera", False, (4, 2**40)),
 }
 OUTPUT_GROUPS = {"depth": ("depth", "depth/camera_info"), "semantic": ("semantic", "semantic/color"),
                  "normals": ("normals", "normals/color"), "boundary": ("boundary",), "points": ("points",)}
@@ -77,8 +83,7 @@ SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=Du
                         history=HistoryPolicy.KEEP_LAST, depth=1)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
-MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
-LOG_THROTTLE_S = 5.0
+MAX_PENDING = 30  # frames waiting for TF (and messages waiting to be decoded); older ones are dropped
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 NON_EMPTY = ("image_topic", "camera_info_topic", "world_frame")
 
@@ -115,7 +120,7 @@ class PerceptionNode(Node):
 
         self.types = conversions.rclpy_types()
         self.stats = diagnostics.RuntimeStats()
-        self._last_log: dict[str, float] = {}
+        self._log = ThrottledLog(self.get_logger(), LOG_THROTTLE_S)
         if FALLBACKS:
             self.get_logger().info(f"using the in-package fallbacks for: {', '.join(FALLBACKS)}")
 
@@ -131,8 +136,10 @@ class PerceptionNode(Node):
         self.pipeline = PerceptionPipeline(
             model, device=self.device, precision=p["precision"], pairing=self._pairing(p),
             output_resolution=p["output_resolution"], point_stride=p["point_stride"], cloud_frame=p["cloud_frame"],
-            world_frame=p["world_frame"], outputs=self._outputs(p), logger=_LogAdapter(self.get_logger()),
+            world_frame=p["world_frame"], outputs=self._outputs(p), max_image_pixels=p["max_image_pixels"],
+            logger=_LogAdapter(self.get_logger()),
         )
+        self.max_image_pixels = int(p["max_image_pixels"])
         self.tf_timeout_s = float(p["tf_timeout_s"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
         self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
@@ -141,6 +148,8 @@ class PerceptionNode(Node):
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
 
         self.tf_buffer = tf2_ros.Buffer(node=self)  # with the node: cleared when its (sim) clock jumps back
+        if hasattr(self.tf_buffer, "core"):  # the compat buffer: its rejects are counted here (tf2_ros logs its own)
+            self.tf_buffer.core.on_problem = self._tf_problem
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
 
         self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
@@ -150,6 +159,10 @@ class PerceptionNode(Node):
         self.diag_timer = self.create_timer(float(p["diagnostics_period_s"]), self.publish_diagnostics)
 
         self._pending: deque[tuple[Frame, float]] = deque()
+        # decoding (a JPEG / PNG of up to max_image_pixels) runs here, never on the executor thread
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl3d_decode")
+        self._decoding = 0  # messages submitted to the decoder and not done yet
+        self._generation = 0  # bumped by a time jump: frames decoded from before it are discarded
         self._cond = threading.Condition()
         self._stop = False
         self._reset = False
@@ -203,10 +216,12 @@ class PerceptionNode(Node):
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         names = {param.name for param in params}
         self.tf_timeout_s = float(p["tf_timeout_s"])
+        self.max_image_pixels = int(p["max_image_pixels"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
         update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
                   "point_stride": p["point_stride"], "cloud_frame": p["cloud_frame"],
-                  "world_frame": p["world_frame"], "outputs": self._outputs(p)}
+                  "world_frame": p["world_frame"], "outputs": self._outputs(p),
+                  "max_image_pixels": self.max_image_pixels}
         with self._updates_lock:
             self._updates.update(update)
             if names & {"min_baseline_m", "min_rotation_deg", "max_pair_age_s"}:
@@ -217,11 +232,15 @@ class PerceptionNode(Node):
     def _problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
         """Diagnostics entry + a log line throttled per kind (never once per frame); ``error``: the node's own fault."""
         self.stats.problem(kind, message, counter=counter, error=error)
-        now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
-            self._last_log[kind] = now
-            log = self.get_logger().error if error else self.get_logger().warning
-            log(f"{kind}: {message}")
+        self._log(kind, f"{kind}: {message}", error=error)
+
+    def _tf_problem(self, kind: str, message: str) -> None:
+        """The TF buffer's problems: a rejected transform is bad input; its time jumps are only logged (the images'
+        jump is the one counted, in ``on_image``)."""
+        if kind == "time_jump":
+            self._log("tf_time_jump", message)
+        else:
+            self._problem(kind, message)
 
     def on_image(self, image: Any) -> None:
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
@@ -253,6 +272,7 @@ class PerceptionNode(Node):
             self._pending.clear()
             self._last_stamp_ns = None
             self._reset = True
+            self._generation += 1
 
     def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
         """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
@@ -263,14 +283,37 @@ class PerceptionNode(Node):
         return conversions.stamp_to_ns(latest.header.stamp) > stamp_ns
 
     def on_frame(self, image: Any, info: Any) -> None:
-        """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
+        """Synchronised image + camera_info -> the decoder (executor thread: no decoding, no inference here)."""
         self.stats.count("received")
+        with self._cond:
+            if self._decoding >= MAX_PENDING:  # the decoder cannot keep up: drop the newest, as a full queue does
+                self.stats.count("dropped")
+                return
+            self._decoding += 1
         try:
-            frame = frame_from_messages(image, info)
+            self._decoder.submit(self._decode, image, info, time.monotonic(), self._generation)
+        except RuntimeError:  # shut down
+            with self._cond:
+                self._decoding -= 1
+
+    def _decode(self, image: Any, info: Any, arrived: float, generation: int) -> None:
+        """Decoder thread: messages -> a pending frame, or a counted bad input."""
+        try:
+            frame = frame_from_messages(image, info, max_pixels=self.max_image_pixels)
         except BadInput as exc:
             self._problem(exc.kind, str(exc))
             return
+        except Exception as exc:  # never let a message kill the decoder
+            self._problem("internal", f"decoding failed: {type(exc).__name__}: {exc}", counter="internal_errors",
+                          error=True)
+            return
+        finally:
+            with self._cond:
+                self._decoding -= 1
         with self._cond:
+            if generation != self._generation:  # time jumped back while this frame was being decoded
+                self.stats.count("dropped")
+                return
             if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
                 # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
                 self.stats.count("dropped")
@@ -281,7 +324,7 @@ class PerceptionNode(Node):
             if len(self._pending) >= MAX_PENDING:
                 self._pending.popleft()
                 self.stats.count("dropped")
-            self._pending.append((frame, time.monotonic()))
+            self._pending.append((frame, arrived))
             self._cond.notify()
 
     # ------------------------------------------------------------------------------------ worker
@@ -405,6 +448,7 @@ class PerceptionNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker, free the model (and GPU memory), then destroy the ROS entities."""
+        self._decoder.shutdown(wait=True, cancel_futures=True)
         with self._cond:
             self._stop = True
             self._cond.notify_all()

@@ -18,6 +18,7 @@ import numpy as np
 
 from mtl3d_perception.geometry import relative_pose, rotation_angle
 from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.throttled_log import ThrottledLog
 
 _LOG = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class FrameHistory:
         self.config.validate()
         self.jump_back_s = jump_back_s
         self._frames: deque[Frame] = deque(maxlen=self.config.history_size)
+        self._log = ThrottledLog(_LOG)
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -120,8 +122,8 @@ class FrameHistory:
         """
         jumped = self.is_jump_back(frame.stamp_ns)
         if jumped:
-            _LOG.warning("Detected jump back in time (%d ns -> %d ns). Clearing frame history.",
-                         self._frames[-1].stamp_ns, frame.stamp_ns)
+            self._log("time_jump", f"Detected jump back in time ({self._frames[-1].stamp_ns} ns -> {frame.stamp_ns} ns). "
+                                   "Clearing frame history.")
             self._frames.clear()
         if frame.pose is None:
             return jumped

@@ -70,17 +70,19 @@ class PerceptionPipeline:
         self.history = FrameHistory(pairing or PairingConfig(), jump_back_s=jump_back_s)
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()  # history key -> FrameFeatures
         self.world_frame = world_frame
-        self.max_image_pixels = int(max_image_pixels)
+        self.max_image_pixels = MAX_IMAGE_PIXELS
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         self.precision = "fp32"
         self.set_options(precision=precision, output_resolution=output_resolution, point_stride=point_stride,
-                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs)
+                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs,
+                         max_image_pixels=max_image_pixels)
 
     # ------------------------------------------------------------------------------------------ options
 
     def set_options(self, *, precision: str | None = None, output_resolution: str | None = None,
                     point_stride: int | None = None, cloud_frame: str | None = None,
-                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None) -> None:
+                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None,
+                    max_image_pixels: int | None = None) -> None:
         """Change run-time options (each validated; raises ValueError naming the bad value).
 
         A new ``world_frame`` also forgets the history (its poses are expressed in the old frame).
@@ -109,6 +111,10 @@ class PerceptionPipeline:
             if unknown:
                 raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
             self.outputs = frozenset(outputs)
+        if max_image_pixels is not None:
+            if int(max_image_pixels) < 4:
+                raise ValueError(f"max_image_pixels must be >= 4 (a 2x2 image), got {max_image_pixels}")
+            self.max_image_pixels = int(max_image_pixels)
         if world_frame is not None and world_frame != self.world_frame:
             self.world_frame = world_frame
             self.reset()  # the history's poses are in the old frame: pairing across frames gives wrong relative poses
