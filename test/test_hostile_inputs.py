@@ -300,3 +300,82 @@ def test_point_clouds_never_carry_non_finite_points():
     assert cloud.points.shape == (0, 3)
     cloud = point_cloud(depth, K64, rgb=np.zeros((6, 8, 3), np.uint8), labels=np.zeros((6, 8), np.uint8))
     assert cloud.points.shape == (47, 3) and len(cloud.rgb) == len(cloud.labels) == len(cloud.pixels) == 47
+
+
+# --------------------------------------------------------------------------------------- invisible rejects
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def warning(self, message: str) -> None:
+        self.lines.append(("warning", message))
+
+    def error(self, message: str) -> None:
+        self.lines.append(("error", message))
+
+
+def test_throttled_log_one_line_per_kind_and_period_with_the_count():
+    from mtl3d_perception.runtime.throttled_log import ThrottledLog
+
+    now = [0.0]
+    lines = _Lines()
+    log = ThrottledLog(lines, period_s=5.0, clock=lambda: now[0])
+    for i in range(187):  # the issue's run: one "jump back" line per stale message
+        now[0] = i * 0.01
+        log("time_jump", "Detected jump back in time")
+    log("transform", "bad transform", error=True)
+    assert lines.lines == [("warning", "Detected jump back in time"), ("error", "bad transform")]
+    now[0] = 10.0
+    assert log("time_jump", "Detected jump back in time")
+    assert lines.lines[-1] == ("warning", "Detected jump back in time (186 more since the last such line)")
+
+
+def test_zero_quaternion_transforms_are_counted_and_reported():
+    from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
+
+    problems = []
+    buffer = compat_tf2.Buffer(types=TYPES)
+    buffer.core.on_problem = lambda kind, message: problems.append((kind, message))
+    for i in range(100):
+        ts = cv.make_transform_stamped(TYPES, cv.make_header(TYPES, i, "odom"), "base_link", np.eye(4))
+        ts.transform.rotation.w = 0.0
+        assert not buffer.set_transform(ts, "test")
+    assert buffer.rejected == buffer.core.rejected == 100 and len(problems) == 100
+    assert problems[0][0] == "transform" and "odom -> base_link" in problems[0][1]
+
+
+def test_tf_time_jumps_are_reported_not_logged_per_message(caplog):
+    from mtl3d_perception.runtime.tf_buffer import TransformBuffer
+
+    buffer = TransformBuffer(cache_time_s=1.0)
+    with caplog.at_level("WARNING", logger="mtl3d_perception.runtime.tf_buffer"):
+        for i in range(50):  # alternating far-apart stamps: every message jumps back
+            buffer.set_transform_matrix("odom", "base_link", (100 if i % 2 == 0 else 10) * 10**9 + i, np.eye(4))
+    assert buffer.jumps_back == 25
+    assert len([r for r in caplog.records if "jump back" in r.getMessage()]) == 1
+    seen = []
+    buffer = TransformBuffer(cache_time_s=1.0, on_problem=lambda kind, message: seen.append(kind))
+    buffer.set_transform_matrix("odom", "base_link", 100 * 10**9, np.eye(4))
+    buffer.set_transform_matrix("odom", "base_link", 10 * 10**9, np.eye(4))
+    assert seen == ["time_jump"]
+
+
+def test_replay_counts_rejected_transforms_in_diagnostics():
+    """A zero-quaternion TF in a bag shows as bad_input.transform in the replay's /diagnostics."""
+    from mtl3d_perception.replay.runner import ReplayOptions, _Replay
+    from mtl3d_perception.ros import diagnostics
+    from mtl3d_perception.runtime.tf_buffer import TransformBuffer
+
+    replay = _Replay.__new__(_Replay)  # only the TF path: no model, no output bag
+    replay.o, replay.warnings = ReplayOptions(), []
+
+    replay.stats = diagnostics.RuntimeStats()
+    replay.tf = TransformBuffer(on_problem=replay._tf_problem)
+    ts = cv.make_transform_stamped(TYPES, cv.make_header(TYPES, 5, "odom"), "base_link", np.eye(4))
+    ts.transform.rotation.w = 0.0
+    msg = TYPES["tf2_msgs/msg/TFMessage"](transforms=[ts, ts, ts])
+    replay._add_tf(msg, static=False)
+    assert replay.stats.snapshot()["bad_input"] == {"transform": 3}
+    assert len(replay.warnings) == 1 and "odom -> base_link ignored" in replay.warnings[0]
