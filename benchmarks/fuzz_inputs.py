@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-from mtl3d_perception.ros import conversions as cv
+from mtl3d_perception.msgs import conversions as cv
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
-from mtl3d_perception.ros.messages import BadInput, frame_from_messages
 from mtl3d_perception.runtime.tf_buffer import TransformException
 
 TYPES = get_typestore(Stores.ROS2_JAZZY).types

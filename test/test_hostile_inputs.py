@@ -18,9 +18,9 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from mtl3d_perception.geometry import check_intrinsics, point_cloud
-from mtl3d_perception.ros import conversions as cv
-from mtl3d_perception.ros.image_header import read_image_header
-from mtl3d_perception.ros.messages import BadInput, frame_from_messages
+from mtl3d_perception.msgs import conversions as cv
+from mtl3d_perception.msgs.image_header import read_image_header
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLarge
 
 CASES = Path(__file__).resolve().parents[1].parent / "shared" / "cases"
@@ -365,13 +365,13 @@ def test_tf_time_jumps_are_reported_not_logged_per_message(caplog):
 def test_replay_counts_rejected_transforms_in_diagnostics():
     """A zero-quaternion TF in a bag shows as bad_input.transform in the replay's /diagnostics."""
     from mtl3d_perception.replay.runner import ReplayOptions, _Replay
-    from mtl3d_perception.ros import diagnostics
+    from mtl3d_perception.runtime.stats import RuntimeStats
     from mtl3d_perception.runtime.tf_buffer import TransformBuffer
 
     replay = _Replay.__new__(_Replay)  # only the TF path: no model, no output bag
     replay.o, replay.warnings = ReplayOptions(), []
 
-    replay.stats = diagnostics.RuntimeStats()
+    replay.stats = RuntimeStats()
     replay.tf = TransformBuffer(on_problem=replay._tf_problem)
     ts = cv.make_transform_stamped(TYPES, cv.make_header(TYPES, 5, "odom"), "base_link", np.eye(4))
     ts.transform.rotation.w = 0.0

@@ -40,13 +40,15 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
-from mtl3d_perception.ros import conversions, diagnostics
+from mtl3d_perception.msgs import conversions
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
-from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, MAX_IMAGE_PIXELS, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.throttled_log import LOG_THROTTLE_S, ThrottledLog
 
 # name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
@@ -119,7 +121,7 @@ class PerceptionNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
-        self.stats = diagnostics.RuntimeStats()
+        self.stats = RuntimeStats()
         self._log = ThrottledLog(self.get_logger(), LOG_THROTTLE_S)
         if FALLBACKS:
             self.get_logger().info(f"using the in-package fallbacks for: {', '.join(FALLBACKS)}")

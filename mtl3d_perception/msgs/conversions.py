@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mtl3d_perception.ros.image_header import read_image_header
+from mtl3d_perception.msgs.image_header import read_image_header
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, check_image_size
 
 # encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
@@ -160,7 +160,7 @@ def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     (the pipeline's input).
 
     Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`), and
-    only after their header (``ros.image_header``) declares a JPEG or PNG of at most ``max_pixels`` pixels.
+    only after their header (``msgs.image_header``) declares a JPEG or PNG of at most ``max_pixels`` pixels.
 
     Raises:
         ImageTooLarge: the image (or what a compressed one declares) has more than ``max_pixels`` pixels.
