@@ -11,9 +11,9 @@ Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS`
 The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
 subscriptions, TF and the diagnostics timer; a decoder thread turns synchronised messages into frames (a JPEG / PNG
 is decoded only after its header passed ``max_image_pixels``, and never on the executor); one worker thread owns
-the pipeline: it applies parameter changes
-between frames, takes the newest synchronised frame whose TF is available (polling the buffer without blocking,
-up to ``tf_timeout_s``, then single-view), runs the pipeline and publishes. Bad input never stops the node: a
+the pipeline: it applies parameter changes between frames, takes the newest synchronised frame whose TF is
+available (polling the buffer without blocking, up to ``tf_timeout_s``, then single-view), runs the pipeline and
+publishes. Bad input never stops the node: a
 throttled log line, a diagnostics entry, the frame is dropped.
 
 Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation) clears everything that could
