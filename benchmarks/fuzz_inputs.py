@@ -11,8 +11,9 @@ Entry points and what each may raise (anything else is an escape, reported with 
 - compat ``tf2_ros.Buffer.set_transform`` (the node's TF ingest) and ``TransformBuffer.lookup_matrix``: the first
   returns False for a rejected transform and never raises; lookups raise only the tf2 ``TransformException`` tree.
   Quaternions with zeros, NaN, huge and denormal values; translations likewise; odd frame names.
-- ``PerceptionPipeline.process`` on frames that passed ``frame_from_messages`` with random poses (NaN, scaled,
-  huge translations): only ``ValueError``, and no output cloud carries a non-finite point.
+- ``PerceptionPipeline.process`` on frames that passed ``frame_from_messages``, with random poses (NaN, scaled,
+  huge translations) and, for some, an extreme K entry: only ``ValueError``, and no output cloud carries a
+  non-finite point.
 
 The test (``test/test_fuzz_inputs.py``) runs a few hundred cases in a fresh process under an address-space cap;
 the long run's figures are in ``benchmarks/RESULTS.md``. Prints one line per entry point, or JSON.
@@ -21,6 +22,7 @@ the long run's figures are in ``benchmarks/RESULTS.md``. Prints one line per ent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -171,8 +173,13 @@ def fuzz_pipeline(rng: np.random.Generator, pipeline: Any, frame: Any, outcomes:
     pose[:3, 3] = rng.normal(size=3) * 10.0 ** int(rng.integers(-3, 40))
     if rng.random() < 0.2:
         pose.flat[int(rng.integers(16))] = _extreme(rng)
+    frame = frame.with_pose(pose)
+    if rng.random() < 0.3:  # a Frame built by library code, not from messages: K unchecked so far
+        K = frame.K.copy()
+        K.flat[int(rng.choice([0, 1, 2, 4, 5]))] = _extreme(rng)
+        frame = dataclasses.replace(frame, K=K)
     try:
-        products = pipeline.process(frame.with_pose(pose))
+        products = pipeline.process(frame)
     except ValueError as exc:
         outcomes[f"pipeline_refused.{type(exc).__name__}"] += 1
         return
@@ -185,8 +192,6 @@ def fuzz_pipeline(rng: np.random.Generator, pipeline: Any, frame: Any, outcomes:
 
 
 def run(cases: int, pipeline_cases: int, seed: int) -> dict[str, Any]:
-    import dataclasses
-
     import torch
 
     from mtl3d_perception.model import build_model, resolve_config

@@ -65,6 +65,11 @@ def test_non_finite_checkpoint_is_refused_at_load(capsys, nan_checkpoint, tmp_pa
         load_checkpoint(nan_checkpoint)
     err = one_line_error(capsys, ["info", str(nan_checkpoint)])
     assert str(nan_checkpoint) in err and "non-finite" in err
+    bag = CASES / "png_chunk_bomb"
+    if bag.is_dir():  # replay refuses the model before reading a frame (it used to replay it with exit 0)
+        err = one_line_error(capsys, ["replay", str(bag), "--model", str(nan_checkpoint), "--device", "cpu",
+                                      "--out", str(tmp_path / "out"), "--no-progress"])
+        assert str(nan_checkpoint) in err and "non-finite" in err
     # the node's path: load_model raises a ValueError whose text is the one line the node logs as fatal
     with pytest.raises(ValueError, match="non-finite") as info:
         load_model(str(nan_checkpoint))
