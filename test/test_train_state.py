@@ -80,8 +80,7 @@ def two_steps(tmp_path_factory):
     """A run committed at step 1 (its checkpoint folder kept), its weights at steps 1 and 2."""
     out = tmp_path_factory.mktemp("run")
     trainer = Trainer(smoke(out))
-    trainer.fit(until=1)
-    trainer.save_state()
+    trainer.fit(until=1)  # leaves a committed checkpoint of step 1
     snapshot = tmp_path_factory.mktemp("snapshot") / "checkpoints"
     shutil.copytree(out / "checkpoints", snapshot)
     w1 = _weights(trainer)
@@ -127,11 +126,13 @@ def test_kill_at_every_write_boundary_resumes_a_consistent_pair(two_steps, monke
         assert resumed.step == expected_step, f"kill before boundary {k} ({ops[min(k, len(ops) - 1)]})"
         assert _same(_weights(resumed), w1 if expected_step == 1 else w2), f"kill before boundary {k}"
         outcomes.append(expected_step)
-        # the next save after a resume succeeds and leaves only the new pair
+        # the next save after a resume (same step: new names, the committed files are not rewritten) succeeds and
+        # leaves only the new pair
         resumed.save_state()
         names = sorted(p.name for p in ckpt.iterdir())
-        assert names == ["last.json", "last.safetensors", f"step-{expected_step:08d}.safetensors",
-                         f"step-{expected_step:08d}.state.pt"], (k, names)
+        assert names == ["last.json", "last.safetensors", f"step-{expected_step:08d}-1.safetensors",
+                         f"step-{expected_step:08d}-1.state.pt"], (k, names)
+        assert find_committed(ckpt).step == expected_step
     assert outcomes.count(1) == commit_at + 1 and outcomes.count(2) == len(ops) - commit_at
 
 

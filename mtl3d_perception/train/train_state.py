@@ -2,7 +2,8 @@
 
 Layout of ``<out_dir>/checkpoints/``:
 
-- ``step-NNNNNNNN.safetensors``: the model at step N (``model.save_checkpoint``, with ``step`` in its metadata);
+- ``step-NNNNNNNN.safetensors``: the model at step N (``model.save_checkpoint``, with ``step`` in its metadata;
+  ``step-NNNNNNNN-K.*`` when step N is saved again, e.g. after a resume: committed files are never rewritten);
 - ``step-NNNNNNNN.state.pt``: optimiser, scheduler, loss terms, step and RNG at step N (tensors and plain values,
   loaded with ``weights_only=True``);
 - ``last.json``: the manifest naming the committed pair and its step. Replacing it is the one commit point;
@@ -51,9 +52,14 @@ class CheckpointPair:
     step: int
 
 
-def step_names(step: int) -> tuple[str, str]:
-    """(weights, state) file names of ``step``."""
-    return f"step-{step:08d}.safetensors", f"step-{step:08d}.state.pt"
+def step_names(step: int, ckpt_dir: Path | None = None) -> tuple[str, str]:
+    """(weights, state) file names of ``step``: ``step-NNNNNNNN``, or with ``-K`` added (the smallest K free in
+    ``ckpt_dir``) when that step was saved before, so a committed file is never overwritten in place."""
+    stem, k = f"step-{step:08d}", 0
+    while ckpt_dir is not None and any((ckpt_dir / f"{stem}{suffix}").exists() for suffix in (".safetensors", ".state.pt")):
+        k += 1
+        stem = f"step-{step:08d}-{k}"
+    return f"{stem}.safetensors", f"{stem}.state.pt"
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,7 +90,7 @@ def commit(ckpt_dir: str | Path, step: int, write_weights: Callable[[Path], Any]
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    weights_name, state_name = step_names(step)
+    weights_name, state_name = step_names(step, ckpt_dir)
     pair = CheckpointPair(ckpt_dir / weights_name, ckpt_dir / state_name, int(step))
     for final, write in ((pair.weights, write_weights), (pair.state, write_state)):
         tmp = final.with_name(final.name + ".tmp")
