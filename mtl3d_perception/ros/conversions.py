@@ -24,20 +24,40 @@ from typing import Any
 import cv2
 import numpy as np
 
-# encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+_BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
+
+# encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
+# REP 118: depth is 32FC1 metres or 16UC1 millimetres. yuv422 (UYVY) and yuv422_yuy2 (YUYV) pack two pixels in
+# 4 bytes: 2 uint8 channels per pixel, as image_encodings.hpp counts them.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
+    "rgb8": (_U8, 3), "bgr8": (_U8, 3), "rgba8": (_U8, 4), "bgra8": (_U8, 4), "mono8": (_U8, 1),
+    "rgb16": (_U16, 3), "bgr16": (_U16, 3), "rgba16": (_U16, 4), "bgra16": (_U16, 4), "mono16": (_U16, 1),
+    "yuv422": (_U8, 2), "yuv422_yuy2": (_U8, 2),
+    **{f"{bayer}8": (_U8, 1) for bayer in _BAYER}, **{f"{bayer}16": (_U16, 1) for bayer in _BAYER},
+    "8UC1": (_U8, 1),
+    "16UC1": (_U16, 1),
     "32FC1": (np.dtype(np.float32), 1),
     "32FC3": (np.dtype(np.float32), 3),
 }
-COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+# Colour and mono encoding -> the one cv2 conversion to RGB (None: already RGB), as cv_bridge converts them to
+# rgb8 (ros-perception/vision_opencv cv_bridge/src/cv_bridge.cpp, getConversionCodes): one code per family,
+# 16-bit data then scaled by 255/65535. OpenCV names Bayer patterns by the second row, hence RGGB -> BayerBG.
+# Generic encodings (8UC3, 16UC1, ...) carry no colour meaning and are refused, as cv_bridge refuses them.
+COLOUR_ENCODINGS: dict[str, int | None] = {
+    **{f"rgb{bits}": None for bits in (8, 16)},
+    **{f"bgr{bits}": cv2.COLOR_BGR2RGB for bits in (8, 16)},
+    **{f"rgba{bits}": cv2.COLOR_RGBA2RGB for bits in (8, 16)},
+    **{f"bgra{bits}": cv2.COLOR_BGRA2RGB for bits in (8, 16)},
+    **{f"mono{bits}": cv2.COLOR_GRAY2RGB for bits in (8, 16)},
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    **{f"bayer_rggb{bits}": cv2.COLOR_BayerBG2RGB for bits in (8, 16)},
+    **{f"bayer_bggr{bits}": cv2.COLOR_BayerRG2RGB for bits in (8, 16)},
+    **{f"bayer_gbrg{bits}": cv2.COLOR_BayerGR2RGB for bits in (8, 16)},
+    **{f"bayer_grbg{bits}": cv2.COLOR_BayerGB2RGB for bits in (8, 16)},
+}
 
 # sensor_msgs/PointField datatype constants (identical in every ROS 2 distro).
 _POINT_FIELD_DTYPES: dict[int, np.dtype] = {
@@ -151,27 +171,36 @@ def image_to_array(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb8(msg: Any) -> np.ndarray:
-    """A colour or mono8 ``sensor_msgs/Image``, or a colour ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB
-    (the pipeline's input).
+    """A colour or mono ``sensor_msgs/Image`` (any of ``COLOUR_ENCODINGS``), or a colour
+    ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
 
-    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
+    Raw images convert as cv_bridge's ``toCvShare(msg, "rgb8")`` does: one cv2 colour conversion per family (UYVY,
+    YUYV, Bayer demosaicing, channel order, grey to RGB), then 16-bit values scaled by 255/65535. Compressed images
+    are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
 
     Raises:
-        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``, or a compressed image's format names a
-            non-colour encoding or its data does not decode.
+        ValueError: the encoding is not one of ``COLOUR_ENCODINGS`` (the message lists them), the data is malformed
+            (e.g. an odd width for a YUV 4:2:2 image), or a compressed image's format names a non-colour encoding
+            or its data does not decode.
     """
     if is_compressed_image(msg):
         return _decode_compressed_rgb8(msg)
-    if msg.encoding not in COLOUR_ENCODINGS:
+    encoding = str(msg.encoding)
+    if encoding not in COLOUR_ENCODINGS:
         raise ValueError(
-            f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
+            f"image encoding {encoding!r} is not a colour or mono encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
         )
     img = image_to_array(msg)
-    if msg.encoding == "mono8":
-        return np.repeat(img[:, :, None], 3, axis=2)
-    if msg.encoding.startswith("bgr"):
-        img = img[:, :, 2::-1]
-    return np.ascontiguousarray(img[:, :, :3])
+    code = COLOUR_ENCODINGS[encoding]
+    if code is not None:
+        try:
+            img = cv2.cvtColor(img, code)
+        except cv2.error as exc:
+            raise ValueError(f"a {msg.width}x{msg.height} {encoding!r} image does not convert to RGB: "
+                             f"{str(exc).strip().splitlines()[-1]}") from None
+    if img.dtype == np.uint16:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)  # cv_bridge's 16 -> 8 bit scaling, rounded
+    return img
 
 
 def make_image(types: Any, header: Any, array_: np.ndarray, encoding: str) -> Any:
