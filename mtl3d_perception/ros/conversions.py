@@ -64,7 +64,7 @@ _POINT_FIELD_DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16),
     5: np.dtype(np.int32), 6: np.dtype(np.uint32), 7: np.dtype(np.float32), 8: np.dtype(np.float64),
 }
-_FLOAT32, _UINT16 = 7, 4
+_FLOAT32, _UINT32 = 7, 6
 
 
 def _unsupported(encoding: str) -> ValueError:
@@ -326,7 +326,7 @@ def make_camera_info(types: Any, header: Any, K: np.ndarray, width: int, height:
 @dataclass
 class CloudArrays:
     """The contents of a PointCloud2 as arrays: ``points [N,3]`` float32 (NaN kept for organised clouds),
-    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint16 or None, ``hw`` = (height, width) of the cloud."""
+    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint32 or None, ``hw`` = (height, width) of the cloud."""
 
     points: np.ndarray
     rgb: np.ndarray | None
@@ -354,12 +354,16 @@ def make_point_cloud2(
     labels: np.ndarray | None = None,
     organised_hw: tuple[int, int] | None = None,
 ) -> Any:
-    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint16)].
+    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint32)].
+
+    The layout is PCL's ``PointXYZRGBL`` (``PointXYZL`` without rgb): PCL matches fields by name, datatype and
+    count, so ``label`` must be UINT32 for ``pcl::fromROSMsg`` to read it; every field is 4 bytes, 4-byte aligned
+    (point_step 20 with rgb and label). RViz colours by ``rgb`` (RGB8) or by any field (Intensity).
 
     Args:
         points: ``[N,3]``; NaN rows mark invalid points of an organised cloud.
         rgb: ``[N,3]`` uint8 colours, or None.
-        labels: ``[N]`` class ids (stored as uint16), or None.
+        labels: ``[N]`` class ids (stored as uint32), or None.
         organised_hw: (H, W) with H * W == N for an organised cloud; None for an unorganised one (height 1).
     """
     points = np.asarray(points, np.float32).reshape(-1, 3)
@@ -374,7 +378,7 @@ def make_point_cloud2(
     if rgb is not None:
         layout.append(("rgb", np.float32, _FLOAT32))
     if labels is not None:
-        layout.append(("label", np.uint16, _UINT16))
+        layout.append(("label", np.uint32, _UINT32))
     names, formats, field_types = (list(col) for col in zip(*layout))
     offsets = [4 * i for i in range(len(layout))]  # every field starts 4-byte aligned
     point_step = 4 * len(layout)
@@ -384,7 +388,7 @@ def make_point_cloud2(
     if rgb is not None:
         cloud["rgb"] = pack_rgb(np.asarray(rgb).reshape(n, 3))
     if labels is not None:
-        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint16)
+        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint32)
     field_cls = types["sensor_msgs/msg/PointField"]
     fields = [field_cls(name=nm, offset=off, datatype=dt, count=1) for nm, off, dt in zip(names, offsets, field_types)]
     cls = types["sensor_msgs/msg/PointCloud2"]
@@ -431,7 +435,7 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
     if rgb_name is not None:  # reinterpret the bits in the message's byte order, never convert the float value
         bits = np.ascontiguousarray(cloud[rgb_name]).view(np.dtype(np.uint32).newbyteorder(order))
         rgb = unpack_rgb(bits.astype(np.uint32))
-    labels = cloud["label"].astype(np.uint16) if "label" in names else None
+    labels = cloud["label"].astype(np.uint32) if "label" in names else None
     return CloudArrays(points=points, rgb=rgb, labels=labels, hw=(height, width))
 
 
