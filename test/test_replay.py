@@ -374,8 +374,9 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
     assert s["counts"]["processed"] == 4 and s["counts"]["dropped"] == 0
     assert s["topics"]["image"] == COMPRESSED_TOPIC and s["image_type"] == "sensor_msgs/msg/CompressedImage"
-    assert s["notes"] == [f"image topic {topics.IMAGE_TOPIC} is not in the bag; read {COMPRESSED_TOPIC} "
-                          "(sensor_msgs/msg/CompressedImage)"]
+    assert s["notes"][0] == (f"image topic {topics.IMAGE_TOPIC} is not in the bag; read {COMPRESSED_TOPIC} "
+                             "(sensor_msgs/msg/CompressedImage)")
+    assert s["camera"]["image_kind"] == "image_raw"  # .../image_raw/compressed is raw
     assert s["multi_view"]["single_view_frames"] == 1
     assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert f"`{COMPRESSED_TOPIC}` (sensor_msgs/msg/CompressedImage)" in (tmp_path / "out" / "report.md").read_text()
@@ -384,7 +385,7 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     assert output[topics.output_topic("depth")] == "sensor_msgs/msg/Image"
     # named explicitly: no note
     s = replay_bag(bag, tmp_path / "out2", WallStub(2.0), quiet(image_topic=COMPRESSED_TOPIC, limit=2))
-    assert s["counts"]["processed"] == 2 and s["notes"] == []
+    assert s["counts"]["processed"] == 2 and not any(n.startswith("image topic") for n in s["notes"])
 
 
 def test_undecodable_compressed_frame_is_dropped_and_named(tmp_path):
@@ -429,7 +430,7 @@ def test_wrong_topic_types_and_missing_camera_info_are_named(wall_bag, tmp_path)
 def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
     """A replay that processes nothing fails (exit status 1) after writing its report, naming the reason."""
     with pytest.raises(BagError, match=r"no frame was processed: 4 image\(s\) on /camera/depth/image_rect, all "
-                                       r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour encoding"):
+                                       r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour or mono encoding"):
         replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["counts"]["processed"] == 0
 

@@ -212,7 +212,7 @@ class _Replay:
                               f"from {self.camera['image_kind_from']})")
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
-            self.stats.problem("header", HEADER_PROBLEMS[frame.header_problem])
+            self.stats.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
             self._warn_once(frame.header_problem, HEADER_PROBLEMS[frame.header_problem])
         self.pending.append(frame)
 

@@ -293,7 +293,7 @@ class PerceptionNode(Node):
             self.get_logger().info(f"camera_info: {self.camera_info['camera_info']} "
                                    f"({self.image_kind} from the {self.camera_info['image_kind_from']})")
         if frame.header_problem:
-            self._problem("header", HEADER_PROBLEMS[frame.header_problem])
+            self._problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:
             if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
                 # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
@@ -429,7 +429,7 @@ class PerceptionNode(Node):
             self._problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
                                   f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) "
                                   "messages; raise sync_queue_size if camera_info arrives late, or sync_slop_s if "
-                                  "the stamps differ")
+                                  "the stamps differ", counter="sync_warnings")
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()
