@@ -432,7 +432,9 @@ def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
     with pytest.raises(BagError, match=r"no frame was processed: 4 image\(s\) on /camera/depth/image_rect, all "
                                        r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour or mono encoding"):
         replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["counts"]["processed"] == 0
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["counts"]["processed"] == 0 and summary["bad_input"] == {"encoding": 4}
+    assert sum("dropped (encoding)" in w for w in summary["warnings"]) == 1  # a repeating drop is warned once
 
     def late_info(topic, index, msg):  # camera_info stamped 1 s after its image: nothing synchronises
         if topic == topics.CAMERA_INFO_TOPIC:

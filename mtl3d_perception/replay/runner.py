@@ -127,6 +127,7 @@ class _Replay:
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
+        self.bad_input: dict[str, int] = {}  # frames dropped as bad input, by BadInput kind
         self.counts = {"no_pose": 0, "time_jumps": 0}
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
@@ -204,7 +205,11 @@ class _Replay:
         try:
             frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras)
         except BadInput as exc:
-            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
+            self._drop("bad_input")
+            self.bad_input[exc.kind] = self.bad_input.get(exc.kind, 0) + 1
+            # warned once per kind (a camera's every frame repeats it); the count is in dropped_reasons / bad_input
+            self._warn_once(f"bad_input.{exc.kind}", f"frame at {image.header.stamp.sec}."
+                                                     f"{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}")
             return
         if "camera_info" not in self.camera:
             self.camera["camera_info"] = self.cameras.get(info).describe(self.image_kind)
@@ -320,6 +325,7 @@ class _Replay:
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), **self.counts},
             "dropped_reasons": dict(self.dropped),
+            "bad_input": dict(self.bad_input),
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,
             "warnings": self.warnings,
