@@ -1,4 +1,4 @@
-"""ros/conversions.py against both message flavours: rosbags dataclasses (no ROS) and rclpy messages (marker ros).
+"""msgs/conversions.py against both message flavours: rosbags dataclasses (no ROS) and rclpy messages (marker ros).
 
 Every encoding round-trips; odd ``step`` padding and big-endian data are read correctly; compressed images decode
 with compressed_image_transport's channel-order rules; messages built here serialise with the rosbags typestore
@@ -13,7 +13,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from mtl3d_perception.geometry import pose_from_quat_trans, rotation_to_quat
-from mtl3d_perception.ros import conversions as cv
+from mtl3d_perception.msgs import conversions as cv
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 
@@ -402,7 +402,7 @@ def test_compat_cv_bridge():
         bridge.cv2_to_imgmsg(rgb, header=header)  # uint8 x3 is ambiguous (rgb8 or bgr8)
 
 
-# --------------------------------------------------------------------------- ros/messages.py (node and replay)
+# --------------------------------------------------------------------------- msgs/messages.py (node and replay)
 
 K_SMALL = np.array([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]])
 
@@ -415,7 +415,7 @@ def _frame_messages(types, *, encoding="rgb8", K=K_SMALL, info_wh=(7, 5), frame_
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_frame_from_messages_and_bad_input(flavour):
-    from mtl3d_perception.ros.messages import BadInput, frame_from_messages
+    from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 
     types = flavour()
     image, info = _frame_messages(types, encoding="bgr8")
@@ -438,7 +438,7 @@ def test_frame_from_messages_and_bad_input(flavour):
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_header_problems_make_unposed_frames_not_drops(flavour):
     """An empty frame_id or a zero stamp: the frame is kept and says why it cannot be posed (issue 12, kind 6)."""
-    from mtl3d_perception.ros.messages import HEADER_PROBLEMS, frame_from_messages
+    from mtl3d_perception.msgs.messages import HEADER_PROBLEMS, frame_from_messages
     from mtl3d_perception.runtime.history import FrameHistory
 
     types = flavour()
@@ -452,7 +452,7 @@ def test_header_problems_make_unposed_frames_not_drops(flavour):
     assert frame_from_messages(*_frame_messages(types)).header_problem is None
 
 
-# --------------------------------------------------------------------------- camera_info (ros/camera_model.py)
+# --------------------------------------------------------------------------- camera_info (msgs/camera_model.py)
 
 K_CASE = np.array([[50.2299, 0.0, 31.5], [0.0, 50.2299, 23.5], [0.0, 0.0, 1.0]])  # ../shared/cases: 64x48
 
@@ -477,8 +477,8 @@ def _camera_info(types, K=K_CASE, wh=(64, 48), *, model="plumb_bob", D=(), P=Non
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_binning_scales_k(flavour):
     """camera_info_binning: full-resolution 64x48 K with binning 2x2 describes a 32x24 image (issue 12)."""
-    from mtl3d_perception.ros.camera_model import CameraModel
-    from mtl3d_perception.ros.messages import frame_from_messages
+    from mtl3d_perception.msgs.camera_model import CameraModel
+    from mtl3d_perception.msgs.messages import frame_from_messages
 
     types = flavour()
     info = _camera_info(types, binning=(2, 2))
@@ -496,7 +496,7 @@ def test_binning_scales_k(flavour):
 
 def test_roi_offsets_k_before_binning():
     """ROI in full-resolution pixels, then binning (image_geometry's order); the image is roi / binning."""
-    from mtl3d_perception.ros.camera_model import CameraModel
+    from mtl3d_perception.msgs.camera_model import CameraModel
 
     model = CameraModel.from_camera_info(_camera_info(TYPESTORE.types, binning=(2, 2), roi=(8, 4, 32, 24)))
     assert model.size == (16, 12)
@@ -509,8 +509,8 @@ def test_roi_offsets_k_before_binning():
 def test_equidistant_raw_image_is_rectified_to_p(flavour):
     """camera_info_distortion_equidistant: raw pixel (8, 6) rectifies to (7.38, 5.54) and (56, 42) to (57.01, 42.76)
     (K, D -> P); the frame carries P's intrinsics; an image_rect topic takes P without remapping (issue 12)."""
-    from mtl3d_perception.ros.camera_model import CameraModels
-    from mtl3d_perception.ros.messages import frame_from_messages
+    from mtl3d_perception.msgs.camera_model import CameraModels
+    from mtl3d_perception.msgs.messages import frame_from_messages
 
     types = flavour()
     P = K_CASE.copy()
@@ -539,7 +539,7 @@ def test_equidistant_raw_image_is_rectified_to_p(flavour):
 def test_pinhole_distortion_models_rectify(model_name):
     """plumb_bob (5 coefficients) and rational_polynomial (8) go through cv2.initUndistortRectifyMap: the map
     agrees with cv2.undistortPoints."""
-    from mtl3d_perception.ros.camera_model import CameraModel
+    from mtl3d_perception.msgs.camera_model import CameraModel
 
     D = [-0.1, 0.02, 0.001, -0.001, 0.0] + ([0.01, 0.0, 0.0] if model_name == "rational_polynomial" else [])
     model = CameraModel.from_camera_info(_camera_info(TYPESTORE.types, model=model_name, D=D))
@@ -551,7 +551,7 @@ def test_pinhole_distortion_models_rectify(model_name):
 
 
 def test_image_kind_follows_the_topic_name():
-    from mtl3d_perception.ros.camera_model import resolve_image_kind
+    from mtl3d_perception.msgs.camera_model import resolve_image_kind
 
     assert resolve_image_kind("auto", "/camera/color/image_raw") == "image_raw"
     assert resolve_image_kind("auto", "/camera/color/image_raw/compressed") == "image_raw"
@@ -564,7 +564,7 @@ def test_image_kind_follows_the_topic_name():
 
 def test_frame_from_bag_message_is_read_only_view():
     """A deserialised bag message's buffer is read-only; the frame may share it (the pipeline copies if needed)."""
-    from mtl3d_perception.ros.messages import frame_from_messages
+    from mtl3d_perception.msgs.messages import frame_from_messages
 
     image, info = _frame_messages(TYPESTORE.types)
     image = TYPESTORE.deserialize_cdr(TYPESTORE.serialize_cdr(image, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
@@ -575,7 +575,7 @@ def test_frame_from_bag_message_is_read_only_view():
 def test_products_to_messages(flavour):
     from mtl3d_perception import topics
     from mtl3d_perception.geometry import PointCloud
-    from mtl3d_perception.ros.messages import products_to_messages
+    from mtl3d_perception.msgs.messages import products_to_messages
     from mtl3d_perception.runtime.products import Products
 
     types = flavour()

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.msgs.camera_model import IMAGE_KINDS
 from mtl3d_perception.replay.report import metrics_table
 from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
-from mtl3d_perception.ros.camera_model import IMAGE_KINDS
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
 
 

@@ -2,10 +2,10 @@
 
 :func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
-become frames (``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
+become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
 each frame waits for its pose as long as the bag can still deliver it (``runtime.pose_wait``, in bag time), runs
 through ``PerceptionPipeline`` and its products are written as the node's output messages
-(``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
+(``msgs.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
 truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
 
@@ -30,6 +30,14 @@ from mtl3d_perception.data.bag import (
     resolve_image_topic,
     typestore,
 )
+from mtl3d_perception.msgs import conversions
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.messages import (
+    HEADER_PROBLEMS,
+    BadInput,
+    frame_from_messages,
+    products_to_messages,
+)
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -40,13 +48,12 @@ from mtl3d_perception.replay.output import (
     check_out_dir,
 )
 from mtl3d_perception.replay.report import write_report
-from mtl3d_perception.ros import conversions, diagnostics
-from mtl3d_perception.ros.camera_model import CameraModels, resolve_image_kind
-from mtl3d_perception.ros.messages import HEADER_PROBLEMS, BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
+from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
@@ -121,7 +128,7 @@ class _Replay:
         self.camera: dict[str, str] = {"image_kind": self.image_kind,
                                        "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
-        self.stats = diagnostics.RuntimeStats(clock=lambda: self.now_ns * 1e-9)
+        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.now_ns = 0
         self.last_diag_ns: int | None = None
         self.images = 0
