@@ -122,13 +122,18 @@ class CameraModel:
         """K of the image the pipeline sees: P for ``image_rect`` and for rectified raw images, else K."""
         return self.P if image_kind == "image_rect" or self.rectify_raw else self.K
 
-    def describe(self, image_kind: str) -> str:
-        """One line for logs, diagnostics and reports: what is applied to the images."""
+    def window(self) -> str:
+        """Binning and ROI in words ('' when the image is the full sensor)."""
         parts = []
         if self.binning != (1, 1):
             parts.append(f"binning {self.binning[0]}x{self.binning[1]}")
         if self.roi[:2] != (0, 0):
             parts.append(f"roi offset ({self.roi[0]}, {self.roi[1]})")
+        return "; ".join(parts)
+
+    def describe(self, image_kind: str) -> str:
+        """One line for logs, diagnostics and reports: what is applied to the images."""
+        parts = [self.window()] if self.window() else []
         if image_kind == "image_rect":
             parts.append("image_rect: intrinsics from P")
         elif self.rectify_raw:

@@ -88,7 +88,7 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
     height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
     known = camera.size != (0, 0)  # camera_info without width/height: nothing to check against
     if known and camera.size != (width, height):
-        how = "" if camera.binning == (1, 1) and camera.roi[:2] == (0, 0) else f" ({camera.describe('image_rect')})"
+        how = f" ({camera.window()})" if camera.window() else ""
         raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height}{how} gives a "
                                         f"{camera.size[0]}x{camera.size[1]} image; the image is {width}x{height}")
     if image_kind == "image_raw" and camera.rectify_raw:
