@@ -433,6 +433,9 @@ def test_frame_from_messages_and_bad_input(flavour):
     info.distortion_model, info.d = "kannala_brandt", _float64s(types, [0.1, 0, 0, 0])
     with pytest.raises(BadInput, match="'kannala_brandt'.*supported: plumb_bob, rational_polynomial, equidistant"):
         frame_from_messages(image, info)
+    info.distortion_model, info.d = "plumb_bob", _float64s(types, [0.1, 0.0, 0.0])
+    with pytest.raises(BadInput, match="3 plumb_bob distortion coefficients; expected 4, 5, 8, 12 or 14"):
+        frame_from_messages(image, info)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

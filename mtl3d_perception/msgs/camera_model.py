@@ -101,6 +101,13 @@ class CameraModel:
                              f"supported: {', '.join(DISTORTION_MODELS)}")
         if not D.any():
             D = np.zeros(0)
+        elif model == "equidistant" and D.size <= 4:
+            D = np.pad(D, (0, 4 - D.size))  # k1..k4, as cv2.fisheye takes them
+        elif model != "equidistant" and D.size in (4, 5, 8, 12, 14):
+            pass  # cv2's pinhole model: k1 k2 p1 p2 [k3 [k4 k5 k6 [s1..s4 [tx ty]]]]
+        else:
+            raise ValueError(f"camera_info has {D.size} {model} distortion coefficients; expected "
+                             f"{'at most 4' if model == 'equidistant' else '4, 5, 8, 12 or 14'}")
         width, height = int(msg.width), int(msg.height)
         bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
         roi = msg.roi
@@ -147,7 +154,7 @@ class CameraModel:
         """``(map_x, map_y)`` ``[H,W]`` float32: the raw pixel each rectified pixel samples (built once)."""
         if self._maps is None:
             if self.distortion_model == "equidistant":
-                D = np.zeros(4) if not self.D.size else self.D[:4]
+                D = self.D if self.D.size else np.zeros(4)
                 self._maps = cv2.fisheye.initUndistortRectifyMap(self.K, D, self.R, self.P, self.size, cv2.CV_32FC1)
             else:
                 self._maps = cv2.initUndistortRectifyMap(self.K, self.D if self.D.size else None, self.R, self.P,
