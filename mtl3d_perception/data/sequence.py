@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl3d_perception.geometry import check_intrinsics, check_rigid, depth_from_mm, depth_to_mm
+from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, depth_to_mm, to_rigid
 
 DEFAULT_RATE_HZ = 10.0  # frame rate assumed when a sequence has no timestamps.txt
 START_TIME_S = 1_700_000_000.0  # first stamp of rate-derived stamps: ROS reads a zero stamp as "latest"
@@ -96,18 +96,30 @@ def _rows(path: Path) -> list[tuple[int, str]]:
 
 
 def read_poses(path: str | Path) -> np.ndarray:
-    """``poses.txt`` -> ``[N,4,4]`` float64; raises SequenceError naming the line of a bad row."""
+    """``poses.txt`` -> ``[N,4,4]`` float64; raises SequenceError naming the line of a bad row.
+
+    Near-rotations are projected onto SO(3) (:func:`~mtl3d_perception.geometry.to_rigid`); see
+    :func:`read_poses_counted` for how many were.
+    """
+    return read_poses_counted(path)[0]
+
+
+def read_poses_counted(path: str | Path) -> tuple[np.ndarray, int]:
+    """``poses.txt`` -> (``[N,4,4]`` float64 rigid poses, how many rotations were projected onto SO(3))."""
     path = Path(path)
     poses = []
+    projected = 0
     for line_no, text in _rows(path):
         values = _numbers(path, line_no, text)
         if len(values) != 16:
             raise SequenceError(f"{path} line {line_no}: expected 16 numbers (a row-major 4x4), got {len(values)}")
         try:
-            poses.append(check_rigid(np.array(values).reshape(4, 4), name=f"{path} line {line_no}: pose"))
+            T, was_projected = to_rigid(np.array(values).reshape(4, 4), name=f"{path} line {line_no}: pose")
         except ValueError as exc:
             raise SequenceError(str(exc)) from None
-    return np.stack(poses) if poses else np.zeros((0, 4, 4))
+        poses.append(T)
+        projected += was_projected
+    return (np.stack(poses) if poses else np.zeros((0, 4, 4))), projected
 
 
 def read_intrinsics(path: str | Path) -> np.ndarray:
@@ -145,6 +157,9 @@ class PosedSequence(Sequence[SequenceFrame]):
         rate_hz: frame rate used for stamps when there is no ``timestamps.txt``
             (``START_TIME_S + i / rate_hz``).
 
+    Attributes:
+        projected_rotations: how many poses of ``poses.txt`` were near-rotations projected onto SO(3).
+
     Raises:
         SequenceError: the folder is malformed (missing or extra files, counts that differ, bad poses,
             K or timestamps); the message names the file.
@@ -164,7 +179,7 @@ class PosedSequence(Sequence[SequenceFrame]):
         self.optional_paths: dict[str, list[Path] | None] = {
             kind: self._list_matching(kind, suffix) for kind, suffix in _OPTIONAL_DIRS.items()
         }
-        self.poses = read_poses(self.root / "poses.txt")
+        self.poses, self.projected_rotations = read_poses_counted(self.root / "poses.txt")
         if len(self.poses) != n:
             raise SequenceError(f"{self.root / 'poses.txt'}: has {len(self.poses)} poses but images/ has {n} images")
         self.K = read_intrinsics(self.root / "K.txt")

@@ -410,13 +410,17 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
-    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``."""
-    from mtl3d_perception.geometry import pose_from_quat_trans
+    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``.
+
+    Raises:
+        ValueError: a quaternion tf2 would refuse (NaN, or ``|q|^2`` not within 1e-2 of 1:
+            ``geometry.check_unit_quaternion``).
+    """
+    from mtl3d_perception.geometry import check_unit_quaternion, pose_from_quat_trans
 
     q, t = transform.rotation, transform.translation
-    return pose_from_quat_trans(
-        np.array([q.x, q.y, q.z, q.w], np.float64), np.array([t.x, t.y, t.z], np.float64)
-    )
+    quat = check_unit_quaternion([q.x, q.y, q.z, q.w], name="rotation")
+    return pose_from_quat_trans(quat, np.array([t.x, t.y, t.z], np.float64))
 
 
 def make_transform(types: Any, T: np.ndarray) -> Any:
