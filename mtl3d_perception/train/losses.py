@@ -287,6 +287,6 @@ class MultiTaskLoss(nn.Module):
         return total, logs
 
 
-# The seed papers' extra terms (cross_task, cross_view, pap_pairwise) register themselves on import;
+# The extra terms (cross_task, cross_view, pap_pairwise, photometric) register themselves on import;
 # imported last because they build on the classes above.
-from mtl3d_perception.train import cross_task, cross_view, pap_loss  # noqa: E402, F401
+from mtl3d_perception.train import cross_task, cross_view, pap_loss, photometric  # noqa: E402, F401
