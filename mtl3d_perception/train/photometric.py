@@ -99,8 +99,9 @@ def photometric_loss(depth: Tensor, images: Tensor, K: Tensor, poses: Tensor, *,
         reprojection = torch.cat(errors, 1).amin(1, keepdim=True) if errors else torch.full_like(depth, OUT_OF_VIEW)
         keep = reprojection < OUT_OF_VIEW
         if automask and identity:
-            # a tiny offset breaks ties of identical images in favour of masking (Monodepth2 adds noise instead)
-            keep &= reprojection < torch.cat(identity, 1).amin(1, keepdim=True) + 1e-5
+            # ties (a static camera, flat colour) are masked: the unwarped source explains them as well
+            # (Monodepth2 breaks them with random noise instead)
+            keep &= reprojection < torch.cat(identity, 1).amin(1, keepdim=True)
         count = keep.sum()
         repro = torch.where(keep, reprojection, 0.0).sum() / count.clamp_min(1)
         smooth = smoothness_loss(depth, ref)
