@@ -17,8 +17,8 @@ from mtl3d_perception import geometry as g
 from mtl3d_perception.data.sequence import PosedSequence, SequenceError, read_poses
 from mtl3d_perception.data.sources.bag import read_bag_sequence
 from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.msgs.conversions import transform_to_matrix
 from mtl3d_perception.replay import ReplayOptions, replay_bag
-from mtl3d_perception.ros.conversions import transform_to_matrix
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.tf_buffer import InvalidArgumentException, TransformBuffer
 

@@ -21,7 +21,7 @@ from mtl3d_perception.data.sources.seven_scenes import SevenScenesSequence, cent
 from mtl3d_perception.data.sources.tum import TumSequence
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
 from mtl3d_perception.geometry import depth_to_mm, interpolate_pose, invert_se3, rotation_to_quat
-from mtl3d_perception.ros.conversions import (
+from mtl3d_perception.msgs.conversions import (
     depth_image_to_metres,
     make_camera_info,
     make_header,

@@ -32,7 +32,7 @@ from torch import Tensor
 from mtl3d_perception.data.batch import MultiViewBatch
 from mtl3d_perception.geometry import relative_pose
 from mtl3d_perception.train.cross_view import backward_warp
-from mtl3d_perception.train.losses import LossTerm, register_loss
+from mtl3d_perception.train.loss_base import LossTerm, register_loss
 
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2

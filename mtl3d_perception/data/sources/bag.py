@@ -47,7 +47,7 @@ from mtl3d_perception.data.bag import (
 )
 from mtl3d_perception.data.sequence import SequenceFrame
 from mtl3d_perception.geometry import invert_se3, reproject_depth
-from mtl3d_perception.ros.conversions import (
+from mtl3d_perception.msgs.conversions import (
     camera_info_to_K,
     depth_image_to_metres,
     image_to_rgb8,

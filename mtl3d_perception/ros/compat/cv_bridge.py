@@ -1,4 +1,4 @@
-"""Fallback for ROS 2 ``cv_bridge`` (CvBridge.imgmsg_to_cv2 / cv2_to_imgmsg), on top of ``ros/conversions.py``.
+"""Fallback for ROS 2 ``cv_bridge`` (CvBridge.imgmsg_to_cv2 / cv2_to_imgmsg), on top of ``msgs/conversions.py``.
 
 The real cv_bridge is not installable from PyPI and the PyPI ``cv-bridge`` is a broken ROS 1 port (see
 ``../shared/notes/ros2_ecosystem.md`` A.0). Supported: the encodings of ``conversions.ENCODINGS``;
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl3d_perception.ros import conversions
+from mtl3d_perception.msgs import conversions
 
 
 class CvBridgeError(TypeError):
