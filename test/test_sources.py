@@ -349,7 +349,7 @@ def test_train_runs_from_each_kind(layouts, kind, tmp_path, capsys):
     assert [ds[i].meta[0]["frames"][0] for i in range(len(ds))] == [0, 2, 4][: len(ds)]
     sample = ds[1]
     assert sample.valid["depth"].all() and np.isfinite(sample.depth.numpy()).mean() > 0.5
-    rc = cli.main(["train", "--config", str(SMOKE), f"out_dir={tmp_path}", "steps=2", "eval_every=0",
+    rc = cli.main(["train", "--config", str(SMOKE), f"out_dir={tmp_path}", "steps=1", "eval_every=0",
                    f"data.train=[{{kind: {kind}, path: '{layouts[kind]}', tasks: [depth]}}]",
                    "loss.extra={photometric: {weight: 1.0}}"])
     assert rc == 0 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
