@@ -54,7 +54,7 @@ def wall_views(offsets: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.
 def test_loss_is_about_zero_at_the_true_depth_and_grows_with_a_wrong_one():
     images, K, poses, depth = wall_views([0.0, 0.2, -0.2])
     true = photometric_loss(depth, images, K, poses, smoothness=0.0)
-    assert float(true["total"]) < 2e-3 and float(true["kept_fraction"]) > 0.6
+    assert float(true["total"]) < 2e-4 and float(true["kept_fraction"]) > 0.6  # measured 2.5e-5
     losses = [float(photometric_loss(depth * s, images, K, poses, smoothness=0.0)["total"]) for s in (1.1, 1.3, 2.0)]
     assert losses[0] > 5 * float(true["total"])
     assert losses == sorted(losses)  # the further from the truth, the larger
