@@ -353,3 +353,15 @@ def test_train_runs_from_each_kind(layouts, kind, tmp_path, capsys):
                    f"data.train=[{{kind: {kind}, path: '{layouts[kind]}', tasks: [depth]}}]",
                    "loss.extra={photometric: {weight: 1.0}}"])
     assert rc == 0 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_bag_frames_read_camera_info_as_the_node_does():
+    """The one image conversion (msgs.messages.frame_from_messages): a 2x2-binned camera's K is scaled."""
+    case = Path("../shared/cases/camera_info_binning")
+    if not case.is_dir():
+        pytest.skip(f"{case} absent")
+    src = BagFrames(case)
+    fr = src.frame(5)
+    assert fr.rgb.shape == (24, 32, 3)
+    assert fr.K[0, 0] == pytest.approx(25.11, abs=0.01) and fr.K[1, 1] == pytest.approx(25.11, abs=0.01)
+    assert 15.5 <= fr.K[0, 2] <= 15.75 and 11.5 <= fr.K[1, 2] <= 11.75

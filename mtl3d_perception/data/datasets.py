@@ -71,6 +71,7 @@ class SourceConfig:
     camera: str = ""  # tum: fr1 | fr2 | fr3 | default ("" reads freiburgN from the folder name)
     intrinsics: tuple[float, float, float, float] | None = None  # tum: (fx, fy, cx, cy) for the images' size
     image_topic: str = topics.IMAGE_TOPIC  # bag topics and fixed frame
+    image_kind: str = "auto"  # bag: image_raw (rectify with camera_info) | image_rect | auto (from the topic name)
     camera_info_topic: str = topics.CAMERA_INFO_TOPIC
     depth_topic: str = topics.GT_DEPTH_TOPIC  # "" or a topic not in the bag: no depth labels
     depth_camera_info_topic: str = ""  # unregistered depth's CameraInfo; "" = camera_info beside depth_topic
@@ -292,7 +293,7 @@ def open_frames(cfg: SourceConfig):
 
         return BagFrames(cfg.path, image_topic=cfg.image_topic, camera_info_topic=cfg.camera_info_topic,
                          depth_topic=cfg.depth_topic, depth_camera_info_topic=cfg.depth_camera_info_topic,
-                         semantic_topic=cfg.semantic_topic, world_frame=cfg.world_frame)
+                         semantic_topic=cfg.semantic_topic, world_frame=cfg.world_frame, image_kind=cfg.image_kind)
     if cfg.kind == "tum":
         from mtl3d_perception.data.sources.tum import TumSequence
 

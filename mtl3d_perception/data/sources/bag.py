@@ -7,6 +7,9 @@ What a robot records: a colour camera (``sensor_msgs/Image`` or ``CompressedImag
 a cache as long as the bag), and what each frame needs is kept in memory: the image's log time (to read it
 again later), its K, its pose ``world_frame <- image frame`` at the image stamp, and which depth and
 semantic message go with it. Frames whose pose TF cannot give are left out (``unposed`` counts them).
+Image and CameraInfo become RGB and K through the node's and replay's one conversion
+(``msgs.messages.frame_from_messages``: every colour encoding, binning, ROI, rectification of raw images per
+``image_kind``).
 :meth:`BagFrames.frame` then reads only that frame's messages (``Reader.messages(start, stop)``, one reader
 per process, opened lazily so DataLoader workers each open their own).
 
@@ -47,14 +50,15 @@ from mtl3d_perception.data.bag import (
 )
 from mtl3d_perception.data.sequence import SequenceFrame
 from mtl3d_perception.geometry import invert_se3, reproject_depth
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.conversions import (
     camera_info_to_K,
     depth_image_to_metres,
-    image_to_rgb8,
     label_image_to_ids,
     stamp_to_ns,
     transform_to_matrix,
 )
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
 MAX_DT_S = 0.02  # depth / semantic messages pair with the image nearest in time within this
@@ -85,6 +89,7 @@ class BagFrames:
         depth_camera_info_topic: the depth camera's CameraInfo for unregistered depth; "" = beside ``depth_topic``.
         semantic_topic: mono8 class ids registered to the colour image, or "" for none.
         world_frame: the fixed frame poses are expressed in (``odom``, ``map``).
+        image_kind: ``auto`` | ``image_raw`` | ``image_rect`` (``msgs.camera_model.resolve_image_kind``).
         max_dt: pairing tolerance of depth / semantic with images, seconds.
         skip_unposed: leave out (and count) images whose pose TF cannot give; False raises instead.
 
@@ -97,10 +102,13 @@ class BagFrames:
     def __init__(self, path: str | Path, *, image_topic: str = topics.IMAGE_TOPIC,
                  camera_info_topic: str = topics.CAMERA_INFO_TOPIC, depth_topic: str = topics.GT_DEPTH_TOPIC,
                  depth_camera_info_topic: str = "", semantic_topic: str = topics.GT_SEMANTIC_TOPIC,
-                 world_frame: str = topics.WORLD_FRAME, max_dt: float = MAX_DT_S, skip_unposed: bool = True) -> None:
+                 world_frame: str = topics.WORLD_FRAME, max_dt: float = MAX_DT_S, skip_unposed: bool = True,
+                 image_kind: str = "auto") -> None:
         self.path = Path(path)
         available = bag_topics(self.path)
         self.image_topic = resolve_image_topic(self.path, available, image_topic)
+        self.image_kind = resolve_image_kind(image_kind, self.image_topic)
+        self.camera_info_topic = camera_info_topic
         check_topic_type(self.path, available, camera_info_topic, "camera_info", (CAMERA_INFO_TYPE,))
         self.depth_topic = depth_topic if depth_topic in available else ""
         self.semantic_topic = semantic_topic if semantic_topic in available else ""
@@ -112,7 +120,7 @@ class BagFrames:
         max_dt_ns = round(max_dt * 1e9)
 
         tf = TransformBuffer(cache_time_s=1e9)  # keep the whole bag: frames are looked up after reading it
-        infos: dict[int, np.ndarray] = {}
+        infos: dict[int, int] = {}  # stamp -> log time
         depth_infos: dict[int, np.ndarray] = {}
         images: list[tuple[int, int, str]] = []  # (log time, stamp, frame_id)
         extra: dict[str, list[tuple[int, int, str, tuple[int, int]]]] = {"depth": [], "semantic": []}
@@ -129,7 +137,7 @@ class BagFrames:
                     except (TransformException, ValueError):
                         self.rejected_transforms += 1
             elif topic == camera_info_topic:
-                infos[stamp_to_ns(msg.header.stamp)] = camera_info_to_K(msg)
+                infos[stamp_to_ns(msg.header.stamp)] = t_log
             elif topic == depth_info_topic:
                 depth_infos[stamp_to_ns(msg.header.stamp)] = camera_info_to_K(msg)
             elif topic == self.image_topic:
@@ -149,7 +157,7 @@ class BagFrames:
         self.log_times: list[int] = []
         self.stamps_ns: list[int] = []
         self.frame_ids: list[str] = []
-        self.Ks: list[np.ndarray] = []
+        self.info_refs: list[tuple[int, int]] = []  # (log time, stamp) of each frame's CameraInfo
         poses: list[np.ndarray] = []
         # (log time, stamp, K_depth, T_color_depth) of the depth paired with each frame; K, T None: registered
         self.depth_refs: list[tuple[int, int, np.ndarray | None, np.ndarray | None] | None] = []
@@ -189,7 +197,7 @@ class BagFrames:
             self.log_times.append(t_log)
             self.stamps_ns.append(stamp)
             self.frame_ids.append(frame_id)
-            self.Ks.append(infos[info_stamps[k - 1]])
+            self.info_refs.append((infos[info_stamps[k - 1]], info_stamps[k - 1]))
             poses.append(T_world_cam)
             self.depth_refs.append(depth_ref)
             self.semantic_refs.append(None if s is None else extra["semantic"][s][1::-1])
@@ -201,6 +209,7 @@ class BagFrames:
         self.poses = np.stack(poses)
         self.stamps = np.array([ns_to_seconds(t) for t in self.stamps_ns])
         self._reader = None
+        self._cameras: CameraModels | None = None
 
     # ------------------------------------------------------------------ random access
 
@@ -209,7 +218,7 @@ class BagFrames:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_reader"] = None  # each DataLoader worker opens its own
+        state["_reader"] = state["_cameras"] = None  # each DataLoader worker opens its own
         return state
 
     def close(self) -> None:
@@ -233,7 +242,15 @@ class BagFrames:
         """Frame ``i``: RGB, K, pose; depth registered to the image and semantic ids when the bag has them."""
         if not 0 <= i < len(self):
             raise IndexError(f"frame {i} out of range for a bag of {len(self)} posed frames ({self.path})")
-        rgb = image_to_rgb8(self._read(self.image_topic, self.log_times[i], self.stamps_ns[i]))
+        if self._cameras is None:
+            self._cameras = CameraModels()
+        image = self._read(self.image_topic, self.log_times[i], self.stamps_ns[i])
+        info = self._read(self.camera_info_topic, *self.info_refs[i])
+        try:
+            fr = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self._cameras)
+        except BadInput as exc:
+            raise BagError(f"{self.path}: image at {self.stamps_ns[i]} ns on {self.image_topic}: {exc}") from None
+        rgb, K = fr.rgb, fr.K
         H, W = rgb.shape[:2]
         d = None
         if depth and self.depth_refs[i] is not None:
@@ -242,14 +259,14 @@ class BagFrames:
             if K_d is None:
                 d = raw if raw.shape == (H, W) else cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
             else:
-                d = reproject_depth(raw, K_d, T_c_d, self.Ks[i], (H, W))
+                d = reproject_depth(raw, K_d, T_c_d, K, (H, W))
         labels = None
         if semantic and self.semantic_refs[i] is not None:
             labels = label_image_to_ids(self._read(self.semantic_topic, *self.semantic_refs[i]))
             if labels.shape != (H, W):
                 raise BagError(f"{self.path}: semantic image on {self.semantic_topic} is {labels.shape[1]}x"
                                f"{labels.shape[0]}, the colour image {W}x{H}; labels must be registered to it")
-        return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=self.Ks[i].copy(),
+        return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=np.ascontiguousarray(rgb), depth=d, K=K.copy(),
                              T_world_cam=self.poses[i].copy(), semantic=labels)
 
 
