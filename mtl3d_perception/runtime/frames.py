@@ -41,6 +41,8 @@ class Frame:
         rgb: ``[H,W,3]`` uint8 RGB.
         K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
         pose: ``T_world_cam`` ``[4,4]`` float64, or None until TF supplies it (or when it never does).
+        header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``), or None; such a
+            frame runs single-view with this as its pair reason.
     """
 
     stamp_ns: int
@@ -48,6 +50,7 @@ class Frame:
     rgb: np.ndarray
     K: np.ndarray
     pose: np.ndarray | None = None
+    header_problem: str | None = None
 
     @property
     def stamp(self) -> float:
@@ -64,7 +67,11 @@ class Frame:
         return replace(self, pose=None if pose is None else np.asarray(pose, np.float64))
 
     def validate(self) -> None:
-        """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why)."""
+        """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why).
+
+        A pose whose rotation is orthonormal only to within 1e-2 passes (``geometry.to_rigid``); the pipeline
+        uses its projection onto SO(3).
+        """
         rgb = np.asarray(self.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")
