@@ -81,7 +81,7 @@ def _image_message(rng: np.random.Generator, header: Any, w: int, h: int, mutate
     """A valid colour image (raw or JPEG / PNG) of ``w`` x ``h``, mutated when ``mutate``."""
     kind = int(rng.integers(3))
     if kind == 0:  # raw
-        encoding = str(rng.choice(cv.COLOUR_ENCODINGS))
+        encoding = str(rng.choice(list(cv.COLOUR_ENCODINGS)))
         channels = cv.ENCODINGS[encoding][1]
         step, height, width = w * channels, h, w
         data = rng.integers(0, 256, h * w * channels, dtype=np.uint8)
@@ -142,6 +142,7 @@ def fuzz_messages(rng: np.random.Generator, outcomes: Counter, escapes: list, se
 
 def fuzz_tf(rng: np.random.Generator, buffer: Any, outcomes: Counter, escapes: list, seed: int) -> None:
     q = rng.normal(size=4)
+    q /= np.linalg.norm(q)  # a rotation, before any mutation
     t = rng.normal(size=3)
     for _ in range(int(rng.integers(0, 3))):
         q[int(rng.integers(4))] = _extreme(rng)

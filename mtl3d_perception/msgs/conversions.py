@@ -151,7 +151,8 @@ def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
 
     Raises:
         ImageTooLarge: ``width * height`` above ``max_pixels`` (``runtime.frames.MAX_IMAGE_PIXELS``).
-        ValueError: a ``CompressedImage``, an unsupported encoding, or ``data`` shorter than ``height * step``.
+        ValueError: a ``CompressedImage``, an unsupported encoding, an empty image, or ``data`` shorter than
+            ``height * step``.
     """
     if is_compressed_image(msg):
         raise ValueError(f"a CompressedImage (format {msg.format!r}) has no raw layout; "
@@ -162,6 +163,8 @@ def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
     dtype, channels = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     check_image_size(width, height, max_pixels, what=f"{encoding} image")
+    if width <= 0 or height <= 0:  # cv2 returns None for an empty image instead of raising (found by fuzzing)
+        raise ValueError(f"{encoding} image is {width}x{height}: empty")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(f"image step {step} < width {width} x {channels} channels x {dtype.itemsize} bytes")
