@@ -335,23 +335,6 @@ def test_rclpy_types_unknown_name():
         cv.rclpy_types()["no_such_pkg/msg/Nothing"]
 
 
-def test_compat_cv_bridge():
-    from mtl3d_perception.ros.compat.cv_bridge import CvBridge, CvBridgeError
-
-    bridge = CvBridge(types=TYPESTORE.types)
-    header = cv.make_header(TYPESTORE.types, 0, "cam")
-    rgb = _sample("rgb8")
-    msg = bridge.cv2_to_imgmsg(rgb[..., ::-1], encoding="bgr8", header=header)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"), rgb)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg), rgb[..., ::-1])
-    depth = _sample("32FC1")
-    assert bridge.cv2_to_imgmsg(depth, header=header).encoding == "32FC1"
-    with pytest.raises(CvBridgeError, match="16UC1"):
-        bridge.imgmsg_to_cv2(bridge.cv2_to_imgmsg(_sample("16UC1"), "16UC1", header), desired_encoding="rgb8")
-    with pytest.raises(CvBridgeError, match="encoding"):
-        bridge.cv2_to_imgmsg(rgb, header=header)  # uint8 x3 is ambiguous (rgb8 or bgr8)
-
-
 # --------------------------------------------------------------------------- ros/messages.py (node and replay)
 
 K_SMALL = np.array([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]])
