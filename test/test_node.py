@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from mtl3d_perception.ros.diagnostics import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.ros
+PARAMETERS_DEFAULTS = {"precision": "fp32", "world_frame": topics.WORLD_FRAME}
 
 W, H = 64, 48
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
@@ -290,6 +292,26 @@ def test_start_up_values_are_validated(ros_context):
     with pytest.raises(InvalidParameterValueException, match="world_frame must not be empty"):
         PerceptionNode(model=tiny_model(), context=ros_context,
                        parameter_overrides=[Parameter("world_frame", value="")])
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("precision", "fp16", "precision fp16 needs a CUDA device, but the node runs on cpu"),
+    ("precision", "bf16", "precision bf16 needs a CUDA device"),
+    ("world_frame", "/odom", "tf2 frame ids cannot start with a '/'; use 'odom'"),
+])
+def test_parameters_that_cannot_hold_are_refused(ros_context, name, value, reason):
+    """At start-up (overrides, params file) and through the parameter services alike, with the reason."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    with pytest.raises(InvalidParameterValueException, match=re.escape(reason)):
+        PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[Parameter(name, value=value)])
+    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[Parameter("device", value="cpu")])
+    try:
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason
+        assert node.get_parameter(name).value == PARAMETERS_DEFAULTS[name]
+    finally:
+        node.destroy_node()
 
 
 def test_main_reports_bad_parameters_and_exits_1():

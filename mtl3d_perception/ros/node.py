@@ -40,6 +40,7 @@ from mtl3d_perception import topics
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
@@ -55,8 +56,9 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
                         "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
     "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
     "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
-    "precision": ("fp32", "inference precision (fp16 needs CUDA)", False, tuple(PRECISIONS)),
-    "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in", False, None),
+    "precision": ("fp32", "inference precision (fp16 and bf16 need a CUDA device)", False, tuple(PRECISIONS)),
+    "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in (a tf2 frame id: no leading '/')",
+                    False, None),
     "min_baseline_m": (0.05, "source view: smallest useful baseline", False, (0.0, 100.0)),
     "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
     "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
@@ -80,7 +82,8 @@ OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=Durab
 MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 LOG_THROTTLE_S = 5.0
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
-NON_EMPTY = ("image_topic", "camera_info_topic", "world_frame")
+NON_EMPTY = ("image_topic", "camera_info_topic")
+FRAME_IDS = ("world_frame",)  # checked as tf2 checks frame ids (runtime.params.frame_id_problem)
 
 
 def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
@@ -185,8 +188,9 @@ class PerceptionNode(Node):
             wanted.add("depth")  # normals are masked and clouds back-projected with the depth
         return wanted
 
-    def _validate_parameters(self, params: list[Any]) -> SetParametersResult:
-        for param in params:
+    def _validate_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        params_by_name = {param.name: param.value for param in parameters}
+        for param in parameters:
             spec = PARAMETERS.get(param.name)
             if spec is None:
                 continue
@@ -197,11 +201,31 @@ class PerceptionNode(Node):
             if param.name in NON_EMPTY and not str(param.value).strip("/ "):
                 return SetParametersResult(successful=False,
                                            reason=f"{param.name} must not be empty, got {param.value!r}")
+            reason = None
+            if param.name in FRAME_IDS:
+                reason = params.frame_id_problem(param.name, param.value)
+            elif param.name == "precision":
+                reason = params.precision_problem(param.value, self._device_for(params_by_name))
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
-    def _apply_parameters(self, params: list[Any]) -> None:
+    def _device_for(self, pending: dict[str, Any]) -> str:
+        """The torch device the node runs on (or will: ``device`` set in the same call, or still being declared)."""
+        if "device" in pending:
+            requested = pending["device"]
+        elif self.has_parameter("device"):
+            requested = self.get_parameter("device").value
+        else:
+            requested = PARAMETERS["device"][0]
+        try:
+            return resolve_device(requested)
+        except (ValueError, RuntimeError):
+            return "cpu"  # start-up reports the bad device itself
+
+    def _apply_parameters(self, changed: list[Any]) -> None:
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        names = {param.name for param in params}
+        names = {param.name for param in changed}
         self.tf_timeout_s = float(p["tf_timeout_s"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
         update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
