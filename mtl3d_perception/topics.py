@@ -1,15 +1,18 @@
 """Default topic names, frame ids and QoS intent shared by the node, the bag writer and replay (DESIGN §5).
 
-Inputs and ground truth are absolute names; the node's outputs are relative to its private namespace
-(``~/depth`` -> ``/mtl3d_perception/depth`` for the default node name).
+Bag topics (inputs and ground truth) are absolute names; the node subscribes to the same names made relative, and
+its outputs are relative to its private namespace (``~/depth/image`` -> ``/mtl3d_perception/depth/image`` for the
+default node name).
 """
 
 from __future__ import annotations
 
 NODE_NAME = "mtl3d_perception"
 
-# Inputs
-IMAGE_TOPIC = "/camera/color/image_raw"
+# Inputs. The node subscribes to relative names (resolved in its namespace, so `-r __ns:=/robot1` and remapping
+# work as for image_pipeline nodes); in the root namespace they are the bag topics below.
+IMAGE_INPUT = "camera/color/image_raw"
+IMAGE_TOPIC = "/" + IMAGE_INPUT
 COMPRESSED_SUFFIX = "/compressed"  # image_transport's compressed topic: IMAGE_TOPIC + COMPRESSED_SUFFIX
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 TF_TOPIC = "/tf"
@@ -44,3 +47,10 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
         msg = f"unknown output {name!r}; expected one of {', '.join(OUTPUTS)}"
         raise ValueError(msg)
     return f"/{node_name}/{name}"
+
+
+def camera_info_topic_for(image_topic: str) -> str:
+    """The camera_info topic beside ``image_topic``, by image_transport's rule (``getCameraInfoTopic``):
+    ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``."""
+    head, sep, _ = image_topic.rstrip("/").rpartition("/")
+    return f"{head}{sep}camera_info"

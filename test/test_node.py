@@ -203,7 +203,7 @@ def test_compressed_image_transport(ros_context):
     """image_transport:=compressed subscribes to image_topic + '/compressed' (sensor_msgs/CompressedImage)."""
     h = Harness(ros_context, tiny_model(), image_transport="compressed")
     try:
-        assert h.node.image_sub.topic == topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX
+        assert h.node.image_sub.sub.topic_name == topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX
         rgb = _image(7)
         h.send_tf(3 * S, 0.0)
         h.send_frame(3 * S, rgb)
@@ -420,6 +420,68 @@ def test_images_without_camera_info_warn(harness):
     assert status.level == b"\x01" and "none pairs with a camera_info" in status.message
     values = diagnostic_values(harness.diagnostics[-1])
     assert int(values["images"]) >= 2 and values["camera_infos"] == "0" and values["received"] == "0"
+
+
+def test_images_without_camera_info_warn_promptly(harness, capfd):
+    """Within about a second of images without camera_info, a WARN log line naming both topics."""
+    start = time.monotonic()
+    i = 0
+    while not harness.node.inputs.info_missing():
+        assert time.monotonic() - start < 5.0, "no camera_info warning within 5 s"
+        harness.send_frame(65 * S + i * S // 10, _image(41), with_info=False)
+        harness.executor.spin_once(timeout_sec=0.05)
+        i += 1
+    assert time.monotonic() - start < 3.0
+    harness.node.check_inputs()
+    err = capfd.readouterr().err
+    assert "WARN" in err and f"images arrive on {topics.IMAGE_TOPIC} but no camera_info on {topics.CAMERA_INFO_TOPIC}" in err
+
+
+def test_silent_image_topic_is_logged_and_in_diagnostics(ros_context, capfd):
+    """A mistyped image_topic: start-up names the resolved inputs; then a WARN names the silent topic and what
+    does arrive, and its /diagnostics status is ERROR ("No events recorded", diagnostic_updater's FrequencyStatus)."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(model=tiny_model(), context=ros_context,
+                          parameter_overrides=[Parameter("image_topic", value="camera/colour/image_raw")])
+    peer = rclpy.create_node("test_silent_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    types = cv.rclpy_types()
+    diags = []
+    peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
+    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
+    try:
+        err = capfd.readouterr().err
+        assert ("inputs: image /camera/colour/image_raw (sensor_msgs/msg/Image), camera_info /camera/colour/camera_info"
+                in err)  # relative names resolved; camera_info defaults to the image's sibling
+        node.inputs.silent_after_s = 0.3
+        deadline = time.monotonic() + 20
+        while not node.inputs.silent():
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.05)
+        node.check_inputs()
+        err = capfd.readouterr().err
+        assert "WARN" in err and "no sensor_msgs/msg/Image on /camera/colour/image_raw (image) for 0 s; 0 publisher(s)" in err
+        node.publish_diagnostics()
+        deadline = time.monotonic() + 20
+        while not diags:
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.05)
+        by_name = {status.name: status for status in diags[-1].status}
+        image = by_name[f"{topics.NODE_NAME}: input image"]
+        assert image.level == b"\x02" and image.message == "No events recorded"
+        assert diagnostic_values_of(image)["topic"] == "/camera/colour/image_raw"
+        del info_pub
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def diagnostic_values_of(status) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
 
 
 def test_destroy_joins_the_worker_and_releases_the_model(ros_context):

@@ -39,6 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtl3d_perception import topics
 from mtl3d_perception.ros import conversions, diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
+from mtl3d_perception.ros.input_monitor import InputMonitor, silent_input_message
 from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
@@ -51,10 +52,12 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     "model_path": ("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; 'preset:NAME' = random weights", True, None),
     "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
     "num_threads": (1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold cores)", True, (0, 256)),
-    "image_topic": (topics.IMAGE_TOPIC, "input sensor_msgs/Image", True, None),
+    "image_topic": (topics.IMAGE_INPUT, "input sensor_msgs/Image (a relative name resolves in the node's namespace)",
+                    True, None),
     "image_transport": ("raw", "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage "
                         "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
-    "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
+    "camera_info_topic": ("", "input sensor_msgs/CameraInfo; '' = camera_info beside image_topic (image_transport's "
+                          "rule)", True, None),
     "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
     "precision": ("fp32", "inference precision (fp16 and bf16 need a CUDA device)", False, tuple(PRECISIONS)),
     "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in (a tf2 frame id: no leading '/')",
@@ -82,7 +85,7 @@ OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=Durab
 MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 LOG_THROTTLE_S = 5.0
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
-NON_EMPTY = ("image_topic", "camera_info_topic")
+NON_EMPTY = ("image_topic",)
 FRAME_IDS = ("world_frame",)  # checked as tf2 checks frame ids (runtime.params.frame_id_problem)
 
 
@@ -164,12 +167,14 @@ class PerceptionNode(Node):
         else:
             image_type, image_topic = Image, p["image_topic"]
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        self.info_sub = message_filters.Subscriber(self, CameraInfo, p["camera_info_topic"], qos_profile=SENSOR_QOS)
+        info_topic = p["camera_info_topic"] or topics.camera_info_topic_for(p["image_topic"])
+        self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)
         self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub], 2, p["sync_slop_s"])
         self.sync.registerCallback(self.on_frame)
+        self._start_input_monitor(image_type)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
         self._worker.start()
@@ -241,15 +246,20 @@ class PerceptionNode(Node):
     def _problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
         """Diagnostics entry + a log line throttled per kind (never once per frame); ``error``: the node's own fault."""
         self.stats.problem(kind, message, counter=counter, error=error)
+        log = self.get_logger().error if error else self.get_logger().warning
+        self._log_throttled(kind, log, f"{kind}: {message}")
+
+    def _log_throttled(self, kind: str, log: Any, message: str) -> None:
+        """``log(message)`` at most once per ``LOG_THROTTLE_S`` for each ``kind``."""
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
             self._last_log[kind] = now
-            log = self.get_logger().error if error else self.get_logger().warning
-            log(f"{kind}: {message}")
+            log(message)
 
     def on_image(self, image: Any) -> None:
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
+        self.inputs.tick("image")
         stamp_ns = conversions.stamp_to_ns(image.header.stamp)
         last, self._last_image_ns = self._last_image_ns, max(stamp_ns, self._last_image_ns or stamp_ns)
         if last is not None and stamp_ns < last - JUMP_BACK_NS:
@@ -258,6 +268,49 @@ class PerceptionNode(Node):
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
+        self.inputs.tick("camera_info")
+
+    def _start_input_monitor(self, image_type: type) -> None:
+        """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
+        image_topic, info_topic = self.image_sub.sub.topic_name, self.info_sub.sub.topic_name
+        inputs = {"image": (image_topic, _type_name(image_type)),
+                  "camera_info": (info_topic, "sensor_msgs/msg/CameraInfo")}
+        # the compat listener says why it could not subscribe; the real tf2_ros one always subscribes
+        self.tf_unavailable = getattr(self.tf_listener, "unavailable", None)
+        if self.tf_unavailable:
+            inputs["tf"] = (topics.TF_TOPIC, "tf2_msgs/msg/TFMessage")
+        self.inputs = InputMonitor(inputs, window_s=self.stats.rate_window_s)
+        if self.tf_unavailable:
+            self.inputs.set_unavailable("tf", self.tf_unavailable)
+        tf_input = f"NOT subscribed ({self.tf_unavailable})" if self.tf_unavailable else (
+            f"{topics.TF_TOPIC} + {topics.TF_STATIC_TOPIC}, poses of the image frame in {self.pipeline.world_frame}")
+        self.get_logger().info(f"inputs: image {image_topic} ({inputs['image'][1]}), camera_info {info_topic}, "
+                               f"TF {tf_input}")
+        self.input_timer = self.create_timer(1.0, self.check_inputs)
+
+    def check_inputs(self) -> None:
+        """Throttled warnings for inputs that stay silent and for images that come without camera_info."""
+        info_missing = self.inputs.info_missing()
+        if info_missing:
+            topic = self.inputs.inputs["camera_info"][0]
+            self._log_throttled("camera_info_missing", self.get_logger().warning,
+                                f"images arrive on {self.inputs.inputs['image'][0]} but no camera_info on {topic}: "
+                                "no frame can be processed without intrinsics; "
+                                f"{self._same_type_topics('sensor_msgs/msg/CameraInfo', topic)}")
+        for role in self.inputs.silent():
+            if role == "camera_info" and info_missing:
+                continue
+            topic, msg_type = self.inputs.inputs[role]
+            self._log_throttled(f"silent_{role}", self.get_logger().warning, silent_input_message(
+                role, topic, msg_type, self.inputs.silent_after_s, self.count_publishers(topic),
+                self.inputs.arriving(), self._graph_topics(msg_type)))
+
+    def _graph_topics(self, msg_type: str) -> list[str]:
+        return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types)
+
+    def _same_type_topics(self, msg_type: str, topic: str) -> str:
+        others = [t for t in self._graph_topics(msg_type) if t != topic]
+        return f"{msg_type} topics in the graph: {', '.join(others) if others else 'none'}"
 
     def _time_jump(self, last_ns: int, stamp_ns: int, frame_id: str) -> None:
         """Forget everything from before the jump, so no frame is paired (or posed) across it."""
@@ -317,7 +370,8 @@ class PerceptionNode(Node):
                                                  Time(nanoseconds=frame.stamp_ns))
             return conversions.transform_to_matrix(ts.transform), None
         except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
-            return None, f"{type(exc).__name__}: {exc}"
+            cause = f"TF is not subscribed: {self.tf_unavailable}; " if self.tf_unavailable else ""
+            return None, f"{cause}{type(exc).__name__}: {exc}"
 
     def _next_job(self) -> tuple[Frame, float, Any, str | None, bool] | None:
         """The newest pending frame with TF; else the newest one whose TF wait timed out; else None.
@@ -421,9 +475,15 @@ class PerceptionNode(Node):
         info = {"device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
                 "input_size": f"{self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}",
                 "compat_fallbacks": ",".join(FALLBACKS) or "none"}
-        self.diag_pub.publish(diagnostics.make_diagnostic_array(
-            self.types, header, self.stats.snapshot(), name=f"{self.get_name()}: pipeline",
-            hardware_id=self.device, info=info))
+        array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
+                                                  name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
+        for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic
+            _, msg_type = self.inputs.inputs[status.role]
+            array.status.append(diagnostics.make_status(
+                self.types, status.level, name=f"{self.get_name()}: input {status.role}", message=status.message,
+                hardware_id=self.device, values=[("topic", status.topic), ("type", msg_type),
+                                                 ("messages", str(status.count)), ("rate_hz", f"{status.rate_hz:.2f}")]))
+        self.diag_pub.publish(array)
 
     # ------------------------------------------------------------------------------------ shutdown
 
@@ -437,6 +497,11 @@ class PerceptionNode(Node):
             self.get_logger().error("the inference thread did not stop within 30 s; releasing the model anyway")
         self.pipeline.close()
         super().destroy_node()
+
+
+def _type_name(msg_type: type) -> str:
+    """``sensor_msgs.msg.Image`` -> ``'sensor_msgs/msg/Image'``."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
 
 class _LogAdapter:
