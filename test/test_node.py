@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -68,7 +69,7 @@ def ros_context():
 class Harness:
     """The node under test plus a peer node that publishes inputs and records every output."""
 
-    def __init__(self, context, model, **params):
+    def __init__(self, context, model, *, static_tf: bool = True, **params):
         from mtl3d_perception.ros.node import PerceptionNode
 
         overrides = [Parameter(k, value=v) for k, v in {"tf_timeout_s": 0.05, "point_stride": 2, **params}.items()]
@@ -92,8 +93,10 @@ class Harness:
             self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
         self.info_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
         self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
-        static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM, np.eye(4))
-        self.node.tf_buffer.set_transform_static(static, "test")
+        if static_tf:
+            static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM,
+                                               np.eye(4))
+            self.node.tf_buffer.set_transform_static(static, "test")
 
     def close(self):
         self.executor.shutdown()
@@ -212,6 +215,84 @@ def test_compressed_image_transport(ros_context):
         assert (cv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg.width, msg.height) == (3 * S, CAM, W, H)
         np.testing.assert_allclose(cv.image_to_array(msg), _single_view_depth(tiny_model(), rgb), rtol=1e-4, atol=1e-5)
         assert h.diag()["bad_input"] == "0"
+    finally:
+        h.close()
+
+
+# Another process: /tf_static base_link -> camera (transient local, as static_transform_publisher) and /tf
+# odom -> base_link from 10 s to 14 s, x = 0.5 m/s * (t - 10 s), republished every 0.2 s.
+TF_PUBLISHER = f"""
+import rclpy
+from geometry_msgs.msg import TransformStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
+
+def transform(parent, child, i, x):
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = parent, child
+    t.header.stamp.sec, t.header.stamp.nanosec = 10 + i // 10, (i % 10) * 100_000_000
+    t.transform.translation.x, t.transform.rotation.w = x, 1.0
+    return t
+
+rclpy.init()
+node = rclpy.create_node("test_tf_publisher")
+latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+node.create_publisher(TFMessage, "{topics.TF_STATIC_TOPIC}", latched).publish(
+    TFMessage(transforms=[transform("{topics.BASE_FRAME}", "{CAM}", 0, 0.0)]))
+tf_pub = node.create_publisher(TFMessage, "{topics.TF_TOPIC}", 100)
+odom = TFMessage(transforms=[transform("{topics.WORLD_FRAME}", "{topics.BASE_FRAME}", i, 0.05 * i) for i in range(41)])
+while rclpy.ok():
+    tf_pub.publish(odom)
+    rclpy.spin_once(node, timeout_sec=0.2)
+"""
+
+
+@pytest.mark.slow
+def test_live_tf_from_another_process_gives_two_view_frames():
+    """The make-venv environment (tf2_msgs built locally): /tf and /tf_static from another process pose the frames,
+    and the second frame pairs with the first (two-view). On a domain of its own, so no other test's TF mixes in."""
+    domain = random.randint(30, 100)
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=domain)
+    publisher = subprocess.Popen([sys.executable, "-c", TF_PUBLISHER], env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    h = Harness(context, tiny_model(), static_tf=False, tf_timeout_s=10.0)
+    try:
+        assert h.node.tf_listener.subscriptions, "the node did not subscribe to /tf (tf2_msgs missing?)"
+        deadline = time.monotonic() + 60
+        while not h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=11 * S + S // 2)):
+            assert publisher.poll() is None, publisher.stdout.read()
+            assert time.monotonic() < deadline, "no TF from the publisher process"
+            h.executor.spin_once(timeout_sec=0.05)
+        h.send_frame(11 * S, _image(60))
+        h.wait_outputs(1)
+        h.send_frame(11 * S + S // 2, _image(61))
+        h.wait_outputs(2)
+        assert _history_pose_x(h.node, 11 * S) == pytest.approx(0.5)
+        assert _history_pose_x(h.node, 11 * S + S // 2) == pytest.approx(0.75)
+        values = h.diag()
+        assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"  # only the first frame
+        assert values["last_pair_reason"] == "baseline"
+    finally:
+        h.close()
+        publisher.terminate()
+        publisher.communicate(timeout=30)
+        rclpy.try_shutdown(context=context)
+
+
+def test_tf_not_subscribable_is_warned_and_named_per_frame(ros_context, monkeypatch, capfd):
+    """Where tf2_msgs cannot be imported: WARN at start-up, an ERROR input status, and the cause in each TF reason."""
+    monkeypatch.setitem(sys.modules, "tf2_msgs.msg", None)  # import fails as if not installed
+    h = Harness(ros_context, tiny_model())
+    try:
+        assert "WARN" in capfd.readouterr().err and h.node.tf_listener.subscriptions == []
+        h.send_frame(80 * S, _image(62))  # no TF: single-view after tf_timeout_s
+        h.wait_outputs(1)
+        values = h.diag()
+        assert values["tf_failures"] == "1"
+        assert "TF is not subscribed: tf2_msgs is not importable" in values["last_problem"]
+        tf_status = next(st for st in h.diagnostics[-1].status if st.name.endswith("input tf"))
+        assert tf_status.level == b"\x02" and tf_status.message.startswith("not subscribed: tf2_msgs is not importable")
     finally:
         h.close()
 
