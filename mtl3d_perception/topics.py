@@ -27,15 +27,21 @@ WORLD_FRAME = "odom"
 BASE_FRAME = "base_link"
 CAMERA_FRAME = "camera_color_optical_frame"
 
-# Outputs, relative to the node's private namespace: name -> (message type, encoding or None)
+# Outputs, relative to the node's private namespace: name -> (message type, encoding or None). Each image has its
+# camera_info as a sibling (``depth/image`` + ``depth/camera_info``, as RealSense and nvblox publish), so
+# image_transport's CameraSubscriber (depth_image_proc, RViz's Camera display) pairs them; ``image_color`` is the
+# rgb8 rendering of the same pixels, beside ``image`` as in image_proc.
 OUTPUTS: dict[str, tuple[str, str | None]] = {
-    "depth": ("sensor_msgs/msg/Image", "32FC1"),
+    "depth/image": ("sensor_msgs/msg/Image", "32FC1"),
     "depth/camera_info": ("sensor_msgs/msg/CameraInfo", None),
-    "semantic": ("sensor_msgs/msg/Image", "mono8"),
-    "semantic/color": ("sensor_msgs/msg/Image", "rgb8"),
-    "normals": ("sensor_msgs/msg/Image", "32FC3"),
-    "normals/color": ("sensor_msgs/msg/Image", "rgb8"),
-    "boundary": ("sensor_msgs/msg/Image", "mono8"),
+    "semantic/image": ("sensor_msgs/msg/Image", "mono8"),
+    "semantic/image_color": ("sensor_msgs/msg/Image", "rgb8"),
+    "semantic/camera_info": ("sensor_msgs/msg/CameraInfo", None),
+    "normals/image": ("sensor_msgs/msg/Image", "32FC3"),
+    "normals/image_color": ("sensor_msgs/msg/Image", "rgb8"),
+    "normals/camera_info": ("sensor_msgs/msg/CameraInfo", None),
+    "boundary/image": ("sensor_msgs/msg/Image", "mono8"),
+    "boundary/camera_info": ("sensor_msgs/msg/CameraInfo", None),
     "points": ("sensor_msgs/msg/PointCloud2", None),
 }
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -54,3 +60,8 @@ def camera_info_topic_for(image_topic: str) -> str:
     ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``."""
     head, sep, _ = image_topic.rstrip("/").rpartition("/")
     return f"{head}{sep}camera_info"
+
+
+def output_group(name: str) -> str:
+    """The product an output belongs to (``depth/camera_info`` -> ``depth``): its ``publish_<group>`` switch."""
+    return name.split("/")[0]

@@ -395,11 +395,13 @@ def test_products_to_messages(flavour):
         encoding = topics.OUTPUTS[name][1]
         if encoding is not None:
             assert (msg.encoding, msg.width, msg.height) == (encoding, 7, 5)
-    np.testing.assert_array_equal(cv.image_to_array(msgs["semantic"]), mono)
-    np.testing.assert_allclose(cv.camera_info_to_K(msgs["depth/camera_info"]), K_SMALL)
+    np.testing.assert_array_equal(cv.image_to_array(msgs["semantic/image"]), mono)
+    for group in ("depth", "semantic", "normals", "boundary"):  # each image's sibling camera_info
+        np.testing.assert_allclose(cv.camera_info_to_K(msgs[f"{group}/camera_info"]), K_SMALL)
+        assert (msgs[f"{group}/camera_info"].width, msgs[f"{group}/camera_info"].height) == (7, 5)
     np.testing.assert_array_equal(cv.point_cloud2_to_arrays(msgs["points"]).labels, np.arange(4))
-    assert set(products_to_messages(types, products, outputs=["depth", "points"])) == {"depth", "points"}
+    assert set(products_to_messages(types, products, outputs=["depth/image", "points"])) == {"depth/image", "points"}
     products.depth = None  # no depth: no depth image and no depth/camera_info
-    assert not {"depth", "depth/camera_info"} & set(products_to_messages(types, products))
+    assert not {"depth/image", "depth/camera_info"} & set(products_to_messages(types, products))
     with pytest.raises(ValueError, match="unknown outputs"):
-        products_to_messages(types, products, outputs=["depth", "nope"])
+        products_to_messages(types, products, outputs=["depth/image", "nope"])

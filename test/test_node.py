@@ -177,18 +177,18 @@ def test_outputs_match_inputs_and_model(harness):
     np.testing.assert_allclose(cv.camera_info_to_K(info), resize_intrinsics(K, (W, H), (W, H)))
 
     # depth of the first (single-view) frame equals the network's own single-view output
-    depth = cv.image_to_array(harness.received["depth"][0])
+    depth = cv.image_to_array(harness.received["depth/image"][0])
     np.testing.assert_allclose(depth, _single_view_depth(model, rgb), rtol=1e-4, atol=1e-5)
-    labels = cv.image_to_array(harness.received["semantic"][0])
+    labels = cv.image_to_array(harness.received["semantic/image"][0])
     assert labels.max() < model.config.num_classes
-    normals = cv.image_to_array(harness.received["normals"][-1])
+    normals = cv.image_to_array(harness.received["normals/image"][-1])
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-4)
 
     cloud_msg = harness.received["points"][-1]
     assert cloud_msg.header.frame_id == CAM
     assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb", "label"]
     cloud = cv.point_cloud2_to_arrays(cloud_msg)
-    depth, labels = (cv.image_to_array(harness.received[name][-1]) for name in ("depth", "semantic"))
+    depth, labels = (cv.image_to_array(harness.received[name][-1]) for name in ("depth/image", "semantic/image"))
     valid = np.isfinite(depth[::2, ::2])
     assert cloud.points.shape[0] == valid.sum() > 0
     np.testing.assert_array_equal(cloud.labels, labels[::2, ::2][valid])
@@ -211,7 +211,7 @@ def test_compressed_image_transport(ros_context):
         h.send_tf(3 * S, 0.0)
         h.send_frame(3 * S, rgb)
         h.wait_outputs(1)
-        msg = h.received["depth"][0]
+        msg = h.received["depth/image"][0]
         assert (cv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg.width, msg.height) == (3 * S, CAM, W, H)
         np.testing.assert_allclose(cv.image_to_array(msg), _single_view_depth(tiny_model(), rgb), rtol=1e-4, atol=1e-5)
         assert h.diag()["bad_input"] == "0"
@@ -308,7 +308,7 @@ def test_frame_waits_for_late_tf(ros_context):
         h.spin_until(lambda: h.node.stats.counts["received"] >= 2)
         for _ in range(20):
             h.executor.spin_once(timeout_sec=0.005)
-        assert len(h.received["depth"]) == 1  # still waiting for TF at 2 s
+        assert len(h.received["depth/image"]) == 1  # still waiting for TF at 2 s
         h.send_tf(2 * S, 0.2)
         h.wait_outputs(2)
         values = h.diag()
@@ -332,8 +332,8 @@ def test_parameters_validated_and_applied(harness):
     harness.send_frame(20 * S, _image(1))
     harness.spin_until(lambda: harness.received["points"])
     assert harness.received["points"][-1].header.frame_id == topics.WORLD_FRAME
-    harness.spin_until(lambda: harness.received["depth"])
-    assert harness.received["boundary"] == []
+    harness.spin_until(lambda: harness.received["depth/image"])
+    assert harness.received["boundary/image"] == []
 
 
 def test_bad_input_keeps_node_alive(harness):
@@ -426,7 +426,7 @@ def test_time_jump_back_clears_tf_cache(ros_context):
         h.spin_until(lambda: h.node.stats.counts["received"] >= 4)
         for _ in range(20):
             h.executor.spin_once(timeout_sec=0.005)
-        assert len(h.received["depth"]) == 3
+        assert len(h.received["depth/image"]) == 3
         h.send_tf(38 * S, 5.0)
         h.wait_outputs(4)
         assert _history_pose_x(h.node, 37 * S) == pytest.approx(5.0)
@@ -449,8 +449,8 @@ def test_time_jump_back_unblocks_the_synchroniser(ros_context):
             h.spin_until(lambda n=n: h.node.stats.counts["images"] >= n + 2)  # depth-1 input queue: one at a time
         assert sorted(h.node.sync.queues[0]) == [21 * S, 22 * S]
         h.send_frame(5 * S, _image(22))
-        h.spin_until(lambda: len(h.received["depth"]) >= 2, timeout_s=10.0)
-        assert cv.stamp_to_ns(h.received["depth"][-1].header.stamp) == 5 * S
+        h.spin_until(lambda: len(h.received["depth/image"]) >= 2, timeout_s=10.0)
+        assert cv.stamp_to_ns(h.received["depth/image"][-1].header.stamp) == 5 * S
         assert h.diag()["time_jumps"] == "1"
     finally:
         h.close()
@@ -654,7 +654,7 @@ def test_node_as_separate_process(ros_context, tmp_path):
     executor.add_node(peer)
     types = cv.rclpy_types()
     got, diags = [], []
-    peer.create_subscription(types["sensor_msgs/msg/Image"], topics.output_topic("depth"), got.append, 10)
+    peer.create_subscription(types["sensor_msgs/msg/Image"], topics.output_topic("depth/image"), got.append, 10)
     peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
     image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
     info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)

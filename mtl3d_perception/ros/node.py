@@ -3,10 +3,10 @@
 Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8; or with ``image_transport``
 ``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``,
 approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame.
-Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth`` (32FC1 m),
-``~/depth/camera_info``, ``~/semantic`` (mono8), ``~/semantic/color`` (rgb8), ``~/normals`` (32FC3),
-``~/normals/color`` (rgb8), ``~/boundary`` (mono8), ``~/points`` (PointCloud2 x, y, z, rgb, label) and
-``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
+Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth/image`` (32FC1 m),
+``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
+``~/normals/image_color`` (rgb8), ``~/boundary/image`` (mono8), each with its sibling ``camera_info``
+(``~/depth/camera_info``, ...), ``~/points`` (PointCloud2 x, y, z, rgb, label) and ``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
 
 The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
 subscriptions, TF and the diagnostics timer; one worker thread owns the pipeline: it applies parameter changes
@@ -66,18 +66,18 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
     "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
     "tf_timeout_s": (0.1, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
-    "publish_depth": (True, "publish ~/depth and ~/depth/camera_info", False, None),
-    "publish_semantic": (True, "publish ~/semantic and ~/semantic/color", False, None),
-    "publish_normals": (True, "publish ~/normals and ~/normals/color", False, None),
-    "publish_boundary": (True, "publish ~/boundary", False, None),
+    "publish_depth": (True, "publish ~/depth/image and ~/depth/camera_info", False, None),
+    "publish_semantic": (True, "publish ~/semantic/image, ~/semantic/image_color and ~/semantic/camera_info", False,
+                         None),
+    "publish_normals": (True, "publish ~/normals/image, ~/normals/image_color and ~/normals/camera_info", False, None),
+    "publish_boundary": (True, "publish ~/boundary/image and ~/boundary/camera_info", False, None),
     "publish_points": (True, "publish ~/points", False, None),
     "point_stride": (4, "cloud: every n-th pixel in x and y", False, (1, 64)),
     "cloud_frame": ("camera", "cloud frame: camera (image frame_id) or world (world_frame)", False, CLOUD_FRAMES),
     "output_resolution": ("network", "output image size: network (model input) or camera", False, OUTPUT_RESOLUTIONS),
     "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.01, 60.0)),
 }
-OUTPUT_GROUPS = {"depth": ("depth", "depth/camera_info"), "semantic": ("semantic", "semantic/color"),
-                 "normals": ("normals", "normals/color"), "boundary": ("boundary",), "points": ("points",)}
+OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics.OUTPUTS))  # publish_<group>
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=1)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
@@ -466,7 +466,7 @@ class PerceptionNode(Node):
 
     def publish_products(self, products: Any) -> None:
         """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
-        enabled = [name for name in topics.OUTPUTS if self.publish_enabled[name.split("/")[0]]]
+        enabled = [name for name in topics.OUTPUTS if self.publish_enabled[topics.output_group(name)]]
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
