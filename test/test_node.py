@@ -297,6 +297,21 @@ def test_tf_not_subscribable_is_warned_and_named_per_frame(ros_context, monkeypa
         h.close()
 
 
+def test_fallbacks_under_a_sourced_ros_install_warn(ros_context, monkeypatch, capfd):
+    """A robot whose rosdep left out tf2_ros_py / message_filters must not run on the fallbacks with only an INFO."""
+    from mtl3d_perception.ros.compat import FALLBACKS
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    assert FALLBACKS  # this environment has neither message_filters nor tf2_ros
+    monkeypatch.setenv("ROS_DISTRO", "jazzy")
+    node = PerceptionNode(model=tiny_model(), context=ros_context)
+    try:
+        err = capfd.readouterr().err
+        assert "WARN" in err and "although ROS jazzy is sourced" in err
+    finally:
+        node.destroy_node()
+
+
 def test_frame_waits_for_late_tf(ros_context):
     """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)

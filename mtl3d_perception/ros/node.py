@@ -1,12 +1,17 @@
 """The ``perception_node``: camera + TF in, depth / semantics / normals / boundaries / labelled cloud out.
 
 Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8; or with ``image_transport``
-``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``,
-approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame.
+``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``
+(default: beside the image topic), relative names resolved in the node's namespace, approximately synchronised,
+sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame. The resolved inputs are logged at
+start-up; inputs that stay silent, and images without camera_info, get a throttled WARN and an input status in
+``/diagnostics`` (``ros/input_monitor.py``).
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth/image`` (32FC1 m),
 ``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
 ``~/normals/image_color`` (rgb8), ``~/boundary/image`` (mono8), each with its sibling ``camera_info``
-(``~/depth/camera_info``, ...), ``~/points`` (PointCloud2 x, y, z, rgb, label) and ``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
+(``~/depth/camera_info``, ...), ``~/points`` (PointCloud2 x, y, z, rgb, label) and ``/diagnostics``. Parameters:
+see ``PARAMETERS`` (also ``config/perception.yaml``); values their type and range cannot refuse are checked by
+``runtime/params.py``.
 
 The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
 subscriptions, TF and the diagnostics timer; one worker thread owns the pipeline: it applies parameter changes
@@ -21,6 +26,7 @@ cache (tf2_ros clears the latter itself only when the node's clock jumps, i.e. u
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -122,7 +128,12 @@ class PerceptionNode(Node):
         self.types = conversions.rclpy_types()
         self.stats = diagnostics.RuntimeStats()
         self._last_log: dict[str, float] = {}
-        if FALLBACKS:
+        if FALLBACKS and os.environ.get("ROS_DISTRO"):  # a sourced ROS install should have the real ones
+            self.get_logger().warning(
+                f"using the in-package fallbacks for: {', '.join(FALLBACKS)}, although ROS "
+                f"{os.environ['ROS_DISTRO']} is sourced; install them (rosdep install, package.xml: tf2_ros_py, "
+                "message_filters)")
+        elif FALLBACKS:
             self.get_logger().info(f"using the in-package fallbacks for: {', '.join(FALLBACKS)}")
 
         import torch
