@@ -27,6 +27,9 @@ export HOME="$WORK/home"  # the README's ~/ros2_ws
 mkdir -p "$HOME"
 log() { printf '\n== %s\n' "$*"; }
 
+if [ -f "$OPT_ROS/setup.bash" ]; then
+    log "reusing the stand-in for /opt/ros/jazzy in $OPT_ROS"
+else
 log "stand-in for /opt/ros/jazzy in $OPT_ROS"
 extras() {  # the pinned requirement lists of setup.py's extras_require entries named in $@
     "$PYTHON" - "$ROOT/setup.py" "$@" <<'EOF'
@@ -51,6 +54,8 @@ export AMENT_PREFIX_PATH="$OPT_ROS\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
 export PYTHONPATH="$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
 export LD_LIBRARY_PATH="$OPT_ROS/lib:$LIBS\${LD_LIBRARY_PATH:-}"
 EOF
+fi
+rm -rf "$HOME/ros2_ws"
 
 log "the README block, with stand-ins"
 BLOCK=$(awk '/<!-- robot-install/{on=1; next} /<!-- \/robot-install -->/{on=0} on' "$ROOT/README.md" | sed '/^```/d')
