@@ -62,7 +62,7 @@ def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> li
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.msgs import conversions as cv
     from mtl3d_perception.ros.node import PerceptionNode
 
     context = rclpy.context.Context()

@@ -199,7 +199,7 @@ def seed_rows(results: dict, experiment: str) -> dict[int, dict]:
 
 def per_seed_delta_m(results: dict, experiment: str, baseline: str) -> list[float]:
     """Δm (%) of ``experiment`` over ``baseline``, one value per seed both have (paired by seed)."""
-    from mtl3d_perception.train.metrics import delta_m
+    from mtl3d_perception.evaluation.metrics import delta_m
 
     a, b = seed_rows(results, experiment), seed_rows(results, baseline)
     return [delta_m(a[s]["two_view"], b[s]["two_view"]) for s in SEEDS if s in a and s in b]
@@ -207,7 +207,7 @@ def per_seed_delta_m(results: dict, experiment: str, baseline: str) -> list[floa
 
 def seed_noise(results: dict, experiment: str) -> float | None:
     """Δm (%) of seed 1 over seed 0 of the same row: what the seed alone does."""
-    from mtl3d_perception.train.metrics import delta_m
+    from mtl3d_perception.evaluation.metrics import delta_m
 
     rows = seed_rows(results, experiment)
     if len(rows) < 2:

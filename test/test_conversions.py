@@ -1,4 +1,4 @@
-"""ros/conversions.py against both message flavours: rosbags dataclasses (no ROS) and rclpy messages (marker ros).
+"""msgs/conversions.py against both message flavours: rosbags dataclasses (no ROS) and rclpy messages (marker ros).
 
 Every encoding round-trips; odd ``step`` padding and big-endian data are read correctly; compressed images decode
 with compressed_image_transport's channel-order rules; messages built here serialise with the rosbags typestore
@@ -13,7 +13,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from mtl3d_perception.geometry import pose_from_quat_trans, rotation_to_quat
-from mtl3d_perception.ros import conversions as cv
+from mtl3d_perception.msgs import conversions as cv
 
 TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
 
@@ -335,7 +335,7 @@ def test_rclpy_types_unknown_name():
         cv.rclpy_types()["no_such_pkg/msg/Nothing"]
 
 
-# --------------------------------------------------------------------------- ros/messages.py (node and replay)
+# --------------------------------------------------------------------------- msgs/messages.py (node and replay)
 
 K_SMALL = np.array([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]])
 
@@ -348,7 +348,7 @@ def _frame_messages(types, *, encoding="rgb8", K=K_SMALL, info_wh=(7, 5), frame_
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_frame_from_messages_and_bad_input(flavour):
-    from mtl3d_perception.ros.messages import BadInput, frame_from_messages
+    from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 
     types = flavour()
     image, info = _frame_messages(types, encoding="bgr8")
@@ -366,7 +366,7 @@ def test_frame_from_messages_and_bad_input(flavour):
 
 def test_frame_from_bag_message_is_read_only_view():
     """A deserialised bag message's buffer is read-only; the frame may share it (the pipeline copies if needed)."""
-    from mtl3d_perception.ros.messages import frame_from_messages
+    from mtl3d_perception.msgs.messages import frame_from_messages
 
     image, info = _frame_messages(TYPESTORE.types)
     image = TYPESTORE.deserialize_cdr(TYPESTORE.serialize_cdr(image, "sensor_msgs/msg/Image"), "sensor_msgs/msg/Image")
@@ -377,7 +377,7 @@ def test_frame_from_bag_message_is_read_only_view():
 def test_products_to_messages(flavour):
     from mtl3d_perception import topics
     from mtl3d_perception.geometry import PointCloud
-    from mtl3d_perception.ros.messages import products_to_messages
+    from mtl3d_perception.msgs.messages import products_to_messages
     from mtl3d_perception.runtime.products import Products
 
     types = flavour()

@@ -12,7 +12,7 @@ from mtl3d_perception.train.cross_task import (
     encode_label,
     task_pair_matrix,
 )
-from mtl3d_perception.train.losses import build_loss_term, registered_losses
+from mtl3d_perception.train.loss_base import build_loss_term, registered_losses
 
 N, K, H, W, C = 3, 5, 32, 24, 16
 DEPTH_RANGE = (0.3, 10.0)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
 from mtl3d_perception.geometry import relative_pose
 from mtl3d_perception.train.cross_view import CrossViewLoss, CrossViewTerm, depth_consistency_error, warp_pair
-from mtl3d_perception.train.losses import build_loss_term
+from mtl3d_perception.train.loss_base import build_loss_term
 
 W, H = 64, 48
 NUM_CLASSES = 13

@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch
-from mtl3d_perception.train.losses import (
-    LossTerm,
-    MultiTaskLoss,
-    build_loss_term,
-    depth_silog_loss,
-    register_loss,
-    registered_losses,
-)
+from mtl3d_perception.train.loss_base import LossTerm, build_loss_term, register_loss, registered_losses
+from mtl3d_perception.train.losses import MultiTaskLoss, depth_silog_loss
 
 B, V, K, H, W = 2, 2, 5, 6, 8
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl3d_perception.train.metrics import (
+from mtl3d_perception.evaluation.metrics import (
     BoundaryMeter,
     CrossViewMeter,
     DepthMeter,

@@ -33,15 +33,15 @@ from rclpy.time import Time  # noqa: E402
 from mtl3d_perception import topics  # noqa: E402
 from mtl3d_perception.geometry import pose_from_quat_trans, resize_intrinsics  # noqa: E402
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint  # noqa: E402
-from mtl3d_perception.ros import conversions as cv  # noqa: E402
+from mtl3d_perception.msgs import conversions as cv  # noqa: E402
 from mtl3d_perception.ros.diagnostics import (  # noqa: E402
     ERROR,
     OK,
     WARN,
-    RuntimeStats,
     diagnostic_values,
     status_fields,
 )
+from mtl3d_perception.runtime.stats import RuntimeStats  # noqa: E402
 
 pytestmark = pytest.mark.ros
 PARAMETERS_DEFAULTS = {"precision": "fp32", "world_frame": topics.WORLD_FRAME}

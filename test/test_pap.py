@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mtl3d_perception.data.batch import MultiViewBatch
 from mtl3d_perception.model import build_model, list_refiners
 from mtl3d_perception.model.pap import PAPRefiner, diffuse, row_normalised_affinity
-from mtl3d_perception.train.losses import build_loss_term
+from mtl3d_perception.train.loss_base import build_loss_term
 from mtl3d_perception.train.pap_loss import pairwise_loss, task_values
 
 TASK_CHANNELS = {"semantic": 8, "depth": 8, "normals": 8, "boundary": 8}

@@ -25,8 +25,8 @@ from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
 from mtl3d_perception.data.synthetic import default_intrinsics, render_sequence
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+from mtl3d_perception.msgs.conversions import image_to_array, stamp_to_ns
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
-from mtl3d_perception.ros.conversions import image_to_array, stamp_to_ns
 from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_path
 
 SIZE = (64, 48)

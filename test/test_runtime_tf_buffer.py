@@ -122,7 +122,7 @@ def test_clear_keeps_static(buf):
 def test_compat_tf2_ros_buffer_with_messages():
     from rosbags.typesys import Stores, get_typestore
 
-    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.msgs import conversions as cv
     from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
 
     types = get_typestore(Stores.ROS2_JAZZY).types
@@ -147,7 +147,7 @@ def test_compat_tf2_ros_rejected_transforms_log_throttled(caplog):
     """A publisher sending NaN poses at TF rate gives one error line per throttle period, with the count."""
     from rosbags.typesys import Stores, get_typestore
 
-    from mtl3d_perception.ros import conversions as cv
+    from mtl3d_perception.msgs import conversions as cv
     from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
 
     types = get_typestore(Stores.ROS2_JAZZY).types

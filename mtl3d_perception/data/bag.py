@@ -16,7 +16,7 @@ Writing turns a posed RGB-D sequence into the topics a robot would record (names
 Every message of a frame carries the frame's stamp in its header and is recorded at that time. The
 offered QoS profiles are stored in the bag's metadata so that ``ros2 bag play`` re-offers them:
 reliable / volatile for the sensor streams and ``/tf``, reliable / transient-local (latched) for
-``/tf_static``. Messages are built with :mod:`mtl3d_perception.ros.conversions` from the
+``/tf_static``. Messages are built with :mod:`mtl3d_perception.msgs.conversions` from the
 ``ROS2_JAZZY`` typestore's classes.
 
 Reading (:func:`read_bag`) yields deserialised messages in time order; :func:`read_bag_sequence`
@@ -52,7 +52,7 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_
 from mtl3d_perception import topics
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
 from mtl3d_perception.geometry import interpolate_pose, invert_se3
-from mtl3d_perception.ros.conversions import (
+from mtl3d_perception.msgs.conversions import (
     COMPRESSED_FORMATS,
     camera_info_to_K,
     image_to_array,

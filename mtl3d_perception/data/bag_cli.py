@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mtl3d_perception.data.bag import STORAGES, bag_topics, write_bag
 from mtl3d_perception.data.sequence import PosedSequence
-from mtl3d_perception.ros.conversions import COMPRESSED_FORMATS
+from mtl3d_perception.msgs.conversions import COMPRESSED_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

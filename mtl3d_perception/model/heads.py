@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
@@ -25,10 +24,8 @@ from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
 from mtl3d_perception.model.encoders import conv_bn_relu
 from mtl3d_perception.registry import Registry
 
+# Refiners shipped in the package (``model/pap.py``) register on import; ``mtl3d_perception.model`` imports them.
 REFINERS: Registry[Callable[..., nn.Module]] = Registry("refiner", ConfigError)
-# Refiners shipped in the package register on import; imported when a config names them, so
-# `refiner: pap` works without the caller importing the module first.
-_BUILTIN_REFINERS = {"pap": "mtl3d_perception.model.pap"}
 
 
 def register_refiner(name: str):
@@ -48,8 +45,6 @@ def list_refiners() -> list[str]:
 def build_refiner(config: ModelConfig, task_channels: dict[str, int]) -> nn.Module | None:
     if config.refiner is None:
         return None
-    if config.refiner not in REFINERS and config.refiner in _BUILTIN_REFINERS:
-        importlib.import_module(_BUILTIN_REFINERS[config.refiner])
     return REFINERS.get(config.refiner)(task_channels, config, **config.refiner_args)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mtl3d_perception.geometry import depth_from_mm
+from mtl3d_perception.msgs import conversions
 from mtl3d_perception.replay.report import GroundTruth, ModeEvaluator, MontageCollector, gt_from_messages
-from mtl3d_perception.ros import conversions
 from mtl3d_perception.runtime.frames import Frame
 
 GT_KEEP = 200  # ground-truth images kept per kind

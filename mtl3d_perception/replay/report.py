@@ -1,6 +1,6 @@
 """What `mtl3d replay` measures and writes besides the output bag: metrics, report, plots and montage.
 
-Metrics come from :mod:`mtl3d_perception.train.metrics` (the same meters training and `mtl3d eval` use):
+Metrics come from :mod:`mtl3d_perception.evaluation.metrics` (the same meters training and `mtl3d eval` use):
 
 - against ground truth when the bag has it, at the ground truth's resolution (predictions are resized
   with nearest-neighbour sampling): depth (abs rel, RMSE, delta1, ...) vs the GT depth topic, mIoU vs the
@@ -10,7 +10,7 @@ Metrics come from :mod:`mtl3d_perception.train.metrics` (the same meters trainin
   ``temporal/*``);
 - latency per pipeline stage (p50 / p95 / mean, milliseconds), single-view fallbacks, frame counts.
 
-Pictures use the colourings of :mod:`mtl3d_perception.train.montage`; plots use matplotlib's Agg canvas
+Pictures use the colourings of :mod:`mtl3d_perception.evaluation.montage`; plots use matplotlib's Agg canvas
 (no pyplot, no display).
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from mtl3d_perception.classes import NYU13_PALETTE, colorize_labels
+from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
+from mtl3d_perception.evaluation.montage import colorize_depth, colorize_error, colorize_normals, save_png
 from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
 from mtl3d_perception.runtime.products import STAGES, Products
-from mtl3d_perception.train.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
-from mtl3d_perception.train.montage import colorize_depth, colorize_error, colorize_normals, save_png
 
 MODES = ("multi_view", "single_view")
 # Shown in the console table and at the top of report.md: (metrics key, label, format)

@@ -2,10 +2,10 @@
 
 :func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
-become frames (``ros.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
+become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
 each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
 through ``PerceptionPipeline`` and its products are written as the node's output messages
-(``ros.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
+(``msgs.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
 truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
 
@@ -30,6 +30,8 @@ from mtl3d_perception.data.bag import (
     resolve_image_topic,
     typestore,
 )
+from mtl3d_perception.msgs import conversions
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -40,11 +42,11 @@ from mtl3d_perception.replay.output import (
     check_out_dir,
 )
 from mtl3d_perception.replay.report import write_report
-from mtl3d_perception.ros import conversions, diagnostics
-from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
@@ -112,7 +114,7 @@ class _Replay:
         self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
         self.pending: deque[tuple[Frame, int]] = deque()  # synchronised frames waiting for TF (arrival ns)
         self.writer = OutputBag(out_dir)
-        self.stats = diagnostics.RuntimeStats(clock=lambda: self.now_ns * 1e-9)
+        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.now_ns = 0
         self.last_diag_ns: int | None = None
         self.images = 0

@@ -1,5 +1,5 @@
-"""The ROS 2 side: message conversions (``conversions``, numpy only, usable without ROS), frames from and products
-to messages for the node and replay alike (``messages``, no rclpy either), the fallbacks for
-message_filters / tf2_ros (``compat``), diagnostics, and the ``perception_node`` (``node``,
-which needs rclpy). Nothing is imported here, so ``mtl3d_perception.ros.conversions`` works without rclpy.
+"""The ROS 2 side: the ``perception_node`` (``node``, which needs rclpy), the fallbacks for message_filters /
+tf2_ros (``compat``) and the ``/diagnostics`` message (``diagnostics``, no rclpy). The message
+conversions the node shares with replay live in :mod:`mtl3d_perception.msgs`. Nothing is imported here, so
+``mtl3d_perception.ros.diagnostics`` works without rclpy.
 """

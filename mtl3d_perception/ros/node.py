@@ -43,15 +43,17 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
-from mtl3d_perception.ros import conversions, diagnostics
+from mtl3d_perception.msgs import conversions
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor, silent_input_message
-from mtl3d_perception.ros.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+from mtl3d_perception.runtime.stats import RuntimeStats
 
 # name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
 PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
@@ -126,7 +128,7 @@ class PerceptionNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
-        self.stats = diagnostics.RuntimeStats()
+        self.stats = RuntimeStats()
         self._last_log: dict[str, float] = {}
         if FALLBACKS and os.environ.get("ROS_DISTRO"):  # a sourced ROS install should have the real ones
             self.get_logger().warning(

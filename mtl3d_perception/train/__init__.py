@@ -1,25 +1,25 @@
 """Offline training and evaluation of the CvM-MTL network (`mtl3d train`, `mtl3d eval`).
 
-Task losses and the loss-term registry (:func:`register_loss`), dataset-level metrics, the typed
+Task losses and the loss-term registry (:func:`register_loss`; the modules holding loss terms are imported
+here so that they register, as timm registers its models), the typed
 training config, the trainer (AdamW, warm-up + cosine/poly, bf16 autocast, DDP, atomic resumable
 checkpoints) and the evaluation loop shared with `mtl3d eval`. See docs/training.md.
 """
 
 from __future__ import annotations
 
+from mtl3d_perception.train import cross_task, cross_view, pap_loss  # noqa: F401  (register their loss terms)
 from mtl3d_perception.train.config import TrainConfig, load_config
 from mtl3d_perception.train.evaluate import evaluate
-from mtl3d_perception.train.losses import LossTerm, MultiTaskLoss, register_loss, registered_losses
-from mtl3d_perception.train.metrics import MultiTaskMeter, delta_m
+from mtl3d_perception.train.loss_base import LossTerm, register_loss, registered_losses
+from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.trainer import Trainer
 
 __all__ = [
     "LossTerm",
     "MultiTaskLoss",
-    "MultiTaskMeter",
     "TrainConfig",
     "Trainer",
-    "delta_m",
     "evaluate",
     "load_config",
     "register_loss",

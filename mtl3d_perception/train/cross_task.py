@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch
-from mtl3d_perception.train.losses import LossTerm, register_loss, select_views
+from mtl3d_perception.train.loss_base import LossTerm, register_loss, select_views
 
 
 def task_pair_matrix(task_index: Tensor | int, pair_index: Tensor | int, num_tasks: int) -> Tensor:

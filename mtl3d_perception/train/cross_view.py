@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from mtl3d_perception.data.batch import MultiViewBatch
 from mtl3d_perception.geometry import MIN_Z, backproject, invert_se3, project, relative_pose, transform_points
-from mtl3d_perception.train.losses import LossTerm, register_loss
+from mtl3d_perception.train.loss_base import LossTerm, register_loss
 
 
 def _geometry_depth(pred: Tensor, gt: Tensor | None) -> tuple[Tensor, Tensor]:

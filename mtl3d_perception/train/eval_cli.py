@@ -34,9 +34,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     import dataclasses
 
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
+    from mtl3d_perception.evaluation.montage import save_png
     from mtl3d_perception.model import load_checkpoint
     from mtl3d_perception.train.evaluate import evaluate
-    from mtl3d_perception.train.montage import save_png
     from mtl3d_perception.train.trainer import resolve_device
 
     dev = resolve_device(device)

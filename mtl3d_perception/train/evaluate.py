@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtl3d_perception.data.batch import collate
-from mtl3d_perception.train.metrics import MultiTaskMeter
-from mtl3d_perception.train.montage import montage
+from mtl3d_perception.evaluation.metrics import MultiTaskMeter
+from mtl3d_perception.evaluation.montage import montage
 
 MODES: tuple[str, ...] = ("two_view", "single_view")
 

@@ -1,14 +1,9 @@
-"""Task losses and the registry of loss terms.
+"""The task loss terms (semantic, depth, normals, boundary) and their weighted sum, :class:`MultiTaskLoss`.
 
-Every term is an ``nn.Module`` registered by name with :func:`register_loss`. It receives the batch
-and the model outputs and returns ``(scalar, logs)``; it says what it needs through class attributes:
-
-- ``needs_features``: the trainer calls the model with ``return_features=True`` (outputs["features"]);
-- ``needs_all_views``: the trainer calls the model with ``all_views=True`` (outputs with a view dim).
-
-Terms may hold parameters (e.g. a FiLM mapping net); the trainer optimises and checkpoints them with
-the model. The four task terms (``semantic``, ``depth``, ``normals``, ``boundary``) are registered
-the same way. Every term respects the per-task validity masks: a sample (or view) whose task is
+Terms are registered by name in :mod:`mtl3d_perception.train.loss_base` (the registry and base class); the
+four task terms here the same way as the seed papers' extra terms (``cross_task``, ``cross_view``,
+``pap_pairwise``), which ``mtl3d_perception.train`` imports so that they register. Every term respects the
+per-task validity masks: a sample (or view) whose task is
 invalid, and every invalid pixel (semantic 255, NaN depth / normals / boundary), contributes nothing,
 and NaN labels never reach the graph (they are replaced before any arithmetic, so no NaN gradient).
 
@@ -18,7 +13,6 @@ Eigen et al., NeurIPS'14; SAK's NYUD loss set (CE, L1, normals, balanced BCE).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,65 +21,7 @@ from torch import nn
 
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch
-from mtl3d_perception.registry import Registry
-
-LossLogs = dict[str, float]
-LOSSES: Registry[type[LossTerm]] = Registry("loss term")
-
-
-def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
-    """Class decorator: make a :class:`LossTerm` subclass available as ``loss.extra.<name>`` in configs."""
-    def decorator(cls: type[LossTerm]) -> type[LossTerm]:
-        cls = LOSSES.register(name)(cls)
-        cls.name = name
-        return cls
-    return decorator
-
-
-def registered_losses() -> list[str]:
-    return LOSSES.names()
-
-
-def build_loss_term(name: str, **kwargs: Any) -> LossTerm:
-    """Instantiate the registered term ``name``; unknown names and arguments raise ValueError naming them."""
-    cls = LOSSES.get(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        msg = f"loss term {name!r}: {exc}"
-        raise ValueError(msg) from None
-
-
-class LossTerm(nn.Module):
-    """Base class of a loss term: ``forward(batch, outputs) -> (scalar, logs)``."""
-
-    name: str = ""
-    needs_features: bool = False
-    needs_all_views: bool = False
-
-    def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[torch.Tensor, LossLogs]:
-        raise NotImplementedError
-
-
-def select_views(batch: MultiViewBatch, outputs: dict[str, Any], task: str, *, reference_only: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(prediction, label, sample validity) for ``task``, flattened to N images.
-
-    Outputs with a view dim (``all_views=True``) pair with every view's labels (N = B*V), or with
-    view 0's when ``reference_only``; outputs of the reference view alone pair with view 0 (N = B).
-    """
-    pred = outputs[task]
-    label = batch.label(task)
-    valid = batch.valid[task]
-    label_dims = label.dim() - 2  # per-image dims of the label, without B and V
-    pred_dims = pred.dim() - 1 - label_dims  # 1 when pred has a view dim
-    if task == "semantic":
-        pred_dims = pred.dim() - 1 - (label_dims + 1)  # logits carry a class dim the label lacks
-    if pred_dims == 1:
-        if reference_only:
-            return pred[:, 0], label[:, 0], valid[:, 0]
-        return pred.flatten(0, 1), label.flatten(0, 1), valid.flatten(0, 1)
-    return pred, label[:, 0], valid[:, 0]
+from mtl3d_perception.train.loss_base import LossLogs, LossTerm, build_loss_term, register_loss, select_views
 
 
 def _zero(pred: torch.Tensor) -> torch.Tensor:
@@ -286,7 +222,3 @@ class MultiTaskLoss(nn.Module):
         logs["loss"] = float(total.detach())
         return total, logs
 
-
-# The seed papers' extra terms (cross_task, cross_view, pap_pairwise) register themselves on import;
-# imported last because they build on the classes above.
-from mtl3d_perception.train import cross_task, cross_view, pap_loss  # noqa: E402, F401

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch
-from mtl3d_perception.train.losses import LossTerm, register_loss, select_views
+from mtl3d_perception.train.loss_base import LossTerm, register_loss, select_views
 
 
 def task_values(task: str, pred: Tensor, label: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:

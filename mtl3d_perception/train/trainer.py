@@ -31,12 +31,12 @@ from torch.utils.data import DataLoader
 
 from mtl3d_perception.data.batch import MultiViewBatch, collate
 from mtl3d_perception.data.datasets import build_dataset
+from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.config import resolve_config
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
 from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.losses import MultiTaskLoss
-from mtl3d_perception.train.montage import montage
 
 log = logging.getLogger(__name__)
 

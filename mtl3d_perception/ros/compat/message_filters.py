@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mtl3d_perception.ros.conversions import stamp_to_ns
+from mtl3d_perception.msgs.conversions import stamp_to_ns
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 
 

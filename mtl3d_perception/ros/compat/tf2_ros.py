@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any
 
-from mtl3d_perception.ros import conversions
+from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import JUMP_BACK_S
 from mtl3d_perception.runtime.tf_buffer import (
     ConnectivityException,

@@ -6,7 +6,7 @@
   of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``cloud_frame_id``).
 
 No rclpy import: messages are read duck-typed and built through a ``types`` mapping (``conversions.rclpy_types()``
-in the node, a rosbags ``typestore.types`` in replay), as in :mod:`mtl3d_perception.ros.conversions`.
+in the node, a rosbags ``typestore.types`` in replay), as in :mod:`mtl3d_perception.msgs.conversions`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtl3d_perception import topics
 from mtl3d_perception.geometry import check_intrinsics
-from mtl3d_perception.ros import conversions
+from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
 
 if TYPE_CHECKING:

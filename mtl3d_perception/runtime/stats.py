@@ -1,0 +1,130 @@
+"""Runtime statistics: counters, latency windows and the output rate of the perception pipeline.
+
+Written by the node's threads (and by replay) and read as a plain-dict :meth:`RuntimeStats.snapshot`;
+``ros/diagnostics.py`` turns a snapshot into a ``diagnostic_msgs/DiagnosticArray``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mtl3d_perception.runtime.products import STAGES
+
+
+class RuntimeStats:
+    """Thread-safe counters and latency windows, written by the node's threads and read by its diagnostics timer.
+
+    Args:
+        window: frames kept for the latency percentiles.
+        rate_window_s: span over which the output rate is measured.
+        warn_window_s: a problem (bad input, TF failure) this recent makes the status WARN (an internal error:
+            ERROR); the single-view ratio is taken over the frames of this window.
+        clock: monotonic seconds (injected so tests need no sleeps).
+
+    Counter names the status knows: ``images`` and ``camera_infos`` (every input message), ``received``
+    (synchronised pairs), ``processed``, ``dropped``, ``single_view``, ``tf_failures``, ``time_jumps``,
+    ``internal_errors``.
+    """
+
+    def __init__(self, window: int = 200, rate_window_s: float = 5.0, warn_window_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.rate_window_s = rate_window_s
+        self.warn_window_s = warn_window_s
+        self._lock = threading.Lock()
+        self._latency: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
+        self._latency["end_to_end"] = deque(maxlen=window)
+        self._done_at: deque[float] = deque(maxlen=window)
+        self._fallbacks: deque[tuple[float, bool]] = deque(maxlen=window)  # (done at, single-view without a source)
+        self.counts: Counter[str] = Counter()
+        self.bad_input: Counter[str] = Counter()
+        self._first_at: dict[str, float] = {}
+        self._last_at: dict[str, float] = {}
+        self.last_problem = ""
+        self._last_problem_at = -np.inf
+        self.last_error = ""
+        self._last_error_at = -np.inf
+        self.last_pair_reason = ""
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Bump a plain counter (``received``, ``dropped``, ...)."""
+        with self._lock:
+            now = self.clock()
+            self.counts[name] += n
+            self._first_at.setdefault(name, now)
+            self._last_at[name] = now
+
+    def problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
+        """Record a problem: ``bad_input`` by ``kind`` unless ``counter`` names a dedicated counter (e.g. ``tf_failures``).
+
+        ``error``: the pipeline itself failed (not its input); the status is ERROR while it is recent.
+        """
+        with self._lock:
+            if counter is None:
+                self.bad_input[kind] += 1
+            else:
+                self.counts[counter] += 1
+            if error:
+                self.last_error = f"{kind}: {message}"
+                self._last_error_at = self.clock()
+            else:
+                self.last_problem = f"{kind}: {message}"
+                self._last_problem_at = self.clock()
+
+    def frame_done(self, timings: dict[str, float], *, single_view: bool, pair_reason: str,
+                   end_to_end_s: float | None = None) -> None:
+        with self._lock:
+            now = self.clock()
+            self.counts["processed"] += 1
+            self._done_at.append(now)
+            for stage, seconds in timings.items():
+                if stage in self._latency:
+                    self._latency[stage].append(seconds)
+            if end_to_end_s is not None:
+                self._latency["end_to_end"].append(end_to_end_s)
+            self.last_pair_reason = pair_reason
+            if single_view:
+                self.counts["single_view"] += 1
+            # the first frame (after start or a reset) has no source by design: not a fallback
+            self._fallbacks.append((now, single_view and pair_reason != "no_history"))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the status needs, as plain numbers and strings."""
+        with self._lock:
+            now = self.clock()
+            recent = [t for t in self._done_at if now - t <= self.rate_window_s]
+            if len(recent) >= 2 and recent[-1] > recent[0]:
+                rate = (len(recent) - 1) / (recent[-1] - recent[0])
+            else:
+                rate = 0.0
+            latency = {
+                stage: (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
+                for stage, v in self._latency.items() if v
+            }
+            fallbacks = [fallback for t, fallback in self._fallbacks if now - t <= self.warn_window_s]
+            image_at = self._last_at.get("images")
+            # images keep coming, but the newest came rate_window_s after the last pair (or the first image)
+            paired_at = self._last_at.get("received", self._first_at.get("images", -np.inf))
+            sync_stalled = (image_at is not None and now - image_at <= self.rate_window_s
+                            and image_at - paired_at > self.rate_window_s)
+            return {
+                "rate_hz": rate,
+                "latency_s": latency,
+                "counts": dict(self.counts),
+                "bad_input": dict(self.bad_input),
+                "last_problem": self.last_problem,
+                "recent_problem": now - self._last_problem_at <= self.warn_window_s,
+                "last_error": self.last_error,
+                "recent_error": now - self._last_error_at <= self.warn_window_s,
+                "single_view_ratio": sum(fallbacks) / len(fallbacks) if fallbacks else 0.0,
+                "sync_stalled": sync_stalled,
+                "idle_s": now - self._done_at[-1] if self._done_at else None,
+                "rate_window_s": self.rate_window_s,
+                "last_pair_reason": self.last_pair_reason,
+            }
