@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mtl3d_perception.ros.input_monitor import ERROR, OK, InputMonitor, silent_input_message
 
 INPUTS = {"image": ("/camera/color/image_raw", "sensor_msgs/msg/Image"),
@@ -32,7 +34,8 @@ def test_silent_inputs_after_the_grace_period():
     assert monitor.silent() == ["image", "camera_info"]
     assert [(s.level, s.message) for s in monitor.statuses()] == [(ERROR, "No events recorded")] * 2
     _feed(monitor, clock, ["camera_info"], 2.0)  # a mistyped image_topic: only camera_info arrives
-    assert monitor.silent() == ["image"]
+    assert monitor.silent() == ["image"] and monitor.silent_for("image") == pytest.approx(5.5)
+    assert monitor.silent_for("camera_info") == pytest.approx(0.0, abs=1e-9)
     assert monitor.arriving() == ["camera_info on /camera/color/camera_info (10.0 Hz)"]
     image, info = monitor.statuses()
     assert (image.level, image.count) == (ERROR, 0) and (info.level, info.message, info.count) == (OK, "10.0 Hz", 20)

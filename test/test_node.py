@@ -547,19 +547,29 @@ def test_silent_image_topic_is_logged_and_in_diagnostics(ros_context, capfd):
     types = cv.rclpy_types()
     diags = []
     peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
-    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
+    # the camera publishes its image where the user meant it, and its camera_info where the node looks for it
+    image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], "/camera/colour/camera_info", 10)
     try:
         err = capfd.readouterr().err
         assert ("inputs: image /camera/colour/image_raw (sensor_msgs/msg/Image), camera_info /camera/colour/camera_info"
                 in err)  # relative names resolved; camera_info defaults to the image's sibling
         node.inputs.silent_after_s = 0.3
         deadline = time.monotonic() + 20
-        while not node.inputs.silent():
+        i = 0
+        while not (node.inputs.silent() == ["image"] and node.stats.counts["camera_infos"] >= 2):
             assert time.monotonic() < deadline
+            header = cv.make_header(types, 90 * S + i, CAM)
+            image_pub.publish(cv.make_image(types, header, _image(70), "rgb8"))
+            info_pub.publish(cv.make_camera_info(types, header, K, W, H))
             executor.spin_once(timeout_sec=0.05)
+            i += 1
         node.check_inputs()
         err = capfd.readouterr().err
-        assert "WARN" in err and "no sensor_msgs/msg/Image on /camera/colour/image_raw (image) for 0 s; 0 publisher(s)" in err
+        assert re.search(r"WARN.*no sensor_msgs/msg/Image on /camera/colour/image_raw \(image\) for \d+ s; "
+                         r"0 publisher\(s\); arriving: camera_info on /camera/colour/camera_info \([0-9.]+ Hz\); "
+                         r"sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
+                         r"\(set image_topic / camera_info_topic or remap\)", err), err  # not its own outputs
         node.publish_diagnostics()
         deadline = time.monotonic() + 20
         while not diags:
@@ -569,7 +579,7 @@ def test_silent_image_topic_is_logged_and_in_diagnostics(ros_context, capfd):
         image = by_name[f"{topics.NODE_NAME}: input image"]
         assert image.level == b"\x02" and image.message == "No events recorded"
         assert diagnostic_values_of(image)["topic"] == "/camera/colour/image_raw"
-        del info_pub
+        assert by_name[f"{topics.NODE_NAME}: input camera_info"].level == b"\x00"
     finally:
         executor.shutdown()
         node.destroy_node()

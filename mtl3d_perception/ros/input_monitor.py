@@ -108,6 +108,12 @@ class InputMonitor:
                     roles.append(role)
             return roles
 
+    def silent_for(self, role: str) -> float:
+        """Seconds since the last message on ``role`` (since start-up if none came)."""
+        with self._lock:
+            last = self._arrivals[role][-1] if self._arrivals[role] else self.started_at
+            return self.clock() - last
+
     def info_missing(self, image_role: str = "image", info_role: str = "camera_info") -> bool:
         """Images arrive, but no camera_info has come for ``INFO_MISSING_AFTER_S`` while they did."""
         with self._lock:

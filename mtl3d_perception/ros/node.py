@@ -315,11 +315,13 @@ class PerceptionNode(Node):
                 continue
             topic, msg_type = self.inputs.inputs[role]
             self._log_throttled(f"silent_{role}", self.get_logger().warning, silent_input_message(
-                role, topic, msg_type, self.inputs.silent_after_s, self.count_publishers(topic),
+                role, topic, msg_type, self.inputs.silent_for(role), self.count_publishers(topic),
                 self.inputs.arriving(), self._graph_topics(msg_type)))
 
     def _graph_topics(self, msg_type: str) -> list[str]:
-        return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types)
+        """Topics of ``msg_type`` in the graph, but this node's own outputs (candidates for a mistyped input)."""
+        own = {pub.topic_name for pub in self.pubs.values()}
+        return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types and name not in own)
 
     def _same_type_topics(self, msg_type: str, topic: str) -> str:
         others = [t for t in self._graph_topics(msg_type) if t != topic]
