@@ -93,3 +93,11 @@ def test_the_scan_sees_the_imports_it_must():
             "diagnostic_msgs", "builtin_interfaces", "std_msgs", "geometry_msgs", "tf2_msgs",
             "launch", "launch_ros", "python3-numpy"} <= set(used)
     assert "torch" not in used
+
+
+def test_local_tf2_msgs_is_invisible_to_colcon_and_rosdep():
+    """interfaces/tf2_msgs (built by `make venv` for the pip wheels) must not shadow a robot's tf2_msgs: colcon and
+    rosdep's --from-paths (catkin_pkg) skip folders with COLCON_IGNORE, else --ignore-src would skip tf2_msgs."""
+    folder = ROOT / "interfaces" / "tf2_msgs"
+    assert (folder / "COLCON_IGNORE").is_file()
+    assert (folder / "msg" / "TFMessage.msg").read_text().split() == ["geometry_msgs/TransformStamped[]", "transforms"]

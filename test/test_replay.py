@@ -370,6 +370,9 @@ def test_output_folder_checks(wall_bag, tmp_path, capsys):
         replay_bag(out / OUTPUT_BAG, out, WallStub(2.0), quiet())
     assert cli.main(["replay", str(wall_bag), "--out", str(afile), "--model", "preset:tiny", "--no-progress"]) == 1
     assert f"ERROR: output folder {afile} is a file" in capsys.readouterr().err
+    assert cli.main(["replay", str(wall_bag), "--out", str(tmp_path / "slash"), "--world-frame", "/odom",
+                     "--model", "preset:tiny", "--no-progress"]) == 1
+    assert "--world-frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
 
 
 def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):
