@@ -72,3 +72,18 @@ def test_silent_input_message_names_topic_publishers_and_alternatives():
                        "arriving: camera_info on /camera/color/camera_info (30.0 Hz); "
                        "sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
                        "(set image_topic / camera_info_topic or remap)")
+
+
+def test_warnings_say_what_is_wrong_once_each():
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, clock=clock)
+    graph = {"sensor_msgs/msg/Image": ["/camera/color/image_raw", "/other/image"],
+             "sensor_msgs/msg/CameraInfo": ["/camera/color/camera_info"]}
+    assert monitor.warnings(graph.get, lambda topic: 1) == []
+    _feed(monitor, clock, ["image"], 3.5)  # images, never a camera_info: one warning, not also "silent camera_info"
+    (kind, message), = monitor.warnings(graph.get, lambda topic: 1)
+    assert kind == "camera_info_missing" and message == (
+        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info: no frame can be "
+        "processed without intrinsics; sensor_msgs/msg/CameraInfo topics in the graph: none")
+    clock.t += 6.0  # now nothing arrives
+    assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: 0)] == ["silent_image", "silent_camera_info"]

@@ -138,6 +138,31 @@ class InputMonitor:
             return heard
 
 
+    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int]) -> list[tuple[str, str]]:
+        """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.
+
+        Args:
+            graph_topics: message type -> topics of that type in the ROS graph (but the node's own).
+            publishers: topic -> its publisher count.
+        """
+        found = []
+        info_missing = self.info_missing()
+        if info_missing:
+            (image, _), (info, info_type) = self.inputs["image"], self.inputs["camera_info"]
+            others = [t for t in graph_topics(info_type) if t != info]
+            found.append(("camera_info_missing", f"images arrive on {image} but no camera_info on {info}: no frame "
+                          f"can be processed without intrinsics; {info_type} topics in the graph: "
+                          f"{', '.join(others) if others else 'none'}"))
+        for role in self.silent():
+            if role == "camera_info" and info_missing:
+                continue
+            topic, msg_type = self.inputs[role]
+            found.append((f"silent_{role}", silent_input_message(
+                role, topic, msg_type, self.silent_for(role), publishers(topic), self.arriving(),
+                graph_topics(msg_type))))
+        return found
+
+
 def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: int,
                          arriving: list[str], same_type_topics: list[str]) -> str:
     """The warning for an input that stays silent: the topic, its publishers, what does arrive, where its type is."""

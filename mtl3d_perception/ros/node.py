@@ -47,7 +47,7 @@ from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
-from mtl3d_perception.ros.input_monitor import InputMonitor, silent_input_message
+from mtl3d_perception.ros.input_monitor import InputMonitor
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
 from mtl3d_perception.runtime.history import PairingConfig
@@ -303,29 +303,13 @@ class PerceptionNode(Node):
 
     def check_inputs(self) -> None:
         """Throttled warnings for inputs that stay silent and for images that come without camera_info."""
-        info_missing = self.inputs.info_missing()
-        if info_missing:
-            topic = self.inputs.inputs["camera_info"][0]
-            self._log_throttled("camera_info_missing", self.get_logger().warning,
-                                f"images arrive on {self.inputs.inputs['image'][0]} but no camera_info on {topic}: "
-                                "no frame can be processed without intrinsics; "
-                                f"{self._same_type_topics('sensor_msgs/msg/CameraInfo', topic)}")
-        for role in self.inputs.silent():
-            if role == "camera_info" and info_missing:
-                continue
-            topic, msg_type = self.inputs.inputs[role]
-            self._log_throttled(f"silent_{role}", self.get_logger().warning, silent_input_message(
-                role, topic, msg_type, self.inputs.silent_for(role), self.count_publishers(topic),
-                self.inputs.arriving(), self._graph_topics(msg_type)))
-
-    def _graph_topics(self, msg_type: str) -> list[str]:
-        """Topics of ``msg_type`` in the graph, but this node's own outputs (candidates for a mistyped input)."""
         own = {pub.topic_name for pub in self.pubs.values()}
-        return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types and name not in own)
 
-    def _same_type_topics(self, msg_type: str, topic: str) -> str:
-        others = [t for t in self._graph_topics(msg_type) if t != topic]
-        return f"{msg_type} topics in the graph: {', '.join(others) if others else 'none'}"
+        def topics_of(msg_type: str) -> list[str]:  # candidates for a mistyped input: not the node's own outputs
+            return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types and name not in own)
+
+        for kind, message in self.inputs.warnings(topics_of, self.count_publishers):
+            self._log_throttled(kind, self.get_logger().warning, message)
 
     def _time_jump(self, last_ns: int, stamp_ns: int, frame_id: str) -> None:
         """Forget everything from before the jump, so no frame is paired (or posed) across it."""
