@@ -399,9 +399,10 @@ def test_parameters_that_cannot_hold_are_refused(ros_context, name, value, reaso
     """At start-up (overrides, params file) and through the parameter services alike, with the reason."""
     from mtl3d_perception.ros.node import PerceptionNode
 
+    cpu = Parameter("device", value="cpu")  # also on a machine with CUDA, where device auto would allow fp16
     with pytest.raises(InvalidParameterValueException, match=re.escape(reason)):
-        PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[Parameter(name, value=value)])
-    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[Parameter("device", value="cpu")])
+        PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[cpu, Parameter(name, value=value)])
+    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[cpu])
     try:
         result = node.set_parameters([Parameter(name, value=value)])[0]
         assert not result.successful and reason in result.reason
