@@ -411,6 +411,20 @@ def test_parameters_that_cannot_hold_are_refused(ros_context, name, value, reaso
         node.destroy_node()
 
 
+@pytest.mark.gpu
+def test_reduced_precision_is_accepted_on_cuda(ros_context):
+    """The other side of the refusal: on a CUDA device fp16 and bf16 start and can be set at runtime."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[
+        Parameter("device", value="cuda"), Parameter("precision", value="fp16")])
+    try:
+        assert node.get_parameter("precision").value == "fp16" and node.pipeline.precision == "fp16"
+        assert node.set_parameters([Parameter("precision", value="bf16")])[0].successful
+    finally:
+        node.destroy_node()
+
+
 def test_main_reports_bad_parameters_and_exits_1():
     """A parameter of the wrong type ends ``perception_node`` with one fatal line and exit code 1, no traceback."""
     from mtl3d_perception.ros.node import main
