@@ -92,7 +92,9 @@ class Harness:
         else:
             self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
         self.info_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
-        self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
+        # every output matched too: a message published before discovery is lost (volatile QoS)
+        self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count()
+                        and all(pub.get_subscription_count() for pub in self.node.pubs.values()))
         if static_tf:
             static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM,
                                                np.eye(4))
@@ -103,7 +105,7 @@ class Harness:
         self.node.destroy_node()
         self.peer.destroy_node()
 
-    def spin_until(self, condition, timeout_s: float = 20.0):
+    def spin_until(self, condition, timeout_s: float = 60.0):  # generous: CI machines are small and shared
         deadline = time.monotonic() + timeout_s
         while not condition():
             assert time.monotonic() < deadline, "timed out waiting for the node"
@@ -128,7 +130,12 @@ class Harness:
             self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
 
     def wait_outputs(self, n: int):
-        self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+        try:
+            self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+        except AssertionError:
+            counts = {name: len(v) for name, v in self.received.items()}
+            raise AssertionError(f"waiting for {n} of each output: {counts}; node counts {dict(self.node.stats.counts)}, "
+                                 f"problem {self.node.stats.last_problem!r}") from None
 
     def diag(self) -> dict[str, str]:
         before = len(self.diagnostics)
