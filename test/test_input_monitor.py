@@ -39,7 +39,9 @@ def test_silent_inputs_after_the_grace_period():
     assert monitor.arriving() == ["camera_info on /camera/color/camera_info (10.0 Hz)"]
     image, info = monitor.statuses()
     assert (image.level, image.count) == (ERROR, 0) and (info.level, info.message, info.count) == (OK, "10.0 Hz", 20)
-    clock.t += 6.0  # the camera stopped
+    clock.t += 4.0  # the camera stopped: silent, so no longer "arriving", though within the rate window
+    assert monitor.silent() == ["image", "camera_info"] and monitor.arriving() == []
+    clock.t += 2.0
     assert monitor.statuses()[1].level == ERROR and "No events recorded for 6.0 s" in monitor.statuses()[1].message
 
 

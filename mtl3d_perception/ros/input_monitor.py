@@ -127,13 +127,13 @@ class InputMonitor:
             return now - since >= INFO_MISSING_AFTER_S
 
     def arriving(self) -> list[str]:
-        """``"role on topic (rate Hz)"`` for each input heard within the window (for the silent-topic warning)."""
+        """``"role on topic (rate Hz)"`` for each input that is not silent (for the silent-topic warning)."""
         with self._lock:
             now = self.clock()
             heard = []
             for role, (topic, _) in self.inputs.items():
-                count, rate, _ = self._rate(role, now)
-                if count:
+                _, rate, age = self._rate(role, now)
+                if age is not None and age <= self.silent_after_s:
                     heard.append(f"{role} on {topic} ({rate:.1f} Hz)")
             return heard
 
