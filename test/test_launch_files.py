@@ -128,7 +128,8 @@ def test_replay_launch(monkeypatch, installed, tmp_path, node_parameters):
     assert isinstance(play, ExecuteProcess) and play.kwargs["cmd"] == ["ros2", "bag", "play", str(bag), "--clock",
                                                                         "--rate", "2.0"]
     values = node.parameter_values(context)
-    assert values["use_sim_time"] is True and values["tf_timeout_s"] == 0.1  # the shipped params_file sets 0.1
+    shipped = yaml.safe_load(PARAMS.read_text())[topics.NODE_NAME]["ros__parameters"]["tf_timeout_s"]
+    assert values["use_sim_time"] is True and values["tf_timeout_s"] == shipped  # the params_file wins
     assert set(values) <= node_parameters | EXTRA_PARAMS
     params_file = _params_file(tmp_path, image_transport="compressed")
     data = yaml.safe_load(Path(params_file).read_text())

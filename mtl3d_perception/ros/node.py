@@ -1,11 +1,13 @@
 """The ``perception_node``: camera + TF in, depth / semantics / normals / boundaries / labelled cloud out.
 
-Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8; or with ``image_transport``
-``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``
-(default: beside the image topic), relative names resolved in the node's namespace, approximately synchronised,
-sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame. The resolved inputs are logged at
-start-up; inputs that stay silent, and images without camera_info, get a throttled WARN and an input status in
-``/diagnostics`` (``ros/input_monitor.py``).
+Subscribed: ``image_topic`` (sensor_msgs/Image in any colour or mono encoding cv_bridge converts to rgb8, see
+``conversions.COLOUR_ENCODINGS``; or with ``image_transport`` ``compressed`` a sensor_msgs/CompressedImage, jpeg/png,
+on ``image_topic + '/compressed'``) and ``camera_info_topic`` (default: beside the image topic; binning, ROI,
+distortion and P applied as ``camera_model`` says; raw images rectified per ``image_kind``), relative names resolved
+in the node's namespace, approximately synchronised (``sync_queue_size`` per input, so driver latency between image
+and camera_info does not lose pairs), sensor-data QoS; TF ``world_frame`` <- image frame. The resolved inputs are
+logged at start-up; inputs that stay silent, and images without camera_info, get a throttled WARN and an input
+status in ``/diagnostics`` (``ros/input_monitor.py``).
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth/image`` (32FC1 m),
 ``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
 ``~/normals/image_color`` (rgb8), ``~/boundary/image`` (mono8), each with its sibling ``camera_info``
@@ -44,7 +46,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.msgs.camera_model import IMAGE_KINDS, CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.messages import (
+    HEADER_PROBLEMS,
+    BadInput,
+    frame_from_messages,
+    products_to_messages,
+)
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor
@@ -66,14 +74,20 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
                         "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
     "camera_info_topic": ("", "input sensor_msgs/CameraInfo; '' = camera_info beside image_topic (image_transport's "
                           "rule)", True, None),
+    "image_kind": ("auto", "image_raw: rectify with camera_info D/R/P; image_rect: already rectified, use P; "
+                   "auto: image_rect when the image topic's name contains 'rect'", True, IMAGE_KINDS),
     "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
+    # message_filters' examples use 10; a queue of 2 loses every pair once images lag camera_info by 2 periods
+    "sync_queue_size": (10, "image / camera_info messages kept per input for pairing", True, (1, 1000)),
     "precision": ("fp32", "inference precision (fp16 and bf16 need a CUDA device)", False, tuple(PRECISIONS)),
     "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in (a tf2 frame id: no leading '/')",
                     False, None),
     "min_baseline_m": (0.05, "source view: smallest useful baseline", False, (0.0, 100.0)),
     "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
     "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
-    "tf_timeout_s": (0.1, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
+    # visual(-inertial) odometry publishes a frame's pose 0.05-0.2 s after the image; rtabmap waits 0.2 s
+    # (wait_for_transform), we leave margin above that
+    "tf_timeout_s": (0.3, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
     "publish_depth": (True, "publish ~/depth/image and ~/depth/camera_info", False, None),
     "publish_semantic": (True, "publish ~/semantic/image, ~/semantic/image_color and ~/semantic/camera_info", False,
                          None),
@@ -154,6 +168,11 @@ class PerceptionNode(Node):
         )
         self.tf_timeout_s = float(p["tf_timeout_s"])
         self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
+        image_topic = p["image_topic"] + (topics.COMPRESSED_SUFFIX if p["image_transport"] == "compressed" else "")
+        self.image_kind = resolve_image_kind(p["image_kind"], image_topic)
+        self.camera_info = {"image_kind": self.image_kind,
+                            "image_kind_from": "image topic name" if p["image_kind"] == "auto" else "parameter"}
+        self.cameras = CameraModels()
         self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
         self._updates_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
@@ -185,8 +204,11 @@ class PerceptionNode(Node):
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)
-        self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub], 2, p["sync_slop_s"])
+        self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
+                                                                int(p["sync_queue_size"]), p["sync_slop_s"])
         self.sync.registerCallback(self.on_frame)
+        self.sync_queue_size, self.sync_slop_s = int(p["sync_queue_size"]), float(p["sync_slop_s"])
+        self._unpaired_reported = 0
         self._start_input_monitor(image_type)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
@@ -342,10 +364,16 @@ class PerceptionNode(Node):
         """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
         self.stats.count("received")
         try:
-            frame = frame_from_messages(image, info)
+            frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras)
         except BadInput as exc:
             self._problem(exc.kind, str(exc))
             return
+        if "camera_info" not in self.camera_info:
+            self.camera_info["camera_info"] = self.cameras.get(info).describe(self.image_kind)
+            self.get_logger().info(f"camera_info: {self.camera_info['camera_info']} "
+                                   f"({self.image_kind} from the {self.camera_info['image_kind_from']})")
+        if frame.header_problem:
+            self._problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:
             if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
                 # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
@@ -364,6 +392,8 @@ class PerceptionNode(Node):
 
     def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
         """(T_world_cam, None) or (None, why not) — never waits."""
+        if frame.header_problem:
+            return None, HEADER_PROBLEMS[frame.header_problem]
         try:
             ts = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame.frame_id,
                                                  Time(nanoseconds=frame.stamp_ns))
@@ -391,7 +421,7 @@ class PerceptionNode(Node):
                 job = (frame, arrived, pose, None)
                 break
             last_error = last_error or error
-            if job is None and now - arrived >= self.tf_timeout_s:
+            if job is None and (frame.header_problem or now - arrived >= self.tf_timeout_s):
                 job = (frame, arrived, None, error)  # newest timed-out frame, unless a newer one has TF
         if job is None:
             return None
@@ -446,8 +476,10 @@ class PerceptionNode(Node):
 
     def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None, reset: bool) -> None:
         if tf_error is not None:
-            self._problem("tf", f"no pose of {frame.frame_id} in {self.pipeline.world_frame} at {frame.stamp:.3f} s "
-                                f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view", counter="tf_failures")
+            if frame.header_problem is None:  # header problems are reported where the frame is made
+                self._problem("tf", f"no pose of {frame.frame_id} in {self.pipeline.world_frame} at {frame.stamp:.3f} s "
+                                    f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view. Raise the "
+                                    "tf_timeout_s parameter if odometry publishes later", counter="tf_failures")
         if reset:
             self.pipeline.reset()
         try:
@@ -469,9 +501,22 @@ class PerceptionNode(Node):
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
+    def _check_pairing(self) -> None:
+        """Images that never found their camera_info (message_filters drops them without a word): say so, with the
+        parameters that change it. Up to a queue's worth per input may still pair, so only more than that counts."""
+        unpaired = self.stats.counts["images"] - self.stats.counts["received"] - self.sync_queue_size
+        if unpaired > self._unpaired_reported:
+            self._unpaired_reported = unpaired
+            self._problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
+                                  f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) "
+                                  "messages; raise sync_queue_size if camera_info arrives late, or sync_slop_s if "
+                                  "the stamps differ", counter="sync_warnings")
+
     def publish_diagnostics(self) -> None:
+        self._check_pairing()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
-        info = {"device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
+        info = {**{f"camera.{k}": v for k, v in self.camera_info.items()},
+                "device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
                 "input_size": f"{self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}",
                 "compat_fallbacks": ",".join(FALLBACKS) or "none"}
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),

@@ -23,6 +23,8 @@ class Frame:
         rgb: ``[H,W,3]`` uint8 RGB.
         K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
         pose: ``T_world_cam`` ``[4,4]`` float64, or None until TF supplies it (or when it never does).
+        header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``), or None; such a
+            frame runs single-view with this as its pair reason.
     """
 
     stamp_ns: int
@@ -30,6 +32,7 @@ class Frame:
     rgb: np.ndarray
     K: np.ndarray
     pose: np.ndarray | None = None
+    header_problem: str | None = None
 
     @property
     def stamp(self) -> float:
