@@ -182,7 +182,7 @@ class PerceptionPipeline:
         warnings: list[tuple[str, str]] = []
         if frame.pose is not None:
             try:
-                check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns")
+                frame = frame.with_pose(check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns"))
             except ValueError as exc:
                 warnings.append(("invalid_pose", f"{exc}; processing single-view"))
                 frame = frame.with_pose(None)
