@@ -386,23 +386,6 @@ def test_rclpy_types_unknown_name():
         cv.rclpy_types()["no_such_pkg/msg/Nothing"]
 
 
-def test_compat_cv_bridge():
-    from mtl3d_perception.ros.compat.cv_bridge import CvBridge, CvBridgeError
-
-    bridge = CvBridge(types=TYPESTORE.types)
-    header = cv.make_header(TYPESTORE.types, 0, "cam")
-    rgb = _sample("rgb8")
-    msg = bridge.cv2_to_imgmsg(rgb[..., ::-1], encoding="bgr8", header=header)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"), rgb)
-    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg), rgb[..., ::-1])
-    depth = _sample("32FC1")
-    assert bridge.cv2_to_imgmsg(depth, header=header).encoding == "32FC1"
-    with pytest.raises(CvBridgeError, match="16UC1"):
-        bridge.imgmsg_to_cv2(bridge.cv2_to_imgmsg(_sample("16UC1"), "16UC1", header), desired_encoding="rgb8")
-    with pytest.raises(CvBridgeError, match="encoding"):
-        bridge.cv2_to_imgmsg(rgb, header=header)  # uint8 x3 is ambiguous (rgb8 or bgr8)
-
-
 # --------------------------------------------------------------------------- msgs/messages.py (node and replay)
 
 K_SMALL = np.array([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]])
@@ -597,11 +580,13 @@ def test_products_to_messages(flavour):
         encoding = topics.OUTPUTS[name][1]
         if encoding is not None:
             assert (msg.encoding, msg.width, msg.height) == (encoding, 7, 5)
-    np.testing.assert_array_equal(cv.image_to_array(msgs["semantic"]), mono)
-    np.testing.assert_allclose(cv.camera_info_to_K(msgs["depth/camera_info"]), K_SMALL)
+    np.testing.assert_array_equal(cv.image_to_array(msgs["semantic/image"]), mono)
+    for group in ("depth", "semantic", "normals", "boundary"):  # each image's sibling camera_info
+        np.testing.assert_allclose(cv.camera_info_to_K(msgs[f"{group}/camera_info"]), K_SMALL)
+        assert (msgs[f"{group}/camera_info"].width, msgs[f"{group}/camera_info"].height) == (7, 5)
     np.testing.assert_array_equal(cv.point_cloud2_to_arrays(msgs["points"]).labels, np.arange(4))
-    assert set(products_to_messages(types, products, outputs=["depth", "points"])) == {"depth", "points"}
+    assert set(products_to_messages(types, products, outputs=["depth/image", "points"])) == {"depth/image", "points"}
     products.depth = None  # no depth: no depth image and no depth/camera_info
-    assert not {"depth", "depth/camera_info"} & set(products_to_messages(types, products))
+    assert not {"depth/image", "depth/camera_info"} & set(products_to_messages(types, products))
     with pytest.raises(ValueError, match="unknown outputs"):
-        products_to_messages(types, products, outputs=["depth", "nope"])
+        products_to_messages(types, products, outputs=["depth/image", "nope"])

@@ -142,11 +142,11 @@ def test_output_bag_topics_counts_stamps_and_frames(synthetic_replay):
     for topic, _t, msg in read_bag(out / OUTPUT_BAG, OUTPUT_TOPICS - {topics.DIAGNOSTICS_TOPIC}):
         seen.setdefault(topic, set()).add(stamp_to_ns(msg.header.stamp))
         assert msg.header.frame_id == topics.CAMERA_FRAME, topic
-        if topic == topics.output_topic("depth"):
+        if topic == topics.output_topic("depth/image"):
             depth = image_to_array(msg)
             assert msg.encoding == "32FC1" and depth.shape == (SIZE[1], SIZE[0])
             assert np.isfinite(depth).all() and (depth > 0).all()
-        if topic == topics.output_topic("normals"):
+        if topic == topics.output_topic("normals/image"):
             assert msg.encoding == "32FC3"
     assert all(s == stamps for s in seen.values()), "outputs carry the input images' stamps"
     # the rosbag2 directory view of the same output
@@ -208,7 +208,7 @@ def test_db3_file_input_and_limit(tmp_path):
     assert s["counts"]["processed"] == 3
     with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts[topics.output_topic("depth")] == 3
+    assert counts[topics.output_topic("depth/image")] == 3
     # the last frame's ground truth is recorded just after its image, so reading goes on past the limit for it
     per_frame = json.loads((tmp_path / "out" / "metrics.json").read_text())["per_frame"]
     assert [r["multi_view"]["depth/abs_rel"] for r in per_frame] == pytest.approx([0.0] * 3, abs=1e-6)
@@ -355,7 +355,7 @@ def test_corrupt_message_keeps_what_was_written(tmp_path):
         replay_bag(bag, out, WallStub(2.0), quiet())
     with Reader(out / OUTPUT_BAG) as reader:  # closed properly: readable, with the frames before the bad one
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts[topics.output_topic("depth")] == 2
+    assert counts[topics.output_topic("depth/image")] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["processed"] == 2 and "cannot deserialise" in metrics["error"]
     assert "Stopped early" in (out / "report.md").read_text()
@@ -382,7 +382,7 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     assert f"`{COMPRESSED_TOPIC}` (sensor_msgs/msg/CompressedImage)" in (tmp_path / "out" / "report.md").read_text()
     output = bag_topics(tmp_path / "out" / OUTPUT_BAG)
     assert output[COMPRESSED_TOPIC] == "sensor_msgs/msg/CompressedImage"
-    assert output[topics.output_topic("depth")] == "sensor_msgs/msg/Image"
+    assert output[topics.output_topic("depth/image")] == "sensor_msgs/msg/Image"
     # named explicitly: no note
     s = replay_bag(bag, tmp_path / "out2", WallStub(2.0), quiet(image_topic=COMPRESSED_TOPIC, limit=2))
     assert s["counts"]["processed"] == 2 and not any(n.startswith("image topic") for n in s["notes"])
@@ -466,6 +466,9 @@ def test_output_folder_checks(wall_bag, tmp_path, capsys):
         replay_bag(out / OUTPUT_BAG, out, WallStub(2.0), quiet())
     assert cli.main(["replay", str(wall_bag), "--out", str(afile), "--model", "preset:tiny", "--no-progress"]) == 1
     assert f"ERROR: output folder {afile} is a file" in capsys.readouterr().err
+    assert cli.main(["replay", str(wall_bag), "--out", str(tmp_path / "slash"), "--world-frame", "/odom",
+                     "--model", "preset:tiny", "--no-progress"]) == 1
+    assert "--world-frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
 
 
 def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):
@@ -554,5 +557,5 @@ def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):
     assert math.isfinite(mv["metrics"]["depth/abs_rel"]) and math.isfinite(mv["metrics"]["temporal/abs_rel"])
     assert "semantic/miou" not in mv["metrics"]
     stamps = sorted(stamp_to_ns(msg.header.stamp) for _, _, msg in read_bag(tmp_path / "out" / OUTPUT_BAG,
-                                                                             [topics.output_topic("depth")]))
+                                                                             [topics.output_topic("depth/image")]))
     assert stamps == sorted(seconds_to_ns(f.stamp) for f in frames)

@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 
 # output name -> the Products attribute holding its image (topics.OUTPUTS gives the encoding)
 IMAGE_OUTPUTS = {
-    "depth": "depth",
-    "semantic": "labels",
-    "semantic/color": "labels_color",
-    "normals": "normals",
-    "normals/color": "normals_color",
-    "boundary": "boundary",
+    "depth/image": "depth",
+    "semantic/image": "labels",
+    "semantic/image_color": "labels_color",
+    "normals/image": "normals",
+    "normals/image_color": "normals_color",
+    "boundary/image": "boundary",
 }
 
 
@@ -125,13 +125,14 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
     Args:
         types: message classes by ``'sensor_msgs/msg/Image'``-style name.
         products: one frame's pipeline outputs.
-        outputs: names from ``topics.OUTPUTS`` to build (None: all). ``depth/camera_info`` comes with the depth.
+        outputs: names from ``topics.OUTPUTS`` to build (None: all). A ``<group>/camera_info`` comes with its
+            ``<group>/image``.
 
     Raises:
         ValueError: a name in ``outputs`` that is not in ``topics.OUTPUTS``.
 
     Returns:
-        Images first, then ``depth/camera_info`` and ``points``; images carry the input's stamp and frame id, the cloud
+        Images first, then the camera_infos and ``points``; images carry the input's stamp and frame id, the cloud
         ``products.cloud_frame_id``.
     """
     wanted = set(topics.OUTPUTS) if outputs is None else set(outputs)
@@ -144,9 +145,11 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
         array = getattr(products, attribute)
         if name in wanted and array is not None:
             messages[name] = conversions.make_image(types, header, array, topics.OUTPUTS[name][1])
-    if "depth/camera_info" in wanted and products.depth is not None:
-        W, H = products.size
-        messages["depth/camera_info"] = conversions.make_camera_info(types, header, products.K, W, H)
+    for name in [n for n in topics.OUTPUTS if n.endswith("/camera_info") and n in wanted]:
+        image = getattr(products, IMAGE_OUTPUTS[f"{topics.output_group(name)}/image"])
+        if image is not None:  # the sibling camera_info of each image that is there
+            W, H = products.size
+            messages[name] = conversions.make_camera_info(types, header, products.K, W, H)
     if "points" in wanted and products.cloud is not None:
         cloud = products.cloud
         cloud_header = conversions.make_header(types, products.stamp_ns, products.cloud_frame_id)

@@ -9,6 +9,7 @@ from typing import Any
 from mtl3d_perception.msgs.camera_model import IMAGE_KINDS
 from mtl3d_perception.replay.report import metrics_table
 from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
+from mtl3d_perception.runtime.params import frame_id_problem
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
 
 
@@ -64,6 +65,8 @@ def options_from_args(args: argparse.Namespace, device: str) -> ReplayOptions:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.max_image_pixels < 4:
         raise ValueError(f"--max-image-pixels must be >= 4 (a 2x2 image), got {args.max_image_pixels}")
+    if reason := frame_id_problem("--world-frame", args.world_frame):  # the node refuses it too (tf2's rule)
+        raise ValueError(reason)
     return ReplayOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, tf_topic=args.tf_topic,
         tf_static_topic=args.tf_static_topic, depth_gt_topic=args.depth_gt_topic, semantic_gt_topic=args.semantic_gt_topic,

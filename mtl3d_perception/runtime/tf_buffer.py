@@ -54,6 +54,20 @@ class InvalidArgumentException(TransformException):
     """A transform that is not rigid (NaN, non-orthonormal rotation) or has empty frame names."""
 
 
+def _validate_frame_id(argument: str, frame_id: str) -> None:
+    """tf2 ``BufferCore::validateFrameId``: lookups refuse empty frame ids and ones starting with '/'.
+
+    (Inserting strips the slash, as tf2's ``setTransform`` does; only lookups refuse it.)
+    """
+    if not frame_id:
+        raise InvalidArgumentException(
+            f"Invalid argument passed to lookupTransform argument {argument} in tf2 frame_ids cannot be empty")
+    if frame_id.startswith("/"):
+        raise InvalidArgumentException(
+            f'Invalid argument "{frame_id}" passed to lookupTransform argument {argument} in tf2 frame_ids cannot '
+            "start with a '/'")
+
+
 @dataclass
 class _Edge:
     parent: str
@@ -169,8 +183,13 @@ class TransformBuffer:
         return self.lookup_matrix_with_stamp(target, source, stamp_ns)[0]
 
     def lookup_matrix_with_stamp(self, target: str, source: str, stamp_ns: int = 0) -> tuple[np.ndarray, int]:
-        """Like :meth:`lookup_matrix`, also returning the time the result is valid at."""
-        target, source = target.lstrip("/"), source.lstrip("/")
+        """Like :meth:`lookup_matrix`, also returning the time the result is valid at.
+
+        Raises:
+            InvalidArgumentException: an empty frame id or one starting with '/' (as tf2's ``validateFrameId``).
+        """
+        for argument, name in (("target_frame", target), ("source_frame", source)):
+            _validate_frame_id(argument, name)
         with self._lock:
             known = set(self._edges) | {e.parent for e in self._edges.values()}
             for name in (target, source):

@@ -14,9 +14,9 @@ thread, which is what the node does — a waiting lookup would block the executo
 ``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly, and a rejected (NaN, zero
 quaternion) transform is counted and reported through ``TransformBuffer.reject``: the node hooks that into its
 /diagnostics and logger (``core.on_problem``); unhooked, it is logged at most once per ``throttled_log.LOG_THROTTLE_S``
-with a count, not once per message. The listener
-subscribes to ``/tf`` and ``/tf_static`` only when ``tf2_msgs`` is importable (it is not in the ROS wheels
-on PyPI); otherwise the buffer is fed through ``set_transform`` — one code path either way.
+with a count, not once per message. The listener subscribes to ``/tf`` and ``/tf_static`` when ``tf2_msgs`` is
+importable (`make venv` builds it, the ROS wheels on PyPI lack it); otherwise it warns and says why in
+``unavailable``, and only ``set_transform`` feeds the buffer.
 """
 
 from __future__ import annotations
@@ -151,11 +151,13 @@ class TransformListener:
         self.buffer = buffer
         self.node = node
         self.subscriptions: list[Any] = []
+        self.unavailable: str | None = None  # why /tf and /tf_static are not subscribed (None: they are)
         try:
             from tf2_msgs.msg import TFMessage
-        except ImportError:
-            node.get_logger().info(
-                "tf2_msgs is not installed: /tf and /tf_static are not subscribed; feed the TF buffer directly")
+        except ImportError as exc:
+            self.unavailable = (f"tf2_msgs is not importable ({exc}): /tf and /tf_static are not subscribed; "
+                                "run `make venv` (builds tf2_msgs) or source a ROS install")
+            node.get_logger().warning(self.unavailable)
             return
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
