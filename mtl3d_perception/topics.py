@@ -1,15 +1,18 @@
 """Default topic names, frame ids and QoS intent shared by the node, the bag writer and replay (DESIGN §5).
 
-Inputs and ground truth are absolute names; the node's outputs are relative to its private namespace
-(``~/depth`` -> ``/mtl3d_perception/depth`` for the default node name).
+Bag topics (inputs and ground truth) are absolute names; the node subscribes to the same names made relative, and
+its outputs are relative to its private namespace (``~/depth/image`` -> ``/mtl3d_perception/depth/image`` for the
+default node name).
 """
 
 from __future__ import annotations
 
 NODE_NAME = "mtl3d_perception"
 
-# Inputs
-IMAGE_TOPIC = "/camera/color/image_raw"
+# Inputs. The node subscribes to relative names (resolved in its namespace, so `-r __ns:=/robot1` and remapping
+# work as for image_pipeline nodes); in the root namespace they are the bag topics below.
+IMAGE_INPUT = "camera/color/image_raw"
+IMAGE_TOPIC = "/" + IMAGE_INPUT
 COMPRESSED_SUFFIX = "/compressed"  # image_transport's compressed topic: IMAGE_TOPIC + COMPRESSED_SUFFIX
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 TF_TOPIC = "/tf"
@@ -24,15 +27,21 @@ WORLD_FRAME = "odom"
 BASE_FRAME = "base_link"
 CAMERA_FRAME = "camera_color_optical_frame"
 
-# Outputs, relative to the node's private namespace: name -> (message type, encoding or None)
+# Outputs, relative to the node's private namespace: name -> (message type, encoding or None). Each image has its
+# camera_info as a sibling (``depth/image`` + ``depth/camera_info``, as RealSense and nvblox publish), so
+# image_transport's CameraSubscriber (depth_image_proc, RViz's Camera display) pairs them; ``image_color`` is the
+# rgb8 rendering of the same pixels, beside ``image`` as in image_proc.
 OUTPUTS: dict[str, tuple[str, str | None]] = {
-    "depth": ("sensor_msgs/msg/Image", "32FC1"),
+    "depth/image": ("sensor_msgs/msg/Image", "32FC1"),
     "depth/camera_info": ("sensor_msgs/msg/CameraInfo", None),
-    "semantic": ("sensor_msgs/msg/Image", "mono8"),
-    "semantic/color": ("sensor_msgs/msg/Image", "rgb8"),
-    "normals": ("sensor_msgs/msg/Image", "32FC3"),
-    "normals/color": ("sensor_msgs/msg/Image", "rgb8"),
-    "boundary": ("sensor_msgs/msg/Image", "mono8"),
+    "semantic/image": ("sensor_msgs/msg/Image", "mono8"),
+    "semantic/image_color": ("sensor_msgs/msg/Image", "rgb8"),
+    "semantic/camera_info": ("sensor_msgs/msg/CameraInfo", None),
+    "normals/image": ("sensor_msgs/msg/Image", "32FC3"),
+    "normals/image_color": ("sensor_msgs/msg/Image", "rgb8"),
+    "normals/camera_info": ("sensor_msgs/msg/CameraInfo", None),
+    "boundary/image": ("sensor_msgs/msg/Image", "mono8"),
+    "boundary/camera_info": ("sensor_msgs/msg/CameraInfo", None),
     "points": ("sensor_msgs/msg/PointCloud2", None),
 }
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -44,3 +53,15 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
         msg = f"unknown output {name!r}; expected one of {', '.join(OUTPUTS)}"
         raise ValueError(msg)
     return f"/{node_name}/{name}"
+
+
+def camera_info_topic_for(image_topic: str) -> str:
+    """The camera_info topic beside ``image_topic``, by image_transport's rule (``getCameraInfoTopic``):
+    ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``."""
+    head, sep, _ = image_topic.rstrip("/").rpartition("/")
+    return f"{head}{sep}camera_info"
+
+
+def output_group(name: str) -> str:
+    """The product an output belongs to (``depth/camera_info`` -> ``depth``): its ``publish_<group>`` switch."""
+    return name.split("/")[0]

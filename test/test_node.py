@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from mtl3d_perception.ros.diagnostics import (  # noqa: E402
 from mtl3d_perception.runtime.stats import RuntimeStats  # noqa: E402
 
 pytestmark = pytest.mark.ros
+PARAMETERS_DEFAULTS = {"precision": "fp32", "world_frame": topics.WORLD_FRAME}
 
 W, H = 64, 48
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
@@ -66,7 +69,7 @@ def ros_context():
 class Harness:
     """The node under test plus a peer node that publishes inputs and records every output."""
 
-    def __init__(self, context, model, **params):
+    def __init__(self, context, model, *, static_tf: bool = True, **params):
         from mtl3d_perception.ros.node import PerceptionNode
 
         overrides = [Parameter(k, value=v) for k, v in {"tf_timeout_s": 0.05, "point_stride": 2, **params}.items()]
@@ -89,16 +92,20 @@ class Harness:
         else:
             self.image_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
         self.info_pub = self.peer.create_publisher(self.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)
-        self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count())
-        static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM, np.eye(4))
-        self.node.tf_buffer.set_transform_static(static, "test")
+        # every output matched too: a message published before discovery is lost (volatile QoS)
+        self.spin_until(lambda: self.image_pub.get_subscription_count() and self.info_pub.get_subscription_count()
+                        and all(pub.get_subscription_count() for pub in self.node.pubs.values()))
+        if static_tf:
+            static = cv.make_transform_stamped(self.types, cv.make_header(self.types, 0, topics.BASE_FRAME), CAM,
+                                               np.eye(4))
+            self.node.tf_buffer.set_transform_static(static, "test")
 
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
         self.peer.destroy_node()
 
-    def spin_until(self, condition, timeout_s: float = 20.0):
+    def spin_until(self, condition, timeout_s: float = 60.0):  # generous: CI machines are small and shared
         deadline = time.monotonic() + timeout_s
         while not condition():
             assert time.monotonic() < deadline, "timed out waiting for the node"
@@ -123,7 +130,12 @@ class Harness:
             self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
 
     def wait_outputs(self, n: int):
-        self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+        try:
+            self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+        except AssertionError:
+            counts = {name: len(v) for name, v in self.received.items()}
+            raise AssertionError(f"waiting for {n} of each output: {counts}; node counts {dict(self.node.stats.counts)}, "
+                                 f"problem {self.node.stats.last_problem!r}") from None
 
     def diag(self) -> dict[str, str]:
         before = len(self.diagnostics)
@@ -172,18 +184,18 @@ def test_outputs_match_inputs_and_model(harness):
     np.testing.assert_allclose(cv.camera_info_to_K(info), resize_intrinsics(K, (W, H), (W, H)))
 
     # depth of the first (single-view) frame equals the network's own single-view output
-    depth = cv.image_to_array(harness.received["depth"][0])
+    depth = cv.image_to_array(harness.received["depth/image"][0])
     np.testing.assert_allclose(depth, _single_view_depth(model, rgb), rtol=1e-4, atol=1e-5)
-    labels = cv.image_to_array(harness.received["semantic"][0])
+    labels = cv.image_to_array(harness.received["semantic/image"][0])
     assert labels.max() < model.config.num_classes
-    normals = cv.image_to_array(harness.received["normals"][-1])
+    normals = cv.image_to_array(harness.received["normals/image"][-1])
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-4)
 
     cloud_msg = harness.received["points"][-1]
     assert cloud_msg.header.frame_id == CAM
     assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "rgb", "label"]
     cloud = cv.point_cloud2_to_arrays(cloud_msg)
-    depth, labels = (cv.image_to_array(harness.received[name][-1]) for name in ("depth", "semantic"))
+    depth, labels = (cv.image_to_array(harness.received[name][-1]) for name in ("depth/image", "semantic/image"))
     valid = np.isfinite(depth[::2, ::2])
     assert cloud.points.shape[0] == valid.sum() > 0
     np.testing.assert_array_equal(cloud.labels, labels[::2, ::2][valid])
@@ -201,17 +213,110 @@ def test_compressed_image_transport(ros_context):
     """image_transport:=compressed subscribes to image_topic + '/compressed' (sensor_msgs/CompressedImage)."""
     h = Harness(ros_context, tiny_model(), image_transport="compressed")
     try:
-        assert h.node.image_sub.topic == topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX
+        assert h.node.image_sub.sub.topic_name == topics.IMAGE_TOPIC + topics.COMPRESSED_SUFFIX
         rgb = _image(7)
         h.send_tf(3 * S, 0.0)
         h.send_frame(3 * S, rgb)
         h.wait_outputs(1)
-        msg = h.received["depth"][0]
+        msg = h.received["depth/image"][0]
         assert (cv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg.width, msg.height) == (3 * S, CAM, W, H)
         np.testing.assert_allclose(cv.image_to_array(msg), _single_view_depth(tiny_model(), rgb), rtol=1e-4, atol=1e-5)
         assert h.diag()["bad_input"] == "0"
     finally:
         h.close()
+
+
+# Another process: /tf_static base_link -> camera (transient local, as static_transform_publisher) and /tf
+# odom -> base_link from 10 s to 14 s, x = 0.5 m/s * (t - 10 s), republished every 0.2 s.
+TF_PUBLISHER = f"""
+import rclpy
+from geometry_msgs.msg import TransformStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
+
+def transform(parent, child, i, x):
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = parent, child
+    t.header.stamp.sec, t.header.stamp.nanosec = 10 + i // 10, (i % 10) * 100_000_000
+    t.transform.translation.x, t.transform.rotation.w = x, 1.0
+    return t
+
+rclpy.init()
+node = rclpy.create_node("test_tf_publisher")
+latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+node.create_publisher(TFMessage, "{topics.TF_STATIC_TOPIC}", latched).publish(
+    TFMessage(transforms=[transform("{topics.BASE_FRAME}", "{CAM}", 0, 0.0)]))
+tf_pub = node.create_publisher(TFMessage, "{topics.TF_TOPIC}", 100)
+odom = TFMessage(transforms=[transform("{topics.WORLD_FRAME}", "{topics.BASE_FRAME}", i, 0.05 * i) for i in range(41)])
+while rclpy.ok():
+    tf_pub.publish(odom)
+    rclpy.spin_once(node, timeout_sec=0.2)
+"""
+
+
+@pytest.mark.slow
+def test_live_tf_from_another_process_gives_two_view_frames():
+    """The make-venv environment (tf2_msgs built locally): /tf and /tf_static from another process pose the frames,
+    and the second frame pairs with the first (two-view). On a domain of its own, so no other test's TF mixes in."""
+    domain = random.randint(30, 100)
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=domain)
+    publisher = subprocess.Popen([sys.executable, "-c", TF_PUBLISHER], env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    h = Harness(context, tiny_model(), static_tf=False, tf_timeout_s=10.0)
+    try:
+        assert h.node.tf_listener.subscriptions, "the node did not subscribe to /tf (tf2_msgs missing?)"
+        deadline = time.monotonic() + 60
+        while not h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=11 * S + S // 2)):
+            assert publisher.poll() is None, publisher.stdout.read()
+            assert time.monotonic() < deadline, "no TF from the publisher process"
+            h.executor.spin_once(timeout_sec=0.05)
+        h.send_frame(11 * S, _image(60))
+        h.wait_outputs(1)
+        h.send_frame(11 * S + S // 2, _image(61))
+        h.wait_outputs(2)
+        assert _history_pose_x(h.node, 11 * S) == pytest.approx(0.5)
+        assert _history_pose_x(h.node, 11 * S + S // 2) == pytest.approx(0.75)
+        values = h.diag()
+        assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"  # only the first frame
+        assert values["last_pair_reason"] == "baseline"
+    finally:
+        h.close()
+        publisher.terminate()
+        publisher.communicate(timeout=30)
+        rclpy.try_shutdown(context=context)
+
+
+def test_tf_not_subscribable_is_warned_and_named_per_frame(ros_context, monkeypatch, capfd):
+    """Where tf2_msgs cannot be imported: WARN at start-up, an ERROR input status, and the cause in each TF reason."""
+    monkeypatch.setitem(sys.modules, "tf2_msgs.msg", None)  # import fails as if not installed
+    h = Harness(ros_context, tiny_model())
+    try:
+        assert "WARN" in capfd.readouterr().err and h.node.tf_listener.subscriptions == []
+        h.send_frame(80 * S, _image(62))  # no TF: single-view after tf_timeout_s
+        h.wait_outputs(1)
+        values = h.diag()
+        assert values["tf_failures"] == "1"
+        assert "TF is not subscribed: tf2_msgs is not importable" in values["last_problem"]
+        tf_status = next(st for st in h.diagnostics[-1].status if st.name.endswith("input tf"))
+        assert tf_status.level == b"\x02" and tf_status.message.startswith("not subscribed: tf2_msgs is not importable")
+    finally:
+        h.close()
+
+
+def test_fallbacks_under_a_sourced_ros_install_warn(ros_context, monkeypatch, capfd):
+    """A robot whose rosdep left out tf2_ros_py / message_filters must not run on the fallbacks with only an INFO."""
+    from mtl3d_perception.ros.compat import FALLBACKS
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    assert FALLBACKS  # this environment has neither message_filters nor tf2_ros
+    monkeypatch.setenv("ROS_DISTRO", "jazzy")
+    node = PerceptionNode(model=tiny_model(), context=ros_context)
+    try:
+        err = capfd.readouterr().err
+        assert "WARN" in err and "although ROS jazzy is sourced" in err
+    finally:
+        node.destroy_node()
 
 
 def test_frame_waits_for_late_tf(ros_context):
@@ -225,7 +330,7 @@ def test_frame_waits_for_late_tf(ros_context):
         h.spin_until(lambda: h.node.stats.counts["received"] >= 2)
         for _ in range(20):
             h.executor.spin_once(timeout_sec=0.005)
-        assert len(h.received["depth"]) == 1  # still waiting for TF at 2 s
+        assert len(h.received["depth/image"]) == 1  # still waiting for TF at 2 s
         h.send_tf(2 * S, 0.2)
         h.wait_outputs(2)
         values = h.diag()
@@ -249,8 +354,8 @@ def test_parameters_validated_and_applied(harness):
     harness.send_frame(20 * S, _image(1))
     harness.spin_until(lambda: harness.received["points"])
     assert harness.received["points"][-1].header.frame_id == topics.WORLD_FRAME
-    harness.spin_until(lambda: harness.received["depth"])
-    assert harness.received["boundary"] == []
+    harness.spin_until(lambda: harness.received["depth/image"])
+    assert harness.received["boundary/image"] == []
 
 
 def test_bad_input_keeps_node_alive(harness):
@@ -262,8 +367,8 @@ def test_bad_input_keeps_node_alive(harness):
         dict(rgb=rgb, info_wh=(W * 2, H * 2)),  # camera_info of another size
     ]
     for i, kwargs in enumerate(bad):
-        harness.send_frame(stamp + i * S, **kwargs)
-        harness.spin_until(lambda i=i: harness.node.stats.counts["received"] > i)
+        harness.send_frame(stamp + i * S, **kwargs)  # decoded off the executor: wait for the verdict
+        harness.spin_until(lambda i=i: sum(harness.node.stats.bad_input.values()) > i)
     values = harness.diag()
     assert values["bad_input.encoding"] == "1" and values["bad_input.intrinsics"] == "1"
     assert values["bad_input.size_mismatch"] == "1" and values["processed"] == "0"
@@ -283,6 +388,44 @@ def test_bad_input_keeps_node_alive(harness):
     assert harness.node.tf_buffer.rejected == 1
 
 
+def test_rejected_transforms_and_image_bombs_are_counted(ros_context):
+    """Issue 15: 100 zero-quaternion TF messages show in /diagnostics (logged once, through the node's logger, then
+    throttled); a JPEG whose header declares 32767 x 32767 is refused before decoding, counted, and the node goes on."""
+    import cv2
+
+    h = Harness(ros_context, tiny_model(), image_transport="compressed")
+    try:
+        for i in range(100):
+            ts = cv.make_transform_stamped(h.types, cv.make_header(h.types, (70 + i) * S, topics.WORLD_FRAME),
+                                           topics.BASE_FRAME, np.eye(4))
+            ts.transform.rotation.w = 0.0
+            assert not h.node.tf_buffer.set_transform(ts, "test")
+        values = h.diag()
+        assert values["bad_input.transform"] == "100" and h.node.tf_buffer.rejected == 100
+        assert h.diagnostics[-1].status[0].level == b"\x01"
+        assert h.node._log.suppressed["transform"] == 99  # one line through the node's logger, the rest held back
+
+        ok, jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+        jpeg = bytearray(jpeg.tobytes())
+        sof = jpeg.index(b"\xff\xc0")
+        jpeg[sof + 5:sof + 9] = (32767).to_bytes(2, "big") * 2
+        header = cv.make_header(h.types, 80 * S, CAM)
+        bomb = h.types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg", data=bytes(jpeg))
+        t = time.monotonic()
+        h.image_pub.publish(bomb)
+        h.info_pub.publish(cv.make_camera_info(h.types, header, K, W, H))
+        h.spin_until(lambda: h.node.stats.bad_input["image_size"] == 1)
+        assert time.monotonic() - t < 5.0
+        h.send_tf(81 * S, 0.0)
+        h.send_frame(81 * S, _image(8))
+        h.wait_outputs(1)
+        values = h.diag()
+        assert values["bad_input.image_size"] == "1" and values["processed"] == "1"
+        assert "32767x32767" in values["last_problem"]
+    finally:
+        h.close()
+
+
 def test_start_up_values_are_validated(ros_context):
     """Values from overrides or a params file get the checks of a later set_parameters (they used to bypass them)."""
     from mtl3d_perception.ros.node import PerceptionNode
@@ -290,6 +433,41 @@ def test_start_up_values_are_validated(ros_context):
     with pytest.raises(InvalidParameterValueException, match="world_frame must not be empty"):
         PerceptionNode(model=tiny_model(), context=ros_context,
                        parameter_overrides=[Parameter("world_frame", value="")])
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("precision", "fp16", "precision fp16 needs a CUDA device, but the node runs on cpu"),
+    ("precision", "bf16", "precision bf16 needs a CUDA device"),
+    ("world_frame", "/odom", "tf2 frame ids cannot start with a '/'; use 'odom'"),
+])
+def test_parameters_that_cannot_hold_are_refused(ros_context, name, value, reason):
+    """At start-up (overrides, params file) and through the parameter services alike, with the reason."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    cpu = Parameter("device", value="cpu")  # also on a machine with CUDA, where device auto would allow fp16
+    with pytest.raises(InvalidParameterValueException, match=re.escape(reason)):
+        PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[cpu, Parameter(name, value=value)])
+    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[cpu])
+    try:
+        result = node.set_parameters([Parameter(name, value=value)])[0]
+        assert not result.successful and reason in result.reason
+        assert node.get_parameter(name).value == PARAMETERS_DEFAULTS[name]
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.gpu
+def test_reduced_precision_is_accepted_on_cuda(ros_context):
+    """The other side of the refusal: on a CUDA device fp16 and bf16 start and can be set at runtime."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[
+        Parameter("device", value="cuda"), Parameter("precision", value="fp16")])
+    try:
+        assert node.get_parameter("precision").value == "fp16" and node.pipeline.precision == "fp16"
+        assert node.set_parameters([Parameter("precision", value="bf16")])[0].successful
+    finally:
+        node.destroy_node()
 
 
 def test_main_reports_bad_parameters_and_exits_1():
@@ -323,7 +501,7 @@ def test_time_jump_back_clears_tf_cache(ros_context):
         h.spin_until(lambda: h.node.stats.counts["received"] >= 4)
         for _ in range(20):
             h.executor.spin_once(timeout_sec=0.005)
-        assert len(h.received["depth"]) == 3
+        assert len(h.received["depth/image"]) == 3
         h.send_tf(38 * S, 5.0)
         h.wait_outputs(4)
         assert _history_pose_x(h.node, 37 * S) == pytest.approx(5.0)
@@ -346,8 +524,8 @@ def test_time_jump_back_unblocks_the_synchroniser(ros_context):
             h.spin_until(lambda n=n: h.node.stats.counts["images"] >= n + 2)  # depth-1 input queue: one at a time
         assert sorted(h.node.sync.queues[0]) == [21 * S, 22 * S]
         h.send_frame(5 * S, _image(22))
-        h.spin_until(lambda: len(h.received["depth"]) >= 2, timeout_s=10.0)
-        assert cv.stamp_to_ns(h.received["depth"][-1].header.stamp) == 5 * S
+        h.spin_until(lambda: len(h.received["depth/image"]) >= 2, timeout_s=10.0)
+        assert cv.stamp_to_ns(h.received["depth/image"][-1].header.stamp) == 5 * S
         assert h.diag()["time_jumps"] == "1"
     finally:
         h.close()
@@ -384,6 +562,29 @@ def test_small_step_back_drops_the_frame_only(harness):
     assert values["last_pair_reason"] == "baseline"  # paired with 50 s: the history survived
 
 
+def test_camera_inputs_yuyv_binning_and_empty_frame_id(ros_context):
+    """A webcam's YUYV image, 2x2-binned camera_info and an empty frame_id: processed at once (no TF wait),
+    single-view with reason empty_frame_id; /diagnostics names the image kind (issue 12)."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
+    try:
+        assert h.node.get_parameter("sync_queue_size").value == 10
+        header = cv.make_header(h.types, 70 * S, "")
+        yuyv = np.zeros((H // 2, W // 2, 2), np.uint8)
+        yuyv[..., 0], yuyv[:, 0::2, 1], yuyv[:, 1::2, 1] = 120, 100, 160
+        h.image_pub.publish(cv.make_image(h.types, header, yuyv, "yuv422_yuy2"))
+        info = cv.make_camera_info(h.types, header, K, W, H)
+        info.binning_x = info.binning_y = 2
+        h.info_pub.publish(info)
+        h.wait_outputs(1)
+        assert (h.received["semantic/image_color"][0].width, h.received["semantic/image_color"][0].height) == (W, H)
+        values = h.diag()
+        assert values["processed"] == "1" and values["last_pair_reason"] == "empty_frame_id"
+        assert values["camera.image_kind"] == "image_raw" and "binning 2x2" in values["camera.camera_info"]
+        assert values.get("bad_input.encoding", "0") == "0" and values.get("tf_failures", "0") == "0"
+    finally:
+        h.close()
+
+
 def test_images_without_camera_info_warn(harness):
     """The commonest "node publishes nothing" report: camera_info missing or never within sync_slop_s."""
     harness.node.stats.rate_window_s = 0.2
@@ -398,6 +599,78 @@ def test_images_without_camera_info_warn(harness):
     assert status.level == b"\x01" and "none pairs with a camera_info" in status.message
     values = diagnostic_values(harness.diagnostics[-1])
     assert int(values["images"]) >= 2 and values["camera_infos"] == "0" and values["received"] == "0"
+
+
+def test_images_without_camera_info_warn_promptly(harness, capfd):
+    """Within about a second of images without camera_info, a WARN log line naming both topics."""
+    start = time.monotonic()
+    i = 0
+    while not harness.node.inputs.info_missing():
+        assert time.monotonic() - start < 5.0, "no camera_info warning within 5 s"
+        harness.send_frame(65 * S + i * S // 10, _image(41), with_info=False)
+        harness.executor.spin_once(timeout_sec=0.05)
+        i += 1
+    assert time.monotonic() - start < 3.0
+    harness.node.check_inputs()
+    err = capfd.readouterr().err
+    assert "WARN" in err and f"images arrive on {topics.IMAGE_TOPIC} but no camera_info on {topics.CAMERA_INFO_TOPIC}" in err
+
+
+def test_silent_image_topic_is_logged_and_in_diagnostics(ros_context, capfd):
+    """A mistyped image_topic: start-up names the resolved inputs; then a WARN names the silent topic and what
+    does arrive, and its /diagnostics status is ERROR ("No events recorded", diagnostic_updater's FrequencyStatus)."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    node = PerceptionNode(model=tiny_model(), context=ros_context,
+                          parameter_overrides=[Parameter("image_topic", value="camera/colour/image_raw")])
+    peer = rclpy.create_node("test_silent_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    types = cv.rclpy_types()
+    diags = []
+    peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
+    # the camera publishes its image where the user meant it, and its camera_info where the node looks for it
+    image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
+    info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], "/camera/colour/camera_info", 10)
+    try:
+        err = capfd.readouterr().err
+        assert ("inputs: image /camera/colour/image_raw (sensor_msgs/msg/Image), camera_info /camera/colour/camera_info"
+                in err)  # relative names resolved; camera_info defaults to the image's sibling
+        node.inputs.silent_after_s = 0.3
+        deadline = time.monotonic() + 20
+        i = 0
+        while not (node.inputs.silent() == ["image"] and node.stats.counts["camera_infos"] >= 2):
+            assert time.monotonic() < deadline
+            header = cv.make_header(types, 90 * S + i, CAM)
+            image_pub.publish(cv.make_image(types, header, _image(70), "rgb8"))
+            info_pub.publish(cv.make_camera_info(types, header, K, W, H))
+            executor.spin_once(timeout_sec=0.05)
+            i += 1
+        node.check_inputs()
+        err = capfd.readouterr().err
+        assert re.search(r"WARN.*no sensor_msgs/msg/Image on /camera/colour/image_raw \(image\) for \d+ s; "
+                         r"0 publisher\(s\); arriving: camera_info on /camera/colour/camera_info \([0-9.]+ Hz\); "
+                         r"sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
+                         r"\(set image_topic / camera_info_topic or remap\)", err), err  # not its own outputs
+        node.publish_diagnostics()
+        deadline = time.monotonic() + 20
+        while not diags:
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.05)
+        by_name = {status.name: status for status in diags[-1].status}
+        image = by_name[f"{topics.NODE_NAME}: input image"]
+        assert image.level == b"\x02" and image.message == "No events recorded"
+        assert diagnostic_values_of(image)["topic"] == "/camera/colour/image_raw"
+        assert by_name[f"{topics.NODE_NAME}: input camera_info"].level == b"\x00"
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def diagnostic_values_of(status) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
 
 
 def test_destroy_joins_the_worker_and_releases_the_model(ros_context):
@@ -489,7 +762,7 @@ def test_node_as_separate_process(ros_context, tmp_path):
     executor.add_node(peer)
     types = cv.rclpy_types()
     got, diags = [], []
-    peer.create_subscription(types["sensor_msgs/msg/Image"], topics.output_topic("depth"), got.append, 10)
+    peer.create_subscription(types["sensor_msgs/msg/Image"], topics.output_topic("depth/image"), got.append, 10)
     peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, diags.append, 10)
     image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
     info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, 10)

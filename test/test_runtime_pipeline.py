@@ -68,7 +68,7 @@ def test_each_frame_encoded_once_and_paired(model):
     assert reasons[1] == ("newest", 0)  # 6 cm < 10 cm: newest
     assert reasons[2] == ("baseline", 0)  # 12 cm to frame 0
     assert reasons[3] == ("baseline", S // 10)
-    assert set(pipe._features) == set(pipe.history.stamps)
+    assert set(pipe._features) == set(pipe.history.keys)
 
 
 def test_two_view_output_equals_model_streaming(model):

@@ -81,6 +81,19 @@ def test_rejects_nan_and_bad_names(buf):
         buf.set_transform_matrix("odom", "odom", 3 * S, _T())
 
 
+def test_lookups_refuse_frame_ids_with_a_leading_slash(buf):
+    """As tf2's validateFrameId: '/odom' is refused in a lookup (so CI and a robot agree), stripped when inserted."""
+    with pytest.raises(InvalidArgumentException, match=r"\"/odom\" passed to lookupTransform argument target_frame"):
+        buf.lookup_matrix("/odom", "camera", S)
+    with pytest.raises(InvalidArgumentException, match="source_frame in tf2 frame_ids cannot start with a '/'"):
+        buf.lookup_matrix("odom", "/camera", S)
+    with pytest.raises(InvalidArgumentException, match="cannot be empty"):
+        buf.lookup_matrix("", "camera", S)
+    assert not buf.can_transform("/odom", "camera", S)
+    buf.set_transform_matrix("/odom", "/base_link", 3 * S, _T(2.0))  # tf2's setTransform strips the slash
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 3 * S), _T(2.0))
+
+
 def test_cache_window_prunes_old_data(buf):
     buf.set_transform_matrix("odom", "base_link", 12 * S, _T(2.0))
     with pytest.raises(ExtrapolationException):

@@ -74,8 +74,8 @@ def test_thirty_steps_reduce_the_loss(trained):
     assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.85 * first, (first, last)
-    assert (out / "checkpoints" / "last.safetensors").is_file() and (out / "checkpoints" / "last.state.pt").is_file()
-    assert not list((out / "checkpoints").glob("*.tmp*"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "last.json", "last.safetensors", "step-00000030.safetensors", "step-00000030.state.pt"]
     assert list((out / "tb").glob("events.out.tfevents.*"))
     model = load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert model.checkpoint_metadata["step"] == 30

@@ -4,7 +4,7 @@
 ``input_size`` (W, H), ``depth_range`` (metres), ``trained_on`` and ``metrics``, plus ``format``.
 Loading rebuilds the network from the stored config (nanoGPT's ``model_args``, but inside the file)
 and loads it strictly; nothing is ever unpickled. Any mismatch raises ``CheckpointError`` naming the
-key and both shapes.
+key and both shapes; so does a tensor holding NaN or inf (such a network only ever outputs garbage).
 """
 
 from __future__ import annotations
@@ -66,14 +66,67 @@ def save_checkpoint(model, path: str | Path, *, trained_on: Any = None, metrics:
 
 def _open(path: str | Path):
     path = Path(path)
+    if path.is_dir():
+        msg = f"{path}: is a directory, expected a .safetensors checkpoint file"
+        raise CheckpointError(msg)
     if not path.is_file():
         msg = f"checkpoint not found: {path}"
         raise FileNotFoundError(msg)
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        msg = f"{path}: not a readable safetensors checkpoint ({exc})"
+        msg = f"{path}: not a readable safetensors checkpoint ({_first_line(exc)})"
         raise CheckpointError(msg) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _get_tensor(f, path: Path | str, key: str) -> torch.Tensor:
+    """One tensor of an open file; unreadable or non-finite ones raise CheckpointError naming the key."""
+    try:
+        t = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        msg = f"{path}: cannot read tensor {key!r} ({_first_line(exc)})"
+        raise CheckpointError(msg) from None
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        msg = f"{path}: tensor {key!r} holds {bad} NaN or inf value(s) of {t.numel()}; refusing a non-finite model"
+        raise CheckpointError(msg)
+    return t
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file (CPU), checked finite; for ``init_checkpoint`` and resuming.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a directory, not a safetensors file, an unreadable or a non-finite tensor.
+    """
+    with _open(path) as f:
+        return {key: _get_tensor(f, path, key) for key in f.keys()}
+
+
+def load_weights_into(model: torch.nn.Module, path: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Load ``path``'s tensors (or already read ``weights``) into ``model`` strictly.
+
+    Raises:
+        CheckpointError: what :func:`read_weights` raises, or keys / shapes that do not match ``model`` (one line).
+    """
+    weights = read_weights(path) if weights is None else weights
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        msg = (f"{path}: weights do not match the model: missing keys {missing[:6]}, unexpected keys {unexpected[:6]}")
+        raise CheckpointError(msg)
+    for key, t in weights.items():
+        if t.shape != expected[key].shape:
+            msg = (f"{path}: key {key!r} has shape {tuple(t.shape)} in the file, the model expects "
+                   f"{tuple(expected[key].shape)}")
+            raise CheckpointError(msg)
+    model.load_state_dict(weights, strict=True)
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
@@ -116,11 +169,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
             msg = f"{path}: checkpoint does not match its config: missing keys {missing[:6]}, unexpected keys {unexpected[:6]}"
             raise CheckpointError(msg)
         for key in expected:
-            try:
-                t = f.get_tensor(key)
-            except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-                msg = f"{path}: cannot read tensor {key!r} ({exc})"
-                raise CheckpointError(msg) from None
+            t = _get_tensor(f, path, key)
             if t.shape != expected[key].shape or t.dtype != expected[key].dtype:
                 msg = (
                     f"{path}: key {key!r} has shape {tuple(t.shape)} {t.dtype} in the file, "

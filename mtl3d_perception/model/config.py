@@ -151,7 +151,12 @@ def preset_path(name: str) -> Path:
 
 def load_yaml(path: str | Path) -> ModelConfig:
     path = Path(path)
-    values = typed_config.parse_yaml(path.read_text()) or {}
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        msg = f"{path}: not a model YAML (binary content); expected a preset name, a model YAML or a .safetensors file"
+        raise ConfigError(msg) from None
+    values = typed_config.parse_yaml(text) or {}
     if not isinstance(values, dict):
         msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
         raise ConfigError(msg)
@@ -169,6 +174,10 @@ def resolve_config(spec: str | Path | dict | ModelConfig) -> ModelConfig:
     if isinstance(spec, dict):
         return ModelConfig.from_dict(spec)
     text = str(spec)
+    if Path(text).is_dir():
+        msg = (f"{text}: is a directory; expected a preset name ({', '.join(available_presets())}), a model YAML "
+               "or a .safetensors checkpoint")
+        raise ConfigError(msg)
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
         return load_yaml(text)
     return load_yaml(preset_path(text))

@@ -119,6 +119,11 @@ def _load(spec: str):
 
     if spec.endswith(".safetensors"):
         return load_checkpoint(spec), read_checkpoint_metadata(spec)
+    if spec.endswith((".pt", ".pth", ".ckpt", ".bin")):
+        # pickles can run code when loaded: never opened here
+        msg = (f"{spec}: a PyTorch pickle ({Path(spec).suffix}) is not read; expected a preset name, a model YAML or "
+               "a .safetensors checkpoint (convert the weights with safetensors.torch.save_file)")
+        raise ValueError(msg)
     from mtl3d_perception.model.config import resolve_config
 
     # Parameters and FLOPs do not depend on the weights: skip loading pretrained ones.

@@ -24,27 +24,50 @@ from typing import Any
 import cv2
 import numpy as np
 
-# encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
+from mtl3d_perception.msgs.image_header import read_image_header
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, check_image_size
+
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+_BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
+
+# encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
+# REP 118: depth is 32FC1 metres or 16UC1 millimetres. yuv422 (UYVY) and yuv422_yuy2 (YUYV) pack two pixels in
+# 4 bytes: 2 uint8 channels per pixel, as image_encodings.hpp counts them.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
+    "rgb8": (_U8, 3), "bgr8": (_U8, 3), "rgba8": (_U8, 4), "bgra8": (_U8, 4), "mono8": (_U8, 1),
+    "rgb16": (_U16, 3), "bgr16": (_U16, 3), "rgba16": (_U16, 4), "bgra16": (_U16, 4), "mono16": (_U16, 1),
+    "yuv422": (_U8, 2), "yuv422_yuy2": (_U8, 2),
+    **{f"{bayer}8": (_U8, 1) for bayer in _BAYER}, **{f"{bayer}16": (_U16, 1) for bayer in _BAYER},
+    "8UC1": (_U8, 1),
+    "16UC1": (_U16, 1),
     "32FC1": (np.dtype(np.float32), 1),
     "32FC3": (np.dtype(np.float32), 3),
 }
-COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+# Colour and mono encoding -> the one cv2 conversion to RGB (None: already RGB), as cv_bridge converts them to
+# rgb8 (ros-perception/vision_opencv cv_bridge/src/cv_bridge.cpp, getConversionCodes): one code per family,
+# 16-bit data then scaled by 255/65535. OpenCV names Bayer patterns by the second row, hence RGGB -> BayerBG.
+# Generic encodings (8UC3, 16UC1, ...) carry no colour meaning and are refused, as cv_bridge refuses them.
+COLOUR_ENCODINGS: dict[str, int | None] = {
+    **{f"rgb{bits}": None for bits in (8, 16)},
+    **{f"bgr{bits}": cv2.COLOR_BGR2RGB for bits in (8, 16)},
+    **{f"rgba{bits}": cv2.COLOR_RGBA2RGB for bits in (8, 16)},
+    **{f"bgra{bits}": cv2.COLOR_BGRA2RGB for bits in (8, 16)},
+    **{f"mono{bits}": cv2.COLOR_GRAY2RGB for bits in (8, 16)},
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    **{f"bayer_rggb{bits}": cv2.COLOR_BayerBG2RGB for bits in (8, 16)},
+    **{f"bayer_bggr{bits}": cv2.COLOR_BayerRG2RGB for bits in (8, 16)},
+    **{f"bayer_gbrg{bits}": cv2.COLOR_BayerGR2RGB for bits in (8, 16)},
+    **{f"bayer_grbg{bits}": cv2.COLOR_BayerGB2RGB for bits in (8, 16)},
+}
 
 # sensor_msgs/PointField datatype constants (identical in every ROS 2 distro).
 _POINT_FIELD_DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16),
     5: np.dtype(np.int32), 6: np.dtype(np.uint32), 7: np.dtype(np.float32), 8: np.dtype(np.float64),
 }
-_FLOAT32, _UINT16 = 7, 4
+_FLOAT32, _UINT32 = 7, 6
 
 
 def _unsupported(encoding: str) -> ValueError:
@@ -119,7 +142,7 @@ def make_header(types: Any, stamp_ns: int, frame_id: str) -> Any:
 # --------------------------------------------------------------------------- images
 
 
-def image_to_array(msg: Any) -> np.ndarray:
+def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` -> ndarray in the message's own layout (cv_bridge "passthrough").
 
     Returns ``[H,W]`` for one-channel encodings and ``[H,W,C]`` otherwise, in native byte order, with row
@@ -127,7 +150,9 @@ def image_to_array(msg: Any) -> np.ndarray:
     stays BGR); use :func:`image_to_rgb8` for the pipeline's RGB input.
 
     Raises:
-        ValueError: a ``CompressedImage``, an unsupported encoding, or ``data`` shorter than ``height * step``.
+        ImageTooLarge: ``width * height`` above ``max_pixels`` (``runtime.frames.MAX_IMAGE_PIXELS``).
+        ValueError: a ``CompressedImage``, an unsupported encoding, an empty image, or ``data`` shorter than
+            ``height * step``.
     """
     if is_compressed_image(msg):
         raise ValueError(f"a CompressedImage (format {msg.format!r}) has no raw layout; "
@@ -137,6 +162,9 @@ def image_to_array(msg: Any) -> np.ndarray:
         raise _unsupported(encoding)
     dtype, channels = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    check_image_size(width, height, max_pixels, what=f"{encoding} image")
+    if width <= 0 or height <= 0:  # cv2 returns None for an empty image instead of raising (found by fuzzing)
+        raise ValueError(f"{encoding} image is {width}x{height}: empty")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ValueError(f"image step {step} < width {width} x {channels} channels x {dtype.itemsize} bytes")
@@ -150,28 +178,39 @@ def image_to_array(msg: Any) -> np.ndarray:
     return out.reshape(shape)
 
 
-def image_to_rgb8(msg: Any) -> np.ndarray:
-    """A colour or mono8 ``sensor_msgs/Image``, or a colour ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB
-    (the pipeline's input).
+def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A colour or mono ``sensor_msgs/Image`` (any of ``COLOUR_ENCODINGS``), or a colour
+    ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
 
-    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
+    Raw images convert as cv_bridge's ``toCvShare(msg, "rgb8")`` does: one cv2 colour conversion per family (UYVY,
+    YUYV, Bayer demosaicing, channel order, grey to RGB), then 16-bit values scaled by 255/65535. Compressed images
+    are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`), and only after their
+    header (``msgs.image_header``) declares a JPEG or PNG of at most ``max_pixels`` pixels.
 
     Raises:
-        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``, or a compressed image's format names a
-            non-colour encoding or its data does not decode.
+        ImageTooLarge: the image (or what a compressed one declares) has more than ``max_pixels`` pixels.
+        ValueError: the encoding is not one of ``COLOUR_ENCODINGS`` (the message lists them), the data is malformed
+            (e.g. an odd width for a YUV 4:2:2 image), or a compressed image's format names a non-colour encoding,
+            its header is not a sound JPEG / PNG one, or its data does not decode.
     """
     if is_compressed_image(msg):
-        return _decode_compressed_rgb8(msg)
-    if msg.encoding not in COLOUR_ENCODINGS:
+        return _decode_compressed_rgb8(msg, max_pixels)
+    encoding = str(msg.encoding)
+    if encoding not in COLOUR_ENCODINGS:
         raise ValueError(
-            f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
+            f"image encoding {encoding!r} is not a colour or mono encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
         )
-    img = image_to_array(msg)
-    if msg.encoding == "mono8":
-        return np.repeat(img[:, :, None], 3, axis=2)
-    if msg.encoding.startswith("bgr"):
-        img = img[:, :, 2::-1]
-    return np.ascontiguousarray(img[:, :, :3])
+    img = image_to_array(msg, max_pixels=max_pixels)
+    code = COLOUR_ENCODINGS[encoding]
+    if code is not None:
+        try:
+            img = cv2.cvtColor(img, code)
+        except cv2.error as exc:
+            raise ValueError(f"a {msg.width}x{msg.height} {encoding!r} image does not convert to RGB: "
+                             f"{str(exc).strip().splitlines()[-1]}") from None
+    if img.dtype == np.uint16:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)  # cv_bridge's 16 -> 8 bit scaling, rounded
+    return img
 
 
 def make_image(types: Any, header: Any, array_: np.ndarray, encoding: str) -> Any:
@@ -216,7 +255,7 @@ def is_compressed_image(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def _decode_compressed_rgb8(msg: Any) -> np.ndarray:
+def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
     fmt = str(msg.format)
     encoding, has_encoding, compression = (part.strip() for part in fmt.partition(";"))
     if has_encoding and encoding not in COLOUR_ENCODINGS:
@@ -224,6 +263,12 @@ def _decode_compressed_rgb8(msg: Any) -> np.ndarray:
         raise ValueError(f"CompressedImage format {fmt!r} holds a {encoding!r} image, not a colour one; "
                          f"supported encodings: {', '.join(COLOUR_ENCODINGS)}")
     buf = _uint8_buffer(msg.data)
+    try:
+        header = read_image_header(buf)
+    except ValueError as exc:
+        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) refused before decoding: {exc}") from None
+    check_image_size(header.width, header.height, max_pixels,
+                     what=f"CompressedImage ({buf.size} bytes, format {fmt!r}): its {header.format} header declares it")
     # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
     # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
     try:
@@ -262,6 +307,34 @@ def make_compressed_image(types: Any, header: Any, rgb: np.ndarray, fmt: str = "
     return cls(header=header, format=f"rgb8; {fmt} compressed bgr8", data=_uint8_field(cls, encoded.tobytes()))
 
 
+def depth_image_to_metres(msg: Any) -> np.ndarray:
+    """A depth image (REP 118: ``32FC1`` metres or ``16UC1`` / ``mono16`` millimetres, 0 invalid) -> ``[H,W]``
+    float32 metres, NaN invalid (non-positive and non-finite values included).
+
+    Raises:
+        ValueError: another encoding.
+    """
+    from mtl3d_perception.geometry import depth_from_mm, valid_depth
+
+    if msg.encoding == "32FC1":
+        d = image_to_array(msg).astype(np.float32)
+        return np.where(valid_depth(d), d, np.float32(np.nan))
+    if msg.encoding in ("16UC1", "mono16"):
+        return depth_from_mm(image_to_array(msg))
+    raise ValueError(f"depth images must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
+
+
+def label_image_to_ids(msg: Any) -> np.ndarray:
+    """A ``mono8`` (or ``8UC1``) image of class ids -> ``[H,W]`` uint8.
+
+    Raises:
+        ValueError: another encoding.
+    """
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ValueError(f"semantic labels must be mono8 class ids, got {msg.encoding!r}")
+    return image_to_array(msg).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------- camera info
 
 
@@ -297,7 +370,7 @@ def make_camera_info(types: Any, header: Any, K: np.ndarray, width: int, height:
 @dataclass
 class CloudArrays:
     """The contents of a PointCloud2 as arrays: ``points [N,3]`` float32 (NaN kept for organised clouds),
-    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint16 or None, ``hw`` = (height, width) of the cloud."""
+    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint32 or None, ``hw`` = (height, width) of the cloud."""
 
     points: np.ndarray
     rgb: np.ndarray | None
@@ -325,12 +398,16 @@ def make_point_cloud2(
     labels: np.ndarray | None = None,
     organised_hw: tuple[int, int] | None = None,
 ) -> Any:
-    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint16)].
+    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint32)].
+
+    The layout is PCL's ``PointXYZRGBL`` (``PointXYZL`` without rgb): PCL matches fields by name, datatype and
+    count, so ``label`` must be UINT32 for ``pcl::fromROSMsg`` to read it; every field is 4 bytes, 4-byte aligned
+    (point_step 20 with rgb and label). RViz colours by ``rgb`` (RGB8) or by any field (Intensity).
 
     Args:
         points: ``[N,3]``; NaN rows mark invalid points of an organised cloud.
         rgb: ``[N,3]`` uint8 colours, or None.
-        labels: ``[N]`` class ids (stored as uint16), or None.
+        labels: ``[N]`` class ids (stored as uint32), or None.
         organised_hw: (H, W) with H * W == N for an organised cloud; None for an unorganised one (height 1).
     """
     points = np.asarray(points, np.float32).reshape(-1, 3)
@@ -345,7 +422,7 @@ def make_point_cloud2(
     if rgb is not None:
         layout.append(("rgb", np.float32, _FLOAT32))
     if labels is not None:
-        layout.append(("label", np.uint16, _UINT16))
+        layout.append(("label", np.uint32, _UINT32))
     names, formats, field_types = (list(col) for col in zip(*layout))
     offsets = [4 * i for i in range(len(layout))]  # every field starts 4-byte aligned
     point_step = 4 * len(layout)
@@ -355,7 +432,7 @@ def make_point_cloud2(
     if rgb is not None:
         cloud["rgb"] = pack_rgb(np.asarray(rgb).reshape(n, 3))
     if labels is not None:
-        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint16)
+        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint32)
     field_cls = types["sensor_msgs/msg/PointField"]
     fields = [field_cls(name=nm, offset=off, datatype=dt, count=1) for nm, off, dt in zip(names, offsets, field_types)]
     cls = types["sensor_msgs/msg/PointCloud2"]
@@ -402,7 +479,7 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
     if rgb_name is not None:  # reinterpret the bits in the message's byte order, never convert the float value
         bits = np.ascontiguousarray(cloud[rgb_name]).view(np.dtype(np.uint32).newbyteorder(order))
         rgb = unpack_rgb(bits.astype(np.uint32))
-    labels = cloud["label"].astype(np.uint16) if "label" in names else None
+    labels = cloud["label"].astype(np.uint32) if "label" in names else None
     return CloudArrays(points=points, rgb=rgb, labels=labels, hw=(height, width))
 
 
@@ -410,13 +487,17 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
-    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``."""
-    from mtl3d_perception.geometry import pose_from_quat_trans
+    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``.
+
+    Raises:
+        ValueError: a quaternion tf2 would refuse (NaN, or ``|q|^2`` not within 1e-2 of 1:
+            ``geometry.check_unit_quaternion``).
+    """
+    from mtl3d_perception.geometry import check_unit_quaternion, pose_from_quat_trans
 
     q, t = transform.rotation, transform.translation
-    return pose_from_quat_trans(
-        np.array([q.x, q.y, q.z, q.w], np.float64), np.array([t.x, t.y, t.z], np.float64)
-    )
+    quat = check_unit_quaternion([q.x, q.y, q.z, q.w], name="rotation")
+    return pose_from_quat_trans(quat, np.array([t.x, t.y, t.z], np.float64))
 
 
 def make_transform(types: Any, T: np.ndarray) -> Any:

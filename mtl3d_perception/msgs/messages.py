@@ -1,7 +1,8 @@
 """Messages <-> runtime objects, written once for the node and for replay (STYLE §1.2: each conversion once).
 
 - :func:`frame_from_messages`: a synchronised ``sensor_msgs/Image`` + ``sensor_msgs/CameraInfo`` -> a
-  :class:`~mtl3d_perception.runtime.frames.Frame`, or :class:`BadInput` naming what is wrong;
+  :class:`~mtl3d_perception.runtime.frames.Frame` (colour converted, rectified where the input is raw, with the
+  intrinsics camera_info gives the image), or :class:`BadInput` naming what is wrong;
 - :func:`products_to_messages`: :class:`~mtl3d_perception.runtime.products.Products` -> one message per output
   of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``cloud_frame_id``).
 
@@ -17,27 +18,30 @@ from typing import TYPE_CHECKING, Any
 from mtl3d_perception import topics
 from mtl3d_perception.geometry import check_intrinsics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.msgs.camera_model import CameraModel, CameraModels
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLarge
 
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
 
 # output name -> the Products attribute holding its image (topics.OUTPUTS gives the encoding)
 IMAGE_OUTPUTS = {
-    "depth": "depth",
-    "semantic": "labels",
-    "semantic/color": "labels_color",
-    "normals": "normals",
-    "normals/color": "normals_color",
-    "boundary": "boundary",
+    "depth/image": "depth",
+    "semantic/image": "labels",
+    "semantic/image_color": "labels_color",
+    "normals/image": "normals",
+    "normals/image_color": "normals_color",
+    "boundary/image": "boundary",
 }
 
 
 class BadInput(ValueError):
     """An input message the runtime cannot use; ``kind`` names the diagnostics counter (``bad_input.<kind>``).
 
-    Kinds: ``encoding`` (not a colour image, or malformed data), ``intrinsics`` (unusable K), ``size_mismatch``
-    (camera_info size differs from the image's), ``frame_id`` (empty), ``image`` (e.g. smaller than 2x2).
+    Kinds: ``image_size`` (above the pixel limit), ``encoding`` (not a colour image, or malformed data),
+    ``intrinsics`` (unusable camera_info: K, P, ROI or an unknown distortion model; or intrinsics implausible for
+    the image size), ``size_mismatch`` (the image size differs from the one camera_info gives, after binning and
+    ROI), ``image`` (e.g. smaller than 2x2).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -45,34 +49,69 @@ class BadInput(ValueError):
         self.kind = kind
 
 
-def frame_from_messages(image: Any, info: Any) -> Frame:
+# Header problems that leave a frame usable but unposed (it runs single-view, DESIGN §8): the pair reason each
+# gives, and the warning that says why.
+HEADER_PROBLEMS = {
+    "empty_frame_id": "the image header has an empty frame_id, so its pose cannot be looked up in TF; frames run "
+                      "single-view (set the camera driver's frame_id)",
+    "zero_stamp": "the image header stamp is zero, so its pose cannot be looked up in TF and frames cannot be "
+                  "ordered; frames run single-view (the camera driver does not stamp its images)",
+}
+
+
+def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
+                        cameras: CameraModels | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Frame:
     """Image (or CompressedImage) + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB
-    and ``K`` from ``info.k``.
+    and the intrinsics camera_info gives that image (``camera_model``: binning, ROI, rectification).
 
     ``rgb`` may share memory with the message and be read-only (bag buffers); the pipeline copies it only where
-    it must (``PerceptionPipeline.preprocess``).
+    it must (``PerceptionPipeline.preprocess``). An empty frame_id or a zero stamp is no reason to drop the frame:
+    it gets ``header_problem`` (a key of ``HEADER_PROBLEMS``) and runs single-view.
+
+    Args:
+        image_kind: ``image_raw`` (rectified here when camera_info has distortion, R or a P other than K) or
+            ``image_rect`` (already rectified: P's intrinsics); see ``camera_model.resolve_image_kind``.
+        cameras: the cache of camera models and rectification maps (one per node or replay); None builds the model
+            for this call only.
+        max_pixels: larger images are refused (``image_size``), a compressed one from its header, before decoding.
 
     Raises:
-        BadInput: the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is malformed or does
-            not decode), K is
-            unusable, the camera_info size differs from the image size, the frame id is empty, or the image is
-            too small.
+        BadInput: the image has more than ``max_pixels`` pixels (``image_size``; checked on a compressed image's
+            header, before decoding), the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is
+            malformed or does not decode), camera_info is unusable or its intrinsics implausible for the image size,
+            its size (after binning and ROI) differs from the image's, or the image is too small.
     """
     try:
-        rgb = conversions.image_to_rgb8(image)
+        rgb = conversions.image_to_rgb8(image, max_pixels=max_pixels)
+    except ImageTooLarge as exc:
+        raise BadInput("image_size", str(exc)) from None
     except ValueError as exc:
         raise BadInput("encoding", str(exc)) from None
     try:
-        K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
+        camera = cameras.get(info) if cameras is not None else CameraModel.from_camera_info(info)
     except ValueError as exc:
         raise BadInput("intrinsics", str(exc)) from None
     height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
-    if (info.width, info.height) != (0, 0) and (info.width, info.height) != (width, height):
-        raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
-                                        f"{width}x{height}")
-    if not image.header.frame_id:
-        raise BadInput("frame_id", "image header has an empty frame_id; cannot look up its pose")
-    frame = Frame(conversions.stamp_to_ns(image.header.stamp), image.header.frame_id, rgb, K)
+    known = camera.size != (0, 0)  # camera_info without width/height: nothing to check against
+    if known and camera.size != (width, height):
+        how = f" ({camera.window()})" if camera.window() else ""
+        raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height}{how} gives a "
+                                        f"{camera.size[0]}x{camera.size[1]} image; the image is {width}x{height}")
+    K = camera.intrinsics(image_kind)
+    try:  # absurd but finite values (fx = 1e-300, cx = 1e308) would give an all-inf cloud
+        check_intrinsics(K, name=f"camera_info {'P' if K is camera.P else 'K'}", size=(width, height))
+        if K is not camera.K:
+            check_intrinsics(camera.K, name="camera_info K", size=(width, height))
+    except ValueError as exc:
+        raise BadInput("intrinsics", str(exc)) from None
+    if image_kind == "image_raw" and camera.rectify_raw:
+        if not known:
+            raise BadInput("intrinsics", "camera_info has width and height 0 and distortion to remove; "
+                                         "the raw image cannot be rectified")
+        rgb = camera.rectify(rgb)
+    stamp_ns = conversions.stamp_to_ns(image.header.stamp)
+    problem = "empty_frame_id" if not image.header.frame_id else "zero_stamp" if stamp_ns == 0 else None
+    frame = Frame(stamp_ns, image.header.frame_id, rgb, K, header_problem=problem)
     try:
         frame.validate()
     except ValueError as exc:
@@ -86,13 +125,14 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
     Args:
         types: message classes by ``'sensor_msgs/msg/Image'``-style name.
         products: one frame's pipeline outputs.
-        outputs: names from ``topics.OUTPUTS`` to build (None: all). ``depth/camera_info`` comes with the depth.
+        outputs: names from ``topics.OUTPUTS`` to build (None: all). A ``<group>/camera_info`` comes with its
+            ``<group>/image``.
 
     Raises:
         ValueError: a name in ``outputs`` that is not in ``topics.OUTPUTS``.
 
     Returns:
-        Images first, then ``depth/camera_info`` and ``points``; images carry the input's stamp and frame id, the cloud
+        Images first, then the camera_infos and ``points``; images carry the input's stamp and frame id, the cloud
         ``products.cloud_frame_id``.
     """
     wanted = set(topics.OUTPUTS) if outputs is None else set(outputs)
@@ -105,9 +145,11 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
         array = getattr(products, attribute)
         if name in wanted and array is not None:
             messages[name] = conversions.make_image(types, header, array, topics.OUTPUTS[name][1])
-    if "depth/camera_info" in wanted and products.depth is not None:
-        W, H = products.size
-        messages["depth/camera_info"] = conversions.make_camera_info(types, header, products.K, W, H)
+    for name in [n for n in topics.OUTPUTS if n.endswith("/camera_info") and n in wanted]:
+        image = getattr(products, IMAGE_OUTPUTS[f"{topics.output_group(name)}/image"])
+        if image is not None:  # the sibling camera_info of each image that is there
+            W, H = products.size
+            messages[name] = conversions.make_camera_info(types, header, products.K, W, H)
     if "points" in wanted and products.cloud is not None:
         cloud = products.cloud
         cloud_header = conversions.make_header(types, products.stamp_ns, products.cloud_frame_id)

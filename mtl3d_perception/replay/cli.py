@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.msgs.camera_model import IMAGE_KINDS
 from mtl3d_perception.replay.report import metrics_table
 from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
+from mtl3d_perception.runtime.params import frame_id_problem
 from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
 
 
@@ -39,13 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--sync-slop", type=float, default=d.sync_slop_s, metavar="S",
                    help=f"image / camera_info stamp tolerance; default {d.sync_slop_s}")
     r.add_argument("--tf-timeout", type=float, default=d.tf_timeout_s, metavar="S",
-                   help=f"bag time a frame waits for its pose, then single-view; default {d.tf_timeout_s}")
+                   help="frames wait for their pose as long as the bag can deliver it (docs/replay.md); one whose "
+                        "camera has no TF path gives up once the bag's TF is S past it; "
+                        f"default {d.tf_timeout_s}")
+    r.add_argument("--image-kind", choices=IMAGE_KINDS, default=d.image_kind,
+                   help="image_raw: rectified with camera_info's D/R/P; image_rect: already rectified (P's "
+                        f"intrinsics); auto: from the image topic's name; default {d.image_kind}")
     r.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default=d.output_resolution,
                    help=f"output image size: the network's input or the camera's; default {d.output_resolution}")
     r.add_argument("--point-stride", type=int, default=d.point_stride, metavar="N",
                    help=f"point cloud from every N-th pixel in x and y; default {d.point_stride}")
     r.add_argument("--cloud-frame", choices=CLOUD_FRAMES, default=d.cloud_frame,
                    help=f"point cloud frame: the image's frame_id or the world frame; default {d.cloud_frame}")
+    r.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, metavar="N",
+                   help=f"larger images (width x height; a compressed image's declared size) are dropped as bad "
+                        f"input before decoding; default {d.max_image_pixels} (4096 x 4096)")
     r.add_argument("--montage-frames", type=int, default=d.montage_frames, metavar="N", help="rows in montage.png")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -53,13 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace, device: str) -> ReplayOptions:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.max_image_pixels < 4:
+        raise ValueError(f"--max-image-pixels must be >= 4 (a 2x2 image), got {args.max_image_pixels}")
+    if reason := frame_id_problem("--world-frame", args.world_frame):  # the node refuses it too (tf2's rule)
+        raise ValueError(reason)
     return ReplayOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, tf_topic=args.tf_topic,
         tf_static_topic=args.tf_static_topic, depth_gt_topic=args.depth_gt_topic, semantic_gt_topic=args.semantic_gt_topic,
         world_frame=args.world_frame, node_name=args.node_name, device=device, limit=args.limit,
         compare_single_view=args.compare_single_view, sync_slop_s=args.sync_slop, tf_timeout_s=args.tf_timeout,
+        image_kind=args.image_kind,
         output_resolution=args.output_resolution, point_stride=args.point_stride, cloud_frame=args.cloud_frame,
-        montage_frames=args.montage_frames, progress=not args.no_progress,
+        montage_frames=args.montage_frames, max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
     )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from mtl3d_perception.geometry import depth_from_mm
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.replay.report import GroundTruth, ModeEvaluator, MontageCollector, gt_from_messages
 from mtl3d_perception.runtime.frames import Frame
@@ -23,20 +22,8 @@ GT_KEEP = 200  # ground-truth images kept per kind
 GT_WAIT_NS = 1_000_000_000  # bag time a processed frame waits for ground truth
 
 
-def depth_gt(msg: Any) -> np.ndarray:
-    """Ground-truth depth in metres, NaN invalid, from 32FC1 metres or 16UC1 millimetres (REP 118)."""
-    if msg.encoding == "32FC1":
-        return conversions.image_to_array(msg).astype(np.float32)
-    if msg.encoding in ("16UC1", "mono16"):
-        return depth_from_mm(conversions.image_to_array(msg))
-    raise ValueError(f"depth ground truth must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
-
-
-def semantic_gt(msg: Any) -> np.ndarray:
-    """Ground-truth class ids ``[H,W]`` uint8 from a mono8 image."""
-    if msg.encoding not in ("mono8", "8UC1"):
-        raise ValueError(f"semantic ground truth must be mono8 class ids, got {msg.encoding!r}")
-    return conversions.image_to_array(msg).astype(np.uint8)
+depth_gt = conversions.depth_image_to_metres  # ground-truth depth: metres, NaN invalid (REP 118)
+semantic_gt = conversions.label_image_to_ids  # ground-truth class ids from a mono8 image
 
 
 _DECODERS = {"depth": depth_gt, "semantic": semantic_gt}

@@ -3,7 +3,7 @@
 :func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
 become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
-each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
+each frame waits for its pose as long as the bag can still deliver it (``runtime.pose_wait``, in bag time), runs
 through ``PerceptionPipeline`` and its products are written as the node's output messages
 (``msgs.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
 truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
@@ -31,7 +31,13 @@ from mtl3d_perception.data.bag import (
     typestore,
 )
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.messages import (
+    HEADER_PROBLEMS,
+    BadInput,
+    frame_from_messages,
+    products_to_messages,
+)
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -43,9 +49,10 @@ from mtl3d_perception.replay.output import (
 )
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
@@ -67,14 +74,16 @@ class ReplayOptions:
     limit: int | None = None  # frames to process; None = all
     compare_single_view: bool = False
     sync_slop_s: float = 0.02
-    sync_queue_size: int = 2
-    tf_timeout_s: float = 0.1  # bag time a frame waits for its pose before running single-view
+    sync_queue_size: int | None = None  # None: pair by stamp over the recording (runtime.pose_wait's horizon)
+    tf_timeout_s: float = 0.3  # how far past a frame the bag's TF must be before a frame without a TF chain gives up
+    image_kind: str = "auto"  # image_raw (rectify), image_rect (use P) or auto (from the image topic's name)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     output_resolution: str = "network"
     point_stride: int = 4
     cloud_frame: str = "camera"
     montage_frames: int = 4
     diagnostics_period_s: float = 1.0
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images (or compressed headers declaring them) are bad input
     progress: bool = True
 
 
@@ -91,7 +100,8 @@ class _Replay:
         self.has_tf = o.tf_topic in available or o.tf_static_topic in available
         self.types = typestore().types
         kwargs = dict(device=o.device, pairing=o.pairing, output_resolution=o.output_resolution,
-                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame)
+                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame,
+                      max_image_pixels=o.max_image_pixels)
         self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
         if o.compare_single_view:
             self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
@@ -110,9 +120,15 @@ class _Replay:
                                            montage_picks=picks, warn=self._warn)
         self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
 
-        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s))
-        self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
-        self.pending: deque[tuple[Frame, int]] = deque()  # synchronised frames waiting for TF (arrival ns)
+        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s), on_problem=self._tf_problem)
+        self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair,
+                                        max_age_s=RECORDED_TF_HORIZON_S)
+        self.pose_wait = RecordedPoseWait(self.tf, o.world_frame, o.tf_timeout_s)
+        self.pending: deque[Frame] = deque()  # synchronised frames waiting for TF, in order
+        self.image_kind = resolve_image_kind(o.image_kind, o.image_topic)
+        self.cameras = CameraModels()
+        self.camera: dict[str, str] = {"image_kind": self.image_kind,
+                                       "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
         self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.now_ns = 0
@@ -120,8 +136,10 @@ class _Replay:
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
+        self.bad_input: dict[str, int] = {}  # frames dropped as bad input, by BadInput kind
         self.counts = {"no_pose": 0, "time_jumps": 0}
         self.warnings: list[str] = []
+        self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
         self.last_stamp_ns: int | None = None
 
@@ -134,8 +152,8 @@ class _Replay:
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
-        self._run_ready(expire_before=t_ns)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
+        self._run_ready()  # frames whose TF wait ended before this message: single-view
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
@@ -166,14 +184,26 @@ class _Replay:
     def _add_tf(self, msg: Any, *, static: bool) -> None:
         for tf in msg.transforms:
             try:
-                self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, conversions.stamp_to_ns(tf.header.stamp),
+                stamp_ns = conversions.stamp_to_ns(tf.header.stamp)
+                self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, stamp_ns,
                                              conversions.transform_to_matrix(tf.transform), is_static=static)
+                if not static:
+                    self.pose_wait.tf_read(stamp_ns)
             except (TransformException, ValueError) as exc:
-                self._warn(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
+                self.tf.reject(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
 
-    def _drop(self, reason: str, message: str | None = None) -> None:
+    def _tf_problem(self, kind: str, message: str) -> None:
+        """The TF buffer's problems: rejected transforms are bad input in /diagnostics; every one is in the report."""
+        if kind == "transform":
+            self.stats.problem(kind, message)
+        self._warn(message)
+
+    def _drop(self, reason: str, message: str | None = None, *, kind: str | None = None) -> None:
+        """Count a dropped frame (``reason`` in the report; ``kind``: also a bad input of that kind in /diagnostics)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.stats.count("dropped")
+        if kind is not None:
+            self.stats.problem(kind, message or reason)
         if message:
             self._warn(message)
 
@@ -181,39 +211,58 @@ class _Replay:
         if len(self.warnings) < 50 and message not in self.warnings:
             self.warnings.append(message)
 
+    def _warn_once(self, key: str, message: str) -> None:
+        """A warning for a problem that repeats frame after frame: given once, for the first frame."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
     def _on_pair(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for its pose."""
         self.stats.count("received")
         try:
-            frame = frame_from_messages(image, info)
+            frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras,
+                                        max_pixels=self.o.max_image_pixels)
         except BadInput as exc:
-            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
+            self._drop("bad_input")
+            self.stats.problem(exc.kind, str(exc))  # every bad input counted in /diagnostics, by kind
+            self.bad_input[exc.kind] = self.bad_input.get(exc.kind, 0) + 1
+            # warned once per kind (a camera's every frame repeats it); the count is in dropped_reasons / bad_input
+            self._warn_once(f"bad_input.{exc.kind}", f"frame at {image.header.stamp.sec}."
+                                                     f"{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}")
             return
-        self.pending.append((frame, self.now_ns))
+        if "camera_info" not in self.camera:
+            self.camera["camera_info"] = self.cameras.get(info).describe(self.image_kind)
+            self.notes.append(f"camera_info: {self.camera['camera_info']} ({self.image_kind} "
+                              f"from {self.camera['image_kind_from']})")
+        if frame.header_problem:
+            self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
+            self.stats.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+            self._warn_once(frame.header_problem, HEADER_PROBLEMS[frame.header_problem])
+        self.pending.append(frame)
 
     # ------------------------------------------------------------------------------------------ processing
 
-    def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
-        try:
-            return self.tf.lookup_matrix(self.o.world_frame, frame.frame_id, frame.stamp_ns), None
-        except TransformException as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
-    def _run_ready(self, *, expire_before: int | None = None) -> None:
-        """Process pending frames in order: each once its pose is there, or, when its TF wait
-        (``tf_timeout_s`` of bag time after it was synchronised) ended before ``expire_before``, single-view.
-        """
-        wait_ns = int(self.o.tf_timeout_s * 1e9)
+    def _run_ready(self, *, end: bool = False) -> None:
+        """Process pending frames in order, each once ``runtime.pose_wait`` says it stops waiting (posed, or
+        single-view when the bag cannot deliver its pose any more; ``end``: the bag is over)."""
         while self.pending and not self.done:
-            frame, arrived = self.pending[0]
-            pose, error = self._pose(frame) if self.has_tf else (None, None)
-            if error is not None:
-                if expire_before is None or max(arrived, frame.stamp_ns) + wait_ns >= expire_before:
+            frame = self.pending[0]
+            pose = None
+            if self.has_tf and not frame.header_problem:
+                check = self.pose_wait.check(frame, self.now_ns, end=end)
+                if not check.ready:
                     return  # TF for this stamp may still come
-                self.counts["no_pose"] += 1
-                self.stats.problem("tf", error, counter="tf_failures")
-                self._warn(f"no pose of {frame.frame_id} in {self.o.world_frame} after {self.o.tf_timeout_s:g} s: "
-                           f"{error}; frame ran single-view")
+                pose = check.pose
+                if check.error is not None:
+                    self.counts["no_pose"] += 1
+                    self.stats.problem("tf", check.error, counter="tf_failures")
+                    self._warn_once("no_pose", (
+                        f"no pose of {frame.frame_id} in {self.o.world_frame} for the frame at {frame.stamp:.3f} s "
+                        f"({check.error}); such frames run single-view. Replay waits for TF as long as the bag can "
+                        f"deliver it: up to {RECORDED_TF_HORIZON_S:g} s of recording, or, with no TF path from "
+                        f"{self.o.world_frame} to the camera, until the bag's TF is --tf-timeout "
+                        f"({self.o.tf_timeout_s:g} s) past the frame. Check --world-frame and the bag's TF tree"))
             self.pending.popleft()
             self._process(frame.with_pose(pose))
 
@@ -227,7 +276,7 @@ class _Replay:
             try:
                 results[mode] = pipeline.process(frame if mode == "multi_view" else frame.with_pose(None))
             except ValueError as exc:
-                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}")
+                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}", kind="frame")
                 return
         products = results["multi_view"]
         for kind, message in products.warnings:
@@ -248,7 +297,8 @@ class _Replay:
             return
         self.last_diag_ns = self.now_ns
         header = conversions.make_header(self.types, self.now_ns, "")
-        info = {"device": self.o.device, "model": self.model_description,
+        info = {**{f"camera.{k}": v for k, v in self.camera.items()}, "device": self.o.device,
+                "model": self.model_description,
                 "precision": self.pipelines["multi_view"].precision,
                 "input_size": "{}x{}".format(*self.config.input_size), "source": f"replay of {self.bag.name}"}
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
@@ -256,7 +306,7 @@ class _Replay:
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:
-        self._run_ready(expire_before=2**63)
+        self._run_ready(end=True)
         for _ in self.pending:  # left over after --limit
             self._drop("limit")
         self.pending.clear()
@@ -275,6 +325,9 @@ class _Replay:
         unsynced = self.images - self.stats.counts.get("received", 0)
         if unsynced > 0 and not self.done:
             self.dropped["no_camera_info_match"] = unsynced
+            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
+                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; raise --sync-slop if the camera "
+                       "stamps them apart")
         o = self.o
         summary: dict[str, Any] = {
             "bag": str(self.bag),
@@ -286,11 +339,13 @@ class _Replay:
             "topics": {"image": o.image_topic, "camera_info": o.camera_info_topic, "tf": o.tf_topic,
                        "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic, "semantic_gt": o.semantic_gt_topic},
             "image_type": self.available[o.image_topic],
+            "camera": dict(self.camera),
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), **self.counts},
             "dropped_reasons": dict(self.dropped),
+            "bad_input": dict(self.bad_input),
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,
             "warnings": self.warnings,

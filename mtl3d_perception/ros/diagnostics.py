@@ -73,11 +73,17 @@ def make_diagnostic_array(types: Any, header: Any, snapshot: dict[str, Any], *, 
                           info: dict[str, str]) -> Any:
     """A ``diagnostic_msgs/DiagnosticArray`` holding one status for the pipeline."""
     level, message, values = status_fields(snapshot, info)
+    status = make_status(types, level, name=name, message=message, hardware_id=hardware_id, values=values)
+    return types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status])
+
+
+def make_status(types: Any, level: int, *, name: str, message: str, hardware_id: str,
+                values: list[tuple[str, str]]) -> Any:
+    """One ``diagnostic_msgs/DiagnosticStatus`` (``level`` OK / WARN / ERROR / STALE)."""
     kv = types["diagnostic_msgs/msg/KeyValue"]
     status_cls = types["diagnostic_msgs/msg/DiagnosticStatus"]
-    status = status_cls(level=_level_value(status_cls, level), name=name, message=message, hardware_id=hardware_id,
-                        values=[kv(key=k, value=v) for k, v in values])
-    return types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status])
+    return status_cls(level=_level_value(status_cls, level), name=name, message=message, hardware_id=hardware_id,
+                      values=[kv(key=k, value=v) for k, v in values])
 
 
 def diagnostic_values(array_msg: Any) -> dict[str, str]:

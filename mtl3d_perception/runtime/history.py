@@ -1,5 +1,7 @@
 """Bounded history of posed frames; the source view of a new reference frame is picked by
-:func:`mtl3d_perception.source_selection.select_source`, the rule training uses too.
+:func:`mtl3d_perception.source_selection.select_source` (issue 6's rule, which training uses too) among the
+earlier frames of the same camera (same ``frame_id``, image size and K: issue 15, two cameras interleaved on
+one topic must never be paired).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.throttled_log import ThrottledLog
 from mtl3d_perception.source_selection import PairingConfig, select_source
 
-__all__ = ["FrameHistory", "PairingConfig", "ViewPair"]
+__all__ = ["FrameHistory", "PairingConfig", "ViewPair", "same_camera"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ class ViewPair:
 
     ``T_src_ref`` is ``inv(T_world_src) @ T_world_ref`` (identity in single-view mode); ``reason`` says why
     this source was chosen (``baseline``, ``newest``) or why there is none (``no_pose``, ``no_history``,
-    ``too_old``, ``pose_jump``).
+    ``too_old``, ``pose_jump``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``).
     """
 
     ref: Frame
@@ -37,8 +40,17 @@ class ViewPair:
         return self.src is None
 
 
+def same_camera(a: Frame, b: Frame) -> bool:
+    """Whether two frames come from one camera: same ``frame_id``, image size and intrinsics (K to 1e-6 relative).
+
+    A source view from another camera would put the wrong K and pose into the cost volume.
+    """
+    return (a.frame_id == b.frame_id and a.size == b.size
+            and bool(np.allclose(a.K, b.K, rtol=1e-6, atol=1e-9)))
+
+
 class FrameHistory:
-    """The last ``history_size`` posed frames, oldest first, and the source-view rule.
+    """The last ``history_size`` posed frames (of every camera on the input), oldest first, and the source-view rule.
 
     Frames are added after they have been processed, so a frame never pairs with itself. A frame older than
     the newest one by more than ``jump_back_s`` means time jumped backwards (a looping bag, a restarted
@@ -50,6 +62,7 @@ class FrameHistory:
         self.config.validate()
         self.jump_back_s = jump_back_s
         self._frames: deque[Frame] = deque(maxlen=self.config.history_size)
+        self._log = ThrottledLog(_LOG)
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -60,6 +73,11 @@ class FrameHistory:
     @property
     def stamps(self) -> list[int]:
         return [f.stamp_ns for f in self._frames]
+
+    @property
+    def keys(self) -> list[tuple[str, int]]:
+        """(frame_id, stamp_ns) of each frame, oldest first: unique even when cameras share stamps."""
+        return [(f.frame_id, f.stamp_ns) for f in self._frames]
 
     def clear(self) -> None:
         self._frames.clear()
@@ -82,12 +100,12 @@ class FrameHistory:
         """
         jumped = self.is_jump_back(frame.stamp_ns)
         if jumped:
-            _LOG.warning("Detected jump back in time (%d ns -> %d ns). Clearing frame history.",
-                         self._frames[-1].stamp_ns, frame.stamp_ns)
+            self._log("time_jump", f"Detected jump back in time ({self._frames[-1].stamp_ns} ns -> {frame.stamp_ns} ns). "
+                                   "Clearing frame history.")
             self._frames.clear()
         if frame.pose is None:
             return jumped
-        if self._frames and self._frames[-1].stamp_ns == frame.stamp_ns:
+        if self._frames and (self._frames[-1].stamp_ns, self._frames[-1].frame_id) == (frame.stamp_ns, frame.frame_id):
             self._frames.pop()  # a re-sent frame replaces its first copy
         self._frames.append(frame)
         return jumped
@@ -95,8 +113,8 @@ class FrameHistory:
     def select(self, ref: Frame) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``."""
         if ref.pose is None:
-            return ViewPair(ref, None, reason="no_pose")
-        frames = list(self._frames)
+            return ViewPair(ref, None, reason=ref.header_problem or "no_pose")
+        frames = [f for f in self._frames if same_camera(f, ref)]
         ages = [(ref.stamp_ns - f.stamp_ns) * 1e-9 for f in frames]
         choice = select_source(ref.pose, [f.pose for f in frames], ages, self.config)
         if choice.index is None:

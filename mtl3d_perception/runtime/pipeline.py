@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from mtl3d_perception.classes import colorize_labels
 from mtl3d_perception.geometry import check_rigid, point_cloud, resize_intrinsics
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, check_image_size
 from mtl3d_perception.runtime.history import FrameHistory, PairingConfig
 from mtl3d_perception.runtime.products import Products
 
@@ -48,14 +48,19 @@ class PerceptionPipeline:
         world_frame: the frame id poses are expressed in (used as the world cloud's frame id).
         outputs: which of ``OUTPUT_NAMES`` to compute (all by default).
         jump_back_s: a frame older than the newest by more than this clears the history (time went back).
+        max_image_pixels: frames with more pixels are refused (ValueError); bounds what ``output_resolution=camera``
+            allocates (``runtime.frames.MAX_IMAGE_PIXELS``).
         logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
+
+    Frames of several cameras may be interleaved: each is paired only with earlier frames of its own camera
+    (``history.same_camera``), and every switch of camera adds a ``cameras`` warning to the products.
     """
 
     def __init__(
         self, model: Any, *, device: str = "cpu", precision: str = "fp32", pairing: PairingConfig | None = None,
         output_resolution: str = "network", point_stride: int = 4, cloud_frame: str = "camera",
         world_frame: str = "odom", outputs: tuple[str, ...] | set[str] | None = None, jump_back_s: float = 0.0,
-        logger: Any = None,
+        max_image_pixels: int = MAX_IMAGE_PIXELS, logger: Any = None,
     ) -> None:
         self.log = logger or _LOG
         self.device = torch.device(device)
@@ -63,17 +68,21 @@ class PerceptionPipeline:
         self.config = model.config
         self.net_size: tuple[int, int] = tuple(int(v) for v in self.config.input_size)  # (W, H)
         self.history = FrameHistory(pairing or PairingConfig(), jump_back_s=jump_back_s)
-        self._features: OrderedDict[int, Any] = OrderedDict()  # stamp_ns -> FrameFeatures of history frames
+        self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()  # history key -> FrameFeatures
         self.world_frame = world_frame
+        self.max_image_pixels = MAX_IMAGE_PIXELS
+        self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         self.precision = "fp32"
         self.set_options(precision=precision, output_resolution=output_resolution, point_stride=point_stride,
-                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs)
+                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs,
+                         max_image_pixels=max_image_pixels)
 
     # ------------------------------------------------------------------------------------------ options
 
     def set_options(self, *, precision: str | None = None, output_resolution: str | None = None,
                     point_stride: int | None = None, cloud_frame: str | None = None,
-                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None) -> None:
+                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None,
+                    max_image_pixels: int | None = None) -> None:
         """Change run-time options (each validated; raises ValueError naming the bad value).
 
         A new ``world_frame`` also forgets the history (its poses are expressed in the old frame).
@@ -102,6 +111,10 @@ class PerceptionPipeline:
             if unknown:
                 raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
             self.outputs = frozenset(outputs)
+        if max_image_pixels is not None:
+            if int(max_image_pixels) < 4:
+                raise ValueError(f"max_image_pixels must be >= 4 (a 2x2 image), got {max_image_pixels}")
+            self.max_image_pixels = int(max_image_pixels)
         if world_frame is not None and world_frame != self.world_frame:
             self.world_frame = world_frame
             self.reset()  # the history's poses are in the old frame: pairing across frames gives wrong relative poses
@@ -175,14 +188,15 @@ class PerceptionPipeline:
         """Run one frame; the frame joins the history (as a future source) when it has a valid pose.
 
         Raises:
-            ValueError: an unusable image or K (bad poses are dropped with a warning instead).
+            ValueError: an unusable image or K, or an image above ``max_image_pixels`` (bad poses are dropped with a
+                warning instead).
         """
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         warnings: list[tuple[str, str]] = []
         if frame.pose is not None:
             try:
-                check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns")
+                frame = frame.with_pose(check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns"))
             except ValueError as exc:
                 warnings.append(("invalid_pose", f"{exc}; processing single-view"))
                 frame = frame.with_pose(None)
@@ -190,8 +204,11 @@ class PerceptionPipeline:
         if self.history.is_jump_back(frame.stamp_ns):
             warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
             self.reset()
-        if len(self.history) and (self.history_size_of() != frame.size):
-            self.reset()  # a different camera resolution: old frames cannot serve as sources
+        check_image_size(*frame.size, self.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
+        if self._last_camera is not None and self._last_camera != frame.frame_id:
+            warnings.append(("cameras", f"input interleaves cameras: {frame.frame_id!r} follows {self._last_camera!r}; "
+                                        "source views are taken from the same camera only"))
+        self._last_camera = frame.frame_id
 
         t = time.perf_counter()
         rgb_net, image, K_net = self.preprocess(frame)
@@ -203,7 +220,7 @@ class PerceptionPipeline:
         ref_feats = self._encode(image)
         src_feats = ref_feats
         if pair.src is not None:
-            src_feats = self._features.get(pair.src.stamp_ns)
+            src_feats = self._features.get((pair.src.frame_id, pair.src.stamp_ns))
             if src_feats is None:  # evicted or never cached: encode the source again from its image
                 src_feats = self._encode(self.preprocess(pair.src)[1])
         self._sync()
@@ -224,7 +241,7 @@ class PerceptionPipeline:
 
         if frame.pose is not None:
             self.history.add(frame)
-            self._features[frame.stamp_ns] = ref_feats
+            self._features[(frame.frame_id, frame.stamp_ns)] = ref_feats
             self._evict()
         products.single_view = pair.single_view
         products.pair_reason = pair.reason
@@ -234,16 +251,10 @@ class PerceptionPipeline:
         products.timings = timings
         return products
 
-    def history_size_of(self) -> tuple[int, int] | None:
-        """Image size (W, H) of the frames in the history (None when empty)."""
-        for f in self.history:
-            return f.size
-        return None
-
     def _evict(self) -> None:
-        keep = set(self.history.stamps)
-        for stamp in [s for s in self._features if s not in keep]:
-            del self._features[stamp]
+        keep = set(self.history.keys)
+        for key in [k for k in self._features if k not in keep]:
+            del self._features[key]
 
     def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray) -> Products:
         cfg = self.config

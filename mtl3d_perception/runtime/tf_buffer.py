@@ -10,7 +10,10 @@ It mirrors tf2's semantics (ros2/geometry2 ``tf2/src/buffer_core.cpp``) closely 
   ``geometry.interpolate_pose``) and never extrapolate: outside an edge's cache is an
   :class:`ExtrapolationException`;
 - a dynamic transform older than its edge's newest by more than the cache window means time jumped back
-  (a looping bag): the dynamic data is cleared with one warning, as tf2_ros's ``time_jump_callback`` does.
+  (a looping bag): the dynamic data is cleared with one warning, as tf2_ros's ``time_jump_callback`` does;
+- every transform a caller could not use is reported through :meth:`TransformBuffer.reject` (counted in
+  ``rejected``): the ``on_problem(kind, message)`` hook lets the node and replay count it in /diagnostics and log
+  it through their own logger; without a hook, problems go to ``logging``, throttled per kind.
 
 Failures are the typed tf2 hierarchy, so ``except`` clauses work the same against the real tf2_ros.
 """
@@ -20,11 +23,13 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtl3d_perception.geometry import check_rigid, interpolate_pose, invert_se3
+from mtl3d_perception.geometry import interpolate_pose, invert_se3, to_rigid
+from mtl3d_perception.runtime.throttled_log import ThrottledLog
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,6 +54,20 @@ class InvalidArgumentException(TransformException):
     """A transform that is not rigid (NaN, non-orthonormal rotation) or has empty frame names."""
 
 
+def _validate_frame_id(argument: str, frame_id: str) -> None:
+    """tf2 ``BufferCore::validateFrameId``: lookups refuse empty frame ids and ones starting with '/'.
+
+    (Inserting strips the slash, as tf2's ``setTransform`` does; only lookups refuse it.)
+    """
+    if not frame_id:
+        raise InvalidArgumentException(
+            f"Invalid argument passed to lookupTransform argument {argument} in tf2 frame_ids cannot be empty")
+    if frame_id.startswith("/"):
+        raise InvalidArgumentException(
+            f'Invalid argument "{frame_id}" passed to lookupTransform argument {argument} in tf2 frame_ids cannot '
+            "start with a '/'")
+
+
 @dataclass
 class _Edge:
     parent: str
@@ -63,15 +82,35 @@ class TransformBuffer:
 
     Args:
         cache_time_s: how far behind each edge's newest stamp dynamic transforms are kept (tf2 default 10 s).
+        on_problem: called as ``on_problem(kind, message)`` for each rejected transform (kind ``transform``) and each
+            time jump that cleared the buffer (kind ``time_jump``; called under the buffer's lock, so it must not
+            call back into the buffer); None: throttled ``logging`` lines.
     """
 
-    def __init__(self, cache_time_s: float = 10.0) -> None:
+    def __init__(self, cache_time_s: float = 10.0, *, on_problem: Callable[[str, str], None] | None = None) -> None:
         if not cache_time_s > 0:
             raise ValueError(f"cache_time_s must be > 0, got {cache_time_s}")
         self.cache_ns = int(cache_time_s * 1e9)
         self._edges: dict[str, _Edge] = {}
         self._lock = threading.Lock()
         self.jumps_back = 0
+        self.projected_rotations = 0  # near-rotations projected onto SO(3) on insertion
+        self.rejected = 0  # transforms that could not be used (NaN, zero quaternion, bad frame names, ...)
+        self.on_problem = on_problem
+        self._log = ThrottledLog(_LOG)
+
+    def report(self, kind: str, message: str) -> None:
+        """Hand a problem (``transform``, ``time_jump``) to ``on_problem``, or log it throttled."""
+        if self.on_problem is not None:
+            self.on_problem(kind, message)
+        else:
+            self._log(kind, message, error=kind == "transform")
+
+    def reject(self, message: str) -> None:
+        """Count a transform that was not inserted (``message`` says which and why) and report it."""
+        with self._lock:
+            self.rejected += 1
+            self.report("transform", message)
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -81,18 +120,23 @@ class TransformBuffer:
     ) -> None:
         """Insert ``T_parent_child`` valid at ``stamp_ns`` (any time for a static transform).
 
+        A rotation orthonormal only to within 1e-2 (float32 odometry, printed poses) is projected onto SO(3)
+        and counted in ``projected_rotations`` (:func:`~mtl3d_perception.geometry.to_rigid`).
+
         Raises:
-            InvalidArgumentException: empty or equal frame names, or a transform that is not rigid.
+            InvalidArgumentException: empty or equal frame names, or a transform that is not rigid. The caller
+                decides whether that is a rejected input (:meth:`reject`).
         """
         parent, child = parent.lstrip("/"), child.lstrip("/")
         if not parent or not child or parent == child:
             raise InvalidArgumentException(f"invalid frame names: parent {parent!r}, child {child!r}")
         try:
-            T = check_rigid(T_parent_child, name=f"transform {parent} -> {child}")
+            T, projected = to_rigid(T_parent_child, name=f"transform {parent} -> {child}")
         except ValueError as exc:
             raise InvalidArgumentException(str(exc)) from None
         stamp_ns = int(stamp_ns)
         with self._lock:
+            self.projected_rotations += projected
             edge = self._edges.get(child)
             if edge is None or edge.static != is_static or edge.parent != parent:
                 # tf2 lets a child be re-parented; the old edge's data no longer applies
@@ -114,9 +158,10 @@ class TransformBuffer:
                 del edge.stamps[:cut], edge.transforms[:cut]
 
     def _clear_dynamic_locked(self, new_ns: int, newest_ns: int) -> None:
-        _LOG.warning("Detected jump back in time (%.3f s -> %.3f s). Clearing tf buffer.", newest_ns * 1e-9, new_ns * 1e-9)
         self.jumps_back += 1
         self._edges = {c: e for c, e in self._edges.items() if e.static}
+        self.report("time_jump", f"Detected jump back in time ({newest_ns * 1e-9:.3f} s -> {new_ns * 1e-9:.3f} s). "
+                                  "Clearing tf buffer.")
 
     def clear(self) -> None:
         """Forget the dynamic transforms (static ones stay, as in tf2_ros ``Buffer.clear``)."""
@@ -138,8 +183,13 @@ class TransformBuffer:
         return self.lookup_matrix_with_stamp(target, source, stamp_ns)[0]
 
     def lookup_matrix_with_stamp(self, target: str, source: str, stamp_ns: int = 0) -> tuple[np.ndarray, int]:
-        """Like :meth:`lookup_matrix`, also returning the time the result is valid at."""
-        target, source = target.lstrip("/"), source.lstrip("/")
+        """Like :meth:`lookup_matrix`, also returning the time the result is valid at.
+
+        Raises:
+            InvalidArgumentException: an empty frame id or one starting with '/' (as tf2's ``validateFrameId``).
+        """
+        for argument, name in (("target_frame", target), ("source_frame", source)):
+            _validate_frame_id(argument, name)
         with self._lock:
             known = set(self._edges) | {e.parent for e in self._edges.values()}
             for name in (target, source):

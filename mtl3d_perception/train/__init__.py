@@ -13,6 +13,7 @@ from mtl3d_perception.train import (  # noqa: F401  (register their loss terms)
     cross_view,
     depth_distribution,
     pap_loss,
+    photometric,
 )
 from mtl3d_perception.train.config import TrainConfig, load_config
 from mtl3d_perception.train.evaluate import evaluate

@@ -28,9 +28,9 @@ class ModelSection:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (fine-tuning)
-    # Parameter-name prefixes (of the model, e.g. "encoder.net._blocks.0.") kept frozen: a CPU budget keeps
-    # the pretrained low-level encoder stages and saves their backward pass.
-    freeze: list[str] = field(default_factory=list)
+    # parts kept fixed: top-level names (e.g. [encoder]) or dotted submodule paths (encoder.net._blocks.0);
+    # no gradient, BatchNorm statistics frozen
+    freeze: tuple[str, ...] = ()
 
 
 @dataclass

@@ -2,11 +2,11 @@
 seeded and resumable data order, TensorBoard scalars and montages, periodic evaluation, atomic
 checkpoints, and DDP under ``torchrun`` (NCCL on GPU, gloo on CPU).
 
-Checkpoints live in ``<out_dir>/checkpoints/``: ``last.safetensors`` (the model, written with
-``model.save_checkpoint``: loadable by the node and ``mtl3d eval``) and ``last.state.pt`` beside it
-(optimiser, scheduler, step, RNG and extra-loss-term state; a tensors-and-primitives dict loaded
-with ``weights_only=True``). Each is written to a temporary file and moved into place with
-``os.replace``, so a crash never leaves a half-written checkpoint.
+Checkpoints live in ``<out_dir>/checkpoints/`` (:mod:`mtl3d_perception.train.train_state`): per step a model
+file (``model.save_checkpoint``: loadable by the node and ``mtl3d eval``) and a state file (optimiser,
+scheduler, step, RNG and extra-loss-term state; a tensors-and-primitives dict loaded with
+``weights_only=True``), committed together by one atomic rename of ``last.json``, so a kill at any instant
+leaves a consistent pair to resume from; ``last.safetensors`` links to the committed model.
 
 Resuming continues identically: the data order is a pure function of (seed, epoch, rank), each
 sample's augmentation of (seed, epoch, index), and every rank's RNG state is restored (the data
@@ -33,10 +33,13 @@ from mtl3d_perception.data.batch import MultiViewBatch, collate
 from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
+from mtl3d_perception.model.checkpoint import load_weights_into, read_checkpoint_metadata
 from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
 from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.losses import MultiTaskLoss
+from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +80,36 @@ class _Schedule:
 
 
 class TrainModule(nn.Module):
-    """Model plus loss terms in one module, so DDP synchronises the gradients of both."""
+    """Model plus loss terms in one module, so DDP synchronises the gradients of both.
 
-    def __init__(self, model: nn.Module, criterion: MultiTaskLoss) -> None:
+    ``frozen``: parts of the model that are not trained, as top-level names (``encoder``, ``cvm``, ``heads``)
+    or dotted submodule paths (``encoder.net._blocks.0``: the pretrained low-level stages on a CPU budget):
+    their parameters get no gradient and they stay in eval mode, so BatchNorm keeps its running statistics.
+    """
+
+    def __init__(self, model: nn.Module, criterion: MultiTaskLoss, frozen: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.criterion = criterion
+        parts = dict(model.named_children())
+        self.frozen = []
+        unknown = []
+        for name in frozen:
+            try:
+                self.frozen.append(model.get_submodule(name))
+            except AttributeError:
+                unknown.append(name)
+        if unknown:
+            msg = f"model.freeze names {unknown}; the model's parts are {', '.join(parts)} (or dotted submodule paths)"
+            raise ValueError(msg)
+        for part in self.frozen:
+            part.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TrainModule:
+        super().train(mode)
+        for part in self.frozen:
+            part.eval()
+        return self
 
     def forward(self, batch: MultiViewBatch) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
         outputs = self.model(batch.images, batch.K, batch.poses, all_views=self.criterion.needs_all_views,
@@ -98,36 +125,26 @@ def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
 
 
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
+    """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
+    the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
+    used), so a fine-tuning config follows whichever model it starts from.
+
+    Raises:
+        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights.
+    """
+    if cfg.model.init_checkpoint:
+        from mtl3d_perception.model import load_checkpoint
+
+        model = load_checkpoint(cfg.model.init_checkpoint)
+        if cfg.model.overrides:
+            tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
+            tuned.load_state_dict(model.state_dict(), strict=True)
+            model = tuned
+        return model.train()
     model_cfg = resolve_config(cfg.model.preset)
     if cfg.model.overrides:
         model_cfg = model_cfg.replace(**cfg.model.overrides)
-    if cfg.model.init_checkpoint:
-        from safetensors.torch import load_file
-
-        model_cfg = model_cfg.replace(pretrained=False)
-        model = build_model(model_cfg)
-        model.load_state_dict(load_file(cfg.model.init_checkpoint), strict=True)
-        return model
     return build_model(model_cfg)
-
-
-def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
-    """Stop gradients to the parameters whose names start with one of ``prefixes``; returns how many.
-
-    Raises:
-        ValueError: a prefix that matches no parameter (a typo would silently train everything).
-    """
-    names = [n for n, _ in model.named_parameters()]
-    for prefix in prefixes:
-        if not any(n.startswith(prefix) for n in names):
-            msg = f"model.freeze prefix {prefix!r} matches no parameter (e.g. {names[0]!r})"
-            raise ValueError(msg)
-    count = 0
-    for n, p in model.named_parameters():
-        if any(n.startswith(prefix) for prefix in prefixes):
-            p.requires_grad_(False)
-            count += 1
-    return count
 
 
 class Trainer:
@@ -156,9 +173,8 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.model = build_model_from_config(cfg).to(self.device)
-        freeze_parameters(self.model, cfg.model.freeze)
         self.criterion = build_criterion(cfg).to(self.device)
-        self.module = TrainModule(self.model, self.criterion)
+        self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
         if self.world > 1:
             # find_unused_parameters: a task switched off (weight 0) leaves its head without a gradient.
             self.ddp = nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)
@@ -330,11 +346,8 @@ class Trainer:
 
     @property
     def weights_path(self) -> Path:
-        return self.ckpt_dir / "last.safetensors"
-
-    @property
-    def state_path(self) -> Path:
-        return self.ckpt_dir / "last.state.pt"
+        """The committed model (``last.safetensors``, a link to the newest complete step's weights)."""
+        return self.ckpt_dir / train_state.LAST_WEIGHTS
 
     def _rng_states(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's torch RNG states (CPU ``[world, n]``, CUDA ``[world, m]``, m = 0 on CPU).
@@ -350,10 +363,9 @@ class Trainer:
         return torch.stack([c for c, _ in gathered]), torch.stack([g for _, g in gathered])
 
     def save_state(self, metrics: dict[str, float] | None = None) -> None:
-        """Write ``last.safetensors`` and ``last.state.pt`` atomically (rank 0; every rank must call it)."""
+        """Commit the model and training state of this step as one pair (rank 0; every rank must call it)."""
         torch_rng, cuda_rng = self._rng_states()
         if self.is_main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             state = {
                 "format": STATE_FORMAT,
                 "step": self.step,
@@ -363,35 +375,28 @@ class Trainer:
                 "torch_rng": torch_rng,  # one row per rank
                 "cuda_rng": cuda_rng,
             }
-            tmp_state = self.state_path.with_name(self.state_path.name + ".tmp")
-            torch.save(state, tmp_state)
-            tmp_weights = self.ckpt_dir / "last.tmp.safetensors"
             trained_on = [to_dict(s) for s in self.cfg.data.train]
-            save_checkpoint(self.model, tmp_weights, trained_on=trained_on, metrics=metrics or {},
-                            step=self.step, train_config=to_dict(self.cfg))
-            os.replace(tmp_state, self.state_path)
-            os.replace(tmp_weights, self.weights_path)
+            commit(self.ckpt_dir, self.step,
+                   lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
+                                                step=self.step, train_config=to_dict(self.cfg)),
+                   lambda path: torch.save(state, path))
         if self.world > 1:
             dist.barrier()
 
     def load_state(self) -> None:
-        """Restore model, optimiser, scheduler, loss terms, step and RNG from ``last.*`` in ``out_dir``."""
-        from safetensors.torch import load_file
+        """Restore model, optimiser, scheduler, loss terms, step and RNG from the committed pair in ``out_dir``.
 
-        from mtl3d_perception.model import read_checkpoint_metadata
-
-        if not self.state_path.is_file() or not self.weights_path.is_file():
-            msg = f"nothing to resume: {self.weights_path} and {self.state_path} must both exist"
-            raise FileNotFoundError(msg)
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        if state.get("format") != STATE_FORMAT:
-            msg = f"{self.state_path}: not a training state file (format {state.get('format')!r})"
-            raise ValueError(msg)
-        meta_step = read_checkpoint_metadata(self.weights_path).get("step")
-        if meta_step != state["step"]:
-            msg = f"{self.weights_path} is from step {meta_step} but {self.state_path} from step {state['step']}"
-            raise ValueError(msg)
-        self.model.load_state_dict(load_file(str(self.weights_path), device=str(self.device)), strict=True)
+        Raises:
+            FileNotFoundError: nothing to resume from.
+            ValueError (``CheckpointPairError``, ``CheckpointError``): one line naming the file that cannot be used.
+        """
+        pair = find_committed(self.ckpt_dir)
+        state = load_state_file(pair.state, STATE_FORMAT)
+        meta_step = read_checkpoint_metadata(pair.weights).get("step")
+        if meta_step != state.get("step") or (pair.step >= 0 and pair.step != meta_step):
+            msg = f"{pair.weights} is from step {meta_step} but {pair.state} from step {state.get('step')}"
+            raise CheckpointPairError(msg)
+        load_weights_into(self.model, pair.weights)
         self.optimizer.load_state_dict(state["optimizer"])
         # LambdaLR would restore the saved schedule object's attributes (its length among them); keep
         # the one built from this config and set the lr it gives at the saved step.
@@ -409,7 +414,7 @@ class Trainer:
         if self.device.type == "cuda" and cuda_rng.numel():
             torch.cuda.set_rng_state(cuda_rng)
         self.step = int(state["step"])
-        log.info("resumed from %s at step %d", self.weights_path, self.step)
+        log.info("resumed from %s at step %d", pair.weights, self.step)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():

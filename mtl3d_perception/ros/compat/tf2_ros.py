@@ -11,16 +11,16 @@ Like the real Buffer, one given a ``node`` follows that node's clock: when ROS t
 
 Differences, on purpose: lookups never wait (``timeout`` is accepted and ignored; callers poll from their own
 thread, which is what the node does — a waiting lookup would block the executor, geometry2 #327),
-``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly, and a rejected (NaN)
-transform is logged at most once per ``LOG_THROTTLE_S`` with a count, not once per message. The listener
-subscribes to ``/tf`` and ``/tf_static`` only when ``tf2_msgs`` is importable (it is not in the ROS wheels
-on PyPI); otherwise the buffer is fed through ``set_transform`` — one code path either way.
+``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly, and a rejected (NaN, zero
+quaternion) transform is counted and reported through ``TransformBuffer.reject``: the node hooks that into its
+/diagnostics and logger (``core.on_problem``); unhooked, it is logged at most once per ``throttled_log.LOG_THROTTLE_S``
+with a count, not once per message. The listener subscribes to ``/tf`` and ``/tf_static`` when ``tf2_msgs`` is
+importable (`make venv` builds it, the ROS wheels on PyPI lack it); otherwise it warns and says why in
+``unavailable``, and only ``set_transform`` feeds the buffer.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 from mtl3d_perception.msgs import conversions
@@ -46,8 +46,6 @@ __all__ = [
 
 DEFAULT_TF_TOPIC = "/tf"
 DEFAULT_STATIC_TF_TOPIC = "/tf_static"
-LOG_THROTTLE_S = 5.0
-_LOG = logging.getLogger(__name__)
 
 
 def _to_ns(time: Any) -> int:
@@ -76,8 +74,6 @@ class Buffer:
         self.core = TransformBuffer(cache_time_s=seconds)
         self._types = types
         self.node = node
-        self.rejected = 0  # transforms ignored because they were not rigid (NaN, ...)
-        self._rejected_log_at = -float("inf")
         self.jump_handle = None
         if node is not None:
             from rclpy.clock import JumpThreshold
@@ -87,9 +83,14 @@ class Buffer:
                                       on_clock_change=True)
             self.jump_handle = node.get_clock().create_jump_callback(threshold, post_callback=self.time_jump_callback)
 
+    @property
+    def rejected(self) -> int:
+        """Transforms ignored because they could not be used (NaN, zero quaternion, bad frame names)."""
+        return self.core.rejected
+
     def time_jump_callback(self, time_jump: Any = None) -> None:
         """The node's clock jumped back (or switched between system and ROS time): forget the dynamic transforms."""
-        _LOG.warning("Detected jump back in time. Clearing tf buffer.")
+        self.core.report("time_jump", "Detected jump back in time. Clearing tf buffer.")
         self.clear()
 
     @property
@@ -106,12 +107,8 @@ class Buffer:
                 conversions.transform_to_matrix(transform.transform), is_static=is_static, authority=authority,
             )
         except (InvalidArgumentException, ValueError) as exc:
-            self.rejected += 1
-            now = time.monotonic()
-            if now - self._rejected_log_at >= LOG_THROTTLE_S:  # a bad publisher sends at TF rate: never log each one
-                _LOG.error("TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform from authority %s: %s "
-                           "(%d rejected in all)", authority, exc, self.rejected)
-                self._rejected_log_at = now
+            self.core.reject(f"TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform "
+                             f"{transform.header.frame_id} -> {transform.child_frame_id} from authority {authority}: {exc}")
             return False
         return True
 
@@ -154,11 +151,13 @@ class TransformListener:
         self.buffer = buffer
         self.node = node
         self.subscriptions: list[Any] = []
+        self.unavailable: str | None = None  # why /tf and /tf_static are not subscribed (None: they are)
         try:
             from tf2_msgs.msg import TFMessage
-        except ImportError:
-            node.get_logger().info(
-                "tf2_msgs is not installed: /tf and /tf_static are not subscribed; feed the TF buffer directly")
+        except ImportError as exc:
+            self.unavailable = (f"tf2_msgs is not importable ({exc}): /tf and /tf_static are not subscribed; "
+                                "run `make venv` (builds tf2_msgs) or source a ROS install")
+            node.get_logger().warning(self.unavailable)
             return
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy

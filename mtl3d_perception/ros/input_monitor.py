@@ -1,0 +1,174 @@
+"""Which inputs of the node arrive, at what rate, and which stay silent (no rclpy import).
+
+The commonest "the node publishes nothing" reports are a mistyped topic and a camera_info that never comes. The
+node feeds every input message into an :class:`InputMonitor` and asks it once a second what to say; each input
+also gets its own ``/diagnostics`` status. Levels follow diagnostic_updater's ``FrequencyStatus``
+(ros/diagnostics ``diagnostic_updater/_update_functions.py``): no message within the window is ERROR
+("No events recorded"), messages arriving are OK; since the node has no expected rate, there is no "too low" /
+"too high" WARN. Not-subscribed inputs (e.g. TF without ``tf2_msgs``) are ERROR with the cause. Until
+``silent_after_s`` has passed since start-up nothing is reported silent (publishers may start later).
+
+diagnostic_updater itself is not installable here (``../shared/notes/ros2_ecosystem.md`` C.3), hence this.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+OK, WARN, ERROR = 0, 1, 2
+SILENT_AFTER_S = 3.0  # "a few seconds" without a message on an input: say so
+INFO_MISSING_AFTER_S = 1.0  # images without any camera_info for this long: say so (cameras send both at once)
+
+
+@dataclass(frozen=True)
+class InputStatus:
+    """One input's state: ``level`` (OK / ERROR), ``message``, messages and rate over the window."""
+
+    role: str
+    topic: str
+    level: int
+    message: str
+    count: int
+    rate_hz: float
+
+
+class InputMonitor:
+    """Arrival counts and rates of the node's inputs.
+
+    Args:
+        inputs: role -> (resolved topic, message type), e.g. ``{"image": ("/camera/color/image_raw",
+            "sensor_msgs/msg/Image")}``.
+        window_s: span the rate is measured over, and silence that makes an input ERROR.
+        silent_after_s: grace after start-up and silence before an input is reported silent.
+        clock: monotonic seconds (injected so tests need no sleeps).
+    """
+
+    def __init__(self, inputs: dict[str, tuple[str, str]], *, window_s: float = 5.0,
+                 silent_after_s: float = SILENT_AFTER_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.inputs = dict(inputs)
+        self.window_s = window_s
+        self.silent_after_s = silent_after_s
+        self.clock = clock
+        self.started_at = clock()
+        self._lock = threading.Lock()
+        self._arrivals: dict[str, deque[float]] = {role: deque(maxlen=1000) for role in inputs}
+        self._counts: dict[str, int] = dict.fromkeys(inputs, 0)
+        self.unavailable: dict[str, str] = {}  # role -> why it is not subscribed
+
+    def set_unavailable(self, role: str, reason: str) -> None:
+        """Mark an input as not subscribed at all (its status is ERROR with ``reason``)."""
+        self.unavailable[role] = reason
+
+    def tick(self, role: str) -> None:
+        """One message arrived on ``role``."""
+        with self._lock:
+            now = self.clock()
+            self._arrivals[role].append(now)
+            self._counts[role] += 1
+
+    def _rate(self, role: str, now: float) -> tuple[int, float, float | None]:
+        """(messages in the window, rate Hz, seconds since the last message or None)."""
+        recent = [t for t in self._arrivals[role] if now - t <= self.window_s]
+        last = self._arrivals[role][-1] if self._arrivals[role] else None
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else 0.0
+        return len(recent), rate, None if last is None else now - last
+
+    def statuses(self) -> list[InputStatus]:
+        """Each input's status, in the order given."""
+        with self._lock:
+            now = self.clock()
+            out = []
+            for role, (topic, _) in self.inputs.items():
+                count, rate, age = self._rate(role, now)
+                if role in self.unavailable:
+                    level, message = ERROR, f"not subscribed: {self.unavailable[role]}"
+                elif age is None or age > self.window_s:
+                    waited = now - self.started_at if age is None else age
+                    level = ERROR if waited > self.silent_after_s else OK
+                    message = "No events recorded" if age is None else f"No events recorded for {age:.1f} s"
+                else:
+                    level, message = OK, f"{rate:.1f} Hz"
+                out.append(InputStatus(role, topic, level, message, self._counts[role], rate))
+            return out
+
+    def silent(self) -> list[str]:
+        """Roles with no message for ``silent_after_s`` (counted from start-up for inputs never heard)."""
+        with self._lock:
+            now = self.clock()
+            roles = []
+            for role in self.inputs:
+                if role in self.unavailable:
+                    continue
+                last = self._arrivals[role][-1] if self._arrivals[role] else self.started_at
+                if now - last > self.silent_after_s:
+                    roles.append(role)
+            return roles
+
+    def silent_for(self, role: str) -> float:
+        """Seconds since the last message on ``role`` (since start-up if none came)."""
+        with self._lock:
+            last = self._arrivals[role][-1] if self._arrivals[role] else self.started_at
+            return self.clock() - last
+
+    def info_missing(self, image_role: str = "image", info_role: str = "camera_info") -> bool:
+        """Images arrive, but no camera_info has come for ``INFO_MISSING_AFTER_S`` while they did."""
+        with self._lock:
+            now = self.clock()
+            images, infos = self._arrivals[image_role], self._arrivals[info_role]
+            if not images or now - images[-1] > self.window_s:
+                return False  # no images arriving: that is a silent image topic, not a missing camera_info
+            if infos and now - infos[-1] <= self.window_s:
+                return False
+            since = max(images[0], infos[-1]) if infos else images[0]
+            return now - since >= INFO_MISSING_AFTER_S
+
+    def arriving(self) -> list[str]:
+        """``"role on topic (rate Hz)"`` for each input that is not silent (for the silent-topic warning)."""
+        with self._lock:
+            now = self.clock()
+            heard = []
+            for role, (topic, _) in self.inputs.items():
+                _, rate, age = self._rate(role, now)
+                if age is not None and age <= self.silent_after_s:
+                    heard.append(f"{role} on {topic} ({rate:.1f} Hz)")
+            return heard
+
+
+    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int]) -> list[tuple[str, str]]:
+        """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.
+
+        Args:
+            graph_topics: message type -> topics of that type in the ROS graph (but the node's own).
+            publishers: topic -> its publisher count.
+        """
+        found = []
+        info_missing = self.info_missing()
+        if info_missing:
+            (image, _), (info, info_type) = self.inputs["image"], self.inputs["camera_info"]
+            others = [t for t in graph_topics(info_type) if t != info]
+            found.append(("camera_info_missing", f"images arrive on {image} but no camera_info on {info}: no frame "
+                          f"can be processed without intrinsics; {info_type} topics in the graph: "
+                          f"{', '.join(others) if others else 'none'}"))
+        for role in self.silent():
+            if role == "camera_info" and info_missing:
+                continue
+            topic, msg_type = self.inputs[role]
+            found.append((f"silent_{role}", silent_input_message(
+                role, topic, msg_type, self.silent_for(role), publishers(topic), self.arriving(),
+                graph_topics(msg_type))))
+        return found
+
+
+def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: int,
+                         arriving: list[str], same_type_topics: list[str]) -> str:
+    """The warning for an input that stays silent: the topic, its publishers, what does arrive, where its type is."""
+    parts = [f"no {msg_type} on {topic} ({role}) for {silent_s:.0f} s; {publishers} publisher(s)"]
+    parts.append("arriving: " + (", ".join(arriving) if arriving else "no input at all"))
+    others = [t for t in same_type_topics if t != topic]
+    parts.append(f"{msg_type} topics in the graph: " + (", ".join(others) if others else "none")
+                 + " (set image_topic / camera_info_topic or remap)")
+    return "; ".join(parts)

@@ -1,0 +1,36 @@
+"""Checks of runtime parameter values that their type and range cannot express (no ROS import).
+
+Each check returns ``None`` when the value can hold, else the reason, worded for a parameter service reply
+(``SetParametersResult.reason``) and a start-up error alike. The node calls them from its parameter callback, at
+start-up and on every later set, so a value that the robot's tf2 or device would refuse is refused up front, not
+accepted and then silently run otherwise.
+"""
+
+from __future__ import annotations
+
+# Reduced precisions run through torch.autocast on CUDA only: on a CPU the pipeline would silently run fp32.
+CUDA_ONLY_PRECISIONS = ("fp16", "bf16")
+
+
+def frame_id_problem(name: str, frame_id: str) -> str | None:
+    """Why ``frame_id`` cannot be a tf2 frame id, or None.
+
+    tf2 refuses empty frame ids and ones starting with '/' ("Invalid argument "/odom" passed to lookupTransform
+    argument target_frame in tf2 frame_ids cannot start with a '/'", ros2/geometry2 ``tf2/src/buffer_core.cpp``
+    ``validateFrameId``), and so does the compat buffer (``runtime/tf_buffer.py``).
+    """
+    if not frame_id.strip():
+        return f"{name} must not be empty, got {frame_id!r}"
+    if frame_id.startswith("/"):
+        return f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; use {frame_id.lstrip('/')!r}"
+    if frame_id != frame_id.strip():
+        return f"{name} {frame_id!r} has leading or trailing white space"
+    return None
+
+
+def precision_problem(precision: str, device: str) -> str | None:
+    """Why inference ``precision`` cannot run on the resolved torch ``device`` ('cpu', 'cuda', 'cuda:1'), or None."""
+    if precision in CUDA_ONLY_PRECISIONS and not device.startswith("cuda"):
+        return (f"precision {precision} needs a CUDA device, but the node runs on {device}; "
+                f"use fp32 (or device cuda on a machine with a GPU)")
+    return None

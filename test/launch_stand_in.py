@@ -1,0 +1,175 @@
+"""Stand-ins for the parts of ROS 2 ``launch`` / ``launch_ros`` the launch files use (neither is installable here).
+
+They follow the Jazzy semantics the launch files rely on: ``DeclareLaunchArgument`` sets its launch configuration
+from the command line or its default (an argument without a default must be given), ``OpaqueFunction`` calls its
+function with the context once the arguments are declared and launches the actions it returns, and a Node's
+``parameters`` list is applied in order, a later entry overriding an earlier one (launch_ros
+``Node._perform_substitutions`` / ``evaluate_parameters``; YAML files give ``node_name: ros__parameters``).
+:func:`run_launch` plays a launch file's description with given arguments and returns the processes it would start.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class Substitution:
+    def perform(self, context: Context) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class FindPackageShare(Substitution):
+    package: str
+
+    def perform(self, context: Context) -> str:
+        return str(context.share[self.package])
+
+
+@dataclass
+class PathJoinSubstitution(Substitution):
+    parts: list
+
+    def perform(self, context: Context) -> str:
+        return str(Path(*(perform(p, context) for p in self.parts)))
+
+
+@dataclass
+class LaunchConfiguration(Substitution):
+    name: str
+
+    def perform(self, context: Context) -> str:
+        return context.launch_configurations[self.name]
+
+
+def perform(value: Any, context: Context) -> Any:
+    return value.perform(context) if isinstance(value, Substitution) else value
+
+
+@dataclass
+class ParameterValue:
+    value: Any
+    value_type: type | None = None
+
+    def evaluate(self, context: Context) -> Any:
+        value = perform(self.value, context)
+        return self.value_type(value) if self.value_type is not None else yaml.safe_load(value)
+
+
+@dataclass
+class DeclareLaunchArgument:
+    name: str
+    default_value: Any = None
+    description: str = ""
+
+
+@dataclass
+class OpaqueFunction:
+    function: Any
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Shutdown:
+    reason: str = ""
+
+
+class _Process:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.on_exit = kwargs.get("on_exit")
+
+
+class Node(_Process):
+    def parameter_values(self, context: Context) -> dict[str, Any]:
+        """The node's final parameters: the ``parameters`` list applied in order (files and dicts)."""
+        values: dict[str, Any] = {}
+        for entry in self.kwargs.get("parameters", []):
+            if isinstance(entry, dict):
+                values.update({k: v.evaluate(context) if isinstance(v, ParameterValue) else perform(v, context)
+                               for k, v in entry.items()})
+            else:
+                data = yaml.safe_load(Path(perform(entry, context)).read_text())
+                values.update(data[self.kwargs["name"]]["ros__parameters"])
+        return values
+
+
+class ExecuteProcess(_Process):
+    pass
+
+
+@dataclass
+class LaunchDescription:
+    entities: list
+
+
+@dataclass
+class Context:
+    launch_configurations: dict[str, str]
+    share: dict[str, Path]
+
+
+def modules() -> dict[str, types.ModuleType]:
+    """``sys.modules`` entries for ``launch`` and ``launch_ros`` made of the stand-ins."""
+    made = {}
+    for name, attrs in {
+        "launch": {"LaunchDescription": LaunchDescription},
+        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction,
+                           "Shutdown": Shutdown, "ExecuteProcess": ExecuteProcess},
+        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration,
+                                 "PathJoinSubstitution": PathJoinSubstitution},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": Node},
+        "launch_ros.parameter_descriptions": {"ParameterValue": ParameterValue},
+        "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},
+    }.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        made[name] = module
+    return made
+
+
+def load(path: Path, monkeypatch: Any) -> types.ModuleType:
+    """Import a launch file with the stand-ins in place of launch/launch_ros."""
+    for name, module in modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_launch(path: Path, monkeypatch: Any, share: dict[str, Path], **arguments: str) -> tuple[list, Context]:
+    """``ros2 launch PKG FILE name:=value ...``: the processes started, and the context they were started in.
+
+    Raises:
+        RuntimeError: an argument without a default was not given, or one given is not declared (as launch does).
+        Whatever the launch file's functions raise (then nothing has been started).
+    """
+    description = load(path, monkeypatch).generate_launch_description()
+    context = Context({}, share)
+    started = []
+    declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    if set(arguments) - declared:
+        raise RuntimeError(f"arguments not declared: {sorted(set(arguments) - declared)}")
+    for entity in description.entities:
+        if isinstance(entity, DeclareLaunchArgument):
+            if entity.name in arguments:
+                context.launch_configurations[entity.name] = arguments[entity.name]
+            elif entity.default_value is None:
+                raise RuntimeError(f"Required launch argument {entity.name!r} was not provided")
+            else:
+                context.launch_configurations[entity.name] = perform(entity.default_value, context)
+        elif isinstance(entity, OpaqueFunction):
+            started += list(entity.function(context, *entity.args, **entity.kwargs) or [])
+        else:
+            started.append(entity)
+    return started, context

@@ -1,0 +1,88 @@
+"""Issue 15 item 4 (and the load-time half of item 5): every bad file ends in one line naming it and the reason,
+exit status 1, no traceback, never advice to unpickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtl3d_perception.cli import main as cli_main
+from mtl3d_perception.model import build_model, save_checkpoint
+from mtl3d_perception.model.checkpoint import CheckpointError, load_checkpoint
+from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.runtime.loading import load_model
+
+CASES = Path(__file__).resolve().parents[1] / ".." / "shared" / "cases"
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    rc = cli_main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert rc == 1, (rc, captured.out[-500:], err)
+    assert len(err.splitlines()) == 1 and err.startswith("ERROR: "), err
+    assert "Traceback" not in err and "weights_only" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory) -> Path:
+    model = build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48)))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[3] = float("inf")
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "nan.safetensors")
+
+
+def test_corrupt_db3_replay_is_one_line(capsys, tmp_path):
+    bag = CASES / "corrupt_db3"
+    if not bag.is_dir():
+        pytest.skip("../shared/cases/corrupt_db3 absent")
+    err = one_line_error(capsys, ["replay", str(bag), "--model", "preset:tiny", "--device", "cpu",
+                                  "--out", str(tmp_path / "out"), "--no-progress", "--montage-frames", "0"])
+    assert "corrupt_db3.db3" in err and "corrupt" in err and "database disk image is malformed" in err
+
+
+def test_info_on_a_pickle_is_one_line(capsys, tmp_path):
+    pth = tmp_path / "model.pth"
+    torch.save({"w": torch.zeros(2)}, pth)
+    err = one_line_error(capsys, ["info", str(pth)])
+    assert str(pth) in err and "pickle" in err and "utf-8" not in err.lower()
+
+
+def test_info_on_a_binary_yaml_or_directory_is_one_line(capsys, tmp_path):
+    binary = tmp_path / "weird.model"
+    binary.write_bytes(b"\x80\x81\xff" * 10)
+    err = one_line_error(capsys, ["info", str(binary)])
+    assert str(binary) in err and "not a model YAML" in err
+    err = one_line_error(capsys, ["info", str(tmp_path)])
+    assert str(tmp_path) in err and "is a directory" in err and "unknown model preset" not in err
+
+
+def test_non_finite_checkpoint_is_refused_at_load(capsys, nan_checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match=r"holds 1 NaN or inf value\(s\)"):
+        load_checkpoint(nan_checkpoint)
+    err = one_line_error(capsys, ["info", str(nan_checkpoint)])
+    assert str(nan_checkpoint) in err and "non-finite" in err
+    bag = CASES / "png_chunk_bomb"
+    if bag.is_dir():  # replay refuses the model before reading a frame (it used to replay it with exit 0)
+        err = one_line_error(capsys, ["replay", str(bag), "--model", str(nan_checkpoint), "--device", "cpu",
+                                      "--out", str(tmp_path / "out"), "--no-progress"])
+        assert str(nan_checkpoint) in err and "non-finite" in err
+    # the node's path: load_model raises a ValueError whose text is the one line the node logs as fatal
+    with pytest.raises(ValueError, match="non-finite") as info:
+        load_model(str(nan_checkpoint))
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_bad_model_files_for_the_node_and_replay(capsys, tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="garbage.safetensors: not a readable safetensors checkpoint") as info:
+        load_model(str(garbage))
+    assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        load_model(str(tmp_path))
+    err = one_line_error(capsys, ["info", str(garbage)])
+    assert str(garbage) in err

@@ -1,0 +1,91 @@
+"""InputMonitor: silent inputs, images without camera_info, per-input levels as diagnostic_updater's FrequencyStatus."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtl3d_perception.ros.input_monitor import ERROR, OK, InputMonitor, silent_input_message
+
+INPUTS = {"image": ("/camera/color/image_raw", "sensor_msgs/msg/Image"),
+          "camera_info": ("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")}
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _feed(monitor, clock, roles, seconds, hz=10.0):
+    for _ in range(int(seconds * hz)):
+        clock.t += 1.0 / hz
+        for role in roles:
+            monitor.tick(role)
+
+
+def test_silent_inputs_after_the_grace_period():
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, window_s=5.0, silent_after_s=3.0, clock=clock)
+    clock.t += 2.0
+    assert monitor.silent() == [] and all(s.level == OK for s in monitor.statuses())  # just started
+    clock.t += 1.5
+    assert monitor.silent() == ["image", "camera_info"]
+    assert [(s.level, s.message) for s in monitor.statuses()] == [(ERROR, "No events recorded")] * 2
+    _feed(monitor, clock, ["camera_info"], 2.0)  # a mistyped image_topic: only camera_info arrives
+    assert monitor.silent() == ["image"] and monitor.silent_for("image") == pytest.approx(5.5)
+    assert monitor.silent_for("camera_info") == pytest.approx(0.0, abs=1e-9)
+    assert monitor.arriving() == ["camera_info on /camera/color/camera_info (10.0 Hz)"]
+    image, info = monitor.statuses()
+    assert (image.level, image.count) == (ERROR, 0) and (info.level, info.message, info.count) == (OK, "10.0 Hz", 20)
+    clock.t += 4.0  # the camera stopped: silent, so no longer "arriving", though within the rate window
+    assert monitor.silent() == ["image", "camera_info"] and monitor.arriving() == []
+    clock.t += 2.0
+    assert monitor.statuses()[1].level == ERROR and "No events recorded for 6.0 s" in monitor.statuses()[1].message
+
+
+def test_images_without_camera_info_are_reported_within_a_second():
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, clock=clock)
+    _feed(monitor, clock, ["image"], 0.5)
+    assert not monitor.info_missing()
+    _feed(monitor, clock, ["image"], 0.7)
+    assert monitor.info_missing()  # 1.2 s of images, no camera_info: well before the silent grace period
+    _feed(monitor, clock, ["image", "camera_info"], 0.5)
+    assert not monitor.info_missing()
+
+
+def test_unavailable_input_is_error_with_its_cause():
+    clock = _Clock()
+    monitor = InputMonitor({**INPUTS, "tf": ("/tf", "tf2_msgs/msg/TFMessage")}, clock=clock)
+    monitor.set_unavailable("tf", "tf2_msgs is not installed")
+    tf = monitor.statuses()[2]
+    assert (tf.level, tf.message) == (ERROR, "not subscribed: tf2_msgs is not installed")
+    clock.t += 10.0
+    assert "tf" not in monitor.silent()  # said once as unavailable, not again as silent
+
+
+def test_silent_input_message_names_topic_publishers_and_alternatives():
+    message = silent_input_message("image", "/camera/image_raw", "sensor_msgs/msg/Image", 3.0, 0,
+                                   ["camera_info on /camera/color/camera_info (30.0 Hz)"],
+                                   ["/camera/color/image_raw", "/camera/image_raw"])
+    assert message == ("no sensor_msgs/msg/Image on /camera/image_raw (image) for 3 s; 0 publisher(s); "
+                       "arriving: camera_info on /camera/color/camera_info (30.0 Hz); "
+                       "sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
+                       "(set image_topic / camera_info_topic or remap)")
+
+
+def test_warnings_say_what_is_wrong_once_each():
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, clock=clock)
+    graph = {"sensor_msgs/msg/Image": ["/camera/color/image_raw", "/other/image"],
+             "sensor_msgs/msg/CameraInfo": ["/camera/color/camera_info"]}
+    assert monitor.warnings(graph.get, lambda topic: 1) == []
+    _feed(monitor, clock, ["image"], 3.5)  # images, never a camera_info: one warning, not also "silent camera_info"
+    (kind, message), = monitor.warnings(graph.get, lambda topic: 1)
+    assert kind == "camera_info_missing" and message == (
+        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info: no frame can be "
+        "processed without intrinsics; sensor_msgs/msg/CameraInfo topics in the graph: none")
+    clock.t += 6.0  # now nothing arrives
+    assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: 0)] == ["silent_image", "silent_camera_info"]
