@@ -338,7 +338,7 @@ def test_time_jump_back_unblocks_the_synchroniser(ros_context):
     would then evict every new (older-stamped) image on arrival. The node clears its queues at the jump."""
     h = Harness(ros_context, tiny_model())
     try:
-        h.node.sync._sync.jump_back_ns = None  # behave like the real message_filters: no clearing of its own
+        h.node.sync._sync.jump = None  # behave like the real message_filters: no clearing of its own
         h.send_frame(20 * S, _image(20))
         h.wait_outputs(1)
         for n, t in enumerate((21 * S, 22 * S)):  # images whose camera_info never comes

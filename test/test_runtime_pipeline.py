@@ -18,8 +18,8 @@ from mtl3d_perception.geometry import (
     transform_points,
 )
 from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.frames import Frame
-from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 
 NET_W, NET_H = 64, 48
@@ -33,6 +33,11 @@ def model():
     torch.manual_seed(0)
     cfg = dataclasses.replace(resolve_config("tiny"), input_size=(NET_W, NET_H), pretrained=False, num_depth=8)
     return build_model(cfg).eval()
+
+
+def _config(**changes) -> RuntimeConfig:
+    """The runtime defaults on the CPU, with ``changes`` by parameter name."""
+    return RuntimeConfig().replace(**{"device": "cpu", **changes})
 
 
 def _frame(i: int, x: float | None = None, seed: int = 0) -> Frame:
@@ -58,7 +63,7 @@ class _CountingModel(torch.nn.Module):
 
 def test_each_frame_encoded_once_and_paired(model):
     counting = _CountingModel(model)
-    pipe = PerceptionPipeline(counting, pairing=PairingConfig(min_baseline_m=0.1, max_pair_age_s=1.0))
+    pipe = PerceptionPipeline(counting, _config(min_baseline_m=0.1, max_pair_age_s=1.0))
     reasons = []
     for i in range(4):
         products = pipe.process(_frame(i, x=0.06 * i))
@@ -72,7 +77,7 @@ def test_each_frame_encoded_once_and_paired(model):
 
 
 def test_two_view_output_equals_model_streaming(model):
-    pipe = PerceptionPipeline(model, outputs={"depth"}, pairing=PairingConfig(min_baseline_m=0.01))
+    pipe = PerceptionPipeline(model, _config(min_baseline_m=0.01).with_outputs({"depth"}))
     f0, f1 = _frame(0, x=0.0), _frame(1, x=0.1)
     pipe.process(f0)
     products = pipe.process(f1)
@@ -89,7 +94,7 @@ def test_two_view_output_equals_model_streaming(model):
 
 @pytest.mark.parametrize("resolution", ["network", "camera"])
 def test_output_resolution_and_intrinsics(model, resolution):
-    pipe = PerceptionPipeline(model, output_resolution=resolution, point_stride=3)
+    pipe = PerceptionPipeline(model, _config(output_resolution=resolution, point_stride=3))
     products = pipe.process(_frame(0, x=0.0))
     W, H = (NET_W, NET_H) if resolution == "network" else (CAM_W, CAM_H)
     assert products.size == (W, H)
@@ -108,24 +113,24 @@ def test_output_resolution_and_intrinsics(model, resolution):
 
 
 def test_world_cloud_and_camera_fallback(model):
-    pipe = PerceptionPipeline(model, cloud_frame="world", world_frame="odom", point_stride=4)
+    pipe = PerceptionPipeline(model, _config(cloud_frame="world", world_frame="odom", point_stride=4))
     frame = _frame(0, x=2.0)
     world = pipe.process(frame)
     assert world.cloud_frame_id == "odom"
-    cam = PerceptionPipeline(model, point_stride=4).process(frame)
+    cam = PerceptionPipeline(model, _config(point_stride=4)).process(frame)
     np.testing.assert_allclose(world.cloud.points, transform_points(frame.pose, cam.cloud.points), atol=1e-5)
     unposed = pipe.process(_frame(5))
     assert unposed.cloud_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
 
 
 def test_nan_pose_and_time_jump_are_warnings(model):
-    pipe = PerceptionPipeline(model, outputs=set())
+    pipe = PerceptionPipeline(model, _config().with_outputs(set()))
     bad = _frame(3, x=0.0)
     bad.pose[0, 3] = np.nan
     products = pipe.process(bad)
     assert products.single_view and [k for k, _ in products.warnings] == ["invalid_pose"]
-    pipe.process(_frame(10, x=0.0))
-    products = pipe.process(_frame(2, x=0.1))
+    pipe.process(_frame(30, x=0.0))
+    products = pipe.process(_frame(2, x=0.1))  # 2.8 s back: more than JUMP_BACK_S
     assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
     assert pipe.history.stamps == [2 * S // 10]
 
@@ -153,10 +158,10 @@ def test_bad_frames_and_options_raise(model):
     with pytest.raises(ValueError, match="uint8"):
         pipe.process(Frame(0, "cam", np.zeros((4, 4), np.float32), K_CAM))
     with pytest.raises(ValueError, match="output_resolution"):
-        pipe.set_options(output_resolution="huge")
+        pipe.set_config(_config(output_resolution="huge"))
     with pytest.raises(ValueError, match="point_stride"):
-        pipe.set_options(point_stride=0)
-    pipe.set_options(precision="fp16")  # no CUDA here: falls back to fp32 with a warning
+        pipe.set_config(_config(point_stride=0))
+    pipe.set_config(_config(precision="fp16"))  # no CUDA here: falls back to fp32 with a warning
     assert pipe.precision == "fp32"
     pipe.close()
     assert pipe.model is None
@@ -178,12 +183,12 @@ def test_load_model_forms(model, tmp_path):
 
 def test_new_world_frame_forgets_history(model):
     """Poses in the history are in the old world frame; pairing them with poses in the new one would be wrong."""
-    pipe = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1), world_frame="odom",
-                              outputs=("depth",))
+    config = _config(min_baseline_m=0.1, world_frame="odom").with_outputs({"depth"})
+    pipe = PerceptionPipeline(model, config)
     pipe.process(_frame(0, x=0.0))
-    pipe.set_options(world_frame="odom")  # unchanged: history kept
+    pipe.set_config(config.replace(world_frame="odom"))  # unchanged: history kept
     assert len(pipe.history) == 1
-    pipe.set_options(world_frame="map")
+    pipe.set_config(config.replace(world_frame="map"))
     assert len(pipe.history) == 0 and not pipe._features
     products = pipe.process(_frame(1, x=0.2))
     assert products.single_view and products.pair_reason == "no_history"
@@ -196,13 +201,12 @@ def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monk
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     frames = [_frame(0, 0.0), _frame(1, 0.2)]
-    cpu = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1))
+    cpu = PerceptionPipeline(model, _config(min_baseline_m=0.1, device="cpu"))
     expected = [cpu.process(f) for f in frames]
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     # a copy: the pipeline moves its model to the device, and only the pipeline may hold the CUDA copy
-    gpu = PerceptionPipeline(copy.deepcopy(model), device="cuda", precision=precision,
-                             pairing=PairingConfig(min_baseline_m=0.1))
+    gpu = PerceptionPipeline(copy.deepcopy(model), _config(device="cuda", precision=precision, min_baseline_m=0.1))
     got = [gpu.process(f) for f in frames]
     assert not got[1].single_view and got[1].source_stamp_ns == expected[1].source_stamp_ns == frames[0].stamp_ns
     valid = np.isfinite(expected[1].depth) & np.isfinite(got[1].depth)

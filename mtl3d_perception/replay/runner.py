@@ -2,17 +2,17 @@
 
 :func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
-become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
-each frame waits up to ``tf_timeout_s`` of bag time for its pose (then runs single-view, as in the node), runs
-through ``PerceptionPipeline`` and its products are written as the node's output messages
-(``msgs.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
-truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
+become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into a tf2_ros ``Buffer`` (the
+compat one, fed by ``msgs.tf.ingest_tf`` as the node's TransformListener feeds its own), and the frames go to the
+runtime's ``FrameDriver`` with the ``in_order`` policy: each waits up to ``tf_timeout_s`` of bag time for its
+pose (``msgs.tf.pose_from_tf``, then single-view, as in the node), runs through ``PerceptionPipeline``, and its
+products are written as the node's output messages (``msgs.messages.products_to_messages``) into the output bag
+(:mod:`mtl3d_perception.replay.output`). Ground truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from mtl3d_perception.data.bag import (
 )
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.msgs.tf import ingest_tf, pose_from_tf
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -43,60 +44,55 @@ from mtl3d_perception.replay.output import (
 )
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
+from mtl3d_perception.ros.compat.tf2_ros import Buffer
+from mtl3d_perception.runtime.config import RuntimeConfig, setting
+from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import Frame
-from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
-from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
+
+REPLAY = ("replay",)
 
 
 @dataclass
-class ReplayOptions:
-    """Topics, frames and runtime settings of a replay (defaults: DESIGN §5 and the node's parameters)."""
+class ReplayOptions(RuntimeConfig):
+    """The runtime settings (:class:`RuntimeConfig`, the node's parameters) plus what only a replay has: TF and
+    ground-truth topics, the output node name, a frame limit, the single-view comparison, the montage."""
 
-    image_topic: str = topics.IMAGE_TOPIC
-    camera_info_topic: str = topics.CAMERA_INFO_TOPIC
-    tf_topic: str = topics.TF_TOPIC
-    tf_static_topic: str = topics.TF_STATIC_TOPIC
-    depth_gt_topic: str = topics.GT_DEPTH_TOPIC
-    semantic_gt_topic: str = topics.GT_SEMANTIC_TOPIC
-    world_frame: str = topics.WORLD_FRAME
-    node_name: str = topics.NODE_NAME
-    device: str = "cpu"
-    limit: int | None = None  # frames to process; None = all
-    compare_single_view: bool = False
-    sync_slop_s: float = 0.02
-    sync_queue_size: int = 2
-    tf_timeout_s: float = 0.1  # bag time a frame waits for its pose before running single-view
-    pairing: PairingConfig = field(default_factory=PairingConfig)
-    output_resolution: str = "network"
-    point_stride: int = 4
-    cloud_frame: str = "camera"
-    montage_frames: int = 4
-    diagnostics_period_s: float = 1.0
-    progress: bool = True
+    tf_topic: str = setting(topics.TF_TOPIC, "TF", scope=REPLAY)
+    tf_static_topic: str = setting(topics.TF_STATIC_TOPIC, "static TF", scope=REPLAY)
+    depth_gt_topic: str = setting(topics.GT_DEPTH_TOPIC, "ground-truth depth (32FC1 m), used when present", scope=REPLAY)
+    semantic_gt_topic: str = setting(topics.GT_SEMANTIC_TOPIC, "ground-truth labels (mono8), used when present",
+                                     scope=REPLAY)
+    node_name: str = setting(topics.NODE_NAME, "output topics are /NODE_NAME/...", scope=REPLAY)
+    limit: int | None = setting(None, "process at most N frames", scope=REPLAY)
+    compare_single_view: bool = setting(False, "also run every frame in single-view mode and report both side by "
+                                               "side", scope=REPLAY)
+    montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
+    progress: bool = setting(True, "show a progress bar", scope=REPLAY)
 
 
 class _Replay:
-    """Feeds bag messages through sync, TF and the pipeline(s); keeps the metrics; writes the output bag."""
+    """Feeds bag messages through sync, TF and the driver; keeps the metrics; writes the output bag."""
 
     def __init__(self, bag: Path, out_dir: Path, model: Any, options: ReplayOptions, available: dict[str, str],
                  model_description: str) -> None:
         from tqdm import tqdm
 
-        o = self.o = options
+        o = self.o = replace(options, device=resolve_device(options.device))
         self.bag, self.out_dir, self.available = bag, out_dir, available
         self.model_description = model_description
         self.has_tf = o.tf_topic in available or o.tf_static_topic in available
         self.types = typestore().types
-        kwargs = dict(device=o.device, pairing=o.pairing, output_resolution=o.output_resolution,
-                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame)
-        self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
+        self.pipeline = PerceptionPipeline(model, o)
+        self.single_view = None
         if o.compare_single_view:
-            self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
+            self.single_view = PerceptionPipeline(model, o.with_outputs({"depth", "semantic", "normals"}))
         # as the node does before its first frame, so the first frame's latency is not the set-up's
-        self.warmup_s = sum(pipeline.warmup() for pipeline in self.pipelines.values())
+        self.warmup_s = sum(p.warmup() for p in (self.pipeline, self.single_view) if p is not None)
         self.config = model.config
         counts, self.input_qos = bag_index(bag)
         expected = counts.get(o.image_topic) or None
@@ -106,24 +102,25 @@ class _Replay:
         picks = [round(i) for i in np.linspace(0, (expected or rows * 10) - 1, rows)] if o.montage_frames > 0 else []
         expect_gt = [kind for kind, topic in (("depth", o.depth_gt_topic), ("semantic", o.semantic_gt_topic))
                      if topic in available]
-        self.evaluation = ReplayEvaluation(self.pipelines, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
+        modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
+        self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
                                            montage_picks=picks, warn=self._warn)
         self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
 
-        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s))
+        self.tf = Buffer(cache_time=max(10.0, 2 * o.pairing.max_pair_age_s), types=self.types)
         self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
-        self.pending: deque[tuple[Frame, int]] = deque()  # synchronised frames waiting for TF (arrival ns)
         self.writer = OutputBag(out_dir)
-        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.now_ns = 0
+        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
+        self.driver = FrameDriver(self.pipeline, self._pose, policy="in_order", stats=self.stats,
+                                  clock=lambda: self.now_ns, on_problem=self._on_problem)
         self.last_diag_ns: int | None = None
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
-        self.counts = {"no_pose": 0, "time_jumps": 0}
+        self.counts = {"no_pose": 0}
         self.warnings: list[str] = []
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
-        self.last_stamp_ns: int | None = None
 
     # ------------------------------------------------------------------------------------------ input
 
@@ -134,22 +131,26 @@ class _Replay:
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
-        self._run_ready(expire_before=t_ns)  # frames whose TF wait ended before this message: single-view
+        self._run_ready(t_ns - 1)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
-            self._add_tf(msg, static=topic == o.tf_static_topic)
+            refused = ingest_tf(self.tf, msg, static=topic == o.tf_static_topic)
+            if refused:
+                self._warn(f"{refused} transform(s) on {topic} at {t_ns * 1e-9:.3f} s ignored: not rigid or bad frame ids")
         elif topic == o.image_topic:
             self.images += 1
+            self.stats.count("images")
             self.sync.add(0, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.camera_info_topic:
+            self.stats.count("camera_infos")
             self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
         elif topic == o.semantic_gt_topic:
             self.evaluation.add_ground_truth("semantic", msg)
-        self._run_ready()
+        self._run_ready(self.now_ns - 1)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
 
     def feed_after_limit(self, topic: str, t_ns: int, msg: Any) -> bool:
@@ -163,17 +164,14 @@ class _Replay:
         self.evaluation.evaluate_ready(self.now_ns, final=False)
         return bool(self.evaluation.waiting)
 
-    def _add_tf(self, msg: Any, *, static: bool) -> None:
-        for tf in msg.transforms:
-            try:
-                self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, conversions.stamp_to_ns(tf.header.stamp),
-                                             conversions.transform_to_matrix(tf.transform), is_static=static)
-            except (TransformException, ValueError) as exc:
-                self._warn(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
+    def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
+        """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
+        if not self.has_tf:
+            return None, None
+        return pose_from_tf(self.tf, self.o.world_frame, frame)
 
     def _drop(self, reason: str, message: str | None = None) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.stats.count("dropped")
         if message:
             self._warn(message)
 
@@ -181,62 +179,47 @@ class _Replay:
         if len(self.warnings) < 50 and message not in self.warnings:
             self.warnings.append(message)
 
+    def _on_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
+        if kind == "tf":
+            self.counts["no_pose"] += 1
+        self._warn(f"{kind}: {message}")
+
     def _on_pair(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for its pose."""
         self.stats.count("received")
         try:
             frame = frame_from_messages(image, info)
         except BadInput as exc:
+            self.stats.count("dropped")
             self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
             return
-        self.pending.append((frame, self.now_ns))
+        # a frame's TF wait starts when it is complete and no earlier than its own stamp (bag time)
+        self.driver.add_frame(frame, max(self.now_ns, frame.stamp_ns))
 
     # ------------------------------------------------------------------------------------------ processing
 
-    def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
-        try:
-            return self.tf.lookup_matrix(self.o.world_frame, frame.frame_id, frame.stamp_ns), None
-        except TransformException as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-
-    def _run_ready(self, *, expire_before: int | None = None) -> None:
-        """Process pending frames in order: each once its pose is there, or, when its TF wait
-        (``tf_timeout_s`` of bag time after it was synchronised) ended before ``expire_before``, single-view.
-        """
-        wait_ns = int(self.o.tf_timeout_s * 1e9)
-        while self.pending and not self.done:
-            frame, arrived = self.pending[0]
-            pose, error = self._pose(frame) if self.has_tf else (None, None)
-            if error is not None:
-                if expire_before is None or max(arrived, frame.stamp_ns) + wait_ns >= expire_before:
-                    return  # TF for this stamp may still come
-                self.counts["no_pose"] += 1
-                self.stats.problem("tf", error, counter="tf_failures")
-                self._warn(f"no pose of {frame.frame_id} in {self.o.world_frame} after {self.o.tf_timeout_s:g} s: "
-                           f"{error}; frame ran single-view")
-            self.pending.popleft()
-            self._process(frame.with_pose(pose))
-
-    def _process(self, frame: Frame) -> None:
-        if self.last_stamp_ns is not None and frame.stamp_ns < self.last_stamp_ns:
-            self.counts["time_jumps"] += 1
-            self.evaluation.reset_temporal()
-        self.last_stamp_ns = frame.stamp_ns
-        results = {}
-        for mode, pipeline in self.pipelines.items():
-            try:
-                results[mode] = pipeline.process(frame if mode == "multi_view" else frame.with_pose(None))
-            except ValueError as exc:
-                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}")
+    def _run_ready(self, now_ns: int, *, end: bool = False) -> None:
+        """Process the waiting frames, in order, that are ready at bag time ``now_ns`` (see ``FrameDriver``)."""
+        while not self.done:
+            job = self.driver.take(now_ns, end=end)
+            if job is None:
                 return
-        products = results["multi_view"]
-        for kind, message in products.warnings:
-            self.stats.problem(kind, message)
-            self._warn(f"{kind}: {message}")
+            self._process(job)
+
+    def _process(self, job: PoseJob) -> None:
+        products = self.driver.run(job, end_to_end=False)
+        if products is None:  # unusable frame: the driver counted and reported it
+            self.dropped["bad_input"] = self.dropped.get("bad_input", 0) + 1
+            return
+        frame = job.frame.with_pose(job.pose)
+        if any(kind == "time_jump" for kind, _ in products.warnings):
+            self.evaluation.reset_temporal()
+        results = {"multi_view": products}
+        if self.single_view is not None:
+            results["single_view"] = self.single_view.process(frame.with_pose(None))
         for name, msg in products_to_messages(self.types, products).items():
             self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
                               msg, QOS_OUTPUT)
-        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason)
         self._diagnostics(final=False)
         self.evaluation.add_frame(self.processed, frame, results)
         self.processed += 1
@@ -248,18 +231,15 @@ class _Replay:
             return
         self.last_diag_ns = self.now_ns
         header = conversions.make_header(self.types, self.now_ns, "")
-        info = {"device": self.o.device, "model": self.model_description,
-                "precision": self.pipelines["multi_view"].precision,
-                "input_size": "{}x{}".format(*self.config.input_size), "source": f"replay of {self.bag.name}"}
+        info = self.driver.info(model=self.model_description, source=f"replay of {self.bag.name}")
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:
-        self._run_ready(expire_before=2**63)
-        for _ in self.pending:  # left over after --limit
+        self._run_ready(self.now_ns, end=True)
+        for _ in range(self.driver.clear()):  # left over after --limit
             self._drop("limit")
-        self.pending.clear()
         self.evaluation.evaluate_ready(self.now_ns, final=True)
 
     def close(self, error: str | None) -> dict[str, Any]:
@@ -289,7 +269,8 @@ class _Replay:
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "counts": {"images": self.images, "processed": self.processed,
-                       "dropped": sum(self.dropped.values()), **self.counts},
+                       "dropped": sum(self.dropped.values()), **self.counts,
+                       "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,

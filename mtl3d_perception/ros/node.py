@@ -6,17 +6,20 @@ approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth`` (32FC1 m),
 ``~/depth/camera_info``, ``~/semantic`` (mono8), ``~/semantic/color`` (rgb8), ``~/normals`` (32FC3),
 ``~/normals/color`` (rgb8), ``~/boundary`` (mono8), ``~/points`` (PointCloud2 x, y, z, rgb, label) and
-``/diagnostics``. Parameters: see ``PARAMETERS`` (also ``config/perception.yaml``).
+``/diagnostics``. Parameters: ``PARAMETERS``, generated from ``runtime.config.RuntimeConfig`` (also
+``config/perception.yaml``).
 
-The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
-subscriptions, TF and the diagnostics timer; one worker thread owns the pipeline: it applies parameter changes
-between frames, takes the newest synchronised frame whose TF is available (polling the buffer without blocking,
-up to ``tf_timeout_s``, then single-view), runs the pipeline and publishes. Bad input never stops the node: a
-throttled log line, a diagnostics entry, the frame is dropped.
+The node only wires ROS to the runtime's ``FrameDriver`` (STYLE §2.13): it keeps the threads, QoS, parameters and
+publishing. Threads: the executor runs the subscriptions, TF and the diagnostics timer; one worker thread owns
+the pipeline: it applies parameter changes between frames, takes the newest synchronised frame whose TF is
+available (``FrameDriver.wait_job`` with the ``newest`` policy, woken by new frames, by the TF buffer's
+``wait_for_transform_async`` futures and by the ``tf_timeout_s`` deadline: no polling), runs the pipeline and
+publishes. Bad input never stops the node: a throttled log line, a diagnostics entry, the frame is dropped.
 
-Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation) clears everything that could
-pair frames across the jump: the synchroniser's queues, the frames waiting for TF, the frame history and the TF
-cache (tf2_ros clears the latter itself only when the node's clock jumps, i.e. under ``use_sim_time``).
+Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation; ``frames.TimeJumpDetector``)
+makes each layer clear its own state: the node the synchroniser's queues and the TF cache (tf2_ros clears the
+latter itself only when the node's clock jumps, i.e. under ``use_sim_time``), the driver its waiting frames,
+the pipeline its frame history.
 """
 
 from __future__ import annotations
@@ -39,39 +42,21 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from mtl3d_perception import topics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
+from mtl3d_perception.msgs.tf import pose_from_tf
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
-from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
-from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
+from mtl3d_perception.runtime.driver import FrameDriver
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
-from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.stats import RuntimeStats
 
-# name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
+# name -> (default, description, read_only, range (lo, hi) or choices tuple or None), from RuntimeConfig
 PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
-    "model_path": ("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; 'preset:NAME' = random weights", True, None),
-    "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
-    "num_threads": (1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold cores)", True, (0, 256)),
-    "image_topic": (topics.IMAGE_TOPIC, "input sensor_msgs/Image", True, None),
-    "image_transport": ("raw", "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage "
-                        "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
-    "camera_info_topic": (topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", True, None),
-    "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
-    "precision": ("fp32", "inference precision (fp16 needs CUDA)", False, tuple(PRECISIONS)),
-    "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in", False, None),
-    "min_baseline_m": (0.05, "source view: smallest useful baseline", False, (0.0, 100.0)),
-    "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
-    "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
-    "tf_timeout_s": (0.1, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
-    "publish_depth": (True, "publish ~/depth and ~/depth/camera_info", False, None),
-    "publish_semantic": (True, "publish ~/semantic and ~/semantic/color", False, None),
-    "publish_normals": (True, "publish ~/normals and ~/normals/color", False, None),
-    "publish_boundary": (True, "publish ~/boundary", False, None),
-    "publish_points": (True, "publish ~/points", False, None),
-    "point_stride": (4, "cloud: every n-th pixel in x and y", False, (1, 64)),
-    "cloud_frame": ("camera", "cloud frame: camera (image frame_id) or world (world_frame)", False, CLOUD_FRAMES),
-    "output_resolution": ("network", "output image size: network (model input) or camera", False, OUTPUT_RESOLUTIONS),
-    "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.01, 60.0)),
+    name: (spec.default, spec.description, spec.read_only, spec.constraint)
+    for name, spec in parameter_specs("node").items()
 }
 OUTPUT_GROUPS = {"depth": ("depth", "depth/camera_info"), "semantic": ("semantic", "semantic/color"),
                  "normals": ("normals", "normals/color"), "boundary": ("boundary",), "points": ("points",)}
@@ -79,10 +64,8 @@ SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=Du
                         history=HistoryPolicy.KEEP_LAST, depth=1)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
-MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 LOG_THROTTLE_S = 5.0
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
-NON_EMPTY = ("image_topic", "camera_info_topic", "world_frame")
 
 
 def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
@@ -112,7 +95,7 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         for name, (default, description, read_only, constraint) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        config = self._config()
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
@@ -123,51 +106,47 @@ class PerceptionNode(Node):
 
         import torch
 
-        if p["num_threads"] > 0:
-            torch.set_num_threads(int(p["num_threads"]))
-        self.device = resolve_device(p["device"])
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
         if model is None:
-            model, self.model_description = load_model(p["model_path"], device=self.device, log=self.get_logger())
+            model, self.model_description = load_model(config.model_path, device=self.device, log=self.get_logger())
         else:
             self.model_description = f"in-process {type(model).__name__}"
-        self.pipeline = PerceptionPipeline(
-            model, device=self.device, precision=p["precision"], pairing=self._pairing(p),
-            output_resolution=p["output_resolution"], point_stride=p["point_stride"], cloud_frame=p["cloud_frame"],
-            world_frame=p["world_frame"], outputs=self._outputs(p), logger=_LogAdapter(self.get_logger()),
-        )
-        self.tf_timeout_s = float(p["tf_timeout_s"])
-        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
-        self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
-        self._updates_lock = threading.Lock()
+        self.pipeline = PerceptionPipeline(model, config.replace(device=self.device),
+                                           logger=_LogAdapter(self.get_logger()))
+        self.driver = FrameDriver(self.pipeline, self.lookup_pose, policy="newest", stats=self.stats,
+                                  on_problem=self._log_problem)
+        self._update: RuntimeConfig | None = None  # new settings, applied by the worker between frames
+        self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
 
         self.tf_buffer = tf2_ros.Buffer(node=self)  # with the node: cleared when its (sim) clock jumps back
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        self._tf_waits: deque[tuple[int, Any]] = deque()  # (frame stamp, wait_for_transform_async future)
+        self._tf_waits_lock = threading.Lock()
 
         self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
                      for name, (msg_type, _) in topics.OUTPUTS.items()}
         self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
                                               topics.DIAGNOSTICS_TOPIC, 10)
-        self.diag_timer = self.create_timer(float(p["diagnostics_period_s"]), self.publish_diagnostics)
+        self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics)
 
-        self._pending: deque[tuple[Frame, float]] = deque()
-        self._cond = threading.Condition()
         self._stop = False
-        self._reset = False
-        self._last_stamp_ns: int | None = None  # newest synchronised frame
-        self._last_image_ns: int | None = None  # newest image seen by the subscriber
+        self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
 
-        if p["image_transport"] == "compressed":
-            image_type, image_topic = CompressedImage, p["image_topic"] + topics.COMPRESSED_SUFFIX
+        if config.image_transport == "compressed":
+            image_type, image_topic = CompressedImage, config.image_topic + topics.COMPRESSED_SUFFIX
         else:
-            image_type, image_topic = Image, p["image_topic"]
+            image_type, image_topic = Image, config.image_topic
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        self.info_sub = message_filters.Subscriber(self, CameraInfo, p["camera_info_topic"], qos_profile=SENSOR_QOS)
+        self.info_sub = message_filters.Subscriber(self, CameraInfo, config.camera_info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)
-        self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub], 2, p["sync_slop_s"])
+        self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
+                                                                config.sync_queue_size, config.sync_slop_s)
         self.sync.registerCallback(self.on_frame)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
@@ -175,50 +154,33 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------------------------------ parameters
 
-    @staticmethod
-    def _pairing(p: dict[str, Any]) -> PairingConfig:
-        return PairingConfig(min_baseline_m=p["min_baseline_m"], min_rotation_deg=p["min_rotation_deg"],
-                             max_pair_age_s=p["max_pair_age_s"])
-
-    @staticmethod
-    def _outputs(p: dict[str, Any]) -> set[str]:
-        wanted = {g for g in OUTPUT_GROUPS if p[f"publish_{g}"]}
-        if wanted & {"normals", "points"}:
-            wanted.add("depth")  # normals are masked and clouds back-projected with the depth
-        return wanted
+    def _config(self, changed: list[Any] = ()) -> RuntimeConfig:
+        """The RuntimeConfig of the current parameter values, with ``changed`` ones (not yet set) applied."""
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        values.update({param.name: param.value for param in changed if param.name in PARAMETERS})
+        return config_from_parameters(values)
 
     def _validate_parameters(self, params: list[Any]) -> SetParametersResult:
-        for param in params:
-            spec = PARAMETERS.get(param.name)
-            if spec is None:
-                continue
-            constraint = spec[3]
-            if isinstance(constraint, tuple) and isinstance(constraint[0], str) and param.value not in constraint:
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} must be one of {', '.join(constraint)}, got {param.value!r}")
-            if param.name in NON_EMPTY and not str(param.value).strip("/ "):
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} must not be empty, got {param.value!r}")
+        try:
+            self._config(params)
+        except ValueError as exc:  # ConfigError (wrong type) is a ValueError too
+            return SetParametersResult(successful=False, reason=str(exc))
+        except Exception:  # parameters not declared yet (start-up): check the new values on their own
+            try:
+                config_from_parameters({p.name: p.value for p in params if p.name in PARAMETERS})
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Any]) -> None:
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        names = {param.name for param in params}
-        self.tf_timeout_s = float(p["tf_timeout_s"])
-        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
-        update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
-                  "point_stride": p["point_stride"], "cloud_frame": p["cloud_frame"],
-                  "world_frame": p["world_frame"], "outputs": self._outputs(p)}
-        with self._updates_lock:
-            self._updates.update(update)
-            if names & {"min_baseline_m", "min_rotation_deg", "max_pair_age_s"}:
-                self._updates["pairing"] = self._pairing(p)
+        with self._update_lock:
+            self._update = self._config().replace(device=self.device)
+        self.driver.notify()
 
     # ------------------------------------------------------------------------------------ input
 
-    def _problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
-        """Diagnostics entry + a log line throttled per kind (never once per frame); ``error``: the node's own fault."""
-        self.stats.problem(kind, message, counter=counter, error=error)
+    def _log_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
+        """A log line throttled per kind (never once per frame); the stats entry is the driver's."""
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
             self._last_log[kind] = now
@@ -229,19 +191,15 @@ class PerceptionNode(Node):
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
         stamp_ns = conversions.stamp_to_ns(image.header.stamp)
-        last, self._last_image_ns = self._last_image_ns, max(stamp_ns, self._last_image_ns or stamp_ns)
-        if last is not None and stamp_ns < last - JUMP_BACK_NS:
-            self._last_image_ns = stamp_ns
-            self._time_jump(last, stamp_ns, image.header.frame_id)
+        if self._image_jump.check(stamp_ns):
+            self._time_jump(stamp_ns, image.header.frame_id)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
 
-    def _time_jump(self, last_ns: int, stamp_ns: int, frame_id: str) -> None:
-        """Forget everything from before the jump, so no frame is paired (or posed) across it."""
-        self._problem("time_jump", f"image stamp went back from {last_ns * 1e-9:.3f} s to {stamp_ns * 1e-9:.3f} s; "
-                                   "clearing the frame history, the synchroniser and the TF cache",
-                      counter="time_jumps")
+    def _time_jump(self, stamp_ns: int, frame_id: str) -> None:
+        """Forget the node's state from before the jump: the synchroniser's queues and the TF cache (the driver
+        and the pipeline clear theirs when the jumped frame reaches them)."""
         # message_filters keeps old stamps in its latest-only queues; newer-looking leftovers would evict every
         # new message on arrival, and the synchroniser would never fire again. ``queues`` and ``lock`` are
         # attributes of message_filters' TimeSynchronizer (Humble to Rolling) and of the compat one.
@@ -250,11 +208,6 @@ class PerceptionNode(Node):
                 queue.clear()
         if self._tf_holds_data_after(stamp_ns + JUMP_BACK_NS, frame_id):
             self.tf_buffer.clear()
-        with self._cond:
-            self.stats.count("dropped", len(self._pending))
-            self._pending.clear()
-            self._last_stamp_ns = None
-            self._reset = True
 
     def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
         """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
@@ -265,140 +218,92 @@ class PerceptionNode(Node):
         return conversions.stamp_to_ns(latest.header.stamp) > stamp_ns
 
     def on_frame(self, image: Any, info: Any) -> None:
-        """Synchronised image + camera_info -> a pending frame (executor thread; no inference here)."""
+        """Synchronised image + camera_info -> a frame waiting for TF (executor thread; no inference here)."""
         self.stats.count("received")
         try:
             frame = frame_from_messages(image, info)
         except BadInput as exc:
-            self._problem(exc.kind, str(exc))
+            self.driver.problem(exc.kind, str(exc))
             return
-        with self._cond:
-            if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
-                # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
-                self.stats.count("dropped")
-                self._problem("out_of_order", f"frame at {frame.stamp:.3f} s arrived after one at "
-                                              f"{self._last_stamp_ns * 1e-9:.3f} s; dropped")
-                return
-            self._last_stamp_ns = frame.stamp_ns
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                self.stats.count("dropped")
-            self._pending.append((frame, time.monotonic()))
-            self._cond.notify()
+        if self.driver.add_frame(frame):
+            self._wait_for_tf(frame)
+
+    def _wait_for_tf(self, frame: Frame) -> None:
+        """Wake the worker when TF for ``frame`` arrives (the Buffer's new-data callback completes the future)."""
+        try:
+            future = self.tf_buffer.wait_for_transform_async(self.pipeline.world_frame, frame.frame_id,
+                                                             Time(nanoseconds=frame.stamp_ns))
+        except Exception:  # a bad frame id: the frame runs single-view after tf_timeout_s, reported then
+            return
+        future.add_done_callback(self.driver.notify)
+        with self._tf_waits_lock:
+            self._tf_waits.append((frame.stamp_ns, future))
+
+    def _forget_tf_waits(self) -> None:
+        """Cancel the TF waits of frames no longer queued (outside the driver's lock: the real Buffer takes its
+        callback lock when a future is cancelled)."""
+        waiting = {f.stamp_ns for f in self.driver.pending_frames()}
+        with self._tf_waits_lock:
+            keep, done = deque(), []
+            for stamp, future in self._tf_waits:
+                (keep if stamp in waiting and not future.done() else done).append((stamp, future))
+            self._tf_waits = keep
+        for _, future in done:
+            if not future.done():
+                future.cancel()
 
     # ------------------------------------------------------------------------------------ worker
 
     def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
         """(T_world_cam, None) or (None, why not) — never waits."""
-        try:
-            ts = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame.frame_id,
-                                                 Time(nanoseconds=frame.stamp_ns))
-            return conversions.transform_to_matrix(ts.transform), None
-        except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
-            return None, f"{type(exc).__name__}: {exc}"
-
-    def _next_job(self) -> tuple[Frame, float, Any, str | None, bool] | None:
-        """The newest pending frame with TF; else the newest one whose TF wait timed out; else None.
-
-        The last item says whether time jumped back since the previous job (read where the job is taken, so a
-        frame from before a jump never enters the history after the reset).
-        """
-        with self._cond:
-            items = list(self._pending)
-        if not items:
-            return None
-        now = time.monotonic()
-        job = None
-        last_error = None
-        for frame, arrived in reversed(items):
-            pose, error = self.lookup_pose(frame)
-            if error is None:
-                job = (frame, arrived, pose, None)
-                break
-            last_error = last_error or error
-            if job is None and now - arrived >= self.tf_timeout_s:
-                job = (frame, arrived, None, error)  # newest timed-out frame, unless a newer one has TF
-        if job is None:
-            return None
-        with self._cond:
-            if not any(f is job[0] for f, _ in self._pending):
-                return None  # cleared by a time jump meanwhile
-            dropped = 0
-            while self._pending[0][0] is not job[0]:
-                self._pending.popleft()
-                dropped += 1
-            self._pending.popleft()
-            reset, self._reset = self._reset, False
-        self.stats.count("dropped", dropped)
-        return (*job, reset)
+        return pose_from_tf(self.tf_buffer, self.pipeline.world_frame, frame, time_type=Time)
 
     def _apply_updates(self) -> None:
         """Parameter changes (from the executor) applied to the pipeline between frames, in the worker."""
-        with self._updates_lock:
-            updates, self._updates = self._updates, {}
-        if "pairing" in updates:
-            self.pipeline.set_pairing(updates.pop("pairing"))
-        if updates:
-            self.pipeline.set_options(**updates)
+        with self._update_lock:
+            update, self._update = self._update, None
+        if update is not None:
+            self.driver.apply(update)
 
     def _work(self) -> None:
         try:
             seconds = self.pipeline.warmup()
             self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
         except Exception as exc:
-            self._problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
-                          error=True)
-        while True:
-            with self._cond:
-                while not self._stop and not self._pending:
-                    self._cond.wait()
-                if self._stop:
-                    return
+            self.driver.problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
+                                error=True)
+        while not self._stop:
             try:
                 self._apply_updates()
             except Exception as exc:
-                self._problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
-                              counter="internal_errors", error=True)
-            job = self._next_job()
+                self.driver.problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
+                                    counter="internal_errors", error=True)
+            job = self.driver.wait_job(lambda: self._stop or self._update is not None)
             if job is None:
-                with self._cond:
-                    self._cond.wait(timeout=0.005)  # TF arrives through the executor; poll without blocking it
                 continue
+            self._forget_tf_waits()
             try:
-                self._process(*job)
+                self._process(job)
             except Exception as exc:  # never let the worker die
-                self._problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
+                self.driver.problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
 
-    def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None, reset: bool) -> None:
-        if tf_error is not None:
-            self._problem("tf", f"no pose of {frame.frame_id} in {self.pipeline.world_frame} at {frame.stamp:.3f} s "
-                                f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view", counter="tf_failures")
-        if reset:
-            self.pipeline.reset()
-        try:
-            products = self.pipeline.process(frame.with_pose(pose))
-        except ValueError as exc:
-            self._problem("frame", str(exc))
-            return
-        for kind, message in products.warnings:
-            self._problem(kind, message)
-        self.publish_products(products)
-        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
-                              end_to_end_s=time.monotonic() - arrived)
+    def _process(self, job: PoseJob) -> None:
+        products = self.driver.run(job)
+        if products is not None:
+            self.publish_products(products)
 
     # ------------------------------------------------------------------------------------ output
 
     def publish_products(self, products: Any) -> None:
         """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
-        enabled = [name for name in topics.OUTPUTS if self.publish_enabled[name.split("/")[0]]]
+        config = self.pipeline.config
+        enabled = [name for name in topics.OUTPUTS if config.get(f"publish_{name.split('/')[0]}")]
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
     def publish_diagnostics(self) -> None:
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
-        info = {"device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
-                "input_size": f"{self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}",
-                "compat_fallbacks": ",".join(FALLBACKS) or "none"}
+        info = self.driver.info(model=self.model_description, compat_fallbacks=",".join(FALLBACKS) or "none")
         self.diag_pub.publish(diagnostics.make_diagnostic_array(
             self.types, header, self.stats.snapshot(), name=f"{self.get_name()}: pipeline",
             hardware_id=self.device, info=info))
@@ -407,9 +312,8 @@ class PerceptionNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker, free the model (and GPU memory), then destroy the ROS entities."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._stop = True
+        self.driver.notify()
         self._worker.join(timeout=30.0)
         if self._worker.is_alive():  # mid-inference on a stalled device: the model goes anyway, the thread is a daemon
             self.get_logger().error("the inference thread did not stop within 30 s; releasing the model anyway")

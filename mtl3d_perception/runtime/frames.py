@@ -9,8 +9,42 @@ import numpy as np
 from mtl3d_perception.geometry import check_intrinsics, check_rigid
 
 # Time went back (a looping bag, a restarted simulation) when a stamp is this much older than the newest one:
-# tf2_ros's clock-jump threshold, used by the node, the synchroniser and the compat TF buffer alike.
+# tf2_ros's clock-jump threshold. Every layer detects it with :class:`TimeJumpDetector` and clears only its own
+# state: the synchroniser its queues, the TF buffer its dynamic transforms, the driver its waiting frames, the
+# pipeline its history and feature cache, replay's evaluation its temporal reference.
 JUMP_BACK_S = 1.0
+
+
+class TimeJumpDetector:
+    """The one time-jump rule: a stamp older than the newest seen by more than ``jump_back_s`` is a jump back.
+
+    Smaller steps back (out-of-order messages) are not jumps: they leave the newest stamp as it is. After a jump
+    the newest stamp is the jumped-to one, so the next pass through a looping bag is tracked afresh.
+    """
+
+    def __init__(self, jump_back_s: float = JUMP_BACK_S) -> None:
+        if not jump_back_s >= 0:
+            raise ValueError(f"jump_back_s must be >= 0, got {jump_back_s}")
+        self.jump_back_ns = int(jump_back_s * 1e9)
+        self.newest_ns: int | None = None
+        self.jumps = 0
+
+    def check(self, stamp_ns: int) -> bool:
+        """Note ``stamp_ns``; True when it jumped back (then ``newest_ns`` restarts from it)."""
+        stamp_ns = int(stamp_ns)
+        if self.newest_ns is not None and stamp_ns < self.newest_ns - self.jump_back_ns:
+            self.newest_ns = stamp_ns
+            self.jumps += 1
+            return True
+        self.newest_ns = stamp_ns if self.newest_ns is None else max(self.newest_ns, stamp_ns)
+        return False
+
+    def is_jump(self, stamp_ns: int) -> bool:
+        """Whether ``stamp_ns`` would be a jump back, without noting it."""
+        return self.newest_ns is not None and int(stamp_ns) < self.newest_ns - self.jump_back_ns
+
+    def reset(self) -> None:
+        self.newest_ns = None
 
 
 @dataclass

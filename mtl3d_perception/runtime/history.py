@@ -8,7 +8,7 @@ single-view mode (the reference duplicated with an identity pose, DESIGN §5).
 
 from __future__ import annotations
 
-import logging
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -16,8 +16,6 @@ import numpy as np
 
 from mtl3d_perception.geometry import relative_pose, rotation_angle
 from mtl3d_perception.runtime.frames import Frame
-
-_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,15 +60,13 @@ class ViewPair:
 class FrameHistory:
     """The last ``history_size`` posed frames, oldest first, and the source-view rule.
 
-    Frames are added after they have been processed, so a frame never pairs with itself. A frame older than
-    the newest one by more than ``jump_back_s`` means time jumped backwards (a looping bag, a restarted
-    clock): the history is cleared, as tf2 clears its buffer, and :meth:`add` returns True.
+    Frames are added after they have been processed, so a frame never pairs with itself. Time jumping back is
+    the pipeline's to detect (``frames.TimeJumpDetector``); it then calls :meth:`clear`.
     """
 
-    def __init__(self, config: PairingConfig | None = None, *, jump_back_s: float = 0.0) -> None:
+    def __init__(self, config: PairingConfig | None = None) -> None:
         self.config = config or PairingConfig()
         self.config.validate()
-        self.jump_back_s = jump_back_s
         self._frames: deque[Frame] = deque(maxlen=self.config.history_size)
 
     def __len__(self) -> int:
@@ -92,27 +88,20 @@ class FrameHistory:
         self.config = config
         self._frames = deque(self._frames, maxlen=config.history_size)
 
-    def is_jump_back(self, stamp_ns: int) -> bool:
-        """Whether ``stamp_ns`` is earlier than the newest frame by more than ``jump_back_s``."""
-        return bool(self._frames) and stamp_ns < self._frames[-1].stamp_ns - int(self.jump_back_s * 1e9)
-
-    def add(self, frame: Frame) -> bool:
-        """Remember a posed frame as a future source view; unposed frames are ignored.
-
-        Returns:
-            True when the frame's stamp jumped back in time and the history was cleared first.
-        """
-        jumped = self.is_jump_back(frame.stamp_ns)
-        if jumped:
-            _LOG.warning("Detected jump back in time (%d ns -> %d ns). Clearing frame history.",
-                         self._frames[-1].stamp_ns, frame.stamp_ns)
-            self._frames.clear()
+    def add(self, frame: Frame) -> None:
+        """Remember a posed frame as a future source view; unposed frames are ignored."""
         if frame.pose is None:
-            return jumped
-        if self._frames and self._frames[-1].stamp_ns == frame.stamp_ns:
-            self._frames.pop()  # a re-sent frame replaces its first copy
-        self._frames.append(frame)
-        return jumped
+            return
+        stamps = self.stamps
+        i = bisect.bisect_left(stamps, frame.stamp_ns)  # kept in stamp order (replay may run a frame a bit late)
+        if i < len(stamps) and stamps[i] == frame.stamp_ns:
+            del self._frames[i]  # a re-sent frame replaces its first copy
+        elif len(self._frames) == self._frames.maxlen:
+            if i == 0:
+                return  # older than everything kept in a full history: of no use as a source
+            self._frames.popleft()
+            i -= 1
+        self._frames.insert(i, frame)
 
     def select(self, ref: Frame) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet)."""

@@ -7,8 +7,8 @@ matching rule follows ros2/message_filters ``src/message_filters/__init__.py``: 
 each within ``slop`` of the new one) whose spread is below ``slop``, preferring the closest stamps; used
 items are removed.
 
-One difference, on purpose: an item older than the newest queued item by more than ``jump_back_s`` means time
-jumped back (a looping bag, a restarted simulation) and clears every queue first. message_filters keeps the
+One difference, on purpose: an item older than the newest one added by more than ``jump_back_s``
+(``frames.TimeJumpDetector``) means time jumped back (a looping bag, a restarted simulation) and clears every queue first. message_filters keeps the
 old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
 arrival and the synchroniser would never fire again.
 """
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mtl3d_perception.runtime.frames import JUMP_BACK_S
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, TimeJumpDetector
 
 
 class ApproximateTimeSync:
@@ -31,7 +31,7 @@ class ApproximateTimeSync:
         queue_size: items kept per input; 1 gives latest-only behaviour.
         slop_s: largest allowed stamp spread in a group, seconds.
         callback: called as ``callback(*items)`` in input order, from the thread that added the last item.
-        jump_back_s: an item this much older than the newest queued one clears all queues (time jumped back);
+        jump_back_s: an item this much older than the newest one clears all queues (time jumped back);
             None keeps message_filters' behaviour.
 
     ``queues`` (one ``{stamp_ns: item}`` per input) and ``lock`` carry message_filters' attribute names.
@@ -43,11 +43,14 @@ class ApproximateTimeSync:
             raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop_s >= 0; got {num_inputs}, {queue_size}, {slop_s}")
         self.queue_size = queue_size
         self.slop_ns = int(slop_s * 1e9)
-        self.jump_back_ns = None if jump_back_s is None else int(jump_back_s * 1e9)
+        self.jump = None if jump_back_s is None else TimeJumpDetector(jump_back_s)
         self.queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
         self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
         self.lock = threading.Lock()
-        self.jumps_back = 0
+
+    @property
+    def jumps_back(self) -> int:
+        return 0 if self.jump is None else self.jump.jumps
 
     def register_callback(self, callback: Callable[..., Any]) -> None:
         self._callbacks.append(callback)
@@ -66,12 +69,9 @@ class ApproximateTimeSync:
         """Offer ``item`` of input ``index`` stamped ``stamp_ns``; returns True when it completed a group."""
         stamp_ns = int(stamp_ns)
         with self.lock:
-            if self.jump_back_ns is not None:
-                newest = max((s for q in self.queues for s in q), default=None)
-                if newest is not None and stamp_ns < newest - self.jump_back_ns:
-                    self.jumps_back += 1
-                    for q in self.queues:
-                        q.clear()
+            if self.jump is not None and self.jump.check(stamp_ns):
+                for q in self.queues:
+                    q.clear()
             queue = self.queues[index]
             queue[stamp_ns] = item
             while len(queue) > self.queue_size:
