@@ -2,11 +2,14 @@
 
     python benchmarks/synthetic.py                   # 160x120, 320x240, 640x480; 4 scenes x 40 frames
     python benchmarks/synthetic.py --frames 100 --sizes 160x120
+    python benchmarks/synthetic.py --textures none   # procedural textures only (the fallback)
 
 The process is pinned to one core (``sched_setaffinity``) and every thread pool is set to one thread
 before numpy and torch load, so the figure is a single-core one. Each frame is one ``scene.render``
 (rgb, depth, normals, semantic, boundary) along the scene's camera path; the first frame of each scene
-is a warm-up (ray cache). Prints the median frames/s with the 20/80 % quantiles of per-frame wall
+is a warm-up (ray cache, texture mip maps). Scenes are photo-textured when ``../shared/data/textures`` is
+there (``--textures auto``, the default); scene construction then includes decoding the tiles and
+photos it uses (cached per process, so later scenes are cheaper). Prints the median frames/s with the 20/80 % quantiles of per-frame wall
 times, and frames/s in process CPU time: on a shared machine (see the load average printed) the wall
 figure includes time the core spent on other processes, the CPU figure does not.
 """
@@ -38,6 +41,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="160x120,320x240,640x480", help="comma-separated WxH list")
     parser.add_argument("--scenes", type=int, default=4, help="scenes (seeds 0..N-1)")
     parser.add_argument("--frames", type=int, default=40, help="frames per scene")
+    parser.add_argument("--textures", default="auto", choices=("auto", "none"),
+                        help="photo textures where available (auto) or procedural only (none)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -49,11 +54,12 @@ def main() -> None:
         pass
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, pinned to 1; "
-          f"numpy {np.__version__}; {args.scenes} scenes x {args.frames} frames")
+          f"numpy {np.__version__}; {args.scenes} scenes x {args.frames} frames; textures {args.textures}")
+    textures = None if args.textures == "none" else "auto"
     build = []
     for seed in range(args.scenes):
         start = time.perf_counter()
-        SyntheticScene(seed)
+        SyntheticScene(seed, textures=textures)
         build.append(time.perf_counter() - start)
     print(f"scene construction: median {statistics.median(build) * 1e3:.1f} ms")
     print(f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
@@ -65,7 +71,7 @@ def main() -> None:
         K = default_intrinsics(W, H)
         times, cpu = [], 0.0
         for seed in range(args.scenes):
-            scene = SyntheticScene(seed)
+            scene = SyntheticScene(seed, textures=textures)
             poses = scene.camera_path(args.frames + 1)
             scene.render(poses[0], K, (W, H))  # warm-up: builds the ray cache
             for T in poses[1:]:

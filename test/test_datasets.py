@@ -10,7 +10,13 @@ import torch
 
 from mtl3d_perception import geometry
 from mtl3d_perception.classes import IGNORE_INDEX, class_index
-from mtl3d_perception.data.augment import AugmentConfig, augment_views, flip_view
+from mtl3d_perception.data.augment import (
+    AugmentConfig,
+    CameraEffectsConfig,
+    augment_views,
+    camera_effects,
+    flip_view,
+)
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample, collate
 from mtl3d_perception.data.datasets import (
     SYNTHETIC_SEED_BASE,
@@ -20,6 +26,7 @@ from mtl3d_perception.data.datasets import (
     nyu_label_mapping,
     parse_data_spec,
 )
+from mtl3d_perception.train.config import load_config
 
 SIZE = (64, 48)
 
@@ -226,3 +233,62 @@ def test_data_spec_parsing():
         parse_data_spec("kitti:/x")
     with pytest.raises(ValueError, match="split"):
         parse_data_spec("synthetic:dev")
+
+
+def _no_effects(**on) -> CameraEffectsConfig:
+    off = dict(exposure_stops=0.0, exposure_view_stops=0.0, white_balance=0.0, white_balance_view=0.0,
+               vignetting=0.0, read_noise=0.0, shot_noise=0.0, blur_prob=0.0, jpeg_prob=0.0)
+    return CameraEffectsConfig(**{**off, **on})
+
+
+def test_camera_effects_change_pixels_within_bounds_and_leave_labels_exact():
+    views = _raw_views()
+    rgbs = [v.rgb for v in views]
+    # all strengths 0: the identity up to the gamma round trip
+    same = camera_effects(rgbs, _no_effects(), np.random.default_rng(0))
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(same, rgbs))
+    # exposure alone: a uniform gain within 2**(+/-(e + e_view)) in linear light, per view
+    e, ev = 0.5, 0.15
+    lin = [(x.astype(float) / 255) ** 2.2 for x in rgbs]
+    for seed in range(5):
+        out = camera_effects(rgbs, _no_effects(exposure_stops=e, exposure_view_stops=ev), np.random.default_rng(seed))
+        for x, y in zip(lin, out):
+            ok = (x > 0.05) & (x < 0.5)  # neither dark (quantised) nor clipped after the gain
+            ratio = np.median(((y.astype(float) / 255) ** 2.2)[ok] / x[ok])
+            assert 2 ** -(e + ev) - 0.03 <= ratio <= 2 ** (e + ev) + 0.03
+    # vignetting darkens the corners, not the centre
+    out = camera_effects(rgbs, _no_effects(vignetting=0.4), np.random.default_rng(1))[0].astype(int)
+    assert np.abs(out[30, 40] - rgbs[0][30, 40]).max() <= 1 and (out[0, 0] <= rgbs[0][0, 0]).all()
+    # everything on (the defaults): pixels change, modestly; shapes and types kept
+    cfg = CameraEffectsConfig()
+    for seed in range(4):
+        out = camera_effects(rgbs, cfg, np.random.default_rng(seed))
+        for x, y in zip(rgbs, out):
+            assert y.shape == x.shape and y.dtype == np.uint8
+            diff = np.abs(y.astype(int) - x)
+            assert 0.5 < diff.mean() < 60
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        camera_effects(rgbs, CameraEffectsConfig(jpeg_quality=(90, 40)), np.random.default_rng(0))
+    # through augment_views: labels, K and poses are those of the same augmentation without camera effects
+    base = AugmentConfig(camera=_no_effects())
+    a = augment_views(views, SIZE, AugmentConfig(), np.random.default_rng(3), kind="synthetic")
+    b = augment_views(views, SIZE, base, np.random.default_rng(3), kind="synthetic")
+    for va, vb in zip(a, b):
+        for key in ("depth", "normals", "semantic", "boundary", "K", "T_world_cam"):
+            np.testing.assert_array_equal(getattr(va, key), getattr(vb, key))
+        assert not np.array_equal(va.rgb, vb.rgb)
+    # per view: the two views do not get the same noise / exposure
+    assert not np.array_equal(a[0].rgb.astype(int) - b[0].rgb, a[1].rgb.astype(int) - b[1].rgb)
+
+
+def test_camera_effects_apply_to_the_configured_source_kinds_only():
+    views = _raw_views()
+    cfg = AugmentConfig()  # camera effects on synthetic sources (the default)
+    seq = augment_views(views, SIZE, cfg, np.random.default_rng(3), kind="sequence")
+    plain = augment_views(views, SIZE, dataclasses.replace(cfg, camera=CameraEffectsConfig(enabled=False)),
+                          np.random.default_rng(3), kind="synthetic")
+    for a, b in zip(seq, plain):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    ds = synthetic(augment=cfg)
+    assert ds.sources[0].cfg.kind in cfg.camera.kinds
+    assert load_config("config/train/default.yaml").data.augment.camera.enabled

@@ -1,5 +1,6 @@
-"""Data: procedural synthetic scenes with exact ground truth, posed RGB-D sequence folders (the
-interchange format of DESIGN §5) and rosbag2 reading and writing with ``rosbags``.
+"""Data: procedural synthetic scenes with exact ground truth (photo-textured where
+``../shared/data/textures`` is there), posed RGB-D sequence folders (the interchange format of
+DESIGN §5) and rosbag2 reading and writing with ``rosbags``.
 
 ``SyntheticScene`` renders rgb, depth, normals, semantic labels and boundaries for any pose and size;
 ``render_sequence`` / ``iter_sequence`` give a scene's camera path as frames; ``PosedSequence`` reads a

@@ -5,7 +5,14 @@
 - horizontal flip: images and labels mirrored, K by ``geometry.flip_intrinsics``, poses by
   ``geometry.flip_pose`` (camera and world mirrored in x, so transforms stay rigid), normals' x negated;
 - colour jitter: brightness, contrast and saturation, the same draw for every view (matching across
-  views stays valid).
+  views stays valid);
+- camera effects (:func:`camera_effects`, for the source kinds in ``CameraEffectsConfig.kinds``, by default
+  synthetic only: real frames have them already): what a real camera does to an image, per view where a
+  camera varies per frame: exposure and white balance (a per-sample draw plus a smaller per-view one, as
+  auto-exposure drifts), vignetting (the same lens for every view), motion blur (a short line kernel in a
+  random direction), sensor noise (shot + read, the Poisson-Gaussian model of Foi et al., "Practical
+  Poissonian-Gaussian noise modeling", IEEE TIP 2008, in linear light) and JPEG artefacts (OpenCV's encoder
+  at a random quality). Only the images change: labels, K and poses stay exact.
 
 Depth values do not change under any of these. Randomness comes from a ``numpy.random.Generator`` the
 caller seeds, so a sample's augmentation is reproducible (and a resumed run sees the same data).
@@ -24,6 +31,25 @@ from mtl3d_perception.data.batch import ViewSample
 
 
 @dataclass
+class CameraEffectsConfig:
+    """Real-camera photometric effects (module docstring); a strength of 0 (or probability 0) switches one off."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("synthetic",)  # data source kinds they apply to
+    exposure_stops: float = 0.5  # per sample, +/- (a factor 2**U(-e, e) in linear light)
+    exposure_view_stops: float = 0.15  # per view on top
+    white_balance: float = 0.12  # per-channel gain 1 + U(-w, w) per sample (green fixed)
+    white_balance_view: float = 0.03  # per view on top
+    vignetting: float = 0.4  # max darkening at the image corner: gain 1 - U(0, v) * r^2 (r = 1 at the corner)
+    read_noise: float = 0.004  # max read-noise sigma, linear intensity in [0, 1]
+    shot_noise: float = 0.004  # max shot-noise variance per unit intensity (sigma^2 = shot * I + read^2)
+    blur_prob: float = 0.3  # probability of motion blur per view
+    blur_px: float = 3.0  # max blur length (pixels)
+    jpeg_prob: float = 0.7  # probability of JPEG compression per view
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+
+@dataclass
 class AugmentConfig:
     """Training-time augmentation; ``enabled: false`` leaves only the deterministic resize."""
 
@@ -33,6 +59,7 @@ class AugmentConfig:
     brightness: float = 0.2  # multiplicative, +/-
     contrast: float = 0.2
     saturation: float = 0.2
+    camera: CameraEffectsConfig = dataclasses.field(default_factory=CameraEffectsConfig)
 
 
 def _resize(img: np.ndarray | None, wh: tuple[int, int], interp: int) -> np.ndarray | None:
@@ -129,9 +156,70 @@ def color_jitter(rgbs: list[np.ndarray], brightness: float, contrast: float, sat
     return out
 
 
+_SRGB_GAMMA = 2.2  # the simple power-law approximation of sRGB (IEC 61966-2-1) for linear light
+
+
+def _motion_blur_kernel(length: float, angle: float) -> np.ndarray:
+    """A normalised line kernel ``length`` pixels long at ``angle`` radians (a straight camera shake)."""
+    size = int(np.ceil(length)) | 1
+    k = np.zeros((size, size), np.float32)
+    c = (size - 1) / 2.0
+    for s in np.linspace(-length / 2, length / 2, 4 * size):
+        x, y = c + s * np.cos(angle), c + s * np.sin(angle)
+        k[int(round(y)), int(round(x))] += 1.0
+    return k / k.sum()
+
+
+def camera_effects(rgbs: list[np.ndarray], cfg: CameraEffectsConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """The views' uint8 RGB images ``[H,W,3]`` as a real camera might have taken them (module docstring).
+
+    Exposure, white balance, vignetting and noise act in linear light (gamma 2.2); blur before noise
+    (the scene blurs, the sensor adds noise); JPEG last. Raises ValueError for a bad quality range.
+    """
+    q0, q1 = cfg.jpeg_quality
+    if not 1 <= q0 <= q1 <= 100:
+        msg = f"jpeg_quality must be 1 <= lo <= hi <= 100, got {cfg.jpeg_quality}"
+        raise ValueError(msg)
+    exposure = rng.uniform(-cfg.exposure_stops, cfg.exposure_stops)
+    wb = 1.0 + rng.uniform(-cfg.white_balance, cfg.white_balance, 3)
+    wb[1] = 1.0
+    vignette = rng.uniform(0.0, cfg.vignetting)
+    out = []
+    for rgb in rgbs:
+        H, W = rgb.shape[:2]
+        x = (rgb.astype(np.float32) / 255.0) ** _SRGB_GAMMA
+        gain = 2.0 ** (exposure + rng.uniform(-cfg.exposure_view_stops, cfg.exposure_view_stops))
+        view_wb = wb * (1.0 + rng.uniform(-cfg.white_balance_view, cfg.white_balance_view, 3))
+        x = x * (gain * view_wb).astype(np.float32)
+        if vignette > 0:
+            yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+            r2 = ((xx - (W - 1) / 2) ** 2 + (yy - (H - 1) / 2) ** 2) / (((W - 1) / 2) ** 2 + ((H - 1) / 2) ** 2)
+            x = x * (1.0 - vignette * r2)[..., None]
+        if cfg.blur_px > 1.0 and rng.uniform() < cfg.blur_prob:
+            kernel = _motion_blur_kernel(rng.uniform(1.0, cfg.blur_px), rng.uniform(0, np.pi))
+            x = cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REFLECT)
+        read, shot = rng.uniform(0, cfg.read_noise), rng.uniform(0, cfg.shot_noise)
+        if read > 0 or shot > 0:
+            sigma = np.sqrt(shot * np.clip(x, 0.0, None) + read * read)
+            x = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+        img = np.clip(np.clip(x, 0.0, 1.0) ** (1.0 / _SRGB_GAMMA) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if rng.uniform() < cfg.jpeg_prob:
+            quality = int(rng.integers(q0, q1 + 1))
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                msg = f"JPEG encoding failed at quality {quality} for a {W}x{H} image"
+                raise RuntimeError(msg)
+            img = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+        out.append(img)
+    return out
+
+
 def augment_views(views: list[ViewSample], wh: tuple[int, int], cfg: AugmentConfig,
-                  rng: np.random.Generator | None) -> list[ViewSample]:
-    """Training augmentation when ``cfg.enabled`` and ``rng`` is given; otherwise a centred resize-crop."""
+                  rng: np.random.Generator | None, kind: str = "") -> list[ViewSample]:
+    """Training augmentation when ``cfg.enabled`` and ``rng`` is given; otherwise a centred resize-crop.
+
+    ``kind`` is the data source kind; camera effects apply when it is in ``cfg.camera.kinds``.
+    """
     if rng is None or not cfg.enabled:
         return fit_views(views, wh)
     scale = float(rng.uniform(*cfg.scale))
@@ -140,4 +228,6 @@ def augment_views(views: list[ViewSample], wh: tuple[int, int], cfg: AugmentConf
         views = [flip_view(v) for v in views]
     b, c, s = (float(rng.uniform(1 - a, 1 + a)) for a in (cfg.brightness, cfg.contrast, cfg.saturation))
     rgbs = color_jitter([v.rgb for v in views], b, c, s)
+    if cfg.camera.enabled and kind in cfg.camera.kinds:
+        rgbs = camera_effects(rgbs, cfg.camera, rng)
     return [dataclasses.replace(v, rgb=r) for v, r in zip(views, rgbs)]

@@ -59,6 +59,7 @@ class SourceConfig:
     eval_gap: int = 2  # evaluation: fixed gap
     min_baseline: float = 0.05  # metres (neighbour: baseline)
     max_baseline: float = 0.5
+    max_rotation_deg: float = 180.0  # neighbour: baseline; sources turned further from the reference are skipped
     repeat: int = 1  # list the source this many times (a sampling weight)
     nyu_labels: str = "894"  # the .mat's label set: 894 (official) or 40
 
@@ -139,7 +140,8 @@ def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg:
     """Indices of ``num`` source frames for frame ``ref`` among frames ``[lo, hi)``.
 
     Earlier frames are preferred (the robot pairs a frame with an earlier one); a sequence of one
-    frame pairs it with itself. ``rng`` None gives the deterministic evaluation choice.
+    frame pairs it with itself. ``neighbour: baseline`` draws among frames whose camera centre is
+    ``[min_baseline, max_baseline]`` m and whose rotation at most ``max_rotation_deg`` from the reference. ``rng`` None gives the deterministic evaluation choice.
     """
     out: list[int] = []
     for k in range(num):
@@ -150,7 +152,9 @@ def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg:
         else:
             idx = np.arange(lo, hi)
             base = np.linalg.norm(poses[idx, :3, 3] - poses[ref, :3, 3], axis=1)
-            ok = idx[(base >= cfg.min_baseline) & (base <= cfg.max_baseline) & (idx != ref)]
+            turn = np.degrees(geometry.rotation_angle(np.swapaxes(poses[idx, :3, :3], 1, 2) @ poses[ref, :3, :3]))
+            ok = idx[(base >= cfg.min_baseline) & (base <= cfg.max_baseline) & (turn <= cfg.max_rotation_deg)
+                     & (idx != ref)]
             ok = np.array([j for j in ok if j not in out], int)
             if len(ok) == 0:
                 j = ref - 1 - k if ref - 1 - k >= lo else ref + 1 + k
@@ -207,7 +211,8 @@ class SourceDataset(Dataset):
             raise IndexError(msg)
         rng = None if draw is None else np.random.default_rng([self.seed, draw, index])
         views, meta = self.load(index, rng)
-        views = augment_views(views, self.image_size, self.augment or AugmentConfig(enabled=False), rng)
+        views = augment_views(views, self.image_size, self.augment or AugmentConfig(enabled=False), rng,
+                              kind=self.cfg.kind)
         available = {t: t in self.cfg.tasks for t in TASKS}
         if draw is not None:  # partial labels are a training regime, drawn once per sample
             available = apply_label_regime(available, self.label_regime,
@@ -216,7 +221,12 @@ class SourceDataset(Dataset):
 
 
 class SyntheticDataset(SourceDataset):
-    """``num_scenes`` x ``frames_per_scene`` samples; the scene seeds of a split never overlap another's."""
+    """``num_scenes`` x ``frames_per_scene`` samples; the scene seeds of a split never overlap another's.
+
+    Each scene follows its own camera motion (``SyntheticScene.motion``: robot or handheld). Training
+    samples draw a horizontal field of view in ``synthetic.HFOV_RANGE_DEG`` (shared by a sample's views);
+    evaluation samples use the scene's own (``SyntheticScene.hfov_deg``), so they are deterministic.
+    """
 
     RENDER_SCALE = 1.25  # render larger than the output so random zoom-crops stay sharp
 
@@ -224,15 +234,15 @@ class SyntheticDataset(SourceDataset):
         return self.cfg.num_scenes * self.cfg.frames_per_scene
 
     @staticmethod
-    @lru_cache(maxsize=8)
+    @lru_cache(maxsize=16)
     def _scene(seed: int, n: int):
         from mtl3d_perception.data.synthetic import SyntheticScene
 
         scene = SyntheticScene(seed)
-        return scene, scene.camera_path(n)
+        return scene, scene.camera_path(n, motion=scene.motion)
 
     def load(self, index, rng):
-        from mtl3d_perception.data.synthetic import default_intrinsics
+        from mtl3d_perception.data.synthetic import HFOV_RANGE_DEG, default_intrinsics
 
         s, f = divmod(index, self.cfg.frames_per_scene)
         seed = SYNTHETIC_SEED_BASE[self.cfg.split] + s
@@ -240,7 +250,7 @@ class SyntheticDataset(SourceDataset):
         W, H = self.image_size
         if rng is not None and self.augment is not None and self.augment.enabled:
             W, H = int(round(W * self.RENDER_SCALE)), int(round(H * self.RENDER_SCALE))
-        K = default_intrinsics(W, H)
+        K = default_intrinsics(W, H, float(rng.uniform(*HFOV_RANGE_DEG)) if rng is not None else scene.hfov_deg)
         frames = [f, *choose_sources(path, f, 0, len(path), self.num_views - 1, self.cfg, rng)]
         views = []
         for j in frames:

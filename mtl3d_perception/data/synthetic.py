@@ -2,10 +2,12 @@
 
 A scene is one box-shaped room (floor, ceiling, four walls) furnished along its walls with objects built
 from boxes (rotated about the vertical axis) and vertical cylinders, each labelled with the NYUv2-13 class
-it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window). Every surface
-carries a procedural texture defined in its own face coordinates (world coordinates for the room, object
-coordinates for furniture), so the same surface point has the same colour in every view and features
-match across views. Shading is Lambertian under one ceiling light plus ambient; it depends on the surface
+it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window), plus small
+clutter on the floor. Every surface carries a texture defined in its own face coordinates (world
+coordinates for the room, object coordinates for furniture), so the same surface point has the same
+colour in every view and features match across views: CC0 photo textures (material tiles; photo crops on
+paintings, screens and windows; :mod:`.textures`) where the texture folder is available, procedural
+ones otherwise. Shading is Lambertian under one ceiling light plus ambient; it depends on the surface
 point only, never on the viewer.
 
 Rendering casts one ray per pixel through K (pixel centres, :func:`mtl3d_perception.geometry.backproject`)
@@ -23,17 +25,22 @@ driving forwards and turning) stays in the free middle of the room.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mtl3d_perception.classes import NYU13_CLASSES, class_index
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, START_TIME_S, SequenceFrame
+from mtl3d_perception.data.textures import ImageMaterial, TextureAtlas, TextureLibrary, texture_library
 from mtl3d_perception.geometry import backproject
 
 DEFAULT_HFOV_DEG = 65.0
+HFOV_RANGE_DEG = (50.0, 90.0)  # the horizontal fields of view scenes and training samples draw from
+MOTIONS = ("robot", "handheld")
 DEFAULT_SPEED_MPS = 0.5
 
 WALL_BAND = 1.6  # furniture stays within this distance of a wall; the camera path stays outside it
@@ -73,6 +80,7 @@ class Material:
     weights: tuple[float, float, float]  # (coarse, fine, stripes), sums to 1
     grout: float = 0.0  # fraction of a coarse cell drawn as a dark line (tiles, planks); 0 = none
     seed: int = 0
+    surface: str = ""  # the surface kind (textures.SURFACES / PHOTO_SURFACES) a photo texture replaces it with
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class Primitive:
     center: np.ndarray  # [3] world
     half: np.ndarray  # [3] half extents in the primitive's frame; cylinders use (r, r, half height)
     yaw: float
-    material: Material
+    material: Material | ImageMaterial
 
     def corners(self) -> np.ndarray:
         """The 8 corners ``[8,3]`` of a world box that contains the primitive."""
@@ -124,7 +132,10 @@ class SyntheticScene:
     """One procedural room, deterministic per ``seed``.
 
     Args:
-        seed: the scene's random seed (layout, sizes, materials and camera path).
+        seed: the scene's random seed (layout, sizes, materials, camera path, field of view, motion).
+        textures: ``"auto"`` photo-textures the scene from :func:`~.textures.texture_library` when the
+            texture folder is there (procedural textures otherwise, with one logged notice); a path uses
+            that folder; None keeps the procedural textures.
 
     Example:
         >>> scene = SyntheticScene(3)
@@ -132,37 +143,48 @@ class SyntheticScene:
         >>> out = scene.render(poses[0], default_intrinsics(160, 120), (160, 120))
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, textures: str | Path | None = "auto") -> None:
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
         self.size = np.array([rng.uniform(5.4, 8.0), rng.uniform(5.4, 8.0), rng.uniform(2.5, 3.0)])
         self.light = np.array([self.size[0] / 2, self.size[1] / 2, self.size[2] - 0.2])
-        self._room_materials = self._make_room_materials(rng)
+        self._room_materials: dict[str, Material | ImageMaterial] = dict(self._make_room_materials(rng))
         self.primitives: list[Primitive] = []
         self._furnish(rng)
         self._path_rng_state = rng.integers(0, 2**31)
+        # streams of their own, so layout and the robot path stay the same with or without them
+        camera_rng = np.random.default_rng([self.seed, 1])
+        self.hfov_deg = float(camera_rng.uniform(*HFOV_RANGE_DEG))  # this scene's camera (evaluation)
+        self.motion = str(camera_rng.choice(MOTIONS))  # the motion the datasets use for this scene
+        self._clutter(np.random.default_rng([self.seed, 3]))
+        library = texture_library(None if textures == "auto" else textures) if textures is not None else None
+        self.atlas: TextureAtlas | None = None
+        if library is not None:
+            self._texturise(library, np.random.default_rng([self.seed, 2]))
         self._rays = _RayCache()
         self._corners = np.zeros((0, 8, 3))  # [P,8,3] bounding-box corners of the primitives, built on first use
 
     # ------------------------------------------------------------------ layout
 
-    def _material(self, rng: np.random.Generator, a, b, *, cell, fine, stripes, weights, grout=0.0) -> Material:
+    def _material(self, rng: np.random.Generator, surface: str, a, b, *, cell, fine, stripes, weights, grout=0.0
+                  ) -> Material:
         w = np.asarray(weights, np.float64)
         return Material(
             colour_a=_rgb(rng, a), colour_b=_rgb(rng, b),
             cell=cell * rng.uniform(0.8, 1.25), fine=fine * rng.uniform(0.8, 1.25),
             stripe_freq=stripes * rng.uniform(0.8, 1.25), stripe_angle=float(rng.uniform(0, math.pi)),
             weights=tuple(float(v) for v in w / w.sum()), grout=grout, seed=int(rng.integers(0, 2**20)),
+            surface=surface,
         )
 
     def _make_room_materials(self, rng: np.random.Generator) -> dict[str, Material]:
         wall_base = [(0.85, 0.8, 0.7), (0.7, 0.78, 0.85), (0.8, 0.72, 0.65), (0.75, 0.82, 0.7)][rng.integers(4)]
         return {
-            "floor": self._material(rng, (0.45, 0.3, 0.18), (0.7, 0.5, 0.3), cell=0.35, fine=0.05,
+            "floor": self._material(rng, "floor", (0.45, 0.3, 0.18), (0.7, 0.5, 0.3), cell=0.35, fine=0.05,
                                     stripes=6.0, weights=(0.5, 0.3, 0.2), grout=0.04),
-            "ceiling": self._material(rng, (0.85, 0.85, 0.83), (0.95, 0.95, 0.93), cell=0.6, fine=0.08,
+            "ceiling": self._material(rng, "ceiling", (0.85, 0.85, 0.83), (0.95, 0.95, 0.93), cell=0.6, fine=0.08,
                                       stripes=2.0, weights=(0.4, 0.4, 0.2), grout=0.02),
-            "wall": self._material(rng, wall_base, np.asarray(wall_base) * 0.75, cell=0.25, fine=0.05,
+            "wall": self._material(rng, "wall", wall_base, np.asarray(wall_base) * 0.75, cell=0.25, fine=0.05,
                                    stripes=4.0, weights=(0.4, 0.4, 0.2)),
         }
 
@@ -215,7 +237,7 @@ class SyntheticScene:
                 origin, along, inward, _, (s0, s1) = wall
                 p = origin + along * rng.uniform(s0 + r, s1 - r) + inward * rng.uniform(r + 0.05, WALL_BAND - r - 0.05)
                 if all(pr.footprint_distance(p[None])[0] > r + 0.05 for pr in self.primitives):
-                    mat = self._material(rng, (0.2, 0.5, 0.3), (0.6, 0.7, 0.3), cell=0.08, fine=0.03,
+                    mat = self._material(rng, "object", (0.2, 0.5, 0.3), (0.6, 0.7, 0.3), cell=0.08, fine=0.03,
                                          stripes=12.0, weights=(0.4, 0.3, 0.3))
                     self._add_cylinder("objects", [p[0], p[1], hh], r, hh, mat)
                     break
@@ -230,8 +252,8 @@ class SyntheticScene:
 
         if kind == "bed":
             w, d, h = rng.uniform(1.9, 2.1), rng.uniform(1.3, 1.5), rng.uniform(0.4, 0.55)
-            fabric = m(rng, (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
-            wood = m(rng, (0.35, 0.22, 0.12), (0.55, 0.38, 0.2), cell=0.2, fine=0.03, stripes=15.0, weights=(0.2, 0.3, 0.5))
+            fabric = m(rng, "fabric", (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
+            wood = m(rng, "wood", (0.35, 0.22, 0.12), (0.55, 0.38, 0.2), cell=0.2, fine=0.03, stripes=15.0, weights=(0.2, 0.3, 0.5))
 
             def build(c, along, inward, yaw):
                 xy = at(c, along, inward, 0.05, d / 2 + 0.02)
@@ -243,7 +265,7 @@ class SyntheticScene:
             return w, build
         if kind == "sofa":
             w, d = rng.uniform(1.6, 2.2), rng.uniform(0.8, 0.95)
-            fabric = m(rng, (0.5, 0.2, 0.2), (0.3, 0.3, 0.35), cell=0.12, fine=0.03, stripes=10.0, weights=(0.4, 0.4, 0.2))
+            fabric = m(rng, "fabric", (0.5, 0.2, 0.2), (0.3, 0.3, 0.35), cell=0.12, fine=0.03, stripes=10.0, weights=(0.4, 0.4, 0.2))
 
             def build(c, along, inward, yaw):
                 self._add_box("sofa", [*at(c, along, inward, 0, d / 2 + 0.02), 0.21], [w / 2, d / 2, 0.21], yaw, fabric)
@@ -256,14 +278,14 @@ class SyntheticScene:
             return w, build
         if kind == "furniture":
             w, d, h = rng.uniform(0.6, 1.3), rng.uniform(0.4, 0.6), float(rng.choice([0.75, 0.9, 1.8, 2.0]))
-            wood = m(rng, (0.55, 0.4, 0.25), (0.8, 0.7, 0.55), cell=0.3, fine=0.04, stripes=14.0,
+            wood = m(rng, "wood", (0.55, 0.4, 0.25), (0.8, 0.7, 0.55), cell=0.3, fine=0.04, stripes=14.0,
                      weights=(0.3, 0.3, 0.4), grout=0.03)
 
             def build(c, along, inward, yaw):
                 self._add_box("furniture", [*at(c, along, inward, 0, d / 2 + 0.02), h / 2], [w / 2, d / 2, h / 2], yaw, wood)
                 if h < 1.0 and rng.uniform() < 0.5:  # a tv on a low cabinet
                     tw, th = min(w - 0.1, rng.uniform(0.7, 1.0)), rng.uniform(0.4, 0.55)
-                    screen = m(rng, (0.05, 0.05, 0.07), (0.2, 0.25, 0.35), cell=0.1, fine=0.03, stripes=20.0,
+                    screen = m(rng, "tv", (0.05, 0.05, 0.07), (0.2, 0.25, 0.35), cell=0.1, fine=0.03, stripes=20.0,
                                weights=(0.4, 0.3, 0.3))
                     xy = at(c, along, inward, 0, d / 2)
                     self._add_box("tv", [*xy, h + th / 2], [tw / 2, 0.03, th / 2], yaw, screen)
@@ -273,7 +295,7 @@ class SyntheticScene:
                         bt, bh, bd = rng.uniform(0.03, 0.07), rng.uniform(0.15, 0.28), rng.uniform(0.14, 0.22)
                         if x + bt > w / 2 - 0.05:
                             break
-                        cover = m(rng, tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
+                        cover = m(rng, "cover", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
                                   cell=0.05, fine=0.015, stripes=30.0, weights=(0.4, 0.3, 0.3))
                         xy = at(c, along, inward, x + bt / 2, bd / 2 + 0.05)
                         self._add_box("books", [*xy, h + bh / 2], [bt / 2, bd / 2, bh / 2], yaw, cover)
@@ -284,9 +306,9 @@ class SyntheticScene:
         if kind == "table":
             w, d, h = rng.uniform(0.9, 1.5), rng.uniform(0.6, 0.8), rng.uniform(0.72, 0.76)
             n_chairs = int(rng.integers(0, 3))
-            wood = m(rng, (0.45, 0.3, 0.18), (0.7, 0.55, 0.35), cell=0.25, fine=0.03, stripes=18.0, weights=(0.3, 0.3, 0.4))
-            chair_mat = m(rng, (0.25, 0.25, 0.28), (0.55, 0.4, 0.3), cell=0.1, fine=0.03, stripes=12.0, weights=(0.4, 0.3, 0.3))
-            cup = m(rng, (0.8, 0.8, 0.75), (0.2, 0.4, 0.7), cell=0.04, fine=0.015, stripes=40.0, weights=(0.3, 0.3, 0.4))
+            wood = m(rng, "wood", (0.45, 0.3, 0.18), (0.7, 0.55, 0.35), cell=0.25, fine=0.03, stripes=18.0, weights=(0.3, 0.3, 0.4))
+            chair_mat = m(rng, "wood", (0.25, 0.25, 0.28), (0.55, 0.4, 0.3), cell=0.1, fine=0.03, stripes=12.0, weights=(0.4, 0.3, 0.3))
+            cup = m(rng, "object", (0.8, 0.8, 0.75), (0.2, 0.4, 0.7), cell=0.04, fine=0.015, stripes=40.0, weights=(0.3, 0.3, 0.4))
 
             def build(c, along, inward, yaw):
                 y0 = d / 2 + 0.05
@@ -306,7 +328,7 @@ class SyntheticScene:
 
             return w, build
         if kind == "chair":
-            mat = m(rng, (0.3, 0.2, 0.15), (0.6, 0.45, 0.3), cell=0.1, fine=0.03, stripes=12.0, weights=(0.4, 0.3, 0.3))
+            mat = m(rng, "wood", (0.3, 0.2, 0.15), (0.6, 0.45, 0.3), cell=0.1, fine=0.03, stripes=12.0, weights=(0.4, 0.3, 0.3))
 
             def build(c, along, inward, yaw):
                 self._chair(at(c, along, inward, 0, 0.3), yaw + rng.uniform(-0.4, 0.4), mat)
@@ -315,7 +337,7 @@ class SyntheticScene:
             return 0.55, build
         # "objects": a bin or plant pot on the floor
         r, hh = rng.uniform(0.15, 0.25), rng.uniform(0.2, 0.45)
-        mat = m(rng, (0.3, 0.5, 0.3), (0.7, 0.6, 0.4), cell=0.08, fine=0.02, stripes=15.0, weights=(0.4, 0.3, 0.3))
+        mat = m(rng, "object", (0.3, 0.5, 0.3), (0.7, 0.6, 0.4), cell=0.08, fine=0.02, stripes=15.0, weights=(0.4, 0.3, 0.3))
 
         def build(c, along, inward, yaw):
             xy = at(c, along, inward, 0, r + 0.05)
@@ -345,15 +367,15 @@ class SyntheticScene:
             if kind == "window":
                 w, h, t, zc = rng.uniform(0.8, 1.5), rng.uniform(1.0, 1.3), 0.02, 0.9
                 zc = zc + h / 2
-                mat = self._material(rng, (0.55, 0.75, 0.95), (0.85, 0.92, 1.0), cell=0.3, fine=0.06, stripes=3.0,
+                mat = self._material(rng, "window", (0.55, 0.75, 0.95), (0.85, 0.92, 1.0), cell=0.3, fine=0.06, stripes=3.0,
                                      weights=(0.4, 0.3, 0.3), grout=0.05)
             elif kind == "tv":
                 w, h, t, zc = rng.uniform(0.9, 1.3), rng.uniform(0.55, 0.75), 0.05, 1.3
-                mat = self._material(rng, (0.04, 0.04, 0.06), (0.25, 0.3, 0.4), cell=0.1, fine=0.03, stripes=25.0,
+                mat = self._material(rng, "tv", (0.04, 0.04, 0.06), (0.25, 0.3, 0.4), cell=0.1, fine=0.03, stripes=25.0,
                                      weights=(0.4, 0.3, 0.3))
             else:
                 w, h, t, zc = rng.uniform(0.4, 1.1), rng.uniform(0.35, 0.8), 0.03, rng.uniform(1.4, 1.7)
-                mat = self._material(rng, tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
+                mat = self._material(rng, "painting", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
                                      cell=0.08, fine=0.025, stripes=9.0, weights=(0.5, 0.3, 0.2))
             for _try in range(8):
                 s = rng.uniform(s_range[0], s_range[1] - w)
@@ -363,6 +385,48 @@ class SyntheticScene:
                     self._add_box(kind, [xy[0], xy[1], zc], [w / 2, t / 2, h / 2], yaw, mat)
                     break
 
+    def _clutter(self, rng: np.random.Generator) -> None:
+        """Small objects (boxes and cylinders) on the floor in the furniture band, clear of everything else."""
+        def clear(p: np.ndarray, gap: float) -> bool:
+            # bounding circles first: only primitives that might be that close get the exact test
+            near = np.linalg.norm(centres - p, axis=1) < radii + gap
+            return all(self.primitives[k].footprint_distance(p[None])[0] > gap for k in np.nonzero(near)[0])
+
+        for _ in range(int(rng.integers(3, 8))):
+            centres = np.array([pr.center[:2] for pr in self.primitives]).reshape(-1, 2)
+            radii = np.array([np.linalg.norm(pr.half[:2]) for pr in self.primitives])
+            box = rng.uniform() < 0.5
+            r, hh = rng.uniform(0.06, 0.2), rng.uniform(0.05, 0.3)
+            for _try in range(10):
+                origin, along, inward, _, (s0, s1) = self._walls()[int(rng.integers(4))]
+                p = origin + along * rng.uniform(s0 + r, s1 - r) + inward * rng.uniform(r + 0.05, WALL_BAND - r - 0.1)
+                if clear(p, 1.5 * r + 0.05):
+                    mat = self._material(rng, "object", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
+                                         cell=0.05, fine=0.02, stripes=15.0, weights=(0.4, 0.3, 0.3))
+                    if box:
+                        self._add_box("objects", [p[0], p[1], hh], [r, r * rng.uniform(0.5, 1.0), hh],
+                                      float(rng.uniform(0, math.pi)), mat)
+                    else:
+                        self._add_cylinder("objects", [p[0], p[1], hh], r, hh, mat)
+                    break
+
+    def _texturise(self, library: TextureLibrary, rng: np.random.Generator) -> None:
+        """Replace every procedural material by a photo texture of its surface kind (parts sharing a material
+        keep sharing its replacement); photo crops are sized to the face they hang on."""
+        self.atlas = TextureAtlas(library, rng)
+        shared: dict[Material, ImageMaterial] = {}
+        for name, mat in self._room_materials.items():
+            self._room_materials[name] = self.atlas.material(mat.surface)
+        for k, prim in enumerate(self.primitives):
+            mat = prim.material
+            if mat.surface in ("painting", "tv", "window"):
+                new = self.atlas.material(mat.surface, (2 * prim.half[0], 2 * prim.half[2]))
+            else:
+                if mat not in shared:
+                    shared[mat] = self.atlas.material(mat.surface)
+                new = shared[mat]
+            self.primitives[k] = dataclasses.replace(prim, material=new)
+
     # ------------------------------------------------------------------ camera path
 
     def free_area(self) -> tuple[np.ndarray, np.ndarray]:
@@ -370,14 +434,24 @@ class SyntheticScene:
         lo = np.array([WALL_BAND, WALL_BAND])
         return lo, self.size[:2] - lo
 
-    def camera_path(self, n: int, *, rate_hz: float = DEFAULT_RATE_HZ, speed: float = DEFAULT_SPEED_MPS) -> np.ndarray:
-        """``n`` camera poses ``T_world_cam`` ``[N,4,4]`` float64 of a robot driving a smooth loop.
+    def camera_path(self, n: int, *, rate_hz: float = DEFAULT_RATE_HZ, speed: float = DEFAULT_SPEED_MPS,
+                    motion: str = "robot") -> np.ndarray:
+        """``n`` camera poses ``T_world_cam`` ``[N,4,4]`` float64 along a smooth loop.
 
-        The robot drives forwards around an ellipse in the free middle of the room at ``speed`` m/s
-        (one pose every ``1 / rate_hz`` s); the camera at ~1.25 m looks slightly down and swings its gaze
-        smoothly between straight ahead and outwards (towards the furniture). The first ``n`` poses of a
-        longer path are the same poses (a path is a prefix of any longer one).
+        ``motion="robot"``: a robot drives forwards around an ellipse in the free middle of the room at
+        ``speed`` m/s (one pose every ``1 / rate_hz`` s); the camera at ~1.25 m looks slightly down and
+        swings its gaze smoothly between straight ahead and outwards (towards the furniture).
+        ``motion="handheld"``: a person walks the same loop at 0.6 x ``speed`` holding the camera at
+        1.2-1.7 m, with smooth random 6-DoF jitter (sums of sinusoids at 0.1-0.6 Hz: +/- 8 cm sideways and
+        up/down, +/- 10 deg yaw, pitch -25..+5 deg, +/- 6 deg roll). The first ``n`` poses of a longer
+        path are the same poses (a path is a prefix of any longer one).
         """
+        if motion not in MOTIONS:
+            msg = f"unknown camera motion {motion!r}; expected one of {', '.join(MOTIONS)}"
+            raise ValueError(msg)
+        handheld = motion == "handheld"
+        if handheld:
+            speed = 0.6 * speed
         rng = np.random.default_rng(self._path_rng_state)
         lo, hi = self.free_area()
         centre = (lo + hi) / 2
@@ -401,6 +475,20 @@ class SyntheticScene:
         pitch = np.radians(CAMERA_PITCH_DEG + 3.0 * np.sin(2 * math.pi * t / 7.0 + phase0))
         roll = np.radians(1.0 * np.sin(2 * math.pi * t / 3.1))
         z = CAMERA_HEIGHT + 0.04 * np.sin(2 * math.pi * t / 4.3)
+        if handheld:
+            hrng = np.random.default_rng([self.seed, 4])
+
+            def wobble(amp: float) -> np.ndarray:  # smooth random signal in [-amp, amp]
+                f, ph = hrng.uniform(0.1, 0.6, 3), hrng.uniform(0, 2 * math.pi, 3)
+                w = hrng.uniform(0.2, 1.0, 3)
+                return amp * (w[:, None] * np.sin(2 * math.pi * f[:, None] * t + ph[:, None])).sum(0) / w.sum()
+
+            side = wobble(0.08)
+            x, y = x - side * np.sin(heading), y + side * np.cos(heading)
+            z = hrng.uniform(1.2, 1.7) + wobble(0.08)
+            yaw = yaw + np.radians(wobble(10.0))
+            pitch = np.radians(hrng.uniform(-20, 0) + wobble(5.0))
+            roll = np.radians(wobble(6.0))
         poses = np.zeros((n, 4, 4))
         # optical axes in a level robot frame (x forward, y left, z up): z_opt = x, x_opt = -y, y_opt = -z
         base_to_optical = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -484,7 +572,8 @@ class SyntheticScene:
             labels[sel] = prim.label
             materials.append(prim.material)
 
-        albedo = _texture(uv, mat_id, face_id, materials)
+        albedo = self._albedo(uv, mat_id, face_id, materials, t * np.linalg.norm(rays_cam, axis=1) / K[0, 0],
+                              np.abs(np.einsum("ij,ij->i", normal_w, d)) / np.linalg.norm(d, axis=1))
         to_light = self.light - p
         dist = np.linalg.norm(to_light, axis=1)
         lambert = np.maximum(np.einsum("ij,ij->i", normal_w, to_light) / dist, 0.0)
@@ -502,6 +591,33 @@ class SyntheticScene:
             "semantic": semantic,
             "boundary": label_boundaries(semantic),
         }
+
+    def _albedo(self, uv, mat_id, face_id, materials, pixel_m, cos_incidence) -> np.ndarray:
+        """Albedo ``[N,3]``: procedural materials by :func:`_texture`, photo textures from the atlas with the
+        pixel footprint ``pixel_m / sqrt(cos_incidence)`` (metres; the area-preserving isotropic size) as
+        the mip-map level of detail."""
+        is_image = np.array([isinstance(m, ImageMaterial) for m in materials])
+        if not is_image.any():
+            return _texture(uv, mat_id, face_id, materials)
+        albedo = np.zeros((len(uv), 3))
+        img_px = is_image[mat_id]
+        proc = np.nonzero(~img_px)[0]
+        if proc.size:
+            procedural = [m if not isinstance(m, ImageMaterial) else materials[0] for m in materials]
+            albedo[proc] = _texture(uv[proc], mat_id[proc], face_id[proc], procedural)
+        sel = np.nonzero(img_px)[0]
+        dummy = ImageMaterial(0, ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)), True)
+        mats = [m if isinstance(m, ImageMaterial) else dummy for m in materials]
+        A = np.array([m.affine for m in mats])[mat_id[sel]]  # [M,2,3]
+        u, v = uv[sel, 0], uv[sel, 1]
+        shift = np.array([m.face_shift for m in mats])[mat_id[sel]] * face_id[sel]
+        xy = np.stack([A[:, 0, 0] * u + A[:, 0, 1] * v + A[:, 0, 2] + shift,
+                       A[:, 1, 0] * u + A[:, 1, 1] * v + A[:, 1, 2] + shift], axis=1)
+        texels_per_m = np.sqrt(np.abs(A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]))
+        footprint = pixel_m[sel] / np.sqrt(np.maximum(cos_incidence[sel], 0.05)) * texels_per_m
+        albedo[sel] = self.atlas.sample(np.array([m.image for m in mats])[mat_id[sel]], xy,
+                                        np.array([m.repeat for m in mats])[mat_id[sel]], footprint)
+        return albedo
 
     def _hit_room(self, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exit distance of rays from inside the room box and the face hit (axis * 2 + (1 if the + side))."""
