@@ -402,8 +402,8 @@ def test_products_to_messages(flavour):
     cloud = PointCloud(points=np.ones((4, 3), np.float32), rgb=np.zeros((4, 3), np.uint8),
                        labels=np.arange(4, dtype=np.uint16), pixels=np.zeros((4, 2), int))
     products = Products(stamp_ns=9_000_000_001, frame_id="cam", size=(7, 5), K=K_SMALL, depth=_sample("32FC1"),
-                        labels=mono, labels_color=colour, normals=_sample("32FC3"), normals_color=colour,
-                        boundary=mono, cloud=cloud, cloud_frame_id="odom")
+                        semantic=mono, semantic_color=colour, normals=_sample("32FC3"), normals_color=colour,
+                        boundary=mono, points=cloud, points_frame_id="odom")
     msgs = products_to_messages(types, products)
     assert set(msgs) == set(topics.OUTPUTS)
     for name, msg in msgs.items():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtl3d_perception.evaluation.montage import colorize_normals
 from mtl3d_perception.geometry import (
     backproject,
     pose_from_quat_trans,
@@ -89,7 +90,7 @@ def test_two_view_output_equals_model_streaming(model):
         out = model.predict(model.encode(img1), model.encode(img0), torch.as_tensor(K_net, dtype=torch.float32)[None],
                             torch.as_tensor(relative_pose(f0.pose, f1.pose), dtype=torch.float32)[None])
     np.testing.assert_allclose(products.depth, out["depth"][0, 0].numpy(), rtol=1e-5, atol=1e-6)
-    assert products.labels is None and products.cloud is None and products.normals is None
+    assert products.semantic is None and products.points is None and products.normals is None
 
 
 @pytest.mark.parametrize("resolution", ["network", "camera"])
@@ -98,17 +99,19 @@ def test_output_resolution_and_intrinsics(model, resolution):
     products = pipe.process(_frame(0, x=0.0))
     W, H = (NET_W, NET_H) if resolution == "network" else (CAM_W, CAM_H)
     assert products.size == (W, H)
-    for name in ("depth", "labels", "boundary"):
+    for name in ("depth", "semantic", "boundary"):
         assert getattr(products, name).shape == (H, W), name
-    assert products.normals.shape == products.labels_color.shape == products.normals_color.shape == (H, W, 3)
-    assert products.depth.dtype == np.float32 and products.labels.dtype == np.uint8
+    assert products.normals.shape == products.semantic_color.shape == products.normals_color.shape == (H, W, 3)
+    assert products.depth.dtype == np.float32 and products.semantic.dtype == np.uint8
     want_K = K_CAM if resolution == "camera" else resize_intrinsics(K_CAM, (CAM_W, CAM_H), (NET_W, NET_H))
     np.testing.assert_allclose(products.K, want_K)
     valid = np.isfinite(products.depth[::3, ::3])
-    assert products.cloud.points.shape == (valid.sum(), 3)
-    np.testing.assert_allclose(products.cloud.points,
+    assert products.points.points.shape == (valid.sum(), 3)
+    np.testing.assert_allclose(products.points.points,
                                backproject(products.depth, products.K)[::3, ::3][valid], rtol=1e-5, atol=1e-6)
-    assert products.cloud_frame_id == "cam"
+    assert products.points_frame_id == "cam"
+    # ~/normals/color is the montages' colouring (one convention: the outward direction (1 - n) / 2)
+    np.testing.assert_array_equal(products.normals_color, colorize_normals(products.normals))
     assert set(products.timings) == {"preprocess", "encode", "predict", "postprocess", "cloud", "total"}
 
 
@@ -116,11 +119,11 @@ def test_world_cloud_and_camera_fallback(model):
     pipe = PerceptionPipeline(model, _config(cloud_frame="world", world_frame="odom", point_stride=4))
     frame = _frame(0, x=2.0)
     world = pipe.process(frame)
-    assert world.cloud_frame_id == "odom"
+    assert world.points_frame_id == "odom"
     cam = PerceptionPipeline(model, _config(point_stride=4)).process(frame)
-    np.testing.assert_allclose(world.cloud.points, transform_points(frame.pose, cam.cloud.points), atol=1e-5)
+    np.testing.assert_allclose(world.points.points, transform_points(frame.pose, cam.points.points), atol=1e-5)
     unposed = pipe.process(_frame(5))
-    assert unposed.cloud_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
+    assert unposed.points_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
 
 
 def test_nan_pose_and_time_jump_are_warnings(model):
@@ -214,7 +217,7 @@ def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monk
     rel = np.abs(got[1].depth[valid] - expected[1].depth[valid]) / expected[1].depth[valid]
     if precision == "fp32":
         assert rel.max() < 1e-3
-        assert (got[1].labels == expected[1].labels).mean() > 0.99
+        assert (got[1].semantic == expected[1].semantic).mean() > 0.99
     else:
         assert np.median(rel) < 0.05
     assert torch.cuda.memory_allocated() > before

@@ -3,7 +3,7 @@
 - :func:`frame_from_messages`: a synchronised ``sensor_msgs/Image`` + ``sensor_msgs/CameraInfo`` -> a
   :class:`~mtl3d_perception.runtime.frames.Frame`, or :class:`BadInput` naming what is wrong;
 - :func:`products_to_messages`: :class:`~mtl3d_perception.runtime.products.Products` -> one message per output
-  of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``cloud_frame_id``).
+  of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``points_frame_id``).
 
 No rclpy import: messages are read duck-typed and built through a ``types`` mapping (``conversions.rclpy_types()``
 in the node, a rosbags ``typestore.types`` in replay), as in :mod:`mtl3d_perception.msgs.conversions`.
@@ -22,15 +22,9 @@ from mtl3d_perception.runtime.frames import Frame
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
 
-# output name -> the Products attribute holding its image (topics.OUTPUTS gives the encoding)
-IMAGE_OUTPUTS = {
-    "depth": "depth",
-    "semantic": "labels",
-    "semantic/color": "labels_color",
-    "normals": "normals",
-    "normals/color": "normals_color",
-    "boundary": "boundary",
-}
+# the image outputs; each is the Products field of the same name ("semantic/color" -> semantic_color),
+# topics.OUTPUTS gives the encoding
+IMAGE_OUTPUTS = ("depth", "semantic", "semantic/color", "normals", "normals/color", "boundary")
 
 
 class BadInput(ValueError):
@@ -93,7 +87,7 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
 
     Returns:
         Images first, then ``depth/camera_info`` and ``points``; images carry the input's stamp and frame id, the cloud
-        ``products.cloud_frame_id``.
+        ``products.points_frame_id``.
     """
     wanted = set(topics.OUTPUTS) if outputs is None else set(outputs)
     if wanted - set(topics.OUTPUTS):
@@ -101,16 +95,16 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
         raise ValueError(msg)
     header = conversions.make_header(types, products.stamp_ns, products.frame_id)
     messages: dict[str, Any] = {}
-    for name, attribute in IMAGE_OUTPUTS.items():
-        array = getattr(products, attribute)
+    for name in IMAGE_OUTPUTS:
+        array = getattr(products, name.replace("/", "_"))
         if name in wanted and array is not None:
             messages[name] = conversions.make_image(types, header, array, topics.OUTPUTS[name][1])
     if "depth/camera_info" in wanted and products.depth is not None:
         W, H = products.size
         messages["depth/camera_info"] = conversions.make_camera_info(types, header, products.K, W, H)
-    if "points" in wanted and products.cloud is not None:
-        cloud = products.cloud
-        cloud_header = conversions.make_header(types, products.stamp_ns, products.cloud_frame_id)
+    if "points" in wanted and products.points is not None:
+        cloud = products.points
+        cloud_header = conversions.make_header(types, products.stamp_ns, products.points_frame_id)
         messages["points"] = conversions.make_point_cloud2(types, cloud_header, cloud.points, rgb=cloud.rgb,
                                                            labels=cloud.labels)
     return messages

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl3d_perception.classes import colorize_labels
+from mtl3d_perception.evaluation.montage import colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, resize_intrinsics
 from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector
@@ -247,7 +248,7 @@ class PerceptionPipeline:
             valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
             dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
         if need_labels:
-            dev["labels"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
+            dev["semantic"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
         if "normals" in want:
             n = F.normalize(at_output_size(out["normals"], "bilinear")[0], dim=0).permute(1, 2, 0)
             dev["normals"] = torch.where(valid[..., None], n, torch.full_like(n, float("nan")))
@@ -261,19 +262,19 @@ class PerceptionPipeline:
         if "depth" in want:
             products.depth = host["depth"].astype(np.float32)
         if "semantic" in want:
-            products.labels = host["labels"]
-            products.labels_color = colorize_labels(host["labels"], palette=cfg.palette)
+            products.semantic = host["semantic"]
+            products.semantic_color = colorize_labels(host["semantic"], palette=cfg.palette)
         if "normals" in want:
             normals = host["normals"].astype(np.float32)
             products.normals = normals
-            products.normals_color = np.nan_to_num((normals + 1.0) * 127.5, nan=0.0).clip(0, 255).astype(np.uint8)
+            products.normals_color = colorize_normals(normals)
         if "boundary" in want:
             products.boundary = host["boundary"]
         if "points" in want:
             t = time.perf_counter()
             world = opts.cloud_frame == "world" and frame.pose is not None
-            products.cloud = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["labels"],
+            products.points = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["semantic"],
                                          stride=opts.point_stride, T_frame_cam=frame.pose if world else None)
-            products.cloud_frame_id = self.world_frame if world else frame.frame_id
+            products.points_frame_id = self.world_frame if world else frame.frame_id
             products.timings["cloud"] = time.perf_counter() - t
         return products

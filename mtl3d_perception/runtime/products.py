@@ -13,18 +13,21 @@ STAGES = ("preprocess", "encode", "predict", "postprocess", "cloud", "total")
 
 @dataclass
 class Products:
-    """Outputs for one reference frame, all at ``size`` = (W, H) with intrinsics ``K`` (DESIGN §5).
+    """Outputs for one reference frame, fields named after the outputs (``topics.OUTPUTS``: ``semantic/color``
+    is ``semantic_color``), all at ``size`` = (W, H) with intrinsics ``K`` (DESIGN §5).
 
     Attributes:
         stamp_ns, frame_id: the input image's header, copied to every output.
         size: (W, H) of the output images (network or camera resolution, see ``output_resolution``).
         K: ``[3,3]`` intrinsics matching ``size`` (published as ``depth/camera_info``).
         depth: ``[H,W]`` float32 metres, NaN invalid (REP 118 32FC1), or None when disabled.
-        labels: ``[H,W]`` uint8 class ids (mono8); ``labels_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
+        semantic: ``[H,W]`` uint8 class ids (mono8); ``semantic_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
         normals: ``[H,W,3]`` float32 unit vectors in the optical frame, NaN invalid (32FC3);
-            ``normals_color`` ``[H,W,3]`` uint8 ((n + 1) / 2 * 255, black where invalid).
+            ``normals_color`` ``[H,W,3]`` uint8 (``evaluation.montage.colorize_normals``: ``(1 - n) / 2 * 255``,
+            grey where invalid).
         boundary: ``[H,W]`` uint8 boundary probability * 255 (mono8).
-        cloud: valid points every ``point_stride`` pixels, in ``cloud_frame_id``; None when disabled.
+        points: the labelled cloud, valid points every ``point_stride`` pixels, in ``points_frame_id``; None when
+            disabled.
         single_view: True when no source view was used (duplicated reference, identity pose).
         pair_reason: why this source was chosen or why there is none (see ``history.ViewPair``).
         source_stamp_ns: the source frame's stamp, or None in single-view mode.
@@ -38,13 +41,13 @@ class Products:
     size: tuple[int, int]
     K: np.ndarray
     depth: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    labels_color: np.ndarray | None = None
+    semantic: np.ndarray | None = None
+    semantic_color: np.ndarray | None = None
     normals: np.ndarray | None = None
     normals_color: np.ndarray | None = None
     boundary: np.ndarray | None = None
-    cloud: PointCloud | None = None
-    cloud_frame_id: str = ""
+    points: PointCloud | None = None
+    points_frame_id: str = ""
     single_view: bool = True
     pair_reason: str = ""
     source_stamp_ns: int | None = None
