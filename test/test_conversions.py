@@ -370,7 +370,7 @@ def test_frame_from_messages_and_bad_input(flavour):
     types = flavour()
     image, info = _frame_messages(types, encoding="bgr8")
     frame = frame_from_messages(image, info)
-    assert (frame.stamp_ns, frame.frame_id, frame.size, frame.pose) == (7_000_000_123, "cam", (7, 5), None)
+    assert (frame.stamp_ns, frame.frame_id, frame.size, frame.T_world_cam) == (7_000_000_123, "cam", (7, 5), None)
     np.testing.assert_array_equal(frame.rgb, _sample("bgr8")[..., ::-1])
     np.testing.assert_array_equal(frame.K, K_SMALL)
     bad = {"encoding": {"encoding": "16UC1"}, "intrinsics": {"K": np.zeros((3, 3))},

@@ -302,7 +302,7 @@ def test_main_reports_bad_parameters_and_exits_1():
 
 
 def _history_pose_x(node, stamp_ns: int) -> float:
-    return next(f.pose[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
+    return next(f.T_world_cam[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
 
 
 def test_time_jump_back_clears_tf_cache(ros_context):

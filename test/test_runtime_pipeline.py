@@ -88,7 +88,7 @@ def test_two_view_output_equals_model_streaming(model):
     _, img1, _ = pipe.preprocess(f1)
     with torch.no_grad():
         out = model.predict(model.encode(img1), model.encode(img0), torch.as_tensor(K_net, dtype=torch.float32)[None],
-                            torch.as_tensor(relative_pose(f0.pose, f1.pose), dtype=torch.float32)[None])
+                            torch.as_tensor(relative_pose(f0.T_world_cam, f1.T_world_cam), dtype=torch.float32)[None])
     np.testing.assert_allclose(products.depth, out["depth"][0, 0].numpy(), rtol=1e-5, atol=1e-6)
     assert products.semantic is None and products.points is None and products.normals is None
 
@@ -121,7 +121,7 @@ def test_world_cloud_and_camera_fallback(model):
     world = pipe.process(frame)
     assert world.points_frame_id == "odom"
     cam = PerceptionPipeline(model, _config(point_stride=4)).process(frame)
-    np.testing.assert_allclose(world.points.points, transform_points(frame.pose, cam.points.points), atol=1e-5)
+    np.testing.assert_allclose(world.points.points, transform_points(frame.T_world_cam, cam.points.points), atol=1e-5)
     unposed = pipe.process(_frame(5))
     assert unposed.points_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
 
@@ -129,7 +129,7 @@ def test_world_cloud_and_camera_fallback(model):
 def test_nan_pose_and_time_jump_are_warnings(model):
     pipe = PerceptionPipeline(model, _config().with_outputs(set()))
     bad = _frame(3, x=0.0)
-    bad.pose[0, 3] = np.nan
+    bad.T_world_cam[0, 3] = np.nan
     products = pipe.process(bad)
     assert products.single_view and [k for k, _ in products.warnings] == ["invalid_pose"]
     pipe.process(_frame(30, x=0.0))

@@ -80,7 +80,7 @@ class ModeEvaluator:
         self.pair_reasons: Counter[str] = Counter()
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # depth, K, pose
 
-    def add(self, products: Products, pose: np.ndarray | None, gt: GroundTruth | None) -> dict[str, float]:
+    def add(self, products: Products, T_world_cam: np.ndarray | None, gt: GroundTruth | None) -> dict[str, float]:
         """Account one frame's products; returns the frame's own metrics (``depth/abs_rel``, ``temporal/abs_rel``, ...)."""
         self.frames += 1
         self.single_view += int(products.single_view)
@@ -90,8 +90,8 @@ class ModeEvaluator:
         frame: dict[str, float] = {}
         if gt is not None and products.depth is not None:
             frame.update(self._against_gt(products, gt))
-        if pose is not None and products.depth is not None:
-            frame.update(self._temporal(products, pose))
+        if T_world_cam is not None and products.depth is not None:
+            frame.update(self._temporal(products, T_world_cam))
         return frame
 
     def _against_gt(self, products: Products, gt: GroundTruth) -> dict[str, float]:
@@ -120,8 +120,8 @@ class ModeEvaluator:
             out.update(one.compute())
         return out
 
-    def _temporal(self, products: Products, pose: np.ndarray) -> dict[str, float]:
-        current = (products.depth, np.asarray(products.K, np.float64), np.asarray(pose, np.float64))
+    def _temporal(self, products: Products, T_world_cam: np.ndarray) -> dict[str, float]:
+        current = (products.depth, np.asarray(products.K, np.float64), np.asarray(T_world_cam, np.float64))
         previous, self._previous = self._previous, current
         if previous is None:
             return {}
@@ -291,9 +291,9 @@ class ReplayEvaluation:
         frame: Frame = item["frame"]
         gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._gt("depth", frame.stamp_ns),
                                                   self._gt("semantic", frame.stamp_ns))
-        record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.pose is not None}
+        record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.T_world_cam is not None}
         for mode, products in item["results"].items():
-            values = self.evaluators[mode].add(products, frame.pose, gt)
+            values = self.evaluators[mode].add(products, frame.T_world_cam, gt)
             values["latency_ms"] = {k: v * 1e3 for k, v in products.timings.items()}
             if mode == "multi_view":
                 values["single_view_fallback"] = products.single_view

@@ -211,7 +211,7 @@ class _Replay:
         if products is None:  # unusable frame: the driver counted and reported it
             self.dropped["bad_input"] = self.dropped.get("bad_input", 0) + 1
             return
-        frame = job.frame.with_pose(job.pose)
+        frame = job.frame.with_pose(job.T_world_cam)
         if any(kind == "time_jump" for kind, _ in products.warnings):
             self.evaluation.reset_temporal()
         results = {"multi_view": products}

@@ -156,7 +156,7 @@ class FrameDriver:
                                f"after {self.config.tf_timeout_s:.2f} s ({job.tf_error}); single-view",
                          counter="tf_failures")
         try:
-            products = self.pipeline.process(frame.with_pose(job.pose))
+            products = self.pipeline.process(frame.with_pose(job.T_world_cam))
         except ValueError as exc:
             self.stats.count("dropped")
             self.problem("frame", str(exc))

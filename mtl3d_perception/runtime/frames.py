@@ -56,14 +56,14 @@ class Frame:
         frame_id: the camera's optical frame (the image header's ``frame_id``).
         rgb: ``[H,W,3]`` uint8 RGB.
         K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
-        pose: ``T_world_cam`` ``[4,4]`` float64, or None until TF supplies it (or when it never does).
+        T_world_cam: the pose ``[4,4]`` float64 (DESIGN §4), or None until TF supplies it (or when it never does).
     """
 
     stamp_ns: int
     frame_id: str
     rgb: np.ndarray
     K: np.ndarray
-    pose: np.ndarray | None = None
+    T_world_cam: np.ndarray | None = None
 
     @property
     def stamp(self) -> float:
@@ -75,9 +75,9 @@ class Frame:
         """Image size ``(W, H)``."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
-    def with_pose(self, pose: np.ndarray | None) -> Frame:
-        """A copy carrying ``pose`` (the image is shared, not copied)."""
-        return replace(self, pose=None if pose is None else np.asarray(pose, np.float64))
+    def with_pose(self, T_world_cam: np.ndarray | None) -> Frame:
+        """A copy carrying the pose ``T_world_cam`` (the image is shared, not copied)."""
+        return replace(self, T_world_cam=None if T_world_cam is None else np.asarray(T_world_cam, np.float64))
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why)."""
@@ -85,5 +85,5 @@ class Frame:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")
         check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns")
-        if self.pose is not None:
-            check_rigid(self.pose, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")
+        if self.T_world_cam is not None:
+            check_rigid(self.T_world_cam, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")

@@ -90,7 +90,7 @@ class FrameHistory:
 
     def add(self, frame: Frame) -> None:
         """Remember a posed frame as a future source view; unposed frames are ignored."""
-        if frame.pose is None:
+        if frame.T_world_cam is None:
             return
         stamps = self.stamps
         i = bisect.bisect_left(stamps, frame.stamp_ns)  # kept in stamp order (replay may run a frame a bit late)
@@ -105,7 +105,7 @@ class FrameHistory:
 
     def select(self, ref: Frame) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet)."""
-        if ref.pose is None:
+        if ref.T_world_cam is None:
             return ViewPair(ref, None, reason="no_pose")
         cfg = self.config
         newest: tuple[Frame, np.ndarray] | None = None
@@ -117,7 +117,7 @@ class FrameHistory:
             if dt > cfg.max_pair_age_s:
                 reason = "too_old" if newest is None else reason
                 break  # older ones are older still
-            T_src_ref = relative_pose(src.pose, ref.pose)
+            T_src_ref = relative_pose(src.T_world_cam, ref.T_world_cam)
             baseline = float(np.linalg.norm(T_src_ref[:3, 3]))
             angle = float(np.degrees(rotation_angle(T_src_ref[:3, :3])))
             if baseline > cfg.max_speed_mps * dt or angle > cfg.max_angular_speed_dps * dt:

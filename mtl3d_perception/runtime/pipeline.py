@@ -159,9 +159,9 @@ class PerceptionPipeline:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         warnings: list[tuple[str, str]] = []
-        if frame.pose is not None:
+        if frame.T_world_cam is not None:
             try:
-                check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns")
+                check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns")
             except ValueError as exc:
                 warnings.append(("invalid_pose", f"{exc}; processing single-view"))
                 frame = frame.with_pose(None)
@@ -201,7 +201,7 @@ class PerceptionPipeline:
         timings["postprocess"] = time.perf_counter() - t - products.timings.get("cloud", 0.0)
         timings["cloud"] = products.timings.get("cloud", 0.0)
 
-        if frame.pose is not None:
+        if frame.T_world_cam is not None:
             self.history.add(frame)
             self._features[frame.stamp_ns] = ref_feats
             self._evict()
@@ -272,9 +272,9 @@ class PerceptionPipeline:
             products.boundary = host["boundary"]
         if "points" in want:
             t = time.perf_counter()
-            world = opts.cloud_frame == "world" and frame.pose is not None
+            world = opts.cloud_frame == "world" and frame.T_world_cam is not None
             products.points = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["semantic"],
-                                         stride=opts.point_stride, T_frame_cam=frame.pose if world else None)
+                                         stride=opts.point_stride, T_frame_cam=frame.T_world_cam if world else None)
             products.points_frame_id = self.world_frame if world else frame.frame_id
             products.timings["cloud"] = time.perf_counter() - t
         return products

@@ -30,11 +30,11 @@ PoseLookup = Callable[[Frame], "tuple[np.ndarray | None, str | None]"]
 
 @dataclass
 class PoseJob:
-    """A frame ready to run: its pose (``T_world_cam``) or why there is none, when it arrived, and how many
-    older frames the ``newest`` policy dropped to take it."""
+    """A frame ready to run: its pose ``T_world_cam`` or why there is none (``tf_error``), when it arrived, and
+    how many older frames the ``newest`` policy dropped to take it."""
 
     frame: Frame
-    pose: np.ndarray | None
+    T_world_cam: np.ndarray | None
     tf_error: str | None
     arrived_ns: int
     dropped: int = 0
