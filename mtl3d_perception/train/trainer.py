@@ -34,6 +34,7 @@ from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
 from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.losses import MultiTaskLoss
@@ -41,12 +42,6 @@ from mtl3d_perception.train.losses import MultiTaskLoss
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "mtl3d_perception.train_state/1"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _Schedule:
@@ -122,7 +117,7 @@ class Trainer:
         self.cfg = cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         if self.world > 1:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
