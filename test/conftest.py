@@ -29,6 +29,7 @@ settings.load_profile("ci")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HOLOLENS = SHARED_DATA / "hololens_000"
+SHARED_CASES = SHARED_DATA.parent / "cases"  # failing inputs of the issues, read in place (never copied)
 
 
 @pytest.fixture
@@ -37,6 +38,19 @@ def hololens_dir() -> Path:
     if not (HOLOLENS / "poses.txt").is_file():
         pytest.skip(f"real data not found at {HOLOLENS} (the ../shared folder beside the checkout)")
     return HOLOLENS
+
+
+@pytest.fixture
+def shared_case():
+    """``shared_case(name)``: the folder ``../shared/cases/<name>`` beside the checkout; skips when it is absent."""
+
+    def get(name: str) -> Path:
+        path = SHARED_CASES / name
+        if not path.is_dir():
+            pytest.skip(f"../shared/cases/{name} absent")
+        return path
+
+    return get
 
 
 def pytest_collection_modifyitems(config, items):

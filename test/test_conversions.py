@@ -86,15 +86,62 @@ def test_image_to_rgb8_channel_orders():
         cv.image_to_rgb8(cv.make_image(types, header, np.zeros((2, 2), np.float32), "32FC1"))
 
 
+def _flat(encoding: str, rgb: tuple[int, int, int], h: int = 4, w: int = 6) -> np.ndarray:
+    """A flat-colour image in ``encoding``'s raw layout (Bayer mosaics built by hand; 16-bit values x 257)."""
+    dtype, channels = cv.ENCODINGS[encoding]
+    r, g, b = (v * (257 if dtype == np.uint16 else 1) for v in rgb)
+    family = encoding.rstrip("0123456789")
+    if family.startswith("bayer_"):  # the colour each pixel of the 2x2 pattern samples, row by row
+        pattern = {"r": r, "g": g, "b": b}
+        cfa = [[pattern[c] for c in family[6:8]], [pattern[c] for c in family[8:10]]]
+        return np.array([[cfa[y % 2][x % 2] for x in range(w)] for y in range(h)], dtype)
+    pixel = {"rgb": [r, g, b], "bgr": [b, g, r], "rgba": [r, g, b, 9], "bgra": [b, g, r, 9], "mono": [r]}[family]
+    return np.broadcast_to(np.array(pixel, dtype), (h, w, channels)).reshape((h, w) if channels == 1 else (h, w, channels))
+
+
+@pytest.mark.parametrize("encoding", [e for e in cv.COLOUR_ENCODINGS if not e.startswith("yuv")])
+def test_image_to_rgb8_every_colour_encoding(encoding):
+    """Every colour / mono encoding cv_bridge converts to rgb8 (one cv2 conversion per family, 16 bit scaled by
+    255/65535), big-endian 16-bit data included."""
+    types = TYPESTORE.types
+    colour = (120, 120, 120) if encoding.startswith("mono") else (200, 100, 30)
+    arr = _flat(encoding, colour)
+    msg = cv.make_image(types, cv.make_header(types, 0, "cam"), arr, encoding)
+    if arr.dtype == np.uint16:
+        msg.is_bigendian, msg.data = 1, np.frombuffer(arr.astype(">u2").tobytes(), np.uint8)
+    out = cv.image_to_rgb8(msg)
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.broadcast_to(np.array(colour, np.uint8), out.shape))
+
+
+@pytest.mark.parametrize(("encoding", "packing"), [("yuv422_yuy2", "YUYV"), ("yuv422", "UYVY")])
+def test_yuv422_flat_colour(encoding, packing):
+    """The usb_cam / webcam encodings: Y=120 U=100 V=160 is RGB (172, 106, 65) within 4 levels (issue 12)."""
+    types = TYPESTORE.types
+    byte = {"Y": 120, "U": 100, "V": 160}
+    row = np.array([byte[c] for c in packing] * 4, np.uint8)  # 8 pixels: two bytes each
+    msg = types["sensor_msgs/msg/Image"](header=cv.make_header(types, 0, "cam"), height=3, width=8, encoding=encoding,
+                                         is_bigendian=0, step=16, data=np.tile(row, 3))
+    out = cv.image_to_rgb8(msg)
+    assert out.shape == (3, 8, 3)
+    assert np.abs(out.astype(int) - [172, 106, 65]).max() <= 4
+    msg.width, msg.step = 7, 14  # 4:2:2 needs pixel pairs: an odd width is malformed, not a crash
+    with pytest.raises(ValueError, match=encoding):
+        cv.image_to_rgb8(msg)
+
+
 def test_bad_images_raise_value_error_naming_the_problem():
     types = TYPESTORE.types
     header = cv.make_header(types, 0, "cam")
     msg = cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "rgb8")
-    msg.encoding = "yuv422"
-    with pytest.raises(ValueError, match=r"'yuv422'.*supported: rgb8, bgr8"):
+    msg.encoding = "nv12"
+    with pytest.raises(ValueError, match=r"'nv12'.*supported: rgb8, bgr8"):
         cv.image_to_array(msg)
-    with pytest.raises(ValueError, match="yuv422"):
-        cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "yuv422")
+    with pytest.raises(ValueError, match="nv12"):
+        cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "nv12")
+    msg.encoding = "8UC3"  # cv_bridge: "[8UC3] is not a color format"; the list names every supported one
+    with pytest.raises(ValueError, match=r"'8UC3' is not a colour or mono encoding; supported: .*yuv422_yuy2.*bayer_grbg16"):
+        cv.image_to_rgb8(msg)
     with pytest.raises(ValueError, match="channel"):
         cv.make_image(types, header, np.zeros((2, 3), np.uint8), "rgb8")
     msg = cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "rgb8")
@@ -255,6 +302,9 @@ def test_point_cloud_roundtrip(flavour, with_rgb, with_labels):
     assert names[:3] == ["x", "y", "z"] and ("rgb" in names) == with_rgb and ("label" in names) == with_labels
     assert (msg.height, msg.width, msg.is_dense) == (1, 6, True)
     assert msg.row_step == msg.point_step * 6 and len(msg.data) == msg.row_step
+    if with_rgb and with_labels:  # PCL's PointXYZRGBL: label UINT32 (datatype 6), point_step 20
+        label = next(f for f in msg.fields if f.name == "label")
+        assert (label.datatype, label.offset, label.count, msg.point_step) == (6, 16, 1, 20)
     back = cv.point_cloud2_to_arrays(msg)
     np.testing.assert_array_equal(back.points, pts)
     if with_rgb:
@@ -374,11 +424,145 @@ def test_frame_from_messages_and_bad_input(flavour):
     np.testing.assert_array_equal(frame.rgb, _sample("bgr8")[..., ::-1])
     np.testing.assert_array_equal(frame.K, K_SMALL)
     bad = {"encoding": {"encoding": "16UC1"}, "intrinsics": {"K": np.zeros((3, 3))},
-           "size_mismatch": {"info_wh": (14, 10)}, "frame_id": {"frame_id": ""}}
+           "size_mismatch": {"info_wh": (14, 10)}}
     for kind, kwargs in bad.items():
         with pytest.raises(BadInput) as caught:
             frame_from_messages(*_frame_messages(types, **kwargs))
         assert caught.value.kind == kind, str(caught.value)
+    image, info = _frame_messages(types, encoding="rgb8")
+    info.distortion_model, info.d = "kannala_brandt", _float64s(types, [0.1, 0, 0, 0])
+    with pytest.raises(BadInput, match="'kannala_brandt'.*supported: plumb_bob, rational_polynomial, equidistant"):
+        frame_from_messages(image, info)
+    info.distortion_model, info.d = "plumb_bob", _float64s(types, [0.1, 0.0, 0.0])
+    with pytest.raises(BadInput, match="3 plumb_bob distortion coefficients; expected 4, 5, 8, 12 or 14"):
+        frame_from_messages(image, info)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_header_problems_make_unposed_frames_not_drops(flavour):
+    """An empty frame_id or a zero stamp: the frame is kept and says why it cannot be posed (issue 12, kind 6)."""
+    from mtl3d_perception.msgs.messages import HEADER_PROBLEMS, frame_from_messages
+    from mtl3d_perception.runtime.history import FrameHistory
+
+    types = flavour()
+    frame = frame_from_messages(*_frame_messages(types, frame_id=""))
+    assert frame.header_problem == "empty_frame_id" and "empty frame_id" in HEADER_PROBLEMS[frame.header_problem]
+    assert FrameHistory().select(frame).reason == "empty_frame_id"
+    image, info = _frame_messages(types)
+    image.header.stamp = cv.make_stamp(types, 0)
+    frame = frame_from_messages(image, info)
+    assert frame.header_problem == "zero_stamp" and FrameHistory().select(frame).reason == "zero_stamp"
+    assert frame_from_messages(*_frame_messages(types)).header_problem is None
+
+
+# --------------------------------------------------------------------------- camera_info (msgs/camera_model.py)
+
+K_CASE = np.array([[50.2299, 0.0, 31.5], [0.0, 50.2299, 23.5], [0.0, 0.0, 1.0]])  # ../shared/cases: 64x48
+
+
+def _float64s(types, values):
+    return cv._float64_field(types["sensor_msgs/msg/CameraInfo"], values, fixed=False)
+
+
+def _camera_info(types, K=K_CASE, wh=(64, 48), *, model="plumb_bob", D=(), P=None, binning=(0, 0),
+                 roi=(0, 0, 0, 0), frame_id="cam"):
+    info = cv.make_camera_info(types, cv.make_header(types, 1, frame_id), K, *wh)
+    info.distortion_model, info.d = model, _float64s(types, list(D))
+    if P is not None:
+        P34 = np.zeros((3, 4))
+        P34[:, :3] = P
+        info.p = cv._float64_field(type(info), P34, fixed=True)
+    info.binning_x, info.binning_y = binning
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = roi
+    return info
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_binning_scales_k(flavour):
+    """camera_info_binning: full-resolution 64x48 K with binning 2x2 describes a 32x24 image (issue 12)."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+    from mtl3d_perception.msgs.messages import frame_from_messages
+
+    types = flavour()
+    info = _camera_info(types, binning=(2, 2))
+    model = CameraModel.from_camera_info(info)
+    assert model.size == (32, 24) and not model.rectify_raw
+    K = model.intrinsics("image_raw")
+    assert K[0, 0] == pytest.approx(25.11, abs=0.01) and K[1, 1] == pytest.approx(25.11, abs=0.01)
+    assert 15.5 <= K[0, 2] <= 15.75 and 11.5 <= K[1, 2] <= 11.75
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(24, 32), "rgb8")
+    np.testing.assert_array_equal(frame_from_messages(image, info).K, K)
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(48, 64), "rgb8")
+    with pytest.raises(ValueError, match=r"64x48 \(binning 2x2\) gives a 32x24 image; the image is 64x48"):
+        frame_from_messages(image, info)
+
+
+def test_roi_offsets_k_before_binning():
+    """ROI in full-resolution pixels, then binning (image_geometry's order); the image is roi / binning."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+
+    model = CameraModel.from_camera_info(_camera_info(TYPESTORE.types, binning=(2, 2), roi=(8, 4, 32, 24)))
+    assert model.size == (16, 12)
+    np.testing.assert_allclose(model.K[:2, 2], [((31.5 - 8) + 0.5) / 2 - 0.5, ((23.5 - 4) + 0.5) / 2 - 0.5])
+    with pytest.raises(ValueError, match="outside the 64x48 sensor"):
+        CameraModel.from_camera_info(_camera_info(TYPESTORE.types, roi=(40, 0, 32, 24)))
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_equidistant_raw_image_is_rectified_to_p(flavour):
+    """camera_info_distortion_equidistant: raw pixel (8, 6) rectifies to (7.38, 5.54) and (56, 42) to (57.01, 42.76)
+    (K, D -> P); the frame carries P's intrinsics; an image_rect topic takes P without remapping (issue 12)."""
+    from mtl3d_perception.msgs.camera_model import CameraModels
+    from mtl3d_perception.msgs.messages import frame_from_messages
+
+    types = flavour()
+    P = K_CASE.copy()
+    P[0, 0] = P[1, 1] = 45.2069
+    info = _camera_info(types, model="equidistant", D=(-0.02, 0.005, 0.0, 0.0), P=P)
+    cameras = CameraModels()
+    model = cameras.get(info)
+    assert model.rectify_raw and cameras.get(info) is model  # built once per camera_info
+    map_x, map_y = model.rectification_maps()
+    for raw, rectified in (((8, 6), (7.38, 5.54)), ((56, 42), (57.01, 42.76))):
+        sampled = [cv2.getRectSubPix(m, (1, 1), rectified)[0, 0] for m in (map_x, map_y)]
+        np.testing.assert_allclose(sampled, raw, atol=0.02)
+    raw = np.zeros((48, 64, 3), np.uint8)
+    raw[42, 56] = 255  # a dot at a raw pixel lands at its rectified position
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), raw, "rgb8")
+    frame = frame_from_messages(image, info, image_kind="image_raw", cameras=cameras)
+    np.testing.assert_allclose(frame.K, P, atol=1e-4)
+    v, u = np.unravel_index(np.argmax(frame.rgb[..., 0]), frame.rgb.shape[:2])
+    assert (u, v) == (57, 43)
+    rect = frame_from_messages(image, info, image_kind="image_rect", cameras=cameras)
+    np.testing.assert_array_equal(rect.rgb, raw)
+    np.testing.assert_allclose(rect.K, P, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["plumb_bob", "rational_polynomial"])
+def test_pinhole_distortion_models_rectify(model_name):
+    """plumb_bob (5 coefficients) and rational_polynomial (8) go through cv2.initUndistortRectifyMap: the map
+    agrees with cv2.undistortPoints."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+
+    D = [-0.1, 0.02, 0.001, -0.001, 0.0] + ([0.01, 0.0, 0.0] if model_name == "rational_polynomial" else [])
+    model = CameraModel.from_camera_info(_camera_info(TYPESTORE.types, model=model_name, D=D))
+    assert model.rectify_raw
+    raw = np.array([[[5.0, 4.0]]])
+    u, v = cv2.undistortPoints(raw, model.K, np.array(D), R=model.R, P=model.P)[0, 0]
+    sampled = [cv2.getRectSubPix(m, (1, 1), (float(u), float(v)))[0, 0] for m in model.rectification_maps()]
+    np.testing.assert_allclose(sampled, raw[0, 0], atol=0.05)
+
+
+def test_image_kind_follows_the_topic_name():
+    from mtl3d_perception.msgs.camera_model import resolve_image_kind
+
+    assert resolve_image_kind("auto", "/camera/color/image_raw") == "image_raw"
+    assert resolve_image_kind("auto", "/camera/color/image_raw/compressed") == "image_raw"
+    assert resolve_image_kind("auto", "/camera/image_rect_color") == "image_rect"
+    assert resolve_image_kind("auto", "/camera/depth/image_rect_raw/compressed") == "image_rect"
+    assert resolve_image_kind("image_rect", "/camera/color/image_raw") == "image_rect"
+    with pytest.raises(ValueError, match="auto, image_raw, image_rect"):
+        resolve_image_kind("rectified", "/x")
 
 
 def test_frame_from_bag_message_is_read_only_view():

@@ -384,6 +384,29 @@ def test_small_step_back_drops_the_frame_only(harness):
     assert values["last_pair_reason"] == "baseline"  # paired with 50 s: the history survived
 
 
+def test_camera_inputs_yuyv_binning_and_empty_frame_id(ros_context):
+    """A webcam's YUYV image, 2x2-binned camera_info and an empty frame_id: processed at once (no TF wait),
+    single-view with reason empty_frame_id; /diagnostics names the image kind (issue 12)."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
+    try:
+        assert h.node.get_parameter("sync_queue_size").value == 10
+        header = cv.make_header(h.types, 70 * S, "")
+        yuyv = np.zeros((H // 2, W // 2, 2), np.uint8)
+        yuyv[..., 0], yuyv[:, 0::2, 1], yuyv[:, 1::2, 1] = 120, 100, 160
+        h.image_pub.publish(cv.make_image(h.types, header, yuyv, "yuv422_yuy2"))
+        info = cv.make_camera_info(h.types, header, K, W, H)
+        info.binning_x = info.binning_y = 2
+        h.info_pub.publish(info)
+        h.wait_outputs(1)
+        assert (h.received["semantic/color"][0].width, h.received["semantic/color"][0].height) == (W, H)
+        values = h.diag()
+        assert values["processed"] == "1" and values["last_pair_reason"] == "empty_frame_id"
+        assert values["camera.image_kind"] == "image_raw" and "binning 2x2" in values["camera.camera_info"]
+        assert values.get("bad_input.encoding", "0") == "0" and values.get("tf_failures", "0") == "0"
+    finally:
+        h.close()
+
+
 def test_images_without_camera_info_warn(harness):
     """The commonest "node publishes nothing" report: camera_info missing or never within sync_slop_s."""
     harness.node.stats.rate_window_s = 0.2

@@ -25,8 +25,9 @@ from mtl3d_perception.classes import class_index
 from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to_ns, typestore, write_bag
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
 from mtl3d_perception.data.synthetic import default_intrinsics
+from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
-from mtl3d_perception.msgs.conversions import image_to_array, stamp_to_ns
+from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
 from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_path
 
@@ -38,9 +39,9 @@ OUTPUT_TOPICS = {topics.output_topic(name) for name in topics.OUTPUTS} | {topics
 class WallStub(torch.nn.Module):
     """Predicts a wall facing the camera at ``depth_m`` everywhere: semantic 'wall', normals (0, 0, -1)."""
 
-    def __init__(self, depth_m: float) -> None:
+    def __init__(self, depth_m: float, size: tuple[int, int] = SIZE) -> None:
         super().__init__()
-        self.config = resolve_config("tiny").replace(input_size=SIZE, pretrained=False)
+        self.config = resolve_config("tiny").replace(input_size=size, pretrained=False)
         self.depth_m = depth_m
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -226,17 +227,108 @@ def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
     assert "no TF in the bag" in (tmp_path / "out" / "report.md").read_text()
 
 
-@pytest.mark.parametrize(("delay_s", "posed"), [(0.05, True), (0.15, False)], ids=["tf-late-in-time", "tf-too-late"])
-def test_frames_wait_for_tf_recorded_after_the_image(wall_bag, tmp_path, delay_s, posed):
-    """/tf recorded after its image: frames wait up to tf_timeout_s (0.1 s) of bag time, then run single-view."""
+@pytest.mark.parametrize("delay_s", [0.05, 0.15, 0.6])
+def test_frames_wait_for_tf_recorded_after_the_image(wall_bag, tmp_path, delay_s):
+    """/tf recorded after its image: a recording still holds it, so frames wait in bag time and all are posed."""
     bag = tmp_path / "late_tf"
     copy_bag(wall_bag, bag, delay_s={topics.TF_TOPIC: delay_s})
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
-    assert s["counts"]["processed"] == 4
-    if posed:
-        assert s["multi_view"]["single_view_frames"] == 1 and s["counts"]["no_pose"] == 0
-    else:
-        assert s["multi_view"]["single_view_frames"] == 4 and s["counts"]["no_pose"] >= 1
+    assert s["counts"]["processed"] == 4 and s["counts"]["no_pose"] == 0
+    assert s["multi_view"]["single_view_frames"] == 1  # the first frame has no earlier one
+
+
+def test_frames_without_a_tf_path_give_up_once_the_tf_moved_on(wall_bag, tmp_path):
+    """A world frame the bag's TF never reaches: each frame stops waiting once the TF is --tf-timeout past it; one
+    warning names the options."""
+    s = replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(world_frame="map"))
+    assert s["counts"]["processed"] == 4 and s["counts"]["no_pose"] == 4
+    assert s["multi_view"]["pair_reasons"] == {"no_pose": 4}
+    tf_warnings = [w for w in s["warnings"] if w.startswith("no pose")]
+    assert len(tf_warnings) == 1 and "--tf-timeout" in tf_warnings[0] and "--world-frame" in tf_warnings[0]
+
+
+def test_zero_stamps_run_single_view_and_say_why(wall_bag, tmp_path):
+    """A driver that does not stamp its images: every frame single-view, reason zero_stamp, warned once."""
+    bag = tmp_path / "zero"
+
+    def unstamped(topic, index, msg):
+        if topic in (topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0
+        return msg
+
+    copy_bag(wall_bag, bag, edit=unstamped)
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4 and s["counts"]["zero_stamp"] == 4
+    assert s["multi_view"]["pair_reasons"] == {"zero_stamp": 4}
+    assert sum("stamp is zero" in w for w in s["warnings"]) == 1
+
+
+# ------------------------------------------------------------------------------------ real camera inputs (issue 12)
+
+
+def output_messages(out_dir, name: str) -> dict[int, Any]:
+    """stamp ns -> the replay's message on output ``name``."""
+    messages = read_bag(out_dir / OUTPUT_BAG, [topics.output_topic(name)])
+    try:
+        return {stamp_to_ns(msg.header.stamp): msg for _, _, msg in messages}
+    finally:
+        messages.close()
+
+
+def test_case_camera_info_binning(shared_case, tmp_path):
+    """Binned 2x2 (full-resolution camera_info, 32x24 images): 12/12 processed, and the output camera_info's K maps
+    back to the full-resolution K (fx within 2 %, principal point within 0.75 px)."""
+    s = replay_bag(shared_case("camera_info_binning"), tmp_path, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 12 and s["counts"]["dropped"] == 0
+    assert "binning 2x2" in s["camera"]["camera_info"]
+    for info in output_messages(tmp_path, "depth/camera_info").values():
+        K = resize_intrinsics(np.asarray(info.k).reshape(3, 3), (info.width, info.height), (64, 48))
+        assert abs(K[0, 0] / 50.2299 - 1) < 0.02 and abs(K[1, 1] / 50.2299 - 1) < 0.02
+        assert abs(K[0, 2] - 31.5) <= 0.75 and abs(K[1, 2] - 23.5) <= 0.75
+
+
+@pytest.mark.parametrize("name", ["images_yuv422_yuy2", "images_yuv422_uyvy"])
+def test_case_yuv422_images(shared_case, tmp_path, name):
+    """YUYV and UYVY webcam streams: 12/12 processed; flat frame 5 (Y=120 U=100 V=160) is coloured (172, 106, 65)
+    in the point cloud, within 4 levels."""
+    s = replay_bag(shared_case(name), tmp_path, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 12 and s["counts"]["dropped"] == 0
+    cloud = point_cloud2_to_arrays(output_messages(tmp_path, "points")[1_700_000_000_166_666_667])
+    rgb = cloud.rgb[np.isfinite(cloud.points).all(axis=1)]
+    assert len(rgb) > 0 and np.abs(rgb.astype(int) - [172, 106, 65]).max() <= 4
+
+
+def test_case_camera_info_distortion_equidistant(shared_case, tmp_path):
+    """Raw fisheye images: rectified to P, so the output camera_info has P's intrinsics (fx 113.02 at 160x120),
+    and the report says what was applied."""
+    s = replay_bag(shared_case("camera_info_distortion_equidistant"), tmp_path, WallStub(2.0, size=(160, 120)), quiet())
+    assert s["counts"]["processed"] == 12
+    assert s["camera"]["image_kind"] == "image_raw" and "equidistant" in s["camera"]["camera_info"]
+    assert "rectified (equidistant D)" in (tmp_path / "report.md").read_text()
+    for info in output_messages(tmp_path, "depth/camera_info").values():
+        assert (info.width, info.height) == (160, 120)
+        assert info.k[0] == pytest.approx(113.02, abs=0.01) and info.k[4] == pytest.approx(113.02, abs=0.01)
+
+
+def test_case_images_late_70ms(shared_case, tmp_path):
+    """Images recorded 70 ms after their camera_info: replay pairs by stamp over the recording, 12/12."""
+    s = replay_bag(shared_case("images_late_70ms"), tmp_path, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 12 and s["dropped_reasons"] == {}
+
+
+def test_case_tf_late_150ms(shared_case, tmp_path):
+    """Odometry recorded 150 ms after each image: replay waits for it in bag time, >= 11/12 frames two-view."""
+    s = replay_bag(shared_case("tf_late_150ms"), tmp_path, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 12 and s["counts"]["no_pose"] == 0
+    assert s["multi_view"]["frames"] - s["multi_view"]["single_view_frames"] >= 11
+
+
+def test_case_header_empty_frame_id_no_tf(shared_case, tmp_path):
+    """Empty frame_id and no TF: rc 0, 12/12 single-view with a reason naming the header, warned once."""
+    s = replay_bag(shared_case("header_empty_frame_id_no_tf"), tmp_path, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 12 and s["counts"]["empty_frame_id"] == 12
+    assert s["multi_view"]["pair_reasons"] == {"empty_frame_id": 12}
+    assert sum("empty frame_id" in w for w in s["warnings"]) == 1
 
 
 def test_truncated_bag_fails_clearly(wall_bag, tmp_path, capsys):
@@ -283,8 +375,9 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
     assert s["counts"]["processed"] == 4 and s["counts"]["dropped"] == 0
     assert s["topics"]["image"] == COMPRESSED_TOPIC and s["image_type"] == "sensor_msgs/msg/CompressedImage"
-    assert s["notes"] == [f"image topic {topics.IMAGE_TOPIC} is not in the bag; read {COMPRESSED_TOPIC} "
-                          "(sensor_msgs/msg/CompressedImage)"]
+    assert s["notes"][0] == (f"image topic {topics.IMAGE_TOPIC} is not in the bag; read {COMPRESSED_TOPIC} "
+                             "(sensor_msgs/msg/CompressedImage)")
+    assert s["camera"]["image_kind"] == "image_raw"  # .../image_raw/compressed is raw
     assert s["multi_view"]["single_view_frames"] == 1
     assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert f"`{COMPRESSED_TOPIC}` (sensor_msgs/msg/CompressedImage)" in (tmp_path / "out" / "report.md").read_text()
@@ -293,7 +386,7 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     assert output[topics.output_topic("depth")] == "sensor_msgs/msg/Image"
     # named explicitly: no note
     s = replay_bag(bag, tmp_path / "out2", WallStub(2.0), quiet(image_topic=COMPRESSED_TOPIC, limit=2))
-    assert s["counts"]["processed"] == 2 and s["notes"] == []
+    assert s["counts"]["processed"] == 2 and not any(n.startswith("image topic") for n in s["notes"])
 
 
 def test_undecodable_compressed_frame_is_dropped_and_named(tmp_path):
@@ -338,9 +431,11 @@ def test_wrong_topic_types_and_missing_camera_info_are_named(wall_bag, tmp_path)
 def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
     """A replay that processes nothing fails (exit status 1) after writing its report, naming the reason."""
     with pytest.raises(BagError, match=r"no frame was processed: 4 image\(s\) on /camera/depth/image_rect, all "
-                                       r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour encoding"):
+                                       r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour or mono encoding"):
         replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["counts"]["processed"] == 0
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["counts"]["processed"] == 0 and summary["bad_input"] == {"encoding": 4}
+    assert sum("dropped (encoding)" in w for w in summary["warnings"]) == 1  # a repeating drop is warned once
 
     def late_info(topic, index, msg):  # camera_info stamped 1 s after its image: nothing synchronises
         if topic == topics.CAMERA_INFO_TOPIC:

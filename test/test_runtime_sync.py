@@ -83,3 +83,26 @@ def test_small_step_back_is_not_a_jump():
     sync.add(1, 1_000 * MS, "info1000")
     sync.add(1, 900 * MS, "info900")
     assert got == [("img1000", "info1000"), ("img900", "info900")] and sync.jumps_back == 0
+
+
+@pytest.mark.parametrize(("queue_size", "max_age_s", "paired"), [(2, None, 2), (10, None, 12), (None, 5.0, 12)],
+                         ids=["queue-2", "node-queue-10", "replay-unlimited"])
+def test_images_70ms_after_their_camera_info(queue_size, max_age_s, paired):
+    """images_late_70ms (issue 12): at 30 Hz each image comes 70 ms after its camera_info (same stamp). A queue
+    of 2 pairs only the first frames; the node's 10 and replay's stamp-bounded queue pair all 12."""
+    got = []
+    sync = ApproximateTimeSync(2, queue_size=queue_size, slop_s=0.02, callback=lambda *m: got.append(m),
+                               max_age_s=max_age_s)
+    stamps = [1_700_000_000 * 10**9 + round(i * 1e9 / 30) for i in range(12)]
+    arrivals = sorted([(s, 1, s) for s in stamps] + [(s + 70_000_000, 0, s) for s in stamps])
+    for _, index, stamp in arrivals:
+        sync.add(index, stamp, (index, stamp))
+    assert len(got) == paired and all(a[1] == b[1] for a, b in got)
+
+
+def test_max_age_bounds_unpaired_items():
+    """Replay keeps no count limit, but items stamped max_age_s before the newest one go (memory stays bounded)."""
+    sync = ApproximateTimeSync(2, queue_size=None, slop_s=0.001, max_age_s=1.0)
+    for i in range(50):
+        sync.add(0, i * 100_000_000, i)  # 5 s of images whose camera_info never comes
+    assert sorted(sync.queues[0]) == [i * 100_000_000 for i in range(39, 50)]

@@ -24,27 +24,47 @@ from typing import Any
 import cv2
 import numpy as np
 
-# encoding -> (numpy dtype of one channel, channels). REP 118: depth is 32FC1 metres or 16UC1 millimetres.
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+_BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
+
+# encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
+# REP 118: depth is 32FC1 metres or 16UC1 millimetres. yuv422 (UYVY) and yuv422_yuy2 (YUYV) pack two pixels in
+# 4 bytes: 2 uint8 channels per pixel, as image_encodings.hpp counts them.
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "8UC1": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
+    "rgb8": (_U8, 3), "bgr8": (_U8, 3), "rgba8": (_U8, 4), "bgra8": (_U8, 4), "mono8": (_U8, 1),
+    "rgb16": (_U16, 3), "bgr16": (_U16, 3), "rgba16": (_U16, 4), "bgra16": (_U16, 4), "mono16": (_U16, 1),
+    "yuv422": (_U8, 2), "yuv422_yuy2": (_U8, 2),
+    **{f"{bayer}8": (_U8, 1) for bayer in _BAYER}, **{f"{bayer}16": (_U16, 1) for bayer in _BAYER},
+    "8UC1": (_U8, 1),
+    "16UC1": (_U16, 1),
     "32FC1": (np.dtype(np.float32), 1),
     "32FC3": (np.dtype(np.float32), 3),
 }
-COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+# Colour and mono encoding -> the one cv2 conversion to RGB (None: already RGB), as cv_bridge converts them to
+# rgb8 (ros-perception/vision_opencv cv_bridge/src/cv_bridge.cpp, getConversionCodes): one code per family,
+# 16-bit data then scaled by 255/65535. OpenCV names Bayer patterns by the second row, hence RGGB -> BayerBG.
+# Generic encodings (8UC3, 16UC1, ...) carry no colour meaning and are refused, as cv_bridge refuses them.
+COLOUR_ENCODINGS: dict[str, int | None] = {
+    **{f"rgb{bits}": None for bits in (8, 16)},
+    **{f"bgr{bits}": cv2.COLOR_BGR2RGB for bits in (8, 16)},
+    **{f"rgba{bits}": cv2.COLOR_RGBA2RGB for bits in (8, 16)},
+    **{f"bgra{bits}": cv2.COLOR_BGRA2RGB for bits in (8, 16)},
+    **{f"mono{bits}": cv2.COLOR_GRAY2RGB for bits in (8, 16)},
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    **{f"bayer_rggb{bits}": cv2.COLOR_BayerBG2RGB for bits in (8, 16)},
+    **{f"bayer_bggr{bits}": cv2.COLOR_BayerRG2RGB for bits in (8, 16)},
+    **{f"bayer_gbrg{bits}": cv2.COLOR_BayerGR2RGB for bits in (8, 16)},
+    **{f"bayer_grbg{bits}": cv2.COLOR_BayerGB2RGB for bits in (8, 16)},
+}
 
 # sensor_msgs/PointField datatype constants (identical in every ROS 2 distro).
 _POINT_FIELD_DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.int8), 2: np.dtype(np.uint8), 3: np.dtype(np.int16), 4: np.dtype(np.uint16),
     5: np.dtype(np.int32), 6: np.dtype(np.uint32), 7: np.dtype(np.float32), 8: np.dtype(np.float64),
 }
-_FLOAT32, _UINT16 = 7, 4
+_FLOAT32, _UINT32 = 7, 6
 
 
 def _unsupported(encoding: str) -> ValueError:
@@ -151,27 +171,36 @@ def image_to_array(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb8(msg: Any) -> np.ndarray:
-    """A colour or mono8 ``sensor_msgs/Image``, or a colour ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB
-    (the pipeline's input).
+    """A colour or mono ``sensor_msgs/Image`` (any of ``COLOUR_ENCODINGS``), or a colour
+    ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
 
-    Compressed images are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
+    Raw images convert as cv_bridge's ``toCvShare(msg, "rgb8")`` does: one cv2 colour conversion per family (UYVY,
+    YUYV, Bayer demosaicing, channel order, grey to RGB), then 16-bit values scaled by 255/65535. Compressed images
+    are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`).
 
     Raises:
-        ValueError: the encoding is not one of ``COLOUR_ENCODINGS``, or a compressed image's format names a
-            non-colour encoding or its data does not decode.
+        ValueError: the encoding is not one of ``COLOUR_ENCODINGS`` (the message lists them), the data is malformed
+            (e.g. an odd width for a YUV 4:2:2 image), or a compressed image's format names a non-colour encoding
+            or its data does not decode.
     """
     if is_compressed_image(msg):
         return _decode_compressed_rgb8(msg)
-    if msg.encoding not in COLOUR_ENCODINGS:
+    encoding = str(msg.encoding)
+    if encoding not in COLOUR_ENCODINGS:
         raise ValueError(
-            f"image encoding {msg.encoding!r} is not a colour encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
+            f"image encoding {encoding!r} is not a colour or mono encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
         )
     img = image_to_array(msg)
-    if msg.encoding == "mono8":
-        return np.repeat(img[:, :, None], 3, axis=2)
-    if msg.encoding.startswith("bgr"):
-        img = img[:, :, 2::-1]
-    return np.ascontiguousarray(img[:, :, :3])
+    code = COLOUR_ENCODINGS[encoding]
+    if code is not None:
+        try:
+            img = cv2.cvtColor(img, code)
+        except cv2.error as exc:
+            raise ValueError(f"a {msg.width}x{msg.height} {encoding!r} image does not convert to RGB: "
+                             f"{str(exc).strip().splitlines()[-1]}") from None
+    if img.dtype == np.uint16:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)  # cv_bridge's 16 -> 8 bit scaling, rounded
+    return img
 
 
 def make_image(types: Any, header: Any, array_: np.ndarray, encoding: str) -> Any:
@@ -297,7 +326,7 @@ def make_camera_info(types: Any, header: Any, K: np.ndarray, width: int, height:
 @dataclass
 class CloudArrays:
     """The contents of a PointCloud2 as arrays: ``points [N,3]`` float32 (NaN kept for organised clouds),
-    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint16 or None, ``hw`` = (height, width) of the cloud."""
+    ``rgb [N,3]`` uint8 or None, ``labels [N]`` uint32 or None, ``hw`` = (height, width) of the cloud."""
 
     points: np.ndarray
     rgb: np.ndarray | None
@@ -325,12 +354,16 @@ def make_point_cloud2(
     labels: np.ndarray | None = None,
     organised_hw: tuple[int, int] | None = None,
 ) -> Any:
-    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint16)].
+    """Arrays -> ``sensor_msgs/PointCloud2`` with fields x, y, z (float32), [rgb (float32-packed)], [label (uint32)].
+
+    The layout is PCL's ``PointXYZRGBL`` (``PointXYZL`` without rgb): PCL matches fields by name, datatype and
+    count, so ``label`` must be UINT32 for ``pcl::fromROSMsg`` to read it; every field is 4 bytes, 4-byte aligned
+    (point_step 20 with rgb and label). RViz colours by ``rgb`` (RGB8) or by any field (Intensity).
 
     Args:
         points: ``[N,3]``; NaN rows mark invalid points of an organised cloud.
         rgb: ``[N,3]`` uint8 colours, or None.
-        labels: ``[N]`` class ids (stored as uint16), or None.
+        labels: ``[N]`` class ids (stored as uint32), or None.
         organised_hw: (H, W) with H * W == N for an organised cloud; None for an unorganised one (height 1).
     """
     points = np.asarray(points, np.float32).reshape(-1, 3)
@@ -345,7 +378,7 @@ def make_point_cloud2(
     if rgb is not None:
         layout.append(("rgb", np.float32, _FLOAT32))
     if labels is not None:
-        layout.append(("label", np.uint16, _UINT16))
+        layout.append(("label", np.uint32, _UINT32))
     names, formats, field_types = (list(col) for col in zip(*layout))
     offsets = [4 * i for i in range(len(layout))]  # every field starts 4-byte aligned
     point_step = 4 * len(layout)
@@ -355,7 +388,7 @@ def make_point_cloud2(
     if rgb is not None:
         cloud["rgb"] = pack_rgb(np.asarray(rgb).reshape(n, 3))
     if labels is not None:
-        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint16)
+        cloud["label"] = np.asarray(labels).reshape(n).astype(np.uint32)
     field_cls = types["sensor_msgs/msg/PointField"]
     fields = [field_cls(name=nm, offset=off, datatype=dt, count=1) for nm, off, dt in zip(names, offsets, field_types)]
     cls = types["sensor_msgs/msg/PointCloud2"]
@@ -402,7 +435,7 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
     if rgb_name is not None:  # reinterpret the bits in the message's byte order, never convert the float value
         bits = np.ascontiguousarray(cloud[rgb_name]).view(np.dtype(np.uint32).newbyteorder(order))
         rgb = unpack_rgb(bits.astype(np.uint32))
-    labels = cloud["label"].astype(np.uint16) if "label" in names else None
+    labels = cloud["label"].astype(np.uint32) if "label" in names else None
     return CloudArrays(points=points, rgb=rgb, labels=labels, hw=(height, width))
 
 

@@ -1,7 +1,8 @@
 """Messages <-> runtime objects, written once for the node and for replay (STYLE §1.2: each conversion once).
 
 - :func:`frame_from_messages`: a synchronised ``sensor_msgs/Image`` + ``sensor_msgs/CameraInfo`` -> a
-  :class:`~mtl3d_perception.runtime.frames.Frame`, or :class:`BadInput` naming what is wrong;
+  :class:`~mtl3d_perception.runtime.frames.Frame` (colour converted, rectified where the input is raw, with the
+  intrinsics camera_info gives the image), or :class:`BadInput` naming what is wrong;
 - :func:`products_to_messages`: :class:`~mtl3d_perception.runtime.products.Products` -> one message per output
   of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``points_frame_id``).
 
@@ -15,8 +16,8 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from mtl3d_perception import topics
-from mtl3d_perception.geometry import check_intrinsics
 from mtl3d_perception.msgs import conversions
+from mtl3d_perception.msgs.camera_model import CameraModel, CameraModels
 from mtl3d_perception.runtime.frames import Frame
 
 if TYPE_CHECKING:
@@ -30,8 +31,9 @@ IMAGE_OUTPUTS = ("depth", "semantic", "semantic/color", "normals", "normals/colo
 class BadInput(ValueError):
     """An input message the runtime cannot use; ``kind`` names the diagnostics counter (``bad_input.<kind>``).
 
-    Kinds: ``encoding`` (not a colour image, or malformed data), ``intrinsics`` (unusable K), ``size_mismatch``
-    (camera_info size differs from the image's), ``frame_id`` (empty), ``image`` (e.g. smaller than 2x2).
+    Kinds: ``encoding`` (not a colour image, or malformed data), ``intrinsics`` (unusable camera_info: K, P, ROI or
+    an unknown distortion model), ``size_mismatch`` (the image size differs from the one camera_info gives, after
+    binning and ROI), ``image`` (e.g. smaller than 2x2).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -39,34 +41,58 @@ class BadInput(ValueError):
         self.kind = kind
 
 
-def frame_from_messages(image: Any, info: Any) -> Frame:
+# Header problems that leave a frame usable but unposed (it runs single-view, DESIGN §8): the pair reason each
+# gives, and the warning that says why.
+HEADER_PROBLEMS = {
+    "empty_frame_id": "the image header has an empty frame_id, so its pose cannot be looked up in TF; frames run "
+                      "single-view (set the camera driver's frame_id)",
+    "zero_stamp": "the image header stamp is zero, so its pose cannot be looked up in TF and frames cannot be "
+                  "ordered; frames run single-view (the camera driver does not stamp its images)",
+}
+
+
+def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
+                        cameras: CameraModels | None = None) -> Frame:
     """Image (or CompressedImage) + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB
-    and ``K`` from ``info.k``.
+    and the intrinsics camera_info gives that image (``camera_model``: binning, ROI, rectification).
 
     ``rgb`` may share memory with the message and be read-only (bag buffers); the pipeline copies it only where
-    it must (``PerceptionPipeline.preprocess``).
+    it must (``PerceptionPipeline.preprocess``). An empty frame_id or a zero stamp is no reason to drop the frame:
+    it gets ``header_problem`` (a key of ``HEADER_PROBLEMS``) and runs single-view.
+
+    Args:
+        image_kind: ``image_raw`` (rectified here when camera_info has distortion, R or a P other than K) or
+            ``image_rect`` (already rectified: P's intrinsics); see ``camera_model.resolve_image_kind``.
+        cameras: the cache of camera models and rectification maps (one per node or replay); None builds the model
+            for this call only.
 
     Raises:
         BadInput: the encoding is not one of ``conversions.COLOUR_ENCODINGS`` (or the data is malformed or does
-            not decode), K is
-            unusable, the camera_info size differs from the image size, the frame id is empty, or the image is
-            too small.
+            not decode), camera_info is unusable, its size (after binning and ROI) differs from the image's, or the
+            image is too small.
     """
     try:
         rgb = conversions.image_to_rgb8(image)
     except ValueError as exc:
         raise BadInput("encoding", str(exc)) from None
     try:
-        K = check_intrinsics(conversions.camera_info_to_K(info), name="camera_info K")
+        camera = cameras.get(info) if cameras is not None else CameraModel.from_camera_info(info)
     except ValueError as exc:
         raise BadInput("intrinsics", str(exc)) from None
     height, width = rgb.shape[:2]  # a CompressedImage has no width/height fields
-    if (info.width, info.height) != (0, 0) and (info.width, info.height) != (width, height):
-        raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height} differs from image size "
-                                        f"{width}x{height}")
-    if not image.header.frame_id:
-        raise BadInput("frame_id", "image header has an empty frame_id; cannot look up its pose")
-    frame = Frame(conversions.stamp_to_ns(image.header.stamp), image.header.frame_id, rgb, K)
+    known = camera.size != (0, 0)  # camera_info without width/height: nothing to check against
+    if known and camera.size != (width, height):
+        how = f" ({camera.window()})" if camera.window() else ""
+        raise BadInput("size_mismatch", f"camera_info size {info.width}x{info.height}{how} gives a "
+                                        f"{camera.size[0]}x{camera.size[1]} image; the image is {width}x{height}")
+    if image_kind == "image_raw" and camera.rectify_raw:
+        if not known:
+            raise BadInput("intrinsics", "camera_info has width and height 0 and distortion to remove; "
+                                         "the raw image cannot be rectified")
+        rgb = camera.rectify(rgb)
+    stamp_ns = conversions.stamp_to_ns(image.header.stamp)
+    problem = "empty_frame_id" if not image.header.frame_id else "zero_stamp" if stamp_ns == 0 else None
+    frame = Frame(stamp_ns, image.header.frame_id, rgb, camera.intrinsics(image_kind), header_problem=problem)
     try:
         frame.validate()
     except ValueError as exc:

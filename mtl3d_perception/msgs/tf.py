@@ -1,7 +1,8 @@
 """TF messages and the runtime, written once for the node and replay: poses in, transforms in.
 
 - :func:`pose_from_tf`: a frame's ``T_world_cam`` through the tf2_ros ``Buffer`` API (``lookup_transform``), the
-  real Buffer on a robot, the compat one (``ros.compat.tf2_ros``) in CI and in replay;
+  real Buffer on a robot, the compat one (``ros.compat.tf2_ros``) in CI and in replay; :func:`latest_stamp_ns`: the
+  newest time a chain can be looked up at;
 - :func:`ingest_tf`: a ``tf2_msgs/TFMessage`` into such a Buffer (``set_transform`` / ``set_transform_static``),
   what ``tf2_ros.TransformListener`` does with each message, so replay feeds its buffer the way the node's
   listener does.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl3d_perception.msgs.conversions import transform_to_matrix
+from mtl3d_perception.msgs.conversions import stamp_to_ns, transform_to_matrix
 from mtl3d_perception.runtime.frames import Frame
 
 AUTHORITY = "default_authority"  # what tf2_ros.TransformListener passes as the authority
@@ -40,6 +41,18 @@ def pose_from_tf(buffer: Any, world_frame: str, frame: Frame, *,
         return transform_to_matrix(ts.transform), None
     except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def latest_stamp_ns(buffer: Any, world_frame: str, frame_id: str, *,
+                    time_type: Callable[..., Any] | None = None) -> int | None:
+    """The newest time the chain ``world_frame <- frame_id`` can be looked up at (tf2's lookup at time 0), or
+    None when there is no such chain (unknown or unconnected frames)."""
+    time = 0 if time_type is None else time_type()
+    try:
+        ts = buffer.lookup_transform(world_frame, frame_id, time)
+    except Exception:  # tf2 exceptions: no chain
+        return None
+    return stamp_to_ns(ts.header.stamp)
 
 
 def ingest_tf(buffer: Any, msg: Any, *, static: bool, authority: str = AUTHORITY) -> int:

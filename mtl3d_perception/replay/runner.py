@@ -4,8 +4,9 @@
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
 become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into a tf2_ros ``Buffer`` (the
 compat one, fed by ``msgs.tf.ingest_tf`` as the node's TransformListener feeds its own), and the frames go to the
-runtime's ``FrameDriver`` with the ``in_order`` policy: each waits up to ``tf_timeout_s`` of bag time for its
-pose (``msgs.tf.pose_from_tf``, then single-view, as in the node), runs through ``PerceptionPipeline``, and its
+runtime's ``FrameDriver`` with the ``in_order`` policy: each waits for its pose (``msgs.tf.pose_from_tf``) as long
+as the bag can still deliver it (``runtime.pose_wait.RecordedPoseWait``, in bag time), runs through
+``PerceptionPipeline`` (single-view when it has no pose), and its
 products are written as the node's output messages (``msgs.messages.products_to_messages``) into the output bag
 (:mod:`mtl3d_perception.replay.output`). Ground truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
@@ -31,8 +32,14 @@ from mtl3d_perception.data.bag import (
     typestore,
 )
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
-from mtl3d_perception.msgs.tf import ingest_tf, pose_from_tf
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.messages import (
+    HEADER_PROBLEMS,
+    BadInput,
+    frame_from_messages,
+    products_to_messages,
+)
+from mtl3d_perception.msgs.tf import ingest_tf, latest_stamp_ns, pose_from_tf
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -51,6 +58,7 @@ from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PoseJob
+from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 
@@ -108,18 +116,27 @@ class _Replay:
         self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
 
         self.tf = Buffer(cache_time=max(10.0, 2 * o.pairing.max_pair_age_s), types=self.types)
-        self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair)
+        # no count limit: a recording pairs by stamp over its whole length (the horizon bounds memory)
+        self.sync = ApproximateTimeSync(2, None, o.sync_slop_s, callback=self._on_pair,
+                                        max_age_s=RECORDED_TF_HORIZON_S)
+        self.pose_wait = RecordedPoseWait(self._pose, self._latest, o.tf_timeout_s)
+        self.image_kind = resolve_image_kind(o.image_kind, o.image_topic)
+        self.cameras = CameraModels()
+        self.camera: dict[str, str] = {"image_kind": self.image_kind,
+                                       "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
         self.now_ns = 0
         self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
-        self.driver = FrameDriver(self.pipeline, self._pose, policy="in_order", stats=self.stats,
+        self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
                                   clock=lambda: self.now_ns, on_problem=self._on_problem)
         self.last_diag_ns: int | None = None
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
         self.counts = {"no_pose": 0}
+        self.bad_input: dict[str, int] = {}  # frames dropped as bad input, by BadInput kind
         self.warnings: list[str] = []
+        self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
 
     # ------------------------------------------------------------------------------------------ input
@@ -136,7 +153,10 @@ class _Replay:
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
-            refused = ingest_tf(self.tf, msg, static=topic == o.tf_static_topic)
+            static = topic == o.tf_static_topic
+            refused = ingest_tf(self.tf, msg, static=static)
+            if not static and msg.transforms:
+                self.pose_wait.tf_read(max(conversions.stamp_to_ns(t.header.stamp) for t in msg.transforms))
             if refused:
                 self._warn(f"{refused} transform(s) on {topic} at {t_ns * 1e-9:.3f} s ignored: not rigid or bad frame ids")
         elif topic == o.image_topic:
@@ -170,6 +190,9 @@ class _Replay:
             return None, None
         return pose_from_tf(self.tf, self.o.world_frame, frame)
 
+    def _latest(self, frame: Frame) -> int | None:
+        return latest_stamp_ns(self.tf, self.o.world_frame, frame.frame_id)
+
     def _drop(self, reason: str, message: str | None = None) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if message:
@@ -179,20 +202,46 @@ class _Replay:
         if len(self.warnings) < 50 and message not in self.warnings:
             self.warnings.append(message)
 
+    def _warn_once(self, key: str, message: str) -> None:
+        """A warning for a problem that repeats frame after frame: given once, for the first frame."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
     def _on_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
+        o = self.o
         if kind == "tf":
             self.counts["no_pose"] += 1
-        self._warn(f"{kind}: {message}")
+            self._warn_once("no_pose", (
+                f"{message.split('; single-view')[0]}; such frames run single-view. Replay waits for TF as long as "
+                f"the bag can deliver it: up to {RECORDED_TF_HORIZON_S:g} s of recording, or, with no TF path from "
+                f"{o.world_frame} to the camera, until the bag's TF is --tf-timeout ({o.tf_timeout_s:g} s) past the "
+                "frame. Check --world-frame and the bag's TF tree"))
+        elif kind == "header":
+            self._warn_once(message, message)
+        else:
+            self._warn(f"{kind}: {message}")
 
     def _on_pair(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for its pose."""
         self.stats.count("received")
         try:
-            frame = frame_from_messages(image, info)
+            frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras)
         except BadInput as exc:
             self.stats.count("dropped")
-            self._drop("bad_input", f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped: {exc}")
+            self._drop("bad_input")
+            self.bad_input[exc.kind] = self.bad_input.get(exc.kind, 0) + 1
+            # warned once per kind (a camera's every frame repeats it); the count is in dropped_reasons / bad_input
+            self._warn_once(f"bad_input.{exc.kind}", f"frame at {image.header.stamp.sec}."
+                                                     f"{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}")
             return
+        if "camera_info" not in self.camera:
+            self.camera["camera_info"] = self.cameras.get(info).describe(self.image_kind)
+            self.notes.append(f"camera_info: {self.camera['camera_info']} ({self.image_kind} "
+                              f"from {self.camera['image_kind_from']})")
+        if frame.header_problem:
+            self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
+            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         # a frame's TF wait starts when it is complete and no earlier than its own stamp (bag time)
         self.driver.add_frame(frame, max(self.now_ns, frame.stamp_ns))
 
@@ -231,7 +280,8 @@ class _Replay:
             return
         self.last_diag_ns = self.now_ns
         header = conversions.make_header(self.types, self.now_ns, "")
-        info = self.driver.info(model=self.model_description, source=f"replay of {self.bag.name}")
+        info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera.items()}, model=self.model_description,
+                                source=f"replay of {self.bag.name}")
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
@@ -255,6 +305,9 @@ class _Replay:
         unsynced = self.images - self.stats.counts.get("received", 0)
         if unsynced > 0 and not self.done:
             self.dropped["no_camera_info_match"] = unsynced
+            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
+                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; raise --sync-slop if the camera "
+                       "stamps them apart")
         o = self.o
         summary: dict[str, Any] = {
             "bag": str(self.bag),
@@ -266,12 +319,14 @@ class _Replay:
             "topics": {"image": o.image_topic, "camera_info": o.camera_info_topic, "tf": o.tf_topic,
                        "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic, "semantic_gt": o.semantic_gt_topic},
             "image_type": self.available[o.image_topic],
+            "camera": dict(self.camera),
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
+            "bad_input": dict(self.bad_input),
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,
             "warnings": self.warnings,

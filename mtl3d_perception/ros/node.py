@@ -1,8 +1,11 @@
 """The ``perception_node``: camera + TF in, depth / semantics / normals / boundaries / labelled cloud out.
 
-Subscribed: ``image_topic`` (sensor_msgs/Image; rgb8, bgr8, rgba8, bgra8, mono8; or with ``image_transport``
-``compressed`` a sensor_msgs/CompressedImage, jpeg/png, on ``image_topic + '/compressed'``) and ``camera_info_topic``,
-approximately synchronised, sensor-data QoS with latest-only queues; TF ``world_frame`` <- image frame.
+Subscribed: ``image_topic`` (sensor_msgs/Image in any colour or mono encoding cv_bridge converts to rgb8, see
+``conversions.COLOUR_ENCODINGS``; or with ``image_transport`` ``compressed`` a sensor_msgs/CompressedImage, jpeg/png,
+on ``image_topic + '/compressed'``) and ``camera_info_topic`` (binning, ROI, distortion and P applied as
+``camera_model`` says; raw images rectified per ``image_kind``), approximately synchronised (``sync_queue_size``
+per input, so driver latency between image and camera_info does not lose pairs), sensor-data QoS; TF
+``world_frame`` <- image frame.
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth`` (32FC1 m),
 ``~/depth/camera_info``, ``~/semantic`` (mono8), ``~/semantic/color`` (rgb8), ``~/normals`` (32FC3),
 ``~/normals/color`` (rgb8), ``~/boundary`` (mono8), ``~/points`` (PointCloud2 x, y, z, rgb, label) and
@@ -41,8 +44,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.msgs.messages import BadInput, frame_from_messages, products_to_messages
-from mtl3d_perception.msgs.tf import pose_from_tf
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.messages import (
+    HEADER_PROBLEMS,
+    BadInput,
+    frame_from_messages,
+    products_to_messages,
+)
+from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
@@ -51,6 +60,7 @@ from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PoseJob
+from mtl3d_perception.runtime.pose_wait import LivePoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 
 # name -> (default, description, read_only, range (lo, hi) or choices tuple or None), from RuntimeConfig
@@ -115,8 +125,8 @@ class PerceptionNode(Node):
             self.model_description = f"in-process {type(model).__name__}"
         self.pipeline = PerceptionPipeline(model, config.replace(device=self.device),
                                            logger=_LogAdapter(self.get_logger()))
-        self.driver = FrameDriver(self.pipeline, self.lookup_pose, policy="newest", stats=self.stats,
-                                  on_problem=self._log_problem)
+        self.driver = FrameDriver(self.pipeline, LivePoseWait(self.lookup_pose, config.tf_timeout_s), policy="newest",
+                                  stats=self.stats, on_problem=self._log_problem)
         self._update: RuntimeConfig | None = None  # new settings, applied by the worker between frames
         self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
@@ -135,6 +145,11 @@ class PerceptionNode(Node):
 
         self._stop = False
         self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
+        image_topic = config.image_topic + (topics.COMPRESSED_SUFFIX if config.image_transport == "compressed" else "")
+        self.image_kind = resolve_image_kind(config.image_kind, image_topic)
+        self.camera_info = {"image_kind": self.image_kind,
+                            "image_kind_from": "image topic name" if config.image_kind == "auto" else "parameter"}
+        self.cameras = CameraModels()
 
         if config.image_transport == "compressed":
             image_type, image_topic = CompressedImage, config.image_topic + topics.COMPRESSED_SUFFIX
@@ -148,6 +163,8 @@ class PerceptionNode(Node):
         self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
                                                                 config.sync_queue_size, config.sync_slop_s)
         self.sync.registerCallback(self.on_frame)
+        self.sync_queue_size, self.sync_slop_s = config.sync_queue_size, config.sync_slop_s
+        self._unpaired_reported = 0
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
         self._worker.start()
@@ -211,21 +228,24 @@ class PerceptionNode(Node):
 
     def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
         """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
-        try:
-            latest = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame_id, Time())
-        except Exception:  # no chain (or a bad frame id): nothing of it could be paired anyway
-            return True
-        return conversions.stamp_to_ns(latest.header.stamp) > stamp_ns
+        latest = latest_stamp_ns(self.tf_buffer, self.pipeline.world_frame, frame_id, time_type=Time)
+        return latest is None or latest > stamp_ns  # no chain (or a bad frame id): clearing costs nothing
 
     def on_frame(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for TF (executor thread; no inference here)."""
         self.stats.count("received")
         try:
-            frame = frame_from_messages(image, info)
+            frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras)
         except BadInput as exc:
             self.driver.problem(exc.kind, str(exc))
             return
-        if self.driver.add_frame(frame):
+        if "camera_info" not in self.camera_info:
+            self.camera_info["camera_info"] = self.cameras.get(info).describe(self.image_kind)
+            self.get_logger().info(f"camera_info: {self.camera_info['camera_info']} "
+                                   f"({self.image_kind} from the {self.camera_info['image_kind_from']})")
+        if frame.header_problem:
+            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+        if self.driver.add_frame(frame) and not frame.header_problem:
             self._wait_for_tf(frame)
 
     def _wait_for_tf(self, frame: Frame) -> None:
@@ -301,9 +321,22 @@ class PerceptionNode(Node):
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
+    def _check_pairing(self) -> None:
+        """Images that never found their camera_info (message_filters drops them without a word): say so, with the
+        parameters that change it. Up to a queue's worth per input may still pair, so only more than that counts."""
+        unpaired = self.stats.counts["images"] - self.stats.counts["received"] - self.sync_queue_size
+        if unpaired > self._unpaired_reported:
+            self._unpaired_reported = unpaired
+            self.driver.problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
+                                        f"({self.sync_slop_s:g} s) among the last sync_queue_size "
+                                        f"({self.sync_queue_size}) messages; raise sync_queue_size if camera_info "
+                                        "arrives late, or sync_slop_s if the stamps differ", counter="sync_warnings")
+
     def publish_diagnostics(self) -> None:
+        self._check_pairing()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
-        info = self.driver.info(model=self.model_description, compat_fallbacks=",".join(FALLBACKS) or "none")
+        info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
+                                model=self.model_description, compat_fallbacks=",".join(FALLBACKS) or "none")
         self.diag_pub.publish(diagnostics.make_diagnostic_array(
             self.types, header, self.stats.snapshot(), name=f"{self.get_name()}: pipeline",
             hardware_id=self.device, info=info))

@@ -14,6 +14,7 @@ from mtl3d_perception.runtime.history import FrameHistory, PairingConfig, ViewPa
 from mtl3d_perception.runtime.loading import default_model_path, load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob
+from mtl3d_perception.runtime.pose_wait import LivePoseWait, PoseCheck, RecordedPoseWait
 from mtl3d_perception.runtime.products import STAGES, Products
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
@@ -36,12 +37,15 @@ __all__ = [
     "FrameDriver",
     "FrameHistory",
     "InvalidArgumentException",
+    "LivePoseWait",
     "LookupException",
     "PairingConfig",
     "PerceptionPipeline",
+    "PoseCheck",
     "PoseJob",
     "PosedFrameQueue",
     "Products",
+    "RecordedPoseWait",
     "RuntimeConfig",
     "RuntimeStats",
     "TimeJumpDetector",

@@ -27,6 +27,7 @@ OUTPUT_RESOLUTIONS = ("network", "camera")
 CLOUD_FRAMES = ("camera", "world")
 PRECISIONS = ("fp32", "fp16", "bf16")
 IMAGE_TRANSPORTS = ("raw", "compressed")
+IMAGE_KINDS = ("auto", "image_raw", "image_rect")  # how camera_info applies (msgs.camera_model)
 BOTH, NODE = ("node", "replay"), ("node",)
 
 
@@ -61,15 +62,23 @@ class RuntimeConfig:
     image_transport: str = setting("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
                                           "sensor_msgs/CompressedImage (jpeg/png) on image_topic + '/compressed'",
                                    read_only=True, constraint=IMAGE_TRANSPORTS, scope=NODE)
+    image_kind: str = setting("auto", "image_raw: rectify with camera_info D/R/P; image_rect: already rectified, "
+                                      "use P; auto: image_rect when the image topic's name contains 'rect'",
+                              read_only=True, constraint=IMAGE_KINDS)
     camera_info_topic: str = setting(topics.CAMERA_INFO_TOPIC, "input sensor_msgs/CameraInfo", read_only=True)
     sync_slop_s: float = setting(0.02, "largest image / camera_info stamp difference paired", read_only=True,
                                  constraint=(0.0, 1.0))
-    sync_queue_size: int = setting(2, "image / camera_info messages kept per input for pairing", read_only=True,
-                                   constraint=(1, 1000))
+    # message_filters' examples use 10; a queue of 2 loses every pair once images lag camera_info by 2 periods.
+    # Replay has no such queue: it pairs by stamp over the recording (replay.runner).
+    sync_queue_size: int = setting(10, "image / camera_info messages kept per input for pairing", read_only=True,
+                                   constraint=(1, 1000), scope=NODE)
     precision: str = setting("fp32", "inference precision (fp16 needs CUDA)", constraint=PRECISIONS)
     world_frame: str = setting(topics.WORLD_FRAME, "fixed frame the camera poses are looked up in")
-    tf_timeout_s: float = setting(0.1, "wait this long for TF of a frame, then process it single-view",
-                                  constraint=(0.0, 10.0))
+    # visual(-inertial) odometry publishes a frame's pose 0.05-0.2 s after the image; rtabmap waits 0.2 s
+    # (wait_for_transform), we leave margin above that. Replay waits in bag time (runtime.pose_wait).
+    tf_timeout_s: float = setting(0.3, "wait this long for TF of a frame, then process it single-view (replay: "
+                                       "how far past a frame the bag's TF must be before a frame with no TF path "
+                                       "gives up)", constraint=(0.0, 10.0))
     publish_depth: bool = setting(True, "publish ~/depth and ~/depth/camera_info", scope=NODE)
     publish_semantic: bool = setting(True, "publish ~/semantic and ~/semantic/color", scope=NODE)
     publish_normals: bool = setting(True, "publish ~/normals and ~/normals/color", scope=NODE)

@@ -24,7 +24,8 @@ from typing import Any
 
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
-from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob, PoseLookup
+from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob, PoseWait
+from mtl3d_perception.runtime.pose_wait import LivePoseWait
 from mtl3d_perception.runtime.products import Products
 from mtl3d_perception.runtime.stats import RuntimeStats
 
@@ -37,22 +38,22 @@ class FrameDriver:
 
     Args:
         pipeline: the perception pipeline (its config supplies ``tf_timeout_s`` and ``world_frame``).
-        lookup: a frame's pose, or why there is none (never waits).
+        wait: when a frame stops waiting for its pose (``runtime.pose_wait``: ``LivePoseWait`` in the node,
+            ``RecordedPoseWait`` in replay).
         policy: ``newest`` (node) or ``in_order`` (replay), see :mod:`~mtl3d_perception.runtime.pose_queue`.
         stats: where counters, problems and latencies go.
         clock: the driver's time in integer nanoseconds (monotonic in the node, bag time in replay).
         on_problem: called after ``stats`` records a problem (logging, report).
     """
 
-    def __init__(self, pipeline: PerceptionPipeline, lookup: PoseLookup, *, policy: str, stats: RuntimeStats,
+    def __init__(self, pipeline: PerceptionPipeline, wait: PoseWait, *, policy: str, stats: RuntimeStats,
                  clock: Callable[[], int] = time.monotonic_ns, on_problem: ProblemHook | None = None,
                  max_pending: int = MAX_PENDING) -> None:
         self.pipeline = pipeline
         self.stats = stats
         self.clock = clock
         self.on_problem = on_problem
-        self.queue = PosedFrameQueue(lookup, policy=policy, timeout_s=pipeline.config.tf_timeout_s,
-                                     max_pending=max_pending)
+        self.queue = PosedFrameQueue(wait, policy=policy, max_pending=max_pending)
         self.jump = TimeJumpDetector()
         self.cond = threading.Condition()
         self._last_stamp_ns: int | None = None
@@ -153,8 +154,8 @@ class FrameDriver:
         frame = job.frame
         if job.tf_error is not None:
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
-                               f"after {self.config.tf_timeout_s:.2f} s ({job.tf_error}); single-view",
-                         counter="tf_failures")
+                               f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; single-view. "
+                               "Raise tf_timeout_s if odometry publishes later", counter="tf_failures")
         try:
             products = self.pipeline.process(frame.with_pose(job.T_world_cam))
         except ValueError as exc:
@@ -173,7 +174,8 @@ class FrameDriver:
         """New settings between frames: the pipeline's options and the TF wait."""
         self.pipeline.set_config(config)
         with self.cond:
-            self.queue.timeout_s = config.tf_timeout_s
+            if isinstance(self.queue.wait, LivePoseWait):
+                self.queue.wait.timeout_s = config.tf_timeout_s
 
     def info(self, **extra: str) -> dict[str, str]:
         """The static part of the diagnostics status: device, precision, input size, plus ``extra`` (model, ...)."""

@@ -44,7 +44,7 @@ class ViewPair:
 
     ``T_src_ref`` is ``inv(T_world_src) @ T_world_ref`` (identity in single-view mode); ``reason`` says why
     this source was chosen (``baseline``, ``newest``) or why there is none (``no_pose``, ``no_history``,
-    ``too_old``, ``pose_jump``).
+    ``too_old``, ``pose_jump``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``).
     """
 
     ref: Frame
@@ -106,7 +106,7 @@ class FrameHistory:
     def select(self, ref: Frame) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet)."""
         if ref.T_world_cam is None:
-            return ViewPair(ref, None, reason="no_pose")
+            return ViewPair(ref, None, reason=ref.header_problem or "no_pose")
         cfg = self.config
         newest: tuple[Frame, np.ndarray] | None = None
         reason = "no_history"

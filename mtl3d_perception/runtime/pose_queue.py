@@ -1,31 +1,40 @@
-"""Frames waiting for their pose: which one runs next, posed or (after ``tf_timeout_s``) single-view.
+"""Frames waiting for their pose: which one runs next, posed or single-view.
 
 One queue, two policies (issue 14):
 
 - ``newest`` (the node, live): the newest waiting frame whose pose is there runs, and every older one is dropped
-  (a robot wants the latest answer); when none has its pose, the newest frame whose wait ran out runs
+  (a robot wants the latest answer); when none has its pose, the newest frame that stopped waiting runs
   single-view;
-- ``in_order`` (replay, a recording): frames run in arrival order, each once its pose is there or its wait ran
-  out, so every synchronised frame is processed and runs are deterministic.
+- ``in_order`` (replay, a recording): frames run in arrival order, each once it stops waiting, so every
+  synchronised frame is processed and runs are deterministic.
 
-Time is the driver's: monotonic nanoseconds in the node, bag time in replay. A frame's wait runs from its
-``arrived_ns``; it has run out when ``now_ns - arrived_ns >= timeout_ns``. The pose itself comes from a
-``lookup(frame) -> (T_world_cam, None) | (None, why not)`` callable (``msgs.tf.pose_from_tf`` over a tf2_ros
-Buffer), so the queue needs no ROS. It has no lock: its owner (``runtime.driver.FrameDriver``) holds one.
+When a frame stops waiting is the wait rule's (``runtime.pose_wait``: :class:`LivePoseWait` in the node,
+:class:`RecordedPoseWait` in replay); a frame whose header allows no lookup (``Frame.header_problem``) stops at
+once, without a pose and without a TF error (its problem is reported where the frame is made). Time is the
+driver's: monotonic nanoseconds in the node, bag time in replay. The queue has no lock: its owner
+(``runtime.driver.FrameDriver``) holds one.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.pose_wait import PoseCheck
 
 POLICIES = ("newest", "in_order")
-PoseLookup = Callable[[Frame], "tuple[np.ndarray | None, str | None]"]
+
+
+class PoseWait(Protocol):
+    """A rule for when a frame stops waiting (``runtime.pose_wait``)."""
+
+    def check(self, frame: Frame, now_ns: int, *, arrived_ns: int, end: bool = False) -> PoseCheck: ...
+
+    def deadline_ns(self, arrived_ns: int) -> int | None: ...
 
 
 @dataclass
@@ -44,33 +53,21 @@ class PosedFrameQueue:
     """Frames waiting for TF, under one of ``POLICIES``.
 
     Args:
-        lookup: the pose of a frame, or why there is none (never waits).
+        wait: when a frame stops waiting (never blocks).
         policy: ``newest`` or ``in_order``.
-        timeout_s: how long a frame waits for its pose before it runs single-view.
         max_pending: frames kept at most; pushing more drops the oldest (counted in :attr:`overflow`).
     """
 
-    def __init__(self, lookup: PoseLookup, *, policy: str, timeout_s: float, max_pending: int = 30) -> None:
+    def __init__(self, wait: PoseWait, *, policy: str, max_pending: int = 30) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
-        self.lookup = lookup
+        self.wait = wait
         self.policy = policy
-        self.timeout_s = timeout_s
         self.max_pending = max_pending
         self._items: deque[tuple[Frame, int]] = deque()
         self.overflow = 0
-
-    @property
-    def timeout_s(self) -> float:
-        return self.timeout_ns * 1e-9
-
-    @timeout_s.setter
-    def timeout_s(self, value: float) -> None:
-        if not value >= 0:
-            raise ValueError(f"tf_timeout_s must be >= 0, got {value}")
-        self.timeout_ns = int(value * 1e9)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,8 +93,13 @@ class PosedFrameQueue:
 
     def deadline_ns(self) -> int | None:
         """When the oldest waiting frame's wait runs out (the next moment :meth:`take` may change its answer
-        without new data), or None when nothing waits."""
-        return self._items[0][1] + self.timeout_ns if self._items else None
+        without new data), or None when nothing waits or the rule has no deadline."""
+        return self.wait.deadline_ns(self._items[0][1]) if self._items else None
+
+    def _check(self, frame: Frame, arrived_ns: int, now_ns: int, end: bool) -> PoseCheck:
+        if frame.header_problem is not None:
+            return PoseCheck(True)
+        return self.wait.check(frame, now_ns, arrived_ns=arrived_ns, end=end)
 
     def take(self, now_ns: int, *, end: bool = False) -> PoseJob | None:
         """The next frame to run at ``now_ns`` under the policy, removed from the queue; None: keep waiting.
@@ -108,20 +110,20 @@ class PosedFrameQueue:
             return None
         if self.policy == "in_order":
             frame, arrived = self._items[0]
-            pose, error = self.lookup(frame)
-            if error is not None and not (end or now_ns - arrived >= self.timeout_ns):
+            check = self._check(frame, arrived, now_ns, end)
+            if not check.ready:
                 return None
             self._items.popleft()
-            return PoseJob(frame, pose, error, arrived)
+            return PoseJob(frame, check.pose, check.error, arrived)
         chosen, timed_out = None, None
         for i in range(len(self._items) - 1, -1, -1):  # newest first
             frame, arrived = self._items[i]
-            pose, error = self.lookup(frame)
-            if error is None:
-                chosen = (i, PoseJob(frame, pose, None, arrived))
+            check = self._check(frame, arrived, now_ns, end)
+            if check.ready and check.error is None and check.pose is not None:
+                chosen = (i, PoseJob(frame, check.pose, None, arrived))
                 break
-            if timed_out is None and (end or now_ns - arrived >= self.timeout_ns):
-                timed_out = (i, PoseJob(frame, None, error, arrived))  # newest timed-out, unless a newer has TF
+            if timed_out is None and check.ready:
+                timed_out = (i, PoseJob(frame, check.pose, check.error, arrived))  # unless an older one has its pose
         chosen = chosen or timed_out
         if chosen is None:
             return None

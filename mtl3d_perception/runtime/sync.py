@@ -8,8 +8,8 @@ each within ``slop`` of the new one) whose spread is below ``slop``, preferring 
 items are removed.
 
 One difference, on purpose: an item older than the newest one added by more than ``jump_back_s``
-(``frames.TimeJumpDetector``) means time jumped back (a looping bag, a restarted simulation) and clears every queue first. message_filters keeps the
-old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
+(``frames.TimeJumpDetector``) means time jumped back (a looping bag, a restarted simulation) and clears every
+queue first. message_filters keeps the old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
 arrival and the synchroniser would never fire again.
 """
 
@@ -28,20 +28,25 @@ class ApproximateTimeSync:
 
     Args:
         num_inputs: number of input streams (>= 1).
-        queue_size: items kept per input; 1 gives latest-only behaviour.
+        queue_size: items kept per input; 1 gives latest-only behaviour; None: no count limit (replay, which
+            pairs by stamp over the whole recording; ``max_age_s`` then bounds memory).
         slop_s: largest allowed stamp spread in a group, seconds.
         callback: called as ``callback(*items)`` in input order, from the thread that added the last item.
         jump_back_s: an item this much older than the newest one clears all queues (time jumped back);
             None keeps message_filters' behaviour.
+        max_age_s: items stamped this much before the newest item seen are dropped unpaired; None: no age limit.
 
     ``queues`` (one ``{stamp_ns: item}`` per input) and ``lock`` carry message_filters' attribute names.
     """
 
-    def __init__(self, num_inputs: int, queue_size: int, slop_s: float,
-                 callback: Callable[..., Any] | None = None, *, jump_back_s: float | None = JUMP_BACK_S) -> None:
-        if num_inputs < 1 or queue_size < 1 or not slop_s >= 0:
-            raise ValueError(f"need num_inputs >= 1, queue_size >= 1, slop_s >= 0; got {num_inputs}, {queue_size}, {slop_s}")
+    def __init__(self, num_inputs: int, queue_size: int | None, slop_s: float,
+                 callback: Callable[..., Any] | None = None, *, jump_back_s: float | None = JUMP_BACK_S,
+                 max_age_s: float | None = None) -> None:
+        if num_inputs < 1 or (queue_size is not None and queue_size < 1) or not slop_s >= 0:
+            raise ValueError(f"need num_inputs >= 1, queue_size >= 1 or None, slop_s >= 0; "
+                             f"got {num_inputs}, {queue_size}, {slop_s}")
         self.queue_size = queue_size
+        self.max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
         self.slop_ns = int(slop_s * 1e9)
         self.jump = None if jump_back_s is None else TimeJumpDetector(jump_back_s)
         self.queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
@@ -74,8 +79,13 @@ class ApproximateTimeSync:
                     q.clear()
             queue = self.queues[index]
             queue[stamp_ns] = item
-            while len(queue) > self.queue_size:
+            while self.queue_size is not None and len(queue) > self.queue_size:
                 del queue[min(queue)]
+            if self.max_age_ns is not None:
+                oldest = max(s for q in self.queues for s in q) - self.max_age_ns
+                for q in self.queues:
+                    for s in [s for s in q if s < oldest]:
+                        del q[s]
             candidates = []
             for i, other in enumerate(self.queues):
                 if i == index:

@@ -1,0 +1,210 @@
+"""sensor_msgs/CameraInfo as its definition reads: which K applies to an image, and rectification of raw images.
+
+Follows image_geometry's ``PinholeCameraModel`` (ros-perception/vision_opencv ``image_geometry``):
+
+- ``width``/``height``/``K``/``P`` describe the full-resolution sensor; ``roi`` (x_offset, y_offset, width,
+  height; all zero = the full image) is the window of the sensor the image shows, in full-resolution pixels, and
+  ``binning_x``/``binning_y`` (0 or 1 = none) the factors the image is binned by. The image is therefore
+  ``roi / binning`` pixels and its intrinsics are K (or P) cropped by the ROI offset and scaled by the binning.
+  Scaling keeps pixel centres (DESIGN §4: cx -> (cx + 0.5) / b - 0.5); image_geometry divides cx by b, which
+  differs by (b - 1) / 2b pixels (0.25 px for 2x2 binning);
+- a raw image (``image_raw``) with distortion ``D`` (``plumb_bob``, ``rational_polynomial``: cv2's pinhole
+  model; ``equidistant``: cv2.fisheye), rectification ``R`` or a projection ``P`` other than K is rectified to
+  P's intrinsics with cv2 remap tables built once per camera_info (image_proc's ``rectify``: bilinear, black
+  outside the raw image). The rectified image of an ROI is that window of the full rectified image, as
+  image_geometry's ``rectifyImage`` cuts it (``do_rectify``, which asks consumers for a separate rectified ROI,
+  does not change it);
+- an already rectified image (``image_rect``) uses P's intrinsics; D and R no longer apply to it;
+- a P that is all zero (drivers that fill only K) means P = [K | 0].
+
+Which of the two an input topic carries is the ``image_kind`` option: ``auto`` follows the topic name as
+image_pipeline names topics (``image_rect``, ``image_rect_color``, ... are rectified; anything else is raw).
+
+Why our own code: image_geometry is not installable from PyPI; this is its camera model on top of cv2.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mtl3d_perception.geometry import check_intrinsics, crop_intrinsics, scale_intrinsics
+from mtl3d_perception.runtime.config import IMAGE_KINDS  # the image_kind setting's choices
+
+# sensor_msgs/distortion_models.hpp
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+
+
+def resolve_image_kind(image_kind: str, image_topic: str) -> str:
+    """``image_raw`` or ``image_rect`` for an input topic: ``auto`` follows its name as image_pipeline names
+    topics (the last name, before ``/compressed``, containing ``rect`` means rectified).
+
+    Raises:
+        ValueError: ``image_kind`` not one of ``IMAGE_KINDS``.
+    """
+    if image_kind not in IMAGE_KINDS:
+        raise ValueError(f"image_kind must be one of {', '.join(IMAGE_KINDS)}, got {image_kind!r}")
+    if image_kind != "auto":
+        return image_kind
+    names = [n for n in image_topic.split("/") if n and n != "compressed"]
+    return "image_rect" if names and "rect" in names[-1] else "image_raw"
+
+
+@dataclass
+class CameraModel:
+    """One camera_info applied to the image it describes (binned, ROI), with the rectification it needs.
+
+    Attributes:
+        size: ``(W, H)`` of the image: the ROI (or full size) divided by the binning.
+        K: ``[3,3]`` intrinsics of the raw image at ``size``.
+        P: ``[3,3]`` intrinsics of the rectified image at ``size`` (P's left 3x3; K when P is all zero).
+        D: distortion coefficients (empty: none); ``distortion_model`` names their model.
+        R: ``[3,3]`` rectification rotation.
+        binning: ``(binning_x, binning_y)``, 1 = none; ``roi``: ``(x, y, w, h)`` in full-resolution pixels.
+        rectify_raw: whether a raw image needs remapping (D non-zero, R not identity or P not K).
+    """
+
+    size: tuple[int, int]
+    K: np.ndarray
+    P: np.ndarray
+    D: np.ndarray
+    R: np.ndarray
+    distortion_model: str
+    binning: tuple[int, int]
+    roi: tuple[int, int, int, int]
+    rectify_raw: bool
+    _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_camera_info(cls, msg: Any) -> CameraModel:
+        """Read a ``sensor_msgs/CameraInfo`` (rclpy or rosbags flavour).
+
+        Raises:
+            ValueError: K or P unusable, an ROI outside the sensor, or a distortion model other than
+                ``DISTORTION_MODELS`` with non-zero coefficients (the message lists the supported ones).
+        """
+        K_full = check_intrinsics(_matrix(msg.k, 3, 3, "k"), name="camera_info K")
+        P_full = _matrix(msg.p, 3, 4, "p")[:, :3]
+        if not P_full.any():
+            P_full = K_full
+        P_full = check_intrinsics(P_full, name="camera_info P")
+        R = _matrix(msg.r, 3, 3, "r") if np.asarray(msg.r).any() else np.eye(3)
+        D = np.asarray(msg.d, np.float64).ravel()
+        model = str(msg.distortion_model)
+        if D.any() and model not in DISTORTION_MODELS:
+            raise ValueError(f"camera_info distortion_model {model!r} with D = {D.tolist()} is not supported; "
+                             f"supported: {', '.join(DISTORTION_MODELS)}")
+        if not D.any():
+            D = np.zeros(0)
+        elif model == "equidistant" and D.size <= 4:
+            D = np.pad(D, (0, 4 - D.size))  # k1..k4, as cv2.fisheye takes them
+        elif model != "equidistant" and D.size in (4, 5, 8, 12, 14):
+            pass  # cv2's pinhole model: k1 k2 p1 p2 [k3 [k4 k5 k6 [s1..s4 [tx ty]]]]
+        else:
+            raise ValueError(f"camera_info has {D.size} {model} distortion coefficients; expected "
+                             f"{'at most 4' if model == 'equidistant' else '4, 5, 8, 12 or 14'}")
+        width, height = int(msg.width), int(msg.height)
+        bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
+        roi = msg.roi
+        x0, y0, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+        if (x0, y0, rw, rh) == (0, 0, 0, 0):
+            rw, rh = width, height  # an all-zero ROI is the full image
+        if width and height and (x0 + rw > width or y0 + rh > height):
+            raise ValueError(f"camera_info roi (x {x0}, y {y0}, {rw}x{rh}) is outside the {width}x{height} sensor")
+
+        def for_image(M: np.ndarray) -> np.ndarray:  # full-resolution intrinsics -> the binned ROI image's
+            return scale_intrinsics(crop_intrinsics(M, x0, y0), 1.0 / bx, 1.0 / by)
+
+        K, P = for_image(K_full), for_image(P_full)
+        rectify = bool(D.size) or not np.allclose(R, np.eye(3)) or not np.allclose(P, K)
+        return cls(size=(rw // bx, rh // by), K=K, P=P, D=D, R=R, distortion_model=model, binning=(bx, by),
+                   roi=(x0, y0, rw, rh), rectify_raw=rectify)
+
+    def intrinsics(self, image_kind: str) -> np.ndarray:
+        """K of the image the pipeline sees: P for ``image_rect`` and for rectified raw images, else K."""
+        return self.P if image_kind == "image_rect" or self.rectify_raw else self.K
+
+    def window(self) -> str:
+        """Binning and ROI in words ('' when the image is the full sensor)."""
+        parts = []
+        if self.binning != (1, 1):
+            parts.append(f"binning {self.binning[0]}x{self.binning[1]}")
+        if self.roi[:2] != (0, 0):
+            parts.append(f"roi offset ({self.roi[0]}, {self.roi[1]})")
+        return "; ".join(parts)
+
+    def describe(self, image_kind: str) -> str:
+        """One line for logs, diagnostics and reports: what is applied to the images."""
+        parts = [self.window()] if self.window() else []
+        if image_kind == "image_rect":
+            parts.append("image_rect: intrinsics from P")
+        elif self.rectify_raw:
+            what = f"{self.distortion_model} D" if self.D.size else "R/P"
+            parts.append(f"image_raw: rectified ({what}) with cv2 maps to P's intrinsics")
+        else:
+            parts.append("image_raw: no distortion, intrinsics from K")
+        return "; ".join(parts)
+
+    def rectification_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(map_x, map_y)`` ``[H,W]`` float32: the raw pixel each rectified pixel samples (built once)."""
+        if self._maps is None:
+            if self.distortion_model == "equidistant":
+                D = self.D if self.D.size else np.zeros(4)
+                self._maps = cv2.fisheye.initUndistortRectifyMap(self.K, D, self.R, self.P, self.size, cv2.CV_32FC1)
+            else:
+                self._maps = cv2.initUndistortRectifyMap(self.K, self.D if self.D.size else None, self.R, self.P,
+                                                         self.size, cv2.CV_32FC1)
+        return self._maps
+
+    def rectify(self, image: np.ndarray) -> np.ndarray:
+        """A raw image ``[H,W,...]`` at ``size`` -> the rectified image (bilinear, black outside the raw image)."""
+        map_x, map_y = self.rectification_maps()
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _matrix(values: Any, rows: int, cols: int, name: str) -> np.ndarray:
+    m = np.asarray(values, np.float64).ravel()
+    if m.size != rows * cols:
+        raise ValueError(f"CameraInfo.{name} has {m.size} values, expected {rows * cols}")
+    return m.reshape(rows, cols)
+
+
+def _key(msg: Any) -> tuple:
+    roi = msg.roi
+    return (int(msg.width), int(msg.height), str(msg.distortion_model), tuple(np.asarray(msg.d, float).ravel()),
+            tuple(np.asarray(msg.k, float).ravel()), tuple(np.asarray(msg.r, float).ravel()),
+            tuple(np.asarray(msg.p, float).ravel()), int(msg.binning_x), int(msg.binning_y),
+            int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+
+
+class CameraModels:
+    """Camera models (and their rectification maps) cached per distinct camera_info, newest ``size`` kept.
+
+    A camera publishes the same camera_info with every image, so maps are built once per camera (and again
+    only when the calibration or resolution changes). Thread-safe.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._cache: OrderedDict[tuple, CameraModel] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, msg: Any) -> CameraModel:
+        """The model of ``msg`` (raises ValueError as :meth:`CameraModel.from_camera_info`)."""
+        key = _key(msg)
+        with self._lock:
+            model = self._cache.get(key)
+            if model is not None:
+                self._cache.move_to_end(key)
+                return model
+        model = CameraModel.from_camera_info(msg)
+        with self._lock:
+            self._cache[key] = model
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return model
