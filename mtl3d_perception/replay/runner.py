@@ -13,7 +13,7 @@ products are written as the node's output messages (``msgs.messages.products_to_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from mtl3d_perception.msgs.messages import (
 )
 from mtl3d_perception.msgs.tf import ingest_tf, latest_stamp_ns, pose_from_tf
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
+from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
     QOS_DIAGNOSTICS,
@@ -52,7 +53,6 @@ from mtl3d_perception.replay.output import (
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat.tf2_ros import Buffer
-from mtl3d_perception.runtime.config import RuntimeConfig, setting
 from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.loading import resolve_device
@@ -61,26 +61,6 @@ from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
-
-REPLAY = ("replay",)
-
-
-@dataclass
-class ReplayOptions(RuntimeConfig):
-    """The runtime settings (:class:`RuntimeConfig`, the node's parameters) plus what only a replay has: TF and
-    ground-truth topics, the output node name, a frame limit, the single-view comparison, the montage."""
-
-    tf_topic: str = setting(topics.TF_TOPIC, "TF", scope=REPLAY)
-    tf_static_topic: str = setting(topics.TF_STATIC_TOPIC, "static TF", scope=REPLAY)
-    depth_gt_topic: str = setting(topics.GT_DEPTH_TOPIC, "ground-truth depth (32FC1 m), used when present", scope=REPLAY)
-    semantic_gt_topic: str = setting(topics.GT_SEMANTIC_TOPIC, "ground-truth labels (mono8), used when present",
-                                     scope=REPLAY)
-    node_name: str = setting(topics.NODE_NAME, "output topics are /NODE_NAME/...", scope=REPLAY)
-    limit: int | None = setting(None, "process at most N frames", scope=REPLAY)
-    compare_single_view: bool = setting(False, "also run every frame in single-view mode and report both side by "
-                                               "side", scope=REPLAY)
-    montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
-    progress: bool = setting(True, "show a progress bar", scope=REPLAY)
 
 
 class _Replay:

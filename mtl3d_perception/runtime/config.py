@@ -118,10 +118,6 @@ class RuntimeConfig:
         """A setting by its parameter name (pairing fields included)."""
         return getattr(self.pairing, name) if name in PAIRING_SETTINGS else getattr(self, name)
 
-    def as_parameters(self) -> dict[str, Any]:
-        """``{parameter name: value}`` (pairing flattened), in declaration order."""
-        return {name: self.get(name) for name in parameter_specs(type(self))}
-
     def replace(self, **changes: Any) -> RuntimeConfig:
         """A validated copy with some settings changed by parameter name (pairing fields included)."""
         pairing = {k: changes.pop(k) for k in list(changes) if k in PAIRING_SETTINGS}

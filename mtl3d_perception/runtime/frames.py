@@ -39,10 +39,6 @@ class TimeJumpDetector:
         self.newest_ns = stamp_ns if self.newest_ns is None else max(self.newest_ns, stamp_ns)
         return False
 
-    def is_jump(self, stamp_ns: int) -> bool:
-        """Whether ``stamp_ns`` would be a jump back, without noting it."""
-        return self.newest_ns is not None and int(stamp_ns) < self.newest_ns - self.jump_back_ns
-
     def reset(self) -> None:
         self.newest_ns = None
 
