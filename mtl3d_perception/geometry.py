@@ -123,8 +123,36 @@ def rotation_angle(R) -> float:
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
-def check_rigid(T, name: str = "pose", atol: float = 1e-4) -> np.ndarray:
-    """Return ``T`` as a float64 4x4 array, or raise ValueError saying how it is not a rigid transform."""
+NOT_A_ROTATION_TOL = 1e-2  # |R^T R - I| beyond this is not a rotation (refused), below it is projected
+ORTHONORMAL_EPS = 1e-9  # |R^T R - I| at or below this is a rotation already (kept bit for bit)
+# tf2's QUATERNION_NORMALIZATION_TOLERANCE (ros2/geometry2 tf2/src/buffer_core.cpp, setTransformImpl):
+# a transform whose quaternion has |x^2 + y^2 + z^2 + w^2 - 1| >= 10e-3 is ignored (TF_DENORMALIZED_QUATERNION).
+QUATERNION_NORM_TOL = 10e-3
+
+
+def project_to_so3(R) -> np.ndarray:
+    """The rotation nearest to ``R [3,3]`` in the Frobenius norm: ``U diag(1, 1, det(U V^T)) V^T`` from ``R = U S V^T``.
+
+    The orthogonal Procrustes solution (Horn, Hilden & Negahdaripour, JOSA A 1988); float64 numpy.
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(R, np.float64))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def to_rigid(T, name: str = "pose", atol: float = 1e-4) -> tuple[np.ndarray, bool]:
+    """``T`` as a float64 4x4 rigid transform, and whether its rotation had to be projected onto SO(3).
+
+    Real poses are often orthonormal only to ~1e-4 (KinectFusion / 7-Scenes files printed with 6 decimals,
+    float32 odometry): a rotation block with ``|R^T R - I| <= NOT_A_ROTATION_TOL`` and det > 0 is replaced by
+    the nearest rotation (:func:`project_to_so3`); one within ``ORTHONORMAL_EPS`` is returned unchanged. The
+    last row is set to exactly ``[0, 0, 0, 1]`` once it is within ``atol``. This is the one pose check of the
+    project: sequence folders, ``mtl3d bag``, runtime frames and the TF buffer all call it.
+
+    Raises:
+        ValueError: naming ``name`` and the problem: wrong shape, NaN or inf, a last row that is not
+            ``[0, 0, 0, 1]``, or a block that is not a rotation (``|R^T R - I| > NOT_A_ROTATION_TOL`` or det <= 0).
+    """
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4):
         msg = f"{name} has shape {T.shape}, expected (4, 4)"
@@ -136,11 +164,49 @@ def check_rigid(T, name: str = "pose", atol: float = 1e-4) -> np.ndarray:
         msg = f"{name} last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
         raise ValueError(msg)
     R = T[:3, :3]
-    err = np.abs(R.T @ R - np.eye(3)).max()
-    if err > atol or np.linalg.det(R) < 0:
-        msg = f"{name} rotation is not orthonormal with det +1 (|R^T R - I| = {err:.2e}, det = {np.linalg.det(R):.4f})"
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if err > NOT_A_ROTATION_TOL or det <= 0:
+        msg = (f"{name} rotation is not orthonormal with det +1 (|R^T R - I| = {err:.2e}, det = {det:.4f}); "
+               f"rotations within {NOT_A_ROTATION_TOL:g} are projected onto SO(3), this one is not a rotation")
         raise ValueError(msg)
-    return T
+    projected = err > ORTHONORMAL_EPS
+    if projected or np.any(T[3] != [0.0, 0.0, 0.0, 1.0]):
+        T = T.copy()
+        T[3] = (0.0, 0.0, 0.0, 1.0)
+        if projected:
+            T[:3, :3] = project_to_so3(R)
+    return T, projected
+
+
+def check_rigid(T, name: str = "pose", atol: float = 1e-4) -> np.ndarray:
+    """``T`` as a float64 4x4 rigid transform, a near-rotation projected onto SO(3) (:func:`to_rigid`).
+
+    Raises:
+        ValueError: as :func:`to_rigid`.
+    """
+    return to_rigid(T, name, atol)[0]
+
+
+def check_unit_quaternion(q_xyzw, name: str = "quaternion") -> np.ndarray:
+    """``q (x, y, z, w)`` as float64, refused as tf2 refuses a TransformStamped's rotation.
+
+    tf2 ignores a transform with NaN or with ``|x^2 + y^2 + z^2 + w^2 - 1| >= QUATERNION_NORM_TOL``
+    (``TF_DENORMALIZED_QUATERNION``); within that it keeps the quaternion, and so do we (normalised on use).
+
+    Raises:
+        ValueError: NaN / inf, or a squared norm too far from 1 (the message gives it and the tolerance).
+    """
+    q = np.asarray(q_xyzw, np.float64)
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        msg = f"{name} {q.tolist()} is not 4 finite numbers (x, y, z, w)"
+        raise ValueError(msg)
+    norm2 = float(q @ q)
+    if not abs(norm2 - 1.0) < QUATERNION_NORM_TOL:
+        msg = (f"{name} {q.tolist()} is not normalised: x^2 + y^2 + z^2 + w^2 = {norm2:.6g}, tf2 refuses "
+               f"|x^2 + y^2 + z^2 + w^2 - 1| >= {QUATERNION_NORM_TOL:g} (TF_DENORMALIZED_QUATERNION)")
+        raise ValueError(msg)
+    return q
 
 
 FLIP_X = np.diag([-1.0, 1.0, 1.0, 1.0])

@@ -17,11 +17,11 @@ from mtl3d_perception.data.bag import (
     bag_topics,
     ns_to_seconds,
     read_bag,
-    read_bag_sequence,
     seconds_to_ns,
     write_bag,
 )
 from mtl3d_perception.data.sequence import PosedSequence, write_sequence
+from mtl3d_perception.data.sources.bag import read_bag_sequence
 from mtl3d_perception.geometry import check_rigid, rotation_angle
 
 N_FRAMES = 5

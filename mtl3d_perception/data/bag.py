@@ -19,15 +19,15 @@ reliable / volatile for the sensor streams and ``/tf``, reliable / transient-loc
 ``/tf_static``. Messages are built with :mod:`mtl3d_perception.msgs.conversions` from the
 ``ROS2_JAZZY`` typestore's classes.
 
-Reading (:func:`read_bag`) yields deserialised messages in time order; :func:`read_bag_sequence`
-rebuilds frames (image, K, stamp, pose through the TF chain, ground truth) from such a bag.
+Reading (:func:`read_bag`) yields deserialised messages in time order;
+:class:`mtl3d_perception.data.sources.bag.BagFrames` (and ``read_bag_sequence`` there) rebuilds posed frames
+(image, K, stamp, pose through the runtime's TF buffer, depth and semantic labels) from such a bag.
 :func:`resolve_image_topic` and :func:`check_topic_type` check a bag's topics before reading, with errors
 that list what the bag holds.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 import shutil
@@ -51,19 +51,14 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_
 
 from mtl3d_perception import topics
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
-from mtl3d_perception.geometry import interpolate_pose, invert_se3
+from mtl3d_perception.geometry import invert_se3
 from mtl3d_perception.msgs.conversions import (
     COMPRESSED_FORMATS,
-    camera_info_to_K,
-    image_to_array,
-    image_to_rgb8,
     make_camera_info,
     make_compressed_image,
     make_header,
     make_image,
     make_transform_stamped,
-    stamp_to_ns,
-    transform_to_matrix,
 )
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
@@ -257,7 +252,7 @@ def _register_missing_types(store, connections) -> None:
 
 def bag_topics(path: str | Path) -> dict[str, str]:
     """Topic -> message type of a bag (directory, ``.mcap`` or ``.db3`` file)."""
-    reader = _open_reader(Path(path))
+    reader = open_reader(Path(path))
     try:
         return {conn.topic: conn.msgtype for conn in reader.connections}
     finally:
@@ -299,7 +294,7 @@ def resolve_image_topic(path: str | Path, available: Mapping[str, str], image_to
     return image_topic
 
 
-def _open_reader(path: Path) -> Reader:
+def open_reader(path: Path) -> Reader:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such bag")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
@@ -328,7 +323,7 @@ def read_bag(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[
         BagError: the bag cannot be opened, or a message cannot be deserialised (corrupt bag).
     """
     path = Path(path)
-    reader = _open_reader(path)  # open now, so a missing or unreadable bag fails at the call
+    reader = open_reader(path)  # open now, so a missing or unreadable bag fails at the call
     return _messages(reader, path, None if topics is None else set(topics))
 
 
@@ -350,114 +345,3 @@ def _messages(reader: Reader, path: Path, wanted: set[str] | None) -> Iterator[t
             raise BagError(f"{path}: cannot read bag: {exc}") from None
     finally:
         reader.close()
-
-
-class _TransformTable:
-    """The transforms of a bag: static edges and time series of dynamic ones, looked up along a chain.
-
-    A small reader-side helper for :func:`read_bag_sequence`; the live pipeline uses the TF buffer of
-    ``mtl3d_perception.ros.compat`` / ``tf2_ros``.
-    """
-
-    def __init__(self) -> None:
-        self.static: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
-        self.dynamic: dict[str, tuple[str, list[int], list[np.ndarray]]] = {}  # child -> (parent, stamps, Ts)
-
-    def add(self, msg: Any, *, static: bool) -> None:
-        for tf in msg.transforms:
-            child, parent = tf.child_frame_id, tf.header.frame_id
-            T = transform_to_matrix(tf.transform)
-            if static:
-                self.static[child] = (parent, T)
-            else:
-                _, stamps, Ts = self.dynamic.setdefault(child, (parent, [], []))
-                t = stamp_to_ns(tf.header.stamp)
-                k = bisect.bisect_left(stamps, t)
-                if k < len(stamps) and stamps[k] == t:
-                    Ts[k] = T
-                else:
-                    stamps.insert(k, t)
-                    Ts.insert(k, T)
-
-    def _edge(self, child: str, t_ns: int) -> tuple[str, np.ndarray]:
-        if child in self.static:
-            return self.static[child]
-        if child not in self.dynamic:
-            raise BagError(f"no transform has child frame {child!r}")
-        parent, stamps, Ts = self.dynamic[child]
-        k = bisect.bisect_left(stamps, t_ns)
-        if k < len(stamps) and stamps[k] == t_ns:
-            return parent, Ts[k]
-        if k == 0 or k == len(stamps):
-            raise BagError(f"transform {parent} -> {child} is not available at {t_ns} ns "
-                           f"(have {stamps[0]} .. {stamps[-1]} ns)")
-        alpha = (t_ns - stamps[k - 1]) / (stamps[k] - stamps[k - 1])
-        return parent, interpolate_pose(Ts[k - 1], Ts[k], alpha)
-
-    def lookup(self, target: str, source: str, t_ns: int) -> np.ndarray:
-        """``T_target_source`` at ``t_ns``, walking from ``source`` up its parents to ``target``."""
-        T = np.eye(4)
-        frame, seen = source, set()
-        while frame != target:
-            if frame in seen:
-                raise BagError(f"transform cycle through {frame!r}")
-            seen.add(frame)
-            parent, T_parent_frame = self._edge(frame, t_ns)
-            T = T_parent_frame @ T
-            frame = parent
-        return T
-
-
-def read_bag_sequence(
-    path: str | Path,
-    *,
-    image_topic: str = topics.IMAGE_TOPIC,
-    camera_info_topic: str = topics.CAMERA_INFO_TOPIC,
-    depth_topic: str = topics.GT_DEPTH_TOPIC,
-    semantic_topic: str = topics.GT_SEMANTIC_TOPIC,
-    world_frame: str = topics.WORLD_FRAME,
-) -> list[SequenceFrame]:
-    """Rebuild posed frames from a bag: image, K (CameraInfo with the image's stamp, else the latest before),
-    stamp, ``T_world_cam`` through the TF chain ``world_frame -> ... -> image frame`` at the image's stamp,
-    and ground-truth depth / semantic with the same stamp when present.
-
-    Images may be raw or compressed; ``image_topic + '/compressed'`` is read when only that one is in the bag.
-    Holds the whole sequence in memory; meant for tests, tools and small bags.
-
-    Raises:
-        BagError: no image or camera_info topic, an image without CameraInfo, or a TF chain that cannot be
-            resolved at an image's stamp.
-    """
-    available = bag_topics(path)
-    image_topic = resolve_image_topic(path, available, image_topic)
-    check_topic_type(path, available, camera_info_topic, "camera_info", ("sensor_msgs/msg/CameraInfo",))
-    tf_table = _TransformTable()
-    infos: dict[int, np.ndarray] = {}
-    images: list[tuple[int, str, np.ndarray]] = []
-    depth: dict[int, np.ndarray] = {}
-    semantic: dict[int, np.ndarray] = {}
-    wanted = [topics.TF_TOPIC, topics.TF_STATIC_TOPIC, image_topic, camera_info_topic, depth_topic, semantic_topic]
-    for topic, _t, msg in read_bag(path, wanted):
-        if topic == topics.TF_STATIC_TOPIC:
-            tf_table.add(msg, static=True)
-        elif topic == topics.TF_TOPIC:
-            tf_table.add(msg, static=False)
-        elif topic == camera_info_topic:
-            infos[stamp_to_ns(msg.header.stamp)] = camera_info_to_K(msg)
-        elif topic == image_topic:
-            images.append((stamp_to_ns(msg.header.stamp), msg.header.frame_id, image_to_rgb8(msg)))
-        elif topic == depth_topic:
-            depth[stamp_to_ns(msg.header.stamp)] = image_to_array(msg).astype(np.float32)
-        elif topic == semantic_topic:
-            semantic[stamp_to_ns(msg.header.stamp)] = image_to_array(msg).astype(np.uint8)
-    info_stamps = sorted(infos)
-    frames = []
-    for i, (t_ns, frame_id, rgb) in enumerate(images):
-        k = bisect.bisect_right(info_stamps, t_ns)
-        if k == 0:
-            raise BagError(f"{path}: image at {t_ns} ns on {image_topic} has no CameraInfo on {camera_info_topic}")
-        frames.append(SequenceFrame(
-            index=i, stamp=ns_to_seconds(t_ns), rgb=rgb, depth=depth.get(t_ns), K=infos[info_stamps[k - 1]],
-            T_world_cam=tf_table.lookup(world_frame, frame_id, t_ns), semantic=semantic.get(t_ns),
-        ))
-    return frames

@@ -37,4 +37,7 @@ def run(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({args.format}, {len(seq)} frames, {size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s; topics: {', '.join(sorted(bag_topics(args.out)))}")
+    if seq.projected_rotations:
+        print(f"projected {seq.projected_rotations} of {len(seq)} pose rotations of {seq.root / 'poses.txt'} onto "
+              "SO(3) (orthonormal only to within 1e-2)")
     return 0

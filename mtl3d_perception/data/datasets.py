@@ -1,4 +1,4 @@
-"""Datasets yielding :class:`MultiViewBatch` samples (B=1) from three kinds of source.
+"""Datasets yielding :class:`MultiViewBatch` samples (B=1) from these kinds of source.
 
 - ``synthetic``: procedural scenes (:mod:`.synthetic`) rendered on the fly, with every task labelled.
   Splits draw scene seeds from disjoint ranges (:data:`SYNTHETIC_SEED_BASE`), so train, val and test
@@ -7,6 +7,10 @@
   depth, semantic labels (and boundaries from them) when present — the paper's video frames with
   depth-only labels. ``start``/``end`` select a frame range (ints: frame indices; floats: fractions
   of the length), and source views are only chosen inside it, so a held-out range never leaks.
+- ``bag``, ``tum``, ``scannet``, ``seven_scenes``: posed frames in a rosbag2, the TUM RGB-D, ScanNet export
+  or 7-Scenes layout, read by :mod:`.sources` and used like ``sequence`` (depth where the layout has it,
+  normals derived from it, semantic labels from a bag's semantic topic). ``stride`` keeps every n-th frame
+  of the range (a 30 Hz recording at ``stride: 3`` gives 10 Hz).
 - ``nyuv2``: the NYUv2 labelled ``.mat`` (h5py); single-view, the image duplicated as its own source
   (paper protocol), labels mapped to the 13 classes with the shipped mapping (``nyu_class_mapping.json``).
 
@@ -27,14 +31,15 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from mtl3d_perception import geometry
+from mtl3d_perception import geometry, topics
 from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 LABEL_REGIMES: tuple[str, ...] = ("full", "random", "one")
-SOURCE_KINDS: tuple[str, ...] = ("synthetic", "sequence", "nyuv2")
+SOURCE_KINDS: tuple[str, ...] = ("synthetic", "sequence", "bag", "tum", "scannet", "seven_scenes", "nyuv2")
+FRAME_KINDS: tuple[str, ...] = ("sequence", "bag", "tum", "scannet", "seven_scenes")  # posed-frame readers
 NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
 
 # The Kinect colour camera of NYUv2 (toolbox camera_params.m) at 640x480; the toolbox's principal point
@@ -47,12 +52,13 @@ class SourceConfig:
     """One data source; see the module docstring. Unused fields are ignored by the other kinds."""
 
     kind: str = "synthetic"
-    path: str = ""  # sequence folder or NYUv2 .mat
+    path: str = ""  # sequence / TUM / ScanNet / 7-Scenes folder, rosbag2, or NYUv2 .mat
     split: str = "train"  # synthetic: train | val | test
     num_scenes: int = 8  # synthetic
     frames_per_scene: int = 24  # synthetic
     start: int | float = 0  # sequence / nyuv2 range: int index or float fraction
     end: int | float = 1.0
+    stride: int = 1  # posed-frame kinds: every stride-th frame of [start, end)
     tasks: tuple[str, ...] = TASKS  # tasks whose labels are used (e.g. ["depth"] for video frames)
     neighbour: str = "gap"  # gap | baseline
     max_gap: int = 4  # training: source gap uniform in [1, max_gap]
@@ -62,6 +68,15 @@ class SourceConfig:
     max_rotation_deg: float = 180.0  # neighbour: baseline; sources turned further from the reference are skipped
     repeat: int = 1  # list the source this many times (a sampling weight)
     nyu_labels: str = "894"  # the .mat's label set: 894 (official) or 40
+    camera: str = ""  # tum: fr1 | fr2 | fr3 | default ("" reads freiburgN from the folder name)
+    intrinsics: tuple[float, float, float, float] | None = None  # tum: (fx, fy, cx, cy) for the images' size
+    image_topic: str = topics.IMAGE_TOPIC  # bag topics and fixed frame
+    image_kind: str = "auto"  # bag: image_raw (rectify with camera_info) | image_rect | auto (from the topic name)
+    camera_info_topic: str = topics.CAMERA_INFO_TOPIC
+    depth_topic: str = topics.GT_DEPTH_TOPIC  # "" or a topic not in the bag: no depth labels
+    depth_camera_info_topic: str = ""  # unregistered depth's CameraInfo; "" = camera_info beside depth_topic
+    semantic_topic: str = topics.GT_SEMANTIC_TOPIC
+    world_frame: str = topics.WORLD_FRAME
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -80,16 +95,21 @@ class SourceConfig:
         if self.kind != "synthetic" and not self.path:
             msg = f"a {self.kind} source needs a path"
             raise ValueError(msg)
+        if self.stride < 1:
+            msg = f"stride must be >= 1, got {self.stride}"
+            raise ValueError(msg)
 
 
 def parse_data_spec(spec: str) -> SourceConfig:
-    """``synthetic:SPLIT[:NUM_SCENES]``, ``sequence:/path[:start:end]`` or ``nyuv2:/file.mat[:start:end]``.
+    """``synthetic:SPLIT[:NUM_SCENES]``, or ``KIND:/path[:start:end]`` for the other kinds (``sequence``,
+    ``bag``, ``tum``, ``scannet``, ``seven_scenes``, ``nyuv2``).
 
     ``start``/``end`` with a dot are fractions (``0.8:1.0``), otherwise frame indices.
     """
     kind, _, rest = spec.partition(":")
     if kind not in SOURCE_KINDS or not rest:
-        msg = f"cannot parse data spec {spec!r}; expected synthetic:SPLIT[:N], sequence:/path[:start:end] or nyuv2:/file.mat[:start:end]"
+        msg = (f"cannot parse data spec {spec!r}; expected synthetic:SPLIT[:N] or KIND:/path[:start:end] with KIND "
+               f"one of {', '.join(k for k in SOURCE_KINDS if k != 'synthetic')}")
         raise ValueError(msg)
     if kind == "synthetic":
         split, _, n = rest.partition(":")
@@ -261,33 +281,67 @@ class SyntheticDataset(SourceDataset):
         return views, {"scene": seed, "frames": frames}
 
 
-class SequenceDataset(SourceDataset):
-    """Frames ``[start, end)`` of a posed RGB-D sequence folder, each paired with source frames in that range."""
+def open_frames(cfg: SourceConfig):
+    """The posed-frame reader of a ``sequence``, ``bag``, ``tum``, ``scannet`` or ``seven_scenes`` source
+    (an object with the :class:`~mtl3d_perception.data.sources.PosedFrames` interface)."""
+    if cfg.kind == "sequence":
+        from mtl3d_perception.data.sequence import PosedSequence
+
+        return PosedSequence(cfg.path)
+    if cfg.kind == "bag":
+        from mtl3d_perception.data.sources.bag import BagFrames
+
+        return BagFrames(cfg.path, image_topic=cfg.image_topic, camera_info_topic=cfg.camera_info_topic,
+                         depth_topic=cfg.depth_topic, depth_camera_info_topic=cfg.depth_camera_info_topic,
+                         semantic_topic=cfg.semantic_topic, world_frame=cfg.world_frame, image_kind=cfg.image_kind)
+    if cfg.kind == "tum":
+        from mtl3d_perception.data.sources.tum import TumSequence
+
+        K = None
+        if cfg.intrinsics is not None:
+            fx, fy, cx, cy = cfg.intrinsics
+            K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        return TumSequence(cfg.path, camera=cfg.camera, K=K)
+    if cfg.kind == "scannet":
+        from mtl3d_perception.data.sources.scannet import ScanNetSequence
+
+        return ScanNetSequence(cfg.path)
+    if cfg.kind == "seven_scenes":
+        from mtl3d_perception.data.sources.seven_scenes import SevenScenesSequence
+
+        return SevenScenesSequence(cfg.path)
+    msg = f"{cfg.kind!r} is not a posed-frame source; expected one of {', '.join(FRAME_KINDS)}"
+    raise ValueError(msg)
+
+
+class FramesDataset(SourceDataset):
+    """Frames ``start:end:stride`` of a posed-frame source (sequence folder, bag, TUM, ScanNet, 7-Scenes), each
+    paired with source frames among those kept, so a held-out range never leaks into training."""
 
     def __init__(self, cfg: SourceConfig, **kwargs: Any) -> None:
         super().__init__(cfg, **kwargs)
-        from mtl3d_perception.data.sequence import PosedSequence
-
-        self.sequence = PosedSequence(cfg.path)
-        n = len(self.sequence)
-        self.lo, self.hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
-        if self.hi <= self.lo:
+        self.frames = open_frames(cfg)
+        n = len(self.frames)
+        lo, hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
+        self.indices = np.arange(lo, hi, cfg.stride)
+        if len(self.indices) == 0:
             msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames)"
             raise ValueError(msg)
-        self.poses = np.asarray(self.sequence.poses, np.float64)
+        self.poses = np.asarray(self.frames.poses, np.float64)[self.indices]
 
     def __len__(self) -> int:
-        return self.hi - self.lo
+        return len(self.indices)
 
     def load(self, index, rng):
-        ref = self.lo + index
-        frames = [ref, *choose_sources(self.poses, ref, self.lo, self.hi, self.num_views - 1, self.cfg, rng)]
+        # one place for the choice of source views (runtime and training share it once it lands there)
+        local = [index, *choose_sources(self.poses, index, 0, len(self.indices), self.num_views - 1, self.cfg, rng)]
+        frames = [int(self.indices[j]) for j in local]
         tasks = set(self.cfg.tasks)
         need_depth = bool(tasks & {"depth", "normals"})
         need_semantic = bool(tasks & {"semantic", "boundary"})
         views = []
         for j in frames:
-            fr = self.sequence.frame(j, depth=need_depth, semantic=need_semantic, normals="normals" in tasks)
+            fr = self.frames.frame(j, depth=need_depth, semantic=need_semantic, normals="normals" in tasks)
             views.append(_view_from_labels(fr.rgb, fr.K, fr.T_world_cam, fr.depth, fr.semantic, fr.normals,
                                            derive_normals="normals" in tasks))
         return views, {"path": str(self.cfg.path), "frames": frames}
@@ -356,7 +410,7 @@ class NYUv2Dataset(SourceDataset):
 
 
 _KINDS: dict[str, type[SourceDataset]] = {
-    "synthetic": SyntheticDataset, "sequence": SequenceDataset, "nyuv2": NYUv2Dataset,
+    "synthetic": SyntheticDataset, "nyuv2": NYUv2Dataset, **dict.fromkeys(FRAME_KINDS, FramesDataset),
 }
 
 

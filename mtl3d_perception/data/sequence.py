@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtl3d_perception.geometry import check_intrinsics, check_rigid, depth_from_mm, depth_to_mm
+from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, depth_to_mm, to_rigid
 
 DEFAULT_RATE_HZ = 10.0  # frame rate assumed when a sequence has no timestamps.txt
 START_TIME_S = 1_700_000_000.0  # first stamp of rate-derived stamps: ROS reads a zero stamp as "latest"
@@ -75,7 +75,8 @@ def _sort_key(stem: str) -> tuple[int, int | str]:
     return (0, int(stem)) if stem.isdigit() else (1, stem)
 
 
-def _numbers(path: Path, line_no: int, text: str) -> list[float]:
+def parse_numbers(path: Path, line_no: int, text: str) -> list[float]:
+    """The numbers of one text line (spaces or commas); SequenceError naming ``path`` and the line otherwise."""
     values = []
     for token in text.replace(",", " ").split():
         try:
@@ -87,7 +88,7 @@ def _numbers(path: Path, line_no: int, text: str) -> list[float]:
     return values
 
 
-def _rows(path: Path) -> list[tuple[int, str]]:
+def text_rows(path: Path) -> list[tuple[int, str]]:
     """(1-based line number, text) of the non-empty, non-comment lines of a text file."""
     if not path.is_file():
         raise SequenceError(f"{path}: missing")
@@ -96,24 +97,36 @@ def _rows(path: Path) -> list[tuple[int, str]]:
 
 
 def read_poses(path: str | Path) -> np.ndarray:
-    """``poses.txt`` -> ``[N,4,4]`` float64; raises SequenceError naming the line of a bad row."""
+    """``poses.txt`` -> ``[N,4,4]`` float64; raises SequenceError naming the line of a bad row.
+
+    Near-rotations are projected onto SO(3) (:func:`~mtl3d_perception.geometry.to_rigid`); see
+    :func:`read_poses_counted` for how many were.
+    """
+    return read_poses_counted(path)[0]
+
+
+def read_poses_counted(path: str | Path) -> tuple[np.ndarray, int]:
+    """``poses.txt`` -> (``[N,4,4]`` float64 rigid poses, how many rotations were projected onto SO(3))."""
     path = Path(path)
     poses = []
-    for line_no, text in _rows(path):
-        values = _numbers(path, line_no, text)
+    projected = 0
+    for line_no, text in text_rows(path):
+        values = parse_numbers(path, line_no, text)
         if len(values) != 16:
             raise SequenceError(f"{path} line {line_no}: expected 16 numbers (a row-major 4x4), got {len(values)}")
         try:
-            poses.append(check_rigid(np.array(values).reshape(4, 4), name=f"{path} line {line_no}: pose"))
+            T, was_projected = to_rigid(np.array(values).reshape(4, 4), name=f"{path} line {line_no}: pose")
         except ValueError as exc:
             raise SequenceError(str(exc)) from None
-    return np.stack(poses) if poses else np.zeros((0, 4, 4))
+        poses.append(T)
+        projected += was_projected
+    return (np.stack(poses) if poses else np.zeros((0, 4, 4))), projected
 
 
 def read_intrinsics(path: str | Path) -> np.ndarray:
     """``K.txt`` -> ``[3,3]`` float64; raises SequenceError if it is not 3x3, not finite or has fx, fy <= 0."""
     path = Path(path)
-    rows = [_numbers(path, line_no, text) for line_no, text in _rows(path)]
+    rows = [parse_numbers(path, line_no, text) for line_no, text in text_rows(path)]
     if len(rows) != 3 or any(len(r) != 3 for r in rows):
         shape = ", ".join(str(len(r)) for r in rows) or "none"
         raise SequenceError(f"{path}: expected a 3x3 matrix (3 rows of 3 numbers), got {len(rows)} rows ({shape} numbers)")
@@ -127,8 +140,8 @@ def read_timestamps(path: str | Path) -> np.ndarray:
     """``timestamps.txt`` -> ``[N]`` float64 seconds; raises SequenceError unless one increasing number per line."""
     path = Path(path)
     stamps = []
-    for line_no, text in _rows(path):
-        values = _numbers(path, line_no, text)
+    for line_no, text in text_rows(path):
+        values = parse_numbers(path, line_no, text)
         if len(values) != 1:
             raise SequenceError(f"{path} line {line_no}: expected one number (seconds), got {len(values)}")
         if stamps and values[0] <= stamps[-1]:
@@ -144,6 +157,9 @@ class PosedSequence(Sequence[SequenceFrame]):
         root: the folder.
         rate_hz: frame rate used for stamps when there is no ``timestamps.txt``
             (``START_TIME_S + i / rate_hz``).
+
+    Attributes:
+        projected_rotations: how many poses of ``poses.txt`` were near-rotations projected onto SO(3).
 
     Raises:
         SequenceError: the folder is malformed (missing or extra files, counts that differ, bad poses,
@@ -164,7 +180,7 @@ class PosedSequence(Sequence[SequenceFrame]):
         self.optional_paths: dict[str, list[Path] | None] = {
             kind: self._list_matching(kind, suffix) for kind, suffix in _OPTIONAL_DIRS.items()
         }
-        self.poses = read_poses(self.root / "poses.txt")
+        self.poses, self.projected_rotations = read_poses_counted(self.root / "poses.txt")
         if len(self.poses) != n:
             raise SequenceError(f"{self.root / 'poses.txt'}: has {len(self.poses)} poses but images/ has {n} images")
         self.K = read_intrinsics(self.root / "K.txt")
@@ -256,7 +272,7 @@ class PosedSequence(Sequence[SequenceFrame]):
         if not -n <= i < n:
             raise IndexError(f"frame {i} out of range for a sequence of {n} frames ({self.root})")
         i %= n
-        rgb = _read_rgb(self.image_paths[i])
+        rgb = read_rgb(self.image_paths[i])
         H, W = rgb.shape[:2]
         paths = self.optional_paths
         depth_m = _read_depth(paths["depth"][i], (H, W), self.image_paths[i]) if depth and paths["depth"] else None
@@ -273,7 +289,8 @@ class PosedSequence(Sequence[SequenceFrame]):
             self.frame(i)
 
 
-def _imread(path: Path, flags: int) -> np.ndarray:
+def imread(path: Path, flags: int) -> np.ndarray:
+    """``cv2.imread`` that raises SequenceError naming the file when it cannot be read."""
     img = cv2.imread(str(path), flags)
     if img is None:
         raise SequenceError(f"{path}: cannot be read as an image")
@@ -287,13 +304,14 @@ def _check_size(path: Path, arr: np.ndarray, hw: tuple[int, int], image_path: Pa
         )
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = _imread(path, cv2.IMREAD_COLOR)
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit colour image file as ``[H,W,3]`` uint8 RGB."""
+    bgr = imread(path, cv2.IMREAD_COLOR)
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def _read_depth(path: Path, hw: tuple[int, int], image_path: Path) -> np.ndarray:
-    raw = _imread(path, cv2.IMREAD_UNCHANGED)
+    raw = imread(path, cv2.IMREAD_UNCHANGED)
     if raw.dtype != np.uint16 or raw.ndim != 2:
         channels = 1 if raw.ndim == 2 else raw.shape[2]
         raise SequenceError(f"{path}: expected a one-channel uint16 PNG (millimetres), got {raw.dtype} with {channels} channel(s)")
@@ -302,7 +320,7 @@ def _read_depth(path: Path, hw: tuple[int, int], image_path: Path) -> np.ndarray
 
 
 def _read_semantic(path: Path, hw: tuple[int, int], image_path: Path) -> np.ndarray:
-    raw = _imread(path, cv2.IMREAD_UNCHANGED)
+    raw = imread(path, cv2.IMREAD_UNCHANGED)
     if raw.dtype != np.uint8 or raw.ndim != 2:
         channels = 1 if raw.ndim == 2 else raw.shape[2]
         raise SequenceError(f"{path}: expected a one-channel uint8 PNG of class ids, got {raw.dtype} with {channels} channel(s)")

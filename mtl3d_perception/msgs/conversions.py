@@ -297,6 +297,34 @@ def make_compressed_image(types: Any, header: Any, rgb: np.ndarray, fmt: str = "
     return cls(header=header, format=f"rgb8; {fmt} compressed bgr8", data=_uint8_field(cls, encoded.tobytes()))
 
 
+def depth_image_to_metres(msg: Any) -> np.ndarray:
+    """A depth image (REP 118: ``32FC1`` metres or ``16UC1`` / ``mono16`` millimetres, 0 invalid) -> ``[H,W]``
+    float32 metres, NaN invalid (non-positive and non-finite values included).
+
+    Raises:
+        ValueError: another encoding.
+    """
+    from mtl3d_perception.geometry import depth_from_mm, valid_depth
+
+    if msg.encoding == "32FC1":
+        d = image_to_array(msg).astype(np.float32)
+        return np.where(valid_depth(d), d, np.float32(np.nan))
+    if msg.encoding in ("16UC1", "mono16"):
+        return depth_from_mm(image_to_array(msg))
+    raise ValueError(f"depth images must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
+
+
+def label_image_to_ids(msg: Any) -> np.ndarray:
+    """A ``mono8`` (or ``8UC1``) image of class ids -> ``[H,W]`` uint8.
+
+    Raises:
+        ValueError: another encoding.
+    """
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise ValueError(f"semantic labels must be mono8 class ids, got {msg.encoding!r}")
+    return image_to_array(msg).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------- camera info
 
 
@@ -449,13 +477,17 @@ def point_cloud2_to_arrays(msg: Any) -> CloudArrays:
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
-    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``."""
-    from mtl3d_perception.geometry import pose_from_quat_trans
+    """``geometry_msgs/Transform`` (``msg.transform`` of a TransformStamped) -> ``[4,4]`` float64 ``T_parent_child``.
+
+    Raises:
+        ValueError: a quaternion tf2 would refuse (NaN, or ``|q|^2`` not within 1e-2 of 1:
+            ``geometry.check_unit_quaternion``).
+    """
+    from mtl3d_perception.geometry import check_unit_quaternion, pose_from_quat_trans
 
     q, t = transform.rotation, transform.translation
-    return pose_from_quat_trans(
-        np.array([q.x, q.y, q.z, q.w], np.float64), np.array([t.x, t.y, t.z], np.float64)
-    )
+    quat = check_unit_quaternion([q.x, q.y, q.z, q.w], name="rotation")
+    return pose_from_quat_trans(quat, np.array([t.x, t.y, t.z], np.float64))
 
 
 def make_transform(types: Any, T: np.ndarray) -> Any:

@@ -29,7 +29,7 @@ import torch
 from mtl3d_perception.classes import NYU13_PALETTE
 from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
-from mtl3d_perception.geometry import depth_from_mm, normals_from_depth, resize_intrinsics
+from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.products import STAGES, Products
@@ -201,20 +201,8 @@ class MontageCollector:
         return with_titles(self.rows)
 
 
-def depth_gt(msg: Any) -> np.ndarray:
-    """Ground-truth depth in metres, NaN invalid, from 32FC1 metres or 16UC1 millimetres (REP 118)."""
-    if msg.encoding == "32FC1":
-        return conversions.image_to_array(msg).astype(np.float32)
-    if msg.encoding in ("16UC1", "mono16"):
-        return depth_from_mm(conversions.image_to_array(msg))
-    raise ValueError(f"depth ground truth must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
-
-
-def semantic_gt(msg: Any) -> np.ndarray:
-    """Ground-truth class ids ``[H,W]`` uint8 from a mono8 image."""
-    if msg.encoding not in ("mono8", "8UC1"):
-        raise ValueError(f"semantic ground truth must be mono8 class ids, got {msg.encoding!r}")
-    return conversions.image_to_array(msg).astype(np.uint8)
+depth_gt = conversions.depth_image_to_metres  # ground-truth depth: metres, NaN invalid (REP 118)
+semantic_gt = conversions.label_image_to_ids  # ground-truth class ids from a mono8 image
 
 
 _DECODERS = {"depth": depth_gt, "semantic": semantic_gt}

@@ -79,7 +79,11 @@ class Frame:
         return replace(self, T_world_cam=None if T_world_cam is None else np.asarray(T_world_cam, np.float64))
 
     def validate(self) -> None:
-        """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why)."""
+        """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why).
+
+        A pose whose rotation is orthonormal only to within 1e-2 passes (``geometry.to_rigid``); the pipeline
+        uses its projection onto SO(3).
+        """
         rgb = np.asarray(self.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")

@@ -161,7 +161,7 @@ class PerceptionPipeline:
         warnings: list[tuple[str, str]] = []
         if frame.T_world_cam is not None:
             try:
-                check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns")
+                frame = frame.with_pose(check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns"))
             except ValueError as exc:
                 warnings.append(("invalid_pose", f"{exc}; processing single-view"))
                 frame = frame.with_pose(None)

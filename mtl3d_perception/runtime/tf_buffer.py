@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtl3d_perception.geometry import check_rigid, interpolate_pose, invert_se3
+from mtl3d_perception.geometry import interpolate_pose, invert_se3, to_rigid
 from mtl3d_perception.runtime.frames import TimeJumpDetector
 
 _LOG = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class TransformBuffer:
         self._edges: dict[str, _Edge] = {}
         self._lock = threading.Lock()
         self.jumps_back = 0
+        self.projected_rotations = 0  # near-rotations projected onto SO(3) on insertion
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -84,6 +85,9 @@ class TransformBuffer:
     ) -> None:
         """Insert ``T_parent_child`` valid at ``stamp_ns`` (any time for a static transform).
 
+        A rotation orthonormal only to within 1e-2 (float32 odometry, printed poses) is projected onto SO(3)
+        and counted in ``projected_rotations`` (:func:`~mtl3d_perception.geometry.to_rigid`).
+
         Raises:
             InvalidArgumentException: empty or equal frame names, or a transform that is not rigid.
         """
@@ -91,11 +95,12 @@ class TransformBuffer:
         if not parent or not child or parent == child:
             raise InvalidArgumentException(f"invalid frame names: parent {parent!r}, child {child!r}")
         try:
-            T = check_rigid(T_parent_child, name=f"transform {parent} -> {child}")
+            T, projected = to_rigid(T_parent_child, name=f"transform {parent} -> {child}")
         except ValueError as exc:
             raise InvalidArgumentException(str(exc)) from None
         stamp_ns = int(stamp_ns)
         with self._lock:
+            self.projected_rotations += projected
             edge = self._edges.get(child)
             if edge is None or edge.static != is_static or edge.parent != parent:
                 # tf2 lets a child be re-parented; the old edge's data no longer applies

@@ -8,7 +8,12 @@ checkpoints) and the evaluation loop shared with `mtl3d eval`. See docs/training
 
 from __future__ import annotations
 
-from mtl3d_perception.train import cross_task, cross_view, pap_loss  # noqa: F401  (register their loss terms)
+from mtl3d_perception.train import (  # noqa: F401  (register their loss terms)
+    cross_task,
+    cross_view,
+    pap_loss,
+    photometric,
+)
 from mtl3d_perception.train.config import TrainConfig, load_config
 from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.loss_base import LossTerm, register_loss, registered_losses

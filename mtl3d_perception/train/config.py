@@ -28,6 +28,7 @@ class ModelSection:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str = ""  # start from these weights (fine-tuning)
+    freeze: tuple[str, ...] = ()  # top-level parts kept fixed (e.g. [encoder]): no gradient, BatchNorm statistics frozen
 
 
 @dataclass

@@ -53,6 +53,36 @@ def _grid(uv: Tensor, hw: tuple[int, int]) -> Tensor:
     return torch.where(torch.isfinite(grid), grid, torch.full_like(grid, -3.0))
 
 
+def backward_warp(maps_src: Tensor, depth_ref: Tensor, K_ref: Tensor, K_src: Tensor, T_src_ref: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+    """Sample source-view maps where each reference pixel lands: the one warp of the cross-view term, its metric
+    and the photometric term.
+
+    Every reference pixel is lifted with ``depth_ref``, moved into the source camera with ``T_src_ref`` and
+    projected with ``K_src``; ``maps_src`` is sampled there bilinearly (``grid_sample``, pixel centres, zeros
+    outside). Differentiable with respect to ``maps_src`` and ``depth_ref`` (points behind the source camera
+    are masked before the division, so they give no NaN gradient).
+
+    Args:
+        maps_src: ``[B,C,H,W]`` maps of the source view.
+        depth_ref: ``[B,1,H,W]`` z-depth of the reference view, metres.
+        K_ref, K_src: ``[B,3,3]`` at (H, W).
+        T_src_ref: ``[B,4,4]``, reference-camera points -> source camera.
+
+    Returns:
+        ``(sampled [B,C,H,W], z_src [B,1,H,W])``: the maps at each pixel's projection, and the point's z in the
+        source camera (NaN where the depth is invalid; <= ``MIN_Z`` behind the camera, sampled as zeros).
+    """
+    H, W = depth_ref.shape[-2:]
+    pts_src = transform_points(T_src_ref, backproject(depth_ref[:, 0], K_ref))  # [B,H,W,3]
+    z = pts_src[..., 2:3]
+    front = z > MIN_Z
+    uv, _ = project(torch.where(front, pts_src, torch.ones_like(pts_src)), K_src)
+    uv = torch.where(front, uv, torch.full_like(uv, float("nan")))
+    sampled = F.grid_sample(maps_src, _grid(uv, (H, W)), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return sampled, z.permute(0, 3, 1, 2)
+
+
 def warp_pair(
     depth_ref: Tensor, depth_src: Tensor, K_ref: Tensor, K_src: Tensor, T_src_ref: Tensor, *,
     logits_ref: Tensor | None = None, logits_src: Tensor | None = None,
@@ -86,12 +116,8 @@ def warp_pair(
 
 def _warp_pair(depth_ref, depth_src, K_ref, K_src, T_src_ref, logits_ref, logits_src, gt_depth_ref, gt_depth_src,
                occlusion_tol, conf_tau) -> dict[str, Tensor]:
-    _, _, H, W = depth_ref.shape
     geo_ref, ref_is_gt = _geometry_depth(depth_ref, gt_depth_ref)
     occ_src, _ = _geometry_depth(depth_src, gt_depth_src)
-    # Where each reference pixel lands in the source view, and its z there.
-    pts_src = transform_points(T_src_ref, backproject(geo_ref[:, 0], K_ref))  # [B,H,W,3]
-    uv, z_expected = project(pts_src, K_src)  # [B,H,W,2], [B,H,W]
     # The source's predicted depth as z in the reference frame, sampled bilinearly at those points.
     T_ref_src = invert_se3(T_src_ref)
     z_src_in_ref = transform_points(T_ref_src, backproject(depth_src[:, 0], K_src))[..., 2:3]  # [B,H,W,1]
@@ -100,10 +126,9 @@ def _warp_pair(depth_ref, depth_src, K_ref, K_src, T_src_ref, logits_ref, logits
         prob_src = logits_src.softmax(dim=1)
         hard_src = F.one_hot(prob_src.detach().argmax(dim=1), prob_src.shape[1]).permute(0, 3, 1, 2).to(prob_src)
         maps += [prob_src, hard_src]
-    sampled = F.grid_sample(torch.cat(maps, dim=1), _grid(uv, (H, W)), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)
+    # Sampled where each reference pixel lands in the source view; z_expected is its z there.
+    sampled, z_expected = backward_warp(torch.cat(maps, dim=1), geo_ref, K_ref, K_src, T_src_ref)
     z_warped, occ_warped, inside = sampled[:, 0:1], sampled[:, 1:2], sampled[:, 2:3]
-    z_expected = z_expected[:, None]
     with torch.no_grad():
         in_front = torch.isfinite(z_expected) & (z_expected > MIN_Z) & torch.isfinite(geo_ref)
         # ``inside`` is 1 only when all four bilinear taps lie in the source image.

@@ -1,8 +1,9 @@
 """`mtl3d eval CHECKPOINT --data SPEC [--out DIR]`: metrics.json, report.md and montage PNGs.
 
-SPEC: ``synthetic:SPLIT[:NUM_SCENES]``, ``sequence:/path[:start:end]`` (ints: frames, floats:
-fractions, e.g. ``:0.8:1.0`` for the last 20 %), ``nyuv2:/file.mat[:start:end]``. Sequence frames
-are evaluated against their depth (and semantic labels when present), NYUv2 against all tasks.
+SPEC: ``synthetic:SPLIT[:NUM_SCENES]``, or ``KIND:/path[:start:end]`` with KIND ``sequence``, ``bag``,
+``tum``, ``scannet``, ``seven_scenes`` or ``nyuv2`` (ints: frames, floats: fractions, e.g. ``:0.8:1.0`` for
+the last 20 %). Posed frames are evaluated against their depth (and semantic labels when present), NYUv2
+against all tasks.
 Both modes are run: two-view (real source view and poses) and single-view (duplicated reference).
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a .safetensors checkpoint written by mtl3d train")
     parser.add_argument("--data", required=True, action="append",
-                        help="data SPEC (repeatable): synthetic:test, sequence:/path[:start:end], nyuv2:/file.mat")
+                        help="data SPEC (repeatable): synthetic:test, KIND:/path[:start:end] with KIND sequence, bag, "
+                             "tum, scannet, seven_scenes or nyuv2")
     parser.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-batches", type=int, default=None, help="evaluate at most this many batches per SPEC")

@@ -72,12 +72,30 @@ class _Schedule:
 
 
 class TrainModule(nn.Module):
-    """Model plus loss terms in one module, so DDP synchronises the gradients of both."""
+    """Model plus loss terms in one module, so DDP synchronises the gradients of both.
 
-    def __init__(self, model: nn.Module, criterion: MultiTaskLoss) -> None:
+    ``frozen``: names of top-level parts of the model (``encoder``, ``cvm``, ``heads``) that are not trained:
+    their parameters get no gradient and they stay in eval mode, so BatchNorm keeps its running statistics.
+    """
+
+    def __init__(self, model: nn.Module, criterion: MultiTaskLoss, frozen: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.criterion = criterion
+        parts = dict(model.named_children())
+        unknown = [name for name in frozen if name not in parts]
+        if unknown:
+            msg = f"model.freeze names {unknown}; the model's parts are {', '.join(parts)}"
+            raise ValueError(msg)
+        self.frozen = [parts[name] for name in frozen]
+        for part in self.frozen:
+            part.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TrainModule:
+        super().train(mode)
+        for part in self.frozen:
+            part.eval()
+        return self
 
     def forward(self, batch: MultiViewBatch) -> tuple[torch.Tensor, dict[str, float], dict[str, Any]]:
         outputs = self.model(batch.images, batch.K, batch.poses, all_views=self.criterion.needs_all_views,
@@ -93,16 +111,25 @@ def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
 
 
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
+    """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
+    the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
+    used), so a fine-tuning config follows whichever model it starts from.
+
+    Raises:
+        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights.
+    """
+    if cfg.model.init_checkpoint:
+        from mtl3d_perception.model import load_checkpoint
+
+        model = load_checkpoint(cfg.model.init_checkpoint)
+        if cfg.model.overrides:
+            tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
+            tuned.load_state_dict(model.state_dict(), strict=True)
+            model = tuned
+        return model.train()
     model_cfg = resolve_config(cfg.model.preset)
     if cfg.model.overrides:
         model_cfg = model_cfg.replace(**cfg.model.overrides)
-    if cfg.model.init_checkpoint:
-        from safetensors.torch import load_file
-
-        model_cfg = model_cfg.replace(pretrained=False)
-        model = build_model(model_cfg)
-        model.load_state_dict(load_file(cfg.model.init_checkpoint), strict=True)
-        return model
     return build_model(model_cfg)
 
 
@@ -133,7 +160,7 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
-        self.module = TrainModule(self.model, self.criterion)
+        self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
         if self.world > 1:
             # find_unused_parameters: a task switched off (weight 0) leaves its head without a gradient.
             self.ddp = nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)

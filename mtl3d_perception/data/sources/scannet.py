@@ -1,0 +1,133 @@
+"""The ScanNet export layout (Dai et al., CVPR 2017; what ScanNet's ``SensReader`` writes from a ``.sens`` file).
+
+::
+
+    ROOT/color/N.jpg                        colour (1296x968 in ScanNet)
+    ROOT/depth/N.png                        uint16 millimetres, 0 = invalid (640x480 in ScanNet)
+    ROOT/pose/N.txt                         4x4 camera-to-world T_world_cam, 4 rows of 4 numbers
+    ROOT/intrinsic/intrinsic_color.txt      4x4 (K in the top-left 3x3) of the colour camera
+    ROOT/intrinsic/intrinsic_depth.txt      4x4 of the depth camera
+
+``N`` runs 0, 1, 2, ... (sorted numerically). ScanNet marks frames whose tracking failed with ``-inf`` poses;
+they are left out (``invalid_poses`` counts them), as ScanNet users do. Depth is registered to colour the way
+ScanNet users do: the depth image is resized to the colour image's size (nearest neighbour, so no depth is
+invented across edges) and the colour K is used; ScanNet's two cameras are calibrated to share the view
+(the depth K is the colour K scaled to 640x480 within a pixel), which this relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mtl3d_perception.data.sequence import (
+    SequenceError,
+    SequenceFrame,
+    imread,
+    parse_numbers,
+    read_rgb,
+    text_rows,
+)
+from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, to_rigid
+
+COLOR_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _matrix(path: Path, rows: int) -> np.ndarray:
+    """A text matrix of ``rows`` rows of 4 numbers (inf allowed; NaN refused), errors naming the file and line."""
+    out = []
+    for line_no, text in text_rows(path):
+        try:
+            values = [float(t) for t in text.replace(",", " ").split()]
+        except ValueError:
+            raise SequenceError(f"{path} line {line_no}: {text.strip()!r} is not numbers") from None
+        if len(values) != 4 or any(math.isnan(v) for v in values):
+            raise SequenceError(f"{path} line {line_no}: expected 4 numbers, got {text.strip()!r}")
+        out.append(values)
+    if len(out) != rows:
+        raise SequenceError(f"{path}: expected {rows} rows of 4 numbers, got {len(out)}")
+    return np.array(out)
+
+
+def read_intrinsic(path: Path) -> np.ndarray:
+    """``intrinsic_*.txt`` (4x4, or 3 rows) -> 3x3 K."""
+    rows = [parse_numbers(path, line_no, text) for line_no, text in text_rows(path)]
+    if len(rows) not in (3, 4) or any(len(r) != len(rows[0]) or len(r) not in (3, 4) for r in rows):
+        raise SequenceError(f"{path}: expected a 4x4 (or 3x3) intrinsic matrix, got rows of "
+                            f"{[len(r) for r in rows]} numbers")
+    try:
+        return check_intrinsics(np.array(rows)[:3, :3], name=str(path))
+    except ValueError as exc:
+        raise SequenceError(str(exc)) from None
+
+
+class ScanNetSequence:
+    """A ScanNet export folder (see the module docstring).
+
+    Raises:
+        SequenceError: missing folders or files, a colour image without depth or pose, malformed matrices
+            (the message names the file and line).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        for sub in ("color", "depth", "pose", "intrinsic"):
+            if not (self.root / sub).is_dir():
+                raise SequenceError(f"{self.root / sub}: missing (a ScanNet export has color/, depth/, pose/, intrinsic/)")
+        self.K = read_intrinsic(self.root / "intrinsic" / "intrinsic_color.txt")
+        self.K_depth = read_intrinsic(self.root / "intrinsic" / "intrinsic_depth.txt")
+        colors = {}
+        for p in (self.root / "color").iterdir():
+            if p.name.startswith("."):
+                continue
+            if p.suffix.lower() not in COLOR_SUFFIXES or not p.stem.isdigit():
+                raise SequenceError(f"{p}: unexpected file in color/ (expected N.jpg with N a frame number)")
+            colors[int(p.stem)] = p
+        if not colors:
+            raise SequenceError(f"{self.root / 'color'}: no images")
+        self.color_paths: list[Path] = []
+        self.depth_paths: list[Path] = []
+        poses = []
+        self.invalid_poses = 0
+        for n in sorted(colors):
+            depth_path = self.root / "depth" / f"{n}.png"
+            pose_path = self.root / "pose" / f"{n}.txt"
+            for p in (depth_path, pose_path):
+                if not p.is_file():
+                    raise SequenceError(f"{p}: missing (color/ has {colors[n].name})")
+            T = _matrix(pose_path, 4)
+            if not np.all(np.isfinite(T)):
+                self.invalid_poses += 1  # ScanNet's marker of a frame whose tracking failed
+                continue
+            try:
+                poses.append(to_rigid(T, name=f"{pose_path}: pose")[0])
+            except ValueError as exc:
+                raise SequenceError(str(exc)) from None
+            self.color_paths.append(colors[n])
+            self.depth_paths.append(depth_path)
+        if not poses:
+            raise SequenceError(f"{self.root / 'pose'}: every pose is invalid (-inf)")
+        self.poses = np.stack(poses)
+        self.stamps = np.array([float(int(p.stem)) for p in self.color_paths]) / 30.0  # ScanNet records at 30 Hz
+
+    def __len__(self) -> int:
+        return len(self.color_paths)
+
+    def frame(self, i: int, *, depth: bool = True, semantic: bool = True, normals: bool = True) -> SequenceFrame:
+        """Frame ``i`` with depth resized (nearest) to the colour image and the colour K."""
+        rgb = read_rgb(self.color_paths[i])
+        d = None
+        if depth:
+            raw = imread(self.depth_paths[i], cv2.IMREAD_UNCHANGED)
+            if raw.dtype != np.uint16 or raw.ndim != 2:
+                raise SequenceError(f"{self.depth_paths[i]}: expected a one-channel uint16 PNG (millimetres), "
+                                    f"got {raw.dtype} with shape {raw.shape}")
+            H, W = rgb.shape[:2]
+            if raw.shape != (H, W):
+                raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres kept
+            d = depth_from_mm(raw)
+        return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=self.K.copy(),
+                             T_world_cam=self.poses[i].copy(), name=self.color_paths[i].stem)

@@ -1,0 +1,367 @@
+"""Posed-frame layouts (issue 17): bag, TUM RGB-D, ScanNet export and 7-Scenes readers against fixtures written
+from synthetic scenes with exact ground truth; bad layouts give one-line errors naming the file (and line);
+``mtl3d train`` runs from each kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from mtl3d_perception import cli, topics
+from mtl3d_perception.data.bag import T_BASE_CAM, typestore, write_bag
+from mtl3d_perception.data.datasets import SourceConfig, build_dataset, parse_data_spec
+from mtl3d_perception.data.sequence import SequenceError, write_sequence
+from mtl3d_perception.data.sources.bag import BagFrames
+from mtl3d_perception.data.sources.scannet import ScanNetSequence
+from mtl3d_perception.data.sources.seven_scenes import SevenScenesSequence, centred_K, register_depth
+from mtl3d_perception.data.sources.tum import TumSequence
+from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
+from mtl3d_perception.geometry import depth_to_mm, interpolate_pose, invert_se3, rotation_to_quat
+from mtl3d_perception.msgs.conversions import (
+    depth_image_to_metres,
+    make_camera_info,
+    make_header,
+    make_image,
+    make_transform_stamped,
+)
+
+SIZE = (64, 48)
+N = 6
+SMOKE = Path(__file__).resolve().parents[1] / "config" / "train" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """(scene, poses [N,4,4], K, renders) of a synthetic room at 64x48."""
+    sc = SyntheticScene(4)
+    path = sc.camera_path(N, rate_hz=5.0)
+    K = default_intrinsics(*SIZE)
+    return sc, path, K, [sc.render(T, K, SIZE) for T in path]
+
+
+# ---------------------------------------------------------------------------------------------------- TUM
+
+
+def write_tum(root: Path, scene, *, gt_rows=None) -> Path:
+    _, path, _, renders = scene
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    t0 = 1305031102.0
+    rgb_lines, depth_lines = ["# color images"], ["# depth maps"]
+    for i, r in enumerate(renders):
+        t = t0 + i / 5
+        cv2.imwrite(str(root / "rgb" / f"{t:.6f}.png"), r["rgb"][:, :, ::-1])
+        cv2.imwrite(str(root / "depth" / f"{t + 0.004:.6f}.png"), np.rint(r["depth"] * 5000).astype(np.uint16))
+        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
+        depth_lines.append(f"{t + 0.004:.6f} depth/{t + 0.004:.6f}.png")
+    (root / "rgb.txt").write_text("\n".join(rgb_lines) + "\n")
+    (root / "depth.txt").write_text("\n".join(depth_lines) + "\n")
+    if gt_rows is None:
+        gt_rows = ["# timestamp tx ty tz qx qy qz qw"]
+        for i, T in enumerate(path):
+            q = rotation_to_quat(T[:3, :3])
+            gt_rows.append(f"{t0 + i / 5:.6f} " + " ".join(f"{v:.9f}" for v in (*T[:3, 3], *q)))
+    (root / "groundtruth.txt").write_text("\n".join(gt_rows) + "\n")
+    return root
+
+
+def test_tum_frames_equal_what_was_written(tmp_path, scene):
+    _, path, K, renders = scene
+    root = write_tum(tmp_path / "rgbd_dataset_freiburg3_synthetic", scene)
+    seq = TumSequence(root)
+    assert len(seq) == N and seq.dropped == 0
+    fr = seq.frame(2)
+    np.testing.assert_array_equal(fr.rgb, renders[2]["rgb"])
+    np.testing.assert_allclose(fr.depth, renders[2]["depth"], atol=1.0 / 5000)  # the 5000-per-metre quantum
+    np.testing.assert_allclose(fr.T_world_cam, path[2], atol=1e-8)
+    # fr3's published K (535.4, 539.2, 320.1, 247.6 at 640x480) scaled to 64x48
+    np.testing.assert_allclose(fr.K, [[53.54, 0, (320.1 + 0.5) / 10 - 0.5], [0, 53.92, (247.6 + 0.5) / 10 - 0.5], [0, 0, 1]])
+    given = TumSequence(root, K=K)
+    np.testing.assert_array_equal(given.frame(0).K, K)
+
+
+def test_tum_pose_is_interpolated_between_groundtruth_rows(tmp_path, scene):
+    t0 = 1305031102.0
+    rows = [f"{t0 - 0.05:.6f} 0 0 0 0 0 0 1", f"{t0 + 0.05:.6f} 0.2 0 0 0 0 0 1"]  # only frame 0 lies inside
+    seq = TumSequence(write_tum(tmp_path / "x", scene, gt_rows=rows), camera="fr1")
+    assert len(seq) == 1 and seq.dropped == N - 1
+    np.testing.assert_allclose(seq.poses[0][:3, 3], [0.1, 0, 0], atol=1e-9)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda r: (r / "groundtruth.txt").write_text("1305031102.0 1 2 3 0 0 0\n"),
+     r"groundtruth\.txt line 1: expected 'timestamp tx ty tz qx qy qz qw' \(8 numbers\), got 7"),
+    (lambda r: (r / "groundtruth.txt").write_text("# h\n1305031102.0 1 2 3 0 0 0 2\n"),
+     r"groundtruth\.txt line 2: quaternion .* is not normalised"),
+    (lambda r: (r / "rgb.txt").write_text("# h\n1305031102.0\n"), r"rgb\.txt line 2: expected 'timestamp filename'"),
+    (lambda r: (r / "depth.txt").unlink(), r"depth\.txt: missing"),
+])
+def test_tum_bad_layouts(tmp_path, scene, edit, match):
+    root = write_tum(tmp_path / "freiburg2_x", scene)
+    edit(root)
+    with pytest.raises(SequenceError, match=match) as info:
+        TumSequence(root)
+    assert "\n" not in str(info.value)
+
+
+def test_tum_needs_a_camera(tmp_path, scene):
+    with pytest.raises(SequenceError, match="cannot tell the TUM camera"):
+        TumSequence(write_tum(tmp_path / "mine", scene))
+
+
+# ---------------------------------------------------------------------------------------------------- ScanNet
+
+
+def write_scannet(root: Path, scene) -> Path:
+    _, path, K, renders = scene
+    for sub in ("color", "depth", "pose", "intrinsic"):
+        (root / sub).mkdir(parents=True)
+    K_depth = K.copy()
+    K_depth[:2] /= 2  # depth at half size (ScanNet: 640x480 depth for 1296x968 colour)
+    for name, M in (("intrinsic_color.txt", K), ("intrinsic_depth.txt", K_depth)):
+        M4 = np.eye(4)
+        M4[:3, :3] = M
+        np.savetxt(root / "intrinsic" / name, M4)
+    for i, (T, r) in enumerate(zip(path, renders)):
+        cv2.imwrite(str(root / "color" / f"{i}.png"), r["rgb"][:, :, ::-1])
+        cv2.imwrite(str(root / "depth" / f"{i}.png"), depth_to_mm(r["depth"][::2, ::2]))
+        np.savetxt(root / "pose" / f"{i}.txt", np.full((4, 4), -np.inf) if i == 3 else T)
+    return root
+
+
+def test_scannet_frames_equal_what_was_written(tmp_path, scene):
+    _, path, K, renders = scene
+    seq = ScanNetSequence(write_scannet(tmp_path / "scene0000_00", scene))
+    assert len(seq) == N - 1 and seq.invalid_poses == 1  # the -inf pose is left out
+    fr = seq.frame(3)  # file 4
+    np.testing.assert_array_equal(fr.rgb, renders[4]["rgb"])
+    np.testing.assert_allclose(fr.T_world_cam, path[4], atol=1e-12)
+    np.testing.assert_allclose(fr.K, K)
+    # depth resized to the colour size by nearest neighbour: colour pixel (u, v) takes depth pixel (u//2, v//2)
+    np.testing.assert_allclose(fr.depth, np.repeat(np.repeat(renders[4]["depth"][::2, ::2], 2, 0), 2, 1), atol=5e-4)
+
+
+def test_scannet_bad_layouts(tmp_path, scene):
+    root = write_scannet(tmp_path / "s", scene)
+    (root / "pose" / "2.txt").unlink()
+    with pytest.raises(SequenceError, match=r"pose/2\.txt: missing \(color/ has 2\.png\)"):
+        ScanNetSequence(root)
+    root = write_scannet(tmp_path / "t", scene)
+    (root / "pose" / "1.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1\n0 0 0 1\n")
+    with pytest.raises(SequenceError, match=r"pose/1\.txt line 3: expected 4 numbers"):
+        ScanNetSequence(root)
+    with pytest.raises(SequenceError, match=r"nothing/color: missing \(a ScanNet export has color/, depth/"):
+        ScanNetSequence(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------------------------------------------- 7-Scenes
+
+
+def write_seven_scenes(root: Path, scene) -> tuple[Path, list[np.ndarray]]:
+    """Colour rendered through the colour K (fx 525 at 640), depth through the depth K (fx 585 at 640)."""
+    sc, path, _, _ = scene
+    root.mkdir(parents=True)
+    K_c, K_d = centred_K(525.0, *SIZE), centred_K(585.0, *SIZE)
+    depth_views = []
+    for i, T in enumerate(path):
+        color = sc.render(T, K_c, SIZE)
+        depth = sc.render(T, K_d, SIZE)["depth"]
+        depth_views.append(depth)
+        cv2.imwrite(str(root / f"frame-{i:06d}.color.png"), color["rgb"][:, :, ::-1])
+        mm = depth_to_mm(depth)
+        mm[0, 0] = 65535  # the dataset's invalid marker
+        cv2.imwrite(str(root / f"frame-{i:06d}.depth.png"), mm)
+        np.savetxt(root / f"frame-{i:06d}.pose.txt", T, fmt="%.6f")  # 6 decimals: orthonormal to ~1e-6 only
+    return root, depth_views
+
+
+def test_seven_scenes_registration_against_a_hand_computed_pixel():
+    depth = np.full((48, 64), 2.0, np.float32)
+    depth[30, 40] = 1.0  # one near point
+    reg = register_depth(depth, (48, 64))
+    # same centre (31.5, 23.5), focal 58.5 -> 52.5 px: u_c = 52.5 / 58.5 * (40 - 31.5) + 31.5 = 39.128 -> 39,
+    # v_c = 52.5 / 58.5 * (30 - 23.5) + 23.5 = 29.333 -> 29; the z-buffer keeps the nearer surface there
+    assert reg[29, 39] == pytest.approx(1.0)
+    assert reg[29, 40] == pytest.approx(2.0) and reg[28, 39] == pytest.approx(2.0)
+    # the depth camera sees less than the colour camera: the colour image's border gets no depth
+    assert np.isnan(reg[:, :3]).all() and np.isnan(reg[:2]).all() and np.isfinite(reg[3:45, 4:60]).all()
+
+
+def test_seven_scenes_frames_equal_what_was_written(tmp_path, scene):
+    sc, path, _, _ = scene
+    root, _ = write_seven_scenes(tmp_path / "chess" / "seq-01", scene)
+    seq = SevenScenesSequence(root)
+    assert len(seq) == N
+    fr = seq.frame(1)
+    K_c = centred_K(525.0, *SIZE)
+    np.testing.assert_allclose(fr.K, K_c)
+    np.testing.assert_allclose(fr.T_world_cam, path[1], atol=2e-6)
+    truth = sc.render(path[1], K_c, SIZE)
+    np.testing.assert_array_equal(fr.rgb, truth["rgb"])
+    # registered depth vs the colour camera's true depth (splat to the nearest pixel: off on slanted surfaces)
+    ok = np.isfinite(fr.depth)
+    assert ok.mean() > 0.8
+    rel = np.abs(fr.depth[ok] - truth["depth"][ok]) / truth["depth"][ok]
+    assert np.median(rel) < 0.01
+    with pytest.raises(SequenceError, match=r"chess: a 7-Scenes scene; give one of its sequences \(seq-01"):
+        SevenScenesSequence(tmp_path / "chess")
+
+
+def test_seven_scenes_bad_layouts(tmp_path, scene):
+    root, _ = write_seven_scenes(tmp_path / "seq-01", scene)
+    (root / "frame-000002.pose.txt").unlink()
+    with pytest.raises(SequenceError, match=r"frame-000002\.pose\.txt: missing \(frame 000002 has color, depth\)"):
+        SevenScenesSequence(root)
+    (root / "frame-000002.pose.txt").write_text("1 0 0\n")
+    with pytest.raises(SequenceError, match=r"frame-000002\.pose\.txt: expected 4 rows of 4 numbers"):
+        SevenScenesSequence(root)
+    (root / "frame-000002.pose.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+    (root / "notes.md").write_text("x")
+    with pytest.raises(SequenceError, match=r"notes\.md: unexpected file"):
+        SevenScenesSequence(root)
+
+
+# ---------------------------------------------------------------------------------------------------- bags
+
+
+def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarray) -> Path:
+    """A bag with a colour camera and a separate depth camera (16UC1 mm, its own frame and camera_info)."""
+    sc, path, K, renders = scene
+    store = typestore()
+    types = store.types
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {}
+
+        def put(topic, msgtype, t, msg):
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msgtype, typestore=store)
+            w.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+
+        t0 = 1_700_000_000_000_000_000
+        tfm = "tf2_msgs/msg/TFMessage"
+        statics = [make_transform_stamped(types, make_header(types, t0, "base_link"), topics.CAMERA_FRAME, T_BASE_CAM),
+                   make_transform_stamped(types, make_header(types, t0, topics.CAMERA_FRAME), "depth_optical", T_cam_depth)]
+        put(topics.TF_STATIC_TOPIC, tfm, t0, types[tfm](transforms=statics))
+        for i, (T, r) in enumerate(zip(path, renders)):
+            t = t0 + i * 200_000_000
+            td = t + 10_000_000  # the depth camera is 10 ms late
+            put(topics.TF_TOPIC, tfm, t, types[tfm](transforms=[make_transform_stamped(
+                types, make_header(types, t, "odom"), "base_link", T @ invert_se3(T_BASE_CAM))]))
+            h = make_header(types, t, topics.CAMERA_FRAME)
+            put(topics.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", t, make_camera_info(types, h, K, *SIZE))
+            put(topics.IMAGE_TOPIC, "sensor_msgs/msg/Image", t, make_image(types, h, r["rgb"], "rgb8"))
+            # the depth camera's pose at its own stamp, 10 ms into the 200 ms to the next frame (as TF interpolates)
+            T_world_depth = interpolate_pose(T, path[min(i + 1, N - 1)], 0.05) @ T_cam_depth
+            hd = make_header(types, td, "depth_optical")
+            depth = sc.render(T_world_depth, K_depth, SIZE)["depth"]
+            put("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", td, make_camera_info(types, hd, K_depth, *SIZE))
+            put("/camera/depth/image_raw", "sensor_msgs/msg/Image", td, make_image(types, hd, depth_to_mm(depth), "16UC1"))
+    return out
+
+
+def test_bag_frames_with_registered_depth_equal_what_was_written(tmp_path, scene):
+    _, path, K, renders = scene
+    from mtl3d_perception.data.sequence import SequenceFrame
+
+    frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=r["depth"], K=K, T_world_cam=T,
+                            semantic=r["semantic"]) for i, (T, r) in enumerate(zip(path, renders))]
+    bag = write_bag(frames, tmp_path / "bag", compressed="png")
+    src = BagFrames(bag)
+    assert len(src) == N and src.unposed == 0
+    for i in (0, 4, 2):  # random access, any order
+        fr = src.frame(i)
+        np.testing.assert_array_equal(fr.rgb, renders[i]["rgb"])
+        np.testing.assert_array_equal(fr.depth, renders[i]["depth"])
+        np.testing.assert_array_equal(fr.semantic, renders[i]["semantic"])
+        np.testing.assert_allclose(fr.K, K)
+        np.testing.assert_allclose(fr.T_world_cam, path[i], atol=1e-9)
+    assert len(BagFrames(bag, depth_topic="", semantic_topic="").frame(1).rgb) == SIZE[1]
+    assert BagFrames(bag, depth_topic="").frame(1).depth is None
+
+
+def test_bag_unregistered_depth_is_reprojected_through_tf(tmp_path, scene):
+    sc, path, K, renders = scene
+    T_cam_depth = np.eye(4)
+    T_cam_depth[0, 3] = 0.05  # the depth camera 5 cm to the right
+    K_depth = default_intrinsics(*SIZE, hfov_deg=50.0)
+    bag = write_rgbd_bag(tmp_path / "rgbd", scene, T_cam_depth, K_depth)
+    src = BagFrames(bag, depth_topic="/camera/depth/image_raw")
+    assert len(src) == N
+    for i in (1, 3):
+        d = src.frame(i).depth
+        ok = np.isfinite(d)
+        assert ok.mean() > 0.5
+        rel = np.abs(d[ok] - renders[i]["depth"][ok]) / renders[i]["depth"][ok]
+        assert np.median(rel) < 0.01
+        # the depth image as recorded (another camera, 5 cm away, other K) is far from the colour camera's depth
+        raw = src._read("/camera/depth/image_raw", *src.depth_refs[i][:2])
+        as_recorded = depth_image_to_metres(raw)
+        assert raw.encoding == "16UC1" and np.isfinite(as_recorded).all()
+        rel_raw = np.abs(as_recorded - renders[i]["depth"]) / renders[i]["depth"]
+        assert np.median(rel_raw) > 3 * np.median(rel)
+
+
+def test_bag_without_the_pose_says_which_frames_it_has(tmp_path, scene):
+    from mtl3d_perception.data.bag import BagError
+
+    _, path, K, renders = scene
+    from mtl3d_perception.data.sequence import SequenceFrame
+
+    frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=None, K=K, T_world_cam=T)
+              for i, (T, r) in enumerate(zip(path, renders))]
+    bag = write_bag(frames, tmp_path / "bag")
+    with pytest.raises(BagError, match=r"none of 6 images has a pose in 'map' from TF .* TF frames in the bag: "
+                                       r"base_link, camera_color_optical_frame, odom"):
+        BagFrames(bag, world_frame="map")
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, scene):
+    """One small fixture per kind."""
+    root = tmp_path_factory.mktemp("layouts")
+    _, path, K, renders = scene
+    from mtl3d_perception.data.sequence import SequenceFrame
+
+    frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=r["depth"], K=K, T_world_cam=T)
+              for i, (T, r) in enumerate(zip(path, renders))]
+    seq = write_sequence(root / "seq", frames)
+    return {
+        "sequence": seq,
+        "bag": write_bag(seq, root / "bag"),
+        "tum": write_tum(root / "rgbd_dataset_freiburg1_synth", scene),
+        "scannet": write_scannet(root / "scannet", scene),
+        "seven_scenes": write_seven_scenes(root / "seq-01", scene)[0],
+    }
+
+
+@pytest.mark.parametrize("kind", ["sequence", "bag", "tum", "scannet", "seven_scenes"])
+def test_train_runs_from_each_kind(layouts, kind, tmp_path, capsys):
+    spec = parse_data_spec(f"{kind}:{layouts[kind]}:0:4")
+    assert (spec.kind, spec.start, spec.end) == (kind, 0, 4)
+    ds = build_dataset([SourceConfig(kind=kind, path=str(layouts[kind]), stride=2)], image_size=SIZE)
+    assert [ds[i].meta[0]["frames"][0] for i in range(len(ds))] == [0, 2, 4][: len(ds)]
+    sample = ds[1]
+    assert sample.valid["depth"].all() and np.isfinite(sample.depth.numpy()).mean() > 0.5
+    rc = cli.main(["train", "--config", str(SMOKE), f"out_dir={tmp_path}", "steps=1", "eval_every=0",
+                   f"data.train=[{{kind: {kind}, path: '{layouts[kind]}', tasks: [depth]}}]",
+                   "loss.extra={photometric: {weight: 1.0}}"])
+    assert rc == 0 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_bag_frames_read_camera_info_as_the_node_does():
+    """The one image conversion (msgs.messages.frame_from_messages): a 2x2-binned camera's K is scaled."""
+    case = Path("../shared/cases/camera_info_binning")
+    if not case.is_dir():
+        pytest.skip(f"{case} absent")
+    src = BagFrames(case)
+    fr = src.frame(5)
+    assert fr.rgb.shape == (24, 32, 3)
+    assert fr.K[0, 0] == pytest.approx(25.11, abs=0.01) and fr.K[1, 1] == pytest.approx(25.11, abs=0.01)
+    assert 15.5 <= fr.K[0, 2] <= 15.75 and 11.5 <= fr.K[1, 2] <= 11.75
