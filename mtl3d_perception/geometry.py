@@ -333,6 +333,26 @@ def project(points, K):
     return p[..., :2] / safe[..., None], z
 
 
+def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:
+    """Forward-splat a source depth map into another camera (numpy).
+
+    Each valid source pixel lands on its nearest destination pixel; the nearest surface wins (z-buffer).
+    Returns the destination z-depth ``[H,W]`` float32 in metres, NaN where nothing lands.
+    """
+    H, W = dst_hw
+    pts = transform_points(np.asarray(T_dst_src, np.float64), backproject(np.asarray(depth_src, np.float64), K_src))
+    uv, z = project(pts.reshape(-1, 3), np.asarray(K_dst, np.float64))
+    ok = np.isfinite(uv).all(axis=1) & np.isfinite(z) & (z > MIN_Z)
+    u = np.rint(uv[ok, 0]).astype(np.int64)
+    v = np.rint(uv[ok, 1]).astype(np.int64)
+    z = z[ok]
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    zbuf = np.full(H * W, np.inf)
+    np.minimum.at(zbuf, v[inside] * W + u[inside], z[inside])
+    zbuf[~np.isfinite(zbuf)] = np.nan
+    return zbuf.reshape(H, W).astype(np.float32)
+
+
 def sample_bilinear(image, uv, max_rel_jump: float = 0.05):
     """Bilinear samples of a depth-like map ``[H,W]`` at pixel coordinates ``uv [...,2]`` (numpy).
 

@@ -23,26 +23,6 @@ def _pose(q, t):
 K0 = np.array([[100.0, 0.0, 31.5], [0.0, 110.0, 23.5], [0.0, 0.0, 1.0]])
 
 
-def _splat_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:
-    """Forward-splat a source depth map into another camera (numpy): an independent check of depth_in_other_view.
-
-    Each valid source pixel lands on its nearest destination pixel; the nearest surface wins (z-buffer).
-    Returns the destination z-depth ``[H,W]`` float32 in metres, NaN where nothing lands.
-    """
-    H, W = dst_hw
-    pts = g.transform_points(np.asarray(T_dst_src, np.float64), g.backproject(np.asarray(depth_src, np.float64), K_src))
-    uv, z = g.project(pts.reshape(-1, 3), np.asarray(K_dst, np.float64))
-    ok = np.isfinite(uv).all(axis=1) & np.isfinite(z) & (z > g.MIN_Z)
-    u = np.rint(uv[ok, 0]).astype(np.int64)
-    v = np.rint(uv[ok, 1]).astype(np.int64)
-    z = z[ok]
-    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    zbuf = np.full(H * W, np.inf)
-    np.minimum.at(zbuf, v[inside] * W + u[inside], z[inside])
-    zbuf[~np.isfinite(zbuf)] = np.nan
-    return zbuf.reshape(H, W).astype(np.float32)
-
-
 @given(quats, trans)
 def test_invert_is_inverse(q, t):
     T = _pose(q, t)
@@ -204,7 +184,7 @@ def test_reprojection_of_a_plane_agrees_with_rendered_depth(q, t):
     if ok.sum() < 10:
         return
     np.testing.assert_allclose(z_pred[ok], z_b[ok], rtol=2e-3)
-    splat = _splat_depth(da, K, g.relative_pose(T_world_b, T_world_a), K, (H, W))
+    splat = g.reproject_depth(da, K, g.relative_pose(T_world_b, T_world_a), K, (H, W))
     both = np.isfinite(splat)
     np.testing.assert_allclose(splat[both], db[both], rtol=0.05)
 
