@@ -187,7 +187,7 @@ def fuzz_pipeline(rng: np.random.Generator, pipeline: Any, frame: Any, outcomes:
     except Exception as exc:
         escapes.append(("pipeline.process", seed, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=3)))
         return
-    if products.cloud is not None and not np.isfinite(products.cloud.points).all():
+    if products.points is not None and not np.isfinite(products.points.points).all():
         escapes.append(("pipeline.process", seed, "non-finite cloud point", ""))
     outcomes["pipeline_ok"] += 1
 
@@ -197,10 +197,11 @@ def run(cases: int, pipeline_cases: int, seed: int) -> dict[str, Any]:
 
     from mtl3d_perception.model import build_model, resolve_config
     from mtl3d_perception.runtime import PerceptionPipeline
+    from mtl3d_perception.runtime.config import RuntimeConfig
 
     torch.manual_seed(seed)
     model = build_model(dataclasses.replace(resolve_config("tiny"), input_size=(32, 24), pretrained=False, num_depth=4))
-    pipeline = PerceptionPipeline(model, point_stride=2)
+    pipeline = PerceptionPipeline(model, RuntimeConfig(point_stride=2))
     outcomes: dict[str, Counter] = {"messages": Counter(), "tf": Counter(), "pipeline": Counter()}
     escapes: list = []
     buffer = compat_tf2.Buffer(types=TYPES)

@@ -24,7 +24,7 @@ import torch
 from mtl3d_perception import topics
 from mtl3d_perception.geometry import pose_from_quat_trans
 from mtl3d_perception.model import build_model, resolve_config
-from mtl3d_perception.runtime import Frame, PairingConfig, PerceptionPipeline
+from mtl3d_perception.runtime import Frame, PerceptionPipeline, RuntimeConfig
 
 S = 1_000_000_000
 
@@ -42,8 +42,8 @@ def _pct(values, q) -> float:
 
 
 def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int) -> dict[str, list[float]]:
-    pipe = PerceptionPipeline(model, device=device, precision=precision, pairing=PairingConfig(min_baseline_m=0.05),
-                              point_stride=4)
+    pipe = PerceptionPipeline(model, RuntimeConfig(device=device, precision=precision, point_stride=4).replace(
+        min_baseline_m=0.05))
     pipe.warmup()
     stages: dict[str, list[float]] = {}
     for i, frame in enumerate(_frames(n + 2, W, H)):
@@ -88,7 +88,7 @@ def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> li
     for i, frame in enumerate(_frames(n + 2, W, H)):
         header = cv.make_header(types, frame.stamp_ns, frame.frame_id)
         ts = cv.make_transform_stamped(types, cv.make_header(types, frame.stamp_ns, topics.WORLD_FRAME),
-                                       topics.BASE_FRAME, frame.pose)
+                                       topics.BASE_FRAME, frame.T_world_cam)
         node.tf_buffer.set_transform(ts, "bench")
         before = len(got)
         t0 = time.perf_counter()

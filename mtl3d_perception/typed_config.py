@@ -5,6 +5,13 @@ The one checker behind :class:`~mtl3d_perception.model.config.ModelConfig` and
 ``load_typed_config``): every value is checked against its field's annotation, lists become tuples where
 a tuple is annotated, nested dataclasses are built recursively, and an unknown key or a wrong type raises
 :class:`ConfigError` naming the full dotted key (``data.train.0.end``).
+
+Why not dacite (or OmegaConf): measured against dacite 1.9.2 with ``Config(strict=True, cast=[tuple],
+type_hooks={float: float})`` on TrainConfig (issue 14): an unknown key says ``can not match "lr_x" to any data
+class field`` without its section or the known keys; a bad float escapes the hook as a bare ``could not convert
+string to float`` naming no key; a list element's error drops its index (``data.train.end``). Those messages are
+what users of ``mtl3d train`` and the node's parameters read, so this ~150-line checker stays. OmegaConf (not
+measured) brings interpolation and config merging that nothing here uses.
 """
 
 from __future__ import annotations

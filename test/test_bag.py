@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import render_frames
 from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
 
@@ -21,7 +22,6 @@ from mtl3d_perception.data.bag import (
 )
 from mtl3d_perception.data.sequence import PosedSequence, write_sequence
 from mtl3d_perception.data.sources.bag import read_bag_sequence
-from mtl3d_perception.data.synthetic import render_sequence
 from mtl3d_perception.geometry import check_rigid, rotation_angle
 
 N_FRAMES = 5
@@ -29,7 +29,7 @@ N_FRAMES = 5
 
 @pytest.fixture(scope="module")
 def seq_dir(tmp_path_factory):
-    return write_sequence(tmp_path_factory.mktemp("bag") / "seq", render_sequence(7, N_FRAMES, (32, 24)))
+    return write_sequence(tmp_path_factory.mktemp("bag") / "seq", render_frames(7, N_FRAMES, (32, 24)))
 
 
 @pytest.mark.parametrize("storage", ["mcap", "db3"])
@@ -119,7 +119,7 @@ def test_rate_overrides_the_stamps(tmp_path, seq_dir):
 
 
 def test_frames_without_ground_truth_and_from_a_list(tmp_path):
-    frames = render_sequence(3, 3, (16, 12))
+    frames = render_frames(3, 3, (16, 12))
     for f in frames:
         f.depth, f.semantic = None, None
     bag = write_bag(frames, tmp_path / "bag")
@@ -180,7 +180,7 @@ def test_write_errors(tmp_path, seq_dir):
     with pytest.raises(BagError, match="no frames to write"):
         write_bag([], tmp_path / "empty")
     assert not (tmp_path / "empty").exists()  # no half-written bag left behind
-    frames = render_sequence(1, 2, (16, 12))
+    frames = render_frames(1, 2, (16, 12))
     frames[1].K = frames[1].K * 2
     with pytest.raises(BagError, match="frame 1 changes K or image size"):
         write_bag(frames, tmp_path / "two_cameras")

@@ -404,7 +404,7 @@ def test_frame_from_messages_and_bad_input(flavour):
     types = flavour()
     image, info = _frame_messages(types, encoding="bgr8")
     frame = frame_from_messages(image, info)
-    assert (frame.stamp_ns, frame.frame_id, frame.size, frame.pose) == (7_000_000_123, "cam", (7, 5), None)
+    assert (frame.stamp_ns, frame.frame_id, frame.size, frame.T_world_cam) == (7_000_000_123, "cam", (7, 5), None)
     np.testing.assert_array_equal(frame.rgb, _sample("bgr8")[..., ::-1])
     np.testing.assert_array_equal(frame.K, K_SMALL)
     bad = {"encoding": {"encoding": "16UC1"}, "intrinsics": {"K": np.zeros((3, 3))},
@@ -570,8 +570,8 @@ def test_products_to_messages(flavour):
     cloud = PointCloud(points=np.ones((4, 3), np.float32), rgb=np.zeros((4, 3), np.uint8),
                        labels=np.arange(4, dtype=np.uint16), pixels=np.zeros((4, 2), int))
     products = Products(stamp_ns=9_000_000_001, frame_id="cam", size=(7, 5), K=K_SMALL, depth=_sample("32FC1"),
-                        labels=mono, labels_color=colour, normals=_sample("32FC3"), normals_color=colour,
-                        boundary=mono, cloud=cloud, cloud_frame_id="odom")
+                        semantic=mono, semantic_color=colour, normals=_sample("32FC3"), normals_color=colour,
+                        boundary=mono, points=cloud, points_frame_id="odom")
     msgs = products_to_messages(types, products)
     assert set(msgs) == set(topics.OUTPUTS)
     for name, msg in msgs.items():

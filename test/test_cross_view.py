@@ -8,14 +8,29 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
-from mtl3d_perception.geometry import relative_pose
-from mtl3d_perception.train.cross_view import CrossViewLoss, CrossViewTerm, depth_consistency_error, warp_pair
+from mtl3d_perception.geometry import MIN_Z, relative_pose
+from mtl3d_perception.train.cross_view import CrossViewLoss, CrossViewTerm, _weighted_mean, warp_pair
 from mtl3d_perception.train.loss_base import build_loss_term
 
 W, H = 64, 48
 NUM_CLASSES = 13
+
+
+@torch.no_grad()
+def depth_consistency_error(depth_ref: Tensor, depth_src: Tensor, K_ref: Tensor, K_src: Tensor,
+                            T_src_ref: Tensor, *, occlusion_tol: float = float("inf")) -> Tensor:
+    """Mean relative disagreement ``|z_src_in_ref - d_ref| / d_ref`` over in-view pixels (a check of warp_pair on ground truth).
+
+    The geometry is the reference prediction itself. By default only the out-of-view and behind-camera
+    tests apply (occluded pixels count as disagreement); pass ``occlusion_tol`` to drop them too.
+    """
+    w = warp_pair(depth_ref, depth_src, K_ref, K_src, T_src_ref, occlusion_tol=occlusion_tol,
+                  conf_tau=float("inf"))
+    rel = (w["z_src_in_ref"] - depth_ref).abs() / depth_ref.clamp_min(MIN_Z)
+    return _weighted_mean(rel, w["visible"])
 
 
 @pytest.fixture(scope="module")

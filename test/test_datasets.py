@@ -144,10 +144,11 @@ def test_collate_to_and_single_view():
 
 @pytest.fixture
 def sequence_dir(tmp_path):
-    from mtl3d_perception.data.sequence import write_sequence
-    from mtl3d_perception.data.synthetic import render_sequence
+    from helpers import render_frames
 
-    return write_sequence(tmp_path / "seq", render_sequence(5, 10, (64, 48)))
+    from mtl3d_perception.data.sequence import write_sequence
+
+    return write_sequence(tmp_path / "seq", render_frames(5, 10, (64, 48)))
 
 
 def test_sequence_source_range_neighbours_and_labels(sequence_dir):

@@ -138,11 +138,12 @@ def test_geometric_depth_needs_the_cvm():
 
 def test_pipeline_carries_the_confidence_into_products():
     from mtl3d_perception.geometry import pose_from_quat_trans
-    from mtl3d_perception.runtime import Frame, PairingConfig, PerceptionPipeline
+    from mtl3d_perception.runtime import Frame, PerceptionPipeline
+    from mtl3d_perception.runtime.config import RuntimeConfig
 
     ref, src, K, T = _pair(2.0, 0.2)
     model = _model()
-    pipe = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.05), output_resolution="camera")
+    pipe = PerceptionPipeline(model, RuntimeConfig(output_resolution="camera").replace(min_baseline_m=0.05))
     rgb = [(x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8") for x in (src, ref)]
     poses = [pose_from_quat_trans([0, 0, 0, 1.0], [0.2, 0, 0]), pose_from_quat_trans([0, 0, 0, 1.0], [0, 0, 0])]
     K_np = K[0].numpy().astype("float64")
@@ -155,6 +156,6 @@ def test_pipeline_carries_the_confidence_into_products():
         assert 0.0 <= float(p.depth_confidence.min()) and float(p.depth_confidence.max()) <= 1.0
     assert float(first.depth_confidence.max()) < 1e-3  # single view: nothing matched
     assert float(second.depth_confidence.mean()) > float(first.depth_confidence.mean()) + 0.05
-    semantic_only = PerceptionPipeline(_model(), outputs={"semantic"}).process(
+    semantic_only = PerceptionPipeline(_model(), RuntimeConfig().with_outputs({"semantic"})).process(
         Frame(1_000_000_000, "cam", rgb[0], K_np, poses[0]))
     assert semantic_only.depth_confidence is None

@@ -157,10 +157,11 @@ def test_camera_resolution_outputs_obey_the_same_limit():
 
     from mtl3d_perception.model import build_model
     from mtl3d_perception.model.config import resolve_config
+    from mtl3d_perception.runtime.config import RuntimeConfig
     from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 
     model = build_model(dataclasses.replace(resolve_config("tiny"), input_size=(32, 24), pretrained=False, num_depth=4))
-    pipe = PerceptionPipeline(model, output_resolution="camera", max_image_pixels=64 * 48 - 1)
+    pipe = PerceptionPipeline(model, RuntimeConfig(output_resolution="camera", max_image_pixels=64 * 48 - 1))
     frame = Frame(0, "cam", np.zeros((48, 64, 3), np.uint8), K64)
     with pytest.raises(ValueError, match="frame 'cam' at 0 ns is 64x48"):
         pipe.process(frame)
@@ -365,17 +366,20 @@ def test_tf_time_jumps_are_reported_not_logged_per_message(caplog):
 def test_replay_counts_rejected_transforms_in_diagnostics():
     """A zero-quaternion TF in a bag shows as bad_input.transform in the replay's /diagnostics."""
     from mtl3d_perception.replay.runner import ReplayOptions, _Replay
+    from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
+    from mtl3d_perception.runtime.pose_wait import RecordedPoseWait
     from mtl3d_perception.runtime.stats import RuntimeStats
-    from mtl3d_perception.runtime.tf_buffer import TransformBuffer
 
     replay = _Replay.__new__(_Replay)  # only the TF path: no model, no output bag
     replay.o, replay.warnings = ReplayOptions(), []
 
     replay.stats = RuntimeStats()
-    replay.tf = TransformBuffer(on_problem=replay._tf_problem)
+    replay.tf = compat_tf2.Buffer(types=TYPES)  # as _Replay builds it
+    replay.tf.core.on_problem = replay._tf_problem
+    replay.pose_wait = RecordedPoseWait(lambda frame: (None, None), lambda frame: None, 0.3)
     ts = cv.make_transform_stamped(TYPES, cv.make_header(TYPES, 5, "odom"), "base_link", np.eye(4))
     ts.transform.rotation.w = 0.0
     msg = TYPES["tf2_msgs/msg/TFMessage"](transforms=[ts, ts, ts])
     replay._add_tf(msg, static=False)
     assert replay.stats.snapshot()["bad_input"] == {"transform": 3}
-    assert len(replay.warnings) == 1 and "odom -> base_link ignored" in replay.warnings[0]
+    assert len(replay.warnings) == 1 and "ignoring transform odom -> base_link" in replay.warnings[0]

@@ -140,3 +140,37 @@ def test_cross_view_consistency_of_a_plane():
     r = m.compute()
     assert r["cross_view/abs_err"] == pytest.approx(0.2, rel=1e-6)
     assert r["cross_view/abs_rel"] == pytest.approx(0.2 / 2.2, rel=1e-6)
+
+
+def test_merge_pools_like_one_meter():
+    """Per-frame meters merged give the metrics of one meter fed every frame (replay pools this way)."""
+    from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
+
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.rand(1, 1, 4, 5, generator=g) + 0.5 for _ in range(2)]
+    labels = [torch.rand(1, 1, 4, 5, generator=g) + 0.5 for _ in range(2)]
+    pooled, parts = DepthMeter(), [DepthMeter(), DepthMeter()]
+    for p, gt, part in zip(preds, labels, parts):
+        pooled.update(p, gt)
+        part.update(p, gt)
+    assert parts[0].merge(parts[1]).compute() == pytest.approx(pooled.compute())
+    sem, sem_parts = SemanticMeter(3), [SemanticMeter(3), SemanticMeter(3)]
+    for i, part in enumerate(sem_parts):
+        pred, gt = torch.full((1, 2, 2), i), torch.tensor([[[0, 1], [2, i]]])
+        sem.update(pred, gt)
+        part.update(pred, gt)
+    assert sem_parts[0].merge(sem_parts[1]).compute() == pytest.approx(sem.compute())
+    normals = NormalsMeter().merge(NormalsMeter())
+    assert normals.compute() == {} and CrossViewMeter().merge(CrossViewMeter()).compute() == {}
+
+
+def test_one_normal_colouring():
+    """(1 - n) / 2: a wall facing the camera is blue, a floor (normal up, -y in the optical frame) green; NaN grey."""
+    from mtl3d_perception.evaluation.montage import COLUMNS, colorize_normals, montage_row
+
+    n = np.array([[[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [np.nan, 0.0, 0.0]]], np.float32)
+    np.testing.assert_array_equal(colorize_normals(n)[0], [[127, 127, 255], [127, 255, 127], [96, 96, 96]])
+    row = montage_row(np.zeros((2, 3, 3), np.uint8), depth_range=(0.5, 10.0), normals=np.tile(n[:, :1], (2, 3, 1)))
+    assert row.shape == (2, 3 * len(COLUMNS), 3)
+    np.testing.assert_array_equal(row[:, 3 * COLUMNS.index("normals"):][0, 0], [127, 127, 255])
+    np.testing.assert_array_equal(row[0, 3 * COLUMNS.index("depth")], [96, 96, 96])  # missing: grey

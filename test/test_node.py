@@ -480,7 +480,7 @@ def test_main_reports_bad_parameters_and_exits_1():
 
 
 def _history_pose_x(node, stamp_ns: int) -> float:
-    return next(f.pose[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
+    return next(f.T_world_cam[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
 
 
 def test_time_jump_back_clears_tf_cache(ros_context):
@@ -516,7 +516,7 @@ def test_time_jump_back_unblocks_the_synchroniser(ros_context):
     would then evict every new (older-stamped) image on arrival. The node clears its queues at the jump."""
     h = Harness(ros_context, tiny_model())
     try:
-        h.node.sync._sync.jump_back_ns = None  # behave like the real message_filters: no clearing of its own
+        h.node.sync._sync.jump = None  # behave like the real message_filters: no clearing of its own
         h.send_frame(20 * S, _image(20))
         h.wait_outputs(1)
         for n, t in enumerate((21 * S, 22 * S)):  # images whose camera_info never comes

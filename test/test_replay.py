@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import render_frames
 from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
@@ -23,7 +24,7 @@ from mtl3d_perception import cli, topics
 from mtl3d_perception.classes import class_index
 from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to_ns, typestore, write_bag
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
-from mtl3d_perception.data.synthetic import default_intrinsics, render_sequence
+from mtl3d_perception.data.synthetic import default_intrinsics
 from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
@@ -111,7 +112,7 @@ def tiny_model():
 def synthetic_replay(tmp_path_factory, tiny_model):
     """A 4-frame synthetic bag replayed with the (untrained) tiny network, with the single-view comparison."""
     root = tmp_path_factory.mktemp("synthetic")
-    frames = render_sequence(5, 4, SIZE)
+    frames = render_frames(5, 4, SIZE)
     bag = write_bag(frames, root / "bag")
     summary = replay_bag(bag, root / "out", tiny_model, quiet(compare_single_view=True))
     return frames, root / "out", summary
@@ -468,7 +469,7 @@ def test_output_folder_checks(wall_bag, tmp_path, capsys):
     assert f"ERROR: output folder {afile} is a file" in capsys.readouterr().err
     assert cli.main(["replay", str(wall_bag), "--out", str(tmp_path / "slash"), "--world-frame", "/odom",
                      "--model", "preset:tiny", "--no-progress"]) == 1
-    assert "--world-frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
+    assert "world_frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
 
 
 def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):
@@ -532,7 +533,7 @@ def test_shipped_model_meets_a_loose_accuracy_bound(tmp_path):
         pytest.fail(f"the shipped checkpoint models/{DEFAULT_CHECKPOINT} is missing: {exc}")
     model, _ = load_model(str(path))
     W, H = model.config.input_size
-    frames = render_sequence(SYNTHETIC_SEED_BASE["test"] + 1, 5, (W, H))  # a held-out scene
+    frames = render_frames(SYNTHETIC_SEED_BASE["test"] + 1, 5, (W, H))  # a held-out scene
     bag = write_bag(frames, tmp_path / "bag")
     m = replay_bag(bag, tmp_path / "out", model, quiet())["multi_view"]["metrics"]
     # Measured on this scene with the shipped model (2026-11-21): abs rel 0.05, delta1 99 %, mIoU 56,

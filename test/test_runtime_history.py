@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from mtl3d_perception.geometry import pose_from_quat_trans, rotation_to_quat
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector
 from mtl3d_perception.runtime.history import FrameHistory, PairingConfig
 
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
 RGB = np.zeros((48, 64, 3), np.uint8)
+S = 1_000_000_000
 
 
 def _frame(t_s: float, x: float = 0.0, yaw_deg: float = 0.0, pose: bool = True) -> Frame:
@@ -77,11 +78,14 @@ def test_pose_jump_is_rejected():
     assert pair.single_view and pair.reason == "pose_jump"
 
 
-def test_jump_back_in_time_clears():
-    h = _history()
-    h.add(_frame(5.0))
-    assert h.add(_frame(1.0)) is True
-    assert h.stamps == [_frame(1.0).stamp_ns]
+def test_time_jump_detector():
+    jump = TimeJumpDetector()  # JUMP_BACK_S = 1 s
+    assert not jump.check(5 * S) and not jump.check(6 * S)
+    assert not jump.check(5 * S + 1)  # 1 s back minus 1 ns: out of order, not a jump
+    assert jump.newest_ns == 6 * S
+    assert jump.check(5 * S - 1)  # more than 1 s back: a jump, tracked afresh from there
+    assert jump.newest_ns == 5 * S - 1 and jump.jumps == 1
+    assert not jump.check(5 * S)
 
 
 def test_bounded_and_unposed_not_kept():

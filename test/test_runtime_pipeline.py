@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtl3d_perception.evaluation.montage import colorize_normals
 from mtl3d_perception.geometry import (
     backproject,
     pose_from_quat_trans,
@@ -18,8 +19,8 @@ from mtl3d_perception.geometry import (
     transform_points,
 )
 from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.frames import Frame
-from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 
 NET_W, NET_H = 64, 48
@@ -33,6 +34,11 @@ def model():
     torch.manual_seed(0)
     cfg = dataclasses.replace(resolve_config("tiny"), input_size=(NET_W, NET_H), pretrained=False, num_depth=8)
     return build_model(cfg).eval()
+
+
+def _config(**changes) -> RuntimeConfig:
+    """The runtime defaults on the CPU, with ``changes`` by parameter name."""
+    return RuntimeConfig().replace(**{"device": "cpu", **changes})
 
 
 def _frame(i: int, x: float | None = None, seed: int = 0) -> Frame:
@@ -58,7 +64,7 @@ class _CountingModel(torch.nn.Module):
 
 def test_each_frame_encoded_once_and_paired(model):
     counting = _CountingModel(model)
-    pipe = PerceptionPipeline(counting, pairing=PairingConfig(min_baseline_m=0.1, max_pair_age_s=1.0))
+    pipe = PerceptionPipeline(counting, _config(min_baseline_m=0.1, max_pair_age_s=1.0))
     reasons = []
     for i in range(4):
         products = pipe.process(_frame(i, x=0.06 * i))
@@ -72,7 +78,7 @@ def test_each_frame_encoded_once_and_paired(model):
 
 
 def test_two_view_output_equals_model_streaming(model):
-    pipe = PerceptionPipeline(model, outputs={"depth"}, pairing=PairingConfig(min_baseline_m=0.01))
+    pipe = PerceptionPipeline(model, _config(min_baseline_m=0.01).with_outputs({"depth"}))
     f0, f1 = _frame(0, x=0.0), _frame(1, x=0.1)
     pipe.process(f0)
     products = pipe.process(f1)
@@ -82,50 +88,52 @@ def test_two_view_output_equals_model_streaming(model):
     _, img1, _ = pipe.preprocess(f1)
     with torch.no_grad():
         out = model.predict(model.encode(img1), model.encode(img0), torch.as_tensor(K_net, dtype=torch.float32)[None],
-                            torch.as_tensor(relative_pose(f0.pose, f1.pose), dtype=torch.float32)[None])
+                            torch.as_tensor(relative_pose(f0.T_world_cam, f1.T_world_cam), dtype=torch.float32)[None])
     np.testing.assert_allclose(products.depth, out["depth"][0, 0].numpy(), rtol=1e-5, atol=1e-6)
-    assert products.labels is None and products.cloud is None and products.normals is None
+    assert products.semantic is None and products.points is None and products.normals is None
 
 
 @pytest.mark.parametrize("resolution", ["network", "camera"])
 def test_output_resolution_and_intrinsics(model, resolution):
-    pipe = PerceptionPipeline(model, output_resolution=resolution, point_stride=3)
+    pipe = PerceptionPipeline(model, _config(output_resolution=resolution, point_stride=3))
     products = pipe.process(_frame(0, x=0.0))
     W, H = (NET_W, NET_H) if resolution == "network" else (CAM_W, CAM_H)
     assert products.size == (W, H)
-    for name in ("depth", "labels", "boundary"):
+    for name in ("depth", "semantic", "boundary"):
         assert getattr(products, name).shape == (H, W), name
-    assert products.normals.shape == products.labels_color.shape == products.normals_color.shape == (H, W, 3)
-    assert products.depth.dtype == np.float32 and products.labels.dtype == np.uint8
+    assert products.normals.shape == products.semantic_color.shape == products.normals_color.shape == (H, W, 3)
+    assert products.depth.dtype == np.float32 and products.semantic.dtype == np.uint8
     want_K = K_CAM if resolution == "camera" else resize_intrinsics(K_CAM, (CAM_W, CAM_H), (NET_W, NET_H))
     np.testing.assert_allclose(products.K, want_K)
     valid = np.isfinite(products.depth[::3, ::3])
-    assert products.cloud.points.shape == (valid.sum(), 3)
-    np.testing.assert_allclose(products.cloud.points,
+    assert products.points.points.shape == (valid.sum(), 3)
+    np.testing.assert_allclose(products.points.points,
                                backproject(products.depth, products.K)[::3, ::3][valid], rtol=1e-5, atol=1e-6)
-    assert products.cloud_frame_id == "cam"
+    assert products.points_frame_id == "cam"
+    # ~/normals/color is the montages' colouring (one convention: the outward direction (1 - n) / 2)
+    np.testing.assert_array_equal(products.normals_color, colorize_normals(products.normals))
     assert set(products.timings) == {"preprocess", "encode", "predict", "postprocess", "cloud", "total"}
 
 
 def test_world_cloud_and_camera_fallback(model):
-    pipe = PerceptionPipeline(model, cloud_frame="world", world_frame="odom", point_stride=4)
+    pipe = PerceptionPipeline(model, _config(cloud_frame="world", world_frame="odom", point_stride=4))
     frame = _frame(0, x=2.0)
     world = pipe.process(frame)
-    assert world.cloud_frame_id == "odom"
-    cam = PerceptionPipeline(model, point_stride=4).process(frame)
-    np.testing.assert_allclose(world.cloud.points, transform_points(frame.pose, cam.cloud.points), atol=1e-5)
+    assert world.points_frame_id == "odom"
+    cam = PerceptionPipeline(model, _config(point_stride=4)).process(frame)
+    np.testing.assert_allclose(world.points.points, transform_points(frame.T_world_cam, cam.points.points), atol=1e-5)
     unposed = pipe.process(_frame(5))
-    assert unposed.cloud_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
+    assert unposed.points_frame_id == "cam" and unposed.single_view and unposed.pair_reason == "no_pose"
 
 
 def test_nan_pose_and_time_jump_are_warnings(model):
-    pipe = PerceptionPipeline(model, outputs=set())
+    pipe = PerceptionPipeline(model, _config().with_outputs(set()))
     bad = _frame(3, x=0.0)
-    bad.pose[0, 3] = np.nan
+    bad.T_world_cam[0, 3] = np.nan
     products = pipe.process(bad)
     assert products.single_view and [k for k, _ in products.warnings] == ["invalid_pose"]
-    pipe.process(_frame(10, x=0.0))
-    products = pipe.process(_frame(2, x=0.1))
+    pipe.process(_frame(30, x=0.0))
+    products = pipe.process(_frame(2, x=0.1))  # 2.8 s back: more than JUMP_BACK_S
     assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
     assert pipe.history.stamps == [2 * S // 10]
 
@@ -153,10 +161,10 @@ def test_bad_frames_and_options_raise(model):
     with pytest.raises(ValueError, match="uint8"):
         pipe.process(Frame(0, "cam", np.zeros((4, 4), np.float32), K_CAM))
     with pytest.raises(ValueError, match="output_resolution"):
-        pipe.set_options(output_resolution="huge")
+        pipe.set_config(_config(output_resolution="huge"))
     with pytest.raises(ValueError, match="point_stride"):
-        pipe.set_options(point_stride=0)
-    pipe.set_options(precision="fp16")  # no CUDA here: falls back to fp32 with a warning
+        pipe.set_config(_config(point_stride=0))
+    pipe.set_config(_config(precision="fp16"))  # no CUDA here: falls back to fp32 with a warning
     assert pipe.precision == "fp32"
     pipe.close()
     assert pipe.model is None
@@ -178,12 +186,12 @@ def test_load_model_forms(model, tmp_path):
 
 def test_new_world_frame_forgets_history(model):
     """Poses in the history are in the old world frame; pairing them with poses in the new one would be wrong."""
-    pipe = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1), world_frame="odom",
-                              outputs=("depth",))
+    config = _config(min_baseline_m=0.1, world_frame="odom").with_outputs({"depth"})
+    pipe = PerceptionPipeline(model, config)
     pipe.process(_frame(0, x=0.0))
-    pipe.set_options(world_frame="odom")  # unchanged: history kept
+    pipe.set_config(config.replace(world_frame="odom"))  # unchanged: history kept
     assert len(pipe.history) == 1
-    pipe.set_options(world_frame="map")
+    pipe.set_config(config.replace(world_frame="map"))
     assert len(pipe.history) == 0 and not pipe._features
     products = pipe.process(_frame(1, x=0.2))
     assert products.single_view and products.pair_reason == "no_history"
@@ -196,13 +204,12 @@ def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monk
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     frames = [_frame(0, 0.0), _frame(1, 0.2)]
-    cpu = PerceptionPipeline(model, pairing=PairingConfig(min_baseline_m=0.1))
+    cpu = PerceptionPipeline(model, _config(min_baseline_m=0.1, device="cpu"))
     expected = [cpu.process(f) for f in frames]
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     # a copy: the pipeline moves its model to the device, and only the pipeline may hold the CUDA copy
-    gpu = PerceptionPipeline(copy.deepcopy(model), device="cuda", precision=precision,
-                             pairing=PairingConfig(min_baseline_m=0.1))
+    gpu = PerceptionPipeline(copy.deepcopy(model), _config(device="cuda", precision=precision, min_baseline_m=0.1))
     got = [gpu.process(f) for f in frames]
     assert not got[1].single_view and got[1].source_stamp_ns == expected[1].source_stamp_ns == frames[0].stamp_ns
     valid = np.isfinite(expected[1].depth) & np.isfinite(got[1].depth)
@@ -210,7 +217,7 @@ def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monk
     rel = np.abs(got[1].depth[valid] - expected[1].depth[valid]) / expected[1].depth[valid]
     if precision == "fp32":
         assert rel.max() < 1e-3
-        assert (got[1].labels == expected[1].labels).mean() > 0.99
+        assert (got[1].semantic == expected[1].semantic).mean() > 0.99
     else:
         assert np.median(rel) < 0.05
     assert torch.cuda.memory_allocated() > before

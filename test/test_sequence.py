@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import render_frames
 
 from mtl3d_perception.data.sequence import (
     START_TIME_S,
@@ -16,13 +17,12 @@ from mtl3d_perception.data.sequence import (
     SequenceFrame,
     write_sequence,
 )
-from mtl3d_perception.data.synthetic import render_sequence
 from mtl3d_perception.geometry import depth_in_other_view, relative_pose
 
 
 @pytest.fixture(scope="module")
 def frames():
-    return render_sequence(4, 4, (32, 24))
+    return render_frames(4, 4, (32, 24))
 
 
 @pytest.fixture

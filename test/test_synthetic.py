@@ -7,13 +7,13 @@ import math
 import cv2
 import numpy as np
 import pytest
+from helpers import render_frames
 
 from mtl3d_perception.classes import IGNORE_INDEX, NYU13_CLASSES
 from mtl3d_perception.data.synthetic import (
     SyntheticScene,
     default_intrinsics,
     label_boundaries,
-    render_sequence,
 )
 from mtl3d_perception.geometry import (
     backproject,
@@ -30,7 +30,7 @@ SIZE = (64, 48)
 
 @pytest.fixture(scope="module")
 def frames():
-    return render_sequence(1, 10, SIZE)
+    return render_frames(1, 10, SIZE)
 
 
 def test_default_intrinsics_has_a_realistic_fov():
@@ -64,9 +64,9 @@ def test_normals_point_towards_the_camera(frames):
 
 
 def test_rendering_is_deterministic_per_seed():
-    a = render_sequence(5, 2, (32, 24))
-    b = render_sequence(5, 2, (32, 24))
-    c = render_sequence(6, 2, (32, 24))
+    a = render_frames(5, 2, (32, 24))
+    b = render_frames(5, 2, (32, 24))
+    c = render_frames(6, 2, (32, 24))
     for fa, fb in zip(a, b):
         np.testing.assert_array_equal(fa.rgb, fb.rgb)
         np.testing.assert_array_equal(fa.depth, fb.depth)
@@ -109,7 +109,7 @@ def test_scenes_hold_furniture_of_many_classes():
         labels |= {NYU13_CLASSES[p.label] for p in scene.primitives}
     assert {"bed", "chair", "table", "sofa", "tv", "books", "painting", "window", "furniture", "objects"} <= labels
     seen = set()
-    for f in render_sequence(1, 30, (32, 24))[::3]:
+    for f in render_frames(1, 30, (32, 24))[::3]:
         seen |= {NYU13_CLASSES[v] for v in np.unique(f.semantic)}
     assert {"floor", "wall"} <= seen and len(seen) >= 5
 
@@ -136,7 +136,7 @@ def test_exact_normals_agree_with_normals_from_depth(frames):
 
 def test_texture_gives_features_that_match_across_views():
     """ORB matches between frames 3 apart land where the ground truth geometry says they should."""
-    frames = render_sequence(2, 4, (160, 120))
+    frames = render_frames(2, 4, (160, 120))
     a, b = frames[0], frames[3]
     orb = cv2.ORB_create(500, fastThreshold=5, edgeThreshold=10)
     ka, da = orb.detectAndCompute(cv2.cvtColor(a.rgb, cv2.COLOR_RGB2GRAY), None)

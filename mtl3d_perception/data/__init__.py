@@ -3,7 +3,7 @@
 DESIGN §5) and rosbag2 reading and writing with ``rosbags``.
 
 ``SyntheticScene`` renders rgb, depth, normals, semantic labels and boundaries for any pose and size;
-``render_sequence`` / ``iter_sequence`` give a scene's camera path as frames; ``PosedSequence`` reads a
+``iter_sequence`` gives a scene's camera path as frames; ``PosedSequence`` reads a
 sequence folder lazily and ``write_sequence`` writes one; ``write_bag`` / ``read_bag`` /
 ``read_bag_sequence`` (in :mod:`.sources.bag`) turn sequences into bags with the project's topics and back;
 :mod:`.sources` reads posed frames from bags, TUM RGB-D, ScanNet and 7-Scenes layouts.

@@ -819,16 +819,3 @@ def iter_sequence(
             index=i, stamp=START_TIME_S + i / rate_hz, rgb=out["rgb"], depth=out["depth"], K=K.copy(),
             T_world_cam=T, semantic=out["semantic"], normals=out["normals"], name=f"{i:05d}",
         )
-
-
-def render_sequence(
-    seed: int,
-    n_frames: int,
-    size: tuple[int, int],
-    *,
-    K: np.ndarray | None = None,
-    rate_hz: float = DEFAULT_RATE_HZ,
-    speed: float = DEFAULT_SPEED_MPS,
-) -> list[SequenceFrame]:
-    """All frames of :func:`iter_sequence` as a list."""
-    return list(iter_sequence(seed, n_frames, size, K=K, rate_hz=rate_hz, speed=speed))

@@ -81,6 +81,11 @@ class SemanticMeter:
         iou = tp[present] / union[present]
         return {"semantic/miou": 100.0 * float(iou.mean()), "semantic/pixel_acc": 100.0 * float(tp.sum() / total)}
 
+    def merge(self, other: SemanticMeter) -> SemanticMeter:
+        """Pool ``other``'s pixels into this meter (e.g. per-frame meters into a run's); returns self."""
+        self.confusion += other.confusion
+        return self
+
 
 class DepthMeter:
     """Depth errors over pixels with a finite label > 0. pred, label ``[N,1,H,W]`` (or ``[N,H,W]``) metres."""
@@ -115,6 +120,11 @@ class DepthMeter:
             "depth/delta3": 100 * s[7],
         }
 
+    def merge(self, other: DepthMeter) -> DepthMeter:
+        """Pool ``other``'s pixels into this meter; returns self."""
+        self.sums += other.sums
+        return self
+
 
 class NormalsMeter:
     """Angular error (degrees) over pixels with a finite label; the median comes from a 0.01° histogram."""
@@ -148,6 +158,12 @@ class NormalsMeter:
             return 100.0 * float(self.hist[: int(round(deg / self.BIN)) + 1].sum()) / n
         return {"normals/mean": self.sum / n, "normals/median": median, "normals/within_11.25": within(11.25),
                 "normals/within_22.5": within(22.5), "normals/within_30": within(30.0)}
+
+    def merge(self, other: NormalsMeter) -> NormalsMeter:
+        """Pool ``other``'s pixels into this meter; returns self."""
+        self.hist += other.hist
+        self.sum += other.sum
+        return self
 
 
 class BoundaryMeter:
@@ -196,6 +212,13 @@ class BoundaryMeter:
         best = int(np.argmax(f))
         return {"boundary/odsF": 100.0 * float(f[best]), "boundary/ods_threshold": float(self.thresholds[best])}
 
+    def merge(self, other: BoundaryMeter) -> BoundaryMeter:
+        """Pool ``other``'s images into this meter (same thresholds); returns self."""
+        if not np.array_equal(self.thresholds, other.thresholds):
+            raise ValueError("BoundaryMeter.merge: the meters sweep different thresholds")
+        self.counts += other.counts
+        return self
+
 
 class CrossViewMeter:
     """Disagreement of two views' predicted depths after reprojection (geometry.depth_in_other_view).
@@ -225,6 +248,11 @@ class CrossViewMeter:
         if n == 0:
             return {}
         return {"cross_view/abs_err": float(self.sums[1] / n), "cross_view/abs_rel": float(self.sums[2] / n)}
+
+    def merge(self, other: CrossViewMeter) -> CrossViewMeter:
+        """Pool ``other``'s pixels into this meter; returns self."""
+        self.sums += other.sums
+        return self
 
 
 def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[str, ...] | None = None) -> float:

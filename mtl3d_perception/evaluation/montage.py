@@ -1,8 +1,13 @@
-"""Image montages of predictions and labels: one row per sample, one column per picture.
+"""Image montages of predictions and labels: one row per sample, one column per picture, and the colourings.
 
-Columns: RGB, semantic (prediction, label), depth (prediction, label, absolute error), normals
-(prediction, label), boundary (prediction probability, label). Missing labels are drawn grey.
-Everything is uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and TensorBoard (``dataformats="HWC"``).
+Columns (``COLUMNS``): RGB, semantic (prediction, label), depth (prediction, label, absolute error), normals
+(prediction, label), boundary (prediction probability, label). Missing pictures are drawn grey. One row
+builder, :func:`montage_row`, serves training and `mtl3d eval` (:func:`montage`, from batches) and replay
+(from products and ground-truth messages). Everything is uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and
+TensorBoard (``dataformats="HWC"``).
+
+Colourings are the ones the node publishes too: ``~/semantic/image_color`` is :func:`colorize_labels`,
+``~/normals/image_color`` is :func:`colorize_normals` (DESIGN §4: the outward direction ``(1 - n) / 2``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ COLUMNS: tuple[str, ...] = (
     "rgb", "semantic", "semantic_gt", "depth", "depth_gt", "depth_err", "normals", "normals_gt",
     "boundary", "boundary_gt",
 )
+TITLES = ("RGB", "semantic", "semantic GT", "depth", "depth GT", "depth error", "normals", "normals GT",
+          "boundary", "boundary GT")
 _GREY = 96
 
 
@@ -42,8 +49,10 @@ def colorize_error(err: np.ndarray, max_err: float) -> np.ndarray:
 
 
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
-    """Normals ``[H,W,3]`` -> RGB ``(1 - n) / 2``: the outward direction as colour, so a wall facing the
-    camera is blue and the floor green; NaN grey.
+    """Normals ``[H,W,3]`` (optical frame, pointing at the camera) -> RGB ``(1 - n) / 2 * 255``: the outward
+    direction as colour, so a wall facing the camera is blue and a floor seen from above green; NaN grey.
+
+    The one normal colouring (DESIGN §4): montages, reports and the node's ``~/normals/image_color`` all use it.
     """
     ok = np.isfinite(normals).all(-1)
     n = -np.where(ok[..., None], normals, 0.0)
@@ -64,9 +73,53 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+def montage_row(rgb: np.ndarray, *, depth_range: tuple[float, float], palette=NYU13_PALETTE,
+                semantic: np.ndarray | None = None, semantic_gt: np.ndarray | None = None,
+                depth: np.ndarray | None = None, depth_gt: np.ndarray | None = None,
+                normals: np.ndarray | None = None, normals_gt: np.ndarray | None = None,
+                boundary: np.ndarray | None = None, boundary_gt: np.ndarray | None = None) -> np.ndarray:
+    """One montage row, ``COLUMNS`` side by side at ``rgb``'s size ``[H, W*len(COLUMNS), 3]`` uint8.
+
+    Args:
+        rgb: ``[H,W,3]`` uint8; every other picture must have the same ``H, W`` (missing ones are grey).
+        semantic, semantic_gt: ``[H,W]`` class ids (255 ignore); depth, depth_gt: ``[H,W]`` metres (NaN invalid);
+        normals, normals_gt: ``[H,W,3]`` unit vectors; boundary, boundary_gt: ``[H,W]`` probabilities in [0, 1].
+        depth_range: (near, far) metres of the depth colouring; the error scale is ``0.1 * far``.
+    """
+    H, W = rgb.shape[:2]
+    blank = np.full((H, W, 3), _GREY, np.uint8)
+    cells = {
+        "rgb": rgb,
+        "semantic": None if semantic is None else colorize_labels(semantic, palette),
+        "semantic_gt": None if semantic_gt is None else colorize_labels(semantic_gt, palette),
+        "depth": None if depth is None else colorize_depth(depth, depth_range),
+        "depth_gt": None if depth_gt is None else colorize_depth(depth_gt, depth_range),
+        "depth_err": None if depth is None or depth_gt is None else colorize_error(np.abs(depth - depth_gt),
+                                                                                   0.1 * depth_range[1]),
+        "normals": None if normals is None else colorize_normals(normals),
+        "normals_gt": None if normals_gt is None else colorize_normals(normals_gt),
+        "boundary": None if boundary is None else colorize_probability(boundary),
+        "boundary_gt": None if boundary_gt is None else colorize_probability(boundary_gt),
+    }
+    return np.concatenate([blank if cells[c] is None else cells[c] for c in COLUMNS], axis=1)
+
+
+def with_titles(rows: list[np.ndarray]) -> np.ndarray | None:
+    """Rows of :func:`montage_row` stacked under a white title row naming the columns (None: no rows)."""
+    if not rows:
+        return None
+    body = np.concatenate(rows, axis=0)
+    cell_w = body.shape[1] // len(COLUMNS)
+    title = np.full((18, body.shape[1], 3), 255, np.uint8)
+    scale = min(0.45, cell_w / 230)
+    for i, name in enumerate(TITLES):
+        cv2.putText(title, name, (i * cell_w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([title, body], axis=0)
+
+
 def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float, float] = (0.3, 10.0),
             palette=NYU13_PALETTE, max_rows: int = 4) -> np.ndarray:
-    """Montage of the reference view of up to ``max_rows`` samples.
+    """Montage of the reference view of up to ``max_rows`` samples (no title row).
 
     Args:
         batch: a MultiViewBatch (labels of view 0 are shown).
@@ -80,30 +133,21 @@ def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float
         return t[:, 0] if t.dim() == expected + 1 else t
 
     rows = []
-    B = min(batch.batch_size, max_rows)
-    H, W = batch.hw
-    blank = np.full((H, W, 3), _GREY, np.uint8)
     sem, dep, nrm, bnd = ref("semantic"), ref("depth"), ref("normals"), ref("boundary")
-    for b in range(B):
-        cells = {"rgb": np.uint8(np.clip(_np(batch.images[b, 0]).transpose(1, 2, 0) * 255 + 0.5, 0, 255))}
-        gt_sem = batch.semantic[b, 0].cpu().numpy().astype(np.uint8)
+    for b in range(min(batch.batch_size, max_rows)):
         has = {t: bool(batch.valid[t][b, 0]) for t in batch.valid}
-        cells["semantic"] = colorize_labels(sem[b].argmax(0).cpu().numpy().astype(np.uint8), palette) if sem is not None else blank
-        cells["semantic_gt"] = colorize_labels(gt_sem, palette) if has["semantic"] else blank
-        gt_d = _np(batch.depth[b, 0, 0])
-        pd = _np(dep[b, 0]) if dep is not None else None
-        cells["depth"] = colorize_depth(pd, depth_range) if pd is not None else blank
-        cells["depth_gt"] = colorize_depth(gt_d, depth_range) if has["depth"] else blank
-        if pd is not None and has["depth"]:
-            err = np.abs(pd - gt_d)
-            cells["depth_err"] = colorize_error(err, 0.2 * depth_range[1] / 2)
-        else:
-            cells["depth_err"] = blank
-        cells["normals"] = colorize_normals(_np(nrm[b]).transpose(1, 2, 0)) if nrm is not None else blank
-        cells["normals_gt"] = colorize_normals(_np(batch.normals[b, 0]).transpose(1, 2, 0)) if has["normals"] else blank
-        cells["boundary"] = colorize_probability(_np(torch.sigmoid(bnd[b, 0].float()))) if bnd is not None else blank
-        cells["boundary_gt"] = colorize_probability(_np(batch.boundary[b, 0, 0])) if has["boundary"] else blank
-        rows.append(np.concatenate([cells[c] for c in COLUMNS], axis=1))
+        rows.append(montage_row(
+            np.uint8(np.clip(_np(batch.images[b, 0]).transpose(1, 2, 0) * 255 + 0.5, 0, 255)),
+            depth_range=depth_range, palette=palette,
+            semantic=None if sem is None else sem[b].argmax(0).cpu().numpy().astype(np.uint8),
+            semantic_gt=batch.semantic[b, 0].cpu().numpy().astype(np.uint8) if has["semantic"] else None,
+            depth=None if dep is None else _np(dep[b, 0]),
+            depth_gt=_np(batch.depth[b, 0, 0]) if has["depth"] else None,
+            normals=None if nrm is None else _np(nrm[b]).transpose(1, 2, 0),
+            normals_gt=_np(batch.normals[b, 0]).transpose(1, 2, 0) if has["normals"] else None,
+            boundary=None if bnd is None else _np(torch.sigmoid(bnd[b, 0].float())),
+            boundary_gt=_np(batch.boundary[b, 0, 0]) if has["boundary"] else None,
+        ))
     return np.concatenate(rows, axis=0)
 
 

@@ -11,13 +11,13 @@ unknown keys and wrong types by name (nanoGPT's "Unknown config key", dacite in 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtl3d_perception import typed_config
 from mtl3d_perception.classes import NYU13_CLASSES, NYU13_PALETTE
+from mtl3d_perception.resources import share_candidates
 from mtl3d_perception.typed_config import ConfigError  # re-exported: model and train raise it
 
 PACKAGE = "mtl3d_perception"
@@ -120,16 +120,9 @@ class ModelConfig:
 
 
 def preset_dirs() -> list[Path]:
-    """Folders searched for ``<preset>.yaml``, in order: source tree, then installed share dirs."""
-    dirs = [Path(__file__).resolve().parents[2] / "config" / "model"]
-    try:  # a sourced ROS 2 workspace
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(PACKAGE)) / "config" / "model")
-    except Exception:  # not installed through ament, or ament_index_python absent
-        pass
-    dirs.append(Path(sys.prefix) / "share" / PACKAGE / "config" / "model")
-    return list(dict.fromkeys(dirs))
+    """Folders searched for ``<preset>.yaml``, in order: source tree, then installed share dirs
+    (``resources.share_candidates``)."""
+    return share_candidates("config", "model")
 
 
 def available_presets() -> list[str]:

@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 
 from mtl3d_perception.geometry import check_intrinsics, crop_intrinsics, scale_intrinsics
+from mtl3d_perception.runtime.config import IMAGE_KINDS  # the image_kind setting's choices
 
 # sensor_msgs/distortion_models.hpp
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
-IMAGE_KINDS = ("auto", "image_raw", "image_rect")
 
 
 def resolve_image_kind(image_kind: str, image_topic: str) -> str:

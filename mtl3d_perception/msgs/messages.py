@@ -4,7 +4,7 @@
   :class:`~mtl3d_perception.runtime.frames.Frame` (colour converted, rectified where the input is raw, with the
   intrinsics camera_info gives the image), or :class:`BadInput` naming what is wrong;
 - :func:`products_to_messages`: :class:`~mtl3d_perception.runtime.products.Products` -> one message per output
-  of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``cloud_frame_id``).
+  of ``topics.OUTPUTS``, each with the input image's stamp and frame id (the cloud's frame per ``points_frame_id``).
 
 No rclpy import: messages are read duck-typed and built through a ``types`` mapping (``conversions.rclpy_types()``
 in the node, a rosbags ``typestore.types`` in replay), as in :mod:`mtl3d_perception.msgs.conversions`.
@@ -24,11 +24,12 @@ from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLar
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
 
-# output name -> the Products attribute holding its image (topics.OUTPUTS gives the encoding)
+# output name -> the Products field holding its image (the output's group, ``_color`` for ``image_color``);
+# topics.OUTPUTS gives the encoding
 IMAGE_OUTPUTS = {
     "depth/image": "depth",
-    "semantic/image": "labels",
-    "semantic/image_color": "labels_color",
+    "semantic/image": "semantic",
+    "semantic/image_color": "semantic_color",
     "normals/image": "normals",
     "normals/image_color": "normals_color",
     "boundary/image": "boundary",
@@ -133,7 +134,7 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
 
     Returns:
         Images first, then the camera_infos and ``points``; images carry the input's stamp and frame id, the cloud
-        ``products.cloud_frame_id``.
+        ``products.points_frame_id``.
     """
     wanted = set(topics.OUTPUTS) if outputs is None else set(outputs)
     if wanted - set(topics.OUTPUTS):
@@ -141,8 +142,8 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
         raise ValueError(msg)
     header = conversions.make_header(types, products.stamp_ns, products.frame_id)
     messages: dict[str, Any] = {}
-    for name, attribute in IMAGE_OUTPUTS.items():
-        array = getattr(products, attribute)
+    for name, field in IMAGE_OUTPUTS.items():
+        array = getattr(products, field)
         if name in wanted and array is not None:
             messages[name] = conversions.make_image(types, header, array, topics.OUTPUTS[name][1])
     for name in [n for n in topics.OUTPUTS if n.endswith("/camera_info") and n in wanted]:
@@ -150,9 +151,9 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
         if image is not None:  # the sibling camera_info of each image that is there
             W, H = products.size
             messages[name] = conversions.make_camera_info(types, header, products.K, W, H)
-    if "points" in wanted and products.cloud is not None:
-        cloud = products.cloud
-        cloud_header = conversions.make_header(types, products.stamp_ns, products.cloud_frame_id)
+    if "points" in wanted and products.points is not None:
+        cloud = products.points
+        cloud_header = conversions.make_header(types, products.stamp_ns, products.points_frame_id)
         messages["points"] = conversions.make_point_cloud2(types, cloud_header, cloud.points, rgb=cloud.rgb,
                                                            labels=cloud.labels)
     return messages

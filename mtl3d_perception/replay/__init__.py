@@ -1,12 +1,14 @@
 """``mtl3d replay``: run the node's runtime over a rosbag2 (.mcap or .db3) without ROS, and evaluate it.
 
-The same parts as the node, driven by bag time instead of an executor: image (``sensor_msgs/Image``, or
-``CompressedImage`` decoded as image_transport's republisher would) + camera_info through the
-approximate-time synchroniser (``runtime.sync``), ``/tf`` + ``/tf_static`` into the TF buffer
-(``runtime.tf_buffer``), each frame waiting up to ``tf_timeout_s`` of bag time for its pose (then single-view,
-as the node does), ``PerceptionPipeline`` (history pairing, streaming model) and the node's output topics.
-Unlike the node, which drops stale frames when inference is slower than the camera, replay processes every
-synchronised frame (the offline equivalent of an infinitely fast node), so runs are deterministic.
+The same runtime as the node (``runtime.driver.FrameDriver``, settings from ``runtime.config.RuntimeConfig``),
+driven by bag time instead of an executor: image (``sensor_msgs/Image``, or ``CompressedImage`` decoded as
+image_transport's republisher would) + camera_info through the approximate-time synchroniser
+(``runtime.sync``), ``/tf`` + ``/tf_static`` into a tf2_ros Buffer (the compat one) as the node's listener feeds
+its own, each frame waiting for its pose as long as the bag can deliver it (``runtime.pose_wait``, then
+single-view), ``PerceptionPipeline`` (history pairing, streaming model) and the node's output topics. Unlike the
+node, which drops stale frames when inference is slower than the camera (``newest``), replay processes every
+synchronised frame in order (``in_order``: the offline equivalent of an infinitely fast node), so runs are
+deterministic; ``test/test_runtime_parity.py`` checks both give equal products.
 
 Writes into ``--out DIR``:
 
@@ -17,7 +19,8 @@ Writes into ``--out DIR``:
 - ``metrics.json``, ``report.md``, ``montage.png``, ``depth_error.png``, ``latency.png``
   (see :mod:`mtl3d_perception.replay.report`).
 
-Modules: the command line is :mod:`~mtl3d_perception.replay.cli`, the loop :mod:`~mtl3d_perception.replay.runner`, the output bag
+Modules: the options :mod:`~mtl3d_perception.replay.options` (the node's settings plus replay's own), the command
+line :mod:`~mtl3d_perception.replay.cli`, the loop :mod:`~mtl3d_perception.replay.runner`, the output bag
 :mod:`~mtl3d_perception.replay.output`, ground truth matching :mod:`~mtl3d_perception.replay.evaluation`, and
 metrics, report and pictures :mod:`~mtl3d_perception.replay.report`.
 
@@ -32,8 +35,9 @@ Example::
 """
 
 from mtl3d_perception.replay.cli import add_arguments, options_from_args, print_summary, run
+from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.output import OUTPUT_BAG
-from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
+from mtl3d_perception.replay.runner import check_inputs, replay_bag
 
 __all__ = ["OUTPUT_BAG", "ReplayOptions", "add_arguments", "check_inputs", "options_from_args", "print_summary",
            "replay_bag", "run"]

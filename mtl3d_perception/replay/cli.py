@@ -1,4 +1,10 @@
-"""``mtl3d replay`` command line: options, the summary table, ``run``. See the package docstring."""
+"""``mtl3d replay`` command line: options, the summary table, ``run``. See the package docstring.
+
+The options are generated from :class:`~mtl3d_perception.replay.runner.ReplayOptions`: the runtime settings the
+node has as parameters (``runtime.config.RuntimeConfig``, same names with dashes: ``--tf-timeout-s``,
+``--min-baseline-m``, ...) plus replay's own. A few keep a short alias (``--model``, ``--sync-slop``,
+``--tf-timeout``).
+"""
 
 from __future__ import annotations
 
@@ -6,76 +12,52 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mtl3d_perception.msgs.camera_model import IMAGE_KINDS
+from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.report import metrics_table
-from mtl3d_perception.replay.runner import ReplayOptions, check_inputs, replay_bag
-from mtl3d_perception.runtime.params import frame_id_problem
-from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS
+from mtl3d_perception.replay.runner import check_inputs, replay_bag
+from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
+
+ALIASES = {"model_path": "--model", "sync_slop_s": "--sync-slop", "tf_timeout_s": "--tf-timeout"}
+METAVARS = {str: "TEXT", int: "N", float: "S"}
+TOPICS_AND_FRAMES = ("image_topic", "camera_info_topic", "tf_topic", "tf_static_topic", "depth_gt_topic",
+                     "semantic_gt_topic", "world_frame", "node_name")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = ReplayOptions()
     parser.add_argument("bag", type=Path, metavar="BAG", help="rosbag2 directory, or a .mcap / .db3 file")
-    parser.add_argument("--model", default="", metavar="CKPT",
-                        help="checkpoint (.safetensors); default: the shipped models/default.safetensors; "
-                             "'preset:NAME' = untrained network (smoke tests only)")
     parser.add_argument("--out", type=Path, default=Path("replay_out"), metavar="DIR", help="output folder; default replay_out")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="process at most N frames")
-    parser.add_argument("--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--compare-single-view", action="store_true",
-                        help="also run every frame in single-view mode and report both side by side")
-    parser.add_argument("--num-threads", type=int, default=1, metavar="N",
-                        help="torch CPU threads; default 1 (0: torch default), see benchmarks/RESULTS.md")
-    g = parser.add_argument_group("topics and frames")
-    for name, help_text in (("image_topic", "colour image (sensor_msgs/Image or CompressedImage); TOPIC/compressed "
-                                            "is read when only that one is in the bag"),
-                            ("camera_info_topic", "camera info"),
-                            ("tf_topic", "TF"), ("tf_static_topic", "static TF"),
-                            ("depth_gt_topic", "ground-truth depth (32FC1 m), used when present"),
-                            ("semantic_gt_topic", "ground-truth labels (mono8), used when present")):
-        g.add_argument("--" + name.replace("_", "-"), default=getattr(d, name), metavar="TOPIC",
-                       help=f"{help_text}; default {getattr(d, name)}")
-    g.add_argument("--world-frame", default=d.world_frame, help=f"fixed frame of the poses; default {d.world_frame}")
-    g.add_argument("--node-name", default=d.node_name, help=f"output topics are /NODE_NAME/...; default {d.node_name}")
-    r = parser.add_argument_group("runtime (as the node's parameters)")
-    r.add_argument("--sync-slop", type=float, default=d.sync_slop_s, metavar="S",
-                   help=f"image / camera_info stamp tolerance; default {d.sync_slop_s}")
-    r.add_argument("--tf-timeout", type=float, default=d.tf_timeout_s, metavar="S",
-                   help="frames wait for their pose as long as the bag can deliver it (docs/replay.md); one whose "
-                        "camera has no TF path gives up once the bag's TF is S past it; "
-                        f"default {d.tf_timeout_s}")
-    r.add_argument("--image-kind", choices=IMAGE_KINDS, default=d.image_kind,
-                   help="image_raw: rectified with camera_info's D/R/P; image_rect: already rectified (P's "
-                        f"intrinsics); auto: from the image topic's name; default {d.image_kind}")
-    r.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default=d.output_resolution,
-                   help=f"output image size: the network's input or the camera's; default {d.output_resolution}")
-    r.add_argument("--point-stride", type=int, default=d.point_stride, metavar="N",
-                   help=f"point cloud from every N-th pixel in x and y; default {d.point_stride}")
-    r.add_argument("--cloud-frame", choices=CLOUD_FRAMES, default=d.cloud_frame,
-                   help=f"point cloud frame: the image's frame_id or the world frame; default {d.cloud_frame}")
-    r.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, metavar="N",
-                   help=f"larger images (width x height; a compressed image's declared size) are dropped as bad "
-                        f"input before decoding; default {d.max_image_pixels} (4096 x 4096)")
-    r.add_argument("--montage-frames", type=int, default=d.montage_frames, metavar="N", help="rows in montage.png")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    groups = {"topics": parser.add_argument_group("topics and frames"),
+              "runtime": parser.add_argument_group("runtime (the node's parameters of the same names)")}
+    for name, spec in parameter_specs(ReplayOptions, "replay").items():
+        flags = [ALIASES[name]] if name in ALIASES else []
+        flags.append("--" + name.replace("_", "-"))
+        group = groups["topics"] if name in TOPICS_AND_FRAMES else groups["runtime"] if "node" in spec.scope else parser
+        if spec.type is bool:
+            if spec.default:
+                group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", help=f"no {spec.description}")
+            else:
+                group.add_argument(*flags, dest=name, action="store_true", help=spec.description)
+            continue
+        kwargs: dict[str, Any] = {"dest": name, "type": spec.type, "default": spec.default}
+        if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
+            kwargs["choices"] = spec.constraint
+        else:
+            kwargs["metavar"] = "TOPIC" if name.endswith("_topic") else METAVARS.get(spec.type, "VALUE")
+        group.add_argument(*flags, help=f"{spec.description}; default {spec.default!r}", **kwargs)
 
 
-def options_from_args(args: argparse.Namespace, device: str) -> ReplayOptions:
+def options_from_args(args: argparse.Namespace, device: str | None = None) -> ReplayOptions:
+    """The ReplayOptions of parsed arguments (``device``: a resolved device replacing ``--device``).
+
+    Raises:
+        ValueError: ``--limit`` below 1, or a setting outside its range (named).
+    """
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    if args.max_image_pixels < 4:
-        raise ValueError(f"--max-image-pixels must be >= 4 (a 2x2 image), got {args.max_image_pixels}")
-    if reason := frame_id_problem("--world-frame", args.world_frame):  # the node refuses it too (tf2's rule)
-        raise ValueError(reason)
-    return ReplayOptions(
-        image_topic=args.image_topic, camera_info_topic=args.camera_info_topic, tf_topic=args.tf_topic,
-        tf_static_topic=args.tf_static_topic, depth_gt_topic=args.depth_gt_topic, semantic_gt_topic=args.semantic_gt_topic,
-        world_frame=args.world_frame, node_name=args.node_name, device=device, limit=args.limit,
-        compare_single_view=args.compare_single_view, sync_slop_s=args.sync_slop, tf_timeout_s=args.tf_timeout,
-        image_kind=args.image_kind,
-        output_resolution=args.output_resolution, point_stride=args.point_stride, cloud_frame=args.cloud_frame,
-        montage_frames=args.montage_frames, max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
-    )
+    values = {name: getattr(args, name) for name in parameter_specs(ReplayOptions, "replay")}
+    if device is not None:
+        values["device"] = device
+    return config_from_parameters(values, ReplayOptions())
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -109,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     options = options_from_args(args, device)
     check_inputs(args.bag, args.out, options)  # a bad bag, topic or output folder fails before the model is loaded
-    model, description = load_model(args.model, device=device)
+    model, description = load_model(options.model_path, device=device)
     summary = replay_bag(args.bag, args.out, model, options, model_description=description)
     print_summary(summary)
     return 0

@@ -1,25 +1,204 @@
-"""Matching `mtl3d replay`'s processed frames with the bag's ground truth, then scoring them.
+"""Scoring `mtl3d replay`'s processed frames: ground-truth matching, per-mode meters, the montage rows.
 
 Ground-truth messages are decoded as they are read and kept by stamp (the newest 200 of each kind). A
 processed frame waits until its ground truth is there, or can no longer arrive (1 s of bag time later, or
-the end of the bag), and is then scored by each mode's :class:`~mtl3d_perception.replay.report.ModeEvaluator`
-and offered to the montage. The metrics themselves live in :mod:`mtl3d_perception.replay.report`.
+the end of the bag), and is then scored by each mode's :class:`ModeEvaluator` and offered to the montage
+(:class:`MontageCollector`). Measured, with the meters of :mod:`mtl3d_perception.evaluation.metrics`:
+
+- against ground truth when the bag has it, at the ground truth's resolution (predictions are resized with
+  nearest-neighbour sampling): depth vs the GT depth topic, mIoU vs the GT semantic topic, normals vs normals
+  computed from the GT depth (``geometry.normals_from_depth``);
+- always, for posed frames: temporal consistency (frame t's predicted depth moved into the previous posed frame
+  with the two poses, against that frame's predicted depth; ``CrossViewMeter``, reported as ``temporal/*``);
+- latency per pipeline stage, single-view fallbacks and pairing reasons.
+
+Per-frame meters are pooled with the meters' ``merge``. Writing the files is :mod:`mtl3d_perception.replay.report`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 
+from mtl3d_perception.classes import NYU13_PALETTE
+from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
+from mtl3d_perception.evaluation.montage import montage_row, with_titles
+from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.replay.report import GroundTruth, ModeEvaluator, MontageCollector, gt_from_messages
 from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.products import STAGES, Products
 
 GT_KEEP = 200  # ground-truth images kept per kind
 GT_WAIT_NS = 1_000_000_000  # bag time a processed frame waits for ground truth
+
+
+@dataclass
+class GroundTruth:
+    """Ground truth of one frame at its own resolution; ``K`` belongs to that resolution."""
+
+    K: np.ndarray
+    depth: np.ndarray | None = None  # [H,W] float32 metres, NaN invalid
+    semantic: np.ndarray | None = None  # [H,W] uint8, 255 ignore
+    _normals: np.ndarray | None = None
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        ref = self.depth if self.depth is not None else self.semantic
+        return ref.shape[:2]
+
+    @property
+    def normals(self) -> np.ndarray | None:
+        """Normals from the GT depth (computed once, shared by both modes)."""
+        if self._normals is None and self.depth is not None:
+            self._normals = normals_from_depth(self.depth, self.K)
+        return self._normals
+
+
+def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize (keeps NaN, class ids and depth edges as they are)."""
+    if a.shape[:2] == tuple(hw):
+        return a
+    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+class ModeEvaluator:
+    """Pooled and per-frame metrics of one pipeline mode (multi-view, or single-view for comparison)."""
+
+    def __init__(self, num_classes: int, depth_max: float) -> None:
+        self.depth_max = depth_max
+        self.meters = {"depth": DepthMeter(), "semantic": SemanticMeter(num_classes), "normals": NormalsMeter(),
+                       "temporal": CrossViewMeter()}
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.frames = 0
+        self.single_view = 0
+        self.pair_reasons: Counter[str] = Counter()
+        self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # depth, K, pose
+
+    def add(self, products: Products, T_world_cam: np.ndarray | None, gt: GroundTruth | None) -> dict[str, float]:
+        """Account one frame's products; returns the frame's own metrics (``depth/abs_rel``, ``temporal/abs_rel``, ...)."""
+        self.frames += 1
+        self.single_view += int(products.single_view)
+        self.pair_reasons[products.pair_reason] += 1
+        for stage, seconds in products.timings.items():
+            self.latency[stage].append(seconds * 1e3)
+        frame: dict[str, float] = {}
+        if gt is not None and products.depth is not None:
+            frame.update(self._against_gt(products, gt))
+        if T_world_cam is not None and products.depth is not None:
+            frame.update(self._temporal(products, T_world_cam))
+        return frame
+
+    def _against_gt(self, products: Products, gt: GroundTruth) -> dict[str, float]:
+        hw = gt.hw
+        # NaN predictions (outside the depth head's range) count as the far end of the range, not as missing
+        pred_depth = _resize(np.nan_to_num(products.depth, nan=self.depth_max), hw)
+        out: dict[str, float] = {}
+        if gt.depth is not None:
+            pred_t, gt_t = torch.from_numpy(pred_depth)[None, None], torch.from_numpy(gt.depth)[None, None]
+            one = DepthMeter()
+            one.update(pred_t, gt_t)
+            self.meters["depth"].merge(one)  # pooled = the per-frame meters merged (no second pass)
+            out.update(one.compute())
+            if products.normals is not None:
+                pred_n = _resize(products.normals, hw)
+                gt_n = gt.normals.copy()
+                gt_n[~np.isfinite(pred_n).all(-1)] = np.nan  # both must exist to compare
+                self.meters["normals"].update(torch.from_numpy(pred_n).permute(2, 0, 1)[None],
+                                              torch.from_numpy(gt_n).permute(2, 0, 1)[None])
+        if gt.semantic is not None and products.semantic is not None:
+            pred_l = torch.from_numpy(_resize(products.semantic, hw))[None]
+            gt_l = torch.from_numpy(gt.semantic)[None]
+            one = SemanticMeter(self.meters["semantic"].num_classes)
+            one.update(pred_l, gt_l)
+            self.meters["semantic"].merge(one)
+            out.update(one.compute())
+        return out
+
+    def _temporal(self, products: Products, T_world_cam: np.ndarray) -> dict[str, float]:
+        current = (products.depth, np.asarray(products.K, np.float64), np.asarray(T_world_cam, np.float64))
+        previous, self._previous = self._previous, current
+        if previous is None:
+            return {}
+        args = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (current[0], previous[0], current[1],
+                                                                          previous[1], current[2], previous[2])]
+        one = CrossViewMeter()
+        one.update(*args)
+        self.meters["temporal"].merge(one)
+        return {k.replace("cross_view/", "temporal/"): v for k, v in one.compute().items()}
+
+    def reset_temporal(self) -> None:
+        """Forget the previous frame (time jumped back: the next frame has nothing earlier to agree with)."""
+        self._previous = None
+
+    def summary(self) -> dict[str, Any]:
+        metrics: dict[str, float] = {}
+        for name, meter in self.meters.items():
+            values = meter.compute()
+            if name == "temporal":
+                values = {k.replace("cross_view/", "temporal/"): v for k, v in values.items()}
+            metrics.update(values)
+        latency = {
+            stage: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "mean": float(np.mean(v))}
+            for stage in STAGES if (v := self.latency.get(stage))
+        }
+        return {
+            "metrics": metrics,
+            "latency_ms": latency,
+            "frames": self.frames,
+            "single_view_frames": self.single_view,
+            "single_view_rate": self.single_view / self.frames if self.frames else 0.0,
+            "pair_reasons": dict(self.pair_reasons),
+        }
+
+
+def gt_from_messages(K_image: np.ndarray, image_wh: tuple[int, int], depth: np.ndarray | None,
+                     semantic: np.ndarray | None) -> GroundTruth | None:
+    """GroundTruth for one frame; K is rescaled when the GT images are not at the colour image's size."""
+    ref = depth if depth is not None else semantic
+    if ref is None:
+        return None
+    H, W = ref.shape[:2]
+    K = np.asarray(K_image, np.float64)
+    if (W, H) != tuple(image_wh):
+        K = resize_intrinsics(K, tuple(image_wh), (W, H))
+    if depth is not None and semantic is not None and semantic.shape[:2] != (H, W):
+        semantic = _resize(semantic, (H, W))
+    return GroundTruth(K=K, depth=depth, semantic=semantic)
+
+
+class MontageCollector:
+    """Keeps a montage row (``evaluation.montage.montage_row``) for chosen frame indices, at the products' size."""
+
+    def __init__(self, indices: list[int], depth_range: tuple[float, float], palette=NYU13_PALETTE) -> None:
+        self.indices = set(indices)
+        self.depth_range = depth_range
+        self.palette = palette
+        self.rows: list[np.ndarray] = []
+
+    def wants(self, index: int) -> bool:
+        return index in self.indices
+
+    def add(self, rgb: np.ndarray, products: Products, gt: GroundTruth | None) -> None:
+        W, H = products.size
+        hw = (H, W)
+        boundary = None if products.boundary is None else products.boundary.astype(np.float32) / 255.0
+        self.rows.append(montage_row(
+            cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA), depth_range=self.depth_range, palette=self.palette,
+            semantic=products.semantic, depth=products.depth, normals=products.normals, boundary=boundary,
+            semantic_gt=None if gt is None or gt.semantic is None else _resize(gt.semantic, hw),
+            depth_gt=None if gt is None or gt.depth is None else _resize(gt.depth, hw),
+            normals_gt=None if gt is None or gt.normals is None else _resize(gt.normals, hw),
+        ))
+
+    def image(self) -> np.ndarray | None:
+        """The montage with a title row naming the columns, or None when no row was kept."""
+        return with_titles(self.rows)
 
 
 depth_gt = conversions.depth_image_to_metres  # ground-truth depth: metres, NaN invalid (REP 118)
@@ -100,9 +279,9 @@ class ReplayEvaluation:
         frame: Frame = item["frame"]
         gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._gt("depth", frame.stamp_ns),
                                                   self._gt("semantic", frame.stamp_ns))
-        record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.pose is not None}
+        record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.T_world_cam is not None}
         for mode, products in item["results"].items():
-            values = self.evaluators[mode].add(products, frame.pose, gt)
+            values = self.evaluators[mode].add(products, frame.T_world_cam, gt)
             values["latency_ms"] = {k: v * 1e3 for k, v in products.timings.items()}
             if mode == "multi_view":
                 values["single_view_fallback"] = products.single_view

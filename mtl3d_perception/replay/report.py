@@ -1,6 +1,7 @@
-"""What `mtl3d replay` measures and writes besides the output bag: metrics, report, plots and montage.
+"""The files `mtl3d replay` writes besides the output bag: metrics.json, report.md, plots and the montage.
 
-Metrics come from :mod:`mtl3d_perception.evaluation.metrics` (the same meters training and `mtl3d eval` use):
+What is measured (by :mod:`mtl3d_perception.replay.evaluation`, with the meters of
+:mod:`mtl3d_perception.evaluation.metrics` that training and `mtl3d eval` use):
 
 - against ground truth when the bag has it, at the ground truth's resolution (predictions are resized
   with nearest-neighbour sampling): depth (abs rel, RMSE, delta1, ...) vs the GT depth topic, mIoU vs the
@@ -10,28 +11,21 @@ Metrics come from :mod:`mtl3d_perception.evaluation.metrics` (the same meters tr
   ``temporal/*``);
 - latency per pipeline stage (p50 / p95 / mean, milliseconds), single-view fallbacks, frame counts.
 
-Pictures use the colourings of :mod:`mtl3d_perception.evaluation.montage`; plots use matplotlib's Agg canvas
-(no pyplot, no display).
+The montage comes from :mod:`mtl3d_perception.evaluation.montage`; plots use matplotlib's Agg canvas (no pyplot,
+no display).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import torch
 
-from mtl3d_perception.classes import NYU13_PALETTE, colorize_labels
-from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
-from mtl3d_perception.evaluation.montage import colorize_depth, colorize_error, colorize_normals, save_png
-from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
-from mtl3d_perception.runtime.products import STAGES, Products
+from mtl3d_perception.evaluation.montage import TITLES, save_png
+from mtl3d_perception.runtime.products import STAGES
 
 MODES = ("multi_view", "single_view")
 # Shown in the console table and at the top of report.md: (metrics key, label, format)
@@ -44,178 +38,6 @@ HEADLINE = (
     ("temporal/abs_rel", "temporal consistency abs rel", "{:.3f}"),
     ("temporal/abs_err", "temporal consistency abs err (m)", "{:.3f}"),
 )
-MONTAGE_COLUMNS = ("RGB", "semantic", "semantic GT", "depth", "depth GT", "depth error", "normals", "normals GT")
-
-
-@dataclass
-class GroundTruth:
-    """Ground truth of one frame at its own resolution; ``K`` belongs to that resolution."""
-
-    K: np.ndarray
-    depth: np.ndarray | None = None  # [H,W] float32 metres, NaN invalid
-    semantic: np.ndarray | None = None  # [H,W] uint8, 255 ignore
-    _normals: np.ndarray | None = None
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        ref = self.depth if self.depth is not None else self.semantic
-        return ref.shape[:2]
-
-    @property
-    def normals(self) -> np.ndarray | None:
-        """Normals from the GT depth (computed once, shared by both modes)."""
-        if self._normals is None and self.depth is not None:
-            self._normals = normals_from_depth(self.depth, self.K)
-        return self._normals
-
-
-def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize (keeps NaN, class ids and depth edges as they are)."""
-    if a.shape[:2] == tuple(hw):
-        return a
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-
-
-class ModeEvaluator:
-    """Pooled and per-frame metrics of one pipeline mode (multi-view, or single-view for comparison)."""
-
-    def __init__(self, num_classes: int, depth_max: float) -> None:
-        self.depth_max = depth_max
-        self.meters = {"depth": DepthMeter(), "semantic": SemanticMeter(num_classes), "normals": NormalsMeter(),
-                       "temporal": CrossViewMeter()}
-        self.latency: dict[str, list[float]] = defaultdict(list)
-        self.frames = 0
-        self.single_view = 0
-        self.pair_reasons: Counter[str] = Counter()
-        self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # depth, K, pose
-
-    def add(self, products: Products, pose: np.ndarray | None, gt: GroundTruth | None) -> dict[str, float]:
-        """Account one frame's products; returns the frame's own metrics (``depth/abs_rel``, ``temporal/abs_rel``, ...)."""
-        self.frames += 1
-        self.single_view += int(products.single_view)
-        self.pair_reasons[products.pair_reason] += 1
-        for stage, seconds in products.timings.items():
-            self.latency[stage].append(seconds * 1e3)
-        frame: dict[str, float] = {}
-        if gt is not None and products.depth is not None:
-            frame.update(self._against_gt(products, gt))
-        if pose is not None and products.depth is not None:
-            frame.update(self._temporal(products, pose))
-        return frame
-
-    def _against_gt(self, products: Products, gt: GroundTruth) -> dict[str, float]:
-        hw = gt.hw
-        # NaN predictions (outside the depth head's range) count as the far end of the range, not as missing
-        pred_depth = _resize(np.nan_to_num(products.depth, nan=self.depth_max), hw)
-        out: dict[str, float] = {}
-        if gt.depth is not None:
-            pred_t, gt_t = torch.from_numpy(pred_depth)[None, None], torch.from_numpy(gt.depth)[None, None]
-            one = DepthMeter()
-            one.update(pred_t, gt_t)
-            self.meters["depth"].sums += one.sums  # pooled = sum of the per-frame sums (no second pass)
-            out.update(one.compute())
-            if products.normals is not None:
-                pred_n = _resize(products.normals, hw)
-                gt_n = gt.normals.copy()
-                gt_n[~np.isfinite(pred_n).all(-1)] = np.nan  # both must exist to compare
-                self.meters["normals"].update(torch.from_numpy(pred_n).permute(2, 0, 1)[None],
-                                              torch.from_numpy(gt_n).permute(2, 0, 1)[None])
-        if gt.semantic is not None and products.labels is not None:
-            pred_l = torch.from_numpy(_resize(products.labels, hw))[None]
-            gt_l = torch.from_numpy(gt.semantic)[None]
-            one = SemanticMeter(self.meters["semantic"].num_classes)
-            one.update(pred_l, gt_l)
-            self.meters["semantic"].confusion += one.confusion
-            out.update(one.compute())
-        return out
-
-    def _temporal(self, products: Products, pose: np.ndarray) -> dict[str, float]:
-        current = (products.depth, np.asarray(products.K, np.float64), np.asarray(pose, np.float64))
-        previous, self._previous = self._previous, current
-        if previous is None:
-            return {}
-        args = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (current[0], previous[0], current[1],
-                                                                          previous[1], current[2], previous[2])]
-        one = CrossViewMeter()
-        one.update(*args)
-        self.meters["temporal"].sums += one.sums
-        return {k.replace("cross_view/", "temporal/"): v for k, v in one.compute().items()}
-
-    def reset_temporal(self) -> None:
-        """Forget the previous frame (time jumped back: the next frame has nothing earlier to agree with)."""
-        self._previous = None
-
-    def summary(self) -> dict[str, Any]:
-        metrics: dict[str, float] = {}
-        for name, meter in self.meters.items():
-            values = meter.compute()
-            if name == "temporal":
-                values = {k.replace("cross_view/", "temporal/"): v for k, v in values.items()}
-            metrics.update(values)
-        latency = {
-            stage: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "mean": float(np.mean(v))}
-            for stage in STAGES if (v := self.latency.get(stage))
-        }
-        return {
-            "metrics": metrics,
-            "latency_ms": latency,
-            "frames": self.frames,
-            "single_view_frames": self.single_view,
-            "single_view_rate": self.single_view / self.frames if self.frames else 0.0,
-            "pair_reasons": dict(self.pair_reasons),
-        }
-
-
-# --------------------------------------------------------------------------------------------------
-# Montage
-# --------------------------------------------------------------------------------------------------
-
-
-class MontageCollector:
-    """Keeps a picture row for chosen frame indices: RGB, semantic, depth, depth error and normals, with GT."""
-
-    def __init__(self, indices: list[int], depth_range: tuple[float, float], palette=NYU13_PALETTE) -> None:
-        self.indices = set(indices)
-        self.depth_range = depth_range
-        self.palette = palette
-        self.rows: list[np.ndarray] = []
-
-    def wants(self, index: int) -> bool:
-        return index in self.indices
-
-    def add(self, rgb: np.ndarray, products: Products, gt: GroundTruth | None) -> None:
-        W, H = products.size
-        hw = (H, W)
-        grey = np.full((H, W, 3), 96, np.uint8)
-        gt_depth = None if gt is None or gt.depth is None else _resize(gt.depth, hw)
-        cells = [cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA)]
-        cells.append(products.labels_color if products.labels_color is not None else grey)
-        if gt is not None and gt.semantic is not None:
-            cells.append(colorize_labels(_resize(gt.semantic, hw), palette=self.palette))
-        else:
-            cells.append(grey)
-        cells.append(colorize_depth(products.depth, self.depth_range) if products.depth is not None else grey)
-        cells.append(colorize_depth(gt_depth, self.depth_range) if gt_depth is not None else grey)
-        if gt_depth is not None and products.depth is not None:
-            cells.append(colorize_error(np.abs(products.depth - gt_depth), 0.1 * self.depth_range[1]))
-        else:
-            cells.append(grey)
-        cells.append(colorize_normals(products.normals) if products.normals is not None else grey)
-        gt_normals = None if gt is None else gt.normals
-        cells.append(colorize_normals(_resize(gt_normals, hw)) if gt_normals is not None else grey)
-        self.rows.append(np.concatenate(cells, axis=1))
-
-    def image(self) -> np.ndarray | None:
-        """The montage with a title row naming the columns, or None when no row was kept."""
-        if not self.rows:
-            return None
-        body = np.concatenate(self.rows, axis=0)
-        cell_w = body.shape[1] // len(MONTAGE_COLUMNS)
-        title = np.full((18, body.shape[1], 3), 255, np.uint8)
-        scale = min(0.45, cell_w / 230)
-        for i, name in enumerate(MONTAGE_COLUMNS):
-            cv2.putText(title, name, (i * cell_w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-        return np.concatenate([title, body], axis=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,22 +179,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
               "`ros2 bag play output.mcap` with RViz (`config/mtl3d.rviz`)",
               "- `metrics.json`: everything on this page plus per-frame values"]
     if "montage" in s["files"]:
-        lines += ["- `montage.png`: " + ", ".join(MONTAGE_COLUMNS), "", "![montage](montage.png)"]
+        lines += ["- `montage.png`: " + ", ".join(TITLES), "", "![montage](montage.png)"]
     if "depth_error_plot" in s["files"]:
         lines += ["", "![depth error over time](depth_error.png)", "", "![latency](latency.png)"]
     return "\n".join(lines) + "\n"
-
-
-def gt_from_messages(K_image: np.ndarray, image_wh: tuple[int, int], depth: np.ndarray | None,
-                     semantic: np.ndarray | None) -> GroundTruth | None:
-    """GroundTruth for one frame; K is rescaled when the GT images are not at the colour image's size."""
-    ref = depth if depth is not None else semantic
-    if ref is None:
-        return None
-    H, W = ref.shape[:2]
-    K = np.asarray(K_image, np.float64)
-    if (W, H) != tuple(image_wh):
-        K = resize_intrinsics(K, tuple(image_wh), (W, H))
-    if depth is not None and semantic is not None and semantic.shape[:2] != (H, W):
-        semantic = _resize(semantic, (H, W))
-    return GroundTruth(K=K, depth=depth, semantic=semantic)

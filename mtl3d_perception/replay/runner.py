@@ -2,17 +2,18 @@
 
 :func:`replay_bag` checks the bag's topics, then reads it in time order and feeds each message to ``_Replay``:
 image (raw or compressed) + camera_info go through the approximate-time synchroniser (``runtime.sync``) and
-become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into the TF buffer (``runtime.tf_buffer``),
-each frame waits for its pose as long as the bag can still deliver it (``runtime.pose_wait``, in bag time), runs
-through ``PerceptionPipeline`` and its products are written as the node's output messages
-(``msgs.messages.products_to_messages``) into the output bag (:mod:`mtl3d_perception.replay.output`). Ground
-truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
+become frames (``msgs.messages.frame_from_messages``), ``/tf`` + ``/tf_static`` go into a tf2_ros ``Buffer`` (the
+compat one, fed by ``msgs.tf.ingest_tf`` as the node's TransformListener feeds its own), and the frames go to the
+runtime's ``FrameDriver`` with the ``in_order`` policy: each waits for its pose (``msgs.tf.pose_from_tf``) as long
+as the bag can still deliver it (``runtime.pose_wait.RecordedPoseWait``, in bag time), runs through
+``PerceptionPipeline`` (single-view when it has no pose), and its
+products are written as the node's output messages (``msgs.messages.products_to_messages``) into the output bag
+(:mod:`mtl3d_perception.replay.output`). Ground truth and metrics: :mod:`mtl3d_perception.replay.evaluation`.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ from mtl3d_perception.msgs.messages import (
     frame_from_messages,
     products_to_messages,
 )
+from mtl3d_perception.msgs.tf import ingest_tf, latest_stamp_ns, pose_from_tf
 from mtl3d_perception.replay.evaluation import ReplayEvaluation
+from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
     QOS_DIAGNOSTICS,
@@ -49,64 +52,35 @@ from mtl3d_perception.replay.output import (
 )
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
-from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame
-from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.ros.compat.tf2_ros import Buffer
+from mtl3d_perception.runtime.driver import FrameDriver
+from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
-from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
-
-
-@dataclass
-class ReplayOptions:
-    """Topics, frames and runtime settings of a replay (defaults: DESIGN §5 and the node's parameters)."""
-
-    image_topic: str = topics.IMAGE_TOPIC
-    camera_info_topic: str = topics.CAMERA_INFO_TOPIC
-    tf_topic: str = topics.TF_TOPIC
-    tf_static_topic: str = topics.TF_STATIC_TOPIC
-    depth_gt_topic: str = topics.GT_DEPTH_TOPIC
-    semantic_gt_topic: str = topics.GT_SEMANTIC_TOPIC
-    world_frame: str = topics.WORLD_FRAME
-    node_name: str = topics.NODE_NAME
-    device: str = "cpu"
-    limit: int | None = None  # frames to process; None = all
-    compare_single_view: bool = False
-    sync_slop_s: float = 0.02
-    sync_queue_size: int | None = None  # None: pair by stamp over the recording (runtime.pose_wait's horizon)
-    tf_timeout_s: float = 0.3  # how far past a frame the bag's TF must be before a frame without a TF chain gives up
-    image_kind: str = "auto"  # image_raw (rectify), image_rect (use P) or auto (from the image topic's name)
-    pairing: PairingConfig = field(default_factory=PairingConfig)
-    output_resolution: str = "network"
-    point_stride: int = 4
-    cloud_frame: str = "camera"
-    montage_frames: int = 4
-    diagnostics_period_s: float = 1.0
-    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images (or compressed headers declaring them) are bad input
-    progress: bool = True
 
 
 class _Replay:
-    """Feeds bag messages through sync, TF and the pipeline(s); keeps the metrics; writes the output bag."""
+    """Feeds bag messages through sync, TF and the driver; keeps the metrics; writes the output bag."""
 
     def __init__(self, bag: Path, out_dir: Path, model: Any, options: ReplayOptions, available: dict[str, str],
                  model_description: str) -> None:
         from tqdm import tqdm
 
-        o = self.o = options
+        o = self.o = replace(options, device=resolve_device(options.device))
         self.bag, self.out_dir, self.available = bag, out_dir, available
         self.model_description = model_description
         self.has_tf = o.tf_topic in available or o.tf_static_topic in available
         self.types = typestore().types
-        kwargs = dict(device=o.device, pairing=o.pairing, output_resolution=o.output_resolution,
-                      point_stride=o.point_stride, cloud_frame=o.cloud_frame, world_frame=o.world_frame,
-                      max_image_pixels=o.max_image_pixels)
-        self.pipelines = {"multi_view": PerceptionPipeline(model, **kwargs)}
+        self.pipeline = PerceptionPipeline(model, o)
+        self.single_view = None
         if o.compare_single_view:
-            self.pipelines["single_view"] = PerceptionPipeline(model, **{**kwargs, "outputs": ("depth", "semantic", "normals")})
+            self.single_view = PerceptionPipeline(model, o.with_outputs({"depth", "semantic", "normals"}))
         # as the node does before its first frame, so the first frame's latency is not the set-up's
-        self.warmup_s = sum(pipeline.warmup() for pipeline in self.pipelines.values())
+        self.warmup_s = sum(p.warmup() for p in (self.pipeline, self.single_view) if p is not None)
         self.config = model.config
         counts, self.input_qos = bag_index(bag)
         expected = counts.get(o.image_topic) or None
@@ -116,32 +90,35 @@ class _Replay:
         picks = [round(i) for i in np.linspace(0, (expected or rows * 10) - 1, rows)] if o.montage_frames > 0 else []
         expect_gt = [kind for kind, topic in (("depth", o.depth_gt_topic), ("semantic", o.semantic_gt_topic))
                      if topic in available]
-        self.evaluation = ReplayEvaluation(self.pipelines, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
+        modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
+        self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
                                            montage_picks=picks, warn=self._warn)
         self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
 
-        self.tf = TransformBuffer(cache_time_s=max(10.0, 2 * o.pairing.max_pair_age_s), on_problem=self._tf_problem)
-        self.sync = ApproximateTimeSync(2, o.sync_queue_size, o.sync_slop_s, callback=self._on_pair,
+        self.tf = Buffer(cache_time=max(10.0, 2 * o.pairing.max_pair_age_s), types=self.types)
+        self.tf.core.on_problem = self._tf_problem  # rejected transforms: bad input in /diagnostics and the report
+        # no count limit: a recording pairs by stamp over its whole length (the horizon bounds memory)
+        self.sync = ApproximateTimeSync(2, None, o.sync_slop_s, callback=self._on_pair,
                                         max_age_s=RECORDED_TF_HORIZON_S)
-        self.pose_wait = RecordedPoseWait(self.tf, o.world_frame, o.tf_timeout_s)
-        self.pending: deque[Frame] = deque()  # synchronised frames waiting for TF, in order
+        self.pose_wait = RecordedPoseWait(self._pose, self._latest, o.tf_timeout_s)
         self.image_kind = resolve_image_kind(o.image_kind, o.image_topic)
         self.cameras = CameraModels()
         self.camera: dict[str, str] = {"image_kind": self.image_kind,
                                        "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
-        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.now_ns = 0
+        self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
+        self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
+                                  clock=lambda: self.now_ns, on_problem=self._on_problem)
         self.last_diag_ns: int | None = None
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
+        self.counts = {"no_pose": 0}
         self.bad_input: dict[str, int] = {}  # frames dropped as bad input, by BadInput kind
-        self.counts = {"no_pose": 0, "time_jumps": 0}
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
-        self.last_stamp_ns: int | None = None
 
     # ------------------------------------------------------------------------------------------ input
 
@@ -152,22 +129,24 @@ class _Replay:
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
+        self._run_ready(t_ns - 1)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
-        self._run_ready()  # frames whose TF wait ended before this message: single-view
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
             self._add_tf(msg, static=topic == o.tf_static_topic)
         elif topic == o.image_topic:
             self.images += 1
+            self.stats.count("images")
             self.sync.add(0, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.camera_info_topic:
+            self.stats.count("camera_infos")
             self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
         elif topic == o.semantic_gt_topic:
             self.evaluation.add_ground_truth("semantic", msg)
-        self._run_ready()
+        self._run_ready(self.now_ns - 1)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
 
     def feed_after_limit(self, topic: str, t_ns: int, msg: Any) -> bool:
@@ -182,15 +161,20 @@ class _Replay:
         return bool(self.evaluation.waiting)
 
     def _add_tf(self, msg: Any, *, static: bool) -> None:
-        for tf in msg.transforms:
-            try:
-                stamp_ns = conversions.stamp_to_ns(tf.header.stamp)
-                self.tf.set_transform_matrix(tf.header.frame_id, tf.child_frame_id, stamp_ns,
-                                             conversions.transform_to_matrix(tf.transform), is_static=static)
-                if not static:
-                    self.pose_wait.tf_read(stamp_ns)
-            except (TransformException, ValueError) as exc:
-                self.tf.reject(f"transform {tf.header.frame_id} -> {tf.child_frame_id} ignored: {exc}")
+        """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does; refused transforms are
+        reported through the buffer's ``on_problem`` hook (``_tf_problem``)."""
+        ingest_tf(self.tf, msg, static=static)
+        if not static and msg.transforms:
+            self.pose_wait.tf_read(max(conversions.stamp_to_ns(t.header.stamp) for t in msg.transforms))
+
+    def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
+        """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
+        if not self.has_tf:
+            return None, None
+        return pose_from_tf(self.tf, self.o.world_frame, frame)
+
+    def _latest(self, frame: Frame) -> int | None:
+        return latest_stamp_ns(self.tf, self.o.world_frame, frame.frame_id)
 
     def _tf_problem(self, kind: str, message: str) -> None:
         """The TF buffer's problems: rejected transforms are bad input in /diagnostics; every one is in the report."""
@@ -198,12 +182,9 @@ class _Replay:
             self.stats.problem(kind, message)
         self._warn(message)
 
-    def _drop(self, reason: str, message: str | None = None, *, kind: str | None = None) -> None:
-        """Count a dropped frame (``reason`` in the report; ``kind``: also a bad input of that kind in /diagnostics)."""
+    def _drop(self, reason: str, message: str | None = None) -> None:
+        """Count a dropped frame under ``reason`` in the report (the stats count is the caller's or the driver's)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        self.stats.count("dropped")
-        if kind is not None:
-            self.stats.problem(kind, message or reason)
         if message:
             self._warn(message)
 
@@ -217,6 +198,20 @@ class _Replay:
             self._warned.add(key)
             self._warn(message)
 
+    def _on_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
+        o = self.o
+        if kind == "tf":
+            self.counts["no_pose"] += 1
+            self._warn_once("no_pose", (
+                f"{message.split('; single-view')[0]}; such frames run single-view. Replay waits for TF as long as "
+                f"the bag can deliver it: up to {RECORDED_TF_HORIZON_S:g} s of recording, or, with no TF path from "
+                f"{o.world_frame} to the camera, until the bag's TF is --tf-timeout ({o.tf_timeout_s:g} s) past the "
+                "frame. Check --world-frame and the bag's TF tree"))
+        elif kind == "header":
+            self._warn_once(message, message)
+        else:
+            self._warn(f"{kind}: {message}")
+
     def _on_pair(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for its pose."""
         self.stats.count("received")
@@ -224,6 +219,7 @@ class _Replay:
             frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras,
                                         max_pixels=self.o.max_image_pixels)
         except BadInput as exc:
+            self.stats.count("dropped")
             self._drop("bad_input")
             self.stats.problem(exc.kind, str(exc))  # every bad input counted in /diagnostics, by kind
             self.bad_input[exc.kind] = self.bad_input.get(exc.kind, 0) + 1
@@ -237,55 +233,34 @@ class _Replay:
                               f"from {self.camera['image_kind_from']})")
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
-            self.stats.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
-            self._warn_once(frame.header_problem, HEADER_PROBLEMS[frame.header_problem])
-        self.pending.append(frame)
+            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+        # a frame's TF wait starts when it is complete and no earlier than its own stamp (bag time)
+        self.driver.add_frame(frame, max(self.now_ns, frame.stamp_ns))
 
     # ------------------------------------------------------------------------------------------ processing
 
-    def _run_ready(self, *, end: bool = False) -> None:
-        """Process pending frames in order, each once ``runtime.pose_wait`` says it stops waiting (posed, or
-        single-view when the bag cannot deliver its pose any more; ``end``: the bag is over)."""
-        while self.pending and not self.done:
-            frame = self.pending[0]
-            pose = None
-            if self.has_tf and not frame.header_problem:
-                check = self.pose_wait.check(frame, self.now_ns, end=end)
-                if not check.ready:
-                    return  # TF for this stamp may still come
-                pose = check.pose
-                if check.error is not None:
-                    self.counts["no_pose"] += 1
-                    self.stats.problem("tf", check.error, counter="tf_failures")
-                    self._warn_once("no_pose", (
-                        f"no pose of {frame.frame_id} in {self.o.world_frame} for the frame at {frame.stamp:.3f} s "
-                        f"({check.error}); such frames run single-view. Replay waits for TF as long as the bag can "
-                        f"deliver it: up to {RECORDED_TF_HORIZON_S:g} s of recording, or, with no TF path from "
-                        f"{self.o.world_frame} to the camera, until the bag's TF is --tf-timeout "
-                        f"({self.o.tf_timeout_s:g} s) past the frame. Check --world-frame and the bag's TF tree"))
-            self.pending.popleft()
-            self._process(frame.with_pose(pose))
-
-    def _process(self, frame: Frame) -> None:
-        if self.last_stamp_ns is not None and frame.stamp_ns < self.last_stamp_ns:
-            self.counts["time_jumps"] += 1
-            self.evaluation.reset_temporal()
-        self.last_stamp_ns = frame.stamp_ns
-        results = {}
-        for mode, pipeline in self.pipelines.items():
-            try:
-                results[mode] = pipeline.process(frame if mode == "multi_view" else frame.with_pose(None))
-            except ValueError as exc:
-                self._drop("bad_input", f"frame at {frame.stamp:.6f} s dropped: {exc}", kind="frame")
+    def _run_ready(self, now_ns: int, *, end: bool = False) -> None:
+        """Process the waiting frames, in order, that are ready at bag time ``now_ns`` (see ``FrameDriver``)."""
+        while not self.done:
+            job = self.driver.take(now_ns, end=end)
+            if job is None:
                 return
-        products = results["multi_view"]
-        for kind, message in products.warnings:
-            self.stats.problem(kind, message)
-            self._warn(f"{kind}: {message}")
+            self._process(job)
+
+    def _process(self, job: PoseJob) -> None:
+        products = self.driver.run(job, end_to_end=False)
+        if products is None:  # unusable frame: the driver counted and reported it
+            self.dropped["bad_input"] = self.dropped.get("bad_input", 0) + 1
+            return
+        frame = job.frame.with_pose(job.T_world_cam)
+        if any(kind == "time_jump" for kind, _ in products.warnings):
+            self.evaluation.reset_temporal()
+        results = {"multi_view": products}
+        if self.single_view is not None:
+            results["single_view"] = self.single_view.process(frame.with_pose(None))
         for name, msg in products_to_messages(self.types, products).items():
             self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
                               msg, QOS_OUTPUT)
-        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason)
         self._diagnostics(final=False)
         self.evaluation.add_frame(self.processed, frame, results)
         self.processed += 1
@@ -297,19 +272,16 @@ class _Replay:
             return
         self.last_diag_ns = self.now_ns
         header = conversions.make_header(self.types, self.now_ns, "")
-        info = {**{f"camera.{k}": v for k, v in self.camera.items()}, "device": self.o.device,
-                "model": self.model_description,
-                "precision": self.pipelines["multi_view"].precision,
-                "input_size": "{}x{}".format(*self.config.input_size), "source": f"replay of {self.bag.name}"}
+        info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera.items()}, model=self.model_description,
+                                source=f"replay of {self.bag.name}")
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:
-        self._run_ready(end=True)
-        for _ in self.pending:  # left over after --limit
+        self._run_ready(self.now_ns, end=True)
+        for _ in range(self.driver.clear()):  # left over after --limit
             self._drop("limit")
-        self.pending.clear()
         self.evaluation.evaluate_ready(self.now_ns, final=True)
 
     def close(self, error: str | None) -> dict[str, Any]:
@@ -343,7 +315,8 @@ class _Replay:
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "counts": {"images": self.images, "processed": self.processed,
-                       "dropped": sum(self.dropped.values()), **self.counts},
+                       "dropped": sum(self.dropped.values()), **self.counts,
+                       "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
             "bad_input": dict(self.bad_input),
             "output_counts": dict(self.writer.counts),

@@ -12,20 +12,22 @@ Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS`
 ``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
 ``~/normals/image_color`` (rgb8), ``~/boundary/image`` (mono8), each with its sibling ``camera_info``
 (``~/depth/camera_info``, ...), ``~/points`` (PointCloud2 x, y, z, rgb, label) and ``/diagnostics``. Parameters:
-see ``PARAMETERS`` (also ``config/perception.yaml``); values their type and range cannot refuse are checked by
-``runtime/params.py``.
+``PARAMETERS``, generated from ``runtime.config.RuntimeConfig`` (also ``config/perception.yaml``); values their
+type and range cannot refuse are checked by ``RuntimeConfig.validate`` and ``runtime/params.py``.
 
-The node only wires ROS to ``runtime.PerceptionPipeline`` (STYLE §2.13). Threads: the executor runs the
-subscriptions, TF and the diagnostics timer; a decoder thread turns synchronised messages into frames (a JPEG / PNG
-is decoded only after its header passed ``max_image_pixels``, and never on the executor); one worker thread owns
-the pipeline: it applies parameter changes between frames, takes the newest synchronised frame whose TF is
-available (polling the buffer without blocking, up to ``tf_timeout_s``, then single-view), runs the pipeline and
-publishes. Bad input never stops the node: a
-throttled log line, a diagnostics entry, the frame is dropped.
+The node only wires ROS to the runtime's ``FrameDriver`` (STYLE §2.13): it keeps the threads, QoS, parameters and
+publishing. Threads: the executor runs the subscriptions, TF and the diagnostics timer; a decoder thread turns
+synchronised messages into frames (a JPEG / PNG is decoded only after its header passed ``max_image_pixels``, and
+never on the executor) and hands them to the driver (``FrameDriver.add_frame``); one worker thread owns the
+pipeline: it applies parameter changes between frames, takes the newest synchronised frame whose TF is available
+(``FrameDriver.wait_job`` with the ``newest`` policy, woken by new frames, by the TF buffer's
+``wait_for_transform_async`` futures and by the ``tf_timeout_s`` deadline: no polling), runs the pipeline and
+publishes. Bad input never stops the node: a throttled log line, a diagnostics entry, the frame is dropped.
 
-Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation) clears everything that could
-pair frames across the jump: the synchroniser's queues, the frames waiting for TF, the frame history and the TF
-cache (tf2_ros clears the latter itself only when the node's clock jumps, i.e. under ``use_sim_time``).
+Time going back by more than ``JUMP_BACK_S`` (a looping bag, a restarted simulation; ``frames.TimeJumpDetector``)
+makes each layer clear its own state: the node the synchroniser's queues and the TF cache (tf2_ros clears the
+latter itself only when the node's clock jumps, i.e. under ``use_sim_time``), the driver its waiting frames,
+the pipeline its frame history.
 """
 
 from __future__ import annotations
@@ -49,71 +51,40 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtl3d_perception import topics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.msgs.camera_model import IMAGE_KINDS, CameraModels, resolve_image_kind
+from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.messages import (
     HEADER_PROBLEMS,
     BadInput,
     frame_from_messages,
     products_to_messages,
 )
+from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor
 from mtl3d_perception.runtime import params
-from mtl3d_perception.runtime.frames import JUMP_BACK_S, MAX_IMAGE_PIXELS, Frame
-from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
+from mtl3d_perception.runtime.driver import FrameDriver
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
-from mtl3d_perception.runtime.pipeline import CLOUD_FRAMES, OUTPUT_RESOLUTIONS, PRECISIONS, PerceptionPipeline
+from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PoseJob
+from mtl3d_perception.runtime.pose_wait import LivePoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.throttled_log import LOG_THROTTLE_S, ThrottledLog
 
-# name -> (default, description, read_only, range (lo, hi) or choices tuple or None)
+# name -> (default, description, read_only, range (lo, hi) or choices tuple or None), from RuntimeConfig
 PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
-    "model_path": ("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; 'preset:NAME' = random weights", True, None),
-    "device": ("auto", "torch device: auto, cpu, cuda, cuda:N", True, None),
-    "num_threads": (1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold cores)", True, (0, 256)),
-    "image_topic": (topics.IMAGE_INPUT, "input sensor_msgs/Image (a relative name resolves in the node's namespace)",
-                    True, None),
-    "image_transport": ("raw", "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage "
-                        "(jpeg/png) on image_topic + '/compressed'", True, ("raw", "compressed")),
-    "camera_info_topic": ("", "input sensor_msgs/CameraInfo; '' = camera_info beside image_topic (image_transport's "
-                          "rule)", True, None),
-    "image_kind": ("auto", "image_raw: rectify with camera_info D/R/P; image_rect: already rectified, use P; "
-                   "auto: image_rect when the image topic's name contains 'rect'", True, IMAGE_KINDS),
-    "sync_slop_s": (0.02, "largest image / camera_info stamp difference paired", True, (0.0, 1.0)),
-    # message_filters' examples use 10; a queue of 2 loses every pair once images lag camera_info by 2 periods
-    "sync_queue_size": (10, "image / camera_info messages kept per input for pairing", True, (1, 1000)),
-    "precision": ("fp32", "inference precision (fp16 and bf16 need a CUDA device)", False, tuple(PRECISIONS)),
-    "world_frame": (topics.WORLD_FRAME, "fixed frame the camera poses are looked up in (a tf2 frame id: no leading '/')",
-                    False, None),
-    "min_baseline_m": (0.05, "source view: smallest useful baseline", False, (0.0, 100.0)),
-    "min_rotation_deg": (5.0, "source view: or smallest useful rotation", False, (0.0, 180.0)),
-    "max_pair_age_s": (1.0, "source view: oldest usable source frame", False, (0.0, 60.0)),
-    # visual(-inertial) odometry publishes a frame's pose 0.05-0.2 s after the image; rtabmap waits 0.2 s
-    # (wait_for_transform), we leave margin above that
-    "tf_timeout_s": (0.3, "wait this long for TF of a frame, then process it single-view", False, (0.0, 10.0)),
-    "publish_depth": (True, "publish ~/depth/image and ~/depth/camera_info", False, None),
-    "publish_semantic": (True, "publish ~/semantic/image, ~/semantic/image_color and ~/semantic/camera_info", False,
-                         None),
-    "publish_normals": (True, "publish ~/normals/image, ~/normals/image_color and ~/normals/camera_info", False, None),
-    "publish_boundary": (True, "publish ~/boundary/image and ~/boundary/camera_info", False, None),
-    "publish_points": (True, "publish ~/points", False, None),
-    "point_stride": (4, "cloud: every n-th pixel in x and y", False, (1, 64)),
-    "cloud_frame": ("camera", "cloud frame: camera (image frame_id) or world (world_frame)", False, CLOUD_FRAMES),
-    "output_resolution": ("network", "output image size: network (model input) or camera", False, OUTPUT_RESOLUTIONS),
-    "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.01, 60.0)),
-    "max_image_pixels": (MAX_IMAGE_PIXELS, "larger images (width x height; a compressed image's header is read "
-                         "before decoding) are bad input; also bounds output_resolution=camera", False, (4, 2**40)),
+    name: (spec.default, spec.description, spec.read_only, spec.constraint)
+    for name, spec in parameter_specs("node").items()
 }
 OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics.OUTPUTS))  # publish_<group>
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=1)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
-MAX_PENDING = 30  # frames waiting for TF (and messages waiting to be decoded); older ones are dropped
+MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
-NON_EMPTY = ("image_topic",)
-FRAME_IDS = ("world_frame",)  # checked as tf2 checks frame ids (runtime.params.frame_id_problem)
 
 
 def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
@@ -143,13 +114,12 @@ class PerceptionNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         for name, (default, description, read_only, constraint) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        config = self._config()
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.types = conversions.rclpy_types()
         self.stats = RuntimeStats()
         self._log = ThrottledLog(self.get_logger(), LOG_THROTTLE_S)
-        self._last_log: dict[str, float] = {}
         if FALLBACKS and os.environ.get("ROS_DISTRO"):  # a sourced ROS install should have the real ones
             self.get_logger().warning(
                 f"using the in-package fallbacks for: {', '.join(FALLBACKS)}, although ROS "
@@ -160,29 +130,19 @@ class PerceptionNode(Node):
 
         import torch
 
-        if p["num_threads"] > 0:
-            torch.set_num_threads(int(p["num_threads"]))
-        self.device = resolve_device(p["device"])
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
         if model is None:
-            model, self.model_description = load_model(p["model_path"], device=self.device, log=self.get_logger())
+            model, self.model_description = load_model(config.model_path, device=self.device, log=self.get_logger())
         else:
             self.model_description = f"in-process {type(model).__name__}"
-        self.pipeline = PerceptionPipeline(
-            model, device=self.device, precision=p["precision"], pairing=self._pairing(p),
-            output_resolution=p["output_resolution"], point_stride=p["point_stride"], cloud_frame=p["cloud_frame"],
-            world_frame=p["world_frame"], outputs=self._outputs(p), max_image_pixels=p["max_image_pixels"],
-            logger=_LogAdapter(self.get_logger()),
-        )
-        self.max_image_pixels = int(p["max_image_pixels"])
-        self.tf_timeout_s = float(p["tf_timeout_s"])
-        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
-        image_topic = p["image_topic"] + (topics.COMPRESSED_SUFFIX if p["image_transport"] == "compressed" else "")
-        self.image_kind = resolve_image_kind(p["image_kind"], image_topic)
-        self.camera_info = {"image_kind": self.image_kind,
-                            "image_kind_from": "image topic name" if p["image_kind"] == "auto" else "parameter"}
-        self.cameras = CameraModels()
-        self._updates: dict[str, Any] = {}  # pipeline options, applied by the worker between frames
-        self._updates_lock = threading.Lock()
+        self.pipeline = PerceptionPipeline(model, config.replace(device=self.device),
+                                           logger=_LogAdapter(self.get_logger()))
+        self.driver = FrameDriver(self.pipeline, LivePoseWait(self.lookup_pose, config.tf_timeout_s), policy="newest",
+                                  stats=self.stats, on_problem=self._log_problem)
+        self._update: RuntimeConfig | None = None  # new settings, applied by the worker between frames
+        self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
 
@@ -190,38 +150,42 @@ class PerceptionNode(Node):
         if hasattr(self.tf_buffer, "core"):  # the compat buffer: its rejects are counted here (tf2_ros logs its own)
             self.tf_buffer.core.on_problem = self._tf_problem
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        self._tf_waits: deque[tuple[int, Any]] = deque()  # (frame stamp, wait_for_transform_async future)
+        self._tf_waits_lock = threading.Lock()
 
         self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
                      for name, (msg_type, _) in topics.OUTPUTS.items()}
         self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
                                               topics.DIAGNOSTICS_TOPIC, 10)
-        self.diag_timer = self.create_timer(float(p["diagnostics_period_s"]), self.publish_diagnostics)
+        self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics)
 
-        self._pending: deque[tuple[Frame, float]] = deque()
         # decoding (a JPEG / PNG of up to max_image_pixels) runs here, never on the executor thread
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl3d_decode")
         self._decoding = 0  # messages submitted to the decoder and not done yet
         self._generation = 0  # bumped by a time jump: frames decoded from before it are discarded
         self._cond = threading.Condition()
         self._stop = False
-        self._reset = False
-        self._last_stamp_ns: int | None = None  # newest synchronised frame
-        self._last_image_ns: int | None = None  # newest image seen by the subscriber
+        self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
+        image_topic = config.image_topic + (topics.COMPRESSED_SUFFIX if config.image_transport == "compressed" else "")
+        self.image_kind = resolve_image_kind(config.image_kind, image_topic)
+        self.camera_info = {"image_kind": self.image_kind,
+                            "image_kind_from": "image topic name" if config.image_kind == "auto" else "parameter"}
+        self.cameras = CameraModels()
 
-        if p["image_transport"] == "compressed":
-            image_type, image_topic = CompressedImage, p["image_topic"] + topics.COMPRESSED_SUFFIX
+        if config.image_transport == "compressed":
+            image_type, image_topic = CompressedImage, config.image_topic + topics.COMPRESSED_SUFFIX
         else:
-            image_type, image_topic = Image, p["image_topic"]
+            image_type, image_topic = Image, config.image_topic
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        info_topic = p["camera_info_topic"] or topics.camera_info_topic_for(p["image_topic"])
+        info_topic = config.camera_info_topic or topics.camera_info_topic_for(config.image_topic)
         self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)
         self.sync = message_filters.ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
-                                                                int(p["sync_queue_size"]), p["sync_slop_s"])
+                                                                config.sync_queue_size, config.sync_slop_s)
         self.sync.registerCallback(self.on_frame)
-        self.sync_queue_size, self.sync_slop_s = int(p["sync_queue_size"]), float(p["sync_slop_s"])
+        self.sync_queue_size, self.sync_slop_s = config.sync_queue_size, config.sync_slop_s
         self._unpaired_reported = 0
         self._start_input_monitor(image_type)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
@@ -230,36 +194,27 @@ class PerceptionNode(Node):
 
     # ------------------------------------------------------------------------------------ parameters
 
-    @staticmethod
-    def _pairing(p: dict[str, Any]) -> PairingConfig:
-        return PairingConfig(min_baseline_m=p["min_baseline_m"], min_rotation_deg=p["min_rotation_deg"],
-                             max_pair_age_s=p["max_pair_age_s"])
-
-    @staticmethod
-    def _outputs(p: dict[str, Any]) -> set[str]:
-        wanted = {g for g in OUTPUT_GROUPS if p[f"publish_{g}"]}
-        if wanted & {"normals", "points"}:
-            wanted.add("depth")  # normals are masked and clouds back-projected with the depth
-        return wanted
+    def _config(self, changed: list[Any] = ()) -> RuntimeConfig:
+        """The RuntimeConfig of the current parameter values, with ``changed`` ones (not yet set) applied."""
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        values.update({param.name: param.value for param in changed if param.name in PARAMETERS})
+        return config_from_parameters(values)
 
     def _validate_parameters(self, parameters: list[Any]) -> SetParametersResult:
-        params_by_name = {param.name: param.value for param in parameters}
-        for param in parameters:
-            spec = PARAMETERS.get(param.name)
-            if spec is None:
-                continue
-            constraint = spec[3]
-            if isinstance(constraint, tuple) and isinstance(constraint[0], str) and param.value not in constraint:
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} must be one of {', '.join(constraint)}, got {param.value!r}")
-            if param.name in NON_EMPTY and not str(param.value).strip("/ "):
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} must not be empty, got {param.value!r}")
-            reason = None
-            if param.name in FRAME_IDS:
-                reason = params.frame_id_problem(param.name, param.value)
-            elif param.name == "precision":
-                reason = params.precision_problem(param.value, self._device_for(params_by_name))
+        try:
+            self._config(parameters)
+        except ValueError as exc:  # ConfigError (wrong type) is a ValueError too
+            return SetParametersResult(successful=False, reason=str(exc))
+        except Exception:  # parameters not declared yet (start-up): check the new values on their own
+            try:
+                config_from_parameters({p.name: p.value for p in parameters if p.name in PARAMETERS})
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        pending = {param.name: param.value for param in parameters}
+        if "precision" in pending or "device" in pending:  # needs the resolved device, so not in RuntimeConfig
+            precision = pending.get("precision", self.get_parameter("precision").value
+                                    if self.has_parameter("precision") else PARAMETERS["precision"][0])
+            reason = params.precision_problem(precision, self._device_for(pending))
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -277,34 +232,21 @@ class PerceptionNode(Node):
         except (ValueError, RuntimeError):
             return "cpu"  # start-up reports the bad device itself
 
-    def _apply_parameters(self, changed: list[Any]) -> None:
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        names = {param.name for param in changed}
-        self.tf_timeout_s = float(p["tf_timeout_s"])
-        self.max_image_pixels = int(p["max_image_pixels"])
-        self.publish_enabled = {group: bool(p[f"publish_{group}"]) for group in OUTPUT_GROUPS}
-        update = {"precision": p["precision"], "output_resolution": p["output_resolution"],
-                  "point_stride": p["point_stride"], "cloud_frame": p["cloud_frame"],
-                  "world_frame": p["world_frame"], "outputs": self._outputs(p),
-                  "max_image_pixels": self.max_image_pixels}
-        with self._updates_lock:
-            self._updates.update(update)
-            if names & {"min_baseline_m", "min_rotation_deg", "max_pair_age_s"}:
-                self._updates["pairing"] = self._pairing(p)
+    def _apply_parameters(self, parameters: list[Any]) -> None:
+        with self._update_lock:
+            self._update = self._config().replace(device=self.device)
+        self.driver.notify()
 
     # ------------------------------------------------------------------------------------ input
 
     def _problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
-        """Diagnostics entry + a log line throttled per kind (never once per frame); ``error``: the node's own fault."""
-        self.stats.problem(kind, message, counter=counter, error=error)
-        self._log(kind, f"{kind}: {message}", error=error)
+        """Diagnostics entry + a throttled log line, through the driver's problem path."""
+        self.driver.problem(kind, message, counter=counter, error=error)
 
-    def _log_throttled(self, kind: str, log: Any, message: str) -> None:
-        """``log(message)`` at most once per ``LOG_THROTTLE_S`` for each ``kind``."""
-        now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) >= LOG_THROTTLE_S:
-            self._last_log[kind] = now
-            log(message)
+    def _log_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
+        """The driver's problems as a log line throttled per kind (never once per frame); ``error``: the node's own
+        fault. The stats entry is the driver's."""
+        self._log(kind, f"{kind}: {message}", error=error)
 
     def _tf_problem(self, kind: str, message: str) -> None:
         """The TF buffer's problems: a rejected transform is bad input; its time jumps are only logged (the images'
@@ -319,10 +261,8 @@ class PerceptionNode(Node):
         self.stats.count("images")
         self.inputs.tick("image")
         stamp_ns = conversions.stamp_to_ns(image.header.stamp)
-        last, self._last_image_ns = self._last_image_ns, max(stamp_ns, self._last_image_ns or stamp_ns)
-        if last is not None and stamp_ns < last - JUMP_BACK_NS:
-            self._last_image_ns = stamp_ns
-            self._time_jump(last, stamp_ns, image.header.frame_id)
+        if self._image_jump.check(stamp_ns):
+            self._time_jump(stamp_ns, image.header.frame_id)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
@@ -354,13 +294,11 @@ class PerceptionNode(Node):
             return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types and name not in own)
 
         for kind, message in self.inputs.warnings(topics_of, self.count_publishers):
-            self._log_throttled(kind, self.get_logger().warning, message)
+            self._log(kind, message)
 
-    def _time_jump(self, last_ns: int, stamp_ns: int, frame_id: str) -> None:
-        """Forget everything from before the jump, so no frame is paired (or posed) across it."""
-        self._problem("time_jump", f"image stamp went back from {last_ns * 1e-9:.3f} s to {stamp_ns * 1e-9:.3f} s; "
-                                   "clearing the frame history, the synchroniser and the TF cache",
-                      counter="time_jumps")
+    def _time_jump(self, stamp_ns: int, frame_id: str) -> None:
+        """Forget the node's state from before the jump: the synchroniser's queues and the TF cache (the driver
+        and the pipeline clear theirs when the jumped frame reaches them)."""
         # message_filters keeps old stamps in its latest-only queues; newer-looking leftovers would evict every
         # new message on arrival, and the synchroniser would never fire again. ``queues`` and ``lock`` are
         # attributes of message_filters' TimeSynchronizer (Humble to Rolling) and of the compat one.
@@ -370,19 +308,12 @@ class PerceptionNode(Node):
         if self._tf_holds_data_after(stamp_ns + JUMP_BACK_NS, frame_id):
             self.tf_buffer.clear()
         with self._cond:
-            self.stats.count("dropped", len(self._pending))
-            self._pending.clear()
-            self._last_stamp_ns = None
-            self._reset = True
             self._generation += 1
 
     def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
         """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
-        try:
-            latest = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame_id, Time())
-        except Exception:  # no chain (or a bad frame id): nothing of it could be paired anyway
-            return True
-        return conversions.stamp_to_ns(latest.header.stamp) > stamp_ns
+        latest = latest_stamp_ns(self.tf_buffer, self.pipeline.world_frame, frame_id, time_type=Time)
+        return latest is None or latest > stamp_ns  # no chain (or a bad frame id): clearing costs nothing
 
     def on_frame(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> the decoder (executor thread: no decoding, no inference here)."""
@@ -393,18 +324,18 @@ class PerceptionNode(Node):
                 return
             self._decoding += 1
         try:
-            self._decoder.submit(self._decode, image, info, time.monotonic(), self._generation)
+            self._decoder.submit(self._decode, image, info, time.monotonic_ns(), self._generation)
         except RuntimeError:  # shut down
             with self._cond:
                 self._decoding -= 1
 
-    def _decode(self, image: Any, info: Any, arrived: float, generation: int) -> None:
+    def _decode(self, image: Any, info: Any, arrived_ns: int, generation: int) -> None:
         """Decoder thread: messages -> a pending frame, or a counted bad input."""
         try:
             frame = frame_from_messages(image, info, image_kind=self.image_kind, cameras=self.cameras,
-                                        max_pixels=self.max_image_pixels)
+                                        max_pixels=self.pipeline.config.max_image_pixels)
         except BadInput as exc:
-            self._problem(exc.kind, str(exc))
+            self.driver.problem(exc.kind, str(exc))
             return
         except Exception as exc:  # never let a message kill the decoder
             self._problem("internal", f"decoding failed: {type(exc).__name__}: {exc}", counter="internal_errors",
@@ -418,134 +349,87 @@ class PerceptionNode(Node):
             self.get_logger().info(f"camera_info: {self.camera_info['camera_info']} "
                                    f"({self.image_kind} from the {self.camera_info['image_kind_from']})")
         if frame.header_problem:
-            self._problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:
             if generation != self._generation:  # time jumped back while this frame was being decoded
                 self.stats.count("dropped")
                 return
-            if self._last_stamp_ns is not None and frame.stamp_ns < self._last_stamp_ns:
-                # a small step back (jumps are handled in on_image): stale, a newer frame is already queued or done
-                self.stats.count("dropped")
-                self._problem("out_of_order", f"frame at {frame.stamp:.3f} s arrived after one at "
-                                              f"{self._last_stamp_ns * 1e-9:.3f} s; dropped")
-                return
-            self._last_stamp_ns = frame.stamp_ns
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                self.stats.count("dropped")
-            self._pending.append((frame, arrived))
-            self._cond.notify()
+        if self.driver.add_frame(frame, arrived_ns) and not frame.header_problem:
+            self._wait_for_tf(frame)
+
+    def _wait_for_tf(self, frame: Frame) -> None:
+        """Wake the worker when TF for ``frame`` arrives (the Buffer's new-data callback completes the future)."""
+        try:
+            future = self.tf_buffer.wait_for_transform_async(self.pipeline.world_frame, frame.frame_id,
+                                                             Time(nanoseconds=frame.stamp_ns))
+        except Exception:  # a bad frame id: the frame runs single-view after tf_timeout_s, reported then
+            return
+        future.add_done_callback(self.driver.notify)
+        with self._tf_waits_lock:
+            self._tf_waits.append((frame.stamp_ns, future))
+
+    def _forget_tf_waits(self) -> None:
+        """Cancel the TF waits of frames no longer queued (outside the driver's lock: the real Buffer takes its
+        callback lock when a future is cancelled)."""
+        waiting = {f.stamp_ns for f in self.driver.pending_frames()}
+        with self._tf_waits_lock:
+            keep, done = deque(), []
+            for stamp, future in self._tf_waits:
+                (keep if stamp in waiting and not future.done() else done).append((stamp, future))
+            self._tf_waits = keep
+        for _, future in done:
+            if not future.done():
+                future.cancel()
 
     # ------------------------------------------------------------------------------------ worker
 
     def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
         """(T_world_cam, None) or (None, why not) — never waits."""
-        if frame.header_problem:
-            return None, HEADER_PROBLEMS[frame.header_problem]
-        try:
-            ts = self.tf_buffer.lookup_transform(self.pipeline.world_frame, frame.frame_id,
-                                                 Time(nanoseconds=frame.stamp_ns))
-            return conversions.transform_to_matrix(ts.transform), None
-        except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
-            cause = f"TF is not subscribed: {self.tf_unavailable}; " if self.tf_unavailable else ""
-            return None, f"{cause}{type(exc).__name__}: {exc}"
-
-    def _next_job(self) -> tuple[Frame, float, Any, str | None, bool] | None:
-        """The newest pending frame with TF; else the newest one whose TF wait timed out; else None.
-
-        The last item says whether time jumped back since the previous job (read where the job is taken, so a
-        frame from before a jump never enters the history after the reset).
-        """
-        with self._cond:
-            items = list(self._pending)
-        if not items:
-            return None
-        now = time.monotonic()
-        job = None
-        last_error = None
-        for frame, arrived in reversed(items):
-            pose, error = self.lookup_pose(frame)
-            if error is None:
-                job = (frame, arrived, pose, None)
-                break
-            last_error = last_error or error
-            if job is None and (frame.header_problem or now - arrived >= self.tf_timeout_s):
-                job = (frame, arrived, None, error)  # newest timed-out frame, unless a newer one has TF
-        if job is None:
-            return None
-        with self._cond:
-            if not any(f is job[0] for f, _ in self._pending):
-                return None  # cleared by a time jump meanwhile
-            dropped = 0
-            while self._pending[0][0] is not job[0]:
-                self._pending.popleft()
-                dropped += 1
-            self._pending.popleft()
-            reset, self._reset = self._reset, False
-        self.stats.count("dropped", dropped)
-        return (*job, reset)
+        pose, error = pose_from_tf(self.tf_buffer, self.pipeline.world_frame, frame, time_type=Time)
+        if error is not None and self.tf_unavailable:
+            error = f"TF is not subscribed: {self.tf_unavailable}; {error}"
+        return pose, error
 
     def _apply_updates(self) -> None:
         """Parameter changes (from the executor) applied to the pipeline between frames, in the worker."""
-        with self._updates_lock:
-            updates, self._updates = self._updates, {}
-        if "pairing" in updates:
-            self.pipeline.set_pairing(updates.pop("pairing"))
-        if updates:
-            self.pipeline.set_options(**updates)
+        with self._update_lock:
+            update, self._update = self._update, None
+        if update is not None:
+            self.driver.apply(update)
 
     def _work(self) -> None:
         try:
             seconds = self.pipeline.warmup()
             self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
         except Exception as exc:
-            self._problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
-                          error=True)
-        while True:
-            with self._cond:
-                while not self._stop and not self._pending:
-                    self._cond.wait()
-                if self._stop:
-                    return
+            self.driver.problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
+                                error=True)
+        while not self._stop:
             try:
                 self._apply_updates()
             except Exception as exc:
-                self._problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
-                              counter="internal_errors", error=True)
-            job = self._next_job()
+                self.driver.problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
+                                    counter="internal_errors", error=True)
+            job = self.driver.wait_job(lambda: self._stop or self._update is not None)
             if job is None:
-                with self._cond:
-                    self._cond.wait(timeout=0.005)  # TF arrives through the executor; poll without blocking it
                 continue
+            self._forget_tf_waits()
             try:
-                self._process(*job)
+                self._process(job)
             except Exception as exc:  # never let the worker die
-                self._problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
+                self.driver.problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
 
-    def _process(self, frame: Frame, arrived: float, pose: Any, tf_error: str | None, reset: bool) -> None:
-        if tf_error is not None:
-            if frame.header_problem is None:  # header problems are reported where the frame is made
-                self._problem("tf", f"no pose of {frame.frame_id} in {self.pipeline.world_frame} at {frame.stamp:.3f} s "
-                                    f"after {self.tf_timeout_s:.2f} s ({tf_error}); single-view. Raise the "
-                                    "tf_timeout_s parameter if odometry publishes later", counter="tf_failures")
-        if reset:
-            self.pipeline.reset()
-        try:
-            products = self.pipeline.process(frame.with_pose(pose))
-        except ValueError as exc:
-            self._problem("frame", str(exc))
-            return
-        for kind, message in products.warnings:
-            self._problem(kind, message)
-        self.publish_products(products)
-        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
-                              end_to_end_s=time.monotonic() - arrived)
+    def _process(self, job: PoseJob) -> None:
+        products = self.driver.run(job)
+        if products is not None:
+            self.publish_products(products)
 
     # ------------------------------------------------------------------------------------ output
 
     def publish_products(self, products: Any) -> None:
         """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
-        enabled = [name for name in topics.OUTPUTS if self.publish_enabled[topics.output_group(name)]]
+        config = self.pipeline.config
+        enabled = [name for name in topics.OUTPUTS if config.get(f"publish_{topics.output_group(name)}")]
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
@@ -555,18 +439,16 @@ class PerceptionNode(Node):
         unpaired = self.stats.counts["images"] - self.stats.counts["received"] - self.sync_queue_size
         if unpaired > self._unpaired_reported:
             self._unpaired_reported = unpaired
-            self._problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
-                                  f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) "
-                                  "messages; raise sync_queue_size if camera_info arrives late, or sync_slop_s if "
-                                  "the stamps differ", counter="sync_warnings")
+            self.driver.problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
+                                        f"({self.sync_slop_s:g} s) among the last sync_queue_size "
+                                        f"({self.sync_queue_size}) messages; raise sync_queue_size if camera_info "
+                                        "arrives late, or sync_slop_s if the stamps differ", counter="sync_warnings")
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
-        info = {**{f"camera.{k}": v for k, v in self.camera_info.items()},
-                "device": self.device, "model": self.model_description, "precision": self.pipeline.precision,
-                "input_size": f"{self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}",
-                "compat_fallbacks": ",".join(FALLBACKS) or "none"}
+        info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
+                                model=self.model_description, compat_fallbacks=",".join(FALLBACKS) or "none")
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic
@@ -582,9 +464,8 @@ class PerceptionNode(Node):
     def destroy_node(self) -> None:
         """Stop the worker, free the model (and GPU memory), then destroy the ROS entities."""
         self._decoder.shutdown(wait=True, cancel_futures=True)
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._stop = True
+        self.driver.notify()
         self._worker.join(timeout=30.0)
         if self._worker.is_alive():  # mid-inference on a stalled device: the model goes anyway, the thread is a daemon
             self.get_logger().error("the inference thread did not stop within 30 s; releasing the model anyway")

@@ -1,15 +1,20 @@
-"""The runtime between sensors and messages, with no ROS imports (DESIGN §2): frames, source-view pairing,
-a TF buffer, the approximate-time synchroniser, the perception pipeline and its statistics (``stats``). The
-ROS node and offline replay both drive it: build :class:`Frame` objects, give them poses from
-:class:`TransformBuffer`, and call :meth:`PerceptionPipeline.process` to get :class:`Products`.
+"""The runtime between sensors and messages, with no ROS imports (DESIGN §2): every runtime setting
+(:class:`RuntimeConfig`), frames and the time-jump rule, source-view pairing, a TF buffer, the approximate-time
+synchroniser, the perception pipeline, its statistics (``stats``), and the loop the ROS node and offline replay
+share (:class:`FrameDriver`: frames wait for their pose in a :class:`PosedFrameQueue`, run through
+:meth:`PerceptionPipeline.process`, and come out as :class:`Products`).
 """
 
 from __future__ import annotations
 
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.config import RuntimeConfig
+from mtl3d_perception.runtime.driver import FrameDriver
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.history import FrameHistory, PairingConfig, ViewPair
 from mtl3d_perception.runtime.loading import default_model_path, load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob
+from mtl3d_perception.runtime.pose_wait import LivePoseWait, PoseCheck, RecordedPoseWait
 from mtl3d_perception.runtime.products import STAGES, Products
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
@@ -23,18 +28,27 @@ from mtl3d_perception.runtime.tf_buffer import (
 )
 
 __all__ = [
+    "JUMP_BACK_S",
     "STAGES",
     "ApproximateTimeSync",
     "ConnectivityException",
     "ExtrapolationException",
     "Frame",
+    "FrameDriver",
     "FrameHistory",
     "InvalidArgumentException",
+    "LivePoseWait",
     "LookupException",
     "PairingConfig",
     "PerceptionPipeline",
+    "PoseCheck",
+    "PoseJob",
+    "PosedFrameQueue",
     "Products",
+    "RecordedPoseWait",
+    "RuntimeConfig",
     "RuntimeStats",
+    "TimeJumpDetector",
     "TransformBuffer",
     "TransformException",
     "ViewPair",

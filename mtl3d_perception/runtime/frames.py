@@ -9,7 +9,9 @@ import numpy as np
 from mtl3d_perception.geometry import check_intrinsics, check_rigid
 
 # Time went back (a looping bag, a restarted simulation) when a stamp is this much older than the newest one:
-# tf2_ros's clock-jump threshold, used by the node, the synchroniser and the compat TF buffer alike.
+# tf2_ros's clock-jump threshold. Every layer detects it with :class:`TimeJumpDetector` and clears only its own
+# state: the synchroniser its queues, the TF buffer its dynamic transforms, the driver its waiting frames, the
+# pipeline its history and feature cache, replay's evaluation its temporal reference.
 JUMP_BACK_S = 1.0
 
 # The largest image (width * height) the runtime accepts, raw or compressed, by default: 4096 x 4096 = 16.8 MP covers
@@ -31,6 +33,34 @@ def check_image_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS
         raise ImageTooLarge(msg)
 
 
+class TimeJumpDetector:
+    """The one time-jump rule: a stamp older than the newest seen by more than ``jump_back_s`` is a jump back.
+
+    Smaller steps back (out-of-order messages) are not jumps: they leave the newest stamp as it is. After a jump
+    the newest stamp is the jumped-to one, so the next pass through a looping bag is tracked afresh.
+    """
+
+    def __init__(self, jump_back_s: float = JUMP_BACK_S) -> None:
+        if not jump_back_s >= 0:
+            raise ValueError(f"jump_back_s must be >= 0, got {jump_back_s}")
+        self.jump_back_ns = int(jump_back_s * 1e9)
+        self.newest_ns: int | None = None
+        self.jumps = 0
+
+    def check(self, stamp_ns: int) -> bool:
+        """Note ``stamp_ns``; True when it jumped back (then ``newest_ns`` restarts from it)."""
+        stamp_ns = int(stamp_ns)
+        if self.newest_ns is not None and stamp_ns < self.newest_ns - self.jump_back_ns:
+            self.newest_ns = stamp_ns
+            self.jumps += 1
+            return True
+        self.newest_ns = stamp_ns if self.newest_ns is None else max(self.newest_ns, stamp_ns)
+        return False
+
+    def reset(self) -> None:
+        self.newest_ns = None
+
+
 @dataclass
 class Frame:
     """One synchronised camera frame.
@@ -40,7 +70,7 @@ class Frame:
         frame_id: the camera's optical frame (the image header's ``frame_id``).
         rgb: ``[H,W,3]`` uint8 RGB.
         K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
-        pose: ``T_world_cam`` ``[4,4]`` float64, or None until TF supplies it (or when it never does).
+        T_world_cam: the pose ``[4,4]`` float64 (DESIGN §4), or None until TF supplies it (or when it never does).
         header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``), or None; such a
             frame runs single-view with this as its pair reason.
     """
@@ -49,7 +79,7 @@ class Frame:
     frame_id: str
     rgb: np.ndarray
     K: np.ndarray
-    pose: np.ndarray | None = None
+    T_world_cam: np.ndarray | None = None
     header_problem: str | None = None
 
     @property
@@ -62,9 +92,9 @@ class Frame:
         """Image size ``(W, H)``."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
-    def with_pose(self, pose: np.ndarray | None) -> Frame:
-        """A copy carrying ``pose`` (the image is shared, not copied)."""
-        return replace(self, pose=None if pose is None else np.asarray(pose, np.float64))
+    def with_pose(self, T_world_cam: np.ndarray | None) -> Frame:
+        """A copy carrying the pose ``T_world_cam`` (the image is shared, not copied)."""
+        return replace(self, T_world_cam=None if T_world_cam is None else np.asarray(T_world_cam, np.float64))
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong with the image, K or pose (DESIGN §8: bad input says why).
@@ -76,5 +106,5 @@ class Frame:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")
         check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns", size=self.size)
-        if self.pose is not None:
-            check_rigid(self.pose, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")
+        if self.T_world_cam is not None:
+            check_rigid(self.T_world_cam, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")

@@ -6,19 +6,16 @@ one topic must never be paired).
 
 from __future__ import annotations
 
-import logging
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mtl3d_perception.runtime.frames import Frame
-from mtl3d_perception.runtime.throttled_log import ThrottledLog
 from mtl3d_perception.source_selection import PairingConfig, select_source
 
 __all__ = ["FrameHistory", "PairingConfig", "ViewPair", "same_camera"]
-
-_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,17 +49,14 @@ def same_camera(a: Frame, b: Frame) -> bool:
 class FrameHistory:
     """The last ``history_size`` posed frames (of every camera on the input), oldest first, and the source-view rule.
 
-    Frames are added after they have been processed, so a frame never pairs with itself. A frame older than
-    the newest one by more than ``jump_back_s`` means time jumped backwards (a looping bag, a restarted
-    clock): the history is cleared, as tf2 clears its buffer, and :meth:`add` returns True.
+    Frames are added after they have been processed, so a frame never pairs with itself. Time jumping back is
+    the pipeline's to detect (``frames.TimeJumpDetector``); it then calls :meth:`clear`.
     """
 
-    def __init__(self, config: PairingConfig | None = None, *, jump_back_s: float = 0.0) -> None:
+    def __init__(self, config: PairingConfig | None = None) -> None:
         self.config = config or PairingConfig()
         self.config.validate()
-        self.jump_back_s = jump_back_s
         self._frames: deque[Frame] = deque(maxlen=self.config.history_size)
-        self._log = ThrottledLog(_LOG)
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -88,35 +82,34 @@ class FrameHistory:
         self.config = config
         self._frames = deque(self._frames, maxlen=config.history_size)
 
-    def is_jump_back(self, stamp_ns: int) -> bool:
-        """Whether ``stamp_ns`` is earlier than the newest frame by more than ``jump_back_s``."""
-        return bool(self._frames) and stamp_ns < self._frames[-1].stamp_ns - int(self.jump_back_s * 1e9)
-
-    def add(self, frame: Frame) -> bool:
+    def add(self, frame: Frame) -> None:
         """Remember a posed frame as a future source view; unposed frames are ignored.
 
-        Returns:
-            True when the frame's stamp jumped back in time and the history was cleared first.
+        Frames are kept in stamp order (replay may run a frame a bit late); a re-sent frame (same ``frame_id``
+        and stamp) replaces its first copy.
         """
-        jumped = self.is_jump_back(frame.stamp_ns)
-        if jumped:
-            self._log("time_jump", f"Detected jump back in time ({self._frames[-1].stamp_ns} ns -> {frame.stamp_ns} ns). "
-                                   "Clearing frame history.")
-            self._frames.clear()
-        if frame.pose is None:
-            return jumped
-        if self._frames and (self._frames[-1].stamp_ns, self._frames[-1].frame_id) == (frame.stamp_ns, frame.frame_id):
-            self._frames.pop()  # a re-sent frame replaces its first copy
-        self._frames.append(frame)
-        return jumped
+        if frame.T_world_cam is None:
+            return
+        stamps = self.stamps
+        for j in range(bisect.bisect_left(stamps, frame.stamp_ns), bisect.bisect_right(stamps, frame.stamp_ns)):
+            if self._frames[j].frame_id == frame.frame_id:
+                self._frames[j] = frame
+                return
+        i = bisect.bisect_right(stamps, frame.stamp_ns)
+        if len(self._frames) == self._frames.maxlen:
+            if i == 0:
+                return  # older than everything kept in a full history: of no use as a source
+            self._frames.popleft()
+            i -= 1
+        self._frames.insert(i, frame)
 
     def select(self, ref: Frame) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``."""
-        if ref.pose is None:
+        if ref.T_world_cam is None:
             return ViewPair(ref, None, reason=ref.header_problem or "no_pose")
         frames = [f for f in self._frames if same_camera(f, ref)]
         ages = [(ref.stamp_ns - f.stamp_ns) * 1e-9 for f in frames]
-        choice = select_source(ref.pose, [f.pose for f in frames], ages, self.config)
+        choice = select_source(ref.T_world_cam, [f.T_world_cam for f in frames], ages, self.config)
         if choice.index is None:
             return ViewPair(ref, None, reason=choice.reason)
         return ViewPair(ref, frames[choice.index], choice.T_src_ref, reason=choice.reason)

@@ -1,8 +1,8 @@
 """Where the node and replay get their network: the shipped default checkpoint, a given file, or a preset.
 
 ``model_path`` forms:
-- ``""`` (default): ``models/default.safetensors`` from the installed share directory
-  (``share/mtl3d_perception/models``) or, in a source checkout, the repository's ``models/`` folder;
+- ``""`` (default): ``models/default.safetensors`` from the source checkout or the installed share directory
+  (``resources.share_candidates``);
 - a ``.safetensors`` path: that checkpoint (config, classes and palette come from its metadata);
 - ``preset:NAME``: a freshly built preset with RANDOM task heads — for tests and smoke runs only, and
   logged as such.
@@ -13,24 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "mtl3d_perception"
+from mtl3d_perception.resources import share_candidates
+
 DEFAULT_CHECKPOINT = "default.safetensors"
 PRESET_PREFIX = "preset:"
 
 
 def default_model_path() -> Path:
-    """The shipped checkpoint: installed share dir first, then the source tree; raises FileNotFoundError naming both."""
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / DEFAULT_CHECKPOINT)
-        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (no sourced workspace)
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_CHECKPOINT)
+    """The shipped checkpoint (``resources.share_candidates``: source tree, then the installed share dirs);
+    raises FileNotFoundError naming every place looked at."""
+    candidates = share_candidates("models", DEFAULT_CHECKPOINT)
     for path in candidates:
         if path.is_file():
             return path
@@ -41,7 +33,12 @@ def default_model_path() -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; anything else is checked by torch."""
+    """``auto`` -> ``cuda`` when available else ``cpu``; anything else is checked by torch (the one device rule of
+    the node, replay, training and evaluation).
+
+    Raises:
+        ValueError: a CUDA device while CUDA is not available; RuntimeError: a string torch does not parse.
+    """
     import torch
 
     if device == "auto":

@@ -21,14 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from mtl3d_perception.classes import colorize_labels
+from mtl3d_perception.evaluation.montage import colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, resize_intrinsics
-from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, check_image_size
-from mtl3d_perception.runtime.history import FrameHistory, PairingConfig
+from mtl3d_perception.runtime.config import RuntimeConfig
+from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size
+from mtl3d_perception.runtime.history import FrameHistory
 from mtl3d_perception.runtime.products import Products
 
-OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
-OUTPUT_RESOLUTIONS = ("network", "camera")
-CLOUD_FRAMES = ("camera", "world")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 _LOG = logging.getLogger(__name__)
@@ -39,89 +38,63 @@ class PerceptionPipeline:
 
     Args:
         model: a CvMMTL (``encode``/``predict`` streaming API, ``config.input_size`` (W, H), ``config.palette``).
-        device: torch device string; the model is moved there.
-        precision: ``fp32``, ``fp16`` or ``bf16`` autocast (fp16 needs CUDA; on CPU it falls back to fp32).
-        pairing: source-view rules; the pipeline keeps its own :class:`FrameHistory`.
-        output_resolution: ``network`` (the model's input size) or ``camera`` (the input image's size).
-        point_stride: take every n-th pixel into the cloud (>= 1).
-        cloud_frame: ``camera`` (the image's optical frame) or ``world`` (needs a pose; else camera).
-        world_frame: the frame id poses are expressed in (used as the world cloud's frame id).
-        outputs: which of ``OUTPUT_NAMES`` to compute (all by default).
-        jump_back_s: a frame older than the newest by more than this clears the history (time went back).
-        max_image_pixels: frames with more pixels are refused (ValueError); bounds what ``output_resolution=camera``
-            allocates (``runtime.frames.MAX_IMAGE_PIXELS``).
+        config: the runtime settings (:class:`RuntimeConfig`; defaults when None). The pipeline reads
+            ``device`` (``auto``: CUDA when available), ``precision`` (fp16 needs CUDA; on CPU it falls back to
+            fp32 with a warning), ``pairing`` (its own :class:`FrameHistory`), ``output_resolution``,
+            ``point_stride``, ``cloud_frame``, ``world_frame``, the ``publish_*`` outputs and ``max_image_pixels``
+            (frames with more pixels are refused with ValueError; bounds what ``output_resolution=camera``
+            allocates).
         logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
+
+    A frame older than the newest processed one by more than ``frames.JUMP_BACK_S`` (time went back) clears the
+    history and the feature cache first (``frames.TimeJumpDetector``).
 
     Frames of several cameras may be interleaved: each is paired only with earlier frames of its own camera
     (``history.same_camera``), and every switch of camera adds a ``cameras`` warning to the products.
     """
 
-    def __init__(
-        self, model: Any, *, device: str = "cpu", precision: str = "fp32", pairing: PairingConfig | None = None,
-        output_resolution: str = "network", point_stride: int = 4, cloud_frame: str = "camera",
-        world_frame: str = "odom", outputs: tuple[str, ...] | set[str] | None = None, jump_back_s: float = 0.0,
-        max_image_pixels: int = MAX_IMAGE_PIXELS, logger: Any = None,
-    ) -> None:
+    def __init__(self, model: Any, config: RuntimeConfig | None = None, *, logger: Any = None) -> None:
+        from mtl3d_perception.runtime.loading import resolve_device
+
         self.log = logger or _LOG
-        self.device = torch.device(device)
+        config = config or RuntimeConfig()
+        self.device = torch.device(resolve_device(config.device))
         self.model = model.to(self.device).eval()
-        self.config = model.config
-        self.net_size: tuple[int, int] = tuple(int(v) for v in self.config.input_size)  # (W, H)
-        self.history = FrameHistory(pairing or PairingConfig(), jump_back_s=jump_back_s)
-        self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()  # history key -> FrameFeatures
-        self.world_frame = world_frame
-        self.max_image_pixels = MAX_IMAGE_PIXELS
+        self.model_config = model.config
+        self.net_size: tuple[int, int] = tuple(int(v) for v in self.model_config.input_size)  # (W, H)
+        self.history = FrameHistory(config.pairing)
+        self.jump = TimeJumpDetector()
+        # history key (frame_id, stamp_ns) -> FrameFeatures of history frames
+        self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
-        self.precision = "fp32"
-        self.set_options(precision=precision, output_resolution=output_resolution, point_stride=point_stride,
-                         cloud_frame=cloud_frame, outputs=OUTPUT_NAMES if outputs is None else outputs,
-                         max_image_pixels=max_image_pixels)
+        self.config = config
+        self.set_config(config)
 
     # ------------------------------------------------------------------------------------------ options
 
-    def set_options(self, *, precision: str | None = None, output_resolution: str | None = None,
-                    point_stride: int | None = None, cloud_frame: str | None = None,
-                    outputs: tuple[str, ...] | set[str] | None = None, world_frame: str | None = None,
-                    max_image_pixels: int | None = None) -> None:
-        """Change run-time options (each validated; raises ValueError naming the bad value).
+    def set_config(self, config: RuntimeConfig) -> None:
+        """Apply new settings between frames (validated by :class:`RuntimeConfig`).
 
-        A new ``world_frame`` also forgets the history (its poses are expressed in the old frame).
+        A new ``world_frame`` forgets the history (its poses are expressed in the old frame); new pairing rules
+        keep the newest frames that fit.
         """
-        if precision is not None:
-            if precision not in PRECISIONS:
-                raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-            if precision == "fp16" and self.device.type != "cuda":
-                self.log.warning("precision fp16 needs CUDA; running fp32 on %s", self.device)
-                precision = "fp32"
-            self.precision = precision
-        if output_resolution is not None:
-            if output_resolution not in OUTPUT_RESOLUTIONS:
-                raise ValueError(f"output_resolution must be one of {', '.join(OUTPUT_RESOLUTIONS)}, got {output_resolution!r}")
-            self.output_resolution = output_resolution
-        if point_stride is not None:
-            if int(point_stride) < 1:
-                raise ValueError(f"point_stride must be >= 1, got {point_stride}")
-            self.point_stride = int(point_stride)
-        if cloud_frame is not None:
-            if cloud_frame not in CLOUD_FRAMES:
-                raise ValueError(f"cloud_frame must be one of {', '.join(CLOUD_FRAMES)}, got {cloud_frame!r}")
-            self.cloud_frame = cloud_frame
-        if outputs is not None:
-            unknown = set(outputs) - set(OUTPUT_NAMES)
-            if unknown:
-                raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
-            self.outputs = frozenset(outputs)
-        if max_image_pixels is not None:
-            if int(max_image_pixels) < 4:
-                raise ValueError(f"max_image_pixels must be >= 4 (a 2x2 image), got {max_image_pixels}")
-            self.max_image_pixels = int(max_image_pixels)
-        if world_frame is not None and world_frame != self.world_frame:
-            self.world_frame = world_frame
+        config.validate()
+        precision = config.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            self.log.warning("precision fp16 needs CUDA; running fp32 on %s", self.device)
+            precision = "fp32"
+        old, self.config = self.config, config
+        self.precision = precision
+        self.outputs = config.outputs()
+        if config.world_frame != old.world_frame:
             self.reset()  # the history's poses are in the old frame: pairing across frames gives wrong relative poses
+        if config.pairing != self.history.config:
+            self.history.reconfigure(config.pairing)
+            self._evict()
 
-    def set_pairing(self, pairing: PairingConfig) -> None:
-        self.history.reconfigure(pairing)
-        self._evict()
+    @property
+    def world_frame(self) -> str:
+        return self.config.world_frame
 
     def reset(self) -> None:
         """Forget the history and cached features (after a time jump or a camera change)."""
@@ -194,17 +167,17 @@ class PerceptionPipeline:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         warnings: list[tuple[str, str]] = []
-        if frame.pose is not None:
+        if frame.T_world_cam is not None:
             try:
-                frame = frame.with_pose(check_rigid(frame.pose, name=f"pose at {frame.stamp_ns} ns"))
+                frame = frame.with_pose(check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns"))
             except ValueError as exc:
                 warnings.append(("invalid_pose", f"{exc}; processing single-view"))
                 frame = frame.with_pose(None)
         frame.validate()
-        if self.history.is_jump_back(frame.stamp_ns):
+        if self.jump.check(frame.stamp_ns):
             warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
             self.reset()
-        check_image_size(*frame.size, self.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
+        check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
         if self._last_camera is not None and self._last_camera != frame.frame_id:
             warnings.append(("cameras", f"input interleaves cameras: {frame.frame_id!r} follows {self._last_camera!r}; "
                                         "source views are taken from the same camera only"))
@@ -239,7 +212,7 @@ class PerceptionPipeline:
         timings["postprocess"] = time.perf_counter() - t - products.timings.get("cloud", 0.0)
         timings["cloud"] = products.timings.get("cloud", 0.0)
 
-        if frame.pose is not None:
+        if frame.T_world_cam is not None:
             self.history.add(frame)
             self._features[(frame.frame_id, frame.stamp_ns)] = ref_feats
             self._evict()
@@ -257,8 +230,8 @@ class PerceptionPipeline:
             del self._features[key]
 
     def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray) -> Products:
-        cfg = self.config
-        if self.output_resolution == "camera":
+        cfg, opts = self.model_config, self.config
+        if opts.output_resolution == "camera":
             W, H = frame.size
             K_out, rgb_out = np.asarray(frame.K, np.float64), frame.rgb
         else:
@@ -283,7 +256,7 @@ class PerceptionPipeline:
                 conf = at_output_size(out["depth_confidence"], "bilinear")[0, 0].clamp(0.0, 1.0)
                 dev["depth_confidence"] = torch.where(valid, conf, torch.zeros_like(conf))
         if need_labels:
-            dev["labels"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
+            dev["semantic"] = at_output_size(out["semantic"], "bilinear")[0].argmax(0).to(torch.uint8)
         if "normals" in want:
             n = F.normalize(at_output_size(out["normals"], "bilinear")[0], dim=0).permute(1, 2, 0)
             dev["normals"] = torch.where(valid[..., None], n, torch.full_like(n, float("nan")))
@@ -299,19 +272,19 @@ class PerceptionPipeline:
             if "depth_confidence" in host:
                 products.depth_confidence = host["depth_confidence"].astype(np.float32)
         if "semantic" in want:
-            products.labels = host["labels"]
-            products.labels_color = colorize_labels(host["labels"], palette=cfg.palette)
+            products.semantic = host["semantic"]
+            products.semantic_color = colorize_labels(host["semantic"], palette=cfg.palette)
         if "normals" in want:
             normals = host["normals"].astype(np.float32)
             products.normals = normals
-            products.normals_color = np.nan_to_num((normals + 1.0) * 127.5, nan=0.0).clip(0, 255).astype(np.uint8)
+            products.normals_color = colorize_normals(normals)
         if "boundary" in want:
             products.boundary = host["boundary"]
         if "points" in want:
             t = time.perf_counter()
-            world = self.cloud_frame == "world" and frame.pose is not None
-            products.cloud = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["labels"],
-                                         stride=self.point_stride, T_frame_cam=frame.pose if world else None)
-            products.cloud_frame_id = self.world_frame if world else frame.frame_id
+            world = opts.cloud_frame == "world" and frame.T_world_cam is not None
+            products.points = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["semantic"],
+                                         stride=opts.point_stride, T_frame_cam=frame.T_world_cam if world else None)
+            products.points_frame_id = self.world_frame if world else frame.frame_id
             products.timings["cloud"] = time.perf_counter() - t
         return products

@@ -13,7 +13,8 @@ STAGES = ("preprocess", "encode", "predict", "postprocess", "cloud", "total")
 
 @dataclass
 class Products:
-    """Outputs for one reference frame, all at ``size`` = (W, H) with intrinsics ``K`` (DESIGN §5).
+    """Outputs for one reference frame, fields named after the outputs (``topics.OUTPUTS``: ``semantic/image_color``
+    is ``semantic_color``; ``messages.IMAGE_OUTPUTS``), all at ``size`` = (W, H) with intrinsics ``K`` (DESIGN §5).
 
     Attributes:
         stamp_ns, frame_id: the input image's header, copied to every output.
@@ -24,17 +25,19 @@ class Products:
             of the cost volume's depth distribution: ~0 where nothing was matched, e.g. single-view mode;
             0 where ``depth`` is NaN), same size as ``depth``; None when depth is disabled or the model has
             no geometric depth (``geometric_depth: false``, models from before issue 18).
-        labels: ``[H,W]`` uint8 class ids (mono8); ``labels_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
+        semantic: ``[H,W]`` uint8 class ids (mono8); ``semantic_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
         normals: ``[H,W,3]`` float32 unit vectors in the optical frame, NaN invalid (32FC3);
-            ``normals_color`` ``[H,W,3]`` uint8 ((n + 1) / 2 * 255, black where invalid).
+            ``normals_color`` ``[H,W,3]`` uint8 (``evaluation.montage.colorize_normals``: ``(1 - n) / 2 * 255``,
+            grey where invalid).
         boundary: ``[H,W]`` uint8 boundary probability * 255 (mono8).
-        cloud: valid points every ``point_stride`` pixels, in ``cloud_frame_id``; None when disabled.
+        points: the labelled cloud, valid points every ``point_stride`` pixels, in ``points_frame_id``; None when
+            disabled.
         single_view: True when no source view was used (duplicated reference, identity pose).
         pair_reason: why this source was chosen or why there is none (see ``history.ViewPair``).
         source_stamp_ns: the source frame's stamp, or None in single-view mode.
         timings: stage -> seconds, stages from ``STAGES``.
         warnings: (kind, message) for bad input the pipeline recovered from (NaN pose, time jump, ...).
-        classes: class names indexing ``labels``.
+        classes: class names indexing ``semantic``.
     """
 
     stamp_ns: int
@@ -43,13 +46,13 @@ class Products:
     K: np.ndarray
     depth: np.ndarray | None = None
     depth_confidence: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    labels_color: np.ndarray | None = None
+    semantic: np.ndarray | None = None
+    semantic_color: np.ndarray | None = None
     normals: np.ndarray | None = None
     normals_color: np.ndarray | None = None
     boundary: np.ndarray | None = None
-    cloud: PointCloud | None = None
-    cloud_frame_id: str = ""
+    points: PointCloud | None = None
+    points_frame_id: str = ""
     single_view: bool = True
     pair_reason: str = ""
     source_stamp_ns: int | None = None

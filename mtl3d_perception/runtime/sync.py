@@ -7,9 +7,9 @@ matching rule follows ros2/message_filters ``src/message_filters/__init__.py``: 
 each within ``slop`` of the new one) whose spread is below ``slop``, preferring the closest stamps; used
 items are removed.
 
-One difference, on purpose: an item older than the newest queued item by more than ``jump_back_s`` means time
-jumped back (a looping bag, a restarted simulation) and clears every queue first. message_filters keeps the
-old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
+One difference, on purpose: an item older than the newest one added by more than ``jump_back_s``
+(``frames.TimeJumpDetector``) means time jumped back (a looping bag, a restarted simulation) and clears every
+queue first. message_filters keeps the old items, and since a full latest-only queue evicts its oldest stamp, every new item would be evicted on
 arrival and the synchroniser would never fire again.
 """
 
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mtl3d_perception.runtime.frames import JUMP_BACK_S
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, TimeJumpDetector
 
 
 class ApproximateTimeSync:
@@ -32,7 +32,7 @@ class ApproximateTimeSync:
             pairs by stamp over the whole recording; ``max_age_s`` then bounds memory).
         slop_s: largest allowed stamp spread in a group, seconds.
         callback: called as ``callback(*items)`` in input order, from the thread that added the last item.
-        jump_back_s: an item this much older than the newest queued one clears all queues (time jumped back);
+        jump_back_s: an item this much older than the newest one clears all queues (time jumped back);
             None keeps message_filters' behaviour.
         max_age_s: items stamped this much before the newest item seen are dropped unpaired; None: no age limit.
 
@@ -48,11 +48,14 @@ class ApproximateTimeSync:
         self.queue_size = queue_size
         self.max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
         self.slop_ns = int(slop_s * 1e9)
-        self.jump_back_ns = None if jump_back_s is None else int(jump_back_s * 1e9)
+        self.jump = None if jump_back_s is None else TimeJumpDetector(jump_back_s)
         self.queues: list[dict[int, Any]] = [{} for _ in range(num_inputs)]
         self._callbacks: list[Callable[..., Any]] = [callback] if callback else []
         self.lock = threading.Lock()
-        self.jumps_back = 0
+
+    @property
+    def jumps_back(self) -> int:
+        return 0 if self.jump is None else self.jump.jumps
 
     def register_callback(self, callback: Callable[..., Any]) -> None:
         self._callbacks.append(callback)
@@ -71,12 +74,9 @@ class ApproximateTimeSync:
         """Offer ``item`` of input ``index`` stamped ``stamp_ns``; returns True when it completed a group."""
         stamp_ns = int(stamp_ns)
         with self.lock:
-            if self.jump_back_ns is not None:
-                newest = max((s for q in self.queues for s in q), default=None)
-                if newest is not None and stamp_ns < newest - self.jump_back_ns:
-                    self.jumps_back += 1
-                    for q in self.queues:
-                        q.clear()
+            if self.jump is not None and self.jump.check(stamp_ns):
+                for q in self.queues:
+                    q.clear()
             queue = self.queues[index]
             queue[stamp_ns] = item
             while self.queue_size is not None and len(queue) > self.queue_size:

@@ -9,8 +9,9 @@ It mirrors tf2's semantics (ros2/geometry2 ``tf2/src/buffer_core.cpp``) closely 
 - lookups between two stamps interpolate (SLERP rotation, linear translation via
   ``geometry.interpolate_pose``) and never extrapolate: outside an edge's cache is an
   :class:`ExtrapolationException`;
-- a dynamic transform older than its edge's newest by more than the cache window means time jumped back
-  (a looping bag): the dynamic data is cleared with one warning, as tf2_ros's ``time_jump_callback`` does;
+- a dynamic transform older than its edge's newest by more than ``frames.JUMP_BACK_S`` means time jumped back
+  (a looping bag; ``frames.TimeJumpDetector``, one per edge): the dynamic data is cleared with one warning, as
+  tf2_ros's ``time_jump_callback`` does when the clock jumps by the same threshold;
 - every transform a caller could not use is reported through :meth:`TransformBuffer.reject` (counted in
   ``rejected``): the ``on_problem(kind, message)`` hook lets the node and replay count it in /diagnostics and log
   it through their own logger; without a hook, problems go to ``logging``, throttled per kind.
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mtl3d_perception.geometry import interpolate_pose, invert_se3, to_rigid
+from mtl3d_perception.runtime.frames import TimeJumpDetector
 from mtl3d_perception.runtime.throttled_log import ThrottledLog
 
 _LOG = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class _Edge:
     static: bool
     authority: str = ""
     stamps: list[int] = field(default_factory=list)  # ascending, ns (one entry, ignored, for static edges)
+    jump: TimeJumpDetector = field(default_factory=TimeJumpDetector)
     transforms: list[np.ndarray] = field(default_factory=list)  # T_parent_child
 
 
@@ -144,7 +147,7 @@ class TransformBuffer:
             if is_static:
                 edge.stamps, edge.transforms = [stamp_ns], [T]
                 return
-            if edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:
+            if edge.jump.check(stamp_ns):
                 self._clear_dynamic_locked(stamp_ns, edge.stamps[-1])
                 edge = self._edges.setdefault(child, _Edge(parent=parent, static=False, authority=authority))
             i = bisect.bisect_left(edge.stamps, stamp_ns)

@@ -272,17 +272,3 @@ class CrossViewTerm(LossTerm):
         logs = {f"{self.name}/{k}": float(v.detach()) for k, v in parts.items() if k != "total"}
         logs[self.name] = float(parts["total"].detach())
         return parts["total"], logs
-
-
-@torch.no_grad()
-def depth_consistency_error(depth_ref: Tensor, depth_src: Tensor, K_ref: Tensor, K_src: Tensor,
-                            T_src_ref: Tensor, *, occlusion_tol: float = float("inf")) -> Tensor:
-    """Mean relative disagreement ``|z_src_in_ref - d_ref| / d_ref`` over in-view pixels (a metric).
-
-    The geometry is the reference prediction itself. By default only the out-of-view and behind-camera
-    tests apply (occluded pixels count as disagreement); pass ``occlusion_tol`` to drop them too.
-    """
-    w = warp_pair(depth_ref, depth_src, K_ref, K_src, T_src_ref, occlusion_tol=occlusion_tol,
-                  conf_tau=float("inf"))
-    rel = (w["z_src_in_ref"] - depth_ref).abs() / depth_ref.clamp_min(MIN_Z)
-    return _weighted_mean(rel, w["visible"])

@@ -38,8 +38,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
     from mtl3d_perception.evaluation.montage import save_png
     from mtl3d_perception.model import load_checkpoint
+    from mtl3d_perception.runtime.loading import resolve_device
     from mtl3d_perception.train.evaluate import evaluate
-    from mtl3d_perception.train.trainer import resolve_device
 
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint, map_location=dev)

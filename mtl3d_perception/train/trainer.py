@@ -35,6 +35,7 @@ from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.checkpoint import load_weights_into, read_checkpoint_metadata
 from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
 from mtl3d_perception.train.evaluate import evaluate
@@ -44,12 +45,6 @@ from mtl3d_perception.train.train_state import CheckpointPairError, commit, find
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "mtl3d_perception.train_state/1"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _Schedule:
@@ -158,7 +153,7 @@ class Trainer:
         self.cfg = cfg
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device(cfg.device))
         if self.world > 1:
             if self.device.type == "cuda":
                 self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -3,14 +3,16 @@
 tf2_ros is not installable from PyPI (see ``../shared/notes/ros2_ecosystem.md`` A.0); the transform tree itself
 is ``runtime/tf_buffer.py`` (shared with replay). API per ros2/geometry2 ``tf2_ros_py/tf2_ros/buffer.py`` and
 ``transform_listener.py``: ``Buffer(cache_time=None, node=None)``, ``set_transform(transform, authority)``,
-``set_transform_static``, ``lookup_transform(target, source, time, timeout)``, ``can_transform``;
+``set_transform_static``, ``lookup_transform(target, source, time, timeout)``, ``can_transform``,
+``wait_for_transform_async`` (a future completed by the new-data callbacks, as in the real Buffer);
 ``TransformListener(buffer, node, *, qos=None, static_qos=None)``.
 
 Like the real Buffer, one given a ``node`` follows that node's clock: when ROS time jumps back by more than 1 s
 (``use_sim_time`` with a looping bag or a restarted simulation) the dynamic transforms are cleared.
 
 Differences, on purpose: lookups never wait (``timeout`` is accepted and ignored; callers poll from their own
-thread, which is what the node does — a waiting lookup would block the executor, geometry2 #327),
+thread, which is what the node does, woken by ``wait_for_transform_async`` — a waiting lookup would block the
+executor, geometry2 #327),
 ``set_transform`` takes an optional ``is_static`` so tests can feed the buffer directly, and a rejected (NaN, zero
 quaternion) transform is counted and reported through ``TransformBuffer.reject``: the node hooks that into its
 /diagnostics and logger (``core.on_problem``); unhooked, it is logged at most once per ``throttled_log.LOG_THROTTLE_S``
@@ -21,6 +23,7 @@ importable (`make venv` builds it, the ROS wheels on PyPI lack it); otherwise it
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from mtl3d_perception.msgs import conversions
@@ -75,6 +78,8 @@ class Buffer:
         self._types = types
         self.node = node
         self.jump_handle = None
+        self._new_data_callbacks: list[Any] = []  # called after each inserted transform (the real Buffer's list)
+        self._callbacks_lock = threading.RLock()
         if node is not None:
             from rclpy.clock import JumpThreshold
             from rclpy.duration import Duration
@@ -110,7 +115,46 @@ class Buffer:
             self.core.reject(f"TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform "
                              f"{transform.header.frame_id} -> {transform.child_frame_id} from authority {authority}: {exc}")
             return False
+        self._call_new_data_callbacks()
         return True
+
+    def _call_new_data_callbacks(self) -> None:
+        with self._callbacks_lock:
+            callbacks = list(self._new_data_callbacks)
+        for callback in callbacks:
+            callback()
+
+    def wait_for_transform_async(self, target_frame: str, source_frame: str, time: Any) -> Any:
+        """An ``rclpy.task.Future`` that completes with the transform once it can be looked up.
+
+        Cancelling the future removes its new-data callback, as in the real Buffer.
+        """
+        from rclpy.task import Future
+
+        fut = Future()
+        stamp_ns = _to_ns(time)
+
+        def on_new_data() -> None:
+            if fut.done():
+                return
+            try:
+                if self.can_transform(target_frame, source_frame, stamp_ns):
+                    fut.set_result(self.lookup_transform(target_frame, source_frame, stamp_ns))
+            except Exception as exc:  # a malformed request: end the wait with it
+                fut.set_exception(exc)
+
+        on_new_data()
+        if not fut.done():
+            with self._callbacks_lock:
+                self._new_data_callbacks.append(on_new_data)
+
+            def remove(_: Any) -> None:
+                with self._callbacks_lock:
+                    if on_new_data in self._new_data_callbacks:
+                        self._new_data_callbacks.remove(on_new_data)
+
+            fut.add_done_callback(remove)
+        return fut
 
     def set_transform_static(self, transform: Any, authority: str) -> bool:
         return self.set_transform(transform, authority, is_static=True)

@@ -1,0 +1,36 @@
+"""``ReplayOptions``: the runtime settings of the node (``runtime.config.RuntimeConfig``) plus replay's own.
+
+``mtl3d replay``'s command line is generated from these fields (:mod:`mtl3d_perception.replay.cli`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtl3d_perception import topics
+from mtl3d_perception.runtime.config import RuntimeConfig, setting
+
+REPLAY = ("replay",)
+
+
+@dataclass
+class ReplayOptions(RuntimeConfig):
+    """The runtime settings (:class:`RuntimeConfig`, the node's parameters) plus what only a replay has: TF and
+    ground-truth topics, the output node name, a frame limit, the single-view comparison, the montage."""
+
+    # a bag's topics are absolute names: no node namespace to resolve in, no sibling rule needed
+    image_topic: str = setting(topics.IMAGE_TOPIC, "colour image (sensor_msgs/Image or CompressedImage); "
+                                                   "TOPIC/compressed is read when only that one is in the bag",
+                               read_only=True)
+    camera_info_topic: str = setting(topics.CAMERA_INFO_TOPIC, "camera info", read_only=True)
+    tf_topic: str = setting(topics.TF_TOPIC, "TF", scope=REPLAY)
+    tf_static_topic: str = setting(topics.TF_STATIC_TOPIC, "static TF", scope=REPLAY)
+    depth_gt_topic: str = setting(topics.GT_DEPTH_TOPIC, "ground-truth depth (32FC1 m), used when present", scope=REPLAY)
+    semantic_gt_topic: str = setting(topics.GT_SEMANTIC_TOPIC, "ground-truth labels (mono8), used when present",
+                                     scope=REPLAY)
+    node_name: str = setting(topics.NODE_NAME, "output topics are /NODE_NAME/...", scope=REPLAY)
+    limit: int | None = setting(None, "process at most N frames", scope=REPLAY)
+    compare_single_view: bool = setting(False, "also run every frame in single-view mode and report both side by "
+                                               "side", scope=REPLAY)
+    montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
+    progress: bool = setting(True, "show a progress bar", scope=REPLAY)

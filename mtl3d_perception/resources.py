@@ -1,0 +1,30 @@
+"""Where the package's shipped files are: ``config/`` presets, ``models/`` checkpoints, launch and RViz files.
+
+One lookup for all of them (:func:`share_candidates`), in this order: the source checkout (the repository root
+above this package), the installed ament share directory (``ament_index_python``, a sourced ROS 2 workspace),
+and ``<sys.prefix>/share/mtl3d_perception`` (a pip install, setup.py's ``data_files``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "mtl3d_perception"
+
+
+def share_candidates(*parts: str) -> list[Path]:
+    """``<root>/<parts...>`` for every place shipped files can be, in search order, without duplicates.
+
+    Nothing is checked for existence: callers pick the first that holds what they need, and name every
+    candidate when none does.
+    """
+    roots = [Path(__file__).resolve().parents[1]]
+    try:  # a sourced ROS 2 workspace
+        from ament_index_python.packages import get_package_share_directory
+
+        roots.append(Path(get_package_share_directory(PACKAGE)))
+    except Exception:  # ament_index_python absent, the package not installed through ament, AMENT_PREFIX_PATH unset
+        pass
+    roots.append(Path(sys.prefix) / "share" / PACKAGE)
+    return list(dict.fromkeys(root.joinpath(*parts) for root in roots))

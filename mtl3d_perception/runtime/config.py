@@ -1,0 +1,222 @@
+"""RuntimeConfig: every runtime setting and its default, in one place (DESIGN §5, issue 14).
+
+The node's parameters (names, defaults, descriptions, read-only flags, ranges and choices) and the options of
+``mtl3d replay`` are generated from the fields below; ``config/perception.yaml`` is checked against them
+(``test/test_runtime_config.py``). Source-view rules are the nested :class:`PairingConfig`, flattened into
+parameters of the same names (``min_baseline_m`` ...).
+
+Each field carries a :func:`setting` record in its metadata: ``description``, ``read_only`` (needs a restart
+of the node), ``constraint`` (``(lo, hi)`` range or a tuple of choices) and ``scope`` (``node``, ``replay`` or
+both). Values from parameters, YAML or the command line go through :func:`typed_config.from_dict`
+(typed, unknown keys refused), and :meth:`RuntimeConfig.validate` checks ranges and choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtl3d_perception import topics
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
+from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.params import frame_id_problem
+from mtl3d_perception.typed_config import ConfigError, coerce
+
+OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
+OUTPUT_RESOLUTIONS = ("network", "camera")
+CLOUD_FRAMES = ("camera", "world")
+PRECISIONS = ("fp32", "fp16", "bf16")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+IMAGE_KINDS = ("auto", "image_raw", "image_rect")  # how camera_info applies (msgs.camera_model)
+BOTH, NODE = ("node", "replay"), ("node",)
+
+
+def setting(default: Any, description: str, *, read_only: bool = False, constraint: Any = None,
+            scope: tuple[str, ...] = BOTH) -> Any:
+    """A dataclass field with its parameter description (see the module docstring)."""
+    return field(default=default, metadata={"description": description, "read_only": read_only,
+                                            "constraint": constraint, "scope": scope})
+
+
+# PairingConfig's fields as parameters (the dataclass lives beside the rule, in runtime/history.py)
+PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
+    "min_baseline_m": ("source view: smallest useful baseline", (0.0, 100.0)),
+    "min_rotation_deg": ("source view: or smallest useful rotation", (0.0, 180.0)),
+    "max_pair_age_s": ("source view: oldest usable source frame", (0.0, 60.0)),
+    "max_speed_mps": ("source view: faster relative motion is a pose jump, not camera motion", (0.0, 1000.0)),
+    "max_angular_speed_dps": ("source view: faster relative rotation is a pose jump", (0.0, 100000.0)),
+    "history_size": ("source view: posed frames kept as candidates", (1, 256)),
+}
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings of the perception runtime, shared by the node (as parameters) and replay (as options)."""
+
+    model_path: str = setting("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; "
+                                  "'preset:NAME' = random weights", read_only=True)
+    device: str = setting("auto", "torch device: auto, cpu, cuda, cuda:N", read_only=True)
+    num_threads: int = setting(1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold "
+                                  "cores)", read_only=True, constraint=(0, 256))
+    image_topic: str = setting(topics.IMAGE_INPUT, "input sensor_msgs/Image (a relative name resolves in the node's "
+                                                   "namespace)", read_only=True)
+    image_transport: str = setting("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
+                                          "sensor_msgs/CompressedImage (jpeg/png) on image_topic + '/compressed'",
+                                   read_only=True, constraint=IMAGE_TRANSPORTS, scope=NODE)
+    image_kind: str = setting("auto", "image_raw: rectify with camera_info D/R/P; image_rect: already rectified, "
+                                      "use P; auto: image_rect when the image topic's name contains 'rect'",
+                              read_only=True, constraint=IMAGE_KINDS)
+    camera_info_topic: str = setting("", "input sensor_msgs/CameraInfo; '' = camera_info beside image_topic "
+                                         "(image_transport's rule)", read_only=True)
+    sync_slop_s: float = setting(0.02, "largest image / camera_info stamp difference paired", read_only=True,
+                                 constraint=(0.0, 1.0))
+    # message_filters' examples use 10; a queue of 2 loses every pair once images lag camera_info by 2 periods.
+    # Replay has no such queue: it pairs by stamp over the recording (replay.runner).
+    sync_queue_size: int = setting(10, "image / camera_info messages kept per input for pairing", read_only=True,
+                                   constraint=(1, 1000), scope=NODE)
+    precision: str = setting("fp32", "inference precision (fp16 needs CUDA)", constraint=PRECISIONS)
+    world_frame: str = setting(topics.WORLD_FRAME, "fixed frame the camera poses are looked up in (a tf2 frame id: "
+                                                   "no leading '/')")
+    # visual(-inertial) odometry publishes a frame's pose 0.05-0.2 s after the image; rtabmap waits 0.2 s
+    # (wait_for_transform), we leave margin above that. Replay waits in bag time (runtime.pose_wait).
+    tf_timeout_s: float = setting(0.3, "wait this long for TF of a frame, then process it single-view (replay: "
+                                       "how far past a frame the bag's TF must be before a frame with no TF path "
+                                       "gives up)", constraint=(0.0, 10.0))
+    publish_depth: bool = setting(True, "publish ~/depth/image and ~/depth/camera_info", scope=NODE)
+    publish_semantic: bool = setting(True, "publish ~/semantic/image, ~/semantic/image_color and "
+                                           "~/semantic/camera_info", scope=NODE)
+    publish_normals: bool = setting(True, "publish ~/normals/image, ~/normals/image_color and ~/normals/camera_info",
+                                    scope=NODE)
+    publish_boundary: bool = setting(True, "publish ~/boundary/image and ~/boundary/camera_info", scope=NODE)
+    publish_points: bool = setting(True, "publish ~/points", scope=NODE)
+    point_stride: int = setting(4, "cloud: every n-th pixel in x and y", constraint=(1, 64))
+    cloud_frame: str = setting("camera", "cloud frame: camera (image frame_id) or world (world_frame)",
+                               constraint=CLOUD_FRAMES)
+    output_resolution: str = setting("network", "output image size: network (model input) or camera",
+                                     constraint=OUTPUT_RESOLUTIONS)
+    diagnostics_period_s: float = setting(1.0, "period of /diagnostics", read_only=True, constraint=(0.01, 60.0))
+    max_image_pixels: int = setting(MAX_IMAGE_PIXELS, "larger images (width x height; a compressed image's header is "
+                                                       "read before decoding) are bad input; also bounds "
+                                                       "output_resolution=camera", constraint=(4, 2**40))
+    pairing: PairingConfig = field(default_factory=PairingConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting outside its range or choices."""
+        for name, spec in parameter_specs(type(self)).items():
+            value = self.get(name)
+            constraint = spec.constraint
+            if constraint is None:
+                continue
+            if isinstance(constraint[0], str):
+                if value not in constraint:
+                    raise ValueError(f"{name} must be one of {', '.join(constraint)}, got {value!r}")
+            elif not constraint[0] <= value <= constraint[1]:
+                raise ValueError(f"{name} must be in [{constraint[0]}, {constraint[1]}], got {value!r}")
+        if not self.image_topic.strip("/ "):
+            raise ValueError(f"image_topic must not be empty, got {self.image_topic!r}")
+        if reason := frame_id_problem("world_frame", self.world_frame):  # tf2's rule, refused up front
+            raise ValueError(reason)
+        self.pairing.validate()
+
+    # -------------------------------------------------------------------------------- flat parameter view
+
+    def get(self, name: str) -> Any:
+        """A setting by its parameter name (pairing fields included)."""
+        return getattr(self.pairing, name) if name in PAIRING_SETTINGS else getattr(self, name)
+
+    def replace(self, **changes: Any) -> RuntimeConfig:
+        """A validated copy with some settings changed by parameter name (pairing fields included)."""
+        pairing = {k: changes.pop(k) for k in list(changes) if k in PAIRING_SETTINGS}
+        if pairing:
+            changes["pairing"] = dataclasses.replace(changes.get("pairing", self.pairing), **pairing)
+        return dataclasses.replace(self, **changes)
+
+    def outputs(self) -> frozenset[str]:
+        """The pipeline outputs to compute: the published groups, plus depth when normals or the cloud need it."""
+        wanted = {name for name in OUTPUT_NAMES if self.get(f"publish_{name}")}
+        if wanted & {"normals", "points"}:
+            wanted.add("depth")  # normals are masked and clouds back-projected with the depth
+        return frozenset(wanted)
+
+    def with_outputs(self, outputs: set[str] | frozenset[str] | tuple[str, ...]) -> RuntimeConfig:
+        """A copy publishing exactly ``outputs`` (names from ``OUTPUT_NAMES``)."""
+        unknown = set(outputs) - set(OUTPUT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
+        return self.replace(**{f"publish_{name}": name in outputs for name in OUTPUT_NAMES})
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One setting as a parameter: default, type, description, read-only flag, range or choices, scope."""
+
+    name: str
+    default: Any
+    type: type
+    description: str
+    read_only: bool
+    constraint: Any
+    scope: tuple[str, ...]
+
+
+def parameter_specs(cls: type = RuntimeConfig, scope: str | None = None) -> dict[str, ParameterSpec]:
+    """The settings of :class:`RuntimeConfig` (or a subclass such as replay's options) as parameters, pairing
+    flattened; ``scope``: only those of ``node`` or ``replay``."""
+    if isinstance(cls, str):  # parameter_specs("node")
+        cls, scope = RuntimeConfig, cls
+    specs: dict[str, ParameterSpec] = {}
+    pairing = PairingConfig()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "pairing":
+            for name, (description, constraint) in PAIRING_SETTINGS.items():
+                default = getattr(pairing, name)
+                specs[name] = ParameterSpec(name, default, type(default), description, False, constraint, BOTH)
+            continue
+        m = f.metadata
+        kind = type(f.default) if f.default is not None else typing.get_args(hints[f.name])[0]
+        specs[f.name] = ParameterSpec(f.name, f.default, kind, m["description"], m["read_only"],
+                                      m["constraint"], m["scope"])
+    return {k: s for k, s in specs.items() if scope is None or scope in s.scope}
+
+
+def config_from_parameters(values: dict[str, Any], base: RuntimeConfig | None = None) -> RuntimeConfig:
+    """A RuntimeConfig from ``{parameter name: value}`` (others from ``base`` or the defaults).
+
+    Raises:
+        ConfigError: an unknown name or a value of the wrong type (named); ValueError: out of range.
+    """
+    base = base or RuntimeConfig()
+    specs = parameter_specs(type(base))
+    typed = {}
+    for name, value in values.items():
+        if name not in specs:
+            raise ConfigError(f"unknown runtime setting {name!r}; known: {', '.join(specs)}")
+        optional = specs[name].default is None  # e.g. replay's limit: None = no limit
+        typed[name] = None if optional and value is None else coerce(specs[name].type, value, name,
+                                                                     what="runtime setting")
+    return base.replace(**typed)
+
+
+def yaml_text(node_name: str = topics.NODE_NAME) -> str:
+    """``config/perception.yaml`` as generated from the defaults (the shipped file must equal it)."""
+    import json
+
+    lines = ["# Parameters of perception_node, generated from mtl3d_perception/runtime/config.py (RuntimeConfig);",
+             "# read-only ones need a restart. Regenerate: python -c \"from mtl3d_perception.runtime.config import "
+             "yaml_text; print(yaml_text(), end='')\" > config/perception.yaml",
+             "# Load with: ros2 run mtl3d_perception perception_node --ros-args --params-file config/perception.yaml",
+             f"{node_name}:", "  ros__parameters:"]
+    for spec in parameter_specs("node").values():
+        note = ""
+        if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
+            note = f" ({' | '.join(spec.constraint)})"
+        lines.append(f"    # {spec.description}{note}{' [read-only]' if spec.read_only else ''}")
+        lines.append(f"    {spec.name}: {json.dumps(spec.default)}")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,184 @@
+"""FrameDriver: the loop the node and replay share, from a synchronised frame to its products (issue 14).
+
+frame -> time-jump rule -> ``PosedFrameQueue`` (waits for TF: ``newest`` live, ``in_order`` for a recording)
+-> ``PerceptionPipeline.process`` -> ``RuntimeStats`` (problems, pipeline warnings, latency) -> Products.
+
+What stays outside: the node keeps its threads, QoS, parameters and publishing; replay keeps bag reading, the
+output bag and scoring. Both build frames with ``msgs.messages.frame_from_messages``, look poses up through
+``msgs.tf.pose_from_tf`` on a tf2_ros ``Buffer`` (the compat one in replay) and hand frames to
+:meth:`FrameDriver.add_frame`.
+
+Waiting is event-driven: :meth:`wait_job` sleeps on a condition variable until a frame arrives, new TF data
+arrives (:meth:`notify`, called from the TF buffer's new-data callback), or the oldest frame's wait runs out.
+
+Problems go to ``stats`` and then to ``on_problem(kind, message, counter, error)`` (the node logs them
+throttled, replay lists them in its report).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector
+from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob, PoseWait
+from mtl3d_perception.runtime.pose_wait import LivePoseWait
+from mtl3d_perception.runtime.products import Products
+from mtl3d_perception.runtime.stats import RuntimeStats
+
+MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
+ProblemHook = Callable[[str, str, "str | None", bool], None]
+
+
+class FrameDriver:
+    """Frames in, products out, for one pipeline.
+
+    Args:
+        pipeline: the perception pipeline (its config supplies ``tf_timeout_s`` and ``world_frame``).
+        wait: when a frame stops waiting for its pose (``runtime.pose_wait``: ``LivePoseWait`` in the node,
+            ``RecordedPoseWait`` in replay).
+        policy: ``newest`` (node) or ``in_order`` (replay), see :mod:`~mtl3d_perception.runtime.pose_queue`.
+        stats: where counters, problems and latencies go.
+        clock: the driver's time in integer nanoseconds (monotonic in the node, bag time in replay).
+        on_problem: called after ``stats`` records a problem (logging, report).
+    """
+
+    def __init__(self, pipeline: PerceptionPipeline, wait: PoseWait, *, policy: str, stats: RuntimeStats,
+                 clock: Callable[[], int] = time.monotonic_ns, on_problem: ProblemHook | None = None,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.pipeline = pipeline
+        self.stats = stats
+        self.clock = clock
+        self.on_problem = on_problem
+        self.queue = PosedFrameQueue(wait, policy=policy, max_pending=max_pending)
+        self.jump = TimeJumpDetector()
+        self.cond = threading.Condition()
+        self._last_stamp_ns: int | None = None
+
+    @property
+    def config(self):
+        return self.pipeline.config
+
+    def problem(self, kind: str, message: str, *, counter: str | None = None, error: bool = False) -> None:
+        """Record a problem in the stats and pass it on to ``on_problem``."""
+        self.stats.problem(kind, message, counter=counter, error=error)
+        if self.on_problem is not None:
+            self.on_problem(kind, message, counter, error)
+
+    # ------------------------------------------------------------------------------------------ input
+
+    def add_frame(self, frame: Frame, arrived_ns: int | None = None) -> bool:
+        """Queue a synchronised frame to wait for its pose; returns False when it was dropped.
+
+        Time jumping back clears the waiting frames (this layer's state; the pipeline clears its history itself).
+        Under the ``newest`` policy a frame older than one already queued or run is stale and dropped
+        (``out_of_order``).
+        """
+        arrived_ns = self.clock() if arrived_ns is None else int(arrived_ns)
+        with self.cond:
+            newest_ns = self.jump.newest_ns
+            if self.jump.check(frame.stamp_ns):
+                self.stats.count("dropped", self.queue.clear())
+                self._last_stamp_ns = None
+                self.problem("time_jump", f"frame stamp went back from {newest_ns * 1e-9:.3f} s to {frame.stamp:.3f} s; "
+                                          "the waiting frames and the frame history are cleared", counter="time_jumps")
+            elif (self.queue.policy == "newest" and self._last_stamp_ns is not None
+                  and frame.stamp_ns < self._last_stamp_ns):
+                self.stats.count("dropped")
+                self.problem("out_of_order", f"frame at {frame.stamp:.3f} s arrived after one at "
+                                             f"{self._last_stamp_ns * 1e-9:.3f} s; dropped")
+                return False
+            self._last_stamp_ns = frame.stamp_ns if self._last_stamp_ns is None else max(self._last_stamp_ns,
+                                                                                          frame.stamp_ns)
+            self.stats.count("dropped", self.queue.push(frame, arrived_ns))
+            self.cond.notify_all()
+        return True
+
+    def notify(self, *_: Any) -> None:
+        """New data that may complete a waiting frame (a TF buffer's new-data callback); wakes :meth:`wait_job`."""
+        with self.cond:
+            self.cond.notify_all()
+
+    def pending_frames(self) -> list[Frame]:
+        """The frames waiting for their pose, oldest first."""
+        with self.cond:
+            return self.queue.frames()
+
+    def clear(self) -> int:
+        """Forget the waiting frames (counted as dropped); returns how many."""
+        with self.cond:
+            n = self.queue.clear()
+            self._last_stamp_ns = None
+        self.stats.count("dropped", n)
+        return n
+
+    # ------------------------------------------------------------------------------------------ taking
+
+    def take(self, now_ns: int | None = None, *, end: bool = False) -> PoseJob | None:
+        """The next frame to run (see ``PosedFrameQueue.take``), or None; never waits."""
+        with self.cond:
+            job = self.queue.take(self.clock() if now_ns is None else now_ns, end=end)
+        if job is not None and job.dropped:
+            self.stats.count("dropped", job.dropped)
+        return job
+
+    def wait_job(self, should_stop: Callable[[], bool]) -> PoseJob | None:
+        """Block until a frame can run (posed, or its wait ran out) and return it; None once ``should_stop()``.
+
+        Woken by :meth:`add_frame`, :meth:`notify` (new TF) and the oldest frame's deadline: no polling.
+        """
+        with self.cond:
+            while not should_stop():
+                now = self.clock()
+                job = self.queue.take(now)
+                if job is not None:
+                    break
+                deadline = self.queue.deadline_ns()
+                self.cond.wait(None if deadline is None else max(deadline - now, 0) * 1e-9 + 1e-4)
+            else:
+                return None
+        if job.dropped:
+            self.stats.count("dropped", job.dropped)
+        return job
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def run(self, job: PoseJob, *, end_to_end: bool = True) -> Products | None:
+        """Run one job through the pipeline and record it; None when the frame was unusable (reported).
+
+        ``end_to_end``: record the time from the frame's arrival to now as the end-to-end latency.
+        """
+        frame = job.frame
+        if job.tf_error is not None:
+            self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
+                               f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; single-view. "
+                               "Raise tf_timeout_s if odometry publishes later", counter="tf_failures")
+        try:
+            products = self.pipeline.process(frame.with_pose(job.T_world_cam))
+        except ValueError as exc:
+            self.stats.count("dropped")
+            self.problem("frame", str(exc))
+            return None
+        for kind, message in products.warnings:
+            if kind != "time_jump":  # reported (and counted) when the frame arrived, by add_frame
+                self.problem(kind, message)
+        latency = (self.clock() - job.arrived_ns) * 1e-9 if end_to_end else None
+        self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
+                              end_to_end_s=latency)
+        return products
+
+    def apply(self, config: Any) -> None:
+        """New settings between frames: the pipeline's options and the TF wait."""
+        self.pipeline.set_config(config)
+        with self.cond:
+            if isinstance(self.queue.wait, LivePoseWait):
+                self.queue.wait.timeout_s = config.tf_timeout_s
+
+    def info(self, **extra: str) -> dict[str, str]:
+        """The static part of the diagnostics status: device, precision, input size, plus ``extra`` (model, ...)."""
+        w, h = self.pipeline.net_size
+        return {"device": str(self.pipeline.device), **extra, "precision": self.pipeline.precision,
+                "input_size": f"{w}x{h}"}
