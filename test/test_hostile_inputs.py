@@ -175,7 +175,9 @@ def _replay_capped(bag: Path, out: Path, timeout_s: float = 600.0) -> tuple[dict
         "from mtl3d_perception.cli import main\n"
         f"rc = main(['replay', {str(bag)!r}, '--model', 'preset:tiny', '--device', 'cpu', '--out', {str(out)!r},"
         " '--no-progress', '--montage-frames', '0'])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM is this process image's own peak: ru_maxrss would keep the forking pytest process's RSS across exec
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "print('MAXRSS_KB', hwm)\n"
         "sys.exit(rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
