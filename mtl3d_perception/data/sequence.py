@@ -310,11 +310,21 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def _read_depth(path: Path, hw: tuple[int, int], image_path: Path) -> np.ndarray:
+def read_uint16_depth(path: Path, units: str = "millimetres") -> np.ndarray:
+    """A one-channel uint16 depth PNG as ``[H,W]`` uint16 (0 invalid), ``units`` naming its scale in the error.
+
+    Raises:
+        SequenceError: the file is not a one-channel uint16 image (message names the file and what it holds).
+    """
     raw = imread(path, cv2.IMREAD_UNCHANGED)
     if raw.dtype != np.uint16 or raw.ndim != 2:
         channels = 1 if raw.ndim == 2 else raw.shape[2]
-        raise SequenceError(f"{path}: expected a one-channel uint16 PNG (millimetres), got {raw.dtype} with {channels} channel(s)")
+        raise SequenceError(f"{path}: expected a one-channel uint16 PNG ({units}), got {raw.dtype} with {channels} channel(s)")
+    return raw
+
+
+def _read_depth(path: Path, hw: tuple[int, int], image_path: Path) -> np.ndarray:
+    raw = read_uint16_depth(path)
     _check_size(path, raw, hw, image_path)
     return depth_from_mm(raw)
 

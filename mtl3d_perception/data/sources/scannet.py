@@ -26,9 +26,9 @@ import numpy as np
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
-    imread,
     parse_numbers,
     read_rgb,
+    read_uint16_depth,
     text_rows,
 )
 from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, to_rigid
@@ -121,10 +121,7 @@ class ScanNetSequence:
         rgb = read_rgb(self.color_paths[i])
         d = None
         if depth:
-            raw = imread(self.depth_paths[i], cv2.IMREAD_UNCHANGED)
-            if raw.dtype != np.uint16 or raw.ndim != 2:
-                raise SequenceError(f"{self.depth_paths[i]}: expected a one-channel uint16 PNG (millimetres), "
-                                    f"got {raw.dtype} with shape {raw.shape}")
+            raw = read_uint16_depth(self.depth_paths[i], "millimetres")
             H, W = rgb.shape[:2]
             if raw.shape != (H, W):
                 raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres kept

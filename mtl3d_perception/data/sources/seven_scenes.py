@@ -18,15 +18,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
-    imread,
     parse_numbers,
     read_rgb,
+    read_uint16_depth,
     text_rows,
 )
 from mtl3d_perception.geometry import depth_from_mm, reproject_depth, to_rigid
@@ -112,10 +111,7 @@ class SevenScenesSequence:
         H, W = rgb.shape[:2]
         d = None
         if depth:
-            raw = imread(self.depth_paths[i], cv2.IMREAD_UNCHANGED)
-            if raw.dtype != np.uint16 or raw.ndim != 2:
-                raise SequenceError(f"{self.depth_paths[i]}: expected a one-channel uint16 PNG (millimetres), "
-                                    f"got {raw.dtype} with shape {raw.shape}")
+            raw = read_uint16_depth(self.depth_paths[i], "millimetres")
             d = register_depth(depth_from_mm(np.where(raw == INVALID_MM, 0, raw)), (H, W))
         return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=centred_K(COLOR_FOCAL, W, H),
                              T_world_cam=self.poses[i].copy(), name=self.color_paths[i].name.split(".")[0])

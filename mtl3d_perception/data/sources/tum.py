@@ -24,15 +24,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
-    imread,
     parse_numbers,
     read_rgb,
+    read_uint16_depth,
     text_rows,
 )
 from mtl3d_perception.geometry import (
@@ -184,10 +183,7 @@ class TumSequence:
         rgb = read_rgb(self.rgb_paths[i])
         d = None
         if depth:
-            raw = imread(self.depth_paths[i], cv2.IMREAD_UNCHANGED)
-            if raw.dtype != np.uint16 or raw.ndim != 2:
-                raise SequenceError(f"{self.depth_paths[i]}: expected a one-channel uint16 PNG (5000 per metre), "
-                                    f"got {raw.dtype} with shape {raw.shape}")
+            raw = read_uint16_depth(self.depth_paths[i], "5000 per metre")
             if raw.shape != rgb.shape[:2]:
                 raise SequenceError(f"{self.depth_paths[i]}: size {raw.shape[1]}x{raw.shape[0]} differs from "
                                     f"{self.rgb_paths[i].name} ({rgb.shape[1]}x{rgb.shape[0]})")
