@@ -1,7 +1,9 @@
-"""Benchmark the plane-sweep cost volume: one-shot grid_sample, its torch.compile, the chunked reference, Triton.
+"""Benchmark the plane-sweep cost volume: one-shot grid_sample, its torch.compile, the chunked reference, the
+correlation-matrix forward, Triton.
 
     python benchmarks/cost_volume.py                 # CUDA when available, the full sizes
     python benchmarks/cost_volume.py --device cpu    # CPU variants, sizes reduced to finish in minutes
+    python benchmarks/cost_volume.py --device cpu --threads 1 --sizes default-model --variants reference,correlation
 
 On CUDA the Triton kernels appear twice: through the op (validation, projection coefficients and
 dispatch included, as the network calls it) and as the bare kernel launches with precomputed
@@ -9,7 +11,7 @@ coefficients (what CUDA graphs or torch.compile leave of the call). The autotune
 printed per size.
 
 Forward and forward+backward times are medians after warm-up (CUDA events on GPU, perf_counter on
-CPU), with the 20/80 % quantiles. Peak memory is what one call adds on top of its inputs: the CUDA
+CPU, or the thread's CPU time with --cpu-time), with the 20/80 % quantiles. Peak memory is what one call adds on top of its inputs: the CUDA
 caching allocator's peak, or on CPU the peak of the allocator's running total recorded by
 torch.profiler(profile_memory=True). Throughput is counted against the floor of
 ../shared/notes/cost_volume_performance.md §2: each input read once and each output written once
@@ -52,6 +54,14 @@ SIZES = [
     Size("robot 480x640 @1/4", 1, 1, 128, 120, 160, 64),
     Size("batch 480x640 @1/8", 8, 1, 128, 60, 80, 128),
     Size("train 2 src", 4, 2, 64, 60, 80, 64),
+]
+# The default model's two sweeps (matching features at stride 4, CvM at stride 8, 160x120 input) and two
+# larger maps around the correlation path's break-even (`cost_volume_correlation.use_correlation`).
+DEFAULT_MODEL_SIZES = [
+    Size("cpu preset match @1/4", 1, 1, 50, 30, 40, 32),
+    Size("cpu preset CvM @1/8", 1, 1, 48, 15, 20, 32),
+    Size("240x180 @1/4", 1, 1, 50, 45, 60, 32),
+    Size("320x240 @1/4", 1, 1, 50, 60, 80, 32),
 ]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Peak DRAM bandwidth (GB/s) and fp32 non-tensor-core FLOP/s (TFLOP/s) from vendor data sheets.
@@ -115,8 +125,8 @@ def measure_peak(fn, device: str) -> float | None:
     return _cpu_peak(fn)
 
 
-def time_fn(fn, device: str, warmup: int, repeats: int) -> tuple[float, float, float]:
-    """(median, q20, q80) in milliseconds."""
+def time_fn(fn, device: str, warmup: int, repeats: int, clock=time.perf_counter) -> tuple[float, float, float]:
+    """(median, q20, q80) in milliseconds; on CPU read from ``clock`` (wall time, or the thread's CPU time)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -129,9 +139,9 @@ def time_fn(fn, device: str, warmup: int, repeats: int) -> tuple[float, float, f
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((clock() - t0) * 1e3)
     q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
     return statistics.median(times), q[0], q[3]
 
@@ -154,6 +164,7 @@ def variants(device: str):
         "grid_sample one-shot": naive_cost_volume,
         "torch.compile(one-shot)": torch.compile(naive_cost_volume, fullgraph=True),
         "reference (chunked)": lambda *a: cost_volume(*a, backend="reference"),
+        "correlation": lambda *a: cost_volume(*a, backend="correlation"),
     }
     if device == "cuda":
         out["triton (op)"] = lambda *a: cost_volume(*a, backend="triton")
@@ -179,14 +190,18 @@ def kernel_only(ref, src, K, T, depths, grad):
 def run(args) -> list[dict]:
     device = args.device
     dtype = DTYPES[args.dtype]
-    sizes = [s.reduced() for s in SIZES] if device == "cpu" and not args.full else SIZES
+    if args.sizes == "default-model":
+        sizes = DEFAULT_MODEL_SIZES
+    else:
+        sizes = [s.reduced() for s in SIZES] if device == "cpu" and not args.full else SIZES
+    chosen = {k: v for k, v in variants(device).items() if not args.variants or k.split(" ")[0] in args.variants}
     rows = []
     for size in sizes:
         ref, src, K, T, depths = make_inputs(size, dtype, device)
         grad = torch.randn(size.B, size.D, size.h, size.w, device=device)
         counts = floor_counts(size, dtype)
         timed = []
-        for name, fn in variants(device).items():
+        for name, fn in chosen.items():
             r, s = ref.clone().requires_grad_(True), src.clone().requires_grad_(True)
 
             # Arguments bound as defaults: the peaks are measured after the loop.
@@ -199,11 +214,12 @@ def run(args) -> list[dict]:
                 fn(*a).backward(grad)
 
             timed.append((name, fwd, fwd_bwd))
-        if device == "cuda":
+        if device == "cuda" and "triton (op)" in chosen:
             timed.append(("triton (kernels only)", *kernel_only(ref, src, K, T, depths, grad)))
+        clock = time.thread_time if args.cpu_time else time.perf_counter
         for name, fwd, fwd_bwd in timed:
-            t_f = time_fn(fwd, device, args.warmup, args.repeats)
-            t_fb = time_fn(fwd_bwd, device, args.warmup, args.repeats)
+            t_f = time_fn(fwd, device, args.warmup, args.repeats, clock)
+            t_fb = time_fn(fwd_bwd, device, args.warmup, args.repeats, clock)
             rows.append(
                 dict(size=size, variant=name, fwd=t_f, fwdbwd=t_fb, fwd_fn=fwd, fwdbwd_fn=fwd_bwd, **counts)
             )
@@ -263,9 +279,17 @@ def main(argv=None) -> int:
     )
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
     p.add_argument("--full", action="store_true", help="full sizes on CPU too (slow)")
+    p.add_argument("--sizes", choices=("paper", "default-model"), default="paper",
+                   help="paper: the GPU sizes (reduced on CPU); default-model: the shipped model's sweeps")
+    p.add_argument("--variants", type=lambda v: v.split(","), default=None,
+                   help="comma-separated first words of the variants to run (grid_sample, torch.compile(one-shot), "
+                        "reference, correlation, triton); default all")
     p.add_argument("--warmup", type=int, default=None, help="default 2 on CPU, 10 on CUDA")
     p.add_argument("--repeats", type=int, default=None, help="default 5 on CPU, 50 on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="CPU: time with the calling thread's CPU time (time.thread_time) instead of wall time; "
+                        "steadier on a shared machine, meaningful with --threads 1 only")
     args = p.parse_args(argv)
     if args.threads:
         # On a shared, oversubscribed CPU every OpenMP barrier waits for a descheduled thread, which

@@ -1,4 +1,4 @@
-"""The cost volume op with the PyTorch reference backend, against an independent float64 oracle.
+"""The cost volume op with the PyTorch reference and correlation backends, against an independent float64 oracle.
 
 The oracle back-projects explicitly (K^-1, R, t; no homography folding) and samples with one
 `grid_sample(align_corners=True)` call over the whole `[B, C, D, h, w]` volume, i.e. the way
@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from mtl3d_perception.ops import cost_volume
+from mtl3d_perception.ops.cost_volume_correlation import use_correlation
 from mtl3d_perception.ops.cost_volume_reference import (
     cost_volume_reference,
     projection_coefficients,
 )
+
+CPU_BACKENDS = ["reference", "correlation"]
 
 
 def random_rotation(g: torch.Generator, max_angle: float) -> torch.Tensor:
@@ -83,14 +86,15 @@ def oracle(ref, src, K, T, depths):
     return cost / S
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("S", [1, 3], ids=["S1", "S3"])
 @pytest.mark.parametrize("per_pixel", [False, True], ids=["depths-BD", "depths-BDhw"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-def test_reference_matches_oracle(S, per_pixel, dtype):
+def test_backend_matches_oracle(S, per_pixel, dtype, backend):
     ref, src, K, T, depths = make_inputs(S=S, per_pixel=per_pixel, dtype=dtype, seed=S + 10 * per_pixel)
     src_in = src[:, 0] if S == 1 else src
     T_in = T[:, 0] if S == 1 else T
-    out = cost_volume(ref, src_in, K, T_in, depths, backend="reference")
+    out = cost_volume(ref, src_in, K, T_in, depths, backend=backend)
     expected = oracle(ref, src, K, T, depths)
     assert out.shape == expected.shape
     assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
@@ -100,19 +104,20 @@ def test_reference_matches_oracle(S, per_pixel, dtype):
     assert 0.02 < (expected == 0).double().mean() < 0.9
 
 
-def test_points_behind_camera_and_far_outside_are_zero():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_points_behind_camera_and_far_outside_are_zero(backend):
     ref, src, K, T, depths = make_inputs(B=2, S=1, dtype=torch.float64)
     T_behind = T.clone()
     T_behind[0, 0, :3, :3] = torch.eye(3, dtype=torch.float64)
     T_behind[0, 0, :3, 3] = torch.tensor([0.0, 0.0, -100.0])  # every point behind the source
     T_behind[1, 0, :3, 3] = torch.tensor([1e7, -1e7, 0.5])  # every point projects far outside
-    out = cost_volume(ref, src[:, 0], K, T_behind[:, 0], depths, backend="reference")
+    out = cost_volume(ref, src[:, 0], K, T_behind[:, 0], depths, backend=backend)
     assert torch.equal(out, torch.zeros_like(out))
     # Non-finite depth candidates contribute 0 as well, rather than NaN.
     depths_bad = depths.clone()
     depths_bad[:, 0] = float("nan")
     depths_bad[:, 1] = float("inf")
-    out = cost_volume(ref, src[:, 0], K, T[:, 0], depths_bad, backend="reference")
+    out = cost_volume(ref, src[:, 0], K, T[:, 0], depths_bad, backend=backend)
     assert torch.isfinite(out).all() and (out[:, :2] == 0).all()
 
 
@@ -152,16 +157,39 @@ def test_chunking_does_not_change_the_result():
     torch.testing.assert_close(one_plane, one_shot, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("per_pixel", [False, True], ids=["depths-BD", "depths-BDhw"])
-def test_gradcheck_reference(per_pixel):
+def test_gradcheck(per_pixel, backend):
+    """The correlation forward's gradient is the reference backward's: gradcheck checks the two agree."""
     ref, src, K, T, depths = make_inputs(
         B=2, S=2, C=3, D=3, h=4, w=5, per_pixel=per_pixel, dtype=torch.float64
     )
     ref.requires_grad_(True)
     src.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda r, s: cost_volume(r, s, K, T, depths, backend="reference"), (ref, src), eps=1e-6, atol=1e-8
+        lambda r, s: cost_volume(r, s, K, T, depths, backend=backend), (ref, src), eps=1e-6, atol=1e-8
     )
+
+
+def test_correlation_equals_reference_at_the_default_model_sizes():
+    """The default model's two sweeps (C 50 at 30x40, C 48 at 15x20, D 32), a moving camera, fp32 features."""
+    g = torch.Generator().manual_seed(3)
+    for C, h, w in ((50, 30, 40), (48, 15, 20)):
+        ref, src = torch.randn(1, C, h, w, generator=g), torch.randn(1, 1, C, h, w, generator=g)
+        K = torch.tensor([[[0.8 * w, 0.0, (w - 1) / 2], [0.0, 0.8 * w, (h - 1) / 2], [0.0, 0.0, 1.0]]])
+        T = torch.eye(4)[None, None].clone()
+        T[0, 0, :3, :3] = random_rotation(g, 0.1).float()
+        T[0, 0, :3, 3] = torch.tensor([-0.1, 0.02, 0.05])
+        depths = 1.0 / torch.linspace(1 / 0.3, 1 / 10.0, 32)[None]
+        assert use_correlation(h, w, 32)
+        a = cost_volume(ref, src, K, T, depths, backend="reference")
+        b = cost_volume(ref, src, K, T, depths)  # auto: the correlation path on CPU
+        torch.testing.assert_close(b, a, atol=1e-5 * a.abs().max().item(), rtol=1e-5)
+
+
+def test_auto_picks_correlation_on_small_maps_only():
+    assert use_correlation(30, 40, 32) and use_correlation(15, 20, 32)
+    assert not use_correlation(60, 80, 32)  # 320x240 at stride 4: the reference is faster there (RESULTS.md)
 
 
 def test_no_gradient_to_geometry():
@@ -177,6 +205,7 @@ def test_opcheck():
     ref.requires_grad_(True)
     src.requires_grad_(True)
     torch.library.opcheck(torch.ops.mtl3d.cost_volume.default, (ref, src, K, T, depths, "reference"))
+    torch.library.opcheck(torch.ops.mtl3d.cost_volume.default, (ref, src, K, T, depths, "correlation"))
     g = torch.randn(1, 3, 4, 5)
     torch.library.opcheck(
         torch.ops.mtl3d.cost_volume_backward.default,

@@ -1,9 +1,9 @@
 """The `mtl3d::cost_volume` custom op: validation, backend dispatch, fake and autograd registration.
 
 `cost_volume()` is the public entry point. It checks shapes, brings single-source inputs to the
-multi-source layout, resolves `backend="auto"` (Triton for CUDA tensors, the PyTorch reference for
-CPU ones) and calls the op. The op is opaque to torch.compile (fake registration gives the output
-shape), and its backward is a second opaque op, so `torch.compile(fullgraph=True)` works with both
+multi-source layout, resolves `backend="auto"` (Triton for CUDA tensors; for CPU ones the correlation
+matrix on small maps, else the PyTorch reference) and calls the op. The op is opaque to torch.compile
+(fake registration gives the output shape), and its backward is a second opaque op, so `torch.compile(fullgraph=True)` works with both
 backends and the Triton interpreter is never traced.
 
 References: torch.library docs ("Python custom operators"); the op/launcher/autograd split follows
@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from mtl3d_perception.ops.cost_volume_correlation import cost_volume_correlation, use_correlation
 from mtl3d_perception.ops.cost_volume_reference import (
     compute_dtype,
     cost_volume_reference,
@@ -24,7 +25,7 @@ from mtl3d_perception.ops.cost_volume_reference import (
     projection_coefficients,
 )
 
-BACKENDS = ("auto", "reference", "triton")
+BACKENDS = ("auto", "reference", "correlation", "triton")
 # Checked once, without importing triton (its import is slow and reads TRITON_INTERPRET).
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 _log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def _cost_volume_op(
         from mtl3d_perception.ops.cost_volume_triton import cost_volume_fwd
 
         return cost_volume_fwd(ref, src, coef, depths)
+    if backend == "correlation":
+        return cost_volume_correlation(ref, src, coef, depths)
     return cost_volume_reference(ref, src, coef, depths)
 
 
@@ -82,7 +85,7 @@ def _cost_volume_backward_op(
 
         coef = projection_coefficients(K, T_src_ref, torch.float32)
         return cost_volume_bwd(grad, ref, src, coef, depths)
-    coef = projection_coefficients(K, T_src_ref, compute_dtype(ref.dtype))
+    coef = projection_coefficients(K, T_src_ref, compute_dtype(ref.dtype))  # "correlation" too: forward only
     return cost_volume_reference_backward(grad, ref, src, coef, depths)
 
 
@@ -147,7 +150,10 @@ def cost_volume(
         K: [B, 3, 3] pinhole intrinsics (last row [0, 0, 1]) at feature resolution, shared by all views.
         T_src_ref: [B, 4, 4] or [B, S, 4, 4] relative poses mapping reference points into each source.
         depths: [B, D] per-image or [B, D, h, w] per-pixel depth candidates in metres.
-        backend: "auto" (Triton for CUDA tensors, reference for CPU), "reference" or "triton".
+        backend: "auto" (Triton for CUDA tensors; for CPU tensors "correlation" where
+            `cost_volume_correlation.use_correlation` says it is faster, else "reference"), "reference",
+            "correlation" (the forward through the all-pairs correlation matrix, any device; its backward is
+            the reference's) or "triton".
 
     Returns:
         [B, D, h, w] cost. Accumulation is float32 and so is the output (float64 for float64
@@ -190,7 +196,10 @@ def cost_volume(
         _check(t.device == ref.device, f"{name} is on {t.device} but ref is on {ref.device}")
     _check(C >= 1 and h >= 1 and w >= 1, f"ref must have non-empty C, h, w, got shape {tuple(ref.shape)}")
     if backend == "auto":
-        backend = "triton" if ref.device.type == "cuda" and _HAS_TRITON else "reference"
+        if ref.device.type == "cuda":
+            backend = "triton" if _HAS_TRITON else "reference"
+        else:
+            backend = "correlation" if use_correlation(h, w, depths.shape[1]) else "reference"
         if ref.device.type == "cuda" and not _HAS_TRITON and not _warned_no_triton:
             _warn_no_triton()
     if backend == "triton":

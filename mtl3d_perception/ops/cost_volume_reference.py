@@ -73,6 +73,25 @@ def pixel_rays(coef: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return M[..., :, 0, None] * x.reshape(-1) + M[..., :, 1, None] * y.reshape(-1) + M[..., :, 2, None]
 
 
+def source_pixels(p: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source pixel coordinates (u, v) of homogeneous points ``p`` ``[..., 3, N]`` -> two ``[..., N]`` tensors.
+
+    Invalid points (behind the camera, non-finite) are parked at -2 and far-away ones clamped to
+    [-2, size + 1]: both bilinear corners are then outside the image, so the sample is exactly 0. Huge
+    or NaN grids made grid_sample read out of bounds or return NaN (pytorch/pytorch#35202, #24823); the
+    Triton kernel clamps the same way.
+    """
+    z = p[..., 2, :]
+    valid = z > MIN_DEPTH  # False for NaN too
+    z = torch.where(valid, z, torch.ones_like(z))
+    u = p[..., 0, :] / z
+    v = p[..., 1, :] / z
+    valid = valid & torch.isfinite(u) & torch.isfinite(v)
+    u = torch.where(valid, u, torch.full_like(u, -2.0)).clamp(-2.0, w + 1.0)
+    v = torch.where(valid, v, torch.full_like(v, -2.0)).clamp(-2.0, h + 1.0)
+    return u, v
+
+
 def sample_grid(
     rays: torch.Tensor, offset: torch.Tensor, depths: torch.Tensor, h: int, w: int
 ) -> torch.Tensor:
@@ -85,22 +104,12 @@ def sample_grid(
 
     Returns:
         [B, Dc * h, w, 2] normalised coordinates (align_corners=False convention); invalid points
-        (behind the camera, non-finite) are moved outside the image so that they sample 0.
+        are moved outside the image so that they sample 0 (`source_pixels`).
     """
     B = rays.shape[0]
     z_cand = depths.to(rays.dtype).reshape(B, depths.shape[1], 1, -1)  # [B, Dc, 1, 1 or hw]
     p = z_cand * rays[:, None] + offset[:, None, :, None]  # [B, Dc, 3, hw]
-    z = p[:, :, 2]
-    valid = z > MIN_DEPTH  # False for NaN too
-    z = torch.where(valid, z, torch.ones_like(z))
-    u = p[:, :, 0] / z
-    v = p[:, :, 1] / z
-    valid = valid & torch.isfinite(u) & torch.isfinite(v)
-    # Park invalid points and clamp far-away ones at -2 / size+1: both bilinear corners are then
-    # outside the image, so the sample is exactly 0. Huge or NaN grids made grid_sample read out of
-    # bounds or return NaN (pytorch/pytorch#35202, #24823); the Triton kernel clamps the same way.
-    u = torch.where(valid, u, torch.full_like(u, -2.0)).clamp(-2.0, w + 1.0)
-    v = torch.where(valid, v, torch.full_like(v, -2.0)).clamp(-2.0, h + 1.0)
+    u, v = source_pixels(p, h, w)
     grid = torch.stack([(2.0 * u + 1.0) / w - 1.0, (2.0 * v + 1.0) / h - 1.0], dim=-1)  # [B, Dc, hw, 2]
     return grid.reshape(B, -1, w, 2)
 
