@@ -69,7 +69,7 @@ def test_each_frame_encoded_once_and_paired(model):
     for i in range(4):
         products = pipe.process(_frame(i, x=0.06 * i))
         reasons.append((products.pair_reason, products.source_stamp_ns))
-    assert counting.encoded == 4
+    assert pipe.model.encoded == 4  # the pipeline runs its own (inference) copy of the model
     assert reasons[0] == ("no_history", None)
     assert reasons[1] == ("newest", 0)  # 6 cm < 10 cm: newest
     assert reasons[2] == ("baseline", 0)  # 12 cm to frame 0

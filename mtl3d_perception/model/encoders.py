@@ -108,7 +108,10 @@ def _tiny_cnn(config: ModelConfig) -> Encoder:
 
 
 class _SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding (output = ceil(input / stride); extra pad on the right/bottom)."""
+    """Conv2d with TensorFlow "SAME" padding (output = ceil(input / stride); extra pad on the right/bottom).
+
+    No bias (BatchNorm follows); one appears only when ``model.inference`` folds that BatchNorm in.
+    """
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1):
         super().__init__(cin, cout, kernel_size, stride, 0, groups=groups, bias=False)
@@ -118,9 +121,10 @@ class _SameConv2d(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
         pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+        if pad_h % 2 == 0 and pad_w % 2 == 0:  # symmetric: the convolution pads, without a padded copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h // 2, pad_w // 2), 1, self.groups)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
@@ -129,6 +133,9 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 class _MBConv(nn.Module):
     """Mobile inverted bottleneck without squeeze-excitation (the Lite variant), ReLU6."""
+
+    # (convolution, the BatchNorm right after it): folded together for inference (``model.inference``)
+    conv_bn_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
 
     def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, expand: int):
         super().__init__()
@@ -164,6 +171,8 @@ _LITE0_STAGES = (
 
 class EfficientNetLite0(nn.Module):
     """The ImageNet classifier, with the key names of the shipped weights (``_conv_stem``, ``_blocks.N``...)."""
+
+    conv_bn_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))  # see _MBConv
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()

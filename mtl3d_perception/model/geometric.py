@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl3d_perception.geometry import unit_vectors
+
 # ITU-R BT.601 luma weights
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -98,7 +100,7 @@ class MatchingFeatures(nn.Module):
         H, W = images.shape[-2:]
         size = (H // self.stride, W // self.stride)
         x = torch.cat([_fit(levels[i].float(), size) for i in self.levels], 1)
-        learned = F.normalize(self.net(x).float(), dim=1, eps=1e-6)
+        learned = unit_vectors(self.net(x).float(), 1, eps=1e-6)
         patches = patch_features(images, self.stride)
         return torch.cat([patches * self.log_patch_scale.exp(), learned * self.log_feature_scale.exp()], 1)
 

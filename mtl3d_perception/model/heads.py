@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtl3d_perception.geometry import unit_vectors
 from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
 from mtl3d_perception.model.encoders import conv_bn_relu
 from mtl3d_perception.registry import Registry
@@ -87,7 +88,8 @@ class TaskDecoder(nn.Module):
 
 
 class Predictor(nn.Module):
-    """1x1 conv to the task's channels, bilinear upsampling, then the task's output mapping."""
+    """1x1 conv to the task's channels (``conv``), then, after ``MultiTaskHeads`` upsampled it, the task's
+    output mapping (``output``)."""
 
     RESIDUAL = 0.25  # bound of the geometric residual, as a fraction of the inverse-depth range
 
@@ -106,9 +108,11 @@ class Predictor(nn.Module):
                 self.conv.weight[1:].mul_(1e-2)
                 self.conv.bias[1:].copy_(torch.tensor([0.0, 2.0]))
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int],
-                geometry: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        y = _resize(self.conv(x), size).float()
+    def output(self, y: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """The task's output mapping of the upsampled 1x1-conv output ``y`` [N, c, H, W] float32.
+
+        ``geometry`` [N, 2, H, W]: (inverse depth 1/m, confidence) at the same size, for the geometric depth.
+        """
         if self.task == "depth":
             span = self.inv_max - self.inv_min
             # inverse depth in [1/depth_max, 1/depth_min]: positive, metric, no clamping needed
@@ -116,13 +120,13 @@ class Predictor(nn.Module):
             if self.geometric:
                 if geometry is None:
                     raise ValueError("the geometric depth head needs the cost volume's (inverse depth, confidence)")
-                inv_geo, conf = (_resize(t.float(), size) for t in geometry)
+                inv_geo, conf = geometry[:, :1], geometry[:, 1:2]
                 gate = conf * torch.sigmoid(y[:, 2:3])
                 refined = inv_geo + self.RESIDUAL * span * torch.tanh(y[:, 1:2])
                 inv = (gate * refined + (1.0 - gate) * inv).clamp(self.inv_min, self.inv_max)
             return 1.0 / inv
         if self.task == "normals":
-            return F.normalize(y, dim=1, eps=1e-6)
+            return unit_vectors(y, 1, eps=1e-6)
         return y
 
 
@@ -172,9 +176,13 @@ class MultiTaskHeads(nn.Module):
         task_feats = {t: dec(fused, skip) for t, dec in self.decoders.items()}
         if self.refiner is not None:
             task_feats = self.refiner(task_feats)
-        out = {t: self.predictors[t](task_feats[t], size, *((geometry,) if t == "depth" else ())) for t in TASKS}
-        if geometry is not None:
-            inv, conf = geometry
-            out["depth_geometric"] = 1.0 / _resize(inv.float(), size)
-            out["depth_confidence"] = _resize(conf.float(), size).clamp(0.0, 1.0)
+        # One bilinear upsampling for all the tasks' 1x1-conv outputs, one for the geometry: the same values as
+        # upsampling each on its own (the resize is per channel), a few calls instead of eight.
+        ys = [self.predictors[t].conv(task_feats[t]) for t in TASKS]
+        ups = _resize(torch.cat(ys, 1), size).float().split([y.shape[1] for y in ys], 1)
+        geometry_up = None if geometry is None else _resize(torch.cat([t.float() for t in geometry], 1), size)
+        out = {t: self.predictors[t].output(y, geometry_up if t == "depth" else None) for t, y in zip(TASKS, ups)}
+        if geometry_up is not None:
+            out["depth_geometric"] = 1.0 / geometry_up[:, :1]
+            out["depth_confidence"] = geometry_up[:, 1:2].clamp(0.0, 1.0)
         return out, task_feats
