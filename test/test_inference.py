@@ -127,11 +127,19 @@ def test_folding_keeps_the_original_and_refuses_training():
     with pytest.raises(InferenceOnlyError, match="prepared for inference"):
         prepared.train()
     prepared.eval()  # eval stays allowed
-    images = torch.rand(1, 3, 48, 64)
+    assert prepared.heads.fused_decoders is not None and model.heads.fused_decoders is None
+    images = torch.rand(2, 3, 48, 64)
+    K = torch.tensor([[[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]]])
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = -0.1
     with torch.inference_mode():
-        want, got = model.encode(images), prepared.encode(images)
-    for a, b in zip(want.image, got.image):
+        want_f, got_f = model.encode(images), prepared.encode(images)
+        want = model.predict(want_f.select(slice(0, 1)), want_f.select(slice(1, 2)), K, T)
+        got = prepared.predict(got_f.select(slice(0, 1)), got_f.select(slice(1, 2)), K, T)
+    for a, b in zip(want_f.image, got_f.image):
         _assert_close(b, a, "encoder level")
+    for name in want:
+        _assert_close(got[name], want[name], name)
     assert fold_batchnorm(prepared) == 0  # folding twice folds nothing more
 
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -141,6 +143,16 @@ def _window_mask(hp: int, wp: int, splits: int, shift: bool, h: int, w: int) -> 
     return allowed | np.eye(wh * ww, dtype=bool)[None]
 
 
+@functools.lru_cache(maxsize=8)
+def _constants(hp: int, wp: int, C: int, splits: int, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """The transformer's constants for a feature size, computed once: the position encoding per window
+    (GMFlow: every window sees the same coordinates) ``[C, hp, wp]`` and the two window masks (plain,
+    shifted; None when nothing is masked). CPU tensors; callers never modify them."""
+    pe = torch.from_numpy(np.tile(_sine_position(hp // splits, wp // splits, C), (1, splits, splits)))
+    masks = [_window_mask(hp, wp, splits, shift, h, w) for shift in (False, True)]
+    return (pe, *(None if m is None else torch.from_numpy(m) for m in masks))
+
+
 class _AttentionLayer(nn.Module):
     """GMFlow ``TransformerLayer``: attention message, merge + norm, optional FFN on concat[x, message]."""
 
@@ -194,16 +206,12 @@ class MultiViewTransformer(nn.Module):
         hp, wp = -(-h // s) * s, -(-w // s) * s
         if (hp, wp) != (h, w):
             x = F.pad(x, [0, wp - w, 0, hp - h])
-        # Position encoding per window (GMFlow), so every window sees the same coordinates.
-        pe = torch.from_numpy(np.tile(_sine_position(hp // s, wp // s, C), (1, s, s))).to(x.device, x.dtype)
-        t = (x + pe).permute(0, 1, 3, 4, 2).reshape(B * V, hp, wp, C)
+        pe, *masks = _constants(hp, wp, C, s, h, w)
+        t = (x + pe.to(x.device, x.dtype)).permute(0, 1, 3, 4, 2).reshape(B * V, hp, wp, C)
+        masks = [None if m is None else m.to(x.device) for m in masks]
         if neighbours is None:
             neighbours = all_others(B, V, x.device)
         batch = torch.arange(B, device=x.device)[:, None, None]
-        masks = []
-        for shift in (False, True):
-            m = _window_mask(hp, wp, s, shift, h, w)
-            masks.append(None if m is None else torch.from_numpy(m).to(x.device))
         for i, (self_layer, cross_layer) in enumerate(zip(self.self_attn, self.cross_attn)):
             shift = i % 2 == 1
             if shift:

@@ -53,7 +53,8 @@ def build_refiner(config: ModelConfig, task_channels: dict[str, int]) -> nn.Modu
     return REFINERS.get(config.refiner)(task_channels, config, **config.refiner_args)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``x`` [N, C, h, w] bilinearly resized to ``size`` = (H, W) (align_corners=False), or ``x`` itself at that size."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -72,7 +73,7 @@ class ImageNeck(nn.Module):
         self.out = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        x = sum(_resize(p(feats[i]), size) for p, i in zip(self.proj, self.levels))
+        x = sum(resize_bilinear(p(feats[i]), size) for p, i in zip(self.proj, self.levels))
         return self.out(x)
 
 
@@ -84,7 +85,7 @@ class TaskDecoder(nn.Module):
 
     def forward(self, fused: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.conv8(fused)
-        return self.conv4(_resize(x, skip.shape[-2:]) + skip)
+        return self.conv4(resize_bilinear(x, skip.shape[-2:]) + skip)
 
 
 class Predictor(nn.Module):
@@ -146,6 +147,8 @@ class MultiTaskHeads(nn.Module):
         self.skip = conv_bn_relu(feature_info[self.skip_level]["num_chs"], config.decoder_channels, kernel=1)
         out_channels = {"semantic": config.num_classes, "depth": 1, "normals": 3, "boundary": 1}
         self.decoders = nn.ModuleDict({t: TaskDecoder(config.fusion_channels, config.decoder_channels) for t in TASKS})
+        # An inference copy (``model.inference``) runs all the decoders as one module: same function, fewer calls.
+        self.fused_decoders: nn.Module | None = None
         self.refiner = build_refiner(config, dict.fromkeys(TASKS, config.decoder_channels))
         self.predictors = nn.ModuleDict(
             {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth)
@@ -173,14 +176,17 @@ class MultiTaskHeads(nn.Module):
         x = image if cvm is None else torch.cat([image, cvm.to(image.dtype)], 1)
         fused = self.fuse(x)
         skip = self.skip(feats[self.skip_level])
-        task_feats = {t: dec(fused, skip) for t, dec in self.decoders.items()}
+        if self.fused_decoders is not None:
+            task_feats = self.fused_decoders(fused, skip)
+        else:
+            task_feats = {t: dec(fused, skip) for t, dec in self.decoders.items()}
         if self.refiner is not None:
             task_feats = self.refiner(task_feats)
         # One bilinear upsampling for all the tasks' 1x1-conv outputs, one for the geometry: the same values as
         # upsampling each on its own (the resize is per channel), a few calls instead of eight.
         ys = [self.predictors[t].conv(task_feats[t]) for t in TASKS]
-        ups = _resize(torch.cat(ys, 1), size).float().split([y.shape[1] for y in ys], 1)
-        geometry_up = None if geometry is None else _resize(torch.cat([t.float() for t in geometry], 1), size)
+        ups = resize_bilinear(torch.cat(ys, 1), size).float().split([y.shape[1] for y in ys], 1)
+        geometry_up = None if geometry is None else resize_bilinear(torch.cat([t.float() for t in geometry], 1), size)
         out = {t: self.predictors[t].output(y, geometry_up if t == "depth" else None) for t, y in zip(TASKS, ups)}
         if geometry_up is not None:
             out["depth_geometric"] = 1.0 / geometry_up[:, :1]

@@ -10,6 +10,11 @@ Which pairs fold: a ``Conv2d`` followed by a ``BatchNorm2d`` inside an ``nn.Sequ
 the matching features' head), and the pairs a module lists in its ``conv_bn_pairs`` attribute
 (EfficientNet-Lite's blocks, whose forward calls conv and BatchNorm by name).
 
+Then the per-task decoders, which share their input, run as one module (``FusedTaskDecoders``: their first
+convolutions concatenated, their second ones as one grouped convolution; the same sums, 2 calls instead of
+8), and the MTL encoder runs in channels-last memory format (its depthwise convolutions skip oneDNN's layout
+reorders). Each step measured faster on one CPU thread (benchmarks/RESULTS.md, "Node latency").
+
 The runtime (``runtime.pipeline``) runs this copy; ``test/test_inference.py`` checks it gives the
 reference model's outputs to float tolerance.
 """
@@ -18,8 +23,12 @@ from __future__ import annotations
 
 import copy
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from mtl3d_perception.model.heads import resize_bilinear
 
 
 class InferenceOnlyError(RuntimeError):
@@ -68,6 +77,43 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+class FusedTaskDecoders(nn.Module):
+    """The ``TaskDecoder`` s of ``MultiTaskHeads`` (BatchNorm folded) as one module with the same outputs.
+
+    Every decoder maps (fused [N, C_f, h, w], skip [N, C_d, 2h, 2w]) to ``relu(conv4(resize(relu(conv8(fused)))
+    + skip))``. The conv8 weights are stacked (one convolution of ``fused`` to T * C_d channels), and the conv4
+    weights form one convolution with T groups; resizing is per channel. Returns {task: [N, C_d, 2h, 2w]}.
+    """
+
+    def __init__(self, decoders: nn.ModuleDict):
+        super().__init__()
+        self.tasks = tuple(decoders)
+        first = [d.conv8[0] for d in decoders.values()]
+        second = [d.conv4[0] for d in decoders.values()]
+        for convs in (first, second):
+            geometry = {(c.kernel_size, c.stride, c.padding, c.dilation, c.groups) for c in convs}
+            if len(geometry) != 1 or convs[0].groups != 1 or any(c.bias is None for c in convs):
+                msg = f"decoders differ in shape or still hold BatchNorm; fold first: {geometry}"
+                raise ValueError(msg)
+        self.conv8 = self._stacked(first, groups=1)
+        self.conv4 = self._stacked(second, groups=len(second))
+
+    @staticmethod
+    def _stacked(convs: list[nn.Conv2d], groups: int) -> nn.Conv2d:
+        c = convs[0]
+        stacked = nn.Conv2d(c.in_channels * groups, c.out_channels * len(convs), c.kernel_size, c.stride, c.padding,
+                            c.dilation, groups).to(c.weight)
+        stacked.weight = nn.Parameter(torch.cat([conv.weight for conv in convs]).detach(), requires_grad=False)
+        stacked.bias = nn.Parameter(torch.cat([conv.bias for conv in convs]).detach(), requires_grad=False)
+        return stacked
+
+    def forward(self, fused: torch.Tensor, skip: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = len(self.tasks)
+        x = resize_bilinear(F.relu(self.conv8(fused)), skip.shape[-2:])
+        x = F.relu(self.conv4(x + skip.repeat(1, n, 1, 1)))
+        return dict(zip(self.tasks, x.split(x.shape[1] // n, 1)))
+
+
 def _refuse_training(self: nn.Module, mode: bool = True) -> nn.Module:
     if mode:
         msg = "this network was prepared for inference (BatchNorm folded); train the original model instead"
@@ -76,12 +122,18 @@ def _refuse_training(self: nn.Module, mode: bool = True) -> nn.Module:
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with BatchNorm folded; its outputs equal ``model.eval()``'s to float rounding.
+    """An eval-mode copy of ``model`` prepared as the module docstring says; its outputs equal ``model.eval()``'s to
+    float rounding.
 
     The copy's parameters do not require gradients, and ``copy.train()`` raises :class:`InferenceOnlyError`.
     """
     prepared = copy.deepcopy(model).eval()
     fold_batchnorm(prepared)
+    heads = getattr(prepared, "heads", None)
+    if heads is not None and len(heads.decoders) > 1:
+        heads.fused_decoders = FusedTaskDecoders(heads.decoders)
+    if hasattr(prepared, "encoder"):
+        prepared.encoder.to(memory_format=torch.channels_last)
     for p in prepared.parameters():
         p.requires_grad_(False)
     prepared.train = _refuse_training.__get__(prepared)

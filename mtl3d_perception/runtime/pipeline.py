@@ -136,7 +136,8 @@ class PerceptionPipeline:
             interp = cv2.INTER_AREA if w < W and h < H else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (w, h), interpolation=interp)
         K_net = resize_intrinsics(np.asarray(frame.K, np.float64), (W, H), (w, h))
-        image = torch.from_numpy(np.require(rgb, np.uint8, ("C", "W"))).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+        image = torch.from_numpy(np.require(rgb, np.uint8, ("C", "W"))).to(self.device).permute(2, 0, 1)[None]
+        image = image.float().div_(255.0).contiguous()  # NCHW: the layout the CvM's encoder runs fastest in
         return rgb, image, K_net
 
     def _encode(self, image: torch.Tensor) -> Any:
