@@ -2,18 +2,26 @@
 
     python benchmarks/node_latency.py [--preset tiny] [--size 160x120] [--frames 40] [--threads 2] [--device cpu]
     python benchmarks/node_latency.py --preset small --size 320x240 --device cuda --precision bf16
+    python benchmarks/node_latency.py --checkpoint models/default.safetensors --threads 1 --device cpu --no-node \
+        --path both --rounds 3     # the inference path against the reference path, rounds interleaved
 
 Pipeline: ``PerceptionPipeline.process`` on a moving camera (two-view frames after the first), all outputs,
 point stride 4; per-stage median and p95. Node: ``PerceptionNode`` plus a peer node in one
 ``SingleThreadedExecutor``; the peer publishes Image + CameraInfo (TF fed to the buffer) and waits for the last
 output (``~/points``) before sending the next frame, so the figure is publish -> last output received.
-Random weights (a preset): latency does not depend on the weights. Prints a markdown table.
+Random weights (a preset; latency does not depend on the weights) or a checkpoint (``--checkpoint``, at its own
+size). ``--path``: ``inference`` is what the node runs (``PerceptionPipeline``'s copy prepared by
+``model.inference``, the cost volume's automatic backend), ``reference`` the model as trained (BatchNorm, the
+grid_sample cost volume); ``both`` with ``--rounds`` alternates them, so a shared machine's load hits both alike.
+CPU time is ``time.process_time`` per frame (all threads; with ``--threads 1`` the steadier figure on a busy
+machine). Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import time
@@ -23,7 +31,7 @@ import torch
 
 from mtl3d_perception import topics
 from mtl3d_perception.geometry import pose_from_quat_trans
-from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.model import build_model, load_checkpoint, resolve_config
 from mtl3d_perception.runtime import Frame, PerceptionPipeline, RuntimeConfig
 
 S = 1_000_000_000
@@ -41,9 +49,10 @@ def _pct(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int) -> dict[str, list[float]]:
+def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int,
+                   prepare: bool = True) -> dict[str, list[float]]:
     pipe = PerceptionPipeline(model, RuntimeConfig(device=device, precision=precision, point_stride=4).replace(
-        min_baseline_m=0.05))
+        min_baseline_m=0.05), prepare=prepare)
     pipe.warmup()
     stages: dict[str, list[float]] = {}
     for i, frame in enumerate(_frames(n + 2, W, H)):
@@ -106,40 +115,66 @@ def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> li
     return latencies
 
 
+def _reference(model):
+    """The model as trained, with the reference (grid_sample) cost volume: the path before the inference copy."""
+    cfg = model.config.replace(cost_volume_backend="reference")
+    model.config = model.cvm.config = cfg
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--size", default="160x120", help="camera and network size WxH")
+    parser.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint instead of a preset (its size)")
+    parser.add_argument("--size", default="160x120", help="camera and network size WxH (presets only)")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="autocast; default fp32")
+    parser.add_argument("--path", default="inference", choices=("inference", "reference", "both"),
+                        help="the pipeline's inference copy, the model as trained, or both (alternating rounds)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the measurement, alternating paths")
     parser.add_argument("--no-node", action="store_true", help="pipeline only (no rclpy)")
     args = parser.parse_args()
-    W, H = (int(v) for v in args.size.split("x"))
     torch.set_num_threads(args.threads)
-    cfg = resolve_config(args.preset)
-    cfg = type(cfg)(**{**cfg.__dict__, "input_size": (W, H), "pretrained": False})
+    if args.checkpoint:
+        def make_model():
+            return load_checkpoint(args.checkpoint)
+        cfg = make_model().config
+        W, H = cfg.input_size
+        what = f"checkpoint {args.checkpoint}"
+    else:
+        W, H = (int(v) for v in args.size.split("x"))
+        cfg = resolve_config(args.preset)
+        cfg = type(cfg)(**{**cfg.__dict__, "input_size": (W, H), "pretrained": False})
+
+        def make_model():
+            return build_model(cfg).eval()
+        what = f"preset {args.preset}"
+    paths = ("inference", "reference") if args.path == "both" else (args.path,)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
-    print(f"# node_latency: preset {args.preset}, {W}x{H}, {args.precision}, {args.frames} frames, torch threads {args.threads}, "
-          f"{platform.processor() or platform.machine()}, {datetime.date.today()}, commit {commit or 'uncommitted'}")
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"# node_latency: {what}, {W}x{H}, {args.precision}, {args.frames} frames, torch threads {args.threads}, "
+          f"{platform.processor() or platform.machine()}, {datetime.date.today()}, commit {commit or 'uncommitted'}{load}")
     print("| device | path | preprocess | encode | predict | postprocess | cloud | total p50 / p95 (ms) | rate (Hz) "
           "| CPU time p50 (ms, all threads) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for device in args.device.split(","):
         if device.startswith("cuda") and not torch.cuda.is_available():
             continue
-        model = build_model(cfg).eval()
-        st = bench_pipeline(model, device, args.precision, W, H, args.frames)
-        cells = [f"{_pct(st[k], 50):.1f}" for k in ("preprocess", "encode", "predict", "postprocess", "cloud")]
-        total50, total95 = _pct(st["total"], 50), _pct(st["total"], 95)
-        print(f"| {device} | pipeline | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} | {1e3 / total50:.1f} "
-              f"| {_pct(st['cpu'], 50):.1f} |")
+        for _ in range(args.rounds):
+            for path in paths:
+                model = make_model() if path == "inference" else _reference(make_model())
+                st = bench_pipeline(model, device, args.precision, W, H, args.frames, prepare=path == "inference")
+                cells = [f"{_pct(st[k], 50):.1f}" for k in ("preprocess", "encode", "predict", "postprocess", "cloud")]
+                total50, total95 = _pct(st["total"], 50), _pct(st["total"], 95)
+                print(f"| {device} | pipeline ({path}) | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} "
+                      f"| {1e3 / total50:.1f} | {_pct(st['cpu'], 50):.1f} |", flush=True)
         if not args.no_node:
-            lat = bench_node(build_model(cfg).eval(), device, args.precision, W, H, args.frames)
+            lat = bench_node(make_model(), device, args.precision, W, H, args.frames)
             p50, p95 = _pct(lat, 50), _pct(lat, 95)
             print(f"| {device} | rclpy pub -> ~/points | | | | | | {p50:.1f} / {p95:.1f} | {1e3 / p50:.1f} | |")
 

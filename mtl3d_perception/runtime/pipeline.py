@@ -47,6 +47,8 @@ class PerceptionPipeline:
             (frames with more pixels are refused with ValueError; bounds what ``output_resolution=camera``
             allocates).
         logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
+        prepare: run a copy prepared for inference (the default); False runs ``model`` itself in eval mode, moved
+            to the device (the reference path, for benchmarks and checks).
 
     A frame older than the newest processed one by more than ``frames.JUMP_BACK_S`` (time went back) clears the
     history and the feature cache first (``frames.TimeJumpDetector``).
@@ -55,14 +57,15 @@ class PerceptionPipeline:
     (``history.same_camera``), and every switch of camera adds a ``cameras`` warning to the products.
     """
 
-    def __init__(self, model: Any, config: RuntimeConfig | None = None, *, logger: Any = None) -> None:
+    def __init__(self, model: Any, config: RuntimeConfig | None = None, *, logger: Any = None,
+                 prepare: bool = True) -> None:
         from mtl3d_perception.runtime.loading import resolve_device
 
         self.log = logger or _LOG
         config = config or RuntimeConfig()
         self.device = torch.device(resolve_device(config.device))
-        # An eval copy with BatchNorm folded (model.inference): the caller's model is neither changed nor moved.
-        self.model = prepare_for_inference(model).to(self.device)
+        # An eval copy prepared for inference (model.inference): the caller's model is neither changed nor moved.
+        self.model = (prepare_for_inference(model) if prepare else model.eval()).to(self.device)
         self.model_config = model.config
         self.net_size: tuple[int, int] = tuple(int(v) for v in self.model_config.input_size)  # (W, H)
         self.history = FrameHistory(config.pairing)
