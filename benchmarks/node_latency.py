@@ -50,10 +50,16 @@ def _pct(values, q) -> float:
 
 
 def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int,
-                   prepare: bool = True) -> dict[str, list[float]]:
+                   prepare: bool = True, compile_model: bool = False) -> dict[str, list[float]]:
     pipe = PerceptionPipeline(model, RuntimeConfig(device=device, precision=precision, point_stride=4).replace(
         min_baseline_m=0.05), prepare=prepare)
+    if compile_model:  # benchmark only: the runtime does not compile (minutes of start-up on a CPU)
+        pipe.model.encode = torch.compile(pipe.model.encode, dynamic=False)
+        pipe.model.predict = torch.compile(pipe.model.predict, dynamic=False)
+    t = time.perf_counter()
     pipe.warmup()
+    if compile_model:
+        print(f"# torch.compile: first call (compiling encode and predict) {time.perf_counter() - t:.0f} s", flush=True)
     stages: dict[str, list[float]] = {}
     for i, frame in enumerate(_frames(n + 2, W, H)):
         cpu0 = time.process_time()
@@ -134,6 +140,9 @@ def main() -> None:
     parser.add_argument("--path", default="inference", choices=("inference", "reference", "both"),
                         help="the pipeline's inference copy, the model as trained, or both (alternating rounds)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the measurement, alternating paths")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the pipeline model's encode and predict (inference path; measures the "
+                             "option, which the runtime does not offer: minutes of compilation at start-up)")
     parser.add_argument("--no-node", action="store_true", help="pipeline only (no rclpy)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,10 +177,13 @@ def main() -> None:
         for _ in range(args.rounds):
             for path in paths:
                 model = make_model() if path == "inference" else _reference(make_model())
-                st = bench_pipeline(model, device, args.precision, W, H, args.frames, prepare=path == "inference")
+                compiled = args.compile and path == "inference"
+                st = bench_pipeline(model, device, args.precision, W, H, args.frames, prepare=path == "inference",
+                                    compile_model=compiled)
+                label = f"{path}, torch.compile" if compiled else path
                 cells = [f"{_pct(st[k], 50):.1f}" for k in ("preprocess", "encode", "predict", "postprocess", "cloud")]
                 total50, total95 = _pct(st["total"], 50), _pct(st["total"], 95)
-                print(f"| {device} | pipeline ({path}) | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} "
+                print(f"| {device} | pipeline ({label}) | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} "
                       f"| {1e3 / total50:.1f} | {_pct(st['cpu'], 50):.1f} |", flush=True)
         if not args.no_node:
             lat = bench_node(make_model(), device, args.precision, W, H, args.frames)

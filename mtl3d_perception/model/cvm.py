@@ -143,14 +143,22 @@ def _window_mask(hp: int, wp: int, splits: int, shift: bool, h: int, w: int) -> 
     return allowed | np.eye(wh * ww, dtype=bool)[None]
 
 
-@functools.lru_cache(maxsize=8)
-def _constants(hp: int, wp: int, C: int, splits: int, h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """The transformer's constants for a feature size, computed once: the position encoding per window
-    (GMFlow: every window sees the same coordinates) ``[C, hp, wp]`` and the two window masks (plain,
-    shifted; None when nothing is masked). CPU tensors; callers never modify them."""
+def _build_constants(hp: int, wp: int, C: int, splits: int, h: int, w: int) -> tuple[torch.Tensor | None, ...]:
+    """The transformer's constants for a feature size: the position encoding per window (GMFlow: every window
+    sees the same coordinates) ``[C, hp, wp]`` and the two window masks (plain, shifted; None when nothing is
+    masked), CPU tensors."""
     pe = torch.from_numpy(np.tile(_sine_position(hp // splits, wp // splits, C), (1, splits, splits)))
     masks = [_window_mask(hp, wp, splits, shift, h, w) for shift in (False, True)]
     return (pe, *(None if m is None else torch.from_numpy(m) for m in masks))
+
+
+_cached_constants = functools.lru_cache(maxsize=8)(_build_constants)
+
+
+def _constants(*size: int) -> tuple[torch.Tensor | None, ...]:
+    """`_build_constants`, computed once per size in eager mode (callers never modify them); torch.compile
+    traces the builder itself (it folds the constants into the graph, and warns about lru_cache)."""
+    return _build_constants(*size) if torch.compiler.is_compiling() else _cached_constants(*size)
 
 
 class _AttentionLayer(nn.Module):
