@@ -221,9 +221,11 @@ class BoundaryMeter:
 
 
 class CrossViewMeter:
-    """Disagreement of two views' predicted depths after reprojection (geometry.depth_in_other_view).
+    """Disagreement of two views' predicted depths after reprojection (:func:`geometry.depth_in_other_view`, through
+    :func:`geometry.backward_warp`, the warp of the cross-view loss).
 
-    For each pixel of view 0 seen by view 1: its z in view 1 versus view 1's predicted depth there.
+    For each pixel of view 0 seen by view 1: its z in view 1 versus view 1's predicted depth there (bilinear, not
+    across a depth edge). ``abs_err`` is the mean ``|dz|`` in metres, ``abs_rel`` the mean ``|dz| / z_b``.
     """
 
     def __init__(self) -> None:
@@ -231,17 +233,17 @@ class CrossViewMeter:
 
     def update(self, depth_a: torch.Tensor, depth_b: torch.Tensor, K_a: torch.Tensor, K_b: torch.Tensor,
                T_world_a: torch.Tensor, T_world_b: torch.Tensor) -> None:
-        """depth_* ``[N,1,H,W]`` (or ``[N,H,W]``); K_* ``[N,3,3]``; T_world_* ``[N,4,4]``."""
-        da = depth_a.detach().float().reshape(depth_a.shape[0], *depth_a.shape[-2:]).cpu().numpy()
-        db = depth_b.detach().float().reshape(depth_b.shape[0], *depth_b.shape[-2:]).cpu().numpy()
-        T_b_a = geometry.relative_pose(T_world_b.double().cpu().numpy(), T_world_a.double().cpu().numpy())
-        for i in range(da.shape[0]):
-            z_pred, z_b = geometry.depth_in_other_view(da[i], K_a[i].double().cpu().numpy(), T_b_a[i],
-                                                       db[i], K_b[i].double().cpu().numpy())
-            ok = np.isfinite(z_pred) & np.isfinite(z_b) & (z_b > 0)
-            if ok.any():
-                dz = np.abs(z_pred[ok] - z_b[ok])
-                self.sums += (ok.sum(), dz.sum(), (dz / z_b[ok]).sum())
+        """depth_* ``[N,1,H,W]`` (or ``[N,H,W]``) metres; K_* ``[N,3,3]``; T_world_* ``[N,4,4]``."""
+        # float64 on the CPU: pixel coordinates and depth differences far below the errors measured
+        da, db, K_a, K_b, T_world_a, T_world_b = (x.detach().cpu().double() for x in
+                                                  (depth_a, depth_b, K_a, K_b, T_world_a, T_world_b))
+        da = da.reshape(da.shape[0], *da.shape[-2:])
+        db = db.reshape(db.shape[0], *db.shape[-2:])
+        T_b_a = geometry.relative_pose(T_world_b, T_world_a)
+        z_pred, z_b = geometry.depth_in_other_view(da, K_a, T_b_a, db, K_b)
+        ok = torch.isfinite(z_pred)
+        dz = (z_pred - z_b)[ok].abs()
+        self.sums += (float(ok.sum()), float(dz.sum()), float((dz / z_b[ok]).sum()))
 
     def compute(self) -> dict[str, float]:
         n = self.sums[0]
