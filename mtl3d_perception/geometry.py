@@ -132,6 +132,18 @@ ORTHONORMAL_EPS = 1e-9  # |R^T R - I| at or below this is a rotation already (ke
 QUATERNION_NORM_TOL = 10e-3
 
 
+def _finite_matrix(x, shape: tuple[int, int], name: str) -> np.ndarray:
+    """``x`` as a float64 array of ``shape``; ValueError naming ``name`` for another shape or a NaN / inf."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != shape:
+        msg = f"{name} has shape {x.shape}, expected {shape}"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(x)):
+        msg = f"{name} contains NaN or inf: {x.tolist()}"
+        raise ValueError(msg)
+    return x
+
+
 def project_to_so3(R) -> np.ndarray:
     """The rotation nearest to ``R [3,3]`` in the Frobenius norm: ``U diag(1, 1, det(U V^T)) V^T`` from ``R = U S V^T``.
 
@@ -155,13 +167,7 @@ def to_rigid(T, name: str = "pose", atol: float = 1e-4) -> tuple[np.ndarray, boo
         ValueError: naming ``name`` and the problem: wrong shape, NaN or inf, a last row that is not
             ``[0, 0, 0, 1]``, or a block that is not a rotation (``|R^T R - I| > NOT_A_ROTATION_TOL`` or det <= 0).
     """
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4):
-        msg = f"{name} has shape {T.shape}, expected (4, 4)"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(T)):
-        msg = f"{name} contains NaN or inf: {T.tolist()}"
-        raise ValueError(msg)
+    T = _finite_matrix(T, (4, 4), name)
     if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
         msg = f"{name} last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
         raise ValueError(msg)
@@ -279,13 +285,7 @@ def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) ->
     Checks the shape, finiteness, positive focal lengths, the last row [0, 0, 1] and the skew bound; with
     ``size`` = (W, H) also the plausibility bounds above (``FOCAL_RANGE_REL``, ``PRINCIPAL_POINT_MARGIN_REL``).
     """
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        msg = f"{name} has shape {K.shape}, expected (3, 3)"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(K)):
-        msg = f"{name} contains NaN or inf: {K.tolist()}"
-        raise ValueError(msg)
+    K = _finite_matrix(K, (3, 3), name)
     fx, fy, skew, cx, cy = K[0, 0], K[1, 1], K[0, 1], K[0, 2], K[1, 2]
     if fx <= 0 or fy <= 0:
         msg = f"{name} has non-positive focal length fx={fx}, fy={fy}"
