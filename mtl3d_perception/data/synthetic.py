@@ -444,17 +444,8 @@ class SyntheticScene:
     # ------------------------------------------------------------------ rendering
 
     def render(self, T_world_cam: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> dict[str, np.ndarray]:
-        """Render one view (:meth:`.raycast.RoomRenderer.render`).
-
-        Args:
-            T_world_cam: ``[4,4]`` camera pose (optical frame).
-            K: ``[3,3]`` intrinsics at ``size``.
-            size: ``(W, H)`` in pixels.
-
-        Returns:
-            dict with ``rgb`` ``[H,W,3]`` uint8, ``depth`` ``[H,W]`` float32 (m), ``normals`` ``[H,W,3]``
-            float32 (camera frame, towards the camera), ``semantic`` ``[H,W]`` uint8, ``boundary`` ``[H,W]`` uint8.
-        """
+        """Render one view of this scene from ``T_world_cam`` ``[4,4]`` with ``K`` ``[3,3]`` at ``size`` = (W, H):
+        ``rgb``, ``depth``, ``normals``, ``semantic``, ``boundary`` as :meth:`.raycast.RoomRenderer.render` returns them."""
         return self._renderer.render(self, T_world_cam, K, size)
 
 
