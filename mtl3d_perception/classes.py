@@ -47,3 +47,16 @@ def colorize_labels(labels: np.ndarray, palette=NYU13_PALETTE) -> np.ndarray:
     lut[: len(palette)] = np.asarray(palette, np.uint8)
     lut[IGNORE_INDEX] = IGNORE_COLOUR
     return lut[np.asarray(labels, np.uint8)]
+
+
+def label_boundaries(semantic: np.ndarray) -> np.ndarray:
+    """Semantic boundaries ``[H,W]`` uint8: 1 where a 4-neighbour has a different label (both sides of an edge)."""
+    s = np.asarray(semantic)
+    b = np.zeros(s.shape, bool)
+    dx = s[:, 1:] != s[:, :-1]
+    dy = s[1:, :] != s[:-1, :]
+    b[:, 1:] |= dx
+    b[:, :-1] |= dx
+    b[1:, :] |= dy
+    b[:-1, :] |= dy
+    return b.astype(np.uint8)

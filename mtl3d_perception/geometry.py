@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial.transform import Rotation, Slerp
 
 MM_PER_M = 1000.0
 MIN_Z = 1e-6  # a point closer than this to a camera plane does not project
+EDGE_REL_JUMP = 0.05  # a neighbour more than 5% farther or nearer is across a depth edge
 
 # --------------------------------------------------------------------------------------------------
 # SE(3)
@@ -130,6 +132,18 @@ ORTHONORMAL_EPS = 1e-9  # |R^T R - I| at or below this is a rotation already (ke
 QUATERNION_NORM_TOL = 10e-3
 
 
+def _finite_matrix(x, shape: tuple[int, int], name: str) -> np.ndarray:
+    """``x`` as a float64 array of ``shape``; ValueError naming ``name`` for another shape or a NaN / inf."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != shape:
+        msg = f"{name} has shape {x.shape}, expected {shape}"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(x)):
+        msg = f"{name} contains NaN or inf: {x.tolist()}"
+        raise ValueError(msg)
+    return x
+
+
 def project_to_so3(R) -> np.ndarray:
     """The rotation nearest to ``R [3,3]`` in the Frobenius norm: ``U diag(1, 1, det(U V^T)) V^T`` from ``R = U S V^T``.
 
@@ -153,13 +167,7 @@ def to_rigid(T, name: str = "pose", atol: float = 1e-4) -> tuple[np.ndarray, boo
         ValueError: naming ``name`` and the problem: wrong shape, NaN or inf, a last row that is not
             ``[0, 0, 0, 1]``, or a block that is not a rotation (``|R^T R - I| > NOT_A_ROTATION_TOL`` or det <= 0).
     """
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4):
-        msg = f"{name} has shape {T.shape}, expected (4, 4)"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(T)):
-        msg = f"{name} contains NaN or inf: {T.tolist()}"
-        raise ValueError(msg)
+    T = _finite_matrix(T, (4, 4), name)
     if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
         msg = f"{name} last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
         raise ValueError(msg)
@@ -277,13 +285,7 @@ def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) ->
     Checks the shape, finiteness, positive focal lengths, the last row [0, 0, 1] and the skew bound; with
     ``size`` = (W, H) also the plausibility bounds above (``FOCAL_RANGE_REL``, ``PRINCIPAL_POINT_MARGIN_REL``).
     """
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        msg = f"{name} has shape {K.shape}, expected (3, 3)"
-        raise ValueError(msg)
-    if not np.all(np.isfinite(K)):
-        msg = f"{name} contains NaN or inf: {K.tolist()}"
-        raise ValueError(msg)
+    K = _finite_matrix(K, (3, 3), name)
     fx, fy, skew, cx, cy = K[0, 0], K[1, 1], K[0, 1], K[0, 2], K[1, 2]
     if fx <= 0 or fy <= 0:
         msg = f"{name} has non-positive focal length fx={fx}, fy={fy}"
@@ -384,51 +386,93 @@ def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int])
     return zbuf.reshape(H, W).astype(np.float32)
 
 
-def sample_bilinear(image, uv, max_rel_jump: float = 0.05):
-    """Bilinear samples of a depth-like map ``[H,W]`` at pixel coordinates ``uv [...,2]`` (numpy).
+def _grid(uv: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Pixel coordinates ``[B,H,W,2]`` in an image of ``hw`` -> grid_sample's [-1, 1] grid (align_corners=True)."""
+    H, W = hw
+    scale = uv.new_tensor([2.0 / max(W - 1, 1), 2.0 / max(H - 1, 1)])
+    grid = uv * scale - 1.0
+    # Non-finite coordinates (points behind the camera, invalid depth) are sent outside; they sample zeros.
+    return torch.where(torch.isfinite(grid), grid, torch.full_like(grid, -3.0))
 
-    NaN where a corner is outside or invalid, or where the four corners differ by more than
-    ``max_rel_jump`` relative (a depth edge: interpolating across it would invent a surface).
+
+def backward_warp(maps_src: torch.Tensor, depth_ref: torch.Tensor, K_ref: torch.Tensor, K_src: torch.Tensor,
+                  T_src_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample source-view maps where each reference pixel lands: the one warp of the cross-view loss, the
+    photometric term and the cross-view metric (:func:`depth_in_other_view`).
+
+    Every reference pixel is lifted with ``depth_ref``, moved into the source camera with ``T_src_ref`` and
+    projected with ``K_src``; ``maps_src`` is sampled there bilinearly (``grid_sample``, pixel centres, zeros
+    outside). Differentiable with respect to ``maps_src`` and ``depth_ref`` (points behind the source camera
+    are masked before the division, so they give no NaN gradient). Torch only.
+
+    Args:
+        maps_src: ``[B,C,H_src,W_src]`` maps of the source view.
+        depth_ref: ``[B,1,H,W]`` z-depth of the reference view, metres (NaN invalid).
+        K_ref: ``[B,3,3]`` at (H, W); K_src: ``[B,3,3]`` at (H_src, W_src).
+        T_src_ref: ``[B,4,4]``, reference-camera points -> source camera.
+
+    Returns:
+        ``(sampled [B,C,H,W], z_src [B,1,H,W])``: the maps at each pixel's projection, and the point's z in the
+        source camera (NaN where the depth is invalid; <= ``MIN_Z`` behind the camera, sampled as zeros).
     """
-    image = np.asarray(image, np.float64)
-    H, W = image.shape
-    u = uv[..., 0]
-    v = uv[..., 1]
-    finite = np.isfinite(u) & np.isfinite(v)
-    # clamp before the float->int cast: huge or NaN coordinates must not wrap around
-    u0 = np.floor(np.clip(np.where(finite, u, -2.0), -2.0, W + 1.0)).astype(np.int64)
-    v0 = np.floor(np.clip(np.where(finite, v, -2.0), -2.0, H + 1.0)).astype(np.int64)
-    inside = finite & (u0 >= 0) & (v0 >= 0) & (u0 + 1 < W) & (v0 + 1 < H)
-    u0c = np.clip(u0, 0, W - 2)
-    v0c = np.clip(v0, 0, H - 2)
-    c00 = image[v0c, u0c]
-    c01 = image[v0c, u0c + 1]
-    c10 = image[v0c + 1, u0c]
-    c11 = image[v0c + 1, u0c + 1]
-    corners = np.stack([c00, c01, c10, c11])
-    with np.errstate(invalid="ignore"):
-        lo = corners.min(axis=0)
-        hi = corners.max(axis=0)
-        smooth = (hi - lo) <= max_rel_jump * lo
-    fu = u - u0
-    fv = v - v0
-    val = (c00 * (1 - fu) + c01 * fu) * (1 - fv) + (c10 * (1 - fu) + c11 * fu) * fv
-    ok = inside & np.isfinite(val) & smooth
-    return np.where(ok, val, np.nan)
+    pts_src = transform_points(T_src_ref, backproject(depth_ref[:, 0], K_ref))  # [B,H,W,3]
+    z = pts_src[..., 2:3]
+    front = z > MIN_Z
+    uv, _ = project(torch.where(front, pts_src, torch.ones_like(pts_src)), K_src)
+    uv = torch.where(front, uv, torch.full_like(uv, float("nan")))
+    grid = _grid(uv, maps_src.shape[-2:])
+    sampled = F.grid_sample(maps_src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return sampled, z.permute(0, 3, 1, 2)
 
 
-def depth_in_other_view(depth_a, K_a, T_b_a, depth_b, K_b) -> tuple[np.ndarray, np.ndarray]:
-    """For each pixel of view a: its z in camera b, and b's depth where it projects (numpy).
+def depth_in_other_view(depth_a, K_a, T_b_a, depth_b, K_b, max_rel_jump: float = EDGE_REL_JUMP):
+    """For each pixel of view a: its z in camera b, and b's depth where it lands (numpy or torch).
 
-    Returns ``(z_pred, z_b)``, both ``[H_a,W_a]`` float64, NaN where the pixel has no depth, falls behind
-    or outside camera b, or lands on a depth edge of b. Visible surfaces give ``z_pred == z_b``;
-    occluded ones give ``z_pred > z_b``.
+    Through :func:`backward_warp` (b's depth sampled bilinearly at each pixel's projection), the warp of the
+    cross-view loss. Visible surfaces give ``z_pred == z_b``; occluded ones ``z_pred > z_b``.
+
+    Args:
+        depth_a: ``[...,H,W]`` z-depth of view a, metres (NaN or <= 0 invalid).
+        K_a: ``[...,3,3]`` at (H, W) (or one ``[3,3]`` for the batch); likewise ``K_b`` for ``depth_b``.
+        T_b_a: ``[...,4,4]`` (or ``[4,4]``), view-a camera points -> camera b (``relative_pose(T_world_b, T_world_a)``).
+        depth_b: ``[...,H_b,W_b]`` z-depth of view b, metres.
+        max_rel_jump: the taps of a sample straddle a depth edge of b when their bilinear-weighted standard
+            deviation exceeds ``max_rel_jump / 2`` of their mean (two taps of equal weight: they differ by more
+            than ``max_rel_jump`` relative); interpolating across the edge would invent a surface.
+
+    Returns:
+        ``(z_pred, z_b)``, both ``[...,H,W]`` (numpy: float64; torch: ``depth_a``'s dtype), NaN where the pixel has
+        no depth, falls behind camera b, has a bilinear tap of positive weight outside b's image or on invalid
+        depth, or lands on a depth edge of b.
     """
-    pts_b = transform_points(np.asarray(T_b_a, np.float64), backproject(np.asarray(depth_a, np.float64), K_a))
-    uv, z = project(pts_b, np.asarray(K_b, np.float64))
-    z_b = sample_bilinear(depth_b, uv)
-    z_pred = np.where(np.isfinite(z_b) & (z > MIN_Z), z, np.nan)
-    return z_pred, z_b
+    numpy = not _is_torch(depth_a)
+    if numpy:
+        depth_a, K_a, T_b_a, depth_b, K_b = (torch.as_tensor(np.asarray(x, np.float64))
+                                             for x in (depth_a, K_a, T_b_a, depth_b, K_b))
+    lead, (H, W) = depth_a.shape[:-2], depth_a.shape[-2:]
+    dtype = depth_a.dtype
+
+    def batch(x, tail):
+        return x.to(dtype).expand(*lead, *tail).reshape(-1, *tail)
+
+    d_b = batch(depth_b, depth_b.shape[-2:])
+    valid = torch.isfinite(d_b) & (d_b > 0)
+    d_b = torch.where(valid, d_b, torch.zeros_like(d_b))
+    maps = torch.stack([d_b, d_b * d_b, valid.to(dtype)], dim=1)  # [B,3,H_b,W_b]
+    d_a = depth_a.reshape(-1, 1, H, W)
+    d_a = torch.where(d_a > 0, d_a, torch.full_like(d_a, float("nan")))
+    sampled, z = backward_warp(maps, d_a, batch(K_a, (3, 3)), batch(K_b, (3, 3)), batch(T_b_a, (4, 4)))
+    weighted, weighted_sq, weight_valid = sampled.unbind(1)
+    # all taps of positive weight inside b and valid there (their weights sum to 1; a tap just outside may hold a
+    # weight of rounding size, so the moments are normalised by the valid weight), and on one surface
+    ok = weight_valid > 1 - 1e-6
+    mean = weighted / weight_valid.clamp_min(1e-6)
+    spread = (weighted_sq / weight_valid.clamp_min(1e-6) - mean * mean).clamp_min(0).sqrt()
+    ok &= 2 * spread <= max_rel_jump * mean
+    nan = torch.full_like(mean, float("nan"))
+    z_pred = torch.where(ok, z[:, 0], nan).reshape(*lead, H, W)
+    z_b = torch.where(ok, mean, nan).reshape(*lead, H, W)
+    return (z_pred.numpy(), z_b.numpy()) if numpy else (z_pred, z_b)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,9 +538,6 @@ def unit_vectors(x: torch.Tensor, dim: int = 1, eps: float = 1e-12) -> torch.Ten
     the square root, so a zero vector has a zero gradient, not NaN.
     """
     return x / (x * x).sum(dim, keepdim=True).clamp_min(eps * eps).sqrt()
-
-
-EDGE_REL_JUMP = 0.05  # a neighbour more than 5% farther or nearer is across a depth edge
 
 
 def _one_sided(P_minus, P, P_plus, z_minus, z, z_plus):

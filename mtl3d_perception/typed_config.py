@@ -6,12 +6,15 @@ The one checker behind :class:`~mtl3d_perception.model.config.ModelConfig` and
 a tuple is annotated, nested dataclasses are built recursively, and an unknown key or a wrong type raises
 :class:`ConfigError` naming the full dotted key (``data.train.0.end``).
 
-Why not dacite (or OmegaConf): measured against dacite 1.9.2 with ``Config(strict=True, cast=[tuple],
+Why not dacite: measured against dacite 1.9.2 with ``Config(strict=True, cast=[tuple],
 type_hooks={float: float})`` on TrainConfig (issue 14): an unknown key says ``can not match "lr_x" to any data
 class field`` without its section or the known keys; a bad float escapes the hook as a bare ``could not convert
 string to float`` naming no key; a list element's error drops its index (``data.train.end``). Those messages are
-what users of ``mtl3d train`` and the node's parameters read, so this ~150-line checker stays. OmegaConf (not
-measured) brings interpolation and config merging that nothing here uses.
+what users of ``mtl3d train`` and the node's parameters read, so this ~150-line checker stays. Why not OmegaConf:
+measured with 2.4.0 (``OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), values))``): its
+unknown-key and bad-float errors name the key, but a list element's error names only the leaf
+(``full_key: end`` for ``data.train.1.end``); it takes 114 ms per TrainConfig load against 3.8 ms here (on this
+2-core machine), pins antlr4-python3-runtime 4.9.3, and brings interpolation and merging that nothing here uses.
 """
 
 from __future__ import annotations

@@ -569,11 +569,13 @@ def test_products_to_messages(flavour):
     mono, colour = _sample("mono8"), _sample("rgb8")
     cloud = PointCloud(points=np.ones((4, 3), np.float32), rgb=np.zeros((4, 3), np.uint8),
                        labels=np.arange(4, dtype=np.uint16), pixels=np.zeros((4, 2), int))
+    confidence = np.linspace(0.0, 1.0, 35, dtype=np.float32).reshape(5, 7)
     products = Products(stamp_ns=9_000_000_001, frame_id="cam", size=(7, 5), K=K_SMALL, depth=_sample("32FC1"),
-                        semantic=mono, semantic_color=colour, normals=_sample("32FC3"), normals_color=colour,
-                        boundary=mono, points=cloud, points_frame_id="odom")
+                        depth_confidence=confidence, semantic=mono, semantic_color=colour, normals=_sample("32FC3"),
+                        normals_color=colour, boundary=mono, points=cloud, points_frame_id="odom")
     msgs = products_to_messages(types, products)
     assert set(msgs) == set(topics.OUTPUTS)
+    np.testing.assert_array_equal(cv.image_to_array(msgs["depth/confidence"]), confidence)
     for name, msg in msgs.items():
         assert cv.stamp_to_ns(msg.header.stamp) == 9_000_000_001
         assert msg.header.frame_id == ("odom" if name == "points" else "cam")
@@ -586,6 +588,8 @@ def test_products_to_messages(flavour):
         assert (msgs[f"{group}/camera_info"].width, msgs[f"{group}/camera_info"].height) == (7, 5)
     np.testing.assert_array_equal(cv.point_cloud2_to_arrays(msgs["points"]).labels, np.arange(4))
     assert set(products_to_messages(types, products, outputs=["depth/image", "points"])) == {"depth/image", "points"}
+    products.depth_confidence = None  # a model without a confidence: no confidence image, the rest unchanged
+    assert set(products_to_messages(types, products)) == set(topics.OUTPUTS) - {"depth/confidence"}
     products.depth = None  # no depth: no depth image and no depth/camera_info
     assert not {"depth/image", "depth/camera_info"} & set(products_to_messages(types, products))
     with pytest.raises(ValueError, match="unknown outputs"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from launch_stand_in import DeclareLaunchArgument, ExecuteProcess, Node, Shutdown, load, run_launch
+from launch_stand_in import ExecuteProcess, Node, Shutdown, declared_arguments, load, run_launch
 
 from mtl3d_perception import topics
 
@@ -124,35 +124,66 @@ def test_replay_launch(monkeypatch, installed, tmp_path, node_parameters):
     bag = tmp_path / "run"
     bag.mkdir()
     started, context = _launch("replay.launch.py", monkeypatch, bag=str(bag), rate="2.0")
-    play, node = started
-    assert isinstance(play, ExecuteProcess) and play.kwargs["cmd"] == ["ros2", "bag", "play", str(bag), "--clock",
-                                                                        "--rate", "2.0"]
+    node, play = started  # the node (from perception.launch.py, after its checks) before the bag plays
+    assert isinstance(play, ExecuteProcess) and play.command(context) == ["ros2", "bag", "play", str(bag), "--clock",
+                                                                           "--rate", "2.0"]
     values = node.parameter_values(context)
     shipped = yaml.safe_load(PARAMS.read_text())[topics.NODE_NAME]["ros__parameters"]["tf_timeout_s"]
-    assert values["use_sim_time"] is True and values["tf_timeout_s"] == shipped  # the params_file wins
+    assert values["use_sim_time"] is True and values["tf_timeout_s"] == shipped  # the params_file holds
     assert set(values) <= node_parameters | EXTRA_PARAMS
-    params_file = _params_file(tmp_path, image_transport="compressed")
-    data = yaml.safe_load(Path(params_file).read_text())
-    del data[topics.NODE_NAME]["ros__parameters"]["tf_timeout_s"]
-    Path(params_file).write_text(yaml.safe_dump(data))
-    started, context = _launch("replay.launch.py", monkeypatch, bag=str(bag), params_file=params_file)
-    values = started[1].parameter_values(context)
-    assert values["tf_timeout_s"] == 0.5 and values["image_transport"] == "compressed"  # replay's default, the file's
-    started, context = _launch("replay.launch.py", monkeypatch, bag=str(bag), tf_timeout_s="2", device="cpu")
-    values = started[1].parameter_values(context)
-    assert values["tf_timeout_s"] == 2.0 and values["device"] == "cpu"
+    started, context = _launch("replay.launch.py", monkeypatch, bag=str(bag), tf_timeout_s="2", device="cpu",
+                               use_sim_time="false")
+    values = started[0].parameter_values(context)
+    assert values["tf_timeout_s"] == 2.0 and values["device"] == "cpu" and values["use_sim_time"] is True
     installed.discard("ros2bag")
     with pytest.raises(RuntimeError, match="missing ros2bag"):
         _launch("replay.launch.py", monkeypatch, bag=str(bag))
 
 
+@pytest.mark.parametrize("arguments", [
+    {},
+    {"image_transport": "compressed", "device": "cpu", "tf_timeout_s": "0.5", "model_path": "123"},
+    {"image_topic": "/robot/cam/image", "camera_info_topic": "/robot/cam/info", "rviz": "true"},
+    {"params_file": "CUSTOM", "image_transport": "compressed"},
+], ids=["defaults", "node-arguments", "topics-rviz", "params-file"])
+def test_replay_launch_includes_perception_launch(monkeypatch, installed, tmp_path, arguments):
+    """replay.launch.py starts the node through perception.launch.py: for the same arguments (and
+    use_sim_time:=true) every process but the bag player gets the same parameters and arguments."""
+    if arguments.get("params_file") == "CUSTOM":
+        arguments = {**arguments, "params_file": _params_file(tmp_path, image_topic="/bag/image", tf_timeout_s=1.5)}
+    bag = tmp_path / "run.mcap"
+    bag.write_bytes(b"")
+    live, live_context = _launch("perception.launch.py", monkeypatch, use_sim_time="true", **arguments)
+    replay, replay_context = _launch("replay.launch.py", monkeypatch, bag=str(bag), **arguments)
+    assert [type(p) for p in replay] == [*(type(p) for p in live), ExecuteProcess]
+
+    def described(process, context):
+        return ({k: v for k, v in process.kwargs.items() if k not in ("parameters", "arguments", "on_exit")},
+                process.parameter_values(context),
+                [str(a.perform(context)) if hasattr(a, "perform") else a for a in process.kwargs.get("arguments", [])])
+
+    assert [described(p, replay_context) for p in replay[:-1]] == [described(p, live_context) for p in live]
+    assert replay[0].parameter_values(replay_context)["use_sim_time"] is True
+
+
+def test_replay_launch_checks_every_package_before_the_bag_plays(monkeypatch, installed, tmp_path):
+    bag = tmp_path / "run.mcap"
+    bag.write_bytes(b"")
+    installed.discard("rviz2")  # checked by the included perception.launch.py, which comes before the player
+    with pytest.raises(RuntimeError, match=r"missing rviz2 \(for rviz:=true"):
+        _launch("replay.launch.py", monkeypatch, bag=str(bag), rviz="true")
+    with pytest.raises(RuntimeError, match=r"arguments not declared: \['camera_topic'\]"):
+        _launch("replay.launch.py", monkeypatch, bag=str(bag), camera_topic="/x")
+
+
 def test_launch_arguments_are_node_parameters(monkeypatch, node_parameters):
-    """Static check: every node-parameter argument is a parameter the node declares."""
+    """Static check: every node-parameter argument is a parameter the node declares; both files take rviz."""
+    module = load(ROOT / "launch" / "perception.launch.py", monkeypatch)
+    assert set(module.NODE_ARGUMENTS) <= node_parameters
+    assert module.FLOAT_ARGUMENTS <= set(module.NODE_ARGUMENTS)
     for path in LAUNCH_FILES:
-        module = load(path, monkeypatch)
-        assert set(module.NODE_ARGUMENTS) <= node_parameters, path.name
-        assert "rviz" in {e.name for e in module.generate_launch_description().entities
-                          if isinstance(e, DeclareLaunchArgument)}
+        description = load(path, monkeypatch).generate_launch_description()
+        assert "rviz" in declared_arguments(description, SHARE), path.name
 
 
 def test_setup_installs_launch_and_config():

@@ -142,6 +142,71 @@ def test_cross_view_consistency_of_a_plane():
     assert r["cross_view/abs_rel"] == pytest.approx(0.2 / 2.2, rel=1e-6)
 
 
+def _plane_views(T_world_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(K [1,3,3], T_world_a = I [1,4,4], T_world_b [1,4,4]) for 12 x 16 views of a fronto-parallel plane."""
+    K = torch.tensor([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]], dtype=torch.float64).unsqueeze(0)
+    return K, torch.eye(4, dtype=torch.float64).unsqueeze(0), T_world_b.to(torch.float64).unsqueeze(0)
+
+
+def test_cross_view_consistency_of_a_plane_seen_moving_forward():
+    """Camera b 0.5 m ahead of a, looking the same way: the plane 2 m before a is 1.5 m before b. b's depth 1.5
+    agrees everywhere a's pixels land in b (error 0); a depth of 1.6 is off by 0.1 m for every such pixel."""
+    T = torch.eye(4)
+    T[2, 3] = 0.5
+    K, T_a, T_b = _plane_views(T)
+    depth_a = torch.full((1, 1, 12, 16), 2.0, dtype=torch.float64)
+    m = CrossViewMeter()
+    m.update(depth_a, torch.full_like(depth_a, 1.5), K, K, T_a, T_b)
+    n_seen = m.sums[0]
+    assert m.compute() == {"cross_view/abs_err": pytest.approx(0.0, abs=1e-12),
+                           "cross_view/abs_rel": pytest.approx(0.0, abs=1e-12)}
+    # b is zoomed in by 2/1.5: pixel u lands at (u - 7.5) * 4/3 + 7.5, inside [0, 15] for u in 2..13 (v: 2..9)
+    assert n_seen == 12 * 8
+    m = CrossViewMeter()
+    m.update(depth_a, torch.full_like(depth_a, 1.6), K, K, T_a, T_b)
+    assert m.sums[0] == n_seen
+    assert m.compute() == {"cross_view/abs_err": pytest.approx(0.1, rel=1e-9),
+                           "cross_view/abs_rel": pytest.approx(0.1 / 1.6, rel=1e-9)}
+
+
+def test_cross_view_consistency_skips_depth_edges_and_invalid_depth():
+    """A 1 m step in b's depth: a's pixels whose bilinear taps straddle it are not compared (no invented surface),
+    nor those landing on b's invalid depth; the rest of a plane seen by an identical camera agree exactly."""
+    K, T_a, T_b = _plane_views(torch.eye(4))
+    depth_a = torch.full((1, 1, 12, 16), 2.0, dtype=torch.float64)
+    depth_b = depth_a.clone()
+    depth_b[..., 8:] = 3.0  # columns 8.. are a wall 1 m behind: a's pixels there disagree by 1 m
+    depth_b[..., 0, :] = float("nan")
+    m = CrossViewMeter()
+    m.update(depth_a, depth_b, K, K, T_a, T_b)
+    assert m.sums[0] == 11 * 16  # identity pose: every tap but the pixel's own has weight 0, no edge is straddled
+    assert m.compute()["cross_view/abs_err"] == pytest.approx(1.0 * 8 / 16, rel=1e-9)
+    T = torch.eye(4)
+    T[0, 3] = 0.05  # b 5 cm to the right: each pixel lands half a pixel left, between two of b's columns
+    K, T_a, T_b = _plane_views(T)
+    depth_b = torch.full_like(depth_a, 2.0)
+    depth_b[..., 8:] = 3.0
+    m = CrossViewMeter()
+    m.update(depth_a, depth_b, K, K, T_a, T_b)
+    # u - 0.5 for u = 1..15 (u = 0 leaves b); the one straddling columns 7|8 (u = 8) is skipped
+    assert m.sums[0] == 12 * 14
+    assert m.compute()["cross_view/abs_err"] == pytest.approx(1.0 * 7 / 14, rel=1e-9)
+
+
+def test_cross_view_metric_and_loss_share_one_warp(monkeypatch):
+    """The metric goes through geometry.backward_warp, the function the cross-view and photometric losses call."""
+    from mtl3d_perception import geometry
+    from mtl3d_perception.train import cross_view, photometric
+
+    assert cross_view.backward_warp is geometry.backward_warp is photometric.backward_warp
+    calls = []
+    warp = geometry.backward_warp
+    monkeypatch.setattr(geometry, "backward_warp", lambda *a: calls.append(a) or warp(*a))
+    K, T_a, T_b = _plane_views(torch.eye(4))
+    CrossViewMeter().update(torch.ones(1, 1, 12, 16), torch.ones(1, 1, 12, 16), K, K, T_a, T_b)
+    assert len(calls) == 1
+
+
 def test_merge_pools_like_one_meter():
     """Per-frame meters merged give the metrics of one meter fed every frame (replay pools this way)."""
     from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter

@@ -52,9 +52,9 @@ CAM = topics.CAMERA_FRAME
 S = 1_000_000_000
 
 
-def tiny_model():
+def tiny_model(**overrides):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(resolve_config("tiny"), input_size=(W, H), pretrained=False, num_depth=8)
+    cfg = dataclasses.replace(resolve_config("tiny"), input_size=(W, H), pretrained=False, num_depth=8, **overrides)
     return build_model(cfg).eval()
 
 
@@ -129,9 +129,18 @@ class Harness:
         if with_info:
             self.info_pub.publish(cv.make_camera_info(self.types, header, K_, *info_wh))
 
+    def send_moving(self, stamps: list[int], rgb: np.ndarray):
+        """One frame per stamp, the camera 10 cm further each time, waiting for each frame's outputs."""
+        for i, stamp in enumerate(stamps):
+            self.send_tf(stamp, 0.1 * i)
+            self.send_frame(stamp, rgb)
+            self.wait_outputs(i + 1)
+
     def wait_outputs(self, n: int):
+        """Wait for ``n`` messages on every output the node advertises (``~/depth/confidence`` only with a model
+        that has a confidence)."""
         try:
-            self.spin_until(lambda: all(len(v) >= n for v in self.received.values()))
+            self.spin_until(lambda: all(len(self.received[name]) >= n for name in self.node.pubs))
         except AssertionError:
             counts = {name: len(v) for name, v in self.received.items()}
             raise AssertionError(f"waiting for {n} of each output: {counts}; node counts {dict(self.node.stats.counts)}, "
@@ -148,12 +157,17 @@ def _image(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (H, W, 3)).astype(np.uint8)
 
 
-def _single_view_depth(model, rgb: np.ndarray) -> np.ndarray:
-    """The network's own single-view depth for one frame, [H, W] metres."""
+def _single_view_outputs(model, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The network's own single-view outputs for one frame, ``[C, H, W]`` each (depth in metres)."""
     with torch.no_grad():
         f = model.encode(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
         out = model.predict(f, f, torch.as_tensor(K, dtype=torch.float32)[None], torch.eye(4)[None])
-    return out["depth"][0, 0].numpy()
+    return {name: value[0].numpy() for name, value in out.items()}
+
+
+def _single_view_depth(model, rgb: np.ndarray) -> np.ndarray:
+    """The network's own single-view depth for one frame, [H, W] metres."""
+    return _single_view_outputs(model, rgb)["depth"][0]
 
 
 @pytest.fixture
@@ -167,13 +181,14 @@ def test_outputs_match_inputs_and_model(harness):
     model = tiny_model()
     rgb = _image(0)
     stamps = [10 * S + 123, 10 * S + 100_000_123]
-    for i, stamp in enumerate(stamps):
-        harness.send_tf(stamp, 0.1 * i)
-        harness.send_frame(stamp, rgb)
-        harness.wait_outputs(i + 1)
+    harness.send_moving(stamps, rgb)
 
+    # the tiny preset has no geometric depth, so no confidence: the topic is not even advertised
+    assert set(harness.node.pubs) == set(topics.OUTPUTS) - {"depth/confidence"}
+    assert harness.received["depth/confidence"] == []
     expect = {name: enc for name, (_, enc) in topics.OUTPUTS.items() if enc}
-    for name, msgs in harness.received.items():
+    for name in harness.node.pubs:
+        msgs = harness.received[name]
         assert [cv.stamp_to_ns(m.header.stamp) for m in msgs] == stamps, name
         if name == "points":
             continue
@@ -207,6 +222,35 @@ def test_outputs_match_inputs_and_model(harness):
     assert values["last_pair_reason"] in ("baseline", "newest")
     assert values["device"] == "cpu" and "latency_total_p50_ms" in values and "latency_predict_p95_ms" in values
     assert values["tf_failures"] == "0" and values["bad_input"] == "0"
+    assert values["depth_confidence"].startswith("none")  # said in diagnostics (and once in the log), not per frame
+
+
+def test_depth_confidence_has_the_depth_header_and_size(ros_context):
+    """A model with the geometric depth publishes ~/depth/confidence: 32FC1 in [0, 1], the depth image's stamp,
+    frame_id and size, ~0 for the single-view first frame (a flat cost volume) and 0 where depth is invalid."""
+    model = tiny_model(geometric_depth=True)
+    h = Harness(ros_context, tiny_model(geometric_depth=True))
+    try:
+        assert "depth/confidence" in h.node.pubs
+        rgb = _image(4)
+        stamps = [30 * S + 7, 30 * S + 100_000_007]
+        h.send_moving(stamps, rgb)
+        for conf, depth in zip(h.received["depth/confidence"], h.received["depth/image"], strict=True):
+            assert (conf.header.stamp, conf.header.frame_id) == (depth.header.stamp, depth.header.frame_id) \
+                and conf.header.frame_id == CAM
+            assert (conf.encoding, conf.width, conf.height) == ("32FC1", depth.width, depth.height) == ("32FC1", W, H)
+            c, d = cv.image_to_array(conf), cv.image_to_array(depth)
+            assert np.isfinite(c).all() and c.min() >= 0.0 and c.max() <= 1.0
+            assert (c[~np.isfinite(d)] == 0.0).all()
+        assert [cv.stamp_to_ns(m.header.stamp) for m in h.received["depth/confidence"]] == stamps
+        first = cv.image_to_array(h.received["depth/confidence"][0])
+        own = _single_view_outputs(model, rgb)
+        expected = np.where(np.isfinite(cv.image_to_array(h.received["depth/image"][0])), own["depth_confidence"][0], 0)
+        np.testing.assert_allclose(first, expected, atol=1e-5)
+        assert first.max() < 1e-3  # single view: nothing to match
+        assert h.diag()["depth_confidence"] == "published on ~/depth/confidence"
+    finally:
+        h.close()
 
 
 def test_compressed_image_transport(ros_context):

@@ -8,8 +8,10 @@ import torch
 
 from mtl3d_perception import geometry
 from mtl3d_perception.evaluation.metrics import (
+    SPARSIFICATION_FRACTIONS,
     RealDepthMeter,
     baseline_bin,
+    confidence_thresholds,
     smoothed_depth_normals,
     sparsification,
 )
@@ -50,6 +52,31 @@ def test_sparsification_of_a_confidence_that_predicts_the_error():
     r = meter.compute()
     assert r["depth/abs_rel_conf_top50"] == pytest.approx(0.15, rel=1e-5)
     assert r["depth/conf_top50_ratio"] == pytest.approx(0.6, rel=1e-5)
+    # the threshold that keeps each fraction: the 2 most confident of 4 are those >= 0.8
+    assert confidence_thresholds(conf, (0.25, 0.5, 1.0)) == pytest.approx({0.25: 0.9, 0.5: 0.8, 1.0: 0.1})
+    assert r["depth/conf_threshold_top50"] == pytest.approx(0.8) and r["depth/conf_threshold_top100"] == pytest.approx(0.1)
+    assert (conf.astype(np.float32) >= r["depth/conf_threshold_top50"]).mean() == 0.5  # as a 32FC1 image holds it
+
+
+def test_sparsification_memory_is_bounded_by_a_systematic_sample():
+    """Long sequences (replay at GT resolution): past max_pixels every other pixel is dropped; the curve stays
+    that of the whole sequence (here the error is a function of the confidence, so it is exact at the bound)."""
+    rng = np.random.default_rng(0)
+    full, bounded = RealDepthMeter(), RealDepthMeter(max_pixels=1000)
+    for _ in range(5):
+        conf = torch.rand(1, 1, 20, 30, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
+        gt = torch.full_like(conf, 2.0)
+        pred = gt * (1.0 + 0.5 * (1.0 - conf))  # abs rel 0.5 (1 - confidence)
+        full.update(pred, gt, None, None, conf)
+        bounded.update(pred, gt, None, None, conf)
+    assert sum(len(e) for e in full.errors) == 3000
+    assert 500 <= sum(len(e) for e in bounded.errors) <= 1000
+    a, b = full.compute(), bounded.compute()
+    for f in SPARSIFICATION_FRACTIONS:
+        x = int(round(f * 100))
+        assert b[f"depth/abs_rel_conf_top{x}"] == pytest.approx(a[f"depth/abs_rel_conf_top{x}"], abs=0.01), x
+        assert b[f"depth/conf_threshold_top{x}"] == pytest.approx(a[f"depth/conf_threshold_top{x}"], abs=0.03), x
+    assert b["depth/abs_rel_median_scaled"] == a["depth/abs_rel_median_scaled"]  # only the curve is sampled
 
 
 def test_smoothed_depth_normals_of_a_plane():

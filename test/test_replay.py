@@ -7,6 +7,7 @@ The untrained tiny preset covers the real network's path; the shipped checkpoint
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -34,6 +35,7 @@ from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_p
 SIZE = (64, 48)
 WALL = class_index("wall")
 OUTPUT_TOPICS = {topics.output_topic(name) for name in topics.OUTPUTS} | {topics.DIAGNOSTICS_TOPIC}
+CONFIDENCE_TOPIC = topics.output_topic("depth/confidence")  # only from models with a confidence (not `tiny`)
 
 
 class WallStub(torch.nn.Module):
@@ -55,6 +57,24 @@ class WallStub(torch.nn.Module):
         normals[:, 2] = -1.0
         return {"depth": torch.full((B, 1, H, W), self.depth_m), "semantic": semantic, "normals": normals,
                 "boundary": torch.full((B, 1, H, W), -5.0)}
+
+
+class ConfidentWallStub(WallStub):
+    """The wall 2 m away predicted too far by 20 % x / (W - 1) in column x, with the confidence 1 - x / (W - 1) that
+    predicts that error; in single-view mode (identity pose) the confidence is 0, as from a flat cost volume."""
+
+    def __init__(self) -> None:
+        super().__init__(2.0)
+        self.config = self.config.replace(geometric_depth=True)
+
+    def predict(self, ref, src, K, T_src_ref) -> dict[str, torch.Tensor]:
+        out = super().predict(ref, src, K, T_src_ref)
+        B, _, H, W = ref.shape
+        ramp = torch.linspace(0.0, 1.0, W).view(1, 1, 1, W).expand(B, 1, H, W)
+        out["depth"] = self.depth_m * (1.0 + 0.2 * ramp)
+        single = torch.equal(T_src_ref, torch.eye(4).expand_as(T_src_ref))
+        out["depth_confidence"] = torch.zeros_like(ramp) if single else 1.0 - ramp
+        return out
 
 
 def wall_frames(n: int, depth_m: float = 2.0) -> list[SequenceFrame]:
@@ -131,8 +151,10 @@ def test_output_bag_topics_counts_stamps_and_frames(synthetic_replay):
         qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
     inputs = {topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC, topics.TF_TOPIC, topics.TF_STATIC_TOPIC,
               topics.GT_DEPTH_TOPIC, topics.GT_SEMANTIC_TOPIC}
-    assert set(conns) == inputs | OUTPUT_TOPICS
-    for topic in inputs - {topics.TF_STATIC_TOPIC} | OUTPUT_TOPICS - {topics.DIAGNOSTICS_TOPIC}:
+    # the tiny preset has no confidence: no confidence topic, and nothing else missing
+    assert set(conns) == inputs | OUTPUT_TOPICS - {CONFIDENCE_TOPIC}
+    assert summary["depth_confidence"] is False and summary["multi_view"]["sparsification"] == []
+    for topic in inputs - {topics.TF_STATIC_TOPIC} | OUTPUT_TOPICS - {topics.DIAGNOSTICS_TOPIC, CONFIDENCE_TOPIC}:
         assert counts[topic] == len(frames), topic
     assert counts[topics.TF_STATIC_TOPIC] == 1 and counts[topics.DIAGNOSTICS_TOPIC] >= 1
     assert all(qos[t] for t in conns), "every topic records its offered QoS for `ros2 bag play`"
@@ -172,6 +194,8 @@ def test_summary_files_and_single_view_comparison(synthetic_replay):
     assert len(metrics["per_frame"]) == len(frames)
     report = (out / "report.md").read_text()
     assert "multi-view | single-view" in report and "temporal consistency" in report
+    assert "The model outputs no depth confidence" in report and not (out / "sparsification.png").exists()
+    assert any("no depth confidence" in note for note in metrics["notes"])
 
 
 # ------------------------------------------------------------------------------------------------ known answers
@@ -198,6 +222,53 @@ def test_metrics_measure_a_known_depth_error(wall_bag, tmp_path):
     assert m["temporal/abs_rel"] == pytest.approx(0.0, abs=1e-5)  # wrong, but consistently wrong
     per_frame = [r["multi_view"]["depth/abs_rel"] for r in json.loads((tmp_path / "out" / "metrics.json").read_text())["per_frame"]]
     assert per_frame == pytest.approx([0.1] * 4, rel=1e-5)
+
+
+def test_depth_confidence_topic_and_sparsification_curve(wall_bag, tmp_path, capsys):
+    """A model with a confidence: ~/depth/confidence in the output bag with depth's header and size per frame, and
+    the report's sparsification curve over the two-view frames, with exact values for a known confidence."""
+    out = tmp_path / "out"
+    s = replay_bag(wall_bag, out, ConfidentWallStub(), quiet(compare_single_view=True))
+    got: dict[str, list] = {}
+    for topic, _t, msg in read_bag(out / OUTPUT_BAG, [topics.output_topic("depth/image"), CONFIDENCE_TOPIC]):
+        got.setdefault(topic, []).append(msg)
+    depth, conf = got[topics.output_topic("depth/image")], got[CONFIDENCE_TOPIC]
+    assert len(conf) == len(depth) == 4
+    W, H = SIZE
+    ramp = np.linspace(0.0, 1.0, W, dtype=np.float32)
+    for i, (c, d) in enumerate(zip(conf, depth, strict=True)):
+        assert (stamp_to_ns(c.header.stamp), c.header.frame_id) == (stamp_to_ns(d.header.stamp), d.header.frame_id)
+        assert (c.encoding, c.width, c.height) == ("32FC1", d.width, d.height) == ("32FC1", W, H)
+        expected = np.zeros((H, W)) if i == 0 else np.broadcast_to(1.0 - ramp, (H, W))  # frame 0 is single-view
+        np.testing.assert_allclose(image_to_array(c), expected, atol=1e-6)
+
+    # the curve over the 3 two-view frames: column x has abs rel 0.2 x / 63 and confidence 1 - x / 63
+    m = s["multi_view"]["metrics"]
+    assert m["depth/confidence_mean"] == pytest.approx(0.5, abs=1e-6)  # 0.375 if the single-view frame counted
+    errors = np.repeat(0.2 * ramp.astype(np.float64), 3 * H)  # most confident first
+    rows = s["multi_view"]["sparsification"]
+    assert [r["fraction"] for r in rows] == [1.0, 0.9, 0.75, 0.5, 0.25, 0.1]
+    for r in rows:
+        k = round(r["fraction"] * errors.size)
+        assert r["abs_rel"] == pytest.approx(errors[:k].mean(), rel=1e-5), r
+        assert r["confidence_min"] == pytest.approx(1.0 - ramp[(k - 1) // (3 * H)], abs=1e-6), r
+        assert r["ratio"] == pytest.approx(r["abs_rel"] / rows[0]["abs_rel"])
+    assert all(a["abs_rel"] > b["abs_rel"] and a["confidence_min"] < b["confidence_min"] for a, b in itertools.pairwise(rows))
+    assert rows[0]["abs_rel"] == pytest.approx(m["depth/abs_rel"], rel=1e-5) == pytest.approx(0.1, rel=1e-5)
+    assert m["depth/conf_top50_ratio"] == pytest.approx(rows[3]["ratio"])
+    assert s["single_view"]["sparsification"] == []  # single-view confidence carries no information
+
+    report = (out / "report.md").read_text()
+    assert f"## Depth confidence (`{CONFIDENCE_TOPIC}`)" in report
+    assert f"| 50 % | {rows[3]['confidence_min']:.3f} | {rows[3]['abs_rel']:.3f} | {rows[3]['ratio']:.2f} |" in report
+    assert (out / "sparsification.png").stat().st_size > 0
+    written = json.loads((out / "metrics.json").read_text())["multi_view"]["sparsification"]
+    assert len(written) == len(rows) and all(w == pytest.approx(r) for w, r in zip(written, rows))
+    from mtl3d_perception.replay.cli import print_summary
+
+    print_summary(s)
+    text = capsys.readouterr().out
+    assert "depth confidence, two-view frames" in text and f"| 10 % | {rows[-1]['confidence_min']:.3f} |" in text
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -535,7 +606,8 @@ def test_shipped_model_meets_a_loose_accuracy_bound(tmp_path):
     W, H = model.config.input_size
     frames = render_frames(SYNTHETIC_SEED_BASE["test"] + 1, 5, (W, H))  # a held-out scene
     bag = write_bag(frames, tmp_path / "bag")
-    m = replay_bag(bag, tmp_path / "out", model, quiet())["multi_view"]["metrics"]
+    s = replay_bag(bag, tmp_path / "out", model, quiet())
+    m = s["multi_view"]["metrics"]
     # Measured on this scene with the shipped model (2026-11-21): abs rel 0.05, delta1 99 %, mIoU 56,
     # normals 13.7 deg, temporal abs rel 0.02. The bounds leave room for retraining; a random-weight
     # model fails every one of them.
@@ -544,6 +616,10 @@ def test_shipped_model_meets_a_loose_accuracy_bound(tmp_path):
     assert m["semantic/miou"] > 35.0, m
     assert m["normals/mean"] < 25.0, m
     assert m["temporal/abs_rel"] < 0.1, m
+    # the shipped model has a confidence: on every frame, and it predicts the error (top 50 % / all measured 0.72
+    # with the issue-18 default)
+    assert s["depth_confidence"] and s["output_counts"][CONFIDENCE_TOPIC] == len(frames)
+    assert m["depth/conf_top50_ratio"] < 0.9, s["multi_view"]["sparsification"]
 
 
 def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):

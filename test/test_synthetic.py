@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from helpers import render_frames
 
-from mtl3d_perception.classes import IGNORE_INDEX, NYU13_CLASSES
+from mtl3d_perception.classes import IGNORE_INDEX, NYU13_CLASSES, label_boundaries
 from mtl3d_perception.data.synthetic import (
     SyntheticScene,
     default_intrinsics,
-    label_boundaries,
 )
 from mtl3d_perception.geometry import (
     backproject,

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtl3d_perception.classes import label_boundaries
 from mtl3d_perception.data.datasets import SourceConfig, build_dataset
 from mtl3d_perception.data.synthetic import (
     HFOV_RANGE_DEG,
     SyntheticScene,
     default_intrinsics,
-    label_boundaries,
 )
 from mtl3d_perception.data.textures import (
     PHOTO_SURFACES,

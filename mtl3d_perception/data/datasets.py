@@ -33,7 +33,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mtl3d_perception import geometry, topics
-from mtl3d_perception.classes import IGNORE_INDEX
+from mtl3d_perception.classes import IGNORE_INDEX, label_boundaries
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
@@ -232,8 +232,6 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
 
 def boundaries_from_semantic(semantic: np.ndarray) -> np.ndarray:
     """Boundary label ``[H,W]`` float32 from semantic ids: 1 on label edges, NaN where unlabelled."""
-    from mtl3d_perception.data.synthetic import label_boundaries
-
     b = label_boundaries(semantic).astype(np.float32)
     b[semantic == IGNORE_INDEX] = np.nan
     return b

@@ -13,7 +13,8 @@ of the dataset (the MTL benchmarks' convention), so the order of batches does no
   without thinning, so values are comparable within this project, not to published odsF);
 - cross-view: how far apart the two views' predicted depths are after reprojection;
 - real frames (issue 18, :class:`RealDepthMeter`): median-scaled abs rel (structure) and the median scale
-  ratio (scale), abs rel by baseline bin, the confidence's sparsification curve; normals against normals of
+  ratio (scale), abs rel by baseline bin, the confidence's sparsification curve and the confidence
+  threshold of each of its points; normals against normals of
   the smoothed depth label (:func:`smoothed_depth_normals`); the cost volume's own read-out (``geometric/``);
 - :func:`delta_m`: Δm = mean_i (-1)^{l_i} (M_i - M_b,i) / M_b,i x 100 (Maninis et al., CVPR'19).
 """
@@ -221,9 +222,11 @@ class BoundaryMeter:
 
 
 class CrossViewMeter:
-    """Disagreement of two views' predicted depths after reprojection (geometry.depth_in_other_view).
+    """Disagreement of two views' predicted depths after reprojection (:func:`geometry.depth_in_other_view`, through
+    :func:`geometry.backward_warp`, the warp of the cross-view loss).
 
-    For each pixel of view 0 seen by view 1: its z in view 1 versus view 1's predicted depth there.
+    For each pixel of view 0 seen by view 1: its z in view 1 versus view 1's predicted depth there (bilinear, not
+    across a depth edge). ``abs_err`` is the mean ``|dz|`` in metres, ``abs_rel`` the mean ``|dz| / z_b``.
     """
 
     def __init__(self) -> None:
@@ -231,17 +234,17 @@ class CrossViewMeter:
 
     def update(self, depth_a: torch.Tensor, depth_b: torch.Tensor, K_a: torch.Tensor, K_b: torch.Tensor,
                T_world_a: torch.Tensor, T_world_b: torch.Tensor) -> None:
-        """depth_* ``[N,1,H,W]`` (or ``[N,H,W]``); K_* ``[N,3,3]``; T_world_* ``[N,4,4]``."""
-        da = depth_a.detach().float().reshape(depth_a.shape[0], *depth_a.shape[-2:]).cpu().numpy()
-        db = depth_b.detach().float().reshape(depth_b.shape[0], *depth_b.shape[-2:]).cpu().numpy()
-        T_b_a = geometry.relative_pose(T_world_b.double().cpu().numpy(), T_world_a.double().cpu().numpy())
-        for i in range(da.shape[0]):
-            z_pred, z_b = geometry.depth_in_other_view(da[i], K_a[i].double().cpu().numpy(), T_b_a[i],
-                                                       db[i], K_b[i].double().cpu().numpy())
-            ok = np.isfinite(z_pred) & np.isfinite(z_b) & (z_b > 0)
-            if ok.any():
-                dz = np.abs(z_pred[ok] - z_b[ok])
-                self.sums += (ok.sum(), dz.sum(), (dz / z_b[ok]).sum())
+        """depth_* ``[N,1,H,W]`` (or ``[N,H,W]``) metres; K_* ``[N,3,3]``; T_world_* ``[N,4,4]``."""
+        # float64 on the CPU: pixel coordinates and depth differences far below the errors measured
+        da, db, K_a, K_b, T_world_a, T_world_b = (x.detach().cpu().double() for x in
+                                                  (depth_a, depth_b, K_a, K_b, T_world_a, T_world_b))
+        da = da.reshape(da.shape[0], *da.shape[-2:])
+        db = db.reshape(db.shape[0], *db.shape[-2:])
+        T_b_a = geometry.relative_pose(T_world_b, T_world_a)
+        z_pred, z_b = geometry.depth_in_other_view(da, K_a, T_b_a, db, K_b)
+        ok = torch.isfinite(z_pred)
+        dz = (z_pred - z_b)[ok].abs()
+        self.sums += (float(ok.sum()), float(dz.sum()), float((dz / z_b[ok]).sum()))
 
     def compute(self) -> dict[str, float]:
         n = self.sums[0]
@@ -273,7 +276,7 @@ def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[s
 
 
 BASELINE_BINS_M: tuple[float, ...] = (0.001, 0.05, 0.10, 0.20, 0.40)  # edges; below the first: single view
-SPARSIFICATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
+SPARSIFICATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def baseline_bin(baseline_m: float) -> str:
@@ -301,9 +304,24 @@ def sparsification(abs_rel: np.ndarray, confidence: np.ndarray,
     cum = np.cumsum(abs_rel[order], dtype=np.float64)
     out = {}
     for f in fractions:
-        k = max(1, int(round(f * len(order))))
+        k = _top_count(f, len(order))
         out[f] = float(cum[k - 1] / k) if len(order) else float("nan")
     return out
+
+
+def confidence_thresholds(confidence: np.ndarray,
+                          fractions: tuple[float, ...] = SPARSIFICATION_FRACTIONS) -> dict[float, float]:
+    """For each fraction, the confidence of the least confident pixel among the most-confident ``fraction`` of
+    ``confidence`` (1-D): keeping the pixels with confidence >= this value keeps that fraction (more where pixels
+    tie at it), so each point of :func:`sparsification` comes with the threshold that gives it.
+    """
+    ranked = np.sort(np.asarray(confidence).ravel())[::-1]
+    return {f: float(ranked[_top_count(f, len(ranked)) - 1]) if len(ranked) else float("nan") for f in fractions}
+
+
+def _top_count(fraction: float, n: int) -> int:
+    """How many of ``n`` pixels the most-confident ``fraction`` holds (at least one)."""
+    return max(1, int(round(fraction * n)))
 
 
 def smoothed_depth_normals(depth: torch.Tensor, K: torch.Tensor, sigma_px: float = 1.0) -> torch.Tensor:
@@ -334,12 +352,19 @@ class RealDepthMeter:
     Per image: the scale ratio ``median(pred / gt)`` and the abs rel after scaling the prediction by
     ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
     ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`). With a confidence map, the
-    sparsification curve (:func:`sparsification`) and the ratio of the 50 % most-confident pixels' abs rel to
-    all pixels'.
+    sparsification curve (:func:`sparsification`), the confidence threshold of each of its points
+    (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'.
+
+    The curve's pixels are kept in memory (8 bytes each); past ``max_pixels`` every other one is dropped, and
+    so on (a systematic sample of every pixel seen), so long sequences (replay at the ground truth's
+    resolution) stay bounded. Below ``max_pixels`` the curve is exact.
     """
 
-    def __init__(self, prefix: str = "depth") -> None:
+    def __init__(self, prefix: str = "depth", max_pixels: int = 1 << 23) -> None:
         self.prefix = prefix
+        self.max_pixels = max_pixels
+        self._stride = 1  # every _stride-th pixel of the curve is kept
+        self._kept = 0
         self.ratios: list[float] = []
         self.scaled = np.zeros(2, np.float64)  # n, sum |s p - g| / g
         self.bins: dict[str, np.ndarray] = {}
@@ -367,8 +392,13 @@ class RealDepthMeter:
                 self.bins.setdefault(name, np.zeros(2, np.float64))
                 self.bins[name] += (len(rel), rel.sum())
             if c_all is not None:
-                self.errors.append(rel.astype(np.float32))
-                self.confidences.append(c_all[i][mask].numpy())
+                self.errors.append(rel[::self._stride].astype(np.float32))
+                self.confidences.append(c_all[i][mask].numpy()[::self._stride])
+                self._kept += len(self.errors[-1])
+                while self._kept > self.max_pixels:
+                    self._stride *= 2
+                    self.errors, self.confidences = [e[::2] for e in self.errors], [c[::2] for c in self.confidences]
+                    self._kept = sum(len(e) for e in self.errors)
 
     def compute(self) -> dict[str, float]:
         if not self.ratios:
@@ -381,8 +411,10 @@ class RealDepthMeter:
         if self.errors:
             err, conf = np.concatenate(self.errors), np.concatenate(self.confidences)
             curve = sparsification(err, conf)
+            thresholds = confidence_thresholds(conf)
             for f, v in curve.items():
                 out[f"{k}/abs_rel_conf_top{int(round(f * 100))}"] = v
+                out[f"{k}/conf_threshold_top{int(round(f * 100))}"] = thresholds[f]
             out[f"{k}/conf_top50_ratio"] = curve[0.5] / max(curve[1.0], 1e-12)
             out[f"{k}/confidence_mean"] = float(conf.mean())
         return out

@@ -24,10 +24,11 @@ from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLar
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
 
-# output name -> the Products field holding its image (the output's group, ``_color`` for ``image_color``);
-# topics.OUTPUTS gives the encoding
+# output name -> the Products field holding its image (the output's group, ``_color`` for ``image_color``,
+# ``_confidence`` for ``confidence``); topics.OUTPUTS gives the encoding
 IMAGE_OUTPUTS = {
     "depth/image": "depth",
+    "depth/confidence": "depth_confidence",
     "semantic/image": "semantic",
     "semantic/image_color": "semantic_color",
     "normals/image": "normals",
@@ -134,7 +135,8 @@ def products_to_messages(types: Any, products: Products, *, outputs: Collection[
 
     Returns:
         Images first, then the camera_infos and ``points``; images carry the input's stamp and frame id, the cloud
-        ``products.points_frame_id``.
+        ``products.points_frame_id``. An output whose product is None (disabled, or ``depth/confidence`` of a model
+        without one) is left out.
     """
     wanted = set(topics.OUTPUTS) if outputs is None else set(outputs)
     if wanted - set(topics.OUTPUTS):

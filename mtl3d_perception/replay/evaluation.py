@@ -7,7 +7,11 @@ the end of the bag), and is then scored by each mode's :class:`ModeEvaluator` an
 
 - against ground truth when the bag has it, at the ground truth's resolution (predictions are resized with
   nearest-neighbour sampling): depth vs the GT depth topic, mIoU vs the GT semantic topic, normals vs normals
-  computed from the GT depth (``geometry.normals_from_depth``);
+  computed from the GT depth (``geometry.normals_from_depth``); the real-frame depth report of
+  ``RealDepthMeter`` (median-scaled abs rel, median scale ratio) and, for models with a depth confidence, its
+  sparsification curve over the two-view frames (abs rel of the x % most-confident pixels, with the confidence
+  threshold that keeps them: ``depth/abs_rel_conf_top<x>``, ``depth/conf_threshold_top<x>``; single-view frames
+  are left out, their confidence is ~0 by construction);
 - always, for posed frames: temporal consistency (frame t's predicted depth moved into the previous posed frame
   with the two poses, against that frame's predicted depth; ``CrossViewMeter``, reported as ``temporal/*``);
 - latency per pipeline stage, single-view fallbacks and pairing reasons.
@@ -27,7 +31,14 @@ import numpy as np
 import torch
 
 from mtl3d_perception.classes import NYU13_PALETTE
-from mtl3d_perception.evaluation.metrics import CrossViewMeter, DepthMeter, NormalsMeter, SemanticMeter
+from mtl3d_perception.evaluation.metrics import (
+    SPARSIFICATION_FRACTIONS,
+    CrossViewMeter,
+    DepthMeter,
+    NormalsMeter,
+    RealDepthMeter,
+    SemanticMeter,
+)
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
 from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
 from mtl3d_perception.msgs import conversions
@@ -73,7 +84,7 @@ class ModeEvaluator:
     def __init__(self, num_classes: int, depth_max: float) -> None:
         self.depth_max = depth_max
         self.meters = {"depth": DepthMeter(), "semantic": SemanticMeter(num_classes), "normals": NormalsMeter(),
-                       "temporal": CrossViewMeter()}
+                       "temporal": CrossViewMeter(), "depth_real": RealDepthMeter("depth")}
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.frames = 0
         self.single_view = 0
@@ -105,6 +116,10 @@ class ModeEvaluator:
             one.update(pred_t, gt_t)
             self.meters["depth"].merge(one)  # pooled = the per-frame meters merged (no second pass)
             out.update(one.compute())
+            confidence = None  # the curve covers two-view frames: single-view ones have ~0 everywhere
+            if products.depth_confidence is not None and not products.single_view:
+                confidence = torch.from_numpy(_resize(products.depth_confidence, hw))[None, None]
+            self.meters["depth_real"].update(pred_t, gt_t, confidence=confidence)
             if products.normals is not None:
                 pred_n = _resize(products.normals, hw)
                 gt_n = gt.normals.copy()
@@ -149,12 +164,28 @@ class ModeEvaluator:
         }
         return {
             "metrics": metrics,
+            "sparsification": sparsification_rows(metrics),
             "latency_ms": latency,
             "frames": self.frames,
             "single_view_frames": self.single_view,
             "single_view_rate": self.single_view / self.frames if self.frames else 0.0,
             "pair_reasons": dict(self.pair_reasons),
         }
+
+
+def sparsification_rows(metrics: dict[str, float], prefix: str = "depth") -> list[dict[str, float]]:
+    """The sparsification curve in ``metrics`` (``RealDepthMeter`` keys) as rows, all pixels first: ``fraction``
+    (of pixels kept, most confident first), ``confidence_min`` (the threshold that keeps them), ``abs_rel`` (theirs)
+    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence)."""
+    rows = []
+    for f in sorted(SPARSIFICATION_FRACTIONS, reverse=True):
+        x = int(round(f * 100))
+        if f"{prefix}/abs_rel_conf_top{x}" in metrics:
+            rows.append({"fraction": f, "confidence_min": metrics[f"{prefix}/conf_threshold_top{x}"],
+                         "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"]})
+    for row in rows:
+        row["ratio"] = row["abs_rel"] / max(rows[0]["abs_rel"], 1e-12)
+    return rows
 
 
 def gt_from_messages(K_image: np.ndarray, image_wh: tuple[int, int], depth: np.ndarray | None,

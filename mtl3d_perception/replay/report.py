@@ -9,6 +9,9 @@ What is measured (by :mod:`mtl3d_perception.replay.evaluation`, with the meters 
 - always, for posed frames: temporal consistency — frame t's predicted depth moved into the previous posed
   frame with the two poses, against that frame's predicted depth (``CrossViewMeter``, reported as
   ``temporal/*``);
+- with GT depth and a model that outputs a depth confidence: its sparsification curve over the two-view frames
+  (``ModeEvaluator.summary``'s ``sparsification`` rows: the abs rel of the most-confident x % of pixels and
+  the confidence threshold that keeps them), as a table and ``sparsification.png``;
 - latency per pipeline stage (p50 / p95 / mean, milliseconds), single-view fallbacks, frame counts.
 
 The montage comes from :mod:`mtl3d_perception.evaluation.montage`; plots use matplotlib's Agg canvas (no pyplot,
@@ -35,6 +38,7 @@ HEADLINE = (
     ("depth/delta1", "depth delta1 (%)", "{:.1f}"),
     ("semantic/miou", "mIoU (%)", "{:.1f}"),
     ("normals/mean", "normals mean error (deg)", "{:.1f}"),
+    ("depth/conf_top50_ratio", "abs rel of the 50 % most-confident / all (two-view)", "{:.2f}"),
     ("temporal/abs_rel", "temporal consistency abs rel", "{:.3f}"),
     ("temporal/abs_err", "temporal consistency abs err (m)", "{:.3f}"),
 )
@@ -97,6 +101,36 @@ def plot_latency(path: Path, records: list[dict[str, Any]]) -> None:
     fig.savefig(path)
 
 
+def plot_sparsification(path: Path, rows: list[dict[str, float]]) -> None:
+    """Depth abs rel of the most-confident x % of pixels against x (``sparsification`` rows), each point labelled
+    with the confidence threshold that keeps it."""
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    x = [100.0 * r["fraction"] for r in rows]
+    ax.plot(x, [r["abs_rel"] for r in rows], "o-", color="C0", label="most-confident pixels")
+    ax.axhline(rows[0]["abs_rel"], color="grey", linestyle="--", linewidth=1.0, label="all pixels")
+    for xi, r in zip(x, rows):
+        ax.annotate(f">= {r['confidence_min']:.2f}", (xi, r["abs_rel"]), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7)
+    ax.set_xlim(105, 0)  # fewer pixels to the right: the curve falls when the confidence predicts the error
+    ax.set_ylim(0.0, 1.15 * max(r["abs_rel"] for r in rows) + 1e-6)
+    ax.set_xlabel("most-confident pixels kept (%), labelled with the confidence threshold")
+    ax.set_ylabel("depth abs rel")
+    ax.set_title("Depth confidence: sparsification (two-view frames)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def sparsification_table(rows: list[dict[str, float]]) -> list[str]:
+    """Markdown rows of the sparsification curve: kept fraction, confidence threshold, abs rel, ratio to all."""
+    lines = ["| most-confident pixels | confidence >= | depth abs rel | / all pixels |", "|---|---|---|---|"]
+    lines += [f"| {100 * r['fraction']:.0f} % | {r['confidence_min']:.3f} | {r['abs_rel']:.3f} | {r['ratio']:.2f} |"
+              for r in rows]
+    return lines
+
+
 def _fmt(value: Any, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, int | float) and math.isfinite(value) else "—"
 
@@ -129,6 +163,9 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str,
         plot_depth_error(paths["depth_error_plot"], records, modes)
         paths["latency_plot"] = out_dir / "latency.png"
         plot_latency(paths["latency_plot"], records)
+    if summary.get("multi_view", {}).get("sparsification"):
+        paths["sparsification_plot"] = out_dir / "sparsification.png"
+        plot_sparsification(paths["sparsification_plot"], summary["multi_view"]["sparsification"])
     if montage is not None:
         paths["montage"] = out_dir / "montage.png"
         save_png(paths["montage"], montage)
@@ -168,6 +205,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     if mv.get("pair_reasons"):
         lines += ["Source-view choice (multi-view run): "
                   + ", ".join(f"{k} {v}" for k, v in sorted(mv["pair_reasons"].items())), ""]
+    lines += _confidence_section(s, mv)
     lines += ["## Latency per stage (ms, multi-view run)", "", "| stage | p50 | p95 | mean |", "|---|---|---|---|"]
     for stage, v in mv.get("latency_ms", {}).items():
         lines.append(f"| {stage} | {v['p50']:.1f} | {v['p95']:.1f} | {v['mean']:.1f} |")
@@ -178,8 +216,28 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
               f"(`/{s['node_name']}/...`, `/diagnostics`) and TF — open it in Foxglove, or "
               "`ros2 bag play output.mcap` with RViz (`config/mtl3d.rviz`)",
               "- `metrics.json`: everything on this page plus per-frame values"]
+    if "sparsification_plot" in s["files"]:
+        lines.append("- `sparsification.png`: the depth confidence's sparsification curve (above)")
     if "montage" in s["files"]:
         lines += ["- `montage.png`: " + ", ".join(TITLES), "", "![montage](montage.png)"]
     if "depth_error_plot" in s["files"]:
         lines += ["", "![depth error over time](depth_error.png)", "", "![latency](latency.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _confidence_section(s: dict[str, Any], mv: dict[str, Any]) -> list[str]:
+    """report.md's section on ``~/depth/confidence``: the sparsification table, or why there is none."""
+    topic = f"/{s['node_name']}/depth/confidence"
+    if not s.get("depth_confidence"):
+        body = ["The model outputs no depth confidence (`geometric_depth: false`): the output bag has no "
+                f"`{topic}` and there is no sparsification curve."]
+    elif not (rows := mv.get("sparsification")):
+        why = "no two-view frame had ground-truth depth" if s["ground_truth"]["depth"] else "the bag has no ground-truth depth"
+        body = [f"No sparsification curve: {why}."]
+    else:
+        body = ["Sparsification over the two-view frames of the multi-view run: the depth abs rel of the "
+                "most-confident x % of pixels, and the confidence threshold that keeps them. When the confidence "
+                "predicts the error the abs rel falls as x shrinks. To keep only depth you can trust, pick the row "
+                f"whose abs rel you accept and ignore pixels of `{topic}` below its threshold.", "",
+                *sparsification_table(rows), "", "![sparsification](sparsification.png)"]
+    return [f"## Depth confidence (`{topic}`)", "", *body, ""]

@@ -301,6 +301,9 @@ class _Replay:
                        f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; raise --sync-slop if the camera "
                        "stamps them apart")
         o = self.o
+        if not self.pipeline.has_depth_confidence:
+            self.notes.append(f"the model outputs no depth confidence (geometric_depth: false): no "
+                              f"{topics.output_topic('depth/confidence', o.node_name)} and no sparsification curve")
         summary: dict[str, Any] = {
             "bag": str(self.bag),
             "model": self.model_description,
@@ -314,6 +317,7 @@ class _Replay:
             "camera": dict(self.camera),
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
+            "depth_confidence": self.pipeline.has_depth_confidence,
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},

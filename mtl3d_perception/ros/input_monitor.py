@@ -26,7 +26,8 @@ INFO_MISSING_AFTER_S = 1.0  # images without any camera_info for this long: say 
 
 @dataclass(frozen=True)
 class InputStatus:
-    """One input's state: ``level`` (OK / ERROR), ``message``, messages and rate over the window."""
+    """One input's state: ``level`` (OK / ERROR), ``message``, messages since start-up, the rate over the window,
+    and ``quiet_s``, the seconds since its last message (since start-up if none came)."""
 
     role: str
     topic: str
@@ -34,6 +35,7 @@ class InputStatus:
     message: str
     count: int
     rate_hz: float
+    quiet_s: float
 
 
 class InputMonitor:
@@ -70,49 +72,39 @@ class InputMonitor:
             self._arrivals[role].append(now)
             self._counts[role] += 1
 
-    def _rate(self, role: str, now: float) -> tuple[int, float, float | None]:
-        """(messages in the window, rate Hz, seconds since the last message or None)."""
-        recent = [t for t in self._arrivals[role] if now - t <= self.window_s]
-        last = self._arrivals[role][-1] if self._arrivals[role] else None
+    def _status(self, role: str, topic: str, now: float) -> InputStatus:
+        """The one place an input's state is derived (statuses, silence and what arrives all read it)."""
+        arrivals = self._arrivals[role]
+        recent = [t for t in arrivals if now - t <= self.window_s]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and recent[-1] > recent[0] else 0.0
-        return len(recent), rate, None if last is None else now - last
+        quiet_s = now - (arrivals[-1] if arrivals else self.started_at)
+        if role in self.unavailable:
+            level, message = ERROR, f"not subscribed: {self.unavailable[role]}"
+        elif not arrivals or quiet_s > self.window_s:
+            level = ERROR if quiet_s > self.silent_after_s else OK
+            message = f"No events recorded for {quiet_s:.1f} s" if arrivals else "No events recorded"
+        else:
+            level, message = OK, f"{rate:.1f} Hz"
+        return InputStatus(role, topic, level, message, self._counts[role], rate, quiet_s)
 
     def statuses(self) -> list[InputStatus]:
         """Each input's status, in the order given."""
         with self._lock:
             now = self.clock()
-            out = []
-            for role, (topic, _) in self.inputs.items():
-                count, rate, age = self._rate(role, now)
-                if role in self.unavailable:
-                    level, message = ERROR, f"not subscribed: {self.unavailable[role]}"
-                elif age is None or age > self.window_s:
-                    waited = now - self.started_at if age is None else age
-                    level = ERROR if waited > self.silent_after_s else OK
-                    message = "No events recorded" if age is None else f"No events recorded for {age:.1f} s"
-                else:
-                    level, message = OK, f"{rate:.1f} Hz"
-                out.append(InputStatus(role, topic, level, message, self._counts[role], rate))
-            return out
+            return [self._status(role, topic, now) for role, (topic, _) in self.inputs.items()]
 
     def silent(self) -> list[str]:
         """Roles with no message for ``silent_after_s`` (counted from start-up for inputs never heard)."""
-        with self._lock:
-            now = self.clock()
-            roles = []
-            for role in self.inputs:
-                if role in self.unavailable:
-                    continue
-                last = self._arrivals[role][-1] if self._arrivals[role] else self.started_at
-                if now - last > self.silent_after_s:
-                    roles.append(role)
-            return roles
+        return [s.role for s in self.statuses() if s.role not in self.unavailable and s.quiet_s > self.silent_after_s]
 
     def silent_for(self, role: str) -> float:
         """Seconds since the last message on ``role`` (since start-up if none came)."""
-        with self._lock:
-            last = self._arrivals[role][-1] if self._arrivals[role] else self.started_at
-            return self.clock() - last
+        return next(s.quiet_s for s in self.statuses() if s.role == role)
+
+    def arriving(self) -> list[str]:
+        """``"role on topic (rate Hz)"`` for each input that is not silent (for the silent-topic warning)."""
+        return [f"{s.role} on {s.topic} ({s.rate_hz:.1f} Hz)" for s in self.statuses()
+                if s.count and s.quiet_s <= self.silent_after_s]
 
     def info_missing(self, image_role: str = "image", info_role: str = "camera_info") -> bool:
         """Images arrive, but no camera_info has come for ``INFO_MISSING_AFTER_S`` while they did."""
@@ -125,18 +117,6 @@ class InputMonitor:
                 return False
             since = max(images[0], infos[-1]) if infos else images[0]
             return now - since >= INFO_MISSING_AFTER_S
-
-    def arriving(self) -> list[str]:
-        """``"role on topic (rate Hz)"`` for each input that is not silent (for the silent-topic warning)."""
-        with self._lock:
-            now = self.clock()
-            heard = []
-            for role, (topic, _) in self.inputs.items():
-                _, rate, age = self._rate(role, now)
-                if age is not None and age <= self.silent_after_s:
-                    heard.append(f"{role} on {topic} ({rate:.1f} Hz)")
-            return heard
-
 
     def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int]) -> list[tuple[str, str]]:
         """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.

@@ -9,7 +9,9 @@ and camera_info does not lose pairs), sensor-data QoS; TF ``world_frame`` <- ima
 logged at start-up; inputs that stay silent, and images without camera_info, get a throttled WARN and an input
 status in ``/diagnostics`` (``ros/input_monitor.py``).
 Published (reliable, the input image's stamp and frame_id, see ``topics.OUTPUTS``): ``~/depth/image`` (32FC1 m),
-``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
+``~/depth/confidence`` (32FC1 in [0, 1], same header and size as the depth; only for a model that outputs one, see
+``PerceptionPipeline.has_depth_confidence``: otherwise the topic is not advertised, and the start-up log and
+``/diagnostics`` (``depth_confidence``) say so), ``~/semantic/image`` (mono8) + ``~/semantic/image_color`` (rgb8), ``~/normals/image`` (32FC3) +
 ``~/normals/image_color`` (rgb8), ``~/boundary/image`` (mono8), each with its sibling ``camera_info``
 (``~/depth/camera_info``, ...), ``~/points`` (PointCloud2 x, y, z, rgb, label) and ``/diagnostics``. Parameters:
 ``PARAMETERS``, generated from ``runtime.config.RuntimeConfig`` (also ``config/perception.yaml``); values their
@@ -145,6 +147,12 @@ class PerceptionNode(Node):
         self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
+        if self.pipeline.has_depth_confidence:
+            self.depth_confidence = "published on ~/depth/confidence"
+        else:  # said once here and in /diagnostics, never per frame
+            self.depth_confidence = "none: the model has no geometric depth (geometric_depth: false)"
+            self.get_logger().info("the model outputs no depth confidence (geometric_depth: false): "
+                                   "~/depth/confidence is not published")
 
         self.tf_buffer = tf2_ros.Buffer(node=self)  # with the node: cleared when its (sim) clock jumps back
         if hasattr(self.tf_buffer, "core"):  # the compat buffer: its rejects are counted here (tf2_ros logs its own)
@@ -154,7 +162,8 @@ class PerceptionNode(Node):
         self._tf_waits_lock = threading.Lock()
 
         self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
-                     for name, (msg_type, _) in topics.OUTPUTS.items()}
+                     for name, (msg_type, _) in topics.OUTPUTS.items()
+                     if name != "depth/confidence" or self.pipeline.has_depth_confidence}
         self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
                                               topics.DIAGNOSTICS_TOPIC, 10)
         self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics)
@@ -429,7 +438,7 @@ class PerceptionNode(Node):
     def publish_products(self, products: Any) -> None:
         """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
         config = self.pipeline.config
-        enabled = [name for name in topics.OUTPUTS if config.get(f"publish_{topics.output_group(name)}")]
+        enabled = [name for name in self.pubs if config.get(f"publish_{topics.output_group(name)}")]
         for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
             self.pubs[name].publish(msg)
 
@@ -448,7 +457,8 @@ class PerceptionNode(Node):
         self._check_pairing()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
-                                model=self.model_description, compat_fallbacks=",".join(FALLBACKS) or "none")
+                                model=self.model_description, depth_confidence=self.depth_confidence,
+                                compat_fallbacks=",".join(FALLBACKS) or "none")
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic

@@ -99,6 +99,13 @@ class PerceptionPipeline:
             self._evict()
 
     @property
+    def has_depth_confidence(self) -> bool:
+        """Whether the model outputs a depth confidence (``geometric_depth: true``), i.e. whether
+        ``Products.depth_confidence`` (``~/depth/confidence``) comes with the depth. False for models without the
+        geometric depth (``geometric_depth: false``, e.g. the ``tiny`` preset, checkpoints from before issue 18)."""
+        return bool(getattr(self.model_config, "geometric_depth", False))
+
+    @property
     def world_frame(self) -> str:
         return self.config.world_frame
 

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl3d_perception.data.batch import MultiViewBatch
-from mtl3d_perception.geometry import MIN_Z, backproject, invert_se3, project, relative_pose, transform_points
+from mtl3d_perception.geometry import (
+    MIN_Z,
+    backproject,
+    backward_warp,
+    invert_se3,
+    relative_pose,
+    transform_points,
+)
 from mtl3d_perception.train.loss_base import LossTerm, register_loss
 
 
@@ -42,45 +49,6 @@ def _geometry_depth(pred: Tensor, gt: Tensor | None) -> tuple[Tensor, Tensor]:
     gt = gt.to(pred.dtype)
     is_gt = torch.isfinite(gt) & (gt > 0)
     return torch.where(is_gt, gt, pred), is_gt
-
-
-def _grid(uv: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Pixel coordinates ``[B,H,W,2]`` -> grid_sample's [-1, 1] grid (align_corners=True: pixel centres)."""
-    H, W = hw
-    scale = uv.new_tensor([2.0 / max(W - 1, 1), 2.0 / max(H - 1, 1)])
-    grid = uv * scale - 1.0
-    # Non-finite coordinates (points behind the camera) are sent far outside; they are masked anyway.
-    return torch.where(torch.isfinite(grid), grid, torch.full_like(grid, -3.0))
-
-
-def backward_warp(maps_src: Tensor, depth_ref: Tensor, K_ref: Tensor, K_src: Tensor, T_src_ref: Tensor
-                  ) -> tuple[Tensor, Tensor]:
-    """Sample source-view maps where each reference pixel lands: the one warp of the cross-view term, its metric
-    and the photometric term.
-
-    Every reference pixel is lifted with ``depth_ref``, moved into the source camera with ``T_src_ref`` and
-    projected with ``K_src``; ``maps_src`` is sampled there bilinearly (``grid_sample``, pixel centres, zeros
-    outside). Differentiable with respect to ``maps_src`` and ``depth_ref`` (points behind the source camera
-    are masked before the division, so they give no NaN gradient).
-
-    Args:
-        maps_src: ``[B,C,H,W]`` maps of the source view.
-        depth_ref: ``[B,1,H,W]`` z-depth of the reference view, metres.
-        K_ref, K_src: ``[B,3,3]`` at (H, W).
-        T_src_ref: ``[B,4,4]``, reference-camera points -> source camera.
-
-    Returns:
-        ``(sampled [B,C,H,W], z_src [B,1,H,W])``: the maps at each pixel's projection, and the point's z in the
-        source camera (NaN where the depth is invalid; <= ``MIN_Z`` behind the camera, sampled as zeros).
-    """
-    H, W = depth_ref.shape[-2:]
-    pts_src = transform_points(T_src_ref, backproject(depth_ref[:, 0], K_ref))  # [B,H,W,3]
-    z = pts_src[..., 2:3]
-    front = z > MIN_Z
-    uv, _ = project(torch.where(front, pts_src, torch.ones_like(pts_src)), K_src)
-    uv = torch.where(front, uv, torch.full_like(uv, float("nan")))
-    sampled = F.grid_sample(maps_src, _grid(uv, (H, W)), mode="bilinear", padding_mode="zeros", align_corners=True)
-    return sampled, z.permute(0, 3, 1, 2)
 
 
 def warp_pair(

@@ -50,23 +50,27 @@ def depth_l1_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) 
     return torch.where(mask, (pred.float() - target).abs(), 0.0).sum() / mask.sum()
 
 
+def _silog_per_image(pred: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor, lam: float,
+                     eps: float) -> torch.Tensor:
+    """``mean(d^2) - lam * mean(d)^2`` per image ``[N]``, d = log pred - log gt over ``mask`` (0 for an image without
+    a pixel in it); the one body of the silog and scale-aware losses."""
+    n = mask.flatten(1).sum(1).clamp_min(1)
+    target = torch.where(mask, depth, torch.ones_like(depth))
+    d = torch.where(mask, torch.log(pred.float().clamp_min(eps)) - torch.log(target), 0.0)
+    mean_d = d.flatten(1).sum(1) / n
+    return (d * d).flatten(1).sum(1) / n - lam * mean_d * mean_d
+
+
 def depth_silog_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
                      lam: float = 0.85, eps: float = 1e-6) -> torch.Tensor:
     """Scale-invariant log loss per image, ``mean(d^2) - lam * mean(d)^2`` with d = log pred - log gt,
     averaged over images with valid pixels. lam < 1 keeps it minimal only at the exact depth.
     """
     mask = depth_mask(depth, valid)
-    n = mask.flatten(1).sum(1)
-    has = n > 0
+    has = mask.flatten(1).any(1)
     if not has.any():
         return _zero(pred)
-    target = torch.where(mask, depth, torch.ones_like(depth))
-    d = torch.where(mask, torch.log(pred.float().clamp_min(eps)) - torch.log(target), 0.0)
-    n_safe = n.clamp_min(1)
-    mean_d = d.flatten(1).sum(1) / n_safe
-    mean_d2 = (d * d).flatten(1).sum(1) / n_safe
-    per_image = mean_d2 - lam * mean_d * mean_d
-    return per_image[has].mean()
+    return _silog_per_image(pred, depth, mask, lam, eps)[has].mean()
 
 
 def depth_scale_aware_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, lam: float = 0.85,
@@ -78,18 +82,12 @@ def depth_scale_aware_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch
     scale and weighs near pixels, where parallax is measurable. pred, depth ``[N,1,H,W]`` metres.
     """
     mask = depth_mask(depth, valid)
-    n = mask.flatten(1).sum(1)
-    has = n > 0
+    has = mask.flatten(1).any(1)
     if not has.any():
         return _zero(pred)
+    silog = _silog_per_image(pred, depth, mask, lam, eps).clamp_min(0.0) + eps
     target = torch.where(mask, depth, torch.ones_like(depth))
-    p = pred.float().clamp_min(eps)
-    d = torch.where(mask, torch.log(p) - torch.log(target), 0.0)
-    n_safe = n.clamp_min(1)
-    mean_d = d.flatten(1).sum(1) / n_safe
-    mean_d2 = (d * d).flatten(1).sum(1) / n_safe
-    silog = (mean_d2 - lam * mean_d * mean_d).clamp_min(0.0) + eps
-    inv_l1 = torch.where(mask, (1.0 / p - 1.0 / target).abs(), 0.0).sum() / mask.sum()
+    inv_l1 = torch.where(mask, (1.0 / pred.float().clamp_min(eps) - 1.0 / target).abs(), 0.0).sum() / mask.sum()
     return silog[has].sqrt().mean() + inv_weight * inv_l1
 
 

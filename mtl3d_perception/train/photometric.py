@@ -3,7 +3,7 @@
 Where frames have no depth label (a robot's colour camera, a bag without a depth topic), the depth the network
 predicts for the reference view is supervised by the views themselves: each source image is warped into the
 reference view through the predicted depth and the *known* metric relative pose (from TF / the dataset), with
-the one warp of :func:`mtl3d_perception.train.cross_view.backward_warp`, and compared with the reference image.
+the one warp of :func:`mtl3d_perception.geometry.backward_warp`, and compared with the reference image.
 Because the pose is metric and not estimated, the depth it teaches is metric too.
 
 Following Monodepth2 (Godard et al., "Digging Into Self-Supervised Monocular Depth Estimation", ICCV 2019):
@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtl3d_perception.data.batch import MultiViewBatch
-from mtl3d_perception.geometry import relative_pose
-from mtl3d_perception.train.cross_view import backward_warp
+from mtl3d_perception.geometry import backward_warp, relative_pose
 from mtl3d_perception.train.loss_base import LossTerm, register_loss
 
 SSIM_C1 = 0.01**2
