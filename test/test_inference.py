@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from mtl3d_perception.geometry import relative_pose, resize_intrinsics
+from mtl3d_perception.geometry import check_rigid, relative_pose, resize_intrinsics
 from mtl3d_perception.model import build_model, load_checkpoint, resolve_config
 from mtl3d_perception.model.inference import InferenceOnlyError, fold_batchnorm, prepare_for_inference
 from mtl3d_perception.runtime import Frame, PerceptionPipeline, RuntimeConfig
@@ -95,14 +95,17 @@ def test_pipeline_products_are_the_reference_outputs(real_pairs):
     products = pipe.process(Frame(1_100_000_000, "cam", rgb[ref], K_cam, poses[ref]))
     assert not products.single_view
     K = torch.tensor(resize_intrinsics(K_cam, size, (W, H)), dtype=torch.float32)[None]
-    T = torch.tensor(relative_pose(poses[src], poses[ref]), dtype=torch.float32)[None]
+    # the pipeline's pose: check_rigid projects the recorded rotations onto SO(3)
+    T = torch.tensor(relative_pose(check_rigid(poses[src]), check_rigid(poses[ref])), dtype=torch.float32)[None]
     with torch.inference_mode():
         want = reference.predict(reference.encode(pipe.preprocess(Frame(0, "cam", rgb[ref], K_cam))[1]),
                                  reference.encode(pipe.preprocess(Frame(0, "cam", rgb[src], K_cam))[1]), K, T)
     ok = np.isfinite(products.depth)
     assert ok.mean() > 0.99
     _assert_close(torch.from_numpy(products.depth[ok]), want["depth"][0, 0][torch.from_numpy(ok)], "depth")
-    _assert_close(torch.from_numpy(products.depth_confidence), want["depth_confidence"][0, 0], "depth_confidence")
+    # (where the depth is invalid the pipeline publishes confidence 0)
+    _assert_close(torch.from_numpy(products.depth_confidence[ok]), want["depth_confidence"][0, 0][torch.from_numpy(ok)],
+                  "depth_confidence")
     _assert_close(torch.from_numpy(products.normals[ok]), want["normals"][0].permute(1, 2, 0)[torch.from_numpy(ok)],
                   "normals")
     labels = want["semantic"][0].argmax(0).numpy()
