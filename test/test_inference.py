@@ -34,12 +34,12 @@ def _reference_path(model):
     return model.eval()
 
 
-def _assert_close(got: torch.Tensor, want: torch.Tensor, name: str) -> None:
-    """|got - want| <= 1e-4 x the output's scale: its largest magnitude, at least 1 (confidence is in [0, 1], ~0
+def _assert_close(got: torch.Tensor, want: torch.Tensor, name: str, rel_tol: float = REL_TOL) -> None:
+    """|got - want| <= rel_tol x the output's scale: its largest magnitude, at least 1 (confidence is in [0, 1], ~0
     in single view)."""
     scale = max(want.abs().max().item(), 1.0)
     err = (got.float() - want.float()).abs().max().item()
-    assert err <= REL_TOL * scale, f"{name}: max |difference| {err:.3g} > {REL_TOL} x {scale:.3g}"
+    assert err <= rel_tol * scale, f"{name}: max |difference| {err:.3g} > {rel_tol} x {scale:.3g}"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,9 @@ def test_pipeline_products_are_the_reference_outputs(real_pairs):
     ok = np.isfinite(products.depth)
     assert ok.mean() > 0.99
     _assert_close(torch.from_numpy(products.depth[ok]), want["depth"][0, 0][torch.from_numpy(ok)], "depth")
-    _assert_close(torch.from_numpy(products.depth_confidence), want["depth_confidence"][0, 0], "depth_confidence")
+    # the prior/geometry agreement factor multiplies relative inverse-depth differences by up to 1/0.2 = 5
+    _assert_close(torch.from_numpy(products.depth_confidence), want["depth_confidence"][0, 0], "depth_confidence",
+                  rel_tol=5 * REL_TOL)
     _assert_close(torch.from_numpy(products.normals[ok]), want["normals"][0].permute(1, 2, 0)[torch.from_numpy(ok)],
                   "normals")
     labels = want["semantic"][0].argmax(0).numpy()
