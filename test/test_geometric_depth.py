@@ -108,10 +108,12 @@ def test_model_geometric_depth_on_a_known_pair_and_single_view():
         single = model(images[:, :1], Ks[:, :1], poses[:, :1])
     interior = (slice(None), slice(None), slice(12, -12), slice(24, -24))
     assert out["depth_geometric"][interior].median().item() == pytest.approx(2.0, rel=0.06)
-    assert out["depth_confidence"][interior].median().item() > 0.5
-    assert out["depth_confidence"].shape == (1, 1, H, W)
+    assert out["depth_matching_confidence"][interior].median().item() > 0.5
+    assert out["depth_confidence"].shape == out["depth_matching_confidence"].shape == (1, 1, H, W)
     # single view: the reference duplicated with the identity pose -> no information along depth
+    assert single["depth_matching_confidence"].max().item() < 1e-4
     assert single["depth_confidence"].max().item() < 1e-4
+    assert (out["depth_confidence"] <= out["depth_matching_confidence"] + 1e-6).all()
     # the depth head then equals its learned prior: the gate is confidence x sigmoid(.)
     assert torch.isfinite(single["depth"]).all()
 
@@ -143,6 +145,10 @@ def test_pipeline_carries_the_confidence_into_products():
 
     ref, src, K, T = _pair(2.0, 0.2)
     model = _model()
+    depth = model.heads.predictors["depth"]
+    with torch.no_grad():  # a learned prior that says 2 m (the plane), so it agrees where the match is right
+        depth.conv.weight[0].zero_()
+        depth.conv.bias[0] = torch.logit(torch.tensor((0.5 - depth.inv_min) / (depth.inv_max - depth.inv_min)))
     pipe = PerceptionPipeline(model, RuntimeConfig(output_resolution="camera").replace(min_baseline_m=0.05))
     rgb = [(x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8") for x in (src, ref)]
     poses = [pose_from_quat_trans([0, 0, 0, 1.0], [0.2, 0, 0]), pose_from_quat_trans([0, 0, 0, 1.0], [0, 0, 0])]
@@ -159,3 +165,17 @@ def test_pipeline_carries_the_confidence_into_products():
     semantic_only = PerceptionPipeline(_model(), RuntimeConfig().with_outputs({"semantic"})).process(
         Frame(1_000_000_000, "cam", rgb[0], K_np, poses[0]))
     assert semantic_only.depth_confidence is None
+
+
+
+def test_published_confidence_is_matching_times_prior_agreement():
+    """Equal to the matching confidence where the prior agrees with the geometry, e^-1 of it at a log-ratio of
+    AGREEMENT_LOG_SCALE either way, 0 without a match."""
+    from mtl3d_perception.model.heads import AGREEMENT_LOG_SCALE, agreement_confidence
+
+    matching = torch.tensor([0.8, 0.8, 0.8, 0.0])
+    inv_geo = torch.full((4,), 0.5)
+    r = math.exp(AGREEMENT_LOG_SCALE)
+    inv_prior = torch.tensor([0.5, 0.5 * r, 0.5 / r, 0.5])
+    got = agreement_confidence(matching, inv_prior, inv_geo)
+    assert torch.allclose(got, torch.tensor([0.8, 0.8 / math.e, 0.8 / math.e, 0.0]), atol=1e-6)

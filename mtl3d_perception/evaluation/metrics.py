@@ -453,7 +453,7 @@ class MultiTaskMeter:
             if "depth_geometric" in outputs:
                 self.geometric.update(outputs["depth_geometric"], batch.depth[:, 0], valid)
                 self.geometric_real.update(outputs["depth_geometric"], batch.depth[:, 0], valid, baseline_m,
-                                           outputs.get("depth_confidence"))
+                                           outputs.get("depth_matching_confidence"))
             if "normals" in outputs and valid.any():
                 self.normals_smoothed.update(outputs["normals"], smoothed_depth_normals(batch.depth[:, 0], batch.K[:, 0]),
                                              valid)

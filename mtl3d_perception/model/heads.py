@@ -14,6 +14,11 @@
   ``inv = g (inv_geo + r) + (1 - g) inv_prior`` with the gate ``g = confidence * sigmoid(.)``, a bounded
   residual ``r`` and the learned prior ``inv_prior`` (the sigmoid mapping above), all in inverse depth;
   so matched pixels follow the geometry and unmatched ones (confidence ~0) fall back to the prior.
+- The published ``depth_confidence`` is the matching confidence (``depth_matching_confidence``, the sweep's
+  peakedness) times the agreement of the two independent estimates, ``exp(-|log(inv_prior / inv_geo)| / s)``
+  with ``s = AGREEMENT_LOG_SCALE``: a consistency check in the spirit of stereo's left-right check. On the
+  held-out HoloLens frames it ranks the final depth's errors at 0.73x (top 50 %) against 0.83x for the
+  matching confidence alone (models/README.md).
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from mtl3d_perception.geometry import unit_vectors
 from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
 from mtl3d_perception.model.encoders import conv_bn_relu
 from mtl3d_perception.registry import Registry
+
+# log-ratio scale of the prior/geometry agreement in ``depth_confidence``: 20 % disagreement -> x e^-1 (measured
+# on held-out HoloLens frames: 0.1 and 0.2 rank the errors alike, 0.73x at the top 50 %; models/README.md)
+AGREEMENT_LOG_SCALE = 0.2
 
 # Refiners shipped in the package (``model/pap.py``) register on import; ``mtl3d_perception.model`` imports them.
 REFINERS: Registry[Callable[..., nn.Module]] = Registry("refiner", ConfigError)
@@ -88,6 +97,16 @@ class TaskDecoder(nn.Module):
         return self.conv4(resize_bilinear(x, skip.shape[-2:]) + skip)
 
 
+def agreement_confidence(matching: torch.Tensor, inv_prior: torch.Tensor, inv_geo: torch.Tensor) -> torch.Tensor:
+    """The published depth confidence: ``matching * exp(-|log(inv_prior / inv_geo)| / AGREEMENT_LOG_SCALE)``.
+
+    ``matching`` in [0, 1] (the sweep's peakedness, ``geometric.read_out``), ``inv_prior`` and ``inv_geo``
+    positive inverse depths (1/m) of the same shape. High only where the match is peaked AND the head's learned
+    prior agrees with the geometric depth (the two estimates' errors are largely independent).
+    """
+    return matching * torch.exp(-(inv_prior / inv_geo).log().abs() / AGREEMENT_LOG_SCALE)
+
+
 class Predictor(nn.Module):
     """1x1 conv to the task's channels (``conv``), then, after ``MultiTaskHeads`` upsampled it, the task's
     output mapping (``output``)."""
@@ -109,6 +128,11 @@ class Predictor(nn.Module):
                 self.conv.weight[1:].mul_(1e-2)
                 self.conv.bias[1:].copy_(torch.tensor([0.0, 2.0]))
 
+    def prior(self, y: torch.Tensor) -> torch.Tensor:
+        """The depth head's learned prior in inverse depth (1/m) ``[N,1,H,W]`` from its upsampled conv output ``y``:
+        a sigmoid into [1/depth_max, 1/depth_min] (positive and metric by construction, no clamping needed)."""
+        return self.inv_min + torch.sigmoid(y[:, :1]) * (self.inv_max - self.inv_min)
+
     def output(self, y: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """The task's output mapping of the upsampled 1x1-conv output ``y`` [N, c, H, W] float32.
 
@@ -116,8 +140,7 @@ class Predictor(nn.Module):
         """
         if self.task == "depth":
             span = self.inv_max - self.inv_min
-            # inverse depth in [1/depth_max, 1/depth_min]: positive, metric, no clamping needed
-            inv = self.inv_min + torch.sigmoid(y[:, :1]) * span
+            inv = self.prior(y)
             if self.geometric:
                 if geometry is None:
                     raise ValueError("the geometric depth head needs the cost volume's (inverse depth, confidence)")
@@ -171,7 +194,9 @@ class MultiTaskHeads(nn.Module):
             cvm: concat[C, F] [N, D + C_cvm, h, w] (plus the 2 geometric channels), or None without the CvM.
             size: output (H, W).
             geometry: with ``geometric_depth``, (inverse depth [N,1,h,w] 1/m, confidence [N,1,h,w]) from
-                ``geometric.read_out``; adds "depth_geometric" (metres) and "depth_confidence" at ``size``.
+                ``geometric.read_out``; adds "depth_geometric" (metres), "depth_matching_confidence" (the read-out's
+                confidence) and "depth_confidence" (that times the prior's agreement, see the module docstring),
+                all at ``size``.
         """
         x = image if cvm is None else torch.cat([image, cvm.to(image.dtype)], 1)
         fused = self.fuse(x)
@@ -189,6 +214,9 @@ class MultiTaskHeads(nn.Module):
         geometry_up = None if geometry is None else resize_bilinear(torch.cat([t.float() for t in geometry], 1), size)
         out = {t: self.predictors[t].output(y, geometry_up if t == "depth" else None) for t, y in zip(TASKS, ups)}
         if geometry_up is not None:
-            out["depth_geometric"] = 1.0 / geometry_up[:, :1]
-            out["depth_confidence"] = geometry_up[:, 1:2].clamp(0.0, 1.0)
+            inv_geo, matching = geometry_up[:, :1], geometry_up[:, 1:2].clamp(0.0, 1.0)
+            inv_prior = self.predictors["depth"].prior(ups[TASKS.index("depth")])
+            out["depth_geometric"] = 1.0 / inv_geo
+            out["depth_matching_confidence"] = matching
+            out["depth_confidence"] = agreement_confidence(matching, inv_prior, inv_geo)
         return out, task_feats
