@@ -832,3 +832,47 @@ def test_node_as_separate_process(ros_context, tmp_path):
         executor.shutdown()
         peer.destroy_node()
     assert proc.returncode in (0, -15), out
+
+
+def _spin_interrupted_by_signal(context):
+    """What rclpy's executor raises when SIGTERM shuts the context down while it builds its wait set."""
+    def spin(node):
+        context.shutdown()
+        raise RuntimeError("failed to initialize wait set: the given context is not valid, either rcl_init() was "
+                           "not called or rcl_shutdown() was called., at /project/src/rcl/wait.c:130")
+    return spin
+
+
+def test_spin_until_shutdown_treats_the_wait_set_race_as_a_shutdown(monkeypatch):
+    """CI stop 20: SIGTERM between the executor's ok() check and its wait set made the node exit 1 ("cannot start")."""
+    from mtl3d_perception.ros import node as node_module
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("test_spin_race", context=context)
+    try:
+        monkeypatch.setattr(node_module.rclpy, "spin", _spin_interrupted_by_signal(context))
+        node_module.spin_until_shutdown(peer)  # returns: the shutdown was requested
+        assert not context.ok()
+    finally:
+        peer.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_spin_until_shutdown_raises_executor_errors_while_the_context_is_valid(monkeypatch):
+    from mtl3d_perception.ros import node as node_module
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("test_spin_failure", context=context)
+
+    def spin(node):
+        raise RuntimeError("wait set failure with a valid context")
+
+    try:
+        monkeypatch.setattr(node_module.rclpy, "spin", spin)
+        with pytest.raises(RuntimeError, match="valid context"):
+            node_module.spin_until_shutdown(peer)
+    finally:
+        peer.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -501,16 +501,41 @@ class _LogAdapter:
         self._logger.info(msg % args if args else msg)
 
 
+def spin_until_shutdown(node: Node) -> None:
+    """``rclpy.spin(node)`` until Ctrl-C, SIGTERM or ``rclpy.shutdown()``; returns quietly on each.
+
+    A signal that lands between the executor's ``context.ok()`` check and the creation of its wait set surfaces
+    as ``RCLError`` ("failed to initialize wait set: the given context is not valid") instead of
+    ``ExternalShutdownException`` (rclpy Jazzy ``Executor._wait_for_ready_callbacks``); with the context shut down
+    that is the same requested shutdown, not a failure.
+
+    Raises:
+        RuntimeError: from the executor while the context is still valid (a real failure).
+    """
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return
+    except RuntimeError:
+        if node.context.ok():
+            raise
+
+
 def main(args: list[str] | None = None) -> int:
-    """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern)."""
+    """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
+
+    Returns 0 on a requested shutdown (also one that interrupts the start), 1 when the node cannot start.
+    """
     rclpy.init(args=args)
     node = None
     try:
         node = PerceptionNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_shutdown(node)
+    except KeyboardInterrupt:
         pass
     except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
+        if not rclpy.ok():  # a signal shut the context down while the node was being built
+            return 0
         rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: {exc}")
         return 1
     finally:
