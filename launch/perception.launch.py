@@ -1,9 +1,9 @@
 """Run the perception node on a live camera: ``ros2 launch mtl3d_perception perception.launch.py``.
 
 Arguments: ``params_file`` (default ``config/perception.yaml``); ``image_topic``, ``camera_info_topic``,
-``image_transport`` (raw | compressed), ``model_path``, ``device``, ``tf_timeout_s`` and ``use_sim_time``, each empty by
-default: then the ``params_file`` value holds, and given, it overrides that key; ``rviz`` (default false) also starts
-RViz with ``config/mtl3d.rviz``. Every package it runs is checked before anything starts, and each process ends the
+``image_transport`` (raw | compressed), ``image_kind`` (auto | image_raw | image_rect), ``model_path``, ``device``,
+``tf_timeout_s`` and ``use_sim_time``, each empty by default: then the ``params_file`` value holds, and given, it
+overrides that key; ``rviz`` (default false) also starts RViz with ``config/mtl3d.rviz``. Every package it runs is checked before anything starts, and each process ends the
 launch when it exits, so no node outlives a failed launch. ``replay.launch.py`` includes this file (the one place
 that starts the node). Tested with stand-ins for launch/launch_ros (test/test_launch_files.py).
 """
@@ -18,11 +18,15 @@ from launch_ros.substitutions import FindPackageShare
 from mtl3d_perception.ros import launch_args
 
 PACKAGE = "mtl3d_perception"
-# node parameters that are also launch arguments; '' (the default) keeps params_file's value
+# node parameters that are also launch arguments; '' (the default) keeps params_file's value. The standard-library
+# launch cannot import RuntimeConfig (torch), so each '(params_file: X)' is checked against config/perception.yaml
+# by test/test_launch_files.py
 NODE_ARGUMENTS = {
     "image_topic": "input sensor_msgs/Image (params_file: camera/color/image_raw)",
     "camera_info_topic": "input sensor_msgs/CameraInfo (params_file: '' = beside image_topic)",
     "image_transport": "raw, or compressed: subscribe to image_topic + '/compressed' (params_file: raw)",
+    "image_kind": "image_raw: rectify with camera_info D/R/P; image_rect: already rectified; auto: image_rect when "
+                  "image_topic contains 'rect' (params_file: auto)",
     "model_path": "checkpoint (.safetensors) (params_file: '' = the shipped models/default.safetensors)",
     "device": "auto, cpu, cuda, cuda:N (params_file: auto)",
     "tf_timeout_s": "wait this long for a frame's TF, then run it single-view (params_file: 0.3)",

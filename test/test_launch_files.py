@@ -5,6 +5,7 @@ parameter and RViz files are checked statically against the node.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,19 @@ def test_launch_arguments_are_node_parameters(monkeypatch, node_parameters):
     for path in LAUNCH_FILES:
         description = load(path, monkeypatch).generate_launch_description()
         assert "rviz" in declared_arguments(description, SHARE), path.name
+
+
+def test_launch_argument_descriptions_state_the_params_file_values(monkeypatch):
+    """Each '(params_file: X)' in a launch argument's description is config/perception.yaml's value ('' may read as
+    "'' = ..."): the launch files cannot import RuntimeConfig, so this is what keeps their text true."""
+    module = load(ROOT / "launch" / "perception.launch.py", monkeypatch)
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.NODE_NAME]["ros__parameters"]
+    assert "image_kind" in module.NODE_ARGUMENTS  # issue 12: image_raw / image_rect settable from the launch
+    for name, description in module.NODE_ARGUMENTS.items():
+        stated = re.search(r"\(params_file: ([^)]*)\)$", description)
+        assert stated, f"{name}: {description!r} does not end with '(params_file: <value>)'"
+        text, value = stated.group(1), params[name]
+        assert text == str(value) or (value == "" and text.startswith("'' = ")), (name, text, value)
 
 
 def test_setup_installs_launch_and_config():
