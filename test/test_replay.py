@@ -334,6 +334,33 @@ def test_zero_stamps_run_single_view_and_say_why(wall_bag, tmp_path):
     assert sum("stamp is zero" in w for w in s["warnings"]) == 1
 
 
+def test_bad_input_in_metrics_is_what_diagnostics_count(wall_bag, tmp_path):
+    """Two cameras interleaved on one topic: /diagnostics counted bad_input.cameras while metrics.json said
+    ``bad_input: {}`` (it counted dropped frames only). Both now read the one RuntimeStats."""
+    bag = tmp_path / "interleaved"
+
+    def interleave(topic, index, msg):
+        if topic in (topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC) and index % 2:
+            msg.header.frame_id = "camera2_optical"
+        return msg
+
+    copy_bag(wall_bag, bag, edit=interleave)
+    out = tmp_path / "out"
+    s = replay_bag(bag, out, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4 and s["dropped_reasons"] == {}
+    assert s["bad_input"] == {"cameras": 3}  # frames 1, 2 and 3 each follow the other camera
+    assert json.loads((out / "metrics.json").read_text())["bad_input"] == {"cameras": 3}
+    messages = read_bag(out / OUTPUT_BAG, [topics.DIAGNOSTICS_TOPIC])
+    try:
+        last = [msg for _, _, msg in messages][-1]
+    finally:
+        messages.close()
+    values = {kv.key: kv.value for status in last.status for kv in status.values}
+    assert {k.removeprefix("bad_input."): int(v) for k, v in values.items() if k.startswith("bad_input.")} == {
+        "cameras": 3}
+    assert "- bad input (as /diagnostics counts it): cameras 3" in (out / "report.md").read_text()
+
+
 # ------------------------------------------------------------------------------------ real camera inputs (issue 12)
 
 

@@ -187,6 +187,8 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
         f"- frames: {c['images']} images read, {c['processed']} processed, {c['dropped']} dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
+        *([f"- bad input (as /diagnostics counts it): "
+           f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
         f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
         f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
         + ("; normals are compared with normals computed from the GT depth" if s["ground_truth"]["depth"] else ""),
