@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl3d_perception.replay.options import ReplayOptions
-from mtl3d_perception.replay.report import metrics_table, sparsification_table
+from mtl3d_perception.replay.report import metrics_table, no_curve_reason, sparsification_table
 from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
@@ -77,6 +77,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if rows := summary.get("multi_view", {}).get("sparsification"):
         print("depth confidence, two-view frames (drop pixels below a row's threshold to get its abs rel):")
         print("\n".join(sparsification_table(rows)))
+        print()
+    elif summary.get("depth_confidence"):
+        print(f"depth confidence: no sparsification curve: {no_curve_reason(summary)}")
         print()
     paths = summary["paths"]
     for key, label in (("report", "report"), ("montage", "montage"), ("depth_error_plot", "depth error plot"),

@@ -68,7 +68,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
 
 
 def render_report(report: dict) -> str:
-    """A Markdown report: one table per data spec, one column per mode."""
+    """A Markdown report: one table per data spec, one column per mode; ``n/a`` for a NaN metric (e.g. the
+    sparsification keys of single-view mode, whose confidence ranks no pixel)."""
+    from mtl3d_perception.evaluation.metrics import format_metric
+
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
     for spec, modes in report["results"].items():
@@ -78,7 +81,7 @@ def render_report(report: dict) -> str:
         lines.append("| metric | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         for name in names:
-            cells = [f"{modes[c]['metrics'][name]:.4f}" if name in modes[c]["metrics"] else "" for c in cols]
+            cells = [format_metric(modes[c]["metrics"][name]) if name in modes[c]["metrics"] else "" for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("| samples | " + " | ".join(str(modes[c]["num_samples"]) for c in cols) + " |")
         lines.append("| s / sample | " + " | ".join(f"{modes[c]['seconds_per_sample']:.4f}" for c in cols) + " |")
