@@ -32,11 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [ALIASES[name]] if name in ALIASES else []
         flags.append("--" + name.replace("_", "-"))
         group = groups["topics"] if name in TOPICS_AND_FRAMES else groups["runtime"] if "node" in spec.scope else parser
-        if spec.type is bool:
-            if spec.default:
-                group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", help=f"no {spec.description}")
-            else:
-                group.add_argument(*flags, dest=name, action="store_true", help=spec.description)
+        if spec.type is bool:  # --NAME / --no-NAME
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=spec.default,
+                               help=f"{spec.description}; default {spec.default!r}")
             continue
         kwargs: dict[str, Any] = {"dest": name, "type": spec.type, "default": spec.default}
         if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):

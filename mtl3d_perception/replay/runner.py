@@ -93,7 +93,8 @@ class _Replay:
         modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
         self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
                                            montage_picks=picks, warn=self._warn)
-        self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
+        self.progress = tqdm(total=expected, unit="frame", desc="replay", leave=False,
+                             disable=None if o.progress else True)  # None: tqdm's rule, a terminal only
 
         self.tf = Buffer(cache_time=max(10.0, 2 * o.pairing.max_pair_age_s), types=self.types)
         self.tf.core.on_problem = self._tf_problem  # rejected transforms: bad input in /diagnostics and the report
