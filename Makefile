@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 TF2_MSGS_STAMP := $(VENV)/.tf2_msgs
 TF2_MSGS_BUILD := build/tf2_msgs
 TORCH_VERSION := 2.13.0
+# '' = pip's configured index (PyPI: the Linux wheel is the CUDA build); https://download.pytorch.org/whl/cpu for CPU only
+TORCH_INDEX_URL ?=
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
@@ -19,8 +21,8 @@ venv: $(STAMP) $(TF2_MSGS_STAMP)
 $(STAMP): setup.py setup.cfg package.xml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# torch first and pinned: a looser pin pulls the multi-GB CUDA build.
-	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	# torch first and pinned: a looser pin pulls the newest multi-GB CUDA build.
+	$(PIP) install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PIP) install --quiet -e ".[test,train,ros,rosidl,triton,pretrained]"
 	touch $(STAMP)
 

@@ -201,3 +201,22 @@ def test_mtl3d_info_on_preset_and_checkpoint(trained, capsys):
     assert info["parameters"]["total"] == sum(info["parameters"][p] for p in ("encoder", "cvm", "heads"))
     assert info["flops"]["cvm"] > 0 and info["config"]["encoder"] == "tiny_cnn"
     assert main(["info", "no_such_preset"]) == 1
+
+
+def test_info_lists_each_training_source_on_one_line():
+    """A trainer's ``trained_on`` (SourceConfig dicts) reads as one line per source, not a dumped list."""
+    from mtl3d_perception.model.info import format_trained_on
+
+    sources = [
+        {"kind": "synthetic", "path": "", "split": "train", "num_scenes": 64, "frames_per_scene": 40, "start": 0,
+         "end": 1.0, "tasks": ["semantic", "depth"], "repeat": 1},
+        {"kind": "sequence", "path": "../shared/data/hololens_000", "split": "train", "start": 0, "end": 0.8,
+         "tasks": ["depth"], "repeat": 4},
+    ]
+    assert format_trained_on(sources) == [
+        "trained on (2 sources):",
+        "  - synthetic train split, 64 scenes x 40 frames, tasks semantic/depth",
+        "  - sequence ../shared/data/hololens_000, frames 0-0.8, tasks depth, x4",
+    ]
+    assert format_trained_on("synthetic:seed0") == ["trained on: synthetic:seed0"]
+    assert format_trained_on(None) == ["trained on: not stored"]

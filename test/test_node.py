@@ -537,6 +537,17 @@ def test_main_reports_bad_parameters_and_exits_1():
     assert main(["perception_node", "--ros-args", *bad_topic]) == 1
 
 
+def test_main_reports_bad_ros_arguments_and_exits_1(capfd, tmp_path):
+    """rcl refuses a missing --params-file inside ``rclpy.init``: one fatal line naming it, exit code 1 (it was a
+    traceback out of ``main``)."""
+    from mtl3d_perception.ros.node import main
+
+    missing = tmp_path / "no_such_params.yaml"
+    assert main(["perception_node", "--ros-args", "--params-file", str(missing)]) == 1
+    err = capfd.readouterr().err
+    assert "cannot start: bad ROS arguments" in err and str(missing) in err and "Traceback" not in err
+
+
 def _history_pose_x(node, stamp_ns: int) -> float:
     return next(f.T_world_cam[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
 

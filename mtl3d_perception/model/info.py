@@ -15,6 +15,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -149,6 +150,27 @@ def describe(spec: str) -> dict:
     return info
 
 
+def format_trained_on(trained_on: Any) -> list[str]:
+    """Lines for a checkpoint's ``trained_on``: one per data source (a dict of ``data.datasets.SourceConfig``
+    fields: kind, path or split, frame range, scenes, tasks, repeat), or the stored text as it is."""
+    if not isinstance(trained_on, list) or not all(isinstance(s, dict) for s in trained_on):
+        return [f"trained on: {trained_on if trained_on else 'not stored'}"]
+    lines = [f"trained on ({len(trained_on)} sources):"]
+    for source in trained_on:
+        kind = source.get("kind", "?")
+        where = source.get("path") or f"{source.get('split', '')} split"
+        parts = [f"{kind} {where}"]
+        if kind == "synthetic":
+            parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
+        if (source.get("start"), source.get("end")) not in ((0, 1.0), (None, None)):
+            parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
+        parts.append("tasks " + "/".join(source.get("tasks", ())))
+        if source.get("repeat", 1) != 1:
+            parts.append(f"x{source['repeat']}")
+        lines.append("  - " + ", ".join(parts))
+    return lines
+
+
 def format_info(info: dict) -> str:
     cfg = info["config"]
     lines = [f"model: {info['source']} ({cfg['name']})", "config:"]
@@ -161,7 +183,7 @@ def format_info(info: dict) -> str:
         if part in info["parameters"]:
             lines.append(f"  {part:<9} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
     if "metrics" in info:
-        lines.append(f"trained on: {info.get('trained_on')}")
+        lines += format_trained_on(info.get("trained_on"))
         lines.append(f"file: {info['file_mb']} MiB")
         metrics = info.get("metrics") or {}
         lines.append("metrics:" + ("" if metrics else " none stored"))

@@ -524,9 +524,14 @@ def spin_until_shutdown(node: Node) -> None:
 def main(args: list[str] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
-    Returns 0 on a requested shutdown (also one that interrupts the start), 1 when the node cannot start.
+    Returns 0 on a requested shutdown (also one that interrupts the start), 1 when the node cannot start (bad ROS
+    arguments, parameters or model), with one fatal log line naming the problem and no traceback.
     """
-    rclpy.init(args=args)
+    try:  # a missing or malformed --params-file, a bad remapping: rcl refuses the arguments
+        rclpy.init(args=args)
+    except RuntimeError as exc:
+        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: bad ROS arguments: {exc}")
+        return 1
     node = None
     try:
         node = PerceptionNode()
