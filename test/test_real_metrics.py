@@ -112,6 +112,34 @@ def test_eval_of_single_view_reports_no_sparsification():
     assert row == f"| depth/conf_top50_ratio | {two['depth/conf_top50_ratio']:.4f} | n/a |"
 
 
+class ModeDepthStub(torch.nn.Module):
+    """Depth 2 m everywhere in two-view mode (``all_views``), 3 m in single-view mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mtl3d_perception.model import resolve_config
+
+        self.config = resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))
+
+    def forward(self, images, K, poses, all_views: bool = False) -> dict[str, torch.Tensor]:
+        B, V, _, H, W = images.shape
+        return {"depth": torch.full((B, V, 1, H, W), 2.0) if all_views else torch.full((B, 1, H, W), 3.0)}
+
+
+def test_eval_scale_ratio_is_each_modes_own():
+    """The audit saw depth/scale_ratio_median 0.9489 in both columns of the shipped model's hololens eval. Each mode
+    has its own meter and its own predictions: 0.948910 (two-view, image 12) and 0.948868 (single-view, image 73),
+    equal to 4 digits by chance. Here the modes' depths differ by 3/2, and so do their scale ratios."""
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.train.evaluate import evaluate
+
+    data = build_dataset([SourceConfig(split="val", num_scenes=1, frames_per_scene=3)], image_size=(64, 48))
+    res = evaluate(ModeDepthStub(), data, batch_size=3, montage_batches=0)
+    two, single = res["two_view"]["metrics"], res["single_view"]["metrics"]
+    assert single["depth/scale_ratio_median"] == pytest.approx(1.5 * two["depth/scale_ratio_median"], rel=1e-9)
+    assert two["depth/abs_rel_median_scaled"] == pytest.approx(single["depth/abs_rel_median_scaled"], rel=1e-9)
+
+
 def test_sparsification_memory_is_bounded_by_a_systematic_sample():
     """Long sequences (replay at GT resolution): past max_pixels every other pixel is dropped; the curve stays
     that of the whole sequence (here the error is a function of the confidence, so it is exact at the bound)."""
