@@ -86,3 +86,11 @@ def test_bad_model_files_for_the_node_and_replay(capsys, tmp_path):
         load_model(str(tmp_path))
     err = one_line_error(capsys, ["info", str(garbage)])
     assert str(garbage) in err
+
+
+@pytest.mark.parametrize("command", [["eval", "no.safetensors", "--data", "synthetic:test"], ["replay", "no_bag"]])
+def test_bad_device_is_one_line_naming_what_is_expected(capsys, tmp_path, command):
+    """``--device tpu`` used to end with torch's 'Expected one of cpu, cuda, ipu, xpu, ...'; the node's rule
+    (runtime.params.device_problem) now names it, before any file is read."""
+    err = one_line_error(capsys, [*command, "--device", "tpu", "--out", str(tmp_path / "out")])
+    assert err == "ERROR: device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got 'tpu'"

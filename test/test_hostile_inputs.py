@@ -239,6 +239,8 @@ def test_two_cameras_on_one_topic_are_never_paired(tmp_path):
     cross = [(ref, src) for ref, src in pairs if round((ref - src) / 50e6) % 2]
     assert len(pairs) >= 18 and cross == []
     assert any("input interleaves cameras" in w for w in metrics["warnings"])
+    # every frame after the first follows the other camera; metrics.json carries what /diagnostics counts
+    assert metrics["bad_input"] == {"cameras": 23}
 
 
 def test_history_pairs_only_the_same_camera():

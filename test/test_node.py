@@ -514,6 +514,20 @@ def test_reduced_precision_is_accepted_on_cuda(ros_context):
         node.destroy_node()
 
 
+def test_bad_device_parameter_is_named_with_what_is_expected(ros_context, capfd):
+    """`perception_node --ros-args -p device:=tpu` used to end with torch's 'Expected one of cpu, cuda, ipu, xpu, ...
+    device type at start of device string: tpu'; it is refused like any bad parameter, naming what is expected."""
+    from mtl3d_perception.ros.node import PerceptionNode, main
+
+    reason = "device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got 'tpu'"
+    with pytest.raises(InvalidParameterValueException, match=re.escape(reason)):
+        PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[Parameter("device", value="tpu")])
+    capfd.readouterr()
+    assert main(["perception_node", "--ros-args", "-p", "device:=tpu", "-p", "model_path:=preset:tiny"]) == 1
+    err = capfd.readouterr().err
+    assert reason in err and "Expected one of" not in err and "Traceback" not in err
+
+
 def test_main_reports_bad_parameters_and_exits_1():
     """A parameter of the wrong type ends ``perception_node`` with one fatal line and exit code 1, no traceback."""
     from mtl3d_perception.ros.node import main

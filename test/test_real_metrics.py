@@ -58,6 +58,88 @@ def test_sparsification_of_a_confidence_that_predicts_the_error():
     assert (conf.astype(np.float32) >= r["depth/conf_threshold_top50"]).mean() == 0.5  # as a 32FC1 image holds it
 
 
+SPARSIFICATION_KEYS = [f"depth/{name}{int(round(f * 100))}" for f in SPARSIFICATION_FRACTIONS
+                       for name in ("abs_rel_conf_top", "conf_threshold_top")] + ["depth/conf_top50_ratio"]
+
+
+@pytest.mark.parametrize("noise", [0.0, 1.2e-7])
+def test_a_constant_confidence_has_no_sparsification_curve(noise):
+    """Single-view mode's confidence is 0 everywhere (up to ~1e-7 of float rounding): ranking its ties gave an
+    arbitrary order's numbers (`conf_top50_ratio 0.9401`); every sparsification key is NaN instead."""
+    err = np.array([0.4, 0.1, 0.3, 0.2])
+    conf = np.array([0.0, noise, 0.0, noise / 2])
+    assert all(np.isnan(v) for v in sparsification(err, conf).values())
+    assert all(np.isnan(v) for v in confidence_thresholds(conf).values())
+    meter = RealDepthMeter()
+    meter.update(torch.tensor(1.0 + err, dtype=torch.float32).view(1, 1, 1, 4), torch.ones(1, 1, 1, 4), None, None,
+                 torch.tensor(conf, dtype=torch.float32).view(1, 1, 1, 4))
+    r = meter.compute()
+    assert all(np.isnan(r[k]) for k in SPARSIFICATION_KEYS), {k: r[k] for k in SPARSIFICATION_KEYS}
+    assert r["depth/confidence_mean"] == pytest.approx(noise * 3 / 8, abs=1e-12)
+    assert r["depth/scale_ratio_median"] == pytest.approx(1.2, rel=1e-6)  # torch.median: the lower middle value
+
+
+def test_sparsification_does_not_depend_on_the_order_of_ties():
+    """Pixels tied at a fraction's cut count with their mean error, whichever came first."""
+    err = np.array([0.1, 0.3, 0.2, 0.4])
+    conf = np.array([1.0, 0.5, 0.5, 0.0])
+    swapped = [0, 2, 1, 3]
+    for e, c in ((err, conf), (err[swapped], conf[swapped])):
+        curve = sparsification(e, c, (0.25, 0.5, 0.75, 1.0))
+        assert curve == pytest.approx({0.25: 0.1, 0.5: (0.1 + 0.25) / 2, 0.75: 0.2, 1.0: 0.25})
+
+
+def test_eval_of_single_view_reports_no_sparsification():
+    """`mtl3d eval`'s single-view column: a geometric-depth network's confidence there is a flat cost volume's; its
+    sparsification keys are NaN in metrics.json and `n/a` in report.md, the two-view column keeps its numbers."""
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.train.eval_cli import render_report
+    from mtl3d_perception.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48), num_depth=8,
+                                                       cvm_layers=1, geometric_depth=True))
+    data = build_dataset([SourceConfig(split="val", num_scenes=1, frames_per_scene=2)], image_size=(64, 48))
+    res = evaluate(model, data, batch_size=2, montage_batches=0)
+    single, two = res["single_view"]["metrics"], res["two_view"]["metrics"]
+    assert all(np.isnan(single[k]) for k in SPARSIFICATION_KEYS), {k: single[k] for k in SPARSIFICATION_KEYS}
+    assert np.isfinite(single["depth/abs_rel"]) and single["depth/confidence_mean"] < 1e-6
+    assert all(np.isfinite(two[k]) for k in SPARSIFICATION_KEYS)
+    report = render_report({"checkpoint": "x", "input_size": [64, 48], "results": {"spec": {
+        mode: {"metrics": r["metrics"], "num_samples": 2, "seconds_per_sample": 0.1} for mode, r in res.items()}}})
+    row = next(line for line in report.splitlines() if line.startswith("| depth/conf_top50_ratio |"))
+    assert row == f"| depth/conf_top50_ratio | {two['depth/conf_top50_ratio']:.4f} | n/a |"
+
+
+class ModeDepthStub(torch.nn.Module):
+    """Depth 2 m everywhere in two-view mode (``all_views``), 3 m in single-view mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mtl3d_perception.model import resolve_config
+
+        self.config = resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))
+
+    def forward(self, images, K, poses, all_views: bool = False) -> dict[str, torch.Tensor]:
+        B, V, _, H, W = images.shape
+        return {"depth": torch.full((B, V, 1, H, W), 2.0) if all_views else torch.full((B, 1, H, W), 3.0)}
+
+
+def test_eval_scale_ratio_is_each_modes_own():
+    """The audit saw depth/scale_ratio_median 0.9489 in both columns of the shipped model's hololens eval. Each mode
+    has its own meter and its own predictions: 0.948910 (two-view, image 12) and 0.948868 (single-view, image 73),
+    equal to 4 digits by chance. Here the modes' depths differ by 3/2, and so do their scale ratios."""
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.train.evaluate import evaluate
+
+    data = build_dataset([SourceConfig(split="val", num_scenes=1, frames_per_scene=3)], image_size=(64, 48))
+    res = evaluate(ModeDepthStub(), data, batch_size=3, montage_batches=0)
+    two, single = res["two_view"]["metrics"], res["single_view"]["metrics"]
+    assert single["depth/scale_ratio_median"] == pytest.approx(1.5 * two["depth/scale_ratio_median"], rel=1e-9)
+    assert two["depth/abs_rel_median_scaled"] == pytest.approx(single["depth/abs_rel_median_scaled"], rel=1e-9)
+
+
 def test_sparsification_memory_is_bounded_by_a_systematic_sample():
     """Long sequences (replay at GT resolution): past max_pixels every other pixel is dropped; the curve stays
     that of the whole sequence (here the error is a function of the confidence, so it is exact at the bound)."""

@@ -271,6 +271,38 @@ def test_depth_confidence_topic_and_sparsification_curve(wall_bag, tmp_path, cap
     assert "depth confidence, two-view frames" in text and f"| 10 % | {rows[-1]['confidence_min']:.3f} |" in text
 
 
+class FlatConfidenceWallStub(ConfidentWallStub):
+    """ConfidentWallStub's depth error, with a confidence of 0.5 at every pixel: it ranks nothing."""
+
+    def predict(self, ref, src, K, T_src_ref) -> dict[str, torch.Tensor]:
+        out = super().predict(ref, src, K, T_src_ref)
+        out["depth_confidence"] = torch.full_like(out["depth_confidence"], 0.5)
+        return out
+
+
+def test_a_constant_confidence_has_no_sparsification_curve(wall_bag, tmp_path, capsys):
+    """A confidence that is one value everywhere: NaN sparsification keys, no curve (table, plot), and report.md and
+    the console say why and show n/a, rather than the numbers of whatever order its ties came in."""
+    out = tmp_path / "out"
+    s = replay_bag(wall_bag, out, FlatConfidenceWallStub(), quiet())
+    m = s["multi_view"]["metrics"]
+    assert math.isnan(m["depth/conf_top50_ratio"]) and math.isnan(m["depth/abs_rel_conf_top10"])
+    assert math.isnan(m["depth/conf_threshold_top50"]) and m["depth/confidence_mean"] == pytest.approx(0.5)
+    assert m["depth/abs_rel"] == pytest.approx(0.1, rel=1e-5)
+    assert s["multi_view"]["sparsification"] == [] and not (out / "sparsification.png").exists()
+    why = "the confidence was 0.5 at every pixel of the two-view frames, so it ranks no pixel (sparsification n/a)"
+    report = (out / "report.md").read_text()
+    assert f"No sparsification curve: {why}." in report
+    assert "| abs rel of the 50 % most-confident / all (two-view) | n/a |" in report
+    assert math.isnan(json.loads((out / "metrics.json").read_text())["multi_view"]["metrics"]["depth/conf_top50_ratio"])
+    from mtl3d_perception.replay.cli import print_summary
+
+    print_summary(s)
+    text = capsys.readouterr().out
+    assert f"depth confidence: no sparsification curve: {why}" in text
+    assert "| abs rel of the 50 % most-confident / all (two-view) | n/a |" in text
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 
@@ -332,6 +364,33 @@ def test_zero_stamps_run_single_view_and_say_why(wall_bag, tmp_path):
     assert s["counts"]["processed"] == 4 and s["counts"]["zero_stamp"] == 4
     assert s["multi_view"]["pair_reasons"] == {"zero_stamp": 4}
     assert sum("stamp is zero" in w for w in s["warnings"]) == 1
+
+
+def test_bad_input_in_metrics_is_what_diagnostics_count(wall_bag, tmp_path):
+    """Two cameras interleaved on one topic: /diagnostics counted bad_input.cameras while metrics.json said
+    ``bad_input: {}`` (it counted dropped frames only). Both now read the one RuntimeStats."""
+    bag = tmp_path / "interleaved"
+
+    def interleave(topic, index, msg):
+        if topic in (topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC) and index % 2:
+            msg.header.frame_id = "camera2_optical"
+        return msg
+
+    copy_bag(wall_bag, bag, edit=interleave)
+    out = tmp_path / "out"
+    s = replay_bag(bag, out, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4 and s["dropped_reasons"] == {}
+    assert s["bad_input"] == {"cameras": 3}  # frames 1, 2 and 3 each follow the other camera
+    assert json.loads((out / "metrics.json").read_text())["bad_input"] == {"cameras": 3}
+    messages = read_bag(out / OUTPUT_BAG, [topics.DIAGNOSTICS_TOPIC])
+    try:
+        last = [msg for _, _, msg in messages][-1]
+    finally:
+        messages.close()
+    values = {kv.key: kv.value for status in last.status for kv in status.values}
+    assert {k.removeprefix("bad_input."): int(v) for k, v in values.items() if k.startswith("bad_input.")} == {
+        "cameras": 3}
+    assert "- bad input (as /diagnostics counts it): cameras 3" in (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------ real camera inputs (issue 12)

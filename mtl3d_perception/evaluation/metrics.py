@@ -258,6 +258,12 @@ class CrossViewMeter:
         return self
 
 
+def format_metric(value: float | None, fmt: str = "{:.4f}") -> str:
+    """A metric for a report or the console: ``fmt`` applied, or ``n/a`` for a missing or non-finite value (a curve
+    that does not exist, a mode that did not run)."""
+    return fmt.format(value) if isinstance(value, int | float) and math.isfinite(value) else "n/a"
+
+
 def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[str, ...] | None = None) -> float:
     """Multi-task gain Δm (percent) of ``metrics`` over ``baseline`` on ``keys`` (default: HEADLINE keys
     present in both). Lower-is-better metrics count with a minus sign.
@@ -277,6 +283,9 @@ def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[s
 
 BASELINE_BINS_M: tuple[float, ...] = (0.001, 0.05, 0.10, 0.20, 0.40)  # edges; below the first: single view
 SPARSIFICATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+# A confidence in [0, 1] spanning less than this ranks no pixel: float32 rounding of an entropy over D depth
+# candidates is ~D x 1.2e-7, far below it, and a confidence that means anything spans far more.
+CONFIDENCE_RESOLUTION = 1e-4
 
 
 def baseline_bin(baseline_m: float) -> str:
@@ -290,22 +299,39 @@ def baseline_bin(baseline_m: float) -> str:
     return f">={edges[-1]:.2f}m"
 
 
+def confidence_ranks(confidence: np.ndarray) -> bool:
+    """Whether ``confidence`` (any shape, values in [0, 1]) orders pixels at all: False when its values span less
+    than :data:`CONFIDENCE_RESOLUTION`, i.e. one value everywhere up to float rounding (single-view mode: the flat
+    cost volume's 1 - entropy / log D is 0 to about 1e-7), where any "most confident" subset is an arbitrary one."""
+    c = np.asarray(confidence)
+    return c.size > 1 and bool(c.max() - c.min() >= CONFIDENCE_RESOLUTION)
+
+
 def sparsification(abs_rel: np.ndarray, confidence: np.ndarray,
                    fractions: tuple[float, ...] = SPARSIFICATION_FRACTIONS) -> dict[float, float]:
     """Mean abs rel of the most-confident ``fraction`` of pixels, for each fraction (the sparsification curve
     of Ilg et al., ECCV'18: falling with the fraction removed when the confidence predicts the error).
 
-    ``abs_rel`` and ``confidence`` are matching 1-D arrays over pixels; ties keep the input order.
+    ``abs_rel`` and ``confidence`` are matching 1-D arrays over pixels. Pixels tied at a fraction's cut count with
+    their mean abs rel (the expectation over the order of ties), so no value depends on the order pixels came in.
+    A confidence that ranks no pixel (:func:`confidence_ranks`) has no curve: NaN at every fraction.
+
+    Raises:
+        ValueError: arrays that are not matching 1-D ones.
     """
     if abs_rel.shape != confidence.shape or abs_rel.ndim != 1:
         msg = f"abs_rel and confidence must be matching 1-D arrays, got {abs_rel.shape} and {confidence.shape}"
         raise ValueError(msg)
+    if not confidence_ranks(confidence):
+        return dict.fromkeys(fractions, float("nan"))
     order = np.argsort(-confidence, kind="stable")
-    cum = np.cumsum(abs_rel[order], dtype=np.float64)
+    lower = -confidence[order]  # ascending: searchsorted finds each run of ties
+    cum = np.concatenate([[0.0], np.cumsum(abs_rel[order], dtype=np.float64)])
     out = {}
     for f in fractions:
         k = _top_count(f, len(order))
-        out[f] = float(cum[k - 1] / k) if len(order) else float("nan")
+        lo, hi = np.searchsorted(lower, lower[k - 1], "left"), np.searchsorted(lower, lower[k - 1], "right")
+        out[f] = float((cum[lo] + (k - lo) * (cum[hi] - cum[lo]) / (hi - lo)) / k)
     return out
 
 
@@ -313,10 +339,13 @@ def confidence_thresholds(confidence: np.ndarray,
                           fractions: tuple[float, ...] = SPARSIFICATION_FRACTIONS) -> dict[float, float]:
     """For each fraction, the confidence of the least confident pixel among the most-confident ``fraction`` of
     ``confidence`` (1-D): keeping the pixels with confidence >= this value keeps that fraction (more where pixels
-    tie at it), so each point of :func:`sparsification` comes with the threshold that gives it.
+    tie at it), so each point of :func:`sparsification` comes with the threshold that gives it. NaN at every
+    fraction where the confidence ranks no pixel (:func:`confidence_ranks`), as the curve.
     """
+    if not confidence_ranks(confidence):
+        return dict.fromkeys(fractions, float("nan"))
     ranked = np.sort(np.asarray(confidence).ravel())[::-1]
-    return {f: float(ranked[_top_count(f, len(ranked)) - 1]) if len(ranked) else float("nan") for f in fractions}
+    return {f: float(ranked[_top_count(f, len(ranked)) - 1]) for f in fractions}
 
 
 def _top_count(fraction: float, n: int) -> int:
@@ -353,7 +382,8 @@ class RealDepthMeter:
     ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
     ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`). With a confidence map, the
     sparsification curve (:func:`sparsification`), the confidence threshold of each of its points
-    (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'.
+    (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
+    NaN where the confidence ranks no pixel (one value everywhere, as in single-view mode).
 
     The curve's pixels are kept in memory (8 bytes each); past ``max_pixels`` every other one is dropped, and
     so on (a systematic sample of every pixel seen), so long sequences (replay at the ground truth's

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mtl3d_perception.model.config import available_presets
 from mtl3d_perception.model.cvm import STRIDE
 
 
@@ -191,7 +192,8 @@ def format_info(info: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a preset name (tiny, small, base), a model YAML or a .safetensors checkpoint")
+    parser.add_argument("model", help=f"a preset name ({', '.join(available_presets())}), a model YAML or a "
+                                      ".safetensors checkpoint")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

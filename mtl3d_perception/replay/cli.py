@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl3d_perception.replay.options import ReplayOptions
-from mtl3d_perception.replay.report import metrics_table, sparsification_table
+from mtl3d_perception.replay.report import metrics_table, no_curve_reason, sparsification_table
 from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
@@ -32,11 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [ALIASES[name]] if name in ALIASES else []
         flags.append("--" + name.replace("_", "-"))
         group = groups["topics"] if name in TOPICS_AND_FRAMES else groups["runtime"] if "node" in spec.scope else parser
-        if spec.type is bool:
-            if spec.default:
-                group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", help=f"no {spec.description}")
-            else:
-                group.add_argument(*flags, dest=name, action="store_true", help=spec.description)
+        if spec.type is bool:  # --NAME / --no-NAME
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=spec.default,
+                               help=f"{spec.description}; default {spec.default!r}")
             continue
         kwargs: dict[str, Any] = {"dest": name, "type": spec.type, "default": spec.default}
         if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
@@ -77,6 +75,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     if rows := summary.get("multi_view", {}).get("sparsification"):
         print("depth confidence, two-view frames (drop pixels below a row's threshold to get its abs rel):")
         print("\n".join(sparsification_table(rows)))
+        print()
+    elif summary.get("depth_confidence"):
+        print(f"depth confidence: no sparsification curve: {no_curve_reason(summary)}")
         print()
     paths = summary["paths"]
     for key, label in (("report", "report"), ("montage", "montage"), ("depth_error_plot", "depth error plot"),

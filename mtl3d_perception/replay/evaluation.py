@@ -21,6 +21,7 @@ Per-frame meters are pooled with the meters' ``merge``. Writing the files is :mo
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -176,11 +177,12 @@ class ModeEvaluator:
 def sparsification_rows(metrics: dict[str, float], prefix: str = "depth") -> list[dict[str, float]]:
     """The sparsification curve in ``metrics`` (``RealDepthMeter`` keys) as rows, all pixels first: ``fraction``
     (of pixels kept, most confident first), ``confidence_min`` (the threshold that keeps them), ``abs_rel`` (theirs)
-    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence)."""
+    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence, or one that
+    ranks no pixel: NaN keys)."""
     rows = []
     for f in sorted(SPARSIFICATION_FRACTIONS, reverse=True):
         x = int(round(f * 100))
-        if f"{prefix}/abs_rel_conf_top{x}" in metrics:
+        if math.isfinite(metrics.get(f"{prefix}/abs_rel_conf_top{x}", math.nan)):
             rows.append({"fraction": f, "confidence_min": metrics[f"{prefix}/conf_threshold_top{x}"],
                          "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"]})
     for row in rows:

@@ -33,4 +33,4 @@ class ReplayOptions(RuntimeConfig):
     compare_single_view: bool = setting(False, "also run every frame in single-view mode and report both side by "
                                                "side", scope=REPLAY)
     montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
-    progress: bool = setting(True, "show a progress bar", scope=REPLAY)
+    progress: bool = setting(True, "show a progress bar on a terminal", scope=REPLAY)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mtl3d_perception.evaluation.metrics import format_metric
 from mtl3d_perception.evaluation.montage import TITLES, save_png
 from mtl3d_perception.runtime.products import STAGES
 
@@ -131,8 +132,17 @@ def sparsification_table(rows: list[dict[str, float]]) -> list[str]:
     return lines
 
 
-def _fmt(value: Any, fmt: str) -> str:
-    return fmt.format(value) if isinstance(value, int | float) and math.isfinite(value) else "—"
+def no_curve_reason(s: dict[str, Any]) -> str | None:
+    """Why the replay summary ``s`` has no sparsification curve (report.md and the console), or None when it has one."""
+    mv = s.get("multi_view", {})
+    if mv.get("sparsification"):
+        return None
+    if not s.get("depth_confidence"):
+        return "the model outputs no depth confidence (`geometric_depth: false`)"
+    if "depth/confidence_mean" in mv.get("metrics", {}):  # a curve was computed, and is NaN: a constant confidence
+        return (f"the confidence was {mv['metrics']['depth/confidence_mean']:.3g} at every pixel of the two-view "
+                "frames, so it ranks no pixel (sparsification n/a)")
+    return "no two-view frame had ground-truth depth" if s["ground_truth"]["depth"] else "the bag has no ground-truth depth"
 
 
 def metrics_table(summary: dict[str, Any]) -> list[str]:
@@ -143,12 +153,12 @@ def metrics_table(summary: dict[str, Any]) -> list[str]:
     for key, label, fmt in HEADLINE:
         values = [summary[m]["metrics"].get(key) for m in modes]
         if any(v is not None for v in values):
-            rows.append(f"| {label} | " + " | ".join(_fmt(v, fmt) for v in values) + " |")
+            rows.append(f"| {label} | " + " | ".join(format_metric(v, fmt) for v in values) + " |")
     rows.append("| single-view frames | " + " | ".join(
         f"{summary[m]['single_view_frames']}/{summary[m]['frames']}" for m in modes) + " |")
     rows.append("| latency total p50 / p95 (ms) | " + " | ".join(
-        _fmt(summary[m]["latency_ms"].get("total", {}).get("p50"), "{:.1f}") + " / "
-        + _fmt(summary[m]["latency_ms"].get("total", {}).get("p95"), "{:.1f}") for m in modes) + " |")
+        format_metric(summary[m]["latency_ms"].get("total", {}).get("p50"), "{:.1f}") + " / "
+        + format_metric(summary[m]["latency_ms"].get("total", {}).get("p95"), "{:.1f}") for m in modes) + " |")
     return rows
 
 
@@ -187,6 +197,8 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
         f"- frames: {c['images']} images read, {c['processed']} processed, {c['dropped']} dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
+        *([f"- bad input (as /diagnostics counts it): "
+           f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
         f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
         f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
         + ("; normals are compared with normals computed from the GT depth" if s["ground_truth"]["depth"] else ""),
@@ -231,10 +243,10 @@ def _confidence_section(s: dict[str, Any], mv: dict[str, Any]) -> list[str]:
     if not s.get("depth_confidence"):
         body = ["The model outputs no depth confidence (`geometric_depth: false`): the output bag has no "
                 f"`{topic}` and there is no sparsification curve."]
-    elif not (rows := mv.get("sparsification")):
-        why = "no two-view frame had ground-truth depth" if s["ground_truth"]["depth"] else "the bag has no ground-truth depth"
+    elif (why := no_curve_reason(s)) is not None:
         body = [f"No sparsification curve: {why}."]
     else:
+        rows = mv["sparsification"]
         body = ["Sparsification over the two-view frames of the multi-view run: the depth abs rel of the "
                 "most-confident x % of pixels, and the confidence threshold that keeps them. When the confidence "
                 "predicts the error the abs rel falls as x shrinks. To keep only depth you can trust, pick the row "

@@ -93,7 +93,8 @@ class _Replay:
         modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
         self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
                                            montage_picks=picks, warn=self._warn)
-        self.progress = tqdm(total=expected, unit="frame", desc="replay", disable=not o.progress, leave=False)
+        self.progress = tqdm(total=expected, unit="frame", desc="replay", leave=False,
+                             disable=None if o.progress else True)  # None: tqdm's rule, a terminal only
 
         self.tf = Buffer(cache_time=max(10.0, 2 * o.pairing.max_pair_age_s), types=self.types)
         self.tf.core.on_problem = self._tf_problem  # rejected transforms: bad input in /diagnostics and the report
@@ -115,7 +116,6 @@ class _Replay:
         self.processed = 0
         self.dropped: dict[str, int] = {}
         self.counts = {"no_pose": 0}
-        self.bad_input: dict[str, int] = {}  # frames dropped as bad input, by BadInput kind
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
@@ -222,7 +222,6 @@ class _Replay:
             self.stats.count("dropped")
             self._drop("bad_input")
             self.stats.problem(exc.kind, str(exc))  # every bad input counted in /diagnostics, by kind
-            self.bad_input[exc.kind] = self.bad_input.get(exc.kind, 0) + 1
             # warned once per kind (a camera's every frame repeats it); the count is in dropped_reasons / bad_input
             self._warn_once(f"bad_input.{exc.kind}", f"frame at {image.header.stamp.sec}."
                                                      f"{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}")
@@ -322,7 +321,9 @@ class _Replay:
                        "dropped": sum(self.dropped.values()), **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
-            "bad_input": dict(self.bad_input),
+            # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
+            # cameras, rejected transforms, ...) alike
+            "bad_input": self.stats.snapshot()["bad_input"],
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,
             "warnings": self.warnings,

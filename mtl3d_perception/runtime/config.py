@@ -21,7 +21,7 @@ from typing import Any
 from mtl3d_perception import topics
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
 from mtl3d_perception.runtime.history import PairingConfig
-from mtl3d_perception.runtime.params import frame_id_problem
+from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem
 from mtl3d_perception.typed_config import ConfigError, coerce
 
 OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
@@ -57,7 +57,7 @@ class RuntimeConfig:
 
     model_path: str = setting("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; "
                                   "'preset:NAME' = random weights", read_only=True)
-    device: str = setting("auto", "torch device: auto, cpu, cuda, cuda:N", read_only=True)
+    device: str = setting("auto", f"torch device: {DEVICES}", read_only=True)
     num_threads: int = setting(1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold "
                                   "cores)", read_only=True, constraint=(0, 256))
     image_topic: str = setting(topics.IMAGE_INPUT, "input sensor_msgs/Image (a relative name resolves in the node's "
@@ -120,8 +120,10 @@ class RuntimeConfig:
                 raise ValueError(f"{name} must be in [{constraint[0]}, {constraint[1]}], got {value!r}")
         if not self.image_topic.strip("/ "):
             raise ValueError(f"image_topic must not be empty, got {self.image_topic!r}")
-        if reason := frame_id_problem("world_frame", self.world_frame):  # tf2's rule, refused up front
-            raise ValueError(reason)
+        for reason in (frame_id_problem("world_frame", self.world_frame),  # tf2's rule, refused up front
+                       device_problem(self.device)):
+            if reason:
+                raise ValueError(reason)
         self.pairing.validate()
 
     # -------------------------------------------------------------------------------- flat parameter view

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl3d_perception.resources import share_candidates
+from mtl3d_perception.runtime.params import device_problem
 
 DEFAULT_CHECKPOINT = "default.safetensors"
 PRESET_PREFIX = "preset:"
@@ -33,19 +34,25 @@ def default_model_path() -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; anything else is checked by torch (the one device rule of
-    the node, replay, training and evaluation).
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N`` as given (the one device
+    rule of the node, replay, training and evaluation; the accepted strings are ``runtime.params.DEVICES``).
 
     Raises:
-        ValueError: a CUDA device while CUDA is not available; RuntimeError: a string torch does not parse.
+        ValueError: a string not in ``runtime.params.DEVICES``, a CUDA device while CUDA is not available, or a GPU
+            index past the last GPU.
     """
     import torch
 
+    if reason := device_problem(device):
+        raise ValueError(reason)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} GPUs (cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1})")
     return str(dev)
 
 

@@ -8,6 +8,12 @@ accepted and then silently run otherwise.
 
 from __future__ import annotations
 
+import re
+
+# The torch devices the node, replay, training and evaluation accept ('auto' picks cuda when available, else cpu).
+DEVICES = "auto, cpu, cuda, cuda:N"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
 # Reduced precisions run through torch.autocast on CUDA only: on a CPU the pipeline would silently run fp32.
 CUDA_ONLY_PRECISIONS = ("fp16", "bf16")
 
@@ -26,6 +32,14 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
     if frame_id != frame_id.strip():
         return f"{name} {frame_id!r} has leading or trailing white space"
     return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` is not one of :data:`DEVICES` (checked before torch sees it: torch's own message lists every
+    device type it was built for, not the ones this package runs on), or None."""
+    if isinstance(device, str) and _DEVICE.fullmatch(device):
+        return None
+    return f"device must be one of {DEVICES} (N: a GPU index), got {device!r}"
 
 
 def precision_problem(precision: str, device: str) -> str | None:

@@ -13,6 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
+from mtl3d_perception.runtime.params import DEVICES
+from mtl3d_perception.train.evaluate import MODES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a .safetensors checkpoint written by mtl3d train")
@@ -20,19 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data SPEC (repeatable): synthetic:test, KIND:/path[:start:end] with KIND sequence, bag, "
                              "tum, scannet, seven_scenes or nyuv2")
     parser.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="samples per batch (default: 4)")
     parser.add_argument("--max-batches", type=int, default=None, help="evaluate at most this many batches per SPEC")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", default="two_view,single_view", help="comma-separated: two_view, single_view")
+    parser.add_argument("--device", default="auto", help=f"torch device: {DEVICES} (default: auto)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated, of: {', '.join(MODES)} (default: {','.join(MODES)})")
     parser.add_argument("--gap", type=int, default=None, help="source frame gap for sequences/synthetic (default: 2)")
     parser.add_argument("--montages", type=int, default=2, help="montage PNGs per SPEC and mode")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show a progress bar per SPEC on a terminal")
 
 
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
                         max_batches: int | None = None, device: str = "auto",
-                        modes: tuple[str, ...] = ("two_view", "single_view"), gap: int | None = None,
-                        montages: int = 2) -> dict:
-    """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out``."""
+                        modes: tuple[str, ...] = MODES, gap: int | None = None,
+                        montages: int = 2, progress: bool = False) -> dict:
+    """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out``.
+
+    ``progress``: a progress bar per data spec (on a terminal only).
+    """
     import dataclasses
 
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
@@ -54,7 +63,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
-                       modes=use_modes, montage_batches=montages)
+                       modes=use_modes, montage_batches=montages, progress=f"eval {spec}" if progress else None)
         slug = spec.replace("/", "_").replace(":", "-").strip("_-")
         report["results"][spec] = {}
         for mode, r in res.items():
@@ -68,7 +77,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
 
 
 def render_report(report: dict) -> str:
-    """A Markdown report: one table per data spec, one column per mode."""
+    """A Markdown report: one table per data spec, one column per mode; ``n/a`` for a NaN metric (e.g. the
+    sparsification keys of single-view mode, whose confidence ranks no pixel)."""
+    from mtl3d_perception.evaluation.metrics import format_metric
+
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
     for spec, modes in report["results"].items():
@@ -78,7 +90,7 @@ def render_report(report: dict) -> str:
         lines.append("| metric | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         for name in names:
-            cells = [f"{modes[c]['metrics'][name]:.4f}" if name in modes[c]["metrics"] else "" for c in cols]
+            cells = [format_metric(modes[c]["metrics"][name]) if name in modes[c]["metrics"] else "" for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("| samples | " + " | ".join(str(modes[c]["num_samples"]) for c in cols) + " |")
         lines.append("| s / sample | " + " | ".join(f"{modes[c]['seconds_per_sample']:.4f}" for c in cols) + " |")
@@ -90,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     report = evaluate_checkpoint(args.checkpoint, args.data, args.out, batch_size=args.batch_size,
                                  max_batches=args.max_batches, device=args.device, modes=modes, gap=args.gap,
-                                 montages=args.montages)
+                                 montages=args.montages, progress=args.progress)
     print((Path(args.out) / "report.md").read_text())
     return 0 if report["results"] else 1

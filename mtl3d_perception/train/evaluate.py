@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from mtl3d_perception.data.batch import collate
 from mtl3d_perception.evaluation.metrics import MultiTaskMeter
@@ -37,8 +38,11 @@ def eval_indices(n: int, max_samples: int | None) -> list[int]:
 def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, device: torch.device | str = "cpu",
              max_batches: int | None = None, modes: tuple[str, ...] = MODES, num_workers: int = 0,
              autocast: Callable[[], Any] | None = None, montage_batches: int = 1,
-             boundary_max_dist: float = 0.011) -> dict[str, dict[str, Any]]:
+             boundary_max_dist: float = 0.011, progress: str | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate ``model`` on ``dataset`` (int keys: deterministic samples).
+
+    ``progress``: a tqdm bar over the samples with this label (shown on a terminal only, tqdm's ``disable=None``);
+    None: no bar (the trainer's periodic validation runs under its own).
 
     Returns:
         mode -> {"metrics": dict, "montages": list of RGB uint8 arrays, "montage": the first or None,
@@ -61,6 +65,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
     pics: dict[str, list[np.ndarray]] = {m: [] for m in modes}
     seconds = dict.fromkeys(modes, 0.0)
     count = 0
+    bar = tqdm(total=len(idx), unit="sample", desc=progress, leave=False, disable=None if progress else True)
     ctx = autocast or nullcontext
     for b, batch in enumerate(loader):
         batch = batch.to(device)
@@ -86,6 +91,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
             meters[mode].update(ref, batch, baseline.cpu())
             if b < montage_batches:
                 pics[mode].append(montage(batch, ref, depth_range=cfg.depth_range, palette=cfg.palette))
+        bar.update(batch.batch_size)
+    bar.close()
     for mode in modes:
         results[mode] = {
             "metrics": meters[mode].compute(),

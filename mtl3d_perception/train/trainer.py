@@ -261,7 +261,7 @@ class Trainer:
         if self.is_main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True)
+            bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True, disable=None)  # a terminal only
         logs_out: list[dict[str, float]] = []
         batches = self._batches()
         self.module.train()
