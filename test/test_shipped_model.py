@@ -21,8 +21,9 @@ HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hol
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 # Measured on these 8 frames (2026-11-30; models/README.md has the full held-out range):
-#   shipped (stage 2, sha faed41078e86): two-view abs rel 0.163, delta1 76.1 %, confidence top-50 % ratio 0.72
-#     (the agreement confidence; 0.86 with the matching confidence alone); single-view abs rel 0.185
+#   shipped (stage 3, sha 9ce5125c487c): two-view abs rel 0.159, delta1 77.2 %, confidence top-50 % ratio 0.73;
+#     single-view abs rel 0.175 (its confidence ranks nothing: no ratio)
+#   stage 2 (sha faed41078e86): 0.163, 76.1 %, 0.72 (0.86 with the matching confidence alone); single-view 0.185
 #     (stage 1: 0.171, 73.7 %, 0.87; 0.219)
 #   random weights: two-view 0.698, delta1 0.8 %; single-view 0.824
 #   the previous default (tiny, paper CvM): two-view 0.239, delta1 58.5 %, no confidence; single-view 0.247
