@@ -218,5 +218,7 @@ def test_info_lists_each_training_source_on_one_line():
         "  - synthetic train split, 64 scenes x 40 frames, tasks semantic/depth",
         "  - sequence ../shared/data/hololens_000, frames 0-0.8, tasks depth, x4",
     ]
+    unlabelled = {**sources[1], "tasks": [], "repeat": 16}
+    assert format_trained_on([unlabelled])[1] == "  - sequence ../shared/data/hololens_000, frames 0-0.8, no labels, x16"
     assert format_trained_on("synthetic:seed0") == ["trained on: synthetic:seed0"]
     assert format_trained_on(None) == ["trained on: not stored"]

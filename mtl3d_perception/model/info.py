@@ -164,7 +164,8 @@ def format_trained_on(trained_on: Any) -> list[str]:
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
         if (source.get("start"), source.get("end")) not in ((0, 1.0), (None, None)):
             parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
-        parts.append("tasks " + "/".join(source.get("tasks", ())))
+        tasks = source.get("tasks", ())
+        parts.append("tasks " + "/".join(tasks) if tasks else "no labels")
         if source.get("repeat", 1) != 1:
             parts.append(f"x{source['repeat']}")
         lines.append("  - " + ", ".join(parts))
