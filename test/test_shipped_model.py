@@ -21,8 +21,9 @@ HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hol
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 # Measured on these 8 frames (2026-11-30; models/README.md has the full held-out range):
-#   shipped (stage 4, sha 432b46443c81): two-view abs rel 0.155, delta1 76.8 %, confidence top-50 % ratio 0.74;
-#     single-view abs rel 0.173 (its confidence ranks nothing: no ratio)
+#   shipped (stage 5, sha 980d860f81d4): two-view abs rel 0.150, delta1 77.5 %, confidence top-50 % ratio 0.72;
+#     single-view abs rel 0.171 (its confidence ranks nothing: no ratio)
+#   stage 4 (sha 432b46443c81): 0.155, 76.8 %, 0.74; single-view 0.173
 #   stage 3 (sha 9ce5125c487c): 0.159, 77.2 %, 0.73; single-view 0.175
 #   stage 2 (sha faed41078e86): 0.163, 76.1 %, 0.72 (0.86 with the matching confidence alone); single-view 0.185
 #     (stage 1: 0.171, 73.7 %, 0.87; 0.219)
