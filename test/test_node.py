@@ -901,3 +901,17 @@ def test_spin_until_shutdown_raises_executor_errors_while_the_context_is_valid(m
     finally:
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_main_reports_an_executor_failure_as_stopped_not_cannot_start(monkeypatch, capfd):
+    """An executor error while the context is valid ends ``main`` with exit 1 and 'stopped: ...', not 'cannot
+    start' (the node had started)."""
+    from mtl3d_perception.ros import node as node_module
+
+    def spin(node):
+        raise RuntimeError("wait set failure with a valid context")
+
+    monkeypatch.setattr(node_module.rclpy, "spin", spin)
+    assert node_module.main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]) == 1
+    err = capfd.readouterr().err
+    assert "stopped: RuntimeError: wait set failure with a valid context" in err and "cannot start" not in err

@@ -360,7 +360,8 @@ def test_finetune_config_trains_the_shipped_model_on_a_bag_as_it_was_trained(lay
     """README's fine-tuning step on a recorded bag: one step of ``config/train/finetune.yaml`` from the shipped
     model keeps the frozen pretrained stages (weights and BatchNorm statistics) and changes the rest. With the
     shipped config's earlier recipe (nothing frozen, L1 depth, baseline pairs) 100 steps on the HoloLens bag
-    made the held-out two-view abs rel worse, 0.184 -> 0.200; with this one 0.189 (docs/training.md)."""
+    made the stage-2 default's held-out two-view abs rel worse, 0.184 -> 0.200; with this one 0.189
+    (docs/training.md)."""
     from mtl3d_perception.model import load_checkpoint
 
     config = SMOKE.parent / "finetune.yaml"

@@ -525,24 +525,31 @@ def main(args: list[str] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
     Returns 0 on a requested shutdown (also one that interrupts the start), 1 when the node cannot start (bad ROS
-    arguments, parameters or model), with one fatal log line naming the problem and no traceback.
+    arguments, parameters or model) or its executor fails, with one fatal log line naming the problem and no
+    traceback.
     """
     try:  # a missing or malformed --params-file, a bad remapping: rcl refuses the arguments
         rclpy.init(args=args)
     except RuntimeError as exc:
         rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: bad ROS arguments: {exc}")
         return 1
+    logger = rclpy.logging.get_logger(topics.NODE_NAME)
     node = None
     try:
-        node = PerceptionNode()
-        spin_until_shutdown(node)
+        try:
+            node = PerceptionNode()
+        except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
+            if not rclpy.ok():  # a signal shut the context down while the node was being built
+                return 0
+            logger.fatal(f"cannot start: {exc}")
+            return 1
+        try:
+            spin_until_shutdown(node)
+        except RuntimeError as exc:  # the executor failed while the context was valid: not a start-up problem
+            logger.fatal(f"stopped: {type(exc).__name__}: {exc}")
+            return 1
     except KeyboardInterrupt:
         pass
-    except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
-        if not rclpy.ok():  # a signal shut the context down while the node was being built
-            return 0
-        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: {exc}")
-        return 1
     finally:
         if node is not None:
             node.destroy_node()
