@@ -58,6 +58,10 @@ class ModelConfig:
     # False: the paper-only CvM (checkpoints from before issue 18 load as that).
     geometric_depth: bool = False
     match_channels: int = 32  # width of the learned matching features
+    # Learned depth confidence (issue 18, session 6): a small head on detached inputs predicts the final depth's
+    # expected abs rel error; the published confidence is the matching confidence times exp(-error / scale)
+    # (heads.ConfidenceHead). False: the prior/geometry agreement instead (models from before it load as that).
+    confidence_head: bool = False
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -85,6 +89,9 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.geometric_depth and (not self.use_cvm or self.num_depth < 2):
             msg = f"geometric_depth needs use_cvm: true and num_depth >= 2, got use_cvm {self.use_cvm}, num_depth {self.num_depth}"
+            raise ConfigError(msg)
+        if self.confidence_head and not self.geometric_depth:
+            msg = "confidence_head needs geometric_depth: true (it refines the matching confidence)"
             raise ConfigError(msg)
         if self.match_channels < 1:
             msg = f"match_channels must be >= 1, got {self.match_channels}"

@@ -19,10 +19,18 @@
   with ``s = AGREEMENT_LOG_SCALE``: a consistency check in the spirit of stereo's left-right check. On the
   held-out HoloLens frames it ranks the final depth's errors at 0.71-0.74x (top 50 %, shipped stages 2-5) against
   0.83x for the matching confidence alone (stage 2; models/README.md).
+- With ``confidence_head`` (``ConfidenceHead``) a learned estimate of the final depth's abs rel error replaces
+  the agreement: ``depth_confidence = min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)``, where ``error`` (output
+  ``depth_error``) comes from a small conv on detached inputs (the depth decoder's feature, the matching
+  confidence, the gate, the prior/geometry log-disagreement), trained by the ``depth_error`` loss term
+  (expected error by a Laplace likelihood; the learned uncertainty of Kendall & Gal, NeurIPS 2017, applied
+  to a frozen network's error as stereo confidence learning does). The matching factor only takes it to 0
+  where nothing was matched (single view); the error estimate does the ranking.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -37,6 +45,12 @@ from mtl3d_perception.registry import Registry
 # log-ratio scale of the prior/geometry agreement in ``depth_confidence``: 20 % disagreement -> x e^-1 (measured
 # on held-out HoloLens frames: 0.1 and 0.2 rank the errors alike, 0.73x at the top 50 %; models/README.md)
 AGREEMENT_LOG_SCALE = 0.2
+# The learned confidence (``ConfidenceHead``): ``min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)``. It falls to
+# e^-1 at an expected abs rel of ERROR_SCALE; MATCHED only takes it to 0 where nothing was matched (a flat sweep:
+# single view, pixels seen by no source). On HoloLens training frames any MATCHED in 0.01-0.1 ranks the errors as
+# the error estimate alone does (0.66x at the top 50 %); the product with the matching confidence itself: 0.78x.
+ERROR_SCALE = 0.1
+MATCHED = 0.05
 
 # Refiners shipped in the package (``model/pap.py``) register on import; ``mtl3d_perception.model`` imports them.
 REFINERS: Registry[Callable[..., nn.Module]] = Registry("refiner", ConfigError)
@@ -107,6 +121,41 @@ def agreement_confidence(matching: torch.Tensor, inv_prior: torch.Tensor, inv_ge
     return matching * torch.exp(-(inv_prior / inv_geo).log().abs() / AGREEMENT_LOG_SCALE)
 
 
+class ConfidenceHead(nn.Module):
+    """Expected abs rel error of the final depth, ``[N,1,h,w]`` >= 1e-3, at the sweep's stride 4.
+
+    Its inputs are detached, so its loss (``train/depth_error.py``) never moves the depth itself: the depth task
+    feature ``[N,C,h,w]``, the sweep's softmax over its ``D`` candidates ``[N,D,h,w]`` (a second peak or a
+    broad one says the match is ambiguous, which the entropy alone does not) and ``cues`` ``[N,4,h,w]``: the
+    matching confidence, the gate ``g``, ``|log(inv_prior / inv_geo)|`` and the geometric inverse depth scaled to
+    [0, 1] over the depth range. A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
+    map is varies per frame as much as per pixel: on HoloLens training frames ranking pixels by their frame's
+    true mean error alone reaches 0.65x at the top 50 %), then a dilated 3x3 one (a 13x13-cell field, ~50 px at
+    160x120), 24 channels: small enough to run on every frame.
+    """
+
+    INIT_ERROR = 0.15  # the output before training: a typical abs rel
+    CUES = 4
+
+    def __init__(self, cin: int, num_depth: int, channels: int = 24):
+        super().__init__()
+        self.local = conv_bn_relu(cin + num_depth + self.CUES, channels)
+        self.context = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
+        self.out = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True), nn.Conv2d(channels, 1, 1),
+        )
+        with torch.no_grad():
+            self.out[-1].weight.mul_(1e-2)
+            self.out[-1].bias.fill_(math.log(math.expm1(self.INIT_ERROR)))  # softplus^-1
+
+    def forward(self, feature: torch.Tensor, probabilities: torch.Tensor, cues: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([feature, probabilities.to(feature.dtype), cues.to(feature.dtype)], 1).detach()
+        x = self.local(x)
+        x = x + self.context(x.mean((2, 3), keepdim=True))
+        return F.softplus(self.out(x).float()) + 1e-3
+
+
 class Predictor(nn.Module):
     """1x1 conv to the task's channels (``conv``), then, after ``MultiTaskHeads`` upsampled it, the task's
     output mapping (``output``)."""
@@ -133,6 +182,10 @@ class Predictor(nn.Module):
         a sigmoid into [1/depth_max, 1/depth_min] (positive and metric by construction, no clamping needed)."""
         return self.inv_min + torch.sigmoid(y[:, :1]) * (self.inv_max - self.inv_min)
 
+    def gate(self, y: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        """The geometric depth's gate ``g = confidence * sigmoid(.)`` in [0, 1] from the depth conv output ``y``."""
+        return confidence * torch.sigmoid(y[:, 2:3])
+
     def output(self, y: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """The task's output mapping of the upsampled 1x1-conv output ``y`` [N, c, H, W] float32.
 
@@ -145,7 +198,7 @@ class Predictor(nn.Module):
                 if geometry is None:
                     raise ValueError("the geometric depth head needs the cost volume's (inverse depth, confidence)")
                 inv_geo, conf = geometry[:, :1], geometry[:, 1:2]
-                gate = conf * torch.sigmoid(y[:, 2:3])
+                gate = self.gate(y, conf)
                 refined = inv_geo + self.RESIDUAL * span * torch.tanh(y[:, 1:2])
                 inv = (gate * refined + (1.0 - gate) * inv).clamp(self.inv_min, self.inv_max)
             return 1.0 / inv
@@ -177,6 +230,7 @@ class MultiTaskHeads(nn.Module):
             {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth)
              for t in TASKS}
         )
+        self.confidence = ConfidenceHead(config.decoder_channels, config.num_depth) if config.confidence_head else None
 
     def image_feature(self, feats: list[torch.Tensor], fusion_size: tuple[int, int]) -> torch.Tensor:
         """f(I) at the fusion resolution ``[B, fusion_channels, h, w]``."""
@@ -184,7 +238,7 @@ class MultiTaskHeads(nn.Module):
 
     def forward(
         self, feats: list[torch.Tensor], image: torch.Tensor, cvm: torch.Tensor | None, size: tuple[int, int],
-        geometry: tuple[torch.Tensor, torch.Tensor] | None = None,
+        geometry: tuple[torch.Tensor, torch.Tensor] | None = None, logits: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Task outputs at ``size`` = (H, W) and the task features (the predictors' inputs).
 
@@ -195,8 +249,10 @@ class MultiTaskHeads(nn.Module):
             size: output (H, W).
             geometry: with ``geometric_depth``, (inverse depth [N,1,h,w] 1/m, confidence [N,1,h,w]) from
                 ``geometric.read_out``; adds "depth_geometric" (metres), "depth_matching_confidence" (the read-out's
-                confidence) and "depth_confidence" (that times the prior's agreement, see the module docstring),
-                all at ``size``.
+                confidence) and "depth_confidence" (that times the prior's agreement, or with ``confidence_head``
+                times ``exp(-depth_error / ERROR_SCALE)`` where something was matched, see the module docstring), and with ``confidence_head``
+                "depth_error" (the expected abs rel error), all at ``size``.
+            logits: the sweep's logits [N,D,h,w] behind ``geometry`` (needed with ``confidence_head``).
         """
         x = image if cvm is None else torch.cat([image, cvm.to(image.dtype)], 1)
         fused = self.fuse(x)
@@ -218,5 +274,25 @@ class MultiTaskHeads(nn.Module):
             inv_prior = self.predictors["depth"].prior(ups[TASKS.index("depth")])
             out["depth_geometric"] = 1.0 / inv_geo
             out["depth_matching_confidence"] = matching
-            out["depth_confidence"] = agreement_confidence(matching, inv_prior, inv_geo)
+            if self.confidence is None:
+                out["depth_confidence"] = agreement_confidence(matching, inv_prior, inv_geo)
+            else:
+                if logits is None:
+                    raise ValueError("the confidence head needs the sweep's logits")
+                error = self._error(ys[TASKS.index("depth")], task_feats, geometry, logits)
+                out["depth_error"] = resize_bilinear(error, size)
+                matched = (matching / MATCHED).clamp(max=1.0)
+                out["depth_confidence"] = matched * torch.exp(-out["depth_error"] / ERROR_SCALE)
         return out, task_feats
+
+    def _error(self, y: torch.Tensor, task_feats: dict[str, torch.Tensor],
+               geometry: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        """``ConfidenceHead`` at the decoder's stride (the sweep's stride 4): ``y`` the depth conv output there."""
+        depth = self.predictors["depth"]
+        size = y.shape[-2:]
+        inv_geo, matching = (resize_bilinear(t.float(), size) for t in geometry)
+        probabilities = resize_bilinear(F.softmax(logits.float(), 1), size)
+        y = y.float()
+        cues = torch.cat([matching, depth.gate(y, matching), (depth.prior(y) / inv_geo.clamp_min(1e-6)).log().abs(),
+                          (inv_geo - depth.inv_min) / (depth.inv_max - depth.inv_min)], 1)
+        return self.confidence(task_feats["depth"], probabilities, cues)

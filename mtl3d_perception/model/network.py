@@ -186,7 +186,7 @@ class CvMMTL(nn.Module):
             geo = torch.cat([(inv - inv_min) / (inv_max - inv_min), conf], 1)  # at the sweep's stride 4
             cvm = torch.cat([cvm, F.adaptive_avg_pool2d(geo, cvm.shape[-2:]).to(cvm.dtype)], 1)
             geometry_out = (inv, conf)
-        out, task_feats = self.heads(frames.image, image, cvm, (H, W), geometry_out)
+        out, task_feats = self.heads(frames.image, image, cvm, (H, W), geometry_out, logits)
         if logits is not None:
             out["depth_logits"] = logits
         if return_features:

@@ -12,6 +12,7 @@ from mtl3d_perception.train import (  # noqa: F401  (register their loss terms)
     cross_task,
     cross_view,
     depth_distribution,
+    depth_error,
     pap_loss,
     photometric,
 )

@@ -33,7 +33,7 @@ from mtl3d_perception.data.batch import MultiViewBatch, collate
 from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
-from mtl3d_perception.model.checkpoint import load_weights_into, read_checkpoint_metadata
+from mtl3d_perception.model.checkpoint import CheckpointError, load_weights_into, read_checkpoint_metadata
 from mtl3d_perception.model.config import resolve_config
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
@@ -122,10 +122,11 @@ def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
     the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
-    used), so a fine-tuning config follows whichever model it starts from.
+    used), so a fine-tuning config follows whichever model it starts from. Parts the overrides add (e.g.
+    ``confidence_head: true``) start from their initialisation.
 
     Raises:
-        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights.
+        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights or drop some.
     """
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
@@ -133,7 +134,18 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         model = load_checkpoint(cfg.model.init_checkpoint)
         if cfg.model.overrides:
             tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
-            tuned.load_state_dict(model.state_dict(), strict=True)
+            try:
+                missing, unexpected = tuned.load_state_dict(model.state_dict(), strict=False)
+            except RuntimeError as e:
+                msg = f"model.overrides {cfg.model.overrides} change the shapes of {cfg.model.init_checkpoint}'s weights: {e}"
+                raise CheckpointError(msg) from e
+            if unexpected:
+                msg = (f"model.overrides {cfg.model.overrides} drop weights of {cfg.model.init_checkpoint}: "
+                       f"{sorted(unexpected)[:5]} ...")
+                raise CheckpointError(msg)
+            if missing:  # a part the overrides add (e.g. confidence_head) starts from its initialisation
+                log.info("parts new to %s start from their initialisation: %s", cfg.model.init_checkpoint,
+                         sorted({k.rsplit(".", 2)[0] for k in missing}))
             model = tuned
         return model.train()
     model_cfg = resolve_config(cfg.model.preset)

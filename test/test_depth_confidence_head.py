@@ -1,0 +1,144 @@
+"""The learned depth confidence (issue 18): ``ConfidenceHead``, its ``depth_error`` loss, and adding it to a model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+from mtl3d_perception.model.checkpoint import CheckpointError
+from mtl3d_perception.model.config import ConfigError
+from mtl3d_perception.model.heads import ERROR_SCALE, MATCHED
+from mtl3d_perception.train.config import load_config
+from mtl3d_perception.train.depth_error import DepthErrorLoss, expected_error_nll
+from mtl3d_perception.train.trainer import build_model_from_config
+
+W, H = 64, 48
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    cfg = resolve_config("cpu").replace(pretrained=False, input_size=(W, H), confidence_head=True, **overrides)
+    return build_model(cfg)
+
+
+def _inputs(baseline: float = 0.2):
+    images = torch.rand(2, 2, 3, H, W)
+    K = torch.tensor([[50.0, 0, (W - 1) / 2], [0, 50.0, (H - 1) / 2], [0, 0, 1.0]]).expand(2, 2, 3, 3)
+    poses = torch.eye(4).repeat(2, 2, 1, 1)
+    poses[:, 1, 0, 3] = baseline
+    return images, K, poses
+
+
+def test_head_outputs_an_error_and_the_confidence_it_implies():
+    model = _model().eval()
+    images, K, poses = _inputs()
+    with torch.no_grad():
+        out = model(images, K, poses)
+        single = model(images[:, :1], K[:, :1], poses[:, :1])
+    err = out["depth_error"]
+    assert err.shape == out["depth"].shape == (2, 1, H, W)
+    assert (err > 0).all()
+    matched = (out["depth_matching_confidence"] / MATCHED).clamp(max=1.0)
+    expected = matched * torch.exp(-err / ERROR_SCALE)
+    torch.testing.assert_close(out["depth_confidence"], expected)
+    # nothing matched in single view: the matching factor keeps the published confidence at 0
+    assert single["depth_confidence"].max().item() < 1e-4
+
+
+def test_head_is_trained_alone_by_its_loss():
+    """Its inputs are detached: the depth_error loss moves the head's weights and nothing else."""
+    model = _model().train()
+    images, K, poses = _inputs()
+    out = model(images, K, poses)
+    out["depth_error"].sum().backward()
+    with_grad = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()
+                 if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == {"heads.confidence"}
+
+
+def test_confidence_head_needs_the_geometric_depth():
+    with pytest.raises(ConfigError, match="confidence_head needs geometric_depth"):
+        resolve_config("cpu").replace(confidence_head=True, geometric_depth=False)
+
+
+def test_expected_error_nll_is_minimised_by_the_mean_error():
+    """One right answer: a constant estimate trained on errors {0.05, 0.1, 0.45} converges to their mean 0.2."""
+    error = torch.tensor([0.05, 0.1, 0.45]).view(1, 1, 1, 3)
+    mask = torch.ones_like(error, dtype=torch.bool)
+    log_s = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([log_s], lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        expected_error_nll(log_s.exp().expand_as(error), error, mask).backward()
+        opt.step()
+    assert log_s.exp().item() == pytest.approx(0.2, rel=1e-3)
+    with pytest.raises(ValueError, match="one shape"):
+        expected_error_nll(error, error[..., :2], mask)
+
+
+class _Batch:
+    """The two fields the loss reads (``label``, ``valid``) of a MultiViewBatch with one view."""
+
+    def __init__(self, depth, valid):
+        self._depth, self.valid = depth, {"depth": valid}
+
+    def label(self, task):
+        assert task == "depth"
+        return self._depth
+
+
+def test_depth_error_loss_targets_the_actual_error_on_labelled_pixels():
+    gt = torch.full((2, 1, 1, 4, 4), 2.0)
+    gt[0, 0, 0, 0, 0] = float("nan")  # no label here
+    pred = torch.full((2, 1, 4, 4), 2.5)  # abs rel 0.25 everywhere
+    pred[0, 0, 0, 0] = 100.0  # a wild value where there is no label: must not count
+    valid = torch.tensor([[True], [False]])  # the second sample has no depth labels at all
+    est = torch.full((2, 1, 4, 4), 0.25, requires_grad=True)
+    loss, logs = DepthErrorLoss()(_Batch(gt, valid), {"depth": pred, "depth_error": est})
+    assert logs["depth_error/actual"] == pytest.approx(0.25)
+    loss.backward()
+    # at the minimiser (estimate == error) the gradient vanishes on every counted pixel
+    assert est.grad.abs().max().item() < 1e-6
+    with pytest.raises(ValueError, match="confidence_head: true"):
+        DepthErrorLoss()(_Batch(gt, valid), {"depth": pred})
+
+
+def _fine_tune(tmp_path, checkpoint, confidence_head: bool):
+    path = tmp_path / "fine_tune.yaml"
+    path.write_text(f"model: {{init_checkpoint: {checkpoint}, overrides: {{confidence_head: {str(confidence_head).lower()}}}}}\n")
+    return load_config(path)
+
+
+def test_fine_tuning_config_adds_the_head_to_a_checkpoint(tmp_path):
+    base = build_model(resolve_config("cpu").replace(pretrained=False, input_size=(W, H)))
+    path = tmp_path / "base.safetensors"
+    save_checkpoint(base, path)
+    tuned = build_model_from_config(_fine_tune(tmp_path, path, True))
+    assert tuned.config.confidence_head and tuned.heads.confidence is not None
+    for name, value in base.state_dict().items():  # every existing weight carried over
+        torch.testing.assert_close(tuned.state_dict()[name], value)
+    # overrides that drop weights are refused, naming them
+    with_head = tmp_path / "head.safetensors"
+    save_checkpoint(tuned, with_head)
+    with pytest.raises(CheckpointError, match="drop weights.*heads.confidence"):
+        build_model_from_config(_fine_tune(tmp_path, with_head, False))
+
+
+def test_inference_copy_gives_the_same_error_and_confidence():
+    from mtl3d_perception.model.inference import prepare_for_inference
+
+    model = _model().eval()
+    with torch.no_grad():  # non-trivial running statistics, so folding them matters
+        for m in model.heads.confidence.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        model.heads.confidence.out[-1].weight.normal_(std=0.3)
+    fast = prepare_for_inference(model)
+    images, K, poses = _inputs()
+    with torch.no_grad():
+        ref, out = model(images, K, poses), fast(images, K, poses)
+    torch.testing.assert_close(out["depth_error"], ref["depth_error"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["depth_confidence"], ref["depth_confidence"], rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.heads.confidence.modules())  # all folded
