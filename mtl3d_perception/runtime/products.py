@@ -21,11 +21,12 @@ class Products:
         size: (W, H) of the output images (network or camera resolution, see ``output_resolution``).
         K: ``[3,3]`` intrinsics matching ``size`` (published as ``depth/camera_info``).
         depth: ``[H,W]`` float32 metres, NaN invalid (REP 118 32FC1), or None when disabled.
-        depth_confidence: ``[H,W]`` float32 in [0, 1], the model's ``depth_confidence`` output (the peakedness
-            of the cost volume's depth distribution times the agreement of the head's learned prior with the
-            geometric depth, ``model/heads.py``: ~0 where nothing was matched, e.g. single-view mode, and where
-            the two disagree; 0 where ``depth`` is NaN), same size as ``depth``; None when depth is disabled or the model has
-            no geometric depth (``geometric_depth: false``, models from before issue 18).
+        depth_confidence: ``[H,W]`` float32 in [0, 1], the model's ``depth_confidence`` output (``model/heads.py``:
+            ``exp(-expected abs rel / 0.1)`` from the learned confidence head, or for models without one the
+            peakedness of the cost volume's depth distribution times the agreement of the head's learned prior
+            with the geometric depth; ~0 where nothing was matched, e.g. single-view mode; 0 where ``depth`` is
+            NaN), same size as ``depth``; None when depth is disabled or the model has no geometric depth
+            (``geometric_depth: false``, models from before issue 18).
         semantic: ``[H,W]`` uint8 class ids (mono8); ``semantic_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
         normals: ``[H,W,3]`` float32 unit vectors in the optical frame, NaN invalid (32FC3);
             ``normals_color`` ``[H,W,3]`` uint8 (``evaluation.montage.colorize_normals``: ``(1 - n) / 2 * 255``,
