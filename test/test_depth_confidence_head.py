@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +145,34 @@ def test_inference_copy_gives_the_same_error_and_confidence():
     torch.testing.assert_close(out["depth_error"], ref["depth_error"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out["depth_confidence"], ref["depth_confidence"], rtol=1e-4, atol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.heads.confidence.modules())  # all folded
+
+
+HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hololens_000"
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
+
+
+def test_shipped_model_publishes_the_learned_confidence_through_the_pipeline():
+    """The runtime path (node and replay share it): 0 on the single-view first frame, the head's confidence after."""
+    if not HOLOLENS.is_dir():
+        pytest.skip(f"{HOLOLENS} absent")
+    from mtl3d_perception.data.sequence import PosedSequence
+    from mtl3d_perception.model import load_checkpoint
+    from mtl3d_perception.runtime import Frame, PerceptionPipeline
+
+    model = load_checkpoint(SHIPPED)
+    assert model.config.confidence_head, "the shipped default has the learned confidence head (stage 6)"
+    seq = PosedSequence(HOLOLENS)
+    pipe = PerceptionPipeline(model)
+    products = []
+    for i in (300, 302):  # held-out end of the sequence, 2 frames apart as in the evaluation
+        f = seq.frame(i, depth=False, semantic=False, normals=False)
+        products.append(pipe.process(Frame(int(f.stamp * 1e9), "cam", f.rgb, f.K, f.T_world_cam)))
+    first, second = products
+    assert first.single_view and not second.single_view
+    assert float(np.nanmax(first.depth_confidence)) < 1e-3
+    conf = second.depth_confidence
+    assert conf.shape == second.depth.shape and conf.dtype == np.float32
+    assert 0.0 <= float(conf.min()) and float(conf.max()) <= 1.0
+    # exp(-expected abs rel / 0.1): a typical 5-20 % expected error -> 0.13-0.6, spread over the image
+    assert 0.1 < float(np.median(conf[conf > 0])) < 0.7
+    assert float(np.quantile(conf, 0.9) - np.quantile(conf, 0.1)) > 0.05
