@@ -27,7 +27,7 @@
   the learned uncertainty of Kendall & Gal, NeurIPS 2017, applied to a frozen network's error as stereo
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
   the error estimate does the ranking. On the held-out HoloLens frames the shipped head (stage 6) ranks the final
-  depth's errors at 0.71x (top 50 %), 0.50x (top 25 %), 0.42x (top 10 %), against 0.74x / 0.63x / 0.56x for
+  depth's errors at 0.69x (top 50 %), 0.50x (top 25 %), 0.42x (top 10 %), against 0.74x / 0.63x / 0.56x for
   the agreement confidence of the same network (models/README.md).
 """
 
