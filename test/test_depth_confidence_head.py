@@ -113,11 +113,13 @@ def _fine_tune(tmp_path, checkpoint, confidence_head: bool):
     return load_config(path)
 
 
-def test_fine_tuning_config_adds_the_head_to_a_checkpoint(tmp_path):
+def test_fine_tuning_config_adds_the_head_to_a_checkpoint(tmp_path, caplog):
     base = build_model(resolve_config("cpu").replace(pretrained=False, input_size=(W, H)))
     path = tmp_path / "base.safetensors"
     save_checkpoint(base, path)
-    tuned = build_model_from_config(_fine_tune(tmp_path, path, True))
+    with caplog.at_level("INFO", logger="mtl3d_perception.train.trainer"):
+        tuned = build_model_from_config(_fine_tune(tmp_path, path, True))
+    assert "start from their initialisation: heads.confidence" in caplog.text
     assert tuned.config.confidence_head and tuned.heads.confidence is not None
     for name, value in base.state_dict().items():  # every existing weight carried over
         torch.testing.assert_close(tuned.state_dict()[name], value)

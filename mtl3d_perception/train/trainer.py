@@ -144,8 +144,11 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
                        f"{sorted(unexpected)[:5]} ...")
                 raise CheckpointError(msg)
             if missing:  # a part the overrides add (e.g. confidence_head) starts from its initialisation
+                known = dict(model.named_modules())
+                new = [n for n, _ in tuned.named_modules() if n and n not in known]
+                outermost = [n for n in new if not any(n.startswith(m + ".") for m in new)]
                 log.info("parts new to %s start from their initialisation: %s", cfg.model.init_checkpoint,
-                         sorted({k.rsplit(".", 2)[0] for k in missing}))
+                         ", ".join(outermost))
             model = tuned
         return model.train()
     model_cfg = resolve_config(cfg.model.preset)
