@@ -94,8 +94,9 @@ class _Batch:
 def test_depth_error_loss_targets_the_actual_error_on_labelled_pixels():
     gt = torch.full((2, 1, 1, 4, 4), 2.0)
     gt[0, 0, 0, 0, 0] = float("nan")  # no label here
-    pred = torch.full((2, 1, 4, 4), 2.5)  # abs rel 0.25 everywhere
+    pred = torch.full((2, 1, 4, 4), 2.5)  # abs rel 0.25 everywhere in sample 0
     pred[0, 0, 0, 0] = 100.0  # a wild value where there is no label: must not count
+    pred[1] = 4.0  # abs rel 1.0 in the sample without labels: must not count either
     valid = torch.tensor([[True], [False]])  # the second sample has no depth labels at all
     est = torch.full((2, 1, 4, 4), 0.25, requires_grad=True)
     loss, logs = DepthErrorLoss()(_Batch(gt, valid), {"depth": pred, "depth_error": est})
@@ -103,6 +104,7 @@ def test_depth_error_loss_targets_the_actual_error_on_labelled_pixels():
     loss.backward()
     # at the minimiser (estimate == error) the gradient vanishes on every counted pixel
     assert est.grad.abs().max().item() < 1e-6
+    assert (est.grad[1] == 0).all()
     with pytest.raises(ValueError, match="confidence_head: true"):
         DepthErrorLoss()(_Batch(gt, valid), {"depth": pred})
 

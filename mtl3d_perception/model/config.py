@@ -59,8 +59,8 @@ class ModelConfig:
     geometric_depth: bool = False
     match_channels: int = 32  # width of the learned matching features
     # Learned depth confidence (issue 18, session 6): a small head on detached inputs predicts the final depth's
-    # expected abs rel error; the published confidence is the matching confidence times exp(-error / scale)
-    # (heads.ConfidenceHead). False: the prior/geometry agreement instead (models from before it load as that).
+    # expected abs rel error; the published confidence is min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)
+    # (heads.ConfidenceHead: 0 only where nothing was matched). False: the prior/geometry agreement instead (models from before it load as that).
     confidence_head: bool = False
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
