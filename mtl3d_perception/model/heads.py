@@ -121,7 +121,14 @@ def agreement_confidence(matching: torch.Tensor, inv_prior: torch.Tensor, inv_ge
     positive inverse depths (1/m) of the same shape. High only where the match is peaked AND the head's learned
     prior agrees with the geometric depth (the two estimates' errors are largely independent).
     """
-    return matching * torch.exp(-(inv_prior / inv_geo).log().abs() / AGREEMENT_LOG_SCALE)
+    return matching * torch.exp(-log_disagreement(inv_prior, inv_geo) / AGREEMENT_LOG_SCALE)
+
+
+def log_disagreement(inv_prior: torch.Tensor, inv_geo: torch.Tensor) -> torch.Tensor:
+    """``|log(inv_prior / inv_geo)|`` (same shape, >= 0): how far the learned prior and the geometric depth
+    disagree, as a log ratio of positive inverse depths (1/m). Used by the agreement confidence and as a cue of
+    ``ConfidenceHead``."""
+    return (inv_prior / inv_geo).log().abs()
 
 
 class ConfidenceHead(nn.Module):
@@ -274,10 +281,10 @@ class MultiTaskHeads(nn.Module):
         out = {t: self.predictors[t].output(y, geometry_up if t == "depth" else None) for t, y in zip(TASKS, ups)}
         if geometry_up is not None:
             inv_geo, matching = geometry_up[:, :1], geometry_up[:, 1:2].clamp(0.0, 1.0)
-            inv_prior = self.predictors["depth"].prior(ups[TASKS.index("depth")])
             out["depth_geometric"] = 1.0 / inv_geo
             out["depth_matching_confidence"] = matching
             if self.confidence is None:
+                inv_prior = self.predictors["depth"].prior(ups[TASKS.index("depth")])
                 out["depth_confidence"] = agreement_confidence(matching, inv_prior, inv_geo)
             else:
                 if logits is None:
@@ -296,6 +303,6 @@ class MultiTaskHeads(nn.Module):
         inv_geo, matching = (resize_bilinear(t.float(), size) for t in geometry)
         probabilities = resize_bilinear(F.softmax(logits.float(), 1), size)
         y = y.float()
-        cues = torch.cat([matching, depth.gate(y, matching), (depth.prior(y) / inv_geo.clamp_min(1e-6)).log().abs(),
+        cues = torch.cat([matching, depth.gate(y, matching), log_disagreement(depth.prior(y), inv_geo.clamp_min(1e-6)),
                           (inv_geo - depth.inv_min) / (depth.inv_max - depth.inv_min)], 1)
         return self.confidence(task_feats["depth"], probabilities, cues)
