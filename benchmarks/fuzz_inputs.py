@@ -82,13 +82,14 @@ def _image_message(rng: np.random.Generator, header: Any, w: int, h: int, mutate
     kind = int(rng.integers(3))
     if kind == 0:  # raw
         encoding = str(rng.choice(list(cv.COLOUR_ENCODINGS)))
-        channels = cv.ENCODINGS[encoding][1]
+        planar = encoding in cv.PLANAR_YUV_ENCODINGS  # a Y plane of step = w bytes, then up to 2 x that of chroma
+        channels = 1 if planar else cv.ENCODINGS[encoding][1]
         step, height, width = w * channels, h, w
-        data = rng.integers(0, 256, h * w * channels, dtype=np.uint8)
+        data = rng.integers(0, 256, h * w * channels * (3 if planar else 1), dtype=np.uint8)
         if mutate:
             field = int(rng.integers(5))
             if field == 0:
-                encoding = str(rng.choice([*cv.ENCODINGS, "yuv422", "bayer_rggb8", "", "rgb16"]))
+                encoding = str(rng.choice([*cv.ENCODINGS, "yuv422", "nv12", "nv24", "bayer_rggb8", "", "rgb16"]))
             elif field == 1:
                 width, height = int(rng.choice([0, 1, 5000, 2**16, 2**31 - 1])), int(rng.choice([0, 1, 5000, 2**31 - 1]))
             elif field == 2:

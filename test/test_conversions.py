@@ -99,7 +99,10 @@ def _flat(encoding: str, rgb: tuple[int, int, int], h: int = 4, w: int = 6) -> n
     return np.broadcast_to(np.array(pixel, dtype), (h, w, channels)).reshape((h, w) if channels == 1 else (h, w, channels))
 
 
-@pytest.mark.parametrize("encoding", [e for e in cv.COLOUR_ENCODINGS if not e.startswith("yuv")])
+YUV_ENCODINGS = ("uyvy", "yuyv", "yuv422", "yuv422_yuy2", *cv.PLANAR_YUV_ENCODINGS)
+
+
+@pytest.mark.parametrize("encoding", [e for e in cv.COLOUR_ENCODINGS if e not in YUV_ENCODINGS])
 def test_image_to_rgb8_every_colour_encoding(encoding):
     """Every colour / mono encoding cv_bridge converts to rgb8 (one cv2 conversion per family, 16 bit scaled by
     255/65535), big-endian 16-bit data included."""
@@ -114,7 +117,8 @@ def test_image_to_rgb8_every_colour_encoding(encoding):
     np.testing.assert_array_equal(out, np.broadcast_to(np.array(colour, np.uint8), out.shape))
 
 
-@pytest.mark.parametrize(("encoding", "packing"), [("yuv422_yuy2", "YUYV"), ("yuv422", "UYVY")])
+@pytest.mark.parametrize(("encoding", "packing"),
+                         [("yuv422_yuy2", "YUYV"), ("yuv422", "UYVY"), ("yuyv", "YUYV"), ("uyvy", "UYVY")])
 def test_yuv422_flat_colour(encoding, packing):
     """The usb_cam / webcam encodings: Y=120 U=100 V=160 is RGB (172, 106, 65) within 4 levels (issue 12)."""
     types = TYPESTORE.types
@@ -130,12 +134,69 @@ def test_yuv422_flat_colour(encoding, packing):
         cv.image_to_rgb8(msg)
 
 
+def _planar(encoding: str, y: np.ndarray, u: np.ndarray, v: np.ndarray, pad: int = 3):
+    """A planar YUV message as a driver writes it: rows padded by ``pad`` bytes of 255 (the Y plane's stride is
+    ``step``; a chroma row holds the interleaved samples of one row of the chroma plane, stride ``step`` for
+    4:2:0 and ``2 * step`` for 4:4:4)."""
+    h, w = y.shape
+    step = w + pad
+    order = (v, u) if encoding == "nv21" else (u, v)
+    chroma = np.stack(order, -1).reshape(u.shape[0], -1)  # interleaved pairs
+    stride = step if encoding != "nv24" else 2 * step
+    rows = [np.pad(y, ((0, 0), (0, step - w)), constant_values=255),
+            np.pad(chroma, ((0, 0), (0, stride - chroma.shape[1])), constant_values=255)]
+    data = np.concatenate([r.ravel() for r in rows])
+    return TYPESTORE.types["sensor_msgs/msg/Image"](header=cv.make_header(TYPESTORE.types, 0, "cam"), height=h, width=w,
+                                                    encoding=encoding, is_bigendian=0, step=step, data=data)
+
+
+@pytest.mark.parametrize("encoding", list(cv.PLANAR_YUV_ENCODINGS))
+@pytest.mark.parametrize("width", [8, 7])
+def test_planar_yuv_flat_colour(encoding, width):
+    """Jetson / Android / V4L2 cameras' planar encodings: Y=120 U=100 V=160 is RGB (172, 106, 65) within 4 levels, as
+    for UYVY; padded rows are skipped. 4:2:0 data of an odd size is malformed (ValueError), 4:4:4 is not."""
+    h, w = 4, width
+    cw, ch = (w, h) if encoding == "nv24" else (w // 2, h // 2)
+    msg = _planar(encoding, np.full((h, w), 120, np.uint8), np.full((ch, cw), 100, np.uint8), np.full((ch, cw), 160, np.uint8))
+    if encoding != "nv24" and width % 2:
+        with pytest.raises(ValueError, match=f"{encoding}.*even width"):
+            cv.image_to_rgb8(msg)
+        return
+    out = cv.image_to_rgb8(msg)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - [172, 106, 65]).max() <= 4
+    msg.data = msg.data[:-1]
+    with pytest.raises(ValueError, match=f"{encoding} image data has"):
+        cv.image_to_rgb8(msg)
+
+
+@pytest.mark.parametrize("encoding", list(cv.PLANAR_YUV_ENCODINGS))
+def test_planar_yuv_image_matches_opencv_i420(encoding):
+    """A colour gradient through each planar layout gives OpenCV's I420 conversion of the same samples (nv24 carries
+    the 4:2:0 chroma repeated over each 2x2 block, so its pair average changes nothing): the planes and the chroma
+    order are read right."""
+    rgb = _smooth_rgb(12, 16)
+    i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)  # [1.5 H, W]: Y, then the U plane, then the V plane
+    h, w = rgb.shape[:2]
+    y, uv = i420[:h], i420[h:].reshape(2, h // 2, w // 2)
+    u, v = uv
+    if encoding == "nv24":
+        u, v = (np.repeat(np.repeat(c, 2, 0), 2, 1) for c in (u, v))
+    expected = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+    out = cv.image_to_rgb8(_planar(encoding, y, u, v))
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert np.abs(out.astype(int) - rgb).mean() < 8  # and that is the picture (4:2:0 chroma blurs a little)
+
+
 def test_bad_images_raise_value_error_naming_the_problem():
     types = TYPESTORE.types
     header = cv.make_header(types, 0, "cam")
     msg = cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "rgb8")
+    msg.encoding = "64FC1"
+    with pytest.raises(ValueError, match=r"'64FC1'.*supported: rgb8, bgr8"):
+        cv.image_to_array(msg)
     msg.encoding = "nv12"
-    with pytest.raises(ValueError, match=r"'nv12'.*supported: rgb8, bgr8"):
+    with pytest.raises(ValueError, match="planar 'nv12' image has no per-pixel layout"):
         cv.image_to_array(msg)
     with pytest.raises(ValueError, match="nv12"):
         cv.make_image(types, header, np.zeros((2, 3, 3), np.uint8), "nv12")

@@ -37,12 +37,13 @@ _U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
 _BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
 
 # encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
-# REP 118: depth is 32FC1 metres or 16UC1 millimetres. yuv422 (UYVY) and yuv422_yuy2 (YUYV) pack two pixels in
-# 4 bytes: 2 uint8 channels per pixel, as image_encodings.hpp counts them.
+# REP 118: depth is 32FC1 metres or 16UC1 millimetres. uyvy (alias yuv422) and yuyv (alias yuv422_yuy2) pack two
+# pixels in 4 bytes: 2 uint8 channels per pixel, as image_encodings.hpp counts them. The planar YUV encodings
+# (nv12, nv21, nv24) have no per-pixel layout: they are only read, to RGB (PLANAR_YUV_ENCODINGS).
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "rgb8": (_U8, 3), "bgr8": (_U8, 3), "rgba8": (_U8, 4), "bgra8": (_U8, 4), "mono8": (_U8, 1),
     "rgb16": (_U16, 3), "bgr16": (_U16, 3), "rgba16": (_U16, 4), "bgra16": (_U16, 4), "mono16": (_U16, 1),
-    "yuv422": (_U8, 2), "yuv422_yuy2": (_U8, 2),
+    "uyvy": (_U8, 2), "yuyv": (_U8, 2), "yuv422": (_U8, 2), "yuv422_yuy2": (_U8, 2),
     **{f"{bayer}8": (_U8, 1) for bayer in _BAYER}, **{f"{bayer}16": (_U16, 1) for bayer in _BAYER},
     "8UC1": (_U8, 1),
     "16UC1": (_U16, 1),
@@ -60,13 +61,23 @@ COLOUR_ENCODINGS: dict[str, int | None] = {
     **{f"rgba{bits}": cv2.COLOR_RGBA2RGB for bits in (8, 16)},
     **{f"bgra{bits}": cv2.COLOR_BGRA2RGB for bits in (8, 16)},
     **{f"mono{bits}": cv2.COLOR_GRAY2RGB for bits in (8, 16)},
-    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
-    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    **{name: cv2.COLOR_YUV2RGB_UYVY for name in ("uyvy", "yuv422")},
+    **{name: cv2.COLOR_YUV2RGB_YUY2 for name in ("yuyv", "yuv422_yuy2")},
     **{f"bayer_rggb{bits}": cv2.COLOR_BayerBG2RGB for bits in (8, 16)},
     **{f"bayer_bggr{bits}": cv2.COLOR_BayerRG2RGB for bits in (8, 16)},
     **{f"bayer_gbrg{bits}": cv2.COLOR_BayerGR2RGB for bits in (8, 16)},
     **{f"bayer_grbg{bits}": cv2.COLOR_BayerGB2RGB for bits in (8, 16)},
 }
+# Planar YUV (image_encodings.hpp; layouts of the V4L2 pixel formats of the same names): a Y plane of ``height``
+# rows of ``step`` bytes, then the chroma plane with the same row stride per sample pair: nv12 (UV) and nv21
+# (VU) at half resolution both ways (``height / 2`` rows, 1.5 x ``height x step`` bytes in all), nv24 (UV) at full
+# resolution (``height`` rows of ``2 x step`` bytes, 3 x ``height x step`` in all). OpenCV has no NV24 conversion:
+# its chroma is averaged over horizontal pixel pairs into YUYV and converted as that (the same BT.601 video-range
+# formula as the other YUV encodings; the half-resolution chroma is below the network's input resolution).
+PLANAR_YUV_ENCODINGS: dict[str, int] = {
+    "nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21, "nv24": cv2.COLOR_YUV2RGB_YUY2,
+}
+COLOUR_ENCODINGS.update(PLANAR_YUV_ENCODINGS)
 
 # sensor_msgs/PointField datatype constants (identical in every ROS 2 distro).
 _POINT_FIELD_DTYPES: dict[int, np.dtype] = {
@@ -164,6 +175,8 @@ def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
         raise ValueError(f"a CompressedImage (format {msg.format!r}) has no raw layout; "
                          "image_to_rgb8 decodes colour ones")
     encoding = str(msg.encoding)
+    if encoding in PLANAR_YUV_ENCODINGS:
+        raise ValueError(f"a planar {encoding!r} image has no per-pixel layout; image_to_rgb8 converts it")
     if encoding not in ENCODINGS:
         raise _unsupported(encoding)
     dtype, channels = ENCODINGS[encoding]
@@ -184,19 +197,51 @@ def image_to_array(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
     return out.reshape(shape)
 
 
+def _planar_yuv(msg: Any, max_pixels: int) -> np.ndarray:
+    """A planar YUV image (``PLANAR_YUV_ENCODINGS``) as the array its cv2 conversion reads: ``[1.5 H, W]`` uint8 for
+    nv12 / nv21, ``[H, W, 2]`` YUYV for nv24. Raises ValueError for odd sizes of 4:2:0 data or short data."""
+    encoding = str(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    check_image_size(width, height, max_pixels, what=f"{encoding} image")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{encoding} image is {width}x{height}: empty")
+    if step < width:
+        raise ValueError(f"{encoding} image step {step} < width {width} (the Y plane's row length in bytes)")
+    half = encoding != "nv24"
+    if half and (width % 2 or height % 2):
+        raise ValueError(f"a {encoding} image (4:2:0 chroma) needs an even width and height, got {width}x{height}")
+    size = height * step * 3 // (2 if half else 1)
+    buf = _uint8_buffer(msg.data)
+    if buf.size < size:
+        raise ValueError(f"{encoding} image data has {buf.size} bytes, expected {size} for {width}x{height}, step {step}")
+    luma = buf[: height * step].reshape(height, step)[:, :width]
+    if half:
+        chroma = buf[height * step: size].reshape(height // 2, step)[:, :width]
+        return np.ascontiguousarray(np.concatenate([luma, chroma]))
+    uv = buf[height * step: size].reshape(height, 2 * step)[:, : 2 * width].reshape(height, width, 2).astype(np.uint16)
+    if width % 2:  # repeat the last column so that every pixel has a partner
+        luma, uv = np.concatenate([luma, luma[:, -1:]], 1), np.concatenate([uv, uv[:, -1:]], 1)
+    pairs = (uv[:, 0::2] + uv[:, 1::2] + 1) // 2  # [H, W/2, (U, V)]
+    yuyv = np.empty((height, luma.shape[1], 2), np.uint8)
+    yuyv[..., 0] = luma
+    yuyv[:, 0::2, 1], yuyv[:, 1::2, 1] = pairs[..., 0], pairs[..., 1]
+    return yuyv
+
+
 def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """A colour or mono ``sensor_msgs/Image`` (any of ``COLOUR_ENCODINGS``), or a colour
     ``sensor_msgs/CompressedImage`` -> ``[H,W,3]`` uint8 RGB (the pipeline's input).
 
     Raw images convert as cv_bridge's ``toCvShare(msg, "rgb8")`` does: one cv2 colour conversion per family (UYVY,
-    YUYV, Bayer demosaicing, channel order, grey to RGB), then 16-bit values scaled by 255/65535. Compressed images
+    YUYV, planar NV12 / NV21 / NV24 (see ``PLANAR_YUV_ENCODINGS``), Bayer demosaicing, channel order, grey to RGB),
+    then 16-bit values scaled by 255/65535. Compressed images
     are decoded as ``compressed_image_transport`` does (see :func:`is_compressed_image`), and only after their
     header (``msgs.image_header``) declares a JPEG or PNG of at most ``max_pixels`` pixels.
 
     Raises:
         ImageTooLarge: the image (or what a compressed one declares) has more than ``max_pixels`` pixels.
         ValueError: the encoding is not one of ``COLOUR_ENCODINGS`` (the message lists them), the data is malformed
-            (e.g. an odd width for a YUV 4:2:2 image), or a compressed image's format names a non-colour encoding,
+            (e.g. an odd width for a YUV 4:2:2 image, data shorter than a planar layout needs), or a compressed image's format names a non-colour encoding,
             its header is not a sound JPEG / PNG one, or its data does not decode.
     """
     if is_compressed_image(msg):
@@ -206,11 +251,14 @@ def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
         raise ValueError(
             f"image encoding {encoding!r} is not a colour or mono encoding; supported: {', '.join(COLOUR_ENCODINGS)}"
         )
-    img = image_to_array(msg, max_pixels=max_pixels)
+    planar = encoding in PLANAR_YUV_ENCODINGS
+    img = _planar_yuv(msg, max_pixels) if planar else image_to_array(msg, max_pixels=max_pixels)
     code = COLOUR_ENCODINGS[encoding]
     if code is not None:
         try:
             img = cv2.cvtColor(img, code)
+            if planar and img.shape[1] != msg.width:  # nv24 of an odd width: drop the repeated column
+                img = np.ascontiguousarray(img[:, : msg.width])
         except cv2.error as exc:
             raise ValueError(f"a {msg.width}x{msg.height} {encoding!r} image does not convert to RGB: "
                              f"{str(exc).strip().splitlines()[-1]}") from None
