@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from mtl3d_perception import __version__
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mtl3d_perception.data.synthetic_cli", "render a synthetic posed RGB-D sequence folder"),
@@ -30,6 +32,7 @@ DESCRIPTION = ("3D-aware multi-task dense perception (CvM-MTL): make synthetic s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtl3d", description=DESCRIPTION,
                                      epilog="Run 'mtl3d COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"mtl3d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from mtl3d_perception.cli_args import positive_int
 from mtl3d_perception.data.synthetic_cli import parse_size
 
 
@@ -30,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", metavar="CKPT", help="checkpoint; default the shipped models/default.safetensors")
     parser.add_argument("--device", default="auto", help="torch device; default auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the single-view comparison run")
-    parser.add_argument("--num-threads", type=int, default=1, metavar="N",
-                        help="torch CPU threads; default 1 (the tiny network's ops are small: a second thread "
-                             "gains little and stalls every op when another process holds a core)")
+    parser.add_argument("--num-threads", type=positive_int, default=1, metavar="N",
+                        help="torch CPU threads; default 1 (at the default model's 160x120 the ops are small: a "
+                             "second thread gains little and stalls every op when another process holds a core)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -366,6 +366,13 @@ def project(points, K):
     return p[..., :2] / safe[..., None], z
 
 
+def is_registered(depth_frame_id: str, image_frame_id: str) -> bool:
+    """Whether a depth image is registered to a colour image: it carries the image's ``frame_id``, or none (as
+    RealSense ``aligned_depth_to_color`` topics and depth_image_proc's ``register`` output are). Otherwise it is in
+    its own camera and must be reprojected with that camera's CameraInfo and TF (:func:`reproject_depth`)."""
+    return depth_frame_id in ("", image_frame_id)
+
+
 def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:
     """Forward-splat a source depth map into another camera (numpy).
 

@@ -42,14 +42,25 @@ _Yaml12BoolLoader.yaml_implicit_resolvers = {
 _Yaml12BoolLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def parse_yaml(text: str) -> Any:
-    """YAML for configs and ``key=value`` overrides: safe, with YAML 1.2 booleans, so ``amp: off`` is the
-    string ``"off"`` (PyYAML's YAML 1.1 would read it as ``False``)."""
-    return yaml.load(text, Loader=_Yaml12BoolLoader)
-
-
 class ConfigError(ValueError):
     """A config that cannot be used (unknown key, wrong type, missing preset)."""
+
+
+def parse_yaml(text: str, source: str = "config") -> Any:
+    """YAML for configs and ``key=value`` overrides: safe, with YAML 1.2 booleans, so ``amp: off`` is the
+    string ``"off"`` (PyYAML's YAML 1.1 would read it as ``False``).
+
+    Raises:
+        ConfigError: ``text`` is not YAML; the message names ``source`` (a file, an override) and where it broke.
+    """
+    try:
+        return yaml.load(text, Loader=_Yaml12BoolLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        msg = f"{source}: not valid YAML: {problem}{where}"
+        raise ConfigError(msg) from None
 
 
 def from_dict(cls: type[T], values: Any, prefix: str = "", *, what: str = "config") -> T:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -81,6 +83,17 @@ def test_metadata(trained):
     assert meta["config"]["encoder"] == "tiny_cnn"
     with safe_open(str(path), "pt") as f:  # plain JSON strings, readable by any safetensors reader
         assert json.loads(f.metadata()["config"])["num_depth"] == 8
+
+
+def test_checkpoint_is_readable_by_other_users(trained, tmp_path):
+    """Written with the mode of any file the process makes (umask 022 -> 0644), not safetensors' private 0600: a
+    node running as another user reads the weights a training run wrote."""
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(trained[0], tmp_path / "shared.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_truncated_file(trained, tmp_path):

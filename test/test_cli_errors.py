@@ -94,3 +94,51 @@ def test_bad_device_is_one_line_naming_what_is_expected(capsys, tmp_path, comman
     (runtime.params.device_problem) now names it, before any file is read."""
     err = one_line_error(capsys, [*command, "--device", "tpu", "--out", str(tmp_path / "out")])
     assert err == "ERROR: device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got 'tpu'"
+
+
+# ------------------------------------------------------------------ user mistakes a new user made (session 7 trial)
+
+
+def test_text_that_is_not_yaml_is_one_line_naming_the_file_or_key(capsys, tmp_path):
+    """A Markdown file given as a training config or a model, or an override whose value is not YAML: one line naming
+    the file (or the key) and where the YAML broke, not a yaml.ScannerError traceback."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nrun it: `mtl3d train --config a.yaml`, then: look\n")
+    err = one_line_error(capsys, ["train", "--config", str(notes)])
+    assert f"{notes}: not valid YAML" in err and "line 3" in err
+    err = one_line_error(capsys, ["info", str(notes)])
+    assert f"{notes}: not valid YAML" in err
+    smoke = Path(__file__).resolve().parents[1] / "config" / "train" / "smoke.yaml"
+    err = one_line_error(capsys, ["train", "--config", str(smoke), "data.train.0.tasks=["])
+    assert "override 'data.train.0.tasks': not valid YAML" in err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    err = one_line_error(capsys, ["train", "--config", str(empty)])  # not a full default training run
+    assert f"{empty}: the training config is empty" in err
+    err = one_line_error(capsys, ["train", "--config", str(tmp_path)])
+    assert "is a directory; expected a YAML file" in err
+
+
+def test_eval_refuses_options_that_evaluate_nothing(capsys, tmp_path):
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
+                           tmp_path / "m.safetensors")
+    for option, value in (("--max-batches", "0"), ("--gap", "0"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit):  # argparse: usage + the reason, exit status 2
+            cli_main(["eval", str(ckpt), "--data", "synthetic:test:1", option, value])
+        assert f"argument {option}: expected a whole number >= 1, got 0" in capsys.readouterr().err
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", "synthetic:test:0", "--out", str(tmp_path / "e")])
+    assert "num_scenes 0: expected >= 1" in err
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", "sequence:/no/such/seq:0.8", "--out", str(tmp_path / "e")])
+    assert "'/no/such/seq:0.8' does not exist; a frame range is written sequence:/path:START:END" in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", "synthetic:test:1", "--out", str(afile)])
+    assert f"output folder {afile} is a file; expected a folder" in err
+    err = one_line_error(capsys, ["synth", "--frames", "2", "--size", "32x24", "--out", str(afile / "seq")])
+    assert f"output folder {afile / 'seq'} cannot be made: {afile} is a file, not a folder" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("mtl3d ")

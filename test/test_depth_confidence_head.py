@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.model.checkpoint import CheckpointError
 from mtl3d_perception.model.config import ConfigError
-from mtl3d_perception.model.heads import ERROR_SCALE, MATCHED
+from mtl3d_perception.model.heads import ERROR_SCALE, MATCHED, log_gradient
 from mtl3d_perception.train.config import load_config
 from mtl3d_perception.train.depth_error import DepthErrorLoss, expected_error_nll
 from mtl3d_perception.train.trainer import build_model_from_config
@@ -33,8 +34,9 @@ def _inputs(baseline: float = 0.2):
     return images, K, poses
 
 
-def test_head_outputs_an_error_and_the_confidence_it_implies():
-    model = _model().eval()
+@pytest.mark.parametrize("depth_cues", [False, True])
+def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues):
+    model = _model(confidence_depth_cues=depth_cues).eval()
     images, K, poses = _inputs()
     with torch.no_grad():
         out = model(images, K, poses)
@@ -49,9 +51,10 @@ def test_head_outputs_an_error_and_the_confidence_it_implies():
     assert single["depth_confidence"].max().item() < 1e-4
 
 
-def test_head_is_trained_alone_by_its_loss():
+@pytest.mark.parametrize("depth_cues", [False, True])
+def test_head_is_trained_alone_by_its_loss(depth_cues):
     """Its inputs are detached: the depth_error loss moves the head's weights and nothing else."""
-    model = _model().train()
+    model = _model(confidence_depth_cues=depth_cues).train()
     images, K, poses = _inputs()
     out = model(images, K, poses)
     out["depth_error"].sum().backward()
@@ -63,6 +66,21 @@ def test_head_is_trained_alone_by_its_loss():
 def test_confidence_head_needs_the_geometric_depth():
     with pytest.raises(ConfigError, match="confidence_head needs geometric_depth"):
         resolve_config("cpu").replace(confidence_head=True, geometric_depth=False)
+
+
+def test_depth_cues_need_the_confidence_head():
+    with pytest.raises(ConfigError, match="confidence_depth_cues needs confidence_head"):
+        resolve_config("cpu").replace(confidence_depth_cues=True)
+
+
+def test_log_gradient_marks_depth_edges_only():
+    """One right answer: a wall at 1 m beside one at 2 m: 0 on flat ground, log(2) / 2 on each side of the step."""
+    inv = torch.ones(1, 1, 4, 6)
+    inv[..., 3:] = 0.5
+    grad = log_gradient(inv)
+    expected = torch.zeros(1, 1, 4, 6)
+    expected[..., 2:4] = 0.5 * math.log(2.0)
+    torch.testing.assert_close(grad, expected)
 
 
 def test_expected_error_nll_is_minimised_by_the_mean_error():
@@ -164,7 +182,8 @@ def test_shipped_model_publishes_the_learned_confidence_through_the_pipeline():
     from mtl3d_perception.runtime import Frame, PerceptionPipeline
 
     model = load_checkpoint(SHIPPED)
-    assert model.config.confidence_head, "the shipped default has the learned confidence head (stage 6)"
+    assert model.config.confidence_head and model.config.confidence_depth_cues, \
+        "the shipped default has the learned confidence head with the depth cues (stage 7)"
     seq = PosedSequence(HOLOLENS)
     pipe = PerceptionPipeline(model)
     products = []

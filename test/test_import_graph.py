@@ -23,7 +23,7 @@ ROOT = Path(mtl3d_perception.__file__).parent
 # Floors, lowest first. A module may import modules of its own package (top-level component) and of lower
 # floors; packages on one floor do not import each other. cli and demo wire everything together.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"", "geometry", "classes", "registry", "typed_config", "topics", "resources"}),
+    frozenset({"", "geometry", "classes", "registry", "typed_config", "topics", "resources", "cli_args"}),
     frozenset({"ops", "evaluation", "source_selection"}),
     frozenset({"model"}),
     frozenset({"runtime"}),

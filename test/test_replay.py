@@ -192,6 +192,10 @@ def test_summary_files_and_single_view_comparison(synthetic_replay):
         assert {"preprocess", "encode", "predict", "postprocess", "total"} <= set(mode["latency_ms"])
         assert mode["latency_ms"]["total"]["p95"] >= mode["latency_ms"]["total"]["p50"] > 0
     assert len(metrics["per_frame"]) == len(frames)
+    # stamps stay exact integers (a float would round a 1.7e18 ns stamp): each source is one of the bag's frames
+    stamps = {seconds_to_ns(f.stamp) for f in frames}
+    sources = [r["multi_view"]["source_stamp_ns"] for r in metrics["per_frame"][1:]]
+    assert all(type(s) is int and s in stamps for s in sources), sources
     report = (out / "report.md").read_text()
     assert "multi-view | single-view" in report and "temporal consistency" in report
     assert "The model outputs no depth confidence" in report and not (out / "sparsification.png").exists()

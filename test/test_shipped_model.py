@@ -21,8 +21,9 @@ HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hol
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 # Measured on these 8 frames (2026-11-30; models/README.md has the full held-out range):
-#   shipped (stage 6, sha ea42f4c791ab: stage 5 + the learned confidence head): two-view abs rel 0.150, delta1
-#     77.5 %, confidence top-50 % ratio 0.65 (0.66 after 600 of its 1200 steps); single-view abs rel 0.171 (its confidence ranks nothing: no ratio)
+#   shipped (stage 7, sha 2ac6fb277d3d: stage 5 + the retrained confidence head): two-view abs rel 0.150, delta1
+#     77.5 %, confidence top-50 % ratio 0.65; single-view abs rel 0.171 (its confidence ranks nothing: no ratio)
+#   stage 6 (sha ea42f4c791ab, the first confidence head, same depth): confidence ratio 0.65
 #   stage 5 (sha 980d860f81d4, same depth): confidence ratio 0.72 (prior/geometry agreement)
 #   stage 4 (sha 432b46443c81): 0.155, 76.8 %, 0.74; single-view 0.173
 #   stage 3 (sha 9ce5125c487c): 0.159, 77.2 %, 0.73; single-view 0.175

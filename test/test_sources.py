@@ -306,6 +306,76 @@ def test_bag_unregistered_depth_is_reprojected_through_tf(tmp_path, scene):
         assert np.median(rel_raw) > 3 * np.median(rel)
 
 
+def test_replay_scores_unregistered_depth_as_training_reads_it(tmp_path, scene, monkeypatch):
+    """Replay's ground truth follows the training reader's rule (``geometry.is_registered``): depth recorded by
+    another camera (its own frame_id, camera_info and TF, as a RealSense ``image_rect_raw``) is reprojected into the
+    colour camera before it is scored; without that camera's CameraInfo it is not scored, and replay says so."""
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.replay import evaluation
+    from mtl3d_perception.replay.options import ReplayOptions
+    from mtl3d_perception.replay.runner import replay_bag
+
+    _, _, _, renders = scene
+    T_cam_depth = np.eye(4)
+    T_cam_depth[0, 3] = 0.05  # the depth camera 5 cm to the right, another K
+    bag = write_rgbd_bag(tmp_path / "rgbd", scene, T_cam_depth, default_intrinsics(*SIZE, hfov_deg=50.0))
+    scored: list[np.ndarray | None] = []
+    gt_from_messages = evaluation.gt_from_messages
+
+    def spy(K, image_wh, depth, semantic):
+        scored.append(depth)
+        return gt_from_messages(K, image_wh, depth, semantic)
+
+    monkeypatch.setattr(evaluation, "gt_from_messages", spy)
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
+    options = ReplayOptions(depth_gt_topic="/camera/depth/image_raw", progress=False, montage_frames=0)
+    summary = replay_bag(bag, tmp_path / "out", model, options)
+    assert summary["ground_truth"]["depth"] and len(scored) == N
+    # the last depth is 10 ms after the last TF: its camera's pose is unknown, so it is not scored (nor trained on)
+    assert scored[-1] is None and any("no transform to the image's" in w for w in summary["warnings"])
+    for d, r in zip(scored[:-1], renders):  # frames in stamp order
+        ok = np.isfinite(d)
+        assert ok.mean() > 0.5
+        assert np.median(np.abs(d[ok] - r["depth"][ok]) / r["depth"][ok]) < 0.01
+    scored.clear()
+    summary = replay_bag(bag, tmp_path / "out2", model,
+                         ReplayOptions(depth_gt_topic="/camera/depth/image_raw", depth_gt_camera_info_topic="/nope/info",
+                                       progress=False, montage_frames=0))
+    assert len(scored) == N and all(d is None for d in scored)
+    assert any("in frame 'depth_optical'" in w and "no CameraInfo on /nope/info" in w for w in summary["warnings"])
+
+
+def test_a_depth_topic_the_bag_lacks_is_named_not_silent(tmp_path, scene, caplog):
+    """A misspelt or driver-specific depth topic (``image_rect_raw`` for ``image_rect``) would leave depth unsupervised
+    in fine-tuning and unscored in replay without a word: both name the topic and the bag's Image topics."""
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.replay.options import ReplayOptions
+    from mtl3d_perception.replay.runner import replay_bag
+
+    _, path, K, renders = scene
+    from mtl3d_perception.data.sequence import SequenceFrame
+
+    frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=r["depth"], K=K, T_world_cam=T)
+              for i, (T, r) in enumerate(zip(path, renders))]
+    bag = write_bag(frames, tmp_path / "bag")
+    with caplog.at_level("WARNING"):
+        src = BagFrames(bag, depth_topic="/camera/depth/image_rect_raw")
+    assert src.frame(0).depth is None
+    expected = (f"{bag}: depth topic '/camera/depth/image_rect_raw' is not in the bag (its Image topics: "
+                f"{topics.IMAGE_TOPIC}, {topics.GT_DEPTH_TOPIC})")
+    assert expected in caplog.text and 'depth_topic: ""' in caplog.text
+    caplog.clear()
+    BagFrames(bag, depth_topic="")  # asked for no depth: nothing to say
+    assert "not in the bag" not in caplog.text
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
+    summary = replay_bag(bag, tmp_path / "out", model, ReplayOptions(depth_gt_topic="/camera/depth/image_rect_raw",
+                                                                    progress=False, montage_frames=0, limit=2))
+    assert any("ground-truth depth topic '/camera/depth/image_rect_raw' is not in the bag (its Image topics: "
+               f"{topics.IMAGE_TOPIC}, {topics.GT_DEPTH_TOPIC})" in n for n in summary["notes"])
+
+
 def test_bag_without_the_pose_says_which_frames_it_has(tmp_path, scene):
     from mtl3d_perception.data.bag import BagError
 

@@ -264,6 +264,14 @@ def describe_topics(available: Mapping[str, str]) -> str:
     return ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(available.items())) or "no topics"
 
 
+def absent_topic(path: str | Path, available: Mapping[str, str], topic: str, what: str) -> str:
+    """A note for an optional ``sensor_msgs/Image`` topic (ground truth, labels) that is not in the bag: names it and
+    the bag's Image topics, so that a misspelt or driver-specific name (``image_rect_raw``) is easy to spot."""
+    images = sorted(t for t, msgtype in available.items() if msgtype == "sensor_msgs/msg/Image")
+    return (f"{path}: {what} topic {topic!r} is not in the bag (its Image topics: {', '.join(images) or 'none'}); "
+            f"no {what} from it")
+
+
 def check_topic_type(path: str | Path, available: Mapping[str, str], topic: str, what: str,
                      expected: Iterable[str]) -> None:
     """Raise unless ``topic`` is in the bag with one of the ``expected`` message types.

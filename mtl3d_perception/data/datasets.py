@@ -98,6 +98,12 @@ class SourceConfig:
         if self.kind != "synthetic" and not self.path:
             msg = f"a {self.kind} source needs a path"
             raise ValueError(msg)
+        counts = {"num_scenes": self.num_scenes, "frames_per_scene": self.frames_per_scene, "max_gap": self.max_gap,
+                  "eval_gap": self.eval_gap, "repeat": self.repeat}
+        bad_counts = {k: v for k, v in counts.items() if v < 1}
+        if bad_counts:
+            msg = f"source {', '.join(f'{k} {v}' for k, v in bad_counts.items())}: expected >= 1"
+            raise ValueError(msg)
         if self.stride < 1:
             msg = f"stride must be >= 1, got {self.stride}"
             raise ValueError(msg)
@@ -116,12 +122,19 @@ def parse_data_spec(spec: str) -> SourceConfig:
         raise ValueError(msg)
     if kind == "synthetic":
         split, _, n = rest.partition(":")
+        if n and not n.isdigit():
+            msg = f"data spec {spec!r}: the number of scenes {n!r} is not a whole number; expected synthetic:SPLIT[:N]"
+            raise ValueError(msg)
         return SourceConfig(kind=kind, split=split, **({"num_scenes": int(n)} if n else {}))
     parts = rest.rsplit(":", 2)
     rng: dict[str, Any] = {}
     if len(parts) == 3 and all(_is_number(p) for p in parts[1:]):
         rest = parts[0]
         rng = {k: (float(v) if "." in v else int(v)) for k, v in zip(("start", "end"), parts[1:])}
+    elif ":" in rest and not Path(rest).exists():
+        msg = (f"data spec {spec!r}: {rest!r} does not exist; a frame range is written {kind}:/path:START:END with two "
+               "numbers (fractions with a dot, e.g. :0.8:1.0, or frame indices, e.g. :0:300)")
+        raise ValueError(msg)
     return SourceConfig(kind=kind, path=rest, **rng)
 
 

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from mtl3d_perception.cli_args import output_folder, positive_int
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, write_sequence
 from mtl3d_perception.data.synthetic import DEFAULT_SPEED_MPS, iter_sequence
 
@@ -28,7 +29,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="scene seed (layout, textures, path); default 0")
-    parser.add_argument("--frames", type=int, default=100, help="number of frames; default 100")
+    parser.add_argument("--frames", type=positive_int, default=100, help="number of frames; default 100")
     parser.add_argument("--size", type=parse_size, default=(320, 240), metavar="WxH",
                         help="image size; default 320x240")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="sequence folder to create")
@@ -40,13 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.frames <= 0:
-        raise ValueError(f"--frames must be positive, got {args.frames}")
     if args.rate <= 0:
         raise ValueError(f"--rate must be positive, got {args.rate}")
     start = time.perf_counter()
     frames = iter_sequence(args.seed, args.frames, args.size, rate_hz=args.rate, speed=args.speed)
-    write_sequence(args.out, frames, image_format=args.image_format)
+    write_sequence(output_folder(args.out), frames, image_format=args.image_format)
     w, h = args.size
     print(f"wrote {args.out}: {args.frames} frames {w}x{h} of scene {args.seed} "
           f"(images, depth, semantic, normals, poses, K, timestamps) in {time.perf_counter() - start:.1f} s")

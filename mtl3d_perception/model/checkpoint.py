@@ -10,6 +10,7 @@ key and both shapes; so does a tensor holding NaN or inf (such a network only ev
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,18 @@ def save_checkpoint(model, path: str | Path, *, trained_on: Any = None, metrics:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=strings)
+    # safetensors writes through a private temporary file (mode 0600): give the checkpoint the mode any file
+    # written here gets, so a node running as another user can read the weights.
+    os.chmod(tmp, 0o666 & ~_umask())
     tmp.replace(path)
     return path
+
+
+def _umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _open(path: str | Path):

@@ -62,6 +62,9 @@ class ModelConfig:
     # expected abs rel error; the published confidence is min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)
     # (heads.ConfidenceHead: 0 only where nothing was matched). False: the prior/geometry agreement instead (models from before it load as that).
     confidence_head: bool = False
+    # The confidence head also sees the final depth: its inverse depth scaled to [0, 1] and its local log-gradient
+    # (depth edges). False: the four matching cues only (the stage-6 head).
+    confidence_depth_cues: bool = False
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -92,6 +95,9 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.confidence_head and not self.geometric_depth:
             msg = "confidence_head needs geometric_depth: true (it refines the matching confidence)"
+            raise ConfigError(msg)
+        if self.confidence_depth_cues and not self.confidence_head:
+            msg = "confidence_depth_cues needs confidence_head: true"
             raise ConfigError(msg)
         if self.match_channels < 1:
             msg = f"match_channels must be >= 1, got {self.match_channels}"
@@ -156,7 +162,7 @@ def load_yaml(path: str | Path) -> ModelConfig:
     except UnicodeDecodeError:
         msg = f"{path}: not a model YAML (binary content); expected a preset name, a model YAML or a .safetensors file"
         raise ConfigError(msg) from None
-    values = typed_config.parse_yaml(text) or {}
+    values = typed_config.parse_yaml(text, str(path)) or {}
     if not isinstance(values, dict):
         msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
         raise ConfigError(msg)

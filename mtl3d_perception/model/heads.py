@@ -23,12 +23,13 @@
   the agreement: ``depth_confidence = min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)``, where ``error`` (output
   ``depth_error``) comes from a small conv net on detached inputs (the depth decoder's feature, the sweep's
   softmax, the matching confidence, the gate, the prior/geometry log-disagreement, the geometric inverse depth,
-  and their image-wide mean), trained by the ``depth_error`` loss term (expected error by a Laplace likelihood;
+  with ``confidence_depth_cues`` also the final inverse depth and its local log-gradient, and their image-wide mean), trained by the ``depth_error`` loss term (expected error by a Laplace likelihood;
   the learned uncertainty of Kendall & Gal, NeurIPS 2017, applied to a frozen network's error as stereo
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
-  the error estimate does the ranking. On the held-out HoloLens frames the shipped head (stage 6) ranks the final
-  depth's errors at 0.69x (top 50 %), 0.50x (top 25 %), 0.42x (top 10 %), against 0.74x / 0.63x / 0.56x for
-  the agreement confidence of the same network (models/README.md).
+  the error estimate does the ranking. On the held-out HoloLens frames the shipped head (stage 7, trained on rooms
+  the network never saw, with the depth cues) ranks the final depth's errors at 0.68x (top 50 %), 0.49x (top 25 %),
+  0.42x (top 10 %), against 0.74x / 0.63x / 0.56x for the agreement confidence of the same network
+  (models/README.md).
 """
 
 from __future__ import annotations
@@ -124,6 +125,15 @@ def agreement_confidence(matching: torch.Tensor, inv_prior: torch.Tensor, inv_ge
     return matching * torch.exp(-log_disagreement(inv_prior, inv_geo) / AGREEMENT_LOG_SCALE)
 
 
+def log_gradient(inv_depth: torch.Tensor) -> torch.Tensor:
+    """``|d log(inv)/dx| + |d log(inv)/dy|`` ``[N,1,h,w]``, central differences (edge-replicated): large at depth
+    edges, where a depth map's error concentrates. ``inv_depth`` [N,1,h,w] > 0 (1/m)."""
+    log_inv = F.pad(inv_depth.clamp_min(1e-6).log(), (1, 1, 1, 1), mode="replicate")
+    dx = log_inv[..., 1:-1, 2:] - log_inv[..., 1:-1, :-2]
+    dy = log_inv[..., 2:, 1:-1] - log_inv[..., :-2, 1:-1]
+    return 0.5 * (dx.abs() + dy.abs())
+
+
 def log_disagreement(inv_prior: torch.Tensor, inv_geo: torch.Tensor) -> torch.Tensor:
     """``|log(inv_prior / inv_geo)|`` (same shape, >= 0): how far the learned prior and the geometric depth
     disagree, as a log ratio of positive inverse depths (1/m). Used by the agreement confidence and as a cue of
@@ -136,9 +146,10 @@ class ConfidenceHead(nn.Module):
 
     Its inputs are detached, so its loss (``train/depth_error.py``) never moves the depth itself: the depth task
     feature ``[N,C,h,w]``, the sweep's softmax over its ``D`` candidates ``[N,D,h,w]`` (a second peak or a
-    broad one says the match is ambiguous, which the entropy alone does not) and ``cues`` ``[N,4,h,w]``: the
+    broad one says the match is ambiguous, which the entropy alone does not) and ``cues`` ``[N,cues,h,w]``: the
     matching confidence, the gate ``g``, ``|log(inv_prior / inv_geo)|`` and the geometric inverse depth scaled to
-    [0, 1] over the depth range. A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
+    [0, 1] over the depth range (``CUES`` = 4); with the config's ``confidence_depth_cues`` also the final inverse
+    depth so scaled and its ``log_gradient`` (``cues`` = 6: errors concentrate at depth edges and far away). A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
     map is varies per frame as much as per pixel: on HoloLens training frames ranking pixels by their frame's
     true mean error alone reaches 0.65x at the top 50 %), then a dilated 3x3 one (a 13x13-cell field, ~50 px at
     160x120), 24 channels: small enough to run on every frame.
@@ -147,9 +158,9 @@ class ConfidenceHead(nn.Module):
     INIT_ERROR = 0.15  # the output before training: a typical abs rel
     CUES = 4
 
-    def __init__(self, cin: int, num_depth: int, channels: int = 24):
+    def __init__(self, cin: int, num_depth: int, channels: int = 24, cues: int = CUES):
         super().__init__()
-        self.local = conv_bn_relu(cin + num_depth + self.CUES, channels)
+        self.local = conv_bn_relu(cin + num_depth + cues, channels)
         self.context = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
         self.out = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(channels),
@@ -240,7 +251,10 @@ class MultiTaskHeads(nn.Module):
             {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth)
              for t in TASKS}
         )
-        self.confidence = ConfidenceHead(config.decoder_channels, config.num_depth) if config.confidence_head else None
+        self.depth_cues = config.confidence_depth_cues
+        self.confidence = (ConfidenceHead(config.decoder_channels, config.num_depth,
+                                          cues=ConfidenceHead.CUES + 2 * self.depth_cues)
+                           if config.confidence_head else None)
 
     def image_feature(self, feats: list[torch.Tensor], fusion_size: tuple[int, int]) -> torch.Tensor:
         """f(I) at the fusion resolution ``[B, fusion_channels, h, w]``."""
@@ -303,6 +317,11 @@ class MultiTaskHeads(nn.Module):
         inv_geo, matching = (resize_bilinear(t.float(), size) for t in geometry)
         probabilities = resize_bilinear(F.softmax(logits.float(), 1), size)
         y = y.float()
-        cues = torch.cat([matching, depth.gate(y, matching), log_disagreement(depth.prior(y), inv_geo.clamp_min(1e-6)),
-                          (inv_geo - depth.inv_min) / (depth.inv_max - depth.inv_min)], 1)
+        span = depth.inv_max - depth.inv_min
+        cues = [matching, depth.gate(y, matching), log_disagreement(depth.prior(y), inv_geo.clamp_min(1e-6)),
+                (inv_geo - depth.inv_min) / span]
+        if self.depth_cues:
+            inv = 1.0 / depth.output(y, torch.cat([inv_geo, matching], 1))
+            cues += [(inv - depth.inv_min) / span, log_gradient(inv)]
+        cues = torch.cat(cues, 1)
         return self.confidence(task_feats["depth"], probabilities, cues)

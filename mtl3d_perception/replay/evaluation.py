@@ -41,7 +41,7 @@ from mtl3d_perception.evaluation.metrics import (
     SemanticMeter,
 )
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
-from mtl3d_perception.geometry import normals_from_depth, resize_intrinsics
+from mtl3d_perception.geometry import is_registered, normals_from_depth, resize_intrinsics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.products import STAGES, Products
@@ -251,28 +251,41 @@ class ReplayEvaluation:
         slop_s: largest stamp difference between a frame and its ground truth.
         montage_picks: frame indices shown in the montage.
         warn: called with a message for unusable ground truth.
+        register_depth: ``(depth [h,w] m, its frame_id, its stamp ns, the colour Frame) -> depth`` in the colour camera
+            at the frame's size, or None when it cannot be registered (the callee says why); None: depth is taken
+            as registered (its K is the colour K, rescaled to its size).
+        depth_ready: ``(frame_id, stamp ns, Frame) -> bool``: whether ``register_depth`` has what it needs yet (TF is
+            read in bag order, so the depth camera's pose at its stamp may come later); a frame waits for it as for
+            its ground truth.
     """
 
     def __init__(self, modes: Iterable[str], config: Any, *, expect_gt: Iterable[str], slop_s: float,
-                 montage_picks: list[int], warn: Callable[[str], None]) -> None:
+                 montage_picks: list[int], warn: Callable[[str], None],
+                 register_depth: Callable[[np.ndarray, str, int, Frame], np.ndarray | None] | None = None,
+                 depth_ready: Callable[[str, int, Frame], bool] | None = None) -> None:
         self.evaluators = {mode: ModeEvaluator(len(config.classes), config.depth_max) for mode in modes}
         self.montage = MontageCollector(montage_picks, config.depth_range, palette=config.palette)
         self.expect_gt = set(expect_gt)
         self.slop_ns = int(slop_s * 1e9)
         self.warn = warn
+        self.register_depth = register_depth
+        self.depth_ready = depth_ready
         self.gt: dict[str, OrderedDict[int, np.ndarray]] = {kind: OrderedDict() for kind in _DECODERS}
+        self.gt_frame_ids: dict[str, OrderedDict[int, str]] = {kind: OrderedDict() for kind in _DECODERS}
         self.waiting: deque[dict[str, Any]] = deque()  # processed frames waiting for their ground truth
         self.records: list[dict[str, Any]] = []
 
     def add_ground_truth(self, kind: str, msg: Any) -> None:
         """A ``depth`` or ``semantic`` ground-truth image (unusable ones are reported through ``warn``)."""
-        store = self.gt[kind]
+        store, frame_ids = self.gt[kind], self.gt_frame_ids[kind]
+        stamp = conversions.stamp_to_ns(msg.header.stamp)
         try:
-            store[conversions.stamp_to_ns(msg.header.stamp)] = _DECODERS[kind](msg)
+            store[stamp] = _DECODERS[kind](msg)
+            frame_ids[stamp] = str(msg.header.frame_id)
         except ValueError as exc:
             self.warn(f"ground truth at {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} unusable: {exc}")
         while len(store) > GT_KEEP:
-            store.popitem(last=False)
+            frame_ids.pop(store.popitem(last=False)[0], None)
 
     def add_frame(self, index: int, frame: Frame, results: dict[str, Any]) -> None:
         """A processed frame (``results``: mode -> Products), scored once its ground truth is settled."""
@@ -288,7 +301,7 @@ class ReplayEvaluation:
         while self.waiting:
             item = self.waiting[0]
             stamp = item["frame"].stamp_ns
-            have_all = all(self._gt(kind, stamp) is not None for kind in self.expect_gt)
+            have_all = all(self._gt(kind, stamp) is not None for kind in self.expect_gt) and self._depth_settled(item["frame"])
             if not (final or have_all or now_ns - stamp > GT_WAIT_NS):
                 return
             self.waiting.popleft()
@@ -298,19 +311,42 @@ class ReplayEvaluation:
         """mode -> pooled metrics."""
         return {mode: ev.summary() for mode, ev in self.evaluators.items()}
 
-    def _gt(self, kind: str, stamp_ns: int) -> np.ndarray | None:
-        """The ground truth whose stamp is nearest ``stamp_ns``, within the slop (None: there is none)."""
+    def _gt_stamp(self, kind: str, stamp_ns: int) -> int | None:
+        """The stamp of the ground truth nearest ``stamp_ns``, within the slop (None: there is none)."""
         store = self.gt[kind]
         if stamp_ns in store:
-            return store[stamp_ns]
+            return stamp_ns
         best = min(store, key=lambda s: abs(s - stamp_ns), default=None)
-        if best is None or abs(best - stamp_ns) > self.slop_ns:
+        return None if best is None or abs(best - stamp_ns) > self.slop_ns else best
+
+    def _gt(self, kind: str, stamp_ns: int) -> np.ndarray | None:
+        """The ground truth whose stamp is nearest ``stamp_ns``, within the slop (None: there is none)."""
+        best = self._gt_stamp(kind, stamp_ns)
+        return None if best is None else self.gt[kind][best]
+
+    def _unregistered_depth(self, frame: Frame) -> tuple[int, str] | None:
+        """(stamp, frame_id) of the frame's ground-truth depth when it is in another camera and must be registered."""
+        stamp = self._gt_stamp("depth", frame.stamp_ns)
+        if stamp is None or self.register_depth is None:
             return None
-        return store[best]
+        frame_id = self.gt_frame_ids["depth"].get(stamp, "")
+        return None if is_registered(frame_id, frame.frame_id) else (stamp, frame_id)
+
+    def _depth_settled(self, frame: Frame) -> bool:
+        other = self._unregistered_depth(frame)
+        return other is None or self.depth_ready is None or self.depth_ready(other[1], other[0], frame)
+
+    def _depth_gt(self, frame: Frame) -> np.ndarray | None:
+        """The frame's ground-truth depth, registered to the colour camera (see ``register_depth``)."""
+        other = self._unregistered_depth(frame)
+        if other is None:
+            return self._gt("depth", frame.stamp_ns)
+        stamp, frame_id = other
+        return self.register_depth(self.gt["depth"][stamp], frame_id, stamp, frame)
 
     def _evaluate(self, item: dict[str, Any]) -> None:
         frame: Frame = item["frame"]
-        gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._gt("depth", frame.stamp_ns),
+        gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._depth_gt(frame),
                                                   self._gt("semantic", frame.stamp_ns))
         record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.T_world_cam is not None}
         for mode, products in item["results"].items():

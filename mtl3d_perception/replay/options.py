@@ -25,7 +25,11 @@ class ReplayOptions(RuntimeConfig):
     camera_info_topic: str = setting(topics.CAMERA_INFO_TOPIC, "camera info", read_only=True)
     tf_topic: str = setting(topics.TF_TOPIC, "TF", scope=REPLAY)
     tf_static_topic: str = setting(topics.TF_STATIC_TOPIC, "static TF", scope=REPLAY)
-    depth_gt_topic: str = setting(topics.GT_DEPTH_TOPIC, "ground-truth depth (32FC1 m), used when present", scope=REPLAY)
+    depth_gt_topic: str = setting(topics.GT_DEPTH_TOPIC, "ground-truth depth (32FC1 m or 16UC1 mm), used when present; "
+                                  "depth in another frame than the image's is reprojected into the colour camera",
+                                  scope=REPLAY)
+    depth_gt_camera_info_topic: str = setting("", "CameraInfo of ground-truth depth in its own frame; '' = the "
+                                                  "camera_info beside depth_gt_topic", scope=REPLAY)
     semantic_gt_topic: str = setting(topics.GT_SEMANTIC_TOPIC, "ground-truth labels (mono8), used when present",
                                      scope=REPLAY)
     node_name: str = setting(topics.NODE_NAME, "output topics are /NODE_NAME/...", scope=REPLAY)

@@ -15,6 +15,7 @@ import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from mtl3d_perception.cli_args import check_output_folder
 from mtl3d_perception.data.bag import BagError, typestore
 
 OUTPUT_BAG = "output.mcap"
@@ -49,8 +50,10 @@ def check_out_dir(out_dir: Path, bag: Path) -> None:
     Raises:
         BagError: naming the folder and what it holds.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BagError(f"output folder {out_dir} is a file; expected a folder (created if missing)")
+    try:
+        check_output_folder(out_dir)
+    except NotADirectoryError as exc:
+        raise BagError(str(exc)) from None
     if bag.resolve() in (out_dir.resolve(), (out_dir / OUTPUT_BAG).resolve()):
         raise BagError(f"output folder {out_dir} is where the input bag {bag} is; choose another output folder")
     metadata = out_dir / "metadata.yaml"

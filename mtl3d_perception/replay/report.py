@@ -162,6 +162,11 @@ def metrics_table(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _json_number(value: Any) -> int | float:
+    """numpy scalars for ``json.dumps``: integers stay exact (a stamp in ns does not fit a float's 53 bits)."""
+    return int(value) if isinstance(value, np.integer) else float(value)
+
+
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str, Any]],
                  montage: np.ndarray | None) -> dict[str, Path]:
     """Write metrics.json, report.md, the plots and the montage; returns name -> path of what was written."""
@@ -182,7 +187,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str,
     paths["metrics"] = out_dir / "metrics.json"
     paths["report"] = out_dir / "report.md"
     summary["files"] = {k: p.name for k, p in paths.items()} | {"output_bag": "output.mcap"}
-    paths["metrics"].write_text(json.dumps({**summary, "per_frame": records}, indent=1, default=float) + "\n")
+    paths["metrics"].write_text(json.dumps({**summary, "per_frame": records}, indent=1, default=_json_number) + "\n")
     paths["report"].write_text(_report_markdown(summary, modes))
     return paths
 

@@ -13,6 +13,7 @@ products are written as the node's output messages (``msgs.messages.products_to_
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ from mtl3d_perception.data.bag import (
     QOS_TF,
     QOS_TF_STATIC,
     BagError,
+    absent_topic,
     bag_topics,
     check_topic_type,
     read_bag,
     resolve_image_topic,
     typestore,
 )
+from mtl3d_perception.data.sources.bag import colour_from_depth, sibling_camera_info
+from mtl3d_perception.geometry import reproject_depth
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.messages import (
@@ -40,7 +44,7 @@ from mtl3d_perception.msgs.messages import (
     products_to_messages,
 )
 from mtl3d_perception.msgs.tf import ingest_tf, latest_stamp_ns, pose_from_tf
-from mtl3d_perception.replay.evaluation import ReplayEvaluation
+from mtl3d_perception.replay.evaluation import GT_KEEP, ReplayEvaluation
 from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.output import (
     OUTPUT_BAG,
@@ -61,6 +65,13 @@ from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
+from mtl3d_perception.runtime.tf_buffer import TransformException
+
+
+def depth_gt_info_topic(options: ReplayOptions) -> str:
+    """The CameraInfo topic of the ground-truth depth: ``depth_gt_camera_info_topic``, or the one beside
+    ``depth_gt_topic`` (image_transport's rule, as training reads a bag's depth)."""
+    return options.depth_gt_camera_info_topic or sibling_camera_info(options.depth_gt_topic)
 
 
 class _Replay:
@@ -92,7 +103,11 @@ class _Replay:
                      if topic in available]
         modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
         self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
-                                           montage_picks=picks, warn=self._warn)
+                                           montage_picks=picks, warn=self._warn, register_depth=self._register_depth,
+                                           depth_ready=self._depth_pose_ready)
+        # CameraInfo of ground-truth depth in its own frame (stamp -> K), for reprojecting it into the colour camera
+        self.depth_gt_info_topic = depth_gt_info_topic(o)
+        self.depth_gt_K: OrderedDict[int, np.ndarray] = OrderedDict()
         self.progress = tqdm(total=expected, unit="frame", desc="replay", leave=False,
                              disable=None if o.progress else True)  # None: tqdm's rule, a terminal only
 
@@ -119,6 +134,9 @@ class _Replay:
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
+        for what, topic in (("ground-truth depth", o.depth_gt_topic), ("ground-truth semantic", o.semantic_gt_topic)):
+            if topic and topic not in self.available:
+                self.notes.append(absent_topic(bag, self.available, topic, what))
 
     # ------------------------------------------------------------------------------------------ input
 
@@ -144,6 +162,8 @@ class _Replay:
             self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
+        elif topic == self.depth_gt_info_topic:
+            self._add_depth_gt_info(msg)
         elif topic == o.semantic_gt_topic:
             self.evaluation.add_ground_truth("semantic", msg)
         self._run_ready(self.now_ns - 1)
@@ -157,6 +177,8 @@ class _Replay:
         if topic in (self.o.depth_gt_topic, self.o.semantic_gt_topic):
             self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_SENSOR]))
             self.evaluation.add_ground_truth("depth" if topic == self.o.depth_gt_topic else "semantic", msg)
+        elif topic == self.depth_gt_info_topic:
+            self._add_depth_gt_info(msg)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
         return bool(self.evaluation.waiting)
 
@@ -175,6 +197,42 @@ class _Replay:
 
     def _latest(self, frame: Frame) -> int | None:
         return latest_stamp_ns(self.tf, self.o.world_frame, frame.frame_id)
+
+    def _add_depth_gt_info(self, msg: Any) -> None:
+        try:
+            self.depth_gt_K[conversions.stamp_to_ns(msg.header.stamp)] = conversions.camera_info_to_K(msg)
+        except ValueError as exc:
+            self._warn_once("depth_gt_info", f"ground-truth depth CameraInfo on {self.depth_gt_info_topic} unusable: {exc}")
+        while len(self.depth_gt_K) > GT_KEEP:
+            self.depth_gt_K.popitem(last=False)
+
+    def _depth_pose_ready(self, frame_id: str, stamp_ns: int, frame: Frame) -> bool:
+        """Whether TF already gives the depth camera's pose at ``stamp_ns`` (see ``_register_depth``)."""
+        target = self.o.world_frame if frame.T_world_cam is not None else frame.frame_id
+        return self.tf.core.can_transform(target, frame_id, stamp_ns)
+
+    def _register_depth(self, depth: np.ndarray, frame_id: str, stamp_ns: int, frame: Frame) -> np.ndarray | None:
+        """Ground-truth depth in its own camera (``frame_id``) reprojected into the colour camera of ``frame``, as
+        training reads such depth (``data.sources.bag``): its CameraInfo at or before its stamp, the colour <- depth
+        transform from TF (``colour_from_depth``). None, with a warning given once, when either is missing."""
+        K_depth = next((K for s, K in reversed(self.depth_gt_K.items()) if s <= stamp_ns), None)
+        if K_depth is None:
+            self._warn_once("depth_gt_unregistered", (
+                f"ground-truth depth on {self.o.depth_gt_topic} is in frame {frame_id!r}, not the image's "
+                f"{frame.frame_id!r}, and has no CameraInfo on {self.depth_gt_info_topic} to reproject it with; "
+                "give --depth-gt-camera-info-topic (depth not scored)"))
+            return None
+        try:
+            if frame.T_world_cam is not None:
+                T_colour_depth = colour_from_depth(self.tf.core, self.o.world_frame, frame.T_world_cam, frame_id, stamp_ns)
+            else:  # no pose in the world frame: the fixed colour <- depth transform
+                T_colour_depth = self.tf.core.lookup_matrix(frame.frame_id, frame_id, stamp_ns)
+        except TransformException as exc:
+            self._warn_once("depth_gt_tf", f"ground-truth depth in frame {frame_id!r}: no transform to the image's "
+                                           f"{frame.frame_id!r} at its stamp ({exc}); depth not scored")
+            return None
+        W, H = frame.size
+        return reproject_depth(depth, K_depth, T_colour_depth, frame.K, (H, W))
 
     def _tf_problem(self, kind: str, message: str) -> None:
         """The TF buffer's problems: rejected transforms are bad input in /diagnostics; every one is in the report."""
@@ -392,7 +450,8 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
     options, note = check_inputs(bag, out_dir, options or ReplayOptions())
     available = bag_topics(bag)
     wanted = [t for t in (options.image_topic, options.camera_info_topic, options.tf_topic, options.tf_static_topic,
-                          options.depth_gt_topic, options.semantic_gt_topic) if t in available]
+                          options.depth_gt_topic, depth_gt_info_topic(options), options.semantic_gt_topic)
+              if t in available]
     out_dir.mkdir(parents=True, exist_ok=True)
     messages = read_bag(bag, wanted)
     try:

@@ -107,7 +107,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     if not sep or not key:
         msg = f"override {assignment!r} is not of the form key=value"
         raise ConfigError(msg)
-    value = parse_yaml(text) if text.strip() else ""
+    value = parse_yaml(text, f"override {key.strip()!r}") if text.strip() else ""
     node: Any = tree
     parts = key.strip().split(".")
     for i, part in enumerate(parts):
@@ -136,10 +136,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree: dict[str, Any] = to_dict(TrainConfig())
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            msg = f"training config {p} is a directory; expected a YAML file (e.g. config/train/finetune.yaml)"
+            raise ConfigError(msg)
         if not p.is_file():
             msg = f"training config not found: {p}"
             raise FileNotFoundError(msg)
-        loaded = parse_yaml(p.read_text()) or {}
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            msg = f"{p}: not a training config (binary content); expected a YAML mapping"
+            raise ConfigError(msg) from None
+        loaded = parse_yaml(text, str(p))
+        if loaded is None:
+            msg = f"{p}: the training config is empty; expected a YAML mapping (see config/train/)"
+            raise ConfigError(msg)
         if not isinstance(loaded, dict):
             msg = f"{p}: a training config must be a mapping"
             raise ConfigError(msg)

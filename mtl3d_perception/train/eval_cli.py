@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mtl3d_perception.cli_args import non_negative_int, output_folder, positive_int
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
@@ -23,13 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data SPEC (repeatable): synthetic:test, KIND:/path[:start:end] with KIND sequence, bag, "
                              "tum, scannet, seven_scenes or nyuv2")
     parser.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="samples per batch (default: 4)")
-    parser.add_argument("--max-batches", type=int, default=None, help="evaluate at most this many batches per SPEC")
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="samples per batch (default: 4)")
+    parser.add_argument("--max-batches", type=positive_int, default=None, metavar="N",
+                        help="evaluate at most this many batches per SPEC (default: all)")
     parser.add_argument("--device", default="auto", help=f"torch device: {DEVICES} (default: auto)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated, of: {', '.join(MODES)} (default: {','.join(MODES)})")
-    parser.add_argument("--gap", type=int, default=None, help="source frame gap for sequences/synthetic (default: 2)")
-    parser.add_argument("--montages", type=int, default=2, help="montage PNGs per SPEC and mode")
+    parser.add_argument("--gap", type=positive_int, default=None, metavar="N", help="source frame gap for sequences/synthetic (default: 2)")
+    parser.add_argument("--montages", type=non_negative_int, default=2, metavar="N",
+                        help="montage PNGs per SPEC and mode (default: 2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar per SPEC on a terminal")
 
@@ -52,8 +55,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
 
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint, map_location=dev)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     report: dict = {"checkpoint": str(checkpoint), "input_size": list(model.config.input_size),
                     "trained_on": model.checkpoint_metadata.get("trained_on"), "results": {}}
     for spec in specs:

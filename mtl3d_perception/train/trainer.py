@@ -320,7 +320,7 @@ class Trainer:
         cfg = self.cfg
         if self.step % max(1, cfg.log_every) == 0 or self.step == 1:
             log.info("step %d (%.2f s/step): %s", self.step, (time.perf_counter() - t0) / max(1, self.step - self._start_step),
-                     {k: round(v, 4) for k, v in logs.items() if k != "step"})
+                     {k: float(f"{v:.4g}") for k, v in logs.items() if k != "step"})
         if self.writer is None:
             return
         if self.step % max(1, cfg.log_every) == 0 or self.step == 1:
@@ -346,7 +346,7 @@ class Trainer:
                 pic = results["two_view"].get("montage")
                 if pic is not None:
                     self.writer.add_image("val/montage", pic, self.step, dataformats="HWC")
-            log.info("step %d: %s", self.step, {k: round(v, 4) for k, v in metrics.items()})
+            log.info("step %d: %s", self.step, {k: float(f"{v:.4g}") for k, v in metrics.items()})
         self.module.train()
         if self.world > 1:
             dist.barrier()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import numpy as np
 from mtl3d_perception import topics
 from mtl3d_perception.data.bag import (
     BagError,
+    absent_topic,
     bag_topics,
     check_topic_type,
     describe_topics,
@@ -49,7 +51,7 @@ from mtl3d_perception.data.bag import (
     typestore,
 )
 from mtl3d_perception.data.sequence import SequenceFrame
-from mtl3d_perception.geometry import invert_se3, reproject_depth
+from mtl3d_perception.geometry import invert_se3, is_registered, reproject_depth
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.conversions import (
     camera_info_to_K,
@@ -61,9 +63,23 @@ from mtl3d_perception.msgs.conversions import (
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
+log = logging.getLogger(__name__)
+
 MAX_DT_S = 0.02  # depth / semantic messages pair with the image nearest in time within this
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+def colour_from_depth(tf: TransformBuffer, world_frame: str, T_world_cam: np.ndarray, depth_frame: str,
+                      depth_stamp_ns: int) -> np.ndarray:
+    """``T_colour_depth`` [4,4] for depth recorded by another camera: the depth camera's pose at the depth's own
+    stamp in the colour camera at the image's (``T_world_cam``), so motion between the two stamps is accounted
+    for (RealSense depth and colour are not exposed at once).
+
+    Raises:
+        TransformException: TF cannot give ``world_frame <- depth_frame`` at ``depth_stamp_ns``.
+    """
+    return invert_se3(T_world_cam) @ tf.lookup_matrix(world_frame, depth_frame, depth_stamp_ns)
 
 
 def sibling_camera_info(topic: str) -> str:
@@ -112,6 +128,9 @@ class BagFrames:
         check_topic_type(self.path, available, camera_info_topic, "camera_info", (CAMERA_INFO_TYPE,))
         self.depth_topic = depth_topic if depth_topic in available else ""
         self.semantic_topic = semantic_topic if semantic_topic in available else ""
+        if depth_topic and not self.depth_topic:  # a wrong name would silently leave the depth task unsupervised
+            log.warning("%s; set depth_topic to the bag's depth topic, or depth_topic: \"\" to train without depth",
+                        absent_topic(self.path, available, depth_topic, "depth"))
         for topic, what in ((self.depth_topic, "depth"), (self.semantic_topic, "semantic")):
             if topic:
                 check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",))
@@ -182,7 +201,7 @@ class BagFrames:
             j = _nearest(extra_stamps["depth"], stamp, max_dt_ns) if self.depth_topic else None
             if j is not None:
                 d_stamp, d_log, d_frame, _ = extra["depth"][j]
-                if d_frame in ("", frame_id):
+                if is_registered(d_frame, frame_id):
                     depth_ref = (d_log, d_stamp, None, None)
                 else:
                     kd = bisect.bisect_right(depth_info_stamps, d_stamp)
@@ -191,7 +210,7 @@ class BagFrames:
                                        f"{frame_id!r}, and has no CameraInfo on {depth_info_topic or '(none given)'} to "
                                        "reproject it with; give depth_camera_info_topic")
                     with contextlib.suppress(TransformException):
-                        T_c_d = invert_se3(T_world_cam) @ tf.lookup_matrix(world_frame, d_frame, d_stamp)
+                        T_c_d = colour_from_depth(tf, world_frame, T_world_cam, d_frame, d_stamp)
                         depth_ref = (d_log, d_stamp, depth_infos[depth_info_stamps[kd - 1]], T_c_d)
             s = _nearest(extra_stamps["semantic"], stamp, max_dt_ns) if self.semantic_topic else None
             self.log_times.append(t_log)

@@ -1,0 +1,52 @@
+"""Argument types and checks shared by the ``mtl3d`` sub-commands: one rule and one message for each.
+
+argparse ``type=`` callables raise ``argparse.ArgumentTypeError`` (argparse prints it as a usage error);
+the checks raise ``ValueError``, which ``cli.main`` prints as ``ERROR: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (counts, batch sizes, frame gaps)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (e.g. how many pictures to write)."""
+    return _whole_number(text, 0)
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """``path`` if it can be an output folder: a folder, or missing with no file where it or a parent goes.
+
+    Raises:
+        NotADirectoryError: ``path`` (or a parent) is a file; the message names it and what was expected.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output folder {path} is a file; expected a folder (created if missing)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(f"output folder {path} cannot be made: {parent} is a file, not a folder")
+    return path
+
+
+def output_folder(path: str | Path) -> Path:
+    """``path`` checked by :func:`check_output_folder` and created with its parents if missing."""
+    path = check_output_folder(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
