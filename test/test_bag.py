@@ -199,6 +199,10 @@ def test_read_errors(tmp_path, seq_dir):
     storage.write_bytes(storage.read_bytes()[:200])  # truncated: a recording cut off mid-write
     with pytest.raises(BagError, match=r"bag: cannot open bag"):
         list(read_bag(bag))
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not a bag\n")
+    with pytest.raises(BagError, match=r"notes\.md: not a bag file \(\.md\); expected a rosbag2 folder or a \.mcap / \.db3"):
+        list(read_bag(notes))
     with pytest.raises(BagError, match=r"seq: not a rosbag2 folder \(no metadata\.yaml\).*a posed RGB-D sequence "
                                        r"folder: write it as a bag first with `mtl3d bag"):
         read_bag(seq_dir)  # the sequence given where its bag belongs

@@ -311,6 +311,9 @@ def open_reader(path: Path) -> Reader:
             hint = f"; it is a posed RGB-D sequence folder: write it as a bag first with `mtl3d bag {path} --out BAG`"
         raise BagError(f"{path}: not a rosbag2 folder (no metadata.yaml); expected a rosbag2 folder or a "
                        f".mcap / .db3 file{hint}")
+    if path.is_file() and path.suffix not in (".mcap", ".db3"):
+        raise BagError(f"{path}: not a bag file ({path.suffix or 'no suffix'}); expected a rosbag2 folder or a "
+                       ".mcap / .db3 file")
     try:
         reader = Reader(path)
         reader.open()

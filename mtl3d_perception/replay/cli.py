@@ -18,7 +18,10 @@ from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
 ALIASES = {"model_path": "--model", "sync_slop_s": "--sync-slop", "tf_timeout_s": "--tf-timeout"}
-METAVARS = {str: "TEXT", int: "N", float: "S"}
+METAVARS = {str: "TEXT", int: "N", float: "X"}
+# the unit a setting's name ends in (the ROS parameter naming of REP 103 units) -> its metavar
+UNIT_METAVARS = {"_topic": "TOPIC", "_s": "SECONDS", "_m": "METRES", "_deg": "DEGREES", "_hz": "HZ", "_mps": "M/S",
+                 "_dps": "DEG/S"}
 TOPICS_AND_FRAMES = ("image_topic", "camera_info_topic", "tf_topic", "tf_static_topic", "depth_gt_topic",
                      "semantic_gt_topic", "world_frame", "node_name")
 
@@ -40,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
             kwargs["choices"] = spec.constraint
         else:
-            kwargs["metavar"] = "TOPIC" if name.endswith("_topic") else METAVARS.get(spec.type, "VALUE")
-        group.add_argument(*flags, help=f"{spec.description}; default {spec.default!r}", **kwargs)
+            unit = next((m for suffix, m in UNIT_METAVARS.items() if name.endswith(suffix)), None)
+            kwargs["metavar"] = unit or METAVARS.get(spec.type, "VALUE")
+        default = "none" if spec.default is None else repr(spec.default)
+        group.add_argument(*flags, help=f"{spec.description}; default {default}", **kwargs)
 
 
 def options_from_args(args: argparse.Namespace, device: str | None = None) -> ReplayOptions:
