@@ -193,8 +193,9 @@ class PerceptionPipeline:
             self.reset()
         check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
         if self._last_camera is not None and self._last_camera != frame.frame_id:
-            warnings.append(("cameras", f"input interleaves cameras: {frame.frame_id!r} follows {self._last_camera!r}; "
-                                        "source views are taken from the same camera only"))
+            cameras = " and ".join(repr(c) for c in sorted((frame.frame_id, self._last_camera)))  # one message a pair
+            warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the same "
+                                        "camera only"))
         self._last_camera = frame.frame_id
 
         t = time.perf_counter()
