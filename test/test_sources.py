@@ -4,6 +4,7 @@ from synthetic scenes with exact ground truth; bad layouts give one-line errors 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -229,8 +230,11 @@ def test_seven_scenes_bad_layouts(tmp_path, scene):
 # ---------------------------------------------------------------------------------------------------- bags
 
 
-def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarray) -> Path:
-    """A bag with a colour camera and a separate depth camera (16UC1 mm, its own frame and camera_info)."""
+def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarray, info_first: bool = True,
+                   depth_dt_ns: int = 10_000_000) -> Path:
+    """A bag with a colour camera and a separate depth camera (16UC1 mm, its own frame and camera_info), the depth
+    stamped ``depth_dt_ns`` after the colour image. ``info_first=False``: the depth image and then its camera_info
+    are logged just after the colour image, as a driver publishes them."""
     sc, path, K, renders = scene
     store = typestore()
     types = store.types
@@ -247,20 +251,32 @@ def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarra
         statics = [make_transform_stamped(types, make_header(types, t0, "base_link"), topics.CAMERA_FRAME, T_BASE_CAM),
                    make_transform_stamped(types, make_header(types, t0, topics.CAMERA_FRAME), "depth_optical", T_cam_depth)]
         put(topics.TF_STATIC_TOPIC, tfm, t0, types[tfm](transforms=statics))
+        if depth_dt_ns < 0:  # the robot stood at the first pose a moment before: the first depth has a pose too
+            t_before = t0 + 2 * depth_dt_ns
+            put(topics.TF_TOPIC, tfm, t_before, types[tfm](transforms=[make_transform_stamped(
+                types, make_header(types, t_before, "odom"), "base_link", path[0] @ invert_se3(T_BASE_CAM))]))
         for i, (T, r) in enumerate(zip(path, renders)):
             t = t0 + i * 200_000_000
-            td = t + 10_000_000  # the depth camera is 10 ms late
+            td = t + depth_dt_ns  # the depth camera's exposure, 10 ms after the colour one by default
             put(topics.TF_TOPIC, tfm, t, types[tfm](transforms=[make_transform_stamped(
                 types, make_header(types, t, "odom"), "base_link", T @ invert_se3(T_BASE_CAM))]))
             h = make_header(types, t, topics.CAMERA_FRAME)
             put(topics.CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", t, make_camera_info(types, h, K, *SIZE))
             put(topics.IMAGE_TOPIC, "sensor_msgs/msg/Image", t, make_image(types, h, r["rgb"], "rgb8"))
             # the depth camera's pose at its own stamp, 10 ms into the 200 ms to the next frame (as TF interpolates)
-            T_world_depth = interpolate_pose(T, path[min(i + 1, N - 1)], 0.05) @ T_cam_depth
+            a = depth_dt_ns / 200_000_000
+            T_pose = (interpolate_pose(T, path[min(i + 1, N - 1)], a) if a >= 0
+                      else interpolate_pose(path[max(i - 1, 0)], T, 1.0 + a))
+            T_world_depth = T_pose @ T_cam_depth
             hd = make_header(types, td, "depth_optical")
             depth = sc.render(T_world_depth, K_depth, SIZE)["depth"]
-            put("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", td, make_camera_info(types, hd, K_depth, *SIZE))
-            put("/camera/depth/image_raw", "sensor_msgs/msg/Image", td, make_image(types, hd, depth_to_mm(depth), "16UC1"))
+            info = make_camera_info(types, hd, K_depth, *SIZE)
+            log_d = td if info_first else t + 1
+            if info_first:
+                put("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", log_d, info)
+            put("/camera/depth/image_raw", "sensor_msgs/msg/Image", log_d, make_image(types, hd, depth_to_mm(depth), "16UC1"))
+            if not info_first:
+                put("/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo", log_d + 1, info)
     return out
 
 
@@ -338,6 +354,14 @@ def test_replay_scores_unregistered_depth_as_training_reads_it(tmp_path, scene, 
         ok = np.isfinite(d)
         assert ok.mean() > 0.5
         assert np.median(np.abs(d[ok] - r["depth"][ok]) / r["depth"][ok]) < 0.01
+    # depth exposed 10 ms before the colour image but logged after it, its camera_info just after that; and --limit:
+    # frames wait for that camera_info and for TF at the depth's stamp, and are scored
+    late_info = write_rgbd_bag(tmp_path / "late_info", scene, T_cam_depth, default_intrinsics(*SIZE, hfov_deg=50.0),
+                               info_first=False, depth_dt_ns=-10_000_000)
+    for bag_, limit, expected in ((late_info, None, N), (bag, 3, 3)):
+        scored.clear()
+        replay_bag(bag_, tmp_path / f"out_{limit}", model, replace(options, limit=limit))
+        assert sum(d is not None for d in scored) == expected, [d is None for d in scored]
     scored.clear()
     summary = replay_bag(bag, tmp_path / "out2", model,
                          ReplayOptions(depth_gt_topic="/camera/depth/image_raw", depth_gt_camera_info_topic="/nope/info",

@@ -9,6 +9,7 @@ key and both shapes; so does a tensor holding NaN or inf (such a network only ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -63,13 +64,18 @@ def save_checkpoint(model, path: str | Path, *, trained_on: Any = None, metrics:
     save_file(tensors, str(tmp), metadata=strings)
     # safetensors writes through a private temporary file (mode 0600): give the checkpoint the mode any file
     # written here gets, so a node running as another user can read the weights.
-    os.chmod(tmp, 0o666 & ~_umask())
+    with contextlib.suppress(OSError):  # a filesystem without modes keeps its own
+        os.chmod(tmp, 0o666 & ~_umask())
     tmp.replace(path)
     return path
 
 
 def _umask() -> int:
-    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    """The process's file-mode creation mask: Linux reports it in /proc (no race with other threads); elsewhere it
+    is read by setting it and putting it back."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

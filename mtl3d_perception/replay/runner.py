@@ -134,8 +134,13 @@ class _Replay:
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
-        for what, topic in (("ground-truth depth", o.depth_gt_topic), ("ground-truth semantic", o.semantic_gt_topic)):
-            if topic and topic not in self.available:
+        # A ground-truth topic the bag lacks is named when it was asked for, or when the bag has depth elsewhere (a
+        # driver's own name, e.g. image_rect_raw); a bag with no ground truth at all needs no note.
+        depth_elsewhere = any("depth" in t and m == "sensor_msgs/msg/Image" for t, m in self.available.items())
+        for what, topic, default, elsewhere in (
+                ("ground-truth depth", o.depth_gt_topic, topics.GT_DEPTH_TOPIC, depth_elsewhere),
+                ("ground-truth semantic", o.semantic_gt_topic, topics.GT_SEMANTIC_TOPIC, False)):
+            if topic and topic not in self.available and (topic != default or elsewhere):
                 self.notes.append(absent_topic(bag, self.available, topic, what))
 
     # ------------------------------------------------------------------------------------------ input
@@ -179,6 +184,8 @@ class _Replay:
             self.evaluation.add_ground_truth("depth" if topic == self.o.depth_gt_topic else "semantic", msg)
         elif topic == self.depth_gt_info_topic:
             self._add_depth_gt_info(msg)
+        elif topic in (self.o.tf_topic, self.o.tf_static_topic):  # depth from its own camera waits for its pose
+            self._add_tf(msg, static=topic == self.o.tf_static_topic)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
         return bool(self.evaluation.waiting)
 
@@ -206,16 +213,21 @@ class _Replay:
         while len(self.depth_gt_K) > GT_KEEP:
             self.depth_gt_K.popitem(last=False)
 
+    def _depth_gt_camera(self, stamp_ns: int) -> np.ndarray | None:
+        """K of the ground-truth depth's camera: its CameraInfo at or before ``stamp_ns`` (training's rule)."""
+        return next((K for s, K in reversed(self.depth_gt_K.items()) if s <= stamp_ns), None)
+
     def _depth_pose_ready(self, frame_id: str, stamp_ns: int, frame: Frame) -> bool:
-        """Whether TF already gives the depth camera's pose at ``stamp_ns`` (see ``_register_depth``)."""
+        """Whether the bag has given what ``_register_depth`` needs: the depth camera's CameraInfo (a driver logs
+        it just after its image) and its pose at ``stamp_ns`` from TF (read in bag order)."""
         target = self.o.world_frame if frame.T_world_cam is not None else frame.frame_id
-        return self.tf.core.can_transform(target, frame_id, stamp_ns)
+        return self._depth_gt_camera(stamp_ns) is not None and self.tf.core.can_transform(target, frame_id, stamp_ns)
 
     def _register_depth(self, depth: np.ndarray, frame_id: str, stamp_ns: int, frame: Frame) -> np.ndarray | None:
         """Ground-truth depth in its own camera (``frame_id``) reprojected into the colour camera of ``frame``, as
         training reads such depth (``data.sources.bag``): its CameraInfo at or before its stamp, the colour <- depth
         transform from TF (``colour_from_depth``). None, with a warning given once, when either is missing."""
-        K_depth = next((K for s, K in reversed(self.depth_gt_K.items()) if s <= stamp_ns), None)
+        K_depth = self._depth_gt_camera(stamp_ns)
         if K_depth is None:
             self._warn_once("depth_gt_unregistered", (
                 f"ground-truth depth on {self.o.depth_gt_topic} is in frame {frame_id!r}, not the image's "
@@ -419,6 +431,8 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
     for topic, what, msgtype in ((options.tf_topic, "TF", "tf2_msgs/msg/TFMessage"),
                                  (options.tf_static_topic, "static TF", "tf2_msgs/msg/TFMessage"),
                                  (options.depth_gt_topic, "ground-truth depth", "sensor_msgs/msg/Image"),
+                                 (depth_gt_info_topic(options), "ground-truth depth camera_info",
+                                  "sensor_msgs/msg/CameraInfo"),
                                  (options.semantic_gt_topic, "ground-truth semantic", "sensor_msgs/msg/Image")):
         if topic in available:  # optional topics, but one of the wrong type is a mistake worth stopping for
             check_topic_type(bag, available, topic, what, (msgtype,))
