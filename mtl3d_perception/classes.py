@@ -60,3 +60,11 @@ def label_boundaries(semantic: np.ndarray) -> np.ndarray:
     b[1:, :] |= dy
     b[:-1, :] |= dy
     return b.astype(np.uint8)
+
+
+def boundaries_from_semantic(semantic: np.ndarray) -> np.ndarray:
+    """Boundary label ``[H,W]`` float32 from semantic ids (training's boundary target, replay's boundary GT): 1 on
+    label edges (:func:`label_boundaries`), 0 elsewhere, NaN where unlabelled (``IGNORE_INDEX``)."""
+    b = label_boundaries(semantic).astype(np.float32)
+    b[np.asarray(semantic) == IGNORE_INDEX] = np.nan
+    return b

@@ -701,3 +701,23 @@ def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):
     stamps = sorted(stamp_to_ns(msg.header.stamp) for _, _, msg in read_bag(tmp_path / "out" / OUTPUT_BAG,
                                                                              [topics.output_topic("depth/image")]))
     assert stamps == sorted(seconds_to_ns(f.stamp) for f in frames)
+
+
+def test_montage_boundary_gt_comes_from_the_semantic_gt():
+    """The montage's last column shows the boundary target training uses (``classes.boundaries_from_semantic``):
+    white on the edge between two labels, black inside them, grey where unlabelled; not a blank cell."""
+    from mtl3d_perception.evaluation.montage import COLUMNS
+    from mtl3d_perception.replay.evaluation import GroundTruth, MontageCollector
+    from mtl3d_perception.runtime.products import Products
+
+    H, W = 6, 8
+    semantic = np.zeros((H, W), np.uint8)
+    semantic[:, 4:] = 3
+    semantic[0] = 255  # unlabelled row
+    products = Products(stamp_ns=0, frame_id="cam", size=(W, H), K=np.eye(3))
+    collector = MontageCollector([0], (0.3, 10.0))
+    collector.add(np.zeros((H, W, 3), np.uint8), products, GroundTruth(K=np.eye(3), semantic=semantic))
+    row = collector.rows[0]
+    cell = row[:, COLUMNS.index("boundary_gt") * W:(COLUMNS.index("boundary_gt") + 1) * W]
+    assert (cell[2:, 3:5] == 255).all() and (cell[2:, :2] == 0).all() and (cell[2:, 6:] == 0).all()
+    assert not np.isin(cell[0], [0, 255]).all()  # grey, neither edge nor inside

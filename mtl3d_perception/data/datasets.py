@@ -33,7 +33,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mtl3d_perception import geometry, topics
-from mtl3d_perception.classes import IGNORE_INDEX, label_boundaries
+from mtl3d_perception.classes import IGNORE_INDEX, boundaries_from_semantic
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
@@ -241,13 +241,6 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
         out.append(history.pop(choice.index))
         ages.pop(choice.index)
     return out
-
-
-def boundaries_from_semantic(semantic: np.ndarray) -> np.ndarray:
-    """Boundary label ``[H,W]`` float32 from semantic ids: 1 on label edges, NaN where unlabelled."""
-    b = label_boundaries(semantic).astype(np.float32)
-    b[semantic == IGNORE_INDEX] = np.nan
-    return b
 
 
 def _view_from_labels(rgb, K, T, depth=None, semantic=None, normals=None, *, derive_normals: bool = True

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from mtl3d_perception.classes import NYU13_PALETTE
+from mtl3d_perception.classes import NYU13_PALETTE, boundaries_from_semantic
 from mtl3d_perception.evaluation.metrics import (
     SPARSIFICATION_FRACTIONS,
     CrossViewMeter,
@@ -225,6 +225,7 @@ class MontageCollector:
             cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA), depth_range=self.depth_range, palette=self.palette,
             semantic=products.semantic, depth=products.depth, normals=products.normals, boundary=boundary,
             semantic_gt=None if gt is None or gt.semantic is None else _resize(gt.semantic, hw),
+            boundary_gt=None if gt is None or gt.semantic is None else boundaries_from_semantic(_resize(gt.semantic, hw)),
             depth_gt=None if gt is None or gt.depth is None else _resize(gt.depth, hw),
             normals_gt=None if gt is None or gt.normals is None else _resize(gt.normals, hw),
         ))
