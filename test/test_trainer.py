@@ -96,7 +96,8 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert "cross_view/abs_rel" in modes["two_view"]["metrics"]
     assert "semantic/miou" in modes["single_view"]["metrics"]
     assert "| depth/rmse |" in (tmp_path / "report.md").read_text()
-    assert len(list(tmp_path.glob("montage_*.png"))) == 2
+    assert sorted(p.name for p in tmp_path.glob("montage_*.png")) == [
+        "montage_synthetic-test_single_view_0.png", "montage_synthetic-test_two_view_0.png"]
 
 
 # The PAP pair-wise term samples pixel pairs at random: from the global torch RNG (no seed) or from

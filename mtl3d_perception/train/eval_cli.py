@@ -66,7 +66,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
                        modes=use_modes, montage_batches=montages, progress=f"eval {spec}" if progress else None)
-        slug = spec.replace("/", "_").replace(":", "-").strip("_-")
+        slug = _slug(source)
         report["results"][spec] = {}
         for mode, r in res.items():
             for i, pic in enumerate(r["montages"]):
@@ -76,6 +76,15 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_report(report))
     return report
+
+
+def _slug(source) -> str:
+    """A file-name part for a data source: ``synthetic-test``, ``sequence-hololens_000-0.8-1.0`` (the folder's name,
+    not its path, so ``../`` does not end up in file names)."""
+    parts = [source.kind, source.split if source.kind == "synthetic" else Path(source.path).name or "data"]
+    if source.kind != "synthetic" and (source.start, source.end) != (0, 1.0):
+        parts += [str(source.start), str(source.end)]
+    return "-".join(p.replace("/", "_").replace(":", "_") for p in parts)
 
 
 def render_report(report: dict) -> str:
