@@ -208,3 +208,14 @@ def test_train_cli_with_label_regime(tmp_path, capsys):
     saved = (tmp_path / "config.yaml").read_text()
     assert "label_regime: one" in saved
     assert main(["train", "--config", str(SMOKE), "optim.lrr=1"]) == 1  # errors are reported, not raised
+
+
+def test_a_run_shorter_than_its_warm_up_says_so(tmp_path, caplog):
+    """A 3-step trial of a config with 5 warm-up steps never trains at optim.lr: the start-up log says so."""
+    with caplog.at_level("WARNING"):
+        Trainer(smoke(tmp_path, "steps=3"))
+    assert "steps 3 <= optim.warmup_steps 5: the learning rate stays in its warm-up" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Trainer(smoke(tmp_path / "b", "steps=6"))
+    assert "warm-up" not in caplog.text

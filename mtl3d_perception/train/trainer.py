@@ -199,6 +199,9 @@ class Trainer:
             groups.append({"params": encoder, "lr": oc.lr * oc.encoder_lr_ratio})
         self.optimizer = torch.optim.AdamW(groups, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _Schedule(oc, cfg.steps))
+        if 0 < cfg.steps <= oc.warmup_steps:  # e.g. a short trial run of a config made for hundreds of steps
+            log.warning("steps %d <= optim.warmup_steps %d: the learning rate stays in its warm-up and never reaches "
+                        "optim.lr %g; lower optim.warmup_steps for a run this short", cfg.steps, oc.warmup_steps, oc.lr)
 
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
         dc = cfg.data
