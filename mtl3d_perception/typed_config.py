@@ -23,6 +23,7 @@ import dataclasses
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -61,6 +62,20 @@ def parse_yaml(text: str, source: str = "config") -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         msg = f"{source}: not valid YAML: {problem}{where}"
         raise ConfigError(msg) from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The YAML document in the text file ``path`` (None when it is empty), through :func:`parse_yaml`.
+
+    Raises:
+        ConfigError: the file is binary or not YAML; the message names it and ``what`` was expected.
+    """
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        msg = f"{path}: binary content, not {what}"
+        raise ConfigError(msg) from None
+    return parse_yaml(text, str(path))
 
 
 def from_dict(cls: type[T], values: Any, prefix: str = "", *, what: str = "config") -> T:

@@ -98,6 +98,13 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert "| depth/rmse |" in (tmp_path / "report.md").read_text()
     assert sorted(p.name for p in tmp_path.glob("montage_*.png")) == [
         "montage_synthetic-test_single_view_0.png", "montage_synthetic-test_two_view_0.png"]
+    # two sources that name the same files: the second one's montages are numbered, not written over the first's
+    rc = main(["eval", str(out / "checkpoints" / "last.safetensors"), "--data", "synthetic:test:1", "--data",
+               "synthetic:test:2", "--max-batches", "1", "--batch-size", "2", "--montages", "1", "--modes", "two_view",
+               "--out", str(tmp_path / "two")])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "two").glob("montage_*.png")) == [
+        "montage_synthetic-test-2_two_view_0.png", "montage_synthetic-test_two_view_0.png"]
 
 
 # The PAP pair-wise term samples pixel pairs at random: from the global torch RNG (no seed) or from

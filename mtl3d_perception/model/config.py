@@ -157,12 +157,8 @@ def preset_path(name: str) -> Path:
 
 def load_yaml(path: str | Path) -> ModelConfig:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        msg = f"{path}: not a model YAML (binary content); expected a preset name, a model YAML or a .safetensors file"
-        raise ConfigError(msg) from None
-    values = typed_config.parse_yaml(text, str(path)) or {}
+    values = typed_config.read_yaml_file(
+        path, "a model YAML; expected a preset name, a model YAML or a .safetensors file") or {}
     if not isinstance(values, dict):
         msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
         raise ConfigError(msg)

@@ -23,7 +23,8 @@
   the agreement: ``depth_confidence = min(1, matching / MATCHED) * exp(-error / ERROR_SCALE)``, where ``error`` (output
   ``depth_error``) comes from a small conv net on detached inputs (the depth decoder's feature, the sweep's
   softmax, the matching confidence, the gate, the prior/geometry log-disagreement, the geometric inverse depth,
-  with ``confidence_depth_cues`` also the final inverse depth and its local log-gradient, and their image-wide mean), trained by the ``depth_error`` loss term (expected error by a Laplace likelihood;
+  with ``confidence_depth_cues`` also the final inverse depth and its local log-gradient, and their image-wide
+  mean), trained by the ``depth_error`` loss term (expected error by a Laplace likelihood;
   the learned uncertainty of Kendall & Gal, NeurIPS 2017, applied to a frozen network's error as stereo
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
   the error estimate does the ranking. On the held-out HoloLens frames the shipped head (stage 7, trained on rooms
@@ -149,7 +150,8 @@ class ConfidenceHead(nn.Module):
     broad one says the match is ambiguous, which the entropy alone does not) and ``cues`` ``[N,cues,h,w]``: the
     matching confidence, the gate ``g``, ``|log(inv_prior / inv_geo)|`` and the geometric inverse depth scaled to
     [0, 1] over the depth range (``CUES`` = 4); with the config's ``confidence_depth_cues`` also the final inverse
-    depth so scaled and its ``log_gradient`` (``cues`` = 6: errors concentrate at depth edges and far away). A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
+    depth so scaled and its ``log_gradient`` (``cues`` = 6: errors concentrate at depth edges and far away).
+    A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
     map is varies per frame as much as per pixel: on HoloLens training frames ranking pixels by their frame's
     true mean error alone reaches 0.65x at the top 50 %), then a dilated 3x3 one (a 13x13-cell field, ~50 px at
     160x120), 24 channels: small enough to run on every frame.

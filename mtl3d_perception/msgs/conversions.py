@@ -241,8 +241,9 @@ def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
     Raises:
         ImageTooLarge: the image (or what a compressed one declares) has more than ``max_pixels`` pixels.
         ValueError: the encoding is not one of ``COLOUR_ENCODINGS`` (the message lists them), the data is malformed
-            (e.g. an odd width for a YUV 4:2:2 image, data shorter than a planar layout needs), or a compressed image's format names a non-colour encoding,
-            its header is not a sound JPEG / PNG one, or its data does not decode.
+            (e.g. an odd width for a YUV 4:2:2 image, data shorter than a planar layout needs), or a compressed
+            image's format names a non-colour encoding, its header is not a sound JPEG / PNG one, or its data does
+            not decode.
     """
     if is_compressed_image(msg):
         return _decode_compressed_rgb8(msg, max_pixels)

@@ -18,7 +18,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
-from mtl3d_perception.typed_config import from_dict, parse_yaml
+from mtl3d_perception.typed_config import from_dict, parse_yaml, read_yaml_file
 
 
 @dataclass
@@ -142,12 +142,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             msg = f"training config not found: {p}"
             raise FileNotFoundError(msg)
-        try:
-            text = p.read_text()
-        except UnicodeDecodeError:
-            msg = f"{p}: not a training config (binary content); expected a YAML mapping"
-            raise ConfigError(msg) from None
-        loaded = parse_yaml(text, str(p))
+        loaded = read_yaml_file(p, "a training config: a YAML mapping")
         if loaded is None:
             msg = f"{p}: the training config is empty; expected a YAML mapping (see config/train/)"
             raise ConfigError(msg)

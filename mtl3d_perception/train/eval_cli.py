@@ -58,6 +58,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     out = output_folder(out)
     report: dict = {"checkpoint": str(checkpoint), "input_size": list(model.config.input_size),
                     "trained_on": model.checkpoint_metadata.get("trained_on"), "results": {}}
+    slugs: list[str] = []
     for spec in specs:
         source = parse_data_spec(spec)
         if gap is not None:
@@ -67,6 +68,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
                        modes=use_modes, montage_batches=montages, progress=f"eval {spec}" if progress else None)
         slug = _slug(source)
+        slugs.append(slug)
+        if slugs.count(slug) > 1:  # two folders of one name (a/seq, b/seq): number the later ones
+            slug = f"{slug}-{slugs.count(slug)}"
         report["results"][spec] = {}
         for mode, r in res.items():
             for i, pic in enumerate(r["montages"]):
