@@ -86,15 +86,16 @@ def test_read_out_of_a_one_hot_distribution():
     assert torch.allclose(conf, torch.ones_like(conf))
 
 
-def _model():
+def _model(**overrides):
     torch.manual_seed(0)
-    cfg = resolve_config("cpu").replace(pretrained=False, input_size=(W, H))
+    cfg = resolve_config("cpu").replace(pretrained=False, input_size=(W, H), **overrides)
     return build_model(cfg).eval()
 
 
-def test_model_geometric_depth_on_a_known_pair_and_single_view():
+@pytest.mark.parametrize("aggregation", [1, 5])
+def test_model_geometric_depth_on_a_known_pair_and_single_view(aggregation):
     """The network's own read-out (patch channel only: the learned channel is untrained here) finds the plane."""
-    model = _model()
+    model = _model(sweep_aggregation=aggregation)
     with torch.no_grad():
         model.matching.log_feature_scale.fill_(-30.0)  # switch the untrained learned channel off
         model.matching.log_patch_scale.fill_(0.5 * math.log(50.0))
@@ -116,6 +117,29 @@ def test_model_geometric_depth_on_a_known_pair_and_single_view():
     assert (out["depth_confidence"] <= out["depth_matching_confidence"] + 1e-6).all()
     # the depth head then equals its learned prior: the gate is confidence x sigmoid(.)
     assert torch.isfinite(single["depth"]).all()
+
+
+def test_sweep_aggregation_is_the_window_mean_of_the_logits():
+    """k x k aggregation = the mean over the window's cells inside the volume (a corner cell: its 3 x 3 of 5 x 5)."""
+    model = _model(sweep_aggregation=1)
+    ref, src, K, T = _pair(2.0, 0.2)
+    with torch.no_grad():
+        fr, fs = model.encode(ref), model.encode(src)
+        raw = model.sweep_logits(fr.matching, fs.matching[:, None], K, T, (H, W))
+        model.config = model.config.replace(sweep_aggregation=5)
+        agg = model.sweep_logits(fr.matching, fs.matching[:, None], K, T, (H, W))
+    assert agg.shape == raw.shape == (1, D, H // 4, W // 4)
+    assert torch.allclose(agg[:, :, 0, 0], raw[:, :, :3, :3].mean((-2, -1)), atol=1e-5)
+    assert torch.allclose(agg[:, :, 10, 20], raw[:, :, 8:13, 18:23].mean((-2, -1)), atol=1e-5)
+    assert not torch.allclose(agg, raw, atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_sweep_aggregation_must_be_an_odd_window(k):
+    from mtl3d_perception.model.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"sweep_aggregation must be an odd window size >= 1.*got {k}"):
+        resolve_config("cpu").replace(sweep_aggregation=k)
 
 
 def test_paper_only_variant_has_no_geometric_outputs():

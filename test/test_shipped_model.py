@@ -21,8 +21,10 @@ HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hol
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 # Measured on these 8 frames (2026-11-30; models/README.md has the full held-out range):
-#   shipped (stage 7, sha 2ac6fb277d3d: stage 5 + the retrained confidence head): two-view abs rel 0.150, delta1
-#     77.5 %, confidence top-50 % ratio 0.65; single-view abs rel 0.171 (its confidence ranks nothing: no ratio)
+#   shipped (stage 9, sha 37902629f913: the sweep's window aggregation, stage 8, + a confidence head on it):
+#     two-view abs rel 0.143, delta1 79.5 %, confidence top-50 % ratio 0.61; single-view abs rel 0.170 (its
+#     confidence ranks nothing: no ratio)
+#   stage 7 (sha 2ac6fb277d3d: stage 5 + the retrained confidence head): 0.150, 77.5 %, 0.65; single-view 0.171
 #   stage 6 (sha ea42f4c791ab, the first confidence head, same depth): confidence ratio 0.65
 #   stage 5 (sha 980d860f81d4, same depth): confidence ratio 0.72 (prior/geometry agreement)
 #   stage 4 (sha 432b46443c81): 0.155, 76.8 %, 0.74; single-view 0.173

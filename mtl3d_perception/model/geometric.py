@@ -12,6 +12,9 @@ The paper feeds the raw correlation volume to the heads and stops there. Here a 
      patches give short vectors (weak, flat matches);
   2. learned features: a small conv on the encoder's stride-4 and stride-8 levels (ImageNet-pretrained
      low-level features as the start), trained by the distribution loss (``train.losses`` ``depth_distribution``).
+- window aggregation (``sweep_aggregation: k`` in the model config, done in ``CvMMTL.sweep_logits``): each cell's
+  logits averaged over its k x k cells, as classical stereo aggregates matching costs over a window (Scharstein &
+  Szeliski 2002), so one textured cell carries its flat neighbours; the default model uses k = 5 since stage 8.
 - ``read_out``: softmax over candidates -> the expectation of inverse depth (the geometric depth, MVSNet's
   soft argmin taken in inverse depth as the candidates are uniform there) and a confidence
   ``1 - H(p) / log D`` in [0, 1]: exactly 0 for a volume flat along depth (single-view mode: the identity

@@ -164,6 +164,8 @@ class CvMMTL(nn.Module):
                      size: tuple[int, int]) -> torch.Tensor:
         """Plane-sweep logits of the geometric depth ``[N, D, H/4, W/4]``: dot products of matching features.
 
+        With the config's ``sweep_aggregation`` k > 1 each cell's logits are the mean over its k x k window.
+
         ``ref`` [N,C,h,w], ``src`` [N,S,C,h,w] (averaged over S), ``K`` [N,3,3] at input ``size`` = (H, W),
         ``T_src_ref`` [N,S,4,4]. The op divides by sqrt(C); that is undone, so the scales learned by
         ``MatchingFeatures`` are the softmax temperatures.
@@ -171,6 +173,9 @@ class CvMMTL(nn.Module):
         H, W = size
         cfg = self.config
         cost = plane_sweep(ref, src, K, T_src_ref, (W, H), cfg.depth_range, cfg.num_depth, cfg.cost_volume_backend)
+        k = cfg.sweep_aggregation
+        if k > 1:  # window aggregation; at the border over the cells inside the image
+            cost = F.avg_pool2d(cost, k, 1, k // 2, count_include_pad=False)
         return cost * math.sqrt(ref.shape[1])
 
     def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, logits: torch.Tensor | None,
