@@ -183,7 +183,7 @@ def test_shipped_model_publishes_the_learned_confidence_through_the_pipeline():
 
     model = load_checkpoint(SHIPPED)
     assert model.config.confidence_head and model.config.confidence_depth_cues, \
-        "the shipped default has the learned confidence head with the depth cues (stage 7)"
+        "the shipped default has the learned confidence head with the depth cues (stages 7 and 9)"
     seq = PosedSequence(HOLOLENS)
     pipe = PerceptionPipeline(model)
     products = []

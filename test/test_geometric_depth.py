@@ -134,6 +134,34 @@ def test_sweep_aggregation_is_the_window_mean_of_the_logits():
     assert not torch.allclose(agg, raw, atol=1e-3)
 
 
+def test_every_path_reads_out_the_aggregated_sweep():
+    """predict (the runtime), forward, all_views (training) and the inference copy all see the k x k mean."""
+    from mtl3d_perception.model.inference import prepare_for_inference
+
+    model = _model(sweep_aggregation=5)
+    ref, src, K, T = _pair(2.0, 0.2)
+    images = torch.stack([ref[0], src[0]])[None]
+    poses = torch.eye(4).repeat(1, 2, 1, 1)
+    poses[0, 1] = torch.linalg.inv(T[0, 0])
+    Ks = K[:, None].expand(1, 2, 3, 3)
+    with torch.no_grad():
+        fr, fs = model.encode(ref), model.encode(src)
+        aggregated = model.config
+        model.config = aggregated.replace(sweep_aggregation=1)
+        raw = model.sweep_logits(fr.matching, fs.matching[:, None], K, T, (H, W))
+        model.config = aggregated
+        want = F.avg_pool2d(raw, 5, 1, 2, count_include_pad=False)
+        got = {
+            "predict": model.predict(fr, fs, K, T[:, 0])["depth_logits"],
+            "forward": model(images, Ks, poses)["depth_logits"],
+            "all_views": model(images, Ks, poses, all_views=True)["depth_logits"][:, 0],
+            "inference copy": prepare_for_inference(model).predict(fr, fs, K, T[:, 0])["depth_logits"],
+        }
+    assert not torch.allclose(raw, want, atol=1e-3)
+    for path, logits in got.items():
+        assert torch.allclose(logits, want, atol=1e-4), path
+
+
 @pytest.mark.parametrize("k", [0, 2, 4])
 def test_sweep_aggregation_must_be_an_odd_window(k):
     from mtl3d_perception.model.config import ConfigError

@@ -1,0 +1,103 @@
+"""Where the geometric depth's read-out goes wrong: its abs rel per window of aggregation, untrained.
+
+    python benchmarks/geometric_read_out.py models/default.safetensors \
+        --data sequence:../shared/data/hololens_000:0.8:1.0 --windows 1,3,5,9
+
+For each two-view sample of ``--data`` (the evaluation's pairs), the model's plane-sweep logits
+(``depth_logits``, with its own ``sweep_aggregation``) are averaged again over k x k cells for each ``--windows``
+k and read out (softmax expectation in inverse depth) at the sweep's stride 4; the depth label is sampled at the
+cell centres (nearest). Printed: mean and median abs rel over labelled cells, and both over the 50 % of cells
+with the highest matching confidence of the model as it is. ``--zncc`` adds the normalised-patch channel alone
+(``geometric.patch_features``, the model's learned temperature x ``--zncc-gain``) at strides 4, 2 and 1.
+This is how session 8 chose ``sweep_aggregation: 5`` (models/README.md, "Stage 8").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from mtl3d_perception import geometry
+from mtl3d_perception.data.batch import collate
+from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
+from mtl3d_perception.model import load_checkpoint
+from mtl3d_perception.model.geometric import patch_features, read_out
+from mtl3d_perception.ops.cost_volume import cost_volume
+
+
+def _window(logits: torch.Tensor, k: int) -> torch.Tensor:
+    return logits if k == 1 else F.avg_pool2d(logits, k, 1, k // 2, count_include_pad=False)
+
+
+def _abs_rel(inv: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """abs rel of depth 1/inv against ``gt`` resized (nearest) to inv's grid, over labelled cells (1-D)."""
+    g = F.interpolate(torch.nan_to_num(gt, 0.0), size=inv.shape[-2:], mode="nearest")
+    ok = g > 0
+    return ((1.0 / inv - g).abs() / g.clamp(min=1e-6))[ok], ok
+
+
+def _row(name: str, err: np.ndarray, top: np.ndarray | None) -> str:
+    line = f"{name:24s} mean {err.mean():.3f}  median {np.median(err):.3f}"
+    if top is not None:
+        line += f"  | top-50 % confident: mean {err[top].mean():.3f}  median {np.median(err[top]):.3f}"
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", required=True, help="a data spec with depth labels, e.g. sequence:PATH:0.8:1.0")
+    parser.add_argument("--windows", default="1,3,5,9", help="comma-separated odd window sizes")
+    parser.add_argument("--zncc", action="store_true", help="also the patch channel alone at strides 4, 2, 1")
+    parser.add_argument("--zncc-gain", type=float, default=10.0, help="patch logits x the learned scale x this")
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    windows = [int(k) for k in args.windows.split(",")]
+    model = load_checkpoint(args.checkpoint)
+    cfg = model.config
+    if not cfg.geometric_depth:
+        raise SystemExit(f"{args.checkpoint}: the model has no geometric depth (geometric_depth: false)")
+    ds = build_dataset([parse_data_spec(args.data)], image_size=tuple(cfg.input_size), num_views=2)
+    cands = geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth, like=torch.zeros(1))
+    errs: dict[str, list[np.ndarray]] = {}
+    conf_all: list[np.ndarray] = []
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=args.batch_size, collate_fn=collate):
+            images, K, poses = batch.images, batch.K, batch.poses
+            B, H, W = images.shape[0], images.shape[-2], images.shape[-1]
+            gt = batch.depth[:, 0].reshape(B, 1, H, W)
+            logits = model(images, K, poses)["depth_logits"]
+            _, conf = read_out(logits, cands)
+            for k in windows:
+                e, ok = _abs_rel(read_out(_window(logits, k), cands)[0], gt)
+                errs.setdefault(f"model, window {k}x{k}", []).append(e.numpy())
+            conf_all.append(conf[ok].numpy())
+            if args.zncc:
+                T = geometry.relative_pose(poses[:, 1:], poses[:, :1]).float()  # [B, 1, 4, 4]
+                gain = float(model.matching.log_patch_scale.exp() ** 2) * args.zncc_gain
+                for s in (4, 2, 1):
+                    f0, f1 = patch_features(images[:, 0], s), patch_features(images[:, 1], s)
+                    h, w = f0.shape[-2:]
+                    Kf = geometry.resize_intrinsics(K[:, 0].float(), (W, H), (w, h))
+                    depths = geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth, like=Kf)
+                    lg = cost_volume(f0, f1[:, None], Kf, T, depths[None].expand(B, -1).contiguous())
+                    lg = lg * math.sqrt(f0.shape[1]) * gain
+                    for k in windows:
+                        e, _ = _abs_rel(read_out(_window(lg, k), depths)[0], gt)
+                        errs.setdefault(f"zncc stride {s}, window {k}x{k}", []).append(e.numpy())
+    conf = np.concatenate(conf_all)
+    top = conf >= np.median(conf)
+    print(f"{args.checkpoint} (sweep_aggregation {cfg.sweep_aggregation}) on {args.data}: {conf.size} labelled cells")
+    for name, parts in errs.items():
+        err = np.concatenate(parts)
+        print(_row(name, err, top if name.startswith("model") else None))
+
+
+if __name__ == "__main__":
+    main()
