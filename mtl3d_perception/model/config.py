@@ -107,6 +107,10 @@ class ModelConfig:
         if self.sweep_aggregation < 1 or self.sweep_aggregation % 2 == 0:
             msg = f"sweep_aggregation must be an odd window size >= 1 (1 = none), got {self.sweep_aggregation}"
             raise ConfigError(msg)
+        if self.sweep_aggregation > 1 and not self.geometric_depth:
+            msg = (f"sweep_aggregation {self.sweep_aggregation} needs geometric_depth: true (it averages the geometric "
+                   "sweep); use 1 for a model without it")
+            raise ConfigError(msg)
         if self.match_channels < 1:
             msg = f"match_channels must be >= 1, got {self.match_channels}"
             raise ConfigError(msg)
