@@ -29,8 +29,8 @@ from mtl3d_perception.cli_args import positive_int
 from mtl3d_perception.data.batch import collate
 from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
 from mtl3d_perception.model import load_checkpoint
-from mtl3d_perception.model.geometric import patch_features, read_out
-from mtl3d_perception.ops.cost_volume import cost_volume
+from mtl3d_perception.model.cvm import plane_sweep
+from mtl3d_perception.model.geometric import patch_features, read_out, window_mean
 
 
 def _windows(text: str) -> list[int]:
@@ -43,10 +43,6 @@ def _windows(text: str) -> list[int]:
     if bad:
         raise argparse.ArgumentTypeError(f"window sizes must be odd whole numbers >= 1, got {bad} in {text!r}")
     return sizes
-
-
-def _window(logits: torch.Tensor, k: int) -> torch.Tensor:
-    return logits if k == 1 else F.avg_pool2d(logits, k, 1, k // 2, count_include_pad=False)
 
 
 def _abs_rel(inv: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -100,7 +96,7 @@ def report(args: argparse.Namespace) -> None:
             logits = model(images, K, poses)["depth_logits"]
             _, conf = read_out(logits, cands)
             for k in windows:
-                e, ok = _abs_rel(read_out(_window(logits, k), cands)[0], gt)
+                e, ok = _abs_rel(read_out(window_mean(logits, k), cands)[0], gt)
                 errs.setdefault(f"model, window {k}x{k}", []).append(e.numpy())
             conf_all.append(conf[ok].numpy())
             if args.zncc:
@@ -108,13 +104,10 @@ def report(args: argparse.Namespace) -> None:
                 gain = float(model.matching.log_patch_scale.exp() ** 2) * args.zncc_gain
                 for s in (4, 2, 1):
                     f0, f1 = patch_features(images[:, 0], s), patch_features(images[:, 1], s)
-                    h, w = f0.shape[-2:]
-                    Kf = geometry.resize_intrinsics(K[:, 0].float(), (W, H), (w, h))
-                    depths = geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth, like=Kf)
-                    lg = cost_volume(f0, f1[:, None], Kf, T, depths[None].expand(B, -1).contiguous())
+                    lg = plane_sweep(f0, f1[:, None], K[:, 0], T, (W, H), cfg.depth_range, cfg.num_depth)
                     lg = lg * math.sqrt(f0.shape[1]) * gain
                     for k in windows:
-                        e, _ = _abs_rel(read_out(_window(lg, k), depths)[0], gt)
+                        e, _ = _abs_rel(read_out(window_mean(lg, k), cands)[0], gt)
                         errs.setdefault(f"zncc stride {s}, window {k}x{k}", []).append(e.numpy())
     conf = np.concatenate(conf_all) if conf_all else np.zeros(0)
     if conf.size == 0:

@@ -60,7 +60,8 @@ class ModelConfig:
     match_channels: int = 32  # width of the learned matching features
     # Cost aggregation (session 8): the sweep's logits are averaged over a k x k window of its cells (stride 4)
     # before the read-out, the window aggregation of classical stereo (Scharstein & Szeliski 2002, IJCV 47).
-    # On the real held-out HoloLens pairs, k = 5 on the stage-7 model, untrained: geometric abs rel 0.32 -> 0.28.
+    # On the real held-out HoloLens pairs, k = 5 on the stage-7 model, untrained: geometric abs rel 0.323 -> 0.274
+    # (benchmarks/geometric_read_out.py).
     # 1: none (models from before it load as that).
     sweep_aggregation: int = 1
     # Learned depth confidence (issue 18, session 6): a small head on detached inputs predicts the final depth's

@@ -12,7 +12,7 @@ The paper feeds the raw correlation volume to the heads and stops there. Here a 
      patches give short vectors (weak, flat matches);
   2. learned features: a small conv on the encoder's stride-4 and stride-8 levels (ImageNet-pretrained
      low-level features as the start), trained by the distribution loss (``train.losses`` ``depth_distribution``).
-- window aggregation (``sweep_aggregation: k`` in the model config, done in ``CvMMTL.sweep_logits``): each cell's
+- ``window_mean`` (``sweep_aggregation: k`` in the model config, applied in ``CvMMTL.sweep_logits``): each cell's
   logits averaged over its k x k cells, as classical stereo aggregates matching costs over a window (Scharstein &
   Szeliski 2002), so one textured cell carries its flat neighbours; the default model uses k = 5 since stage 8.
 - ``read_out``: softmax over candidates -> the expectation of inverse depth (the geometric depth, MVSNet's
@@ -115,6 +115,17 @@ def _fit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if x.shape[-2] % size[0] == 0 and x.shape[-1] % size[1] == 0:
         return F.avg_pool2d(x, (x.shape[-2] // size[0], x.shape[-1] // size[1]))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def window_mean(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Window aggregation: ``logits`` [B, D, h, w] averaged over each cell's k x k window (odd k; 1 returns them).
+
+    At the border the mean is over the window's cells inside the volume (no padding values), so a flat volume
+    stays flat and single view keeps a confidence of 0. The model config's ``sweep_aggregation``.
+    """
+    if k == 1:
+        return logits
+    return F.avg_pool2d(logits, k, 1, k // 2, count_include_pad=False)
 
 
 def read_out(logits: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

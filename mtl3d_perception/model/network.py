@@ -23,7 +23,7 @@ from mtl3d_perception import geometry
 from mtl3d_perception.model.config import ModelConfig
 from mtl3d_perception.model.cvm import STRIDE, CrossViewModule, nearest_views, plane_sweep
 from mtl3d_perception.model.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from mtl3d_perception.model.geometric import MatchingFeatures, read_out
+from mtl3d_perception.model.geometric import MatchingFeatures, read_out, window_mean
 from mtl3d_perception.model.heads import MultiTaskHeads
 
 
@@ -173,10 +173,7 @@ class CvMMTL(nn.Module):
         H, W = size
         cfg = self.config
         cost = plane_sweep(ref, src, K, T_src_ref, (W, H), cfg.depth_range, cfg.num_depth, cfg.cost_volume_backend)
-        k = cfg.sweep_aggregation
-        if k > 1:  # window aggregation; at the border over the cells inside the image
-            cost = F.avg_pool2d(cost, k, 1, k // 2, count_include_pad=False)
-        return cost * math.sqrt(ref.shape[1])
+        return window_mean(cost, cfg.sweep_aggregation) * math.sqrt(ref.shape[1])
 
     def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, logits: torch.Tensor | None,
                return_features: bool) -> dict:
