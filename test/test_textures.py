@@ -189,3 +189,33 @@ def test_default_config_pairs_follow_the_runtime_rule_within_40_cm_and_25_deg():
     assert all(b >= 0.02 or t >= 5.0 for b, t in pairs), pairs
     assert max(b for b, _ in pairs) <= 0.40 and max(t for _, t in pairs) <= 25.0, pairs
     assert max(b for b, _ in pairs) > 0.15  # the window is used, not only neighbours
+
+
+def test_class_looks_tell_painting_tv_and_window_apart():
+    """Paintings get a picture frame, tvs a dark bezel (and half the time a dark, switched-off screen), windows
+    a casing, a mullion and an overexposed view: the same photo crop looks like its class (issue 18, session 9:
+    the three were confused 28-42 % when they differed only in size and height)."""
+    from mtl3d_perception.data.textures import TILE, class_look
+
+    crop = np.full((TILE, TILE, 3), 0.5, np.float32)
+    crop[..., 0] = np.linspace(0.2, 0.8, TILE)[None]  # a picture with some colour
+    extent = (1.0, 0.5)  # metres: 128 texels per metre across, 256 up
+    dark_screens = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        painting = class_look("painting", crop, extent, np.random.default_rng(seed))
+        edge = painting[0, :]
+        assert np.ptp(edge, axis=0).max() < 1e-6 and not np.allclose(edge[0], crop[0, 0])  # a uniform frame
+        assert np.allclose(painting[TILE // 2, TILE // 4], crop[TILE // 2, TILE // 4])  # the picture inside
+        rng = np.random.default_rng(seed)
+        tv = class_look("tv", crop, extent, rng)
+        assert tv[0].max() <= 0.08 and tv[:, 0].max() <= 0.08  # a near-black bezel on every side
+        inner = tv[TILE // 4: -TILE // 4, TILE // 4: -TILE // 4]
+        dark_screens += inner.mean() < 0.2
+        window = class_look("window", crop, extent, np.random.default_rng(seed))
+        pane = window[TILE // 4, TILE // 4]
+        assert pane.mean() > crop[TILE // 4, TILE // 4].mean() + 0.1  # overexposed, hazy view
+        mullion = window[TILE // 4 + 3, TILE // 2]
+        assert np.allclose(mullion, window[0, TILE // 2])  # the vertical bar has the casing's colour
+    assert 10 <= dark_screens <= 30  # about half the screens are off
+    assert class_look("wall", crop, extent, np.random.default_rng(0)) is crop
