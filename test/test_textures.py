@@ -20,8 +20,10 @@ from mtl3d_perception.data.synthetic import (
 from mtl3d_perception.data.textures import (
     PHOTO_SURFACES,
     SURFACES,
+    TILE,
     ImageMaterial,
     TextureAtlas,
+    class_look,
     texture_library,
 )
 from mtl3d_perception.geometry import (
@@ -195,21 +197,25 @@ def test_class_looks_tell_painting_tv_and_window_apart():
     """Paintings get a picture frame, tvs a dark bezel (and half the time a dark, switched-off screen), windows
     a casing, a mullion and an overexposed view: the same photo crop looks like its class (issue 18, session 9:
     the three were confused 28-42 % when they differed only in size and height)."""
-    from mtl3d_perception.data.textures import TILE, class_look
-
     crop = np.full((TILE, TILE, 3), 0.5, np.float32)
     crop[..., 0] = np.linspace(0.2, 0.8, TILE)[None]  # a picture with some colour
     extent = (1.0, 0.5)  # metres: 128 texels per metre across, 256 up
     dark_screens = 0
     for seed in range(40):
-        rng = np.random.default_rng(seed)
         painting = class_look("painting", crop, extent, np.random.default_rng(seed))
+        assert painting.dtype == np.float32 and painting.shape == crop.shape
         edge = painting[0, :]
         assert np.ptp(edge, axis=0).max() < 1e-6 and not np.allclose(edge[0], crop[0, 0])  # a uniform frame
+        for side in (painting[-1, :], painting[:, 0], painting[:, -1]):  # the same on every side
+            assert np.allclose(side, edge[0])
         assert np.allclose(painting[TILE // 2, TILE // 4], crop[TILE // 2, TILE // 4])  # the picture inside
+        # widths are metres on the face: on a 1.0 x 0.5 m face the top rail is twice as many texels as the sides
+        rows = int(np.all(np.isclose(painting, edge[0]), axis=(1, 2))[: TILE // 2].sum())
+        cols = int(np.all(np.isclose(painting[TILE // 2:], edge[0]), axis=(0, 2))[: TILE // 2].sum())
+        assert abs(rows - 2 * cols) <= 1, (rows, cols)
         rng = np.random.default_rng(seed)
         tv = class_look("tv", crop, extent, rng)
-        assert tv[0].max() <= 0.08 and tv[:, 0].max() <= 0.08  # a near-black bezel on every side
+        assert max(tv[0].max(), tv[-1].max(), tv[:, 0].max(), tv[:, -1].max()) <= 0.08  # a near-black bezel
         inner = tv[TILE // 4: -TILE // 4, TILE // 4: -TILE // 4]
         dark_screens += inner.mean() < 0.2
         window = class_look("window", crop, extent, np.random.default_rng(seed))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -286,11 +286,17 @@ class SyntheticScene:
 
         return 2 * r + 0.1, build
 
-    def _bookshelf_rows(self, rng: np.random.Generator, at, w: float, front: float, h: float, yaw: float) -> None:
-        """Rows of books on the shelves of a tall cabinet ``w`` m wide whose front face is ``front`` m from the
-        wall (``at(x, y)``: item frame -> world xy): spines 2-9 cm thick, 16-30 cm tall, 2.5 cm proud of the face,
-        up to 36 books. Real rooms keep most books on shelves; on cabinet tops alone they were 0.04 % of the
-        pixels and the class was never learned (IoU 0)."""
+    def _bookshelf_rows(self, rng: np.random.Generator, at: Callable[[float, float], np.ndarray], w: float,
+                        front: float, h: float, yaw: float) -> None:
+        """Rows of books standing against the front of a tall cabinet, as a bookcase shows them.
+
+        The cabinet is ``w`` m wide and ``h`` m tall, its front face ``front`` m from the wall, turned by ``yaw``
+        (rad) like the cabinet; ``at(x, y)`` maps the item frame (x along the wall from the cabinet's centre, y from
+        the wall into the room, metres) to world xy. Rows every 32-42 cm from 12 cm up, each kept with
+        probability 0.75; spines 2-9 cm thick and 16-30 cm tall, their backs on the front face, 2.5 cm deep; up to
+        36 books in all (there are no shelf boards: the cabinet's face stands in for the back of the shelves).
+        On cabinet tops alone books were 0.04 % of the held-out pixels and the class was never learned (IoU 0).
+        """
         m = self._material
         shelf = rng.uniform(0.32, 0.42)
         rows = [z for z in np.arange(0.12, h - 0.3, shelf) if rng.uniform() < 0.75]

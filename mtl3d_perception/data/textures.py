@@ -59,7 +59,7 @@ def _border(extent: tuple[float, float], width_m: float) -> tuple[int, int]:
 
 
 def _frame(img: np.ndarray, extent: tuple[float, float], width_m: float, colour: np.ndarray) -> np.ndarray:
-    """``img`` [TILE,TILE,3] with a ``width_m`` m border of ``colour`` (the frame, bezel or window casing)."""
+    """``img`` [TILE,TILE,3] with a ``width_m`` m border of ``colour`` [3] RGB in [0, 1] (a frame, bezel or casing)."""
     bx, by = _border(extent, width_m)
     out = img.copy()
     out[:by], out[-by:], out[:, :bx], out[:, -bx:] = colour, colour, colour, colour
@@ -71,17 +71,20 @@ def class_look(surface: str, crop: np.ndarray, extent: tuple[float, float], rng:
 
     Without it the three classes showed the same photographs and differed only in size and height: the
     network confused them (held-out synthetic scenes: painting -> tv 42 %, window -> painting 32 %, IoU 25-35).
+
     - ``painting``: a picture frame 2-7 cm wide (wood, black, white or gilt) around the picture.
     - ``tv``: a near-black bezel 1-3 cm wide; the screen is off (near-black, a faint reflection gradient) half
       the time, else the picture a little brighter and more saturated (an emissive screen).
     - ``window``: a casing 4-8 cm wide (white, off-white, wood or dark metal) and mullions (one vertical bar,
       sometimes also a horizontal one); the view outside overexposed and hazy, as indoor cameras see it.
-    ``extent`` is the face's (width, height) in metres; other surfaces are returned unchanged.
+
+    ``extent`` is the face's (width, height) in metres (the border widths are metres on the face). Returns float32
+    ``[TILE,TILE,3]`` in [0, 1]; other surfaces get ``crop`` back unchanged.
     """
     if surface == "painting":
         colours = ([0.45, 0.3, 0.15], [0.06, 0.05, 0.05], [0.9, 0.88, 0.85], [0.75, 0.6, 0.3])
         colour = np.asarray(colours[int(rng.integers(len(colours)))]) * rng.uniform(0.8, 1.15)
-        return np.clip(_frame(crop, extent, rng.uniform(0.02, 0.07), colour), 0.0, 1.0)
+        return np.clip(_frame(crop, extent, rng.uniform(0.02, 0.07), colour), 0.0, 1.0).astype(np.float32)
     if surface == "tv":
         if rng.uniform() < 0.5:
             y, x = np.mgrid[0:TILE, 0:TILE] / TILE
