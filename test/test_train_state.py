@@ -200,6 +200,10 @@ def test_init_checkpoint_bad_file_or_directory_is_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, ["train", "--config", str(SMOKE), f"out_dir={tmp_path / 'o'}",
                                    f"model.init_checkpoint={tmp_path}"])
     assert str(tmp_path) in err and "is a directory" in err and "os error" not in err
+    missing = tmp_path / "runs" / "default_stage9" / "checkpoints" / "last.safetensors"  # a stage not trained yet
+    err = _one_line_error(capsys, ["train", "--config", str(SMOKE), f"out_dir={tmp_path / 'o'}",
+                                   f"model.init_checkpoint={missing}"])
+    assert str(missing) in err and "model.init_checkpoint" in err and "train the stage it names first" in err
 
 
 def test_non_finite_init_checkpoint_is_refused(two_steps, tmp_path):

@@ -126,11 +126,16 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     ``confidence_head: true``) start from their initialisation.
 
     Raises:
+        FileNotFoundError: ``init_checkpoint`` names no file.
         CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights or drop some.
     """
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
 
+        if not Path(cfg.model.init_checkpoint).exists():
+            msg = (f"model.init_checkpoint {cfg.model.init_checkpoint} not found: train the stage it names first (its "
+                   "config's out_dir), or pass model.init_checkpoint=PATH (e.g. models/default.safetensors)")
+            raise FileNotFoundError(msg)
         model = load_checkpoint(cfg.model.init_checkpoint)
         if cfg.model.overrides:
             tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
