@@ -206,7 +206,7 @@ def test_mtl3d_info_on_preset_and_checkpoint(trained, capsys):
     _, path = trained
     assert main(["info", str(path)]) == 0
     text = capsys.readouterr().out
-    assert "depth_rmse: 0.5" in text and "synthetic:seed0" in text
+    assert "depth_rmse: 0.5" in text and "synthetic:seed0" in text and "training run: " in text
     for part in ("encoder", "cvm", "heads", "total"):
         assert f"  {part}" in text
     assert main(["info", "tiny", "--json"]) == 0
@@ -235,3 +235,16 @@ def test_info_lists_each_training_source_on_one_line():
     assert format_trained_on([unlabelled])[1] == "  - sequence ../shared/data/hololens_000, frames 0-0.8, no labels, x16"
     assert format_trained_on("synthetic:seed0") == ["trained on: synthetic:seed0"]
     assert format_trained_on(None) == ["trained on: not stored"]
+
+
+def test_info_names_the_training_run():
+    """The shipped model's stage reads from its run's output folder (models/README.md), printed by `mtl3d info`."""
+    from mtl3d_perception.model.info import training_run
+
+    config = {"out_dir": "runs/default_stage12", "steps": 500, "seed": 12,
+              "model": {"init_checkpoint": "runs/default_stage11/checkpoints/last.safetensors"}}
+    assert training_run(config, 500) == ("out_dir runs/default_stage12, step 500 of 500, seed 12, "
+                                         "from runs/default_stage11/checkpoints/last.safetensors")
+    assert training_run({**config, "model": {"init_checkpoint": ""}}) == \
+        "out_dir runs/default_stage12, 500 steps, seed 12, from the preset"
+    assert training_run(None) == "not stored"

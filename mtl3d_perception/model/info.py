@@ -145,9 +145,25 @@ def describe(spec: str) -> dict:
     }
     if meta is not None:
         info["trained_on"] = meta.get("trained_on")
+        info["training_run"] = training_run(meta.get("train_config"), meta.get("step"))
         info["metrics"] = meta.get("metrics")
         info["file_mb"] = round(Path(spec).stat().st_size / 2**20, 2)
     return info
+
+
+def training_run(train_config: Any, step: Any = None) -> str:
+    """One line naming the run that wrote a checkpoint, from its stored ``train_config`` (a ``train.config.TrainConfig``
+    dict) and ``step``: output folder, steps, seed and the weights it started from; the output folder is how the
+    shipped model's stage reads (``runs/default_stage12``, models/README.md). "not stored" without a config."""
+    if not isinstance(train_config, dict):
+        return "not stored"
+    parts = [f"out_dir {train_config.get('out_dir', '?')}"]
+    steps = train_config.get("steps")
+    parts.append(f"step {step} of {steps}" if step is not None else f"{steps} steps")
+    parts.append(f"seed {train_config.get('seed', '?')}")
+    init = (train_config.get("model") or {}).get("init_checkpoint")
+    parts.append(f"from {init}" if init else "from the preset")
+    return ", ".join(parts)
 
 
 def format_trained_on(trained_on: Any) -> list[str]:
@@ -184,6 +200,7 @@ def format_info(info: dict) -> str:
         if part in info["parameters"]:
             lines.append(f"  {part:<9} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
     if "metrics" in info:
+        lines.append(f"training run: {info.get('training_run', 'not stored')}")
         lines += format_trained_on(info.get("trained_on"))
         lines.append(f"file: {info['file_mb']} MiB")
         metrics = info.get("metrics") or {}
