@@ -3,7 +3,7 @@
 A scene is one box-shaped room (floor, ceiling, four walls) furnished along its walls with objects built
 from boxes (rotated about the vertical axis) and vertical cylinders, each labelled with the NYUv2-13 class
 it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window), plus small
-clutter on the floor; tall cabinets are often bookshelves (rows of books on their shelves). Every surface
+clutter on the floor; tall cabinets are often bookshelves (rows of books against their fronts). Every surface
 carries a texture defined in its own face coordinates (world coordinates for the room, object coordinates
 for furniture), so the same surface point has the same colour in every view and features match across
 views: CC0 photo textures (material tiles; photo crops on paintings, screens and windows, each framed as

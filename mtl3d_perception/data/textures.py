@@ -53,6 +53,12 @@ SURFACES: dict[str, tuple[dict[str, float], tuple[float, float], tuple[float, fl
 PHOTO_SURFACES = ("painting", "tv", "window")  # one photo crop stretched over the face (no repeat)
 
 
+def _saturate(img: np.ndarray, factor: float) -> np.ndarray:
+    """``img`` [..., 3] RGB with its colour scaled by ``factor`` about each pixel's grey (0: grey, 1: unchanged)."""
+    grey = img.mean(axis=-1, keepdims=True)
+    return grey + (img - grey) * factor
+
+
 def _border(extent: tuple[float, float], width_m: float) -> tuple[int, int]:
     """A border ``width_m`` metres wide on a face of ``extent`` = (width, height) m, in texels (x, y) of a TILE image."""
     return (max(1, round(TILE * width_m / max(extent[0], 1e-3))), max(1, round(TILE * width_m / max(extent[1], 1e-3))))
@@ -91,9 +97,7 @@ def class_look(surface: str, crop: np.ndarray, extent: tuple[float, float], rng:
             gloss = rng.uniform(0.02, 0.06) + rng.uniform(0.0, 0.08) * np.clip(1.0 - (x + y) * rng.uniform(0.6, 1.2), 0, 1)
             screen = np.repeat(gloss[..., None], 3, -1) * np.array([0.95, 1.0, 1.1])
         else:
-            grey = crop.mean(-1, keepdims=True)
-            screen = grey + (crop - grey) * rng.uniform(1.1, 1.4)
-            screen = screen * rng.uniform(1.0, 1.3)
+            screen = _saturate(crop, rng.uniform(1.1, 1.4)) * rng.uniform(1.0, 1.3)
         bezel = np.full(3, rng.uniform(0.02, 0.08))
         return np.clip(_frame(screen, extent, rng.uniform(0.01, 0.03), bezel), 0.0, 1.0).astype(np.float32)
     if surface == "window":
@@ -234,8 +238,7 @@ class TextureAtlas:
         tint = 1.0 + rng.uniform(-0.15, 0.15, 3)
         img = ((tile - mean) * contrast + mean) * (target / max(float(mean.mean()), 1e-3)) * tint
         if surface in ("wall", "ceiling"):  # painted rooms are mostly muted: pull the colour towards grey
-            grey = img.mean(axis=-1, keepdims=True)
-            img = grey + (img - grey) * rng.uniform(0.0, 0.7 if surface == "wall" else 0.3)
+            img = _saturate(img, rng.uniform(0.0, 0.7 if surface == "wall" else 0.3))
         if rng.uniform() < 0.5:  # flip: more variety from the same tile
             img = img[:, ::-1]
         img = np.clip(img, 0.0, 1.0)
