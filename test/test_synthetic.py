@@ -192,3 +192,82 @@ def test_books_stand_on_bookshelves_in_rows():
     seen = sum(int((scene.render(T, K, (160, 120))["semantic"] == books_id).sum())
                for scene in (SyntheticScene(seed, textures=None) for seed in range(3)) for T in scene.camera_path(40)[::8])
     assert seen > 0
+
+
+def _local(prim, ref) -> np.ndarray:
+    """``prim``'s centre xy in ``ref``'s frame (x along its length, y across), metres."""
+    c, s = math.cos(ref.yaw), math.sin(ref.yaw)
+    return np.array([[c, s], [-s, c]]) @ (prim.center[:2] - ref.center[:2])
+
+
+def test_beds_are_made_with_pillows_labelled_objects():
+    """A bed is a frame, a mattress, a duvet over the foot end and a headboard, all ``bed``, with 1-2 pillows at
+    the headboard end labelled ``objects`` as NYUv2 labels pillows (issue 18, session 10: a bed used to be one box
+    with a wooden end and was taken for a sofa 35 % of the time)."""
+    beds = 0
+    for seed in range(16):
+        scene = SyntheticScene(seed, textures=None)
+        parts = [p for p in scene.primitives if NYU13_CLASSES[p.label] == "bed"]
+        if not parts:
+            continue
+        beds += 1
+        assert len(parts) == 4 and len({p.material for p in parts}) >= 3
+        frame = min(parts, key=lambda p: p.center[2])
+        head = min(parts, key=lambda p: p.half[0])
+        duvet = max((p for p in parts if p is not head), key=lambda p: p.center[2] + p.half[2])
+        mattress = next(p for p in parts if all(p is not q for q in (frame, head, duvet)))
+        mattress_top = mattress.center[2] + mattress.half[2]
+        assert frame.center[2] - frame.half[2] == 0.0 and mattress.center[2] - mattress.half[2] == pytest.approx(
+            2 * frame.half[2])
+        assert head.center[2] + head.half[2] > duvet.center[2] + duvet.half[2] > mattress_top
+        assert duvet.center[2] - duvet.half[2] < mattress_top  # it hangs down the sides
+        head_x, duvet_x = _local(head, frame)[0], _local(duvet, frame)[0]
+        assert np.sign(duvet_x) == -np.sign(head_x) and duvet.half[0] < frame.half[0]  # over the foot end only
+        pillows = [p for p in scene.primitives if NYU13_CLASSES[p.label] == "objects" and p.kind == "box"
+                   and frame.footprint_distance(p.center[None, :2])[0] == 0.0 and p.center[2] > mattress_top]
+        assert 1 <= len(pillows) <= 2
+        for p in pillows:
+            assert p.center[2] - p.half[2] == pytest.approx(mattress_top)  # lying on the mattress
+            x = _local(p, frame)[0]
+            assert np.sign(x) == np.sign(head_x) and abs(x - head_x) < abs(x + head_x)  # at the headboard end
+    assert beds >= 2
+    K, ids = default_intrinsics(160, 120), {NYU13_CLASSES.index(c) for c in ("bed", "objects")}
+    seen = set()
+    for seed in range(16):
+        scene = SyntheticScene(seed, textures=None)
+        if any(NYU13_CLASSES[p.label] == "bed" for p in scene.primitives):
+            for T in scene.camera_path(60)[::6]:
+                seen |= set(np.unique(scene.render(T, K, (160, 120))["semantic"]).tolist()) & ids
+    assert seen == ids
+
+
+def test_windows_are_dressed_with_curtains_and_blinds_labelled_window():
+    """Half the windows get a pair of curtains, about a third a roller blind: NYU40 "curtain" and "blinds" are NYU13
+    ``window`` (issue 18, session 10: windows were mostly taken for paintings, IoU 15). Curtains flank the pane in
+    front of it, from above it to below its sill; blinds hang inside the casing from its top."""
+    panes = curtained = blinds = 0
+    for seed in range(30):
+        scene = SyntheticScene(seed, textures=None)
+        windows = [p for p in scene.primitives if NYU13_CLASSES[p.label] == "window"]
+        for pane in (p for p in windows if p.half[1] == 0.01):
+            panes += 1
+            dressing = [p for p in windows if p is not pane and math.isclose(p.yaw, pane.yaw)
+                        and abs(_local(p, pane)[0]) < pane.half[0] + 0.5 and abs(_local(p, pane)[1]) < 0.1]
+            pane_top, pane_bottom = pane.center[2] + pane.half[2], pane.center[2] - pane.half[2]
+            curtains = [p for p in dressing if p.half[1] >= 0.015]
+            assert len(curtains) in (0, 2)
+            for p in curtains:
+                x, y = _local(p, pane)
+                assert abs(abs(x) - (pane.half[0] + p.half[0] - 0.05)) < 1e-9  # overlaps the casing by 5 cm
+                assert y - p.half[1] >= pane.half[1]  # in front of the pane
+                top, bottom = p.center[2] + p.half[2], p.center[2] - p.half[2]
+                assert pane_top + 0.05 <= top <= scene.size[2] and pane_bottom - 0.15 <= bottom <= pane_bottom
+            if curtains:
+                assert _local(curtains[0], pane)[0] == pytest.approx(-_local(curtains[1], pane)[0])
+                curtained += 1
+            for p in (p for p in dressing if p.half[1] == 0.005):
+                blinds += 1
+                assert abs(_local(p, pane)[0]) < 1e-9 and p.half[0] < pane.half[0]  # inside the casing
+                assert p.center[2] + p.half[2] == pytest.approx(pane_top - 0.06) and p.center[2] - p.half[2] > pane_bottom
+    assert panes >= 20
+    assert 0.3 <= curtained / panes <= 0.7 and 0.15 <= blinds / panes <= 0.55

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mtl3d_perception.data.synthetic import GENERATOR_VERSION
 from mtl3d_perception.model import ConfigError, load_checkpoint
 from mtl3d_perception.train.config import load_config
 from mtl3d_perception.train.trainer import Trainer, _Schedule
@@ -79,6 +80,10 @@ def test_thirty_steps_reduce_the_loss(trained):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     model = load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert model.checkpoint_metadata["step"] == 30
+    # which scenes it saw: the synthetic sources carry the generator's version (sequences have none)
+    trained_on = model.checkpoint_metadata["trained_on"]
+    assert [s.get("generator") for s in trained_on] == [
+        GENERATOR_VERSION if s.kind == "synthetic" else None for s in trainer.cfg.data.train]
     assert "depth/rmse" in model.checkpoint_metadata["metrics"]
 
 

@@ -3,7 +3,9 @@
 A scene is one box-shaped room (floor, ceiling, four walls) furnished along its walls with objects built
 from boxes (rotated about the vertical axis) and vertical cylinders, each labelled with the NYUv2-13 class
 it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window), plus small
-clutter on the floor; tall cabinets are often bookshelves (rows of books against their fronts). Every surface
+clutter on the floor. Parts are labelled as NYUv2 labels them: tall cabinets are often bookshelves (rows of
+books against their fronts), beds are made (frame, sheet, duvet and headboard ``bed``, pillows ``objects``), and
+windows often carry curtains or a roller blind (``window``: NYU40 "curtain" and "blinds" map there). Every surface
 carries a texture defined in its own face coordinates (world coordinates for the room, object coordinates
 for furniture), so the same surface point has the same colour in every view and features match across
 views: CC0 photo textures (material tiles; photo crops on paintings, screens and windows, each framed as
@@ -37,6 +39,10 @@ from mtl3d_perception.data.raycast import Material, Primitive, RoomRenderer, rot
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, START_TIME_S, SequenceFrame
 from mtl3d_perception.data.textures import ImageMaterial, TextureAtlas, TextureLibrary, texture_library
 
+# Bumped whenever the scene a seed gives changes (layout, parts or their looks), so that a checkpoint's
+# ``trained_on`` says which scenes it saw: 1 = up to session 8; 2 = session 9 (class looks: picture frames, tv
+# bezels, window casings; bookshelves); 3 = session 10 (made beds, curtains and blinds, the casing palette).
+GENERATOR_VERSION = 3
 DEFAULT_HFOV_DEG = 65.0
 HFOV_RANGE_DEG = (50.0, 90.0)  # the horizontal fields of view scenes and training samples draw from
 MOTIONS = ("robot", "handheld")
@@ -189,16 +195,21 @@ class SyntheticScene:
             return base_xy + along * x + inward * y
 
         if kind == "bed":
-            w, d, h = rng.uniform(1.9, 2.1), rng.uniform(1.3, 1.5), rng.uniform(0.4, 0.55)
-            fabric = m(rng, "fabric", (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
+            w, d, h = rng.uniform(1.9, 2.1), rng.uniform(1.3, 1.5), rng.uniform(0.45, 0.6)
+            base, head_h = rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.2)
             wood = m(rng, "wood", (0.35, 0.22, 0.12), (0.55, 0.38, 0.2), cell=0.2, fine=0.03, stripes=15.0, weights=(0.2, 0.3, 0.5))
+            sheet = m(rng, "linen", (0.9, 0.9, 0.88), (0.8, 0.8, 0.82), cell=0.2, fine=0.03, stripes=4.0, weights=(0.5, 0.3, 0.2))
+            duvet = m(rng, "fabric", (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
+            head = wood if rng.uniform() < 0.6 else m(rng, "fabric", (0.5, 0.45, 0.4), (0.35, 0.3, 0.3), cell=0.1,
+                                                       fine=0.03, stripes=6.0, weights=(0.4, 0.4, 0.2))
+            n_pillows = int(rng.integers(1, 3))
+            cover = rng.uniform(0.6, 0.75)  # the part of the length the duvet covers, from the foot
+            drape = rng.uniform(0.1, 0.25)
 
             def build(c, along, inward, yaw):
-                xy = at(c, along, inward, 0.05, d / 2 + 0.02)
-                self._add_box("bed", [*xy, h / 2], [w / 2 - 0.05, d / 2, h / 2], yaw, fabric)
-                xy = at(c, along, inward, -w / 2 + 0.04, d / 2 + 0.02)
-                self._add_box("bed", [*xy, 0.45], [0.04, d / 2, 0.45], yaw, wood)
-                return 0.9
+                self._bed(lambda x, y: at(c, along, inward, x, y), yaw, (w, d, h, base, head_h), (wood, sheet, duvet, head),
+                          n_pillows, cover, drape)
+                return head_h
 
             return w, build
         if kind == "sofa":
@@ -314,6 +325,33 @@ class SyntheticScene:
                 x += bt + (rng.uniform(0.0, 0.01) if rng.uniform() < 0.85 else rng.uniform(0.05, 0.2))
                 left -= 1
 
+    def _bed(self, at: Callable[[float, float], np.ndarray], yaw: float, size: tuple[float, float, float, float, float],
+             mats: tuple[Material, Material, Material, Material], n_pillows: int, cover: float, drape: float) -> None:
+        """A made bed along a wall, as NYUv2 labels one: frame, mattress, duvet and headboard are ``bed``, pillows
+        ``objects`` (NYU40 "pillow" maps to NYU13 "objects").
+
+        ``size`` = (length along the wall, width into the room, mattress top, frame height, headboard height) in
+        metres; ``mats`` = (frame, sheet, duvet, headboard); the headboard is at the item's -x end. The duvet covers
+        ``cover`` of the length from the foot, 2-8 cm above the mattress, hanging ``drape`` m down its sides;
+        ``n_pillows`` lie side by side against the headboard. ``at(x, y)`` maps the item frame (x along the wall from
+        the bed's centre, y from the wall into the room) to world xy. Before (session 9) a bed was one fabric box
+        with a wooden end: it was taken for a sofa 35 % of the time.
+        """
+        w, d, h, base, head_h = size
+        frame, sheet, duvet, head = mats
+        y = d / 2 + 0.02
+        self._add_box("bed", [*at(0.05, y), base / 2], [w / 2 - 0.05, d / 2, base / 2], yaw, frame)
+        self._add_box("bed", [*at(0.06, y), (base + h) / 2], [w / 2 - 0.07, d / 2 - 0.02, (h - base) / 2], yaw, sheet)
+        top = h + 0.05
+        length = cover * (w - 0.1)
+        self._add_box("bed", [*at(w / 2 - length / 2 + 0.02, y), (top + h - drape) / 2],
+                      [length / 2, d / 2 + 0.02, (top - h + drape) / 2], yaw, duvet)
+        self._add_box("bed", [*at(-w / 2 + 0.04, y), head_h / 2], [0.04, d / 2, head_h / 2], yaw, head)
+        pw = (d - 0.1) / n_pillows
+        for k in range(n_pillows):
+            xy = at(-w / 2 + 0.08 + 0.22, 0.07 + pw * (k + 0.5))
+            self._add_box("objects", [*xy, h + 0.07], [0.2, pw / 2 - 0.03, 0.07], yaw, sheet)
+
     def _chair(self, xy: np.ndarray, yaw: float, mat: Material) -> None:
         """A chair at ``xy`` facing ``yaw`` (its back at local -y): seat, four legs, backrest."""
         R = rotz(yaw)[:2, :2]
@@ -328,15 +366,23 @@ class SyntheticScene:
         self._add_box("chair", [*p(0, -0.2), 0.7], [0.22, 0.02, 0.22], yaw, mat)
 
     def _decorate(self, rng, origin, along, inward, yaw, s_range, tall) -> None:
-        """Paintings, windows and wall-mounted tvs on one wall, clear of tall furniture and of each other."""
+        """Paintings, windows and wall-mounted tvs on one wall, clear of tall furniture and of each other.
+
+        ``tall`` holds the intervals along the wall (metres from ``origin``) that tall furniture covers. Windows are
+        dressed as real ones often are, with what NYUv2 also labels ``window`` (NYU40 "curtain" and "blinds" map to
+        NYU13 "window"): half of them get a pair of curtains, a third a roller blind pulled part-way down.
+        """
         used = list(tall)
         for _ in range(int(rng.integers(1, 4))):
-            kind = str(rng.choice(["painting", "window", "tv", "painting"]))
+            kind = str(rng.choice(["painting", "window", "tv", "painting", "window"]))
+            curtain_w = blind = 0.0
             if kind == "window":
                 w, h, t, zc = rng.uniform(0.8, 1.5), rng.uniform(1.0, 1.3), 0.02, 0.9
                 zc = zc + h / 2
                 mat = self._material(rng, "window", (0.55, 0.75, 0.95), (0.85, 0.92, 1.0), cell=0.3, fine=0.06, stripes=3.0,
                                      weights=(0.4, 0.3, 0.3), grout=0.05)
+                curtain_w = rng.uniform(0.2, 0.45) if rng.uniform() < 0.5 else 0.0
+                blind = rng.uniform(0.15, 0.7) if rng.uniform() < 0.35 else 0.0
             elif kind == "tv":
                 w, h, t, zc = rng.uniform(0.9, 1.3), rng.uniform(0.55, 0.75), 0.05, 1.3
                 mat = self._material(rng, "tv", (0.04, 0.04, 0.06), (0.25, 0.3, 0.4), cell=0.1, fine=0.03, stripes=25.0,
@@ -345,13 +391,42 @@ class SyntheticScene:
                 w, h, t, zc = rng.uniform(0.4, 1.1), rng.uniform(0.35, 0.8), 0.03, rng.uniform(1.4, 1.7)
                 mat = self._material(rng, "painting", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
                                      cell=0.08, fine=0.025, stripes=9.0, weights=(0.5, 0.3, 0.2))
+            side = max(curtain_w - 0.05, 0.0)  # curtains overlap the casing by 5 cm
             for _try in range(8):
-                s = rng.uniform(s_range[0], s_range[1] - w)
-                if all(s + w + 0.1 < a or s > b + 0.1 for a, b in used):
-                    used.append((s, s + w))
+                s = rng.uniform(s_range[0] + side, s_range[1] - w - side)
+                a, b = s - side, s + w + side
+                if all(b + 0.1 < u or a > v + 0.1 for u, v in used):
+                    used.append((a, b))
                     xy = origin + along * (s + w / 2) + inward * (t / 2)
                     self._add_box(kind, [xy[0], xy[1], zc], [w / 2, t / 2, h / 2], yaw, mat)
+                    if kind == "window":
+                        self._dress_window(rng, origin + along * (s + w / 2), along, inward, yaw, (w, h, zc, t),
+                                           curtain_w, blind)
                     break
+
+    def _dress_window(self, rng, centre, along, inward, yaw, window, curtain_w: float, blind: float) -> None:
+        """Curtains ``curtain_w`` m wide each side (0: none) and a roller blind covering the top ``blind`` of the
+        pane (0: none) on a window of (width, height, centre height, thickness) ``window`` whose centre on the wall
+        is ``centre`` (xy). Curtains hang 3-6 cm thick in front of the casing from a rail 5-30 cm above it (below
+        the ceiling) to 0-15 cm below the sill (furniture stands below most windows: floor-length ones would pass
+        through it); both are labelled ``window``."""
+        w, h, zc, t = window
+        if curtain_w:
+            fabric = self._material(rng, "fabric", (0.7, 0.6, 0.5), (0.5, 0.45, 0.4), cell=0.15, fine=0.03,
+                                    stripes=20.0, weights=(0.3, 0.3, 0.4))
+            top = min(zc + h / 2 + rng.uniform(0.05, 0.3), self.size[2] - 0.03)
+            bottom = zc - h / 2 - rng.uniform(0.0, 0.15)
+            depth = rng.uniform(0.03, 0.06)
+            for sx in (-1, 1):
+                xy = centre + along * sx * (w / 2 + curtain_w / 2 - 0.05) + inward * (t + 0.01 + depth / 2)
+                self._add_box("window", [*xy, (top + bottom) / 2], [curtain_w / 2, depth / 2, (top - bottom) / 2],
+                              yaw, fabric)
+        if blind:
+            roller = self._material(rng, "linen", (0.9, 0.88, 0.82), (0.8, 0.8, 0.78), cell=0.2, fine=0.03,
+                                    stripes=4.0, weights=(0.5, 0.3, 0.2))
+            drop = blind * (h - 0.12)
+            xy = centre + inward * (t + 0.005)
+            self._add_box("window", [*xy, zc + h / 2 - 0.06 - drop / 2], [w / 2 - 0.06, 0.005, drop / 2], yaw, roller)
 
     def _clutter(self, rng: np.random.Generator) -> None:
         """Small objects (boxes and cylinders) on the floor in the furniture band, clear of everything else."""

@@ -49,8 +49,25 @@ SURFACES: dict[str, tuple[dict[str, float], tuple[float, float], tuple[float, fl
     "object": ({"Plastic": 2, "Metal": 1.5, "Rubber": 0.5, "Cardboard": 0.7, "Fabric": 0.7, "Wood": 0.7,
                 "Porcelain": 0.5, "GlazedTerracotta": 0.5, "Marble": 0.3, "Foil": 0.2}, (0.15, 0.8), (0.1, 0.4)),
     "cover": ({"Paper": 1, "Fabric": 1, "Cardboard": 1}, (0.15, 0.8), (0.1, 0.3)),
+    "linen": ({"Fabric": 1}, (0.6, 0.92), (0.3, 1.0)),  # bed sheets, pillows, roller blinds: light and muted
 }
+# Surface kind -> the largest colour saturation factor drawn (0: grey; :func:`_saturate`): painted rooms and
+# bed linen are mostly muted, whatever colour the tile had.
+MUTED = {"wall": 0.7, "ceiling": 0.3, "linen": 0.4}
 PHOTO_SURFACES = ("painting", "tv", "window")  # one photo crop stretched over the face (no repeat)
+
+
+# (RGB in [0, 1], weight). Picture frames are mostly wood, black or gilt; window casings mostly white, off-white or
+# aluminium: with the same palettes windows were taken for paintings (session 9 review: window IoU 15).
+FRAME_COLOURS = (([0.45, 0.3, 0.15], 3), ([0.3, 0.18, 0.1], 2), ([0.06, 0.05, 0.05], 3), ([0.75, 0.6, 0.3], 2),
+                 ([0.9, 0.88, 0.85], 1))
+CASING_COLOURS = (([0.93, 0.93, 0.91], 4), ([0.84, 0.82, 0.76], 2), ([0.68, 0.69, 0.7], 2), ([0.22, 0.22, 0.24], 1))
+
+
+def _pick(rng: np.random.Generator, palette: tuple[tuple[list[float], float], ...]) -> np.ndarray:
+    """One colour ``[3]`` of a ``palette`` of (RGB, weight) pairs, drawn by weight."""
+    weights = np.array([w for _, w in palette], np.float64)
+    return np.asarray(palette[int(rng.choice(len(palette), p=weights / weights.sum()))][0], np.float64)
 
 
 def _saturate(img: np.ndarray, factor: float) -> np.ndarray:
@@ -78,18 +95,18 @@ def class_look(surface: str, crop: np.ndarray, extent: tuple[float, float], rng:
     Without it the three classes showed the same photographs and differed only in size and height: the
     network confused them (held-out synthetic scenes: painting -> tv 42 %, window -> painting 32 %, IoU 25-35).
 
-    - ``painting``: a picture frame 2-7 cm wide (wood, black, white or gilt) around the picture.
+    - ``painting``: a picture frame 2-7 cm wide (:data:`FRAME_COLOURS`: mostly wood, black or gilt) around it.
     - ``tv``: a near-black bezel 1-3 cm wide; the screen is off (near-black, a faint reflection gradient) half
       the time, else the picture a little brighter and more saturated (an emissive screen).
-    - ``window``: a casing 4-8 cm wide (white, off-white, wood or dark metal) and mullions (one vertical bar,
-      sometimes also a horizontal one); the view outside overexposed and hazy, as indoor cameras see it.
+    - ``window``: a casing 4-8 cm wide (:data:`CASING_COLOURS`: mostly white, off-white or aluminium) and mullions
+      (one vertical bar, sometimes also a horizontal one); the view outside overexposed and hazy, as indoor cameras
+      see it. (Curtains and blinds, also NYU13 ``window``, are geometry: :mod:`.synthetic`.)
 
     ``extent`` is the face's (width, height) in metres (the border widths are metres on the face). Returns float32
     ``[TILE,TILE,3]`` in [0, 1]; other surfaces get ``crop`` back unchanged.
     """
     if surface == "painting":
-        colours = ([0.45, 0.3, 0.15], [0.06, 0.05, 0.05], [0.9, 0.88, 0.85], [0.75, 0.6, 0.3])
-        colour = np.asarray(colours[int(rng.integers(len(colours)))]) * rng.uniform(0.8, 1.15)
+        colour = _pick(rng, FRAME_COLOURS) * rng.uniform(0.8, 1.15)
         return np.clip(_frame(crop, extent, rng.uniform(0.02, 0.07), colour), 0.0, 1.0).astype(np.float32)
     if surface == "tv":
         if rng.uniform() < 0.5:
@@ -103,8 +120,7 @@ def class_look(surface: str, crop: np.ndarray, extent: tuple[float, float], rng:
     if surface == "window":
         exposure = rng.uniform(1.3, 2.0)
         view = 1.0 - (1.0 - np.clip(crop * exposure, 0.0, 1.0)) * rng.uniform(0.5, 0.8)  # haze towards white
-        colours = ([0.92, 0.92, 0.9], [0.8, 0.78, 0.72], [0.45, 0.3, 0.18], [0.2, 0.2, 0.22])
-        colour = np.asarray(colours[int(rng.integers(len(colours)))]) * rng.uniform(0.85, 1.1)
+        colour = _pick(rng, CASING_COLOURS) * rng.uniform(0.9, 1.05)
         out = _frame(view, extent, rng.uniform(0.04, 0.08), colour)
         bx, by = _border(extent, rng.uniform(0.02, 0.04))
         out[:, TILE // 2 - bx // 2: TILE // 2 + (bx + 1) // 2] = colour
@@ -237,8 +253,8 @@ class TextureAtlas:
         target = rng.uniform(*mean_range)
         tint = 1.0 + rng.uniform(-0.15, 0.15, 3)
         img = ((tile - mean) * contrast + mean) * (target / max(float(mean.mean()), 1e-3)) * tint
-        if surface in ("wall", "ceiling"):  # painted rooms are mostly muted: pull the colour towards grey
-            img = _saturate(img, rng.uniform(0.0, 0.7 if surface == "wall" else 0.3))
+        if surface in MUTED:
+            img = _saturate(img, rng.uniform(0.0, MUTED[surface]))
         if rng.uniform() < 0.5:  # flip: more variety from the same tile
             img = img[:, ::-1]
         img = np.clip(img, 0.0, 1.0)

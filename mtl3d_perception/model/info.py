@@ -168,7 +168,8 @@ def training_run(train_config: Any, step: Any = None) -> str:
 
 def format_trained_on(trained_on: Any) -> list[str]:
     """Lines for a checkpoint's ``trained_on``: one per data source (a dict of ``data.datasets.SourceConfig``
-    fields: kind, path or split, frame range, scenes, tasks, repeat), or the stored text as it is."""
+    fields: kind, path or split, frame range, scenes and the scene generator's version, tasks, repeat), or the
+    stored text as it is."""
     if not isinstance(trained_on, list) or not all(isinstance(s, dict) for s in trained_on):
         return [f"trained on: {trained_on if trained_on else 'not stored'}"]
     lines = [f"trained on ({len(trained_on)} sources):"]
@@ -178,6 +179,8 @@ def format_trained_on(trained_on: Any) -> list[str]:
         parts = [f"{kind} {where}"]
         if kind == "synthetic":
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
+            if "generator" in source:  # data.synthetic.GENERATOR_VERSION; absent before session 10
+                parts.append(f"generator v{source['generator']}")
         if (source.get("start"), source.get("end")) not in ((0, 1.0), (None, None)):
             parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
         tasks = source.get("tasks", ())
