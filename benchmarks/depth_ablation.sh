@@ -4,12 +4,13 @@
 #   bash benchmarks/depth_ablation.sh [STEPS] [OUT]        # default: 400 steps, runs/depth_ablation
 #
 # Each variant trains config/train/default.yaml (stage 1 of the default model: ImageNet encoder, the same data,
-# pairs, seed, frozen stages and schedule, sized to STEPS) with only the variant's overrides, then `mtl3d eval`
-# scores it on the held-out HoloLens frames (80-100 %, two-view and single-view) and 2 held-out synthetic
-# scenes (48 samples). CvM + geometric depth has the shipped model's window aggregation of its sweep
-# (`sweep_aggregation: 5`; the others have no such sweep). A variant whose checkpoint exists is not retrained, so an
-# interrupted run resumes with the next one. Needs ../shared/data/hololens_000 (and ../shared/data/textures for
-# the photo-textured scenes the shipped model trained on). Prints a markdown table (models/README.md).
+# pairs, seed and frozen stages; STEPS steps, an eighth of them warm-up, then cosine) with only the variant's
+# overrides, then `mtl3d eval` scores it on the held-out HoloLens frames (80-100 %, two-view and single-view)
+# and 2 held-out synthetic scenes (48 samples). CvM + geometric depth has the shipped model's window aggregation
+# of its sweep (`sweep_aggregation: 5`; the others have no such sweep). A variant already trained for STEPS is
+# not retrained, one interrupted part-way resumes from its last checkpoint, and scores older than their
+# checkpoint are redone. Needs ../shared/data/hololens_000 (and ../shared/data/textures for the photo-textured
+# scenes the shipped model trained on). Prints a markdown table (models/README.md).
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-400}
@@ -26,11 +27,21 @@ declare -A overrides=(
 variants=(no_cvm paper_cvm cvm_geometric)
 for v in "${variants[@]}"; do
   ckpt=$out/$v/checkpoints/last.safetensors
-  if [ ! -f "$ckpt" ]; then
+  done_steps=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' \
+    "$out/$v/checkpoints/last.json" 2>/dev/null || echo 0)
+  if [ "$done_steps" -lt "$steps" ]; then  # not trained yet, or interrupted: resume from its last checkpoint
+    resume=()
+    [ "$done_steps" -gt 0 ] && resume=(--resume)
     # shellcheck disable=SC2086  # the overrides are separate KEY=VALUE words
-    "$mtl3d" train --config config/train/default.yaml out_dir="$out/$v" steps="$steps" ${overrides[$v]}
+    "$mtl3d" train --config config/train/default.yaml "${resume[@]}" out_dir="$out/$v" steps="$steps" \
+      optim.warmup_steps=$((steps / 8)) ${overrides[$v]}
+  elif [ "$done_steps" -gt "$steps" ]; then
+    echo "depth_ablation: $out/$v was trained for $done_steps steps, not $steps; use another OUT" >&2
+    exit 1
   fi
-  [ -f "$out/eval_$v/metrics.json" ] || "$mtl3d" eval "$ckpt" --data "$real" --data "$syn" --out "$out/eval_$v" --no-progress
+  # (re-)evaluate unless the scores are newer than the checkpoint
+  [ "$out/eval_$v/metrics.json" -nt "$ckpt" ] ||
+    "$mtl3d" eval "$ckpt" --data "$real" --data "$syn" --out "$out/eval_$v" --no-progress
 done
 python3 - "$out" "$steps" "$real" "$syn" "${variants[@]}" <<'EOF'
 import json

@@ -5,7 +5,7 @@ from boxes (rotated about the vertical axis) and vertical cylinders, each labell
 it stands for (bed, sofa, table, chair, furniture, books, objects, tv, painting, window), plus small
 clutter on the floor. Parts are labelled as NYUv2 labels them: tall cabinets are often bookshelves (rows of
 books against their fronts), beds are made (frame, sheet, duvet and headboard ``bed``, pillows ``objects``), and
-windows often carry curtains or a roller blind (``window``: NYU40 "curtain" and "blinds" map there). Every surface
+windows often carry curtains and/or a roller blind (``window``: NYU40 "curtain" and "blinds" map there). Every surface
 carries a texture defined in its own face coordinates (world coordinates for the room, object coordinates
 for furniture), so the same surface point has the same colour in every view and features match across
 views: CC0 photo textures (material tiles; photo crops on paintings, screens and windows, each framed as
@@ -158,7 +158,7 @@ class SyntheticScene:
         placed_once: set[str] = set()
         for origin, along, inward, _length, (s0, s1) in self._walls():
             yaw = math.atan2(along[1], along[0])  # item frame: x along the wall, y into the room
-            tall: list[tuple[float, float]] = []  # intervals along the wall covered by tall items
+            items: list[tuple[float, float, float]] = []  # (start, end) along the wall and top (m) of each item
             s = s0 + rng.uniform(0.0, 0.6)
             while True:
                 kind = str(rng.choice(kinds, p=probs / probs.sum()))
@@ -168,11 +168,11 @@ class SyntheticScene:
                 if s + width > s1:
                     break
                 placed_once.add(kind)
-                top = build(origin + along * (s + width / 2), along, inward, yaw)
-                if top > 1.05:
-                    tall.append((s, s + width))
+                first = len(self.primitives)
+                build(origin + along * (s + width / 2), along, inward, yaw)
+                items.append((s, s + width, max(p.center[2] + p.half[2] for p in self.primitives[first:])))
                 s += width + rng.uniform(0.1, 0.7)
-            self._decorate(rng, origin, along, inward, yaw, (s0, s1), tall)
+            self._decorate(rng, origin, along, inward, yaw, (s0, s1), items)
         # a few things on the floor near the walls for clutter (inside the band, clear of other items)
         for _ in range(int(rng.integers(1, 4))):
             r, hh = rng.uniform(0.1, 0.2), rng.uniform(0.15, 0.4)
@@ -187,7 +187,7 @@ class SyntheticScene:
                     break
 
     def _item(self, kind: str, rng: np.random.Generator):
-        """Width along the wall and a builder ``(center_xy_on_wall, along, inward, yaw) -> top height``."""
+        """Width along the wall and a builder ``(center_xy_on_wall, along, inward, yaw)`` that adds the item."""
         m = self._material
 
         def at(base_xy, along, inward, x, y):
@@ -195,21 +195,10 @@ class SyntheticScene:
             return base_xy + along * x + inward * y
 
         if kind == "bed":
-            w, d, h = rng.uniform(1.9, 2.1), rng.uniform(1.3, 1.5), rng.uniform(0.45, 0.6)
-            base, head_h = rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.2)
-            wood = m(rng, "wood", (0.35, 0.22, 0.12), (0.55, 0.38, 0.2), cell=0.2, fine=0.03, stripes=15.0, weights=(0.2, 0.3, 0.5))
-            sheet = m(rng, "linen", (0.9, 0.9, 0.88), (0.8, 0.8, 0.82), cell=0.2, fine=0.03, stripes=4.0, weights=(0.5, 0.3, 0.2))
-            duvet = m(rng, "fabric", (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
-            head = wood if rng.uniform() < 0.6 else m(rng, "fabric", (0.5, 0.45, 0.4), (0.35, 0.3, 0.3), cell=0.1,
-                                                       fine=0.03, stripes=6.0, weights=(0.4, 0.4, 0.2))
-            n_pillows = int(rng.integers(1, 3))
-            cover = rng.uniform(0.6, 0.75)  # the part of the length the duvet covers, from the foot
-            drape = rng.uniform(0.1, 0.25)
+            w, d = rng.uniform(1.9, 2.1), rng.uniform(1.3, 1.5)
 
             def build(c, along, inward, yaw):
-                self._bed(lambda x, y: at(c, along, inward, x, y), yaw, (w, d, h, base, head_h), (wood, sheet, duvet, head),
-                          n_pillows, cover, drape)
-                return head_h
+                self._bed(rng, lambda x, y: at(c, along, inward, x, y), yaw, w, d)
 
             return w, build
         if kind == "sofa":
@@ -222,7 +211,6 @@ class SyntheticScene:
                 for sx in (-1, 1):
                     xy = at(c, along, inward, sx * (w / 2 - 0.08), d / 2 + 0.02)
                     self._add_box("sofa", [*xy, 0.31], [0.08, d / 2, 0.31], yaw, fabric)
-                return 0.9
 
             return w, build
         if kind == "furniture":
@@ -251,7 +239,6 @@ class SyntheticScene:
                         xy = at(c, along, inward, x + bt / 2, bd / 2 + 0.05)
                         self._add_box("books", [*xy, h + bh / 2], [bt / 2, bd / 2, bh / 2], yaw, cover)
                         x += bt + rng.uniform(0.0, 0.02)
-                return h
 
             return w, build
         if kind == "table":
@@ -275,7 +262,6 @@ class SyntheticScene:
                 for k in range(n_chairs):
                     x = (k - (n_chairs - 1) / 2) * min(0.6, w / max(n_chairs, 1))
                     self._chair(at(c, along, inward, x, d + 0.05 + 0.3), yaw + math.pi, chair_mat)
-                return h
 
             return w, build
         if kind == "chair":
@@ -283,7 +269,6 @@ class SyntheticScene:
 
             def build(c, along, inward, yaw):
                 self._chair(at(c, along, inward, 0, 0.3), yaw + rng.uniform(-0.4, 0.4), mat)
-                return 0.9
 
             return 0.55, build
         # "objects": a bin or plant pot on the floor
@@ -293,7 +278,6 @@ class SyntheticScene:
         def build(c, along, inward, yaw):
             xy = at(c, along, inward, 0, r + 0.05)
             self._add_cylinder("objects", [xy[0], xy[1], hh], r, hh, mat)
-            return 2 * hh
 
         return 2 * r + 0.1, build
 
@@ -325,32 +309,40 @@ class SyntheticScene:
                 x += bt + (rng.uniform(0.0, 0.01) if rng.uniform() < 0.85 else rng.uniform(0.05, 0.2))
                 left -= 1
 
-    def _bed(self, at: Callable[[float, float], np.ndarray], yaw: float, size: tuple[float, float, float, float, float],
-             mats: tuple[Material, Material, Material, Material], n_pillows: int, cover: float, drape: float) -> None:
-        """A made bed along a wall, as NYUv2 labels one: frame, mattress, duvet and headboard are ``bed``, pillows
-        ``objects`` (NYU40 "pillow" maps to NYU13 "objects").
+    def _bed(self, rng: np.random.Generator, at: Callable[[float, float], np.ndarray], yaw: float, w: float, d: float
+             ) -> None:
+        """A made bed ``w`` m long (along the wall) and ``d`` m wide, as NYUv2 labels one: frame, mattress (its
+        sheet), duvet and headboard are ``bed``; pillows are ``objects`` (NYU40 "pillow" maps to NYU13 "objects").
 
-        ``size`` = (length along the wall, width into the room, mattress top, frame height, headboard height) in
-        metres; ``mats`` = (frame, sheet, duvet, headboard); the headboard is at the item's -x end. The duvet covers
-        ``cover`` of the length from the foot, 2-8 cm above the mattress, hanging ``drape`` m down its sides;
-        ``n_pillows`` lie side by side against the headboard. ``at(x, y)`` maps the item frame (x along the wall from
-        the bed's centre, y from the wall into the room) to world xy. Before (session 9) a bed was one fabric box
-        with a wooden end: it was taken for a sofa 35 % of the time.
+        A frame 15-30 cm high, the mattress top at 45-60 cm, a headboard 0.8-1.2 m high at the item's -x end; the
+        duvet covers 60-75 % of the length from the foot, 2-8 cm above the mattress and hanging 10-25 cm down its
+        sides and foot; 1-2 pillows lie side by side on the mattress at the headboard end (their linen the sheet's
+        half the time). ``at(x, y)`` maps the item frame (x along the wall from the bed's centre, y from the wall
+        into the room, metres) to world xy. Before (session 9) a bed was one fabric box with a wooden end: it was
+        taken for a sofa 35 % of the time.
         """
-        w, d, h, base, head_h = size
-        frame, sheet, duvet, head = mats
+        m = self._material
+        h, base, head_h = rng.uniform(0.45, 0.6), rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.2)
+        frame = m(rng, "wood", (0.35, 0.22, 0.12), (0.55, 0.38, 0.2), cell=0.2, fine=0.03, stripes=15.0, weights=(0.2, 0.3, 0.5))
+        sheet = m(rng, "linen", (0.9, 0.9, 0.88), (0.8, 0.8, 0.82), cell=0.2, fine=0.03, stripes=4.0, weights=(0.5, 0.3, 0.2))
+        duvet = m(rng, "fabric", (0.3, 0.35, 0.6), (0.8, 0.8, 0.85), cell=0.15, fine=0.04, stripes=8.0, weights=(0.3, 0.3, 0.4))
+        head = frame if rng.uniform() < 0.6 else m(rng, "fabric", (0.5, 0.45, 0.4), (0.35, 0.3, 0.3), cell=0.1, fine=0.03,
+                                                    stripes=6.0, weights=(0.4, 0.4, 0.2))
+        pillow = sheet if rng.uniform() < 0.5 else m(rng, "linen", (0.92, 0.92, 0.9), (0.85, 0.85, 0.88), cell=0.2,
+                                                      fine=0.03, stripes=4.0, weights=(0.5, 0.3, 0.2))
         y = d / 2 + 0.02
         self._add_box("bed", [*at(0.05, y), base / 2], [w / 2 - 0.05, d / 2, base / 2], yaw, frame)
         self._add_box("bed", [*at(0.06, y), (base + h) / 2], [w / 2 - 0.07, d / 2 - 0.02, (h - base) / 2], yaw, sheet)
-        top = h + 0.05
-        length = cover * (w - 0.1)
+        top, drape = h + rng.uniform(0.02, 0.08), rng.uniform(0.1, 0.25)
+        length = rng.uniform(0.6, 0.75) * (w - 0.1)
         self._add_box("bed", [*at(w / 2 - length / 2 + 0.02, y), (top + h - drape) / 2],
                       [length / 2, d / 2 + 0.02, (top - h + drape) / 2], yaw, duvet)
         self._add_box("bed", [*at(-w / 2 + 0.04, y), head_h / 2], [0.04, d / 2, head_h / 2], yaw, head)
+        n_pillows = int(rng.integers(1, 3))
         pw = (d - 0.1) / n_pillows
         for k in range(n_pillows):
-            xy = at(-w / 2 + 0.08 + 0.22, 0.07 + pw * (k + 0.5))
-            self._add_box("objects", [*xy, h + 0.07], [0.2, pw / 2 - 0.03, 0.07], yaw, sheet)
+            xy = at(-w / 2 + 0.13 + 0.2, 0.07 + pw * (k + 0.5))
+            self._add_box("objects", [*xy, h + 0.07], [0.2, pw / 2 - 0.03, 0.07], yaw, pillow)
 
     def _chair(self, xy: np.ndarray, yaw: float, mat: Material) -> None:
         """A chair at ``xy`` facing ``yaw`` (its back at local -y): seat, four legs, backrest."""
@@ -365,14 +357,16 @@ class SyntheticScene:
                 self._add_box("chair", [*p(sx * 0.19, sy * 0.19), 0.2125], [0.02, 0.02, 0.2125], yaw, mat)
         self._add_box("chair", [*p(0, -0.2), 0.7], [0.22, 0.02, 0.22], yaw, mat)
 
-    def _decorate(self, rng, origin, along, inward, yaw, s_range, tall) -> None:
-        """Paintings, windows and wall-mounted tvs on one wall, clear of tall furniture and of each other.
+    def _decorate(self, rng, origin, along, inward, yaw, s_range, items) -> None:
+        """Paintings, windows and wall-mounted tvs on one wall, clear of each other and of the furniture below.
 
-        ``tall`` holds the intervals along the wall (metres from ``origin``) that tall furniture covers. Windows are
-        dressed as real ones often are, with what NYUv2 also labels ``window`` (NYU40 "curtain" and "blinds" map to
-        NYU13 "window"): half of them get a pair of curtains, a third a roller blind pulled part-way down.
+        ``items`` holds the furniture on this wall: (start, end) along it (metres from ``origin``) and top height
+        (m). A painting or tv (3-5 cm deep) stays clear of every item that reaches its bottom edge; a window (a 2 cm
+        pane, behind anything standing at the wall) of items taller than 1.05 m. Windows are dressed as real ones
+        often are, with what NYUv2 also labels ``window`` (NYU40 "curtain" and "blinds" map to NYU13 "window"):
+        half of them get a pair of curtains, a third a roller blind pulled part-way down, some both.
         """
-        used = list(tall)
+        used: list[tuple[float, float]] = []
         for _ in range(int(rng.integers(1, 4))):
             kind = str(rng.choice(["painting", "window", "tv", "painting", "window"]))
             curtain_w = blind = 0.0
@@ -391,31 +385,37 @@ class SyntheticScene:
                 w, h, t, zc = rng.uniform(0.4, 1.1), rng.uniform(0.35, 0.8), 0.03, rng.uniform(1.4, 1.7)
                 mat = self._material(rng, "painting", tuple(rng.uniform(0.1, 0.9, 3)), tuple(rng.uniform(0.1, 0.9, 3)),
                                      cell=0.08, fine=0.025, stripes=9.0, weights=(0.5, 0.3, 0.2))
+            reach = 1.05 if kind == "window" else zc - h / 2
+            blocked = used + [(a, b) for a, b, top in items if top > reach]
             side = max(curtain_w - 0.05, 0.0)  # curtains overlap the casing by 5 cm
             for _try in range(8):
                 s = rng.uniform(s_range[0] + side, s_range[1] - w - side)
                 a, b = s - side, s + w + side
-                if all(b + 0.1 < u or a > v + 0.1 for u, v in used):
+                if all(b + 0.1 < u or a > v + 0.1 for u, v in blocked):
                     used.append((a, b))
                     xy = origin + along * (s + w / 2) + inward * (t / 2)
                     self._add_box(kind, [xy[0], xy[1], zc], [w / 2, t / 2, h / 2], yaw, mat)
                     if kind == "window":
+                        curtains = ((a, s + 0.05), (s + w - 0.05, b))
+                        under = max([top for u, v, top in items for c0, c1 in curtains if u < c1 and v > c0], default=0.0)
                         self._dress_window(rng, origin + along * (s + w / 2), along, inward, yaw, (w, h, zc, t),
-                                           curtain_w, blind)
+                                           curtain_w, blind, under)
                     break
 
-    def _dress_window(self, rng, centre, along, inward, yaw, window, curtain_w: float, blind: float) -> None:
+    def _dress_window(self, rng, centre, along, inward, yaw, window, curtain_w: float, blind: float, under: float
+                      ) -> None:
         """Curtains ``curtain_w`` m wide each side (0: none) and a roller blind covering the top ``blind`` of the
         pane (0: none) on a window of (width, height, centre height, thickness) ``window`` whose centre on the wall
         is ``centre`` (xy). Curtains hang 3-6 cm thick in front of the casing from a rail 5-30 cm above it (below
-        the ceiling) to 0-15 cm below the sill (furniture stands below most windows: floor-length ones would pass
-        through it); both are labelled ``window``."""
+        the ceiling) to 0-15 cm below the sill, or to 2 cm above the furniture below them (``under``: its top, m;
+        at most 1.05 m, as taller furniture keeps windows away), as curtains behind a sofa or a cabinet do. The
+        blind hangs 1 cm in front of the pane, 6 cm in from its edges. Both are labelled ``window``."""
         w, h, zc, t = window
         if curtain_w:
             fabric = self._material(rng, "fabric", (0.7, 0.6, 0.5), (0.5, 0.45, 0.4), cell=0.15, fine=0.03,
                                     stripes=20.0, weights=(0.3, 0.3, 0.4))
             top = min(zc + h / 2 + rng.uniform(0.05, 0.3), self.size[2] - 0.03)
-            bottom = zc - h / 2 - rng.uniform(0.0, 0.15)
+            bottom = max(zc - h / 2 - rng.uniform(0.0, 0.15), under + 0.02)
             depth = rng.uniform(0.03, 0.06)
             for sx in (-1, 1):
                 xy = centre + along * sx * (w / 2 + curtain_w / 2 - 0.05) + inward * (t + 0.01 + depth / 2)
