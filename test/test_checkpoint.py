@@ -222,13 +222,13 @@ def test_info_lists_each_training_source_on_one_line():
 
     sources = [
         {"kind": "synthetic", "path": "", "split": "train", "num_scenes": 64, "frames_per_scene": 40, "start": 0,
-         "end": 1.0, "tasks": ["semantic", "depth"], "repeat": 1, "generator": 3},
+         "end": 1.0, "tasks": ["semantic", "depth"], "repeat": 1, "generator": 3, "textures": "photo"},
         {"kind": "sequence", "path": "../shared/data/hololens_000", "split": "train", "start": 0, "end": 0.8,
          "tasks": ["depth"], "repeat": 4},
     ]
     assert format_trained_on(sources) == [
         "trained on (2 sources):",
-        "  - synthetic train split, 64 scenes x 40 frames, generator v3, tasks semantic/depth",
+        "  - synthetic train split, 64 scenes x 40 frames, generator v3, photo textures, tasks semantic/depth",
         "  - sequence ../shared/data/hololens_000, frames 0-0.8, tasks depth, x4",
     ]
     unlabelled = {**sources[1], "tasks": [], "repeat": 16}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtl3d_perception.data.synthetic import GENERATOR_VERSION
+from mtl3d_perception.data.synthetic import GENERATOR_VERSION, scene_provenance
 from mtl3d_perception.model import ConfigError, load_checkpoint
 from mtl3d_perception.train.config import load_config
 from mtl3d_perception.train.trainer import Trainer, _Schedule
@@ -84,6 +84,7 @@ def test_thirty_steps_reduce_the_loss(trained):
     trained_on = model.checkpoint_metadata["trained_on"]
     assert [s.get("generator") for s in trained_on] == [
         GENERATOR_VERSION if s.kind == "synthetic" else None for s in trainer.cfg.data.train]
+    assert {s["textures"] for s in trained_on} == {scene_provenance()["textures"]}
     assert "depth/rmse" in model.checkpoint_metadata["metrics"]
 
 
@@ -101,6 +102,9 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert "cross_view/abs_rel" in modes["two_view"]["metrics"]
     assert "semantic/miou" in modes["single_view"]["metrics"]
     assert "| depth/rmse |" in (tmp_path / "report.md").read_text()
+    # which scenes were scored: a seed's scene changes with the generator
+    assert report["synthetic_scenes"] == scene_provenance()
+    assert f"generator v{GENERATOR_VERSION}" in (tmp_path / "report.md").read_text()
     assert sorted(p.name for p in tmp_path.glob("montage_*.png")) == [
         "montage_synthetic-test_single_view_0.png", "montage_synthetic-test_two_view_0.png"]
     # two sources that name the same files: the second one's montages are numbered, not written over the first's

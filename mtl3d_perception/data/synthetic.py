@@ -55,6 +55,13 @@ CAMERA_PITCH_DEG = -10.0  # looking slightly down, like a robot's head camera
 _CLS = {name: class_index(name) for name in NYU13_CLASSES}
 
 
+def scene_provenance() -> dict[str, int | str]:
+    """What draws the synthetic scenes in this process, for a checkpoint's ``trained_on`` and an evaluation's
+    record: ``{"generator": GENERATOR_VERSION, "textures": "photo" | "procedural"}`` (photo where the texture
+    folder, :func:`.textures.texture_library`, is found)."""
+    return {"generator": GENERATOR_VERSION, "textures": "photo" if texture_library() is not None else "procedural"}
+
+
 def default_intrinsics(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
     """A pinhole K ``[3,3]`` float64 for ``width x height`` with square pixels and ``hfov_deg`` horizontal FOV.
 

@@ -179,8 +179,8 @@ def format_trained_on(trained_on: Any) -> list[str]:
         parts = [f"{kind} {where}"]
         if kind == "synthetic":
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
-            if "generator" in source:  # data.synthetic.GENERATOR_VERSION; absent before session 10
-                parts.append(f"generator v{source['generator']}")
+            if "generator" in source:  # data.synthetic.scene_provenance(); absent before session 10
+                parts.append(f"generator v{source['generator']}, {source.get('textures', '?')} textures")
         if (source.get("start"), source.get("end")) not in ((0, 1.0), (None, None)):
             parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
         tasks = source.get("tasks", ())

@@ -48,6 +48,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     import dataclasses
 
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
+    from mtl3d_perception.data.synthetic import scene_provenance
     from mtl3d_perception.evaluation.montage import save_png
     from mtl3d_perception.model import load_checkpoint
     from mtl3d_perception.runtime.loading import resolve_device
@@ -61,6 +62,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     slugs: list[str] = []
     for spec in specs:
         source = parse_data_spec(spec)
+        if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
+            report["synthetic_scenes"] = scene_provenance()
         if gap is not None:
             source = dataclasses.replace(source, eval_gap=gap)
         dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
@@ -98,6 +101,9 @@ def render_report(report: dict) -> str:
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
+    if "synthetic_scenes" in report:
+        scenes = report["synthetic_scenes"]
+        lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"]})

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from mtl3d_perception.data.batch import MultiViewBatch, collate
 from mtl3d_perception.data.datasets import build_dataset
-from mtl3d_perception.data.synthetic import GENERATOR_VERSION
+from mtl3d_perception.data.synthetic import scene_provenance
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.checkpoint import CheckpointError, load_weights_into, read_checkpoint_metadata
@@ -394,8 +394,7 @@ class Trainer:
                 "torch_rng": torch_rng,  # one row per rank
                 "cuda_rng": cuda_rng,
             }
-            trained_on = [to_dict(s) | ({"generator": GENERATOR_VERSION} if s.kind == "synthetic" else {})
-                          for s in self.cfg.data.train]
+            trained_on = [to_dict(s) | (scene_provenance() if s.kind == "synthetic" else {}) for s in self.cfg.data.train]
             commit(self.ckpt_dir, self.step,
                    lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
                                                 step=self.step, train_config=to_dict(self.cfg)),
