@@ -22,6 +22,7 @@ from mtl3d_perception.data.bag import (
 )
 from mtl3d_perception.data.sequence import PosedSequence, write_sequence
 from mtl3d_perception.data.sources.bag import read_bag_sequence
+from mtl3d_perception.data.synthetic import scene_provenance
 from mtl3d_perception.geometry import check_rigid, rotation_angle
 
 N_FRAMES = 5
@@ -219,6 +220,8 @@ def test_read_errors(tmp_path, seq_dir):
 def test_cli_synth_then_bag(tmp_path, capsys):
     seq, bag = tmp_path / "synth", tmp_path / "synth_bag"
     assert cli.main(["synth", "--seed", "2", "--frames", "4", "--size", "24x16", "--out", str(seq)]) == 0
+    scenes = scene_provenance()  # which scene a seed gives depends on these: the user is told
+    assert f"generator v{scenes['generator']}, {scenes['textures']} textures" in capsys.readouterr().out
     assert cli.main(["bag", str(seq), "--out", str(bag), "--format", "db3", "--rate", "20"]) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and topics.IMAGE_TOPIC in out

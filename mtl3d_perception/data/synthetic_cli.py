@@ -13,7 +13,13 @@ from pathlib import Path
 
 from mtl3d_perception.cli_args import output_folder, positive_int
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, write_sequence
-from mtl3d_perception.data.synthetic import DEFAULT_SPEED_MPS, iter_sequence
+from mtl3d_perception.data.synthetic import (
+    DEFAULT_SPEED_MPS,
+    GENERATOR_VERSION,
+    iter_sequence,
+    scene_provenance,
+)
+from mtl3d_perception.data.textures import TEXTURES_ENV
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -28,7 +34,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="scene seed (layout, textures, path); default 0")
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"scene seed (layout, textures, path); default 0. A seed's scene is fixed for one "
+                             f"generator version (now v{GENERATOR_VERSION}) and texture folder (${TEXTURES_ENV}, "
+                             "default ../shared/data/textures; procedural textures without one)")
     parser.add_argument("--frames", type=positive_int, default=100, help="number of frames; default 100")
     parser.add_argument("--size", type=parse_size, default=(320, 240), metavar="WxH",
                         help="image size; default 320x240")
@@ -47,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     frames = iter_sequence(args.seed, args.frames, args.size, rate_hz=args.rate, speed=args.speed)
     write_sequence(output_folder(args.out), frames, image_format=args.image_format)
     w, h = args.size
-    print(f"wrote {args.out}: {args.frames} frames {w}x{h} of scene {args.seed} "
-          f"(images, depth, semantic, normals, poses, K, timestamps) in {time.perf_counter() - start:.1f} s")
+    scenes = scene_provenance()
+    print(f"wrote {args.out}: {args.frames} frames {w}x{h} of scene {args.seed} (generator v{scenes['generator']}, "
+          f"{scenes['textures']} textures; images, depth, semantic, normals, poses, K, timestamps) "
+          f"in {time.perf_counter() - start:.1f} s")
     return 0
