@@ -16,10 +16,12 @@ from mtl3d_perception.data.synthetic import (
     HFOV_RANGE_DEG,
     SyntheticScene,
     default_intrinsics,
+    scene_provenance,
 )
 from mtl3d_perception.data.textures import (
     PHOTO_SURFACES,
     SURFACES,
+    TEXTURES_ENV,
     TILE,
     ImageMaterial,
     TextureAtlas,
@@ -119,12 +121,18 @@ def test_textured_views_are_photometrically_consistent(textured_pair):
     assert np.median(np.degrees(np.arccos(cos))) < 3.0
 
 
-def test_missing_textures_fall_back_to_procedural_with_one_notice(tmp_path, caplog):
+def test_missing_textures_fall_back_to_procedural_with_one_notice(tmp_path, caplog, monkeypatch):
     missing = tmp_path / "no_textures"
     with caplog.at_level(logging.WARNING, logger="mtl3d_perception.data.textures"):
         assert texture_library(missing) is None
         scene = SyntheticScene(2, textures=missing)
         SyntheticScene(3, textures=missing)
+        # the default folder named three ways ($MTL3D_TEXTURES here): still one notice (the trial saw two in one
+        # `mtl3d eval`: texture_library() and texture_library(None) were two cache entries)
+        monkeypatch.setenv(TEXTURES_ENV, str(missing))
+        assert texture_library() is None and texture_library(None) is None
+        assert scene_provenance()["textures"] == "procedural"
+        SyntheticScene(4)
     notices = [r for r in caplog.records if "procedural textures" in r.getMessage()]
     assert len(notices) == 1 and str(missing) in notices[0].getMessage()
     assert scene.atlas is None and not any(isinstance(p.material, ImageMaterial) for p in scene.primitives)

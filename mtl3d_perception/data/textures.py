@@ -186,12 +186,16 @@ def textures_dir() -> Path:
     return Path(env) if env else DEFAULT_TEXTURES_DIR
 
 
-@lru_cache(maxsize=8)
 def texture_library(root: str | Path | None = None) -> TextureLibrary | None:
     """The texture folder at ``root`` (default :func:`textures_dir`) or None, with one logged notice, when
-    it is absent or holds no tiles. Cached: the folder is listed once per process and path.
+    it is absent or holds no tiles. Cached: the folder is listed once per process and path, however it is named
+    (``texture_library()``, ``texture_library(None)`` and the folder's path share one entry).
     """
-    path = Path(root) if root is not None else textures_dir()
+    return _texture_library(Path(root).absolute() if root is not None else textures_dir().absolute())
+
+
+@lru_cache(maxsize=8)
+def _texture_library(path: Path) -> TextureLibrary | None:
     tiles: dict[str, list[Path]] = {}
     for f in sorted((path / "materials").glob("*.jpg")) if (path / "materials").is_dir() else []:
         tiles.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)
