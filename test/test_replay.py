@@ -25,7 +25,7 @@ from mtl3d_perception import cli, topics
 from mtl3d_perception.classes import class_index
 from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to_ns, typestore, write_bag
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
-from mtl3d_perception.data.synthetic import default_intrinsics
+from mtl3d_perception.data.synthetic import default_intrinsics, scene_provenance
 from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
@@ -641,6 +641,8 @@ def test_demo_end_to_end_and_missing_default_model(tiny_model, tmp_path, capsys,
     assert rc == 0
     text = capsys.readouterr().out
     assert "report:" in text and "| depth abs rel |" in text
+    scenes = scene_provenance()  # the scene the figures are on: the generator version and textures
+    assert f"(generator v{scenes['generator']}, {scenes['textures']} textures)" in text
     assert (tmp_path / "demo" / "replay" / OUTPUT_BAG).is_file()
 
     import mtl3d_perception.runtime.loading as loading
