@@ -34,9 +34,11 @@ def _inputs(baseline: float = 0.2):
     return images, K, poses
 
 
-@pytest.mark.parametrize("depth_cues", [False, True])
-def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues):
-    model = _model(confidence_depth_cues=depth_cues).eval()
+@pytest.mark.parametrize(("depth_cues", "support"), [(False, False), (True, False), (True, True), (False, True)])
+def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues, support):
+    model = _model(confidence_depth_cues=depth_cues, confidence_sweep_support=support).eval()
+    cues = model.heads.confidence.local[0].in_channels - model.config.decoder_channels - model.config.num_depth
+    assert cues == 4 + 2 * depth_cues + support
     images, K, poses = _inputs()
     with torch.no_grad():
         out = model(images, K, poses)
@@ -51,10 +53,10 @@ def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues):
     assert single["depth_confidence"].max().item() < 1e-4
 
 
-@pytest.mark.parametrize("depth_cues", [False, True])
-def test_head_is_trained_alone_by_its_loss(depth_cues):
+@pytest.mark.parametrize(("depth_cues", "support"), [(False, False), (True, False), (True, True)])
+def test_head_is_trained_alone_by_its_loss(depth_cues, support):
     """Its inputs are detached: the depth_error loss moves the head's weights and nothing else."""
-    model = _model(confidence_depth_cues=depth_cues).train()
+    model = _model(confidence_depth_cues=depth_cues, confidence_sweep_support=support).train()
     images, K, poses = _inputs()
     out = model(images, K, poses)
     out["depth_error"].sum().backward()
@@ -127,9 +129,10 @@ def test_depth_error_loss_targets_the_actual_error_on_labelled_pixels():
         DepthErrorLoss()(_Batch(gt, valid), {"depth": pred})
 
 
-def _fine_tune(tmp_path, checkpoint, confidence_head: bool):
+def _fine_tune(tmp_path, checkpoint, confidence_head: bool, extra: str = "", reinit: str = ""):
     path = tmp_path / "fine_tune.yaml"
-    path.write_text(f"model: {{init_checkpoint: {checkpoint}, overrides: {{confidence_head: {str(confidence_head).lower()}}}}}\n")
+    path.write_text(f"model: {{init_checkpoint: {checkpoint}, reinit: [{reinit}], "
+                    f"overrides: {{confidence_head: {str(confidence_head).lower()}{extra}}}}}\n")
     return load_config(path)
 
 
@@ -148,6 +151,38 @@ def test_fine_tuning_config_adds_the_head_to_a_checkpoint(tmp_path, caplog):
     save_checkpoint(tuned, with_head)
     with pytest.raises(CheckpointError, match="drop weights.*heads.confidence"):
         build_model_from_config(_fine_tune(tmp_path, with_head, False))
+
+
+def test_reinit_trains_a_head_of_another_shape_from_scratch(tmp_path, caplog):
+    """A head whose inputs change (a new cue) cannot take the checkpoint's weights: ``model.reinit`` names it, it
+    starts from its initialisation and every other weight is carried over; without it the shapes are refused."""
+    base = _model()
+    path = tmp_path / "head.safetensors"
+    save_checkpoint(base, path)
+    support = ", confidence_sweep_support: true"
+    with pytest.raises(CheckpointError, match="change the shapes.*model.reinit"):
+        build_model_from_config(_fine_tune(tmp_path, path, True, support))
+    with caplog.at_level("INFO", logger="mtl3d_perception.train.trainer"):
+        tuned = build_model_from_config(_fine_tune(tmp_path, path, True, support, reinit="heads.confidence"))
+    assert "start from their initialisation: heads.confidence" in caplog.text
+    assert tuned.config.confidence_sweep_support
+    fresh = _model(confidence_sweep_support=True).heads.confidence.state_dict()
+    for name, value in tuned.state_dict().items():
+        if name.startswith("heads.confidence."):  # the initialisation, not the checkpoint's head
+            assert value.shape == fresh[name.removeprefix("heads.confidence.")].shape
+        else:
+            torch.testing.assert_close(value, base.state_dict()[name])
+    # the same head's weights are re-initialised when named, even without a shape change
+    again = build_model_from_config(_fine_tune(tmp_path, path, True, reinit="heads.confidence"))
+    trained = base.heads.confidence.local[0].weight
+    assert not torch.equal(again.heads.confidence.local[0].weight, trained)
+    with pytest.raises(ConfigError, match="reinit names 'heads.confidance'"):
+        build_model_from_config(_fine_tune(tmp_path, path, True, reinit="heads.confidance"))
+
+
+def test_sweep_support_needs_the_confidence_head():
+    with pytest.raises(ConfigError, match="confidence_sweep_support needs confidence_head"):
+        resolve_config("cpu").replace(pretrained=False, confidence_sweep_support=True)
 
 
 def test_inference_copy_gives_the_same_error_and_confidence():

@@ -35,7 +35,7 @@ from mtl3d_perception.data.synthetic import scene_provenance
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.checkpoint import CheckpointError, load_weights_into, read_checkpoint_metadata
-from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.model.config import ConfigError, resolve_config
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
@@ -124,11 +124,13 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
     the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
     used), so a fine-tuning config follows whichever model it starts from. Parts the overrides add (e.g.
-    ``confidence_head: true``) start from their initialisation.
+    ``confidence_head: true``) and parts named in ``reinit`` start from their initialisation.
 
     Raises:
         FileNotFoundError: ``init_checkpoint`` names no file.
-        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights or drop some.
+        CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights (outside the
+            ``reinit`` parts) or drop some.
+        ConfigError: ``reinit`` names a part the network does not have.
     """
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
@@ -138,20 +140,29 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
                    "config's out_dir), or pass model.init_checkpoint=PATH (e.g. models/default.safetensors)")
             raise FileNotFoundError(msg)
         model = load_checkpoint(cfg.model.init_checkpoint)
-        if cfg.model.overrides:
+        reinit = tuple(cfg.model.reinit)
+        if cfg.model.overrides or reinit:
             tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
+            known_parts = dict(tuned.named_modules())
+            for name in reinit:
+                if name not in known_parts or not name:
+                    msg = (f"model.reinit names {name!r}, which is not a part of the network; parts are module names "
+                           f"such as {sorted(n for n in known_parts if n and '.' not in n)}")
+                    raise ConfigError(msg)
+            state = {k: v for k, v in model.state_dict().items() if not any(k.startswith(p + ".") for p in reinit)}
             try:
-                missing, unexpected = tuned.load_state_dict(model.state_dict(), strict=False)
+                missing, unexpected = tuned.load_state_dict(state, strict=False)
             except RuntimeError as e:
-                msg = f"model.overrides {cfg.model.overrides} change the shapes of {cfg.model.init_checkpoint}'s weights: {e}"
+                msg = (f"model.overrides {cfg.model.overrides} change the shapes of {cfg.model.init_checkpoint}'s weights "
+                       f"(list the parts in model.reinit to train them from scratch): {e}")
                 raise CheckpointError(msg) from e
             if unexpected:
                 msg = (f"model.overrides {cfg.model.overrides} drop weights of {cfg.model.init_checkpoint}: "
                        f"{sorted(unexpected)[:5]} ...")
                 raise CheckpointError(msg)
-            if missing:  # a part the overrides add (e.g. confidence_head) starts from its initialisation
-                known = dict(model.named_modules())
-                new = [n for n, _ in tuned.named_modules() if n and n not in known]
+            if missing:  # a part the overrides add (e.g. confidence_head) or reinit names starts from its initialisation
+                known = {n for n, _ in model.named_modules()} - set(reinit)
+                new = [n for n, _ in tuned.named_modules() if n and (n not in known or n in reinit)]
                 outermost = [n for n in new if not any(n.startswith(m + ".") for m in new)]
                 log.info("parts new to %s start from their initialisation: %s", cfg.model.init_checkpoint,
                          ", ".join(outermost))
