@@ -56,6 +56,23 @@ def test_images_without_camera_info_are_reported_within_a_second():
     assert not monitor.info_missing()
 
 
+@pytest.mark.parametrize("hz", [3000.0, 30.0])
+def test_images_without_camera_info_are_reported_at_any_rate(hz):
+    """At 3 kHz (a bag played as fast as it reads) the 1000 arrivals kept span a third of a second: the report still
+    comes after 1 s of images, counted from when they began to arrive, and again after a pause in them."""
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, clock=clock)
+    _feed(monitor, clock, ["image"], 0.9, hz=hz)
+    assert not monitor.info_missing()
+    _feed(monitor, clock, ["image"], 0.3, hz=hz)
+    assert monitor.info_missing()
+    clock.t += 6.0  # the images stopped for longer than the window: a new run of them starts the count again
+    _feed(monitor, clock, ["image"], 0.5, hz=hz)
+    assert not monitor.info_missing()
+    _feed(monitor, clock, ["image"], 0.7, hz=hz)
+    assert monitor.info_missing()
+
+
 def test_unavailable_input_is_error_with_its_cause():
     clock = _Clock()
     monitor = InputMonitor({**INPUTS, "tf": ("/tf", "tf2_msgs/msg/TFMessage")}, clock=clock)

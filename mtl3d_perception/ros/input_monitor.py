@@ -58,6 +58,9 @@ class InputMonitor:
         self.started_at = clock()
         self._lock = threading.Lock()
         self._arrivals: dict[str, deque[float]] = {role: deque(maxlen=1000) for role in inputs}
+        # when each input's current run of messages began (no gap over window_s since): the bounded deque forgets
+        # it at over 1000 messages per run (a 2 kHz stream does in half a second)
+        self._run_start: dict[str, float] = {}
         self._counts: dict[str, int] = dict.fromkeys(inputs, 0)
         self.unavailable: dict[str, str] = {}  # role -> why it is not subscribed
 
@@ -69,7 +72,10 @@ class InputMonitor:
         """One message arrived on ``role``."""
         with self._lock:
             now = self.clock()
-            self._arrivals[role].append(now)
+            arrivals = self._arrivals[role]
+            if not arrivals or now - arrivals[-1] > self.window_s:
+                self._run_start[role] = now
+            arrivals.append(now)
             self._counts[role] += 1
 
     def _status(self, role: str, topic: str, now: float) -> InputStatus:
@@ -115,7 +121,8 @@ class InputMonitor:
                 return False  # no images arriving: that is a silent image topic, not a missing camera_info
             if infos and now - infos[-1] <= self.window_s:
                 return False
-            since = max(images[0], infos[-1]) if infos else images[0]
+            start = self._run_start[image_role]
+            since = max(start, infos[-1]) if infos else start
             return now - since >= INFO_MISSING_AFTER_S
 
     def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int]) -> list[tuple[str, str]]:
