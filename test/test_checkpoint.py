@@ -248,3 +248,6 @@ def test_info_names_the_training_run():
     assert training_run({**config, "model": {"init_checkpoint": ""}}) == \
         "out_dir runs/default_stage12, 500 steps, seed 12, from the preset"
     assert training_run(None) == "not stored"
+    reinit = {**config, "model": {**config["model"], "reinit": ["heads.confidence"]}}
+    assert training_run(reinit, 500).endswith("from runs/default_stage11/checkpoints/last.safetensors, "
+                                              "heads.confidence from scratch")

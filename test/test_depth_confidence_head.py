@@ -129,9 +129,9 @@ def test_depth_error_loss_targets_the_actual_error_on_labelled_pixels():
         DepthErrorLoss()(_Batch(gt, valid), {"depth": pred})
 
 
-def _fine_tune(tmp_path, checkpoint, confidence_head: bool, extra: str = "", reinit: str = ""):
+def _fine_tune(tmp_path, checkpoint, confidence_head: bool, extra: str = "", reinit: str = "", freeze: str = ""):
     path = tmp_path / "fine_tune.yaml"
-    path.write_text(f"model: {{init_checkpoint: {checkpoint}, reinit: [{reinit}], "
+    path.write_text(f"model: {{init_checkpoint: '{checkpoint}', reinit: [{reinit}], freeze: [{freeze}], "
                     f"overrides: {{confidence_head: {str(confidence_head).lower()}{extra}}}}}\n")
     return load_config(path)
 
@@ -178,6 +178,13 @@ def test_reinit_trains_a_head_of_another_shape_from_scratch(tmp_path, caplog):
     assert not torch.equal(again.heads.confidence.local[0].weight, trained)
     with pytest.raises(ConfigError, match="reinit names 'heads.confidance'"):
         build_model_from_config(_fine_tune(tmp_path, path, True, reinit="heads.confidance"))
+    # a part both re-initialised and frozen would never leave its initialisation; without a checkpoint reinit means nothing
+    for freeze in ("heads.confidence", "heads", "heads.confidence, encoder"):
+        with pytest.raises(ConfigError, match="model.freeze .* keeps fixed"):
+            build_model_from_config(_fine_tune(tmp_path, path, True, reinit="heads.confidence", freeze=freeze))
+    build_model_from_config(_fine_tune(tmp_path, path, True, reinit="heads.confidence", freeze="heads.confidences, encoder"))
+    with pytest.raises(ConfigError, match="needs model.init_checkpoint"):
+        build_model_from_config(_fine_tune(tmp_path, "", True, reinit="heads.confidence"))
 
 
 def test_sweep_support_needs_the_confidence_head():
@@ -185,10 +192,11 @@ def test_sweep_support_needs_the_confidence_head():
         resolve_config("cpu").replace(pretrained=False, confidence_sweep_support=True)
 
 
-def test_inference_copy_gives_the_same_error_and_confidence():
+@pytest.mark.parametrize("cues", [{}, {"confidence_depth_cues": True, "confidence_sweep_support": True}])
+def test_inference_copy_gives_the_same_error_and_confidence(cues):
     from mtl3d_perception.model.inference import prepare_for_inference
 
-    model = _model().eval()
+    model = _model(**cues).eval()
     with torch.no_grad():  # non-trivial running statistics, so folding them matters
         for m in model.heads.confidence.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

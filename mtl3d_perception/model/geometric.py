@@ -160,7 +160,7 @@ def sweep_support(probabilities: torch.Tensor, inv_depth: torch.Tensor, inv_rang
     candidates centred on ``inv_depth``'s fractional candidate index, ``sum_i p_i max(0, 1 - |i - f| / half_width)``:
     near 1 where the match peaks at that depth, near 0 where the volume puts its mass elsewhere (the depth came
     from the learned prior against the geometry, or from a second peak), and ``half_width / D`` for a flat
-    volume. A consistency check of a depth against the matching, in the spirit of stereo's left-right check.
+    volume away from the ends (less within ``half_width`` candidates of them, where the triangle is cut off). A consistency check of a depth against the matching, in the spirit of stereo's left-right check.
     """
     inv_min, inv_max = inv_range
     D = probabilities.shape[1]

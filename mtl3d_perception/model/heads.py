@@ -27,9 +27,9 @@
   mean), trained by the ``depth_error`` loss term (expected error by a Laplace likelihood;
   the learned uncertainty of Kendall & Gal, NeurIPS 2017, applied to a frozen network's error as stereo
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
-  the error estimate does the ranking. On the held-out HoloLens frames the shipped head (stage 12; trained on rooms
-  the network never saw, with the depth cues) ranks the final depth's errors at 0.65x (top 50 %), 0.48x (top 25 %),
-  0.40x (top 10 %), against 0.69x at the top 50 % for the agreement confidence of the stage-9 network (stage 7's head
+  the error estimate does the ranking. On the held-out HoloLens frames the shipped head (trained in stage 12 on rooms
+  the network never saw, with the depth cues; shipped on the stage-14 network) ranks the final depth's errors at 0.65x
+  (top 50 %), 0.49x (top 25 %), 0.41x (top 10 %), against 0.69x at the top 50 % for the agreement confidence of the stage-9 network (stage 7's head
   on the stage-5 network: 0.68x / 0.49x / 0.42x against 0.74x / 0.63x / 0.56x; models/README.md).
 """
 

@@ -161,8 +161,11 @@ def training_run(train_config: Any, step: Any = None) -> str:
     steps = train_config.get("steps")
     parts.append(f"step {step} of {steps}" if step is not None else f"{steps} steps")
     parts.append(f"seed {train_config.get('seed', '?')}")
-    init = (train_config.get("model") or {}).get("init_checkpoint")
+    model = train_config.get("model") or {}
+    init = model.get("init_checkpoint")
     parts.append(f"from {init}" if init else "from the preset")
+    if init and model.get("reinit"):
+        parts.append(f"{', '.join(model['reinit'])} from scratch")
     return ", ".join(parts)
 
 

@@ -31,8 +31,9 @@ class ModelSection:
     # parts kept fixed: top-level names (e.g. [encoder]) or dotted submodule paths (encoder.net._blocks.0);
     # no gradient, BatchNorm statistics frozen
     freeze: tuple[str, ...] = ()
-    # parts of init_checkpoint that start again from their initialisation (their weights are not loaded): names as
-    # in ``freeze``, e.g. [heads.confidence] to train a confidence head of another shape from scratch
+    # parts of init_checkpoint that start again from their initialisation (their weights are not loaded; random, also
+    # for a pretrained encoder): names as in ``freeze``, e.g. [heads.confidence] to train a confidence head of another
+    # shape from scratch; never also in ``freeze``
     reinit: tuple[str, ...] = ()
 
 

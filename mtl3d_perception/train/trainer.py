@@ -130,8 +130,18 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         FileNotFoundError: ``init_checkpoint`` names no file.
         CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights (outside the
             ``reinit`` parts) or drop some.
-        ConfigError: ``reinit`` names a part the network does not have.
+        ConfigError: ``reinit`` without ``init_checkpoint``, naming a part the network does not have, or a part
+            ``freeze`` also holds (it would stay at its initialisation).
     """
+    for name in cfg.model.reinit:
+        if not cfg.model.init_checkpoint:
+            msg = f"model.reinit {list(cfg.model.reinit)} needs model.init_checkpoint (without one every part starts fresh)"
+            raise ConfigError(msg)
+        held = [f for f in cfg.model.freeze if name == f or name.startswith(f + ".")]
+        if held:
+            msg = (f"model.reinit names {name!r}, which model.freeze {held} keeps fixed: it would never leave its "
+                   "initialisation; take it out of freeze")
+            raise ConfigError(msg)
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
 
