@@ -110,6 +110,13 @@ def test_eval_of_single_view_reports_no_sparsification():
         mode: {"metrics": r["metrics"], "num_samples": 2, "seconds_per_sample": 0.1} for mode, r in res.items()}}})
     row = next(line for line in report.splitlines() if line.startswith("| depth/conf_top50_ratio |"))
     assert row == f"| depth/conf_top50_ratio | {two['depth/conf_top50_ratio']:.4f} | n/a |"
+    # the curve points are a table per confidence as replay's report has them, not 24 alphabetical metric rows
+    assert "| depth/abs_rel_conf_top10 |" not in report and "| depth/conf_threshold_top50 |" not in report
+    section = report[report.index("### Sparsification: the published depth confidence"):]
+    half = (f"| 50 % | {two['depth/conf_threshold_top50']:.3f} | {two['depth/abs_rel_conf_top50']:.3f} | "
+            f"{two['depth/abs_rel_conf_top50'] / two['depth/abs_rel_conf_top100']:.2f} |")
+    assert half in section.split("###")[1] and "single_view: no curve" in section.split("###")[1]
+    assert "### Sparsification: the plane sweep's matching confidence" in report
 
 
 class ModeDepthStub(torch.nn.Module):

@@ -230,8 +230,14 @@ def test_a_run_shorter_than_its_warm_up_says_so(tmp_path, caplog):
     """A 3-step trial of a config with 5 warm-up steps never trains at optim.lr: the start-up log says so."""
     with caplog.at_level("WARNING"):
         Trainer(smoke(tmp_path, "steps=3"))
-    assert "steps 3 <= optim.warmup_steps 5: the learning rate stays in its warm-up" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        Trainer(smoke(tmp_path / "b", "steps=6"))
-    assert "warm-up" not in caplog.text
+    assert "steps 3 < optim.warmup_steps 5: the learning rate stays in its warm-up" in caplog.text
+    for steps in (5, 6):  # 5 steps: the last one runs at optim.lr (the schedule's multiplier is 1 at step 4)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            Trainer(smoke(tmp_path / f"b{steps}", f"steps={steps}"))
+        assert "warm-up" not in caplog.text
+
+
+def test_freezing_every_part_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.freeze .* leaves no trainable parameter"):
+        Trainer(smoke(tmp_path, "model.freeze=[encoder, cvm, heads]"))

@@ -264,6 +264,30 @@ def format_metric(value: float | None, fmt: str = "{:.4f}") -> str:
     return fmt.format(value) if isinstance(value, int | float) and math.isfinite(value) else "n/a"
 
 
+def sparsification_rows(metrics: dict[str, float], prefix: str = "depth") -> list[dict[str, float]]:
+    """The sparsification curve in ``metrics`` (``RealDepthMeter`` keys) as rows, all pixels first: ``fraction``
+    (of pixels kept, most confident first), ``confidence_min`` (the threshold that keeps them), ``abs_rel`` (theirs)
+    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence, or one that
+    ranks no pixel: NaN keys)."""
+    rows = []
+    for f in sorted(SPARSIFICATION_FRACTIONS, reverse=True):
+        x = int(round(f * 100))
+        if math.isfinite(metrics.get(f"{prefix}/abs_rel_conf_top{x}", math.nan)):
+            rows.append({"fraction": f, "confidence_min": metrics[f"{prefix}/conf_threshold_top{x}"],
+                         "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"]})
+    for row in rows:
+        row["ratio"] = row["abs_rel"] / max(rows[0]["abs_rel"], 1e-12)
+    return rows
+
+
+def sparsification_table(rows: list[dict[str, float]]) -> list[str]:
+    """Markdown rows of the sparsification curve: kept fraction, confidence threshold, abs rel, ratio to all."""
+    lines = ["| most-confident pixels | confidence >= | depth abs rel | / all pixels |", "|---|---|---|---|"]
+    lines += [f"| {100 * r['fraction']:.0f} % | {r['confidence_min']:.3f} | {r['abs_rel']:.3f} | {r['ratio']:.2f} |"
+              for r in rows]
+    return lines
+
+
 def delta_m(metrics: dict[str, float], baseline: dict[str, float], keys: tuple[str, ...] | None = None) -> float:
     """Multi-task gain Δm (percent) of ``metrics`` over ``baseline`` on ``keys`` (default: HEADLINE keys
     present in both). Lower-is-better metrics count with a minus sign.

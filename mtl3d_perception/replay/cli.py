@@ -12,8 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.evaluation.metrics import sparsification_table
 from mtl3d_perception.replay.options import ReplayOptions
-from mtl3d_perception.replay.report import metrics_table, no_curve_reason, sparsification_table
+from mtl3d_perception.replay.report import metrics_table, no_curve_reason
 from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 

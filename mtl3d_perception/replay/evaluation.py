@@ -21,7 +21,6 @@ Per-frame meters are pooled with the meters' ``merge``. Writing the files is :mo
 
 from __future__ import annotations
 
-import math
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,12 +32,12 @@ import torch
 
 from mtl3d_perception.classes import NYU13_PALETTE, boundaries_from_semantic
 from mtl3d_perception.evaluation.metrics import (
-    SPARSIFICATION_FRACTIONS,
     CrossViewMeter,
     DepthMeter,
     NormalsMeter,
     RealDepthMeter,
     SemanticMeter,
+    sparsification_rows,
 )
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
 from mtl3d_perception.geometry import is_registered, normals_from_depth, resize_intrinsics
@@ -172,22 +171,6 @@ class ModeEvaluator:
             "single_view_rate": self.single_view / self.frames if self.frames else 0.0,
             "pair_reasons": dict(self.pair_reasons),
         }
-
-
-def sparsification_rows(metrics: dict[str, float], prefix: str = "depth") -> list[dict[str, float]]:
-    """The sparsification curve in ``metrics`` (``RealDepthMeter`` keys) as rows, all pixels first: ``fraction``
-    (of pixels kept, most confident first), ``confidence_min`` (the threshold that keeps them), ``abs_rel`` (theirs)
-    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence, or one that
-    ranks no pixel: NaN keys)."""
-    rows = []
-    for f in sorted(SPARSIFICATION_FRACTIONS, reverse=True):
-        x = int(round(f * 100))
-        if math.isfinite(metrics.get(f"{prefix}/abs_rel_conf_top{x}", math.nan)):
-            rows.append({"fraction": f, "confidence_min": metrics[f"{prefix}/conf_threshold_top{x}"],
-                         "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"]})
-    for row in rows:
-        row["ratio"] = row["abs_rel"] / max(rows[0]["abs_rel"], 1e-12)
-    return rows
 
 
 def gt_from_messages(K_image: np.ndarray, image_wh: tuple[int, int], depth: np.ndarray | None,

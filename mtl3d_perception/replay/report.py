@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl3d_perception.evaluation.metrics import format_metric
+from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import TITLES, save_png
 from mtl3d_perception.runtime.products import STAGES
 
@@ -122,14 +122,6 @@ def plot_sparsification(path: Path, rows: list[dict[str, float]]) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-
-
-def sparsification_table(rows: list[dict[str, float]]) -> list[str]:
-    """Markdown rows of the sparsification curve: kept fraction, confidence threshold, abs rel, ratio to all."""
-    lines = ["| most-confident pixels | confidence >= | depth abs rel | / all pixels |", "|---|---|---|---|"]
-    lines += [f"| {100 * r['fraction']:.0f} % | {r['confidence_min']:.3f} | {r['abs_rel']:.3f} | {r['ratio']:.2f} |"
-              for r in rows]
-    return lines
 
 
 def no_curve_reason(s: dict[str, Any]) -> str | None:

@@ -94,10 +94,24 @@ def _slug(source) -> str:
     return "-".join(p.replace("/", "_").replace(":", "_") for p in parts)
 
 
+_CURVES = {
+    "depth": "the published depth confidence (`~/depth/confidence`) against the final depth's abs rel",
+    "geometric": "the plane sweep's matching confidence against its own read-out depth (`depth_geometric`)",
+}
+
+
+def _is_curve_point(name: str) -> bool:
+    """A sparsification point's key (``depth/abs_rel_conf_top50``, ``geometric/conf_threshold_top10``): these go in
+    the curve tables, not the metrics table."""
+    metric = name.split("/", 1)[-1]
+    return metric.startswith(("abs_rel_conf_top", "conf_threshold_top"))
+
+
 def render_report(report: dict) -> str:
-    """A Markdown report: one table per data spec, one column per mode; ``n/a`` for a NaN metric (e.g. the
-    sparsification keys of single-view mode, whose confidence ranks no pixel)."""
-    from mtl3d_perception.evaluation.metrics import format_metric
+    """A Markdown report: per data spec, one metrics table with a column per mode (``n/a`` for a NaN metric), then each
+    confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
+    ``evaluation.metrics.sparsification_table``), or why a mode has none (single view: a flat volume ranks nothing)."""
+    from mtl3d_perception.evaluation.metrics import format_metric, sparsification_rows, sparsification_table
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
@@ -106,7 +120,7 @@ def render_report(report: dict) -> str:
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
-        names = sorted({k for r in modes.values() for k in r["metrics"]})
+        names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)})
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
@@ -116,6 +130,22 @@ def render_report(report: dict) -> str:
         lines.append("| samples | " + " | ".join(str(modes[c]["num_samples"]) for c in cols) + " |")
         lines.append("| s / sample | " + " | ".join(f"{modes[c]['seconds_per_sample']:.4f}" for c in cols) + " |")
         lines.append("")
+        explained = False
+        for prefix, what in _CURVES.items():
+            present = [c for c in cols if f"{prefix}/abs_rel_conf_top100" in modes[c]["metrics"]]
+            if not present:
+                continue
+            lines += [f"### Sparsification: {what}", ""]
+            if not explained:
+                lines += ["The abs rel of the most-confident x % of pixels and the confidence threshold that keeps them: "
+                          "when the confidence predicts the error, the abs rel falls as x shrinks. To keep only depth you "
+                          "can trust, pick the row whose abs rel you accept and ignore pixels below its threshold.", ""]
+                explained = True
+            for c in present:
+                rows = sparsification_rows(modes[c]["metrics"], prefix)
+                lines += ([f"{c}:", "", *sparsification_table(rows), ""] if rows else
+                          [f"{c}: no curve (the confidence ranks no pixel: flat where nothing was matched, as in single "
+                           "view)", ""])
     return "\n".join(lines)
 
 
@@ -124,5 +154,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.data, args.out, batch_size=args.batch_size,
                                  max_batches=args.max_batches, device=args.device, modes=modes, gap=args.gap,
                                  montages=args.montages, progress=args.progress)
-    print((Path(args.out) / "report.md").read_text())
+    out = Path(args.out)
+    print((out / "report.md").read_text())
+    print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}"
+          + (f"\nmontages: {out}/montage_*.png" if args.montages else ""))
     return 0 if report["results"] else 1

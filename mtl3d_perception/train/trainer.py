@@ -156,8 +156,10 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
             known_parts = dict(tuned.named_modules())
             for name in reinit:
                 if name not in known_parts or not name:
-                    msg = (f"model.reinit names {name!r}, which is not a part of the network; parts are module names "
-                           f"such as {sorted(n for n in known_parts if n and '.' not in n)}")
+                    parent = name.rpartition(".")[0] if name.rpartition(".")[0] in known_parts else ""
+                    siblings = sorted(n for n in known_parts if n and n.rpartition(".")[0] == parent)
+                    msg = (f"model.reinit names {name!r}, which is not a part of the network; parts "
+                           f"{'of ' + repr(parent) + ' ' if parent else ''}are {siblings}")
                     raise ConfigError(msg)
             state = {k: v for k, v in model.state_dict().items() if not any(k.startswith(p + ".") for p in reinit)}
             try:
@@ -174,8 +176,8 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
                 known = {n for n, _ in model.named_modules()} - set(reinit)
                 new = [n for n, _ in tuned.named_modules() if n and (n not in known or n in reinit)]
                 outermost = [n for n in new if not any(n.startswith(m + ".") for m in new)]
-                log.info("parts new to %s start from their initialisation: %s", cfg.model.init_checkpoint,
-                         ", ".join(outermost))
+                log.info("parts new to %s or named in model.reinit start from their initialisation: %s",
+                         cfg.model.init_checkpoint, ", ".join(outermost))
             model = tuned
         return model.train()
     model_cfg = resolve_config(cfg.model.preset)
@@ -219,6 +221,10 @@ class Trainer:
             self.ddp = self.module
         oc = cfg.optim
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        if not named:
+            msg = (f"model.freeze {list(cfg.model.freeze)} leaves no trainable parameter: free at least one part "
+                   "(e.g. take heads.confidence out of it to train the confidence head)")
+            raise ConfigError(msg)
         encoder = [p for n, p in named if n.startswith("model.encoder.")]
         rest = [p for n, p in named if not n.startswith("model.encoder.")]
         groups = [{"params": rest, "lr": oc.lr}]
@@ -226,8 +232,9 @@ class Trainer:
             groups.append({"params": encoder, "lr": oc.lr * oc.encoder_lr_ratio})
         self.optimizer = torch.optim.AdamW(groups, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _Schedule(oc, cfg.steps))
-        if 0 < cfg.steps <= oc.warmup_steps:  # e.g. a short trial run of a config made for hundreds of steps
-            log.warning("steps %d <= optim.warmup_steps %d: the learning rate stays in its warm-up and never reaches "
+        # the warm-up reaches optim.lr at its last step (``_Schedule``: step warmup - 1), so a run of warmup steps does
+        if 0 < cfg.steps < oc.warmup_steps:  # e.g. a short trial run of a config made for hundreds of steps
+            log.warning("steps %d < optim.warmup_steps %d: the learning rate stays in its warm-up and never reaches "
                         "optim.lr %g; lower optim.warmup_steps for a run this short", cfg.steps, oc.warmup_steps, oc.lr)
 
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
