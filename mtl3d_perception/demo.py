@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from mtl3d_perception.data.bag import write_bag
     from mtl3d_perception.data.datasets import SYNTHETIC_SEED_BASE
     from mtl3d_perception.data.sequence import write_sequence
-    from mtl3d_perception.data.synthetic import iter_sequence, scene_provenance
+    from mtl3d_perception.data.synthetic import iter_sequence, scene_provenance, scene_record
     from mtl3d_perception.replay import ReplayOptions, print_summary, replay_bag
     from mtl3d_perception.runtime.loading import default_model_path, load_model, resolve_device
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     scenes = scene_provenance()  # a seed's scene depends on these: say which scene the figures are on
     print(f"[1/3] rendering {args.frames} frames {W}x{H} of synthetic scene {seed} (generator v{scenes['generator']}, "
           f"{scenes['textures']} textures) -> {seq_dir}")
-    write_sequence(seq_dir, iter_sequence(seed, args.frames, (W, H)))
+    write_sequence(seq_dir, iter_sequence(seed, args.frames, (W, H)), provenance=scene_record(seed))
     print(f"[2/3] writing the rosbag2 -> {bag_dir}")
     write_bag(seq_dir, bag_dir)
     print(f"[3/3] replaying it with {description} on {device} -> {replay_dir}")

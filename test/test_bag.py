@@ -14,15 +14,16 @@ from mtl3d_perception.data.bag import (
     COMPRESSED_IMAGE_TYPE,
     T_BASE_CAM,
     BagError,
+    bag_provenance,
     bag_topics,
     ns_to_seconds,
     read_bag,
     seconds_to_ns,
     write_bag,
 )
-from mtl3d_perception.data.sequence import PosedSequence, write_sequence
+from mtl3d_perception.data.sequence import PosedSequence, SequenceError, describe_provenance, write_sequence
 from mtl3d_perception.data.sources.bag import read_bag_sequence
-from mtl3d_perception.data.synthetic import scene_provenance
+from mtl3d_perception.data.synthetic import iter_sequence, scene_provenance
 from mtl3d_perception.geometry import check_rigid, rotation_angle
 
 N_FRAMES = 5
@@ -239,6 +240,30 @@ def test_cli_synth_then_bag(tmp_path, capsys):
     assert "ERROR:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["synth", "--size", "big", "--out", str(tmp_path / "s2")])
+    # which scene it is travels from the sequence folder into the bag's metadata, where replay reads it
+    record = {"kind": "synthetic", "seed": 2, **scenes}
+    assert sequence.provenance == record and bag_provenance(bag) == record
+    assert describe_provenance(record) == (f"synthetic scene 2 (generator v{scenes['generator']}, "
+                                           f"{scenes['textures']} textures)")
+
+
+def test_provenance_is_optional_and_checked(tmp_path):
+    """Recorded sequences and bags have none (None, not an error); a provenance.json that is not an object is named."""
+    frames = list(iter_sequence(3, 2, (24, 16)))
+    plain = write_sequence(tmp_path / "plain", frames)
+    assert PosedSequence(plain).provenance is None
+    write_bag(plain, tmp_path / "plain_bag")
+    assert bag_provenance(tmp_path / "plain_bag") is None
+    (plain / "provenance.json").write_text("[1, 2]")
+    with pytest.raises(SequenceError, match=r"provenance\.json: expected a JSON object, got list"):
+        PosedSequence(plain)
+    (plain / "provenance.json").write_text("{not json")
+    with pytest.raises(SequenceError, match=r"provenance\.json: not JSON"):
+        PosedSequence(plain)
+    other = write_sequence(tmp_path / "other", frames, provenance={"kind": "capture", "camera": "d435"})
+    write_bag(other, tmp_path / "other_bag", storage="db3")
+    assert bag_provenance(tmp_path / "other_bag") == {"kind": "capture", "camera": "d435"}
+    assert describe_provenance({"kind": "capture", "camera": "d435"}) == '{"camera": "d435", "kind": "capture"}'
 
 
 @pytest.mark.ros

@@ -644,6 +644,11 @@ def test_demo_end_to_end_and_missing_default_model(tiny_model, tmp_path, capsys,
     scenes = scene_provenance()  # the scene the figures are on: the generator version and textures
     assert f"(generator v{scenes['generator']}, {scenes['textures']} textures)" in text
     assert (tmp_path / "demo" / "replay" / OUTPUT_BAG).is_file()
+    # the replay of the demo's bag names the scene from the bag alone (its metadata), in the console and report.md
+    seed = json.loads((tmp_path / "demo" / "sequence" / "provenance.json").read_text())["seed"]
+    scene = f"synthetic scene {seed} (generator v{scenes['generator']}, {scenes['textures']} textures)"
+    assert f"data: {scene}" in text
+    assert f"- data: {scene}" in (tmp_path / "demo" / "replay" / "report.md").read_text()
 
     import mtl3d_perception.runtime.loading as loading
 

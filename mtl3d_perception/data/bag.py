@@ -29,6 +29,7 @@ that list what the bag holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rosbags.interfaces import (
     MessageDefinitionFormat,
     Qos,
@@ -63,6 +65,7 @@ from mtl3d_perception.msgs.conversions import (
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
+PROVENANCE_KEY = "mtl3d.provenance"  # custom_data key of the sequence folder's provenance.json
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -143,6 +146,9 @@ def write_bag(
             ``CompressedImage`` on ``/camera/color/image_raw/compressed`` instead.
         T_base_cam: the ``base_link -> camera_color_optical_frame`` extrinsic on ``/tf_static``.
 
+    A sequence folder's ``provenance.json`` (``mtl3d synth``'s scene record) goes into the bag's metadata
+    (``custom_data``, key ``mtl3d.provenance``), where :func:`bag_provenance` and ``mtl3d replay`` read it.
+
     Raises:
         BagError: unknown storage or compression, ``out_path`` exists or has a storage suffix, no frames, or frames
             whose K or size change mid-sequence (the partly written bag is removed).
@@ -169,6 +175,9 @@ def write_bag(
         writer.open()
     except WriterError as exc:
         raise BagError(f"{out_path}: cannot create bag: {exc}") from None
+    provenance = getattr(frames, "provenance", None)
+    if provenance is not None:  # rosbag2 metadata's custom_data (metadata version >= 6): string values only
+        writer.set_custom_data(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True))
     try:
         _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path)
     except BaseException:
@@ -257,6 +266,22 @@ def bag_topics(path: str | Path) -> dict[str, str]:
         return {conn.topic: conn.msgtype for conn in reader.connections}
     finally:
         reader.close()
+
+
+def bag_provenance(path: str | Path) -> dict[str, Any] | None:
+    """What made a bag's data, as ``mtl3d bag`` stored it from its sequence folder (``provenance.json``): the
+    ``custom_data`` key ``mtl3d.provenance`` of the bag's ``metadata.yaml`` (rosbag2's bag information file; for a
+    ``.mcap`` / ``.db3`` file, the one beside it). None for bags without it (recorded ones), without a metadata file,
+    or where it is not a JSON object."""
+    path = Path(path)
+    info = path / "metadata.yaml" if path.is_dir() else path.parent / "metadata.yaml"
+    try:
+        metadata = yaml.safe_load(info.read_text()) or {}
+        text = ((metadata.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}).get(PROVENANCE_KEY)
+        value = json.loads(text) if text else None
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def describe_topics(available: Mapping[str, str]) -> str:

@@ -18,10 +18,12 @@ with a message naming the file and what is wrong with it.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -174,6 +176,7 @@ class PosedSequence(Sequence[SequenceFrame]):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SequenceError(f"{self.root}: not a directory")
+        self.provenance = read_provenance(self.root)
         self.image_paths = self._list_images()
         self.names = [p.stem for p in self.image_paths]
         n = len(self.names)
@@ -360,6 +363,7 @@ def write_sequence(
     *,
     image_format: str = "png",
     jpeg_quality: int = 95,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write frames as a posed RGB-D sequence folder and return ``root``.
 
@@ -374,6 +378,8 @@ def write_sequence(
         frames: frames sharing one K and one image size.
         image_format: ``"png"`` (lossless) or ``"jpg"``.
         jpeg_quality: JPEG quality when ``image_format="jpg"``.
+        provenance: where the frames came from (JSON-serialisable, e.g. ``data.synthetic.scene_record``), written to
+            ``provenance.json``; ``mtl3d bag`` carries it into the bag's metadata and ``mtl3d replay`` names it.
 
     Raises:
         SequenceError: no frames, frames that differ in K, size or optional parts, duplicate names,
@@ -425,4 +431,37 @@ def write_sequence(
         fh.writelines(" ".join(f"{v!r}" for v in row) + "\n" for row in np.asarray(first.K, np.float64).tolist())
     with open(root / "timestamps.txt", "w") as fh:
         fh.writelines(f"{s!r}\n" for s in stamps)
+    if provenance is not None:
+        (root / PROVENANCE_FILE).write_text(json.dumps(dict(provenance), sort_keys=True) + "\n")
     return root
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def read_provenance(root: str | Path) -> dict[str, Any] | None:
+    """A sequence folder's ``provenance.json`` (what made its frames, as :func:`write_sequence` was told), or None
+    where it has none (recorded sequences).
+
+    Raises:
+        SequenceError: the file is not a JSON object.
+    """
+    path = Path(root) / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SequenceError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SequenceError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def describe_provenance(provenance: Mapping[str, Any]) -> str:
+    """One line for a report: ``synthetic scene 2000000 (generator v3, photo textures)``, or the record as JSON for
+    any other kind."""
+    if provenance.get("kind") == "synthetic":
+        return (f"synthetic scene {provenance.get('seed', '?')} (generator v{provenance.get('generator', '?')}, "
+                f"{provenance.get('textures', '?')} textures)")
+    return json.dumps(dict(provenance), sort_keys=True)

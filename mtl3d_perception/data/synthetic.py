@@ -62,6 +62,12 @@ def scene_provenance() -> dict[str, int | str]:
     return {"generator": GENERATOR_VERSION, "textures": "photo" if texture_library() is not None else "procedural"}
 
 
+def scene_record(seed: int) -> dict[str, int | str]:
+    """The provenance of one rendered scene (``data.sequence.write_sequence``'s ``provenance``): ``{"kind":
+    "synthetic", "seed": seed}`` and :func:`scene_provenance` (a seed's scene changes with the generator)."""
+    return {"kind": "synthetic", "seed": int(seed), **scene_provenance()}
+
+
 def default_intrinsics(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> np.ndarray:
     """A pinhole K ``[3,3]`` float64 for ``width x height`` with square pixels and ``hfov_deg`` horizontal FOV.
 

@@ -18,6 +18,7 @@ from mtl3d_perception.data.synthetic import (
     GENERATOR_VERSION,
     iter_sequence,
     scene_provenance,
+    scene_record,
 )
 from mtl3d_perception.data.textures import TEXTURES_ENV
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--rate must be positive, got {args.rate}")
     start = time.perf_counter()
     frames = iter_sequence(args.seed, args.frames, args.size, rate_hz=args.rate, speed=args.speed)
-    write_sequence(output_folder(args.out), frames, image_format=args.image_format)
+    write_sequence(output_folder(args.out), frames, image_format=args.image_format, provenance=scene_record(args.seed))
     w, h = args.size
     scenes = scene_provenance()
     print(f"wrote {args.out}: {args.frames} frames {w}x{h} of scene {args.seed} (generator v{scenes['generator']}, "

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import sparsification_table
 from mtl3d_perception.replay.options import ReplayOptions
 from mtl3d_perception.replay.report import metrics_table, no_curve_reason
@@ -69,6 +70,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     c = summary["counts"]
     print(f"replayed {summary['bag']}: {c['processed']} frames processed, {c['dropped']} dropped "
           f"({c['images']} images read)")
+    if summary.get("provenance"):
+        print(f"data: {describe_provenance(summary['provenance'])}")
     for line in summary["notes"]:
         print(f"note: {line}")
     if not summary["has_tf"]:

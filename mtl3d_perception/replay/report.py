@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import TITLES, save_png
 from mtl3d_perception.runtime.products import STAGES
@@ -189,6 +190,8 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines = [f"# Replay of `{s['bag']}`", ""]
     if s.get("error"):
         lines += [f"**Stopped early: {s['error']}** Everything below covers the frames before that point.", ""]
+    if s.get("provenance"):
+        lines.append(f"- data: {describe_provenance(s['provenance'])} (the bag's metadata, from `mtl3d bag`)")
     lines += [
         f"- model: {s['model']} (input {s['input_size'][0]}x{s['input_size'][1]}) on {s['device']}",
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",

@@ -27,6 +27,7 @@ from mtl3d_perception.data.bag import (
     QOS_TF_STATIC,
     BagError,
     absent_topic,
+    bag_provenance,
     bag_topics,
     check_topic_type,
     read_bag,
@@ -375,6 +376,7 @@ class _Replay:
                               f"{topics.output_topic('depth/confidence', o.node_name)} and no sparsification curve")
         summary: dict[str, Any] = {
             "bag": str(self.bag),
+            "provenance": bag_provenance(self.bag),  # what made the bag's data, where `mtl3d bag` recorded it
             "model": self.model_description,
             "input_size": list(self.config.input_size),
             "device": o.device,
