@@ -171,8 +171,8 @@ def training_run(train_config: Any, step: Any = None) -> str:
 
 def format_trained_on(trained_on: Any) -> list[str]:
     """Lines for a checkpoint's ``trained_on``: one per data source (a dict of ``data.datasets.SourceConfig``
-    fields: kind, path or split, frame range, scenes and the scene generator's version, tasks, repeat), or the
-    stored text as it is."""
+    fields: kind, path or split, frame range, scenes and the scene generator's version, tasks, repeat; and, in a
+    model trained in stages, ``stages``: which of them used it, e.g. ``"13, 14"``), or the stored text as it is."""
     if not isinstance(trained_on, list) or not all(isinstance(s, dict) for s in trained_on):
         return [f"trained on: {trained_on if trained_on else 'not stored'}"]
     lines = [f"trained on ({len(trained_on)} sources):"]
@@ -180,6 +180,9 @@ def format_trained_on(trained_on: Any) -> list[str]:
         kind = source.get("kind", "?")
         where = source.get("path") or f"{source.get('split', '')} split"
         parts = [f"{kind} {where}"]
+        if source.get("stages"):  # models/README.md names the stages of the shipped model
+            stages = str(source["stages"])
+            parts[0] = f"stage{'s' if ',' in stages else ''} {stages}: {parts[0]}"
         if kind == "synthetic":
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
             if "generator" in source:  # data.synthetic.scene_provenance(); absent before session 10
