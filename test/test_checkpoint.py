@@ -213,6 +213,11 @@ def test_mtl3d_info_on_preset_and_checkpoint(trained, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["parameters"]["total"] == sum(info["parameters"][p] for p in ("encoder", "cvm", "heads"))
     assert info["flops"]["cvm"] > 0 and info["config"]["encoder"] == "tiny_cnn"
+    # a preset shows its own config (the cpu preset loads ImageNet weights), a checkpoint says why it has pretrained False
+    assert main(["info", "cpu"]) == 0
+    assert "  pretrained: True\n" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 0
+    assert "  pretrained: False (a checkpoint holds every weight" in capsys.readouterr().out
     assert main(["info", "no_such_preset"]) == 1
 
 

@@ -143,7 +143,12 @@ def describe(spec: str) -> dict:
         "flops": count_flops(model),
         "input_size": list(cfg.input_size),
     }
-    if meta is not None:
+    if meta is None:  # a preset: its own config (it was built without its pretrained weights, to count them)
+        from mtl3d_perception.model.config import resolve_config
+
+        info["config"] = resolve_config(spec).to_dict()
+    else:
+        info["is_checkpoint"] = True
         info["trained_on"] = meta.get("trained_on")
         info["training_run"] = training_run(meta.get("train_config"), meta.get("step"))
         info["metrics"] = meta.get("metrics")
@@ -200,7 +205,10 @@ def format_trained_on(trained_on: Any) -> list[str]:
 def format_info(info: dict) -> str:
     cfg = info["config"]
     lines = [f"model: {info['source']} ({cfg['name']})", "config:"]
-    lines += [f"  {k}: {v}" for k, v in cfg.items() if k not in ("classes", "palette")]
+    # A checkpoint is stored with pretrained False: its file holds every weight, so loading it downloads nothing
+    # (whether training started from ImageNet is in the training config's preset or the stage it started from).
+    notes = {"pretrained": " (a checkpoint holds every weight: nothing is loaded from elsewhere)"} if info.get("is_checkpoint") else {}
+    lines += [f"  {k}: {v}{notes.get(k, '') if v is False else ''}" for k, v in cfg.items() if k not in ("classes", "palette")]
     lines.append(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
     W, H = info["input_size"]
     lines.append(f"per part, one streaming step at {W}x{H} (batch 1):")
