@@ -264,6 +264,29 @@ def test_provenance_is_optional_and_checked(tmp_path):
     write_bag(other, tmp_path / "other_bag", storage="db3")
     assert bag_provenance(tmp_path / "other_bag") == {"kind": "capture", "camera": "d435"}
     assert describe_provenance({"kind": "capture", "camera": "d435"}) == '{"camera": "d435", "kind": "capture"}'
+    # a value hand-edited into metadata.yaml unquoted (a YAML mapping, not a JSON string) is no provenance, not a crash
+    info = tmp_path / "other_bag" / "metadata.yaml"
+    info.write_text(info.read_text().replace("mtl3d.provenance: '{", "mtl3d.provenance: {").replace("}'", "}"))
+    assert "mtl3d.provenance: {" in info.read_text() and bag_provenance(tmp_path / "other_bag") is None
+    # a lone storage file beside another bag's metadata.yaml does not take that bag's provenance
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "metadata.yaml").write_text((tmp_path / "other_bag" / "metadata.yaml").read_text())
+    (lone / "elsewhere.db3").write_bytes(b"")
+    assert bag_provenance(lone / "elsewhere.db3") is None
+    # provenance that JSON cannot hold is refused before anything is written
+    with pytest.raises(SequenceError, match="provenance is not JSON-serialisable"):
+        write_sequence(tmp_path / "bad", frames, provenance={"seed": np.int64(3)})
+    assert not (tmp_path / "bad" / "images").exists()
+
+    class Frames(list):
+        """Frames with a provenance attribute, as PosedSequence has."""
+
+    unserialisable = Frames(frames)
+    unserialisable.provenance = {"seed": np.int64(3)}
+    with pytest.raises(BagError, match="provenance is not JSON-serialisable"):
+        write_bag(unserialisable, tmp_path / "bad_bag")
+    assert not (tmp_path / "bad_bag").exists()
 
 
 @pytest.mark.ros

@@ -241,6 +241,8 @@ def test_info_lists_each_training_source_on_one_line():
     staged = {**unlabelled, "stages": "4, 5, 8, 11, 14"}  # the shipped model's metadata says which stage used a source
     assert format_trained_on([staged])[1] == ("  - stages 4, 5, 8, 11, 14: sequence ../shared/data/hololens_000, "
                                               "frames 0-0.8, no labels, x16")
+    assert format_trained_on([{**unlabelled, "stages": [13, 14]}])[1].startswith("  - stages 13, 14: sequence")
+    assert format_trained_on([{**unlabelled, "stages": "1"}])[1].startswith("  - stage 1: sequence")
     assert format_trained_on("synthetic:seed0") == ["trained on: synthetic:seed0"]
     assert format_trained_on(None) == ["trained on: not stored"]
 

@@ -239,5 +239,8 @@ def test_a_run_shorter_than_its_warm_up_says_so(tmp_path, caplog):
 
 
 def test_freezing_every_part_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"model.freeze .* leaves no trainable parameter"):
+    with pytest.raises(ConfigError, match=r"model.freeze .* leaves no trainable parameter in the network"):
         Trainer(smoke(tmp_path, "model.freeze=[encoder, cvm, heads]"))
+    # a loss term's own parameters (cross_task's) would train while the network never changed
+    with pytest.raises(ConfigError, match=r"leaves no trainable parameter in the network"):
+        Trainer(smoke(tmp_path / "b", "model.freeze=[encoder, cvm, heads]", "loss.extra={cross_task: {weight: 0.5}}"))

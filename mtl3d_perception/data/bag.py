@@ -170,14 +170,18 @@ def write_bag(
     T_base_cam = np.asarray(T_base_cam, np.float64)
     T_cam_base = invert_se3(T_base_cam)
 
+    provenance = getattr(frames, "provenance", None)  # rosbag2 metadata's custom_data (version >= 6): strings only
+    try:
+        provenance_json = None if provenance is None else json.dumps(provenance, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise BagError(f"{out_path}: the sequence's provenance is not JSON-serialisable: {exc}") from None
     writer = Writer(out_path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
     try:
         writer.open()
     except WriterError as exc:
         raise BagError(f"{out_path}: cannot create bag: {exc}") from None
-    provenance = getattr(frames, "provenance", None)
-    if provenance is not None:  # rosbag2 metadata's custom_data (metadata version >= 6): string values only
-        writer.set_custom_data(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True))
+    if provenance_json is not None:
+        writer.set_custom_data(PROVENANCE_KEY, provenance_json)
     try:
         _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path)
     except BaseException:
@@ -276,10 +280,12 @@ def bag_provenance(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     info = path / "metadata.yaml" if path.is_dir() else path.parent / "metadata.yaml"
     try:
-        metadata = yaml.safe_load(info.read_text()) or {}
-        text = ((metadata.get("rosbag2_bagfile_information") or {}).get("custom_data") or {}).get(PROVENANCE_KEY)
-        value = json.loads(text) if text else None
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        metadata = (yaml.safe_load(info.read_text()) or {}).get("rosbag2_bagfile_information") or {}
+        if not path.is_dir() and path.name not in (metadata.get("relative_file_paths") or []):
+            return None  # a metadata.yaml beside a lone storage file describes another bag
+        text = (metadata.get("custom_data") or {}).get(PROVENANCE_KEY)
+        value = json.loads(text) if isinstance(text, str) and text else None
+    except (OSError, ValueError, AttributeError, TypeError, yaml.YAMLError):
         return None
     return value if isinstance(value, dict) else None
 

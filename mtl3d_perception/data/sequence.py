@@ -9,6 +9,7 @@
     ROOT/poses.txt                  one row-major 4x4 T_world_cam per line, in sorted image order
     ROOT/K.txt                      3x3 intrinsics
     ROOT/timestamps.txt             seconds, one per frame                      (optional)
+    ROOT/provenance.json            what made the frames, a JSON object         (optional)
 
 Frame names need not start at 0 or be contiguous; frames are in sorted name order (numerically when
 every name is a number). :class:`PosedSequence` checks the folder's structure and text files when it
@@ -162,10 +163,11 @@ class PosedSequence(Sequence[SequenceFrame]):
 
     Attributes:
         projected_rotations: how many poses of ``poses.txt`` were near-rotations projected onto SO(3).
+        provenance: the folder's ``provenance.json`` (:func:`read_provenance`), or None.
 
     Raises:
         SequenceError: the folder is malformed (missing or extra files, counts that differ, bad poses,
-            K or timestamps); the message names the file.
+            K or timestamps, a provenance.json that is not a JSON object); the message names the file.
 
     Example:
         >>> seq = PosedSequence("../shared/data/hololens_000")
@@ -382,10 +384,14 @@ def write_sequence(
             ``provenance.json``; ``mtl3d bag`` carries it into the bag's metadata and ``mtl3d replay`` names it.
 
     Raises:
-        SequenceError: no frames, frames that differ in K, size or optional parts, duplicate names,
-            or ``root`` already holding a sequence.
+        SequenceError: no frames, frames that differ in K, size or optional parts, duplicate names, a
+            ``provenance`` that is not JSON-serialisable (nothing is written), or ``root`` already holding a sequence.
     """
     root = Path(root)
+    try:
+        provenance_json = None if provenance is None else json.dumps(dict(provenance), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise SequenceError(f"provenance is not JSON-serialisable ({exc}); use plain numbers and strings") from None
     if image_format not in ("png", "jpg"):
         raise SequenceError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     if (root / "images").exists():
@@ -431,8 +437,8 @@ def write_sequence(
         fh.writelines(" ".join(f"{v!r}" for v in row) + "\n" for row in np.asarray(first.K, np.float64).tolist())
     with open(root / "timestamps.txt", "w") as fh:
         fh.writelines(f"{s!r}\n" for s in stamps)
-    if provenance is not None:
-        (root / PROVENANCE_FILE).write_text(json.dumps(dict(provenance), sort_keys=True) + "\n")
+    if provenance_json is not None:
+        (root / PROVENANCE_FILE).write_text(provenance_json + "\n")
     return root
 
 

@@ -186,7 +186,8 @@ def format_trained_on(trained_on: Any) -> list[str]:
         where = source.get("path") or f"{source.get('split', '')} split"
         parts = [f"{kind} {where}"]
         if source.get("stages"):  # models/README.md names the stages of the shipped model
-            stages = str(source["stages"])
+            stages = source["stages"]
+            stages = ", ".join(map(str, stages)) if isinstance(stages, list) else str(stages)
             parts[0] = f"stage{'s' if ',' in stages else ''} {stages}: {parts[0]}"
         if kind == "synthetic":
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")

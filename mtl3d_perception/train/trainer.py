@@ -214,6 +214,12 @@ class Trainer:
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
+        # before DDP, which refuses a module without a trainable parameter in its own words; a loss term's own
+        # parameters (cross_task) do not count: the network would never change
+        if not any(p.requires_grad for p in self.model.parameters()):
+            msg = (f"model.freeze {list(cfg.model.freeze)} leaves no trainable parameter in the network: free at "
+                   "least one part (e.g. take heads.confidence out of it to train the confidence head)")
+            raise ConfigError(msg)
         if self.world > 1:
             # find_unused_parameters: a task switched off (weight 0) leaves its head without a gradient.
             self.ddp = nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)
@@ -221,10 +227,6 @@ class Trainer:
             self.ddp = self.module
         oc = cfg.optim
         named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
-        if not named:
-            msg = (f"model.freeze {list(cfg.model.freeze)} leaves no trainable parameter: free at least one part "
-                   "(e.g. take heads.confidence out of it to train the confidence head)")
-            raise ConfigError(msg)
         encoder = [p for n, p in named if n.startswith("model.encoder.")]
         rest = [p for n, p in named if not n.startswith("model.encoder.")]
         groups = [{"params": rest, "lr": oc.lr}]
