@@ -34,11 +34,11 @@ def _inputs(baseline: float = 0.2):
     return images, K, poses
 
 
-@pytest.mark.parametrize(("depth_cues", "support"), [(False, False), (True, False), (True, True), (False, True)])
-def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues, support):
-    model = _model(confidence_depth_cues=depth_cues, confidence_sweep_support=support).eval()
+@pytest.mark.parametrize("depth_cues", [False, True])
+def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues):
+    model = _model(confidence_depth_cues=depth_cues).eval()
     cues = model.heads.confidence.local[0].in_channels - model.config.decoder_channels - model.config.num_depth
-    assert cues == 4 + 2 * depth_cues + support
+    assert cues == 4 + 2 * depth_cues
     images, K, poses = _inputs()
     with torch.no_grad():
         out = model(images, K, poses)
@@ -53,10 +53,10 @@ def test_head_outputs_an_error_and_the_confidence_it_implies(depth_cues, support
     assert single["depth_confidence"].max().item() < 1e-4
 
 
-@pytest.mark.parametrize(("depth_cues", "support"), [(False, False), (True, False), (True, True)])
-def test_head_is_trained_alone_by_its_loss(depth_cues, support):
+@pytest.mark.parametrize("depth_cues", [False, True])
+def test_head_is_trained_alone_by_its_loss(depth_cues):
     """Its inputs are detached: the depth_error loss moves the head's weights and nothing else."""
-    model = _model(confidence_depth_cues=depth_cues, confidence_sweep_support=support).train()
+    model = _model(confidence_depth_cues=depth_cues).train()
     images, K, poses = _inputs()
     out = model(images, K, poses)
     out["depth_error"].sum().backward()
@@ -159,14 +159,14 @@ def test_reinit_trains_a_head_of_another_shape_from_scratch(tmp_path, caplog):
     base = _model()
     path = tmp_path / "head.safetensors"
     save_checkpoint(base, path)
-    support = ", confidence_sweep_support: true"
+    support = ", confidence_depth_cues: true"  # two more cues: the head's first convolution changes shape
     with pytest.raises(CheckpointError, match="change the shapes.*model.reinit"):
         build_model_from_config(_fine_tune(tmp_path, path, True, support))
     with caplog.at_level("INFO", logger="mtl3d_perception.train.trainer"):
         tuned = build_model_from_config(_fine_tune(tmp_path, path, True, support, reinit="heads.confidence"))
     assert "start from their initialisation: heads.confidence" in caplog.text
-    assert tuned.config.confidence_sweep_support
-    fresh = _model(confidence_sweep_support=True).heads.confidence.state_dict()
+    assert tuned.config.confidence_depth_cues
+    fresh = _model(confidence_depth_cues=True).heads.confidence.state_dict()
     for name, value in tuned.state_dict().items():
         if name.startswith("heads.confidence."):  # the initialisation, not the checkpoint's head
             assert value.shape == fresh[name.removeprefix("heads.confidence.")].shape
@@ -187,12 +187,7 @@ def test_reinit_trains_a_head_of_another_shape_from_scratch(tmp_path, caplog):
         build_model_from_config(_fine_tune(tmp_path, "", True, reinit="heads.confidence"))
 
 
-def test_sweep_support_needs_the_confidence_head():
-    with pytest.raises(ConfigError, match="confidence_sweep_support needs confidence_head"):
-        resolve_config("cpu").replace(pretrained=False, confidence_sweep_support=True)
-
-
-@pytest.mark.parametrize("cues", [{}, {"confidence_depth_cues": True, "confidence_sweep_support": True}])
+@pytest.mark.parametrize("cues", [{}, {"confidence_depth_cues": True}])
 def test_inference_copy_gives_the_same_error_and_confidence(cues):
     from mtl3d_perception.model.inference import prepare_for_inference
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mtl3d_perception import geometry
 from mtl3d_perception.model import build_model, resolve_config
 from mtl3d_perception.model.cvm import plane_sweep
-from mtl3d_perception.model.geometric import patch_features, read_out, sweep_support
+from mtl3d_perception.model.geometric import patch_features, read_out
 
 W, H = 160, 120
 FX = 120.0
@@ -239,18 +239,3 @@ def test_published_confidence_is_matching_times_prior_agreement():
     inv_prior = torch.tensor([0.5, 0.5 * r, 0.5 / r, 0.5])
     got = agreement_confidence(matching, inv_prior, inv_geo)
     assert torch.allclose(got, torch.tensor([0.8, 0.8 / math.e, 0.8 / math.e, 0.0]), atol=1e-6)
-
-
-def test_sweep_support_is_the_mass_at_a_depth():
-    """One right answer each: a one-hot sweep supports its own candidate fully, candidates >= 2 away not at all, a
-    depth halfway between two candidates half; a flat sweep supports every depth equally (half_width / D)."""
-    D, inv_range = 32, (0.1, 1.0 / 0.3)
-    inv = torch.linspace(inv_range[1], inv_range[0], D)  # candidate 0 the nearest, as geometry.depth_candidates
-    one_hot = torch.zeros(1, D, 1, 5)
-    one_hot[0, 10] = 1.0
-    at = torch.stack([inv[10], inv[11], (inv[10] + inv[11]) / 2, inv[12], inv[30]]).view(1, 1, 1, 5)
-    got = sweep_support(one_hot, at, inv_range).flatten()
-    torch.testing.assert_close(got, torch.tensor([1.0, 0.5, 0.75, 0.0, 0.0]), atol=1e-5, rtol=0)
-    flat = torch.full((1, D, 1, 5), 1.0 / D)
-    middle = inv[[8, 12, 16, 20, 24]].view(1, 1, 1, 5)
-    torch.testing.assert_close(sweep_support(flat, middle, inv_range), torch.full((1, 1, 1, 5), 2.0 / D))

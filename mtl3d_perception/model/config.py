@@ -71,9 +71,6 @@ class ModelConfig:
     # The confidence head also sees the final depth: its inverse depth scaled to [0, 1] and its local log-gradient
     # (depth edges). False: the four matching cues only (the stage-6 head).
     confidence_depth_cues: bool = False
-    # The confidence head also sees how much of the sweep's distribution lies at the final depth
-    # (``geometric.sweep_support``): a consistency check of the depth against the matching (session 11).
-    confidence_sweep_support: bool = False
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -107,9 +104,6 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.confidence_depth_cues and not self.confidence_head:
             msg = "confidence_depth_cues needs confidence_head: true"
-            raise ConfigError(msg)
-        if self.confidence_sweep_support and not self.confidence_head:
-            msg = "confidence_sweep_support needs confidence_head: true"
             raise ConfigError(msg)
         if self.sweep_aggregation < 1 or self.sweep_aggregation % 2 == 0:
             msg = f"sweep_aggregation must be an odd window size >= 1 (1 = none), got {self.sweep_aggregation}"

@@ -148,23 +148,3 @@ def read_out(logits: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, 
     entropy = -(p * logp).sum(1, keepdim=True)
     confidence = (1.0 - entropy / math.log(D)).clamp(0.0, 1.0)
     return inv_depth, confidence
-
-
-def sweep_support(probabilities: torch.Tensor, inv_depth: torch.Tensor, inv_range: tuple[float, float],
-                  half_width: float = 2.0) -> torch.Tensor:
-    """How much of the sweep's distribution lies at a given inverse depth: ``[B,1,h,w]`` in [0, 1].
-
-    ``probabilities`` [B, D, h, w]: the softmax over the D candidates of ``geometry.depth_candidates`` (uniform in
-    inverse depth, candidate 0 the nearest, at ``inv_range[1]`` = 1/depth_min); ``inv_depth`` [B, 1, h, w] in 1/m,
-    e.g. the final depth's; ``inv_range`` (1/depth_max, 1/depth_min). The mass under a triangle of ``half_width``
-    candidates centred on ``inv_depth``'s fractional candidate index, ``sum_i p_i max(0, 1 - |i - f| / half_width)``:
-    near 1 where the match peaks at that depth, near 0 where the volume puts its mass elsewhere (the depth came
-    from the learned prior against the geometry, or from a second peak), and ``half_width / D`` for a flat
-    volume away from the ends (less within ``half_width`` candidates of them, where the triangle is cut off). A consistency check of a depth against the matching, in the spirit of stereo's left-right check.
-    """
-    inv_min, inv_max = inv_range
-    D = probabilities.shape[1]
-    index = (inv_max - inv_depth.float()) / (inv_max - inv_min) * (D - 1)  # [B,1,h,w], fractional
-    candidates = torch.arange(D, device=probabilities.device, dtype=torch.float32).view(1, D, 1, 1)
-    weights = (1.0 - (candidates - index).abs() / half_width).clamp_min(0.0)
-    return (probabilities.float() * weights).sum(1, keepdim=True).clamp(0.0, 1.0)

@@ -45,7 +45,6 @@ from torch import nn
 from mtl3d_perception.geometry import unit_vectors
 from mtl3d_perception.model.config import TASKS, ConfigError, ModelConfig
 from mtl3d_perception.model.encoders import conv_bn_relu
-from mtl3d_perception.model.geometric import sweep_support
 from mtl3d_perception.registry import Registry
 
 # log-ratio scale of the prior/geometry agreement in ``depth_confidence``: 20 % disagreement -> x e^-1 (measured
@@ -151,9 +150,7 @@ class ConfidenceHead(nn.Module):
     broad one says the match is ambiguous, which the entropy alone does not) and ``cues`` ``[N,cues,h,w]``: the
     matching confidence, the gate ``g``, ``|log(inv_prior / inv_geo)|`` and the geometric inverse depth scaled to
     [0, 1] over the depth range (``CUES`` = 4); with the config's ``confidence_depth_cues`` also the final inverse
-    depth so scaled and its ``log_gradient`` (``cues`` = 6: errors concentrate at depth edges and far away); with
-    ``confidence_sweep_support`` also the sweep's mass at the final depth (``geometric.sweep_support``: low where
-    the depth disagrees with the matching, e.g. the prior won against a peaked match, or a second peak won).
+    depth so scaled and its ``log_gradient`` (``cues`` = 6: errors concentrate at depth edges and far away).
     A 3x3 convolution, plus a 1x1 one of its image-wide mean (how wrong a depth
     map is varies per frame as much as per pixel: on HoloLens training frames ranking pixels by their frame's
     true mean error alone reaches 0.65x at the top 50 %), then a dilated 3x3 one (a 13x13-cell field, ~50 px at
@@ -257,9 +254,8 @@ class MultiTaskHeads(nn.Module):
              for t in TASKS}
         )
         self.depth_cues = config.confidence_depth_cues
-        self.sweep_support = config.confidence_sweep_support
         self.confidence = (ConfidenceHead(config.decoder_channels, config.num_depth,
-                                          cues=ConfidenceHead.CUES + 2 * self.depth_cues + self.sweep_support)
+                                          cues=ConfidenceHead.CUES + 2 * self.depth_cues)
                            if config.confidence_head else None)
 
     def image_feature(self, feats: list[torch.Tensor], fusion_size: tuple[int, int]) -> torch.Tensor:
@@ -326,11 +322,8 @@ class MultiTaskHeads(nn.Module):
         span = depth.inv_max - depth.inv_min
         cues = [matching, depth.gate(y, matching), log_disagreement(depth.prior(y), inv_geo.clamp_min(1e-6)),
                 (inv_geo - depth.inv_min) / span]
-        if self.depth_cues or self.sweep_support:
-            inv = 1.0 / depth.output(y, torch.cat([inv_geo, matching], 1))
         if self.depth_cues:
+            inv = 1.0 / depth.output(y, torch.cat([inv_geo, matching], 1))
             cues += [(inv - depth.inv_min) / span, log_gradient(inv)]
-        if self.sweep_support:
-            cues.append(sweep_support(probabilities, inv, (depth.inv_min, depth.inv_max)))
         cues = torch.cat(cues, 1)
         return self.confidence(task_feats["depth"], probabilities, cues)

@@ -206,10 +206,10 @@ def format_trained_on(trained_on: Any) -> list[str]:
 def format_info(info: dict) -> str:
     cfg = info["config"]
     lines = [f"model: {info['source']} ({cfg['name']})", "config:"]
-    # A checkpoint is stored with pretrained False: its file holds every weight, so loading it downloads nothing
-    # (whether training started from ImageNet is in the training config's preset or the stage it started from).
-    notes = {"pretrained": " (a checkpoint holds every weight: nothing is loaded from elsewhere)"} if info.get("is_checkpoint") else {}
-    lines += [f"  {k}: {v}{notes.get(k, '') if v is False else ''}" for k, v in cfg.items() if k not in ("classes", "palette")]
+    lines += [f"  {k}: {v}" for k, v in cfg.items() if k not in ("classes", "palette")]
+    if info.get("is_checkpoint") and cfg.get("pretrained") is False:  # how every checkpoint is stored
+        i = next(i for i, line in enumerate(lines) if line.startswith("  pretrained: "))
+        lines[i] += " (a checkpoint holds every weight: nothing is loaded from elsewhere)"
     lines.append(f"classes ({len(info['classes'])}): {', '.join(info['classes'])}")
     W, H = info["input_size"]
     lines.append(f"per part, one streaming step at {W}x{H} (batch 1):")

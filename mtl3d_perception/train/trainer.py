@@ -174,7 +174,7 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
                 raise CheckpointError(msg)
             if missing:  # a part the overrides add (e.g. confidence_head) or reinit names starts from its initialisation
                 known = {n for n, _ in model.named_modules()} - set(reinit)
-                new = [n for n, _ in tuned.named_modules() if n and (n not in known or n in reinit)]
+                new = [n for n, _ in tuned.named_modules() if n and n not in known]
                 outermost = [n for n in new if not any(n.startswith(m + ".") for m in new)]
                 log.info("parts new to %s or named in model.reinit start from their initialisation: %s",
                          cfg.model.init_checkpoint, ", ".join(outermost))
