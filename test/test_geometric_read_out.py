@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import SHIPPED_MODEL, run_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "geometric_read_out.py"
-SHIPPED = ROOT / "models" / "default.safetensors"
+SHIPPED = SHIPPED_MODEL
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+def _run(*args: str):
+    return run_benchmark("geometric_read_out.py", *args)
 
 
 def test_read_out_per_window_on_a_synthetic_scene():

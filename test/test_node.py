@@ -219,7 +219,7 @@ def test_outputs_match_inputs_and_model(harness):
     values = harness.diag()
     assert values["processed"] == "2" and values["received"] == "2"
     assert values["single_view_fallbacks"] == "1"  # the first frame has no source
-    assert values["last_pair_reason"] in ("baseline", "newest")
+    assert values["last_pair_reason"] in ("baseline", "farthest")
     assert values["device"] == "cpu" and "latency_total_p50_ms" in values and "latency_predict_p95_ms" in values
     assert values["tf_failures"] == "0" and values["bad_input"] == "0"
     assert values["depth_confidence"].startswith("none")  # said in diagnostics (and once in the log), not per frame

@@ -56,12 +56,12 @@ def test_rotation_alone_is_enough():
     assert pair.reason == "baseline" and pair.src.stamp_ns == _frame(0.0).stamp_ns
 
 
-def test_no_wide_baseline_falls_back_to_newest():
+def test_no_wide_baseline_falls_back_to_the_widest():
     h = _history()
     h.add(_frame(0.0, 0.0))
     h.add(_frame(0.1, 0.01))
-    pair = h.select(_frame(0.2, 0.02))
-    assert pair.reason == "newest" and pair.src.stamp_ns == _frame(0.1).stamp_ns
+    pair = h.select(_frame(0.2, 0.02))  # 2 and 1 cm, both < 10 cm: the 2 cm one, not the newest
+    assert pair.reason == "farthest" and pair.src.stamp_ns == _frame(0.0).stamp_ns
 
 
 def test_too_old_sources_are_not_used():

@@ -108,7 +108,8 @@ def test_node_and_replay_give_equal_products(tmp_path):
     summary = replay_bag(bag, tmp_path / "replay", copy.deepcopy(model), ReplayOptions(progress=False, device="cpu"))
     assert summary["counts"]["processed"] == 5
     reasons = [r["multi_view"]["pair_reason"] for r in json_records(tmp_path / "replay")]
-    assert reasons[0] == "no_history" and set(reasons[1:]) == {"baseline"}  # the comparison covers two-view frames
+    # the comparison covers two-view frames (a source far enough, or the farthest there is)
+    assert reasons[0] == "no_history" and set(reasons[1:]) <= {"baseline", "farthest"}
 
     replayed: dict[str, list] = {name: [] for name in COMPARED}
     wanted = {topics.output_topic(name): name for name in COMPARED}

@@ -71,7 +71,7 @@ def test_each_frame_encoded_once_and_paired(model):
         reasons.append((products.pair_reason, products.source_stamp_ns))
     assert pipe.model.encoded == 4  # the pipeline runs its own (inference) copy of the model
     assert reasons[0] == ("no_history", None)
-    assert reasons[1] == ("newest", 0)  # 6 cm < 10 cm: newest
+    assert reasons[1] == ("farthest", 0)  # 6 cm < 10 cm: the widest baseline there is
     assert reasons[2] == ("baseline", 0)  # 12 cm to frame 0
     assert reasons[3] == ("baseline", S // 10)
     assert set(pipe._features) == set(pipe.history.keys)

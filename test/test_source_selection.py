@@ -24,16 +24,16 @@ def _poses(steps_m: list[float]) -> np.ndarray:
     return np.stack([pose_from_quat_trans(np.array([0, 0, 0, 1.0]), np.array([x, 0, 0])) for x in xs])
 
 
-def _runtime_choice(poses: np.ndarray, ref: int, config: PairingConfig) -> int | None:
+def _runtime_choice(poses: np.ndarray, ref: int, config: PairingConfig, rate_hz: float = RATE_HZ) -> int | None:
     hist = FrameHistory(config)
     rgb = np.zeros((48, 64, 3), np.uint8)
-    stamp = lambda i: 1_000_000_000 + int(i * 1e9 / RATE_HZ)  # noqa: E731
+    stamp = lambda i: 1_000_000_000 + int(round(i * 1e9 / rate_hz))  # noqa: E731
     for i in range(ref):
         hist.add(Frame(stamp(i), "cam", rgb, K, poses[i]))
     pair = hist.select(Frame(stamp(ref), "cam", rgb, K, poses[ref]))
     if pair.src is None:
         return None
-    return round((pair.src.stamp_ns - 1_000_000_000) * RATE_HZ / 1e9)
+    return round((pair.src.stamp_ns - 1_000_000_000) * rate_hz / 1e9)
 
 
 def test_runtime_and_training_import_the_same_function():
@@ -41,7 +41,7 @@ def test_runtime_and_training_import_the_same_function():
     assert datasets.select_source is source_selection.select_source
 
 
-@pytest.mark.parametrize("min_baseline", [0.04, 0.12, 0.3])
+@pytest.mark.parametrize("min_baseline", [0.04, 0.12, 0.3, 0.4])
 def test_runtime_and_training_choose_the_same_source(min_baseline):
     poses = _poses([0.02, 0.03, 0.05, 0.01, 0.04, 0.06, 0.02, 0.03, 0.05])
     ref = len(poses) - 1
@@ -51,10 +51,17 @@ def test_runtime_and_training_choose_the_same_source(min_baseline):
     trained = choose_sources(poses, ref, 0, len(poses), 1, cfg, None, stamps)[0]
     runtime = _runtime_choice(poses, ref, PairingConfig(min_baseline_m=min_baseline))
     assert trained == runtime
-    # the chosen frame is the most recent of the last history_size frames at least min_baseline away (or the
-    # newest when none is). Frames 0-9 are at x = 0, .02, .05, .10, .11, .15, .21, .23, .26, .31 m: from frame 9,
-    # 4 cm is reached at frame 8, 12 cm at frame 5, and 30 cm only at frame 0, outside the 8-frame history
-    assert trained == {0.04: 8, 0.12: 5, 0.3: 8}[min_baseline]
+    # the chosen frame is the most recent of the history at least min_baseline away (or the farthest when none
+    # is). Frames 0-9 are at x = 0, .02, .05, .10, .11, .15, .21, .23, .26, .31 m: from frame 9, 4 cm is reached
+    # at frame 8, 12 cm at frame 5, 30 cm at frame 0, and 40 cm nowhere: frame 0, 31 cm away, is the farthest
+    assert trained == {0.04: 8, 0.12: 5, 0.3: 0, 0.4: 0}[min_baseline]
+
+
+def test_history_size_bounds_the_reach():
+    poses = _poses([0.02, 0.03, 0.05, 0.01, 0.04, 0.06, 0.02, 0.03, 0.05])
+    # frames 5-8 (x = .15, .21, .23, .26 m) are the 4-frame history of frame 9 (x = .31): 30 cm is out of reach,
+    # so the widest baseline there, frame 5 (16 cm)
+    assert _runtime_choice(poses, len(poses) - 1, PairingConfig(min_baseline_m=0.3, history_size=4)) == 5
 
 
 def test_both_sides_call_select_source(monkeypatch):
@@ -91,7 +98,7 @@ def test_select_source_rules():
     assert (c.index, c.reason) == (0, "baseline")  # 6 cm back is the most recent >= 5 cm
     np.testing.assert_allclose(c.T_src_ref[:3, 3], [0.06, 0, 0], atol=1e-12)
     c = select_source(poses[3], poses[1:3], ages[1:], cfg)
-    assert (c.index, c.reason) == (1, "newest")  # none far enough: the newest
+    assert (c.index, c.reason) == (0, "farthest")  # none far enough: the widest baseline (4 cm, not the newest's 2)
     c = select_source(poses[3], poses[:3], [3.0, 2.0, 1.5], cfg)
     assert (c.index, c.reason) == (None, "too_old")
     jump = _poses([2.0])
@@ -99,6 +106,21 @@ def test_select_source_rules():
     assert (c.index, c.reason) == (None, "pose_jump")
     with pytest.raises(ValueError, match="one age per pose"):
         select_source(poses[3], poses[:3], ages[:2], cfg)
+
+
+def test_fallback_is_the_widest_baseline_not_the_oldest_or_newest():
+    def at(xs):
+        return np.stack([pose_from_quat_trans(np.array([0, 0, 0, 1.0]), np.array([x, 0, 0])) for x in xs])
+
+    cfg = PairingConfig(min_baseline_m=0.15)
+    # a camera that went out and came back: candidates 1, 5, 3 and 2 cm from the reference at 0
+    poses = at([0.01, 0.05, 0.03, 0.02, 0.0])
+    c = select_source(poses[4], poses[:4], [0.4, 0.3, 0.2, 0.1], cfg)
+    assert (c.index, c.reason) == (1, "farthest")
+    # equal baselines (2 cm either side): the more recent one
+    poses = at([-0.02, 0.02, 0.01, 0.0])
+    c = select_source(poses[3], poses[:3], [0.3, 0.2, 0.1], cfg)
+    assert (c.index, c.reason) == (1, "farthest")
 
 
 def test_training_draws_spread_the_baselines():
@@ -111,3 +133,21 @@ def test_training_draws_spread_the_baselines():
     base = np.abs(poses[chosen, 0, 3] - poses[30, 0, 3])
     assert base.min() >= 0.05 - 1e-9 and base.max() <= 0.34
     assert base.max() - base.min() >= 0.2  # a spread, not one fixed pair
+
+
+@pytest.mark.parametrize(("ref", "expected"), [(0, 0), (10, 0), (20, 5), (30, 15)])
+def test_eval_pairs_each_reference_as_the_node_does(ref, expected):
+    """`mtl3d eval`'s two-view source by default is the node's (its default rules), not a fixed gap: on a 30 Hz
+    stream 1 cm apart a gap of 2 is 2 cm of parallax, the node's pick 15 cm (or the widest it has)."""
+    from mtl3d_perception.train.eval_cli import two_view_source
+
+    poses = _poses([0.01] * 30)
+    stamps = np.arange(31) / 30.0
+    cfg = two_view_source(SourceConfig(kind="sequence", path="unused"), None)
+    evaluated = choose_sources(poses, ref, 0, len(poses), 1, cfg, None, stamps)[0]
+    node = _runtime_choice(poses, ref, PairingConfig(), rate_hz=30.0)
+    assert evaluated == (ref if node is None else node)  # no history: single view (the reference itself)
+    # 15 cm is 15 frames back; frame 10 has 10 earlier ones (the widest: frame 0), frame 0 none
+    assert evaluated == expected
+    fixed = two_view_source(SourceConfig(kind="sequence", path="unused"), 2)
+    assert choose_sources(poses, ref, 0, len(poses), 1, fixed, None, stamps)[0] == (ref - 2 if ref >= 2 else ref + 2)

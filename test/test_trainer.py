@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from mtl3d_perception.data.synthetic import GENERATOR_VERSION, scene_provenance
 from mtl3d_perception.model import ConfigError, load_checkpoint
+from mtl3d_perception.source_selection import PairingConfig
 from mtl3d_perception.train.config import load_config
 from mtl3d_perception.train.trainer import Trainer, _Schedule
 
@@ -102,6 +103,11 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert "cross_view/abs_rel" in modes["two_view"]["metrics"]
     assert "semantic/miou" in modes["single_view"]["metrics"]
     assert "| depth/rmse |" in (tmp_path / "report.md").read_text()
+    # two-view pairs as the node would (its default rules), and the report says so
+    assert report["pairing"] == {"rule": "runtime", "min_baseline_m": PairingConfig().min_baseline_m,
+                                 "min_rotation_deg": PairingConfig().min_rotation_deg,
+                                 "history_size": PairingConfig().history_size}
+    assert "Two-view source: the one the node would pick" in (tmp_path / "report.md").read_text()
     # which scenes were scored: a seed's scene changes with the generator
     assert report["synthetic_scenes"] == scene_provenance()
     assert f"generator v{GENERATOR_VERSION}" in (tmp_path / "report.md").read_text()

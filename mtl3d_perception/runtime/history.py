@@ -23,7 +23,7 @@ class ViewPair:
     """The reference frame and its chosen source (None: single-view mode).
 
     ``T_src_ref`` is ``inv(T_world_src) @ T_world_ref`` (identity in single-view mode); ``reason`` says why
-    this source was chosen (``baseline``, ``newest``) or why there is none (``no_pose``, ``no_history``,
+    this source was chosen (``baseline``, ``farthest``) or why there is none (``no_pose``, ``no_history``,
     ``too_old``, ``pose_jump``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``).
     """
 

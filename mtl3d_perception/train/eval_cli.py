@@ -5,6 +5,10 @@ SPEC: ``synthetic:SPLIT[:NUM_SCENES]``, or ``KIND:/path[:start:end]`` with KIND 
 the last 20 %). Posed frames are evaluated against their depth (and semantic labels when present), NYUv2
 against all tasks.
 Both modes are run: two-view (real source view and poses) and single-view (duplicated reference).
+Two-view pairs each reference with the source view the node would pick (:func:`two_view_source`: the runtime's
+``source_selection.select_source`` with its default rules over every earlier frame), so the numbers are those of the
+robot on the same stream, at 30 Hz or on keyframes alike; ``--gap N`` pairs it with the frame N back instead (the
+fixed protocol of sessions 1-11's tables in models/README.md).
 """
 
 from __future__ import annotations
@@ -30,11 +34,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=f"torch device: {DEVICES} (default: auto)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated, of: {', '.join(MODES)} (default: {','.join(MODES)})")
-    parser.add_argument("--gap", type=positive_int, default=None, metavar="N", help="source frame gap for sequences/synthetic (default: 2)")
+    parser.add_argument("--gap", type=positive_int, default=None, metavar="N",
+                        help="two-view source: the frame N back (default: the one the node would pick, by its "
+                             "min_baseline_m / min_rotation_deg / history_size defaults)")
     parser.add_argument("--montages", type=non_negative_int, default=2, metavar="N",
                         help="montage PNGs per SPEC and mode (default: 2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar per SPEC on a terminal")
+
+
+def two_view_source(source, gap: int | None):
+    """``source`` (a ``data.datasets.SourceConfig``) with the two-view mode's pairing: ``gap`` frames back, or with
+    None the runtime's rule (``neighbour: pairing`` over every earlier frame of the range, ``min_baseline_m``,
+    ``min_rotation_deg`` and ``history_size`` at ``PairingConfig``'s defaults, the node's). A reference with no
+    earlier frame runs single-view, as the node's first frame does (the ``single`` baseline bin counts them).
+    NYUv2 (single images) is returned as it is."""
+    import dataclasses
+
+    from mtl3d_perception.source_selection import PairingConfig
+
+    if source.kind == "nyuv2":
+        return source
+    if gap is not None:
+        return dataclasses.replace(source, neighbour="gap", eval_gap=gap)
+    return dataclasses.replace(source, neighbour="pairing", eval_gap=1, min_baseline=PairingConfig().min_baseline_m)
+
+
+def pairing_description(gap: int | None) -> dict:
+    """What :func:`two_view_source` does, for metrics.json and report.md."""
+    from mtl3d_perception.source_selection import PairingConfig
+
+    if gap is not None:
+        return {"rule": "gap", "gap": gap}
+    rule = PairingConfig()
+    return {"rule": "runtime", "min_baseline_m": rule.min_baseline_m, "min_rotation_deg": rule.min_rotation_deg,
+            "history_size": rule.history_size}
 
 
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
@@ -45,7 +79,6 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
 
     ``progress``: a progress bar per data spec (on a terminal only).
     """
-    import dataclasses
 
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
     from mtl3d_perception.data.synthetic import scene_provenance
@@ -58,14 +91,14 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     model = load_checkpoint(checkpoint, map_location=dev)
     out = output_folder(out)
     report: dict = {"checkpoint": str(checkpoint), "input_size": list(model.config.input_size),
-                    "trained_on": model.checkpoint_metadata.get("trained_on"), "results": {}}
+                    "trained_on": model.checkpoint_metadata.get("trained_on"), "pairing": pairing_description(gap),
+                    "results": {}}
     slugs: list[str] = []
     for spec in specs:
         source = parse_data_spec(spec)
         if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
             report["synthetic_scenes"] = scene_provenance()
-        if gap is not None:
-            source = dataclasses.replace(source, eval_gap=gap)
+        source = two_view_source(source, gap)
         dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
@@ -115,6 +148,13 @@ def render_report(report: dict) -> str:
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
+    pairing = report.get("pairing")
+    if pairing and pairing["rule"] == "gap":
+        lines += [f"Two-view source: the frame {pairing['gap']} back (`--gap`)", ""]
+    elif pairing:
+        lines += [f"Two-view source: the one the node would pick (the most recent earlier frame >= "
+                  f"{pairing['min_baseline_m']} m away or turned >= {pairing['min_rotation_deg']} deg among the last "
+                  f"{pairing['history_size']}, else the widest baseline; none before the first frame)", ""]
     if "synthetic_scenes" in report:
         scenes = report["synthetic_scenes"]
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
