@@ -52,7 +52,7 @@ for v in "${variants[@]}"; do
     echo "$v: trained for $steps steps, scores up to date"
   else
     echo "$v: evaluating (log $out/eval_$v.log)"
-    "$mtl3d" eval "$ckpt" --data "$real" --data "$syn" --out "$out/eval_$v" --no-progress > "$out/eval_$v.log" 2>&1
+    "$mtl3d" eval "$ckpt" --data "$real" --data "$syn" --gap 2 --out "$out/eval_$v" --no-progress > "$out/eval_$v.log" 2>&1
   fi
 done
 python3 - "$out" "$steps" "$real" "$syn" "${variants[@]}" <<'EOF'

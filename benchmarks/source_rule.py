@@ -5,9 +5,10 @@
 
 For every reference frame in ``--ranges`` (fractions of the sequence) the model predicts depth once with each
 earlier frame 1..``--max-back`` frames back as its source (and once single-view); each rule of the grid
-(``min_baseline_m`` x ``min_rotation_deg`` x ``history_size``) is then applied with the runtime's own
-``source_selection.select_source`` to the frames before the reference (every frame in the history, the age limit
-lifted: keyframe sequences have no real stamps), and the abs rel of the pairs it picks is pooled over every
+(``min_baseline_m`` x ``min_rotation_deg`` x ``history_size``; ``history_size`` at most ``--max-back``) is then
+applied with the runtime's own ``source_selection.select_source`` to the frames before the reference (every frame in
+the history; the age and pose-jump limits lifted, so only the rule's geometry is compared: keyframe sequences have no
+real stamps), and the abs rel of the pairs it picks is pooled over every
 labelled pixel, as ``mtl3d eval`` pools. Printed per range: single view, each fixed gap (with its median baseline),
 then each rule (abs rel, the median baseline of its pairs, how many references fell back to ``farthest``).
 Choose on one range, report the other: session 12 chose the runtime's defaults (``PairingConfig``) on the
@@ -134,8 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: --data {args.data!r}: expected a posed sequence, KIND:/path with KIND one of "
               f"{', '.join(POSED_KINDS)}", file=sys.stderr)
         return 2
+    if max(args.history) > args.max_back:
+        print(f"ERROR: --history {max(args.history)} needs --max-back >= {max(args.history)} (got {args.max_back}): the "
+              "frames a rule may pick must have been predicted", file=sys.stderr)
+        return 2
     try:
         source = parse_data_spec(args.data)
+        if (source.start, source.end) != (0, 1.0):
+            print(f"ERROR: --data {args.data!r} has a frame range; give the whole sequence and choose frames with "
+                  "--ranges (the sources of the first references lie before a range)", file=sys.stderr)
+            return 2
         model = load_checkpoint(args.checkpoint).eval()
         n = len(build_dataset([source], image_size=tuple(model.config.input_size), num_views=2))
     except (OSError, ValueError) as exc:
@@ -149,7 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: no reference frame in {args.ranges} of {n} frames has {args.max_back} earlier ones",
               file=sys.stderr)
         return 2
-    errors = pair_errors(model, args.data, refs, args.max_back)
+    try:
+        errors = pair_errors(model, args.data, refs, args.max_back)
+    except (OSError, ValueError) as exc:  # an unreadable frame of the sequence
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    if sum(errors[r, 0][1] for r in refs) == 0:
+        print(f"ERROR: {args.data}: no labelled depth pixel in the reference frames; the rules need depth ground truth",
+              file=sys.stderr)
+        return 2
     for name, rs in sets.items():
         print(f"## {args.data} frames {name} ({len(rs)} references)")
         print(f"single view: {_pooled(errors, dict.fromkeys(rs, 0)):.4f}")

@@ -14,7 +14,7 @@ reference duplicated with an identity pose, DESIGN §5).
 
 The defaults were measured with the shipped model on the real HoloLens frames (``benchmarks/source_rule.py``):
 the sweet spot of its cost volume is a 15-25 cm baseline (abs rel 0.110 on the design frames at a median
-16 cm vs 0.115 at 7 cm with the earlier 5 cm / 5 deg); a rotation alone gives no parallax, so it only counts
+19 cm vs 0.115 at 7 cm with the earlier 5 cm / 5 deg); a rotation alone gives no parallax, so it only counts
 from 15 deg. DeepVideoMVS (Duzceker et al., CVPR 2021) picks keyframes at a similar 15 cm optimum.
 """
 

@@ -38,6 +38,8 @@ def test_rules_pick_their_pairs_on_real_frames(hololens_dir):
     (["--data", "sequence:x", "--ranges", "0.8:0.6"], "expected 0 <= START < END <= 1, got '0.8:0.6'"),
     (["--data", "sequence:x", "--history", "0"], "expected whole numbers >= 1, got '0'"),
     (["--data", "sequence:x", "--baselines", "-1"], "expected finite numbers >= 0, got '-1'"),
+    (["--data", "sequence:x", "--history", "8", "--max-back", "4"], "--history 8 needs --max-back >= 8 (got 4)"),
+    (["--data", "sequence:x:0.5:1.0"], "has a frame range; give the whole sequence and choose frames with --ranges"),
 ])
 def test_bad_arguments_end_with_one_line(args, message):
     res = _run(str(SHIPPED), *args)
@@ -47,3 +49,14 @@ def test_bad_arguments_end_with_one_line(args, message):
 def test_a_missing_sequence_is_one_error_line(tmp_path):
     res = _run(str(SHIPPED), "--data", f"sequence:{tmp_path / 'none'}")
     assert res.returncode == 2 and res.stderr.startswith("ERROR: ") and "Traceback" not in res.stderr
+
+
+def test_a_sequence_without_depth_is_one_error_line(hololens_dir, tmp_path):
+    seq = tmp_path / "no_depth"
+    seq.mkdir()
+    for name in ("images", "poses.txt", "K.txt"):  # linked in place, never copied
+        (seq / name).symlink_to(hololens_dir / name)
+    res = _run(str(SHIPPED), "--data", f"sequence:{seq}", "--ranges", "0.97:1.0", "--max-back", "1", "--history", "1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"ERROR: sequence:{seq}: no labelled depth pixel in the reference frames; the rules " \
+                                 "need depth ground truth"

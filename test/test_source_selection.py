@@ -151,3 +151,18 @@ def test_eval_pairs_each_reference_as_the_node_does(ref, expected):
     assert evaluated == expected
     fixed = two_view_source(SourceConfig(kind="sequence", path="unused"), 2)
     assert choose_sources(poses, ref, 0, len(poses), 1, fixed, None, stamps)[0] == (ref - 2 if ref >= 2 else ref + 2)
+
+
+def test_eval_keeps_the_node_age_limit_on_recorded_stamps_only():
+    """A slow 10 Hz camera (1 cm a frame): 15 cm lies 1.5 s back, past the node's max_pair_age_s, so the node (and
+    eval on recorded stamps) takes the widest baseline within 1 s; keyframes without timestamps have made-up stamps,
+    where the age limit is lifted."""
+    from mtl3d_perception.train.eval_cli import two_view_source
+
+    poses = _poses([0.01] * 20)
+    stamps = np.arange(21) / 10.0
+    cfg = two_view_source(SourceConfig(kind="sequence", path="unused"), None)
+    node = _runtime_choice(poses, 20, PairingConfig(), rate_hz=10.0)
+    assert node == 10  # 1.0 s back, 10 cm: the widest the node may use
+    assert choose_sources(poses, 20, 0, 21, 1, cfg, None, stamps)[0] == node
+    assert choose_sources(poses, 20, 0, 21, 1, cfg, None, stamps, nominal_stamps=True)[0] == 5  # 15 cm back

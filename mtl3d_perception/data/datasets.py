@@ -172,18 +172,20 @@ def apply_label_regime(available: dict[str, bool], regime: str, rng: np.random.G
 
 
 def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg: SourceConfig,
-                   rng: np.random.Generator | None, stamps: np.ndarray | None = None) -> list[int]:
+                   rng: np.random.Generator | None, stamps: np.ndarray | None = None,
+                   nominal_stamps: bool = False) -> list[int]:
     """Indices of ``num`` source frames for frame ``ref`` among frames ``[lo, hi)``.
 
     Earlier frames are preferred (the robot pairs a frame with an earlier one); a sequence of one
     frame pairs it with itself. ``neighbour: baseline`` draws among frames whose camera centre is
     ``[min_baseline, max_baseline]`` m and whose rotation at most ``max_rotation_deg`` from the reference.
     ``neighbour: pairing`` applies the runtime's rule (:func:`select_source`) to a simulated history, so it
-    needs ``stamps`` (seconds per frame); it returns ``ref`` itself where the runtime would run single-view.
+    needs ``stamps`` (seconds per frame; ``nominal_stamps``: made up from a nominal rate, so not a time the age
+    limit may judge); it returns ``ref`` itself where the runtime would run single-view.
     ``rng`` None gives the deterministic evaluation choice.
     """
     if cfg.neighbour == "pairing":
-        return _pairing_sources(poses, stamps, ref, lo, num, cfg, rng)
+        return _pairing_sources(poses, stamps, ref, lo, num, cfg, rng, nominal_stamps)
     out: list[int] = []
     for k in range(num):
         if cfg.neighbour == "gap":
@@ -209,14 +211,16 @@ def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg:
 
 
 def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo: int, num: int,
-                     cfg: SourceConfig, rng: np.random.Generator | None) -> list[int]:
+                     cfg: SourceConfig, rng: np.random.Generator | None, nominal_stamps: bool = False) -> list[int]:
     """Sources picked by the runtime rule from a simulated frame history (``neighbour: pairing``).
 
     The history holds every ``step``-th earlier frame (a node that processes every step-th camera frame),
     at most ``history_size`` of them. Training draws ``step`` in [1, max_gap], ``min_baseline_m`` in
     [min_baseline, max_baseline] and ``min_rotation_deg`` in [5, 15] (the spread of pairs a robot sees);
-    evaluation uses step ``eval_gap``, ``min_baseline`` and the default rotation. The age limit is lifted
-    (sequences without timestamps have nominal stamps), the pose-jump limits are the runtime's.
+    evaluation uses step ``eval_gap``, ``min_baseline`` and the default rotation. The pose-jump limits are the
+    runtime's. The age limit is the runtime's in evaluation on recorded stamps (a slow camera's 15 cm may lie more
+    than ``max_pair_age_s`` back, and the node would not reach it); it is lifted in training (the drawn ``step``
+    stretches time) and on ``nominal_stamps`` (keyframes without timestamps: their spacing is not time).
     """
     if stamps is None:
         msg = "neighbour 'pairing' needs frame stamps; this source has none"
@@ -230,8 +234,9 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
         step, min_baseline, min_rotation = max(1, cfg.eval_gap), cfg.min_baseline, base.min_rotation_deg
     history = list(range(ref - step, lo - 1, -step))[: base.history_size][::-1]  # oldest first
     ages = [float(stamps[ref] - stamps[j]) for j in history]
+    max_age = max([base.max_pair_age_s, *ages]) if rng is not None or nominal_stamps else base.max_pair_age_s
     pairing = PairingConfig(min_baseline_m=min_baseline, min_rotation_deg=min_rotation,
-                            max_pair_age_s=max([1.0, *ages]), history_size=base.history_size)
+                            max_pair_age_s=max_age, history_size=base.history_size)
     out: list[int] = []
     for _ in range(num):
         choice = select_source(poses[ref], [poses[j] for j in history], ages, pairing)
@@ -378,13 +383,15 @@ class FramesDataset(SourceDataset):
         self.poses = np.asarray(self.frames.poses, np.float64)[self.indices]
         stamps = getattr(self.frames, "stamps", None)  # seconds; sources without stamps get the nominal rate
         self.stamps = (np.arange(n) / DEFAULT_RATE_HZ if stamps is None else np.asarray(stamps, np.float64))[self.indices]
+        # a sequence folder without timestamps.txt has stamps made up from a nominal rate (data.sequence)
+        self.nominal_stamps = stamps is None or not getattr(self.frames, "has_timestamps", True)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def load(self, index, rng):
         local = [index, *choose_sources(self.poses, index, 0, len(self.indices), self.num_views - 1, self.cfg, rng,
-                                        self.stamps)]
+                                        self.stamps, self.nominal_stamps)]
         frames = [int(self.indices[j]) for j in local]
         tasks = set(self.cfg.tasks)
         need_depth = bool(tasks & {"depth", "normals"})

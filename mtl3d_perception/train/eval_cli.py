@@ -5,10 +5,11 @@ SPEC: ``synthetic:SPLIT[:NUM_SCENES]``, or ``KIND:/path[:start:end]`` with KIND 
 the last 20 %). Posed frames are evaluated against their depth (and semantic labels when present), NYUv2
 against all tasks.
 Both modes are run: two-view (real source view and poses) and single-view (duplicated reference).
-Two-view pairs each reference with the source view the node would pick (:func:`two_view_source`: the runtime's
-``source_selection.select_source`` with its default rules over every earlier frame), so the numbers are those of the
-robot on the same stream, at 30 Hz or on keyframes alike; ``--gap N`` pairs it with the frame N back instead (the
-fixed protocol of sessions 1-11's tables in models/README.md).
+Two-view pairs each reference with the source view a node processing every frame would pick
+(:func:`two_view_source`: the runtime's ``source_selection.select_source`` with its default rules over the earlier
+frames of the range), so the numbers are those of the robot on the same stream, at 30 Hz or on keyframes alike (a node
+that drops frames under load has fewer candidates); ``--gap N`` pairs it with the frame N back instead (the fixed
+protocol of sessions 1-11's tables in models/README.md).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     model = load_checkpoint(checkpoint, map_location=dev)
     out = output_folder(out)
     report: dict = {"checkpoint": str(checkpoint), "input_size": list(model.config.input_size),
-                    "trained_on": model.checkpoint_metadata.get("trained_on"), "pairing": pairing_description(gap),
-                    "results": {}}
+                    "trained_on": model.checkpoint_metadata.get("trained_on"), "results": {}}
+    if any(parse_data_spec(spec).kind != "nyuv2" for spec in specs):  # NYUv2 images are single views
+        report["pairing"] = pairing_description(gap)
     slugs: list[str] = []
     for spec in specs:
         source = parse_data_spec(spec)
@@ -154,7 +156,8 @@ def render_report(report: dict) -> str:
     elif pairing:
         lines += [f"Two-view source: the one the node would pick (the most recent earlier frame >= "
                   f"{pairing['min_baseline_m']} m away or turned >= {pairing['min_rotation_deg']} deg among the last "
-                  f"{pairing['history_size']}, else the widest baseline; none before the first frame)", ""]
+                  f"{pairing['history_size']}, else the widest baseline; the first frame of each range or scene has "
+                  "none and runs single-view)", ""]
     if "synthetic_scenes" in report:
         scenes = report["synthetic_scenes"]
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
