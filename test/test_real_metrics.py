@@ -37,6 +37,9 @@ def test_abs_rel_by_baseline_bin():
     assert r["depth/abs_rel_baseline_single"] == pytest.approx(0.1)
     assert r["depth/abs_rel_baseline_0.05-0.10m"] == pytest.approx(0.2)
     assert r["depth/abs_rel_baseline_>=0.40m"] == pytest.approx(0.0)
+    # how many frames each bin holds, and the median parallax of the frames with a source (0.07 and 0.5 m)
+    assert (r["depth/frames_baseline_single"], r["depth/frames_baseline_0.05-0.10m"]) == (1, 1)
+    assert r["depth/baseline_median_m"] == pytest.approx(0.285)
     assert [baseline_bin(b) for b in (0.0, 0.02, 0.15, 0.3)] == ["single", "<0.05m", "0.10-0.20m", "0.20-0.40m"]
 
 

@@ -196,7 +196,16 @@ def test_summary_files_and_single_view_comparison(synthetic_replay):
     stamps = {seconds_to_ns(f.stamp) for f in frames}
     sources = [r["multi_view"]["source_stamp_ns"] for r in metrics["per_frame"][1:]]
     assert all(type(s) is int and s in stamps for s in sources), sources
+    # each frame's parallax: the distance between its camera centre and its source's (0 for the single-view first)
+    centre = {seconds_to_ns(f.stamp): f.T_world_cam[:3, 3] for f in frames}
+    for f, r in zip(frames, metrics["per_frame"]):
+        src = r["multi_view"]["source_stamp_ns"]
+        expected = 0.0 if src is None else float(np.linalg.norm(centre[src] - f.T_world_cam[:3, 3]))
+        assert r["multi_view"]["baseline_m"] == pytest.approx(expected, abs=1e-6)
+    binned = {k: v for k, v in mv["metrics"].items() if k.startswith("depth/frames_baseline_")}
+    assert sum(binned.values()) == len(frames) and binned["depth/frames_baseline_single"] == 1
     report = (out / "report.md").read_text()
+    assert "Median baseline of the two-view frames" in report and "(1 frame)" in report
     assert "multi-view | single-view" in report and "temporal consistency" in report
     assert "The model outputs no depth confidence" in report and not (out / "sparsification.png").exists()
     assert any("no depth confidence" in note for note in metrics["notes"])

@@ -65,15 +65,17 @@ class _CountingModel(torch.nn.Module):
 def test_each_frame_encoded_once_and_paired(model):
     counting = _CountingModel(model)
     pipe = PerceptionPipeline(counting, _config(min_baseline_m=0.1, max_pair_age_s=1.0))
-    reasons = []
+    reasons, baselines = [], []
     for i in range(4):
         products = pipe.process(_frame(i, x=0.06 * i))
         reasons.append((products.pair_reason, products.source_stamp_ns))
+        baselines.append(products.baseline_m)
     assert pipe.model.encoded == 4  # the pipeline runs its own (inference) copy of the model
     assert reasons[0] == ("no_history", None)
     assert reasons[1] == ("farthest", 0)  # 6 cm < 10 cm: the widest baseline there is
     assert reasons[2] == ("baseline", 0)  # 12 cm to frame 0
     assert reasons[3] == ("baseline", S // 10)
+    assert baselines == pytest.approx([0.0, 0.06, 0.12, 0.12])  # the parallax each frame had
     assert set(pipe._features) == set(pipe.history.keys)
 
 

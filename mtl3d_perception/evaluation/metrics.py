@@ -404,7 +404,8 @@ class RealDepthMeter:
 
     Per image: the scale ratio ``median(pred / gt)`` and the abs rel after scaling the prediction by
     ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
-    ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`). With a confidence map, the
+    ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`), with the number of frames in each
+    bin (``frames_baseline_*``: a bin of one frame says little) and the median baseline of the frames with a source. With a confidence map, the
     sparsification curve (:func:`sparsification`), the confidence threshold of each of its points
     (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
     NaN where the confidence ranks no pixel (one value everywhere, as in single-view mode).
@@ -421,7 +422,8 @@ class RealDepthMeter:
         self._kept = 0
         self.ratios: list[float] = []
         self.scaled = np.zeros(2, np.float64)  # n, sum |s p - g| / g
-        self.bins: dict[str, np.ndarray] = {}
+        self.bins: dict[str, np.ndarray] = {}  # name -> (pixels, sum of abs rel, frames)
+        self.baselines: list[float] = []  # metres, each frame with a source
         self.errors: list[np.ndarray] = []
         self.confidences: list[np.ndarray] = []
 
@@ -443,8 +445,10 @@ class RealDepthMeter:
             self.scaled += (g.numel(), float(((s * p - g).abs() / g).sum()))
             if baseline_m is not None:
                 name = baseline_bin(float(baseline_m[i]))
-                self.bins.setdefault(name, np.zeros(2, np.float64))
-                self.bins[name] += (len(rel), rel.sum())
+                self.bins.setdefault(name, np.zeros(3, np.float64))
+                self.bins[name] += (len(rel), rel.sum(), 1)
+                if name != "single":
+                    self.baselines.append(float(baseline_m[i]))
             if c_all is not None:
                 self.errors.append(rel[::self._stride].astype(np.float32))
                 self.confidences.append(c_all[i][mask].numpy()[::self._stride])
@@ -460,8 +464,11 @@ class RealDepthMeter:
         k = self.prefix
         out = {f"{k}/abs_rel_median_scaled": float(self.scaled[1] / self.scaled[0]),
                f"{k}/scale_ratio_median": float(np.median(self.ratios))}
-        for name, (n, total) in sorted(self.bins.items()):
+        for name, (n, total, frames) in sorted(self.bins.items()):
             out[f"{k}/abs_rel_baseline_{name}"] = float(total / n)
+            out[f"{k}/frames_baseline_{name}"] = float(frames)
+        if self.baselines:  # the parallax the two-view frames had
+            out[f"{k}/baseline_median_m"] = float(np.median(self.baselines))
         if self.errors:
             err, conf = np.concatenate(self.errors), np.concatenate(self.confidences)
             curve = sparsification(err, conf)

@@ -119,7 +119,8 @@ class ModeEvaluator:
             confidence = None  # the curve covers two-view frames: single-view ones have ~0 everywhere
             if products.depth_confidence is not None and not products.single_view:
                 confidence = torch.from_numpy(_resize(products.depth_confidence, hw))[None, None]
-            self.meters["depth_real"].update(pred_t, gt_t, confidence=confidence)
+            self.meters["depth_real"].update(pred_t, gt_t, baseline_m=torch.tensor([products.baseline_m]),
+                                             confidence=confidence)
             if products.normals is not None:
                 pred_n = _resize(products.normals, hw)
                 gt_n = gt.normals.copy()
@@ -340,6 +341,7 @@ class ReplayEvaluation:
                 values["single_view_fallback"] = products.single_view
                 values["pair_reason"] = products.pair_reason
                 values["source_stamp_ns"] = products.source_stamp_ns
+                values["baseline_m"] = products.baseline_m
             record[mode] = values
         self.records.append(record)
         if self.montage.wants(item["index"]):

@@ -138,6 +138,29 @@ def no_curve_reason(s: dict[str, Any]) -> str | None:
     return "no two-view frame had ground-truth depth" if s["ground_truth"]["depth"] else "the bag has no ground-truth depth"
 
 
+def _pairing_lines(mv: dict[str, Any]) -> list[str]:
+    """How the multi-view run chose its source views: the reasons counted, the median baseline and abs rel per
+    baseline bin with its frame count (``RealDepthMeter``), so a 30 Hz stream's short pairs show."""
+    if not mv.get("pair_reasons"):
+        return []
+    lines = ["Source-view choice (multi-view run): " + ", ".join(f"{k} {v}" for k, v in sorted(mv["pair_reasons"].items()))
+             + " (`baseline`: the most recent frame at least `min_baseline_m` away or turned `min_rotation_deg`; "
+             "`farthest`: none was, so the widest baseline in the history; the others ran single-view: "
+             "docs/replay.md).", ""]
+    metrics = mv.get("metrics", {})
+    if "depth/baseline_median_m" in metrics:
+        bins = sorted(k.removeprefix("depth/frames_baseline_") for k in metrics if k.startswith("depth/frames_baseline_"))
+        lines += [f"Median baseline of the two-view frames: {metrics['depth/baseline_median_m']:.3f} m. Depth abs rel by "
+                  "baseline: " + ", ".join(f"{b} {metrics[f'depth/abs_rel_baseline_{b}']:.3f} "
+                                           f"({_frames(metrics[f'depth/frames_baseline_{b}'])})" for b in bins), ""]
+    return lines
+
+
+def _frames(count: float) -> str:
+    n = int(count)
+    return f"{n} frame" + ("" if n == 1 else "s")
+
+
 def metrics_table(summary: dict[str, Any]) -> list[str]:
     """Markdown table rows of the headline metrics, one column per mode that ran."""
     modes = [m for m in MODES if m in summary]
@@ -214,9 +237,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
               "resolution. Temporal consistency: each frame's predicted depth is moved into the previous posed "
               "frame with the TF poses and compared with that frame's predicted depth (pixels seen by both).", ""]
     mv = s.get("multi_view", {})
-    if mv.get("pair_reasons"):
-        lines += ["Source-view choice (multi-view run): "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(mv["pair_reasons"].items())), ""]
+    lines += _pairing_lines(mv)
     lines += _confidence_section(s, mv)
     lines += ["## Latency per stage (ms, multi-view run)", "", "| stage | p50 | p95 | mean |", "|---|---|---|---|"]
     for stage, v in mv.get("latency_ms", {}).items():

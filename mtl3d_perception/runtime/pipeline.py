@@ -234,6 +234,7 @@ class PerceptionPipeline:
         products.single_view = pair.single_view
         products.pair_reason = pair.reason
         products.source_stamp_ns = None if pair.src is None else pair.src.stamp_ns
+        products.baseline_m = 0.0 if pair.src is None else float(np.linalg.norm(pair.T_src_ref[:3, 3]))
         products.warnings = warnings
         timings["total"] = time.perf_counter() - t_start
         products.timings = timings

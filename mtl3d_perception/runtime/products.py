@@ -37,6 +37,8 @@ class Products:
         single_view: True when no source view was used (duplicated reference, identity pose).
         pair_reason: why this source was chosen or why there is none (see ``history.ViewPair``).
         source_stamp_ns: the source frame's stamp, or None in single-view mode.
+        baseline_m: the distance between the source's and this frame's camera centres (metres; 0 in single view),
+            the parallax the cost volume had.
         timings: stage -> seconds, stages from ``STAGES``.
         warnings: (kind, message) for bad input the pipeline recovered from (NaN pose, time jump, ...).
         classes: class names indexing ``semantic``.
@@ -58,6 +60,7 @@ class Products:
     single_view: bool = True
     pair_reason: str = ""
     source_stamp_ns: int | None = None
+    baseline_m: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     classes: tuple[str, ...] = ()

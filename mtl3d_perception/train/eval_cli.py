@@ -69,7 +69,7 @@ def pairing_description(gap: int | None) -> dict:
         return {"rule": "gap", "gap": gap}
     rule = PairingConfig()
     return {"rule": "runtime", "min_baseline_m": rule.min_baseline_m, "min_rotation_deg": rule.min_rotation_deg,
-            "history_size": rule.history_size}
+            "history_size": rule.history_size, "max_pair_age_s": rule.max_pair_age_s}
 
 
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
@@ -156,8 +156,9 @@ def render_report(report: dict) -> str:
     elif pairing:
         lines += [f"Two-view source: the one the node would pick (the most recent earlier frame >= "
                   f"{pairing['min_baseline_m']} m away or turned >= {pairing['min_rotation_deg']} deg among the last "
-                  f"{pairing['history_size']}, else the widest baseline; the first frame of each range or scene has "
-                  "none and runs single-view)", ""]
+                  f"{pairing['history_size']}, within {pairing.get('max_pair_age_s', 1.0):g} s on recorded stamps, else "
+                  "the widest baseline; the first frame of each range or scene has none and runs single-view; "
+                  "`depth/frames_baseline_*` counts the frames of each baseline bin)", ""]
     if "synthetic_scenes" in report:
         scenes = report["synthetic_scenes"]
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
@@ -168,7 +169,8 @@ def render_report(report: dict) -> str:
         lines.append("| metric | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         for name in names:
-            cells = [format_metric(modes[c]["metrics"][name]) if name in modes[c]["metrics"] else "" for c in cols]
+            fmt = "{:.0f}" if "/frames_" in name else "{:.4f}"  # counts (RealDepthMeter's frames per baseline bin)
+            cells = [format_metric(modes[c]["metrics"][name], fmt) if name in modes[c]["metrics"] else "" for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("| samples | " + " | ".join(str(modes[c]["num_samples"]) for c in cols) + " |")
         lines.append("| s / sample | " + " | ".join(f"{modes[c]['seconds_per_sample']:.4f}" for c in cols) + " |")
