@@ -251,3 +251,26 @@ def test_freezing_every_part_is_refused(tmp_path):
     # a loss term's own parameters (cross_task's) would train while the network never changed
     with pytest.raises(ConfigError, match=r"leaves no trainable parameter in the network"):
         Trainer(smoke(tmp_path / "b", "model.freeze=[encoder, cvm, heads]", "loss.extra={cross_task: {weight: 0.5}}"))
+
+
+def test_a_reference_paired_with_itself_is_left_out_of_cross_view():
+    """With the node's pairing a scene's first frame has no earlier one and runs single-view (its source is itself);
+    comparing it with itself would add pixels of zero disagreement to the cross-view metric."""
+    from torch.utils.data import Subset
+
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.train.eval_cli import two_view_source
+    from mtl3d_perception.train.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48), num_depth=8, cvm_layers=1))
+    source = two_view_source(SourceConfig(split="val", num_scenes=1, frames_per_scene=2), None)
+    data = build_dataset([source], image_size=(64, 48))
+    assert torch.equal(data[0].poses[0, 1], data[0].poses[0, 0])  # frame 0: its own source
+    both = evaluate(model, data, batch_size=2, modes=("two_view",), montage_batches=0)["two_view"]["metrics"]
+    second = evaluate(model, Subset(data, [1]), batch_size=2, modes=("two_view",),
+                      montage_batches=0)["two_view"]["metrics"]
+    assert both["cross_view/abs_rel"] == pytest.approx(second["cross_view/abs_rel"], rel=1e-9)
+    assert second["cross_view/abs_rel"] > 0

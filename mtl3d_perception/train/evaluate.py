@@ -78,9 +78,13 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
                 ref = {k: v[:, 0].float() for k, v in out.items() if isinstance(v, torch.Tensor)}
                 baseline = (batch.poses[:, 1, :3, 3] - batch.poses[:, 0, :3, 3]).norm(dim=-1) if batch.num_views > 1 \
                     else torch.zeros(batch.batch_size)
-                if batch.num_views > 1:
-                    meters[mode].cross_view.update(out["depth"][:, 0].float(), out["depth"][:, 1].float(),
-                                                   batch.K[:, 0], batch.K[:, 1], batch.poses[:, 0], batch.poses[:, 1])
+                # a reference paired with itself (no earlier frame: single view, as the node's first frame) has no
+                # second view to disagree with
+                other = (batch.poses[:, 1] != batch.poses[:, 0]).flatten(1).any(1) if batch.num_views > 1 else None
+                if other is not None and other.any():
+                    i = other.nonzero()[:, 0].to(out["depth"].device)
+                    meters[mode].cross_view.update(out["depth"][i, 0].float(), out["depth"][i, 1].float(),
+                                                   batch.K[i, 0], batch.K[i, 1], batch.poses[i, 0], batch.poses[i, 1])
             else:
                 single = batch.single_view()
                 with ctx():
