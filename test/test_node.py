@@ -324,6 +324,7 @@ def test_live_tf_from_another_process_gives_two_view_frames():
         values = h.diag()
         assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"  # only the first frame
         assert values["last_pair_reason"] == "baseline"
+        assert values["last_baseline_m"] == "0.250"  # the parallax it had: 0.75 - 0.5 m
     finally:
         h.close()
         publisher.terminate()

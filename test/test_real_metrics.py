@@ -11,6 +11,7 @@ from mtl3d_perception.evaluation.metrics import (
     SPARSIFICATION_FRACTIONS,
     RealDepthMeter,
     baseline_bin,
+    baseline_bin_names,
     confidence_thresholds,
     smoothed_depth_normals,
     sparsification,
@@ -40,6 +41,13 @@ def test_abs_rel_by_baseline_bin():
     # how many frames each bin holds, and the median parallax of the frames with a source (0.07 and 0.5 m)
     assert (r["depth/frames_baseline_single"], r["depth/frames_baseline_0.05-0.10m"]) == (1, 1)
     assert r["depth/baseline_median_m"] == pytest.approx(0.285)
+    # a two-view pair without translation (standing still, turning in place) is not "single": a source was used
+    meter = RealDepthMeter()
+    meter.update(pred, gt, None, torch.tensor([0.0, 0.0, 0.5]), two_view=torch.tensor([False, True, True]))
+    r = meter.compute()
+    assert (r["depth/frames_baseline_single"], r["depth/frames_baseline_<0.05m"]) == (1, 1)
+    assert r["depth/baseline_median_m"] == pytest.approx(0.25)
+    assert baseline_bin_names() == ["single", "<0.05m", "0.05-0.10m", "0.10-0.20m", "0.20-0.40m", ">=0.40m"]
     assert [baseline_bin(b) for b in (0.0, 0.02, 0.15, 0.3)] == ["single", "<0.05m", "0.10-0.20m", "0.20-0.40m"]
 
 

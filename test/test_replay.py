@@ -26,6 +26,7 @@ from mtl3d_perception.classes import class_index
 from mtl3d_perception.data.bag import BagError, bag_topics, read_bag, seconds_to_ns, typestore, write_bag
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame, write_sequence
 from mtl3d_perception.data.synthetic import default_intrinsics, scene_provenance
+from mtl3d_perception.evaluation.metrics import baseline_bin_names
 from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
@@ -138,6 +139,21 @@ def synthetic_replay(tmp_path_factory, tiny_model):
     return frames, root / "out", summary
 
 
+def test_baselines_are_reported_without_ground_truth(tmp_path, tiny_model):
+    """A user's own camera has no depth ground truth: the report still says what parallax the pairs had."""
+    frames = render_frames(5, 4, SIZE)
+    bag = write_bag(frames, tmp_path / "bag")
+    summary = replay_bag(bag, tmp_path / "out", tiny_model, quiet(depth_gt_topic="", semantic_gt_topic=""))
+    base = summary["multi_view"]["baselines"]
+    per_frame = json.loads((tmp_path / "out" / "metrics.json").read_text())["per_frame"]
+    assert all(r["multi_view"]["source_stamp_ns"] is not None for r in per_frame[1:])  # frames 1-3 are two-view
+    assert base["frames"]["single"] == 1 and sum(base["frames"].values()) == len(frames)
+    expected = [r["multi_view"]["baseline_m"] for r in per_frame[1:]]
+    assert all(b > 0 for b in expected) and base["median_m"] == pytest.approx(float(np.median(expected)))
+    line = next(t for t in (tmp_path / "out" / "report.md").read_text().splitlines() if t.startswith("Median baseline"))
+    assert "(1 frame)" in line and "abs rel" not in line  # counts only: no ground truth to score
+
+
 # ------------------------------------------------------------------------------------------------ output bag
 
 
@@ -204,8 +220,14 @@ def test_summary_files_and_single_view_comparison(synthetic_replay):
         assert r["multi_view"]["baseline_m"] == pytest.approx(expected, abs=1e-6)
     binned = {k: v for k, v in mv["metrics"].items() if k.startswith("depth/frames_baseline_")}
     assert sum(binned.values()) == len(frames) and binned["depth/frames_baseline_single"] == 1
+    # the same counts without ground truth (a user's own camera), in bin order, and the median of the two-view frames
+    counts = mv["baselines"]["frames"]
+    assert counts == {k.removeprefix("depth/frames_baseline_"): v for k, v in binned.items()}
+    assert list(counts) == [b for b in baseline_bin_names() if b in counts] and counts["single"] == 1
+    two_view = [r["multi_view"]["baseline_m"] for r in metrics["per_frame"][1:]]
+    assert mv["baselines"]["median_m"] == pytest.approx(float(np.median(two_view)))
     report = (out / "report.md").read_text()
-    assert "Median baseline of the two-view frames" in report and "(1 frame)" in report
+    assert "Median baseline of the two-view frames" in report and "single (1 frame, abs rel" in report
     assert "multi-view | single-view" in report and "temporal consistency" in report
     assert "The model outputs no depth confidence" in report and not (out / "sparsification.png").exists()
     assert any("no depth confidence" in note for note in metrics["notes"])

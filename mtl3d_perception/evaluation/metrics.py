@@ -312,15 +312,24 @@ SPARSIFICATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 CONFIDENCE_RESOLUTION = 1e-4
 
 
-def baseline_bin(baseline_m: float) -> str:
-    """The name of the baseline bin of a pair ``baseline_m`` metres apart: ``single``, ``0.05-0.10m``, ``>=0.40m``."""
+def baseline_bin(baseline_m: float, two_view: bool | None = None) -> str:
+    """The name of the baseline bin of a pair ``baseline_m`` metres apart: ``single``, ``<0.05m``, ``0.05-0.10m``, ...,
+    ``>=0.40m``. ``single`` is a frame without a source; by default any pair under 1 mm counts as one, with
+    ``two_view`` given a two-view pair with no translation (a camera standing still or turning in place) is
+    ``<0.05m`` and a frame without a source ``single`` whatever its baseline."""
     edges = BASELINE_BINS_M
-    if baseline_m < edges[0]:
+    if two_view is False or (baseline_m < edges[0] and two_view is None):
         return "single"
     for lo, hi in itertools.pairwise(edges):
         if baseline_m < hi:
             return f"{lo:.2f}-{hi:.2f}m" if lo >= 0.01 else f"<{hi:.2f}m"
     return f">={edges[-1]:.2f}m"
+
+
+def baseline_bin_names() -> list[str]:
+    """Every :func:`baseline_bin` name, from ``single`` up to the widest (the order a report lists them in)."""
+    return ["single", *(baseline_bin(hi - 1e-9, True) for hi in BASELINE_BINS_M[1:]),
+            baseline_bin(BASELINE_BINS_M[-1], True)]
 
 
 def confidence_ranks(confidence: np.ndarray) -> bool:
@@ -428,8 +437,10 @@ class RealDepthMeter:
         self.confidences: list[np.ndarray] = []
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None,
-               baseline_m: torch.Tensor | None = None, confidence: torch.Tensor | None = None) -> None:
-        """pred, label ``[N,1,H,W]`` metres; valid ``[N]``; baseline_m ``[N]`` metres; confidence ``[N,1,H,W]``."""
+               baseline_m: torch.Tensor | None = None, confidence: torch.Tensor | None = None,
+               two_view: torch.Tensor | None = None) -> None:
+        """pred, label ``[N,1,H,W]`` metres; valid ``[N]``; baseline_m ``[N]`` metres; confidence ``[N,1,H,W]``;
+        two_view ``[N]`` bool: the frame had a source (None: judged by ``baseline_m``, see :func:`baseline_bin`)."""
         p_all = pred.detach().double().reshape(pred.shape[0], -1).cpu()
         g_all = label.double().reshape(label.shape[0], -1).cpu()
         ok_img = _valid_images(valid, label.shape[0], "cpu")
@@ -444,7 +455,7 @@ class RealDepthMeter:
             s = float(g.median() / p.median())
             self.scaled += (g.numel(), float(((s * p - g).abs() / g).sum()))
             if baseline_m is not None:
-                name = baseline_bin(float(baseline_m[i]))
+                name = baseline_bin(float(baseline_m[i]), None if two_view is None else bool(two_view[i]))
                 self.bins.setdefault(name, np.zeros(3, np.float64))
                 self.bins[name] += (len(rel), rel.sum(), 1)
                 if name != "single":
@@ -464,7 +475,7 @@ class RealDepthMeter:
         k = self.prefix
         out = {f"{k}/abs_rel_median_scaled": float(self.scaled[1] / self.scaled[0]),
                f"{k}/scale_ratio_median": float(np.median(self.ratios))}
-        for name, (n, total, frames) in sorted(self.bins.items()):
+        for name, (n, total, frames) in self.bins.items():
             out[f"{k}/abs_rel_baseline_{name}"] = float(total / n)
             out[f"{k}/frames_baseline_{name}"] = float(frames)
         if self.baselines:  # the parallax the two-view frames had
@@ -496,11 +507,13 @@ class MultiTaskMeter:
         self.geometric = DepthMeter()  # the cost volume's own read-out ("depth_geometric")
         self.geometric_real = RealDepthMeter("geometric")
 
-    def update(self, outputs: dict[str, torch.Tensor], batch, baseline_m: torch.Tensor | None = None) -> None:
+    def update(self, outputs: dict[str, torch.Tensor], batch, baseline_m: torch.Tensor | None = None,
+               two_view: torch.Tensor | None = None) -> None:
         """``outputs`` for the reference view; labels are taken from view 0 of ``batch``.
 
         ``baseline_m`` [B]: the distance between the reference and source cameras of each sample (0 in
-        single-view mode); default: from ``batch.poses`` (views 0 and 1), 0 for a one-view batch.
+        single-view mode); default: from ``batch.poses`` (views 0 and 1), 0 for a one-view batch. ``two_view`` [B]
+        bool: whether each sample had a source (None: judged by the baseline, ``baseline_bin``).
         """
         if baseline_m is None:
             baseline_m = (batch.poses[:, 1, :3, 3] - batch.poses[:, 0, :3, 3]).norm(dim=-1) if batch.poses.shape[1] > 1 \
@@ -510,11 +523,12 @@ class MultiTaskMeter:
         if "depth" in outputs:
             valid = batch.valid["depth"][:, 0]
             self.depth.update(outputs["depth"], batch.depth[:, 0], valid)
-            self.real.update(outputs["depth"], batch.depth[:, 0], valid, baseline_m, outputs.get("depth_confidence"))
+            self.real.update(outputs["depth"], batch.depth[:, 0], valid, baseline_m, outputs.get("depth_confidence"),
+                             two_view)
             if "depth_geometric" in outputs:
                 self.geometric.update(outputs["depth_geometric"], batch.depth[:, 0], valid)
                 self.geometric_real.update(outputs["depth_geometric"], batch.depth[:, 0], valid, baseline_m,
-                                           outputs.get("depth_matching_confidence"))
+                                           outputs.get("depth_matching_confidence"), two_view)
             if "normals" in outputs and valid.any():
                 self.normals_smoothed.update(outputs["normals"], smoothed_depth_normals(batch.depth[:, 0], batch.K[:, 0]),
                                              valid)

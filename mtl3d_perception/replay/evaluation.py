@@ -37,6 +37,8 @@ from mtl3d_perception.evaluation.metrics import (
     NormalsMeter,
     RealDepthMeter,
     SemanticMeter,
+    baseline_bin,
+    baseline_bin_names,
     sparsification_rows,
 )
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
@@ -89,6 +91,8 @@ class ModeEvaluator:
         self.frames = 0
         self.single_view = 0
         self.pair_reasons: Counter[str] = Counter()
+        self.baseline_bins: Counter[str] = Counter()  # frames per baseline bin, with or without ground truth
+        self.baselines: list[float] = []  # metres, the two-view frames'
         self._previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # depth, K, pose
 
     def add(self, products: Products, T_world_cam: np.ndarray | None, gt: GroundTruth | None) -> dict[str, float]:
@@ -96,6 +100,9 @@ class ModeEvaluator:
         self.frames += 1
         self.single_view += int(products.single_view)
         self.pair_reasons[products.pair_reason] += 1
+        self.baseline_bins[baseline_bin(products.baseline_m, not products.single_view)] += 1
+        if not products.single_view:
+            self.baselines.append(products.baseline_m)
         for stage, seconds in products.timings.items():
             self.latency[stage].append(seconds * 1e3)
         frame: dict[str, float] = {}
@@ -120,7 +127,7 @@ class ModeEvaluator:
             if products.depth_confidence is not None and not products.single_view:
                 confidence = torch.from_numpy(_resize(products.depth_confidence, hw))[None, None]
             self.meters["depth_real"].update(pred_t, gt_t, baseline_m=torch.tensor([products.baseline_m]),
-                                             confidence=confidence)
+                                             confidence=confidence, two_view=torch.tensor([not products.single_view]))
             if products.normals is not None:
                 pred_n = _resize(products.normals, hw)
                 gt_n = gt.normals.copy()
@@ -171,6 +178,9 @@ class ModeEvaluator:
             "single_view_frames": self.single_view,
             "single_view_rate": self.single_view / self.frames if self.frames else 0.0,
             "pair_reasons": dict(self.pair_reasons),
+            # the parallax of the pairs, ground truth or not (a slow camera's short pairs show here)
+            "baselines": {"median_m": float(np.median(self.baselines)) if self.baselines else None,
+                          "frames": {b: self.baseline_bins[b] for b in baseline_bin_names() if self.baseline_bins[b]}},
         }
 
 

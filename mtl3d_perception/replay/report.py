@@ -139,20 +139,22 @@ def no_curve_reason(s: dict[str, Any]) -> str | None:
 
 
 def _pairing_lines(mv: dict[str, Any]) -> list[str]:
-    """How the multi-view run chose its source views: the reasons counted, the median baseline and abs rel per
-    baseline bin with its frame count (``RealDepthMeter``), so a 30 Hz stream's short pairs show."""
+    """How the multi-view run chose its source views: the reasons counted, the median baseline and the frames per
+    baseline bin (``ModeEvaluator``), with the depth abs rel of each bin where there was ground truth
+    (``RealDepthMeter``), so a slow 30 Hz stream's short pairs show."""
     if not mv.get("pair_reasons"):
         return []
     lines = ["Source-view choice (multi-view run): " + ", ".join(f"{k} {v}" for k, v in sorted(mv["pair_reasons"].items()))
              + " (`baseline`: the most recent frame at least `min_baseline_m` away or turned `min_rotation_deg`; "
              "`farthest`: none was, so the widest baseline in the history; the others ran single-view: "
              "docs/replay.md).", ""]
-    metrics = mv.get("metrics", {})
-    if "depth/baseline_median_m" in metrics:
-        bins = sorted(k.removeprefix("depth/frames_baseline_") for k in metrics if k.startswith("depth/frames_baseline_"))
-        lines += [f"Median baseline of the two-view frames: {metrics['depth/baseline_median_m']:.3f} m. Depth abs rel by "
-                  "baseline: " + ", ".join(f"{b} {metrics[f'depth/abs_rel_baseline_{b}']:.3f} "
-                                           f"({_frames(metrics[f'depth/frames_baseline_{b}'])})" for b in bins), ""]
+    baselines, metrics = mv.get("baselines", {}), mv.get("metrics", {})
+    if baselines.get("median_m") is not None:
+        bins = [f"{name} ({_frames(n)}" + (f", abs rel {metrics[f'depth/abs_rel_baseline_{name}']:.3f})"
+                                           if f"depth/abs_rel_baseline_{name}" in metrics else ")")
+                for name, n in baselines["frames"].items()]
+        lines += [f"Median baseline of the two-view frames: {baselines['median_m']:.3f} m. By baseline (`single`: no "
+                  "source): " + ", ".join(bins) + ".", ""]
     return lines
 
 

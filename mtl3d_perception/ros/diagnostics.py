@@ -64,6 +64,7 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
         values.append((f"latency_{stage}_p50_ms", f"{p50 * 1e3:.2f}"))
         values.append((f"latency_{stage}_p95_ms", f"{p95 * 1e3:.2f}"))
     values.append(("last_pair_reason", snapshot["last_pair_reason"]))
+    values.append(("last_baseline_m", f"{snapshot.get('last_baseline_m', 0.0):.3f}"))
     values.append(("last_problem", snapshot["last_problem"]))
     values.append(("last_error", snapshot["last_error"]))
     return level, message, values

@@ -167,7 +167,7 @@ class FrameDriver:
                 self.problem(kind, message)
         latency = (self.clock() - job.arrived_ns) * 1e-9 if end_to_end else None
         self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
-                              end_to_end_s=latency)
+                              end_to_end_s=latency, baseline_m=products.baseline_m)
         return products
 
     def apply(self, config: Any) -> None:

@@ -51,6 +51,7 @@ class RuntimeStats:
         self.last_error = ""
         self._last_error_at = -np.inf
         self.last_pair_reason = ""
+        self.last_baseline_m = 0.0  # metres between the last frame's camera and its source's (0: single view)
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump a plain counter (``received``, ``dropped``, ...)."""
@@ -78,7 +79,7 @@ class RuntimeStats:
                 self._last_problem_at = self.clock()
 
     def frame_done(self, timings: dict[str, float], *, single_view: bool, pair_reason: str,
-                   end_to_end_s: float | None = None) -> None:
+                   end_to_end_s: float | None = None, baseline_m: float = 0.0) -> None:
         with self._lock:
             now = self.clock()
             self.counts["processed"] += 1
@@ -89,6 +90,7 @@ class RuntimeStats:
             if end_to_end_s is not None:
                 self._latency["end_to_end"].append(end_to_end_s)
             self.last_pair_reason = pair_reason
+            self.last_baseline_m = baseline_m
             if single_view:
                 self.counts["single_view"] += 1
             # the first frame (after start or a reset) has no source by design: not a fallback
@@ -127,4 +129,5 @@ class RuntimeStats:
                 "idle_s": now - self._done_at[-1] if self._done_at else None,
                 "rate_window_s": self.rate_window_s,
                 "last_pair_reason": self.last_pair_reason,
+                "last_baseline_m": self.last_baseline_m,
             }

@@ -78,11 +78,12 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
                 ref = {k: v[:, 0].float() for k, v in out.items() if isinstance(v, torch.Tensor)}
                 baseline = (batch.poses[:, 1, :3, 3] - batch.poses[:, 0, :3, 3]).norm(dim=-1) if batch.num_views > 1 \
                     else torch.zeros(batch.batch_size)
-                # a reference paired with itself (no earlier frame: single view, as the node's first frame) has no
-                # second view to disagree with
-                other = (batch.poses[:, 1] != batch.poses[:, 0]).flatten(1).any(1) if batch.num_views > 1 else None
-                if other is not None and other.any():
-                    i = other.nonzero()[:, 0].to(out["depth"].device)
+                # a reference paired with itself (no earlier frame: single view, as the node's first frame) is not a
+                # two-view sample, and has no second view to disagree with
+                two_view = ((batch.poses[:, 1] != batch.poses[:, 0]).flatten(1).any(1) if batch.num_views > 1
+                            else torch.zeros(batch.batch_size, dtype=torch.bool))
+                if two_view.any():
+                    i = two_view.nonzero()[:, 0]
                     meters[mode].cross_view.update(out["depth"][i, 0].float(), out["depth"][i, 1].float(),
                                                    batch.K[i, 0], batch.K[i, 1], batch.poses[i, 0], batch.poses[i, 1])
             else:
@@ -91,8 +92,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
                     out = model(single.images, single.K, single.poses)
                 ref = {k: v.float() for k, v in out.items() if isinstance(v, torch.Tensor)}
                 baseline = torch.zeros(batch.batch_size)
+                two_view = torch.zeros(batch.batch_size, dtype=torch.bool)
             seconds[mode] += time.perf_counter() - t
-            meters[mode].update(ref, batch, baseline.cpu())
+            meters[mode].update(ref, batch, baseline.cpu(), two_view.cpu())
             if b < montage_batches:
                 pics[mode].append(montage(batch, ref, depth_range=cfg.depth_range, palette=cfg.palette))
         bar.update(batch.batch_size)
