@@ -65,16 +65,19 @@ def plot_depth_error(path: Path, records: list[dict[str, Any]], modes: tuple[str
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     t0 = records[0]["stamp_ns"] if records else 0
-    for mode, style in zip(modes, ("-", "--")):
+    # the modes differ in line style and marker (dots: multi-view, open squares: single-view), the metrics in colour
+    for mode, style, marker in zip(modes, ("-", "--"), (".", "s")):
         for key, label, colour in (("depth/abs_rel", "depth abs rel vs GT", "C0"),
                                    ("temporal/abs_rel", "temporal abs rel", "C1")):
             pts = [((r["stamp_ns"] - t0) * 1e-9, r[mode][key]) for r in records if key in r.get(mode, {})]
             if pts:
                 x, y = zip(*pts)
-                ax.plot(x, y, style, color=colour, marker=".", label=f"{label} ({mode.replace('_', '-')})")
+                ax.plot(x, y, style, color=colour, marker=marker, markersize=3 if marker == "s" else 6,
+                        markerfacecolor="none" if marker == "s" else colour, alpha=0.6 if marker == "s" else 1.0,
+                        label=f"{label} ({mode.replace('_', '-')})")
     fallback = [(r["stamp_ns"] - t0) * 1e-9 for r in records if r["multi_view"].get("single_view_fallback")]
     if fallback:
-        ax.plot(fallback, [0.0] * len(fallback), "x", color="red", label="single-view fallback")
+        ax.plot(fallback, [0.0] * len(fallback), "x", color="red", label="single-view fallback (marked at 0)")
     ax.set_xlabel("bag time (s)")
     ax.set_ylabel("abs rel")
     ax.set_title("Depth error over time")
