@@ -414,9 +414,9 @@ class RealDepthMeter:
     Per image: the scale ratio ``median(pred / gt)`` and the abs rel after scaling the prediction by
     ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
     ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`), with the number of frames in each
-    bin (``frames_baseline_*``: a bin of one frame says little) and the median baseline of the frames with a source. With a confidence map, the
-    sparsification curve (:func:`sparsification`), the confidence threshold of each of its points
-    (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
+    bin (``frames_baseline_*``: a bin of one frame says little) and the median baseline of the frames with a
+    source. With a confidence map, the sparsification curve (:func:`sparsification`), the confidence threshold of
+    each of its points (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
     NaN where the confidence ranks no pixel (one value everywhere, as in single-view mode).
 
     The curve's pixels are kept in memory (8 bytes each); past ``max_pixels`` every other one is dropped, and

@@ -156,8 +156,9 @@ def _pairing_lines(mv: dict[str, Any]) -> list[str]:
         bins = [f"{name} ({_frames(n)}" + (f", abs rel {metrics[f'depth/abs_rel_baseline_{name}']:.3f})"
                                            if f"depth/abs_rel_baseline_{name}" in metrics else ")")
                 for name, n in baselines["frames"].items()]
-        lines += [f"Median baseline of the two-view frames: {baselines['median_m']:.3f} m. By baseline (`single`: no "
-                  "source): " + ", ".join(bins) + ".", ""]
+        scored = "; abs rel over those with ground-truth depth" if any("abs rel" in b for b in bins) else ""
+        lines += [f"Median baseline of the two-view frames: {baselines['median_m']:.3f} m. Frames by baseline (`single`: "
+                  f"no source{scored}): " + ", ".join(bins) + ".", ""]
     return lines
 
 

@@ -80,7 +80,6 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
 
     ``progress``: a progress bar per data spec (on a terminal only).
     """
-
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
     from mtl3d_perception.data.synthetic import scene_provenance
     from mtl3d_perception.evaluation.montage import save_png
