@@ -174,12 +174,13 @@ def test_sweep_aggregation_needs_the_geometric_depth():
     from mtl3d_perception.model.config import ConfigError
 
     with pytest.raises(ConfigError, match="sweep_aggregation 5 needs geometric_depth: true"):
-        resolve_config("cpu").replace(geometric_depth=False)
+        resolve_config("cpu").replace(geometric_depth=False, prior_scale_alignment=False)
     resolve_config("tiny").replace(sweep_aggregation=1)  # the paper-only presets: 1, no error
 
 
 def test_paper_only_variant_has_no_geometric_outputs():
-    cfg = resolve_config("cpu").replace(pretrained=False, geometric_depth=False, sweep_aggregation=1)
+    cfg = resolve_config("cpu").replace(pretrained=False, geometric_depth=False, sweep_aggregation=1,
+                                        prior_scale_alignment=False)
     model = build_model(cfg).eval()
     images = torch.rand(1, 2, 3, H, W)
     K = torch.tensor([[FX, 0, (W - 1) / 2], [0, FX, (H - 1) / 2], [0, 0, 1.0]]).expand(1, 2, 3, 3)

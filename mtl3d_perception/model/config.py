@@ -71,6 +71,12 @@ class ModelConfig:
     # The confidence head also sees the final depth: its inverse depth scaled to [0, 1] and its local log-gradient
     # (depth edges). False: the four matching cues only (the stage-6 head).
     confidence_depth_cues: bool = False
+    # Prior scale alignment (session 13): before the gate, the depth head's prior is rescaled per image to the
+    # geometry (heads.Predictor.prior_scale: the mean log ratio weighted by the gate and the parallax, shrunk to 1
+    # where little is matched), so a prior whose scale is wrong for a room or camera takes the metric scale of what
+    # was matched (as monocular depth is aligned to metric points, Ranftl et al. 2022, MiDaS). False: the prior as the
+    # head gives it (checkpoints from before it load as that).
+    prior_scale_alignment: bool = False
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -104,6 +110,10 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.confidence_depth_cues and not self.confidence_head:
             msg = "confidence_depth_cues needs confidence_head: true"
+            raise ConfigError(msg)
+        if self.prior_scale_alignment and not self.geometric_depth:
+            msg = ("prior_scale_alignment needs geometric_depth: true (it aligns the prior to the geometric depth); "
+                   "use false for a model without it")
             raise ConfigError(msg)
         if self.sweep_aggregation < 1 or self.sweep_aggregation % 2 == 0:
             msg = f"sweep_aggregation must be an odd window size >= 1 (1 = none), got {self.sweep_aggregation}"

@@ -128,6 +128,41 @@ def window_mean(logits: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(logits, k, 1, k // 2, count_include_pad=False)
 
 
+def epipolar_span(K: torch.Tensor, T_src_ref: torch.Tensor, size: tuple[int, int], grid: tuple[int, int],
+                  depth_range: tuple[float, float]) -> torch.Tensor:
+    """How far the plane sweep's candidates reach in the source image: for each cell of the sweep's ``grid``, the
+    length in pixels of the segment its epipolar line covers between ``depth_range[0]`` and ``depth_range[1]``.
+
+    The parallax the pair offers there: 0 for pure rotation and at the epipole of a forward move, ``f b (1/z_min -
+    1/z_max)`` for a sideways baseline ``b``. Below about one pixel per candidate the sweep's expectation is a
+    sub-pixel interpolation, biased towards the middle of the range (session 13, models/README.md).
+
+    Args:
+        K: [N,3,3] intrinsics at the input ``size`` = (H, W), shared by reference and sources.
+        T_src_ref: [N,S,4,4] reference-camera points into each source camera.
+        grid: (h, w) cells of the sweep (stride H/h); their centres are the pixels measured.
+        depth_range: (z_min, z_max) in metres, the sweep's candidates' range.
+
+    Returns:
+        [N,1,h,w] pixels (input resolution), the widest over the S sources. A candidate behind a source camera
+        counts as reaching far (its depth clamped to 1 mm in that camera).
+    """
+    (H, W), (h, w) = size, grid
+    K = K.float()
+    ys = (torch.arange(h, device=K.device, dtype=K.dtype) + 0.5) * (H / h) - 0.5
+    xs = (torch.arange(w, device=K.device, dtype=K.dtype) + 0.5) * (W / w) - 0.5
+    v, u = torch.meshgrid(ys, xs, indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3)  # [1, hw, 3]
+    rays = pix @ torch.linalg.inv(K).transpose(-1, -2)  # [N, hw, 3], z = 1
+    R, t = T_src_ref[..., :3, :3].float(), T_src_ref[..., None, :3, 3].float()  # [N,S,3,3], [N,S,1,3]
+    ends = []
+    for z in depth_range:
+        p = (rays[:, None] * z @ R.transpose(-1, -2) + t) @ K[:, None].transpose(-1, -2)  # [N, S, hw, 3]
+        ends.append(p[..., :2] / p[..., 2:].clamp_min(1e-3))
+    span = (ends[0] - ends[1]).norm(dim=-1).amax(1)  # [N, hw]
+    return span.view(-1, 1, h, w)
+
+
 def read_out(logits: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Geometric depth and confidence from plane-sweep logits.
 

@@ -14,6 +14,10 @@
   ``inv = g (inv_geo + r) + (1 - g) inv_prior`` with the gate ``g = confidence * sigmoid(.)``, a bounded
   residual ``r`` and the learned prior ``inv_prior`` (the sigmoid mapping above), all in inverse depth;
   so matched pixels follow the geometry and unmatched ones (confidence ~0) fall back to the prior.
+  With ``prior_scale_alignment`` the prior is first rescaled per image to the geometry's scale
+  (``Predictor.prior_scale``): a room or camera whose scale the prior gets wrong keeps the structure of the prior and
+  the metric scale of what was matched. Each pixel counts by its gate and by the parallax the pair offers there
+  (``geometric.epipolar_span``; ``Predictor.align_weight``): a sweep that covers less than ~1 px per candidate is biased.
 - The published ``depth_confidence`` is the matching confidence (``depth_matching_confidence``, the sweep's
   peakedness) times the agreement of the two independent estimates, ``exp(-|log(inv_prior / inv_geo)| / s)``
   with ``s = AGREEMENT_LOG_SCALE``: a consistency check in the spirit of stereo's left-right check. On the
@@ -29,7 +33,8 @@
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
   the error estimate does the ranking. On the held-out HoloLens frames the shipped head (trained in stage 12 on rooms
   the network never saw, with the depth cues; shipped on the stage-14 network) ranks the final depth's errors at 0.65x
-  (top 50 %), 0.49x (top 25 %), 0.41x (top 10 %), against 0.69x at the top 50 % for the agreement confidence of the stage-9 network (stage 7's head
+  (top 50 %), 0.49x (top 25 %), 0.41x (top 10 %) (with the session-13 scale alignment 0.70x / 0.54x / 0.43x: the
+  least-confident pixels improved, the most-confident kept their error), against 0.69x at the top 50 % for the agreement confidence of the stage-9 network (stage 7's head
   on the stage-5 network: 0.68x / 0.49x / 0.42x against 0.74x / 0.63x / 0.56x; models/README.md).
 """
 
@@ -184,11 +189,21 @@ class Predictor(nn.Module):
     output mapping (``output``)."""
 
     RESIDUAL = 0.25  # bound of the geometric residual, as a fraction of the inverse-depth range
+    # Shrinkage of the prior's scale alignment, as a fraction of the image's pixels: with weights summing to
+    # ALIGN_SHRINK * H * W the scale moves half-way to the geometry's. Chosen in session 13 on the design frames
+    # (HoloLens 60-80 %, the same frames centre-cropped to a 46 deg FOV) and synthetic val rooms, on stage 14.
+    ALIGN_SHRINK = 0.2
+    # The alignment weighs a pixel by its gate times min(1, span / ALIGN_FULL_SPAN_PX), ``span`` the sweep's reach
+    # along its epipolar line (geometric.epipolar_span, input pixels): pairs with little parallax (a slow 30 Hz
+    # camera, the epipole of a forward move) give a biased sweep whose scale the prior must not take (session 13).
+    ALIGN_FULL_SPAN_PX = 32.0
 
-    def __init__(self, task: str, cin: int, cout: int, depth_range: tuple[float, float], geometric: bool = False):
+    def __init__(self, task: str, cin: int, cout: int, depth_range: tuple[float, float], geometric: bool = False,
+                 align_prior: bool = False):
         super().__init__()
         self.task = task
         self.geometric = geometric and task == "depth"
+        self.align_prior = align_prior and self.geometric
         self.conv = nn.Conv2d(cin, 3 if self.geometric else cout, 1)  # geometric: prior, residual, gate
         self.inv_min, self.inv_max = 1.0 / depth_range[1], 1.0 / depth_range[0]
         if task == "normals":  # start facing the camera (-z in the optical frame), then learn
@@ -209,10 +224,32 @@ class Predictor(nn.Module):
         """The geometric depth's gate ``g = confidence * sigmoid(.)`` in [0, 1] from the depth conv output ``y``."""
         return confidence * torch.sigmoid(y[:, 2:3])
 
+    @classmethod
+    def prior_scale(cls, inv_prior: torch.Tensor, inv_geo: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The per-image factor ``s`` [N,1,1,1] that takes the prior's inverse depth to the geometry's scale.
+
+        ``log s = sum(w * log(inv_geo / inv_prior)) / (sum(w) + ALIGN_SHRINK * H * W)`` over the image, ``w`` the
+        ``weight`` [N,1,H,W] in [0, 1] (:meth:`align_weight`): the weighted mean log ratio (the least-squares scale in
+        log depth, as monocular depth is aligned to metric points in MiDaS, Ranftl et al. 2022), shrunk towards 1
+        where little is matched, so a single view (weight ~0) keeps the prior as it is. ``inv_prior``, ``inv_geo``:
+        [N,1,H,W] inverse depth, 1/m, > 0.
+        """
+        log_ratio = torch.log(inv_geo.clamp_min(1e-6) / inv_prior)
+        total = weight.sum((2, 3), keepdim=True) + cls.ALIGN_SHRINK * weight.shape[-2] * weight.shape[-1]
+        return torch.exp((weight * log_ratio).sum((2, 3), keepdim=True) / total)
+
+    @classmethod
+    def align_weight(cls, gate: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """How much each pixel's geometry counts in :meth:`prior_scale`: ``gate * min(1, span / ALIGN_FULL_SPAN_PX)``,
+        ``gate`` [N,1,H,W] in [0, 1], ``span`` [N,1,H,W] the sweep's epipolar reach in pixels
+        (``geometric.epipolar_span``)."""
+        return gate * (span / cls.ALIGN_FULL_SPAN_PX).clamp(0.0, 1.0)
+
     def output(self, y: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """The task's output mapping of the upsampled 1x1-conv output ``y`` [N, c, H, W] float32.
 
-        ``geometry`` [N, 2, H, W]: (inverse depth 1/m, confidence) at the same size, for the geometric depth.
+        ``geometry`` [N, 2, H, W]: (inverse depth 1/m, confidence) at the same size, for the geometric depth; with
+        ``align_prior`` [N, 3, H, W], the sweep's epipolar span in pixels third (``geometric.epipolar_span``).
         """
         if self.task == "depth":
             span = self.inv_max - self.inv_min
@@ -223,6 +260,11 @@ class Predictor(nn.Module):
                 inv_geo, conf = geometry[:, :1], geometry[:, 1:2]
                 gate = self.gate(y, conf)
                 refined = inv_geo + self.RESIDUAL * span * torch.tanh(y[:, 1:2])
+                if self.align_prior:
+                    if geometry.shape[1] < 3:
+                        raise ValueError("the prior's scale alignment needs the sweep's epipolar span as a third "
+                                         f"geometry channel, got {geometry.shape[1]} channels")
+                    inv = inv * self.prior_scale(inv, inv_geo, self.align_weight(gate, geometry[:, 2:3]))
                 inv = (gate * refined + (1.0 - gate) * inv).clamp(self.inv_min, self.inv_max)
             return 1.0 / inv
         if self.task == "normals":
@@ -250,7 +292,8 @@ class MultiTaskHeads(nn.Module):
         self.fused_decoders: nn.Module | None = None
         self.refiner = build_refiner(config, dict.fromkeys(TASKS, config.decoder_channels))
         self.predictors = nn.ModuleDict(
-            {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth)
+            {t: Predictor(t, config.decoder_channels, out_channels[t], config.depth_range, config.geometric_depth,
+                          config.prior_scale_alignment)
              for t in TASKS}
         )
         self.depth_cues = config.confidence_depth_cues
@@ -274,7 +317,7 @@ class MultiTaskHeads(nn.Module):
             cvm: concat[C, F] [N, D + C_cvm, h, w] (plus the 2 geometric channels), or None without the CvM.
             size: output (H, W).
             geometry: with ``geometric_depth``, (inverse depth [N,1,h,w] 1/m, confidence [N,1,h,w]) from
-                ``geometric.read_out``; adds "depth_geometric" (metres), "depth_matching_confidence" (the read-out's
+                ``geometric.read_out`` (with ``prior_scale_alignment`` also the sweep's epipolar span [N,1,h,w] px); adds "depth_geometric" (metres), "depth_matching_confidence" (the read-out's
                 confidence) and "depth_confidence" (that times the prior's agreement, or with ``confidence_head``
                 times ``exp(-depth_error / ERROR_SCALE)`` where something was matched, see the module docstring), and with ``confidence_head``
                 "depth_error" (the expected abs rel error), all at ``size``.
@@ -316,14 +359,14 @@ class MultiTaskHeads(nn.Module):
         """``ConfidenceHead`` at the decoder's stride (the sweep's stride 4): ``y`` the depth conv output there."""
         depth = self.predictors["depth"]
         size = y.shape[-2:]
-        inv_geo, matching = (resize_bilinear(t.float(), size) for t in geometry)
+        inv_geo, matching, *epipolar = (resize_bilinear(t.float(), size) for t in geometry)
         probabilities = resize_bilinear(F.softmax(logits.float(), 1), size)
         y = y.float()
         span = depth.inv_max - depth.inv_min
         cues = [matching, depth.gate(y, matching), log_disagreement(depth.prior(y), inv_geo.clamp_min(1e-6)),
                 (inv_geo - depth.inv_min) / span]
         if self.depth_cues:
-            inv = 1.0 / depth.output(y, torch.cat([inv_geo, matching], 1))
+            inv = 1.0 / depth.output(y, torch.cat([inv_geo, matching, *epipolar], 1))
             cues += [(inv - depth.inv_min) / span, log_gradient(inv)]
         cues = torch.cat(cues, 1)
         return self.confidence(task_feats["depth"], probabilities, cues)

@@ -67,7 +67,7 @@ def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict
         parts["geometric"] = geometric
 
     def heads():  # the network's own fusion, read-out of the geometric depth and heads
-        return model._heads(frame, cvm_feat, logits, False)
+        return model._heads(frame, cvm_feat, logits, False, model._span(K, T[:, None], (H, W), logits))
 
     parts["heads"] = heads
     return parts

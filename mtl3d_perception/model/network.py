@@ -23,7 +23,7 @@ from mtl3d_perception import geometry
 from mtl3d_perception.model.config import ModelConfig
 from mtl3d_perception.model.cvm import STRIDE, CrossViewModule, nearest_views, plane_sweep
 from mtl3d_perception.model.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from mtl3d_perception.model.geometric import MatchingFeatures, read_out, window_mean
+from mtl3d_perception.model.geometric import MatchingFeatures, epipolar_span, read_out, window_mean
 from mtl3d_perception.model.heads import MultiTaskHeads
 
 
@@ -158,7 +158,14 @@ class CvMMTL(nn.Module):
         if self.matching is not None:
             src_match = torch.stack([s.matching for s in srcs], 1)
             logits = self.sweep_logits(ref.matching, src_match, K.float(), T_src_ref.float(), ref.size)
-        return self._heads(ref, cvm, logits, return_features)
+        return self._heads(ref, cvm, logits, return_features, self._span(K, T_src_ref, ref.size, logits))
+
+    def _span(self, K: torch.Tensor, T_src_ref: torch.Tensor, size: tuple[int, int],
+              logits: torch.Tensor | None) -> torch.Tensor | None:
+        """``geometric.epipolar_span`` on the sweep's grid where the prior's scale alignment needs it, else None."""
+        if logits is None or not self.config.prior_scale_alignment:
+            return None
+        return epipolar_span(K, T_src_ref, size, logits.shape[-2:], self.config.depth_range)
 
     def sweep_logits(self, ref: torch.Tensor, src: torch.Tensor, K: torch.Tensor, T_src_ref: torch.Tensor,
                      size: tuple[int, int]) -> torch.Tensor:
@@ -176,7 +183,7 @@ class CvMMTL(nn.Module):
         return window_mean(cost, cfg.sweep_aggregation) * math.sqrt(ref.shape[1])
 
     def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, logits: torch.Tensor | None,
-               return_features: bool) -> dict:
+               return_features: bool, span: torch.Tensor | None = None) -> dict:
         H, W = frames.size
         image = self.heads.image_feature(frames.image, (H // STRIDE, W // STRIDE))
         geometry_out = None
@@ -187,7 +194,7 @@ class CvMMTL(nn.Module):
             inv_min, inv_max = 1.0 / cfg.depth_max, 1.0 / cfg.depth_min
             geo = torch.cat([(inv - inv_min) / (inv_max - inv_min), conf], 1)  # at the sweep's stride 4
             cvm = torch.cat([cvm, F.adaptive_avg_pool2d(geo, cvm.shape[-2:]).to(cvm.dtype)], 1)
-            geometry_out = (inv, conf)
+            geometry_out = (inv, conf) if span is None else (inv, conf, span)
         out, task_feats = self.heads(frames.image, image, cvm, (H, W), geometry_out, logits)
         if logits is not None:
             out["depth_logits"] = logits
@@ -245,7 +252,7 @@ class CvMMTL(nn.Module):
             H, W = frames.size
             cross, cost = self.cvm.match(spatial, intrinsics.float(), T.float(), (W, H), all_views=True)
             cvm = torch.cat([cost, cross.to(cost.dtype)], 2)[:, :V].flatten(0, 1)
-        logits = None
+        logits = span = None
         if self.matching is not None:
             match = frames.matching.view(B, V, *frames.matching.shape[1:])
             if V == 1:
@@ -257,8 +264,10 @@ class CvMMTL(nn.Module):
             T_n = T[batch, neighbours, view]  # neighbour <- view
             logits = self.sweep_logits(match.flatten(0, 1), src.flatten(0, 1), intrinsics.flatten(0, 1).float(),
                                        T_n.flatten(0, 1).float(), frames.size)
+            span = self._span(intrinsics.flatten(0, 1), T_n.flatten(0, 1), frames.size, logits)
             logits = logits.view(B, -1, *logits.shape[1:])[:, :V].flatten(0, 1)
-        out = self._heads(frames, cvm, logits, return_features)
+            span = None if span is None else span.view(B, -1, *span.shape[1:])[:, :V].flatten(0, 1)
+        out = self._heads(frames, cvm, logits, return_features, span)
         return _unflatten(out, B, V)
 
 

@@ -1,0 +1,177 @@
+"""The depth prior's per-image scale alignment to the geometric depth (``prior_scale_alignment``, session 13)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtl3d_perception.model import build_model, resolve_config
+from mtl3d_perception.model.config import ConfigError, ModelConfig
+from mtl3d_perception.model.geometric import epipolar_span
+from mtl3d_perception.model.heads import Predictor
+
+H, W = 12, 16
+DEPTH_RANGE = (0.3, 10.0)
+
+
+def _predictor(align: bool) -> Predictor:
+    return Predictor("depth", 8, 1, DEPTH_RANGE, geometric=True, align_prior=align)
+
+
+def _head_output(inv_prior: torch.Tensor, gate_logit: torch.Tensor) -> torch.Tensor:
+    """The depth conv output ``y`` [1,3,H,W] whose prior is ``inv_prior``, residual 0 and gate ``sigmoid(gate_logit)``."""
+    p = _predictor(False)
+    frac = (inv_prior - p.inv_min) / (p.inv_max - p.inv_min)
+    return torch.cat([torch.logit(frac), torch.zeros_like(frac), gate_logit], 1)
+
+
+def test_no_gate_keeps_the_prior_scale():
+    inv_prior = torch.full((2, 1, H, W), 0.5)
+    inv_geo = torch.full((2, 1, H, W), 1.0)
+    assert torch.equal(Predictor.prior_scale(inv_prior, inv_geo, torch.zeros(2, 1, H, W)), torch.ones(2, 1, 1, 1))
+
+
+def test_scale_is_the_shrunk_gate_weighted_log_ratio():
+    """Geometry 2x the prior's inverse depth where the gate is 1 (a quarter of the image), 0.5x where it is 0: only
+    the gated pixels count, and the log ratio is shrunk by ALIGN_SHRINK of the image's pixels."""
+    inv_prior = torch.full((1, 1, H, W), 0.4)
+    inv_geo = torch.full((1, 1, H, W), 0.2)
+    gate = torch.zeros(1, 1, H, W)
+    gate[..., : H // 2, : W // 2] = 1.0
+    inv_geo[..., : H // 2, : W // 2] = 0.8
+    s = Predictor.prior_scale(inv_prior, inv_geo, gate)
+    gated = 0.25
+    expected = math.exp(gated * math.log(2.0) / (gated + Predictor.ALIGN_SHRINK))
+    assert s.shape == (1, 1, 1, 1)
+    assert s.item() == pytest.approx(expected, rel=1e-5)
+    # a full gate with a 2x geometry moves the prior 1 / (1 + ALIGN_SHRINK) of the way in log
+    full = Predictor.prior_scale(inv_prior, 2 * inv_prior, torch.ones(1, 1, H, W))
+    assert full.item() == pytest.approx(2.0 ** (1 / (1 + Predictor.ALIGN_SHRINK)), rel=1e-5)
+
+
+def test_unmatched_pixels_take_the_scale_of_the_matched_ones():
+    """A prior with the right structure at 1.6x the true depth: where the geometry matched (left half, the true
+    inverse depth) the output follows it; on the unmatched right half the aligned prior is the prior times the
+    shrunk scale, nearer the truth than the prior alone."""
+    true_inv = torch.linspace(0.3, 1.2, W).expand(1, 1, H, W).clone()
+    inv_prior = true_inv / 1.6
+    gate_logit = torch.full((1, 1, H, W), -30.0)
+    gate_logit[..., : W // 2] = 30.0
+    y = _head_output(inv_prior, gate_logit)
+    wide = torch.full_like(true_inv, 2 * Predictor.ALIGN_FULL_SPAN_PX)  # the sweep spans 64 px: full parallax
+    geometry = torch.cat([true_inv, torch.ones_like(true_inv), wide], 1)
+    plain = 1.0 / _predictor(False).output(y, geometry[:, :2])
+    aligned = 1.0 / _predictor(True).output(y, geometry)
+    right = (..., slice(W // 2, None))
+    s = math.exp(0.5 * math.log(1.6) / (0.5 + Predictor.ALIGN_SHRINK))
+    assert torch.allclose(aligned[right], inv_prior[right] * s, rtol=1e-4)
+    assert torch.allclose(plain[right], inv_prior[right], rtol=1e-4)
+    left = (..., slice(None, W // 2))
+    assert torch.allclose(aligned[left], true_inv[left], rtol=1e-4) and torch.allclose(plain[left], true_inv[left], rtol=1e-4)
+    err = lambda inv: ((inv[right] / true_inv[right]) - 1).abs().mean().item()  # noqa: E731
+    assert err(aligned) < 0.6 * err(plain)
+
+
+def _twin_models():
+    """The ``cpu`` network (random weights, seed 0) without and with the alignment, sharing every weight."""
+    torch.manual_seed(0)
+    cfg = resolve_config("cpu").replace(pretrained=False)
+    plain = build_model(cfg.replace(prior_scale_alignment=False)).eval()
+    aligned = build_model(cfg.replace(prior_scale_alignment=True)).eval()
+    aligned.load_state_dict(plain.state_dict())
+    return plain, aligned
+
+
+def test_single_view_output_is_unchanged_by_the_alignment():
+    """One view (duplicated, identity pose): the matching confidence and so the gate are ~0, the scale ~1."""
+    plain, aligned = _twin_models()
+    images = torch.rand(1, 1, 3, 120, 160)
+    K = torch.tensor([[120.0, 0, 79.5], [0, 120.0, 59.5], [0, 0, 1]])[None, None]
+    poses = torch.eye(4)[None, None]
+    with torch.no_grad():
+        a, b = plain(images, K, poses)["depth"], aligned(images, K, poses)["depth"]
+    assert torch.allclose(a, b, rtol=1e-3)
+
+
+def test_alignment_needs_the_geometric_depth_and_is_off_for_older_checkpoints():
+    with pytest.raises(ConfigError, match="prior_scale_alignment needs geometric_depth: true"):
+        resolve_config("tiny").replace(prior_scale_alignment=True)
+    assert resolve_config("cpu").prior_scale_alignment is True  # the CPU default since session 13
+    stored = {k: v for k, v in resolve_config("cpu").to_dict().items() if k != "prior_scale_alignment"}
+    assert ModelConfig.from_dict(stored).prior_scale_alignment is False  # a checkpoint from before it loads as off
+    assert _predictor(True).align_prior and not Predictor("normals", 8, 3, DEPTH_RANGE, align_prior=True).align_prior
+
+
+def test_pixels_without_parallax_do_not_move_the_scale():
+    """A sweep that spans half of ALIGN_FULL_SPAN_PX counts half; one that spans nothing (pure rotation, the epipole)
+    not at all, however confident its gate."""
+    inv_prior = torch.full((1, 1, H, W), 0.4)
+    inv_geo = 2 * inv_prior
+    gate = torch.ones(1, 1, H, W)
+    none = Predictor.align_weight(gate, torch.zeros(1, 1, H, W))
+    assert torch.equal(Predictor.prior_scale(inv_prior, inv_geo, none), torch.ones(1, 1, 1, 1))
+    half = Predictor.align_weight(gate, torch.full((1, 1, H, W), Predictor.ALIGN_FULL_SPAN_PX / 2))
+    assert torch.allclose(half, torch.full_like(half, 0.5))
+    assert Predictor.prior_scale(inv_prior, inv_geo, half).item() == pytest.approx(
+        2.0 ** (0.5 / (0.5 + Predictor.ALIGN_SHRINK)), rel=1e-5)
+    y = _head_output(inv_prior, torch.full((1, 1, H, W), 30.0))
+    with pytest.raises(ValueError, match="needs the sweep's epipolar span as a third geometry channel, got 2"):
+        _predictor(True).output(y, torch.cat([inv_geo, gate], 1))
+
+
+FX, CX, CY, SIZE = 100.0, 79.5, 59.5, (120, 160)
+K1 = torch.tensor([[FX, 0, CX], [0, FX, CY], [0, 0, 1.0]])[None]
+
+
+def _T(R: torch.Tensor | None = None, t: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    T = torch.eye(4)
+    if R is not None:
+        T[:3, :3] = R
+    T[:3, 3] = torch.tensor(t)
+    return T[None, None]
+
+
+def test_epipolar_span_of_a_sideways_baseline_is_f_b_times_the_inverse_depth_range():
+    """x translation b: a point at depth z moves f b / z pixels along the row, so the sweep covers f b (1/z_min - 1/z_max)
+    at every pixel (a case with one right answer)."""
+    b, z_range = 0.1, (0.3, 10.0)
+    span = epipolar_span(K1, _T(t=(-b, 0.0, 0.0)), SIZE, (30, 40), z_range)
+    assert span.shape == (1, 1, 30, 40)
+    assert torch.allclose(span, torch.full_like(span, FX * b * (1 / 0.3 - 1 / 10.0)), rtol=1e-4)
+    # the widest of two sources
+    two = torch.cat([_T(t=(-b, 0.0, 0.0)), _T(t=(0.0, -2 * b, 0.0))], 1)
+    assert torch.allclose(epipolar_span(K1, two, SIZE, (30, 40), z_range), 2 * span, rtol=1e-4)
+
+
+def test_epipolar_span_is_zero_for_a_rotation_and_at_the_epipole_of_a_forward_move():
+    c, s = math.cos(0.2), math.sin(0.2)
+    R = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+    assert epipolar_span(K1, _T(R), SIZE, (30, 40), (0.3, 10.0)).abs().max().item() < 1e-3
+    forward = epipolar_span(K1, _T(t=(0.0, 0.0, -0.1)), (120, 160), (120, 160), (0.3, 10.0))[0, 0]
+    centre = forward[59:61, 79:81]  # pixel centres 0.5 px from the principal point (79.5, 59.5)
+    assert centre.max().item() < 0.5 and forward[0, 0].item() > 20.0
+
+
+def test_a_rotation_pair_keeps_the_prior_as_it_is(monkeypatch):
+    """Two views related by a pure rotation: no parallax anywhere, so the aligned network's depth is the plain one's;
+    30 cm sideways the alignment acts, unless the span it is given says the sweep reaches nowhere."""
+    plain, aligned = _twin_models()
+    images = torch.rand(1, 2, 3, 120, 160)
+    K = torch.tensor([[120.0, 0, 79.5], [0, 120.0, 59.5], [0, 0, 1]]).expand(1, 2, 3, 3)
+    poses = torch.eye(4).repeat(1, 2, 1, 1)
+    c, s = math.cos(0.15), math.sin(0.15)
+    poses[0, 1, :3, :3] = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+    with torch.no_grad():
+        a, b = plain(images, K, poses)["depth"], aligned(images, K, poses)["depth"]
+        moved = poses.clone()
+        moved[0, 1, 0, 3] = 0.3  # 30 cm sideways: the alignment acts (the random network's gate is not 0)
+        c2, d2 = plain(images, K, moved)["depth"], aligned(images, K, moved)["depth"]
+    assert torch.allclose(a, b, rtol=1e-4)
+    assert not torch.allclose(c2, d2, rtol=1e-3)
+    monkeypatch.setattr(Predictor, "ALIGN_FULL_SPAN_PX", 1e12)  # every pixel's span counts as ~no parallax
+    with torch.no_grad():
+        assert torch.allclose(aligned(images, K, moved)["depth"], c2, rtol=1e-4)
+        all_views = aligned(images, K, moved, all_views=True)["depth"][:, 0]  # the training path passes it too
+    assert torch.allclose(all_views, c2, rtol=1e-3)
