@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mtl3d_perception import geometry
 from mtl3d_perception.model import build_model, resolve_config
 from mtl3d_perception.model.config import ConfigError, ModelConfig
 from mtl3d_perception.model.geometric import epipolar_span
@@ -121,8 +122,10 @@ def test_pixels_without_parallax_do_not_move_the_scale():
         _predictor(True).output(y, torch.cat([inv_geo, gate], 1))
 
 
-FX, CX, CY, SIZE = 100.0, 79.5, 59.5, (120, 160)
+FX, CX, CY, SIZE, GRID = 100.0, 71.5, 63.5, (120, 160), (30, 40)  # an off-centre principal point: no symmetry
 K1 = torch.tensor([[FX, 0, CX], [0, FX, CY], [0, 0, 1.0]])[None]
+Z_RANGE = (0.3, 10.0)
+DEPTHS = geometry.depth_candidates(*Z_RANGE, 32, like=torch.zeros(1))
 
 
 def _T(R: torch.Tensor | None = None, t: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
@@ -133,45 +136,119 @@ def _T(R: torch.Tensor | None = None, t: tuple[float, float, float] = (0.0, 0.0,
     return T[None, None]
 
 
+def _yaw(rad: float) -> torch.Tensor:
+    c, s = math.cos(rad), math.sin(rad)
+    return torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+
+
+def _cell_centres() -> tuple[torch.Tensor, torch.Tensor]:
+    """Input-pixel (u, v) of the sweep cells' centres: stride 4, pixel centres kept (``geometry.scale_intrinsics``)."""
+    s = SIZE[1] / GRID[1]
+    v, u = torch.meshgrid((torch.arange(GRID[0]) + 0.5) * s - 0.5, (torch.arange(GRID[1]) + 0.5) * s - 0.5, indexing="ij")
+    return u, v
+
+
 def test_epipolar_span_of_a_sideways_baseline_is_f_b_times_the_inverse_depth_range():
-    """x translation b: a point at depth z moves f b / z pixels along the row, so the sweep covers f b (1/z_min - 1/z_max)
-    at every pixel (a case with one right answer)."""
-    b, z_range = 0.1, (0.3, 10.0)
-    span = epipolar_span(K1, _T(t=(-b, 0.0, 0.0)), SIZE, (30, 40), z_range)
-    assert span.shape == (1, 1, 30, 40)
-    assert torch.allclose(span, torch.full_like(span, FX * b * (1 / 0.3 - 1 / 10.0)), rtol=1e-4)
+    """x translation b: a point at depth z lands f b / z pixels left, so where the whole path stays in the image the
+    sweep travels f b (1/z_min - 1/z_max) (a case with one right answer); near the left edge, less."""
+    b = 0.1
+    full = FX * b * (1 / Z_RANGE[0] - 1 / Z_RANGE[1])
+    span = epipolar_span(K1, _T(t=(-b, 0.0, 0.0)), SIZE, GRID, DEPTHS)[0, 0]
+    assert span.shape == GRID and span.dtype == torch.float32
+    u, _ = _cell_centres()
+    clear = u - FX * b / Z_RANGE[0] > 0.0  # the nearest candidate still lands inside the image
+    assert torch.allclose(span[clear], torch.full_like(span[clear], full), rtol=1e-3)
+    assert (span[~clear] < full - 1.0).all()
     # the widest of two sources
-    two = torch.cat([_T(t=(-b, 0.0, 0.0)), _T(t=(0.0, -2 * b, 0.0))], 1)
-    assert torch.allclose(epipolar_span(K1, two, SIZE, (30, 40), z_range), 2 * span, rtol=1e-4)
+    two = torch.cat([_T(t=(-b, 0.0, 0.0)), _T(t=(0.0, -b / 2, 0.0))], 1)
+    assert torch.equal(epipolar_span(K1, two, SIZE, GRID, DEPTHS)[0, 0][clear], span[clear])
 
 
-def test_epipolar_span_is_zero_for_a_rotation_and_at_the_epipole_of_a_forward_move():
-    c, s = math.cos(0.2), math.sin(0.2)
-    R = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
-    assert epipolar_span(K1, _T(R), SIZE, (30, 40), (0.3, 10.0)).abs().max().item() < 1e-3
-    forward = epipolar_span(K1, _T(t=(0.0, 0.0, -0.1)), (120, 160), (120, 160), (0.3, 10.0))[0, 0]
-    centre = forward[59:61, 79:81]  # pixel centres 0.5 px from the principal point (79.5, 59.5)
-    assert centre.max().item() < 0.5 and forward[0, 0].item() > 20.0
+def test_epipolar_span_of_a_forward_move_grows_away_from_the_epipole():
+    """Moving 10 cm forward a point at radius r from the principal point lands at r z / (z - 0.1): the path is
+    r (z_min / (z_min - 0.1) - z_max / (z_max - 0.1)) long, 0 at the epipole, checked at every cell whose path stays in
+    the image (the cell centres' half-pixel convention and the (H, W) order both matter here)."""
+    span = epipolar_span(K1, _T(t=(0.0, 0.0, -0.1)), SIZE, GRID, DEPTHS)[0, 0]
+    u, v = _cell_centres()
+    r = torch.hypot(u - CX, v - CY)
+    gain = Z_RANGE[0] / (Z_RANGE[0] - 0.1)
+    near_u, near_v = CX + (u - CX) * gain, CY + (v - CY) * gain
+    clear = (near_u > 0) & (near_u < SIZE[1] - 1) & (near_v > 0) & (near_v < SIZE[0] - 1)
+    expected = r * (gain - Z_RANGE[1] / (Z_RANGE[1] - 0.1))
+    assert clear.sum() > 100
+    assert torch.allclose(span[clear], expected[clear], rtol=1e-3, atol=1e-3)
 
 
-def test_a_rotation_pair_keeps_the_prior_as_it_is(monkeypatch):
-    """Two views related by a pure rotation: no parallax anywhere, so the aligned network's depth is the plain one's;
-    30 cm sideways the alignment acts, unless the span it is given says the sweep reaches nowhere."""
-    plain, aligned = _twin_models()
+def test_epipolar_span_is_zero_for_a_rotation_and_finite_for_candidates_behind_the_source():
+    assert epipolar_span(K1, _T(_yaw(0.2)), SIZE, GRID, DEPTHS).abs().max().item() < 1e-3
+    # 70 degrees of yaw and a source 1 m ahead: many candidates behind the source camera or outside its image
+    for T in (_T(_yaw(1.22)), _T(t=(0.0, 0.0, -1.0))):
+        span = epipolar_span(K1, T, SIZE, GRID, DEPTHS)
+        assert torch.isfinite(span).all() and span.max().item() <= 2 * math.hypot(*SIZE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_epipolar_span_is_the_same_under_autocast(dtype):
+    """The runtime runs the network under fp16/bf16 autocast on a GPU; the span stays float32 (fp16 overflowed)."""
+    T = torch.cat([_T(t=(-0.01, 0.0, 0.0)), _T(_yaw(1.22))], 1)
+    with torch.autocast("cpu", dtype=dtype):
+        low = epipolar_span(K1, T, SIZE, GRID, DEPTHS)
+    assert low.dtype == torch.float32
+    assert torch.equal(low, epipolar_span(K1, T, SIZE, GRID, DEPTHS))
+
+
+def _pair_inputs(t_x: float = 0.3, R: torch.Tensor | None = None):
+    """Random images and a second view t_x m sideways (and rotated by R) of the first."""
+    torch.manual_seed(1)
     images = torch.rand(1, 2, 3, 120, 160)
     K = torch.tensor([[120.0, 0, 79.5], [0, 120.0, 59.5], [0, 0, 1]]).expand(1, 2, 3, 3)
     poses = torch.eye(4).repeat(1, 2, 1, 1)
-    c, s = math.cos(0.15), math.sin(0.15)
-    poses[0, 1, :3, :3] = torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+    poses[0, 1, 0, 3] = t_x
+    if R is not None:
+        poses[0, 1, :3, :3] = R
+    return images, K, poses
+
+
+def test_the_span_reaches_the_depth_head_in_the_streaming_and_training_paths(monkeypatch):
+    """30 cm sideways the alignment acts; each view's depth from the all-views (training) path equals the reference
+    path's with that view first; and a span the head is told is ~0 everywhere leaves the prior as it is."""
+    plain, aligned = _twin_models()
+    images, K, poses = _pair_inputs()
     with torch.no_grad():
         a, b = plain(images, K, poses)["depth"], aligned(images, K, poses)["depth"]
-        moved = poses.clone()
-        moved[0, 1, 0, 3] = 0.3  # 30 cm sideways: the alignment acts (the random network's gate is not 0)
-        c2, d2 = plain(images, K, moved)["depth"], aligned(images, K, moved)["depth"]
-    assert torch.allclose(a, b, rtol=1e-4)
-    assert not torch.allclose(c2, d2, rtol=1e-3)
+        both = aligned(images, K, poses, all_views=True)["depth"]
+        second = aligned(images[:, [1, 0]], K, poses[:, [1, 0]])["depth"]
+    assert not torch.allclose(a, b, rtol=1e-3)
+    assert torch.allclose(both[:, 0], b, rtol=1e-4) and torch.allclose(both[:, 1], second, rtol=1e-4)
     monkeypatch.setattr(Predictor, "ALIGN_FULL_SPAN_PX", 1e12)  # every pixel's span counts as ~no parallax
     with torch.no_grad():
-        assert torch.allclose(aligned(images, K, moved)["depth"], c2, rtol=1e-4)
-        all_views = aligned(images, K, moved, all_views=True)["depth"][:, 0]  # the training path passes it too
-    assert torch.allclose(all_views, c2, rtol=1e-3)
+        assert torch.allclose(aligned(images, K, poses)["depth"], a, rtol=1e-4)
+        assert torch.allclose(aligned(images, K, poses, all_views=True)["depth"][:, 0], a, rtol=1e-4)
+
+
+def test_the_confidence_head_sees_the_aligned_depth():
+    """With ``confidence_depth_cues`` the head's final-depth cue is the depth the network outputs, alignment included."""
+    torch.manual_seed(0)
+    cfg = resolve_config("cpu").replace(pretrained=False, confidence_head=True, confidence_depth_cues=True)
+    plain = build_model(cfg.replace(prior_scale_alignment=False)).eval()
+    aligned = build_model(cfg.replace(prior_scale_alignment=True)).eval()
+    aligned.load_state_dict(plain.state_dict())
+    images, K, poses = _pair_inputs()
+    cues = []
+    for model in (plain, aligned):
+        model.heads.confidence.register_forward_hook(lambda m, inputs, out: cues.append(inputs[2]))
+        with torch.no_grad():
+            model(images, K, poses)
+    final_depth = 4  # ConfidenceHead.CUES: the first cue after the four matching ones
+    assert not torch.allclose(cues[0][:, final_depth], cues[1][:, final_depth], rtol=1e-4)
+    assert torch.equal(cues[0][:, :final_depth], cues[1][:, :final_depth])  # the matching cues do not change
+
+
+def test_a_wide_rotation_under_half_precision_autocast_keeps_the_depth_finite():
+    """70 degrees of yaw: near candidates behind the source camera. fp16 autocast (the GPU runtime's precision) once
+    overflowed the span to inf and every pixel's depth to NaN."""
+    _, aligned = _twin_models()
+    images, K, poses = _pair_inputs(0.05, _yaw(1.22))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        depth = aligned(images, K, poses)["depth"]
+    assert torch.isfinite(depth).all()

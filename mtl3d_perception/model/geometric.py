@@ -19,6 +19,8 @@ The paper feeds the raw correlation volume to the heads and stops there. Here a 
   soft argmin taken in inverse depth as the candidates are uniform there) and a confidence
   ``1 - H(p) / log D`` in [0, 1]: exactly 0 for a volume flat along depth (single-view mode: the identity
   pose warps every candidate to the same pixel), 1 for a one-hot distribution.
+- ``epipolar_span``: how many pixels the sweep's candidates travel in the source at each cell (the pair's parallax
+  there), which weighs the depth head's prior scale alignment (``prior_scale_alignment``, ``heads.Predictor``).
 
 Why our own code: no maintained library provides a plane-sweep read-out on our cost-volume op.
 """
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl3d_perception.geometry import unit_vectors
+from mtl3d_perception.geometry import resize_intrinsics, unit_vectors
+from mtl3d_perception.ops.cost_volume_reference import pixel_rays, projection_coefficients, source_pixels
 
 # ITU-R BT.601 luma weights
 _LUMA = (0.299, 0.587, 0.114)
@@ -129,37 +132,39 @@ def window_mean(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def epipolar_span(K: torch.Tensor, T_src_ref: torch.Tensor, size: tuple[int, int], grid: tuple[int, int],
-                  depth_range: tuple[float, float]) -> torch.Tensor:
-    """How far the plane sweep's candidates reach in the source image: for each cell of the sweep's ``grid``, the
-    length in pixels of the segment its epipolar line covers between ``depth_range[0]`` and ``depth_range[1]``.
+                  depths: torch.Tensor) -> torch.Tensor:
+    """How far the plane sweep's candidates travel in the source image: for each cell of the sweep's ``grid``, the
+    length in input pixels of the path its ``depths`` trace along the epipolar line, counting the steps between
+    consecutive candidates that both land inside the source image in front of its camera.
 
-    The parallax the pair offers there: 0 for pure rotation and at the epipole of a forward move, ``f b (1/z_min -
-    1/z_max)`` for a sideways baseline ``b``. Below about one pixel per candidate the sweep's expectation is a
-    sub-pixel interpolation, biased towards the middle of the range (session 13, models/README.md).
+    The parallax the pair offers there: 0 for a pure rotation and at the epipole of a forward move, ``f b (1/z_min -
+    1/z_max)`` for a sideways baseline ``b`` where the whole path stays in the image. Below about one pixel per
+    candidate the sweep's expectation is a sub-pixel interpolation, biased towards the middle of the range (session 13,
+    models/README.md). The projection is the sweep's own (``ops.cost_volume_reference``: its coefficients in float64,
+    its pixel centres and its rule for points behind a camera), computed in float32 outside autocast: under fp16 the
+    far ends of near candidates overflow.
 
     Args:
-        K: [N,3,3] intrinsics at the input ``size`` = (H, W), shared by reference and sources.
+        K: [N,3,3] intrinsics at the input ``size``, shared by reference and sources.
         T_src_ref: [N,S,4,4] reference-camera points into each source camera.
-        grid: (h, w) cells of the sweep (stride H/h); their centres are the pixels measured.
-        depth_range: (z_min, z_max) in metres, the sweep's candidates' range.
+        size: (H, W) input pixels.
+        grid: (h, w) cells of the sweep (stride H/h = W/w).
+        depths: [D] candidate depths in metres (``geometry.depth_candidates``).
 
     Returns:
-        [N,1,h,w] pixels (input resolution), the widest over the S sources. A candidate behind a source camera
-        counts as reaching far (its depth clamped to 1 mm in that camera).
+        [N,1,h,w] float32 input pixels, the widest over the S sources.
     """
     (H, W), (h, w) = size, grid
-    K = K.float()
-    ys = (torch.arange(h, device=K.device, dtype=K.dtype) + 0.5) * (H / h) - 0.5
-    xs = (torch.arange(w, device=K.device, dtype=K.dtype) + 0.5) * (W / w) - 0.5
-    v, u = torch.meshgrid(ys, xs, indexing="ij")
-    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3)  # [1, hw, 3]
-    rays = pix @ torch.linalg.inv(K).transpose(-1, -2)  # [N, hw, 3], z = 1
-    R, t = T_src_ref[..., :3, :3].float(), T_src_ref[..., None, :3, 3].float()  # [N,S,3,3], [N,S,1,3]
-    ends = []
-    for z in depth_range:
-        p = (rays[:, None] * z @ R.transpose(-1, -2) + t) @ K[:, None].transpose(-1, -2)  # [N, S, hw, 3]
-        ends.append(p[..., :2] / p[..., 2:].clamp_min(1e-3))
-    span = (ends[0] - ends[1]).norm(dim=-1).amax(1)  # [N, hw]
+    with torch.autocast(K.device.type, enabled=False):
+        K_grid = resize_intrinsics(K.float(), (W, H), (w, h))
+        coef = projection_coefficients(K_grid, T_src_ref, torch.float32)  # [N, S, 12]
+        rays = pixel_rays(coef, h, w)  # [N, S, 3, hw]
+        z = depths.float().view(1, 1, -1, 1, 1)
+        p = z * rays[:, :, None] + coef[:, :, None, 9:, None]  # [N, S, D, 3, hw]
+        u, v = source_pixels(p, h, w)  # points behind the camera parked outside the image
+        inside = (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+        steps = torch.hypot(u.diff(dim=2), v.diff(dim=2)) * (inside[:, :, 1:] & inside[:, :, :-1])
+        span = steps.sum(2).amax(1) * (W / w)  # [N, hw], grid cells -> input pixels
     return span.view(-1, 1, h, w)
 
 

@@ -186,7 +186,11 @@ class ConfidenceHead(nn.Module):
 
 class Predictor(nn.Module):
     """1x1 conv to the task's channels (``conv``), then, after ``MultiTaskHeads`` upsampled it, the task's
-    output mapping (``output``)."""
+    output mapping (``output``).
+
+    ``geometric`` (depth only): refine the cost volume's geometric depth through the gate (module docstring);
+    ``align_prior`` (with ``geometric``): rescale the prior to the geometry's scale first (:meth:`prior_scale`).
+    """
 
     RESIDUAL = 0.25  # bound of the geometric residual, as a fraction of the inverse-depth range
     # Shrinkage of the prior's scale alignment, as a fraction of the image's pixels: with weights summing to
@@ -307,7 +311,7 @@ class MultiTaskHeads(nn.Module):
 
     def forward(
         self, feats: list[torch.Tensor], image: torch.Tensor, cvm: torch.Tensor | None, size: tuple[int, int],
-        geometry: tuple[torch.Tensor, torch.Tensor] | None = None, logits: torch.Tensor | None = None,
+        geometry: tuple[torch.Tensor, ...] | None = None, logits: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Task outputs at ``size`` = (H, W) and the task features (the predictors' inputs).
 
@@ -355,7 +359,7 @@ class MultiTaskHeads(nn.Module):
         return out, task_feats
 
     def _error(self, y: torch.Tensor, task_feats: dict[str, torch.Tensor],
-               geometry: tuple[torch.Tensor, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+               geometry: tuple[torch.Tensor, ...], logits: torch.Tensor) -> torch.Tensor:
         """``ConfidenceHead`` at the decoder's stride (the sweep's stride 4): ``y`` the depth conv output there."""
         depth = self.predictors["depth"]
         size = y.shape[-2:]

@@ -165,7 +165,9 @@ class CvMMTL(nn.Module):
         """``geometric.epipolar_span`` on the sweep's grid where the prior's scale alignment needs it, else None."""
         if logits is None or not self.config.prior_scale_alignment:
             return None
-        return epipolar_span(K, T_src_ref, size, logits.shape[-2:], self.config.depth_range)
+        cfg = self.config
+        depths = geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth, like=logits)
+        return epipolar_span(K, T_src_ref, size, logits.shape[-2:], depths)
 
     def sweep_logits(self, ref: torch.Tensor, src: torch.Tensor, K: torch.Tensor, T_src_ref: torch.Tensor,
                      size: tuple[int, int]) -> torch.Tensor:
@@ -183,7 +185,8 @@ class CvMMTL(nn.Module):
         return window_mean(cost, cfg.sweep_aggregation) * math.sqrt(ref.shape[1])
 
     def _heads(self, frames: FrameFeatures, cvm: torch.Tensor | None, logits: torch.Tensor | None,
-               return_features: bool, span: torch.Tensor | None = None) -> dict:
+               return_features: bool, span: torch.Tensor | None) -> dict:
+        """Fusion, the geometric read-out and the heads; ``span`` from :meth:`_span` (None without the alignment)."""
         H, W = frames.size
         image = self.heads.image_feature(frames.image, (H // STRIDE, W // STRIDE))
         geometry_out = None
