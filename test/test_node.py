@@ -786,6 +786,10 @@ def test_status_levels():
     clock.t += 4.0
     frames(20)
     assert _level(stats)[0] == OK
+    frames(30, single_view=True, reason="no_parallax")  # standing still or turning in place: single view by design
+    assert _level(stats)[0] == OK
+    clock.t += 11.0
+    frames(5)
 
     stats.problem("encoding", "16UC1 is not a colour image")
     assert _level(stats)[0] == WARN

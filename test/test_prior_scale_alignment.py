@@ -61,7 +61,7 @@ def test_unmatched_pixels_take_the_scale_of_the_matched_ones():
     gate_logit = torch.full((1, 1, H, W), -30.0)
     gate_logit[..., : W // 2] = 30.0
     y = _head_output(inv_prior, gate_logit)
-    wide = torch.full_like(true_inv, 2 * Predictor.ALIGN_FULL_SPAN_PX)  # the sweep spans 64 px: full parallax
+    wide = torch.full_like(true_inv, 2 * Predictor.ALIGN_SPAN_PX[1])  # the sweep spans 80 px: full parallax
     geometry = torch.cat([true_inv, torch.ones_like(true_inv), wide], 1)
     plain = 1.0 / _predictor(False).output(y, geometry[:, :2])
     aligned = 1.0 / _predictor(True).output(y, geometry)
@@ -106,14 +106,15 @@ def test_alignment_needs_the_geometric_depth_and_is_off_for_older_checkpoints():
 
 
 def test_pixels_without_parallax_do_not_move_the_scale():
-    """A sweep that spans half of ALIGN_FULL_SPAN_PX counts half; one that spans nothing (pure rotation, the epipole)
-    not at all, however confident its gate."""
+    """A sweep whose span is half-way up the ALIGN_SPAN_PX ramp counts half; one that spans nothing or less than the
+    ramp's start (pure rotation, the epipole, a 1 cm pair) not at all, however confident its gate."""
     inv_prior = torch.full((1, 1, H, W), 0.4)
     inv_geo = 2 * inv_prior
     gate = torch.ones(1, 1, H, W)
-    none = Predictor.align_weight(gate, torch.zeros(1, 1, H, W))
-    assert torch.equal(Predictor.prior_scale(inv_prior, inv_geo, none), torch.ones(1, 1, 1, 1))
-    half = Predictor.align_weight(gate, torch.full((1, 1, H, W), Predictor.ALIGN_FULL_SPAN_PX / 2))
+    for span in (0.0, Predictor.ALIGN_SPAN_PX[0]):
+        none = Predictor.align_weight(gate, torch.full((1, 1, H, W), span))
+        assert torch.equal(Predictor.prior_scale(inv_prior, inv_geo, none), torch.ones(1, 1, 1, 1))
+    half = Predictor.align_weight(gate, torch.full((1, 1, H, W), sum(Predictor.ALIGN_SPAN_PX) / 2))
     assert torch.allclose(half, torch.full_like(half, 0.5))
     assert Predictor.prior_scale(inv_prior, inv_geo, half).item() == pytest.approx(
         2.0 ** (0.5 / (0.5 + Predictor.ALIGN_SHRINK)), rel=1e-5)
@@ -220,7 +221,7 @@ def test_the_span_reaches_the_depth_head_in_the_streaming_and_training_paths(mon
         second = aligned(images[:, [1, 0]], K, poses[:, [1, 0]])["depth"]
     assert not torch.allclose(a, b, rtol=1e-3)
     assert torch.allclose(both[:, 0], b, rtol=1e-4) and torch.allclose(both[:, 1], second, rtol=1e-4)
-    monkeypatch.setattr(Predictor, "ALIGN_FULL_SPAN_PX", 1e12)  # every pixel's span counts as ~no parallax
+    monkeypatch.setattr(Predictor, "ALIGN_SPAN_PX", (1e12, 2e12))  # every pixel's span counts as no parallax
     with torch.no_grad():
         assert torch.allclose(aligned(images, K, poses)["depth"], a, rtol=1e-4)
         assert torch.allclose(aligned(images, K, poses, all_views=True)["depth"][:, 0], a, rtol=1e-4)

@@ -48,12 +48,17 @@ def test_most_recent_frame_with_enough_baseline_wins():
     np.testing.assert_allclose(pair.T_src_ref[:3, 3], [0.15, 0, 0], atol=1e-9)
 
 
-def test_rotation_alone_is_enough():
+def test_a_turn_with_some_translation_is_enough_but_a_turn_in_place_is_not():
+    h = _history()
+    h.add(_frame(0.0, x=0.01, yaw_deg=0.0))
+    h.add(_frame(0.1, x=0.01, yaw_deg=8.0))
+    pair = h.select(_frame(0.2, yaw_deg=9.0))  # 9 deg and 1 cm from the first frame: past min_rotation_deg
+    assert pair.reason == "baseline" and pair.src.stamp_ns == _frame(0.0).stamp_ns
     h = _history()
     h.add(_frame(0.0, yaw_deg=0.0))
     h.add(_frame(0.1, yaw_deg=8.0))
-    pair = h.select(_frame(0.2, yaw_deg=9.0))
-    assert pair.reason == "baseline" and pair.src.stamp_ns == _frame(0.0).stamp_ns
+    pair = h.select(_frame(0.2, yaw_deg=9.0))  # turning in place: no parallax, single view
+    assert pair.single_view and pair.reason == "no_parallax"
 
 
 def test_no_wide_baseline_falls_back_to_the_widest():

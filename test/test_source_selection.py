@@ -12,7 +12,7 @@ from mtl3d_perception.geometry import pose_from_quat_trans
 from mtl3d_perception.runtime import history as runtime_history
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.history import FrameHistory
-from mtl3d_perception.source_selection import PairingConfig, select_source
+from mtl3d_perception.source_selection import MIN_PARALLAX_M, PairingConfig, select_source
 
 RATE_HZ = 10.0
 K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
@@ -166,3 +166,22 @@ def test_eval_keeps_the_node_age_limit_on_recorded_stamps_only():
     assert node == 10  # 1.0 s back, 10 cm: the widest the node may use
     assert choose_sources(poses, 20, 0, 21, 1, cfg, None, stamps)[0] == node
     assert choose_sources(poses, 20, 0, 21, 1, cfg, None, stamps, nominal_stamps=True)[0] == 5  # 15 cm back
+
+
+def test_a_source_without_translation_is_never_used():
+    """Turning in place: 20 deg is past ``min_rotation_deg`` but there is no parallax (a pure-rotation pair scored
+    worse than one view), so single view, reason ``no_parallax``; with 1 cm of translation the turn counts again, and
+    a history holding both picks the one that moved."""
+    cfg = PairingConfig()
+    turned = pose_from_quat_trans(np.array([0, np.sin(np.radians(10)), 0, np.cos(np.radians(10))]), np.zeros(3))
+    ref = np.eye(4)
+    c = select_source(ref, [turned], [0.1], cfg)
+    assert (c.index, c.reason) == (None, "no_parallax")
+    np.testing.assert_array_equal(c.T_src_ref, np.eye(4))
+    still = [np.eye(4)] * 3  # standing still: no fallback to a zero baseline either
+    assert select_source(ref, still, [0.3, 0.2, 0.1], cfg).reason == "no_parallax"
+    moved = turned.copy()
+    moved[:3, 3] = [0.01, 0.0, 0.0]
+    c = select_source(ref, [moved, turned], [0.2, 0.1], cfg)
+    assert (c.index, c.reason) == (0, "baseline")
+    assert MIN_PARALLAX_M == pytest.approx(0.005)

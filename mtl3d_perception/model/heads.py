@@ -17,7 +17,7 @@
   With ``prior_scale_alignment`` the prior is first rescaled per image to the geometry's scale
   (``Predictor.prior_scale``): a room or camera whose scale the prior gets wrong keeps the structure of the prior and
   the metric scale of what was matched. Each pixel counts by its gate and by the parallax the pair offers there
-  (``geometric.epipolar_span``; ``Predictor.align_weight``): a sweep that covers less than ~1 px per candidate is biased.
+  (``geometric.epipolar_span``; ``Predictor.align_weight``): a sweep whose candidates lie under a pixel apart is biased.
 - The published ``depth_confidence`` is the matching confidence (``depth_matching_confidence``, the sweep's
   peakedness) times the agreement of the two independent estimates, ``exp(-|log(inv_prior / inv_geo)| / s)``
   with ``s = AGREEMENT_LOG_SCALE``: a consistency check in the spirit of stereo's left-right check. On the
@@ -33,7 +33,7 @@
   confidence learning does). The matching factor only takes it to 0 where nothing was matched (single view);
   the error estimate does the ranking. On the held-out HoloLens frames the shipped head (trained in stage 12 on rooms
   the network never saw, with the depth cues; shipped on the stage-14 network) ranks the final depth's errors at 0.65x
-  (top 50 %), 0.49x (top 25 %), 0.41x (top 10 %) (with the session-13 scale alignment 0.70x / 0.54x / 0.43x: the
+  (top 50 %), 0.49x (top 25 %), 0.41x (top 10 %) (with the session-13 scale alignment 0.69x / 0.54x / 0.43x: the
   least-confident pixels improved, the most-confident kept their error), against 0.69x at the top 50 % for the agreement confidence of the stage-9 network (stage 7's head
   on the stage-5 network: 0.68x / 0.49x / 0.42x against 0.74x / 0.63x / 0.56x; models/README.md).
 """
@@ -197,10 +197,12 @@ class Predictor(nn.Module):
     # ALIGN_SHRINK * H * W the scale moves half-way to the geometry's. Chosen in session 13 on the design frames
     # (HoloLens 60-80 %, the same frames centre-cropped to a 46 deg FOV) and synthetic val rooms, on stage 14.
     ALIGN_SHRINK = 0.2
-    # The alignment weighs a pixel by its gate times min(1, span / ALIGN_FULL_SPAN_PX), ``span`` the sweep's reach
-    # along its epipolar line (geometric.epipolar_span, input pixels): pairs with little parallax (a slow 30 Hz
-    # camera, the epipole of a forward move) give a biased sweep whose scale the prior must not take (session 13).
-    ALIGN_FULL_SPAN_PX = 32.0
+    # The alignment weighs a pixel by its gate times a ramp of ``span``, the sweep's reach along its epipolar line
+    # (geometric.epipolar_span, input pixels): 0 up to ALIGN_SPAN_PX[0] (a quarter pixel per candidate at D = 32), 1
+    # from ALIGN_SPAN_PX[1]. Pairs with little parallax (a slow 30 Hz camera, the epipole of a forward move) give a
+    # biased sweep whose scale the prior must not take. Chosen in session 13 among ramps 0-32, 8-40, 16-48, 24-64 px on
+    # the design frames, synthetic val rooms and two slow (5 cm/s, 30 Hz) synthetic streams (models/README.md).
+    ALIGN_SPAN_PX = (8.0, 40.0)
 
     def __init__(self, task: str, cin: int, cout: int, depth_range: tuple[float, float], geometric: bool = False,
                  align_prior: bool = False):
@@ -244,10 +246,11 @@ class Predictor(nn.Module):
 
     @classmethod
     def align_weight(cls, gate: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
-        """How much each pixel's geometry counts in :meth:`prior_scale`: ``gate * min(1, span / ALIGN_FULL_SPAN_PX)``,
-        ``gate`` [N,1,H,W] in [0, 1], ``span`` [N,1,H,W] the sweep's epipolar reach in pixels
-        (``geometric.epipolar_span``)."""
-        return gate * (span / cls.ALIGN_FULL_SPAN_PX).clamp(0.0, 1.0)
+        """How much each pixel's geometry counts in :meth:`prior_scale`: ``gate * clamp((span - a) / (b - a), 0, 1)``
+        with ``(a, b) = ALIGN_SPAN_PX``; ``gate`` [N,1,H,W] in [0, 1], ``span`` [N,1,H,W] the sweep's epipolar reach in
+        input pixels (``geometric.epipolar_span``)."""
+        lo, hi = cls.ALIGN_SPAN_PX
+        return gate * ((span - lo) / (hi - lo)).clamp(0.0, 1.0)
 
     def output(self, y: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
         """The task's output mapping of the upsampled 1x1-conv output ``y`` [N, c, H, W] float32.

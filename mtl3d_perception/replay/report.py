@@ -31,6 +31,7 @@ from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import TITLES, save_png
 from mtl3d_perception.runtime.products import STAGES
+from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
 MODES = ("multi_view", "single_view")
 # Shown in the console table and at the top of report.md: (metrics key, label, format)
@@ -149,7 +150,8 @@ def _pairing_lines(mv: dict[str, Any]) -> list[str]:
         return []
     lines = ["Source-view choice (multi-view run): " + ", ".join(f"{k} {v}" for k, v in sorted(mv["pair_reasons"].items()))
              + " (`baseline`: the most recent frame at least `min_baseline_m` away or turned `min_rotation_deg`; "
-             "`farthest`: none was, so the widest baseline in the history; the others ran single-view: "
+             "`farthest`: none was, so the widest baseline in the history; the others ran single-view, "
+             f"`no_parallax` among them when every earlier frame was within {MIN_PARALLAX_M * 1e3:g} mm: "
              "docs/replay.md).", ""]
     baselines, metrics = mv.get("baselines", {}), mv.get("metrics", {})
     if baselines.get("median_m") is not None:

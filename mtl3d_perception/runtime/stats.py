@@ -93,8 +93,9 @@ class RuntimeStats:
             self.last_baseline_m = baseline_m
             if single_view:
                 self.counts["single_view"] += 1
-            # the first frame (after start or a reset) has no source by design: not a fallback
-            self._fallbacks.append((now, single_view and pair_reason != "no_history"))
+            # the first frame (after start or a reset) has no source by design, and a robot standing still or turning
+            # in place gives no parallax to match: neither is a fallback to warn about
+            self._fallbacks.append((now, single_view and pair_reason not in ("no_history", "no_parallax")))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the status needs, as plain numbers and strings."""
