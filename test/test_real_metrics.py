@@ -130,6 +130,19 @@ def test_eval_of_single_view_reports_no_sparsification():
     assert "### Sparsification: the plane sweep's matching confidence" in report
 
 
+def test_eval_report_lists_baseline_bins_in_bin_order():
+    """report.md rows of one metric's baseline bins go from the shortest pairs up, as replay's report lists them."""
+    from mtl3d_perception.train.eval_cli import render_report
+
+    metrics = {"depth/abs_rel": 0.1, "depth/abs_rel_baseline_0.20-0.40m": 0.12, "depth/abs_rel_baseline_<0.05m": 0.2,
+               "depth/abs_rel_baseline_0.05-0.10m": 0.15, "depth/abs_rel_baseline_single": 0.3, "depth/delta1": 90.0}
+    report = render_report({"checkpoint": "x", "input_size": [64, 48], "results": {"spec": {
+        "two_view": {"metrics": metrics, "num_samples": 2, "seconds_per_sample": 0.1}}}})
+    rows = [line.split(" | ")[0][2:] for line in report.splitlines() if line.startswith("| depth/")]
+    assert rows == ["depth/abs_rel", "depth/abs_rel_baseline_single", "depth/abs_rel_baseline_<0.05m",
+                    "depth/abs_rel_baseline_0.05-0.10m", "depth/abs_rel_baseline_0.20-0.40m", "depth/delta1"]
+
+
 class ModeDepthStub(torch.nn.Module):
     """Depth 2 m everywhere in two-view mode (``all_views``), 3 m in single-view mode."""
 

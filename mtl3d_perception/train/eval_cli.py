@@ -141,6 +141,16 @@ def _is_curve_point(name: str) -> bool:
     return metric.startswith(("abs_rel_conf_top", "conf_threshold_top"))
 
 
+def _metric_order(name: str) -> tuple[str, int]:
+    """Sort key of report.md's metric rows: by name, the baseline bins of one metric in bin order (``<0.05m`` first,
+    as replay lists them) rather than alphabetically."""
+    from mtl3d_perception.evaluation.metrics import baseline_bin_names
+
+    head, _, tail = name.rpartition("_baseline_")
+    bins = baseline_bin_names()
+    return (head, bins.index(tail)) if head and tail in bins else (name, -1)
+
+
 def render_report(report: dict) -> str:
     """A Markdown report: per data spec, one metrics table with a column per mode (``n/a`` for a NaN metric), then each
     confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
@@ -163,7 +173,7 @@ def render_report(report: dict) -> str:
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
-        names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)})
+        names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
