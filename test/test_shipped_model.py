@@ -22,7 +22,7 @@ HOLOLENS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hol
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default.safetensors"
 
 # Measured on these 8 frames (2026-11-30 / 12-01; models/README.md has the full held-out range):
-#   shipped (sha ca04023de588, session 13: stage 14's weights with `prior_scale_alignment: true`): two-view abs rel
+#   shipped (sha 6c020d5d2ff9, session 13: stage 14's weights with `prior_scale_alignment: true`): two-view abs rel
 #     0.137, delta1 83.1 %, confidence top-50 % ratio 0.64; single-view 0.179
 #   stage 14 (sha 7f00115f581c: the whole network on generator v3's scenes + the unlabelled HoloLens
 #     frames for 2000 steps, stage 12's confidence head): two-view abs rel 0.138, delta1 82.5 %, confidence
@@ -92,7 +92,7 @@ def test_a_random_model_fails_the_bounds(shipped):
 
 
 # Semantics and depth on the first 12 two-view samples of held-out synthetic scenes (synthetic:test:2, textured, generator v3;
-# 2026-12-01): shipped (stage 14's weights, sha 7f00115f581c and, with the alignment, ca04023de588) mIoU 55.2, pixel accuracy 96.2; stage 13 (sha 83cbf689b50b: the
+# 2026-12-01): shipped (stage 14's weights, sha 7f00115f581c and, with the alignment, 6c020d5d2ff9) mIoU 55.2, pixel accuracy 96.2; stage 13 (sha 83cbf689b50b: the
 # semantic head retrained on scenes with made beds and dressed windows) 54.3, 95.5; stage 12 (sha 23013c440afb) 47.1,
 # 94.9; random weights 0.2, 1.2.
 # (On generator v2's scenes: stage 12 53.6 / 93.9, stage 9 49.8 / 91.9, random 1.4 / 13.0.)
