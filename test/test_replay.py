@@ -201,7 +201,7 @@ def test_summary_files_and_single_view_comparison(synthetic_replay):
     assert metrics["counts"]["processed"] == len(frames) and metrics["counts"]["dropped"] == 0
     mv, sv = metrics["multi_view"], metrics["single_view"]
     assert mv["single_view_frames"] == 1 and mv["pair_reasons"]["no_history"] == 1  # only the first frame
-    assert sv["single_view_frames"] == len(frames)
+    assert sv["single_view_frames"] == len(frames) and sv["pair_reasons"] == {"single_view_mode": len(frames)}
     for mode in (mv, sv):
         for key in ("depth/abs_rel", "depth/rmse", "depth/delta1", "semantic/miou", "normals/mean", "temporal/abs_rel"):
             assert math.isfinite(mode["metrics"][key]), key

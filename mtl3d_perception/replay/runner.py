@@ -327,7 +327,9 @@ class _Replay:
             self.evaluation.reset_temporal()
         results = {"multi_view": products}
         if self.single_view is not None:
-            results["single_view"] = self.single_view.process(frame.with_pose(None))
+            single = self.single_view.process(frame.with_pose(None))
+            # the comparison run is single-view by construction, not for want of a pose
+            results["single_view"] = single if single is None else replace(single, pair_reason="single_view_mode")
         for name, msg in products_to_messages(self.types, products).items():
             self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
                               msg, QOS_OUTPUT)
