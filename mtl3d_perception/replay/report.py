@@ -243,7 +243,9 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines += ["", "## Metrics", "", *metrics_table(s), ""]
     lines += ["Depth, semantic and normals metrics are pooled over all labelled pixels at the ground truth's "
               "resolution. Temporal consistency: each frame's predicted depth is moved into the previous posed "
-              "frame with the TF poses and compared with that frame's predicted depth (pixels seen by both).", ""]
+              "frame with the TF poses and compared with that frame's predicted depth (pixels seen by both): it "
+              "measures flicker, not accuracy (a depth that is wrong the same way every frame scores well), so read "
+              "it beside the abs rel.", ""]
     mv = s.get("multi_view", {})
     lines += _pairing_lines(mv)
     lines += _confidence_section(s, mv)
