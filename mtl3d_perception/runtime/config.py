@@ -22,6 +22,7 @@ from mtl3d_perception import topics
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
 from mtl3d_perception.runtime.history import PairingConfig
 from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem
+from mtl3d_perception.source_selection import MIN_PARALLAX_M
 from mtl3d_perception.typed_config import ConfigError, coerce
 
 OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
@@ -43,7 +44,8 @@ def setting(default: Any, description: str, *, read_only: bool = False, constrai
 # PairingConfig's fields as parameters (the dataclass lives beside the rule, in runtime/history.py)
 PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
     "min_baseline_m": ("source view: smallest useful baseline", (0.0, 100.0)),
-    "min_rotation_deg": ("source view: or smallest useful rotation", (0.0, 180.0)),
+    "min_rotation_deg": (f"source view: or smallest useful rotation (a source within {MIN_PARALLAX_M * 1e3:g} mm is "
+                         "never used)", (0.0, 180.0)),
     "max_pair_age_s": ("source view: oldest usable source frame", (0.0, 60.0)),
     "max_speed_mps": ("source view: faster relative motion is a pose jump, not camera motion", (0.0, 1000.0)),
     "max_angular_speed_dps": ("source view: faster relative rotation is a pose jump", (0.0, 100000.0)),

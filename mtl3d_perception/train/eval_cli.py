@@ -156,6 +156,7 @@ def render_report(report: dict) -> str:
     confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
     ``evaluation.metrics.sparsification_table``), or why a mode has none (single view: a flat volume ranks nothing)."""
     from mtl3d_perception.evaluation.metrics import format_metric, sparsification_rows, sparsification_table
+    from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}", ""]
@@ -166,7 +167,8 @@ def render_report(report: dict) -> str:
         lines += [f"Two-view source: the one the node would pick (the most recent earlier frame >= "
                   f"{pairing['min_baseline_m']} m away or turned >= {pairing['min_rotation_deg']} deg among the last "
                   f"{pairing['history_size']}, within {pairing.get('max_pair_age_s', 1.0):g} s on recorded stamps, else "
-                  "the widest baseline; the first frame of each range or scene has none and runs single-view; "
+                  f"the widest baseline, never one within {MIN_PARALLAX_M * 1e3:g} mm; the first frame of each range or "
+                  "scene has none and runs single-view; "
                   "`depth/frames_baseline_*` counts the frames of each baseline bin)", ""]
     if "synthetic_scenes" in report:
         scenes = report["synthetic_scenes"]
