@@ -194,9 +194,12 @@ class Predictor(nn.Module):
 
     RESIDUAL = 0.25  # bound of the geometric residual, as a fraction of the inverse-depth range
     # Shrinkage of the prior's scale alignment, as a fraction of the image's pixels: with weights summing to
-    # ALIGN_SHRINK * H * W the scale moves half-way to the geometry's. Chosen in session 13 on the design frames
-    # (HoloLens 60-80 %, the same frames centre-cropped to a 46 deg FOV) and synthetic val rooms, on stage 14.
-    ALIGN_SHRINK = 0.2
+    # ALIGN_SHRINK * H * W the scale moves half-way to the geometry's. Chosen on stage 14 on the design frames
+    # (HoloLens 60-80 %, the same frames centre-cropped to a 46 deg FOV), synthetic val rooms and two slow synthetic
+    # streams: 0.2 in session 13 with the gate alone as the weight; 0.1 in session 14, once the parallax ramp below
+    # kept low-parallax pairs out (synthetic val 0.0897 vs 0.0950, the real frames within 0.5 %, slow streams 1 % worse;
+    # models/README.md).
+    ALIGN_SHRINK = 0.1
     # The alignment weighs a pixel by its gate times a ramp of ``span``, the sweep's reach along its epipolar line
     # (geometric.epipolar_span, input pixels): 0 up to ALIGN_SPAN_PX[0] (a quarter pixel per candidate at D = 32), 1
     # from ALIGN_SPAN_PX[1]. Pairs with little parallax (a slow 30 Hz camera, the epipole of a forward move) give a
