@@ -789,6 +789,9 @@ def test_status_levels():
     frames(30, single_view=True, reason="no_parallax")  # standing still or turning in place: single view by design
     assert _level(stats)[0] == OK
     clock.t += 11.0
+    frames(30, single_view=True, reason="single_view_mode")  # a node run with single_view: never pairs, by choice
+    assert _level(stats)[0] == OK
+    clock.t += 11.0
     frames(5)
 
     stats.problem("encoding", "16UC1 is not a colour image")

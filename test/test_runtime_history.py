@@ -37,6 +37,14 @@ def test_unposed_reference_is_single_view():
     assert h.select(_frame(0.1, pose=False)).reason == "no_pose"
 
 
+def test_single_view_mode_selects_no_source():
+    h = _history()
+    h.add(_frame(0.0))
+    pair = h.select(_frame(0.1, x=0.5), single_view=True)  # would pair on its baseline
+    assert pair.single_view and pair.reason == "single_view_mode"
+    np.testing.assert_array_equal(pair.T_src_ref, np.eye(4))
+
+
 def test_most_recent_frame_with_enough_baseline_wins():
     h = _history()
     for t, x in [(0.0, 0.0), (0.1, 0.05), (0.2, 0.12), (0.3, 0.15)]:

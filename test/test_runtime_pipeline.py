@@ -199,6 +199,30 @@ def test_new_world_frame_forgets_history(model):
     assert products.single_view and products.pair_reason == "no_history"
 
 
+
+def test_single_view_setting_never_pairs_and_keeps_the_pose(model):
+    """``single_view``: a posed stream that would pair runs single-view, reason ``single_view_mode``, as the unposed
+    frames would; the pose still places the world-frame cloud. Switched off, pairing starts from an empty history."""
+    config = _config(min_baseline_m=0.01, cloud_frame="world", world_frame="odom", point_stride=4)
+    frames = [_frame(0, x=0.0), _frame(1, x=0.1)]
+    paired = PerceptionPipeline(model, config)
+    assert [paired.process(f).pair_reason for f in frames] == ["no_history", "baseline"]  # the stream pairs
+    pipe = PerceptionPipeline(model, config.replace(single_view=True))
+    got = [pipe.process(f) for f in frames]
+    for products in got:
+        assert products.single_view and products.pair_reason == "single_view_mode"
+        assert products.source_stamp_ns is None and products.baseline_m == 0.0
+        assert products.points_frame_id == "odom"
+    assert len(pipe.history) == 0 and not pipe._features  # no source will ever be used
+    unposed = PerceptionPipeline(model, config).process(frames[1].with_pose(None))
+    np.testing.assert_allclose(got[1].depth, unposed.depth, rtol=1e-5, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(got[1].points.points, transform_points(frames[1].T_world_cam, unposed.points.points),
+                               atol=1e-5)
+    pipe.set_config(config)
+    assert pipe.process(_frame(2, x=0.2)).pair_reason == "no_history"
+    assert pipe.process(_frame(3, x=0.3)).pair_reason == "baseline"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_pipeline_matches_cpu_and_close_frees_memory(model, precision, monkeypatch):

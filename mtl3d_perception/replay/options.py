@@ -34,7 +34,7 @@ class ReplayOptions(RuntimeConfig):
                                      scope=REPLAY)
     node_name: str = setting(topics.NODE_NAME, "output topics are /NODE_NAME/...", scope=REPLAY)
     limit: int | None = setting(None, "process at most N frames", scope=REPLAY)
-    compare_single_view: bool = setting(False, "also run every frame in single-view mode and report both side by "
-                                               "side", scope=REPLAY)
+    compare_single_view: bool = setting(False, "also run every frame through a second pipeline with single_view on "
+                                               "and report both side by side", scope=REPLAY)
     montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
     progress: bool = setting(True, "show a progress bar on a terminal", scope=REPLAY)

@@ -90,7 +90,8 @@ class _Replay:
         self.pipeline = PerceptionPipeline(model, o)
         self.single_view = None
         if o.compare_single_view:
-            self.single_view = PerceptionPipeline(model, o.with_outputs({"depth", "semantic", "normals"}))
+            self.single_view = PerceptionPipeline(
+                model, o.with_outputs({"depth", "semantic", "normals"}).replace(single_view=True))
         # as the node does before its first frame, so the first frame's latency is not the set-up's
         self.warmup_s = sum(p.warmup() for p in (self.pipeline, self.single_view) if p is not None)
         self.config = model.config
@@ -327,9 +328,7 @@ class _Replay:
             self.evaluation.reset_temporal()
         results = {"multi_view": products}
         if self.single_view is not None:
-            single = self.single_view.process(frame.with_pose(None))
-            # the comparison run is single-view by construction, not for want of a pose
-            results["single_view"] = single if single is None else replace(single, pair_reason="single_view_mode")
+            results["single_view"] = self.single_view.process(frame)
         for name, msg in products_to_messages(self.types, products).items():
             self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
                               msg, QOS_OUTPUT)

@@ -20,7 +20,7 @@ from typing import Any
 
 from mtl3d_perception import topics
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
-from mtl3d_perception.runtime.history import PairingConfig
+from mtl3d_perception.runtime.history import SINGLE_VIEW_MODE, PairingConfig
 from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem
 from mtl3d_perception.source_selection import MIN_PARALLAX_M
 from mtl3d_perception.typed_config import ConfigError, coerce
@@ -104,6 +104,9 @@ class RuntimeConfig:
     max_image_pixels: int = setting(MAX_IMAGE_PIXELS, "larger images (width x height; a compressed image's header is "
                                                        "read before decoding) are bad input; also bounds "
                                                        "output_resolution=camera", constraint=(4, 2**40))
+    single_view: bool = setting(False, f"never pair a source view: every frame runs single-view (reason "
+                                       f"{SINGLE_VIEW_MODE}, not a fallback to warn about); poses still place the "
+                                       "world-frame cloud")
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:

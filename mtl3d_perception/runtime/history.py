@@ -15,7 +15,10 @@ import numpy as np
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.source_selection import PairingConfig, select_source
 
-__all__ = ["FrameHistory", "PairingConfig", "ViewPair", "same_camera"]
+__all__ = ["SINGLE_VIEW_MODE", "FrameHistory", "PairingConfig", "ViewPair", "same_camera"]
+
+# the reason of every frame of a pipeline run with ``single_view`` (RuntimeConfig): no source by choice
+SINGLE_VIEW_MODE = "single_view_mode"
 
 
 @dataclass
@@ -24,7 +27,8 @@ class ViewPair:
 
     ``T_src_ref`` is ``inv(T_world_src) @ T_world_ref`` (identity in single-view mode); ``reason`` says why
     this source was chosen (``baseline``, ``farthest``) or why there is none (``no_pose``, ``no_history``,
-    ``too_old``, ``pose_jump``, ``no_parallax``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``).
+    ``too_old``, ``pose_jump``, ``no_parallax``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``;
+    ``single_view_mode`` when the pipeline runs with ``single_view`` and never pairs).
     """
 
     ref: Frame
@@ -105,8 +109,11 @@ class FrameHistory:
             i -= 1
         self._frames.insert(i, frame)
 
-    def select(self, ref: Frame) -> ViewPair:
-        """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``."""
+    def select(self, ref: Frame, *, single_view: bool = False) -> ViewPair:
+        """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``;
+        ``single_view``: none, reason ``single_view_mode`` (the pipeline's ``single_view`` setting)."""
+        if single_view:
+            return ViewPair(ref, None, reason=SINGLE_VIEW_MODE)
         if ref.T_world_cam is None:
             return ViewPair(ref, None, reason=ref.header_problem or "no_pose")
         frames = [f for f in self._frames if same_camera(f, ref)]

@@ -43,9 +43,10 @@ class PerceptionPipeline:
         config: the runtime settings (:class:`RuntimeConfig`; defaults when None). The pipeline reads
             ``device`` (``auto``: CUDA when available), ``precision`` (fp16 needs CUDA; on CPU it falls back to
             fp32 with a warning), ``pairing`` (its own :class:`FrameHistory`), ``output_resolution``,
-            ``point_stride``, ``cloud_frame``, ``world_frame``, the ``publish_*`` outputs and ``max_image_pixels``
+            ``point_stride``, ``cloud_frame``, ``world_frame``, the ``publish_*`` outputs, ``max_image_pixels``
             (frames with more pixels are refused with ValueError; bounds what ``output_resolution=camera``
-            allocates).
+            allocates) and ``single_view`` (never pair: every frame single-view with reason ``single_view_mode``,
+            its pose still checked and used for the world-frame cloud; no history or feature cache is kept).
         logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
         prepare: run a copy prepared for inference (the default); False runs ``model`` itself in eval mode, moved
             to the device (the reference path, for benchmarks and checks).
@@ -81,8 +82,8 @@ class PerceptionPipeline:
     def set_config(self, config: RuntimeConfig) -> None:
         """Apply new settings between frames (validated by :class:`RuntimeConfig`).
 
-        A new ``world_frame`` forgets the history (its poses are expressed in the old frame); new pairing rules
-        keep the newest frames that fit.
+        A new ``world_frame`` forgets the history (its poses are expressed in the old frame), and so does switching
+        ``single_view`` on (no source will be used); new pairing rules keep the newest frames that fit.
         """
         config.validate()
         precision = config.precision
@@ -92,8 +93,9 @@ class PerceptionPipeline:
         old, self.config = self.config, config
         self.precision = precision
         self.outputs = config.outputs()
-        if config.world_frame != old.world_frame:
-            self.reset()  # the history's poses are in the old frame: pairing across frames gives wrong relative poses
+        if config.world_frame != old.world_frame or config.single_view:
+            # poses in the old frame would pair into wrong relative poses; single-view mode never uses a source
+            self.reset()
         if config.pairing != self.history.config:
             self.history.reconfigure(config.pairing)
             self._evict()
@@ -203,7 +205,7 @@ class PerceptionPipeline:
         self._sync()
         timings["preprocess"] = time.perf_counter() - t
 
-        pair = self.history.select(frame)
+        pair = self.history.select(frame, single_view=self.config.single_view)
         t = time.perf_counter()
         ref_feats = self._encode(image)
         src_feats = ref_feats
@@ -227,7 +229,7 @@ class PerceptionPipeline:
         timings["postprocess"] = time.perf_counter() - t - products.timings.get("cloud", 0.0)
         timings["cloud"] = products.timings.get("cloud", 0.0)
 
-        if frame.T_world_cam is not None:
+        if frame.T_world_cam is not None and not self.config.single_view:
             self.history.add(frame)
             self._features[(frame.frame_id, frame.stamp_ns)] = ref_feats
             self._evict()

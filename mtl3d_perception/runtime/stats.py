@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from mtl3d_perception.runtime.history import SINGLE_VIEW_MODE
 from mtl3d_perception.runtime.products import STAGES
+
+# Single-view reasons that are no fallback to warn about ("mostly single-view" in /diagnostics): the first frame
+# (after start or a reset) has no source by design, a robot standing still or turning in place gives no parallax to
+# match, and a pipeline run with ``single_view`` never pairs.
+BY_DESIGN = ("no_history", "no_parallax", SINGLE_VIEW_MODE)
 
 
 class RuntimeStats:
@@ -93,9 +99,7 @@ class RuntimeStats:
             self.last_baseline_m = baseline_m
             if single_view:
                 self.counts["single_view"] += 1
-            # the first frame (after start or a reset) has no source by design, and a robot standing still or turning
-            # in place gives no parallax to match: neither is a fallback to warn about
-            self._fallbacks.append((now, single_view and pair_reason not in ("no_history", "no_parallax")))
+            self._fallbacks.append((now, single_view and pair_reason not in BY_DESIGN))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the status needs, as plain numbers and strings."""
