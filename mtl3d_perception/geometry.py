@@ -571,6 +571,87 @@ def normals_from_depth(depth, K) -> np.ndarray:
     return n.astype(np.float32)
 
 
+# Gaussian sigma (pixels) of the smoothing before the reference normals of a depth label (:func:`reference_normals`).
+# A floor in millimetres upsampled 2x by repetition (test_geometry): 95 % of normals within 7.5 / 3.5 / 2.3 deg at
+# 1.0 / 1.5 / 2.0 px; 1.5 costs ~0.2 s a 540x360 frame on one CPU thread, 2.0 nearly twice that.
+REFERENCE_NORMALS_SIGMA_PX = 1.5
+
+
+def smooth_depth(depth: torch.Tensor, sigma_px: float = REFERENCE_NORMALS_SIGMA_PX) -> torch.Tensor:
+    """Edge-aware smoothing of ``depth`` [N,1,H,W] (metres, NaN/<= 0 invalid) -> [N,1,H,W] float64 metres.
+
+    At each valid pixel, a plane in inverse depth, ``1/z = a + b x + c y`` (exact for any planar surface: 1/z is
+    linear in the pixel coordinates), fitted by weighted least squares over a (2r+1)^2 window (r = round(3 sigma)),
+    each neighbour weighted by a Gaussian of ``sigma_px`` and counted only if valid and within ``EDGE_REL_JUMP`` of the
+    pixel's depth per pixel of distance (Chebyshev): a cross-bilateral local-linear filter. A sensor's millimetre
+    steps, its noise and the stairs of a depth map upsampled by repetition (a slanted floor whose depth changes 3 % a
+    pixel jumps 6 % every second pixel) are averaged out; depth edges stay edges; slanted surfaces keep their slope,
+    also at the image border, where a plain weighted mean would bend them. NaN where the input is invalid or the
+    pixel's same-surface neighbours hold under 30 % of the window's weight (isolated pixels). Raises ValueError for
+    ``sigma_px`` <= 0.
+    """
+    if not sigma_px > 0:
+        msg = f"sigma_px must be > 0, got {sigma_px}"
+        raise ValueError(msg)
+    ok = valid_depth(depth)
+    d = torch.where(ok, depth, torch.ones_like(depth)).double()
+    q = 1.0 / d
+    r = max(1, int(round(3 * sigma_px)))
+    x = torch.arange(-r, r + 1, dtype=torch.float64, device=depth.device)
+    g = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    g = g / g.sum()
+    H, W = d.shape[-2:]
+    d_pad, q_pad, ok_pad = F.pad(d, (r, r, r, r)), F.pad(q, (r, r, r, r)), F.pad(ok, (r, r, r, r))
+    # the normal equations' sums over the window: w, w x, w y, w x^2, w x y, w y^2 and w q, w q x, w q y
+    s1, sx, sy, sxx, sxy, syy, sq, sqx, sqy = (torch.zeros_like(d) for _ in range(9))
+    for dy in range(2 * r + 1):  # one shifted view at a time: memory stays O(H W) at any window size
+        for dx in range(2 * r + 1):
+            win = (..., slice(dy, dy + H), slice(dx, dx + W))
+            u, v = dx - r, dy - r
+            reach = max(1, abs(u), abs(v))  # pixels away: a slanted surface changes more over more pixels
+            w = (g[dy] * g[dx]) * (ok_pad[win] & ((d_pad[win] - d).abs() <= EDGE_REL_JUMP * reach * d))
+            wq = w * q_pad[win]
+            s1 += w
+            sx += u * w
+            sy += v * w
+            sxx += (u * u) * w
+            sxy += (u * v) * w
+            syy += (v * v) * w
+            sq += wq
+            sqx += u * wq
+            sqy += v * wq
+    # the plane's value at the pixel (x = y = 0) by Cramer's rule; a small ridge on the slopes keeps one-row
+    # neighbourhoods (thin structures) solvable: they fall back to the weighted mean
+    sxx, syy = sxx + 1e-6, syy + 1e-6
+    c_xx = sxx * syy - sxy * sxy
+    det = s1 * c_xx - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
+    num = sq * c_xx - sx * (sqx * syy - sxy * sqy) + sy * (sqx * sxy - sxx * sqy)
+    inv = num / torch.where(det.abs() > 1e-18, det, torch.full_like(det, 1e-18))
+    good = ok & (s1 > 0.3) & (inv > 0)
+    return torch.where(good, 1.0 / inv.clamp_min(1e-12), torch.full_like(d, float("nan")))
+
+
+def smoothed_depth_normals(depth: torch.Tensor, K: torch.Tensor,
+                           sigma_px: float = REFERENCE_NORMALS_SIGMA_PX) -> torch.Tensor:
+    """Normals ``[N,3,H,W]`` (NaN invalid) of ``depth`` [N,1,H,W] (metres) after :func:`smooth_depth`; ``K`` [N,3,3].
+
+    The reference normals of a measured depth map. Raw one-sided differences (:func:`normals_from_depth_torch`) of
+    a depth stored in whole millimetres, or upsampled by pixel repetition, see equal neighbours and return normals
+    facing the camera: on the HoloLens frames 99 % within 5 deg of the optical axis, 1-4 % after this smoothing.
+    """
+    normals, valid = normals_from_depth_torch(smooth_depth(depth, sigma_px).float(), K.float())
+    return torch.where(valid, normals, torch.full_like(normals, float("nan")))
+
+
+def reference_normals(depth, K, sigma_px: float = REFERENCE_NORMALS_SIGMA_PX) -> np.ndarray:
+    """Ground-truth normals ``[H,W,3]`` float32 (NaN invalid) of a depth label ``[H,W]`` (metres, numpy) with ``K``:
+    :func:`smoothed_depth_normals`. The one rule for the normals a dataset or a bag does not store (training labels,
+    ``mtl3d eval``, replay's report and montages)."""
+    d = torch.as_tensor(np.asarray(depth, np.float64))[None, None]
+    n = smoothed_depth_normals(d, torch.as_tensor(np.asarray(K, np.float64))[None], sigma_px)
+    return n[0].permute(1, 2, 0).numpy().astype(np.float32)
+
+
 def normals_from_depth_torch(depth: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Normals from depth in torch: depth ``[B,1,H,W]`` metres, K ``[B,3,3]``.
 

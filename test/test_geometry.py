@@ -140,6 +140,45 @@ def test_normals_do_not_bend_at_depth_edges():
     assert not ok[0, 0]
 
 
+def _angles_deg(normals, n):
+    ok = np.isfinite(normals).all(-1)
+    return np.degrees(np.arccos(np.clip(normals[ok] @ np.asarray(n), -1.0, 1.0))), ok
+
+
+def _sensor_like(depth):
+    """A measured depth map: stored in whole millimetres at half resolution, upsampled by pixel repetition."""
+    half = np.round(depth[::2, ::2] * 1000.0) / 1000.0
+    return np.repeat(np.repeat(half, 2, 0), 2, 1)[: depth.shape[0], : depth.shape[1]]
+
+
+def test_reference_normals_of_a_measured_tilted_plane():
+    H, W = 120, 160
+    K = np.array([[140.0, 0.0, 79.5], [0.0, 140.0, 59.5], [0.0, 0.0, 1.0]])
+    n = np.array([0.0, -0.8, -0.6])  # a floor seen from above, as on a robot
+    depth = _sensor_like(_plane_depth(n, -1.2, K, H, W))
+    raw, _ = _angles_deg(g.normals_from_depth(depth, K), n)
+    assert np.median(raw) > 30  # the failure this guards against: raw differences see equal neighbours
+    ref, ok = _angles_deg(g.reference_normals(depth, K), n)
+    assert ok.mean() > 0.9
+    assert np.percentile(ref, 95) < 5.0
+    torch_n = g.smoothed_depth_normals(torch.as_tensor(depth)[None, None], torch.as_tensor(K)[None])
+    np.testing.assert_allclose(torch_n[0].permute(1, 2, 0).numpy(), g.reference_normals(depth, K), atol=1e-6)
+
+
+def test_reference_normals_keep_depth_edges():
+    H, W = 48, 64
+    depth = np.full((H, W), 2.0)
+    depth[:, W // 2 :] = 5.0  # a step between two fronto-parallel planes
+    normals = g.reference_normals(depth, K0)
+    ang, ok = _angles_deg(normals, [0.0, 0.0, -1.0])
+    assert ok[:, 4:-4].all()  # the edge columns stay valid
+    assert ang.max() < 1e-3  # smoothing across the step would slant them
+    smoothed = g.smooth_depth(torch.as_tensor(depth)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(smoothed[:, W // 2 - 1 : W // 2 + 1], depth[:, W // 2 - 1 : W // 2 + 1])
+    with pytest.raises(ValueError, match="sigma_px must be > 0, got 0"):
+        g.smooth_depth(torch.ones(1, 1, 4, 4), 0.0)
+
+
 def test_depth_mm_conversions_and_validity():
     mm = np.array([[0, 1, 1500, 65535]], np.uint16)
     m = g.depth_from_mm(mm)

@@ -13,7 +13,6 @@ from mtl3d_perception.evaluation.metrics import (
     baseline_bin,
     baseline_bin_names,
     confidence_thresholds,
-    smoothed_depth_normals,
     sparsification,
 )
 from mtl3d_perception.train.depth_distribution import cell_inverse_depth, soft_target
@@ -197,7 +196,7 @@ def test_smoothed_depth_normals_of_a_plane():
     K = torch.tensor([[30.0, 0, (W - 1) / 2], [0, 30.0, (H - 1) / 2], [0, 0, 1]])[None]
     depth = torch.full((1, 1, H, W), 2.0)
     depth[..., :2, :] = float("nan")
-    n = smoothed_depth_normals(depth, K)
+    n = geometry.smoothed_depth_normals(depth, K)
     inner = n[0, :, 6:-4, 4:-4].reshape(3, -1)
     assert torch.allclose(inner, torch.tensor([0.0, 0.0, -1.0])[:, None].expand_as(inner), atol=1e-4)
     assert torch.isnan(n[0, :, 0]).all()

@@ -759,3 +759,21 @@ def test_montage_boundary_gt_comes_from_the_semantic_gt():
     cell = row[:, COLUMNS.index("boundary_gt") * W:(COLUMNS.index("boundary_gt") + 1) * W]
     assert (cell[2:, 3:5] == 255).all() and (cell[2:, :2] == 0).all() and (cell[2:, 6:] == 0).all()
     assert not np.isin(cell[0], [0, 255]).all()  # grey, neither edge nor inside
+
+
+def test_ground_truth_normals_of_a_measured_depth_follow_the_surface():
+    """A real depth topic is in whole millimetres (16UC1), often upsampled: the reference normals replay scores
+    against come from the smoothed depth (``geometry.reference_normals``), not raw differences that face the camera."""
+    from mtl3d_perception import geometry
+    from mtl3d_perception.replay.evaluation import GroundTruth
+
+    H, W = 96, 128
+    K = np.array([[110.0, 0.0, 63.5], [0.0, 110.0, 47.5], [0.0, 0.0, 1.0]])
+    n = np.array([0.0, -0.8, -0.6])  # a floor seen from above
+    rays = geometry.backproject(np.ones((H, W)), K)
+    half = np.round((-1.2 / (rays @ n))[::2, ::2] * 1000.0) / 1000.0  # mm, half resolution
+    depth = np.repeat(np.repeat(half, 2, 0), 2, 1).astype(np.float32)
+    normals = GroundTruth(K=K, depth=depth).normals
+    ok = np.isfinite(normals).all(-1)
+    assert ok.mean() > 0.9
+    assert np.percentile(np.degrees(np.arccos(np.clip(normals[ok] @ n, -1, 1))), 95) < 5.0

@@ -250,11 +250,12 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
 
 def _view_from_labels(rgb, K, T, depth=None, semantic=None, normals=None, *, derive_normals: bool = True
                       ) -> ViewSample:
-    """A ViewSample with derived labels: normals from depth when missing, boundaries from semantic."""
+    """A ViewSample with derived labels: normals from depth when missing (``geometry.reference_normals``: a measured
+    depth map is smoothed first), boundaries from semantic."""
     if depth is not None:
         depth = np.where(geometry.valid_depth(depth), depth, np.nan).astype(np.float32)
         if normals is None and derive_normals:
-            normals = geometry.normals_from_depth(depth, K)
+            normals = geometry.reference_normals(depth, K)
     boundary = boundaries_from_semantic(semantic) if semantic is not None else None
     return ViewSample(rgb=rgb, K=np.asarray(K, np.float64), T_world_cam=np.asarray(T, np.float64),
                       depth=depth, normals=normals, semantic=semantic, boundary=boundary)

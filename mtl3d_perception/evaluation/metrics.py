@@ -15,7 +15,7 @@ of the dataset (the MTL benchmarks' convention), so the order of batches does no
 - real frames (issue 18, :class:`RealDepthMeter`): median-scaled abs rel (structure) and the median scale
   ratio (scale), abs rel by baseline bin, the confidence's sparsification curve and the confidence
   threshold of each of its points; normals against normals of
-  the smoothed depth label (:func:`smoothed_depth_normals`); the cost volume's own read-out (``geometric/``);
+  the smoothed depth label (``geometry.smoothed_depth_normals``); the cost volume's own read-out (``geometric/``);
 - :func:`delta_m`: Δm = mean_i (-1)^{l_i} (M_i - M_b,i) / M_b,i x 100 (Maninis et al., CVPR'19).
 """
 
@@ -386,28 +386,6 @@ def _top_count(fraction: float, n: int) -> int:
     return max(1, int(round(fraction * n)))
 
 
-def smoothed_depth_normals(depth: torch.Tensor, K: torch.Tensor, sigma_px: float = 1.0) -> torch.Tensor:
-    """Normals ``[N,3,H,W]`` (NaN invalid) of ``depth`` [N,1,H,W] (metres, NaN/<=0 invalid) after a Gaussian
-    smoothing over valid pixels only (normalised convolution), so sensor noise does not dominate the
-    reference normals of real frames. ``K`` [N,3,3].
-    """
-    ok = geometry.valid_depth(depth)
-    d = torch.where(ok, depth, torch.zeros_like(depth)).double()
-    r = max(1, int(round(3 * sigma_px)))
-    x = torch.arange(-r, r + 1, dtype=torch.float64, device=depth.device)
-    g = torch.exp(-0.5 * (x / sigma_px) ** 2)
-    g = g / g.sum()
-
-    def blur(t):
-        t = torch.nn.functional.conv2d(torch.nn.functional.pad(t, (r, r, 0, 0)), g.view(1, 1, 1, -1))
-        return torch.nn.functional.conv2d(torch.nn.functional.pad(t, (0, 0, r, r)), g.view(1, 1, -1, 1))
-
-    weight = blur(ok.double())
-    smooth = torch.where(ok & (weight > 0.3), blur(d) / weight.clamp_min(1e-6), torch.full_like(d, float("nan")))
-    normals, valid = geometry.normals_from_depth_torch(smooth.float(), K.float())
-    return torch.where(valid, normals, torch.full_like(normals, float("nan")))
-
-
 class RealDepthMeter:
     """The real-frame depth report of issue 18: structure vs scale, abs rel by baseline, confidence.
 
@@ -530,7 +508,7 @@ class MultiTaskMeter:
                 self.geometric_real.update(outputs["depth_geometric"], batch.depth[:, 0], valid, baseline_m,
                                            outputs.get("depth_matching_confidence"), two_view)
             if "normals" in outputs and valid.any():
-                self.normals_smoothed.update(outputs["normals"], smoothed_depth_normals(batch.depth[:, 0], batch.K[:, 0]),
+                self.normals_smoothed.update(outputs["normals"], geometry.smoothed_depth_normals(batch.depth[:, 0], batch.K[:, 0]),
                                              valid)
         if "normals" in outputs:
             self.normals.update(outputs["normals"], batch.normals[:, 0], batch.valid["normals"][:, 0])

@@ -7,7 +7,7 @@ the end of the bag), and is then scored by each mode's :class:`ModeEvaluator` an
 
 - against ground truth when the bag has it, at the ground truth's resolution (predictions are resized with
   nearest-neighbour sampling): depth vs the GT depth topic, mIoU vs the GT semantic topic, normals vs normals
-  computed from the GT depth (``geometry.normals_from_depth``); the real-frame depth report of
+  computed from the smoothed GT depth (``geometry.reference_normals``); the real-frame depth report of
   ``RealDepthMeter`` (median-scaled abs rel, median scale ratio) and, for models with a depth confidence, its
   sparsification curve over the two-view frames (abs rel of the x % most-confident pixels, with the confidence
   threshold that keeps them: ``depth/abs_rel_conf_top<x>``, ``depth/conf_threshold_top<x>``; single-view frames
@@ -42,7 +42,7 @@ from mtl3d_perception.evaluation.metrics import (
     sparsification_rows,
 )
 from mtl3d_perception.evaluation.montage import montage_row, with_titles
-from mtl3d_perception.geometry import is_registered, normals_from_depth, resize_intrinsics
+from mtl3d_perception.geometry import is_registered, reference_normals, resize_intrinsics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.products import STAGES, Products
@@ -69,7 +69,7 @@ class GroundTruth:
     def normals(self) -> np.ndarray | None:
         """Normals from the GT depth (computed once, shared by both modes)."""
         if self._normals is None and self.depth is not None:
-            self._normals = normals_from_depth(self.depth, self.K)
+            self._normals = reference_normals(self.depth, self.K)
         return self._normals
 
 
