@@ -77,6 +77,12 @@ class ModelConfig:
     # was matched (as monocular depth is aligned to metric points, Ranftl et al. 2022, MiDaS). False: the prior as the
     # head gives it (checkpoints from before it load as that).
     prior_scale_alignment: bool = False
+    # Exposure band (session 15): each input image is scaled so its mean intensity (RGB in [0, 1]) lies in [lo, hi],
+    # the automatic gain of a camera's ISP done once more (network.exposure_gain); images inside the band are left
+    # as they are. The 10-90 % range of the training images' means is 0.32-0.46 (HoloLens and synthetic alike); an
+    # under-exposed camera otherwise costs the real design frames 11 % abs rel (models/README.md). None: off
+    # (checkpoints from before it load as that).
+    exposure_band: tuple[float, float] | None = None
     # Fusion and task heads
     fusion_channels: int = 64  # width of the 1x1 projection of concat[f(I), C, F]
     decoder_channels: int = 32
@@ -110,6 +116,9 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.confidence_depth_cues and not self.confidence_head:
             msg = "confidence_depth_cues needs confidence_head: true"
+            raise ConfigError(msg)
+        if self.exposure_band is not None and not 0 < self.exposure_band[0] <= self.exposure_band[1] < 1:
+            msg = f"exposure_band (lo, hi) must satisfy 0 < lo <= hi < 1 (mean intensity of RGB in [0, 1]), got {self.exposure_band}"
             raise ConfigError(msg)
         if self.prior_scale_alignment and not self.geometric_depth:
             msg = ("prior_scale_alignment needs geometric_depth: true (it aligns the prior to the geometric depth); "

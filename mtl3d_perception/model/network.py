@@ -27,6 +27,20 @@ from mtl3d_perception.model.geometric import MatchingFeatures, epipolar_span, re
 from mtl3d_perception.model.heads import MultiTaskHeads
 
 
+def exposure_gain(images: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    """``images`` [B, 3, H, W] RGB in [0, 1], each scaled so its mean intensity lies in ``band`` = (lo, hi), clipped
+    to [0, 1]; an image already inside the band is returned unchanged (a gain of exactly 1).
+
+    A camera's automatic gain, applied again to what the network sees: a fixed-exposure or under-exposed camera
+    (a dim room, a robot that locks exposure against flicker) gives images darker than any the network trained on.
+    The mean is of the encoded values (sRGB as delivered), like the mean-brightness metering of simple auto-exposure.
+    """
+    lo, hi = band
+    mean = images.mean((1, 2, 3), keepdim=True)
+    gain = mean.clamp(lo, hi) / mean.clamp_min(1e-3)
+    return torch.where(gain == 1.0, images, (images * gain).clamp(0.0, 1.0))
+
+
 @dataclass
 class FrameFeatures:
     """Per-frame features, cacheable: the encoder levels f(I) and the CvM spatial features s(I).
@@ -107,6 +121,8 @@ class CvMMTL(nn.Module):
         H, W = images.shape[-2:]
         _check(H % STRIDE == 0 and W % STRIDE == 0, f"image height and width must be multiples of {STRIDE}, got {H}x{W}")
         _check(images.is_floating_point(), f"images must be float RGB in [0, 1], got {images.dtype}")
+        if self.config.exposure_band is not None:
+            images = exposure_gain(images, self.config.exposure_band)
         image = self.encoder((images - self.image_mean) / self.image_std)
         spatial = None
         if self.cvm is not None:
