@@ -2,7 +2,8 @@
 
 Every sub-command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only
 wires them.
-The library's errors are caught once, here, and printed as ``ERROR: ...`` with exit status 1.
+The library's errors are caught once, here, and printed as ``ERROR: ...`` with exit status 1; a setting's error
+(``typed_config.SettingError``) names the option the user typed for it (``cli_args.option_for``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import sys
 
 from mtl3d_perception import __version__
+from mtl3d_perception.cli_args import option_for
+from mtl3d_perception.typed_config import SettingError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)  # _parser: main words a SettingError with this parser's options
         try:
             importlib.import_module(module).add_arguments(p)
         except ModuleNotFoundError as exc:  # a sub-command whose optional dependency is missing
@@ -45,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"ERROR: mtl3d {args.command} is unavailable: {args._missing}", file=sys.stderr)
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
+    except SettingError as exc:  # "--history-size must be ...", not the setting's own name "history_size"
+        option = option_for(args._parser, exc.name, argv)
+        print(f"ERROR: {exc.named(option) if option else exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, RuntimeError) as exc:  # OSError: missing files, permissions, a file where a folder goes
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1

@@ -1,12 +1,16 @@
 """Argument types and checks shared by the ``mtl3d`` sub-commands: one rule and one message for each.
 
 argparse ``type=`` callables raise ``argparse.ArgumentTypeError`` (argparse prints it as a usage error);
-the checks raise ``ValueError``, which ``cli.main`` prints as ``ERROR: ...``.
+the checks raise ``ValueError``, which ``cli.main`` prints as ``ERROR: ...``. A library's
+:class:`~mtl3d_perception.typed_config.SettingError` names a setting (``history_size``, ``rate_hz``); ``cli.main``
+words it with the option whose ``dest`` is that name (:func:`option_for`), so an option that sets a library
+setting takes the setting's name as its ``dest``.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -50,3 +54,13 @@ def output_folder(path: str | Path) -> Path:
     path = check_output_folder(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def option_for(parser: argparse.ArgumentParser, dest: str, argv: Sequence[str]) -> str | None:
+    """The option of ``parser`` that sets ``dest``, spelt as in ``argv`` (an alias such as ``--sync-slop`` or the full
+    ``--sync-slop-s``; the last one typed), else its last spelling; None when no option sets ``dest``."""
+    for action in parser._actions:  # argparse lists a parser's arguments nowhere public
+        if action.dest == dest and action.option_strings:
+            typed = [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in action.option_strings]
+            return (typed or action.option_strings)[-1]
+    return None

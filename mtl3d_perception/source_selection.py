@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mtl3d_perception.geometry import relative_pose, rotation_angle
+from mtl3d_perception.typed_config import SettingError
 
 # A source must be at least this far (metres) from the reference: below it there is no parallax to match (session 13).
 MIN_PARALLAX_M = 0.005
@@ -48,9 +49,9 @@ class PairingConfig:
         for name in ("min_baseline_m", "min_rotation_deg", "max_pair_age_s", "max_speed_mps", "max_angular_speed_dps"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite value >= 0, got {value}")
+                raise SettingError(name, f"{name} must be a finite value >= 0, got {value}")
         if self.history_size < 1:
-            raise ValueError(f"history_size must be >= 1, got {self.history_size}")
+            raise SettingError("history_size", f"history_size must be >= 1, got {self.history_size}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ unknown-key and bad-float errors name the key, but a list element's error names 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -45,6 +46,37 @@ _Yaml12BoolLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|f
 
 class ConfigError(ValueError):
     """A config that cannot be used (unknown key, wrong type, missing preset)."""
+
+
+class SettingError(ValueError):
+    """A setting's value outside what it takes; the message starts with the setting's ``name``.
+
+    ``name`` is the setting as the code knows it: a node parameter, a function's keyword (``rate_hz``). Where users
+    set it otherwise, the boundary words the same message with their name for it: ``mtl3d`` names the flag that was
+    typed (``--history-size must be in [1, 256], got 0``, see ``cli.main``), the node keeps the parameter's name.
+    """
+
+    def __init__(self, name: str, message: str) -> None:
+        if not message.startswith(name):
+            message = f"{name}: {message}"
+        super().__init__(message)
+        self.name = name
+
+    def named(self, label: str) -> str:
+        """The message with ``label`` (e.g. ``--rate``) in place of the setting's name."""
+        return label + str(self)[len(self.name):]
+
+
+def positive_finite(name: str, value: float) -> float:
+    """``value`` if it is a finite number > 0 (a rate, a speed).
+
+    Raises:
+        SettingError: anything else (0, negative, NaN, inf); the message names ``name`` and the value.
+    """
+    if not 0 < value < math.inf:
+        msg = f"{name} must be a finite number > 0, got {value}"
+        raise SettingError(name, msg)
+    return value
 
 
 def parse_yaml(text: str, source: str = "config") -> Any:

@@ -25,6 +25,7 @@ from mtl3d_perception.data.sequence import PosedSequence, SequenceError, describ
 from mtl3d_perception.data.sources.bag import read_bag_sequence
 from mtl3d_perception.data.synthetic import iter_sequence, scene_provenance
 from mtl3d_perception.geometry import check_rigid, rotation_angle
+from mtl3d_perception.typed_config import SettingError
 
 N_FRAMES = 5
 
@@ -187,8 +188,10 @@ def test_write_errors(tmp_path, seq_dir):
     with pytest.raises(BagError, match="frame 1 changes K or image size"):
         write_bag(frames, tmp_path / "two_cameras")
     assert not (tmp_path / "two_cameras").exists()
-    with pytest.raises(BagError, match="rate_hz must be positive"):
-        write_bag(seq_dir, tmp_path / "y", rate_hz=0)
+    for rate_hz in (0, -10.0, float("inf")):  # a setting's error, which `mtl3d bag` words as --rate
+        with pytest.raises(SettingError, match=f"^rate_hz must be a finite number > 0, got {rate_hz}$"):
+            write_bag(seq_dir, tmp_path / "y", rate_hz=rate_hz)
+    assert not (tmp_path / "y").exists()
     with pytest.raises(BagError, match="unknown image compression 'h264'; expected one of jpeg, png"):
         write_bag(seq_dir, tmp_path / "z", compressed="h264")
 

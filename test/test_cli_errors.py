@@ -9,10 +9,16 @@ import pytest
 import torch
 
 from mtl3d_perception.cli import main as cli_main
+from mtl3d_perception.data.bag import write_bag
+from mtl3d_perception.data.sequence import write_sequence
+from mtl3d_perception.data.synthetic import iter_sequence
 from mtl3d_perception.model import build_model, save_checkpoint
 from mtl3d_perception.model.checkpoint import CheckpointError, load_checkpoint
 from mtl3d_perception.model.config import resolve_config
+from mtl3d_perception.replay import ReplayOptions
+from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.loading import load_model
+from mtl3d_perception.typed_config import SettingError
 
 CASES = Path(__file__).resolve().parents[1] / ".." / "shared" / "cases"
 
@@ -93,7 +99,7 @@ def test_bad_device_is_one_line_naming_what_is_expected(capsys, tmp_path, comman
     """``--device tpu`` used to end with torch's 'Expected one of cpu, cuda, ipu, xpu, ...'; the node's rule
     (runtime.params.device_problem) now names it, before any file is read."""
     err = one_line_error(capsys, [*command, "--device", "tpu", "--out", str(tmp_path / "out")])
-    assert err == "ERROR: device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got 'tpu'"
+    assert err == "ERROR: --device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got 'tpu'"
 
 
 # ------------------------------------------------------------------ user mistakes a new user made (session 7 trial)
@@ -136,6 +142,71 @@ def test_eval_refuses_options_that_evaluate_nothing(capsys, tmp_path):
     assert f"output folder {afile} is a file; expected a folder" in err
     err = one_line_error(capsys, ["synth", "--frames", "2", "--size", "32x24", "--out", str(afile / "seq")])
     assert f"output folder {afile / 'seq'} cannot be made: {afile} is a file, not a folder" in err
+
+
+# ------------------------------------------------------------------ a new user's trial (session 15)
+
+
+@pytest.fixture(scope="module")
+def tiny_sequence(tmp_path_factory) -> Path:
+    return write_sequence(tmp_path_factory.mktemp("seq") / "seq", iter_sequence(0, 2, (16, 12)))
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["replay", "BAG", "--history-size", "0"], "--history-size must be in [1, 256], got 0"),
+    (["replay", "BAG", "--sync-slop", "-1"], "--sync-slop must be in [0.0, 1.0], got -1.0"),  # the alias, as typed
+    (["replay", "BAG", "--sync-slop-s=-1"], "--sync-slop-s must be in [0.0, 1.0], got -1.0"),
+    (["replay", "BAG", "--limit", "0"], "--limit must be >= 1, got 0"),
+    (["replay", "BAG", "--montage-frames", "-1"], "--montage-frames must be >= 0, got -1"),
+    (["replay", "BAG", "--world-frame", "/map"], "--world-frame '/map': tf2 frame ids cannot start with a '/'; use 'map'"),
+    (["bag", "SEQ", "--rate", "0"], "--rate must be a finite number > 0, got 0.0"),
+    (["synth", "--rate", "0"], "--rate must be a finite number > 0, got 0.0"),
+])
+def test_setting_errors_name_the_flag_that_was_typed(capsys, tmp_path, tiny_sequence, argv, expected):
+    """A setting out of range is named by the flag the user typed (``cli.main`` words every sub-command's
+    SettingError), not by the setting's internal name (``history_size``, ``sync_slop_s``, ``rate_hz``)."""
+    bag = write_bag(tiny_sequence, tmp_path / "bag") if argv[1] == "BAG" else None
+    argv = [str({"BAG": bag, "SEQ": tiny_sequence}.get(a, a)) for a in argv]
+    err = one_line_error(capsys, [*argv, "--out", str(tmp_path / "out")])
+    assert err == f"ERROR: {expected}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_node_parameters_keep_their_names_in_the_same_errors():
+    """The node replies with the parameter's name (ROS users set parameters, not flags): one rule, two wordings."""
+    with pytest.raises(SettingError, match=r"^history_size must be in \[1, 256\], got 0$") as info:
+        RuntimeConfig().replace(history_size=0)
+    assert info.value.named("--history-size") == "--history-size must be in [1, 256], got 0"
+    with pytest.raises(SettingError, match=r"^sync_slop_s must be in \[0.0, 1.0\], got -1.0$"):
+        RuntimeConfig(sync_slop_s=-1.0)
+    with pytest.raises(SettingError, match=r"^limit must be >= 1, got 0$"):
+        ReplayOptions(limit=0)
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--speed", "-1", "--speed must be a finite number > 0, got -1.0"),  # used to render the path backwards
+    ("--speed", "0", "--speed must be a finite number > 0, got 0.0"),
+    ("--speed", "nan", "--speed must be a finite number > 0, got nan"),
+    ("--rate", "inf", "--rate must be a finite number > 0, got inf"),
+    ("--seed", "-1", "--seed must be a whole number >= 0, got -1"),  # was numpy's 'expected non-negative integer'
+    ("--size", "1x1", "--size must be at least 2x2 and at most 16777216 pixels, got 1x1"),
+    ("--size", "100000x100000", "--size must be at least 2x2 and at most 16777216 pixels, got 100000x100000"),
+])
+def test_synth_refuses_bad_numbers_before_writing(capsys, tmp_path, flag, value, expected):
+    err = one_line_error(capsys, ["synth", "--frames", "2", "--size", "32x24", flag, value, "--out", str(tmp_path / "s")])
+    assert err == f"ERROR: {expected}"
+    assert not (tmp_path / "s").exists()  # refused before the output folder is made
+
+
+def test_a_misspelt_data_path_names_the_spec_and_what_was_expected(capsys, tmp_path):
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
+                           tmp_path / "m.safetensors")
+    missing = tmp_path / "hololens_00"
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", f"sequence:{missing}", "--out", str(tmp_path / "e")])
+    assert err == (f"ERROR: --data sequence:{missing}: {missing} does not exist (expected a posed RGB-D sequence "
+                   "folder, docs/sequence_format.md)")
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", f"bag:{missing}", "--out", str(tmp_path / "e")])
+    assert err.startswith(f"ERROR: --data bag:{missing}: {missing}: no such bag (expected a rosbag2 folder")
 
 
 def test_version(capsys):

@@ -239,3 +239,16 @@ def test_one_normal_colouring():
     assert row.shape == (2, 3 * len(COLUMNS), 3)
     np.testing.assert_array_equal(row[:, 3 * COLUMNS.index("normals"):][0, 0], [127, 127, 255])
     np.testing.assert_array_equal(row[0, 3 * COLUMNS.index("depth")], [96, 96, 96])  # missing: grey
+
+
+def test_eval_montages_have_the_title_row_replays_have():
+    """`mtl3d eval`'s and training's montages (``montage``) are headed by the title row of replay's montage.png
+    (``with_titles``): they used to be rows alone, columns unnamed."""
+    from mtl3d_perception.data.batch import MultiViewBatch, ViewSample
+    from mtl3d_perception.evaluation.montage import montage, montage_row, with_titles
+
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    batch = MultiViewBatch.from_views([ViewSample(rgb, np.eye(3), np.eye(4))])
+    pic = montage(batch, {})
+    np.testing.assert_array_equal(pic, with_titles([montage_row(rgb, depth_range=(0.3, 10.0))]))
+    assert pic.shape[0] > rgb.shape[0] and (pic[0] == 255).all()  # the white title row on top

@@ -634,7 +634,17 @@ def test_output_folder_checks(wall_bag, tmp_path, capsys):
     assert f"ERROR: output folder {afile} is a file" in capsys.readouterr().err
     assert cli.main(["replay", str(wall_bag), "--out", str(tmp_path / "slash"), "--world-frame", "/odom",
                      "--model", "preset:tiny", "--no-progress"]) == 1
-    assert "world_frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
+    assert "ERROR: --world-frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
+
+
+def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path):
+    """--precision fp16 on a CPU runs fp32: said on the console only, it was missing from the files the figures are
+    read from. Now a note in metrics.json (both pipelines of --compare-single-view: one note) and report.md."""
+    replay_bag(wall_bag, tmp_path / "out", WallStub(2.0),
+               quiet(precision="fp16", device="cpu", limit=1, compare_single_view=True))
+    note = "precision fp16 needs CUDA; running fp32 on cpu"
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"].count(note) == 1
+    assert f"- note: {note}" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):

@@ -172,6 +172,16 @@ def test_bad_frames_and_options_raise(model):
     assert pipe.model is None
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_on_a_cpu_runs_fp32_and_says_why(model, precision):
+    """One rule with the node's (runtime.params.CUDA_ONLY_PRECISIONS): bf16 on a CPU used to run CPU autocast."""
+    pipe = PerceptionPipeline(model, _config(precision=precision))
+    assert pipe.precision == "fp32"
+    assert pipe.precision_note == f"precision {precision} needs CUDA; running fp32 on cpu"
+    pipe.set_config(_config())
+    assert pipe.precision == "fp32" and pipe.precision_note is None
+
+
 def test_load_model_forms(model, tmp_path):
     from mtl3d_perception.model import save_checkpoint
     from mtl3d_perception.runtime.loading import load_model

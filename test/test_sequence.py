@@ -170,7 +170,7 @@ def test_opening_a_malformed_folder_names_the_file_and_the_problem(seq_dir, case
 
 
 def test_not_a_directory(tmp_path):
-    with pytest.raises(SequenceError, match=r"nowhere: not a directory"):
+    with pytest.raises(SequenceError, match=r"nowhere does not exist \(expected a posed RGB-D sequence folder"):
         PosedSequence(tmp_path / "nowhere")
 
 

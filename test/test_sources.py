@@ -4,6 +4,7 @@ from synthetic scenes with exact ground truth; bad layouts give one-line errors 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from mtl3d_perception import cli, topics
 from mtl3d_perception.data.bag import T_BASE_CAM, typestore, write_bag
 from mtl3d_perception.data.datasets import SourceConfig, build_dataset, parse_data_spec
-from mtl3d_perception.data.sequence import SequenceError, write_sequence
+from mtl3d_perception.data.sequence import PosedSequence, SequenceError, write_sequence
 from mtl3d_perception.data.sources.bag import BagFrames
 from mtl3d_perception.data.sources.scannet import ScanNetSequence
 from mtl3d_perception.data.sources.seven_scenes import SevenScenesSequence, centred_K, register_depth
@@ -156,8 +157,9 @@ def test_scannet_bad_layouts(tmp_path, scene):
     (root / "pose" / "1.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1\n0 0 0 1\n")
     with pytest.raises(SequenceError, match=r"pose/1\.txt line 3: expected 4 numbers"):
         ScanNetSequence(root)
-    with pytest.raises(SequenceError, match=r"nothing/color: missing \(a ScanNet export has color/, depth/"):
-        ScanNetSequence(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SequenceError, match=r"empty/color: missing \(a ScanNet export has color/, depth/"):
+        ScanNetSequence(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------------- 7-Scenes
@@ -484,3 +486,20 @@ def test_bag_frames_read_camera_info_as_the_node_does():
     assert fr.rgb.shape == (24, 32, 3)
     assert fr.K[0, 0] == pytest.approx(25.11, abs=0.01) and fr.K[1, 1] == pytest.approx(25.11, abs=0.01)
     assert 15.5 <= fr.K[0, 2] <= 15.75 and 11.5 <= fr.K[1, 2] <= 11.75
+
+
+@pytest.mark.parametrize(("cls", "expected"), [
+    (PosedSequence, "a posed RGB-D sequence folder, docs/sequence_format.md"),
+    (TumSequence, "a TUM RGB-D sequence folder with rgb.txt, depth.txt, groundtruth.txt"),
+    (SevenScenesSequence, "a 7-Scenes sequence folder (seq-NN)"),
+    (ScanNetSequence, "a ScanNet export folder with color/, depth/, pose/, intrinsic/"),
+])
+def test_a_missing_or_file_path_names_what_was_expected(tmp_path, cls, expected):
+    """'x: not a directory' said neither that x is missing nor what kind of folder should be there."""
+    missing = tmp_path / "hololens_00"
+    with pytest.raises(SequenceError, match=rf"^{re.escape(f'{missing} does not exist (expected {expected}')}"):
+        cls(missing)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(SequenceError, match=rf"^{re.escape(f'{afile} is not a directory (expected {expected}')}"):
+        cls(afile)

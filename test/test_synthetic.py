@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from mtl3d_perception.classes import IGNORE_INDEX, NYU13_CLASSES, label_boundari
 from mtl3d_perception.data.synthetic import (
     SyntheticScene,
     default_intrinsics,
+    iter_sequence,
 )
 from mtl3d_perception.geometry import (
     backproject,
@@ -23,6 +25,7 @@ from mtl3d_perception.geometry import (
     rotation_angle,
     transform_points,
 )
+from mtl3d_perception.typed_config import SettingError
 
 SIZE = (64, 48)
 
@@ -76,6 +79,30 @@ def test_rendering_is_deterministic_per_seed():
 def test_a_path_is_a_prefix_of_a_longer_one():
     scene = SyntheticScene(2)
     np.testing.assert_array_equal(scene.camera_path(5), scene.camera_path(12)[:5])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"speed": -1.0}, "speed must be a finite number > 0, got -1.0"),  # drove the loop backwards, silently
+    ({"speed": 0.0}, "speed must be a finite number > 0, got 0.0"),
+    ({"rate_hz": float("nan")}, "rate_hz must be a finite number > 0, got nan"),
+    ({"seed": -1}, "seed must be a whole number >= 0, got -1"),
+    ({"size": (1, 1)}, "size must be at least 2x2"),
+    ({"n_frames": -1}, "n_frames must be >= 0, got -1"),
+])
+def test_iter_sequence_refuses_bad_arguments_on_the_call(kwargs, message):
+    """Refused when called, before a frame is asked for (so `mtl3d synth` writes nothing), naming the argument."""
+    args = {"seed": 0, "n_frames": 2, "size": (16, 12), **kwargs}
+    with pytest.raises(SettingError, match=f"^{re.escape(message)}") as info:
+        iter_sequence(args.pop("seed"), args.pop("n_frames"), args.pop("size"), **args)
+    assert info.value.name == next(iter(kwargs))
+
+
+def test_camera_path_refuses_a_speed_or_rate_that_is_not_positive():
+    scene = SyntheticScene(0, textures=None)
+    with pytest.raises(SettingError, match=r"^speed must be a finite number > 0, got -0.5$"):
+        scene.camera_path(3, speed=-0.5)
+    with pytest.raises(SettingError, match=r"^rate_hz must be a finite number > 0, got inf$"):
+        scene.camera_path(3, rate_hz=float("inf"))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

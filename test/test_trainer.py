@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -114,6 +115,8 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert f"generator v{GENERATOR_VERSION}" in (tmp_path / "report.md").read_text()
     assert sorted(p.name for p in tmp_path.glob("montage_*.png")) == [
         "montage_synthetic-test_single_view_0.png", "montage_synthetic-test_two_view_0.png"]
+    pic = cv2.imread(str(tmp_path / "montage_synthetic-test_two_view_0.png"))
+    assert (pic[0] == 255).all()  # headed by the columns' titles, as replay's montage.png (evaluation.montage)
     # two sources that name the same files: the second one's montages are numbered, not written over the first's
     rc = main(["eval", str(out / "checkpoints" / "last.safetensors"), "--data", "synthetic:test:1", "--data",
                "synthetic:test:2", "--max-batches", "1", "--batch-size", "2", "--montages", "1", "--modes", "two_view",

@@ -62,6 +62,7 @@ from mtl3d_perception.msgs.conversions import (
     make_image,
     make_transform_stamped,
 )
+from mtl3d_perception.typed_config import positive_finite
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
@@ -152,14 +153,15 @@ def write_bag(
     Raises:
         BagError: unknown storage or compression, ``out_path`` exists or has a storage suffix, no frames, or frames
             whose K or size change mid-sequence (the partly written bag is removed).
+        SettingError: ``rate_hz`` is not a finite number > 0.
         SequenceError: ``source`` is a malformed sequence folder.
     """
     if storage not in STORAGES:
         raise BagError(f"unknown bag storage {storage!r}; expected one of {', '.join(STORAGES)}")
     if compressed is not None and compressed not in COMPRESSED_FORMATS:
         raise BagError(f"unknown image compression {compressed!r}; expected one of {', '.join(COMPRESSED_FORMATS)}")
-    if rate_hz is not None and not rate_hz > 0:
-        raise BagError(f"rate_hz must be positive, got {rate_hz}")
+    if rate_hz is not None:
+        positive_finite("rate_hz", rate_hz)
     out_path = Path(out_path)
     if out_path.suffix in (".mcap", ".db3"):
         raise BagError(f"{out_path}: a rosbag2 is a directory; name it without the {out_path.suffix} suffix")
@@ -335,7 +337,7 @@ def resolve_image_topic(path: str | Path, available: Mapping[str, str], image_to
 
 def open_reader(path: Path) -> Reader:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such bag")
+        raise FileNotFoundError(f"{path}: no such bag (expected a rosbag2 folder or a .mcap / .db3 file)")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         hint = ""
         if (path / "poses.txt").is_file() and (path / "images").is_dir():

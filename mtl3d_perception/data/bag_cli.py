@@ -22,7 +22,7 @@ from mtl3d_perception.msgs.conversions import COMPRESSED_FORMATS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sequence", type=Path, metavar="SEQ_DIR", help="posed RGB-D sequence folder")
     parser.add_argument("--out", type=Path, required=True, metavar="BAG", help="bag directory to create")
-    parser.add_argument("--rate", type=float, default=None, metavar="HZ",
+    parser.add_argument("--rate", dest="rate_hz", type=float, default=None, metavar="HZ",
                         help="stamp frames at this rate (default: timestamps.txt, else 10 Hz)")
     parser.add_argument("--format", choices=tuple(STORAGES), default="mcap", help="storage; default mcap")
     parser.add_argument("--compressed", choices=COMPRESSED_FORMATS, default=None,
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     seq = PosedSequence(args.sequence)
-    write_bag(seq, args.out, rate_hz=args.rate, storage=args.format, compressed=args.compressed)
+    write_bag(seq, args.out, rate_hz=args.rate_hz, storage=args.format, compressed=args.compressed)
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({args.format}, {len(seq)} frames, {size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s; topics: {', '.join(sorted(bag_topics(args.out)))}")

@@ -42,6 +42,19 @@ class SequenceError(ValueError):
     """A posed RGB-D sequence folder is malformed; the message names the file and the problem."""
 
 
+def check_folder(root: Path, expected: str) -> Path:
+    """``root`` when it is a folder (a sequence of some kind).
+
+    Raises:
+        SequenceError: ``root`` is missing or not a folder; the message names it and ``expected``, what should be
+            there (``"a posed RGB-D sequence folder, docs/sequence_format.md"``).
+    """
+    if not root.is_dir():
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise SequenceError(f"{root} {problem} (expected {expected})")
+    return root
+
+
 @dataclass
 class SequenceFrame:
     """One posed RGB-D frame.
@@ -175,9 +188,7 @@ class PosedSequence(Sequence[SequenceFrame]):
     """
 
     def __init__(self, root: str | Path, *, rate_hz: float = DEFAULT_RATE_HZ) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SequenceError(f"{self.root}: not a directory")
+        self.root = check_folder(Path(root), "a posed RGB-D sequence folder, docs/sequence_format.md")
         self.provenance = read_provenance(self.root)
         self.image_paths = self._list_images()
         self.names = [p.stem for p in self.image_paths]

@@ -38,6 +38,8 @@ from mtl3d_perception.classes import NYU13_CLASSES, class_index
 from mtl3d_perception.data.raycast import Material, Primitive, RoomRenderer, rotz
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, START_TIME_S, SequenceFrame
 from mtl3d_perception.data.textures import ImageMaterial, TextureAtlas, TextureLibrary, texture_library
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
+from mtl3d_perception.typed_config import SettingError, positive_finite
 
 # Bumped whenever the scene a seed gives changes (layout, parts or their looks), so that a checkpoint's
 # ``trained_on`` says which scenes it saw: 1 = up to session 8; 2 = session 9 (class looks: picture frames, tv
@@ -102,6 +104,8 @@ class SyntheticScene:
     """
 
     def __init__(self, seed: int, textures: str | Path | None = "auto") -> None:
+        if int(seed) < 0:  # numpy's own refusal names neither the seed nor the rule
+            raise SettingError("seed", f"seed must be a whole number >= 0, got {seed}")
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
         self.size = np.array([rng.uniform(5.4, 8.0), rng.uniform(5.4, 8.0), rng.uniform(2.5, 3.0)])
@@ -501,7 +505,15 @@ class SyntheticScene:
         1.2-1.7 m, with smooth random 6-DoF jitter (sums of sinusoids at 0.1-0.6 Hz: +/- 8 cm sideways and
         up/down, +/- 10 deg yaw, pitch -25..+5 deg, +/- 6 deg roll). The first ``n`` poses of a longer
         path are the same poses (a path is a prefix of any longer one).
+
+        Raises:
+            SettingError: ``rate_hz`` or ``speed`` not a finite number > 0 (a negative speed would drive the loop
+                backwards), or ``n`` < 0.
         """
+        positive_finite("rate_hz", rate_hz)
+        positive_finite("speed", speed)
+        if n < 0:
+            raise SettingError("n", f"n must be >= 0 poses, got {n}")
         if motion not in MOTIONS:
             msg = f"unknown camera motion {motion!r}; expected one of {', '.join(MOTIONS)}"
             raise ValueError(msg)
@@ -587,14 +599,29 @@ def iter_sequence(
     Frames carry rgb, float depth, exact normals and semantic labels, and are named ``00000``, ...;
     stamps start at ``START_TIME_S`` and advance by ``1 / rate_hz``. ``K`` defaults to
     :func:`default_intrinsics`.
+
+    Raises:
+        SettingError: on the call, before any frame (so nothing is written for them): ``seed`` < 0, ``n_frames`` < 0,
+            ``size`` below 2x2 or above ``runtime.frames.MAX_IMAGE_PIXELS`` (the runtime's input limit), or
+            ``rate_hz`` / ``speed`` not a finite number > 0.
     """
     W, H = int(size[0]), int(size[1])
-    if W <= 0 or H <= 0 or n_frames < 0:
-        raise ValueError(f"need a positive size and a non-negative frame count, got {W}x{H} and {n_frames} frames")
+    if min(W, H) < 2 or W * H > MAX_IMAGE_PIXELS:
+        msg = f"size must be at least 2x2 and at most {MAX_IMAGE_PIXELS} pixels, got {W}x{H}"
+        raise SettingError("size", msg)
+    if n_frames < 0:
+        raise SettingError("n_frames", f"n_frames must be >= 0, got {n_frames}")
     K = default_intrinsics(W, H) if K is None else np.asarray(K, np.float64)
     scene = SyntheticScene(seed)
-    for i, T in enumerate(scene.camera_path(n_frames, rate_hz=rate_hz, speed=speed)):
-        out = scene.render(T, K, (W, H))
+    poses = scene.camera_path(n_frames, rate_hz=rate_hz, speed=speed)
+    return _render_frames(scene, poses, K, (W, H), rate_hz)
+
+
+def _render_frames(scene: SyntheticScene, poses: np.ndarray, K: np.ndarray, size: tuple[int, int],
+                   rate_hz: float) -> Iterator[SequenceFrame]:
+    """:func:`iter_sequence`'s frames, rendered one at a time (its checks ran on the call)."""
+    for i, T in enumerate(poses):
+        out = scene.render(T, K, size)
         yield SequenceFrame(
             index=i, stamp=START_TIME_S + i / rate_hz, rgb=out["rgb"], depth=out["depth"], K=K.copy(),
             T_world_cam=T, semantic=out["semantic"], normals=out["normals"], name=f"{i:05d}",

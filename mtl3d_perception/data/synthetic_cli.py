@@ -24,13 +24,12 @@ from mtl3d_perception.data.textures import TEXTURES_ENV
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> ``(W, H)``; raises argparse.ArgumentTypeError on anything else."""
+    """``"WxH"`` -> ``(W, H)``; raises argparse.ArgumentTypeError on anything else. The sizes allowed are
+    ``iter_sequence``'s rule (its SettingError names ``--size``)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 320x240, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return w, h
 
 
@@ -43,18 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=parse_size, default=(320, 240), metavar="WxH",
                         help="image size; default 320x240")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="sequence folder to create")
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, metavar="HZ",
+    # dests are iter_sequence's keywords: cli.main names the flag in its errors (cli_args.option_for)
+    parser.add_argument("--rate", dest="rate_hz", type=float, default=DEFAULT_RATE_HZ, metavar="HZ",
                         help=f"frame rate for stamps and motion; default {DEFAULT_RATE_HZ:g}")
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED_MPS, metavar="M/S",
-                        help=f"robot speed; default {DEFAULT_SPEED_MPS:g}")
+                        help=f"robot speed (> 0); default {DEFAULT_SPEED_MPS:g}")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png", help="colour image format")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rate <= 0:
-        raise ValueError(f"--rate must be positive, got {args.rate}")
     start = time.perf_counter()
-    frames = iter_sequence(args.seed, args.frames, args.size, rate_hz=args.rate, speed=args.speed)
+    # checks seed, size, rate and speed (SettingError) before the output folder is made
+    frames = iter_sequence(args.seed, args.frames, args.size, rate_hz=args.rate_hz, speed=args.speed)
     write_sequence(output_folder(args.out), frames, image_format=args.image_format, provenance=scene_record(args.seed))
     w, h = args.size
     scenes = scene_provenance()

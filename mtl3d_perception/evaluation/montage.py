@@ -3,8 +3,8 @@
 Columns (``COLUMNS``): RGB, semantic (prediction, label), depth (prediction, label, absolute error), normals
 (prediction, label), boundary (prediction probability, label). Missing pictures are drawn grey. One row
 builder, :func:`montage_row`, serves training and `mtl3d eval` (:func:`montage`, from batches) and replay
-(from products and ground-truth messages). Everything is uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and
-TensorBoard (``dataformats="HWC"``).
+(from products and ground-truth messages), and one title row, :func:`with_titles`, heads both. Everything is
+uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and TensorBoard (``dataformats="HWC"``).
 
 Colourings are the ones the node publishes too: ``~/semantic/image_color`` is :func:`colorize_labels`,
 ``~/normals/image_color`` is :func:`colorize_normals` (DESIGN §4: the outward direction ``(1 - n) / 2``).
@@ -119,7 +119,8 @@ def with_titles(rows: list[np.ndarray]) -> np.ndarray | None:
 
 def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float, float] = (0.3, 10.0),
             palette=NYU13_PALETTE, max_rows: int = 4) -> np.ndarray:
-    """Montage of the reference view of up to ``max_rows`` samples (no title row).
+    """Montage of the reference view of up to ``max_rows`` (>= 1) samples under the title row naming the columns
+    (:func:`with_titles`, as replay's montage.png).
 
     Args:
         batch: a MultiViewBatch (labels of view 0 are shown).
@@ -148,7 +149,7 @@ def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float
             boundary=None if bnd is None else _np(torch.sigmoid(bnd[b, 0].float())),
             boundary_gt=_np(batch.boundary[b, 0, 0]) if has["boundary"] else None,
         ))
-    return np.concatenate(rows, axis=0)
+    return with_titles(rows)
 
 
 def save_png(path, image: np.ndarray) -> None:

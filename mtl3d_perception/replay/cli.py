@@ -55,10 +55,8 @@ def options_from_args(args: argparse.Namespace, device: str | None = None) -> Re
     """The ReplayOptions of parsed arguments (``device``: a resolved device replacing ``--device``).
 
     Raises:
-        ValueError: ``--limit`` below 1, or a setting outside its range (named).
+        SettingError: a setting outside its range (named by its setting name; ``cli.main`` names the flag).
     """
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     values = {name: getattr(args, name) for name in parameter_specs(ReplayOptions, "replay")}
     if device is not None:
         values["device"] = device

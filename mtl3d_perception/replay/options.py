@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from mtl3d_perception import topics
 from mtl3d_perception.runtime.config import RuntimeConfig, setting
+from mtl3d_perception.typed_config import SettingError
 
 REPLAY = ("replay",)
 
@@ -38,3 +39,11 @@ class ReplayOptions(RuntimeConfig):
                                                "and report both side by side", scope=REPLAY)
     montage_frames: int = setting(4, "rows in montage.png", scope=REPLAY)
     progress: bool = setting(True, "show a progress bar on a terminal", scope=REPLAY)
+
+    def validate(self) -> None:
+        """The runtime settings' checks (:meth:`RuntimeConfig.validate`), then replay's counts; raises SettingError."""
+        super().validate()
+        if self.limit is not None and self.limit < 1:
+            raise SettingError("limit", f"limit must be >= 1, got {self.limit}")
+        if self.montage_frames < 0:
+            raise SettingError("montage_frames", f"montage_frames must be >= 0, got {self.montage_frames}")

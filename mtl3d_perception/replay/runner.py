@@ -144,6 +144,8 @@ class _Replay:
                 ("ground-truth semantic", o.semantic_gt_topic, topics.GT_SEMANTIC_TOPIC, False)):
             if topic and topic not in self.available and (topic != default or elsewhere):
                 self.notes.append(absent_topic(bag, self.available, topic, what))
+        if self.pipeline.precision_note:  # --precision fp16 on a CPU: the figures are fp32's
+            self.notes.append(self.pipeline.precision_note)
 
     # ------------------------------------------------------------------------------------------ input
 

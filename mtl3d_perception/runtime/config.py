@@ -23,7 +23,7 @@ from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
 from mtl3d_perception.runtime.history import SINGLE_VIEW_MODE, PairingConfig
 from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem
 from mtl3d_perception.source_selection import MIN_PARALLAX_M
-from mtl3d_perception.typed_config import ConfigError, coerce
+from mtl3d_perception.typed_config import ConfigError, SettingError, coerce
 
 OUTPUT_NAMES = ("depth", "semantic", "normals", "boundary", "points")
 OUTPUT_RESOLUTIONS = ("network", "camera")
@@ -113,7 +113,8 @@ class RuntimeConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first setting outside its range or choices."""
+        """Raise :class:`SettingError` naming the first setting outside its range or choices (the node replies with
+        its message; ``mtl3d replay`` words it with the flag)."""
         for name, spec in parameter_specs(type(self)).items():
             value = self.get(name)
             constraint = spec.constraint
@@ -121,15 +122,15 @@ class RuntimeConfig:
                 continue
             if isinstance(constraint[0], str):
                 if value not in constraint:
-                    raise ValueError(f"{name} must be one of {', '.join(constraint)}, got {value!r}")
+                    raise SettingError(name, f"{name} must be one of {', '.join(constraint)}, got {value!r}")
             elif not constraint[0] <= value <= constraint[1]:
-                raise ValueError(f"{name} must be in [{constraint[0]}, {constraint[1]}], got {value!r}")
+                raise SettingError(name, f"{name} must be in [{constraint[0]}, {constraint[1]}], got {value!r}")
         if not self.image_topic.strip("/ "):
-            raise ValueError(f"image_topic must not be empty, got {self.image_topic!r}")
-        for reason in (frame_id_problem("world_frame", self.world_frame),  # tf2's rule, refused up front
-                       device_problem(self.device)):
+            raise SettingError("image_topic", f"image_topic must not be empty, got {self.image_topic!r}")
+        for name, reason in (("world_frame", frame_id_problem("world_frame", self.world_frame)),  # tf2's rule
+                             ("device", device_problem(self.device))):
             if reason:
-                raise ValueError(reason)
+                raise SettingError(name, reason)
         self.pairing.validate()
 
     # -------------------------------------------------------------------------------- flat parameter view
@@ -198,7 +199,7 @@ def config_from_parameters(values: dict[str, Any], base: RuntimeConfig | None = 
     """A RuntimeConfig from ``{parameter name: value}`` (others from ``base`` or the defaults).
 
     Raises:
-        ConfigError: an unknown name or a value of the wrong type (named); ValueError: out of range.
+        ConfigError: an unknown name or a value of the wrong type (named); SettingError: out of range (named).
     """
     base = base or RuntimeConfig()
     specs = parameter_specs(type(base))

@@ -15,6 +15,7 @@ from typing import Any
 
 from mtl3d_perception.resources import share_candidates
 from mtl3d_perception.runtime.params import device_problem
+from mtl3d_perception.typed_config import SettingError
 
 DEFAULT_CHECKPOINT = "default.safetensors"
 PRESET_PREFIX = "preset:"
@@ -38,21 +39,21 @@ def resolve_device(device: str) -> str:
     rule of the node, replay, training and evaluation; the accepted strings are ``runtime.params.DEVICES``).
 
     Raises:
-        ValueError: a string not in ``runtime.params.DEVICES``, a CUDA device while CUDA is not available, or a GPU
-            index past the last GPU.
+        SettingError: a string not in ``runtime.params.DEVICES``, a CUDA device while CUDA is not available, or a GPU
+            index past the last GPU (named ``device``).
     """
     import torch
 
     if reason := device_problem(device):
-        raise ValueError(reason)
+        raise SettingError("device", reason)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise SettingError("device", f"device {device!r} requested but CUDA is not available")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} GPUs (cuda:0 to "
-                         f"cuda:{torch.cuda.device_count() - 1})")
+        raise SettingError("device", f"device {device!r}: there are {torch.cuda.device_count()} GPUs (cuda:0 to "
+                                     f"cuda:{torch.cuda.device_count() - 1})")
     return str(dev)
 
 

@@ -27,6 +27,7 @@ from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size
 from mtl3d_perception.runtime.history import FrameHistory
+from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
 from mtl3d_perception.runtime.products import Products
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -41,11 +42,11 @@ class PerceptionPipeline:
         model: a CvMMTL (``encode``/``predict`` streaming API, ``config.input_size`` (W, H), ``config.palette``). The
             pipeline runs its own copy prepared for inference (``model.inference.prepare_for_inference``).
         config: the runtime settings (:class:`RuntimeConfig`; defaults when None). The pipeline reads
-            ``device`` (``auto``: CUDA when available), ``precision`` (fp16 needs CUDA; on CPU it falls back to
-            fp32 with a warning), ``pairing`` (its own :class:`FrameHistory`), ``output_resolution``,
-            ``point_stride``, ``cloud_frame``, ``world_frame``, the ``publish_*`` outputs, ``max_image_pixels``
-            (frames with more pixels are refused with ValueError; bounds what ``output_resolution=camera``
-            allocates) and ``single_view`` (never pair: every frame single-view with reason ``single_view_mode``,
+            ``device`` (``auto``: CUDA when available), ``precision`` (fp16 and bf16 need CUDA; on CPU it falls
+            back to fp32 with a warning, kept in ``precision_note``), ``pairing`` (its own :class:`FrameHistory`),
+            ``output_resolution``, ``point_stride``, ``cloud_frame``, ``world_frame``, the ``publish_*`` outputs,
+            ``max_image_pixels`` (frames with more pixels are refused with ValueError; bounds what
+            ``output_resolution=camera`` allocates) and ``single_view`` (never pair: every frame single-view with reason ``single_view_mode``,
             its pose still checked and used for the world-frame cloud; no history or feature cache is kept).
         logger: ``logging.Logger``-like object (the node passes an adapter to its rclpy logger).
         prepare: run a copy prepared for inference (the default); False runs ``model`` itself in eval mode, moved
@@ -87,8 +88,10 @@ class PerceptionPipeline:
         """
         config.validate()
         precision = config.precision
-        if precision == "fp16" and self.device.type != "cuda":
-            self.log.warning("precision fp16 needs CUDA; running fp32 on %s", self.device)
+        self.precision_note: str | None = None  # why precision differs from config.precision (replay reports it)
+        if precision in CUDA_ONLY_PRECISIONS and self.device.type != "cuda":
+            self.precision_note = f"precision {precision} needs CUDA; running fp32 on {self.device}"
+            self.log.warning(self.precision_note)
             precision = "fp32"
         old, self.config = self.config, config
         self.precision = precision

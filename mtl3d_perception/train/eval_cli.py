@@ -79,6 +79,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out``.
 
     ``progress``: a progress bar per data spec (on a terminal only).
+
+    Raises:
+        ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
+            message starts with ``--data SPEC``, then the reader's own (which names the path and what was expected).
     """
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
     from mtl3d_perception.data.synthetic import scene_provenance
@@ -100,7 +104,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
             report["synthetic_scenes"] = scene_provenance()
         source = two_view_source(source, gap)
-        dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
+        try:
+            dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
+        except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
+            raise ValueError(f"--data {spec}: {exc}") from exc
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
                        modes=use_modes, montage_batches=montages, progress=f"eval {spec}" if progress else None)

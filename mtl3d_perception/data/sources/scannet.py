@@ -26,6 +26,7 @@ import numpy as np
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
+    check_folder,
     parse_numbers,
     read_rgb,
     read_uint16_depth,
@@ -73,7 +74,7 @@ class ScanNetSequence:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = check_folder(Path(root), "a ScanNet export folder with color/, depth/, pose/, intrinsic/")
         for sub in ("color", "depth", "pose", "intrinsic"):
             if not (self.root / sub).is_dir():
                 raise SequenceError(f"{self.root / sub}: missing (a ScanNet export has color/, depth/, pose/, intrinsic/)")

@@ -23,6 +23,7 @@ import numpy as np
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
+    check_folder,
     parse_numbers,
     read_rgb,
     read_uint16_depth,
@@ -73,9 +74,8 @@ class SevenScenesSequence:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SequenceError(f"{self.root}: not a directory")
+        self.root = check_folder(Path(root), "a 7-Scenes sequence folder (seq-NN) of frame-NNNNNN.color.png, "
+                                             ".depth.png, .pose.txt")
         found: dict[int, dict[str, Path]] = {}
         for p in self.root.iterdir():
             if p.name.startswith(".") or p.name in ("Thumbs.db",):

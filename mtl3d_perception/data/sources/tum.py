@@ -29,6 +29,7 @@ import numpy as np
 from mtl3d_perception.data.sequence import (
     SequenceError,
     SequenceFrame,
+    check_folder,
     parse_numbers,
     read_rgb,
     read_uint16_depth,
@@ -132,9 +133,7 @@ class TumSequence:
 
     def __init__(self, root: str | Path, *, camera: str = "", K: np.ndarray | None = None,
                  max_dt: float = MAX_DT_S, max_pose_gap: float = MAX_POSE_GAP_S) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SequenceError(f"{self.root}: not a directory")
+        self.root = check_folder(Path(root), "a TUM RGB-D sequence folder with rgb.txt, depth.txt, groundtruth.txt")
         self.K_given = K is not None
         if K is not None:
             self.K = check_intrinsics(K, name=f"K given for {self.root}")
