@@ -558,7 +558,10 @@ def _one_sided(P_minus, P, P_plus, z_minus, z, z_plus):
 
 
 def normals_from_depth(depth, K) -> np.ndarray:
-    """Surface normals ``[H,W,3]`` float32 from a depth map ``[H,W]`` (metres) and K (numpy).
+    """Surface normals ``[H,W,3]`` float32 from a depth map ``[H,W]`` (metres) and K (numpy), by raw differences.
+
+    For exact depth (rendered scenes); a measured depth map (millimetre steps, upsampled sensors) needs
+    :func:`reference_normals`, which smooths it first.
 
     Tangents use the one-sided difference that stays on the surface, so depth edges do not bend normals;
     pixels with no on-surface neighbour in x or y are NaN. Normals point towards the camera.
@@ -588,10 +591,10 @@ def smooth_depth(depth: torch.Tensor, sigma_px: float = REFERENCE_NORMALS_SIGMA_
     pixel jumps 6 % every second pixel) are averaged out; depth edges stay edges; slanted surfaces keep their slope,
     also at the image border, where a plain weighted mean would bend them. NaN where the input is invalid or the
     pixel's same-surface neighbours hold under 30 % of the window's weight (isolated pixels). Raises ValueError for
-    ``sigma_px`` <= 0.
+    ``sigma_px`` not finite and > 0.
     """
-    if not sigma_px > 0:
-        msg = f"sigma_px must be > 0, got {sigma_px}"
+    if not 0 < sigma_px < float("inf"):
+        msg = f"sigma_px must be finite and > 0, got {sigma_px}"
         raise ValueError(msg)
     ok = valid_depth(depth)
     d = torch.where(ok, depth, torch.ones_like(depth)).double()
@@ -620,8 +623,8 @@ def smooth_depth(depth: torch.Tensor, sigma_px: float = REFERENCE_NORMALS_SIGMA_
             sq += wq
             sqx += u * wq
             sqy += v * wq
-    # the plane's value at the pixel (x = y = 0) by Cramer's rule; a small ridge on the slopes keeps one-row
-    # neighbourhoods (thin structures) solvable: they fall back to the weighted mean
+    # the plane's value at the pixel (x = y = 0) by Cramer's rule; a small ridge on the slopes keeps a neighbourhood
+    # on one line (a thin structure) solvable: it is fitted as a line along it
     sxx, syy = sxx + 1e-6, syy + 1e-6
     c_xx = sxx * syy - sxy * sxy
     det = s1 * c_xx - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)

@@ -7,7 +7,7 @@ import torch
 
 from mtl3d_perception.model import build_model, resolve_config
 from mtl3d_perception.model.config import ConfigError, ModelConfig
-from mtl3d_perception.model.network import exposure_gain
+from mtl3d_perception.model.network import MAX_EXPOSURE_GAIN, exposure_gain
 
 BAND = (0.3, 0.5)
 
@@ -35,11 +35,18 @@ def test_dark_and_bright_images_are_brought_to_the_band_each_on_its_own():
 
 
 def test_gain_clips_to_the_unit_range():
-    x = torch.full((1, 3, 8, 8), 0.01)
-    x[..., 0] = 0.5  # one bright column in a dark image: the gain of ~25 takes it past 1
+    x = torch.full((1, 3, 8, 8), 0.12)
+    x[..., 0] = 0.5  # one bright column: the gain of ~2.7 takes it past 1
     out = exposure_gain(x, (0.45, 0.5))
     assert out.max().item() == 1.0
     torch.testing.assert_close(out[..., 1:], x[..., 1:] * (0.45 / x.mean()))
+
+
+def test_a_nearly_black_frame_is_not_amplified_past_the_gain_limit():
+    x = torch.full((1, 3, 8, 8), 0.01)  # a lens cap, a dark corridor
+    out = exposure_gain(x, BAND)
+    torch.testing.assert_close(out, x * MAX_EXPOSURE_GAIN)
+    assert torch.equal(exposure_gain(torch.zeros(1, 3, 8, 8), BAND), torch.zeros(1, 3, 8, 8))
 
 
 def test_the_network_sees_the_gained_image():

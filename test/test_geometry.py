@@ -175,8 +175,9 @@ def test_reference_normals_keep_depth_edges():
     assert ang.max() < 1e-3  # smoothing across the step would slant them
     smoothed = g.smooth_depth(torch.as_tensor(depth)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(smoothed[:, W // 2 - 1 : W // 2 + 1], depth[:, W // 2 - 1 : W // 2 + 1])
-    with pytest.raises(ValueError, match="sigma_px must be > 0, got 0"):
-        g.smooth_depth(torch.ones(1, 1, 4, 4), 0.0)
+    for bad in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=f"sigma_px must be finite and > 0, got {bad}"):
+            g.smooth_depth(torch.ones(1, 1, 4, 4), bad)
 
 
 def test_depth_mm_conversions_and_validity():

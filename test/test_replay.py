@@ -647,6 +647,28 @@ def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path):
     assert f"- note: {note}" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_single_view_fallbacks_are_the_ones_diagnostics_counts(wall_bag, tmp_path, capsys):
+    """The first frame (no_history) and a run with --single-view are single-view by design: depth_error.png and the
+    per-frame records mark only frames that lacked a usable source (runtime.stats.is_fallback), as /diagnostics
+    does; frames of a bag without TF (no_pose) are fallbacks."""
+    def fallbacks(out):
+        return [r["multi_view"]["single_view_fallback"]
+                for r in json.loads((out / "metrics.json").read_text())["per_frame"]]
+
+    replay_bag(wall_bag, tmp_path / "paired", WallStub(2.0), quiet())
+    assert fallbacks(tmp_path / "paired") == [False] * 4  # frame 0: no_history
+    replay_bag(wall_bag, tmp_path / "single", WallStub(2.0), quiet(single_view=True))
+    assert fallbacks(tmp_path / "single") == [False] * 4
+    no_tf = tmp_path / "no_tf"
+    copy_bag(wall_bag, no_tf, drop={topics.TF_TOPIC, topics.TF_STATIC_TOPIC})
+    replay_bag(no_tf, tmp_path / "no_tf_out", WallStub(2.0), quiet())
+    assert fallbacks(tmp_path / "no_tf_out") == [True] * 4
+    # both flags would label a single-view run "multi-view": refused, naming the flag typed
+    assert cli.main(["replay", str(wall_bag), "--out", str(tmp_path / "both"), "--single-view",
+                     "--compare-single-view", "--model", "preset:tiny", "--no-progress"]) == 1
+    assert "ERROR: --compare-single-view compares the multi-view run" in capsys.readouterr().err
+
+
 def test_network_is_warmed_up_before_the_first_frame(wall_bag, tmp_path):
     """As the node does: one warm-up call, so the first frame's latency is not the set-up's."""
 

@@ -123,9 +123,15 @@ def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float
     (:func:`with_titles`, as replay's montage.png).
 
     Args:
-        batch: a MultiViewBatch (labels of view 0 are shown).
+        batch: a MultiViewBatch (labels of view 0 are shown; at least one sample).
         outputs: reference-view outputs (``[B,...]``; a view dim, if any, is reduced to view 0).
+
+    Raises:
+        ValueError: ``max_rows`` < 1.
     """
+    if max_rows < 1:
+        msg = f"max_rows must be >= 1, got {max_rows}"
+        raise ValueError(msg)
     def ref(name: str) -> torch.Tensor | None:
         t = outputs.get(name)
         if t is None:

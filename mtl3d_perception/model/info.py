@@ -48,10 +48,9 @@ def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict
         logits = None
         if model.matching is not None:
             logits = model.sweep_logits(frame.matching, frame.matching[:, None], K, T[:, None], (H, W))
-    xn = (images - model.image_mean) / model.image_std
+    gained, xn, xc = model.inputs(images)
     parts: dict[str, Callable[[], object]] = {"encoder": lambda: model.encoder(xn)}
     if model.cvm is not None:
-        xc = (images - model.cvm_mean) / model.cvm_std
 
         def cvm():
             s = model.cvm.spatial(xc)
@@ -61,7 +60,7 @@ def part_callables(model, batch: int = 1, device="cpu", input_size=None) -> dict
     if model.matching is not None:
 
         def geometric():
-            m = model.matching(images, frame.image)
+            m = model.matching(gained, frame.image)
             return model.sweep_logits(m, frame.matching[:, None], K, T[:, None], (H, W))
 
         parts["geometric"] = geometric

@@ -26,10 +26,15 @@ from mtl3d_perception.model.encoders import IMAGENET_MEAN, IMAGENET_STD, build_e
 from mtl3d_perception.model.geometric import MatchingFeatures, epipolar_span, read_out, window_mean
 from mtl3d_perception.model.heads import MultiTaskHeads
 
+# The most ``exposure_gain`` brightens an image (x4, 12 dB: a camera's analogue gain limit): a nearly black frame (a
+# lens cap, a dark corridor) is not amplified into noise; a quarter of the usual brightness is still fully corrected.
+MAX_EXPOSURE_GAIN = 4.0
+
 
 def exposure_gain(images: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
-    """``images`` [B, 3, H, W] RGB in [0, 1], each scaled so its mean intensity lies in ``band`` = (lo, hi), clipped
-    to [0, 1]; an image already inside the band is returned unchanged (a gain of exactly 1).
+    """``images`` [B, 3, H, W] RGB in [0, 1], each scaled so its mean intensity lies in ``band`` = (lo, hi), by a gain
+    of at most ``MAX_EXPOSURE_GAIN``, clipped to [0, 1]; an image already inside the band is returned unchanged (a
+    gain of exactly 1).
 
     A camera's automatic gain, applied again to what the network sees: a fixed-exposure or under-exposed camera
     (a dim room, a robot that locks exposure against flicker) gives images darker than any the network trained on.
@@ -37,7 +42,7 @@ def exposure_gain(images: torch.Tensor, band: tuple[float, float]) -> torch.Tens
     """
     lo, hi = band
     mean = images.mean((1, 2, 3), keepdim=True)
-    gain = mean.clamp(lo, hi) / mean.clamp_min(1e-3)
+    gain = (mean.clamp(lo, hi) / mean.clamp_min(1e-6)).clamp(max=MAX_EXPOSURE_GAIN)
     return torch.where(gain == 1.0, images, (images * gain).clamp(0.0, 1.0))
 
 
@@ -121,14 +126,20 @@ class CvMMTL(nn.Module):
         H, W = images.shape[-2:]
         _check(H % STRIDE == 0 and W % STRIDE == 0, f"image height and width must be multiples of {STRIDE}, got {H}x{W}")
         _check(images.is_floating_point(), f"images must be float RGB in [0, 1], got {images.dtype}")
-        if self.config.exposure_band is not None:
-            images = exposure_gain(images, self.config.exposure_band)
-        image = self.encoder((images - self.image_mean) / self.image_std)
-        spatial = None
-        if self.cvm is not None:
-            spatial = self.cvm.spatial((images - self.cvm_mean) / self.cvm_std)
+        images, x_encoder, x_cvm = self.inputs(images)
+        image = self.encoder(x_encoder)
+        spatial = None if x_cvm is None else self.cvm.spatial(x_cvm)
         matching = None if self.matching is None else self.matching(images, list(image))
         return FrameFeatures(list(image), spatial, (int(H), int(W)), matching)
+
+    def inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What the network's parts see of ``images`` [B, 3, H, W] RGB in [0, 1]: the images after the exposure band
+        (``config.exposure_band``, :func:`exposure_gain`; the matching features' input), normalised for the encoder
+        (``image_mean``/``image_std``) and for the CvM's spatial encoder (ImageNet statistics; None without a CvM)."""
+        if self.config.exposure_band is not None:
+            images = exposure_gain(images, self.config.exposure_band)
+        x_cvm = None if self.cvm is None else (images - self.cvm_mean) / self.cvm_std
+        return images, (images - self.image_mean) / self.image_std, x_cvm
 
     def predict(
         self,

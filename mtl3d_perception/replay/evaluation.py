@@ -46,6 +46,7 @@ from mtl3d_perception.geometry import is_registered, reference_normals, resize_i
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.products import STAGES, Products
+from mtl3d_perception.runtime.stats import is_fallback
 
 GT_KEEP = 200  # ground-truth images kept per kind
 GT_WAIT_NS = 1_000_000_000  # bag time a processed frame waits for ground truth
@@ -348,7 +349,7 @@ class ReplayEvaluation:
             values = self.evaluators[mode].add(products, frame.T_world_cam, gt)
             values["latency_ms"] = {k: v * 1e3 for k, v in products.timings.items()}
             if mode == "multi_view":
-                values["single_view_fallback"] = products.single_view
+                values["single_view_fallback"] = is_fallback(products.single_view, products.pair_reason)
                 values["pair_reason"] = products.pair_reason
                 values["source_stamp_ns"] = products.source_stamp_ns
                 values["baseline_m"] = products.baseline_m

@@ -47,3 +47,6 @@ class ReplayOptions(RuntimeConfig):
             raise SettingError("limit", f"limit must be >= 1, got {self.limit}")
         if self.montage_frames < 0:
             raise SettingError("montage_frames", f"montage_frames must be >= 0, got {self.montage_frames}")
+        if self.compare_single_view and self.single_view:
+            raise SettingError("compare_single_view", "compare_single_view compares the multi-view run with a "
+                               "single-view one, but single_view makes the first run single-view too: use one of them")

@@ -5,7 +5,7 @@ What is measured (by :mod:`mtl3d_perception.replay.evaluation`, with the meters 
 
 - against ground truth when the bag has it, at the ground truth's resolution (predictions are resized
   with nearest-neighbour sampling): depth (abs rel, RMSE, delta1, ...) vs the GT depth topic, mIoU vs the
-  GT semantic topic, normals vs normals computed from the GT depth (``geometry.normals_from_depth``);
+  GT semantic topic, normals vs normals computed from the smoothed GT depth (``geometry.reference_normals``);
 - always, for posed frames: temporal consistency — frame t's predicted depth moved into the previous posed
   frame with the two poses, against that frame's predicted depth (``CrossViewMeter``, reported as
   ``temporal/*``);
@@ -232,7 +232,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
            f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
         f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
         f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
-        + ("; normals are compared with normals computed from the GT depth" if s["ground_truth"]["depth"] else ""),
+        + ("; normals are compared with normals computed from the smoothed GT depth" if s["ground_truth"]["depth"] else ""),
     ]
     lines += [f"- note: {note}" for note in s["notes"]]
     if not s["has_tf"]:

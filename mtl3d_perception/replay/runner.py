@@ -91,7 +91,7 @@ class _Replay:
         self.single_view = None
         if o.compare_single_view:
             self.single_view = PerceptionPipeline(
-                model, o.with_outputs({"depth", "semantic", "normals"}).replace(single_view=True))
+                model, o.with_outputs({"depth", "semantic", "normals"}).replace(single_view=True, compare_single_view=False))
         # as the node does before its first frame, so the first frame's latency is not the set-up's
         self.warmup_s = sum(p.warmup() for p in (self.pipeline, self.single_view) if p is not None)
         self.config = model.config

@@ -23,6 +23,12 @@ from mtl3d_perception.runtime.products import STAGES
 BY_DESIGN = ("no_history", "no_parallax", SINGLE_VIEW_MODE)
 
 
+def is_fallback(single_view: bool, pair_reason: str) -> bool:
+    """Whether a frame ran single-view for want of a usable source (no pose, too old, a pose jump, a header problem:
+    ``history.ViewPair`` reasons), not by design (:data:`BY_DESIGN`). /diagnostics warns about these; replay marks them."""
+    return single_view and pair_reason not in BY_DESIGN
+
+
 class RuntimeStats:
     """Thread-safe counters and latency windows, written by the node's threads and read by its diagnostics timer.
 
@@ -99,7 +105,7 @@ class RuntimeStats:
             self.last_baseline_m = baseline_m
             if single_view:
                 self.counts["single_view"] += 1
-            self._fallbacks.append((now, single_view and pair_reason not in BY_DESIGN))
+            self._fallbacks.append((now, is_fallback(single_view, pair_reason)))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the status needs, as plain numbers and strings."""
