@@ -247,6 +247,31 @@ def test_info_lists_each_training_source_on_one_line():
     assert format_trained_on(None) == ["trained on: not stored"]
 
 
+def test_info_lists_only_the_tasks_a_run_supervised(trained, tmp_path, capsys):
+    """A source's ``tasks`` are the labels it offers; `mtl3d info` listed them even where the run's loss weight was 0
+    (a semantic-head run read "tasks semantic/depth/normals/boundary"). The stored ``train_config``'s weights now
+    decide; staged sources (earlier runs, their weights not stored) and files without a config read as stored."""
+    from mtl3d_perception.cli import main
+
+    model, _ = trained
+    source = {"kind": "synthetic", "path": "", "split": "train", "num_scenes": 4, "frames_per_scene": 8, "start": 0,
+              "end": 1.0, "tasks": list(TASKS), "repeat": 1}
+    weights = dict.fromkeys(TASKS, 0.0) | {"semantic": 1.0}
+    config = {"out_dir": "runs/x", "steps": 10, "seed": 0, "model": {}, "loss": {"weights": weights}}
+    path = save_checkpoint(model, tmp_path / "semantic.safetensors", trained_on=[source], train_config=config, step=10)
+    assert main(["info", str(path)]) == 0
+    assert "  - synthetic train split, 4 scenes x 8 frames, tasks semantic\n" in capsys.readouterr().out
+
+    from mtl3d_perception.model.info import format_trained_on, task_weights
+
+    assert task_weights(config) == weights and task_weights(None) is None and task_weights({"loss": {}}) is None
+    frozen = dict.fromkeys(TASKS, 0.0)  # a confidence-head run: every task weight 0
+    assert format_trained_on([source], weights=frozen)[1].endswith("no task supervised (task loss weights 0)")
+    assert format_trained_on([{**source, "tasks": []}], weights=frozen)[1].endswith("no labels")
+    assert format_trained_on([{**source, "stages": "1"}], weights=weights)[1].endswith("tasks " + "/".join(TASKS))
+    assert format_trained_on([source])[1].endswith("tasks " + "/".join(TASKS))  # no train_config stored
+
+
 def test_info_names_the_training_run():
     """The shipped model's stage reads from its run's output folder (models/README.md), printed by `mtl3d info`."""
     from mtl3d_perception.model.info import training_run

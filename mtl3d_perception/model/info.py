@@ -149,6 +149,7 @@ def describe(spec: str) -> dict:
     else:
         info["is_checkpoint"] = True
         info["trained_on"] = meta.get("trained_on")
+        info["task_weights"] = task_weights(meta.get("train_config"))
         info["training_run"] = training_run(meta.get("train_config"), meta.get("step"))
         info["metrics"] = meta.get("metrics")
         info["file_mb"] = round(Path(spec).stat().st_size / 2**20, 2)
@@ -173,10 +174,28 @@ def training_run(train_config: Any, step: Any = None) -> str:
     return ", ".join(parts)
 
 
-def format_trained_on(trained_on: Any) -> list[str]:
+def task_weights(train_config: Any) -> dict[str, float] | None:
+    """The task loss weights of the run that wrote a checkpoint (``loss.weights`` of its stored ``train_config``, a
+    ``train.config.TrainConfig`` dict); None when not stored (a checkpoint saved outside the trainer)."""
+    if not isinstance(train_config, dict):
+        return None
+    weights = (train_config.get("loss") or {}).get("weights")
+    return {str(k): float(v) for k, v in weights.items()} if isinstance(weights, dict) else None
+
+
+def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = None) -> list[str]:
     """Lines for a checkpoint's ``trained_on``: one per data source (a dict of ``data.datasets.SourceConfig``
     fields: kind, path or split, frame range, scenes and the scene generator's version, tasks, repeat; and, in a
-    model trained in stages, ``stages``: which of them used it, e.g. ``"13, 14"``), or the stored text as it is."""
+    model trained in stages, ``stages``: which of them used it, e.g. ``"13, 14"``), or the stored text as it is.
+
+    Args:
+        trained_on: the checkpoint's ``trained_on``.
+        weights: the run's task loss weights (:func:`task_weights`). A source's ``tasks`` are the labels it offers;
+            a task whose weight is 0 (or missing: ``train.losses.LossCriterion`` skips it) was not supervised, so only
+            tasks with weight > 0 are listed. Sources tagged with ``stages`` came from earlier runs whose weights are not
+            stored (``train_config`` is the last run's), and are listed as stored; so is every source when ``weights``
+            is None.
+    """
     if not isinstance(trained_on, list) or not all(isinstance(s, dict) for s in trained_on):
         return [f"trained on: {trained_on if trained_on else 'not stored'}"]
     lines = [f"trained on ({len(trained_on)} sources):"]
@@ -194,8 +213,14 @@ def format_trained_on(trained_on: Any) -> list[str]:
                 parts.append(f"generator v{source['generator']}, {source.get('textures', '?')} textures")
         if (source.get("start"), source.get("end")) not in ((0, 1.0), (None, None)):
             parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
-        tasks = source.get("tasks", ())
-        parts.append("tasks " + "/".join(tasks) if tasks else "no labels")
+        labelled = list(source.get("tasks", ()))
+        tasks = labelled
+        if weights is not None and not source.get("stages"):
+            tasks = [t for t in labelled if weights.get(t, 0.0) > 0]
+        if tasks:
+            parts.append("tasks " + "/".join(tasks))
+        else:
+            parts.append("no task supervised (task loss weights 0)" if labelled else "no labels")
         if source.get("repeat", 1) != 1:
             parts.append(f"x{source['repeat']}")
         lines.append("  - " + ", ".join(parts))
@@ -218,7 +243,7 @@ def format_info(info: dict) -> str:
             lines.append(f"  {part:<9} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
     if "metrics" in info:
         lines.append(f"training run: {info.get('training_run', 'not stored')}")
-        lines += format_trained_on(info.get("trained_on"))
+        lines += format_trained_on(info.get("trained_on"), weights=info.get("task_weights"))
         lines.append(f"file: {info['file_mb']} MiB")
         metrics = info.get("metrics") or {}
         lines.append("metrics:" + ("" if metrics else " none stored"))
