@@ -43,6 +43,14 @@ def test_replay_boolean_options_read_right_both_ways(name):
     assert getattr(parser.parse_args(["bag"]), name) is spec.default
 
 
+def test_replay_model_option_names_what_it_takes():
+    """`--model TEXT` said nothing; it takes a checkpoint (or '' / 'preset:NAME', as its help says), spelt as
+    `mtl3d demo --model CKPT` spells it."""
+    parser = subparser("replay")
+    assert option(parser, "--model").metavar == option(subparser("demo"), "--model").metavar == "CKPT"
+    assert "--model CKPT, --model-path CKPT" in parser.format_help()
+
+
 def test_eval_options_have_help_with_defaults():
     parser = subparser("eval")
     assert option(parser, "--batch-size").help == "samples per batch (default: 4)"

@@ -20,6 +20,9 @@ from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
 ALIASES = {"model_path": "--model", "sync_slop_s": "--sync-slop", "tf_timeout_s": "--tf-timeout"}
+# settings whose value is neither a unit nor plain text -> their metavar (model_path: as ``mtl3d demo --model CKPT``;
+# its help names the other values runtime.loading.load_model takes, '' and 'preset:NAME')
+SETTING_METAVARS = {"model_path": "CKPT"}
 METAVARS = {str: "TEXT", int: "N", float: "X"}
 # the unit a setting's name ends in (the ROS parameter naming of REP 103 units) -> its metavar
 UNIT_METAVARS = {"_topic": "TOPIC", "_s": "SECONDS", "_m": "METRES", "_deg": "DEGREES", "_hz": "HZ", "_mps": "M/S",
@@ -46,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = spec.constraint
         else:
             unit = next((m for suffix, m in UNIT_METAVARS.items() if name.endswith(suffix)), None)
-            kwargs["metavar"] = unit or METAVARS.get(spec.type, "VALUE")
+            kwargs["metavar"] = SETTING_METAVARS.get(name) or unit or METAVARS.get(spec.type, "VALUE")
         default = "none" if spec.default is None else repr(spec.default)
         group.add_argument(*flags, help=f"{spec.description}; default {default}", **kwargs)
 
