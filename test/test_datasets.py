@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -224,6 +225,15 @@ def test_nyuv2_mat(tmp_path):
     assert torch.equal(b.images[0, 0], b.images[0, 1]) and torch.equal(b.poses[0, 0], b.poses[0, 1])
     assert all(b.valid[t].all() for t in TASKS)
     assert torch.isnan(b.boundary[0, 0, 0, 5:10, 10:]).all()  # unlabelled -> boundary unknown
+
+
+def test_nyuv2_missing_file_names_it_and_what_was_expected(tmp_path):
+    """"NYUv2 file not found: PATH" did not say what should be there; a folder read as "not found" too."""
+    expected = " (expected the labelled .mat file, nyu_depth_v2_labeled.mat)"
+    missing = tmp_path / "nyu.mat"
+    for path, problem in ((missing, "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(FileNotFoundError, match=f"^{re.escape(f'NYUv2 file {path} {problem}{expected}')}$"):
+            build_dataset([parse_data_spec(f"nyuv2:{path}")], image_size=(20, 15))
 
 
 def test_nyu_mapping_table():

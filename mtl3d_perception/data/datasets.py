@@ -432,7 +432,8 @@ class NYUv2Dataset(SourceDataset):
         import h5py
 
         if not Path(cfg.path).is_file():
-            msg = f"NYUv2 file not found: {cfg.path}"
+            problem = "is a folder" if Path(cfg.path).is_dir() else "does not exist"
+            msg = f"NYUv2 file {cfg.path} {problem} (expected the labelled .mat file, nyu_depth_v2_labeled.mat)"
             raise FileNotFoundError(msg)
         with h5py.File(cfg.path, "r") as f:
             for key in ("images", "depths", "labels"):
