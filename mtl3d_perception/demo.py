@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 2:
         raise ValueError(f"--frames must be >= 2 (the second frame is the first with a source view), got {args.frames}")
+    start = time.perf_counter()
+    W, H = args.size
+    seed = SYNTHETIC_SEED_BASE["test"] if args.seed is None else args.seed
+    # checks --size and --seed (a SettingError, which cli.main words with the flag) before the model is loaded and
+    # before anything under --out is touched; the frames are rendered only as write_sequence reads them
+    frames = iter_sequence(seed, args.frames, (W, H))
     if not args.model:
         try:
             default_model_path()
@@ -58,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    start = time.perf_counter()
     out: Path = args.out
     seq_dir, bag_dir, replay_dir = out / "sequence", out / "bag", out / "replay"
     for old in (seq_dir, bag_dir):  # the demo's own products from an earlier run
@@ -67,12 +72,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, description = load_model(args.model, device=device)
 
-    W, H = args.size
-    seed = SYNTHETIC_SEED_BASE["test"] if args.seed is None else args.seed
     scenes = scene_provenance()  # a seed's scene depends on these: say which scene the figures are on
     print(f"[1/3] rendering {args.frames} frames {W}x{H} of synthetic scene {seed} (generator v{scenes['generator']}, "
           f"{scenes['textures']} textures) -> {seq_dir}")
-    write_sequence(seq_dir, iter_sequence(seed, args.frames, (W, H)), provenance=scene_record(seed))
+    write_sequence(seq_dir, frames, provenance=scene_record(seed))
     print(f"[2/3] writing the rosbag2 -> {bag_dir}")
     write_bag(seq_dir, bag_dir)
     print(f"[3/3] replaying it with {description} on {device} -> {replay_dir}")

@@ -723,6 +723,26 @@ def test_demo_end_to_end_and_missing_default_model(tiny_model, tmp_path, capsys,
     assert "models/default.safetensors" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--size", "1x1"], "--size must be at least 2x2"),
+    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+], ids=["size", "seed"])
+def test_demo_checks_its_arguments_before_loading_the_model(flags, expected, tmp_path, capsys, monkeypatch):
+    """`mtl3d demo --size 1x1` loaded the model (slow) and made --out before the size was refused; now nothing is
+    loaded or written."""
+    import mtl3d_perception.runtime.loading as loading
+
+    def never(*args: Any, **kwargs: Any):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(loading, "load_model", never)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--frames", "3", "--model", str(tmp_path / "any.safetensors"),
+                     *flags]) == 1
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------------ real models and data
 
 
