@@ -207,6 +207,18 @@ def test_a_misspelt_data_path_names_the_spec_and_what_was_expected(capsys, tmp_p
                    "folder, docs/sequence_format.md)")
     err = one_line_error(capsys, ["eval", str(ckpt), "--data", f"bag:{missing}", "--out", str(tmp_path / "e")])
     assert err.startswith(f"ERROR: --data bag:{missing}: {missing}: no such bag (expected a rosbag2 folder")
+    assert not (tmp_path / "e").exists()  # the data is opened before the output folder is made
+
+
+def test_eval_makes_no_output_folder_when_a_later_data_spec_fails(capsys, tmp_path):
+    """Every --data is opened before --out is created: a typo in the second spec leaves no empty report folder."""
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
+                           tmp_path / "m.safetensors")
+    missing = tmp_path / "nope"
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", "synthetic:test:1", "--data", f"sequence:{missing}",
+                                  "--out", str(tmp_path / "e")])
+    assert err.startswith(f"ERROR: --data sequence:{missing}: {missing} does not exist")
+    assert not (tmp_path / "e").exists()
 
 
 def test_version(capsys):

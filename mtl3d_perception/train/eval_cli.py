@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mtl3d_perception.cli_args import non_negative_int, output_folder, positive_int
+from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
@@ -91,14 +91,14 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     from mtl3d_perception.runtime.loading import resolve_device
     from mtl3d_perception.train.evaluate import evaluate
 
+    check_output_folder(out)  # a bad --out fails before the model loads; created only once every --data opens
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint, map_location=dev)
-    out = output_folder(out)
     report: dict = {"checkpoint": str(checkpoint), "input_size": list(model.config.input_size),
                     "trained_on": model.checkpoint_metadata.get("trained_on"), "results": {}}
     if any(parse_data_spec(spec).kind != "nyuv2" for spec in specs):  # NYUv2 images are single views
         report["pairing"] = pairing_description(gap)
-    slugs: list[str] = []
+    opened = []
     for spec in specs:
         source = parse_data_spec(spec)
         if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
@@ -108,6 +108,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
             raise ValueError(f"--data {spec}: {exc}") from exc
+        opened.append((spec, source, dataset))
+    out = output_folder(out)
+    slugs: list[str] = []
+    for spec, source, dataset in opened:
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes
         res = evaluate(model, dataset, batch_size=batch_size, device=dev, max_batches=max_batches,
                        modes=use_modes, montage_batches=montages, progress=f"eval {spec}" if progress else None)
