@@ -18,13 +18,46 @@ import shutil
 import time
 from pathlib import Path
 
-from mtl3d_perception.cli_args import positive_int
+from mtl3d_perception.cli_args import check_output_folder, positive_int
 from mtl3d_perception.data.synthetic_cli import parse_size
+
+# What write_sequence writes into DIR/sequence for the demo: the files, and folders of frame files named 00000, ...
+SEQUENCE_PARTS = {"images", "depth", "semantic", "normals", "poses.txt", "K.txt", "timestamps.txt", "provenance.json"}
+
+
+def remove_earlier_demo(folders: dict[Path, set[str]]) -> None:
+    """Remove each folder, an earlier demo's product, if every one holds only its ``parts`` (top-level names; a
+    sub-folder only frame files with a number for a name); missing folders are fine. All are checked before any is
+    removed.
+
+    Raises:
+        FileExistsError: a folder is a file or holds anything else (a user's file is never deleted); the message
+            names the first such path.
+    """
+    def stranger(folder: Path, parts: set[str]) -> Path | None:
+        if not folder.is_dir():
+            return folder
+        for p in sorted(folder.iterdir()):
+            if p.name not in parts:
+                return p
+            if p.is_dir():
+                for f in sorted(p.iterdir()):
+                    if not (f.is_file() and f.stem.isdigit()):
+                        return f
+        return None
+
+    present = {folder: parts for folder, parts in folders.items() if folder.exists()}
+    for folder, parts in present.items():
+        if (bad := stranger(folder, parts)) is not None:
+            raise FileExistsError(f"{bad} was not written by the demo, which replaces {folder} on each run; "
+                                  "choose another --out or move it")
+    for folder in present:
+        shutil.rmtree(folder)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder; default demo_out")
-    parser.add_argument("--frames", type=int, default=60, help="frames in the synthetic bag; default 60")
+    parser.add_argument("--frames", type=int, default=60, metavar="N", help="frames in the synthetic bag; default 60")
     parser.add_argument("--size", type=parse_size, default=(160, 120), metavar="WxH", help="image size; default 160x120")
     parser.add_argument("--seed", type=int, default=None,
                         help="synthetic scene seed; default the first test-split scene (never trained on)")
@@ -66,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.num_threads)
     out: Path = args.out
     seq_dir, bag_dir, replay_dir = out / "sequence", out / "bag", out / "replay"
-    for old in (seq_dir, bag_dir):  # the demo's own products from an earlier run
-        shutil.rmtree(old, ignore_errors=True)
+    check_output_folder(out)
+    remove_earlier_demo({seq_dir: SEQUENCE_PARTS, bag_dir: {"metadata.yaml", f"{bag_dir.name}.mcap"}})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     model, description = load_model(args.model, device=device)

@@ -637,6 +637,19 @@ def test_output_folder_checks(wall_bag, tmp_path, capsys):
     assert "ERROR: --world-frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'" in capsys.readouterr().err
 
 
+def test_a_reused_output_folder_keeps_no_picture_of_the_earlier_run(wall_bag, tmp_path):
+    """A user trial found montage.png and sparsification.png of an earlier replay left beside a new report that wrote
+    neither: pictures this run does not write are removed, the ones it writes are replaced."""
+    out = tmp_path / "out"
+    replay_bag(wall_bag, out, ConfidentWallStub(), quiet())
+    assert {"montage.png", "sparsification.png", "depth_error.png", "latency.png"} <= {p.name for p in out.iterdir()}
+    summary = replay_bag(wall_bag, out, WallStub(2.0), quiet(montage_frames=0))  # no confidence, no montage
+    names = {p.name for p in out.iterdir()}
+    assert "montage.png" not in names and "sparsification.png" not in names
+    assert {"depth_error.png", "latency.png", "report.md", "metrics.json", OUTPUT_BAG} <= names
+    assert set(summary["files"].values()) <= names
+
+
 def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path):
     """--precision fp16 on a CPU runs fp32: said on the console only, it was missing from the files the figures are
     read from. Now a note in metrics.json (both pipelines of --compare-single-view: one note) and report.md."""
@@ -741,6 +754,28 @@ def test_demo_checks_its_arguments_before_loading_the_model(flags, expected, tmp
                      *flags]) == 1
     assert expected in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_demo_reruns_replace_its_own_folders_but_never_a_users_file(tiny_model, tmp_path, capsys):
+    """`mtl3d demo --out DIR` removed DIR/bag and DIR/sequence whatever they held (a user trial lost a recording put
+    there). It still replaces an earlier demo's folders, and refuses, naming the file, when they hold anything else."""
+    ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--frames", "2", "--size", "32x24", "--model", str(ckpt), "--device", "cpu",
+            "--no-compare"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0  # the second run replaces the first's sequence and bag
+    capsys.readouterr()
+    for user_file in (out / "bag" / "my_recording.mcap", out / "sequence" / "notes.txt",
+                      out / "sequence" / "images" / "keep.png"):
+        user_file.write_text("mine")
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        folder = out / user_file.relative_to(out).parts[0]  # bag or sequence
+        assert err.strip() == (f"ERROR: {user_file} was not written by the demo, which replaces {folder} on each run; "
+                               "choose another --out or move it")
+        assert user_file.read_text() == "mine"
+        user_file.unlink()
+    assert cli.main(argv) == 0
 
 
 # ------------------------------------------------------------------------------------------------ real models and data

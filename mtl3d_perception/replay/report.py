@@ -191,23 +191,36 @@ def _json_number(value: Any) -> int | float:
     return int(value) if isinstance(value, np.integer) else float(value)
 
 
+# Every picture write_report can write, by its key in the returned paths. A replay into an earlier replay's folder
+# removes those it does not write this time, so no picture of another run sits beside the new report.
+PICTURES = {"depth_error_plot": "depth_error.png", "latency_plot": "latency.png",
+            "sparsification_plot": "sparsification.png", "montage": "montage.png"}
+
+
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str, Any]],
                  montage: np.ndarray | None) -> dict[str, Path]:
-    """Write metrics.json, report.md, the plots and the montage; returns name -> path of what was written."""
+    """Write metrics.json, report.md, the plots and the montage; returns name -> path of what was written.
+
+    Pictures of an earlier run in ``out_dir`` that this run does not write (no ground truth, ``--montage-frames 0``)
+    are removed (:data:`PICTURES`).
+    """
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     modes = tuple(m for m in MODES if m in summary)
     if records:
-        paths["depth_error_plot"] = out_dir / "depth_error.png"
+        paths["depth_error_plot"] = out_dir / PICTURES["depth_error_plot"]
         plot_depth_error(paths["depth_error_plot"], records, modes)
-        paths["latency_plot"] = out_dir / "latency.png"
+        paths["latency_plot"] = out_dir / PICTURES["latency_plot"]
         plot_latency(paths["latency_plot"], records)
     if summary.get("multi_view", {}).get("sparsification"):
-        paths["sparsification_plot"] = out_dir / "sparsification.png"
+        paths["sparsification_plot"] = out_dir / PICTURES["sparsification_plot"]
         plot_sparsification(paths["sparsification_plot"], summary["multi_view"]["sparsification"])
     if montage is not None:
-        paths["montage"] = out_dir / "montage.png"
+        paths["montage"] = out_dir / PICTURES["montage"]
         save_png(paths["montage"], montage)
+    for key, name in PICTURES.items():
+        if key not in paths:
+            (out_dir / name).unlink(missing_ok=True)
     paths["metrics"] = out_dir / "metrics.json"
     paths["report"] = out_dir / "report.md"
     summary["files"] = {k: p.name for k, p in paths.items()} | {"output_bag": "output.mcap"}
