@@ -219,6 +219,10 @@ def test_eval_makes_no_output_folder_when_a_later_data_spec_fails(capsys, tmp_pa
                                   "--out", str(tmp_path / "e")])
     assert err.startswith(f"ERROR: --data sequence:{missing}: {missing} does not exist")
     assert not (tmp_path / "e").exists()
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", "synthetic:test:1", "--modes", "two_veiw",
+                                  "--out", str(tmp_path / "e")])
+    assert err == "ERROR: unknown evaluation mode(s) ['two_veiw']; expected two_view, single_view"
+    assert not (tmp_path / "e").exists()
 
 
 def test_version(capsys):

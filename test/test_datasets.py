@@ -256,6 +256,15 @@ def test_data_spec_parsing():
         parse_data_spec("kitti:/x")
     with pytest.raises(ValueError, match="split"):
         parse_data_spec("synthetic:dev")
+    # a fraction past the sequence's end was clamped silently (0.8:1.2 scored the frames of 0.8:1.0)
+    with pytest.raises(ValueError, match=r"^data spec 'sequence:/a/b:0.8:1.2': frame range end 1.2: a fraction \(a "
+                                         r"number with a dot\) must lie in \[0, 1\]"):
+        parse_data_spec("sequence:/a/b:0.8:1.2")
+    with pytest.raises(ValueError, match=r"frame range start -0.1"):
+        parse_data_spec("sequence:/a/b:-0.1:0.5")
+    assert parse_data_spec("sequence:/a/b:-20:-1").start == -20  # indices may count from the end
+    with pytest.raises(ValueError, match=r"^data spec 'synthetic:test:0': source num_scenes 0: expected >= 1"):
+        parse_data_spec("synthetic:test:0")
 
 
 def _no_effects(**on) -> CameraEffectsConfig:

@@ -107,6 +107,11 @@ class SourceConfig:
         if self.stride < 1:
             msg = f"stride must be >= 1, got {self.stride}"
             raise ValueError(msg)
+        for name, bound in (("start", self.start), ("end", self.end)):
+            if isinstance(bound, float) and not 0.0 <= bound <= 1.0:
+                msg = (f"frame range {name} {bound}: a fraction (a number with a dot) must lie in [0, 1]; "
+                       "frame indices are whole numbers")
+                raise ValueError(msg)
 
 
 def parse_data_spec(spec: str) -> SourceConfig:
@@ -125,7 +130,7 @@ def parse_data_spec(spec: str) -> SourceConfig:
         if n and not n.isdigit():
             msg = f"data spec {spec!r}: the number of scenes {n!r} is not a whole number; expected synthetic:SPLIT[:N]"
             raise ValueError(msg)
-        return SourceConfig(kind=kind, split=split, **({"num_scenes": int(n)} if n else {}))
+        return _spec_source(spec, kind=kind, split=split, **({"num_scenes": int(n)} if n else {}))
     parts = rest.rsplit(":", 2)
     rng: dict[str, Any] = {}
     if len(parts) == 3 and all(_is_number(p) for p in parts[1:]):
@@ -135,7 +140,15 @@ def parse_data_spec(spec: str) -> SourceConfig:
         msg = (f"data spec {spec!r}: {rest!r} does not exist; a frame range is written {kind}:/path:START:END with two "
                "numbers (fractions with a dot, e.g. :0.8:1.0, or frame indices, e.g. :0:300)")
         raise ValueError(msg)
-    return SourceConfig(kind=kind, path=rest, **rng)
+    return _spec_source(spec, kind=kind, path=rest, **rng)
+
+
+def _spec_source(spec: str, **fields: Any) -> SourceConfig:
+    """``SourceConfig(**fields)``; its ValueError is re-raised naming the data spec it came from."""
+    try:
+        return SourceConfig(**fields)
+    except ValueError as exc:
+        raise ValueError(f"data spec {spec!r}: {exc}") from None
 
 
 def _is_number(text: str) -> bool:

@@ -89,8 +89,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     from mtl3d_perception.evaluation.montage import save_png
     from mtl3d_perception.model import load_checkpoint
     from mtl3d_perception.runtime.loading import resolve_device
-    from mtl3d_perception.train.evaluate import evaluate
+    from mtl3d_perception.train.evaluate import check_modes, evaluate
 
+    check_modes(modes)
     check_output_folder(out)  # a bad --out fails before the model loads; created only once every --data opens
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint, map_location=dev)

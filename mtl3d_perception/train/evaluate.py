@@ -34,6 +34,15 @@ def eval_indices(n: int, max_samples: int | None) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_samples)})
 
 
+def check_modes(modes: tuple[str, ...]) -> None:
+    """Raises ValueError naming the modes that are not in ``MODES`` (and the ones that are)."""
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        msg = f"unknown evaluation mode(s) {bad}; expected {', '.join(MODES)}" if bad else \
+            f"no evaluation mode given; expected one or more of {', '.join(MODES)}"
+        raise ValueError(msg)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, device: torch.device | str = "cpu",
              max_batches: int | None = None, modes: tuple[str, ...] = MODES, num_workers: int = 0,
@@ -48,10 +57,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 4, d
         mode -> {"metrics": dict, "montages": list of RGB uint8 arrays, "montage": the first or None,
         "num_samples": int, "seconds_per_sample": float}.
     """
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        msg = f"unknown evaluation mode(s) {bad}; expected {', '.join(MODES)}"
-        raise ValueError(msg)
+    check_modes(modes)
     device = torch.device(device)
     was_training = model.training
     model.eval()
