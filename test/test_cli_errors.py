@@ -125,6 +125,29 @@ def test_text_that_is_not_yaml_is_one_line_naming_the_file_or_key(capsys, tmp_pa
     assert "is a directory; expected a YAML file" in err
 
 
+@pytest.mark.parametrize(("override", "expected"), [
+    ("steps=0", "config key 'steps' expects an int >= 1, got 0"),  # wrote an untrained checkpoint and exited 0
+    ("steps=-1", "config key 'steps' expects an int >= 1, got -1"),
+    ("optim.lr=-1", "config key 'optim.lr' expects a finite number > 0, got -1.0"),  # was torch's own wording
+    ("optim.lr=.nan", "config key 'optim.lr' expects a finite number > 0, got nan"),
+    ("data.batch_size=0", "config key 'data.batch_size' expects an int >= 1, got 0"),
+    ("optim.min_lr_ratio=2", "config key 'optim.min_lr_ratio' expects a number in [0, 1], got 2.0"),
+    ("eval_every=-5", "config key 'eval_every' expects an int >= 0 (0 disables), got -5"),
+])
+def test_train_refuses_settings_that_cannot_train(capsys, tmp_path, override, expected):
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", override])
+    assert err == f"ERROR: {expected}"
+    assert not out.exists()
+
+
+def test_train_names_an_output_folder_that_is_a_file(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={afile}"])
+    assert err == f"ERROR: output folder {afile} is a file; expected a folder (created if missing)"  # was Errno 20
+
+
 def test_eval_refuses_options_that_evaluate_nothing(capsys, tmp_path):
     ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
                            tmp_path / "m.safetensors")

@@ -9,6 +9,7 @@ values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigErr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,18 @@ from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
 from mtl3d_perception.typed_config import from_dict, parse_yaml, read_yaml_file
+
+
+def _require(key: str, value: Any, ok: bool, expected: str) -> None:
+    """Raises ConfigError ``config key 'KEY' expects EXPECTED, got VALUE`` unless ``ok`` (the wording of
+    ``typed_config.coerce``'s type errors)."""
+    if not ok:
+        msg = f"config key {key!r} expects {expected}, got {value!r}"
+        raise ConfigError(msg)
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
 
 
 @dataclass
@@ -48,6 +61,11 @@ class DataConfig:
     label_regime: str = "full"  # full | random | one
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        _require("data.batch_size", self.batch_size, self.batch_size >= 1, "an int >= 1")
+        _require("data.num_workers", self.num_workers, self.num_workers >= 0, "an int >= 0")
+        _require("data.num_views", self.num_views, self.num_views >= 1, "an int >= 1")
+
 
 @dataclass
 class LossConfig:
@@ -72,6 +90,18 @@ class OptimConfig:
     grad_clip: float = 10.0  # 0 disables
     encoder_lr_ratio: float = 1.0  # the MTL encoder's lr / lr (below 1 keeps pretrained weights closer)
 
+    def __post_init__(self) -> None:
+        _require("optim.lr", self.lr, _finite(self.lr) and self.lr > 0, "a finite number > 0")
+        _require("optim.weight_decay", self.weight_decay, _finite(self.weight_decay) and self.weight_decay >= 0,
+                 "a finite number >= 0")
+        _require("optim.betas", self.betas, all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)")
+        _require("optim.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "an int >= 0")
+        _require("optim.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
+        _require("optim.grad_clip", self.grad_clip, _finite(self.grad_clip) and self.grad_clip >= 0,
+                 "a finite number >= 0 (0 disables)")
+        _require("optim.encoder_lr_ratio", self.encoder_lr_ratio,
+                 _finite(self.encoder_lr_ratio) and self.encoder_lr_ratio >= 0, "a finite number >= 0")
+
 
 @dataclass
 class TrainConfig:
@@ -92,6 +122,14 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     deterministic: bool = False  # torch.use_deterministic_algorithms
+
+    def __post_init__(self) -> None:
+        _require("steps", self.steps, self.steps >= 1, "an int >= 1")
+        _require("log_every", self.log_every, self.log_every >= 1, "an int >= 1")
+        for key in ("image_every", "eval_every", "checkpoint_every"):
+            _require(key, getattr(self, key), getattr(self, key) >= 0, "an int >= 0 (0 disables)")
+        _require("eval_batches", self.eval_batches, self.eval_batches >= 1, "an int >= 1")
+        _require("out_dir", self.out_dir, bool(self.out_dir), "a folder")
 
 
 def to_dict(cfg: Any) -> Any:

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mtl3d_perception.cli_args import check_output_folder
 from mtl3d_perception.data.batch import MultiViewBatch, collate
 from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.data.synthetic import scene_provenance
@@ -209,8 +210,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self._seed(cfg.seed)
 
-        self.out_dir = Path(cfg.out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.out_dir = check_output_folder(cfg.out_dir)  # a file where the run goes: refused before any work
+        self.ckpt_dir = check_output_folder(self.out_dir / "checkpoints")
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
