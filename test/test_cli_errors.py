@@ -66,6 +66,21 @@ def test_info_on_a_binary_yaml_or_directory_is_one_line(capsys, tmp_path):
     assert str(tmp_path) in err and "is a directory" in err and "unknown model preset" not in err
 
 
+def test_info_refuses_an_empty_file_a_missing_yaml_and_a_training_config(capsys, tmp_path):
+    """`mtl3d info EMPTY` printed a made-up `tiny_cnn` model with exit 0 (an empty YAML read as all defaults)."""
+    for empty in (tmp_path / "emptyfile", tmp_path / "empty.yaml"):
+        empty.write_text("")
+        err = one_line_error(capsys, ["info", str(empty)])
+        assert err == (f"ERROR: {empty}: the model config is empty; expected a YAML mapping of model settings "
+                       "(see config/model/)")
+    err = one_line_error(capsys, ["info", str(tmp_path / "nope.yaml")])
+    assert err.startswith(f"ERROR: model config not found: {tmp_path / 'nope.yaml'}; expected a preset name (")
+    assert "Errno" not in err
+    err = one_line_error(capsys, ["info", "config/train/default.yaml"])
+    assert err.startswith("ERROR: config/train/default.yaml: a training config (keys data, loss, model, optim, "
+                          "out_dir, steps), not a model config")
+
+
 def test_non_finite_checkpoint_is_refused_at_load(capsys, nan_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"holds 1 NaN or inf value\(s\)"):
         load_checkpoint(nan_checkpoint)

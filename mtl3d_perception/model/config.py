@@ -187,12 +187,31 @@ def preset_path(name: str) -> Path:
     raise ConfigError(msg)
 
 
+# Top-level keys of a training config (config/train/), to tell a user who passed one where a model config goes.
+_TRAIN_CONFIG_KEYS = {"model", "data", "loss", "optim", "steps", "out_dir"}
+
+
 def load_yaml(path: str | Path) -> ModelConfig:
+    """The model config in the YAML file ``path`` (a preset in ``config/model/`` or a user's own).
+
+    Raises:
+        FileNotFoundError: no such file. ConfigError: the file is empty, binary, not YAML, not a mapping, a training
+            config, or has an unknown key or a wrong type; each message names ``path`` and what was expected.
+    """
     path = Path(path)
-    values = typed_config.read_yaml_file(
-        path, "a model YAML; expected a preset name, a model YAML or a .safetensors file") or {}
+    expected = f"a preset name ({', '.join(available_presets())}), a model YAML or a .safetensors checkpoint"
+    if not path.is_file():
+        raise FileNotFoundError(f"model config not found: {path}; expected {expected}")
+    values = typed_config.read_yaml_file(path, f"a model YAML; expected {expected}")
+    if values is None:
+        msg = f"{path}: the model config is empty; expected a YAML mapping of model settings (see config/model/)"
+        raise ConfigError(msg)
     if not isinstance(values, dict):
         msg = f"{path}: a model config must be a mapping, got {type(values).__name__}"
+        raise ConfigError(msg)
+    if len(_TRAIN_CONFIG_KEYS & set(values)) >= 2:
+        msg = (f"{path}: a training config (keys {', '.join(sorted(_TRAIN_CONFIG_KEYS & set(values)))}), not a model "
+               f"config; expected {expected} (a training config's model is its model.preset)")
         raise ConfigError(msg)
     values.setdefault("name", path.stem)
     try:
