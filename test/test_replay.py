@@ -354,6 +354,18 @@ def test_db3_file_input_and_limit(tmp_path):
     assert (s["counts"]["images"], s["counts"]["dropped"]) == (3, 0)  # images past the limit are not read
 
 
+def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, tmp_path, capsys):
+    """With a world frame the TF never has, each frame waits for its pose while later images are read; at --limit
+    those were reported as dropped ('3 processed, 3 dropped'). They are counted apart, as read ahead."""
+    s = replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(limit=2, world_frame="map"))
+    c = s["counts"]
+    assert c["processed"] == 2 and c["dropped"] == 0 and "limit" not in s["dropped_reasons"]
+    assert c["past_limit"] == c["images"] - 2 > 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"{c['images']} images read; {c['past_limit']} read ahead past --limit (not processed), 2 processed, " \
+           "0 dropped" in report
+
+
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
     bag = tmp_path / "no_tf"
     copy_bag(wall_bag, bag, drop={topics.TF_TOPIC, topics.TF_STATIC_TOPIC})

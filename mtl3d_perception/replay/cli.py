@@ -15,7 +15,7 @@ from typing import Any
 from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import sparsification_table
 from mtl3d_perception.replay.options import ReplayOptions
-from mtl3d_perception.replay.report import metrics_table, no_curve_reason
+from mtl3d_perception.replay.report import metrics_table, no_curve_reason, past_limit_note
 from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
@@ -70,7 +70,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The console view of a replay: counts, warnings, the headline metrics table and where the files are."""
     c = summary["counts"]
     print(f"replayed {summary['bag']}: {c['processed']} frames processed, {c['dropped']} dropped "
-          f"({c['images']} images read)")
+          f"({c['images']} images read{past_limit_note(c)})")
     if summary.get("provenance"):
         print(f"data: {describe_provenance(summary['provenance'])}")
     for line in summary["notes"]:

@@ -133,6 +133,7 @@ class _Replay:
         self.processed = 0
         self.dropped: dict[str, int] = {}
         self.counts = {"no_pose": 0}
+        self.past_limit = 0  # images read but left unprocessed because --limit was reached first
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
@@ -353,8 +354,8 @@ class _Replay:
 
     def finish(self) -> None:
         self._run_ready(self.now_ns, end=True)
-        for _ in range(self.driver.clear()):  # left over after --limit
-            self._drop("limit")
+        # frames read ahead (waiting for TF or a source) when --limit was reached: not processed, not dropped
+        self.past_limit += self.driver.clear()
         self.evaluation.evaluate_ready(self.now_ns, final=True)
 
     def close(self, error: str | None) -> dict[str, Any]:
@@ -393,7 +394,7 @@ class _Replay:
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "depth_confidence": self.pipeline.has_depth_confidence,
             "counts": {"images": self.images, "processed": self.processed,
-                       "dropped": sum(self.dropped.values()), **self.counts,
+                       "dropped": sum(self.dropped.values()), "past_limit": self.past_limit, **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
             # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
