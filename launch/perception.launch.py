@@ -2,7 +2,7 @@
 
 Arguments: ``params_file`` (default ``config/perception.yaml``); ``image_topic``, ``camera_info_topic``,
 ``image_transport`` (raw | compressed), ``image_kind`` (auto | image_raw | image_rect), ``model_path``, ``device``,
-``tf_timeout_s`` and ``use_sim_time``, each empty by default: then the ``params_file`` value holds, and given, it
+``tf_timeout_s``, ``single_view`` and ``use_sim_time``, each empty by default: then the ``params_file`` value holds, and given, it
 overrides that key; ``rviz`` (default false) also starts RViz with ``config/mtl3d.rviz``. Every package it runs is checked before anything starts, and each process ends the
 launch when it exits, so no node outlives a failed launch. ``replay.launch.py`` includes this file (the one place
 that starts the node). Tested with stand-ins for launch/launch_ros (test/test_launch_files.py).
@@ -30,15 +30,18 @@ NODE_ARGUMENTS = {
     "model_path": "checkpoint (.safetensors) (params_file: '' = the shipped models/default.safetensors)",
     "device": "auto, cpu, cuda, cuda:N (params_file: auto)",
     "tf_timeout_s": "wait this long for a frame's TF, then run it single-view (params_file: 0.3)",
+    "single_view": "true: never pair a source view, every frame single-view (params_file: false)",
 }
-FLOAT_ARGUMENTS = {"tf_timeout_s"}  # the others are string parameters (model_path:=123 stays a string)
+FLOAT_ARGUMENTS = {"tf_timeout_s"}
+BOOL_ARGUMENTS = {"single_view"}  # the others are string parameters (model_path:=123 stays a string)
 
 
 def launch_setup(context):
     config = context.launch_configurations
     rviz = launch_args.as_bool("rviz", config["rviz"])
     launch_args.require_packages([PACKAGE, *(["rviz2"] if rviz else [])])
-    overrides = {name: ParameterValue(value, value_type=float if name in FLOAT_ARGUMENTS else str)
+    overrides = {name: launch_args.as_bool(name, value) if name in BOOL_ARGUMENTS else
+                 ParameterValue(value, value_type=float if name in FLOAT_ARGUMENTS else str)
                  for name, value in launch_args.given(config, NODE_ARGUMENTS).items()}
     if config["use_sim_time"]:
         overrides["use_sim_time"] = launch_args.as_bool("use_sim_time", config["use_sim_time"])

@@ -86,6 +86,11 @@ def test_params_file_values_win_unless_the_argument_is_given(monkeypatch, instal
     assert (values["image_topic"], values["device"], values["image_transport"]) == ("/given/image", "cuda", "compressed")
     assert values["use_sim_time"] is True and values["model_path"] == "123"  # a string parameter stays a string
 
+    started, context = _launch("perception.launch.py", monkeypatch, single_view="true")  # the README's single_view:=true
+    assert _nodes(started, "perception_node")[0].parameter_values(context)["single_view"] is True
+    with pytest.raises(ValueError, match=r"launch argument single_view:='maybe': expected true or false"):
+        _launch("perception.launch.py", monkeypatch, single_view="maybe")
+
 
 def test_default_launch_uses_the_shipped_params_file_and_no_rviz(monkeypatch, installed):
     started, context = _launch("perception.launch.py", monkeypatch)
@@ -197,7 +202,8 @@ def test_launch_argument_descriptions_state_the_params_file_values(monkeypatch):
         stated = re.search(r"\(params_file: ([^)]*)\)$", description)
         assert stated, f"{name}: {description!r} does not end with '(params_file: <value>)'"
         text, value = stated.group(1), params[name]
-        assert text == str(value) or (value == "" and text.startswith("'' = ")), (name, text, value)
+        shown = str(value).lower() if isinstance(value, bool) else str(value)  # YAML's spelling: false
+        assert text == shown or (value == "" and text.startswith("'' = ")), (name, text, value)
 
 
 def test_setup_installs_launch_and_config():
