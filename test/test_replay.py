@@ -437,7 +437,7 @@ def test_bad_input_in_metrics_is_what_diagnostics_count(wall_bag, tmp_path):
     values = {kv.key: kv.value for status in last.status for kv in status.values}
     assert {k.removeprefix("bad_input."): int(v) for k, v in values.items() if k.startswith("bad_input.")} == {
         "cameras": 3}
-    assert "- bad input (as /diagnostics counts it): cameras 3" in (out / "report.md").read_text()
+    assert "- bad input (as /diagnostics counts it; dropped or kept): cameras 3" in (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------ real camera inputs (issue 12)

@@ -198,7 +198,7 @@ def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = Non
     """
     if not isinstance(trained_on, list) or not all(isinstance(s, dict) for s in trained_on):
         return [f"trained on: {trained_on if trained_on else 'not stored'}"]
-    lines = [f"trained on ({len(trained_on)} sources):"]
+    lines = [f"trained on ({len(trained_on)} source{'' if len(trained_on) == 1 else 's'}):"]
     for source in trained_on:
         kind = source.get("kind", "?")
         where = source.get("path") or f"{source.get('split', '')} split"

@@ -247,7 +247,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
         f"- frames: {c['images']} images read{past_limit_note(c)}, {c['processed']} processed, {c['dropped']} dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
-        *([f"- bad input (as /diagnostics counts it): "
+        *([f"- bad input (as /diagnostics counts it; dropped or kept): "
            f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
         f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
         f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
