@@ -118,6 +118,11 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
         config = self._config()
         self.add_post_set_parameters_callback(self._apply_parameters)
+        # rclpy drops overrides of undeclared names silently: a misspelt -p history_sizee:=3 kept the default
+        self.unknown_parameters = params.unknown_parameters(list(self._parameter_overrides), list(PARAMETERS))
+        if self.unknown_parameters:
+            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(self.unknown_parameters)}; "
+                                      "config/perception.yaml lists every parameter")
 
         self.types = conversions.rclpy_types()
         self.stats = RuntimeStats()
@@ -458,7 +463,8 @@ class PerceptionNode(Node):
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
                                 model=self.model_description, depth_confidence=self.depth_confidence,
-                                compat_fallbacks=",".join(FALLBACKS) or "none")
+                                compat_fallbacks=",".join(FALLBACKS) or "none",
+                                unknown_parameters=", ".join(self.unknown_parameters) or "none")
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic

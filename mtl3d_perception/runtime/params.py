@@ -48,3 +48,27 @@ def precision_problem(precision: str, device: str) -> str | None:
         return (f"precision {precision} needs a CUDA device, but the node runs on {device}; "
                 f"use fp32 (or device cuda on a machine with a GPU)")
     return None
+
+
+# Parameters every rclpy node takes besides its own (rclpy declares use_sim_time; rclcpp-style QoS overrides and the
+# type description service are read by rcl/rclpy, not declared).
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
+
+
+def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[str]) -> list[str]:
+    """The names in ``given`` (a node's start-up overrides: ``-p``, ``--params-file``) that the node does not declare
+    and ROS does not read itself, each worded ``'history_sizee' (did you mean 'history_size'?)`` where a declared
+    name is close (``difflib``), sorted. rclpy ignores such an override without a word, so a misspelt parameter
+    would silently keep its default.
+    """
+    import difflib
+
+    declared = sorted(declared)
+    out = []
+    for name in sorted(set(given) - set(declared)):
+        if name in ROS_PARAMETERS or name.startswith(ROS_PARAMETER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, declared, n=1)
+        out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return out
