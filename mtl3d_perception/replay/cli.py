@@ -28,7 +28,7 @@ METAVARS = {str: "TEXT", int: "N", float: "X"}
 UNIT_METAVARS = {"_topic": "TOPIC", "_s": "SECONDS", "_m": "METRES", "_deg": "DEGREES", "_hz": "HZ", "_mps": "M/S",
                  "_dps": "DEG/S"}
 TOPICS_AND_FRAMES = ("image_topic", "camera_info_topic", "tf_topic", "tf_static_topic", "depth_gt_topic",
-                     "semantic_gt_topic", "world_frame", "node_name")
+                     "depth_gt_camera_info_topic", "semantic_gt_topic", "world_frame", "node_name")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
