@@ -163,6 +163,42 @@ def test_train_names_an_output_folder_that_is_a_file(capsys, tmp_path):
     assert err == f"ERROR: output folder {afile} is a file; expected a folder (created if missing)"  # was Errno 20
 
 
+def test_train_into_an_earlier_run_needs_resume(capsys, tmp_path):
+    """A second run into an out_dir deleted the first's checkpoints and mixed its TensorBoard logs, and a fine-tune
+    from out_dir/checkpoints/last.safetensors into the same out_dir overwrote its own starting weights: refused."""
+    out = tmp_path / "run"
+    argv = ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "steps=1"]
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    weights = out / "checkpoints" / "last.safetensors"
+    before = weights.read_bytes()
+    for extra in ([], [f"model.init_checkpoint={weights}", "model.overrides={}"]):
+        err = one_line_error(capsys, [*argv, *extra])
+        assert err == (f"ERROR: out_dir {out} already holds a training run ({out / 'checkpoints' / 'last.json'}); "
+                       "continue it with --resume, or pass another out_dir=DIR")
+    assert weights.read_bytes() == before
+    assert cli_main([*argv[:-1], "steps=2", "--resume"]) == 0  # continuing it is what --resume is for
+    # a fine-tune into a new out_dir from it, with smoke.yaml's overrides (which set pretrained: false): a TypeError
+    # ('multiple values for keyword argument pretrained') before
+    assert cli_main(["train", "--config", "config/train/smoke.yaml", f"out_dir={tmp_path / 'tuned'}", "steps=1",
+                     f"model.init_checkpoint={weights}"]) == 0
+
+
+def test_eval_removes_an_earlier_evaluations_montages(capsys, tmp_path):
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
+                           tmp_path / "m.safetensors")
+    out = tmp_path / "e"
+    base = ["eval", str(ckpt), "--data", "synthetic:test:1", "--max-batches", "1", "--montages", "1", "--out", str(out)]
+    assert cli_main(base) == 0
+    assert {p.name for p in out.glob("montage_*.png")} == {"montage_synthetic-test_two_view_0.png",
+                                                             "montage_synthetic-test_single_view_0.png"}
+    (out / "notes.txt").write_text("mine")
+    assert cli_main([*base, "--modes", "two_view"]) == 0
+    capsys.readouterr()
+    assert {p.name for p in out.glob("montage_*.png")} == {"montage_synthetic-test_two_view_0.png"}
+    assert (out / "notes.txt").read_text() == "mine"  # only the montages are the evaluation's own
+
+
 def test_eval_refuses_options_that_evaluate_nothing(capsys, tmp_path):
     ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
                            tmp_path / "m.safetensors")

@@ -208,8 +208,17 @@ def test_write_sequence_refuses_bad_input(tmp_path, frames):
     with pytest.raises(SequenceError, match="no frames to write"):
         write_sequence(tmp_path / "empty", [])
     write_sequence(tmp_path / "seq", frames[:1])
-    with pytest.raises(SequenceError, match=r"images: already exists"):
+    with pytest.raises(SequenceError, match=r"seq: is not empty \(holds 'K.txt'\); write a sequence into a new or "
+                                            r"empty folder"):
         write_sequence(tmp_path / "seq", frames[:1])
+    mine = tmp_path / "mine"  # a user's folder without images/ (mtl3d synth --out): its poses.txt was replaced
+    mine.mkdir()
+    (mine / "poses.txt").write_text("my poses")
+    with pytest.raises(SequenceError, match="mine: is not empty"):
+        write_sequence(mine, frames[:1])
+    assert sorted(p.name for p in mine.iterdir()) == ["poses.txt"] and (mine / "poses.txt").read_text() == "my poses"
+    (tmp_path / "empty_dir").mkdir()
+    write_sequence(tmp_path / "empty_dir", frames[:1])  # an empty folder is fine
     other_K = SequenceFrame(1, 1.0, frames[1].rgb, frames[1].depth, frames[1].K * 2, frames[1].T_world_cam,
                             frames[1].semantic, frames[1].normals)
     with pytest.raises(SequenceError, match="frame 1 has a different K"):

@@ -387,7 +387,7 @@ def write_sequence(
     The optional parts (depth, semantic, normals) written are those the first frame has.
 
     Args:
-        root: the folder; created if needed, must not already hold ``images/``.
+        root: the folder; created if needed, must be missing or empty.
         frames: frames sharing one K and one image size.
         image_format: ``"png"`` (lossless) or ``"jpg"``.
         jpeg_quality: JPEG quality when ``image_format="jpg"``.
@@ -396,7 +396,7 @@ def write_sequence(
 
     Raises:
         SequenceError: no frames, frames that differ in K, size or optional parts, duplicate names, a
-            ``provenance`` that is not JSON-serialisable (nothing is written), or ``root`` already holding a sequence.
+            ``provenance`` that is not JSON-serialisable (nothing is written), or ``root`` a file or not empty.
     """
     root = Path(root)
     try:
@@ -405,8 +405,9 @@ def write_sequence(
         raise SequenceError(f"provenance is not JSON-serialisable ({exc}); use plain numbers and strings") from None
     if image_format not in ("png", "jpg"):
         raise SequenceError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
-    if (root / "images").exists():
-        raise SequenceError(f"{root / 'images'}: already exists; write a sequence into a new folder")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):  # its poses.txt, K.txt would be replaced
+        what = "is a file" if not root.is_dir() else f"is not empty (holds {sorted(p.name for p in root.iterdir())[0]!r})"
+        raise SequenceError(f"{root}: {what}; write a sequence into a new or empty folder")
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if image_format == "jpg" else []
     first: SequenceFrame | None = None
     parts: list[str] = []

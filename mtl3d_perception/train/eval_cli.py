@@ -76,7 +76,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                         max_batches: int | None = None, device: str = "auto",
                         modes: tuple[str, ...] = MODES, gap: int | None = None,
                         montages: int = 2, progress: bool = False) -> dict:
-    """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out``.
+    """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out`` (montage PNGs of
+    an earlier evaluation there are removed first).
 
     ``progress``: a progress bar per data spec (on a terminal only).
 
@@ -111,6 +112,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             raise ValueError(f"--data {spec}: {exc}") from exc
         opened.append((spec, source, dataset))
     out = output_folder(out)
+    for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
+        old.unlink()
     slugs: list[str] = []
     for spec, source, dataset in opened:
         use_modes = modes if source.kind != "nyuv2" else tuple(m for m in modes if m == "single_view") or modes

@@ -153,7 +153,8 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         model = load_checkpoint(cfg.model.init_checkpoint)
         reinit = tuple(cfg.model.reinit)
         if cfg.model.overrides or reinit:
-            tuned = build_model(model.config.replace(**cfg.model.overrides, pretrained=False))
+            # a checkpoint holds every weight: nothing pretrained is loaded over it, whatever the overrides say
+            tuned = build_model(model.config.replace(**{**cfg.model.overrides, "pretrained": False}))
             known_parts = dict(tuned.named_modules())
             for name in reinit:
                 if name not in known_parts or not name:
@@ -212,6 +213,11 @@ class Trainer:
 
         self.out_dir = check_output_folder(cfg.out_dir)  # a file where the run goes: refused before any work
         self.ckpt_dir = check_output_folder(self.out_dir / "checkpoints")
+        earlier = [self.ckpt_dir / n for n in (train_state.MANIFEST, train_state.LAST_WEIGHTS)]
+        if not resume and any(p.exists() for p in earlier):  # a new run would delete its checkpoints and mix its logs
+            msg = (f"out_dir {self.out_dir} already holds a training run ({next(p for p in earlier if p.exists())}); "
+                   "continue it with --resume, or pass another out_dir=DIR")
+            raise FileExistsError(msg)
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
