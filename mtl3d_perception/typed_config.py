@@ -79,6 +79,23 @@ def positive_finite(name: str, value: float) -> float:
     return value
 
 
+# A frame rate above this gives frames 1 ns apart or less: rosbag2's nanosecond stamps would repeat.
+MAX_RATE_HZ = 1e9
+
+
+def frame_rate(name: str, value: float) -> float:
+    """``value`` if it is a usable frame rate in Hz: finite, > 0 and at most :data:`MAX_RATE_HZ`.
+
+    Raises:
+        SettingError: anything else; the message names ``name``, the value and the range.
+    """
+    positive_finite(name, value)
+    if value > MAX_RATE_HZ:
+        msg = f"{name} must be at most {MAX_RATE_HZ:g} Hz (frames stamped 1 ns apart), got {value:g}"
+        raise SettingError(name, msg)
+    return value
+
+
 def parse_yaml(text: str, source: str = "config") -> Any:
     """YAML for configs and ``key=value`` overrides: safe, with YAML 1.2 booleans, so ``amp: off`` is the
     string ``"off"`` (PyYAML's YAML 1.1 would read it as ``False``).

@@ -234,6 +234,7 @@ def tiny_sequence(tmp_path_factory) -> Path:
     (["replay", "BAG", "--montage-frames", "-1"], "--montage-frames must be >= 0, got -1"),
     (["replay", "BAG", "--world-frame", "/map"], "--world-frame '/map': tf2 frame ids cannot start with a '/'; use 'map'"),
     (["bag", "SEQ", "--rate", "0"], "--rate must be a finite number > 0, got 0.0"),
+    (["bag", "SEQ", "--rate", "1e12"], "--rate must be at most 1e+09 Hz (frames stamped 1 ns apart), got 1e+12"),
     (["synth", "--rate", "0"], "--rate must be a finite number > 0, got 0.0"),
 ])
 def test_setting_errors_name_the_flag_that_was_typed(capsys, tmp_path, tiny_sequence, argv, expected):
@@ -262,6 +263,7 @@ def test_node_parameters_keep_their_names_in_the_same_errors():
     ("--speed", "0", "--speed must be a finite number > 0, got 0.0"),
     ("--speed", "nan", "--speed must be a finite number > 0, got nan"),
     ("--rate", "inf", "--rate must be a finite number > 0, got inf"),
+    ("--rate", "1e12", "--rate must be at most 1e+09 Hz (frames stamped 1 ns apart), got 1e+12"),  # equal stamps
     ("--seed", "-1", "--seed must be a whole number >= 0, got -1"),  # was numpy's 'expected non-negative integer'
     ("--size", "1x1", "--size must be at least 2x2 and at most 16777216 pixels, got 1x1"),
     ("--size", "100000x100000", "--size must be at least 2x2 and at most 16777216 pixels, got 100000x100000"),

@@ -171,6 +171,18 @@ def test_sequence_source_range_neighbours_and_labels(sequence_dir):
     assert 0.1 <= np.linalg.norm(poses[frames[0], :3, 3] - poses[frames[1], :3, 3]) <= 0.3
 
 
+def test_frame_indices_past_the_sequence_are_refused(sequence_dir):
+    """`sequence:seq:0:100` on 10 frames was clamped to 0:10 without a word (its report still said 0:100)."""
+    cfg = SourceConfig(kind="sequence", path=str(sequence_dir), start=0, end=100)
+    with pytest.raises(ValueError, match=re.escape(f"frame range bound 100 is outside {sequence_dir}'s 10 frames; "
+                                                   "expected an index in [-10, 10]")):
+        build_dataset([cfg], image_size=SIZE)
+    assert len(build_dataset([dataclasses.replace(cfg, end=10)], image_size=SIZE)) == 10
+    assert len(build_dataset([dataclasses.replace(cfg, start=-3, end=10)], image_size=SIZE)) == 3
+    with pytest.raises(ValueError, match=r"empty frame range \[-3, 5\) of .* \(10 frames\): frames 7 to 5"):
+        build_dataset([dataclasses.replace(cfg, start=-3, end=5)], image_size=SIZE)
+
+
 def test_hololens_frames(hololens_dir):
     cfg = parse_data_spec(f"sequence:{hololens_dir}:0.8:1.0")
     ds = build_dataset([dataclasses.replace(cfg, tasks=("depth",))], image_size=(160, 120))

@@ -62,7 +62,7 @@ from mtl3d_perception.msgs.conversions import (
     make_image,
     make_transform_stamped,
 )
-from mtl3d_perception.typed_config import positive_finite
+from mtl3d_perception.typed_config import frame_rate
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
@@ -161,7 +161,7 @@ def write_bag(
     if compressed is not None and compressed not in COMPRESSED_FORMATS:
         raise BagError(f"unknown image compression {compressed!r}; expected one of {', '.join(COMPRESSED_FORMATS)}")
     if rate_hz is not None:
-        positive_finite("rate_hz", rate_hz)
+        frame_rate("rate_hz", rate_hz)
     out_path = Path(out_path)
     if out_path.suffix in (".mcap", ".db3"):
         raise BagError(f"{out_path}: a rosbag2 is a directory; name it without the {out_path.suffix} suffix")

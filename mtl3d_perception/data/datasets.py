@@ -159,11 +159,19 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _resolve(x: int | float, n: int) -> int:
-    """A range bound: a float is a fraction of ``n``, an int an index (negative from the end)."""
+def _resolve(x: int | float, n: int, where: str = "") -> int:
+    """A range bound: a float is a fraction of ``n``, an int an index (negative from the end).
+
+    Raises:
+        ValueError: an index outside ``[-n, n]`` (it was clamped silently); the message names ``where`` (the source).
+    """
     if isinstance(x, float):
         return int(round(min(max(x, 0.0), 1.0) * n))
-    return max(0, min(n, x if x >= 0 else n + x))
+    if not -n <= x <= n:
+        msg = (f"frame range bound {x} is outside {where or 'the source'}'s {n} frames; expected an index in [-{n}, {n}] "
+               "(negative counts from the end) or a fraction with a dot (0.8)")
+        raise ValueError(msg)
+    return x if x >= 0 else n + x
 
 
 def apply_label_regime(available: dict[str, bool], regime: str, rng: np.random.Generator) -> dict[str, bool]:
@@ -389,10 +397,10 @@ class FramesDataset(SourceDataset):
         super().__init__(cfg, **kwargs)
         self.frames = open_frames(cfg)
         n = len(self.frames)
-        lo, hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
+        lo, hi = _resolve(cfg.start, n, cfg.path), _resolve(cfg.end, n, cfg.path)
         self.indices = np.arange(lo, hi, cfg.stride)
         if len(self.indices) == 0:
-            msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames)"
+            msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames): frames {lo} to {hi}"
             raise ValueError(msg)
         self.poses = np.asarray(self.frames.poses, np.float64)[self.indices]
         stamps = getattr(self.frames, "stamps", None)  # seconds; sources without stamps get the nominal rate
@@ -454,7 +462,7 @@ class NYUv2Dataset(SourceDataset):
                     msg = f"{cfg.path} has no dataset {key!r}; expected nyu_depth_v2_labeled.mat's layout"
                     raise ValueError(msg)
             n = f["images"].shape[0]
-        self.lo, self.hi = _resolve(cfg.start, n), _resolve(cfg.end, n)
+        self.lo, self.hi = _resolve(cfg.start, n, cfg.path), _resolve(cfg.end, n, cfg.path)
         self._file = None  # opened lazily in each worker (h5py handles do not survive fork)
         self._lut = nyu_label_mapping(cfg.nyu_labels)
 

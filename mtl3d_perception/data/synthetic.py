@@ -39,7 +39,7 @@ from mtl3d_perception.data.raycast import Material, Primitive, RoomRenderer, rot
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, START_TIME_S, SequenceFrame
 from mtl3d_perception.data.textures import ImageMaterial, TextureAtlas, TextureLibrary, texture_library
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
-from mtl3d_perception.typed_config import SettingError, positive_finite
+from mtl3d_perception.typed_config import SettingError, frame_rate, positive_finite
 
 # Bumped whenever the scene a seed gives changes (layout, parts or their looks), so that a checkpoint's
 # ``trained_on`` says which scenes it saw: 1 = up to session 8; 2 = session 9 (class looks: picture frames, tv
@@ -510,7 +510,7 @@ class SyntheticScene:
             SettingError: ``rate_hz`` or ``speed`` not a finite number > 0 (a negative speed would drive the loop
                 backwards), or ``n`` < 0.
         """
-        positive_finite("rate_hz", rate_hz)
+        frame_rate("rate_hz", rate_hz)
         positive_finite("speed", speed)
         if n < 0:
             raise SettingError("n", f"n must be >= 0 poses, got {n}")
