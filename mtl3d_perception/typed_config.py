@@ -79,6 +79,19 @@ def positive_finite(name: str, value: float) -> float:
     return value
 
 
+def require(key: str, value: Any, ok: bool, expected: str) -> None:
+    """Raises ConfigError ``config key 'KEY' expects EXPECTED, got VALUE`` unless ``ok``: a range check in a config
+    dataclass's ``__post_init__``, worded as :func:`coerce`'s type errors (``KEY`` the full dotted key)."""
+    if not ok:
+        msg = f"config key {key!r} expects {expected}, got {value!r}"
+        raise ConfigError(msg)
+
+
+def finite(x: float) -> bool:
+    """``x`` is a finite number (not NaN, not +-inf)."""
+    return math.isfinite(x)
+
+
 # A frame rate above this gives frames 1 ns apart or less: rosbag2's nanosecond stamps would repeat.
 MAX_RATE_HZ = 1e9
 

@@ -148,6 +148,21 @@ def test_text_that_is_not_yaml_is_one_line_naming_the_file_or_key(capsys, tmp_pa
     ("data.batch_size=0", "config key 'data.batch_size' expects an int >= 1, got 0"),
     ("optim.min_lr_ratio=2", "config key 'optim.min_lr_ratio' expects a number in [0, 1], got 2.0"),
     ("eval_every=-5", "config key 'eval_every' expects an int >= 0 (0 disables), got -5"),
+    # a user audit: each of these trained with exit 0 (a negative loss, a misspelt task dropped, lr rising)
+    ("loss.weights={semantic: -1.0}",
+     "config key 'loss.weights.semantic' expects a finite number >= 0 (0 switches the task off), got -1.0"),
+    ("loss.weights={normal: 1.0}",
+     "config key 'loss.weights.normal' expects a task name (semantic, depth, normals, boundary), got 'normal'"),
+    ("loss.silog_lambda=5", "config key 'loss.silog_lambda' expects a number in [0, 1], got 5.0"),
+    ("optim.poly_power=-1", "config key 'optim.poly_power' expects a finite number > 0, got -1.0"),
+    ("data.augment.hflip=5", "config key 'data.augment.hflip' expects a probability in [0, 1], got 5.0"),
+    ("data.augment.contrast=100",
+     "config key 'data.augment.contrast' expects a number in [0, 1) (a factor in 1 +- it), got 100.0"),
+    ("data.augment.camera.jpeg_prob=2", "config key 'data.augment.camera.jpeg_prob' expects a number in [0, 1], got 2.0"),
+    ("data.train.0.min_baseline=-1", "config section 'data.train.0': source min_baseline -1.0, max_baseline 0.5: "
+                                     "expected 0 <= min_baseline < max_baseline (metres)"),
+    ("data.train.0.max_rotation_deg=-5",
+     "config section 'data.train.0': source max_rotation_deg -5.0: expected a number in (0, 180]"),
 ])
 def test_train_refuses_settings_that_cannot_train(capsys, tmp_path, override, expected):
     out = tmp_path / "run"

@@ -28,6 +28,7 @@ import numpy as np
 
 from mtl3d_perception import geometry
 from mtl3d_perception.data.batch import ViewSample
+from mtl3d_perception.typed_config import finite, require
 
 
 @dataclass
@@ -48,6 +49,18 @@ class CameraEffectsConfig:
     jpeg_prob: float = 0.7  # probability of JPEG compression per view
     jpeg_quality: tuple[int, int] = (40, 95)
 
+    def __post_init__(self) -> None:
+        k = "data.augment.camera"
+        for name in ("exposure_stops", "exposure_view_stops", "white_balance", "white_balance_view", "read_noise",
+                     "shot_noise", "blur_px"):
+            v = getattr(self, name)
+            require(f"{k}.{name}", v, finite(v) and v >= 0, "a finite number >= 0 (0 switches it off)")
+        for name in ("vignetting", "blur_prob", "jpeg_prob"):
+            v = getattr(self, name)
+            require(f"{k}.{name}", v, 0 <= v <= 1, "a number in [0, 1]")
+        lo, hi = self.jpeg_quality
+        require(f"{k}.jpeg_quality", self.jpeg_quality, 1 <= lo <= hi <= 100, "[low, high] with 1 <= low <= high <= 100")
+
 
 @dataclass
 class AugmentConfig:
@@ -60,6 +73,14 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     camera: CameraEffectsConfig = dataclasses.field(default_factory=CameraEffectsConfig)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        require("data.augment.scale", self.scale, 0 < lo <= hi and finite(hi), "[low, high] with 0 < low <= high")
+        require("data.augment.hflip", self.hflip, 0 <= self.hflip <= 1, "a probability in [0, 1]")
+        for name in ("brightness", "contrast", "saturation"):
+            v = getattr(self, name)
+            require(f"data.augment.{name}", v, 0 <= v < 1, "a number in [0, 1) (a factor in 1 +- it)")
 
 
 def _resize(img: np.ndarray | None, wh: tuple[int, int], interp: int) -> np.ndarray | None:

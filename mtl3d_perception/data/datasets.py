@@ -24,6 +24,7 @@ once per sample index, so a sample keeps the same labelled tasks in every epoch 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +107,13 @@ class SourceConfig:
             raise ValueError(msg)
         if self.stride < 1:
             msg = f"stride must be >= 1, got {self.stride}"
+            raise ValueError(msg)
+        if not (0 <= self.min_baseline < self.max_baseline and math.isfinite(self.max_baseline)):
+            msg = (f"source min_baseline {self.min_baseline}, max_baseline {self.max_baseline}: expected "
+                   "0 <= min_baseline < max_baseline (metres)")
+            raise ValueError(msg)
+        if not 0 < self.max_rotation_deg <= 180:
+            msg = f"source max_rotation_deg {self.max_rotation_deg}: expected a number in (0, 180]"
             raise ValueError(msg)
         for name, bound in (("start", self.start), ("end", self.end)):
             if isinstance(bound, float) and not 0.0 <= bound <= 1.0:

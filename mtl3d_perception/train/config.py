@@ -9,7 +9,6 @@ values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigErr
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
-from mtl3d_perception.typed_config import from_dict, parse_yaml, read_yaml_file
-
-
-def _require(key: str, value: Any, ok: bool, expected: str) -> None:
-    """Raises ConfigError ``config key 'KEY' expects EXPECTED, got VALUE`` unless ``ok`` (the wording of
-    ``typed_config.coerce``'s type errors)."""
-    if not ok:
-        msg = f"config key {key!r} expects {expected}, got {value!r}"
-        raise ConfigError(msg)
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
+from mtl3d_perception.typed_config import finite, from_dict, parse_yaml, read_yaml_file, require
 
 
 @dataclass
@@ -62,9 +49,9 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        _require("data.batch_size", self.batch_size, self.batch_size >= 1, "an int >= 1")
-        _require("data.num_workers", self.num_workers, self.num_workers >= 0, "an int >= 0")
-        _require("data.num_views", self.num_views, self.num_views >= 1, "an int >= 1")
+        require("data.batch_size", self.batch_size, self.batch_size >= 1, "an int >= 1")
+        require("data.num_workers", self.num_workers, self.num_workers >= 0, "an int >= 0")
+        require("data.num_views", self.num_views, self.num_views >= 1, "an int >= 1")
 
 
 @dataclass
@@ -76,6 +63,14 @@ class LossConfig:
     silog_lambda: float = 0.85
     all_views: bool = True  # supervise every view (the paper), not only the reference
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weight: w, **kwargs}
+
+    def __post_init__(self) -> None:
+        from mtl3d_perception.data.batch import TASKS
+
+        for task, w in self.weights.items():
+            require(f"loss.weights.{task}", task, task in TASKS, f"a task name ({', '.join(TASKS)})")
+            require(f"loss.weights.{task}", w, finite(w) and w >= 0, "a finite number >= 0 (0 switches the task off)")
+        require("loss.silog_lambda", self.silog_lambda, 0 <= self.silog_lambda <= 1, "a number in [0, 1]")
 
 
 @dataclass
@@ -91,16 +86,18 @@ class OptimConfig:
     encoder_lr_ratio: float = 1.0  # the MTL encoder's lr / lr (below 1 keeps pretrained weights closer)
 
     def __post_init__(self) -> None:
-        _require("optim.lr", self.lr, _finite(self.lr) and self.lr > 0, "a finite number > 0")
-        _require("optim.weight_decay", self.weight_decay, _finite(self.weight_decay) and self.weight_decay >= 0,
+        require("optim.lr", self.lr, finite(self.lr) and self.lr > 0, "a finite number > 0")
+        require("optim.weight_decay", self.weight_decay, finite(self.weight_decay) and self.weight_decay >= 0,
                  "a finite number >= 0")
-        _require("optim.betas", self.betas, all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)")
-        _require("optim.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "an int >= 0")
-        _require("optim.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
-        _require("optim.grad_clip", self.grad_clip, _finite(self.grad_clip) and self.grad_clip >= 0,
+        require("optim.betas", self.betas, all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)")
+        require("optim.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "an int >= 0")
+        require("optim.poly_power", self.poly_power, finite(self.poly_power) and self.poly_power > 0,
+                "a finite number > 0")
+        require("optim.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
+        require("optim.grad_clip", self.grad_clip, finite(self.grad_clip) and self.grad_clip >= 0,
                  "a finite number >= 0 (0 disables)")
-        _require("optim.encoder_lr_ratio", self.encoder_lr_ratio,
-                 _finite(self.encoder_lr_ratio) and self.encoder_lr_ratio >= 0, "a finite number >= 0")
+        require("optim.encoder_lr_ratio", self.encoder_lr_ratio,
+                 finite(self.encoder_lr_ratio) and self.encoder_lr_ratio >= 0, "a finite number >= 0")
 
 
 @dataclass
@@ -124,12 +121,12 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
     def __post_init__(self) -> None:
-        _require("steps", self.steps, self.steps >= 1, "an int >= 1")
-        _require("log_every", self.log_every, self.log_every >= 1, "an int >= 1")
+        require("steps", self.steps, self.steps >= 1, "an int >= 1")
+        require("log_every", self.log_every, self.log_every >= 1, "an int >= 1")
         for key in ("image_every", "eval_every", "checkpoint_every"):
-            _require(key, getattr(self, key), getattr(self, key) >= 0, "an int >= 0 (0 disables)")
-        _require("eval_batches", self.eval_batches, self.eval_batches >= 1, "an int >= 1")
-        _require("out_dir", self.out_dir, bool(self.out_dir), "a folder")
+            require(key, getattr(self, key), getattr(self, key) >= 0, "an int >= 0 (0 disables)")
+        require("eval_batches", self.eval_batches, self.eval_batches >= 1, "an int >= 1")
+        require("out_dir", self.out_dir, bool(self.out_dir), "a folder")
 
 
 def to_dict(cfg: Any) -> Any:
