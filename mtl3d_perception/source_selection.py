@@ -46,10 +46,16 @@ class PairingConfig:
     history_size: int = 16  # at 30 Hz and 1 cm a frame, 15 cm lies ~15 frames back
 
     def validate(self) -> None:
-        for name in ("min_baseline_m", "min_rotation_deg", "max_pair_age_s", "max_speed_mps", "max_angular_speed_dps"):
+        for name in ("min_baseline_m", "min_rotation_deg"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise SettingError(name, f"{name} must be a finite value >= 0, got {value}")
+        # 0 would make every source too old or every motion a pose jump: single view without saying why
+        for name in ("max_pair_age_s", "max_speed_mps", "max_angular_speed_dps"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise SettingError(name, f"{name} must be a finite value > 0 (single_view turns pairing off), "
+                                         f"got {value}")
         if self.history_size < 1:
             raise SettingError("history_size", f"history_size must be >= 1, got {self.history_size}")
 

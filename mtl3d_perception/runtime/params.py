@@ -34,6 +34,18 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
     return None
 
 
+# rcl's node-name rule (rcl_validate_node_name): letters, digits and underscores, not starting with a digit.
+_NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def node_name_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be a ROS node name (rcl's rule), or None; ``name`` is the setting's name."""
+    if not _NODE_NAME.fullmatch(value):
+        return (f"{name} {value!r} is not a ROS node name: letters, digits and underscores, not starting with a "
+                "digit")
+    return None
+
+
 def device_problem(device: str) -> str | None:
     """Why ``device`` is not one of :data:`DEVICES` (checked before torch sees it: torch's own message lists every
     device type it was built for, not the ones this package runs on), or None."""
