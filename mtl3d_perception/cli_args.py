@@ -14,14 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _whole_number(text: str, minimum: int) -> int:
+def _whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
+    expected = f"a whole number >= {minimum}" if maximum is None else f"a whole number in [{minimum}, {maximum}]"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
+
+
+def int_in_range(minimum: int, maximum: int):
+    """An argparse type: a whole number in ``[minimum, maximum]`` (e.g. a thread count)."""
+    def parse(text: str) -> int:
+        return _whole_number(text, minimum, maximum)
+
+    return parse
 
 
 def positive_int(text: str) -> int:

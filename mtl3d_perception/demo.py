@@ -18,8 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
-from mtl3d_perception.cli_args import check_output_folder, positive_int
+from mtl3d_perception.cli_args import check_output_folder, int_in_range
 from mtl3d_perception.data.synthetic_cli import parse_size
+from mtl3d_perception.runtime.config import MAX_NUM_THREADS
 
 # What write_sequence writes into DIR/sequence for the demo: the files, and folders of frame files named 00000, ...
 SEQUENCE_PARTS = {"images", "depth", "semantic", "normals", "poses.txt", "K.txt", "timestamps.txt", "provenance.json"}
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", metavar="CKPT", help="checkpoint; default the shipped models/default.safetensors")
     parser.add_argument("--device", default="auto", help="torch device; default auto")
     parser.add_argument("--no-compare", action="store_true", help="skip the single-view comparison run")
-    parser.add_argument("--num-threads", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--num-threads", type=int_in_range(1, MAX_NUM_THREADS), default=1, metavar="N",
                         help="torch CPU threads; default 1 (at the default model's 160x120 the ops are small: a "
                              "second thread gains little and stalls every op when another process holds a core)")
 

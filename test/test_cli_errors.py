@@ -81,6 +81,25 @@ def test_info_refuses_an_empty_file_a_missing_yaml_and_a_training_config(capsys,
                           "out_dir, steps), not a model config")
 
 
+@pytest.mark.parametrize(("line", "expected"), [
+    ("image_std: [0, 0, 0]", "image_std must be three finite numbers > 0 (the input is divided by it), got (0.0, 0.0, 0.0)"),
+    ("cvm_heads: 0", "cvm_heads 0: expected >= 1"),  # was a ZeroDivisionError traceback
+    ("decoder_channels: 0", "decoder_channels 0: expected >= 1"),  # was torch's wording
+])
+def test_model_configs_that_cannot_build_a_network_are_refused(capsys, tmp_path, line, expected):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"encoder: tiny_cnn\n{line}\n")
+    assert one_line_error(capsys, ["info", str(path)]) == f"ERROR: {path}: {expected}"
+
+
+def test_demo_thread_count_is_bounded(capsys, tmp_path):
+    """`mtl3d demo --num-threads 100000` aborted inside torch (exit 134) after creating --out."""
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--num-threads", "100000", "--out", str(tmp_path / "d")])
+    assert "argument --num-threads: expected a whole number in [1, 256], got 100000" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_non_finite_checkpoint_is_refused_at_load(capsys, nan_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"holds 1 NaN or inf value\(s\)"):
         load_checkpoint(nan_checkpoint)
@@ -161,6 +180,7 @@ def test_text_that_is_not_yaml_is_one_line_naming_the_file_or_key(capsys, tmp_pa
     ("data.augment.camera.jpeg_prob=2", "config key 'data.augment.camera.jpeg_prob' expects a number in [0, 1], got 2.0"),
     ("data.train.0.min_baseline=-1", "config section 'data.train.0': source min_baseline -1.0, max_baseline 0.5: "
                                      "expected 0 <= min_baseline < max_baseline (metres)"),
+    ("data.image_size=[0,0]", "config key 'data.image_size' expects [W, H] of at least 8 pixels each, got (0, 0)"),
     ("data.train.0.max_rotation_deg=-5",
      "config section 'data.train.0': source max_rotation_deg -5.0: expected a number in (0, 180]"),
 ])

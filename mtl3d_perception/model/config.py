@@ -11,6 +11,7 @@ unknown keys and wrong types by name (nanoGPT's "Unknown config key", dacite in 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,16 @@ class ModelConfig:
             raise ConfigError(msg)
         if self.match_channels < 1:
             msg = f"match_channels must be >= 1, got {self.match_channels}"
+            raise ConfigError(msg)
+        sizes = {"cvm_channels": self.cvm_channels, "cvm_heads": self.cvm_heads, "cvm_ffn_expansion":
+                 self.cvm_ffn_expansion, "cvm_window_splits": self.cvm_window_splits, "fusion_channels":
+                 self.fusion_channels, "decoder_channels": self.decoder_channels}
+        bad = {k: v for k, v in sizes.items() if v < 1}
+        if bad:
+            msg = f"{', '.join(f'{k} {v}' for k, v in bad.items())}: expected >= 1"
+            raise ConfigError(msg)
+        if self.image_std is not None and not all(math.isfinite(s) and s > 0 for s in self.image_std):
+            msg = f"image_std must be three finite numbers > 0 (the input is divided by it), got {self.image_std}"
             raise ConfigError(msg)
         if self.cvm_channels % self.cvm_heads:
             msg = f"cvm_channels {self.cvm_channels} must be divisible by cvm_heads {self.cvm_heads}"

@@ -41,6 +41,9 @@ def setting(default: Any, description: str, *, read_only: bool = False, constrai
                                             "constraint": constraint, "scope": scope})
 
 
+MAX_NUM_THREADS = 256  # torch CPU threads a setting may ask for (far more aborts in torch's thread pool)
+
+
 # PairingConfig's fields as parameters (the dataclass lives beside the rule, in runtime/history.py)
 PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
     "min_baseline_m": ("source view: smallest useful baseline", (0.0, 100.0)),
@@ -62,7 +65,7 @@ class RuntimeConfig:
                                   "'preset:NAME' = random weights", read_only=True)
     device: str = setting("auto", f"torch device: {DEVICES}", read_only=True)
     num_threads: int = setting(1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold "
-                                  "cores)", read_only=True, constraint=(0, 256))
+                                  "cores)", read_only=True, constraint=(0, MAX_NUM_THREADS))
     image_topic: str = setting(topics.IMAGE_INPUT, "input sensor_msgs/Image (a relative name resolves in the node's "
                                                    "namespace)", read_only=True)
     image_transport: str = setting("raw", "raw: sensor_msgs/Image on image_topic; compressed: "

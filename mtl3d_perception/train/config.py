@@ -50,6 +50,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require("data.batch_size", self.batch_size, self.batch_size >= 1, "an int >= 1")
+        if self.image_size is not None:
+            require("data.image_size", self.image_size, min(self.image_size) >= 8, "[W, H] of at least 8 pixels each")
         require("data.num_workers", self.num_workers, self.num_workers >= 0, "an int >= 0")
         require("data.num_views", self.num_views, self.num_views >= 1, "an int >= 1")
 
