@@ -338,6 +338,12 @@ def test_eval_makes_no_output_folder_when_a_later_data_spec_fails(capsys, tmp_pa
                                   "--out", str(tmp_path / "e")])
     assert err.startswith(f"ERROR: --data sequence:{missing}: {missing} does not exist")
     assert not (tmp_path / "e").exists()
+    seq = write_sequence(tmp_path / "seq", iter_sequence(0, 3, (16, 12)))
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", f"sequence:{seq}", "--gap", "100", "--out",
+                                  str(tmp_path / "e")])  # ran, pairing frames with themselves, "the frame 100 back"
+    assert err == (f"ERROR: --gap 100: --data sequence:{seq} has 3 frames, so no frame has one 100 back; expected a "
+                   "gap below 3")
+    assert not (tmp_path / "e").exists()
     err = one_line_error(capsys, ["eval", str(ckpt), "--data", "synthetic:test:1", "--modes", "two_veiw",
                                   "--out", str(tmp_path / "e")])
     assert err == "ERROR: unknown evaluation mode(s) ['two_veiw']; expected two_view, single_view"

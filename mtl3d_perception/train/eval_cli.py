@@ -110,6 +110,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
             raise ValueError(f"--data {spec}: {exc}") from exc
+        if gap is not None and source.kind not in ("synthetic", "nyuv2") and gap >= len(dataset):
+            msg = (f"--gap {gap}: --data {spec} has {len(dataset)} frames, so no frame has one {gap} back; expected a "
+                   f"gap below {len(dataset)}")
+            raise ValueError(msg)
         opened.append((spec, source, dataset))
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
