@@ -840,6 +840,25 @@ def test_replay_of_a_bag_from_real_data(hololens_dir, tiny_model, tmp_path):
     assert stamps == sorted(seconds_to_ns(f.stamp) for f in frames)
 
 
+def test_a_bag_without_ground_truth_gets_a_montage_without_its_columns(wall_bag, tmp_path):
+    """A robot's bag has no ground truth: its montage was half grey cells titled 'depth GT', 'depth error', ...; the
+    columns of a missing ground truth are left out, and report.md lists the ones drawn."""
+    import cv2
+
+    bag = tmp_path / "no_gt"
+    copy_bag(wall_bag, bag, drop={topics.GT_DEPTH_TOPIC, topics.GT_SEMANTIC_TOPIC})
+    replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(montage_frames=2))
+    pic = cv2.imread(str(tmp_path / "out" / "montage.png"))
+    assert pic.shape[1] == 5 * SIZE[0]  # RGB, semantic, depth, normals, boundary
+    assert "- `montage.png`: RGB, semantic, depth, normals, boundary\n" in (tmp_path / "out" / "report.md").read_text()
+    depth_only = tmp_path / "depth_only"
+    copy_bag(wall_bag, depth_only, drop={topics.GT_SEMANTIC_TOPIC})
+    replay_bag(depth_only, tmp_path / "out2", WallStub(2.0), quiet(montage_frames=2))
+    assert cv2.imread(str(tmp_path / "out2" / "montage.png")).shape[1] == 8 * SIZE[0]
+    assert ("- `montage.png`: RGB, semantic, depth, depth GT, depth error, normals, normals GT, boundary\n"
+            in (tmp_path / "out2" / "report.md").read_text())
+
+
 def test_montage_boundary_gt_comes_from_the_semantic_gt():
     """The montage's last column shows the boundary target training uses (``classes.boundaries_from_semantic``):
     white on the edge between two labels, black inside them, grey where unlabelled; not a blank cell."""

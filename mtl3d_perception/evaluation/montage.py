@@ -1,7 +1,8 @@
 """Image montages of predictions and labels: one row per sample, one column per picture, and the colourings.
 
 Columns (``COLUMNS``): RGB, semantic (prediction, label), depth (prediction, label, absolute error), normals
-(prediction, label), boundary (prediction probability, label). Missing pictures are drawn grey. One row
+(prediction, label), boundary (prediction probability, label). Missing pictures are drawn grey; replay leaves out
+the columns of a ground truth its bag does not have (:func:`columns_for`). One row
 builder, :func:`montage_row`, serves training and `mtl3d eval` (:func:`montage`, from batches) and replay
 (from products and ground-truth messages), and one title row, :func:`with_titles`, heads both. Everything is
 uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and TensorBoard (``dataformats="HWC"``).
@@ -24,6 +25,19 @@ COLUMNS: tuple[str, ...] = (
 )
 TITLES = ("RGB", "semantic", "semantic GT", "depth", "depth GT", "depth error", "normals", "normals GT",
           "boundary", "boundary GT")
+# The columns each kind of ground truth feeds: a montage of data without it leaves them out (replay of a robot's bag).
+GT_COLUMNS = {"depth": ("depth_gt", "depth_err", "normals_gt"), "semantic": ("semantic_gt", "boundary_gt")}
+
+
+def columns_for(ground_truth: dict[str, bool]) -> tuple[str, ...]:
+    """``COLUMNS`` without those of the ground-truth kinds (``depth``, ``semantic``) that ``ground_truth`` lacks."""
+    dropped = {c for kind, cols in GT_COLUMNS.items() if not ground_truth.get(kind, False) for c in cols}
+    return tuple(c for c in COLUMNS if c not in dropped)
+
+
+def titles_for(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The title of each of ``columns`` (names from ``COLUMNS``)."""
+    return tuple(TITLES[COLUMNS.index(c)] for c in columns)
 _GREY = 96
 
 
@@ -77,8 +91,10 @@ def montage_row(rgb: np.ndarray, *, depth_range: tuple[float, float], palette=NY
                 semantic: np.ndarray | None = None, semantic_gt: np.ndarray | None = None,
                 depth: np.ndarray | None = None, depth_gt: np.ndarray | None = None,
                 normals: np.ndarray | None = None, normals_gt: np.ndarray | None = None,
-                boundary: np.ndarray | None = None, boundary_gt: np.ndarray | None = None) -> np.ndarray:
-    """One montage row, ``COLUMNS`` side by side at ``rgb``'s size ``[H, W*len(COLUMNS), 3]`` uint8.
+                boundary: np.ndarray | None = None, boundary_gt: np.ndarray | None = None,
+                columns: tuple[str, ...] = COLUMNS) -> np.ndarray:
+    """One montage row, ``columns`` (default ``COLUMNS``) side by side at ``rgb``'s size ``[H, W*len(columns), 3]``
+    uint8.
 
     Args:
         rgb: ``[H,W,3]`` uint8; every other picture must have the same ``H, W`` (missing ones are grey).
@@ -101,18 +117,19 @@ def montage_row(rgb: np.ndarray, *, depth_range: tuple[float, float], palette=NY
         "boundary": None if boundary is None else colorize_probability(boundary),
         "boundary_gt": None if boundary_gt is None else colorize_probability(boundary_gt),
     }
-    return np.concatenate([blank if cells[c] is None else cells[c] for c in COLUMNS], axis=1)
+    return np.concatenate([blank if cells[c] is None else cells[c] for c in columns], axis=1)
 
 
-def with_titles(rows: list[np.ndarray]) -> np.ndarray | None:
-    """Rows of :func:`montage_row` stacked under a white title row naming the columns (None: no rows)."""
+def with_titles(rows: list[np.ndarray], columns: tuple[str, ...] = COLUMNS) -> np.ndarray | None:
+    """Rows of :func:`montage_row` (of these ``columns``) stacked under a white title row naming them (None: no
+    rows)."""
     if not rows:
         return None
     body = np.concatenate(rows, axis=0)
-    cell_w = body.shape[1] // len(COLUMNS)
+    cell_w = body.shape[1] // len(columns)
     title = np.full((18, body.shape[1], 3), 255, np.uint8)
     scale = min(0.45, cell_w / 230)
-    for i, name in enumerate(TITLES):
+    for i, name in enumerate(titles_for(columns)):
         cv2.putText(title, name, (i * cell_w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([title, body], axis=0)
 

@@ -41,7 +41,7 @@ from mtl3d_perception.evaluation.metrics import (
     baseline_bin_names,
     sparsification_rows,
 )
-from mtl3d_perception.evaluation.montage import montage_row, with_titles
+from mtl3d_perception.evaluation.montage import COLUMNS, columns_for, montage_row, with_titles
 from mtl3d_perception.geometry import is_registered, reference_normals, resize_intrinsics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import Frame
@@ -203,10 +203,12 @@ def gt_from_messages(K_image: np.ndarray, image_wh: tuple[int, int], depth: np.n
 class MontageCollector:
     """Keeps a montage row (``evaluation.montage.montage_row``) for chosen frame indices, at the products' size."""
 
-    def __init__(self, indices: list[int], depth_range: tuple[float, float], palette=NYU13_PALETTE) -> None:
+    def __init__(self, indices: list[int], depth_range: tuple[float, float], palette=NYU13_PALETTE,
+                 columns: tuple[str, ...] = COLUMNS) -> None:
         self.indices = set(indices)
         self.depth_range = depth_range
         self.palette = palette
+        self.columns = columns  # evaluation.montage.columns_for the bag's ground truth
         self.rows: list[np.ndarray] = []
 
     def wants(self, index: int) -> bool:
@@ -222,12 +224,12 @@ class MontageCollector:
             semantic_gt=None if gt is None or gt.semantic is None else _resize(gt.semantic, hw),
             boundary_gt=None if gt is None or gt.semantic is None else boundaries_from_semantic(_resize(gt.semantic, hw)),
             depth_gt=None if gt is None or gt.depth is None else _resize(gt.depth, hw),
-            normals_gt=None if gt is None or gt.normals is None else _resize(gt.normals, hw),
+            normals_gt=None if gt is None or gt.normals is None else _resize(gt.normals, hw), columns=self.columns,
         ))
 
     def image(self) -> np.ndarray | None:
         """The montage with a title row naming the columns, or None when no row was kept."""
-        return with_titles(self.rows)
+        return with_titles(self.rows, self.columns)
 
 
 depth_gt = conversions.depth_image_to_metres  # ground-truth depth: metres, NaN invalid (REP 118)
@@ -260,8 +262,9 @@ class ReplayEvaluation:
                  register_depth: Callable[[np.ndarray, str, int, Frame], np.ndarray | None] | None = None,
                  depth_ready: Callable[[str, int, Frame], bool] | None = None) -> None:
         self.evaluators = {mode: ModeEvaluator(len(config.classes), config.depth_max) for mode in modes}
-        self.montage = MontageCollector(montage_picks, config.depth_range, palette=config.palette)
         self.expect_gt = set(expect_gt)
+        self.montage = MontageCollector(montage_picks, config.depth_range, palette=config.palette,
+                                        columns=columns_for({kind: True for kind in self.expect_gt}))
         self.slop_ns = int(slop_s * 1e9)
         self.warn = warn
         self.register_depth = register_depth

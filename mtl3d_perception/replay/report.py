@@ -29,7 +29,7 @@ import numpy as np
 
 from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
-from mtl3d_perception.evaluation.montage import TITLES, save_png
+from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
 from mtl3d_perception.runtime.products import STAGES
 from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
@@ -281,7 +281,8 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     if "sparsification_plot" in s["files"]:
         lines.append("- `sparsification.png`: the depth confidence's sparsification curve (above)")
     if "montage" in s["files"]:
-        lines += ["- `montage.png`: " + ", ".join(TITLES), "", "![montage](montage.png)"]
+        columns = columns_for(s["ground_truth"])  # as the montage was drawn: no column of a ground truth it lacks
+        lines += ["- `montage.png`: " + ", ".join(titles_for(columns)), "", "![montage](montage.png)"]
     if "depth_error_plot" in s["files"]:
         lines += ["", "![depth error over time](depth_error.png)", "", "![latency](latency.png)"]
     return "\n".join(lines) + "\n"
