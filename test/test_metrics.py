@@ -245,10 +245,14 @@ def test_eval_montages_have_the_title_row_replays_have():
     """`mtl3d eval`'s and training's montages (``montage``) are headed by the title row of replay's montage.png
     (``with_titles``): they used to be rows alone, columns unnamed."""
     from mtl3d_perception.data.batch import MultiViewBatch, ViewSample
-    from mtl3d_perception.evaluation.montage import montage, montage_row, with_titles
+    from mtl3d_perception.evaluation.montage import columns_for, montage, montage_row, with_titles
 
     rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
     batch = MultiViewBatch.from_views([ViewSample(rgb, np.eye(3), np.eye(4))])
     pic = montage(batch, {})
-    np.testing.assert_array_equal(pic, with_titles([montage_row(rgb, depth_range=(0.3, 10.0))]))
+    # no ground truth in the batch: no GT columns (RGB and the four predictions)
+    columns = columns_for({})
+    assert columns == ("rgb", "semantic", "depth", "normals", "boundary")
+    np.testing.assert_array_equal(pic, with_titles([montage_row(rgb, depth_range=(0.3, 10.0), columns=columns)],
+                                                   columns))
     assert pic.shape[0] > rgb.shape[0] and (pic[0] == 255).all()  # the white title row on top

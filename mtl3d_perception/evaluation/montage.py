@@ -2,7 +2,8 @@
 
 Columns (``COLUMNS``): RGB, semantic (prediction, label), depth (prediction, label, absolute error), normals
 (prediction, label), boundary (prediction probability, label). Missing pictures are drawn grey; replay leaves out
-the columns of a ground truth its bag does not have (:func:`columns_for`). One row
+the columns of a ground truth its bag does not have, and :func:`montage` those of a ground truth none of its rows
+has (:func:`columns_for`). One row
 builder, :func:`montage_row`, serves training and `mtl3d eval` (:func:`montage`, from batches) and replay
 (from products and ground-truth messages), and one title row, :func:`with_titles`, heads both. Everything is
 uint8 RGB ``[H,W,3]`` numpy, for PNG files (cv2) and TensorBoard (``dataformats="HWC"``).
@@ -158,7 +159,10 @@ def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float
 
     rows = []
     sem, dep, nrm, bnd = ref("semantic"), ref("depth"), ref("normals"), ref("boundary")
-    for b in range(min(batch.batch_size, max_rows)):
+    n = min(batch.batch_size, max_rows)
+    # no column for a ground truth none of the rows has (real frames: depth, no labels)
+    columns = columns_for({kind: bool(batch.valid[kind][:n, 0].any()) for kind in GT_COLUMNS})
+    for b in range(n):
         has = {t: bool(batch.valid[t][b, 0]) for t in batch.valid}
         rows.append(montage_row(
             np.uint8(np.clip(_np(batch.images[b, 0]).transpose(1, 2, 0) * 255 + 0.5, 0, 255)),
@@ -170,9 +174,9 @@ def montage(batch, outputs: dict[str, torch.Tensor], *, depth_range: tuple[float
             normals=None if nrm is None else _np(nrm[b]).transpose(1, 2, 0),
             normals_gt=_np(batch.normals[b, 0]).transpose(1, 2, 0) if has["normals"] else None,
             boundary=None if bnd is None else _np(torch.sigmoid(bnd[b, 0].float())),
-            boundary_gt=_np(batch.boundary[b, 0, 0]) if has["boundary"] else None,
+            boundary_gt=_np(batch.boundary[b, 0, 0]) if has["boundary"] else None, columns=columns,
         ))
-    return with_titles(rows)
+    return with_titles(rows, columns)
 
 
 def save_png(path, image: np.ndarray) -> None:
