@@ -662,7 +662,7 @@ def test_a_reused_output_folder_keeps_no_picture_of_the_earlier_run(wall_bag, tm
     assert set(summary["files"].values()) <= names
 
 
-def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path):
+def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path, caplog):
     """--precision fp16 on a CPU runs fp32: said on the console only, it was missing from the files the figures are
     read from. Now a note in metrics.json (both pipelines of --compare-single-view: one note) and report.md."""
     replay_bag(wall_bag, tmp_path / "out", WallStub(2.0),
@@ -670,6 +670,7 @@ def test_a_precision_that_cannot_run_is_in_the_report(wall_bag, tmp_path):
     note = "precision fp16 needs CUDA; running fp32 on cpu"
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"].count(note) == 1
     assert f"- note: {note}" in (tmp_path / "out" / "report.md").read_text()
+    assert not [r for r in caplog.records if note in r.getMessage()]  # a note, not also a log line (printed twice)
 
 
 def test_single_view_fallbacks_are_the_ones_diagnostics_counts(wall_bag, tmp_path, capsys):

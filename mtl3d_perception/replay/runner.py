@@ -13,6 +13,7 @@ products are written as the node's output messages (``msgs.messages.products_to_
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -87,11 +88,17 @@ class _Replay:
         self.model_description = model_description
         self.has_tf = o.tf_topic in available or o.tf_static_topic in available
         self.types = typestore().types
-        self.pipeline = PerceptionPipeline(model, o)
+        # the pipeline's one warning (a precision that fell back to fp32) reaches the user as a note in the console
+        # and report.md (below); logged as well, it was printed twice
+        quiet = logging.getLogger(f"{__name__}.pipeline")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+        self.pipeline = PerceptionPipeline(model, o, logger=quiet)
         self.single_view = None
         if o.compare_single_view:
             self.single_view = PerceptionPipeline(
-                model, o.with_outputs({"depth", "semantic", "normals"}).replace(single_view=True, compare_single_view=False))
+                model, o.with_outputs({"depth", "semantic", "normals"}).replace(single_view=True, compare_single_view=False),
+                logger=quiet)
         # as the node does before its first frame, so the first frame's latency is not the set-up's
         self.warmup_s = sum(p.warmup() for p in (self.pipeline, self.single_view) if p is not None)
         self.config = model.config
