@@ -213,6 +213,17 @@ def test_train_into_an_earlier_run_needs_resume(capsys, tmp_path):
                        "continue it with --resume, or pass another out_dir=DIR")
     assert weights.read_bytes() == before
     assert cli_main([*argv[:-1], "steps=2", "--resume"]) == 0  # continuing it is what --resume is for
+    capsys.readouterr()
+    # a resumed run keeps its recipe: the new lr was ignored (the optimiser's) yet recorded, a new source was trained
+    # on while info listed only it; a steps= at or below the run's step trained nothing and exited 0
+    err = one_line_error(capsys, [*argv[:-1], "steps=3", "optim.lr=0.05", "--resume"])
+    assert err.startswith(f"ERROR: --resume continues the run in {out}, but optim.lr 0.002 -> 0.05: a resumed run keeps")
+    assert f"start a new run from it: model.init_checkpoint={weights} out_dir=NEW" in err
+    err = one_line_error(capsys, [*argv[:-1], "steps=3", "data.train.0.num_scenes=3", "--resume"])
+    assert "but data.train [" in err and "a resumed run keeps its data" in err
+    err = one_line_error(capsys, [*argv[:-1], "steps=1", "--resume"])
+    assert err == (f"ERROR: --resume: the run in {out} is at step 2, so steps=1 leaves nothing to train; pass steps=N "
+                   "with N > 2 to continue it")
     # a fine-tune into a new out_dir from it, with smoke.yaml's overrides (which set pretrained: false): a TypeError
     # ('multiple values for keyword argument pretrained') before
     assert cli_main(["train", "--config", "config/train/smoke.yaml", f"out_dir={tmp_path / 'tuned'}", "steps=1",

@@ -188,6 +188,31 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     return build_model(model_cfg)
 
 
+# Keys a resumed run may change: its length (the schedule is rebuilt from it), its folder (moved), logging,
+# checkpointing, validation and
+# where it runs. Anything else (data, model, losses, optimiser) would make one run of two recipes while its
+# checkpoint recorded only the second (`mtl3d info`), or be ignored (the optimiser's saved learning rate).
+RESUME_MAY_CHANGE = ("steps", "out_dir", "log_every", "image_every", "eval_every", "eval_batches", "checkpoint_every",
+                     "tensorboard", "progress", "device", "amp", "deterministic", "data.num_workers", "data.val")
+
+
+def resume_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``'KEY OLD -> NEW'`` for each dotted key outside :data:`RESUME_MAY_CHANGE` whose value differs between a
+    run's saved training config and the one it is resumed with (both :func:`train.config.to_dict` trees)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if name in RESUME_MAY_CHANGE:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += resume_changes(old, new, f"{name}.")
+        elif old != new and not (isinstance(old, list | tuple) and isinstance(new, list | tuple)
+                                 and list(old) == list(new)):
+            out.append(f"{name} {old!r} -> {new!r}")
+    return out
+
+
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs ``fit()``.
 
@@ -448,7 +473,20 @@ class Trainer:
         """
         pair = find_committed(self.ckpt_dir)
         state = load_state_file(pair.state, STATE_FORMAT)
-        meta_step = read_checkpoint_metadata(pair.weights).get("step")
+        meta = read_checkpoint_metadata(pair.weights)
+        meta_step = meta.get("step")
+        if isinstance(meta.get("train_config"), dict):
+            changed = resume_changes(meta["train_config"], to_dict(self.cfg))
+            if changed:
+                msg = (f"--resume continues the run in {self.out_dir}, but {'; '.join(changed)}: a resumed run keeps "
+                       f"its data, model, losses and optimiser (only {', '.join(RESUME_MAY_CHANGE)} may change); "
+                       f"to change them start a new run from it: model.init_checkpoint={self.ckpt_dir / train_state.LAST_WEIGHTS} "
+                       "out_dir=NEW")
+                raise ConfigError(msg)
+        if isinstance(state.get("step"), int) and state["step"] >= self.cfg.steps:
+            msg = (f"--resume: the run in {self.out_dir} is at step {state['step']}, so steps={self.cfg.steps} leaves "
+                   f"nothing to train; pass steps=N with N > {state['step']} to continue it")
+            raise ConfigError(msg)
         if meta_step != state.get("step") or (pair.step >= 0 and pair.step != meta_step):
             msg = f"{pair.weights} is from step {meta_step} but {pair.state} from step {state.get('step')}"
             raise CheckpointPairError(msg)
