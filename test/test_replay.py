@@ -366,6 +366,27 @@ def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, t
            "0 dropped" in report
 
 
+def test_depth_that_never_pairs_with_an_image_is_refused_for_training(wall_bag, tmp_path):
+    """A user trial: depth stamped 50 ms after each image (another clock) trained with loss/depth 0 and exit 0; a
+    depth_topic set to the image topic was ignored without a word."""
+    from mtl3d_perception.data.sources.bag import BagFrames
+
+    def late_depth(topic, index, msg):
+        if topic == topics.GT_DEPTH_TOPIC:
+            msg.header.stamp.nanosec += 50_000_000
+        return msg
+
+    shifted = tmp_path / "shifted"
+    copy_bag(wall_bag, shifted, edit=late_depth)
+    with pytest.raises(BagError, match=rf"none of 4 posed images has a depth image on {topics.GT_DEPTH_TOPIC} within "
+                                       r"20 ms \(nearest 50.0 ms\): the depth camera's stamps are on another clock"):
+        BagFrames(shifted)
+    assert len(BagFrames(shifted, depth_topic="")) == 4  # asked for no depth: fine
+    with pytest.raises(BagError, match=rf"depth_topic '{topics.IMAGE_TOPIC}' is the image topic; expected the bag's "
+                                       "ground-truth depth Image topic"):
+        BagFrames(wall_bag, depth_topic=topics.IMAGE_TOPIC)
+
+
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):
     bag = tmp_path / "no_tf"
     copy_bag(wall_bag, bag, drop={topics.TF_TOPIC, topics.TF_STATIC_TOPIC})

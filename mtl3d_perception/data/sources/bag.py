@@ -126,6 +126,10 @@ class BagFrames:
         self.image_kind = resolve_image_kind(image_kind, self.image_topic)
         self.camera_info_topic = camera_info_topic
         check_topic_type(self.path, available, camera_info_topic, "camera_info", (CAMERA_INFO_TYPE,))
+        for topic, what in ((depth_topic, "depth_topic"), (semantic_topic, "semantic_topic")):
+            if topic and topic in (self.image_topic, camera_info_topic):
+                raise BagError(f"{self.path}: {what} {topic!r} is the {'image' if topic == self.image_topic else 'camera_info'}"
+                               f" topic; expected the bag's ground-truth {what.split('_')[0]} Image topic, or \"\" for none")
         self.depth_topic = depth_topic if depth_topic in available else ""
         self.semantic_topic = semantic_topic if semantic_topic in available else ""
         if depth_topic and not self.depth_topic:  # a wrong name would silently leave the depth task unsupervised
@@ -182,6 +186,7 @@ class BagFrames:
         self.depth_refs: list[tuple[int, int, np.ndarray | None, np.ndarray | None] | None] = []
         self.semantic_refs: list[tuple[int, int] | None] = []  # (log time, stamp)
         self.unposed = 0
+        depth_matched = 0  # posed images with a depth message within max_dt
         first_error = ""
         for t_log, stamp, frame_id in sorted(images, key=lambda x: x[1]):
             k = bisect.bisect_right(info_stamps, stamp)
@@ -199,6 +204,7 @@ class BagFrames:
                 continue
             depth_ref = None
             j = _nearest(extra_stamps["depth"], stamp, max_dt_ns) if self.depth_topic else None
+            depth_matched += j is not None
             if j is not None:
                 d_stamp, d_log, d_frame, _ = extra["depth"][j]
                 if is_registered(d_frame, frame_id):
@@ -225,6 +231,13 @@ class BagFrames:
             raise BagError(f"{self.path}: none of {len(images)} images has a pose in {world_frame!r} from TF "
                            f"(first failure: {first_error}); TF frames in the bag: {', '.join(frames) or 'none'}. "
                            f"The bag has: {describe_topics(available)}")
+        if self.depth_topic and extra["depth"] and not depth_matched:  # labels that would silently be absent
+            d, t = np.asarray(extra_stamps["depth"], np.int64), np.asarray(self.stamps_ns, np.int64)
+            i = np.searchsorted(d, t)
+            nearest = np.minimum(np.abs(d[np.clip(i - 1, 0, len(d) - 1)] - t), np.abs(d[np.clip(i, 0, len(d) - 1)] - t)).min() / 1e6
+            raise BagError(f"{self.path}: none of {len(self.stamps_ns)} posed images has a depth image on "
+                           f"{self.depth_topic} within {max_dt * 1e3:g} ms (nearest {nearest:.1f} ms): the depth camera's "
+                           "stamps are on another clock or offset; fix them, or set depth_topic \"\" to train without depth")
         self.poses = np.stack(poses)
         self.stamps = np.array([ns_to_seconds(t) for t in self.stamps_ns])
         self._reader = None
