@@ -99,16 +99,17 @@ def quiet(**kwargs) -> ReplayOptions:
 
 
 def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None,
-             edit: Callable[[str, int, Any], Any] | None = None) -> None:
-    """Copy a bag message for message, leaving out the ``drop`` topics, recording some topics later, and
-    replacing messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it)."""
+             edit: Callable[[str, int, Any], Any] | None = None, rename: dict[str, str] | None = None) -> None:
+    """Copy a bag message for message, leaving out the ``drop`` topics, recording some topics later, replacing
+    messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it) and renaming topics."""
     delay_s = delay_s or {}
+    rename = rename or {}
     store = typestore()
     with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
         for c in reader.connections:
             if c.topic not in drop:
-                conns[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store,
+                conns[c.id] = writer.add_connection(rename.get(c.topic, c.topic), c.msgtype, typestore=store,
                                                     offered_qos_profiles=c.ext.offered_qos_profiles)
         seen: dict[str, int] = {}
         for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
@@ -385,6 +386,25 @@ def test_depth_that_never_pairs_with_an_image_is_refused_for_training(wall_bag, 
     with pytest.raises(BagError, match=rf"depth_topic '{topics.IMAGE_TOPIC}' is the image topic; expected the bag's "
                                        "ground-truth depth Image topic"):
         BagFrames(wall_bag, depth_topic=topics.IMAGE_TOPIC)
+
+
+def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
+    """A RealSense bag (depth on /camera/depth/image_rect_raw, as the README records it) could not be scored by
+    `mtl3d eval --data bag:...`: no option set the topics and a missing depth topic gave a report without depth,
+    exit 0. --depth-topic (and --image-topic, --camera-info-topic) set them; a missing one is an error."""
+    renamed = tmp_path / "realsense"
+    copy_bag(wall_bag, renamed, rename={topics.GT_DEPTH_TOPIC: "/camera/depth/image_rect_raw"})
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    base = ["eval", str(ckpt), "--data", f"bag:{renamed}", "--modes", "two_view", "--montages", "0", "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "e1")]) == 1
+    err = capsys.readouterr().err
+    assert f"depth topic '{topics.GT_DEPTH_TOPIC}' is not in the bag" in err and "/camera/depth/image_rect_raw" in err
+    assert "pass --depth-topic TOPIC" in err and not (tmp_path / "e1").exists()
+    assert cli.main([*base, "--depth-topic", "/camera/depth/image_rect_raw", "--out", str(tmp_path / "e2")]) == 0
+    metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())["results"][f"bag:{renamed}"]["two_view"]
+    assert math.isfinite(metrics["metrics"]["depth/abs_rel"])
+    assert cli.main([*base, "--depth-topic", "", "--out", str(tmp_path / "e3")]) == 0  # no depth, asked for
 
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):

@@ -15,12 +15,17 @@ protocol of sessions 1-11's tables in models/README.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
+from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
+
+# The bag source's topic fields a recording may name differently (a RealSense's depth: /camera/depth/image_rect_raw).
+BAG_TOPIC_DEFAULTS = {name: getattr(SourceConfig(), name) for name in ("image_topic", "camera_info_topic", "depth_topic")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="montage PNGs per SPEC and mode (default: 2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar per SPEC on a terminal")
+    bag = parser.add_argument_group("bag topics (bag:... specs; defaults: the topics mtl3d bag writes)")
+    for name, default in BAG_TOPIC_DEFAULTS.items():
+        bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="TOPIC",
+                         help=f"default {default!r}" + ("; '' for none" if name == "depth_topic" else ""))
 
 
 def two_view_source(source, gap: int | None):
@@ -75,11 +84,12 @@ def pairing_description(gap: int | None) -> dict:
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
                         max_batches: int | None = None, device: str = "auto",
                         modes: tuple[str, ...] = MODES, gap: int | None = None,
-                        montages: int = 2, progress: bool = False) -> dict:
+                        montages: int = 2, progress: bool = False, bag_topics: dict[str, str] | None = None) -> dict:
     """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out`` (montage PNGs of
     an earlier evaluation there are removed first).
 
-    ``progress``: a progress bar per data spec (on a terminal only).
+    ``progress``: a progress bar per data spec (on a terminal only). ``bag_topics``: ``image_topic``,
+    ``camera_info_topic`` and ``depth_topic`` for the ``bag:`` specs (default: the source's defaults).
 
     Raises:
         ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
@@ -106,7 +116,15 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
             report["synthetic_scenes"] = scene_provenance()
         source = two_view_source(source, gap)
+        if source.kind == "bag" and bag_topics:
+            source = dataclasses.replace(source, **bag_topics)
         try:
+            if source.kind == "bag" and source.depth_topic:  # training may go on without it; a score may not
+                from mtl3d_perception.data import bag as bag_io
+
+                if source.depth_topic not in (available := bag_io.bag_topics(source.path)):
+                    raise ValueError(f"{bag_io.absent_topic(source.path, available, source.depth_topic, 'depth')}: pass "
+                                     "--depth-topic TOPIC, or --depth-topic '' to score without depth")
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
             raise ValueError(f"--data {spec}: {exc}") from exc
@@ -228,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     report = evaluate_checkpoint(args.checkpoint, args.data, args.out, batch_size=args.batch_size,
                                  max_batches=args.max_batches, device=args.device, modes=modes, gap=args.gap,
-                                 montages=args.montages, progress=args.progress)
+                                 montages=args.montages, progress=args.progress,
+                                 bag_topics={name: getattr(args, name) for name in BAG_TOPIC_DEFAULTS})
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}"
