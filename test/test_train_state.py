@@ -204,6 +204,9 @@ def test_init_checkpoint_bad_file_or_directory_is_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, ["train", "--config", str(SMOKE), f"out_dir={tmp_path / 'o'}",
                                    f"model.init_checkpoint={missing}"])
     assert str(missing) in err and "model.init_checkpoint" in err and "train the stage it names first" in err
+    err = _one_line_error(capsys, ["train", "--config", str(SMOKE), f"out_dir={tmp_path / 'o'}",
+                                   "model.init_checkpoint=nowhere/default.safetensors"])  # a fine-tune from elsewhere
+    assert f"nowhere/default.safetensors not found (relative to {Path.cwd()}): pass model.init_checkpoint=PATH" in err
 
 
 def test_non_finite_init_checkpoint_is_refused(two_steps, tmp_path):

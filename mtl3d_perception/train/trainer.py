@@ -147,8 +147,11 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         from mtl3d_perception.model import load_checkpoint
 
         if not Path(cfg.model.init_checkpoint).exists():
-            msg = (f"model.init_checkpoint {cfg.model.init_checkpoint} not found: train the stage it names first (its "
-                   "config's out_dir), or pass model.init_checkpoint=PATH (e.g. models/default.safetensors)")
+            where = "" if Path(cfg.model.init_checkpoint).is_absolute() else f" (relative to {Path.cwd()})"
+            msg = (f"model.init_checkpoint {cfg.model.init_checkpoint} not found{where}: pass "
+                   "model.init_checkpoint=PATH to an existing .safetensors (a checkout's shipped model is "
+                   "models/default.safetensors), or, for the default model's stages, train the stage it names first "
+                   "(its config's out_dir)")
             raise FileNotFoundError(msg)
         model = load_checkpoint(cfg.model.init_checkpoint)
         reinit = tuple(cfg.model.reinit)
