@@ -191,6 +191,14 @@ def test_train_refuses_settings_that_cannot_train(capsys, tmp_path, override, ex
     assert not out.exists()
 
 
+def test_train_refuses_a_run_that_would_learn_nothing(capsys, tmp_path):
+    """An audit: every source with tasks: [] and no unsupervised term trained with every loss 0 and exit 0."""
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.train.0.tasks=[]"])
+    assert err.startswith("ERROR: nothing to learn: no data.train source gives labels for a task with a loss weight > 0")
+    assert "add an unsupervised term (loss.extra.photometric)" in err and not out.exists()
+
+
 def test_train_names_an_output_folder_that_is_a_file(capsys, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -246,6 +246,14 @@ class Trainer:
             msg = (f"out_dir {self.out_dir} already holds a training run ({next(p for p in earlier if p.exists())}); "
                    "continue it with --resume, or pass another out_dir=DIR")
             raise FileExistsError(msg)
+        labelled = {t for src in cfg.data.train for t in src.tasks if cfg.loss.weights.get(t, 0.0) > 0}
+        extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0]
+        if not labelled and not extra:  # every loss would be 0 at every step: a run that learns nothing, exit 0
+            weighted = sorted(t for t, w in cfg.loss.weights.items() if w > 0)
+            msg = (f"nothing to learn: no data.train source gives labels for a task with a loss weight > 0 ({weighted}; "
+                   f"the sources' tasks: {[list(src.tasks) for src in cfg.data.train]}) and loss.extra has no term; "
+                   "give a source tasks: [depth, ...] or add an unsupervised term (loss.extra.photometric)")
+            raise ConfigError(msg)
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
