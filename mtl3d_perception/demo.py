@@ -22,9 +22,6 @@ from mtl3d_perception.cli_args import check_output_folder, int_in_range
 from mtl3d_perception.data.synthetic_cli import parse_size
 from mtl3d_perception.runtime.config import MAX_NUM_THREADS
 
-# What write_sequence writes into DIR/sequence for the demo: the files, and folders of frame files named 00000, ...
-SEQUENCE_PARTS = {"images", "depth", "semantic", "normals", "poses.txt", "K.txt", "timestamps.txt", "provenance.json"}
-
 
 def remove_earlier_demo(folders: dict[Path, set[str]]) -> None:
     """Remove each folder, an earlier demo's product, if every one holds only its ``parts`` (top-level names; a
@@ -101,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     seq_dir, bag_dir, replay_dir = out / "sequence", out / "bag", out / "replay"
     check_output_folder(out)
-    remove_earlier_demo({seq_dir: SEQUENCE_PARTS, bag_dir: {"metadata.yaml", f"{bag_dir.name}.mcap"}})
+    from mtl3d_perception.data.sequence import SEQUENCE_PARTS
+
+    remove_earlier_demo({seq_dir: set(SEQUENCE_PARTS), bag_dir: {"metadata.yaml", f"{bag_dir.name}.mcap"}})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     model, description = load_model(args.model, device=device)

@@ -87,11 +87,6 @@ def require(key: str, value: Any, ok: bool, expected: str) -> None:
         raise ConfigError(msg)
 
 
-def finite(x: float) -> bool:
-    """``x`` is a finite number (not NaN, not +-inf)."""
-    return math.isfinite(x)
-
-
 # A frame rate above this gives frames 1 ns apart or less: rosbag2's nanosecond stamps would repeat.
 MAX_RATE_HZ = 1e9
 

@@ -21,6 +21,7 @@ caller seeds, so a sample's augmentation is reproducible (and a resumed run sees
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -28,7 +29,7 @@ import numpy as np
 
 from mtl3d_perception import geometry
 from mtl3d_perception.data.batch import ViewSample
-from mtl3d_perception.typed_config import finite, require
+from mtl3d_perception.typed_config import require
 
 
 @dataclass
@@ -54,7 +55,7 @@ class CameraEffectsConfig:
         for name in ("exposure_stops", "exposure_view_stops", "white_balance", "white_balance_view", "read_noise",
                      "shot_noise", "blur_px"):
             v = getattr(self, name)
-            require(f"{k}.{name}", v, finite(v) and v >= 0, "a finite number >= 0 (0 switches it off)")
+            require(f"{k}.{name}", v, math.isfinite(v) and v >= 0, "a finite number >= 0 (0 switches it off)")
         for name in ("vignetting", "blur_prob", "jpeg_prob"):
             v = getattr(self, name)
             require(f"{k}.{name}", v, 0 <= v <= 1, "a number in [0, 1]")
@@ -76,7 +77,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
-        require("data.augment.scale", self.scale, 0 < lo <= hi and finite(hi), "[low, high] with 0 < low <= high")
+        require("data.augment.scale", self.scale, 0 < lo <= hi and math.isfinite(hi), "[low, high] with 0 < low <= high")
         require("data.augment.hflip", self.hflip, 0 <= self.hflip <= 1, "a probability in [0, 1]")
         for name in ("brightness", "contrast", "saturation"):
             v = getattr(self, name)

@@ -31,6 +31,8 @@ import numpy as np
 
 from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, depth_to_mm, to_rigid
 
+# Everything write_sequence may put in a sequence folder: the frame folders (files named by frame) and the files.
+SEQUENCE_PARTS = ("images", "depth", "semantic", "normals", "poses.txt", "K.txt", "timestamps.txt", "provenance.json")
 DEFAULT_RATE_HZ = 10.0  # frame rate assumed when a sequence has no timestamps.txt
 START_TIME_S = 1_700_000_000.0  # first stamp of rate-derived stamps: ROS reads a zero stamp as "latest"
 

@@ -90,8 +90,8 @@ class _Replay:
         self.types = typestore().types
         # the pipeline's one warning (a precision that fell back to fp32) reaches the user as a note in the console
         # and report.md (below); logged as well, it was printed twice
-        quiet = logging.LoggerAdapter(logging.getLogger(f"{__name__}.pipeline"))
-        quiet.isEnabledFor = lambda level: False  # type: ignore[method-assign]  # this adapter says nothing
+        quiet = logging.getLogger(f"{__name__}.pipeline")
+        quiet.disabled = True
         self.pipeline = PerceptionPipeline(model, o, logger=quiet)
         self.single_view = None
         if o.compare_single_view:

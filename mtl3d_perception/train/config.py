@@ -9,6 +9,7 @@ values are parsed as YAML). Unknown keys and wrong types raise :class:`ConfigErr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
-from mtl3d_perception.typed_config import finite, from_dict, parse_yaml, read_yaml_file, require
+from mtl3d_perception.typed_config import from_dict, parse_yaml, read_yaml_file, require
 
 
 @dataclass
@@ -71,7 +72,7 @@ class LossConfig:
 
         for task, w in self.weights.items():
             require(f"loss.weights.{task}", task, task in TASKS, f"a task name ({', '.join(TASKS)})")
-            require(f"loss.weights.{task}", w, finite(w) and w >= 0, "a finite number >= 0 (0 switches the task off)")
+            require(f"loss.weights.{task}", w, math.isfinite(w) and w >= 0, "a finite number >= 0 (0 switches the task off)")
         require("loss.silog_lambda", self.silog_lambda, 0 <= self.silog_lambda <= 1, "a number in [0, 1]")
 
 
@@ -88,18 +89,18 @@ class OptimConfig:
     encoder_lr_ratio: float = 1.0  # the MTL encoder's lr / lr (below 1 keeps pretrained weights closer)
 
     def __post_init__(self) -> None:
-        require("optim.lr", self.lr, finite(self.lr) and self.lr > 0, "a finite number > 0")
-        require("optim.weight_decay", self.weight_decay, finite(self.weight_decay) and self.weight_decay >= 0,
+        require("optim.lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0")
+        require("optim.weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  "a finite number >= 0")
         require("optim.betas", self.betas, all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)")
         require("optim.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "an int >= 0")
-        require("optim.poly_power", self.poly_power, finite(self.poly_power) and self.poly_power > 0,
+        require("optim.poly_power", self.poly_power, math.isfinite(self.poly_power) and self.poly_power > 0,
                 "a finite number > 0")
         require("optim.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
-        require("optim.grad_clip", self.grad_clip, finite(self.grad_clip) and self.grad_clip >= 0,
+        require("optim.grad_clip", self.grad_clip, math.isfinite(self.grad_clip) and self.grad_clip >= 0,
                  "a finite number >= 0 (0 disables)")
         require("optim.encoder_lr_ratio", self.encoder_lr_ratio,
-                 finite(self.encoder_lr_ratio) and self.encoder_lr_ratio >= 0, "a finite number >= 0")
+                 math.isfinite(self.encoder_lr_ratio) and self.encoder_lr_ratio >= 0, "a finite number >= 0")
 
 
 @dataclass
