@@ -60,8 +60,11 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
 
 def camera_info_topic_for(image_topic: str) -> str:
     """The camera_info topic beside ``image_topic``, by image_transport's rule (``getCameraInfoTopic``):
-    ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``."""
-    head, sep, _ = image_topic.rstrip("/").rpartition("/")
+    ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``; a transport's
+    topic counts as its base topic (``.../image_raw/compressed`` -> ``.../camera_info``), as image_transport's
+    CameraSubscriber resolves it from the base name."""
+    base = image_topic.rstrip("/").removesuffix(COMPRESSED_SUFFIX)
+    head, sep, _ = base.rpartition("/")
     return f"{head}{sep}camera_info"
 
 

@@ -31,6 +31,7 @@ from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
+from mtl3d_perception.replay.runner import check_inputs
 from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_path
 
 SIZE = (64, 48)
@@ -355,6 +356,34 @@ def test_db3_file_input_and_limit(tmp_path):
     assert (s["counts"]["images"], s["counts"]["dropped"]) == (3, 0)  # images past the limit are not read
 
 
+def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys):
+    """ros2 bag play's --start-offset / --playback-duration, from the bag's first message: images logged before the
+    range are counted, not run; TF before it is read, so the first frame in range has its pose; an offset past the
+    bag's end is refused before the model runs."""
+    bag = write_bag(wall_frames(8), tmp_path / "bag")  # images 0.1 s apart from the bag's start
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.25, playback_duration_s=0.2))
+    c = s["counts"]
+    assert (c["before_start"], c["images"], c["processed"], c["dropped"], c["no_pose"]) == (3, 2, 2, 0, 0)
+    assert any("from 0.25 s to 0.45 s of the bag's 0.700 s" in note for note in s["notes"]), s["notes"]
+    assert "3 before --start-offset (not processed)" in (tmp_path / "out" / "report.md").read_text()
+    with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
+        assert topics.TF_STATIC_TOPIC in {c.topic for c in reader.connections}
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.55))
+    assert (s["counts"]["before_start"], s["counts"]["processed"]) == (6, 2)
+    with pytest.raises(BagError, match=r"--start-offset 0.8 s is past the bag's end \(its messages span 0.700 s\)"):
+        check_inputs(bag, tmp_path / "out3", quiet(start_offset_s=0.8))
+    for bad, expected in ((dict(start_offset_s=-1.0), r"start_offset_s must be in \[0.0, 1000000000.0\], got -1.0"),
+                          (dict(playback_duration_s=0.0), r"playback_duration_s must be in \(0, 1e9\] seconds or none, "
+                                                          r"got 0.0"),
+                          (dict(playback_duration_s=float("nan")), "playback_duration_s must be in")):
+        with pytest.raises(ValueError, match=expected):
+            quiet(**bad)
+    rc = cli.main(["replay", str(bag), "--model", "preset:tiny", "--out", str(tmp_path / "cli"), "--start-offset", "0.45",
+                   "--playback-duration", "0.2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 frames processed, 0 dropped (2 images read; 5 before --start-offset (not processed))" in out
+
+
 def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, tmp_path, capsys):
     """With a world frame the TF never has, each frame waits for its pose while later images are read; at --limit
     those were reported as dropped ('3 processed, 3 dropped'). They are counted apart, as read ahead."""
@@ -647,11 +676,27 @@ def test_wrong_topic_types_and_missing_camera_info_are_named(wall_bag, tmp_path)
         replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
 
 
+def test_camera_info_defaults_to_the_one_beside_the_image_topic(wall_bag, tmp_path):
+    """image_transport's rule, as the node applies it: an image topic of another name (a robot's own) reads the
+    camera_info beside it without a second flag; the error names the topic that was looked for."""
+    assert quiet().camera_info_input() == topics.CAMERA_INFO_TOPIC
+    assert quiet(image_topic="/robot/front/image_rect").camera_info_input() == "/robot/front/camera_info"
+    assert quiet(image_topic="/robot/front/image_raw/compressed").camera_info_input() == "/robot/front/camera_info"
+    with pytest.raises(BagError, match=r"camera_info topic '/camera/depth/camera_info' is not in the bag"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
+    renamed = tmp_path / "renamed"
+    copy_bag(wall_bag, renamed, rename={topics.IMAGE_TOPIC: "/robot/front/image_raw",
+                                        topics.CAMERA_INFO_TOPIC: "/robot/front/camera_info"})
+    summary = replay_bag(renamed, tmp_path / "out", WallStub(2.0), quiet(image_topic="/robot/front/image_raw"))
+    assert summary["topics"]["camera_info"] == "/robot/front/camera_info" and summary["counts"]["processed"] == 4
+
+
 def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
     """A replay that processes nothing fails (exit status 1) after writing its report, naming the reason."""
     with pytest.raises(BagError, match=r"no frame was processed: 4 image\(s\) on /camera/depth/image_rect, all "
                                        r"dropped \(bad_input 4\); first problem: .*'32FC1' is not a colour or mono encoding"):
-        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC))
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(image_topic=topics.GT_DEPTH_TOPIC,
+                                                                    camera_info_topic=topics.CAMERA_INFO_TOPIC))
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["counts"]["processed"] == 0 and summary["bad_input"] == {"encoding": 4}
     assert sum("dropped (encoding)" in w for w in summary["warnings"]) == 1  # a repeating drop is warned once

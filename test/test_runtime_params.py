@@ -6,7 +6,12 @@ import pytest
 
 from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.loading import resolve_device
-from mtl3d_perception.runtime.params import device_problem, frame_id_problem, precision_problem
+from mtl3d_perception.runtime.params import (
+    device_problem,
+    frame_id_problem,
+    precision_problem,
+    topic_name_problem,
+)
 
 BAD_DEVICE = "device must be one of auto, cpu, cuda, cuda:N (N: a GPU index), got {!r}"
 
@@ -29,6 +34,36 @@ def test_reduced_precision_needs_cuda(precision):
 ])
 def test_frame_ids(frame_id, expected):
     assert frame_id_problem("world_frame", frame_id) == expected
+
+
+@pytest.mark.parametrize("topic", ["/camera/color/image_raw", "camera/color/image_raw", "~/image", "image", "/a_1/_b"])
+def test_topic_names_accepted(topic):
+    assert topic_name_problem("image_topic", topic) is None
+    assert RuntimeConfig(image_topic=topic, camera_info_topic="/info").camera_info_topic == "/info"
+
+
+@pytest.mark.parametrize("topic", ["/camera//image", "/camera/image/", "/camera/1image", "/camera/image raw",
+                                   "camera-image", "~image", "/~/image", "//image"])
+def test_topic_names_refused_with_the_rule(topic):
+    """rclpy would raise InvalidTopicNameException when subscribing (a node that then never starts); the setting
+    is refused up front, naming the value and the rule."""
+    reason = topic_name_problem("camera_info_topic", topic)
+    assert reason == (f"camera_info_topic {topic!r} is not a ROS topic name: tokens of letters, digits and "
+                      "underscores (not starting with a digit) joined by single '/', no trailing '/', e.g. "
+                      "'/camera/color/image_raw'")
+    with pytest.raises(ValueError) as exc:
+        RuntimeConfig(camera_info_topic=topic)
+    assert str(exc.value) == reason
+    with pytest.raises(ValueError, match="image_topic .* is not a ROS topic name"):
+        RuntimeConfig(image_topic=topic)
+
+
+def test_camera_info_topic_beside_the_image_and_never_the_image_itself():
+    assert RuntimeConfig().camera_info_input() == "camera/color/camera_info"
+    assert RuntimeConfig(image_topic="/robot/cam/image_rect").camera_info_input() == "/robot/cam/camera_info"
+    with pytest.raises(ValueError, match="camera_info_topic '/cam/image' is the image topic; expected the "
+                                         "sensor_msgs/CameraInfo topic published beside it"):
+        RuntimeConfig(image_topic="/cam/image", camera_info_topic="/cam/image")
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])

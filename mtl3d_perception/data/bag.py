@@ -274,6 +274,20 @@ def bag_topics(path: str | Path) -> dict[str, str]:
         reader.close()
 
 
+def bag_time_range(path: str | Path) -> tuple[int, int]:
+    """``(start, end)`` of a bag in nanoseconds: the log times of its earliest and latest message (rosbag2's
+    ``starting_time`` and ``starting_time + duration``, the origin of ``ros2 bag play --start-offset``).
+
+    Raises:
+        FileNotFoundError, BagError: as :func:`read_bag`.
+    """
+    reader = open_reader(Path(path))
+    try:
+        return reader.start_time, reader.end_time
+    finally:
+        reader.close()
+
+
 def bag_provenance(path: str | Path) -> dict[str, Any] | None:
     """What made a bag's data, as ``mtl3d bag`` stored it from its sequence folder (``provenance.json``): the
     ``custom_data`` key ``mtl3d.provenance`` of the bag's ``metadata.yaml`` (rosbag2's bag information file; for a

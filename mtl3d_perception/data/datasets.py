@@ -76,7 +76,7 @@ class SourceConfig:
     intrinsics: tuple[float, float, float, float] | None = None  # tum: (fx, fy, cx, cy) for the images' size
     image_topic: str = topics.IMAGE_TOPIC  # bag topics and fixed frame
     image_kind: str = "auto"  # bag: image_raw (rectify with camera_info) | image_rect | auto (from the topic name)
-    camera_info_topic: str = topics.CAMERA_INFO_TOPIC
+    camera_info_topic: str = ""  # "" = camera_info beside image_topic (image_transport's rule)
     depth_topic: str = topics.GT_DEPTH_TOPIC  # "" or a topic not in the bag: no depth labels
     depth_camera_info_topic: str = ""  # unregistered depth's CameraInfo; "" = camera_info beside depth_topic
     semantic_topic: str = topics.GT_SEMANTIC_TOPIC

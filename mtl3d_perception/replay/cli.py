@@ -15,11 +15,12 @@ from typing import Any
 from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation.metrics import sparsification_table
 from mtl3d_perception.replay.options import ReplayOptions
-from mtl3d_perception.replay.report import metrics_table, no_curve_reason, past_limit_note
+from mtl3d_perception.replay.report import metrics_table, no_curve_reason, unprocessed_note
 from mtl3d_perception.replay.runner import check_inputs, replay_bag
 from mtl3d_perception.runtime.config import config_from_parameters, parameter_specs
 
-ALIASES = {"model_path": "--model", "sync_slop_s": "--sync-slop", "tf_timeout_s": "--tf-timeout"}
+ALIASES = {"model_path": "--model", "sync_slop_s": "--sync-slop", "tf_timeout_s": "--tf-timeout",
+           "start_offset_s": "--start-offset", "playback_duration_s": "--playback-duration"}  # ros2 bag play's
 # settings whose value is neither a unit nor plain text -> their metavar (model_path: as ``mtl3d demo --model CKPT``;
 # its help names the other values runtime.loading.load_model takes, '' and 'preset:NAME')
 SETTING_METAVARS = {"model_path": "CKPT"}
@@ -70,7 +71,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The console view of a replay: counts, warnings, the headline metrics table and where the files are."""
     c = summary["counts"]
     print(f"replayed {summary['bag']}: {c['processed']} frames processed, {c['dropped']} dropped "
-          f"({c['images']} images read{past_limit_note(c)})")
+          f"({c['images']} images read{unprocessed_note(c)})")
     if summary.get("provenance"):
         print(f"data: {describe_provenance(summary['provenance'])}")
     for line in summary["notes"]:

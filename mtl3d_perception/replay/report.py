@@ -191,10 +191,12 @@ def _json_number(value: Any) -> int | float:
     return int(value) if isinstance(value, np.integer) else float(value)
 
 
-def past_limit_note(counts: dict[str, Any]) -> str:
-    """``"; N read ahead past --limit (not processed)"`` when ``counts["past_limit"]`` > 0, else ``""``."""
-    n = counts.get("past_limit", 0)
-    return f"; {n} read ahead past --limit (not processed)" if n else ""
+def unprocessed_note(counts: dict[str, Any]) -> str:
+    """``"; N before --start-offset (not processed); M read ahead past --limit (not processed)"``, each part when
+    its count (``before_start``, ``past_limit``) is > 0; ``""`` when neither is."""
+    parts = [(counts.get("before_start", 0), "before --start-offset"), (counts.get("past_limit", 0),
+                                                                        "read ahead past --limit")]
+    return "".join(f"; {n} {what} (not processed)" for n, what in parts if n)
 
 
 # Every picture write_report can write, by its key in the returned paths. A replay into an earlier replay's folder
@@ -245,7 +247,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines += [
         f"- model: {s['model']} (input {s['input_size'][0]}x{s['input_size'][1]}) on {s['device']}",
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
-        f"- frames: {c['images']} images read{past_limit_note(c)}, {c['processed']} processed, {c['dropped']} dropped"
+        f"- frames: {c['images']} images read{unprocessed_note(c)}, {c['processed']} processed, {c['dropped']} dropped"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
         *([f"- bad input (as /diagnostics counts it; dropped or kept): "
            f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),

@@ -29,13 +29,14 @@ from mtl3d_perception.data.bag import (
     BagError,
     absent_topic,
     bag_provenance,
+    bag_time_range,
     bag_topics,
     check_topic_type,
     read_bag,
     resolve_image_topic,
     typestore,
 )
-from mtl3d_perception.data.sources.bag import colour_from_depth, sibling_camera_info
+from mtl3d_perception.data.sources.bag import colour_from_depth
 from mtl3d_perception.geometry import reproject_depth
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
@@ -73,7 +74,7 @@ from mtl3d_perception.runtime.tf_buffer import TransformException
 def depth_gt_info_topic(options: ReplayOptions) -> str:
     """The CameraInfo topic of the ground-truth depth: ``depth_gt_camera_info_topic``, or the one beside
     ``depth_gt_topic`` (image_transport's rule, as training reads a bag's depth)."""
-    return options.depth_gt_camera_info_topic or sibling_camera_info(options.depth_gt_topic)
+    return options.depth_gt_camera_info_topic or topics.camera_info_topic_for(options.depth_gt_topic)
 
 
 class _Replay:
@@ -140,6 +141,8 @@ class _Replay:
         self.dropped: dict[str, int] = {}
         self.counts = {"no_pose": 0}
         self.past_limit = 0  # images read but left unprocessed because --limit was reached first
+        self.before_start = 0  # images logged before --start-offset: read for nothing but their TF
+        self.ended = False  # past --playback-duration: reading goes on only for ground truth still awaited
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
@@ -158,7 +161,18 @@ class _Replay:
 
     @property
     def done(self) -> bool:
-        return self.o.limit is not None and self.processed >= self.o.limit
+        return self.ended or (self.o.limit is not None and self.processed >= self.o.limit)
+
+    def feed_before_start(self, topic: str, t_ns: int, msg: Any) -> None:
+        """One bag message logged before ``--start-offset``: TF goes into the buffer (the first frames in range
+        need the poses before them) and static TF into the output bag; images are counted, nothing is run."""
+        if topic in (self.o.tf_topic, self.o.tf_static_topic):
+            static = topic == self.o.tf_static_topic
+            if static:
+                self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
+            self._add_tf(msg, static=static)
+        elif topic == self.o.image_topic:
+            self.before_start += 1
 
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
@@ -400,7 +414,8 @@ class _Replay:
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
             "depth_confidence": self.pipeline.has_depth_confidence,
             "counts": {"images": self.images, "processed": self.processed,
-                       "dropped": sum(self.dropped.values()), "past_limit": self.past_limit, **self.counts,
+                       "dropped": sum(self.dropped.values()), "past_limit": self.past_limit,
+                       "before_start": self.before_start, **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
             # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
@@ -423,17 +438,18 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
     """Check the bag's topics and the output folder before anything is loaded or written.
 
     Returns:
-        The options to run with (``image_topic`` replaced by ``image_topic + '/compressed'`` when only that one
-        is in the bag) and a note saying so (None when nothing was replaced).
+        The options to run with (``camera_info_topic`` '' replaced by the topic beside ``image_topic``;
+        ``image_topic`` replaced by ``image_topic + '/compressed'`` when only that one is in the bag) and a note saying so (None when nothing was replaced).
 
     Raises:
         FileNotFoundError: no such bag.
         BagError: the bag cannot be opened; lacks the image or camera_info topic; a topic has the wrong message
-            type (the message lists the bag's topics and types); or ``out_dir`` is a file, the input bag or
+            type (the message lists the bag's topics and types); ``start_offset_s`` is past its end; or ``out_dir`` is a file, the input bag or
             another bag's folder.
     """
     bag, out_dir = Path(bag), Path(out_dir)
     available = bag_topics(bag)
+    options = replace(options, camera_info_topic=options.camera_info_input())  # '' -> beside the image topic
     image_topic = resolve_image_topic(bag, available, options.image_topic)
     note = None
     if image_topic != options.image_topic:
@@ -448,8 +464,35 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
                                  (options.semantic_gt_topic, "ground-truth semantic", "sensor_msgs/msg/Image")):
         if topic in available:  # optional topics, but one of the wrong type is a mistake worth stopping for
             check_topic_type(bag, available, topic, what, (msgtype,))
+    replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note
+
+
+def replay_range(bag: str | Path, options: ReplayOptions) -> tuple[int | None, int | None]:
+    """The log times ``(start, end)`` in ns of the images to process: the bag's start + ``start_offset_s`` and that
+    + ``playback_duration_s`` (``ros2 bag play``'s origin and options); ``(None, None)`` for the whole bag.
+
+    Raises:
+        BagError: the start offset is at or past the bag's last message.
+    """
+    if not options.start_offset_s and options.playback_duration_s is None:
+        return None, None
+    first, last = bag_time_range(bag)
+    start = first + round(options.start_offset_s * 1e9)
+    if start > last:
+        raise BagError(f"{bag}: --start-offset {options.start_offset_s:g} s is past the bag's end (its messages span "
+                       f"{(last - first) * 1e-9:.3f} s); expected an offset within it")
+    end = None if options.playback_duration_s is None else start + round(options.playback_duration_s * 1e9)
+    return start, end
+
+
+def range_note(bag: str | Path, options: ReplayOptions) -> str:
+    """How much of the bag a ranged replay covers, for the report's notes."""
+    first, last = bag_time_range(bag)
+    end = "its end" if options.playback_duration_s is None else f"{options.start_offset_s + options.playback_duration_s:g} s"
+    return (f"replayed the images logged from {options.start_offset_s:g} s to {end} of the bag's "
+            f"{(last - first) * 1e-9:.3f} s (--start-offset / --playback-duration); TF before the range was read")
 
 
 def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: ReplayOptions | None = None, *,
@@ -487,9 +530,17 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
         raise
     if note:
         state.notes.append(note)
+    start_ns, end_ns = replay_range(bag, options)
+    if start_ns is not None:
+        state.notes.append(range_note(bag, options))
     error = None
     try:
         for topic, t_ns, msg in messages:
+            if start_ns is not None and t_ns < start_ns:
+                state.feed_before_start(topic, t_ns, msg)
+                continue
+            if end_ns is not None and t_ns > end_ns:
+                state.ended = True
             if not state.done:
                 state.feed(topic, t_ns, msg)
             elif not state.feed_after_limit(topic, t_ns, msg):

@@ -191,7 +191,7 @@ class PerceptionNode(Node):
         else:
             image_type, image_topic = Image, config.image_topic
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        info_topic = config.camera_info_topic or topics.camera_info_topic_for(config.image_topic)
+        info_topic = config.camera_info_input()
         self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)

@@ -21,7 +21,7 @@ from typing import Any
 from mtl3d_perception import topics
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
 from mtl3d_perception.runtime.history import SINGLE_VIEW_MODE, PairingConfig
-from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem
+from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem, topic_name_problem
 from mtl3d_perception.source_selection import MIN_PARALLAX_M
 from mtl3d_perception.typed_config import ConfigError, SettingError, coerce
 
@@ -130,11 +130,22 @@ class RuntimeConfig:
                 raise SettingError(name, f"{name} must be in [{constraint[0]}, {constraint[1]}], got {value!r}")
         if not self.image_topic.strip("/ "):
             raise SettingError("image_topic", f"image_topic must not be empty, got {self.image_topic!r}")
+        for name in ("image_topic", "camera_info_topic"):
+            if (value := self.get(name)) and (reason := topic_name_problem(name, value)):
+                raise SettingError(name, reason)
+        if self.camera_info_input() == self.image_topic:
+            raise SettingError("camera_info_topic", f"camera_info_topic {self.camera_info_topic!r} is the image "
+                               "topic; expected the sensor_msgs/CameraInfo topic published beside it")
         for name, reason in (("world_frame", frame_id_problem("world_frame", self.world_frame)),  # tf2's rule
                              ("device", device_problem(self.device))):
             if reason:
                 raise SettingError(name, reason)
         self.pairing.validate()
+
+    def camera_info_input(self) -> str:
+        """The CameraInfo topic read: ``camera_info_topic``, or the one beside ``image_topic`` when that is ''
+        (``topics.camera_info_topic_for``, image_transport's rule)."""
+        return self.camera_info_topic or topics.camera_info_topic_for(self.image_topic)
 
     # -------------------------------------------------------------------------------- flat parameter view
 

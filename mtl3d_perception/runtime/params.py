@@ -46,6 +46,20 @@ def node_name_problem(name: str, value: str) -> str | None:
     return None
 
 
+# rcl's topic-name rule (rcl_validate_topic_name), without its {substitutions}: tokens of letters, digits and
+# underscores, not starting with a digit, joined by single '/'; absolute ('/a/b'), relative ('a/b') or private ('~/a').
+_TOPIC_NAME = re.compile(r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def topic_name_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be a ROS topic name (rcl's rule: rclpy raises InvalidTopicNameException at subscribe
+    time, and a bag recorded from ROS 2 holds no such topic), or None; ``name`` is the setting's name."""
+    if not _TOPIC_NAME.fullmatch(value):
+        return (f"{name} {value!r} is not a ROS topic name: tokens of letters, digits and underscores (not starting "
+                "with a digit) joined by single '/', no trailing '/', e.g. '/camera/color/image_raw'")
+    return None
+
+
 def device_problem(device: str) -> str | None:
     """Why ``device`` is not one of :data:`DEVICES` (checked before torch sees it: torch's own message lists every
     device type it was built for, not the ones this package runs on), or None."""

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bag = parser.add_argument_group("bag topics (bag:... specs; defaults: the topics mtl3d bag writes)")
     for name, default in BAG_TOPIC_DEFAULTS.items():
         bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="TOPIC",
-                         help=f"default {default!r}" + ("; '' for none" if name == "depth_topic" else ""))
+                         help=f"default {default!r}" + {"depth_topic": "; '' for none",
+                                                         "camera_info_topic": ": the one beside --image-topic"}.get(name, ""))
 
 
 def two_view_source(source, gap: int | None):

@@ -82,11 +82,6 @@ def colour_from_depth(tf: TransformBuffer, world_frame: str, T_world_cam: np.nda
     return invert_se3(T_world_cam) @ tf.lookup_matrix(world_frame, depth_frame, depth_stamp_ns)
 
 
-def sibling_camera_info(topic: str) -> str:
-    """``/camera/depth/image_rect_raw`` -> ``/camera/depth/camera_info`` (image_transport's camera_info topic)."""
-    return topic.rsplit("/", 1)[0] + "/camera_info"
-
-
 def _nearest(stamps: list[int], t_ns: int, max_dt_ns: int) -> int | None:
     """Index of the stamp nearest ``t_ns`` within ``max_dt_ns`` in an ascending list, or None."""
     k = bisect.bisect_left(stamps, t_ns)
@@ -100,7 +95,8 @@ class BagFrames:
     Args:
         path: a rosbag2 folder or a single ``.mcap`` / ``.db3`` file.
         image_topic: the colour image (``<topic>/compressed`` is read when only that one is in the bag).
-        camera_info_topic: its CameraInfo; the one with the image's stamp is used, else the latest before it.
+        camera_info_topic: its CameraInfo ("" = beside ``image_topic``, image_transport's rule); the one with the
+            image's stamp is used, else the latest before it.
         depth_topic: depth images, or "" for none (a topic not in the bag means none).
         depth_camera_info_topic: the depth camera's CameraInfo for unregistered depth; "" = beside ``depth_topic``.
         semantic_topic: mono8 class ids registered to the colour image, or "" for none.
@@ -116,7 +112,7 @@ class BagFrames:
     """
 
     def __init__(self, path: str | Path, *, image_topic: str = topics.IMAGE_TOPIC,
-                 camera_info_topic: str = topics.CAMERA_INFO_TOPIC, depth_topic: str = topics.GT_DEPTH_TOPIC,
+                 camera_info_topic: str = "", depth_topic: str = topics.GT_DEPTH_TOPIC,
                  depth_camera_info_topic: str = "", semantic_topic: str = topics.GT_SEMANTIC_TOPIC,
                  world_frame: str = topics.WORLD_FRAME, max_dt: float = MAX_DT_S, skip_unposed: bool = True,
                  image_kind: str = "auto") -> None:
@@ -124,6 +120,7 @@ class BagFrames:
         available = bag_topics(self.path)
         self.image_topic = resolve_image_topic(self.path, available, image_topic)
         self.image_kind = resolve_image_kind(image_kind, self.image_topic)
+        camera_info_topic = camera_info_topic or topics.camera_info_topic_for(image_topic)
         self.camera_info_topic = camera_info_topic
         check_topic_type(self.path, available, camera_info_topic, "camera_info", (CAMERA_INFO_TYPE,))
         for topic, what in ((depth_topic, "depth_topic"), (semantic_topic, "semantic_topic")):
@@ -138,7 +135,7 @@ class BagFrames:
         for topic, what in ((self.depth_topic, "depth"), (self.semantic_topic, "semantic")):
             if topic:
                 check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",))
-        depth_info_topic = depth_camera_info_topic or (sibling_camera_info(depth_topic) if self.depth_topic else "")
+        depth_info_topic = depth_camera_info_topic or (topics.camera_info_topic_for(depth_topic) if self.depth_topic else "")
         self.world_frame = world_frame
         max_dt_ns = round(max_dt * 1e9)
 
@@ -303,7 +300,7 @@ class BagFrames:
 
 
 def read_bag_sequence(path: str | Path, *, image_topic: str = topics.IMAGE_TOPIC,
-                      camera_info_topic: str = topics.CAMERA_INFO_TOPIC, depth_topic: str = topics.GT_DEPTH_TOPIC,
+                      camera_info_topic: str = "", depth_topic: str = topics.GT_DEPTH_TOPIC,
                       semantic_topic: str = topics.GT_SEMANTIC_TOPIC, world_frame: str = topics.WORLD_FRAME
                       ) -> list[SequenceFrame]:
     """Every frame of a bag in memory (tests, tools, small bags): :class:`BagFrames` read in full.
