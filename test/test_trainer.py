@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -222,6 +223,38 @@ def test_ddp_two_processes_gloo(tmp_path):
     torch.testing.assert_close(w0, w1)  # gradients were averaged: the replicas stay identical
     meta = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors").checkpoint_metadata
     assert meta["step"] == 3
+
+
+def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, tmp_path):
+    """An audit: `mtl3d info` of a fine-tuned checkpoint listed only the fine-tuning's own sources (not what its init
+    checkpoint was trained on), and "tasks depth" for a bag whose depth topic was absent: no frame had depth."""
+    from helpers import render_frames
+
+    from mtl3d_perception.data.bag import write_bag
+    from mtl3d_perception.model.info import describe, format_info
+
+    torch.set_num_threads(1)
+    init = trained[2] / "checkpoints" / "last.safetensors"
+    bag = write_bag(render_frames(3, 6, (64, 48)), tmp_path / "bag")
+    source = (f"data.train=[{{kind: bag, path: {bag}, depth_topic: /not/recorded, tasks: [depth, normals]}}, "
+              "{kind: synthetic, split: train, num_scenes: 1, frames_per_scene: 4, tasks: [semantic]}]")
+    trainer = Trainer(smoke(tmp_path / "run", source, f"model.init_checkpoint={init}", "steps=1", "eval_every=0"))
+    assert [ds.labelled_tasks for ds in trainer.train_set.sources] == [(), ("semantic",)]
+    assert trainer.train_set[0].valid["depth"].sum() == 0  # the bag's samples carry no depth label
+    trainer.fit()
+    digest = hashlib.sha256(init.read_bytes()).hexdigest()[:12]
+    trained_on = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").checkpoint_metadata["trained_on"]
+    assert [(s["kind"], s["tasks"], s.get("init")) for s in trained_on] == [
+        ("bag", [], None), ("synthetic", ["semantic"], None),
+        ("synthetic", ["semantic", "depth", "normals", "boundary"], f"last.safetensors {digest}")]
+    text = format_info(describe(str(tmp_path / "run" / "checkpoints" / "last.safetensors")))
+    assert f"bag {bag}, no labels" in text
+    assert f"  - before fine-tuning, last.safetensors {digest}, synthetic train split, 2 scenes x 8 frames" in text
+    # a run whose only source has no label its loss weighs: refused once the data shows it, before any step
+    with pytest.raises(ConfigError, match=r"nothing to learn: .*the sources' tasks: \[\['depth'\]\], the labels "
+                                          r"their data holds: \[\[\]\]\)"):
+        Trainer(smoke(tmp_path / "run2", f"data.train=[{{kind: bag, path: {bag}, depth_topic: /not/recorded, "
+                                         "tasks: [depth]}]"))
 
 
 def test_train_cli_with_label_regime(tmp_path, capsys):

@@ -306,6 +306,12 @@ class SourceDataset(Dataset):
     def load(self, index: int, rng: np.random.Generator | None) -> tuple[list[ViewSample], dict[str, Any]]:
         raise NotImplementedError
 
+    @property
+    def labelled_tasks(self) -> tuple[str, ...]:
+        """The source's ``tasks`` whose labels its data holds: all of them here; a posed-frame reader without depth
+        or semantic labels (a bag whose depth topic is absent) offers fewer (:class:`FramesDataset`)."""
+        return tuple(self.cfg.tasks)
+
     def __getitem__(self, key: int | tuple[int, int]) -> MultiViewBatch:
         index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
         if not 0 <= index < len(self):
@@ -315,7 +321,7 @@ class SourceDataset(Dataset):
         views, meta = self.load(index, rng)
         views = augment_views(views, self.image_size, self.augment or AugmentConfig(enabled=False), rng,
                               kind=self.cfg.kind)
-        available = {t: t in self.cfg.tasks for t in TASKS}
+        available = {t: t in self.labelled_tasks for t in TASKS}
         if draw is not None:  # partial labels are a training regime, drawn once per sample
             available = apply_label_regime(available, self.label_regime,
                                            np.random.default_rng([self.seed, 7919, index]))
@@ -418,6 +424,17 @@ class FramesDataset(SourceDataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def labelled_tasks(self) -> tuple[str, ...]:
+        """``tasks`` less those the reader has no labels for: depth and normals need its depth (or, for a sequence
+        folder, its normals), semantic and boundary its labels; readers that always have them (TUM, ScanNet,
+        7-Scenes) keep every task."""
+        has_depth = getattr(self.frames, "has_depth", True)
+        has = {"depth": has_depth, "normals": has_depth or getattr(self.frames, "has_normals", False),
+               "semantic": getattr(self.frames, "has_semantic", True)}
+        has["boundary"] = has["semantic"]
+        return tuple(t for t in self.cfg.tasks if has[t])
 
     def load(self, index, rng):
         local = [index, *choose_sources(self.poses, index, 0, len(self.indices), self.num_views - 1, self.cfg, rng,

@@ -192,7 +192,8 @@ def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = Non
         trained_on: the checkpoint's ``trained_on``.
         weights: the run's task loss weights (:func:`task_weights`). A source's ``tasks`` are the labels it offers;
             a task whose weight is 0 (or missing: ``train.losses.LossCriterion`` skips it) was not supervised, so only
-            tasks with weight > 0 are listed. Sources tagged with ``stages`` came from earlier runs whose weights are not
+            tasks with weight > 0 are listed. Sources tagged with ``stages`` or ``init`` (a fine-tuned checkpoint's
+            init checkpoint's sources: ``train.trainer.init_history``) came from earlier runs whose weights are not
             stored (``train_config`` is the last run's), and are listed as stored; so is every source when ``weights``
             is None.
     """
@@ -200,6 +201,10 @@ def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = Non
         return [f"trained on: {trained_on if trained_on else 'not stored'}"]
     lines = [f"trained on ({len(trained_on)} source{'' if len(trained_on) == 1 else 's'}):"]
     for source in trained_on:
+        earlier = f"before fine-tuning, {source['init']}" if source.get("init") else ""  # train.trainer.init_history
+        if "kind" not in source and "description" in source:  # an init checkpoint's trained_on stored as text
+            lines.append(f"  - {earlier}: {source['description']}" if earlier else f"  - {source['description']}")
+            continue
         kind = source.get("kind", "?")
         where = source.get("path") or f"{source.get('split', '')} split"
         parts = [f"{kind} {where}"]
@@ -207,6 +212,8 @@ def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = Non
             stages = source["stages"]
             stages = ", ".join(map(str, stages)) if isinstance(stages, list) else str(stages)
             parts[0] = f"stage{'s' if ',' in stages else ''} {stages}: {parts[0]}"
+        if earlier:
+            parts[0] = f"{earlier}, {parts[0]}"
         if kind == "synthetic":
             parts.append(f"{source.get('num_scenes')} scenes x {source.get('frames_per_scene')} frames")
             if "generator" in source:  # data.synthetic.scene_provenance(); absent before session 10
@@ -215,7 +222,7 @@ def format_trained_on(trained_on: Any, *, weights: dict[str, float] | None = Non
             parts.append(f"frames {source.get('start'):g}-{source.get('end'):g}")
         labelled = list(source.get("tasks", ()))
         tasks = labelled
-        if weights is not None and not source.get("stages"):
+        if weights is not None and not source.get("stages") and not source.get("init"):
             tasks = [t for t in labelled if weights.get(t, 0.0) > 0]
         if tasks:
             parts.append("tasks " + "/".join(tasks))

@@ -16,6 +16,7 @@ The lr schedule is rebuilt from the config, so a resumed run may change ``steps`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -191,6 +192,49 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     return build_model(model_cfg)
 
 
+def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | list[list[str]]) -> None:
+    """Refuse a run whose every loss would be 0 at every step (it would "train" and exit 0).
+
+    Args:
+        cfg: the run's config (its task loss weights and ``loss.extra`` terms).
+        tasks_per_source: the labelled tasks of each ``data.train`` source: the configured ``tasks``, or, once the
+            data is open, those its data holds (``SourceDataset.labelled_tasks``).
+
+    Raises:
+        ConfigError: no source labels a task with a loss weight > 0 and no unsupervised term is on.
+    """
+    labelled = {t for tasks in tasks_per_source for t in tasks if cfg.loss.weights.get(t, 0.0) > 0}
+    extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0]
+    if labelled or extra:
+        return
+    weighted = sorted(t for t, w in cfg.loss.weights.items() if w > 0)
+    held = [list(tasks) for tasks in tasks_per_source]
+    configured = [list(src.tasks) for src in cfg.data.train]
+    found = "" if held == configured else f", the labels their data holds: {held}"
+    msg = (f"nothing to learn: no data.train source gives labels for a task with a loss weight > 0 ({weighted}; "
+           f"the sources' tasks: {configured}{found}) and loss.extra has no term; give a source tasks: [depth, ...] "
+           "whose data has those labels (a bag's depth_topic) or add an unsupervised term (loss.extra.photometric)")
+    raise ConfigError(msg)
+
+
+def init_history(path: str | Path) -> list[dict[str, Any]]:
+    """What the weights a fine-tuning run starts from were trained on: ``path``'s ``trained_on`` sources, each
+    tagged ``init`` = its file name and the first 12 hex digits of its sha256 (a source already tagged keeps the
+    earlier checkpoint's tag), so ``mtl3d info`` of the fine-tuned checkpoint lists the whole history. A
+    ``trained_on`` stored as text becomes one entry with that ``description``.
+
+    Raises:
+        CheckpointError: ``path``'s metadata cannot be read.
+    """
+    path = Path(path)
+    tag = f"{path.name} {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    earlier = read_checkpoint_metadata(path).get("trained_on")
+    if not isinstance(earlier, list):
+        earlier = [earlier] if earlier else []
+    return [{"init": tag, **source} if isinstance(source, dict) else {"init": tag, "description": str(source)}
+            for source in earlier]
+
+
 # Keys a resumed run may change: its length (the schedule is rebuilt from it), its folder (moved), logging,
 # checkpointing, validation and
 # where it runs. Anything else (data, model, losses, optimiser) would make one run of two recipes while its
@@ -246,14 +290,7 @@ class Trainer:
             msg = (f"out_dir {self.out_dir} already holds a training run ({next(p for p in earlier if p.exists())}); "
                    "continue it with --resume, or pass another out_dir=DIR")
             raise FileExistsError(msg)
-        labelled = {t for src in cfg.data.train for t in src.tasks if cfg.loss.weights.get(t, 0.0) > 0}
-        extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0]
-        if not labelled and not extra:  # every loss would be 0 at every step: a run that learns nothing, exit 0
-            weighted = sorted(t for t, w in cfg.loss.weights.items() if w > 0)
-            msg = (f"nothing to learn: no data.train source gives labels for a task with a loss weight > 0 ({weighted}; "
-                   f"the sources' tasks: {[list(src.tasks) for src in cfg.data.train]}) and loss.extra has no term; "
-                   "give a source tasks: [depth, ...] or add an unsupervised term (loss.extra.photometric)")
-            raise ConfigError(msg)
+        check_learns(cfg, [src.tasks for src in cfg.data.train])  # before any data is read
         self.model = build_model_from_config(cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
@@ -288,6 +325,9 @@ class Trainer:
                                        augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed)
         self.val_set = (build_dataset(dc.val, image_size=self.image_size, num_views=dc.num_views, seed=cfg.seed)
                         if dc.val and cfg.eval_every > 0 else None)
+        # again with the labels the data holds (a bag without its depth topic labels no depth)
+        check_learns(cfg, [ds.labelled_tasks for ds in self.train_set.sources])
+        self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
         if self.epoch_len < 1:
@@ -467,7 +507,9 @@ class Trainer:
                 "torch_rng": torch_rng,  # one row per rank
                 "cuda_rng": cuda_rng,
             }
-            trained_on = [to_dict(s) | (scene_provenance() if s.kind == "synthetic" else {}) for s in self.cfg.data.train]
+            trained_on = [to_dict(ds.cfg) | {"tasks": list(ds.labelled_tasks)}
+                          | (scene_provenance() if ds.cfg.kind == "synthetic" else {}) for ds in self.train_set.sources]
+            trained_on += self.init_history
             commit(self.ckpt_dir, self.step,
                    lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
                                                 step=self.step, train_config=to_dict(self.cfg)),

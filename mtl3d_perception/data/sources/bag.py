@@ -242,6 +242,16 @@ class BagFrames:
 
     # ------------------------------------------------------------------ random access
 
+    @property
+    def has_depth(self) -> bool:
+        """Whether depth labels are read (``depth_topic`` given and in the bag)."""
+        return bool(self.depth_topic)
+
+    @property
+    def has_semantic(self) -> bool:
+        """Whether semantic labels are read (``semantic_topic`` given and in the bag)."""
+        return bool(self.semantic_topic)
+
     def __len__(self) -> int:
         return len(self.log_times)
 
