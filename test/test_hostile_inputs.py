@@ -200,6 +200,9 @@ def test_bomb_bags_replay_with_bounded_memory(tmp_path, name, processed, bombs):
     assert done.isdisjoint(bombs) and len(done) == processed
     assert sum(metrics["bad_input"].values()) == len(bombs), metrics["bad_input"]
     assert any("refused before decoding" in w for w in metrics["warnings"]), metrics["warnings"]  # warned once per kind
+    # ... saying how many frames that kind refused, so the second bomb is not mistaken for none
+    repeats = f"(the first of {len(bombs)} frames refused as image_size; bad_input counts them)"
+    assert any(w.endswith(repeats) for w in metrics["warnings"]) == (len(bombs) > 1), metrics["warnings"]
     # the clean bag peaks at about 0.5 GB: the case README's bound is within 0.5 GB of it, with a 1 GB floor
     assert peak_rss < 1.0e9, peak_rss
 

@@ -145,6 +145,7 @@ class _Replay:
         self.ended = False  # past --playback-duration: reading goes on only for ground truth still awaited
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
+        self._first_bad_input: dict[str, str] = {}  # bad-input kind -> the warning of its first dropped frame
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
         # A ground-truth topic the bag lacks is named when it was asked for, or when the bag has depth elsewhere (a
         # driver's own name, e.g. image_rect_raw); a bag with no ground truth at all needs no note.
@@ -293,6 +294,17 @@ class _Replay:
             self._warned.add(key)
             self._warn(message)
 
+    def _with_repeats(self, bad_input: dict[str, int]) -> list[str]:
+        """The warnings, each bad-input one (given once, for its kind's first frame) with how many frames of that
+        kind there were in all, so a second bomb or a camera's every frame is not mistaken for one."""
+        out = []
+        for message in self.warnings:
+            kind = next((k for k, first in self._first_bad_input.items() if first == message), None)
+            n = bad_input.get(kind, 0) if kind else 0
+            out.append(f"{message} (the first of {n} frames refused as {kind}; bad_input counts them)" if n > 1
+                       else message)
+        return out
+
     def _on_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
         o = self.o
         if kind == "tf":
@@ -318,8 +330,9 @@ class _Replay:
             self._drop("bad_input")
             self.stats.problem(exc.kind, str(exc))  # every bad input counted in /diagnostics, by kind
             # warned once per kind (a camera's every frame repeats it); the count is in dropped_reasons / bad_input
-            self._warn_once(f"bad_input.{exc.kind}", f"frame at {image.header.stamp.sec}."
-                                                     f"{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}")
+            message = f"frame at {image.header.stamp.sec}.{image.header.stamp.nanosec:09d} dropped ({exc.kind}): {exc}"
+            self._first_bad_input.setdefault(exc.kind, message)
+            self._warn_once(f"bad_input.{exc.kind}", message)
             return
         if "camera_info" not in self.camera:
             self.camera["camera_info"] = self.cameras.get(info).describe(self.image_kind)
@@ -420,10 +433,10 @@ class _Replay:
             "dropped_reasons": dict(self.dropped),
             # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
             # cameras, rejected transforms, ...) alike
-            "bad_input": self.stats.snapshot()["bad_input"],
+            "bad_input": (bad_input := self.stats.snapshot()["bad_input"]),
             "output_counts": dict(self.writer.counts),
             "warmup_s": self.warmup_s,
-            "warnings": self.warnings,
+            "warnings": self._with_repeats(bad_input),
             "notes": self.notes,
             "error": error,
         }
