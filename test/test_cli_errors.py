@@ -191,6 +191,18 @@ def test_train_refuses_settings_that_cannot_train(capsys, tmp_path, override, ex
     assert not out.exists()
 
 
+def test_train_refuses_more_views_than_a_scene_has_frames(capsys, tmp_path):
+    """An audit: data.num_views 4 on 2-frame scenes trained on samples repeating their frames (self-pairs)."""
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=4",
+                                  "data.train=[{kind: synthetic, split: train, num_scenes: 2, frames_per_scene: 2}]"])
+    assert err == ("ERROR: data.num_views 4 needs that many frames per sample, but data.train.0 (synthetic) has 2 per "
+                   "scene; lower data.num_views or give it more frames")
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=6",
+                                  "eval_every=5"])
+    assert err.startswith("ERROR: data.num_views 6 needs that many frames per sample, but data.val.0 (synthetic) has 4")
+
+
 def test_train_refuses_a_run_that_would_learn_nothing(capsys, tmp_path):
     """An audit: every source with tasks: [] and no unsupervised term trained with every loss 0 and exit 0."""
     out = tmp_path / "run"

@@ -307,6 +307,12 @@ class SourceDataset(Dataset):
         raise NotImplementedError
 
     @property
+    def distinct_views(self) -> int | None:
+        """How many different frames a sample's views can come from (a scene's frames, a range's), or None where
+        every sample is one image duplicated by design (NYUv2's single frames)."""
+        return None
+
+    @property
     def labelled_tasks(self) -> tuple[str, ...]:
         """The source's ``tasks`` whose labels its data holds: all of them here; a posed-frame reader without depth
         or semantic labels (a bag whose depth topic is absent) offers fewer (:class:`FramesDataset`)."""
@@ -340,6 +346,10 @@ class SyntheticDataset(SourceDataset):
 
     def __len__(self) -> int:
         return self.cfg.num_scenes * self.cfg.frames_per_scene
+
+    @property
+    def distinct_views(self) -> int:
+        return self.cfg.frames_per_scene
 
     @staticmethod
     @lru_cache(maxsize=16)
@@ -423,6 +433,10 @@ class FramesDataset(SourceDataset):
         self.nominal_stamps = stamps is None or not getattr(self.frames, "has_timestamps", True)
 
     def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def distinct_views(self) -> int:
         return len(self.indices)
 
     @property

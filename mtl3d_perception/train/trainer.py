@@ -327,6 +327,13 @@ class Trainer:
                         if dc.val and cfg.eval_every > 0 else None)
         # again with the labels the data holds (a bag without its depth topic labels no depth)
         check_learns(cfg, [ds.labelled_tasks for ds in self.train_set.sources])
+        for which, dataset in (("train", self.train_set), ("val", self.val_set)):
+            for i, ds in enumerate(dataset.sources if dataset is not None else ()):
+                if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames
+                    msg = (f"data.num_views {dc.num_views} needs that many frames per sample, but data.{which}.{i} "
+                           f"({ds.cfg.kind}) has {ds.distinct_views} per {'scene' if ds.cfg.kind == 'synthetic' else 'range'}"
+                           f"; lower data.num_views or give it more frames")
+                    raise ConfigError(msg)
         self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
