@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from mtl3d_perception import __version__
 from mtl3d_perception.cli_args import option_for
@@ -32,11 +33,24 @@ DESCRIPTION = ("3D-aware multi-task dense perception (CvM-MTL): make synthetic s
                "evaluate the network, replay rosbags without ROS.")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors print a one-line usage (``mtl3d replay [options] BAG``) instead of
+    every option (replay's generated options fill 20 lines above the error), then the error and where the options
+    are listed; exit status 2, as argparse's."""
+
+    def error(self, message: str) -> NoReturn:
+        positionals = [{"*": "[{} ...]", "?": "[{}]", "+": "{} [...]"}.get(a.nargs, "{}").format(a.metavar or a.dest)
+                       for a in self._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+        commands = [a.metavar for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        usage = " ".join([self.prog, "[options]", *commands, *positionals])
+        self.exit(2, f"usage: {usage}\n{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl3d", description=DESCRIPTION,
-                                     epilog="Run 'mtl3d COMMAND --help' for a command's options.")
+    parser = CommandParser(prog="mtl3d", description=DESCRIPTION,
+                           epilog="Run 'mtl3d COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"mtl3d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module, _parser=p)  # _parser: main words a SettingError with this parser's options

@@ -93,3 +93,21 @@ def test_eval_shows_progress_per_spec_on_a_terminal_only(checkpoint, tmp_path, m
     # the bar counts the spec's 2 samples ("0/2" at least: a run faster than tqdm's refresh interval shows no more)
     assert "eval synthetic:test:1" in runs["terminal"] and re.search(r"\d/2 ", runs["terminal"]), runs["terminal"]
     assert runs["off"] == "" and runs["pipe"] == ""
+
+
+@pytest.mark.parametrize(("argv", "usage", "error"), [
+    (["replay", "bag", "--limit", "abc"], "usage: mtl3d replay [options] BAG",
+     "mtl3d replay: error: argument --limit: invalid int value: 'abc'"),
+    (["train"], "usage: mtl3d train [options] [KEY=VALUE ...]",
+     "mtl3d train: error: the following arguments are required: --config"),
+    (["frobnicate"], "usage: mtl3d [options] COMMAND", "mtl3d: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_three_lines_not_every_option(capsys, argv, usage, error):
+    """An audit: a mistyped value printed replay's 20-line generated usage above the one line that says what is
+    wrong. Now: the short usage, the error, where the options are; exit status 2 as argparse's."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    command = " ".join(["mtl3d", *argv[:1]]) if argv[0] != "frobnicate" else "mtl3d"
+    assert exc.value.code == 2 and len(lines) == 3, lines
+    assert lines[0] == usage and lines[1].startswith(error) and lines[2] == f"(see '{command} --help')"
