@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -366,6 +367,11 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
     assert (c["before_start"], c["images"], c["processed"], c["dropped"], c["no_pose"]) == (3, 2, 2, 0, 0)
     assert any("from 0.25 s to 0.45 s of the bag's 0.700 s" in note for note in s["notes"]), s["notes"]
     assert "3 before --start-offset (not processed)" in (tmp_path / "out" / "report.md").read_text()
+    # the montage's rows are spread over the range, not over the whole bag: both processed frames are shown, as
+    # in a replay of the bag's first two frames
+    replay_bag(bag, tmp_path / "first2", WallStub(2.0), quiet(limit=2))
+    heights = [cv2.imread(str(tmp_path / out / "montage.png")).shape[0] for out in ("out", "first2")]
+    assert heights[0] == heights[1], heights
     with Reader(tmp_path / "out" / OUTPUT_BAG) as reader:
         assert topics.TF_STATIC_TOPIC in {c.topic for c in reader.connections}
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.55))

@@ -104,6 +104,11 @@ class _Replay:
         self.config = model.config
         counts, self.input_qos = bag_index(bag)
         expected = counts.get(o.image_topic) or None
+        if expected and (o.start_offset_s or o.playback_duration_s is not None):  # the images in range, by rate
+            start, end = replay_range(bag, o)
+            first, last = bag_time_range(bag)
+            span = (min(end if end is not None else last, last) - start) / max(last - first, 1)
+            expected = max(1, round(span * (expected - 1)))
         if o.limit is not None:
             expected = o.limit if expected is None else min(expected, o.limit)
         rows = max(1, min(o.montage_frames, expected or o.montage_frames))
