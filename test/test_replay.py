@@ -357,6 +357,19 @@ def test_db3_file_input_and_limit(tmp_path):
     assert (s["counts"]["images"], s["counts"]["dropped"]) == (3, 0)  # images past the limit are not read
 
 
+def test_a_bag_with_static_tf_only_processes_every_frame_single_view(tmp_path):
+    """A user trial: with /tf_static but no /tf each frame waited the 5 s horizon for transforms that could never
+    come, the wait queue overflowed and only the last 30 of 40 frames were processed, the rest in no count. Without a
+    dynamic TF stream a failed lookup is final at once."""
+    full = write_bag(wall_frames(40), tmp_path / "full")
+    bag = tmp_path / "static_only"
+    copy_bag(full, bag, drop={topics.TF_TOPIC})
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    c = s["counts"]
+    assert (c["images"], c["processed"], c["dropped"], c["no_pose"]) == (40, 40, 0, 40), (c, s["dropped_reasons"])
+    assert s["has_tf"] and any("single-view" in w for w in s["warnings"])
+
+
 def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys):
     """ros2 bag play's --start-offset / --playback-duration, from the bag's first message: images logged before the
     range are counted, not run; TF before it is read, so the first frame in range has its pose; an offset past the

@@ -135,3 +135,16 @@ def test_in_order_policy_keeps_order_and_header_problems_do_not_wait():
     job = queue.take(now_ns=1)  # no lookup for a zero stamp: at once, no pose, no TF error
     assert job.frame.header_problem == "zero_stamp" and job.T_world_cam is None and job.tf_error is None
     assert queue.push(_frame(1), 0) == 0 and queue.push(_frame(2), 0) == 0 and queue.push(_frame(3), 0) == 1
+
+
+def test_a_recording_without_dynamic_tf_never_waits():
+    """Static transforms only (a bag with /tf_static and no /tf): nothing can arrive later, so a frame without a pose
+    stops waiting at once instead of after the 5 s horizon; one with a pose from static TF alone is posed."""
+    tf = _Tf()
+    wait = RecordedPoseWait(tf.pose, tf.latest, 0.3, dynamic_tf=False)
+    check = wait.check(_frame(10 * S), 10 * S)
+    assert check.ready and check.pose is None and check.error
+    assert not RecordedPoseWait(tf.pose, tf.latest, 0.3).check(_frame(10 * S), 10 * S).ready  # a /tf stream: waits
+    tf.tf.set_transform_matrix("odom", "base", 0, np.eye(4), is_static=True)
+    posed = wait.check(_frame(10 * S), 10 * S)
+    assert posed.ready and posed.pose is not None

@@ -130,7 +130,7 @@ class _Replay:
         # no count limit: a recording pairs by stamp over its whole length (the horizon bounds memory)
         self.sync = ApproximateTimeSync(2, None, o.sync_slop_s, callback=self._on_pair,
                                         max_age_s=RECORDED_TF_HORIZON_S)
-        self.pose_wait = RecordedPoseWait(self._pose, self._latest, o.tf_timeout_s)
+        self.pose_wait = RecordedPoseWait(self._pose, self._latest, o.tf_timeout_s, dynamic_tf=o.tf_topic in available)
         self.image_kind = resolve_image_kind(o.image_kind, o.image_topic)
         self.cameras = CameraModels()
         self.camera: dict[str, str] = {"image_kind": self.image_kind,
@@ -139,7 +139,7 @@ class _Replay:
         self.now_ns = 0
         self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
-                                  clock=lambda: self.now_ns, on_problem=self._on_problem)
+                                  clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
         self.images = 0
         self.processed = 0
@@ -406,6 +406,10 @@ class _Replay:
             self.writer.close()
         evaluation = self.evaluation
         evaluation.evaluate_ready(self.now_ns, final=True)
+        if overflow := self.driver.queue.overflow:  # the oldest waiting frames, dropped to bound memory
+            self.dropped["tf_wait_overflow"] = overflow
+            self._warn(f"{overflow} frame(s) dropped while waiting for TF: more than {REPLAY_MAX_PENDING} frames waited "
+                       f"at once (the bag's TF lags its images by seconds, up to {RECORDED_TF_HORIZON_S:g} s)")
         unsynced = self.images - self.stats.counts.get("received", 0)
         if unsynced > 0 and not self.done:
             self.dropped["no_camera_info_match"] = unsynced
@@ -485,6 +489,11 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
     replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note
+
+
+# Frames a replay keeps waiting for TF. A recording's frames wait up to RECORDED_TF_HORIZON_S of bag time (the node
+# drops the oldest beyond runtime.driver.MAX_PENDING, 30): 300 holds 5 s of a 60 Hz camera; more are counted as dropped.
+REPLAY_MAX_PENDING = 300
 
 
 def replay_range(bag: str | Path, options: ReplayOptions) -> tuple[int | None, int | None]:

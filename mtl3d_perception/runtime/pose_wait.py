@@ -18,7 +18,9 @@ read. So a frame of a recording waits, in bag time, for as long as the bag can s
   transforms): no pose, now;
 - there is no chain yet (frames unknown or not connected): wait until the bag's transforms are stamped more than
   ``tf_timeout_s`` past the frame (the TF stream moved on without connecting it), or ``horizon_s``;
-- the bag ends: no pose for whatever still waits.
+- the bag ends: no pose for whatever still waits;
+- the recording has no dynamic TF stream at all (``dynamic_tf`` False: static transforms only): nothing can come
+  later, so a failed lookup is final at once.
 """
 
 from __future__ import annotations
@@ -84,11 +86,14 @@ class RecordedPoseWait:
             when there is no chain.
         tf_timeout_s: how far past a frame the bag's TF stamps must be before a frame with no TF chain gives up.
         horizon_s: the most recording time a frame waits after its stamp.
+        dynamic_tf: whether the recording has a dynamic TF stream (``/tf``); without one (``/tf_static`` only) no
+            transform can come later than the frame and nothing waits.
     """
 
     def __init__(self, lookup: PoseLookup, latest: LatestStamp, tf_timeout_s: float, *,
-                 horizon_s: float = RECORDED_TF_HORIZON_S) -> None:
+                 horizon_s: float = RECORDED_TF_HORIZON_S, dynamic_tf: bool = True) -> None:
         self.lookup = lookup
+        self.dynamic_tf = dynamic_tf
         self.latest = latest
         self.tf_timeout_ns = int(tf_timeout_s * 1e9)
         self.horizon_ns = int(max(horizon_s, tf_timeout_s) * 1e9)
@@ -104,7 +109,7 @@ class RecordedPoseWait:
         pose, error = self.lookup(frame)
         if error is None:
             return PoseCheck(True, pose=pose)
-        if end or now_ns - stamp > self.horizon_ns:
+        if end or not self.dynamic_tf or now_ns - stamp > self.horizon_ns:
             return PoseCheck(True, error=error)
         latest = self.latest(frame)
         if latest is None:  # no chain yet: give up once the bag's TF has moved well past the frame
