@@ -9,6 +9,7 @@ The library's errors are caught once, here, and printed as ``ERROR: ...`` with e
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from typing import NoReturn
@@ -46,6 +47,20 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(2, f"usage: {usage}\n{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
 
 
+def unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """argparse's "unrecognized arguments: ..." with the nearest option of ``parser`` for each mistyped flag
+    (``--start-ofset`` -> ``--start-offset``, ``--start_offset`` -> ``--start-offset``)."""
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    hints = []
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        if name.startswith("-"):
+            near = difflib.get_close_matches(name.replace("_", "-"), flags, n=1, cutoff=0.75)
+            if near:
+                hints.append(f"{name}: did you mean {near[0]}?")
+    return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="mtl3d", description=DESCRIPTION,
                            epilog="Run 'mtl3d COMMAND --help' for a command's options.")
@@ -63,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the command's usage and options, not the top level's (argparse reports them at the top)
+        args._parser.error(unrecognized(args._parser, unknown))
     if getattr(args, "_missing", None):
         print(f"ERROR: mtl3d {args.command} is unavailable: {args._missing}", file=sys.stderr)
         return 1

@@ -111,3 +111,35 @@ def test_usage_errors_are_three_lines_not_every_option(capsys, argv, usage, erro
     command = " ".join(["mtl3d", *argv[:1]]) if argv[0] != "frobnicate" else "mtl3d"
     assert exc.value.code == 2 and len(lines) == 3, lines
     assert lines[0] == usage and lines[1].startswith(error) and lines[2] == f"(see '{command} --help')"
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["replay", "bag", "--start-ofset", "1"],
+     "mtl3d replay: error: unrecognized arguments: --start-ofset 1 (--start-ofset: did you mean --start-offset?)"),
+    (["replay", "bag", "--start_offset", "1"],
+     "mtl3d replay: error: unrecognized arguments: --start_offset 1 (--start_offset: did you mean --start-offset?)"),
+    (["eval", "ckpt", "--data", "x", "--wrld-frame", "map"],
+     "mtl3d eval: error: unrecognized arguments: --wrld-frame map (--wrld-frame: did you mean --world-frame?)"),
+])
+def test_a_mistyped_flag_is_named_by_its_command_with_the_nearest_option(capsys, argv, error):
+    """A user trial: an unknown replay flag printed the top level's usage ('mtl3d [options] COMMAND')."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert exc.value.code == 2 and lines[0].startswith(f"usage: mtl3d {argv[0]} [options]") and lines[1] == error
+
+
+def test_none_is_a_value_of_the_options_whose_default_is_none():
+    """The help says "default none": `--playback-duration none` and `--limit none` parse to it."""
+    args = build_parser().parse_args(["replay", "bag", "--playback-duration", "none", "--limit", "None"])
+    assert args.playback_duration_s is None and args.limit is None
+    args = build_parser().parse_args(["replay", "bag", "--playback-duration", "2.5", "--limit", "3"])
+    assert args.playback_duration_s == 2.5 and args.limit == 3
+
+
+def test_eval_takes_a_bags_world_frame_and_depth_camera_info():
+    """A user trial: a bag posed in `map` could not be evaluated (no --world-frame), nor depth whose camera_info is
+    not beside its topic."""
+    args = build_parser().parse_args(["eval", "ckpt", "--data", "bag:b", "--world-frame", "map",
+                                      "--depth-camera-info-topic", "/robot/depth/info"])
+    assert (args.world_frame, args.depth_camera_info_topic) == ("map", "/robot/depth/info")

@@ -336,3 +336,15 @@ def test_camera_effects_apply_to_the_configured_source_kinds_only():
     ds = synthetic(augment=cfg)
     assert ds.sources[0].cfg.kind in cfg.camera.kinds
     assert load_config("config/train/default.yaml").data.augment.camera.enabled
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("world_frame", "/odom", "source world_frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'"),
+    ("image_topic", "/robot/front/image_raw/", "source image_topic '/robot/front/image_raw/' is not a ROS topic name"),
+    ("depth_topic", "/robot//depth", "source depth_topic '/robot//depth' is not a ROS topic name"),
+])
+def test_bag_source_frame_and_topics_are_checked_up_front(field, value, expected):
+    """A user trial: `world_frame=/odom` surfaced tf2's raw exception text for every image; malformed topics read as
+    "not in the bag"."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        SourceConfig(kind="bag", path="b", **{field: value})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -357,6 +358,42 @@ def test_db3_file_input_and_limit(tmp_path):
     assert (s["counts"]["images"], s["counts"]["dropped"]) == (3, 0)  # images past the limit are not read
 
 
+@pytest.mark.parametrize(("info_delay_s", "offset_s", "duration_s"), [
+    (-0.01, 0.308, 0.3),  # the bag starts with frame 0's camera_info, 10 ms early: the range from 0.298 s
+    (0.01, 0.29, 0.215),  # frame 5's camera_info at 0.51 s, past the range's end at 0.505 s
+])
+def test_frames_at_the_edges_of_the_range_keep_their_camera_info(tmp_path, info_delay_s, offset_s, duration_s):
+    """A user trial: camera_info logged 5 ms before its image fell before --start-offset (the first frame dropped as
+    unsynchronised); logged 5 ms after it, past --playback-duration (the last frame in no count). The range selects
+    images; their camera_info, TF and ground truth are read wherever they are logged."""
+    bag = tmp_path / "bag"
+    copy_bag(write_bag(wall_frames(8), tmp_path / "src"), bag, delay_s={topics.CAMERA_INFO_TOPIC: info_delay_s})
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=offset_s, playback_duration_s=duration_s))
+    c = s["counts"]
+    assert (c["before_start"], c["images"], c["processed"], c["dropped"], c["after_end"]) == (3, 3, 3, 0, 2), c
+    assert not s["warnings"], s["warnings"]
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"image_topic": "/robot/front/camera_info"},
+     "image_topic '/robot/front/camera_info' is a camera_info topic; expected the sensor_msgs/Image topic"),
+    ({"tf_topic": "/tf/"}, "tf_topic '/tf/' is not a ROS topic name"),
+    ({"depth_gt_topic": "/robot//depth"}, "depth_gt_topic '/robot//depth' is not a ROS topic name"),
+    ({"depth_gt_camera_info_topic": "/robot/depth/camera_info/"}, "depth_gt_camera_info_topic '/robot/depth/camera_info/'"),
+])
+def test_every_topic_option_is_checked_by_rcls_rule(options, expected):
+    """A user trial: a trailing '/' on --tf-topic silently read no TF; on the ground-truth topics it gave only a
+    note. The image topic naming a camera_info was reported as a problem of the camera_info option the user never set."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        quiet(**options)
+
+
+def test_an_empty_range_says_so(wall_bag, tmp_path):
+    with pytest.raises(BagError, match=r"no frame was processed: no image on /camera/color/image_raw in the range "
+                                       r"\(--start-offset / --playback-duration\); 1 before it, 3 after it"):
+        replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.01, playback_duration_s=0.05))
+
+
 def test_a_bag_with_static_tf_only_processes_every_frame_single_view(tmp_path):
     """A user trial: with /tf_static but no /tf each frame waited the 5 s horizon for transforms that could never
     come, the wait queue overflowed and only the last 30 of 40 frames were processed, the rest in no count. Without a
@@ -378,6 +415,7 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.25, playback_duration_s=0.2))
     c = s["counts"]
     assert (c["before_start"], c["images"], c["processed"], c["dropped"], c["no_pose"]) == (3, 2, 2, 0, 0)
+    assert c["after_end"] == 3 and c["past_limit"] == 0
     assert any("from 0.25 s to 0.45 s of the bag's 0.700 s" in note for note in s["notes"]), s["notes"]
     assert "3 before --start-offset (not processed)" in (tmp_path / "out" / "report.md").read_text()
     # the montage's rows are spread over the range, not over the whole bag: both processed frames are shown, as
@@ -400,7 +438,8 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
     rc = cli.main(["replay", str(bag), "--model", "preset:tiny", "--out", str(tmp_path / "cli"), "--start-offset", "0.45",
                    "--playback-duration", "0.2", "--no-progress"])
     out = capsys.readouterr().out
-    assert rc == 0 and "2 frames processed, 0 dropped (2 images read; 5 before --start-offset (not processed))" in out
+    assert rc == 0 and ("2 frames processed, 0 dropped (2 images read; 5 before --start-offset (not processed); "
+                        "1 after --playback-duration (not processed))") in out
 
 
 def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, tmp_path, capsys):

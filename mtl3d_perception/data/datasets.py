@@ -38,6 +38,7 @@ from mtl3d_perception.classes import IGNORE_INDEX, boundaries_from_semantic
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
+from mtl3d_perception.runtime.params import frame_id_problem, topic_name_problem
 from mtl3d_perception.source_selection import PairingConfig, select_source
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
@@ -115,6 +116,13 @@ class SourceConfig:
         if not 0 < self.max_rotation_deg <= 180:
             msg = f"source max_rotation_deg {self.max_rotation_deg}: expected a number in (0, 180]"
             raise ValueError(msg)
+        if self.kind == "bag" and (reason := frame_id_problem("world_frame", self.world_frame)):  # tf2's rule
+            raise ValueError(f"source {reason}")
+        for name, topic in (("image_topic", self.image_topic), ("camera_info_topic", self.camera_info_topic),
+                            ("depth_topic", self.depth_topic), ("depth_camera_info_topic", self.depth_camera_info_topic),
+                            ("semantic_topic", self.semantic_topic)):
+            if self.kind == "bag" and topic and (reason := topic_name_problem(name, topic)):  # rcl's rule
+                raise ValueError(f"source {reason}")
         for name, bound in (("start", self.start), ("end", self.end)):
             if isinstance(bound, float) and not 0.0 <= bound <= 1.0:
                 msg = (f"frame range {name} {bound}: a fraction (a number with a dot) must lie in [0, 1]; "

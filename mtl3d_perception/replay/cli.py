@@ -32,6 +32,16 @@ TOPICS_AND_FRAMES = ("image_topic", "camera_info_topic", "tf_topic", "tf_static_
                      "depth_gt_camera_info_topic", "semantic_gt_topic", "world_frame", "node_name")
 
 
+def or_none(kind: type) -> Any:
+    """An argparse ``type`` for a setting whose default is none: ``none`` (any case) gives None, as the help's
+    "default none" says, anything else ``kind(text)``; argparse names ``kind`` in its error ("invalid float value")."""
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path, metavar="BAG", help="rosbag2 directory, or a .mcap / .db3 file")
     parser.add_argument("--out", type=Path, default=Path("replay_out"), metavar="DIR", help="output folder; default replay_out")
@@ -45,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=spec.default,
                                help=f"{spec.description}; default {spec.default!r}")
             continue
-        kwargs: dict[str, Any] = {"dest": name, "type": spec.type, "default": spec.default}
+        kwargs: dict[str, Any] = {"dest": name, "type": spec.type if spec.default is not None else or_none(spec.type),
+                                  "default": spec.default}
         if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
             kwargs["choices"] = spec.constraint
         else:

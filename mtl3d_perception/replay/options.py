@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from mtl3d_perception import topics
 from mtl3d_perception.runtime.config import RuntimeConfig, setting
-from mtl3d_perception.runtime.params import node_name_problem
+from mtl3d_perception.runtime.params import node_name_problem, topic_name_problem
 from mtl3d_perception.typed_config import SettingError
 
 REPLAY = ("replay",)
@@ -59,6 +59,9 @@ class ReplayOptions(RuntimeConfig):
             raise SettingError("limit", f"limit must be >= 1, got {self.limit}")
         if reason := node_name_problem("node_name", self.node_name):  # it names the output topics: /NODE_NAME/...
             raise SettingError("node_name", reason)
+        for name in ("tf_topic", "tf_static_topic", "depth_gt_topic", "depth_gt_camera_info_topic", "semantic_gt_topic"):
+            if (value := getattr(self, name)) and (reason := topic_name_problem(name, value)):  # rcl's rule
+                raise SettingError(name, reason)
         if self.montage_frames < 0:
             raise SettingError("montage_frames", f"montage_frames must be >= 0, got {self.montage_frames}")
         if self.compare_single_view and self.single_view:

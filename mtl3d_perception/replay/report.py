@@ -192,10 +192,11 @@ def _json_number(value: Any) -> int | float:
 
 
 def unprocessed_note(counts: dict[str, Any]) -> str:
-    """``"; N before --start-offset (not processed); M read ahead past --limit (not processed)"``, each part when
-    its count (``before_start``, ``past_limit``) is > 0; ``""`` when neither is."""
-    parts = [(counts.get("before_start", 0), "before --start-offset"), (counts.get("past_limit", 0),
-                                                                        "read ahead past --limit")]
+    """``"; N before --start-offset (not processed); ..."``: the images outside a replay's range (``before_start``,
+    ``after_end``) and those read ahead past ``--limit`` (``past_limit``), each part when its count is > 0."""
+    parts = [(counts.get("before_start", 0), "before --start-offset"),
+             (counts.get("after_end", 0), "after --playback-duration"),
+             (counts.get("past_limit", 0), "read ahead past --limit")]
     return "".join(f"; {n} {what} (not processed)" for n, what in parts if n)
 
 

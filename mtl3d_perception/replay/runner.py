@@ -147,7 +147,8 @@ class _Replay:
         self.counts = {"no_pose": 0}
         self.past_limit = 0  # images read but left unprocessed because --limit was reached first
         self.before_start = 0  # images logged before --start-offset: read for nothing but their TF
-        self.ended = False  # past --playback-duration: reading goes on only for ground truth still awaited
+        self.ended = False  # past --playback-duration: no more images are read; the rest is, for the frames in range
+        self.total_images = counts.get(o.image_topic, 0)  # in the whole bag (its index), for the count after the range
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
         self._first_bad_input: dict[str, str] = {}  # bad-input kind -> the warning of its first dropped frame
@@ -167,7 +168,12 @@ class _Replay:
 
     @property
     def done(self) -> bool:
-        return self.ended or (self.o.limit is not None and self.processed >= self.o.limit)
+        return self.o.limit is not None and self.processed >= self.o.limit
+
+    @property
+    def in_range_pending(self) -> bool:
+        """Whether frames of the range still wait: images for their camera_info, frames for TF, ground truth."""
+        return bool(self.sync.queues[0]) or len(self.driver.queue) > 0 or bool(self.evaluation.waiting)
 
     def feed_before_start(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message logged before ``--start-offset``: TF goes into the buffer (the first frames in range
@@ -177,6 +183,8 @@ class _Replay:
             if static:
                 self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
             self._add_tf(msg, static=static)
+        elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
+            self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
         elif topic == self.o.image_topic:
             self.before_start += 1
 
@@ -437,7 +445,9 @@ class _Replay:
             "depth_confidence": self.pipeline.has_depth_confidence,
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), "past_limit": self.past_limit,
-                       "before_start": self.before_start, **self.counts,
+                       "before_start": self.before_start,
+                       "after_end": self.total_images - self.before_start - self.images if self.ended else 0,
+                       **self.counts,
                        "time_jumps": self.stats.counts.get("time_jumps", 0)},
             "dropped_reasons": dict(self.dropped),
             # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
@@ -517,7 +527,7 @@ def replay_range(bag: str | Path, options: ReplayOptions) -> tuple[int | None, i
 def range_note(bag: str | Path, options: ReplayOptions) -> str:
     """How much of the bag a ranged replay covers, for the report's notes."""
     first, last = bag_time_range(bag)
-    end = "its end" if options.playback_duration_s is None else f"{options.start_offset_s + options.playback_duration_s:g} s"
+    end = "the end" if options.playback_duration_s is None else f"{options.start_offset_s + options.playback_duration_s:g} s"
     return (f"replayed the images logged from {options.start_offset_s:g} s to {end} of the bag's "
             f"{(last - first) * 1e-9:.3f} s (--start-offset / --playback-duration); TF before the range was read")
 
@@ -566,8 +576,12 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
             if start_ns is not None and t_ns < start_ns:
                 state.feed_before_start(topic, t_ns, msg)
                 continue
-            if end_ns is not None and t_ns > end_ns:
+            if end_ns is not None and t_ns > end_ns:  # past the range: its frames' camera_info, TF, ground truth
                 state.ended = True
+                if topic == options.image_topic:
+                    continue
+                if not state.in_range_pending:
+                    break
             if not state.done:
                 state.feed(topic, t_ns, msg)
             elif not state.feed_after_limit(topic, t_ns, msg):
@@ -592,6 +606,10 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
 def _why_nothing(summary: dict[str, Any]) -> str:
     """Why a replay processed no frame, from its summary."""
     topic, images = summary["topics"]["image"], summary["counts"]["images"]
+    outside = summary["counts"].get("before_start", 0) + summary["counts"].get("after_end", 0)
+    if images == 0 and outside:
+        return (f"no image on {topic} in the range (--start-offset / --playback-duration); "
+                f"{summary['counts']['before_start']} before it, {summary['counts']['after_end']} after it")
     if images == 0:
         return f"no message on {topic}"
     reasons = ", ".join(f"{reason} {n}" for reason, n in summary["dropped_reasons"].items())

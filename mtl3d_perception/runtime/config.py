@@ -134,6 +134,9 @@ class RuntimeConfig:
             if (value := self.get(name)) and (reason := topic_name_problem(name, value)):
                 raise SettingError(name, reason)
         if self.camera_info_input() == self.image_topic:
+            if not self.camera_info_topic:  # image_topic names the camera_info itself (".../camera_info")
+                raise SettingError("image_topic", f"image_topic {self.image_topic!r} is a camera_info topic; expected "
+                                   "the sensor_msgs/Image topic (its camera_info is read beside it)")
             raise SettingError("camera_info_topic", f"camera_info_topic {self.camera_info_topic!r} is the image "
                                "topic; expected the sensor_msgs/CameraInfo topic published beside it")
         for name, reason in (("world_frame", frame_id_problem("world_frame", self.world_frame)),  # tf2's rule

@@ -24,8 +24,14 @@ from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
-# The bag source's topic fields a recording may name differently (a RealSense's depth: /camera/depth/image_rect_raw).
-BAG_TOPIC_DEFAULTS = {name: getattr(SourceConfig(), name) for name in ("image_topic", "camera_info_topic", "depth_topic")}
+# The bag source's topic and frame fields a recording may name differently (a RealSense's depth:
+# /camera/depth/image_rect_raw in its own frame with its own camera_info; a robot's world frame: map).
+BAG_TOPIC_DEFAULTS = {name: getattr(SourceConfig(), name) for name in (
+    "image_topic", "camera_info_topic", "depth_topic", "depth_camera_info_topic", "world_frame")}
+BAG_TOPIC_HELP = {"depth_topic": "; '' for none", "camera_info_topic": ": the one beside --image-topic",
+                  "depth_camera_info_topic": ": the one beside --depth-topic (for depth in another frame than the "
+                                             "image's, reprojected into the colour camera)",
+                  "world_frame": ": the fixed frame TF poses the images in"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="montage PNGs per SPEC and mode (default: 2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar per SPEC on a terminal")
-    bag = parser.add_argument_group("bag topics (bag:... specs; defaults: the topics mtl3d bag writes)")
+    bag = parser.add_argument_group("bag topics and frame (bag:... specs; defaults: what mtl3d bag writes)")
     for name, default in BAG_TOPIC_DEFAULTS.items():
-        bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="TOPIC",
-                         help=f"default {default!r}" + {"depth_topic": "; '' for none",
-                                                         "camera_info_topic": ": the one beside --image-topic"}.get(name, ""))
+        bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="FRAME" if name == "world_frame" else "TOPIC",
+                         help=f"default {default!r}{BAG_TOPIC_HELP.get(name, '')}")
 
 
 def two_view_source(source, gap: int | None):
@@ -89,8 +94,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out`` (montage PNGs of
     an earlier evaluation there are removed first).
 
-    ``progress``: a progress bar per data spec (on a terminal only). ``bag_topics``: ``image_topic``,
-    ``camera_info_topic`` and ``depth_topic`` for the ``bag:`` specs (default: the source's defaults).
+    ``progress``: a progress bar per data spec (on a terminal only). ``bag_topics``: the ``BAG_TOPIC_DEFAULTS``
+    fields (``image_topic``, ``camera_info_topic``, ``depth_topic``, ``depth_camera_info_topic``, ``world_frame``)
+    for the ``bag:`` specs (default: the source's defaults).
 
     Raises:
         ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
