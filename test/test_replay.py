@@ -388,6 +388,32 @@ def test_every_topic_option_is_checked_by_rcls_rule(options, expected):
         quiet(**options)
 
 
+def test_a_ground_truth_topic_of_the_wrong_kind_is_refused_up_front(wall_bag, tmp_path):
+    """A user trial: the semantic labels given as --depth-gt-topic gave one warning per frame (5 shown) and a report
+    saying "ground truth: depth yes"."""
+    with pytest.raises(BagError, match=r"--depth-gt-topic /gt/semantic holds 'mono8' images; expected depth \(32FC1 "
+                                       r"metres or 16UC1 millimetres"):
+        check_inputs(wall_bag, tmp_path / "out", quiet(depth_gt_topic=topics.GT_SEMANTIC_TOPIC))
+
+
+def test_the_report_says_how_many_frames_each_ground_truth_scored(tmp_path):
+    """A user trial: depth in another frame without its camera_info was never scored, yet the report said
+    "ground truth: depth yes" and compared normals with it."""
+    bag = write_bag(wall_frames(4), tmp_path / "bag")
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    assert s["ground_truth_frames"] == {"depth": 4, "semantic": 4}
+    assert "- ground truth: depth 4 of 4 frames, semantic 4 of 4 frames; normals are compared" in \
+        (tmp_path / "out" / "report.md").read_text()
+    other = tmp_path / "other_frame"
+    copy_bag(bag, other, edit=lambda topic, i, msg: (setattr(msg.header, "frame_id", "depth_optical") or msg)
+             if topic == topics.GT_DEPTH_TOPIC else msg)
+    s = replay_bag(other, tmp_path / "out2", WallStub(2.0), quiet(depth_gt_camera_info_topic="/depth/info"))
+    assert s["ground_truth_frames"]["depth"] == 0
+    report = (tmp_path / "out2" / "report.md").read_text()
+    assert "- ground truth: depth in the bag but no frame scored with it (see the warnings), semantic 4 of 4" in report
+    assert "normals are compared" not in report
+
+
 def test_an_empty_range_says_so(wall_bag, tmp_path):
     with pytest.raises(BagError, match=r"no frame was processed: no image on /camera/color/image_raw in the range "
                                        r"\(--start-offset / --playback-duration\); 1 before it, 3 after it"):

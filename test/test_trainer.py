@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mtl3d_perception.data.bag import BagError
 from mtl3d_perception.data.synthetic import GENERATOR_VERSION, scene_provenance
 from mtl3d_perception.model import ConfigError, load_checkpoint
 from mtl3d_perception.source_selection import PairingConfig
@@ -225,7 +226,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert meta["step"] == 3
 
 
-def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, tmp_path):
+def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, tmp_path, caplog):
     """An audit: `mtl3d info` of a fine-tuned checkpoint listed only the fine-tuning's own sources (not what its init
     checkpoint was trained on), and "tasks depth" for a bag whose depth topic was absent: no frame had depth."""
     from helpers import render_frames
@@ -238,7 +239,9 @@ def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, t
     bag = write_bag(render_frames(3, 6, (64, 48)), tmp_path / "bag")
     source = (f"data.train=[{{kind: bag, path: {bag}, depth_topic: /not/recorded, tasks: [depth, normals]}}, "
               "{kind: synthetic, split: train, num_scenes: 1, frames_per_scene: 4, tasks: [semantic]}]")
-    trainer = Trainer(smoke(tmp_path / "run", source, f"model.init_checkpoint={init}", "steps=1", "eval_every=0"))
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(smoke(tmp_path / "run", source, f"model.init_checkpoint={init}", "steps=1", "eval_every=0"))
+    assert f"data.train.0 (bag {bag}): tasks ['depth', 'normals'] have no labels in its data" in caplog.text
     assert [ds.labelled_tasks for ds in trainer.train_set.sources] == [(), ("semantic",)]
     assert trainer.train_set[0].valid["depth"].sum() == 0  # the bag's samples carry no depth label
     trainer.fit()
@@ -250,6 +253,11 @@ def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, t
     text = format_info(describe(str(tmp_path / "run" / "checkpoints" / "last.safetensors")))
     assert f"bag {bag}, no labels" in text
     assert f"  - before fine-tuning, last.safetensors {digest}, synthetic train split, 2 scenes x 8 frames" in text
+    # a label topic of another kind: named up front, not in a data-loader worker's traceback
+    with pytest.raises(BagError, match=rf"{bag}: depth_topic /gt/semantic holds 'mono8' images; expected "
+                                       r"depth \(32FC1 metres or 16UC1 millimetres: 32FC1, 16UC1, mono16\)"):
+        Trainer(smoke(tmp_path / "run3", f"data.train=[{{kind: bag, path: {bag}, depth_topic: /gt/semantic, "
+                                         "tasks: [depth]}]"))
     # a run whose only source has no label its loss weighs: refused once the data shows it, before any step
     with pytest.raises(ConfigError, match=r"nothing to learn: .*the sources' tasks: \[\['depth'\]\], the labels "
                                           r"their data holds: \[\[\]\]\)"):

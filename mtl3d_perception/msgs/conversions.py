@@ -362,6 +362,10 @@ def make_compressed_image(types: Any, header: Any, rgb: np.ndarray, fmt: str = "
     return cls(header=header, format=f"rgb8; {fmt} compressed bgr8", data=_uint8_field(cls, encoded.tobytes()))
 
 
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")  # REP 118: metres, millimetres (mono16: some drivers' 16UC1)
+LABEL_ENCODINGS = ("mono8", "8UC1")  # class ids
+
+
 def depth_image_to_metres(msg: Any) -> np.ndarray:
     """A depth image (REP 118: ``32FC1`` metres or ``16UC1`` / ``mono16`` millimetres, 0 invalid) -> ``[H,W]``
     float32 metres, NaN invalid (non-positive and non-finite values included).
@@ -374,7 +378,7 @@ def depth_image_to_metres(msg: Any) -> np.ndarray:
     if msg.encoding == "32FC1":
         d = image_to_array(msg).astype(np.float32)
         return np.where(valid_depth(d), d, np.float32(np.nan))
-    if msg.encoding in ("16UC1", "mono16"):
+    if msg.encoding in DEPTH_ENCODINGS:
         return depth_from_mm(image_to_array(msg))
     raise ValueError(f"depth images must be 32FC1 (m) or 16UC1 (mm), got {msg.encoding!r}")
 
@@ -385,7 +389,7 @@ def label_image_to_ids(msg: Any) -> np.ndarray:
     Raises:
         ValueError: another encoding.
     """
-    if msg.encoding not in ("mono8", "8UC1"):
+    if msg.encoding not in LABEL_ENCODINGS:
         raise ValueError(f"semantic labels must be mono8 class ids, got {msg.encoding!r}")
     return image_to_array(msg).astype(np.uint8)
 

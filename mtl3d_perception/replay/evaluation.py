@@ -272,6 +272,7 @@ class ReplayEvaluation:
         self.gt: dict[str, OrderedDict[int, np.ndarray]] = {kind: OrderedDict() for kind in _DECODERS}
         self.gt_frame_ids: dict[str, OrderedDict[int, str]] = {kind: OrderedDict() for kind in _DECODERS}
         self.waiting: deque[dict[str, Any]] = deque()  # processed frames waiting for their ground truth
+        self.scored = {"depth": 0, "semantic": 0}  # frames scored with each ground truth
         self.records: list[dict[str, Any]] = []
 
     def add_ground_truth(self, kind: str, msg: Any) -> None:
@@ -348,6 +349,8 @@ class ReplayEvaluation:
         gt: GroundTruth | None = gt_from_messages(frame.K, frame.size, self._depth_gt(frame),
                                                   self._gt("semantic", frame.stamp_ns))
         record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.T_world_cam is not None}
+        for kind in self.scored:
+            self.scored[kind] += gt is not None and getattr(gt, kind) is not None
         for mode, products in item["results"].items():
             values = self.evaluators[mode].add(products, frame.T_world_cam, gt)
             values["latency_ms"] = {k: v * 1e3 for k, v in products.timings.items()}

@@ -191,6 +191,18 @@ def _json_number(value: Any) -> int | float:
     return int(value) if isinstance(value, np.integer) else float(value)
 
 
+def ground_truth_note(s: dict[str, Any], kind: str) -> str:
+    """``no`` (not in the bag), ``N of M frames`` scored with it, or why none was although the bag has it."""
+    if not s["ground_truth"][kind]:
+        return "no"
+    n = s.get("ground_truth_frames", {}).get(kind)
+    if n is None:  # a summary from before the count
+        return "yes"
+    if n == 0:
+        return "in the bag but no frame scored with it (see the warnings)"
+    return f"{n} of {s['counts']['processed']} frames"
+
+
 def unprocessed_note(counts: dict[str, Any]) -> str:
     """``"; N before --start-offset (not processed); ..."``: the images outside a replay's range (``before_start``,
     ``after_end``) and those read ahead past ``--limit`` (``past_limit``), each part when its count is > 0."""
@@ -252,9 +264,9 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
         *([f"- bad input (as /diagnostics counts it; dropped or kept): "
            f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
-        f"- ground truth: depth {'yes' if s['ground_truth']['depth'] else 'no'}, "
-        f"semantic {'yes' if s['ground_truth']['semantic'] else 'no'}"
-        + ("; normals are compared with normals computed from the smoothed GT depth" if s["ground_truth"]["depth"] else ""),
+        f"- ground truth: depth {ground_truth_note(s, 'depth')}, semantic {ground_truth_note(s, 'semantic')}"
+        + ("; normals are compared with normals computed from the smoothed GT depth"
+           if s.get("ground_truth_frames", {}).get("depth") else ""),
     ]
     lines += [f"- note: {note}" for note in s["notes"]]
     if not s["has_tf"]:

@@ -36,7 +36,7 @@ from mtl3d_perception.data.bag import (
     resolve_image_topic,
     typestore,
 )
-from mtl3d_perception.data.sources.bag import colour_from_depth
+from mtl3d_perception.data.sources.bag import check_label_encoding, colour_from_depth
 from mtl3d_perception.geometry import reproject_depth
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
@@ -442,6 +442,7 @@ class _Replay:
             "camera": dict(self.camera),
             "has_tf": self.has_tf,
             "ground_truth": {"depth": o.depth_gt_topic in self.available, "semantic": o.semantic_gt_topic in self.available},
+            "ground_truth_frames": dict(evaluation.scored),  # frames scored with each (0: in the bag, none usable)
             "depth_confidence": self.pipeline.has_depth_confidence,
             "counts": {"images": self.images, "processed": self.processed,
                        "dropped": sum(self.dropped.values()), "past_limit": self.past_limit,
@@ -496,6 +497,16 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
                                  (options.semantic_gt_topic, "ground-truth semantic", "sensor_msgs/msg/Image")):
         if topic in available:  # optional topics, but one of the wrong type is a mistake worth stopping for
             check_topic_type(bag, available, topic, what, (msgtype,))
+    for topic, kind, flag in ((options.depth_gt_topic, "depth", "--depth-gt-topic"),
+                              (options.semantic_gt_topic, "semantic", "--semantic-gt-topic")):
+        if topic in available:  # a colour or label topic given as depth: say so now, not once per frame
+            messages = read_bag(bag, [topic])
+            try:
+                first = next(messages, None)
+            finally:
+                messages.close()
+            if first is not None:
+                check_label_encoding(bag, topic, kind, first[2].encoding, flag)
     replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note

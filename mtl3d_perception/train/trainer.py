@@ -327,6 +327,12 @@ class Trainer:
                         if dc.val and cfg.eval_every > 0 else None)
         # again with the labels the data holds (a bag without its depth topic labels no depth)
         check_learns(cfg, [ds.labelled_tasks for ds in self.train_set.sources])
+        for i, ds in enumerate(self.train_set.sources):  # a task asked for whose labels the data lacks is not learnt
+            unlabelled = [t for t in ds.cfg.tasks if t not in ds.labelled_tasks and cfg.loss.weights.get(t, 0.0) > 0]
+            if unlabelled:
+                log.warning("data.train.%d (%s %s): tasks %s have no labels in its data (a bag's depth_topic or "
+                            "semantic_topic absent, a folder without depth/ or semantic/): not supervised from it",
+                            i, ds.cfg.kind, ds.cfg.path or ds.cfg.split, unlabelled)
         for which, dataset in (("train", self.train_set), ("val", self.val_set)):
             for i, ds in enumerate(dataset.sources if dataset is not None else ()):
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames

@@ -54,6 +54,8 @@ from mtl3d_perception.data.sequence import SequenceFrame
 from mtl3d_perception.geometry import invert_se3, is_registered, reproject_depth
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.conversions import (
+    DEPTH_ENCODINGS,
+    LABEL_ENCODINGS,
     camera_info_to_K,
     depth_image_to_metres,
     label_image_to_ids,
@@ -80,6 +82,16 @@ def colour_from_depth(tf: TransformBuffer, world_frame: str, T_world_cam: np.nda
         TransformException: TF cannot give ``world_frame <- depth_frame`` at ``depth_stamp_ns``.
     """
     return invert_se3(T_world_cam) @ tf.lookup_matrix(world_frame, depth_frame, depth_stamp_ns)
+
+
+def check_label_encoding(path: str | Path, topic: str, kind: str, encoding: str, option: str = "") -> None:
+    """Raise BagError unless a ``depth`` topic's ``encoding`` is a depth one (REP 118) or a ``semantic`` one's class
+    ids; ``option`` names the setting that chose the topic (default ``{kind}_topic``)."""
+    expected = DEPTH_ENCODINGS if kind == "depth" else LABEL_ENCODINGS
+    if encoding not in expected:
+        what = "32FC1 metres or 16UC1 millimetres" if kind == "depth" else "mono8 class ids"
+        raise BagError(f"{path}: {option or kind + '_topic'} {topic} holds {encoding!r} images; expected {kind} "
+                       f"({what}: {', '.join(expected)}); is it the right topic?")
 
 
 def _nearest(stamps: list[int], t_ns: int, max_dt_ns: int) -> int | None:
@@ -164,6 +176,8 @@ class BagFrames:
                 images.append((t_log, stamp_to_ns(msg.header.stamp), msg.header.frame_id))
             else:
                 kind = "depth" if topic == self.depth_topic else "semantic"
+                if not extra[kind]:  # the first message: a wrong topic fails here, not in a training worker later
+                    check_label_encoding(self.path, topic, kind, msg.encoding)
                 extra[kind].append((stamp_to_ns(msg.header.stamp), t_log, msg.header.frame_id, (msg.width, msg.height)))
         self.projected_rotations = tf.projected_rotations
         if not images:
