@@ -411,7 +411,7 @@ def test_bag_without_the_pose_says_which_frames_it_has(tmp_path, scene):
     frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=None, K=K, T_world_cam=T)
               for i, (T, r) in enumerate(zip(path, renders))]
     bag = write_bag(frames, tmp_path / "bag")
-    with pytest.raises(BagError, match=r"none of 6 images has a pose in 'map' from TF .* TF frames in the bag: "
+    with pytest.raises(BagError, match=r"none of 6 images has a pose in world_frame 'map' from TF .* TF frames in the bag: "
                                        r"base_link, camera_color_optical_frame, odom"):
         BagFrames(bag, world_frame="map")
 

@@ -253,6 +253,9 @@ def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, t
     text = format_info(describe(str(tmp_path / "run" / "checkpoints" / "last.safetensors")))
     assert f"bag {bag}, no labels" in text
     assert f"  - before fine-tuning, last.safetensors {digest}, synthetic train split, 2 scenes x 8 frames" in text
+    # a source that cannot be opened is named by its config key, so the user knows which keys to change
+    with pytest.raises(BagError, match=rf"^data.val.0 \(bag\): {bag}: none of 6 images has a pose in world_frame 'map'"):
+        Trainer(smoke(tmp_path / "run4", "eval_every=1", f"data.val=[{{kind: bag, path: {bag}, world_frame: map}}]"))
     # a label topic of another kind: named up front, not in a data-loader worker's traceback
     with pytest.raises(BagError, match=rf"{bag}: depth_topic /gt/semantic holds 'mono8' images; expected "
                                        r"depth \(32FC1 metres or 16UC1 millimetres: 32FC1, 16UC1, mono16\)"):

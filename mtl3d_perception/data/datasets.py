@@ -565,12 +565,22 @@ class MultiSourceDataset(Dataset):
 
 
 def build_dataset(sources: list[SourceConfig], *, image_size: tuple[int, int], num_views: int = 2,
-                  augment: AugmentConfig | None = None, label_regime: str = "full", seed: int = 0
-                  ) -> MultiSourceDataset:
-    """All ``sources`` as one dataset of B=1 :class:`MultiViewBatch` samples at ``image_size`` (W, H)."""
-    return MultiSourceDataset([
-        build_source(s, image_size=image_size, num_views=num_views, augment=augment,
-                     label_regime=label_regime, seed=seed + 1000 * i)
-        for i, s in enumerate(sources)
-    ])
+                  augment: AugmentConfig | None = None, label_regime: str = "full", seed: int = 0,
+                  name: str = "") -> MultiSourceDataset:
+    """All ``sources`` as one dataset of B=1 :class:`MultiViewBatch` samples at ``image_size`` (W, H).
+
+    ``name``: the config key of the list (``data.train``); a source that cannot be opened raises its reader's own
+    error (ValueError, OSError, RuntimeError) with ``NAME.INDEX (KIND): `` put before the message, so a config of several sources says
+    which one and which keys to change (``data.train.0.image_topic``); RuntimeError too (a bag's ``BagError``).
+    """
+    built = []
+    for i, s in enumerate(sources):
+        try:
+            built.append(build_source(s, image_size=image_size, num_views=num_views, augment=augment,
+                                      label_regime=label_regime, seed=seed + 1000 * i))
+        except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: data.bag.BagError
+            if name and len(exc.args) == 1 and isinstance(exc.args[0], str):  # the same type, the key in front
+                exc.args = (f"{name}.{i} ({s.kind}): {exc.args[0]}",)
+            raise
+    return MultiSourceDataset(built)
 

@@ -322,8 +322,9 @@ class Trainer:
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
         dc = cfg.data
         self.train_set = build_dataset(dc.train, image_size=self.image_size, num_views=dc.num_views,
-                                       augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed)
-        self.val_set = (build_dataset(dc.val, image_size=self.image_size, num_views=dc.num_views, seed=cfg.seed)
+                                       augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed, name="data.train")
+        self.val_set = (build_dataset(dc.val, image_size=self.image_size, num_views=dc.num_views, seed=cfg.seed,
+                                      name="data.val")
                         if dc.val and cfg.eval_every > 0 else None)
         # again with the labels the data holds (a bag without its depth topic labels no depth)
         check_learns(cfg, [ds.labelled_tasks for ds in self.train_set.sources])

@@ -239,7 +239,7 @@ class BagFrames:
             self.semantic_refs.append(None if s is None else extra["semantic"][s][1::-1])
         if not poses:
             frames = sorted(tf.all_frames())
-            raise BagError(f"{self.path}: none of {len(images)} images has a pose in {world_frame!r} from TF "
+            raise BagError(f"{self.path}: none of {len(images)} images has a pose in world_frame {world_frame!r} from TF "
                            f"(first failure: {first_error}); TF frames in the bag: {', '.join(frames) or 'none'}. "
                            f"The bag has: {describe_topics(available)}")
         if self.depth_topic and extra["depth"] and not depth_matched:  # labels that would silently be absent
