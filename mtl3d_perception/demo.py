@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     remove_earlier_demo({seq_dir: set(SEQUENCE_PARTS), bag_dir: {"metadata.yaml", f"{bag_dir.name}.mcap"}})
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    model, description = load_model(args.model, device=device)
+    model, description = load_model(args.model, device=device, name="--model")
 
     scenes = scene_provenance()  # a seed's scene depends on these: say which scene the figures are on
     print(f"[1/3] rendering {args.frames} frames {W}x{H} of synthetic scene {seed} (generator v{scenes['generator']}, "

@@ -143,3 +143,18 @@ def test_eval_takes_a_bags_world_frame_and_depth_camera_info():
     args = build_parser().parse_args(["eval", "ckpt", "--data", "bag:b", "--world-frame", "map",
                                       "--depth-camera-info-topic", "/robot/depth/info"])
     assert (args.world_frame, args.depth_camera_info_topic) == ("map", "/robot/depth/info")
+
+
+def test_model_errors_name_the_flag_and_info_takes_the_preset_spelling(capsys, tmp_path):
+    """A user trial: `mtl3d replay --model MISSING` said "model_path ..." (the node's parameter, not the flag typed);
+    `mtl3d info preset:tiny` (the spelling --model takes) was an unknown preset."""
+    from helpers import render_frames
+
+    from mtl3d_perception.data.bag import write_bag
+
+    bag = write_bag(render_frames(1, 2, (64, 48)), tmp_path / "bag")
+    assert cli_main(["replay", str(bag), "--model", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR: --model '" in err and "is not a file; expected a .safetensors checkpoint" in err
+    assert cli_main(["info", "preset:tiny"]) == 0
+    assert capsys.readouterr().out.startswith("model: tiny (tiny)")

@@ -442,6 +442,7 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
     c = s["counts"]
     assert (c["before_start"], c["images"], c["processed"], c["dropped"], c["no_pose"]) == (3, 2, 2, 0, 0)
     assert c["after_end"] == 3 and c["past_limit"] == 0
+    assert s["range_s"] == {"start_offset": 0.25, "playback_duration": 0.2}
     assert any("from 0.25 s to 0.45 s of the bag's 0.700 s" in note for note in s["notes"]), s["notes"]
     assert "3 before --start-offset (not processed)" in (tmp_path / "out" / "report.md").read_text()
     # the montage's rows are spread over the range, not over the whole bag: both processed frames are shown, as
@@ -472,6 +473,9 @@ def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, t
     """With a world frame the TF never has, each frame waits for its pose while later images are read; at --limit
     those were reported as dropped ('3 processed, 3 dropped'). They are counted apart, as read ahead."""
     s = replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(limit=2, world_frame="map"))
+    # the warning lists the TF frames there are, as training's error does (a user trial: it named none)
+    assert any("Check --world-frame and the bag's TF tree (its frames so far: base_link, camera_color_optical_frame, "
+               "odom)" in w for w in s["warnings"]), s["warnings"]
     c = s["counts"]
     assert c["processed"] == 2 and c["dropped"] == 0 and "limit" not in s["dropped_reasons"]
     assert c["past_limit"] == c["images"] - 2 > 0

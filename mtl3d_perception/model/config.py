@@ -181,6 +181,10 @@ def preset_dirs() -> list[Path]:
     return share_candidates("config", "model")
 
 
+# How the runtime (``model_path``), ``mtl3d replay --model`` and ``mtl3d info`` name a preset's random-weight network.
+PRESET_PREFIX = "preset:"
+
+
 def available_presets() -> list[str]:
     names: set[str] = set()
     for d in preset_dirs():

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtl3d_perception.model.config import available_presets
+from mtl3d_perception.model.config import PRESET_PREFIX, available_presets
 from mtl3d_perception.model.cvm import STRIDE
 
 
@@ -132,6 +132,9 @@ def _load(spec: str):
 
 
 def describe(spec: str) -> dict:
+    """What ``mtl3d info SPEC`` prints, as a dict: a preset (``NAME`` or ``preset:NAME``, as ``model_path`` takes it),
+    a model YAML or a checkpoint."""
+    spec = spec.removeprefix(PRESET_PREFIX)
     model, meta = _load(spec)
     cfg = model.config
     info = {

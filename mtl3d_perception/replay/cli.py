@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     options = options_from_args(args, device)
     check_inputs(args.bag, args.out, options)  # a bad bag, topic or output folder fails before the model is loaded
-    model, description = load_model(options.model_path, device=device)
+    model, description = load_model(options.model_path, device=device, name="--model")
     summary = replay_bag(args.bag, args.out, model, options, model_description=description)
     print_summary(summary)
     return 0

@@ -326,7 +326,8 @@ class _Replay:
                 f"{message.split('; single-view')[0]}; such frames run single-view. Replay waits for TF as long as "
                 f"the bag can deliver it: up to {RECORDED_TF_HORIZON_S:g} s of recording, or, with no TF path from "
                 f"{o.world_frame} to the camera, until the bag's TF is --tf-timeout ({o.tf_timeout_s:g} s) past the "
-                "frame. Check --world-frame and the bag's TF tree"))
+                f"frame. Check --world-frame and the bag's TF tree (its frames so far: "
+                f"{', '.join(sorted(self.tf.core.all_frames())) or 'none'})"))
         elif kind == "header":
             self._warn_once(message, message)
         else:
@@ -437,7 +438,11 @@ class _Replay:
             "node_name": o.node_name,
             "world_frame": o.world_frame,
             "topics": {"image": o.image_topic, "camera_info": o.camera_info_topic, "tf": o.tf_topic,
-                       "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic, "semantic_gt": o.semantic_gt_topic},
+                       "tf_static": o.tf_static_topic, "depth_gt": o.depth_gt_topic,
+                       "depth_gt_camera_info": self.depth_gt_info_topic, "semantic_gt": o.semantic_gt_topic},
+            # the range of images processed, seconds from the bag's first message (ros2 bag play's); None: all
+            "range_s": None if not (o.start_offset_s or o.playback_duration_s is not None) else
+            {"start_offset": o.start_offset_s, "playback_duration": o.playback_duration_s},
             "image_type": self.available[o.image_topic],
             "camera": dict(self.camera),
             "has_tf": self.has_tf,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtl3d_perception import topics
+from mtl3d_perception.model.config import PRESET_PREFIX
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS
 from mtl3d_perception.runtime.history import SINGLE_VIEW_MODE, PairingConfig
 from mtl3d_perception.runtime.params import DEVICES, device_problem, frame_id_problem, topic_name_problem
@@ -62,7 +63,7 @@ class RuntimeConfig:
     """Settings of the perception runtime, shared by the node (as parameters) and replay (as options)."""
 
     model_path: str = setting("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; "
-                                  "'preset:NAME' = random weights", read_only=True)
+                                  f"'{PRESET_PREFIX}NAME' = random weights", read_only=True)
     device: str = setting("auto", f"torch device: {DEVICES}", read_only=True)
     num_threads: int = setting(1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold "
                                   "cores)", read_only=True, constraint=(0, MAX_NUM_THREADS))

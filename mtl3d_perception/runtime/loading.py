@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.model.config import PRESET_PREFIX
 from mtl3d_perception.resources import share_candidates
 from mtl3d_perception.runtime.params import device_problem
 from mtl3d_perception.typed_config import SettingError
 
 DEFAULT_CHECKPOINT = "default.safetensors"
-PRESET_PREFIX = "preset:"
 
 
 def default_model_path() -> Path:
@@ -57,8 +57,9 @@ def resolve_device(device: str) -> str:
     return str(dev)
 
 
-def load_model(model_path: str, *, device: str = "cpu", log: Any = None) -> tuple[Any, str]:
-    """The network for ``model_path`` (see the module docstring) on ``device``, and a one-line description.
+def load_model(model_path: str, *, device: str = "cpu", log: Any = None, name: str = "model_path") -> tuple[Any, str]:
+    """The network for ``model_path`` (see the module docstring) on ``device``, and a one-line description; ``name``
+    is what the caller calls the setting in errors (the node's parameter ``model_path``, ``mtl3d``'s ``--model``).
 
     Raises:
         FileNotFoundError: no such checkpoint (or no default one).
@@ -75,7 +76,7 @@ def load_model(model_path: str, *, device: str = "cpu", log: Any = None) -> tupl
     else:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
-            raise FileNotFoundError(f"model_path {str(path)!r} is not a file; expected a .safetensors checkpoint, "
+            raise FileNotFoundError(f"{name} {str(path)!r} is not a file; expected a .safetensors checkpoint, "
                                     f"'' for the shipped default or '{PRESET_PREFIX}NAME' for random weights")
         model = load_checkpoint(path, map_location=device)
         description = str(path)
