@@ -522,6 +522,12 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())["results"][f"bag:{renamed}"]["two_view"]
     assert math.isfinite(metrics["metrics"]["depth/abs_rel"])
     assert cli.main([*base, "--depth-topic", "", "--out", str(tmp_path / "e3")]) == 0  # no depth, asked for
+    # what was read is recorded (a user trial: eval's report named no topic)
+    assert ("Read: /camera/color/image_raw with /camera/color/camera_info, depth /camera/depth/image_rect_raw, poses "
+            "in odom from TF") in (tmp_path / "e2" / "report.md").read_text()
+    # --world-frame reaches the bag source (a user trial: a bag posed in `map` could not be evaluated)
+    assert cli.main([*base, "--depth-topic", "", "--world-frame", "map", "--out", str(tmp_path / "e4")]) == 1
+    assert "none of 4 images has a pose in world_frame 'map'" in capsys.readouterr().err
 
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):

@@ -140,6 +140,11 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                    f"gap below {len(dataset)}")
             raise ValueError(msg)
         opened.append((spec, source, dataset))
+        if source.kind == "bag":  # what was read: the image topic may have resolved to its /compressed one
+            frames = dataset.sources[0].frames
+            report.setdefault("inputs", {})[spec] = {
+                "image_topic": frames.image_topic, "camera_info_topic": frames.camera_info_topic,
+                "depth_topic": frames.depth_topic or None, "world_frame": frames.world_frame}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -219,6 +224,9 @@ def render_report(report: dict) -> str:
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
+        if inputs := report.get("inputs", {}).get(spec):
+            lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth "
+                      f"{inputs['depth_topic'] or 'none'}, poses in {inputs['world_frame']} from TF", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
