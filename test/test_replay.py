@@ -456,7 +456,8 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
     assert (s["counts"]["before_start"], s["counts"]["processed"]) == (6, 2)
     with pytest.raises(BagError, match=r"--start-offset 0.8 s is past the bag's end \(its messages span 0.700 s\)"):
         check_inputs(bag, tmp_path / "out3", quiet(start_offset_s=0.8))
-    for bad, expected in ((dict(start_offset_s=-1.0), r"start_offset_s must be in \[0.0, 1000000000.0\], got -1.0"),
+    for bad, expected in ((dict(start_offset_s=-1.0), r"start_offset_s must be in \[0, 1e9\] seconds, got -1.0"),
+                          (dict(start_offset_s=float("nan")), r"start_offset_s must be in \[0, 1e9\] seconds, got nan"),
                           (dict(playback_duration_s=0.0), r"playback_duration_s must be in \(0, 1e9\] seconds or none, "
                                                           r"got 0.0"),
                           (dict(playback_duration_s=float("nan")), "playback_duration_s must be in")):

@@ -41,7 +41,7 @@ class ReplayOptions(RuntimeConfig):
     # the names and origin of ros2 bag play's --start-offset and --playback-duration
     start_offset_s: float = setting(0.0, "process the images logged from the bag's start + this many seconds on "
                                          "(TF before it is still read, so the first frames have their poses)",
-                                    scope=REPLAY, constraint=(0.0, 1e9))
+                                    scope=REPLAY)
     playback_duration_s: float | None = setting(None, "process the images logged within this many seconds after "
                                                       "the start offset; none = to the end", scope=REPLAY)
     compare_single_view: bool = setting(False, "also run every frame through a second pipeline with single_view on "
@@ -52,6 +52,8 @@ class ReplayOptions(RuntimeConfig):
     def validate(self) -> None:
         """The runtime settings' checks (:meth:`RuntimeConfig.validate`), then replay's counts; raises SettingError."""
         super().validate()
+        if not 0 <= self.start_offset_s <= 1e9:  # a NaN fails too
+            raise SettingError("start_offset_s", f"start_offset_s must be in [0, 1e9] seconds, got {self.start_offset_s!r}")
         if self.playback_duration_s is not None and not 0 < self.playback_duration_s <= 1e9:
             raise SettingError("playback_duration_s", "playback_duration_s must be in (0, 1e9] seconds or none, got "
                                f"{self.playback_duration_s!r}")
