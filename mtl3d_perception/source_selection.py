@@ -103,7 +103,9 @@ def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: Pairing
         if dt <= 0:
             continue
         if dt > config.max_pair_age_s:
-            reason = "too_old" if farthest is None else reason
+            # too_old only when no candidate was young enough: a camera standing still keeps no_parallax (by design,
+            # not a fallback to warn about) however long its history
+            reason = "too_old" if reason == "no_history" else reason
             break  # older ones are older still
         T_src_ref = relative_pose(np.asarray(candidate_poses[i], np.float64), np.asarray(ref_pose, np.float64))
         baseline = float(np.linalg.norm(T_src_ref[:3, 3]))

@@ -418,6 +418,10 @@ def test_an_empty_range_says_so(wall_bag, tmp_path):
     with pytest.raises(BagError, match=r"no frame was processed: no image on /camera/color/image_raw in the range "
                                        r"\(--start-offset / --playback-duration\); 1 before it, 3 after it"):
         replay_bag(wall_bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.01, playback_duration_s=0.05))
+    assert "- ground truth: depth in the bag (no frame processed)" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(BagError, match=r"image topic 'camera/color/image_raw' is not in the bag \(did you mean "
+                                       r"'/camera/color/image_raw'\? a bag's topics are absolute names\)"):
+        check_inputs(wall_bag, tmp_path / "out2", quiet(image_topic="camera/color/image_raw"))
 
 
 def test_a_bag_with_static_tf_only_processes_every_frame_single_view(tmp_path):
@@ -481,8 +485,8 @@ def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, t
     assert c["processed"] == 2 and c["dropped"] == 0 and "limit" not in s["dropped_reasons"]
     assert c["past_limit"] == c["images"] - 2 > 0
     report = (tmp_path / "out" / "report.md").read_text()
-    assert f"{c['images']} images read; {c['past_limit']} read ahead past --limit (not processed), 2 processed, " \
-           "0 dropped" in report
+    assert f"- frames: 2 processed, 0 dropped of {c['images']} images read; {c['past_limit']} read ahead past --limit " \
+           "(not processed)" in report
 
 
 def test_depth_that_never_pairs_with_an_image_is_refused_for_training(wall_bag, tmp_path):

@@ -101,6 +101,11 @@ def test_select_source_rules():
     assert (c.index, c.reason) == (0, "farthest")  # none far enough: the widest baseline (4 cm, not the newest's 2)
     c = select_source(poses[3], poses[:3], [3.0, 2.0, 1.5], cfg)
     assert (c.index, c.reason) == (None, "too_old")
+    # a camera standing still with a history older than max_pair_age_s behind the young frames: still no_parallax
+    # (by design), not too_old (a fallback /diagnostics warns about); a user trial found it reported too_old
+    still = _poses([0.0, 0.0, 0.0])
+    c = select_source(still[3], still[:3], [3.0, 0.2, 0.1], cfg)
+    assert (c.index, c.reason) == (None, "no_parallax")
     jump = _poses([2.0])
     c = select_source(jump[1], jump[:1], [0.1], cfg)  # 2 m in 0.1 s: a pose jump
     assert (c.index, c.reason) == (None, "pose_jump")

@@ -330,6 +330,8 @@ def check_topic_type(path: str | Path, available: Mapping[str, str], topic: str,
     if available.get(topic) in expected:
         return
     problem = "is not in the bag" if topic not in available else f"has type {available[topic]}"
+    if topic not in available and "/" + topic in available:  # bag topics are absolute names
+        problem += f" (did you mean '/{topic}'? a bag's topics are absolute names)"
     raise BagError(f"{path}: {what} topic {topic!r} {problem}; expected {' or '.join(expected)}. "
                    f"The bag has: {describe_topics(available)}")
 

@@ -200,7 +200,8 @@ def ground_truth_note(s: dict[str, Any], kind: str) -> str:
     if n is None:  # a summary from before the count
         return "yes"
     if n == 0:
-        return "in the bag but no frame scored with it (see the warnings)"
+        return ("in the bag (no frame processed)" if not s["counts"]["processed"]
+                else "in the bag but no frame scored with it (see the warnings)")
     return f"{n} of {s['counts']['processed']} frames"
 
 
@@ -261,8 +262,9 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines += [
         f"- model: {s['model']} (input {s['input_size'][0]}x{s['input_size'][1]}) on {s['device']}",
         f"- images: `{s['topics']['image']}` ({s['image_type']}), camera info `{s['topics']['camera_info']}`",
-        f"- frames: {c['images']} images read{unprocessed_note(c)}, {c['processed']} processed, {c['dropped']} dropped"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else ""),
+        f"- frames: {c['processed']} processed, {c['dropped']} dropped"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else "")
+        + f" of {c['images']} images read{unprocessed_note(c)}",
         *([f"- bad input (as /diagnostics counts it; dropped or kept): "
            f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
         f"- ground truth: depth {ground_truth_note(s, 'depth')}, semantic {ground_truth_note(s, 'semantic')}"
