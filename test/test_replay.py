@@ -528,8 +528,9 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     assert math.isfinite(metrics["metrics"]["depth/abs_rel"])
     assert cli.main([*base, "--depth-topic", "", "--out", str(tmp_path / "e3")]) == 0  # no depth, asked for
     # what was read is recorded (a user trial: eval's report named no topic)
-    assert ("Read: /camera/color/image_raw with /camera/color/camera_info, depth /camera/depth/image_rect_raw, poses "
-            "in odom from TF") in (tmp_path / "e2" / "report.md").read_text()
+    assert ("Read: /camera/color/image_raw with /camera/color/camera_info, depth /camera/depth/image_rect_raw (its "
+            "camera_info, for depth in another frame: /camera/depth/camera_info), poses in odom from TF") in \
+        (tmp_path / "e2" / "report.md").read_text()
     # --world-frame reaches the bag source (a user trial: a bag posed in `map` could not be evaluated)
     assert cli.main([*base, "--depth-topic", "", "--world-frame", "map", "--out", str(tmp_path / "e4")]) == 1
     assert "none of 4 images has a pose in world_frame 'map'" in capsys.readouterr().err

@@ -144,7 +144,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             frames = dataset.sources[0].frames
             report.setdefault("inputs", {})[spec] = {
                 "image_topic": frames.image_topic, "camera_info_topic": frames.camera_info_topic,
-                "depth_topic": frames.depth_topic or None, "world_frame": frames.world_frame}
+                "depth_topic": frames.depth_topic or None,
+                "depth_camera_info_topic": frames.depth_camera_info_topic or None, "world_frame": frames.world_frame}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -225,8 +226,11 @@ def render_report(report: dict) -> str:
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
         if inputs := report.get("inputs", {}).get(spec):
-            lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth "
-                      f"{inputs['depth_topic'] or 'none'}, poses in {inputs['world_frame']} from TF", ""]
+            depth = inputs["depth_topic"] or "none"
+            if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:
+                depth += f" (its camera_info, for depth in another frame: {inputs['depth_camera_info_topic']})"
+            lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth {depth}, poses in "
+                      f"{inputs['world_frame']} from TF", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")

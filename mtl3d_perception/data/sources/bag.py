@@ -148,6 +148,7 @@ class BagFrames:
             if topic:
                 check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",))
         depth_info_topic = depth_camera_info_topic or (topics.camera_info_topic_for(depth_topic) if self.depth_topic else "")
+        self.depth_camera_info_topic = depth_info_topic  # read only for depth in another frame than the image's
         self.world_frame = world_frame
         max_dt_ns = round(max_dt * 1e9)
 
