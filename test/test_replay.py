@@ -534,6 +534,11 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     # --world-frame reaches the bag source (a user trial: a bag posed in `map` could not be evaluated)
     assert cli.main([*base, "--depth-topic", "", "--world-frame", "map", "--out", str(tmp_path / "e4")]) == 1
     assert "none of 4 images has a pose in world_frame 'map'" in capsys.readouterr().err
+    # refusals name the flag typed, not the source setting behind it
+    assert cli.main([*base, "--depth-topic", "/camera/depth/", "--out", str(tmp_path / "e5")]) == 1
+    assert f"ERROR: --data bag:{renamed}: --depth-topic '/camera/depth/' is not a ROS topic name" in capsys.readouterr().err
+    assert cli.main([*base, "--depth-topic", topics.GT_SEMANTIC_TOPIC, "--out", str(tmp_path / "e6")]) == 1
+    assert f": --depth-topic {topics.GT_SEMANTIC_TOPIC} holds 'mono8' images" in capsys.readouterr().err
 
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):

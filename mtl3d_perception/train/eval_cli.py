@@ -59,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help=f"default {default!r}{BAG_TOPIC_HELP.get(name, '')}")
 
 
+def with_flags(message: str) -> str:
+    """A bag source's message with its setting names (``source depth_topic '/x/' ...``, ``PATH: depth_topic /gt ...``)
+    as the flags that set them here (``--depth-topic``)."""
+    for name in BAG_TOPIC_DEFAULTS:
+        flag = "--" + name.replace("_", "-")
+        message = message.replace(f"source {name} ", f"{flag} ").replace(f": {name} ", f": {flag} ")
+    return message
+
+
 def two_view_source(source, gap: int | None):
     """``source`` (a ``data.datasets.SourceConfig``) with the two-view mode's pairing: ``gap`` frames back, or with
     None the runtime's rule (``neighbour: pairing`` over every earlier frame of the range, ``min_baseline_m``,
@@ -123,9 +132,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         if source.kind == "synthetic":  # which scenes were scored (a seed's scene changes with the generator)
             report["synthetic_scenes"] = scene_provenance()
         source = two_view_source(source, gap)
-        if source.kind == "bag" and bag_topics:
-            source = dataclasses.replace(source, **bag_topics)
         try:
+            if source.kind == "bag" and bag_topics:
+                source = dataclasses.replace(source, **bag_topics)
             if source.kind == "bag" and source.depth_topic:  # training may go on without it; a score may not
                 from mtl3d_perception.data import bag as bag_io
 
@@ -134,7 +143,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                                      "--depth-topic TOPIC, or --depth-topic '' to score without depth")
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
-            raise ValueError(f"--data {spec}: {exc}") from exc
+            raise ValueError(f"--data {spec}: {with_flags(str(exc))}") from exc
         if gap is not None and source.kind not in ("synthetic", "nyuv2") and gap >= len(dataset):
             msg = (f"--gap {gap}: --data {spec} has {len(dataset)} frames, so no frame has one {gap} back; expected a "
                    f"gap below {len(dataset)}")
