@@ -570,8 +570,8 @@ def build_dataset(sources: list[SourceConfig], *, image_size: tuple[int, int], n
     """All ``sources`` as one dataset of B=1 :class:`MultiViewBatch` samples at ``image_size`` (W, H).
 
     ``name``: the config key of the list (``data.train``); a source that cannot be opened raises its reader's own
-    error (ValueError, OSError, RuntimeError) with ``NAME.INDEX (KIND): `` put before the message, so a config of several sources says
-    which one and which keys to change (``data.train.0.image_topic``); RuntimeError too (a bag's ``BagError``).
+    error (ValueError, OSError, RuntimeError: a bag's ``BagError``) with ``NAME.INDEX (KIND): `` put before the
+    message, so a config of several sources says which one and which keys to change (``data.train.0.image_topic``).
     """
     built = []
     for i, s in enumerate(sources):

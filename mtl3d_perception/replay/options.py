@@ -21,7 +21,7 @@ class ReplayOptions(RuntimeConfig):
     ground-truth topics, the output node name, a time range and a frame limit, the single-view comparison, the
     montage."""
 
-    # a bag's topics are absolute names: no node namespace to resolve in, no sibling rule needed
+    # a bag's topics are absolute names: no node namespace to resolve in
     image_topic: str = setting(topics.IMAGE_TOPIC, "colour image (sensor_msgs/Image or CompressedImage); "
                                                    "TOPIC/compressed is read when only that one is in the bag",
                                read_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ class _Replay:
     """Feeds bag messages through sync, TF and the driver; keeps the metrics; writes the output bag."""
 
     def __init__(self, bag: Path, out_dir: Path, model: Any, options: ReplayOptions, available: dict[str, str],
-                 model_description: str) -> None:
+                 model_description: str, time_range: TimeRange | None = None) -> None:
         from tqdm import tqdm
 
         o = self.o = replace(options, device=resolve_device(options.device))
@@ -104,11 +104,8 @@ class _Replay:
         self.config = model.config
         counts, self.input_qos = bag_index(bag)
         expected = counts.get(o.image_topic) or None
-        if expected and (o.start_offset_s or o.playback_duration_s is not None):  # the images in range, by rate
-            start, end = replay_range(bag, o)
-            first, last = bag_time_range(bag)
-            span = (min(end if end is not None else last, last) - start) / max(last - first, 1)
-            expected = max(1, round(span * (expected - 1)))
+        if expected and time_range is not None:  # the images in range, by rate
+            expected = time_range.expected_images(expected)
         if o.limit is not None:
             expected = o.limit if expected is None else min(expected, o.limit)
         rows = max(1, min(o.montage_frames, expected or o.montage_frames))
@@ -310,13 +307,9 @@ class _Replay:
     def _with_repeats(self, bad_input: dict[str, int]) -> list[str]:
         """The warnings, each bad-input one (given once, for its kind's first frame) with how many frames of that
         kind there were in all, so a second bomb or a camera's every frame is not mistaken for one."""
-        out = []
-        for message in self.warnings:
-            kind = next((k for k, first in self._first_bad_input.items() if first == message), None)
-            n = bad_input.get(kind, 0) if kind else 0
-            out.append(f"{message} (the first of {n} frames refused as {kind}; bad_input counts them)" if n > 1
-                       else message)
-        return out
+        kinds = {message: kind for kind, message in self._first_bad_input.items()}
+        return [f"{m} (the first of {n} frames refused as {kinds[m]}; bad_input counts them)"
+                if m in kinds and (n := bad_input.get(kinds[m], 0)) > 1 else m for m in self.warnings]
 
     def _on_problem(self, kind: str, message: str, counter: str | None, error: bool) -> None:
         o = self.o
@@ -522,30 +515,45 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
 REPLAY_MAX_PENDING = 300
 
 
-def replay_range(bag: str | Path, options: ReplayOptions) -> tuple[int | None, int | None]:
-    """The log times ``(start, end)`` in ns of the images to process: the bag's start + ``start_offset_s`` and that
-    + ``playback_duration_s`` (``ros2 bag play``'s origin and options); ``(None, None)`` for the whole bag.
+@dataclass(frozen=True)
+class TimeRange:
+    """The log times (ns) of a ranged replay: the bag's first and last message, and the images processed from
+    ``start`` to ``end`` (None: to the bag's end), as ``ros2 bag play --start-offset / --playback-duration``."""
+
+    first: int
+    last: int
+    start: int
+    end: int | None
+
+    def expected_images(self, total: int) -> int:
+        """About how many of the bag's ``total`` images lie in the range (by their rate; montage rows, progress)."""
+        end = self.last if self.end is None else min(self.end, self.last)
+        return max(1, round((end - self.start) / max(self.last - self.first, 1) * (total - 1)))
+
+    def note(self) -> str:
+        """How much of the bag the replay covers, for the report's notes."""
+        start = f"{(self.start - self.first) * 1e-9:g} s"
+        end = "the end" if self.end is None else f"{(self.end - self.first) * 1e-9:g} s"
+        return (f"replayed the images logged from {start} to {end} of the bag's {(self.last - self.first) * 1e-9:.3f} s "
+                "(--start-offset / --playback-duration); TF before the range was read")
+
+
+def replay_range(bag: str | Path, options: ReplayOptions) -> TimeRange | None:
+    """The range of images to process: from the bag's start + ``start_offset_s`` for ``playback_duration_s``
+    (``ros2 bag play``'s origin and options); None for the whole bag.
 
     Raises:
-        BagError: the start offset is at or past the bag's last message.
+        BagError: the start offset is past the bag's last message.
     """
     if not options.start_offset_s and options.playback_duration_s is None:
-        return None, None
+        return None
     first, last = bag_time_range(bag)
     start = first + round(options.start_offset_s * 1e9)
     if start > last:
         raise BagError(f"{bag}: --start-offset {options.start_offset_s:g} s is past the bag's end (its messages span "
                        f"{(last - first) * 1e-9:.3f} s); expected an offset within it")
     end = None if options.playback_duration_s is None else start + round(options.playback_duration_s * 1e9)
-    return start, end
-
-
-def range_note(bag: str | Path, options: ReplayOptions) -> str:
-    """How much of the bag a ranged replay covers, for the report's notes."""
-    first, last = bag_time_range(bag)
-    end = "the end" if options.playback_duration_s is None else f"{options.start_offset_s + options.playback_duration_s:g} s"
-    return (f"replayed the images logged from {options.start_offset_s:g} s to {end} of the bag's "
-            f"{(last - first) * 1e-9:.3f} s (--start-offset / --playback-duration); TF before the range was read")
+    return TimeRange(first, last, start, end)
 
 
 def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: ReplayOptions | None = None, *,
@@ -575,17 +583,19 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
                           options.depth_gt_topic, depth_gt_info_topic(options), options.semantic_gt_topic)
               if t in available]
     out_dir.mkdir(parents=True, exist_ok=True)
+    time_range = replay_range(bag, options)
     messages = read_bag(bag, wanted)
     try:
-        state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__)
+        state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__,
+                        time_range)
     except BaseException:
         messages.close()
         raise
     if note:
         state.notes.append(note)
-    start_ns, end_ns = replay_range(bag, options)
-    if start_ns is not None:
-        state.notes.append(range_note(bag, options))
+    start_ns, end_ns = (None, None) if time_range is None else (time_range.start, time_range.end)
+    if time_range is not None:
+        state.notes.append(time_range.note())
     error = None
     try:
         for topic, t_ns, msg in messages:
