@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -169,6 +170,15 @@ def test_sequence_source_range_neighbours_and_labels(sequence_dir):
     frames = base[5].meta[0]["frames"]
     poses = np.loadtxt(sequence_dir / "poses.txt").reshape(-1, 4, 4)
     assert 0.1 <= np.linalg.norm(poses[frames[0], :3, 3] - poses[frames[1], :3, 3]) <= 0.3
+
+
+def test_a_sequence_without_semantic_labels_says_where_it_looked(sequence_dir):
+    """The training warning for a weighted task without labels did not name what it had looked for."""
+    shutil.rmtree(sequence_dir / "semantic")
+    ds = build_dataset([SourceConfig(kind="sequence", path=str(sequence_dir))], image_size=SIZE).sources[0]
+    assert ds.labelled_tasks == ("depth", "normals")
+    assert ds.label_sources(["semantic", "boundary"]) == f"semantic, boundary: {sequence_dir / 'semantic'}/ (absent)"
+    assert ds.label_sources(["depth"]) == f"depth: {sequence_dir / 'depth'}/"
 
 
 def test_frame_indices_past_the_sequence_are_refused(sequence_dir):

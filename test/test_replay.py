@@ -529,7 +529,8 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     assert cli.main([*base, "--depth-topic", "", "--out", str(tmp_path / "e3")]) == 0  # no depth, asked for
     # what was read is recorded (a user trial: eval's report named no topic)
     assert ("Read: /camera/color/image_raw with /camera/color/camera_info, depth /camera/depth/image_rect_raw (its "
-            "camera_info, for depth in another frame: /camera/depth/camera_info), poses in odom from TF") in \
+            "camera_info, for depth in another frame: /camera/depth/camera_info), semantic labels "
+            f"{topics.GT_SEMANTIC_TOPIC}, poses in odom from TF") in \
         (tmp_path / "e2" / "report.md").read_text()
     # --world-frame reaches the bag source (a user trial: a bag posed in `map` could not be evaluated)
     assert cli.main([*base, "--depth-topic", "", "--world-frame", "map", "--out", str(tmp_path / "e4")]) == 1
@@ -539,6 +540,29 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     assert f"ERROR: --data bag:{renamed}: --depth-topic '/camera/depth/' is not a ROS topic name" in capsys.readouterr().err
     assert cli.main([*base, "--depth-topic", topics.GT_SEMANTIC_TOPIC, "--out", str(tmp_path / "e6")]) == 1
     assert f": --depth-topic {topics.GT_SEMANTIC_TOPIC} holds 'mono8' images" in capsys.readouterr().err
+
+
+def test_eval_scores_a_bags_labels_under_their_own_topic_name(wall_bag, tmp_path, capsys):
+    """`mtl3d eval` had no option for the label topic: a bag whose labels were on another topic was scored for depth
+    only (replay had --semantic-gt-topic). --semantic-topic names it; a named topic the bag lacks is an error."""
+    labelled = tmp_path / "labelled"
+    copy_bag(wall_bag, labelled, rename={topics.GT_SEMANTIC_TOPIC: "/segmentation/labels"})
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    base = ["eval", str(ckpt), "--data", f"bag:{labelled}", "--modes", "two_view", "--montages", "0", "--no-progress"]
+
+    def scored(out: str) -> dict:
+        return json.loads((tmp_path / out / "metrics.json").read_text())["results"][f"bag:{labelled}"]["two_view"]
+
+    assert cli.main([*base, "--out", str(tmp_path / "e1")]) == 0  # the default topic is absent: depth only
+    assert "semantic/miou" not in scored("e1")["metrics"] and "depth/abs_rel" in scored("e1")["metrics"]
+    assert cli.main([*base, "--semantic-topic", "/segmentation/labels", "--out", str(tmp_path / "e2")]) == 0
+    assert 0.0 <= scored("e2")["metrics"]["semantic/miou"] <= 100.0
+    assert "semantic labels /segmentation/labels" in (tmp_path / "e2" / "report.md").read_text()
+    assert cli.main([*base, "--semantic-topic", "/segmentation/lables", "--out", str(tmp_path / "e3")]) == 1
+    err = capsys.readouterr().err
+    assert "semantic topic '/segmentation/lables' is not in the bag" in err and "/segmentation/labels" in err
+    assert "pass the bag's label topic to --semantic-topic" in err and not (tmp_path / "e3").exists()
 
 
 def test_bag_without_tf_runs_single_view_and_says_so(wall_bag, tmp_path):

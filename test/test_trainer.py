@@ -241,7 +241,9 @@ def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, t
               "{kind: synthetic, split: train, num_scenes: 1, frames_per_scene: 4, tasks: [semantic]}]")
     with caplog.at_level("WARNING"):
         trainer = Trainer(smoke(tmp_path / "run", source, f"model.init_checkpoint={init}", "steps=1", "eval_every=0"))
-    assert f"data.train.0 (bag {bag}): tasks ['depth', 'normals'] have no labels in its data" in caplog.text
+    # the warning names the topic it looked for, so the user knows what to set
+    assert (f"data.train.0 (bag {bag}): no labels for depth, normals: depth_topic '/not/recorded' (not in the bag); "
+            "not supervised from it") in caplog.text
     assert [ds.labelled_tasks for ds in trainer.train_set.sources] == [(), ("semantic",)]
     assert trainer.train_set[0].valid["depth"].sum() == 0  # the bag's samples carry no depth label
     trainer.fit()

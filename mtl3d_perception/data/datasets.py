@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -326,6 +327,10 @@ class SourceDataset(Dataset):
         or semantic labels (a bag whose depth topic is absent) offers fewer (:class:`FramesDataset`)."""
         return tuple(self.cfg.tasks)
 
+    def label_sources(self, tasks: Iterable[str]) -> str:
+        """Where the labels of ``tasks`` were looked for, for messages (here: the source's data)."""
+        return f"{', '.join(tasks)}: not in its {self.cfg.kind} data"
+
     def __getitem__(self, key: int | tuple[int, int]) -> MultiViewBatch:
         index, draw = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
         if not 0 <= index < len(self):
@@ -457,6 +462,17 @@ class FramesDataset(SourceDataset):
                "semantic": getattr(self.frames, "has_semantic", True)}
         has["boundary"] = has["semantic"]
         return tuple(t for t in self.cfg.tasks if has[t])
+
+    def label_sources(self, tasks: Iterable[str]) -> str:
+        """Where the labels of ``tasks`` were looked for, for messages: ``semantic, boundary: semantic_topic
+        '/gt/semantic' (not in the bag)``; depth and normals read the depth labels, semantic and boundary the
+        semantic ones (a reader without ``label_source`` is named by its kind)."""
+        by_label: dict[str, list[str]] = {}
+        for task in tasks:
+            by_label.setdefault("semantic" if task in ("semantic", "boundary") else "depth", []).append(task)
+        describe = getattr(self.frames, "label_source", None)
+        return "; ".join(f"{', '.join(ts)}: " + (describe(label) if describe else f"no {label} labels in {self.cfg.kind}")
+                         for label, ts in by_label.items())
 
     def load(self, index, rng):
         local = [index, *choose_sources(self.poses, index, 0, len(self.indices), self.num_views - 1, self.cfg, rng,

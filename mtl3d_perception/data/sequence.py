@@ -265,6 +265,11 @@ class PosedSequence(Sequence[SequenceFrame]):
     def has_normals(self) -> bool:
         return self.optional_paths["normals"] is not None
 
+    def label_source(self, label: str) -> str:
+        """Where ``label`` ('depth', 'semantic' or 'normals') ground truth is read from, for messages: its folder, and
+        ``(absent)`` when the sequence has none."""
+        return f"{self.root / label}/" + ("" if self.optional_paths[label] is not None else " (absent)")
+
     # ------------------------------------------------------------------ frames
 
     def __len__(self) -> int:

@@ -27,8 +27,10 @@ from mtl3d_perception.train.evaluate import MODES
 # The bag source's topic and frame fields a recording may name differently (a RealSense's depth:
 # /camera/depth/image_rect_raw in its own frame with its own camera_info; a robot's world frame: map).
 BAG_TOPIC_DEFAULTS = {name: getattr(SourceConfig(), name) for name in (
-    "image_topic", "camera_info_topic", "depth_topic", "depth_camera_info_topic", "world_frame")}
+    "image_topic", "camera_info_topic", "depth_topic", "depth_camera_info_topic", "semantic_topic", "world_frame")}
 BAG_TOPIC_HELP = {"depth_topic": "; '' for none", "camera_info_topic": ": the one beside --image-topic",
+                  "semantic_topic": ": mono8 NYUv2-13 class ids registered to the colour image, scored when the bag has "
+                                    "it (mIoU, boundaries); '' for none",
                   "depth_camera_info_topic": ": the one beside --depth-topic (for depth in another frame than the "
                                              "image's, reprojected into the colour camera)",
                   "world_frame": ": the fixed frame TF poses the images in"}
@@ -68,6 +70,25 @@ def with_flags(message: str) -> str:
     return message
 
 
+def check_label_topics(source) -> None:
+    """Refuse a ``bag`` source (``data.datasets.SourceConfig``) whose depth topic, or whose semantic topic other than
+    the default, is not in the bag: training may go on without labels, a score may not (the default semantic topic is
+    scored where a bag has it, as most bags have no labels).
+
+    Raises:
+        ValueError: the topic is absent; the message names it, the bag's Image topics and the flag to pass.
+    """
+    from mtl3d_perception.data import bag as bag_io
+
+    available = bag_io.bag_topics(source.path)
+    if source.depth_topic and source.depth_topic not in available:
+        raise ValueError(f"{bag_io.absent_topic(source.path, available, source.depth_topic, 'depth')}: pass "
+                         "--depth-topic TOPIC, or --depth-topic '' to score without depth")
+    if source.semantic_topic not in ("", BAG_TOPIC_DEFAULTS["semantic_topic"], *available):
+        raise ValueError(f"{bag_io.absent_topic(source.path, available, source.semantic_topic, 'semantic')}: pass the "
+                         "bag's label topic to --semantic-topic, or leave it out")
+
+
 def two_view_source(source, gap: int | None):
     """``source`` (a ``data.datasets.SourceConfig``) with the two-view mode's pairing: ``gap`` frames back, or with
     None the runtime's rule (``neighbour: pairing`` over every earlier frame of the range, ``min_baseline_m``,
@@ -104,8 +125,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     an earlier evaluation there are removed first).
 
     ``progress``: a progress bar per data spec (on a terminal only). ``bag_topics``: the ``BAG_TOPIC_DEFAULTS``
-    fields (``image_topic``, ``camera_info_topic``, ``depth_topic``, ``depth_camera_info_topic``, ``world_frame``)
-    for the ``bag:`` specs (default: the source's defaults).
+    fields (``image_topic``, ``camera_info_topic``, ``depth_topic``, ``depth_camera_info_topic``, ``semantic_topic``,
+    ``world_frame``) for the ``bag:`` specs (default: the source's defaults). A depth topic, or a semantic topic other
+    than the default, that the bag lacks is refused.
 
     Raises:
         ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
@@ -135,12 +157,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         try:
             if source.kind == "bag" and bag_topics:
                 source = dataclasses.replace(source, **bag_topics)
-            if source.kind == "bag" and source.depth_topic:  # training may go on without it; a score may not
-                from mtl3d_perception.data import bag as bag_io
-
-                if source.depth_topic not in (available := bag_io.bag_topics(source.path)):
-                    raise ValueError(f"{bag_io.absent_topic(source.path, available, source.depth_topic, 'depth')}: pass "
-                                     "--depth-topic TOPIC, or --depth-topic '' to score without depth")
+            if source.kind == "bag":
+                check_label_topics(source)
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
         except (ValueError, OSError, RuntimeError) as exc:  # the path's own message, under the spec that named it
             raise ValueError(f"--data {spec}: {with_flags(str(exc))}") from exc
@@ -154,7 +172,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             report.setdefault("inputs", {})[spec] = {
                 "image_topic": frames.image_topic, "camera_info_topic": frames.camera_info_topic,
                 "depth_topic": frames.depth_topic or None,
-                "depth_camera_info_topic": frames.depth_camera_info_topic or None, "world_frame": frames.world_frame}
+                "depth_camera_info_topic": frames.depth_camera_info_topic or None,
+                "semantic_topic": frames.semantic_topic or None, "world_frame": frames.world_frame}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -238,8 +257,8 @@ def render_report(report: dict) -> str:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:
                 depth += f" (its camera_info, for depth in another frame: {inputs['depth_camera_info_topic']})"
-            lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth {depth}, poses in "
-                      f"{inputs['world_frame']} from TF", ""]
+            lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth {depth}, semantic labels "
+                      f"{inputs.get('semantic_topic') or 'none'}, poses in {inputs['world_frame']} from TF", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")

@@ -331,9 +331,9 @@ class Trainer:
         for i, ds in enumerate(self.train_set.sources):  # a task asked for whose labels the data lacks is not learnt
             unlabelled = [t for t in ds.cfg.tasks if t not in ds.labelled_tasks and cfg.loss.weights.get(t, 0.0) > 0]
             if unlabelled:
-                log.warning("data.train.%d (%s %s): tasks %s have no labels in its data (a bag's depth_topic or "
-                            "semantic_topic absent, a folder without depth/ or semantic/): not supervised from it",
-                            i, ds.cfg.kind, ds.cfg.path or ds.cfg.split, unlabelled)
+                log.warning("data.train.%d (%s %s): no labels for %s; not supervised from it (name the source's "
+                            "labels, or drop those tasks from data.train.%d.tasks)", i, ds.cfg.kind,
+                            ds.cfg.path or ds.cfg.split, ds.label_sources(unlabelled), i)
         for which, dataset in (("train", self.train_set), ("val", self.val_set)):
             for i, ds in enumerate(dataset.sources if dataset is not None else ()):
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames

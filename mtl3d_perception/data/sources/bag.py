@@ -141,6 +141,7 @@ class BagFrames:
                                f" topic; expected the bag's ground-truth {what.split('_')[0]} Image topic, or \"\" for none")
         self.depth_topic = depth_topic if depth_topic in available else ""
         self.semantic_topic = semantic_topic if semantic_topic in available else ""
+        self._asked_label_topics = {"depth": depth_topic, "semantic": semantic_topic}
         if depth_topic and not self.depth_topic:  # a wrong name would silently leave the depth task unsupervised
             log.warning("%s; set depth_topic to the bag's depth topic, or depth_topic: \"\" to train without depth",
                         absent_topic(self.path, available, depth_topic, "depth"))
@@ -266,6 +267,14 @@ class BagFrames:
     def has_semantic(self) -> bool:
         """Whether semantic labels are read (``semantic_topic`` given and in the bag)."""
         return bool(self.semantic_topic)
+
+    def label_source(self, label: str) -> str:
+        """Where ``label`` ('depth' or 'semantic') ground truth is read from, for messages: the topic setting and, when
+        it is not read, why (``semantic_topic '/gt/semantic' (not in the bag)``)."""
+        asked = self._asked_label_topics[label]
+        if not asked:
+            return f'{label}_topic "" (none asked for)'
+        return f"{label}_topic {asked!r}" + ("" if getattr(self, f"{label}_topic") else " (not in the bag)")
 
     def __len__(self) -> int:
         return len(self.log_times)
