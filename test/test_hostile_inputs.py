@@ -341,6 +341,18 @@ def test_throttled_log_one_line_per_kind_and_period_with_the_count():
     assert lines.lines[-1] == ("warning", "Detected jump back in time (186 more since the last such line)")
 
 
+def test_throttled_log_through_an_rclpy_logger_takes_both_severities():
+    """A user trial: the node's first error line after a warning raised `ValueError: Logger severity cannot be changed
+    between calls` (rclpy keys severity by call site) and killed the inference thread."""
+    rclpy_logging = pytest.importorskip("rclpy.logging")
+    from mtl3d_perception.runtime.throttled_log import ThrottledLog
+
+    log = ThrottledLog(rclpy_logging.get_logger("mtl3d_throttled_log_test"), period_s=0.0)
+    for _ in range(2):
+        assert log("tf", "a warning first")
+        assert log("internal", "then an internal error", error=True)
+
+
 def test_zero_quaternion_transforms_are_counted_and_reported():
     from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
 

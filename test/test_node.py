@@ -771,6 +771,32 @@ def test_destroy_joins_the_worker_and_releases_the_model(ros_context):
     assert not h.node._worker.is_alive() and h.node.pipeline.model is None and not h.node.pipeline._features
 
 
+def test_shutdown_mid_frame_stops_the_worker_quietly(capfd):
+    """A user trial: Ctrl-C while frames were processed printed two tracebacks ("publisher's context is invalid",
+    then the error log's own ValueError): rclpy shuts the context down before main() destroys the node, so the
+    worker published on a dead context. It now stops when the context does, without an internal error."""
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    h = Harness(context, tiny_model())
+    publish = h.node.publish_products
+
+    def shut_down_then_publish(products):
+        rclpy.try_shutdown(context=context)  # what SIGINT does while the network runs
+        publish(products)
+
+    h.node.publish_products = shut_down_then_publish
+    h.send_tf(80 * S, 0.0)
+    h.send_frame(80 * S, _image(60))
+    h.spin_until(lambda: not context.ok() or h.node.stats.counts["received"] >= 1)
+    h.node._worker.join(timeout=60.0)
+    assert not h.node._worker.is_alive()
+    assert h.node.stats.counts["internal_errors"] == 0
+    h.node.destroy_node()
+    h.peer.destroy_node()
+    err = capfd.readouterr().err
+    assert "Exception in thread" not in err and "Traceback" not in err
+
+
 class _Clock:
     def __init__(self):
         self.t = 100.0

@@ -179,6 +179,9 @@ class PerceptionNode(Node):
         self._generation = 0  # bumped by a time jump: frames decoded from before it are discarded
         self._cond = threading.Condition()
         self._stop = False
+        # Ctrl-C shuts the context down before main() destroys the node: stop the worker then, not after its next
+        # publish has failed on the invalid context
+        self.context.on_shutdown(self._on_context_shutdown)
         self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
         image_topic = config.image_topic + (topics.COMPRESSED_SUFFIX if config.image_transport == "compressed" else "")
         self.image_kind = resolve_image_kind(config.image_kind, image_topic)
@@ -431,7 +434,13 @@ class PerceptionNode(Node):
             try:
                 self._process(job)
             except Exception as exc:  # never let the worker die
+                if not self.context.ok():  # the context shut down mid-frame (Ctrl-C): its publishers are gone
+                    break
                 self.driver.problem("internal", f"{type(exc).__name__}: {exc}", counter="internal_errors", error=True)
+
+    def _on_context_shutdown(self) -> None:
+        self._stop = True
+        self.driver.notify()
 
     def _process(self, job: PoseJob) -> None:
         products = self.driver.run(job)

@@ -43,5 +43,9 @@ class ThrottledLog:
             held = self.suppressed.pop(kind, 0)
         if held:
             message = f"{message} ({held} more since the last such line)"
-        (self.logger.error if error else self.logger.warning)(message)
+        # one call site per severity: rclpy's logger refuses a second severity from one line (ValueError)
+        if error:
+            self.logger.error(message)
+        else:
+            self.logger.warning(message)
         return True
