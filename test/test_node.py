@@ -365,6 +365,30 @@ def test_fallbacks_under_a_sourced_ros_install_warn(ros_context, monkeypatch, ca
         node.destroy_node()
 
 
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_remapping_the_image_topic_moves_its_camera_info(ros_context, transport):
+    """A user trial: `-r camera/color/image_raw:=/cam/image` moved the image but not the camera_info, which stayed on
+    /camera/color/camera_info, so nothing was processed. As image_transport's CameraSubscriber (image_pipeline's
+    "Remapping camera_info Topics"), the base topic is resolved first and both inputs derive from it."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    remap = ["--ros-args", "-r", f"{topics.IMAGE_TOPIC.lstrip('/')}:=/cam/image"]
+    node = PerceptionNode(model=tiny_model(), context=ros_context, cli_args=remap,
+                          parameter_overrides=[Parameter("image_transport", value=transport)])
+    try:
+        image = "/cam/image" + ("/compressed" if transport == "compressed" else "")
+        assert (node.image_sub.sub.topic_name, node.info_sub.sub.topic_name) == (image, "/cam/camera_info")
+    finally:
+        node.destroy_node()
+    # an explicit camera_info_topic is kept (and remapped on its own)
+    node = PerceptionNode(model=tiny_model(), context=ros_context, cli_args=remap,
+                          parameter_overrides=[Parameter("camera_info_topic", value="/calib/info")])
+    try:
+        assert (node.image_sub.sub.topic_name, node.info_sub.sub.topic_name) == ("/cam/image", "/calib/info")
+    finally:
+        node.destroy_node()
+
+
 def test_frame_waits_for_late_tf(ros_context):
     """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)

@@ -183,18 +183,19 @@ class PerceptionNode(Node):
         # publish has failed on the invalid context
         self.context.on_shutdown(self._on_context_shutdown)
         self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
-        image_topic = config.image_topic + (topics.COMPRESSED_SUFFIX if config.image_transport == "compressed" else "")
+        # image_transport's CameraSubscriber: the base topic is resolved with its remapping first, then the transport's
+        # topic and the camera_info beside it are derived from it, so `-r image:=/cam/image` moves all three
+        base_topic = self.resolve_topic_name(config.image_topic)
+        compressed = config.image_transport == "compressed"
+        image_topic = base_topic + (topics.COMPRESSED_SUFFIX if compressed else "")
         self.image_kind = resolve_image_kind(config.image_kind, image_topic)
         self.camera_info = {"image_kind": self.image_kind,
                             "image_kind_from": "image topic name" if config.image_kind == "auto" else "parameter"}
         self.cameras = CameraModels()
 
-        if config.image_transport == "compressed":
-            image_type, image_topic = CompressedImage, config.image_topic + topics.COMPRESSED_SUFFIX
-        else:
-            image_type, image_topic = Image, config.image_topic
+        image_type = CompressedImage if compressed else Image
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        info_topic = config.camera_info_input()
+        info_topic = config.camera_info_topic or topics.camera_info_topic_for(base_topic)
         self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
