@@ -389,6 +389,25 @@ def test_remapping_the_image_topic_moves_its_camera_info(ros_context, transport)
         node.destroy_node()
 
 
+def test_single_view_with_a_camera_frame_cloud_does_not_wait_for_tf(ros_context):
+    """A user trial: `single_view:=true cloud_frame:=camera` (a camera without odometry) still waited tf_timeout_s for
+    TF on every frame (~300 ms each) and warned `tf` forever, although no pose is used then."""
+    h = Harness(ros_context, tiny_model(), static_tf=False, tf_timeout_s=10.0, single_view=True)
+    try:
+        start = time.monotonic()
+        h.send_frame(90 * S, _image(70))
+        h.wait_outputs(1)
+        assert time.monotonic() - start < 8.0  # not held for tf_timeout_s
+        assert h.node.stats.counts["tf_failures"] == 0 and h.received["points"][-1].header.frame_id == CAM
+        h.node.set_parameters([Parameter("cloud_frame", value="world"), Parameter("tf_timeout_s", value=0.05)])
+        h.send_frame(91 * S, _image(71))
+        h.wait_outputs(2)  # the world-frame cloud needs the pose: it waited, found none, and says where the cloud is
+        assert h.node.stats.counts["tf_failures"] == 1 and h.received["points"][-1].header.frame_id == CAM
+        assert f"~/points is in {CAM}, not {topics.WORLD_FRAME}, for this frame" in h.node.stats.last_problem
+    finally:
+        h.close()
+
+
 def test_frame_waits_for_late_tf(ros_context):
     """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)

@@ -68,6 +68,21 @@ def test_sparsification_of_a_confidence_that_predicts_the_error():
     assert (conf.astype(np.float32) >= r["depth/conf_threshold_top50"]).mean() == 0.5  # as a 32FC1 image holds it
 
 
+def test_the_two_view_curve_leaves_out_frames_without_a_source():
+    """A user trial: `mtl3d eval`'s two-view curve counted the range's first frame (no earlier frame: single view,
+    confidence ~0) where replay's left it out, so the two reports' 100 % rows and thresholds differed."""
+    err = np.array([0.4, 0.1, 0.3, 0.2])
+    conf = torch.tensor([0.1, 0.9, 0.2, 0.8]).view(1, 1, 1, 4)
+    pred = torch.stack([torch.tensor(1.0 + err, dtype=torch.float32).view(1, 1, 4), torch.full((1, 1, 4), 2.0)])
+    meter = RealDepthMeter()
+    meter.update(pred, torch.ones(2, 1, 1, 4), None, torch.tensor([0.2, 0.0]),
+                 torch.cat([conf, torch.zeros_like(conf)]), two_view=torch.tensor([True, False]))
+    r = meter.compute()
+    assert r["depth/abs_rel_conf_top100"] == pytest.approx(0.25, rel=1e-5)  # the two-view frame alone (1.0 with both)
+    assert r["depth/conf_threshold_top100"] == pytest.approx(0.1) and r["depth/confidence_mean"] == pytest.approx(0.5)
+    assert r["depth/abs_rel_baseline_single"] == pytest.approx(1.0)  # the frame still counts in the depth figures
+
+
 SPARSIFICATION_KEYS = [f"depth/{name}{int(round(f * 100))}" for f in SPARSIFICATION_FRACTIONS
                        for name in ("abs_rel_conf_top", "conf_threshold_top")] + ["depth/conf_top50_ratio"]
 

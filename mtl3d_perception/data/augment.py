@@ -29,6 +29,7 @@ import numpy as np
 
 from mtl3d_perception import geometry
 from mtl3d_perception.data.batch import ViewSample
+from mtl3d_perception.runtime.frames import resize_to_network
 from mtl3d_perception.typed_config import require
 
 
@@ -104,14 +105,15 @@ def _resize_boundary(b: np.ndarray | None, wh: tuple[int, int]) -> np.ndarray | 
 
 
 def resize_view(view: ViewSample, wh: tuple[int, int]) -> ViewSample:
-    """``view`` resized to ``wh`` = (W, H); K scaled through geometry."""
+    """``view`` resized to ``wh`` = (W, H) as the runtime resizes a frame (``runtime.frames.resize_to_network``: the
+    whole image, K scaled per axis); labels by nearest neighbour, so depth and classes are never averaged."""
     H, W = view.hw
     if (W, H) == tuple(wh):
         return view
-    down = wh[0] < W
+    rgb, K = resize_to_network(view.rgb, view.K, wh)  # the runtime's own resize
     return ViewSample(
-        rgb=_resize(view.rgb, wh, cv2.INTER_AREA if down else cv2.INTER_LINEAR),
-        K=geometry.resize_intrinsics(view.K, (W, H), wh),
+        rgb=rgb,
+        K=K,
         T_world_cam=view.T_world_cam,
         # NaN-aware nearest neighbour: depth and normals are never averaged across edges.
         depth=_resize(view.depth, wh, cv2.INTER_NEAREST),
@@ -238,12 +240,14 @@ def camera_effects(rgbs: list[np.ndarray], cfg: CameraEffectsConfig, rng: np.ran
 
 def augment_views(views: list[ViewSample], wh: tuple[int, int], cfg: AugmentConfig,
                   rng: np.random.Generator | None, kind: str = "") -> list[ViewSample]:
-    """Training augmentation when ``cfg.enabled`` and ``rng`` is given; otherwise a centred resize-crop.
+    """Training augmentation when ``cfg.enabled`` and ``rng`` is given; otherwise the runtime's view of the frames:
+    each whole image resized to ``wh`` (stretched for another aspect ratio, K scaled per axis, as
+    ``runtime.frames.resize_to_network``), so ``mtl3d eval`` and validation score what the node and replay run.
 
     ``kind`` is the data source kind; camera effects apply when it is in ``cfg.camera.kinds``.
     """
     if rng is None or not cfg.enabled:
-        return fit_views(views, wh)
+        return [resize_view(v, wh) for v in views]
     scale = float(rng.uniform(*cfg.scale))
     views = fit_views(views, wh, scale=scale, offset=(float(rng.uniform()), float(rng.uniform())))
     if rng.uniform() < cfg.hflip:

@@ -393,9 +393,11 @@ class RealDepthMeter:
     ``median(gt) / median(pred)`` (structure only, Eigen et al.'s median scaling); pooled over pixels like
     ``DepthMeter``. Abs rel by the pair's baseline bin (:func:`baseline_bin`), with the number of frames in each
     bin (``frames_baseline_*``: a bin of one frame says little) and the median baseline of the frames with a
-    source. With a confidence map, the sparsification curve (:func:`sparsification`), the confidence threshold of
-    each of its points (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
-    NaN where the confidence ranks no pixel (one value everywhere, as in single-view mode).
+    source. With a confidence map, the sparsification curve (:func:`sparsification`) over the two-view frames (as
+    replay's; ``two_view`` None: every frame), the confidence threshold of each of its points
+    (:func:`confidence_thresholds`) and the ratio of the 50 % most-confident pixels' abs rel to all pixels'; all
+    NaN where the confidence ranks no pixel (one value everywhere, as in single-view mode) or no frame had a source;
+    ``confidence_mean`` over the frames the curve ranks (every frame where none had a source).
 
     The curve's pixels are kept in memory (8 bytes each); past ``max_pixels`` every other one is dropped, and
     so on (a systematic sample of every pixel seen), so long sequences (replay at the ground truth's
@@ -411,8 +413,9 @@ class RealDepthMeter:
         self.scaled = np.zeros(2, np.float64)  # n, sum |s p - g| / g
         self.bins: dict[str, np.ndarray] = {}  # name -> (pixels, sum of abs rel, frames)
         self.baselines: list[float] = []  # metres, each frame with a source
-        self.errors: list[np.ndarray] = []
+        self.errors: list[np.ndarray] = []  # the curve's pixels: two-view frames only
         self.confidences: list[np.ndarray] = []
+        self.confidence_sum = np.zeros((2, 2), np.float64)  # [two-view, single-view] x (n, sum) over valid pixels
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None = None,
                baseline_m: torch.Tensor | None = None, confidence: torch.Tensor | None = None,
@@ -438,7 +441,12 @@ class RealDepthMeter:
                 self.bins[name] += (len(rel), rel.sum(), 1)
                 if name != "single":
                     self.baselines.append(float(baseline_m[i]))
+            # the curve ranks two-view frames, as replay's: a frame without a source (the first of a range, a
+            # single-view mode) has the flat volume's ~0 everywhere and would only add its error at the bottom
+            has_source = two_view is None or bool(two_view[i])
             if c_all is not None:
+                self.confidence_sum[0 if has_source else 1] += (int(mask.sum()), float(c_all[i][mask].double().sum()))
+            if c_all is not None and has_source:
                 self.errors.append(rel[::self._stride].astype(np.float32))
                 self.confidences.append(c_all[i][mask].numpy()[::self._stride])
                 self._kept += len(self.errors[-1])
@@ -458,15 +466,17 @@ class RealDepthMeter:
             out[f"{k}/frames_baseline_{name}"] = float(frames)
         if self.baselines:  # the parallax the two-view frames had
             out[f"{k}/baseline_median_m"] = float(np.median(self.baselines))
-        if self.errors:
-            err, conf = np.concatenate(self.errors), np.concatenate(self.confidences)
+        if self.confidence_sum[:, 0].any():
+            err = np.concatenate(self.errors) if self.errors else np.zeros(0, np.float32)
+            conf = np.concatenate(self.confidences) if self.confidences else np.zeros(0, np.float32)
             curve = sparsification(err, conf)
             thresholds = confidence_thresholds(conf)
             for f, v in curve.items():
                 out[f"{k}/abs_rel_conf_top{int(round(f * 100))}"] = v
                 out[f"{k}/conf_threshold_top{int(round(f * 100))}"] = thresholds[f]
             out[f"{k}/conf_top50_ratio"] = curve[0.5] / max(curve[1.0], 1e-12)
-            out[f"{k}/confidence_mean"] = float(conf.mean())
+            n, total = self.confidence_sum[0] if self.confidence_sum[0, 0] else self.confidence_sum[1]
+            out[f"{k}/confidence_mean"] = float(total / n)
         return out
 
 

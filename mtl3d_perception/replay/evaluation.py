@@ -124,8 +124,8 @@ class ModeEvaluator:
             one.update(pred_t, gt_t)
             self.meters["depth"].merge(one)  # pooled = the per-frame meters merged (no second pass)
             out.update(one.compute())
-            confidence = None  # the curve covers two-view frames: single-view ones have ~0 everywhere
-            if products.depth_confidence is not None and not products.single_view:
+            confidence = None  # the meter's curve covers the two-view frames (single-view ones: ~0 everywhere)
+            if products.depth_confidence is not None:
                 confidence = torch.from_numpy(_resize(products.depth_confidence, hw))[None, None]
             self.meters["depth_real"].update(pred_t, gt_t, baseline_m=torch.tensor([products.baseline_m]),
                                              confidence=confidence, two_view=torch.tensor([not products.single_view]))

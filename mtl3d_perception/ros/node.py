@@ -402,7 +402,10 @@ class PerceptionNode(Node):
     # ------------------------------------------------------------------------------------ worker
 
     def lookup_pose(self, frame: Frame) -> tuple[Any, str | None]:
-        """(T_world_cam, None) or (None, why not) — never waits."""
+        """(T_world_cam, None) or (None, why not) — never waits; (None, None) when the settings use no pose
+        (``RuntimeConfig.uses_pose``), so the frame runs at once."""
+        if not self.pipeline.config.uses_pose:
+            return None, None
         pose, error = pose_from_tf(self.tf_buffer, self.pipeline.world_frame, frame, time_type=Time)
         if error is not None and self.tf_unavailable:
             error = f"TF is not subscribed: {self.tf_unavailable}; {error}"

@@ -146,6 +146,13 @@ class RuntimeConfig:
                 raise SettingError(name, reason)
         self.pairing.validate()
 
+    @property
+    def uses_pose(self) -> bool:
+        """Whether a frame's pose is used: for pairing, or to place the cloud in ``world_frame``. With ``single_view``
+        and ``cloud_frame: camera`` it is not, and the node does not wait ``tf_timeout_s`` for TF that a camera without
+        odometry never sends."""
+        return not self.single_view or self.cloud_frame == "world"
+
     def camera_info_input(self) -> str:
         """The CameraInfo topic read: ``camera_info_topic``, or the one beside ``image_topic`` when that is ''
         (``topics.camera_info_topic_for``, image_transport's rule)."""

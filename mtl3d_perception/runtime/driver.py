@@ -155,7 +155,9 @@ class FrameDriver:
         if job.tf_error is not None:
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
                                f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; single-view. "
-                               "Raise tf_timeout_s if odometry publishes later", counter="tf_failures")
+                               "Raise tf_timeout_s if odometry publishes later"
+                               + (f"; ~/points is in {frame.frame_id}, not {self.config.world_frame}, for this frame"
+                                  if self.config.cloud_frame == "world" else ""), counter="tf_failures")
         try:
             products = self.pipeline.process(frame.with_pose(job.T_world_cam))
         except ValueError as exc:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
-from mtl3d_perception.geometry import check_intrinsics, check_rigid
+from mtl3d_perception.geometry import check_intrinsics, check_rigid, resize_intrinsics
 
 # Time went back (a looping bag, a restarted simulation) when a stamp is this much older than the newest one:
 # tf2_ros's clock-jump threshold. Every layer detects it with :class:`TimeJumpDetector` and clears only its own
@@ -31,6 +32,28 @@ def check_image_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS
         msg = (f"{what} is {width}x{height} = {int(width) * int(height) / 1e6:.1f} MP, above the limit of "
                f"{max_pixels / 1e6:.1f} MP (max_image_pixels = {max_pixels}); refused before decoding")
         raise ImageTooLarge(msg)
+
+
+def image_interpolation(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> int:
+    """The OpenCV interpolation for resizing a colour image from ``src_wh`` to ``dst_wh`` (W, H): area averaging when
+    both sides shrink (no aliasing), bilinear otherwise."""
+    return cv2.INTER_AREA if dst_wh[0] < src_wh[0] and dst_wh[1] < src_wh[1] else cv2.INTER_LINEAR
+
+
+def resize_to_network(rgb: np.ndarray, K: np.ndarray, wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The network's view of a frame: the whole image ``rgb`` [H, W, 3] resized to ``wh`` = (W, H) and ``K`` scaled per
+    axis (:func:`~mtl3d_perception.geometry.resize_intrinsics`); an image of another aspect ratio is stretched, not
+    cropped, so every output covers the camera's whole field of view (models/README.md, session 18: stretching a 3:2 or
+    16:9 image costs the shipped model nothing measurable). The one rule of the node, replay and ``mtl3d eval``.
+
+    Returns:
+        (rgb [h, w, 3], K [3, 3] float64); ``rgb`` is the input itself when the size already matches.
+    """
+    H, W = rgb.shape[:2]
+    K_net = resize_intrinsics(np.asarray(K, np.float64), (W, H), wh)
+    if (W, H) == tuple(wh):
+        return rgb, K_net
+    return cv2.resize(rgb, tuple(wh), interpolation=image_interpolation((W, H), wh)), K_net
 
 
 class TimeJumpDetector:

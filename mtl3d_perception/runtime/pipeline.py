@@ -1,6 +1,6 @@
 """PerceptionPipeline: Frame -> Products through the network's streaming API (DESIGN §2, §5).
 
-preprocess (resize to the network size, K scaled with ``geometry.resize_intrinsics``) -> pick the source view
+preprocess (``frames.resize_to_network``: the whole image to the network size, K scaled per axis) -> pick the source view
 (``FrameHistory``) -> ``model.encode`` the new frame once and reuse cached features of the source ->
 ``model.predict`` -> postprocess (class ids and palette, depth with invalid pixels NaN, normals, boundary
 probability, at network or camera resolution, point cloud with stride in the camera or world frame).
@@ -15,17 +15,16 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mtl3d_perception.classes import colorize_labels
 from mtl3d_perception.evaluation.montage import colorize_normals
-from mtl3d_perception.geometry import check_rigid, point_cloud, resize_intrinsics, unit_vectors
+from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig
-from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size
+from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
 from mtl3d_perception.runtime.history import FrameHistory
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
 from mtl3d_perception.runtime.products import Products
@@ -144,13 +143,7 @@ class PerceptionPipeline:
         ``frame.rgb`` may be read-only or strided (a view of a bag message's buffer); it is copied only then,
         since ``torch.from_numpy`` needs a writable, contiguous array.
         """
-        W, H = frame.size
-        w, h = self.net_size
-        rgb = frame.rgb
-        if (W, H) != (w, h):
-            interp = cv2.INTER_AREA if w < W and h < H else cv2.INTER_LINEAR
-            rgb = cv2.resize(rgb, (w, h), interpolation=interp)
-        K_net = resize_intrinsics(np.asarray(frame.K, np.float64), (W, H), (w, h))
+        rgb, K_net = resize_to_network(frame.rgb, frame.K, self.net_size)
         image = torch.from_numpy(np.require(rgb, np.uint8, ("C", "W"))).to(self.device).permute(2, 0, 1)[None]
         image = image.float().div_(255.0).contiguous()  # NCHW: the layout the CvM's encoder runs fastest in
         return rgb, image, K_net
