@@ -713,6 +713,12 @@ def test_camera_inputs_yuyv_binning_and_empty_frame_id(ros_context):
         assert values["processed"] == "1" and values["last_pair_reason"] == "empty_frame_id"
         assert values["camera.image_kind"] == "image_raw" and "binning 2x2" in values["camera.camera_info"]
         assert values.get("bad_input.encoding", "0") == "0" and values.get("tf_failures", "0") == "0"
+        # a later camera_info without binning: /diagnostics says what is applied now (it kept the first one's)
+        header = cv.make_header(h.types, 71 * S, "")
+        h.image_pub.publish(cv.make_image(h.types, header, np.full((H, W, 3), 90, np.uint8), "rgb8"))
+        h.info_pub.publish(cv.make_camera_info(h.types, header, K, W, H))
+        h.wait_outputs(2)
+        assert h.diag()["camera.camera_info"] == "image_raw: no distortion, intrinsics from K"
     finally:
         h.close()
 
@@ -893,6 +899,10 @@ def test_status_levels():
     clock.t += 6.0
     level, message = _level(stats)
     assert level == WARN and "no frame processed for 6.0 s" in message
+    # no frame in the window: the ratio is unknown, not 0 (a user trial read 0.00 beside 4 fallbacks of 4 frames)
+    clock.t += 5.0  # 11 s after the last frame: past warn_window_s, the ratio's window
+    values = dict(status_fields(stats.snapshot(), {})[2])
+    assert values["single_view_ratio"] == "n/a" and values["processed"] == "111"
 
 
 def test_status_sync_stalled_after_the_rate_window():

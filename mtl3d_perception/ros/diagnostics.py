@@ -43,7 +43,7 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
     if idle_s is not None and idle_s > snapshot["rate_window_s"]:
         warnings.append(f"no frame processed for {idle_s:.1f} s")
     ratio = snapshot["single_view_ratio"]
-    if ratio > 0.5:
+    if ratio is not None and ratio > 0.5:
         warnings.append(f"mostly single-view ({ratio:.0%} of recent frames; last: {snapshot['last_pair_reason']})")
     if snapshot["recent_problem"]:
         warnings.append(snapshot["last_problem"])
@@ -57,7 +57,7 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
                  "time_jumps", "internal_errors"):
         key = {"dropped": "dropped_frames", "single_view": "single_view_fallbacks"}.get(name, name)
         values.append((key, str(counts.get(name, 0))))
-    values.append(("single_view_ratio", f"{ratio:.2f}"))
+    values.append(("single_view_ratio", "n/a" if ratio is None else f"{ratio:.2f}"))  # n/a: no recent frame
     values.append(("bad_input", str(sum(snapshot["bad_input"].values()))))
     values.extend((f"bad_input.{kind}", str(n)) for kind, n in sorted(snapshot["bad_input"].items()))
     for stage, (p50, p95) in latency.items():

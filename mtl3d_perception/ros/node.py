@@ -362,10 +362,11 @@ class PerceptionNode(Node):
         finally:
             with self._cond:
                 self._decoding -= 1
-        if "camera_info" not in self.camera_info:
-            self.camera_info["camera_info"] = self.cameras.get(info).describe(self.image_kind)
-            self.get_logger().info(f"camera_info: {self.camera_info['camera_info']} "
-                                   f"({self.image_kind} from the {self.camera_info['image_kind_from']})")
+        described = self.cameras.get(info).describe(self.image_kind)
+        if described != self.camera_info.get("camera_info"):  # the first one, or a camera_info that changed since
+            self.camera_info["camera_info"] = described
+            self.get_logger().info(f"camera_info: {described} ({self.image_kind} from the "
+                                   f"{self.camera_info['image_kind_from']})")
         if frame.header_problem:
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:

@@ -135,7 +135,8 @@ class RuntimeStats:
                 "recent_problem": now - self._last_problem_at <= self.warn_window_s,
                 "last_error": self.last_error,
                 "recent_error": now - self._last_error_at <= self.warn_window_s,
-                "single_view_ratio": sum(fallbacks) / len(fallbacks) if fallbacks else 0.0,
+                # of the frames done within warn_window_s; None with none there (a stream that stopped)
+                "single_view_ratio": sum(fallbacks) / len(fallbacks) if fallbacks else None,
                 "sync_stalled": sync_stalled,
                 "idle_s": now - self._done_at[-1] if self._done_at else None,
                 "rate_window_s": self.rate_window_s,
