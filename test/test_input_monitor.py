@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mtl3d_perception.ros.input_monitor import ERROR, OK, InputMonitor, silent_input_message
+from mtl3d_perception.ros.input_monitor import (
+    ERROR,
+    OK,
+    SILENT_LOG_MAX_S,
+    InputMonitor,
+    silent_input_message,
+    warning_period_s,
+)
 
 INPUTS = {"image": ("/camera/color/image_raw", "sensor_msgs/msg/Image"),
           "camera_info": ("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo")}
@@ -106,3 +113,27 @@ def test_warnings_say_what_is_wrong_once_each():
         "processed without intrinsics; sensor_msgs/msg/CameraInfo topics in the graph: none")
     clock.t += 6.0  # now nothing arrives
     assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: 0)] == ["silent_image", "silent_camera_info"]
+
+
+def test_a_long_silence_is_logged_less_and_less_often():
+    """A user trial: with no camera the node logged two warnings every 5 s for as long as it ran (74 lines in 250 s).
+    The period grows with the silence, up to a minute; the first lines come as before."""
+    from mtl3d_perception.runtime.throttled_log import ThrottledLog
+
+    assert warning_period_s(3.0, 5.0) == 5.0 and warning_period_s(40.0, 5.0) == 20.0
+    assert warning_period_s(3600.0, 5.0) == SILENT_LOG_MAX_S
+    now = [0.0]
+    lines: list[str] = []
+
+    class Lines:
+        def warning(self, message: str) -> None:
+            lines.append(message)
+
+    log = ThrottledLog(Lines(), period_s=5.0, clock=lambda: now[0])
+    logged_at = []
+    for second in range(3, 3601):  # the node checks its inputs once a second; silent from start-up
+        now[0] = float(second)
+        if log("silent_image", "no Image", period_s=warning_period_s(now[0], 5.0)):
+            logged_at.append(second)
+    assert logged_at[:3] == [3, 8, 16] and len(logged_at) < 80  # 720 at a fixed 5 s
+    assert logged_at[-1] - logged_at[-2] == SILENT_LOG_MAX_S

@@ -22,6 +22,14 @@ from dataclasses import dataclass
 OK, WARN, ERROR = 0, 1, 2
 SILENT_AFTER_S = 3.0  # "a few seconds" without a message on an input: say so
 INFO_MISSING_AFTER_S = 1.0  # images without any camera_info for this long: say so (cameras send both at once)
+SILENT_LOG_MAX_S = 60.0  # a camera off for long: its warning at most this often in the log (always in /diagnostics)
+
+
+def warning_period_s(silent_s: float, base_s: float) -> float:
+    """How often to log an input's silence that has lasted ``silent_s``: every ``base_s`` at first, then every half of
+    the silence so far, at most every :data:`SILENT_LOG_MAX_S` (a robot parked with its camera off for an hour logs
+    ~70 lines, not 720)."""
+    return min(max(base_s, silent_s / 2), SILENT_LOG_MAX_S)
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ class ThrottledLog:
         self.suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def __call__(self, kind: str, message: str, *, error: bool = False) -> bool:
-        """Log ``message`` unless a line of ``kind`` was logged within ``period_s``; returns whether it was logged."""
+    def __call__(self, kind: str, message: str, *, error: bool = False, period_s: float | None = None) -> bool:
+        """Log ``message`` unless a line of ``kind`` was logged within ``period_s`` (this call's, else the log's);
+        returns whether it was logged."""
         with self._lock:
             now = self.clock()
-            if now - self._last.get(kind, -float("inf")) < self.period_s:
+            if now - self._last.get(kind, -float("inf")) < (self.period_s if period_s is None else period_s):
                 self.suppressed[kind] += 1
                 return False
             self._last[kind] = now
