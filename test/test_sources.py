@@ -4,6 +4,7 @@ from synthetic scenes with exact ground truth; bad layouts give one-line errors 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +71,34 @@ def write_tum(root: Path, scene, *, gt_rows=None) -> Path:
             gt_rows.append(f"{t0 + i / 5:.6f} " + " ".join(f"{v:.9f}" for v in (*T[:3, 3], *q)))
     (root / "groundtruth.txt").write_text("\n".join(gt_rows) + "\n")
     return root
+
+
+def test_eval_of_a_tum_folder_names_its_camera_and_what_it_left_out(tmp_path, scene, capsys):
+    """A user trial: a TUM-layout folder of another camera could not be evaluated (no way to give its camera or K on
+    the command line), one named `freiburg1` was scored with fr1's K without a word, and images left out for want of
+    depth were not reported."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    _, _, K, _ = scene
+    root = write_tum(tmp_path / "my_camera", scene)
+    lines = (root / "depth.txt").read_text().splitlines()
+    (root / "depth.txt").write_text("\n".join(lines[:-2]) + "\n")  # the last 2 images have no depth
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    base = ["eval", str(ckpt), "--data", f"tum:{root}", "--modes", "single_view", "--montages", "0", "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "e0")]) == 1
+    assert "pass --tum-camera fr1|fr2|fr3|default or --intrinsics FX,FY,CX,CY" in capsys.readouterr().err
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    assert cli.main([*base, "--intrinsics", f"{fx},{fy},{cx},{cy}", "--out", str(tmp_path / "e1")]) == 0
+    inputs = json.loads((tmp_path / "e1" / "metrics.json").read_text())["inputs"][f"tum:{root}"]
+    assert inputs == {"camera": "given K", "K_fx_fy_cx_cy": pytest.approx([fx, fy, cx, cy]), "K_for": "the images' size",
+                      "frames": N - 2, "frames_left_out": 2}
+    assert f"Read: {N - 2} frames with TUM camera given K" in (tmp_path / "e1" / "report.md").read_text()
+    assert cli.main([*base, "--tum-camera", "fr3", "--out", str(tmp_path / "e2")]) == 0
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["inputs"][f"tum:{root}"]["camera"] == "fr3"
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--intrinsics", "525,525,319.5"])
+    assert "is not FX,FY,CX,CY" in capsys.readouterr().err
 
 
 def test_tum_frames_equal_what_was_written(tmp_path, scene):

@@ -471,7 +471,8 @@ class PerceptionNode(Node):
             self.driver.problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
                                         f"({self.sync_slop_s:g} s) among the last sync_queue_size "
                                         f"({self.sync_queue_size}) messages; raise sync_queue_size if camera_info "
-                                        "arrives late, or sync_slop_s if the stamps differ", counter="sync_warnings")
+                                        "arrives late, or sync_slop_s if the stamps differ (both read-only: set them "
+                                        "at start-up, -p sync_slop_s:=0.05)", counter="sync_warnings")
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
 from mtl3d_perception.data.datasets import SourceConfig
+from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
@@ -34,6 +35,17 @@ BAG_TOPIC_HELP = {"depth_topic": "; '' for none", "camera_info_topic": ": the on
                   "depth_camera_info_topic": ": the one beside --depth-topic (for depth in another frame than the "
                                              "image's, reprojected into the colour camera)",
                   "world_frame": ": the fixed frame TF poses the images in"}
+
+
+def intrinsics_arg(text: str) -> tuple[float, float, float, float]:
+    """``FX,FY,CX,CY`` (pixels, for the images' own size) -> a tuple; argparse's type for ``--intrinsics``."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FX,FY,CX,CY (four numbers in pixels, e.g. 525,525,319.5,239.5)")
+    return values  # type: ignore[return-value]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,15 +71,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, default in BAG_TOPIC_DEFAULTS.items():
         bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="FRAME" if name == "world_frame" else "TOPIC",
                          help=f"default {default!r}{BAG_TOPIC_HELP.get(name, '')}")
+    tum = parser.add_argument_group("TUM RGB-D camera (tum:... specs; default: freiburg1/2/3 from the folder name)")
+    tum.add_argument("--tum-camera", choices=tuple(TUM_CAMERAS), default=None,
+                     help="the published calibration to use (fr1, fr2, fr3 or default), scaled to the images' size")
+    tum.add_argument("--intrinsics", type=intrinsics_arg, default=None, metavar="FX,FY,CX,CY",
+                     help="the colour camera's own K, in pixels of its images (a TUM-layout recording of another camera)")
 
 
 def with_flags(message: str) -> str:
-    """A bag source's message with its setting names (``source depth_topic '/x/' ...``, ``PATH: depth_topic /gt ...``)
-    as the flags that set them here (``--depth-topic``)."""
+    """A bag or TUM source's message with its setting names (``source depth_topic '/x/' ...``, ``PATH: depth_topic /gt
+    ...``, ``give camera: ... or K``) as the flags that set them here (``--depth-topic``, ``--tum-camera``)."""
     for name in BAG_TOPIC_DEFAULTS:
         flag = "--" + name.replace("_", "-")
         message = message.replace(f"source {name} ", f"{flag} ").replace(f": {name} ", f": {flag} ")
-    return message
+    return message.replace("give camera: fr1|fr2|fr3|default or K",  # a TUM folder's camera (data.sources.tum)
+                           "pass --tum-camera fr1|fr2|fr3|default or --intrinsics FX,FY,CX,CY")
 
 
 def check_label_topics(source) -> None:
@@ -120,14 +138,16 @@ def pairing_description(gap: int | None) -> dict:
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
                         max_batches: int | None = None, device: str = "auto",
                         modes: tuple[str, ...] = MODES, gap: int | None = None,
-                        montages: int = 2, progress: bool = False, bag_topics: dict[str, str] | None = None) -> dict:
+                        montages: int = 2, progress: bool = False, bag_topics: dict[str, str] | None = None,
+                        tum_camera: dict | None = None) -> dict:
     """Evaluate ``checkpoint`` on each data spec; writes metrics.json, report.md and PNGs into ``out`` (montage PNGs of
     an earlier evaluation there are removed first).
 
     ``progress``: a progress bar per data spec (on a terminal only). ``bag_topics``: the ``BAG_TOPIC_DEFAULTS``
     fields (``image_topic``, ``camera_info_topic``, ``depth_topic``, ``depth_camera_info_topic``, ``semantic_topic``,
     ``world_frame``) for the ``bag:`` specs (default: the source's defaults). A depth topic, or a semantic topic other
-    than the default, that the bag lacks is refused.
+    than the default, that the bag lacks is refused. ``tum_camera``: ``camera`` and/or ``intrinsics`` (fx, fy, cx, cy)
+    for the ``tum:`` specs (``SourceConfig``'s fields). What each bag and TUM spec read is recorded under ``inputs``.
 
     Raises:
         ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
@@ -157,6 +177,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
         try:
             if source.kind == "bag" and bag_topics:
                 source = dataclasses.replace(source, **bag_topics)
+            if source.kind == "tum" and tum_camera:
+                source = dataclasses.replace(source, **{k: v for k, v in tum_camera.items() if v is not None})
             if source.kind == "bag":
                 check_label_topics(source)
             dataset = build_dataset([source], image_size=tuple(model.config.input_size), num_views=2)
@@ -174,6 +196,13 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                 "depth_topic": frames.depth_topic or None,
                 "depth_camera_info_topic": frames.depth_camera_info_topic or None,
                 "semantic_topic": frames.semantic_topic or None, "world_frame": frames.world_frame}
+        if source.kind == "tum":  # the K the frames were read with, and the images no depth or pose was found for
+            frames = dataset.sources[0].frames
+            fx, fy, cx, cy = (float(v) for v in frames.K[(0, 1, 0, 1), (0, 1, 2, 2)])
+            report.setdefault("inputs", {})[spec] = {
+                "camera": "given K" if frames.K_given else frames.camera, "K_fx_fy_cx_cy": [fx, fy, cx, cy],
+                "K_for": "the images' size" if frames.K_given else "640x480 (scaled to the images' size)",
+                "frames": len(frames), "frames_left_out": frames.dropped}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -253,7 +282,13 @@ def render_report(report: dict) -> str:
         lines += [f"Synthetic scenes: generator v{scenes['generator']}, {scenes['textures']} textures", ""]
     for spec, modes in report["results"].items():
         lines += [f"## `{spec}`", ""]
-        if inputs := report.get("inputs", {}).get(spec):
+        inputs = report.get("inputs", {}).get(spec)
+        if inputs and "camera" in inputs:  # tum:
+            fx, fy, cx, cy = inputs["K_fx_fy_cx_cy"]
+            lines += [f"Read: {inputs['frames']} frames with TUM camera {inputs['camera']} (fx {fx:g}, fy {fy:g}, cx {cx:g}, "
+                      f"cy {cy:g} for {inputs['K_for']}); {inputs['frames_left_out']} colour images left out (no depth "
+                      "within the association tolerance or outside the ground truth)", ""]
+        elif inputs:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:
                 depth += f" (its camera_info, for depth in another frame: {inputs['depth_camera_info_topic']})"
@@ -294,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.data, args.out, batch_size=args.batch_size,
                                  max_batches=args.max_batches, device=args.device, modes=modes, gap=args.gap,
                                  montages=args.montages, progress=args.progress,
-                                 bag_topics={name: getattr(args, name) for name in BAG_TOPIC_DEFAULTS})
+                                 bag_topics={name: getattr(args, name) for name in BAG_TOPIC_DEFAULTS},
+                                 tum_camera={"camera": args.tum_camera, "intrinsics": args.intrinsics})
     out = Path(args.out)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}\nmetrics: {out / 'metrics.json'}"

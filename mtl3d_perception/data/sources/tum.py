@@ -145,6 +145,7 @@ class TumSequence:
                                         "'freiburg1/2/3'); give camera: fr1|fr2|fr3|default or K")
                 camera = f"fr{m.group(1)}"
             self.K = camera_K(camera)
+        self.camera = camera if K is None else ""  # the published calibration read, "" with a given K
         rgb = read_file_list(self.root / "rgb.txt")
         depth = read_file_list(self.root / "depth.txt")
         gt_stamps, gt_poses = read_groundtruth(self.root / "groundtruth.txt")
