@@ -481,6 +481,22 @@ def test_train_runs_from_each_kind(layouts, kind, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "checkpoints" / "last.safetensors").is_file()
 
 
+def test_finetune_validation_pairs_as_eval_and_the_node_do(layouts):
+    """A user trial: the fine-tuning run's validation gave 0.1255 with 2 single-view frames where `mtl3d eval` of the
+    same checkpoint and frames gave 0.1210 with 1: the config's validation paired over every 2nd frame at 5 cm."""
+    from mtl3d_perception.train.config import load_config
+    from mtl3d_perception.train.eval_cli import two_view_source
+
+    bag = layouts["bag"]
+    val = load_config(SMOKE.parent / "finetune.yaml", [f"data.val.0.path={bag}"]).data.val[0]
+    rule = two_view_source(parse_data_spec(f"bag:{bag}:0.8:1.0"), None)
+    assert (val.neighbour, val.eval_gap, val.min_baseline) == (rule.neighbour, rule.eval_gap, rule.min_baseline)
+    validation = build_dataset([val], image_size=SIZE)
+    evaluation = build_dataset([rule], image_size=SIZE)
+    assert [validation[i].meta[0]["frames"] for i in range(len(validation))] == \
+        [evaluation[i].meta[0]["frames"] for i in range(len(evaluation))]
+
+
 def test_finetune_config_trains_the_shipped_model_on_a_bag_as_it_was_trained(layouts, tmp_path):
     """README's fine-tuning step on a recorded bag: one step of ``config/train/finetune.yaml`` from the shipped
     model keeps the frozen pretrained stages (weights and BatchNorm statistics) and changes the rest. With the
