@@ -468,7 +468,7 @@ class PerceptionNode(Node):
         unpaired = self.stats.counts["images"] - self.stats.counts["received"] - self.sync_queue_size
         if unpaired > self._unpaired_reported:
             self._unpaired_reported = unpaired
-            self.driver.problem("sync", f"{unpaired} image(s) found no camera_info stamped within sync_slop_s "
+            self.driver.problem("sync", f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
                                         f"({self.sync_slop_s:g} s) among the last sync_queue_size "
                                         f"({self.sync_queue_size}) messages; raise sync_queue_size if camera_info "
                                         "arrives late, or sync_slop_s if the stamps differ (both read-only: set them "
