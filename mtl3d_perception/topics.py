@@ -30,12 +30,14 @@ CAMERA_FRAME = "camera_color_optical_frame"
 # Outputs, relative to the node's private namespace: name -> (message type, encoding or None). Each image has its
 # camera_info as a sibling (``depth/image`` + ``depth/camera_info``, as RealSense and nvblox publish), so
 # image_transport's CameraSubscriber (depth_image_proc, RViz's Camera display) pairs them; ``image_color`` is the
-# rgb8 rendering of the same pixels, beside ``image`` as in image_proc. ``depth/confidence`` (the model's matching
+# rgb8 rendering of the same pixels, beside ``image`` as in image_proc (for depth: viewers without a range setting,
+# Foxglove's Image panel among them, draw 32FC1 as if it lay in [0, 1], i.e. white beyond 1 m). ``depth/confidence`` (the model's matching
 # confidence in [0, 1], same header and size as ``depth/image``, so ``depth/camera_info`` is its sibling too) is
 # published only by models that output one (``geometric_depth: true``).
 OUTPUTS: dict[str, tuple[str, str | None]] = {
     "depth/image": ("sensor_msgs/msg/Image", "32FC1"),
     "depth/confidence": ("sensor_msgs/msg/Image", "32FC1"),
+    "depth/image_color": ("sensor_msgs/msg/Image", "rgb8"),
     "depth/camera_info": ("sensor_msgs/msg/CameraInfo", None),
     "semantic/image": ("sensor_msgs/msg/Image", "mono8"),
     "semantic/image_color": ("sensor_msgs/msg/Image", "rgb8"),

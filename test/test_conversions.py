@@ -633,7 +633,8 @@ def test_products_to_messages(flavour):
     confidence = np.linspace(0.0, 1.0, 35, dtype=np.float32).reshape(5, 7)
     products = Products(stamp_ns=9_000_000_001, frame_id="cam", size=(7, 5), K=K_SMALL, depth=_sample("32FC1"),
                         depth_confidence=confidence, semantic=mono, semantic_color=colour, normals=_sample("32FC3"),
-                        normals_color=colour, boundary=mono, points=cloud, points_frame_id="odom")
+                        normals_color=colour, boundary=mono, points=cloud, points_frame_id="odom",
+                        depth_color=colour)
     msgs = products_to_messages(types, products)
     assert set(msgs) == set(topics.OUTPUTS)
     np.testing.assert_array_equal(cv.image_to_array(msgs["depth/confidence"]), confidence)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,15 @@ def test_scale_aware_loss_is_zero_only_at_the_truth():
     far = depth_scale_aware_loss(gt * 1.3, gt, valid).item()
     bent = depth_scale_aware_loss(gt * torch.linspace(0.7, 1.3, 5), gt, valid).item()
     assert far > 0.05 and bent > 0.05  # both scale and structure errors cost
+
+
+def test_metrics_json_is_strict_json():
+    """Python's json wrote NaN bare, which JavaScript's JSON.parse (a viewer trial) and most tools refuse: undefined
+    metrics are null, numpy scalars numbers, and a stamp in ns stays exact."""
+    from mtl3d_perception.evaluation.json_report import dumps
+
+    text = dumps({"nan": float("nan"), "f32": np.float32(1.5), "inf": np.float64(np.inf), "stamp": np.int64(2**60 + 1),
+                  "rows": (np.array([1.0, np.nan]), [float("-inf")])}, indent=None)
+    assert json.loads(text) == {"nan": None, "f32": 1.5, "inf": None, "stamp": 2**60 + 1, "rows": [[1.0, None], [None]]}
+    with pytest.raises(TypeError):
+        dumps({"not JSON": object()})

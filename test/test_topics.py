@@ -28,8 +28,8 @@ def test_every_output_image_has_its_sibling_camera_info():
     """So image_transport's CameraSubscriber (depth_image_proc, RViz Camera) pairs ~/depth/image with
     ~/depth/camera_info (``~/depth`` + ``~/depth/camera_info`` never paired)."""
     images = [name for name, (msg_type, _) in topics.OUTPUTS.items() if msg_type == "sensor_msgs/msg/Image"]
-    assert images == ["depth/image", "depth/confidence", "semantic/image", "semantic/image_color", "normals/image",
-                      "normals/image_color", "boundary/image"]
+    assert images == ["depth/image", "depth/confidence", "depth/image_color", "semantic/image", "semantic/image_color",
+                      "normals/image", "normals/image_color", "boundary/image"]
     for name in images:
         info = topics.camera_info_topic_for(topics.output_topic(name))
         assert info == topics.output_topic(f"{topics.output_group(name)}/camera_info")

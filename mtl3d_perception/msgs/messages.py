@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 IMAGE_OUTPUTS = {
     "depth/image": "depth",
     "depth/confidence": "depth_confidence",
+    "depth/image_color": "depth_color",
     "semantic/image": "semantic",
     "semantic/image_color": "semantic_color",
     "normals/image": "normals",

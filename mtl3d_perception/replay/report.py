@@ -20,7 +20,6 @@ no display).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mtl3d_perception.data.sequence import describe_provenance
+from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
 from mtl3d_perception.runtime.products import STAGES
@@ -187,11 +187,6 @@ def metrics_table(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _json_number(value: Any) -> int | float:
-    """numpy scalars for ``json.dumps``: integers stay exact (a stamp in ns does not fit a float's 53 bits)."""
-    return int(value) if isinstance(value, np.integer) else float(value)
-
-
 def ground_truth_note(s: dict[str, Any], kind: str) -> str:
     """``no`` (not in the bag), ``N of M frames`` scored with it, or why none was although the bag has it."""
     if not s["ground_truth"][kind]:
@@ -247,7 +242,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str,
     paths["metrics"] = out_dir / "metrics.json"
     paths["report"] = out_dir / "report.md"
     summary["files"] = {k: p.name for k, p in paths.items()} | {"output_bag": "output.mcap"}
-    paths["metrics"].write_text(json.dumps({**summary, "per_frame": records}, indent=1, default=_json_number) + "\n")
+    paths["metrics"].write_text(json_report.dumps({**summary, "per_frame": records}, indent=1) + "\n")
     paths["report"].write_text(_report_markdown(summary, modes))
     return paths
 

@@ -91,8 +91,8 @@ class RuntimeConfig:
     tf_timeout_s: float = setting(0.3, "wait this long for TF of a frame, then process it single-view (replay: "
                                        "how far past a frame the bag's TF must be before a frame with no TF path "
                                        "gives up)", constraint=(0.0, 10.0))
-    publish_depth: bool = setting(True, "publish ~/depth/image, ~/depth/confidence (models that output one) and "
-                                        "~/depth/camera_info", scope=NODE)
+    publish_depth: bool = setting(True, "publish ~/depth/image, ~/depth/image_color, ~/depth/confidence (models that "
+                                        "output one) and ~/depth/camera_info", scope=NODE)
     publish_semantic: bool = setting(True, "publish ~/semantic/image, ~/semantic/image_color and "
                                            "~/semantic/camera_info", scope=NODE)
     publish_normals: bool = setting(True, "publish ~/normals/image, ~/normals/image_color and ~/normals/camera_info",

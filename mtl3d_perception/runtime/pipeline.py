@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl3d_perception.classes import colorize_labels
-from mtl3d_perception.evaluation.montage import colorize_normals
+from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig
@@ -287,6 +287,7 @@ class PerceptionPipeline:
                             classes=tuple(cfg.classes))
         if "depth" in want:
             products.depth = host["depth"].astype(np.float32)
+            products.depth_color = colorize_depth(products.depth, cfg.depth_range)
             if "depth_confidence" in host:
                 products.depth_confidence = host["depth_confidence"].astype(np.float32)
         if "semantic" in want:

@@ -27,6 +27,8 @@ class Products:
             with the geometric depth; ~0 where nothing was matched, e.g. single-view mode; 0 where ``depth`` is
             NaN), same size as ``depth``; None when depth is disabled or the model has no geometric depth
             (``geometric_depth: false``, models from before issue 18).
+        depth_color: ``[H,W,3]`` uint8 RGB of ``depth`` (``evaluation.montage.colorize_depth`` over the model's depth
+            range: turbo in log depth, near red, invalid grey); None when depth is disabled.
         semantic: ``[H,W]`` uint8 class ids (mono8); ``semantic_color`` ``[H,W,3]`` uint8 RGB in the model's palette.
         normals: ``[H,W,3]`` float32 unit vectors in the optical frame, NaN invalid (32FC3);
             ``normals_color`` ``[H,W,3]`` uint8 (``evaluation.montage.colorize_normals``: ``(1 - n) / 2 * 255``,
@@ -50,6 +52,7 @@ class Products:
     K: np.ndarray
     depth: np.ndarray | None = None
     depth_confidence: np.ndarray | None = None
+    depth_color: np.ndarray | None = None
     semantic: np.ndarray | None = None
     semantic_color: np.ndarray | None = None
     normals: np.ndarray | None = None

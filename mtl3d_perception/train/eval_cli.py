@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
+from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
@@ -221,7 +221,7 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                 save_png(out / f"montage_{slug}_{mode}_{i}.png", pic)
             report["results"][spec][mode] = {"metrics": r["metrics"], "num_samples": r["num_samples"],
                                              "seconds_per_sample": r["seconds_per_sample"]}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    (out / "metrics.json").write_text(json_report.dumps(report, indent=2))
     (out / "report.md").write_text(render_report(report))
     return report
 
