@@ -39,6 +39,30 @@ def _transpose(x):
     return x.transpose(-1, -2) if _is_torch(x) else np.swapaxes(x, -1, -2)
 
 
+def z_up_rotation(T_world_cams: np.ndarray) -> np.ndarray:
+    """The axis-aligned rotation ``R_odom_world`` [4,4] that turns a world whose cameras look "down" along another
+    axis into a z-up one (REP 103: z up), from camera poses ``T_world_cams`` [N,4,4] (optical frames: +y down).
+
+    The cameras' mean down direction is snapped to the nearest world axis (a y-up HoloLens world: -y); the result is
+    the quarter or half turn taking that axis to -z, or the identity when it already is -z (a z-up world, where a
+    camera's pitch must not tilt the world). Poses of held or robot cameras are upright on average; this is not a
+    gravity estimate.
+    """
+    down = np.asarray(T_world_cams, np.float64)[:, :3, 1].mean(0)
+    axis = int(np.argmax(np.abs(down)))
+    a = np.zeros(3)
+    a[axis] = np.sign(down[axis]) or 1.0
+    R = np.eye(4)
+    if a[2] == -1.0:
+        return R
+    r3 = -a  # R a = -z: the third row is -a
+    r1 = np.zeros(3)
+    r1[(axis + 1) % 3] = 1.0  # any axis orthogonal to a
+    r2 = np.cross(r3, r1)  # rows r1, r2, r3 right-handed: r3 = r1 x r2
+    R[:3, :3] = np.stack([r1, r2, r3])
+    return R
+
+
 def invert_se3(T):
     """Inverse of rigid transforms ``T [...,4,4]`` (numpy or torch), using R^T rather than a general inverse."""
     R = T[..., :3, :3]

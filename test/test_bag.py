@@ -103,6 +103,43 @@ def test_synthetic_base_link_stays_level_and_on_height(tmp_path, seq_dir):
         assert tilt < 6 and 0.8 < tf.transform.translation.z < 1.1
 
 
+def test_a_y_up_world_is_written_z_up(tmp_path, seq_dir):
+    """A viewer trial: the HoloLens sequence's world is y-up, and `mtl3d bag` wrote it into odom as it was, so RViz
+    showed the floor standing up. The world is turned z-up (a quarter turn here); relative poses are kept, so
+    everything the runtime computes is unchanged; --keep-world writes it as it is."""
+    import dataclasses
+
+    seq = PosedSequence(seq_dir)
+    y_up = np.eye(4)
+    y_up[:3, :3] = [[1, 0, 0], [0, 0, 1], [0, -1, 0]]  # z-up -> y-up (a quarter turn about x)
+    frames = [dataclasses.replace(f, T_world_cam=y_up @ f.T_world_cam) for f in seq]
+    turned = write_sequence(tmp_path / "y_up", frames)
+    back = read_bag_sequence(write_bag(turned, tmp_path / "bag"))
+    down = np.mean([g.T_world_cam[:3, 1] for g in back], axis=0)  # optical +y is down
+    assert down[2] < -0.9 * np.linalg.norm(down)
+    for f, g in zip(seq, back):  # a z-up world again (up to a turn about z): the same motion between frames
+        np.testing.assert_allclose(np.linalg.inv(back[0].T_world_cam) @ g.T_world_cam,
+                                   np.linalg.inv(seq[0].T_world_cam) @ f.T_world_cam, atol=1e-6)
+        assert abs(g.T_world_cam[2, 3] - f.T_world_cam[2, 3]) < 1e-6  # heights kept
+    kept = read_bag_sequence(write_bag(turned, tmp_path / "kept", z_up=False))
+    np.testing.assert_allclose(kept[1].T_world_cam, frames[1].T_world_cam, atol=1e-6)
+
+
+def test_a_real_y_up_sequence_is_written_z_up(tmp_path, hololens_dir, capsys):
+    """The real case: the HoloLens cameras' mean down is -y in their world; in the bag it is -z."""
+    seq = tmp_path / "slice"
+    (seq / "images").mkdir(parents=True)
+    names = sorted(p.stem for p in (hololens_dir / "images").iterdir())[:8]
+    for name in names:
+        (seq / "images" / f"{name}.jpg").symlink_to(hololens_dir / "images" / f"{name}.jpg")
+    (seq / "K.txt").symlink_to(hololens_dir / "K.txt")
+    (seq / "poses.txt").write_text("".join((hololens_dir / "poses.txt").read_text().splitlines(True)[:8]))
+    assert cli.main(["bag", str(seq), "--out", str(tmp_path / "bag")]) == 0
+    assert "its cameras' mean down was -y" in capsys.readouterr().out
+    down = np.mean([g.T_world_cam[:3, 1] for g in read_bag_sequence(tmp_path / "bag")], axis=0)
+    assert down[2] < -0.8 * np.linalg.norm(down)
+
+
 def test_offered_qos_profiles_are_recorded(tmp_path, seq_dir):
     bag = write_bag(seq_dir, tmp_path / "bag", storage="db3")
     with Reader(bag) as reader:

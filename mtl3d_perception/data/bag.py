@@ -9,7 +9,8 @@ Writing turns a posed RGB-D sequence into the topics a robot would record (names
   ``compressed_image_transport`` records them) instead, as many robot bags hold them;
 - ``/tf``: ``odom -> base_link`` per frame; ``/tf_static``: ``base_link -> camera_color_optical_frame``
   (:data:`T_BASE_CAM`, a head camera 0.2 m ahead of and 0.3 m above ``base_link``, pitched 10 degrees
-  down), so that ``T_odom_base @ T_BASE_CAM`` is the frame's ``T_world_cam``;
+  down), so that ``T_odom_base @ T_BASE_CAM`` is the frame's ``T_world_cam`` (a world that is not z-up turned to
+  one first, ``geometry.z_up_rotation``, so RViz shows the floor as the floor);
 - ground truth when the sequence has it: ``/camera/depth/image_rect`` (``32FC1`` metres, NaN invalid)
   and ``/gt/semantic`` (``mono8``).
 
@@ -53,7 +54,7 @@ from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_
 
 from mtl3d_perception import topics
 from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
-from mtl3d_perception.geometry import invert_se3
+from mtl3d_perception.geometry import invert_se3, z_up_rotation
 from mtl3d_perception.msgs.conversions import (
     COMPRESSED_FORMATS,
     make_camera_info,
@@ -134,6 +135,7 @@ def write_bag(
     storage: str = "mcap",
     compressed: str | None = None,
     T_base_cam: np.ndarray = T_BASE_CAM,
+    z_up: bool = True,
 ) -> Path:
     """Write a posed RGB-D sequence as a rosbag2 directory and return its path.
 
@@ -146,6 +148,10 @@ def write_bag(
         compressed: None (default): raw ``rgb8`` images on ``/camera/color/image_raw``; ``"jpeg"`` or ``"png"``:
             ``CompressedImage`` on ``/camera/color/image_raw/compressed`` instead.
         T_base_cam: the ``base_link -> camera_color_optical_frame`` extrinsic on ``/tf_static``.
+        z_up: write ``odom`` z-up (REP 103) for a sequence whose world is not (a y-up HoloLens world lay on its side
+            in RViz): the world is turned by the quarter or half turn of :func:`geometry.z_up_rotation` (identity for a
+            z-up world; relative poses, and so everything the runtime computes, are unchanged). Needs the poses up
+            front: a :class:`PosedSequence` or folder; frames from an iterator are written as they are.
 
     A sequence folder's ``provenance.json`` (``mtl3d synth``'s scene record) goes into the bag's metadata
     (``custom_data``, key ``mtl3d.provenance``), where :func:`bag_provenance` and ``mtl3d replay`` read it.
@@ -171,6 +177,8 @@ def write_bag(
     types = typestore().types
     T_base_cam = np.asarray(T_base_cam, np.float64)
     T_cam_base = invert_se3(T_base_cam)
+    poses = getattr(frames, "poses", None)
+    R_odom_world = z_up_rotation(poses) if z_up and poses is not None and len(poses) else np.eye(4)
 
     provenance = getattr(frames, "provenance", None)  # rosbag2 metadata's custom_data (version >= 6): strings only
     try:
@@ -185,7 +193,7 @@ def write_bag(
     if provenance_json is not None:
         writer.set_custom_data(PROVENANCE_KEY, provenance_json)
     try:
-        _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path)
+        _write_frames(writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path, R_odom_world)
     except BaseException:
         # a half-written conversion is of no use and would block a re-run: remove the folder we created
         with contextlib.suppress(Exception):
@@ -196,7 +204,8 @@ def write_bag(
     return out_path
 
 
-def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path: Path) -> None:
+def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz, compressed, out_path: Path,
+                  R_odom_world: np.ndarray) -> None:
     store = typestore()
     conns: dict[str, Any] = {}
 
@@ -218,7 +227,7 @@ def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz
             static = make_transform_stamped(types, make_header(types, t_ns, topics.BASE_FRAME), topics.CAMERA_FRAME, T_base_cam)
             write(topics.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage", t_ns,
                   types["tf2_msgs/msg/TFMessage"](transforms=[static]), QOS_TF_STATIC)
-        T_odom_base = np.asarray(frame.T_world_cam, np.float64) @ T_cam_base
+        T_odom_base = R_odom_world @ np.asarray(frame.T_world_cam, np.float64) @ T_cam_base
         tf = make_transform_stamped(types, make_header(types, t_ns, topics.WORLD_FRAME), topics.BASE_FRAME, T_odom_base)
         write(topics.TF_TOPIC, "tf2_msgs/msg/TFMessage", t_ns, types["tf2_msgs/msg/TFMessage"](transforms=[tf]), QOS_TF)
         W, H = frame.size

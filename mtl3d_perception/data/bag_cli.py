@@ -14,8 +14,11 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mtl3d_perception.data.bag import STORAGES, bag_topics, write_bag
 from mtl3d_perception.data.sequence import PosedSequence
+from mtl3d_perception.geometry import z_up_rotation
 from mtl3d_perception.msgs.conversions import COMPRESSED_FORMATS
 
 
@@ -25,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", dest="rate_hz", type=float, default=None, metavar="HZ",
                         help="stamp frames at this rate (default: timestamps.txt, else 10 Hz)")
     parser.add_argument("--format", choices=tuple(STORAGES), default="mcap", help="storage; default mcap")
+    parser.add_argument("--keep-world", action="store_true",
+                        help="write odom as poses.txt's world even when it is not z-up (default: a y-up world such "
+                             "as a HoloLens one is turned z-up, REP 103, so viewers show the floor level)")
     parser.add_argument("--compressed", choices=COMPRESSED_FORMATS, default=None,
                         help="write the images as sensor_msgs/CompressedImage on <image topic>/compressed "
                              "instead of raw rgb8; default raw")
@@ -33,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     seq = PosedSequence(args.sequence)
-    write_bag(seq, args.out, rate_hz=args.rate_hz, storage=args.format, compressed=args.compressed)
+    write_bag(seq, args.out, rate_hz=args.rate_hz, storage=args.format, compressed=args.compressed,
+              z_up=not args.keep_world)
+    turn = z_up_rotation(seq.poses)
+    if not args.keep_world and not np.allclose(turn, np.eye(4)):
+        down = -turn[2, :3]  # the world axis the turn takes to -z
+        axis = int(np.argmax(np.abs(down)))
+        print(f"turned the sequence's world so that odom is z-up (REP 103): its cameras' mean down was "
+              f"{'-' if down[axis] < 0 else '+'}{'xyz'[axis]}; --keep-world writes it as it is")
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({args.format}, {len(seq)} frames, {size / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s; topics: {', '.join(sorted(bag_topics(args.out)))}")
