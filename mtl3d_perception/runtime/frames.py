@@ -43,8 +43,9 @@ def image_interpolation(src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> int
 def resize_to_network(rgb: np.ndarray, K: np.ndarray, wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The network's view of a frame: the whole image ``rgb`` [H, W, 3] resized to ``wh`` = (W, H) and ``K`` scaled per
     axis (:func:`~mtl3d_perception.geometry.resize_intrinsics`); an image of another aspect ratio is stretched, not
-    cropped, so every output covers the camera's whole field of view (models/README.md, session 18: stretching a 3:2 or
-    16:9 image costs the shipped model nothing measurable). The one rule of the node, replay and ``mtl3d eval``.
+    cropped, so every output covers the camera's whole field of view (models/README.md, session 18: against cropping,
+    stretching a 3:2 or 16:9 image moves the shipped model's abs rel by -1 to +2 %). The one rule of the node, replay
+    and ``mtl3d eval``.
 
     Returns:
         (rgb [h, w, 3], K [3, 3] float64); ``rgb`` is the input itself when the size already matches.
