@@ -219,7 +219,9 @@ def test_outputs_match_inputs_and_model(harness):
 
     values = harness.diag()
     assert values["processed"] == "2" and values["received"] == "2"
-    assert values["single_view_fallbacks"] == "1"  # the first frame has no source
+    # the first frame has no source: single-view by design, not a fallback (a user trial read 32 "fallbacks" from a
+    # node run with single_view:=true, beside a ratio of 0.00)
+    assert values["single_view_frames"] == "1" and values["single_view_fallbacks"] == "0"
     assert values["last_pair_reason"] in ("baseline", "farthest")
     assert values["device"] == "cpu" and "latency_total_p50_ms" in values and "latency_predict_p95_ms" in values
     assert values["tf_failures"] == "0" and values["bad_input"] == "0"
@@ -323,7 +325,7 @@ def test_live_tf_from_another_process_gives_two_view_frames():
         assert _history_pose_x(h.node, 11 * S) == pytest.approx(0.5)
         assert _history_pose_x(h.node, 11 * S + S // 2) == pytest.approx(0.75)
         values = h.diag()
-        assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"  # only the first frame
+        assert values["tf_failures"] == "0" and values["single_view_frames"] == "1"  # only the first frame
         assert values["last_pair_reason"] == "baseline"
         assert values["last_baseline_m"] == "0.250"  # the parallax it had: 0.75 - 0.5 m
     finally:
@@ -399,6 +401,8 @@ def test_single_view_with_a_camera_frame_cloud_does_not_wait_for_tf(ros_context)
         h.wait_outputs(1)
         assert time.monotonic() - start < 8.0  # not held for tf_timeout_s
         assert h.node.stats.counts["tf_failures"] == 0 and h.received["points"][-1].header.frame_id == CAM
+        values = h.diag()
+        assert (values["single_view_frames"], values["single_view_fallbacks"]) == ("1", "0")  # by choice: no fallback
         h.node.set_parameters([Parameter("cloud_frame", value="world"), Parameter("tf_timeout_s", value=0.05)])
         h.send_frame(91 * S, _image(71))
         h.wait_outputs(2)  # the world-frame cloud needs the pose: it waited, found none, and says where the cloud is
@@ -423,7 +427,7 @@ def test_frame_waits_for_late_tf(ros_context):
         h.send_tf(2 * S, 0.2)
         h.wait_outputs(2)
         values = h.diag()
-        assert values["tf_failures"] == "0" and values["single_view_fallbacks"] == "1"
+        assert values["tf_failures"] == "0" and values["single_view_frames"] == "1"
         assert values["last_pair_reason"] == "baseline"
     finally:
         h.close()
@@ -472,7 +476,7 @@ def test_bad_input_keeps_node_alive(harness):
     harness.wait_outputs(3)
     values = harness.diag()
     assert values["tf_failures"] == "2" and values["time_jumps"] == "1"
-    assert values["processed"] == "3" and values["single_view_fallbacks"] == "3"
+    assert values["processed"] == "3" and values["single_view_frames"] == "3" and values["single_view_fallbacks"] == "2"
     assert harness.diagnostics[-1].status[0].level == b"\x01"  # WARN while problems are recent
     assert harness.node.tf_buffer.rejected == 1
 

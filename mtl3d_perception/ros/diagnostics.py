@@ -53,9 +53,12 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
     message = "; ".join([message, *warnings])
     values = [(key, str(value)) for key, value in info.items()]
     values.append(("rate_hz", f"{snapshot['rate_hz']:.2f}"))
-    for name in ("images", "camera_infos", "received", "processed", "dropped", "single_view", "tf_failures",
-                 "time_jumps", "internal_errors"):
-        key = {"dropped": "dropped_frames", "single_view": "single_view_fallbacks"}.get(name, name)
+    # single_view_frames: every frame run single-view; single_view_fallbacks: those without a usable source (not the
+    # first frame, a still camera or single_view mode: runtime.stats.is_fallback), which the ratio and warning count
+    for name in ("images", "camera_infos", "received", "processed", "dropped", "single_view", "fallbacks",
+                 "tf_failures", "time_jumps", "internal_errors"):
+        key = {"dropped": "dropped_frames", "single_view": "single_view_frames",
+               "fallbacks": "single_view_fallbacks"}.get(name, name)
         values.append((key, str(counts.get(name, 0))))
     values.append(("single_view_ratio", "n/a" if ratio is None else f"{ratio:.2f}"))  # n/a: no recent frame
     values.append(("bad_input", str(sum(snapshot["bad_input"].values()))))

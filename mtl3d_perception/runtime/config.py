@@ -110,7 +110,7 @@ class RuntimeConfig:
                                                        "output_resolution=camera", constraint=(4, 2**40))
     single_view: bool = setting(False, f"never pair a source view: every frame runs single-view (reason "
                                        f"{SINGLE_VIEW_MODE}, not a fallback to warn about); poses still place the "
-                                       "world-frame cloud")
+                                       "world-frame cloud, and with cloud_frame camera no TF is waited for")
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:

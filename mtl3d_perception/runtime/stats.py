@@ -40,8 +40,8 @@ class RuntimeStats:
         clock: monotonic seconds (injected so tests need no sleeps).
 
     Counter names the status knows: ``images`` and ``camera_infos`` (every input message), ``received``
-    (synchronised pairs), ``processed``, ``dropped``, ``single_view``, ``tf_failures``, ``time_jumps``,
-    ``internal_errors``.
+    (synchronised pairs), ``processed``, ``dropped``, ``single_view`` (every single-view frame), ``fallbacks`` (those
+    of them without a usable source, :func:`is_fallback`), ``tf_failures``, ``time_jumps``, ``internal_errors``.
     """
 
     def __init__(self, window: int = 200, rate_window_s: float = 5.0, warn_window_s: float = 10.0,
@@ -103,9 +103,12 @@ class RuntimeStats:
                 self._latency["end_to_end"].append(end_to_end_s)
             self.last_pair_reason = pair_reason
             self.last_baseline_m = baseline_m
+            fallback = is_fallback(single_view, pair_reason)
             if single_view:
                 self.counts["single_view"] += 1
-            self._fallbacks.append((now, is_fallback(single_view, pair_reason)))
+            if fallback:
+                self.counts["fallbacks"] += 1
+            self._fallbacks.append((now, fallback))
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the status needs, as plain numbers and strings."""
