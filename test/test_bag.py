@@ -140,6 +140,22 @@ def test_a_real_y_up_sequence_is_written_z_up(tmp_path, hololens_dir, capsys):
     assert down[2] < -0.8 * np.linalg.norm(down)
 
 
+def test_stamps_from_zero_are_written_later(tmp_path, seq_dir, caplog):
+    """A user trial: a timestamps.txt starting at 0.000 gave a first image stamped 0, which ROS reads as "no stamp"
+    (replay blamed the camera driver and ran that frame single-view). The stamps are moved by START_TIME_S, spacing
+    kept, and a warning says so."""
+    import dataclasses
+
+    from mtl3d_perception.data.sequence import START_TIME_S
+
+    seq = PosedSequence(seq_dir)
+    frames = [dataclasses.replace(f, stamp=0.1 * i) for i, f in enumerate(seq)]
+    with caplog.at_level("WARNING"):
+        back = read_bag_sequence(write_bag(frames, tmp_path / "bag"))
+    assert "stamps start at 0.000 s; ROS reads a zero stamp as none" in caplog.text
+    assert [g.stamp for g in back] == pytest.approx([START_TIME_S + 0.1 * i for i in range(len(frames))], abs=1e-6)
+
+
 def test_offered_qos_profiles_are_recorded(tmp_path, seq_dir):
     bag = write_bag(seq_dir, tmp_path / "bag", storage="db3")
     with Reader(bag) as reader:

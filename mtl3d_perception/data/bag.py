@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,7 +54,7 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 
 from mtl3d_perception import topics
-from mtl3d_perception.data.sequence import PosedSequence, SequenceFrame
+from mtl3d_perception.data.sequence import START_TIME_S, PosedSequence, SequenceFrame
 from mtl3d_perception.geometry import invert_se3, z_up_rotation
 from mtl3d_perception.msgs.conversions import (
     COMPRESSED_FORMATS,
@@ -64,6 +65,8 @@ from mtl3d_perception.msgs.conversions import (
     make_transform_stamped,
 )
 from mtl3d_perception.typed_config import frame_rate
+
+log = logging.getLogger(__name__)
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "db3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written (Jazzy reads 9)
@@ -215,13 +218,18 @@ def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz
         writer.write(conns[topic], t_ns, store.serialize_cdr(msg, msgtype))
 
     first: SequenceFrame | None = None
-    t0_ns = 0
+    t0_ns = offset_ns = 0
     for i, frame in enumerate(frames):
         if first is None:
             first, t0_ns = frame, seconds_to_ns(frame.stamp)
+            if t0_ns <= 0:  # ROS reads a zero stamp as "no stamp" (tf2: the latest transform; replay: a driver fault)
+                offset_ns = seconds_to_ns(START_TIME_S)
+                t0_ns += offset_ns
+                log.warning("%s: the sequence's stamps start at %.3f s; ROS reads a zero stamp as none, so every "
+                            "stamp is written %.0f s later", out_path, frame.stamp, START_TIME_S)
         elif frame.size != first.size or not np.allclose(frame.K, first.K, rtol=0, atol=1e-9):
             raise BagError(f"{out_path}: frame {i} changes K or image size; one bag holds one camera")
-        t_ns = t0_ns + round(i * 1e9 / rate_hz) if rate_hz else seconds_to_ns(frame.stamp)
+        t_ns = t0_ns + round(i * 1e9 / rate_hz) if rate_hz else seconds_to_ns(frame.stamp) + offset_ns
         cam_header = make_header(types, t_ns, topics.CAMERA_FRAME)
         if i == 0:
             static = make_transform_stamped(types, make_header(types, t_ns, topics.BASE_FRAME), topics.CAMERA_FRAME, T_base_cam)
