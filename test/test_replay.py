@@ -559,6 +559,8 @@ def test_eval_scores_a_bags_labels_under_their_own_topic_name(wall_bag, tmp_path
 
     assert cli.main([*base, "--out", str(tmp_path / "e1")]) == 0  # the default topic is absent: depth only
     assert "semantic/miou" not in scored("e1")["metrics"] and "depth/abs_rel" in scored("e1")["metrics"]
+    assert ("semantic labels none (the bag's other Image topics: /segmentation/labels; --semantic-topic scores labels "
+            "on one)") in (tmp_path / "e1" / "report.md").read_text()
     assert cli.main([*base, "--semantic-topic", "/segmentation/labels", "--out", str(tmp_path / "e2")]) == 0
     assert 0.0 <= scored("e2")["metrics"]["semantic/miou"] <= 100.0
     assert "semantic labels /segmentation/labels" in (tmp_path / "e2" / "report.md").read_text()

@@ -299,7 +299,8 @@ class PerceptionNode(Node):
         if self.tf_unavailable:
             self.inputs.set_unavailable("tf", self.tf_unavailable)
         tf_input = f"NOT subscribed ({self.tf_unavailable})" if self.tf_unavailable else (
-            f"{topics.TF_TOPIC} + {topics.TF_STATIC_TOPIC}, poses of the image frame in {self.pipeline.world_frame}")
+            f"{topics.TF_TOPIC} + {topics.TF_STATIC_TOPIC}, poses of the image frame in {self.pipeline.world_frame}"
+            if self.pipeline.config.uses_pose else "not used (single_view with the cloud in the camera frame)")
         self.get_logger().info(f"inputs: image {image_topic} ({inputs['image'][1]}), camera_info {info_topic}, "
                                f"TF {tf_input}")
         self.input_timer = self.create_timer(1.0, self.check_inputs)

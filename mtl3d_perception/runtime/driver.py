@@ -153,9 +153,10 @@ class FrameDriver:
         """
         frame = job.frame
         if job.tf_error is not None:
+            what = ("only the world-frame cloud uses it (single_view)" if self.config.single_view else
+                    "single-view. Raise tf_timeout_s if odometry publishes later")
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
-                               f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; single-view. "
-                               "Raise tf_timeout_s if odometry publishes later"
+                               f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; {what}"
                                + (f"; ~/points is in {frame.frame_id}, not {self.config.world_frame}, for this frame"
                                   if self.config.cloud_frame == "world" else ""), counter="tf_failures")
         try:

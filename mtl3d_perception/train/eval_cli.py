@@ -196,6 +196,13 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                 "depth_topic": frames.depth_topic or None,
                 "depth_camera_info_topic": frames.depth_camera_info_topic or None,
                 "semantic_topic": frames.semantic_topic or None, "world_frame": frames.world_frame}
+            if not frames.semantic_topic:  # labels on a topic of another name would be missed without a word
+                from mtl3d_perception.data import bag as bag_io
+
+                used = {frames.image_topic, frames.depth_topic}
+                report["inputs"][spec]["other_image_topics"] = sorted(
+                    t for t, msgtype in bag_io.bag_topics(source.path).items()
+                    if msgtype == "sensor_msgs/msg/Image" and t not in used)
         if source.kind == "tum":  # the K the frames were read with, and the images no depth or pose was found for
             frames = dataset.sources[0].frames
             fx, fy, cx, cy = (float(v) for v in frames.K[(0, 1, 0, 1), (0, 1, 2, 2)])
@@ -292,8 +299,12 @@ def render_report(report: dict) -> str:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:
                 depth += f" (its camera_info, for depth in another frame: {inputs['depth_camera_info_topic']})"
+            semantic = inputs.get("semantic_topic") or "none"
+            if inputs.get("other_image_topics"):
+                semantic += (f" (the bag's other Image topics: {', '.join(inputs['other_image_topics'])}; "
+                             "--semantic-topic scores labels on one)")
             lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth {depth}, semantic labels "
-                      f"{inputs.get('semantic_topic') or 'none'}, poses in {inputs['world_frame']} from TF", ""]
+                      f"{semantic}, poses in {inputs['world_frame']} from TF", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
