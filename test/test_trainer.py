@@ -38,6 +38,9 @@ def test_shipped_configs_load():
 def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     with pytest.raises(ConfigError, match="'optim.lrr'"):
         load_config(SMOKE, ["optim.lrr=1"])
+    # a user trial: a negative extra weight trained, maximising the photometric error
+    with pytest.raises(ConfigError, match=r"'loss.extra.photometric.weight' expects a finite number >= 0, got -1"):
+        load_config(SMOKE, ["loss.extra.photometric.weight=-1"])
     with pytest.raises(ConfigError, match="'data.train.0.frames'"):
         load_config(SMOKE, ["data.train.0.frames=3"])
     with pytest.raises(ConfigError, match="'steps' expects int"):
@@ -224,6 +227,33 @@ def test_ddp_two_processes_gloo(tmp_path):
     torch.testing.assert_close(w0, w1)  # gradients were averaged: the replicas stay identical
     meta = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors").checkpoint_metadata
     assert meta["step"] == 3
+
+
+def test_a_resumed_fine_tune_keeps_its_history_without_its_parent(trained, tmp_path):
+    """A user trial: resuming a fine-tune re-read and re-hashed model.init_checkpoint, so after the parent run had
+    committed again (its last.safetensors replaced) the history named a file the fine-tune never started from, and a
+    moved parent refused the resume although the weights come from the fine-tune's own checkpoint."""
+    import shutil
+
+    torch.set_num_threads(1)
+    parent = tmp_path / "parent.safetensors"
+    shutil.copy(trained[2] / "checkpoints" / "last.safetensors", parent)
+    digest = hashlib.sha256(parent.read_bytes()).hexdigest()[:12]
+    overrides = (f"model.init_checkpoint={parent}", "eval_every=0", "model.reinit=[heads.predictors.semantic]")
+    Trainer(smoke(tmp_path / "ft", *overrides, "steps=1")).fit()
+
+    def inits() -> set[str]:
+        meta = load_checkpoint(tmp_path / "ft" / "checkpoints" / "last.safetensors").checkpoint_metadata
+        return {s.get("init") for s in meta["trained_on"]} - {None}
+
+    assert inits() == {f"parent.safetensors {digest}"}
+    parent.write_bytes(b"not the file the fine-tune started from")  # replaced (a run that committed again) ...
+    resumed = Trainer(smoke(tmp_path / "ft", *overrides, "steps=2"), resume=True)
+    resumed.fit()
+    assert resumed.step == 2 and inits() == {f"parent.safetensors {digest}"}
+    parent.unlink()  # ... or moved away
+    Trainer(smoke(tmp_path / "ft", *overrides, "steps=3"), resume=True).fit()
+    assert inits() == {f"parent.safetensors {digest}"}
 
 
 def test_fine_tuning_records_its_history_and_the_labels_its_data_held(trained, tmp_path, caplog):

@@ -73,6 +73,11 @@ class LossConfig:
         for task, w in self.weights.items():
             require(f"loss.weights.{task}", task, task in TASKS, f"a task name ({', '.join(TASKS)})")
             require(f"loss.weights.{task}", w, math.isfinite(w) and w >= 0, "a finite number >= 0 (0 switches the task off)")
+        for name, spec in self.extra.items():  # a negative weight would maximise the term
+            require(f"loss.extra.{name}", spec, isinstance(spec, dict), "a mapping {weight: w, ...the term's arguments}")
+            w = spec.get("weight", 1.0)
+            require(f"loss.extra.{name}.weight", w, isinstance(w, int | float) and not isinstance(w, bool)
+                    and math.isfinite(w) and w >= 0, "a finite number >= 0")
         require("loss.silog_lambda", self.silog_lambda, 0 <= self.silog_lambda <= 1, "a number in [0, 1]")
 
 

@@ -16,6 +16,7 @@ The lr schedule is rebuilt from the config, so a resumed run may change ``steps`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -291,7 +292,12 @@ class Trainer:
                    "continue it with --resume, or pass another out_dir=DIR")
             raise FileExistsError(msg)
         check_learns(cfg, [src.tasks for src in cfg.data.train])  # before any data is read
-        self.model = build_model_from_config(cfg).to(self.device)
+        # a resumed fine-tune continues from its own committed weights: its init_checkpoint may have moved, or (a
+        # run's last.safetensors) been replaced since, and is neither read nor re-hashed into its history
+        own = find_committed(self.ckpt_dir).weights if resume and cfg.model.init_checkpoint else None
+        model_cfg = cfg if own is None else dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, init_checkpoint=str(own), reinit=()))
+        self.model = build_model_from_config(model_cfg).to(self.device)
         self.criterion = build_criterion(cfg).to(self.device)
         self.module = TrainModule(self.model, self.criterion, tuple(cfg.model.freeze))
         # before DDP, which refuses a module without a trainable parameter in its own words; a loss term's own
@@ -341,7 +347,12 @@ class Trainer:
                            f"({ds.cfg.kind}) has {ds.distinct_views} per {'scene' if ds.cfg.kind == 'synthetic' else 'range'}"
                            f"; lower data.num_views or give it more frames")
                     raise ConfigError(msg)
-        self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
+        if own is not None:  # the history recorded when the fine-tune started
+            trained_on = read_checkpoint_metadata(own).get("trained_on")
+            self.init_history = [s for s in trained_on if isinstance(s, dict) and "init" in s] \
+                if isinstance(trained_on, list) else []
+        else:
+            self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
         if self.epoch_len < 1:
