@@ -180,7 +180,7 @@ def test_text_that_is_not_yaml_is_one_line_naming_the_file_or_key(capsys, tmp_pa
     ("data.augment.camera.jpeg_prob=2", "config key 'data.augment.camera.jpeg_prob' expects a number in [0, 1], got 2.0"),
     ("data.train.0.min_baseline=-1", "config section 'data.train.0': source min_baseline -1.0, max_baseline 0.5: "
                                      "expected 0 <= min_baseline < max_baseline (metres)"),
-    ("data.image_size=[0,0]", "config key 'data.image_size' expects [W, H] of at least 8 pixels each, got (0, 0)"),
+    ("data.image_size=[0,0]", "config key 'data.image_size' expects [W, H], each a multiple of 8 (the network's stride), e.g. [160, 120], got (0, 0)"),
     ("data.train.0.max_rotation_deg=-5",
      "config section 'data.train.0': source max_rotation_deg -5.0: expected a number in (0, 180]"),
 ])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -41,6 +42,12 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     # a user trial: a negative extra weight trained, maximising the photometric error
     with pytest.raises(ConfigError, match=r"'loss.extra.photometric.weight' expects a finite number >= 0, got -1"):
         load_config(SMOKE, ["loss.extra.photometric.weight=-1"])
+    # the same trial: these failed later without their key named (a seed error, a source blamed, H x W printed)
+    for override, message in (("seed=-1", "'seed' expects an int >= 0"),
+                              ("data.label_regime=half", "'data.label_regime' expects one of full, random, one"),
+                              ("data.image_size=[80,60]", "'data.image_size' expects [W, H], each a multiple of 8")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(SMOKE, [override])
     with pytest.raises(ConfigError, match="'data.train.0.frames'"):
         load_config(SMOKE, ["data.train.0.frames=3"])
     with pytest.raises(ConfigError, match="'steps' expects int"):

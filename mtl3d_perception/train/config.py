@@ -52,7 +52,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         require("data.batch_size", self.batch_size, self.batch_size >= 1, "an int >= 1")
         if self.image_size is not None:
-            require("data.image_size", self.image_size, min(self.image_size) >= 8, "[W, H] of at least 8 pixels each")
+            require("data.image_size", self.image_size, min(self.image_size) >= 8 and all(v % 8 == 0 for v in self.image_size),
+                    "[W, H], each a multiple of 8 (the network's stride), e.g. [160, 120]")
+        from mtl3d_perception.data.datasets import LABEL_REGIMES
+
+        require("data.label_regime", self.label_regime, self.label_regime in LABEL_REGIMES,
+                f"one of {', '.join(LABEL_REGIMES)}")
         require("data.num_workers", self.num_workers, self.num_workers >= 0, "an int >= 0")
         require("data.num_views", self.num_views, self.num_views >= 1, "an int >= 1")
 
@@ -130,6 +135,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require("steps", self.steps, self.steps >= 1, "an int >= 1")
+        require("seed", self.seed, self.seed >= 0, "an int >= 0 (numpy's generators take no negative seed)")
         require("log_every", self.log_every, self.log_every >= 1, "an int >= 1")
         for key in ("image_every", "eval_every", "checkpoint_every"):
             require(key, getattr(self, key), getattr(self, key) >= 0, "an int >= 0 (0 disables)")
