@@ -177,6 +177,20 @@ def test_scannet_frames_equal_what_was_written(tmp_path, scene):
     np.testing.assert_allclose(fr.depth, np.repeat(np.repeat(renders[4]["depth"][::2, ::2], 2, 0), 2, 1), atol=5e-4)
 
 
+def test_eval_of_a_scannet_export_says_what_it_left_out(tmp_path, scene):
+    """A user trial: frames of a ScanNet export whose pose is -inf were left out correctly but never reported."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    root = write_scannet(tmp_path / "scene0000_00", scene)
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"scannet:{root}", "--modes", "single_view", "--montages", "0",
+                     "--no-progress", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["inputs"][f"scannet:{root}"] == {
+        "frames": N - 1, "frames_left_out": 1}
+    assert f"Read: {N - 1} frames; 1 left out (ScanNet's -inf pose" in (tmp_path / "e" / "report.md").read_text()
+
+
 def test_scannet_bad_layouts(tmp_path, scene):
     root = write_scannet(tmp_path / "s", scene)
     (root / "pose" / "2.txt").unlink()

@@ -210,6 +210,9 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                 "camera": "given K" if frames.K_given else frames.camera, "K_fx_fy_cx_cy": [fx, fy, cx, cy],
                 "K_for": "the images' size" if frames.K_given else "640x480 (scaled to the images' size)",
                 "frames": len(frames), "frames_left_out": frames.dropped}
+        if source.kind == "scannet":  # frames whose tracking failed (-inf poses) are left out
+            frames = dataset.sources[0].frames
+            report.setdefault("inputs", {})[spec] = {"frames": len(frames), "frames_left_out": frames.invalid_poses}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -295,6 +298,9 @@ def render_report(report: dict) -> str:
             lines += [f"Read: {inputs['frames']} frames with TUM camera {inputs['camera']} (fx {fx:g}, fy {fy:g}, cx {cx:g}, "
                       f"cy {cy:g} for {inputs['K_for']}); {inputs['frames_left_out']} colour images left out (no depth "
                       "within the association tolerance or outside the ground truth)", ""]
+        elif inputs and "image_topic" not in inputs:  # scannet:
+            lines += [f"Read: {inputs['frames']} frames; {inputs['frames_left_out']} left out (ScanNet's -inf pose: its "
+                      "tracking failed)", ""]
         elif inputs:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:

@@ -52,8 +52,11 @@ def build_loss_term(name: str, **kwargs: Any) -> LossTerm:
     cls = LOSSES.get(name)
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        msg = f"loss term {name!r}: {exc}"
+    except TypeError as exc:  # the arguments the term takes, so a misspelt one (alfa for alpha) is plain to see
+        import inspect
+
+        takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        msg = f"loss term {name!r} (loss.extra.{name}): {exc}; it takes {', '.join(takes) or 'no argument'} and weight"
         raise ValueError(msg) from None
 
 

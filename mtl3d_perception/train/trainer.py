@@ -213,7 +213,7 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
     configured = [list(src.tasks) for src in cfg.data.train]
     found = "" if held == configured else f", the labels their data holds: {held}"
     msg = (f"nothing to learn: no data.train source gives labels for a task with a loss weight > 0 ({weighted}; "
-           f"the sources' tasks: {configured}{found}) and loss.extra has no term; give a source tasks: [depth, ...] "
+           f"the sources' tasks: {configured}{found}) and loss.extra has no term with a weight > 0; give a source tasks: [depth, ...] "
            "whose data has those labels (a bag's depth_topic) or add an unsupervised term (loss.extra.photometric)")
     raise ConfigError(msg)
 
