@@ -412,6 +412,26 @@ def test_single_view_with_a_camera_frame_cloud_does_not_wait_for_tf(ros_context)
         h.close()
 
 
+def test_depth_image_color_is_made_only_for_a_subscriber(ros_context):
+    """~/depth/image_color costs ~1 ms a frame (benchmarks/RESULTS.md, session 18): as image_proc's lazy outputs, it
+    is computed and published only while someone subscribes."""
+    h = Harness(ros_context, tiny_model())
+    try:
+        h.send_tf(95 * S, 0.0)
+        h.send_frame(95 * S, _image(80))
+        h.wait_outputs(1)
+        assert h.node.pipeline.depth_color and len(h.received["depth/image_color"]) == 1
+        colour_topic = topics.output_topic("depth/image_color")
+        h.peer.destroy_subscription(next(sub for sub in h.peer.subscriptions if sub.topic_name == colour_topic))
+        h.spin_until(lambda: h.node.pubs["depth/image_color"].get_subscription_count() == 0)
+        h.send_tf(96 * S, 0.1)
+        h.send_frame(96 * S, _image(81))
+        h.spin_until(lambda: len(h.received["depth/image"]) == 2 and len(h.received["points"]) == 2)
+        assert not h.node.pipeline.depth_color and len(h.received["depth/image_color"]) == 1
+    finally:
+        h.close()
+
+
 def test_frame_waits_for_late_tf(ros_context):
     """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)

@@ -450,6 +450,7 @@ class PerceptionNode(Node):
         self.driver.notify()
 
     def _process(self, job: PoseJob) -> None:
+        self.pipeline.depth_color = self.pubs["depth/image_color"].get_subscription_count() > 0  # lazy, as image_proc
         products = self.driver.run(job)
         if products is not None:
             self.publish_products(products)

@@ -74,6 +74,9 @@ class PerceptionPipeline:
         # history key (frame_id, stamp_ns) -> FrameFeatures of history frames
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
+        # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
+        # subscriber (image_pipeline's lazy outputs); replay records it
+        self.depth_color = True
         self.config = config
         self.set_config(config)
 
@@ -287,7 +290,8 @@ class PerceptionPipeline:
                             classes=tuple(cfg.classes))
         if "depth" in want:
             products.depth = host["depth"].astype(np.float32)
-            products.depth_color = colorize_depth(products.depth, cfg.depth_range)
+            if self.depth_color:
+                products.depth_color = colorize_depth(products.depth, cfg.depth_range)
             if "depth_confidence" in host:
                 products.depth_confidence = host["depth_confidence"].astype(np.float32)
         if "semantic" in want:
