@@ -251,7 +251,8 @@ def test_metrics_json_is_strict_json():
     from mtl3d_perception.evaluation.json_report import dumps
 
     text = dumps({"nan": float("nan"), "f32": np.float32(1.5), "inf": np.float64(np.inf), "stamp": np.int64(2**60 + 1),
-                  "rows": (np.array([1.0, np.nan]), [float("-inf")])}, indent=None)
-    assert json.loads(text) == {"nan": None, "f32": 1.5, "inf": None, "stamp": 2**60 + 1, "rows": [[1.0, None], [None]]}
+                  "rows": (np.array([1.0, np.nan]), [float("-inf")]), "flag": np.bool_(True)}, indent=None)
+    assert json.loads(text) == {"nan": None, "f32": 1.5, "inf": None, "stamp": 2**60 + 1, "rows": [[1.0, None], [None]],
+                                "flag": True}
     with pytest.raises(TypeError):
         dumps({"not JSON": object()})

@@ -44,6 +44,9 @@ from mtl3d_perception.source_selection import PairingConfig, select_source
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 LABEL_REGIMES: tuple[str, ...] = ("full", "random", "one")
+# the ground truth each task is supervised from in posed-frame data: normals are derived from depth (a sequence
+# folder may also hold them), boundaries from the semantic labels
+TASK_LABELS: dict[str, str] = {"depth": "depth", "normals": "depth", "semantic": "semantic", "boundary": "semantic"}
 SOURCE_KINDS: tuple[str, ...] = ("synthetic", "sequence", "bag", "tum", "scannet", "seven_scenes", "nyuv2")
 FRAME_KINDS: tuple[str, ...] = ("sequence", "bag", "tum", "scannet", "seven_scenes")  # posed-frame readers
 NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
@@ -457,11 +460,9 @@ class FramesDataset(SourceDataset):
         """``tasks`` less those the reader has no labels for: depth and normals need its depth (or, for a sequence
         folder, its normals), semantic and boundary its labels; readers that always have them (TUM, ScanNet,
         7-Scenes) keep every task."""
-        has_depth = getattr(self.frames, "has_depth", True)
-        has = {"depth": has_depth, "normals": has_depth or getattr(self.frames, "has_normals", False),
-               "semantic": getattr(self.frames, "has_semantic", True)}
-        has["boundary"] = has["semantic"]
-        return tuple(t for t in self.cfg.tasks if has[t])
+        has = {"depth": getattr(self.frames, "has_depth", True), "semantic": getattr(self.frames, "has_semantic", True)}
+        return tuple(t for t in self.cfg.tasks
+                     if has[TASK_LABELS[t]] or (t == "normals" and getattr(self.frames, "has_normals", False)))
 
     def label_sources(self, tasks: Iterable[str]) -> str:
         """Where the labels of ``tasks`` were looked for, for messages: ``semantic, boundary: semantic_topic
@@ -469,7 +470,7 @@ class FramesDataset(SourceDataset):
         semantic ones (a reader without ``label_source`` is named by its kind)."""
         by_label: dict[str, list[str]] = {}
         for task in tasks:
-            by_label.setdefault("semantic" if task in ("semantic", "boundary") else "depth", []).append(task)
+            by_label.setdefault(TASK_LABELS[task], []).append(task)
         describe = getattr(self.frames, "label_source", None)
         return "; ".join(f"{', '.join(ts)}: " + (describe(label) if describe else f"no {label} labels in {self.cfg.kind}")
                          for label, ts in by_label.items())

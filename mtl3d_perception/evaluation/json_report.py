@@ -17,16 +17,16 @@ import numpy as np
 
 def strict(value: Any) -> Any:
     """``value`` with every non-finite float (Python or numpy) replaced by None and numpy scalars and arrays made
-    Python numbers and lists, recursively through dicts, lists and tuples."""
+    Python values and lists, recursively through dicts, lists and tuples."""
     if isinstance(value, dict):
         return {k: strict(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [strict(v) for v in value]
     if isinstance(value, np.ndarray):
         return strict(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
+    if isinstance(value, np.generic):  # numpy scalars: int64 stays an exact int, bool_ a bool, float64 a float
+        value = value.item()
+    if isinstance(value, float):
         return float(value) if math.isfinite(value) else None
     return value
 

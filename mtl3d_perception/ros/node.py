@@ -195,7 +195,7 @@ class PerceptionNode(Node):
 
         image_type = CompressedImage if compressed else Image
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
-        info_topic = config.camera_info_topic or topics.camera_info_topic_for(base_topic)
+        info_topic = config.camera_info_input(base_topic)
         self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)

@@ -153,10 +153,11 @@ class RuntimeConfig:
         odometry never sends."""
         return not self.single_view or self.cloud_frame == "world"
 
-    def camera_info_input(self) -> str:
-        """The CameraInfo topic read: ``camera_info_topic``, or the one beside ``image_topic`` when that is ''
-        (``topics.camera_info_topic_for``, image_transport's rule)."""
-        return self.camera_info_topic or topics.camera_info_topic_for(self.image_topic)
+    def camera_info_input(self, image_topic: str | None = None) -> str:
+        """The CameraInfo topic read: ``camera_info_topic``, or the one beside the image topic when that is ''
+        (``topics.camera_info_topic_for``, image_transport's rule). ``image_topic``: the image topic as resolved
+        (the node's, after remapping); default ``self.image_topic``."""
+        return self.camera_info_topic or topics.camera_info_topic_for(image_topic or self.image_topic)
 
     # -------------------------------------------------------------------------------- flat parameter view
 
