@@ -286,3 +286,22 @@ def test_info_names_the_training_run():
     reinit = {**config, "model": {**config["model"], "reinit": ["heads.confidence"]}}
     assert training_run(reinit, 500).endswith("from runs/default_stage11/checkpoints/last.safetensors, "
                                               "heads.confidence from scratch")
+
+
+def test_info_names_the_losses_optimiser_and_frozen_parts():
+    """A researcher trial: `mtl3d info` showed the data and steps of a run, not its losses, optimiser or freezing."""
+    from mtl3d_perception.model.info import training_recipe
+
+    config = {"loss": {"depth_kind": "silog", "silog_lambda": 0.85, "weights": {"semantic": 1.0, "depth": 0.5},
+                       "all_views": False, "extra": {"photometric": {"weight": 0.2, "smoothness": 0.001}}},
+              "optim": {"lr": 3e-4, "encoder_lr_ratio": 0.2, "weight_decay": 1e-4, "warmup_steps": 30,
+                        "schedule": "cosine", "grad_clip": 10.0},
+              "data": {"batch_size": 8, "num_views": 2}, "model": {"freeze": ["encoder"], "reinit": []}}
+    assert training_recipe(config) == [
+        "losses: depth silog (lambda 0.85); task weights semantic 1, depth 0.5; the reference view only",
+        "  + photometric x0.2 (smoothness 0.001)",
+        "optimiser: AdamW lr 0.0003 (encoder x0.2), weight decay 0.0001, 30 warm-up steps then cosine, grad clip 10; "
+        "batch 8 x 2 views",
+        "frozen: encoder"]
+    assert training_recipe(config, [{"step": 5, "steps": 9, "steps_before": 9}])[-1] == "resumed at step 5"
+    assert training_recipe(None) == []

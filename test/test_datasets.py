@@ -193,6 +193,16 @@ def test_frame_indices_past_the_sequence_are_refused(sequence_dir):
         build_dataset([dataclasses.replace(cfg, start=-3, end=5)], image_size=SIZE)
 
 
+def test_a_range_mixing_a_fraction_and_an_index_says_so(sequence_dir):
+    """A user trial: `sequence:seq:0.9:1` (1 meant as the end) said only "empty frame range"."""
+    cfg = parse_data_spec(f"sequence:{sequence_dir}:0.9:1")
+    with pytest.raises(ValueError, match=re.escape("frames 9 to 1; 0.9 is a fraction (it has a dot) but 1 a frame "
+                                                   "index (the fraction is 1.0): write both bounds the same way")):
+        build_dataset([cfg], image_size=SIZE)
+    assert len(build_dataset([parse_data_spec(f"sequence:{sequence_dir}:0.9:1.0")], image_size=SIZE)) == 1
+    assert len(build_dataset([parse_data_spec(f"sequence:{sequence_dir}:2:0.5")], image_size=SIZE)) == 3  # a valid mix
+
+
 def test_hololens_frames(hololens_dir):
     cfg = parse_data_spec(f"sequence:{hololens_dir}:0.8:1.0")
     ds = build_dataset([dataclasses.replace(cfg, tasks=("depth",))], image_size=(160, 120))

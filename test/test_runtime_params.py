@@ -30,7 +30,9 @@ def test_reduced_precision_needs_cuda(precision):
     ("/odom", "world_frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'"),
     ("", "world_frame must not be empty, got ''"),
     ("  ", "world_frame must not be empty, got '  '"),
-    ("odom ", "world_frame 'odom ' has leading or trailing white space"),
+    ("odom ", "world_frame 'odom ' contains white space; tf2 frame ids are single words such as 'odom'"),
+    ("od om", "world_frame 'od om' contains white space; tf2 frame ids are single words such as 'odom'"),
+    ("od\tom", "world_frame 'od\\tom' contains white space; tf2 frame ids are single words such as 'odom'"),
 ])
 def test_frame_ids(frame_id, expected):
     assert frame_id_problem("world_frame", frame_id) == expected

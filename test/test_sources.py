@@ -116,6 +116,34 @@ def test_tum_frames_equal_what_was_written(tmp_path, scene):
     np.testing.assert_array_equal(given.frame(0).K, K)
 
 
+def test_tum_published_K_is_refused_for_images_that_are_not_4_3(tmp_path, scene, capsys):
+    """A user trial: a TUM folder of cropped images (64x40 of the 64x48 frames) was scored with the published
+    640x480 K stretched to 64x40 (fy x0.83) without a word. It is refused, naming the size; the images' own K works."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    _, _, K, renders = scene
+    root = write_tum(tmp_path / "rgbd_dataset_freiburg1_cropped", scene)
+    for line in (root / "rgb.txt").read_text().splitlines()[1:]:
+        name = line.split()[1]
+        cv2.imwrite(str(root / name), cv2.imread(str(root / name))[4:44])
+    for line in (root / "depth.txt").read_text().splitlines()[1:]:
+        name = line.split()[1]
+        cv2.imwrite(str(root / name), cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED)[4:44])
+    with pytest.raises(SequenceError, match=r"64x40 is not a resized copy of the 640x480 images the published fr1 K "
+                                            r"belongs to \(aspect 1\.600, expected 1\.333\); give these images' own K"):
+        TumSequence(root).frame(0)
+    K_crop = K.copy()
+    K_crop[1, 2] -= 4
+    np.testing.assert_array_equal(TumSequence(root, K=K_crop).frame(0).K, K_crop)
+    assert TumSequence(root).published_K((320, 240), root).shape == (3, 3)  # a resized copy is fine
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"tum:{root}", "--modes", "single_view", "--montages", "0",
+                     "--no-progress", "--out", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert "is not a resized copy" in err and "--intrinsics FX,FY,CX,CY" in err
+
+
 def test_tum_pose_is_interpolated_between_groundtruth_rows(tmp_path, scene):
     t0 = 1305031102.0
     rows = [f"{t0 - 0.05:.6f} 0 0 0 0 0 0 1", f"{t0 + 0.05:.6f} 0.2 0 0 0 0 0 1"]  # only frame 0 lies inside

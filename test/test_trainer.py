@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from mtl3d_perception.data.bag import BagError
 from mtl3d_perception.data.synthetic import GENERATOR_VERSION, scene_provenance
-from mtl3d_perception.model import ConfigError, load_checkpoint
+from mtl3d_perception.model import ConfigError, load_checkpoint, read_checkpoint_metadata
+from mtl3d_perception.model.info import training_recipe
 from mtl3d_perception.source_selection import PairingConfig
 from mtl3d_perception.train.config import load_config
 from mtl3d_perception.train.trainer import Trainer, _Schedule
@@ -175,6 +176,11 @@ def test_resume_follows_the_configured_schedule(tmp_path):
     expected = resumed.cfg.optim.lr * _Schedule(resumed.cfg.optim, 40)(2)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
     assert expected > 1.5 * resumed.cfg.optim.lr * _Schedule(resumed.cfg.optim, 3)(2)  # the two schedules differ
+    # a user trial: `mtl3d info` could not tell that a run was resumed, nor that its schedule was rebuilt
+    resumed.fit(until=3)
+    meta = read_checkpoint_metadata(tmp_path / "checkpoints" / "last.safetensors")
+    assert meta["resumes"] == [{"step": 2, "steps": 40, "steps_before": 3}]
+    assert training_recipe(meta["train_config"], meta["resumes"])[-1] == "resumed at step 2 (steps 3 -> 40)"
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path):

@@ -194,6 +194,25 @@ def _resolve(x: int | float, n: int, where: str = "") -> int:
     return x if x >= 0 else n + x
 
 
+def frame_range(cfg: SourceConfig, n: int) -> tuple[int, int]:
+    """``[lo, hi)``: the frames ``cfg.start``:``cfg.end`` select of a source with ``n`` frames (:func:`_resolve`).
+
+    Raises:
+        ValueError: a bound outside the source, or an empty range; the message names the source and, where one bound
+            is a fraction and the other an index (``:0.9:1``: 1 is frame 1, not the end), says so.
+    """
+    lo, hi = _resolve(cfg.start, n, cfg.path), _resolve(cfg.end, n, cfg.path)
+    if hi <= lo:
+        msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames): frames {lo} to {hi}"
+        kinds = {type(cfg.start), type(cfg.end)}
+        if kinds == {int, float}:
+            frac, index = (cfg.start, cfg.end) if isinstance(cfg.start, float) else (cfg.end, cfg.start)
+            msg += (f"; {frac} is a fraction (it has a dot) but {index} a frame index (the fraction is "
+                    f"{float(index)}): write both bounds the same way")
+        raise ValueError(msg)
+    return lo, hi
+
+
 def apply_label_regime(available: dict[str, bool], regime: str, rng: np.random.Generator) -> dict[str, bool]:
     """Simulate partial labels: ``full`` keeps all, ``random`` keeps each task with p=0.5 (at least one),
     ``one`` keeps exactly one of the available tasks.
@@ -437,11 +456,8 @@ class FramesDataset(SourceDataset):
         super().__init__(cfg, **kwargs)
         self.frames = open_frames(cfg)
         n = len(self.frames)
-        lo, hi = _resolve(cfg.start, n, cfg.path), _resolve(cfg.end, n, cfg.path)
+        lo, hi = frame_range(cfg, n)
         self.indices = np.arange(lo, hi, cfg.stride)
-        if len(self.indices) == 0:
-            msg = f"empty frame range [{cfg.start}, {cfg.end}) of {cfg.path} ({n} frames): frames {lo} to {hi}"
-            raise ValueError(msg)
         self.poses = np.asarray(self.frames.poses, np.float64)[self.indices]
         stamps = getattr(self.frames, "stamps", None)  # seconds; sources without stamps get the nominal rate
         self.stamps = (np.arange(n) / DEFAULT_RATE_HZ if stamps is None else np.asarray(stamps, np.float64))[self.indices]
@@ -526,7 +542,7 @@ class NYUv2Dataset(SourceDataset):
                     msg = f"{cfg.path} has no dataset {key!r}; expected nyu_depth_v2_labeled.mat's layout"
                     raise ValueError(msg)
             n = f["images"].shape[0]
-        self.lo, self.hi = _resolve(cfg.start, n, cfg.path), _resolve(cfg.end, n, cfg.path)
+        self.lo, self.hi = frame_range(cfg, n)
         self._file = None  # opened lazily in each worker (h5py handles do not survive fork)
         self._lut = nyu_label_mapping(cfg.nyu_labels)
 

@@ -154,6 +154,7 @@ def describe(spec: str) -> dict:
         info["trained_on"] = meta.get("trained_on")
         info["task_weights"] = task_weights(meta.get("train_config"))
         info["training_run"] = training_run(meta.get("train_config"), meta.get("step"))
+        info["training_recipe"] = training_recipe(meta.get("train_config"), meta.get("resumes"))
         info["metrics"] = meta.get("metrics")
         info["file_mb"] = round(Path(spec).stat().st_size / 2**20, 2)
     return info
@@ -175,6 +176,47 @@ def training_run(train_config: Any, step: Any = None) -> str:
     if init and model.get("reinit"):
         parts.append(f"{', '.join(model['reinit'])} from scratch")
     return ", ".join(parts)
+
+
+def training_recipe(train_config: Any, resumes: Any = None) -> list[str]:
+    """Lines naming how the run that wrote a checkpoint trained, from its stored ``train_config`` (a
+    ``train.config.TrainConfig`` dict): the losses (depth kind, task weights, extra terms with their weights and
+    arguments), the optimiser and schedule, the batch, the frozen and re-initialised parts, and each ``--resume``
+    (``resumes``, written by ``train.trainer.Trainer``: the schedule is rebuilt from the new length at each). Empty
+    without a config (a checkpoint saved outside the trainer). Earlier runs of a staged or fine-tuned model are not
+    stored (models/README.md has the shipped model's stages)."""
+    if not isinstance(train_config, dict):
+        return []
+    loss, optim = train_config.get("loss") or {}, train_config.get("optim") or {}
+    data, model = train_config.get("data") or {}, train_config.get("model") or {}
+    depth = loss.get("depth_kind", "?")
+    if depth == "silog":
+        depth += f" (lambda {loss.get('silog_lambda', '?')})"
+    weights = loss.get("weights") or {}
+    terms = ", ".join(f"{k} {v:g}" for k, v in weights.items() if isinstance(v, int | float))
+    lines = [f"losses: depth {depth}; task weights {terms or '?'}; "
+             f"{'every view' if loss.get('all_views', True) else 'the reference view only'}"]
+    for name, spec in (loss.get("extra") or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        args = ", ".join(f"{k} {v}" for k, v in spec.items() if k != "weight")
+        lines.append(f"  + {name} x{spec.get('weight', 1.0)}" + (f" ({args})" if args else ""))
+    def num(key: str) -> str:
+        value = optim.get(key, "?")
+        return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+    ratio = optim.get("encoder_lr_ratio", 1.0)
+    lines.append(f"optimiser: AdamW lr {num('lr')}" + (f" (encoder x{num('encoder_lr_ratio')})" if ratio != 1.0 else "")
+                 + f", weight decay {num('weight_decay')}, {num('warmup_steps')} warm-up steps then "
+                 f"{optim.get('schedule', '?')}, grad clip {num('grad_clip')}; batch {data.get('batch_size', '?')} x "
+                 f"{data.get('num_views', '?')} views")
+    for key, what in (("freeze", "frozen"), ("reinit", "re-initialised")):
+        if model.get(key):
+            lines.append(f"{what}: {', '.join(model[key])}")
+    for r in resumes if isinstance(resumes, list) else []:
+        if isinstance(r, dict):
+            change = f" (steps {r.get('steps_before')} -> {r.get('steps')})" if r.get("steps_before") != r.get("steps") else ""
+            lines.append(f"resumed at step {r.get('step')}{change}")
+    return lines
 
 
 def task_weights(train_config: Any) -> dict[str, float] | None:
@@ -253,6 +295,7 @@ def format_info(info: dict) -> str:
             lines.append(f"  {part:<9} {info['parameters'][part]:>12,} {info['flops'].get(part, 0) / 1e9:>10.3f}")
     if "metrics" in info:
         lines.append(f"training run: {info.get('training_run', 'not stored')}")
+        lines += ["  " + line for line in info.get("training_recipe") or []]
         lines += format_trained_on(info.get("trained_on"), weights=info.get("task_weights"))
         lines.append(f"file: {info['file_mb']} MiB")
         metrics = info.get("metrics") or {}

@@ -23,14 +23,16 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
 
     tf2 refuses empty frame ids and ones starting with '/' ("Invalid argument "/odom" passed to lookupTransform
     argument target_frame in tf2 frame_ids cannot start with a '/'", ros2/geometry2 ``tf2/src/buffer_core.cpp``
-    ``validateFrameId``), and so does the compat buffer (``runtime/tf_buffer.py``).
+    ``validateFrameId``), and so does the compat buffer (``runtime/tf_buffer.py``). White space anywhere is refused
+    too: tf2 would accept ``"od om"``, but no broadcaster names a frame so (REP 105 names, URDF links), so it is a
+    typo that would leave every lookup waiting for a frame that never comes.
     """
     if not frame_id.strip():
         return f"{name} must not be empty, got {frame_id!r}"
     if frame_id.startswith("/"):
         return f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; use {frame_id.lstrip('/')!r}"
-    if frame_id != frame_id.strip():
-        return f"{name} {frame_id!r} has leading or trailing white space"
+    if re.search(r"\s", frame_id):
+        return f"{name} {frame_id!r} contains white space; tf2 frame ids are single words such as 'odom'"
     return None
 
 

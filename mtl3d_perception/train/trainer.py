@@ -360,6 +360,9 @@ class Trainer:
                    f"batch size {dc.batch_size}; add data or lower data.batch_size")
             raise ValueError(msg)
         self.step = 0
+        # each --resume: {"step": where it continued, "steps": the run's length from then, "steps_before": before};
+        # stored in every later checkpoint (`mtl3d info`: the schedule was rebuilt at each)
+        self.resumes: list[dict[str, int]] = []
         self.history: list[dict[str, float]] = []
         self.writer = None
         if resume:
@@ -537,7 +540,8 @@ class Trainer:
             trained_on += self.init_history
             commit(self.ckpt_dir, self.step,
                    lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
-                                                step=self.step, train_config=to_dict(self.cfg)),
+                                                step=self.step, train_config=to_dict(self.cfg),
+                                                resumes=self.resumes),
                    lambda path: torch.save(state, path))
         if self.world > 1:
             dist.barrier()
@@ -586,6 +590,10 @@ class Trainer:
         if self.device.type == "cuda" and cuda_rng.numel():
             torch.cuda.set_rng_state(cuda_rng)
         self.step = int(state["step"])
+        saved_steps = (meta.get("train_config") or {}).get("steps")
+        self.resumes = [r for r in meta.get("resumes") or [] if isinstance(r, dict)] + [
+            {"step": self.step, "steps": self.cfg.steps,
+             "steps_before": saved_steps if isinstance(saved_steps, int) else self.cfg.steps}]
         log.info("resumed from %s at step %d", pair.weights, self.step)
 
     def close(self) -> None:

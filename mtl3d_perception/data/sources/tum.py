@@ -47,6 +47,7 @@ NATIVE_SIZE = (640, 480)  # (W, H) the published intrinsics belong to
 DEPTH_FACTOR = 5000.0  # depth PNG value per metre
 MAX_DT_S = 0.02  # associate.py's default max_difference
 MAX_POSE_GAP_S = 0.1  # interpolate ground truth only between rows at most this far apart
+ASPECT_TOLERANCE = 0.01  # relative: a resized 640x480 image is 4:3 up to rounding of its size
 
 # fx, fy, cx, cy of the colour cameras at 640x480 (TUM's intrinsic calibration page; the same values as
 # ORB-SLAM2's TUM1/2/3.yaml); "default" is the page's "ROS default" used for the depth->cloud conversion.
@@ -123,7 +124,7 @@ class TumSequence:
         root: the folder holding ``rgb.txt``, ``depth.txt``, ``groundtruth.txt``.
         camera: ``fr1`` | ``fr2`` | ``fr3`` | ``default``; "" reads ``freiburgN`` from the folder name.
         K: a 3x3 colour K for the images' size instead of the published one (which is for 640x480 and is
-            scaled to the images' size, ``geometry.resize_intrinsics``).
+            scaled to the images' size, ``geometry.resize_intrinsics``, for 4:3 images only).
         max_dt: colour-depth association tolerance (s).
         max_pose_gap: the widest ground-truth gap interpolated over (s).
 
@@ -178,6 +179,21 @@ class TumSequence:
     def __len__(self) -> int:
         return len(self.rgb_paths)
 
+    def published_K(self, wh: tuple[int, int], path: Path) -> np.ndarray:
+        """The published 640x480 K scaled to an image of ``wh`` = (W, H) pixels (a resized copy of the 4:3 frame).
+
+        Raises:
+            SequenceError: the image is not 4:3 (cropped or another camera): scaling would stretch K
+                anisotropically, a wrong camera; the message asks for the images' own K.
+        """
+        W, H = wh
+        if abs(W * NATIVE_SIZE[1] - H * NATIVE_SIZE[0]) > ASPECT_TOLERANCE * H * NATIVE_SIZE[0]:
+            raise SequenceError(f"{path}: {W}x{H} is not a resized copy of the {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]} images "
+                                f"the published {self.camera} K belongs to (aspect {W / H:.3f}, expected "
+                                f"{NATIVE_SIZE[0] / NATIVE_SIZE[1]:.3f}); give these images' own K (eval: --intrinsics "
+                                "FX,FY,CX,CY)")
+        return resize_intrinsics(self.K, NATIVE_SIZE, (W, H))
+
     def frame(self, i: int, *, depth: bool = True, semantic: bool = True, normals: bool = True) -> SequenceFrame:
         """Frame ``i``: RGB, depth in metres (NaN where 0), the colour K and the interpolated pose."""
         rgb = read_rgb(self.rgb_paths[i])
@@ -188,6 +204,6 @@ class TumSequence:
                 raise SequenceError(f"{self.depth_paths[i]}: size {raw.shape[1]}x{raw.shape[0]} differs from "
                                     f"{self.rgb_paths[i].name} ({rgb.shape[1]}x{rgb.shape[0]})")
             d = np.where(raw > 0, raw / DEPTH_FACTOR, np.nan).astype(np.float32)
-        K = self.K.copy() if self.K_given else resize_intrinsics(self.K, NATIVE_SIZE, (rgb.shape[1], rgb.shape[0]))
+        K = self.K.copy() if self.K_given else self.published_K((rgb.shape[1], rgb.shape[0]), self.rgb_paths[i])
         return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=K,
                              T_world_cam=self.poses[i].copy(), name=self.rgb_paths[i].stem)
