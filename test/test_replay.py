@@ -644,6 +644,39 @@ def test_bad_input_in_metrics_is_what_diagnostics_count(wall_bag, tmp_path):
     assert "- bad input (as /diagnostics counts it; dropped or kept): cameras 3" in (out / "report.md").read_text()
 
 
+def last_diagnostics(out_dir) -> dict[str, tuple[int, str, dict[str, str]]]:
+    """The output bag's last /diagnostics: status name -> (level, message, values)."""
+    messages = read_bag(out_dir / OUTPUT_BAG, [topics.DIAGNOSTICS_TOPIC])
+    try:
+        last = [msg for _, _, msg in messages][-1]
+    finally:
+        messages.close()
+    return {st.name: (st.level, st.message, {kv.key: kv.value for kv in st.values}) for st in last.status}
+
+
+def test_output_bag_diagnostics_carry_the_nodes_input_statuses(tmp_path):
+    """A user trial: the output bag's /diagnostics held only the pipeline status, where the node publishes one status
+    per input (topic, type, count, rate) and says whether the depth confidence is published."""
+    bag = write_bag(wall_frames(12), tmp_path / "bag")  # 10 Hz
+    out = tmp_path / "out"
+    replay_bag(bag, out, WallStub(2.0), quiet())
+    statuses = last_diagnostics(out)
+    assert set(statuses) == {f"mtl3d_perception: {s}" for s in ("pipeline", "input image", "input camera_info",
+                                                                "input tf")}
+    level, message, values = statuses["mtl3d_perception: input image"]
+    assert level == 0 and message == "10.0 Hz"
+    assert values == {"topic": topics.IMAGE_TOPIC, "type": "sensor_msgs/msg/Image", "messages": "12", "rate_hz": "10.00"}
+    assert statuses["mtl3d_perception: input camera_info"][2]["messages"] == "12"
+    assert statuses["mtl3d_perception: pipeline"][2]["depth_confidence"].startswith("none")  # WallStub: no geometry
+    no_tf = tmp_path / "static_only"
+    copy_bag(bag, no_tf, drop={topics.TF_TOPIC})
+    replay_bag(no_tf, tmp_path / "out2", WallStub(2.0), quiet())
+    level, message, _ = last_diagnostics(tmp_path / "out2")["mtl3d_perception: input tf"]
+    assert level == 2 and message.startswith(f"not subscribed: {topics.TF_TOPIC} is not in the bag")
+    replay_bag(bag, tmp_path / "out3", WallStub(2.0), quiet(single_view=True))  # no pose used: no TF input
+    assert "mtl3d_perception: input tf" not in last_diagnostics(tmp_path / "out3")
+
+
 # ------------------------------------------------------------------------------------ real camera inputs (issue 12)
 
 

@@ -60,6 +60,7 @@ from mtl3d_perception.replay.output import (
 from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat.tf2_ros import Buffer
+from mtl3d_perception.ros.input_monitor import InputMonitor
 from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.loading import resolve_device
@@ -138,6 +139,8 @@ class _Replay:
         self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
+        # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
+        self.inputs: InputMonitor | None = None
         self.images = 0
         self.processed = 0
         self.dropped: dict[str, int] = {}
@@ -190,6 +193,11 @@ class _Replay:
         o = self.o
         self._run_ready(t_ns - 1)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
+        if self.inputs is None:
+            self.inputs = self._monitor_inputs()
+        role = {o.image_topic: "image", o.camera_info_topic: "camera_info", o.tf_topic: "tf"}.get(topic)
+        if role in self.inputs.inputs:
+            self.inputs.tick(role)
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
@@ -224,6 +232,20 @@ class _Replay:
             self._add_tf(msg, static=topic == self.o.tf_static_topic)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
         return bool(self.evaluation.waiting)
+
+    def _monitor_inputs(self) -> InputMonitor:
+        """The node's input monitor (``ros/input_monitor.py``) on bag time: image, camera_info and, when poses are
+        used, /tf (ERROR "not subscribed" when the bag has none, as the node's monitor says of a TF it cannot read)."""
+        o = self.o
+        inputs = {"image": (o.image_topic, self.available[o.image_topic]),
+                  "camera_info": (o.camera_info_topic, "sensor_msgs/msg/CameraInfo")}
+        if o.uses_pose:
+            inputs["tf"] = (o.tf_topic, "tf2_msgs/msg/TFMessage")
+        monitor = InputMonitor(inputs, window_s=self.stats.rate_window_s, clock=lambda: self.now_ns * 1e-9)
+        if o.uses_pose and o.tf_topic not in self.available:
+            monitor.set_unavailable("tf", f"{o.tf_topic} is not in the bag (poses only from {o.tf_static_topic}, "
+                                          "if any: every frame single-view)")
+        return monitor
 
     def _add_tf(self, msg: Any, *, static: bool) -> None:
         """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does; refused transforms are
@@ -390,6 +412,9 @@ class _Replay:
                                 source=f"replay of {self.bag.name}")
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
+        for status in self.inputs.statuses() if self.inputs is not None else ():  # as the node publishes them
+            msg.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
+                                                            node_name=self.o.node_name, hardware_id=self.o.device))
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:

@@ -90,6 +90,15 @@ def make_status(types: Any, level: int, *, name: str, message: str, hardware_id:
                       values=[kv(key=k, value=v) for k, v in values])
 
 
+def make_input_status(types: Any, status: Any, msg_type: str, *, node_name: str, hardware_id: str) -> Any:
+    """One input's ``DiagnosticStatus`` from its ``ros.input_monitor.InputStatus`` (node and replay alike), as
+    diagnostic_updater's TopicDiagnostic: named ``NODE: input ROLE``, with the topic, type, count and rate."""
+    return make_status(types, status.level, name=f"{node_name}: input {status.role}", message=status.message,
+                       hardware_id=hardware_id, values=[("topic", status.topic), ("type", msg_type),
+                                                        ("messages", str(status.count)),
+                                                        ("rate_hz", f"{status.rate_hz:.2f}")])
+
+
 def diagnostic_values(array_msg: Any) -> dict[str, str]:
     """``{key: value}`` of the first status of a DiagnosticArray (for tests and tools)."""
     return {kv.key: kv.value for kv in array_msg.status[0].values}

@@ -152,10 +152,7 @@ class PerceptionNode(Node):
         self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
                                f"input {self.pipeline.net_size[0]}x{self.pipeline.net_size[1]}")
-        if self.pipeline.has_depth_confidence:
-            self.depth_confidence = "published on ~/depth/confidence"
-        else:  # said once here and in /diagnostics, never per frame
-            self.depth_confidence = "none: the model has no geometric depth (geometric_depth: false)"
+        if not self.pipeline.has_depth_confidence:  # said once here and in /diagnostics, never per frame
             self.get_logger().info("the model outputs no depth confidence (geometric_depth: false): "
                                    "~/depth/confidence is not published")
 
@@ -480,17 +477,14 @@ class PerceptionNode(Node):
         self._check_pairing()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
-                                model=self.model_description, depth_confidence=self.depth_confidence,
+                                model=self.model_description,
                                 compat_fallbacks=",".join(FALLBACKS) or "none",
                                 unknown_parameters=", ".join(self.unknown_parameters) or "none")
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic
-            _, msg_type = self.inputs.inputs[status.role]
-            array.status.append(diagnostics.make_status(
-                self.types, status.level, name=f"{self.get_name()}: input {status.role}", message=status.message,
-                hardware_id=self.device, values=[("topic", status.topic), ("type", msg_type),
-                                                 ("messages", str(status.count)), ("rate_hz", f"{status.rate_hz:.2f}")]))
+            array.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
+                                                              node_name=self.get_name(), hardware_id=self.device))
         self.diag_pub.publish(array)
 
     # ------------------------------------------------------------------------------------ shutdown

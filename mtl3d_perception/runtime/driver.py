@@ -181,7 +181,10 @@ class FrameDriver:
                 self.queue.wait.timeout_s = config.tf_timeout_s
 
     def info(self, **extra: str) -> dict[str, str]:
-        """The static part of the diagnostics status: device, precision, input size, plus ``extra`` (model, ...)."""
+        """The static part of the diagnostics status (node and replay): device, precision, input size, whether the depth
+        confidence is published, plus ``extra`` (model, ...)."""
         w, h = self.pipeline.net_size
+        confidence = ("published on ~/depth/confidence" if self.pipeline.has_depth_confidence
+                      else "none: the model has no geometric depth (geometric_depth: false)")
         return {"device": str(self.pipeline.device), **extra, "precision": self.pipeline.precision,
-                "input_size": f"{w}x{h}"}
+                "input_size": f"{w}x{h}", "depth_confidence": confidence}
