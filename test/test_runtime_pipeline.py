@@ -293,3 +293,24 @@ def test_depth_colouring_spreads_a_room_over_the_colour_map():
     rgb = colorize_depth(np.array([[0.3, 1.0, 3.0, 10.0, np.nan]]), (0.3, 10.0))[0].astype(int)
     assert rgb[0, 0] > 100 and rgb[0, 2] < 50 and rgb[3, 2] > rgb[3, 0]  # near red, far blue
     assert np.abs(rgb[1] - rgb[2]).sum() > 150 and (rgb[4] == 96).all()
+
+
+def test_depth_colouring_matches_the_log_depth_formula_at_camera_resolution():
+    """The node colours depth at the camera's size with output_resolution camera: 15-30 ms at 1280x720 in float64.
+    The float32 / OpenCV path gives the formula's colours: turbo index floor(255 (log hi - log d) / (log hi - log lo)),
+    invalid (NaN, inf, <= 0) grey, out of range clipped."""
+    import cv2
+
+    from mtl3d_perception.evaluation.montage import colorize_depth
+
+    lo, hi = 0.3, 10.0
+    depth = np.random.default_rng(0).uniform(0.1, 15.0, (720, 1280)).astype(np.float32)
+    depth[0, :4] = [np.nan, np.inf, 0.0, -1.0]
+    ok = np.isfinite(depth) & (depth > 0)
+    t = (np.log(hi) - np.log(np.clip(np.where(ok, depth, hi).astype(np.float64), lo, hi))) / (np.log(hi) - np.log(lo))
+    expected = cv2.applyColorMap(np.uint8(np.clip(t, 0, 1) * 255), cv2.COLORMAP_TURBO)[..., ::-1].astype(int)
+    expected[~ok] = 96
+    rgb = colorize_depth(depth, (lo, hi)).astype(int)
+    assert rgb.shape == (720, 1280, 3) and (rgb[0, :4] == 96).all()
+    step = np.abs(rgb - expected).max(-1)
+    assert (step > 0).mean() < 2e-3 and step.max() <= 12  # float32 at an index boundary: the next turbo colour

