@@ -178,6 +178,23 @@ def project_to_so3(R) -> np.ndarray:
     return U @ D @ Vt
 
 
+def check_rotation(R, name: str = "rotation") -> np.ndarray:
+    """``R`` as a float64 3x3 matrix that is a rotation up to :data:`NOT_A_ROTATION_TOL` (the one rule: poses through
+    :func:`to_rigid`, camera_info's rectification R).
+
+    Raises:
+        ValueError: naming ``name``: another shape, NaN or inf, or not orthonormal with det +1.
+    """
+    R = _finite_matrix(R, (3, 3), name)
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if err > NOT_A_ROTATION_TOL or det <= 0:
+        msg = (f"{name} is not orthonormal with det +1 (|R^T R - I| = {err:.2e}, det = {det:.4f}); "
+               f"rotations within {NOT_A_ROTATION_TOL:g} are projected onto SO(3), this one is not a rotation")
+        raise ValueError(msg)
+    return R
+
+
 def to_rigid(T, name: str = "pose", atol: float = 1e-4) -> tuple[np.ndarray, bool]:
     """``T`` as a float64 4x4 rigid transform, and whether its rotation had to be projected onto SO(3).
 
@@ -195,14 +212,8 @@ def to_rigid(T, name: str = "pose", atol: float = 1e-4) -> tuple[np.ndarray, boo
     if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=atol):
         msg = f"{name} last row is {T[3].tolist()}, expected [0, 0, 0, 1]"
         raise ValueError(msg)
-    R = T[:3, :3]
-    err = float(np.abs(R.T @ R - np.eye(3)).max())
-    det = float(np.linalg.det(R))
-    if err > NOT_A_ROTATION_TOL or det <= 0:
-        msg = (f"{name} rotation is not orthonormal with det +1 (|R^T R - I| = {err:.2e}, det = {det:.4f}); "
-               f"rotations within {NOT_A_ROTATION_TOL:g} are projected onto SO(3), this one is not a rotation")
-        raise ValueError(msg)
-    projected = err > ORTHONORMAL_EPS
+    R = check_rotation(T[:3, :3], f"{name} rotation")
+    projected = float(np.abs(R.T @ R - np.eye(3)).max()) > ORTHONORMAL_EPS
     if projected or np.any(T[3] != [0.0, 0.0, 0.0, 1.0]):
         T = T.copy()
         T[3] = (0.0, 0.0, 0.0, 1.0)

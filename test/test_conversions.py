@@ -553,6 +553,54 @@ def test_roi_offsets_k_before_binning():
         CameraModel.from_camera_info(_camera_info(TYPESTORE.types, roi=(40, 0, 32, 24)))
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (dict(D=(np.nan, 0, 0, 0, 0)), r"camera_info D contains NaN or inf: \[nan, 0\.0, 0\.0, 0\.0, 0\.0\]"),
+    (dict(D=(0, np.inf, 0, 0, 0)), "camera_info D contains NaN or inf"),
+    (dict(R=np.full((3, 3), np.nan)), "camera_info R contains NaN or inf"),
+    (dict(R=2 * np.eye(3)), r"camera_info R is not orthonormal with det \+1"),
+    (dict(R=np.diag([1.0, 1.0, -1.0])), r"camera_info R is not orthonormal with det \+1 .*det = -1\.0000"),
+    (dict(roi=(10, 20, 0, 0)), r"camera_info roi \(x 10, y 20, 0x0\) has no size; expected all zero"),
+    (dict(roi=(0, 0, 32, 0)), "has no size"),
+], ids=["D_nan", "D_inf", "R_nan", "R_scaled", "R_reflection", "roi_offset_only", "roi_no_height"])
+def test_camera_info_values_that_would_give_a_silently_wrong_image_are_refused(edit, message):
+    """A hostile-input trial: NaN in D or R rectified every frame to black (the cloud all black, semantics predicted
+    on it) with diagnostics OK; an ROI with an offset but no size shifted K by the offset without a word. Refused as
+    bad input (intrinsics), naming the field."""
+    from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
+
+    types = TYPESTORE.types
+    edit = dict(edit)
+    R = edit.pop("R", None)
+    info = _camera_info(types, **edit)
+    if R is not None:
+        info.r = cv._float64_field(type(info), np.asarray(R, float), fixed=True)
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(48, 64), "rgb8")
+    with pytest.raises(BadInput, match=message) as caught:
+        frame_from_messages(image, info)
+    assert caught.value.kind == "intrinsics"
+
+
+def test_a_calibration_that_rectifies_to_mostly_black_is_named():
+    """Legal but wrong values (k1 = 1e6; a 90-degree R) leave most of the rectified image black: the frames are kept
+    (the camera_info is what it is) but the camera description warns, which the node logs and counts."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+
+    fine = CameraModel.from_camera_info(_camera_info(TYPESTORE.types, D=(-0.1, 0.02, 0.0, 0.0, 0.0)))
+    assert fine.rectified_coverage() > 0.95 and fine.rectification_problem("image_raw") is None
+    assert "WARNING" not in fine.describe("image_raw")
+    turned = _camera_info(TYPESTORE.types)
+    R = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # a quarter turn about y
+    turned.r = cv._float64_field(type(turned), R, fixed=True)
+    for info in (_camera_info(TYPESTORE.types, D=(1e6, 0.0, 0.0, 0.0, 0.0)), turned):
+        model = CameraModel.from_camera_info(info)
+        assert model.rectified_coverage() < 0.5
+        problem = model.rectification_problem("image_raw")
+        assert problem is not None and "of the image black (sampled outside the raw image): check its D, R and P" \
+            in problem
+        assert model.describe("image_raw").endswith("WARNING: " + problem)
+        assert model.rectification_problem("image_rect") is None  # a rectified topic is not remapped
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_equidistant_raw_image_is_rectified_to_p(flavour):
     """camera_info_distortion_equidistant: raw pixel (8, 6) rectifies to (7.38, 5.54) and (56, 42) to (57.01, 42.76)

@@ -667,6 +667,29 @@ def test_time_jump_back_clears_tf_cache(ros_context):
         h.close()
 
 
+def test_a_zero_stamped_image_is_a_header_problem_not_a_time_jump(ros_context):
+    """A hostile-input trial: one image stamped 0 mid-stream was also handled as a jump back in time: the frame
+    history and TF cache were cleared, so the next good frame lost its source view."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
+    try:
+        for i, t in enumerate((40 * S, 40 * S + S // 5)):
+            h.send_tf(t, 0.2 * i)
+            h.send_frame(t, _image(10 + i))
+            h.wait_outputs(i + 1)
+        h.send_frame(0, _image(12))  # unstamped: runs single-view, nothing cleared
+        h.wait_outputs(3)
+        t = 40 * S + 2 * S // 5
+        h.send_tf(t, 0.4)
+        h.send_frame(t, _image(13))
+        h.wait_outputs(4)
+        values = h.diag()
+        assert values["time_jumps"] == "0" and values["header_problems"] == "1"
+        assert values["last_pair_reason"] == "baseline"  # the good frame after it paired with the history
+        assert h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=40 * S))
+    finally:
+        h.close()
+
+
 def test_time_jump_back_unblocks_the_synchroniser(ros_context):
     """Leftover images of the first pass fill message_filters' latest-only queue; the real ApproximateTimeSynchronizer
     would then evict every new (older-stamped) image on arrival. The node clears its queues at the jump."""

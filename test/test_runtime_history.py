@@ -99,6 +99,9 @@ def test_time_jump_detector():
     assert jump.check(5 * S - 1)  # more than 1 s back: a jump, tracked afresh from there
     assert jump.newest_ns == 5 * S - 1 and jump.jumps == 1
     assert not jump.check(5 * S)
+    # a hostile-input trial: one image stamped 0 (unstamped) counted as a jump and cleared the history and TF
+    assert not jump.check(0) and jump.newest_ns == 5 * S and jump.jumps == 1
+    assert not jump.check(5 * S + 1)
 
 
 def test_bounded_and_unposed_not_kept():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,6 +141,19 @@ def test_nan_pose_and_time_jump_are_warnings(model):
     products = pipe.process(_frame(2, x=0.1))  # 2.8 s back: more than JUMP_BACK_S
     assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
     assert pipe.history.stamps == [2 * S // 10]
+
+
+def test_header_glitches_are_not_a_second_camera(model):
+    """A hostile-input trial: one frame with an empty frame_id logged "input interleaves cameras '' and 'cam'" and
+    counted bad_input.cameras (twice: there and back), as did one with a leading slash; neither is another camera.
+    An unstamped frame (zero stamp) is not a time jump either."""
+    pipe = PerceptionPipeline(model, _config().with_outputs(set()))
+    glitches = [replace(_frame(2), frame_id="", header_problem="empty_frame_id"), replace(_frame(3), frame_id="/cam"),
+                replace(_frame(4), stamp_ns=0, header_problem="zero_stamp")]
+    for frame in [_frame(1), *glitches, _frame(5)]:
+        assert [k for k, _ in pipe.process(frame).warnings] == []
+    other = pipe.process(replace(_frame(6), frame_id="cam2"))
+    assert [k for k, _ in other.warnings] == ["cameras"]  # a real second camera still is one
 
 
 def test_preprocess_takes_read_only_and_strided_images(model):

@@ -69,8 +69,8 @@ def test_time_jump_back_clears_full_queues():
         sync.add(0, t * MS, f"img{t}")
     sync.add(1, 9_200 * MS, "info9200")
     assert got == []
-    assert not sync.add(0, 0, "img0")  # time went back 9 s
-    assert sync.add(1, 0, "info0")
+    assert not sync.add(0, 1 * MS, "img0")  # time went back 9 s (to 1 ms: a zero stamp is "unstamped", not time)
+    assert sync.add(1, 1 * MS, "info0")
     assert got == [("img0", "info0")] and sync.jumps_back == 1
     assert sync.queues == [{}, {}]
 

@@ -75,10 +75,26 @@ def test_typed_errors(buf):
 def test_rejects_nan_and_bad_names(buf):
     bad = _T()
     bad[0, 3] = np.nan
-    with pytest.raises(InvalidArgumentException, match="NaN"):
+    with pytest.raises(InvalidArgumentException, match="^TF_NAN_INPUT: transform odom -> base_link contains NaN"):
         buf.set_transform_matrix("odom", "base_link", 3 * S, bad)
-    with pytest.raises(InvalidArgumentException):
-        buf.set_transform_matrix("odom", "odom", 3 * S, _T())
+    # a hostile-input trial: these were all labelled "TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION"; tf2's own codes
+    for parent, child, code in (("odom", "odom", "TF_SELF_TRANSFORM"), ("", "base_link", "TF_NO_FRAME_ID"),
+                                ("odom", "", "TF_NO_CHILD_FRAME_ID")):
+        with pytest.raises(InvalidArgumentException, match=f"^{code}: "):
+            buf.set_transform_matrix(parent, child, 3 * S, _T())
+
+
+def test_a_zero_stamped_transform_is_old_data_not_a_time_jump():
+    """A hostile-input trial: one TF stamped 0 (an unstamped driver message) cleared the whole dynamic buffer as a
+    jump back in time; tf2 ignores it as TF_OLD_DATA, and so does this buffer, keeping what it has."""
+    buf = TransformBuffer(cache_time_s=10.0)
+    buf.set_transform_matrix("odom", "base_link", 3000 * S, _T(1.0))
+    with pytest.raises(InvalidArgumentException, match=r"^TF_OLD_DATA: transform odom -> base_link at 0\.000 s"):
+        buf.set_transform_matrix("odom", "base_link", 0, _T(5.0))
+    assert buf.jumps_back == 0
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 3000 * S), _T(1.0), atol=1e-12)
+    buf.set_transform_matrix("odom", "base_link", 2990 * S, _T(2.0))  # 10 s back: a jump (a looping bag), cleared
+    assert buf.jumps_back == 1
 
 
 def test_lookups_refuse_frame_ids_with_a_leading_slash(buf):
@@ -159,3 +175,12 @@ def test_compat_tf2_ros_rejected_transforms_log_throttled(caplog):
             assert not buffer.set_transform(nan, "test")
     assert buffer.rejected == 50
     assert len(caplog.records) == 1 and "TF_NAN_INPUT" in caplog.records[0].getMessage()
+    denormal = cv.make_transform_stamped(types, cv.make_header(types, S, "odom"), "base_link", _T(1.0))
+    denormal.transform.rotation.w = 2.0
+    messages = []
+    buffer.core.on_problem = lambda kind, message: messages.append(message)
+    assert not buffer.set_transform(denormal, "test")
+    assert messages[-1].startswith("TF_DENORMALIZED_QUATERNION: ignoring transform odom -> base_link")
+    self_tf = cv.make_transform_stamped(types, cv.make_header(types, S, "odom"), "odom", _T(1.0))
+    assert not buffer.set_transform(self_tf, "test")
+    assert messages[-1].startswith("ignoring transform odom -> odom from authority test: TF_SELF_TRANSFORM")

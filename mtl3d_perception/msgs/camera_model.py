@@ -33,11 +33,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mtl3d_perception.geometry import check_intrinsics, crop_intrinsics, scale_intrinsics
+from mtl3d_perception.geometry import check_intrinsics, check_rotation, crop_intrinsics, scale_intrinsics
 from mtl3d_perception.runtime.config import IMAGE_KINDS  # the image_kind setting's choices
 
 # sensor_msgs/distortion_models.hpp
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+# below this fraction of the rectified image inside the raw one, the calibration is wrong, not a wide lens (a strong
+# fisheye rectified to a pinhole P keeps most of its centre)
+MIN_RECTIFIED_COVERAGE = 0.5
 
 
 def resolve_image_kind(image_kind: str, image_topic: str) -> str:
@@ -85,7 +88,8 @@ class CameraModel:
         """Read a ``sensor_msgs/CameraInfo`` (rclpy or rosbags flavour).
 
         Raises:
-            ValueError: K or P unusable, an ROI outside the sensor, or a distortion model other than
+            ValueError: K or P unusable, D with NaN or inf, an R that is not a rotation, an ROI outside the sensor
+                or with an offset but no size, or a distortion model other than
                 ``DISTORTION_MODELS`` with non-zero coefficients (the message lists the supported ones).
         """
         K_full = check_intrinsics(_matrix(msg.k, 3, 3, "k"), name="camera_info K")
@@ -93,8 +97,11 @@ class CameraModel:
         if not P_full.any():
             P_full = K_full
         P_full = check_intrinsics(P_full, name="camera_info P")
-        R = _matrix(msg.r, 3, 3, "r") if np.asarray(msg.r).any() else np.eye(3)
+        R = _matrix(msg.r, 3, 3, "r")
+        R = check_rotation(R, "camera_info R") if R.any() else np.eye(3)  # all zero: not set (drivers that omit it)
         D = np.asarray(msg.d, np.float64).ravel()
+        if not np.isfinite(D).all():  # cv2 would rectify to an all-black image without a word
+            raise ValueError(f"camera_info D contains NaN or inf: {D.tolist()}")
         model = str(msg.distortion_model)
         if D.any() and model not in DISTORTION_MODELS:
             raise ValueError(f"camera_info distortion_model {model!r} with D = {D.tolist()} is not supported; "
@@ -114,6 +121,9 @@ class CameraModel:
         x0, y0, rw, rh = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
         if (x0, y0, rw, rh) == (0, 0, 0, 0):
             rw, rh = width, height  # an all-zero ROI is the full image
+        elif rw <= 0 or rh <= 0:  # the definition: all zero or a window; an offset alone would shift K silently
+            raise ValueError(f"camera_info roi (x {x0}, y {y0}, {rw}x{rh}) has no size; expected all zero (the full "
+                             "image) or the window's width and height")
         if width and height and (x0 + rw > width or y0 + rh > height):
             raise ValueError(f"camera_info roi (x {x0}, y {y0}, {rw}x{rh}) is outside the {width}x{height} sensor")
 
@@ -124,6 +134,27 @@ class CameraModel:
         rectify = bool(D.size) or not np.allclose(R, np.eye(3)) or not np.allclose(P, K)
         return cls(size=(rw // bx, rh // by), K=K, P=P, D=D, R=R, distortion_model=model, binning=(bx, by),
                    roi=(x0, y0, rw, rh), rectify_raw=rectify)
+
+    def rectified_coverage(self) -> float:
+        """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""
+        if not self.rectify_raw:
+            return 1.0
+        map_x, map_y = self.rectification_maps()
+        W, H = self.size
+        inside = (map_x >= -0.5) & (map_x <= W - 0.5) & (map_y >= -0.5) & (map_y <= H - 0.5)
+        return float(inside.mean())
+
+    def rectification_problem(self, image_kind: str) -> str | None:
+        """Why rectifying raw images with this camera_info gives a mostly black image (a D or R that is legal but
+        wrong: k1 = 1e6, a 90-degree R), or None. Such frames are still processed: the camera_info is what it is."""
+        if image_kind == "image_rect" or not self.rectify_raw:
+            return None
+        coverage = self.rectified_coverage()
+        if coverage >= MIN_RECTIFIED_COVERAGE:
+            return None
+        return (f"rectifying with this camera_info ({self.distortion_model} D {self.D.tolist()}, R "
+                f"{'identity' if np.allclose(self.R, np.eye(3)) else 'a rotation'}) leaves {1 - coverage:.0%} of the "
+                "image black (sampled outside the raw image): check its D, R and P")
 
     def intrinsics(self, image_kind: str) -> np.ndarray:
         """K of the image the pipeline sees: P for ``image_rect`` and for rectified raw images, else K."""
@@ -148,7 +179,8 @@ class CameraModel:
             parts.append(f"image_raw: rectified ({what}) with cv2 maps to P's intrinsics")
         else:
             parts.append("image_raw: no distortion, intrinsics from K")
-        return "; ".join(parts)
+        problem = self.rectification_problem(image_kind)
+        return "; ".join([*parts, *([f"WARNING: {problem}"] if problem else [])])
 
     def rectification_maps(self) -> tuple[np.ndarray, np.ndarray]:
         """``(map_x, map_y)`` ``[H,W]`` float32: the raw pixel each rectified pixel samples (built once)."""

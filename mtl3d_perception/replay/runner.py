@@ -364,9 +364,13 @@ class _Replay:
             self._warn_once(f"bad_input.{exc.kind}", message)
             return
         if "camera_info" not in self.camera:
-            self.camera["camera_info"] = self.cameras.get(info).describe(self.image_kind)
+            camera = self.cameras.get(info)
+            self.camera["camera_info"] = camera.describe(self.image_kind)
             self.notes.append(f"camera_info: {self.camera['camera_info']} ({self.image_kind} "
                               f"from {self.camera['image_kind_from']})")
+            if problem := camera.rectification_problem(self.image_kind):  # legal values, wrong calibration: kept
+                self.driver.problem("intrinsics", problem)
+                self._warn(problem)
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")

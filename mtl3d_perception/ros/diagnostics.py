@@ -56,7 +56,7 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
     # single_view_frames: every frame run single-view; single_view_fallbacks: those without a usable source (not the
     # first frame, a still camera or single_view mode: runtime.stats.is_fallback), which the ratio and warning count
     for name in ("images", "camera_infos", "received", "processed", "dropped", "single_view", "fallbacks",
-                 "tf_failures", "time_jumps", "internal_errors"):
+                 "tf_failures", "time_jumps", "header_problems", "sync_warnings", "internal_errors"):
         key = {"dropped": "dropped_frames", "single_view": "single_view_frames",
                "fallbacks": "single_view_fallbacks"}.get(name, name)
         values.append((key, str(counts.get(name, 0))))

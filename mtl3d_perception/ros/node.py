@@ -361,11 +361,14 @@ class PerceptionNode(Node):
         finally:
             with self._cond:
                 self._decoding -= 1
-        described = self.cameras.get(info).describe(self.image_kind)
+        camera = self.cameras.get(info)
+        described = camera.describe(self.image_kind)
         if described != self.camera_info.get("camera_info"):  # the first one, or a camera_info that changed since
             self.camera_info["camera_info"] = described
             self.get_logger().info(f"camera_info: {described} ({self.image_kind} from the "
                                    f"{self.camera_info['image_kind_from']})")
+            if problem := camera.rectification_problem(self.image_kind):  # legal values, wrong calibration: kept
+                self.driver.problem("intrinsics", problem)
         if frame.header_problem:
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:

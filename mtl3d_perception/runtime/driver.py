@@ -75,7 +75,7 @@ class FrameDriver:
 
         Time jumping back clears the waiting frames (this layer's state; the pipeline clears its history itself).
         Under the ``newest`` policy a frame older than one already queued or run is stale and dropped
-        (``out_of_order``).
+        (``out_of_order``); an unstamped one (zero stamp, a header problem) cannot be ordered and is kept.
         """
         arrived_ns = self.clock() if arrived_ns is None else int(arrived_ns)
         with self.cond:
@@ -86,13 +86,13 @@ class FrameDriver:
                 self.problem("time_jump", f"frame stamp went back from {newest_ns * 1e-9:.3f} s to {frame.stamp:.3f} s; "
                                           "the waiting frames and the frame history are cleared", counter="time_jumps")
             elif (self.queue.policy == "newest" and self._last_stamp_ns is not None
-                  and frame.stamp_ns < self._last_stamp_ns):
+                  and 0 < frame.stamp_ns < self._last_stamp_ns):  # a zero stamp cannot be ordered: runs single-view
                 self.stats.count("dropped")
                 self.problem("out_of_order", f"frame at {frame.stamp:.3f} s arrived after one at "
                                              f"{self._last_stamp_ns * 1e-9:.3f} s; dropped")
                 return False
-            self._last_stamp_ns = frame.stamp_ns if self._last_stamp_ns is None else max(self._last_stamp_ns,
-                                                                                          frame.stamp_ns)
+            if frame.stamp_ns:
+                self._last_stamp_ns = max(self._last_stamp_ns or 0, frame.stamp_ns)
             self.stats.count("dropped", self.queue.push(frame, arrived_ns))
             self.cond.notify_all()
         return True

@@ -61,7 +61,9 @@ class TimeJumpDetector:
     """The one time-jump rule: a stamp older than the newest seen by more than ``jump_back_s`` is a jump back.
 
     Smaller steps back (out-of-order messages) are not jumps: they leave the newest stamp as it is. After a jump
-    the newest stamp is the jumped-to one, so the next pass through a looping bag is tracked afresh.
+    the newest stamp is the jumped-to one, so the next pass through a looping bag is tracked afresh. A zero stamp is
+    ROS's "not stamped" (a driver's glitch: the frame is a header problem, ``msgs.messages.HEADER_PROBLEMS``), not
+    time: it is neither a jump nor the newest stamp, so one such frame does not clear the history and caches.
     """
 
     def __init__(self, jump_back_s: float = JUMP_BACK_S) -> None:
@@ -74,6 +76,8 @@ class TimeJumpDetector:
     def check(self, stamp_ns: int) -> bool:
         """Note ``stamp_ns``; True when it jumped back (then ``newest_ns`` restarts from it)."""
         stamp_ns = int(stamp_ns)
+        if stamp_ns == 0:
+            return False
         if self.newest_ns is not None and stamp_ns < self.newest_ns - self.jump_back_ns:
             self.newest_ns = stamp_ns
             self.jumps += 1

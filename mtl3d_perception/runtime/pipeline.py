@@ -193,11 +193,15 @@ class PerceptionPipeline:
             warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
             self.reset()
         check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
-        if self._last_camera is not None and self._last_camera != frame.frame_id:
-            cameras = " and ".join(repr(c) for c in sorted((frame.frame_id, self._last_camera)))  # one message a pair
-            warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the same "
-                                        "camera only"))
-        self._last_camera = frame.frame_id
+        # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped, and
+        # '/cam' is 'cam' (tf2 refuses the slash; that is reported where the pose is looked up)
+        camera = frame.frame_id.lstrip("/")
+        if frame.header_problem != "empty_frame_id":
+            if self._last_camera is not None and self._last_camera != camera:
+                cameras = " and ".join(repr(c) for c in sorted((camera, self._last_camera)))  # one message a pair
+                warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the "
+                                            "same camera only"))
+            self._last_camera = camera
 
         t = time.perf_counter()
         rgb_net, image, K_net = self.preprocess(frame)

@@ -127,12 +127,19 @@ class TransformBuffer:
         and counted in ``projected_rotations`` (:func:`~mtl3d_perception.geometry.to_rigid`).
 
         Raises:
-            InvalidArgumentException: empty or equal frame names, or a transform that is not rigid. The caller
-                decides whether that is a rejected input (:meth:`reject`).
+            InvalidArgumentException: the message starts with tf2's code (``buffer_core.cpp`` setTransformImpl):
+                ``TF_NO_FRAME_ID`` / ``TF_NO_CHILD_FRAME_ID`` (empty), ``TF_SELF_TRANSFORM`` (equal names),
+                ``TF_NAN_INPUT`` (NaN / inf), ``TF_OLD_DATA`` (a dynamic transform older than its edge's cache: a
+                zero stamp, which is not a time jump), or says the transform is not rigid. The caller decides
+                whether that is a rejected input (:meth:`reject`).
         """
         parent, child = parent.lstrip("/"), child.lstrip("/")
-        if not parent or not child or parent == child:
-            raise InvalidArgumentException(f"invalid frame names: parent {parent!r}, child {child!r}")
+        for code, bad in (("TF_NO_FRAME_ID", not parent), ("TF_NO_CHILD_FRAME_ID", not child),
+                          ("TF_SELF_TRANSFORM", parent == child)):
+            if bad:
+                raise InvalidArgumentException(f"{code}: frame_id {parent!r}, child_frame_id {child!r}")
+        if not np.all(np.isfinite(np.asarray(T_parent_child, np.float64))):
+            raise InvalidArgumentException(f"TF_NAN_INPUT: transform {parent} -> {child} contains NaN or inf")
         try:
             T, projected = to_rigid(T_parent_child, name=f"transform {parent} -> {child}")
         except ValueError as exc:
@@ -150,6 +157,10 @@ class TransformBuffer:
             if edge.jump.check(stamp_ns):
                 self._clear_dynamic_locked(stamp_ns, edge.stamps[-1])
                 edge = self._edges.setdefault(child, _Edge(parent=parent, static=False, authority=authority))
+            elif edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:  # tf2's TimeCache::insertData
+                raise InvalidArgumentException(f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s "
+                                               f"is older than the cache ({edge.stamps[-1] * 1e-9:.3f} s minus "
+                                               f"{self.cache_ns * 1e-9:g} s); a zero stamp is not stamped")
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
                 edge.transforms[i] = T  # same stamp: the newer message wins

@@ -105,15 +105,21 @@ class Buffer:
         return self._types
 
     def set_transform(self, transform: Any, authority: str, is_static: bool = False) -> bool:
-        """Insert a ``geometry_msgs/TransformStamped``. Like tf2, a NaN or invalid transform is logged and ignored."""
+        """Insert a ``geometry_msgs/TransformStamped``. Like tf2, an invalid transform is logged with tf2's code
+        (``TransformBuffer.set_transform_matrix``; a quaternion: ``TF_NAN_INPUT`` / ``TF_DENORMALIZED_QUATERNION``)
+        and ignored."""
+        parent, child = transform.header.frame_id, transform.child_frame_id
         try:
-            self.core.set_transform_matrix(
-                transform.header.frame_id, transform.child_frame_id, conversions.stamp_to_ns(transform.header.stamp),
-                conversions.transform_to_matrix(transform.transform), is_static=is_static, authority=authority,
-            )
-        except (InvalidArgumentException, ValueError) as exc:
-            self.core.reject(f"TF_NAN_INPUT / TF_DENORMALIZED_QUATERNION: ignoring transform "
-                             f"{transform.header.frame_id} -> {transform.child_frame_id} from authority {authority}: {exc}")
+            T = conversions.transform_to_matrix(transform.transform)
+        except ValueError as exc:  # the quaternion (geometry.check_unit_quaternion)
+            code = "TF_DENORMALIZED_QUATERNION" if "not normalised" in str(exc) else "TF_NAN_INPUT"
+            self.core.reject(f"{code}: ignoring transform {parent} -> {child} from authority {authority}: {exc}")
+            return False
+        try:
+            self.core.set_transform_matrix(parent, child, conversions.stamp_to_ns(transform.header.stamp), T,
+                                           is_static=is_static, authority=authority)
+        except InvalidArgumentException as exc:  # its message starts with tf2's code
+            self.core.reject(f"ignoring transform {parent} -> {child} from authority {authority}: {exc}")
             return False
         self._call_new_data_callbacks()
         return True
