@@ -83,9 +83,15 @@ def test_jpeg_declaring_32767_squared_is_refused_from_its_header_in_milliseconds
     header = read_image_header(np.frombuffer(bomb, np.uint8))
     assert (header.width, header.height) == (32767, 32767)
     t = time.perf_counter()
-    with pytest.raises(ImageTooLarge, match=r"declares it is 32767x32767 = 1073.7 MP, above the limit of 16.8 MP"):
+    with pytest.raises(ImageTooLarge, match=r"declares it is 32767x32767 = 1073676289 pixels \(1073\.7 MP\), above "
+                                           r"max_image_pixels = 16777216 \(16\.8 MP\)"):
         cv.image_to_rgb8(_compressed(bomb))
     assert time.perf_counter() - t < 0.05
+    from mtl3d_perception.runtime.frames import check_image_size
+
+    with pytest.raises(ImageTooLarge, match=r"4097x4096 = 16781312 pixels \(16\.8 MP\), above max_image_pixels = "
+                                           r"16777216"):  # a trial: "16.8 MP, above the limit of 16.8 MP" read wrong
+        check_image_size(4097, 4096)
     with pytest.raises(BadInput) as caught:
         frame_from_messages(_compressed(bomb), cv.make_camera_info(TYPES, cv.make_header(TYPES, 0, "cam"), K64, 64, 48))
     assert caught.value.kind == "image_size"
@@ -125,7 +131,7 @@ def test_broken_png_headers():
     png = _png()
     ihdr = 8
     huge = png[:ihdr + 8] + (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big") + png[ihdr + 16:]
-    with pytest.raises(ImageTooLarge, match="100000x100000 = 10000.0 MP"):
+    with pytest.raises(ImageTooLarge, match=r"100000x100000 = 10000000000 pixels \(10000\.0 MP\)"):
         cv.image_to_rgb8(_compressed(huge, "png"))
     zero = png[:ihdr + 8] + (0).to_bytes(4, "big") + png[ihdr + 12:]
     with pytest.raises(ValueError, match="declares 0x48 pixels"):
@@ -147,7 +153,7 @@ def test_other_formats_are_refused():
 def test_raw_image_above_the_limit_is_refused_before_reading_its_data():
     msg = TYPES["sensor_msgs/msg/Image"](header=cv.make_header(TYPES, 0, "cam"), height=5000, width=5000,
                                         encoding="rgb8", is_bigendian=0, step=15000, data=np.zeros(0, np.uint8))
-    with pytest.raises(ImageTooLarge, match="rgb8 image is 5000x5000 = 25.0 MP"):
+    with pytest.raises(ImageTooLarge, match=r"rgb8 image is 5000x5000 = 25000000 pixels \(25\.0 MP\)"):
         cv.image_to_rgb8(msg)
     assert MAX_IMAGE_PIXELS == 4096 * 4096
 
@@ -339,6 +345,33 @@ def test_throttled_log_one_line_per_kind_and_period_with_the_count():
     now[0] = 10.0
     assert log("time_jump", "Detected jump back in time")
     assert lines.lines[-1] == ("warning", "Detected jump back in time (186 more since the last such line)")
+
+
+def test_throttled_log_keeps_different_problems_of_one_kind_apart():
+    """A hostile-input trial: a zero stamp's warning (kind header) never appeared because an empty frame_id's, also
+    kind header, had been logged a second before; of 12 different encodings refused within 5 s only the first was
+    logged. The same problem with other numbers (a stamp, a count) is still throttled as one."""
+    from mtl3d_perception.runtime.throttled_log import MAX_PROBLEMS, ThrottledLog, message_shape
+
+    now = [0.0]
+    lines = _Lines()
+    log = ThrottledLog(lines, period_s=5.0, clock=lambda: now[0])
+    assert log("header", "the image header has an empty frame_id")
+    assert log("header", "the image header stamp is zero")
+    for encoding in ("8UC3", "16UC1", "32FC1"):
+        assert log("encoding", f"image encoding {encoding!r} is not a colour image")
+    assert not log("encoding", "image encoding '8UC3' is not a colour image")
+    for i in range(1, 5):  # one problem whose stamp changes every frame
+        assert log("out_of_order", f"frame at {1000 + 0.1 * i:.3f} s arrived after one at 1e3 s") == (i == 1)
+    assert len(lines.lines) == 6 and log.suppressed == {"encoding": 1, "out_of_order": 3}
+    assert message_shape("at -1.5e-3 s, 12 frames") == "at # s, # frames"
+    now[0] = 6.0
+    assert log("out_of_order", "frame at 1006.000 s arrived after one at 1e3 s")
+    assert lines.lines[-1][1].endswith("(3 more since the last such line)")
+    for i in range(3 * MAX_PROBLEMS):  # never-repeating messages stay bounded
+        now[0] = 100.0 + 10 * i
+        log("x", f"problem {chr(65 + i % 26) * (1 + i // 26)}")
+    assert len(log._last) <= MAX_PROBLEMS + 1
 
 
 def test_throttled_log_through_an_rclpy_logger_takes_both_severities():

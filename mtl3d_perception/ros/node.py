@@ -83,6 +83,10 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
 OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics.OUTPUTS))  # publish_<group>
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=1)
+# a camera_info lost while the executor is busy (a 12 MP image being taken) costs its image its pair: kept as rclpy's
+# qos_profile_sensor_data keeps sensor messages (depth 5); images stay latest-only (depth 1)
+CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
+                             history=HistoryPolicy.KEEP_LAST, depth=5)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
 MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
@@ -193,7 +197,7 @@ class PerceptionNode(Node):
         image_type = CompressedImage if compressed else Image
         self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
         info_topic = config.camera_info_input(base_topic)
-        self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=SENSOR_QOS)
+        self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=CAMERA_INFO_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)

@@ -29,8 +29,9 @@ class ImageTooLarge(ValueError):
 def check_image_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS, what: str = "image") -> None:
     """Raise :class:`ImageTooLarge` when ``width * height`` exceeds ``max_pixels`` (see ``MAX_IMAGE_PIXELS``)."""
     if int(width) * int(height) > max_pixels:
-        msg = (f"{what} is {width}x{height} = {int(width) * int(height) / 1e6:.1f} MP, above the limit of "
-               f"{max_pixels / 1e6:.1f} MP (max_image_pixels = {max_pixels}); refused before decoding")
+        msg = (f"{what} is {width}x{height} = {int(width) * int(height)} pixels "
+               f"({int(width) * int(height) / 1e6:.1f} MP), above max_image_pixels = {max_pixels} "
+               f"({max_pixels / 1e6:.1f} MP); refused before decoding")
         raise ImageTooLarge(msg)
 
 
