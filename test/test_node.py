@@ -786,6 +786,31 @@ def test_images_without_camera_info_warn(harness):
     assert int(values["images"]) >= 2 and values["camera_infos"] == "0" and values["received"] == "0"
 
 
+@pytest.mark.parametrize(("info_stamp", "advice"), [
+    (lambda t: 0, "camera_info is unstamped (header stamp 0): the camera driver must stamp it"),
+    (lambda t: 1000 * S, "the newest camera_info is stamped +938.800 s from the newest image: the driver stamps them "
+                         "on different clocks"),  # a constant stamp
+    (lambda t: t + S // 20, "the newest camera_info is stamped +0.050 s from the newest image: raise sync_slop_s above "
+                            "0.050 s"),
+], ids=["zero", "constant", "offset"])
+def test_unpaired_images_get_advice_that_can_fix_them(harness, info_stamp, advice):
+    """A hostile-input trial: camera_info stamped 0 (or always the same stamp) paired with no image, and the warning
+    advised raising sync_queue_size or sync_slop_s, neither of which can help; the advice now follows the stamps."""
+    counts = harness.node.stats.counts
+    for i in range(harness.node.sync_queue_size + 3):
+        t = 60 * S + i * S // 10
+        info = cv.make_camera_info(harness.types, cv.make_header(harness.types, info_stamp(t), CAM), K, W, H)
+        harness.info_pub.publish(info)
+        harness.spin_until(lambda i=i: counts["camera_infos"] > i)
+        harness.send_frame(t, _image(40), with_info=False)
+        harness.spin_until(lambda i=i: counts["images"] > i)
+    values = harness.diag()
+    assert values["sync_warnings"] == "1" and values["received"] == "0"
+    assert advice in values["last_problem"], values["last_problem"]
+    if "raise" not in advice:
+        assert "cannot pair" in values["last_problem"]
+
+
 def test_images_without_camera_info_warn_promptly(harness, capfd):
     """Within about a second of images without camera_info, a WARN log line naming both topics."""
     start = time.monotonic()

@@ -89,6 +89,8 @@ CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durabili
                              history=HistoryPolicy.KEEP_LAST, depth=5)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
+# image / camera_info stamps further apart than sync_slop_s can be set are not a slop to widen
+MAX_SYNC_ADVICE_SLOP_S = PARAMETERS["sync_slop_s"][3][1]
 MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 
@@ -206,6 +208,7 @@ class PerceptionNode(Node):
         self.sync.registerCallback(self.on_frame)
         self.sync_queue_size, self.sync_slop_s = config.sync_queue_size, config.sync_slop_s
         self._unpaired_reported = 0
+        self._last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (sync advice)
         self._start_input_monitor(image_type)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
@@ -280,12 +283,14 @@ class PerceptionNode(Node):
         self.stats.count("images")
         self.inputs.tick("image")
         stamp_ns = conversions.stamp_to_ns(image.header.stamp)
+        self._last_stamp_ns["image"] = stamp_ns
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
         self.inputs.tick("camera_info")
+        self._last_stamp_ns["camera_info"] = conversions.stamp_to_ns(info.header.stamp)
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -474,11 +479,29 @@ class PerceptionNode(Node):
         unpaired = self.stats.counts["images"] - self.stats.counts["received"] - self.sync_queue_size
         if unpaired > self._unpaired_reported:
             self._unpaired_reported = unpaired
-            self.driver.problem("sync", f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
-                                        f"({self.sync_slop_s:g} s) among the last sync_queue_size "
-                                        f"({self.sync_queue_size}) messages; raise sync_queue_size if camera_info "
-                                        "arrives late, or sync_slop_s if the stamps differ (both read-only: set them "
-                                        "at start-up, -p sync_slop_s:=0.05)", counter="sync_warnings")
+            message = (f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
+                       f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) messages")
+            self.driver.problem("sync", f"{message}; {self._sync_advice()}", counter="sync_warnings")
+
+    def _sync_advice(self) -> str:
+        """What would pair them, from the newest image and camera_info stamps: a zero-stamped camera_info or one on
+        another clock (seconds away) is the driver's to fix, no setting helps; a small offset is sync_slop_s's; else
+        camera_info arrives late (sync_queue_size)."""
+        image_ns, info_ns = self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info")
+        read_only = "(read-only: set at start-up, e.g. -p sync_slop_s:=0.05)"
+        if image_ns is None or info_ns is None:
+            return f"raise sync_queue_size if camera_info arrives late, or sync_slop_s if the stamps differ {read_only}"
+        if info_ns == 0:
+            return ("camera_info is unstamped (header stamp 0): the camera driver must stamp it with its image's stamp; "
+                    "sync_slop_s and sync_queue_size cannot pair it")
+        offset_s = (info_ns - image_ns) * 1e-9
+        where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
+        if abs(offset_s) > MAX_SYNC_ADVICE_SLOP_S:
+            return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; "
+                    "sync_slop_s and sync_queue_size cannot pair them")
+        if abs(offset_s) > self.sync_slop_s:
+            return f"{where}: raise sync_slop_s above {abs(offset_s):.3f} s {read_only}"
+        return f"{where}: camera_info may arrive late; raise sync_queue_size {read_only}"
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()
