@@ -51,6 +51,7 @@ setup(
         "numpy>=1.24",
         "torch>=2.4",
         "opencv-python-headless>=4.8",
+        "Pillow>=10.0",  # JPEG decoding that refuses corrupt data (msgs.conversions)
         "safetensors>=0.4",
         "rosbags==0.11.9",
         "PyYAML>=6.0",

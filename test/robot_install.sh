@@ -43,7 +43,7 @@ EOF
 "$PYTHON" -m venv "$OPT_ROS"
 # shellcheck disable=SC2046
 "$OPT_ROS/bin/python" -m pip install -q $(extras ROS_JAZZY ROSIDL_JAZZY) colcon-common-extensions \
-    numpy opencv-python-headless scipy pyyaml tqdm matplotlib h5py
+    numpy opencv-python-headless pillow scipy pyyaml tqdm matplotlib h5py
 make -s -C "$ROOT" VENV="$OPT_ROS" TF2_MSGS_BUILD="$WORK/build/tf2_msgs" -o "$OPT_ROS/.installed" tf2-msgs
 SITE=$("$OPT_ROS/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
 "$OPT_ROS/bin/python" -m pip uninstall -q -y pip setuptools  # /opt/ros holds neither; the workspace venv has its own
@@ -71,7 +71,8 @@ rosdep() {
     python - src/mtl3d_perception/package.xml <<'EOF'
 import importlib.util, sys, xml.etree.ElementTree as ET
 modules = {"python3-numpy": "numpy", "python3-opencv": "cv2", "python3-yaml": "yaml", "python3-scipy": "scipy",
-           "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib", "python3-h5py": "h5py", "rclpy": "rclpy",
+           "python3-tqdm": "tqdm", "python3-matplotlib": "matplotlib", "python3-h5py": "h5py", "python3-pil": "PIL",
+           "rclpy": "rclpy",
            "rcl_interfaces": "rcl_interfaces", "builtin_interfaces": "builtin_interfaces", "std_msgs": "std_msgs",
            "sensor_msgs": "sensor_msgs", "geometry_msgs": "geometry_msgs", "diagnostic_msgs": "diagnostic_msgs",
            "tf2_msgs": "tf2_msgs", "ament_index_python": "ament_index_python"}

@@ -24,6 +24,7 @@ ROSDEP_KEYS = {
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
     "h5py": "python3-h5py",
+    "PIL": "python3-pil",
     "tf2_ros": "tf2_ros_py",
 }
 # no rosdep key: installed with pip into the workspace venv (README "Installing on a robot")

@@ -1,6 +1,6 @@
 """ROS message <-> numpy conversions, written once for the node, the bag writer and replay.
 
-numpy (and OpenCV for compressed images) only: this module never imports rclpy, so replay and the bag
+numpy (and OpenCV / Pillow for compressed images) only: this module never imports rclpy, so replay and the bag
 writer run without ROS. Readers are duck-typed (they only touch message attributes), so they accept rclpy
 messages and ``rosbags`` dataclasses alike. Writers build messages through a ``types`` mapping from ``'sensor_msgs/msg/Image'``
 style names to classes: ``typestore.types`` of a rosbags typestore, or :func:`rclpy_types`.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import array
 import importlib
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,9 @@ from mtl3d_perception.msgs.image_header import read_image_header
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, check_image_size
 
 _U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+# Pillow refuses images over twice its MAX_IMAGE_PIXELS as decompression bombs (max_image_pixels is ours): larger
+# JPEGs, allowed by a raised max_image_pixels, go through OpenCV
+_PIL_MAX_PIXELS = 89_478_485
 _BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
 
 # encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
@@ -310,6 +314,31 @@ def is_compressed_image(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
+def _decode_jpeg_bgr(buf: np.ndarray, fmt: str) -> np.ndarray | None:
+    """JPEG bytes -> ``[H,W,3]`` uint8 BGR through Pillow, or None where it cannot read them.
+
+    Pillow and OpenCV decode with the same libjpeg-turbo settings (the same pixels: test_conversions), but OpenCV
+    decodes corrupt data with grey blocks and only prints libjpeg's "Corrupt JPEG data" to stderr, where Pillow
+    raises, so a corrupt frame is refused as bad input instead of being mapped. EXIF orientation is ignored, as ROS
+    decoders do.
+
+    Raises:
+        ValueError: the entropy-coded data is corrupt or truncated (naming the size, format and Pillow's reason).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf.tobytes()), formats=["JPEG"]) as image:
+            image.load()
+            rgb = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        return None
+    except (OSError, SyntaxError) as exc:  # "broken data stream ...", "image file is truncated ..."
+        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) holds corrupt JPEG data ({exc}); "
+                         "decoded, a part of it would be grey") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
 def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
     fmt = str(msg.format)
     encoding, has_encoding, compression = (part.strip() for part in fmt.partition(";"))
@@ -324,12 +353,15 @@ def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
         raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) refused before decoding: {exc}") from None
     check_image_size(header.width, header.height, max_pixels,
                      what=f"CompressedImage ({buf.size} bytes, format {fmt!r}): its {header.format} header declares it")
-    # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
-    # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
-    try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
-    except cv2.error:  # most undecodable data gives None; some codecs raise instead
-        bgr = None
+    if header.format == "jpeg" and header.width * header.height <= _PIL_MAX_PIXELS:
+        bgr = _decode_jpeg_bgr(buf, fmt)
+    else:
+        # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
+        # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
+        try:
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
+        except cv2.error:  # most undecodable data gives None; some codecs raise instead
+            bgr = None
     if bgr is None:
         raise ValueError(f"CompressedImage data ({buf.size} bytes) does not decode as an image; format {fmt!r}, "
                          f"expected jpeg or png data")
