@@ -31,8 +31,13 @@ NODE_ARGUMENTS = {
     "device": "auto, cpu, cuda, cuda:N (params_file: auto)",
     "tf_timeout_s": "wait this long for a frame's TF, then run it single-view (params_file: 0.3)",
     "single_view": "true: never pair a source view, every frame single-view (params_file: false)",
+    "world_frame": "fixed frame the camera poses are looked up in, e.g. map (params_file: odom)",
+    "cloud_frame": "camera: ~/points in the image's frame (no pose needed); world: in world_frame (params_file: camera)",
+    "history_size": "posed frames kept as source candidates; more for a slow camera (params_file: 16)",
+    "min_baseline_m": "a source view at least this far from the frame (params_file: 0.15)",
 }
-FLOAT_ARGUMENTS = {"tf_timeout_s"}
+FLOAT_ARGUMENTS = {"tf_timeout_s", "min_baseline_m"}
+INT_ARGUMENTS = {"history_size"}
 BOOL_ARGUMENTS = {"single_view"}  # the others are string parameters (model_path:=123 stays a string)
 
 
@@ -41,7 +46,8 @@ def launch_setup(context):
     rviz = launch_args.as_bool("rviz", config["rviz"])
     launch_args.require_packages([PACKAGE, *(["rviz2"] if rviz else [])])
     overrides = {name: launch_args.as_bool(name, value) if name in BOOL_ARGUMENTS else
-                 ParameterValue(value, value_type=float if name in FLOAT_ARGUMENTS else str)
+                 ParameterValue(value, value_type=float if name in FLOAT_ARGUMENTS else
+                                int if name in INT_ARGUMENTS else str)
                  for name, value in launch_args.given(config, NODE_ARGUMENTS).items()}
     if config["use_sim_time"]:
         overrides["use_sim_time"] = launch_args.as_bool("use_sim_time", config["use_sim_time"])

@@ -187,6 +187,11 @@ def test_launch_arguments_are_node_parameters(monkeypatch, node_parameters):
     module = load(ROOT / "launch" / "perception.launch.py", monkeypatch)
     assert set(module.NODE_ARGUMENTS) <= node_parameters
     assert module.FLOAT_ARGUMENTS <= set(module.NODE_ARGUMENTS)
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.NODE_NAME]["ros__parameters"]
+    for name in module.NODE_ARGUMENTS:  # each argument reaches the node with the parameter's type
+        kind = (bool if name in module.BOOL_ARGUMENTS else float if name in module.FLOAT_ARGUMENTS else
+                int if name in module.INT_ARGUMENTS else str)
+        assert type(params[name]) is kind, (name, kind, params[name])
     for path in LAUNCH_FILES:
         description = load(path, monkeypatch).generate_launch_description()
         assert "rviz" in declared_arguments(description, SHARE), path.name
