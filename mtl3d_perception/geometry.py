@@ -326,7 +326,7 @@ def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) ->
         msg = f"{name} has non-positive focal length fx={fx}, fy={fy}"
         raise ValueError(msg)
     if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
-        msg = f"{name} lower triangle is {[K[1, 0], *K[2].tolist()]}, expected K[1][0] = 0 and last row [0, 0, 1]"
+        msg = f"{name} lower triangle is {[float(K[1, 0]), *K[2].tolist()]}, expected K[1][0] = 0 and last row [0, 0, 1]"
         raise ValueError(msg)
     if abs(skew) > fx:
         msg = f"{name} skew K[0][1] = {skew:g} is implausible; expected |skew| <= fx = {fx:g}"

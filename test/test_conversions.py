@@ -589,9 +589,10 @@ def test_roi_offsets_k_before_binning():
     (dict(R=np.full((3, 3), np.nan)), "camera_info R contains NaN or inf"),
     (dict(R=2 * np.eye(3)), r"camera_info R is not orthonormal with det \+1"),
     (dict(R=np.diag([1.0, 1.0, -1.0])), r"camera_info R is not orthonormal with det \+1 .*det = -1\.0000"),
+    (dict(P=np.nan), r"camera_info P contains NaN or inf: \[\[.*nan\]"),  # Tx (P[0][3]): a second trial
     (dict(roi=(10, 20, 0, 0)), r"camera_info roi \(x 10, y 20, 0x0\) has no size; expected all zero"),
     (dict(roi=(0, 0, 32, 0)), "has no size"),
-], ids=["D_nan", "D_inf", "R_nan", "R_scaled", "R_reflection", "roi_offset_only", "roi_no_height"])
+], ids=["D_nan", "D_inf", "R_nan", "R_scaled", "R_reflection", "P_tx_nan", "roi_offset_only", "roi_no_height"])
 def test_camera_info_values_that_would_give_a_silently_wrong_image_are_refused(edit, message):
     """A hostile-input trial: NaN in D or R rectified every frame to black (the cloud all black, semantics predicted
     on it) with diagnostics OK; an ROI with an offset but no size shifted K by the offset without a word. Refused as
@@ -600,10 +601,13 @@ def test_camera_info_values_that_would_give_a_silently_wrong_image_are_refused(e
 
     types = TYPESTORE.types
     edit = dict(edit)
-    R = edit.pop("R", None)
+    R, tx = edit.pop("R", None), edit.pop("P", None)
     info = _camera_info(types, **edit)
     if R is not None:
         info.r = cv._float64_field(type(info), np.asarray(R, float), fixed=True)
+    if tx is not None:
+        P = np.hstack([K_CASE, [[tx], [0.0], [0.0]]])
+        info.p = cv._float64_field(type(info), P, fixed=True)
     image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(48, 64), "rgb8")
     with pytest.raises(BadInput, match=message) as caught:
         frame_from_messages(image, info)

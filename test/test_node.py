@@ -667,23 +667,34 @@ def test_time_jump_back_clears_tf_cache(ros_context):
         h.close()
 
 
-def test_a_zero_stamped_image_is_a_header_problem_not_a_time_jump(ros_context):
-    """A hostile-input trial: one image stamped 0 mid-stream was also handled as a jump back in time: the frame
-    history and TF cache were cleared, so the next good frame lost its source view."""
+@pytest.mark.parametrize(("sec", "nanosec", "problem"), [(0, 0, "zero_stamp"), (-1, 0, "invalid_stamp"),
+                                                         (40, 1_400_000_000, "invalid_stamp")],
+                         ids=["zero", "negative", "nanosec_overflow"])
+def test_an_unstamped_image_is_a_header_problem_not_a_time_jump(ros_context, sec, nanosec, problem):
+    """Hostile-input trials: one image stamped 0 mid-stream was handled as a jump back in time (history and TF cache
+    cleared, the next good frame lost its source view); one stamped -1 s (or 2100, which wraps the int32 negative)
+    stopped the inference thread for good (rclpy's Time refuses negative times); nanosec 1.4e9 was read as 41.4 s, and
+    the good frames after it were dropped as out of order. Each is an unstamped frame: single-view, nothing cleared."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
     try:
         for i, t in enumerate((40 * S, 40 * S + S // 5)):
             h.send_tf(t, 0.2 * i)
             h.send_frame(t, _image(10 + i))
             h.wait_outputs(i + 1)
-        h.send_frame(0, _image(12))  # unstamped: runs single-view, nothing cleared
+        header = cv.make_header(h.types, 0, CAM)
+        header.stamp.sec, header.stamp.nanosec = sec, nanosec
+        h.image_pub.publish(cv.make_image(h.types, header, _image(12), "rgb8"))
+        h.info_pub.publish(cv.make_camera_info(h.types, header, K, W, H))
         h.wait_outputs(3)
+        assert cv.stamp_to_ns(h.received["depth/image"][-1].header.stamp) == 0  # outputs: unstamped
+        assert h.diag()["last_pair_reason"] == problem
         t = 40 * S + 2 * S // 5
         h.send_tf(t, 0.4)
         h.send_frame(t, _image(13))
         h.wait_outputs(4)
         values = h.diag()
-        assert values["time_jumps"] == "0" and values["header_problems"] == "1"
+        assert values["time_jumps"] == "0" and values["header_problems"] == "1" and values["internal_errors"] == "0"
+        assert values["dropped_frames"] == "0"
         assert values["last_pair_reason"] == "baseline"  # the good frame after it paired with the history
         assert h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=40 * S))
     finally:
@@ -808,7 +819,7 @@ def test_unpaired_images_get_advice_that_can_fix_them(harness, info_stamp, advic
     assert values["sync_warnings"] == "1" and values["received"] == "0"
     assert advice in values["last_problem"], values["last_problem"]
     if "raise" not in advice:
-        assert "cannot pair" in values["last_problem"]
+        assert "no setting can pair" in values["last_problem"]
 
 
 def test_images_without_camera_info_warn_promptly(harness, capfd):

@@ -654,6 +654,25 @@ def last_diagnostics(out_dir) -> dict[str, tuple[int, str, dict[str, str]]]:
     return {st.name: (st.level, st.message, {kv.key: kv.value for kv in st.values}) for st in last.status}
 
 
+def test_a_calibration_that_goes_bad_mid_bag_is_warned_once(wall_bag, tmp_path):
+    """A hostile-input trial: replay described and checked only the first camera_info, so D = 1e6 from the third frame
+    on (every later frame rectified to black) passed without a word, where the node warns at each change; and a bad
+    calibration from the start was warned twice."""
+    def bad_from_2(topic, index, msg):
+        if topic == topics.CAMERA_INFO_TOPIC and index >= 2:
+            msg.distortion_model, msg.d = "plumb_bob", np.array([1e6, 0.0, 0.0, 0.0, 0.0])
+        return msg
+
+    copy_bag(wall_bag, tmp_path / "bad", edit=bad_from_2)
+    s = replay_bag(tmp_path / "bad", tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4 and s["bad_input"] == {"intrinsics": 1}
+    assert s["camera"]["camera_info"].startswith("image_raw: rectified (plumb_bob D) with cv2 maps to P's intrinsics; "
+                                                 "WARNING: rectifying with this camera_info")
+    assert sum("leaves 100% of the image black" in w for w in s["warnings"]) == 1
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "camera_info changed at 1700000000.200 s: image_raw: rectified (plumb_bob D)" in report
+
+
 def test_output_bag_diagnostics_carry_the_nodes_input_statuses(tmp_path):
     """A user trial: the output bag's /diagnostics held only the pipeline status, where the node publishes one status
     per input (topic, type, count, rate) and says whether the depth confidence is published."""
@@ -877,6 +896,16 @@ def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
     with pytest.raises(BagError, match=r"all dropped \(no_camera_info_match 4\); no camera_info on "
                                        r"/camera/color/camera_info within the sync slop"):
         replay_bag(tmp_path / "late_info", tmp_path / "out2", WallStub(2.0), quiet())
+
+    def unstamped_info(topic, index, msg):  # a hostile-input trial: the advice said to raise --sync-slop
+        if topic == topics.CAMERA_INFO_TOPIC:
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0
+        return msg
+
+    copy_bag(wall_bag, tmp_path / "unstamped_info", edit=unstamped_info)
+    with pytest.raises(BagError, match=r"camera_info is unstamped \(header stamp 0\): the camera driver must stamp it "
+                                       r"with its image's stamp; no setting can pair it"):
+        replay_bag(tmp_path / "unstamped_info", tmp_path / "out3", WallStub(2.0), quiet())
 
 
 def test_output_folder_checks(wall_bag, tmp_path, capsys):

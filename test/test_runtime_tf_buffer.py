@@ -93,8 +93,26 @@ def test_a_zero_stamped_transform_is_old_data_not_a_time_jump():
         buf.set_transform_matrix("odom", "base_link", 0, _T(5.0))
     assert buf.jumps_back == 0
     np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 3000 * S), _T(1.0), atol=1e-12)
-    buf.set_transform_matrix("odom", "base_link", 2990 * S, _T(2.0))  # 10 s back: a jump (a looping bag), cleared
+    buf.set_transform_matrix("odom", "base_link", 2980 * S, _T(2.0))  # 20 s back: a jump (a looping bag), cleared
     assert buf.jumps_back == 1
+
+
+def test_a_late_or_future_transform_on_one_edge_keeps_the_others():
+    """A second hostile-input trial: one odom -> base_link message 3 s late (or one stamped in 2038, then normal ones)
+    cleared every dynamic transform, map -> odom of another publisher too. Late data within the cache is inserted, as
+    tf2 does; an edge whose time goes back past its cache loses only its own data."""
+    buf = TransformBuffer(cache_time_s=10.0)
+    for t in (100, 101, 102):
+        buf.set_transform_matrix("map", "odom", t * S, _T(1.0))
+        buf.set_transform_matrix("odom", "base_link", t * S, _T(float(t - 100)))
+    buf.set_transform_matrix("odom", "base_link", 99 * S, _T(-1.0))  # 3 s late: kept, interpolated between
+    assert buf.jumps_back == 0
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 99 * S + S // 2), _T(-0.5), atol=1e-12)
+    buf.set_transform_matrix("odom", "base_link", (2**31 - 1) * S, _T(9.0))  # a bogus future stamp
+    buf.set_transform_matrix("odom", "base_link", 103 * S, _T(3.0))  # then the real stream again
+    assert buf.jumps_back == 1
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 103 * S), _T(3.0), atol=1e-12)
+    np.testing.assert_allclose(buf.lookup_matrix("map", "odom", 101 * S), _T(1.0), atol=1e-12)  # untouched
 
 
 def test_lookups_refuse_frame_ids_with_a_leading_slash(buf):
@@ -117,9 +135,9 @@ def test_cache_window_prunes_old_data(buf):
     assert buf.can_transform("odom", "base_link", 2 * S)
 
 
-def test_jump_back_in_time_clears_dynamic_keeps_static(buf):
+def test_jump_back_in_time_clears_the_edge_keeps_static(buf):
     buf.set_transform_matrix("odom", "base_link", 100 * S, _T(5.0))
-    buf.set_transform_matrix("odom", "base_link", 1 * S, _T(7.0))  # the bag looped
+    buf.set_transform_matrix("odom", "base_link", 1 * S, _T(7.0))  # the bag looped: 99 s back, past the 10 s cache
     assert buf.jumps_back == 1
     np.testing.assert_allclose(buf.lookup_matrix("odom", "camera", 1 * S), _T(7.0) @ _T(z=0.5), atol=1e-12)
     with pytest.raises(ExtrapolationException):

@@ -93,7 +93,10 @@ class CameraModel:
                 ``DISTORTION_MODELS`` with non-zero coefficients (the message lists the supported ones).
         """
         K_full = check_intrinsics(_matrix(msg.k, 3, 3, "k"), name="camera_info K")
-        P_full = _matrix(msg.p, 3, 4, "p")[:, :3]
+        P34 = _matrix(msg.p, 3, 4, "p")
+        if not np.isfinite(P34).all():  # Tx, Ty (a stereo pair's baseline) too: none of P may be NaN or inf
+            raise ValueError(f"camera_info P contains NaN or inf: {P34.tolist()}")
+        P_full = P34[:, :3]
         if not P_full.any():
             P_full = K_full
         P_full = check_intrinsics(P_full, name="camera_info P")

@@ -149,6 +149,18 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def stamp_is_valid(stamp: Any) -> bool:
+    """Whether a ``builtin_interfaces/Time`` is a time ROS can hold: ``sec`` >= 0 and ``nanosec`` in [0, 1e9) (rclpy's
+    ``Time`` refuses negative times; a year-2100 stamp wraps the int32 ``sec`` negative)."""
+    return int(stamp.sec) >= 0 and 0 <= int(stamp.nanosec) < 1_000_000_000
+
+
+def header_stamp_ns(stamp: Any) -> int:
+    """A header's stamp in integer nanoseconds, 0 ("not stamped", ROS's convention) for one that is not a valid
+    time (:func:`stamp_is_valid`): such a frame is unstamped everywhere downstream, never a time jump."""
+    return stamp_to_ns(stamp) if stamp_is_valid(stamp) else 0
+
+
 def make_stamp(types: Any, stamp_ns: int) -> Any:
     """Integer nanoseconds -> ``builtin_interfaces/Time``."""
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
@@ -314,8 +326,9 @@ def is_compressed_image(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
-def _decode_jpeg_bgr(buf: np.ndarray, fmt: str) -> np.ndarray | None:
-    """JPEG bytes -> ``[H,W,3]`` uint8 BGR through Pillow, or None where it cannot read them.
+def _decode_jpeg_rgb(buf: np.ndarray, fmt: str) -> np.ndarray | None:
+    """JPEG bytes -> ``[H,W,3]`` uint8 in the file's own colour order (RGB; what OpenCV returns reversed) through
+    Pillow, or None where it cannot read them.
 
     Pillow and OpenCV decode with the same libjpeg-turbo settings (the same pixels: test_conversions), but OpenCV
     decodes corrupt data with grey blocks and only prints libjpeg's "Corrupt JPEG data" to stderr, where Pillow
@@ -330,13 +343,12 @@ def _decode_jpeg_bgr(buf: np.ndarray, fmt: str) -> np.ndarray | None:
     try:
         with Image.open(io.BytesIO(buf.tobytes()), formats=["JPEG"]) as image:
             image.load()
-            rgb = np.asarray(image.convert("RGB"))
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # one copy
     except UnidentifiedImageError:
         return None
     except (OSError, SyntaxError) as exc:  # "broken data stream ...", "image file is truncated ..."
         raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) holds corrupt JPEG data ({exc}); "
                          "decoded, a part of it would be grey") from None
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
@@ -353,23 +365,23 @@ def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
         raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) refused before decoding: {exc}") from None
     check_image_size(header.width, header.height, max_pixels,
                      what=f"CompressedImage ({buf.size} bytes, format {fmt!r}): its {header.format} header declares it")
+    # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
+    # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
+    codec_saw_rgb = bool(has_encoding) and "compressed bgr" not in compression
     if header.format == "jpeg" and header.width * header.height <= _PIL_MAX_PIXELS:
-        bgr = _decode_jpeg_bgr(buf, fmt)
-    else:
-        # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
-        # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
-        try:
-            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
-        except cv2.error:  # most undecodable data gives None; some codecs raise instead
-            bgr = None
+        colours = _decode_jpeg_rgb(buf, fmt)
+        if colours is not None:  # the file's own order, the reverse of OpenCV's
+            return np.ascontiguousarray(colours[:, :, ::-1]) if codec_saw_rgb else colours
+    # IMREAD_COLOR gives 8-bit 3-channel data for grey, 16-bit and alpha images alike; orientation is ignored
+    # because ROS decoders (IMREAD_UNCHANGED) ignore EXIF orientation too.
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if buf.size else None
+    except cv2.error:  # most undecodable data gives None; some codecs raise instead
+        bgr = None
     if bgr is None:
         raise ValueError(f"CompressedImage data ({buf.size} bytes) does not decode as an image; format {fmt!r}, "
                          f"expected jpeg or png data")
-    # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
-    # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
-    if has_encoding and "compressed bgr" not in compression:
-        return bgr
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return bgr if codec_saw_rgb else np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def make_compressed_image(types: Any, header: Any, rgb: np.ndarray, fmt: str = "jpeg", *,

@@ -59,6 +59,9 @@ HEADER_PROBLEMS = {
                       "single-view (set the camera driver's frame_id)",
     "zero_stamp": "the image header stamp is zero, so its pose cannot be looked up in TF and frames cannot be "
                   "ordered; frames run single-view (the camera driver does not stamp its images)",
+    "invalid_stamp": "the image header stamp is not a valid time (sec < 0, or nanosec >= 1e9: a wrapped or "
+                     "uninitialised stamp), so the frame is taken as unstamped (outputs stamped 0, no TF lookup, not "
+                     "ordered); frames run single-view (fix the camera driver's stamps)",
 }
 
 
@@ -112,8 +115,10 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
             raise BadInput("intrinsics", "camera_info has width and height 0 and distortion to remove; "
                                          "the raw image cannot be rectified")
         rgb = camera.rectify(rgb)
-    stamp_ns = conversions.stamp_to_ns(image.header.stamp)
-    problem = "empty_frame_id" if not image.header.frame_id else "zero_stamp" if stamp_ns == 0 else None
+    stamp_ns = conversions.header_stamp_ns(image.header.stamp)
+    problem = ("empty_frame_id" if not image.header.frame_id else
+               "invalid_stamp" if not conversions.stamp_is_valid(image.header.stamp) else
+               "zero_stamp" if stamp_ns == 0 else None)
     frame = Frame(stamp_ns, image.header.frame_id, rgb, K, header_problem=problem)
     try:
         frame.validate()

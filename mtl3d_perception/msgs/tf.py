@@ -35,8 +35,8 @@ def pose_from_tf(buffer: Any, world_frame: str, frame: Frame, *,
         time_type: builds the lookup time as ``time_type(nanoseconds=stamp_ns)`` (``rclpy.time.Time``); None
             passes the integer nanoseconds (the compat Buffer).
     """
-    time = frame.stamp_ns if time_type is None else time_type(nanoseconds=frame.stamp_ns)
-    try:
+    try:  # rclpy's Time refuses what is not a time: that too is a failed lookup, never an exception
+        time = frame.stamp_ns if time_type is None else time_type(nanoseconds=frame.stamp_ns)
         ts = buffer.lookup_transform(world_frame, frame.frame_id, time)
         return transform_to_matrix(ts.transform), None
     except Exception as exc:  # tf2 exceptions, and anything odd in a transform message

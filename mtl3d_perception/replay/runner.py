@@ -61,6 +61,7 @@ from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat.tf2_ros import Buffer
 from mtl3d_perception.ros.input_monitor import InputMonitor
+from mtl3d_perception.runtime.config import parameter_specs
 from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.loading import resolve_device
@@ -68,7 +69,7 @@ from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
-from mtl3d_perception.runtime.sync import ApproximateTimeSync
+from mtl3d_perception.runtime.sync import ApproximateTimeSync, pairing_advice
 from mtl3d_perception.runtime.tf_buffer import TransformException
 
 
@@ -139,6 +140,7 @@ class _Replay:
         self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
+        self.last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (pairing advice)
         # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
         self.inputs: InputMonitor | None = None
         self.images = 0
@@ -184,7 +186,7 @@ class _Replay:
                 self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
             self._add_tf(msg, static=static)
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
-            self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
+            self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
         elif topic == self.o.image_topic:
             self.before_start += 1
 
@@ -205,10 +207,12 @@ class _Replay:
         elif topic == o.image_topic:
             self.images += 1
             self.stats.count("images")
-            self.sync.add(0, conversions.stamp_to_ns(msg.header.stamp), msg)
+            self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp)
+            self.sync.add(0, self.last_stamp_ns["image"], msg)
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
-            self.sync.add(1, conversions.stamp_to_ns(msg.header.stamp), msg)
+            self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp)
+            self.sync.add(1, self.last_stamp_ns["camera_info"], msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
         elif topic == self.depth_gt_info_topic:
@@ -252,7 +256,7 @@ class _Replay:
         reported through the buffer's ``on_problem`` hook (``_tf_problem``)."""
         ingest_tf(self.tf, msg, static=static)
         if not static and msg.transforms:
-            self.pose_wait.tf_read(max(conversions.stamp_to_ns(t.header.stamp) for t in msg.transforms))
+            self.pose_wait.tf_read(max(conversions.header_stamp_ns(t.header.stamp) for t in msg.transforms))
 
     def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
         """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
@@ -363,14 +367,15 @@ class _Replay:
             self._first_bad_input.setdefault(exc.kind, message)
             self._warn_once(f"bad_input.{exc.kind}", message)
             return
-        if "camera_info" not in self.camera:
-            camera = self.cameras.get(info)
-            self.camera["camera_info"] = camera.describe(self.image_kind)
-            self.notes.append(f"camera_info: {self.camera['camera_info']} ({self.image_kind} "
-                              f"from {self.camera['image_kind_from']})")
+        camera = self.cameras.get(info)
+        described = camera.describe(self.image_kind)
+        if described != self.camera.get("camera_info"):  # the first one, or a camera_info that changed (as the node)
+            changed = "camera_info" in self.camera
+            self.camera["camera_info"] = described
+            self.notes.append(f"camera_info{f' changed at {frame.stamp:.3f} s' if changed else ''}: {described} "
+                              f"({self.image_kind} from {self.camera['image_kind_from']})")
             if problem := camera.rectification_problem(self.image_kind):  # legal values, wrong calibration: kept
-                self.driver.problem("intrinsics", problem)
-                self._warn(problem)
+                self.driver.problem("intrinsics", problem)  # warned through _on_problem
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
@@ -444,9 +449,12 @@ class _Replay:
         unsynced = self.images - self.stats.counts.get("received", 0)
         if unsynced > 0 and not self.done:
             self.dropped["no_camera_info_match"] = unsynced
+            advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
+                                    self.o.sync_slop_s, parameter_specs(ReplayOptions)["sync_slop_s"].constraint[1],
+                                    slop="--sync-slop", arrivals=(self.images, self.stats.counts.get("camera_infos", 0),
+                                                                  "messages"))
             self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
-                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; raise --sync-slop if the camera "
-                       "stamps them apart")
+                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
         o = self.o
         if not self.pipeline.has_depth_confidence:
             self.notes.append(f"the model outputs no depth confidence (geometric_depth: false): no "

@@ -73,6 +73,7 @@ from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PoseJob
 from mtl3d_perception.runtime.pose_wait import LivePoseWait
 from mtl3d_perception.runtime.stats import RuntimeStats
+from mtl3d_perception.runtime.sync import pairing_advice
 from mtl3d_perception.runtime.throttled_log import LOG_THROTTLE_S, ThrottledLog
 
 # name -> (default, description, read_only, range (lo, hi) or choices tuple or None), from RuntimeConfig
@@ -282,7 +283,7 @@ class PerceptionNode(Node):
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
         self.inputs.tick("image")
-        stamp_ns = conversions.stamp_to_ns(image.header.stamp)
+        stamp_ns = conversions.header_stamp_ns(image.header.stamp)  # an invalid stamp is no stamp, not a jump
         self._last_stamp_ns["image"] = stamp_ns
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
@@ -290,7 +291,7 @@ class PerceptionNode(Node):
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
         self.inputs.tick("camera_info")
-        self._last_stamp_ns["camera_info"] = conversions.stamp_to_ns(info.header.stamp)
+        self._last_stamp_ns["camera_info"] = conversions.header_stamp_ns(info.header.stamp)
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -443,7 +444,13 @@ class PerceptionNode(Node):
             except Exception as exc:
                 self.driver.problem("internal", f"applying parameters failed: {type(exc).__name__}: {exc}",
                                     counter="internal_errors", error=True)
-            job = self.driver.wait_job(lambda: self._stop or self._update is not None)
+            try:
+                job = self.driver.wait_job(lambda: self._stop or self._update is not None)
+            except Exception as exc:  # a frame the pose wait cannot handle: dropped with the rest, never retried
+                dropped = self.driver.clear()
+                self.driver.problem("internal", f"waiting for a pose failed: {type(exc).__name__}: {exc}; {dropped} "
+                                                "waiting frame(s) dropped", counter="internal_errors", error=True)
+                continue
             if job is None:
                 continue
             self._forget_tf_waits()
@@ -481,27 +488,14 @@ class PerceptionNode(Node):
             self._unpaired_reported = unpaired
             message = (f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
                        f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) messages")
-            self.driver.problem("sync", f"{message}; {self._sync_advice()}", counter="sync_warnings")
+            rates = {s.role: s.rate_hz for s in self.inputs.statuses()}
+            advice = pairing_advice(self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info"),
+                                    self.sync_slop_s, MAX_SYNC_ADVICE_SLOP_S,
+                                    arrivals=(rates.get("image", 0.0), rates.get("camera_info", 0.0), "Hz"),
+                                    slop="sync_slop_s", queue="sync_queue_size",
+                                    how=" (read-only: set it at start-up, -p NAME:=VALUE)")
+            self.driver.problem("sync", f"{message}; {advice}", counter="sync_warnings")
 
-    def _sync_advice(self) -> str:
-        """What would pair them, from the newest image and camera_info stamps: a zero-stamped camera_info or one on
-        another clock (seconds away) is the driver's to fix, no setting helps; a small offset is sync_slop_s's; else
-        camera_info arrives late (sync_queue_size)."""
-        image_ns, info_ns = self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info")
-        read_only = "(read-only: set at start-up, e.g. -p sync_slop_s:=0.05)"
-        if image_ns is None or info_ns is None:
-            return f"raise sync_queue_size if camera_info arrives late, or sync_slop_s if the stamps differ {read_only}"
-        if info_ns == 0:
-            return ("camera_info is unstamped (header stamp 0): the camera driver must stamp it with its image's stamp; "
-                    "sync_slop_s and sync_queue_size cannot pair it")
-        offset_s = (info_ns - image_ns) * 1e-9
-        where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
-        if abs(offset_s) > MAX_SYNC_ADVICE_SLOP_S:
-            return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; "
-                    "sync_slop_s and sync_queue_size cannot pair them")
-        if abs(offset_s) > self.sync_slop_s:
-            return f"{where}: raise sync_slop_s above {abs(offset_s):.3f} s {read_only}"
-        return f"{where}: camera_info may arrive late; raise sync_queue_size {read_only}"
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()

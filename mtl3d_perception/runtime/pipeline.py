@@ -195,7 +195,7 @@ class PerceptionPipeline:
         check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
         # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped, and
         # '/cam' is 'cam' (tf2 refuses the slash; that is reported where the pose is looked up)
-        camera = frame.frame_id.lstrip("/")
+        camera = frame.frame_id.strip().lstrip("/")
         if frame.header_problem != "empty_frame_id":
             if self._last_camera is not None and self._last_camera != camera:
                 cameras = " and ".join(repr(c) for c in sorted((camera, self._last_camera)))  # one message a pair

@@ -9,9 +9,13 @@ It mirrors tf2's semantics (ros2/geometry2 ``tf2/src/buffer_core.cpp``) closely 
 - lookups between two stamps interpolate (SLERP rotation, linear translation via
   ``geometry.interpolate_pose``) and never extrapolate: outside an edge's cache is an
   :class:`ExtrapolationException`;
-- a dynamic transform older than its edge's newest by more than ``frames.JUMP_BACK_S`` means time jumped back
-  (a looping bag; ``frames.TimeJumpDetector``, one per edge): the dynamic data is cleared with one warning, as
-  tf2_ros's ``time_jump_callback`` does when the clock jumps by the same threshold;
+- a dynamic transform older than its edge's newest by more than the cache (which tf2's ``TimeCache::insertData``
+  would refuse as ``TF_OLD_DATA`` for ever after) means that edge's time jumped back (a looping bag without /clock;
+  ``frames.TimeJumpDetector``, one per edge): that edge's data is cleared with one warning and the new one kept;
+  other edges keep theirs (a late or future message on one edge must not wipe another publisher's). A late message
+  within the cache is inserted, as tf2 does; a zero stamp ("not stamped") is ``TF_OLD_DATA``. Time jumping back as
+  a whole (the node's images, a /clock jump) clears the buffer through :meth:`clear`, as tf2_ros's
+  ``time_jump_callback``;
 - every transform a caller could not use is reported through :meth:`TransformBuffer.reject` (counted in
   ``rejected``): the ``on_problem(kind, message)`` hook lets the node and replay count it in /diagnostics and log
   it through their own logger; without a hook, problems go to ``logging``, throttled per kind.
@@ -76,7 +80,7 @@ class _Edge:
     static: bool
     authority: str = ""
     stamps: list[int] = field(default_factory=list)  # ascending, ns (one entry, ignored, for static edges)
-    jump: TimeJumpDetector = field(default_factory=TimeJumpDetector)
+    jump: TimeJumpDetector | None = None  # dynamic edges: a jump back by more than the cache (TransformBuffer)
     transforms: list[np.ndarray] = field(default_factory=list)  # T_parent_child
 
 
@@ -86,7 +90,7 @@ class TransformBuffer:
     Args:
         cache_time_s: how far behind each edge's newest stamp dynamic transforms are kept (tf2 default 10 s).
         on_problem: called as ``on_problem(kind, message)`` for each rejected transform (kind ``transform``) and each
-            time jump that cleared the buffer (kind ``time_jump``; called under the buffer's lock, so it must not
+            time jump that cleared an edge (kind ``time_jump``; called under the buffer's lock, so it must not
             call back into the buffer); None: throttled ``logging`` lines.
     """
 
@@ -154,9 +158,14 @@ class TransformBuffer:
             if is_static:
                 edge.stamps, edge.transforms = [stamp_ns], [T]
                 return
-            if edge.jump.check(stamp_ns):
-                self._clear_dynamic_locked(stamp_ns, edge.stamps[-1])
-                edge = self._edges.setdefault(child, _Edge(parent=parent, static=False, authority=authority))
+            if edge.jump is None:
+                edge.jump = TimeJumpDetector(self.cache_ns * 1e-9)
+            if edge.jump.check(stamp_ns):  # this edge's time went back past its cache: a new pass, its data only
+                newest_ns = edge.stamps[-1]
+                edge.stamps, edge.transforms = [], []
+                self.jumps_back += 1
+                self.report("time_jump", f"Detected jump back in time on {parent} -> {child} ({newest_ns * 1e-9:.3f} s "
+                                          f"-> {stamp_ns * 1e-9:.3f} s). Clearing that transform's data.")
             elif edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:  # tf2's TimeCache::insertData
                 raise InvalidArgumentException(f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s "
                                                f"is older than the cache ({edge.stamps[-1] * 1e-9:.3f} s minus "
@@ -170,12 +179,6 @@ class TransformBuffer:
             cut = bisect.bisect_left(edge.stamps, edge.stamps[-1] - self.cache_ns)
             if cut:
                 del edge.stamps[:cut], edge.transforms[:cut]
-
-    def _clear_dynamic_locked(self, new_ns: int, newest_ns: int) -> None:
-        self.jumps_back += 1
-        self._edges = {c: e for c, e in self._edges.items() if e.static}
-        self.report("time_jump", f"Detected jump back in time ({newest_ns * 1e-9:.3f} s -> {new_ns * 1e-9:.3f} s). "
-                                  "Clearing tf buffer.")
 
     def clear(self) -> None:
         """Forget the dynamic transforms (static ones stay, as in tf2_ros ``Buffer.clear``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mtl3d_perception.msgs.conversions import stamp_to_ns
+from mtl3d_perception.msgs.conversions import header_stamp_ns
 from mtl3d_perception.runtime.sync import ApproximateTimeSync
 
 
@@ -80,7 +80,7 @@ class ApproximateTimeSynchronizer(SimpleFilter):
         self._sync.set_slop(float(value))
 
     def add(self, msg: Any, index: int) -> None:
-        self._sync.add(index, stamp_to_ns(msg.header.stamp), msg)
+        self._sync.add(index, header_stamp_ns(msg.header.stamp), msg)
 
 
 class TimeSynchronizer(ApproximateTimeSynchronizer):

@@ -116,7 +116,7 @@ class Buffer:
             self.core.reject(f"{code}: ignoring transform {parent} -> {child} from authority {authority}: {exc}")
             return False
         try:
-            self.core.set_transform_matrix(parent, child, conversions.stamp_to_ns(transform.header.stamp), T,
+            self.core.set_transform_matrix(parent, child, conversions.header_stamp_ns(transform.header.stamp), T,
                                            is_static=is_static, authority=authority)
         except InvalidArgumentException as exc:  # its message starts with tf2's code
             self.core.reject(f"ignoring transform {parent} -> {child} from authority {authority}: {exc}")
