@@ -56,6 +56,26 @@ def test_parameters_are_typed_and_checked():
     assert config_from_parameters({"tf_timeout_s": 1}).tf_timeout_s == 1.0  # ints are taken for floats
 
 
+def test_every_advertised_range_is_accepted_at_both_ends():
+    """A live-tuning trial: describe_parameters advertised max_pair_age_s, max_speed_mps and max_angular_speed_dps
+    from 0 (rqt_reconfigure's slider bottom), which the node refused (> 0). Every numeric range's ends are accepted,
+    and just outside them refused."""
+    checked = 0
+    for name, spec in parameter_specs().items():
+        if not (isinstance(spec.constraint, tuple) and len(spec.constraint) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec.constraint)):
+            continue
+        lo, hi = spec.constraint
+        for value in (lo, hi):
+            RuntimeConfig().replace(**{name: spec.type(value)})
+        step = 1 if spec.type is int else 1e-6 * max(1.0, abs(hi))
+        for value in (lo - step, hi + step):
+            with pytest.raises(ValueError, match=name):
+                RuntimeConfig().replace(**{name: spec.type(value)})
+        checked += 1
+    assert checked >= 10
+
+
 def test_outputs_follow_publish_flags():
     assert RuntimeConfig().outputs() == {"depth", "semantic", "normals", "boundary", "points"}
     assert RuntimeConfig().with_outputs({"points"}).outputs() == {"points", "depth"}  # the cloud needs depth

@@ -33,6 +33,11 @@ def test_reduced_precision_needs_cuda(precision):
     ("odom ", "world_frame 'odom ' contains white space; tf2 frame ids are single words such as 'odom'"),
     ("od om", "world_frame 'od om' contains white space; tf2 frame ids are single words such as 'odom'"),
     ("od\tom", "world_frame 'od\\tom' contains white space; tf2 frame ids are single words such as 'odom'"),
+    ("robot1/odom", None),
+    ("odom/", "world_frame 'odom/' has an empty part ('/' at the end or '//'); tf2 frame ids are names such as 'odom' "
+              "or 'robot1/odom'"),
+    ("a//b", "world_frame 'a//b' has an empty part ('/' at the end or '//'); tf2 frame ids are names such as 'odom' "
+             "or 'robot1/odom'"),
 ])
 def test_frame_ids(frame_id, expected):
     assert frame_id_problem("world_frame", frame_id) == expected
@@ -98,3 +103,23 @@ def test_gpu_index_past_the_last_gpu_is_refused():
     with pytest.raises(ValueError, match=f"there are {n} GPUs"):
         resolve_device(f"cuda:{n}")
     assert resolve_device(f"cuda:{n - 1}") == f"cuda:{n - 1}"
+
+
+def test_a_params_file_for_another_node_name_is_named(tmp_path):
+    """A live-tuning trial: a params file whose top-level key misspelt the node (mtl3d_perceptoin) was ignored without
+    a word by rcl, every parameter at its default."""
+    from mtl3d_perception.runtime.params import params_file_paths, params_file_problem
+
+    wrong, right, wild = (tmp_path / f"{n}.yaml" for n in ("wrong", "right", "wild"))
+    wrong.write_text("mtl3d_perceptoin:\n  ros__parameters:\n    point_stride: 2\n")
+    right.write_text("/robot1/mtl3d_perception:\n  ros__parameters:\n    point_stride: 2\n")
+    wild.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n")
+    assert params_file_problem(str(wrong), "/mtl3d_perception") == (
+        f"params file {wrong} has no section for this node (/mtl3d_perception; its top-level keys: mtl3d_perceptoin): "
+        "none of its parameters apply; name the node (mtl3d_perception) or /** there")
+    assert params_file_problem(str(right), "/robot1/mtl3d_perception") is None
+    assert params_file_problem(str(right), "/mtl3d_perception") is not None
+    assert params_file_problem(str(wild), "/robot1/mtl3d_perception") is None
+    assert params_file_problem(str(tmp_path / "missing.yaml"), "/x") is None  # rcl refuses it at init
+    args = ["perception_node", "--ros-args", "-p", "a:=1", "--params-file", str(wrong), "--params-file", str(wild)]
+    assert params_file_paths(args) == [str(wrong), str(wild)]

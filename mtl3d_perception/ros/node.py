@@ -585,6 +585,10 @@ def main(args: list[str] | None = None) -> int:
                 return 0
             logger.fatal(f"cannot start: {exc}")
             return 1
+        for path in params.params_file_paths(list(sys.argv if args is None else args)):
+            if problem := params.params_file_problem(path, node.get_fully_qualified_name()):  # rcl says nothing
+                node.get_logger().warning(problem)
+                node.unknown_parameters.append(f"params file {path}: no section for this node")
         try:
             spin_until_shutdown(node)
         except RuntimeError as exc:  # the executor failed while the context was valid: not a start-up problem

@@ -50,9 +50,10 @@ PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
     "min_baseline_m": ("source view: smallest useful baseline", (0.0, 100.0)),
     "min_rotation_deg": (f"source view: or smallest useful rotation (a source within {MIN_PARALLAX_M * 1e3:g} mm is "
                          "never used)", (0.0, 180.0)),
-    "max_pair_age_s": ("source view: oldest usable source frame", (0.0, 60.0)),
-    "max_speed_mps": ("source view: faster relative motion is a pose jump, not camera motion", (0.0, 1000.0)),
-    "max_angular_speed_dps": ("source view: faster relative rotation is a pose jump", (0.0, 100000.0)),
+    # > 0 (source_selection.PairingConfig.validate); a ROS range is inclusive, so it starts at a small positive value
+    "max_pair_age_s": ("source view: oldest usable source frame", (0.01, 60.0)),
+    "max_speed_mps": ("source view: faster relative motion is a pose jump, not camera motion", (0.01, 1000.0)),
+    "max_angular_speed_dps": ("source view: faster relative rotation is a pose jump", (0.1, 100000.0)),
     "history_size": ("source view: posed frames kept as candidates (16 frames of a 30 Hz camera reach 15 cm from 0.3 m/s; "
                      "raise it for slower motion)", (1, 256)),
 }

@@ -24,8 +24,8 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
     tf2 refuses empty frame ids and ones starting with '/' ("Invalid argument "/odom" passed to lookupTransform
     argument target_frame in tf2 frame_ids cannot start with a '/'", ros2/geometry2 ``tf2/src/buffer_core.cpp``
     ``validateFrameId``), and so does the compat buffer (``runtime/tf_buffer.py``). White space anywhere is refused
-    too: tf2 would accept ``"od om"``, but no broadcaster names a frame so (REP 105 names, URDF links), so it is a
-    typo that would leave every lookup waiting for a frame that never comes.
+    too, and so is an empty part (``"odom/"``, ``"a//b"``): tf2 would accept them, but no broadcaster names a frame so
+    (REP 105 names, URDF links), so each is a typo that would leave every lookup waiting for a frame that never comes.
     """
     if not frame_id.strip():
         return f"{name} must not be empty, got {frame_id!r}"
@@ -33,6 +33,9 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
         return f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; use {frame_id.lstrip('/')!r}"
     if re.search(r"\s", frame_id):
         return f"{name} {frame_id!r} contains white space; tf2 frame ids are single words such as 'odom'"
+    if frame_id.endswith("/") or "//" in frame_id:  # the same kind of typo: tf2 accepts it, no broadcaster uses it
+        return (f"{name} {frame_id!r} has an empty part ('/' at the end or '//'); tf2 frame ids are names such as "
+                "'odom' or 'robot1/odom'")
     return None
 
 
@@ -100,3 +103,34 @@ def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[st
         close = difflib.get_close_matches(name, declared, n=1)
         out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return out
+
+
+def params_file_paths(args: list[str]) -> list[str]:
+    """The ``--params-file PATH`` values of a ROS command line (``--ros-args`` sections; launch_ros passes a node's
+    parameters so)."""
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
+
+
+def params_file_problem(path: str, node_fqn: str) -> str | None:
+    """Why none of the params file ``path`` applies to the node ``node_fqn`` (``/ns/name``), or None: rcl applies the
+    parameters under a top-level key that names the node (with or without its leading '/'; ``*`` matches one name,
+    ``**`` any, rcl's wildcards) and ignores the rest without a word, so a misspelt node name silently keeps every
+    default. Unreadable files are rcl's to refuse (it does so at init)."""
+    import fnmatch
+
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    target = node_fqn.lstrip("/")
+    for key in data:  # fnmatch's '*' also crosses '/': looser than rcl, so it never warns about a file rcl applies
+        if fnmatch.fnmatchcase(target, str(key).lstrip("/").replace("**", "*")):
+            return None
+    return (f"params file {path} has no section for this node ({node_fqn}; its top-level keys: "
+            f"{', '.join(map(str, data))}): none of its parameters apply; name the node ({node_fqn.rsplit('/', 1)[-1]}) "
+            "or /** there")
