@@ -1073,6 +1073,48 @@ def test_spin_until_shutdown_treats_the_wait_set_race_as_a_shutdown(monkeypatch)
         rclpy.try_shutdown(context=context)
 
 
+def test_a_callback_that_raises_does_not_stop_the_node(monkeypatch):
+    """A second hostile-input trial: the real message_filters builds an rclpy Time from each header and raises
+    ValueError for a negative stamp inside the executor, which ended rclpy.spin and with it the node. A callback's
+    error is handed on and spinning goes on; a RuntimeError of the executor still ends it (the next test)."""
+    from std_msgs.msg import String
+
+    from mtl3d_perception.ros import node as node_module
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    peer = rclpy.create_node("test_spin_callback_error", context=context)
+    received, errors = [], []
+
+    def callback(msg):
+        received.append(msg.data)
+        if msg.data == "bad":
+            raise ValueError("Seconds value must not be negative")
+        if msg.data == "stop":
+            context.shutdown()
+
+    peer.create_subscription(String, "/spin_test", callback, 10)
+    pub = peer.create_publisher(String, "/spin_test", 10)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        def spin(node):  # rclpy.spin on this test's own context
+            executor.add_node(node)
+            while context.ok():
+                executor.spin_once(timeout_sec=0.05)
+                if not received:
+                    pub.publish(String(data="bad"))
+                elif received == ["bad"]:
+                    pub.publish(String(data="stop"))
+
+        monkeypatch.setattr(node_module.rclpy, "spin", spin)
+        node_module.spin_until_shutdown(peer, errors.append)
+        assert received == ["bad", "stop"] and [str(e) for e in errors] == ["Seconds value must not be negative"]
+    finally:
+        executor.shutdown()
+        peer.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
 def test_spin_until_shutdown_raises_executor_errors_while_the_context_is_valid(monkeypatch):
     from mtl3d_perception.ros import node as node_module
 

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -496,6 +497,10 @@ class PerceptionNode(Node):
                                     how=" (read-only: set it at start-up, -p NAME:=VALUE)")
             self.driver.problem("sync", f"{message}; {advice}", counter="sync_warnings")
 
+    def callback_failed(self, exc: Exception) -> None:
+        """A subscription callback raised (``spin_until_shutdown``): counted and logged, throttled; the node goes on."""
+        self._problem("callback", f"a message callback failed: {type(exc).__name__}: {exc}; the message is dropped",
+                      counter="internal_errors", error=True)
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()
@@ -543,8 +548,13 @@ class _LogAdapter:
         self._logger.info(msg % args if args else msg)
 
 
-def spin_until_shutdown(node: Node) -> None:
+def spin_until_shutdown(node: Node, on_callback_error: Callable[[Exception], None] | None = None) -> None:
     """``rclpy.spin(node)`` until Ctrl-C, SIGTERM or ``rclpy.shutdown()``; returns quietly on each.
+
+    A callback that raises anything but a ``RuntimeError`` (a library's own check on a message: the real
+    message_filters builds an rclpy ``Time`` from each header, which raises ``ValueError`` for a negative stamp) is
+    handed to ``on_callback_error`` and spinning goes on: bad input never stops the node. Without
+    ``on_callback_error`` it propagates.
 
     A signal that lands between the executor's ``context.ok()`` check and the creation of its wait set surfaces
     as ``RCLError`` ("failed to initialize wait set: the given context is not valid") instead of
@@ -554,13 +564,20 @@ def spin_until_shutdown(node: Node) -> None:
     Raises:
         RuntimeError: from the executor while the context is still valid (a real failure).
     """
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return
-    except RuntimeError:
-        if node.context.ok():
-            raise
+    while True:
+        try:
+            rclpy.spin(node)
+            return
+        except (KeyboardInterrupt, ExternalShutdownException):
+            return
+        except RuntimeError:
+            if node.context.ok():
+                raise
+            return
+        except Exception as exc:
+            if on_callback_error is None or not node.context.ok():
+                raise
+            on_callback_error(exc)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -590,7 +607,7 @@ def main(args: list[str] | None = None) -> int:
                 node.get_logger().warning(problem)
                 node.unknown_parameters.append(f"params file {path}: no section for this node")
         try:
-            spin_until_shutdown(node)
+            spin_until_shutdown(node, node.callback_failed)
         except RuntimeError as exc:  # the executor failed while the context was valid: not a start-up problem
             logger.fatal(f"stopped: {type(exc).__name__}: {exc}")
             return 1
