@@ -303,11 +303,11 @@ def test_corrupt_jpeg_data_is_refused_not_decoded_grey():
     data = bytearray(_encode(".jpg", rgb))
     middle = len(data) // 2
     data[middle:middle + 200] = b"\xff" * 200
-    with pytest.raises(ValueError, match=r"CompressedImage \(\d+ bytes, format 'jpeg'\) holds corrupt JPEG data "
-                                         r"\(broken data stream"):
+    with pytest.raises(ValueError, match=r"CompressedImage \(\d+ bytes, format 'jpeg'\) holds corrupt or truncated "
+                                         r"JPEG data \(broken data stream"):
         cv.image_to_rgb8(_compressed(TYPESTORE.types, "jpeg", bytes(data)))
     good = _encode(".jpg", rgb)
-    with pytest.raises(ValueError, match="holds corrupt JPEG data .*truncated"):
+    with pytest.raises(ValueError, match="holds corrupt or truncated JPEG data .*truncated"):
         cv.image_to_rgb8(_compressed(TYPESTORE.types, "jpeg", good[: len(good) * 3 // 4]))  # cut in its scan
 
 
@@ -319,7 +319,7 @@ def test_bad_compressed_images_raise_value_error_naming_the_format():
     with pytest.raises(ValueError, match=r"\(0 bytes, format 'jpeg'\)"):
         cv.image_to_rgb8(_compressed(types, "jpeg", b""))
     good = _encode(".jpg", _smooth_rgb())
-    with pytest.raises(ValueError, match=r"holds corrupt JPEG data \(Truncated File Read\)"):
+    with pytest.raises(ValueError, match=r"holds corrupt or truncated JPEG data \(Truncated File Read\)"):
         cv.image_to_rgb8(_compressed(types, "jpeg", good[: len(good) // 3]))  # cut off inside its headers
     depth_png = _encode(".png", np.full((4, 4), 1000, np.uint16))
     for fmt in ("16UC1; png compressed mono16", "32FC1; compressedDepth png"):

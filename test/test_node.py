@@ -798,7 +798,7 @@ def test_images_without_camera_info_warn(harness):
 
 
 @pytest.mark.parametrize(("info_stamp", "advice"), [
-    (lambda t: 0, "camera_info is unstamped (header stamp 0): the camera driver must stamp it"),
+    (lambda t: 0, "camera_info is unstamped (header stamp 0): the camera driver must stamp image and camera_info"),
     (lambda t: 1000 * S, "the newest camera_info is stamped +938.800 s from the newest image: the driver stamps them "
                          "on different clocks"),  # a constant stamp
     (lambda t: t + S // 20, "the newest camera_info is stamped +0.050 s from the newest image: raise sync_slop_s above "
@@ -1113,6 +1113,21 @@ def test_a_callback_that_raises_does_not_stop_the_node(monkeypatch):
         executor.shutdown()
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_a_negative_stamp_refused_by_message_filters_is_a_header_problem(harness):
+    """A review: with the real message_filters a negative image stamp raises ValueError (Time.from_msg) in the
+    executor; the node counted that as its own internal error. on_image has seen the stamp, so it is bad input."""
+    header = cv.make_header(harness.types, 0, CAM)
+    header.stamp.sec = -1
+    harness.node.on_image(cv.make_image(harness.types, header, _image(1), "rgb8"))
+    harness.node.callback_failed(ValueError("Seconds value must not be negative"))
+    values = harness.diag()
+    assert values["header_problems"] == "1" and values["internal_errors"] == "0"
+    assert "message_filters cannot pair it" in values["last_problem"]
+    harness.node.on_image(cv.make_image(harness.types, cv.make_header(harness.types, 5 * S, CAM), _image(1), "rgb8"))
+    harness.node.callback_failed(ValueError("something else"))  # a valid image: the node's own failure
+    assert harness.diag()["internal_errors"] == "1"
 
 
 def test_spin_until_shutdown_raises_executor_errors_while_the_context_is_valid(monkeypatch):

@@ -115,8 +115,21 @@ def test_a_params_file_for_another_node_name_is_named(tmp_path):
     right.write_text("/robot1/mtl3d_perception:\n  ros__parameters:\n    point_stride: 2\n")
     wild.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n")
     assert params_file_problem(str(wrong), "/mtl3d_perception") == (
-        f"params file {wrong} has no section for this node (/mtl3d_perception; its top-level keys: mtl3d_perceptoin): "
+        f"params file {wrong} has no section for this node (/mtl3d_perception; its sections: /mtl3d_perceptoin): "
         "none of its parameters apply; name the node (mtl3d_perception) or /** there")
+    # a review: rcl also applies nested namespaces and /**/name; neither may be warned about
+    nested, deep = tmp_path / "nested.yaml", tmp_path / "deep.yaml"
+    nested.write_text("robot1:\n  mtl3d_perception:\n    ros__parameters:\n      history_size: 8\n")
+    deep.write_text("/**/mtl3d_perception:\n  ros__parameters:\n    history_size: 8\n")
+    assert params_file_problem(str(nested), "/robot1/mtl3d_perception") is None
+    assert params_file_problem(str(nested), "/robot2/mtl3d_perception") is not None
+    for node in ("/mtl3d_perception", "/robot1/mtl3d_perception", "/a/b/mtl3d_perception"):
+        assert params_file_problem(str(deep), node) is None
+    assert params_file_problem(str(deep), "/robot1/other") is not None
+    star = tmp_path / "star.yaml"
+    star.write_text("/*/mtl3d_perception:\n  ros__parameters:\n    history_size: 8\n")
+    assert params_file_problem(str(star), "/robot1/mtl3d_perception") is None
+    assert params_file_problem(str(star), "/mtl3d_perception") is not None  # '*' is exactly one name
     assert params_file_problem(str(right), "/robot1/mtl3d_perception") is None
     assert params_file_problem(str(right), "/mtl3d_perception") is not None
     assert params_file_problem(str(wild), "/robot1/mtl3d_perception") is None

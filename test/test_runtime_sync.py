@@ -114,11 +114,14 @@ def test_pairing_advice_follows_the_stamps():
 
     def advice(image_ms, info_ms, queue="sync_queue_size"):
         return pairing_advice(None if image_ms is None else image_ms * MS, None if info_ms is None else info_ms * MS,
-                              0.02, 1.0, slop="sync_slop_s", queue=queue)
+                              0.02, slop="sync_slop_s", queue=queue)
 
-    assert advice(None, None) == "raise sync_queue_size if camera_info arrives late, or sync_slop_s if the stamps differ"
-    assert advice(None, None, queue=None) == "raise sync_slop_s if the camera stamps them apart"
+    assert advice(None, 5_000) == "raise sync_queue_size if camera_info arrives late, or sync_slop_s if the stamps differ"
+    assert advice(None, 5_000, queue=None) == "raise sync_slop_s if the camera stamps them apart"
+    assert advice(5_000, None).startswith("no camera_info has arrived")  # a review: it advised the queue and slop
     assert advice(5_000, 0).startswith("camera_info is unstamped (header stamp 0)")
+    assert advice(5_000, -5_000).startswith("camera_info is unstamped (header stamp -5.000 s, not a time)")
+    assert advice(0, 5_000).startswith("the image is unstamped (header stamp 0)")  # was "+1000000000 s ... clocks"
     assert advice(5_000, 6_000).endswith("+1.000 s from the newest image: the driver stamps them on different clocks or "
                                          "does not copy the image's stamp; no setting can pair them")
     assert advice(5_000, 4_950) == ("the newest camera_info is stamped -0.050 s from the newest image: raise sync_slop_s "
@@ -126,9 +129,9 @@ def test_pairing_advice_follows_the_stamps():
     assert advice(5_000, 5_010) == ("the newest camera_info is stamped +0.010 s from the newest image: camera_info may "
                                     "arrive late; raise sync_queue_size")
     # a second trial: camera_info at 1 Hz beside 10 Hz images was told to raise sync_slop_s above 0.5 s
-    slow = pairing_advice(5_000 * MS, 4_500 * MS, 0.02, 1.0, slop="sync_slop_s", arrivals=(9.3, 0.9, "Hz"))
+    slow = pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s", arrivals=(9.3, 0.9, "Hz"))
     assert slow.startswith("camera_info arrives at 0.9 Hz, images at 9.3 Hz: each image needs its own camera_info")
-    assert pairing_advice(5_000 * MS, 4_500 * MS, 0.02, 1.0, slop="--sync-slop", arrivals=(12, 3, "messages")) \
+    assert pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="--sync-slop", arrivals=(12, 3, "messages")) \
         .startswith("3 camera_info for 12 images: each image needs its own camera_info")
-    assert "raise sync_slop_s above 0.500 s" in pairing_advice(5_000 * MS, 4_500 * MS, 0.02, 1.0, slop="sync_slop_s",
+    assert "raise sync_slop_s above 0.500 s" in pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s",
                                                                  arrivals=(9.3, 9.1, "Hz"))

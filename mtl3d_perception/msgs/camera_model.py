@@ -82,6 +82,7 @@ class CameraModel:
     roi: tuple[int, int, int, int]
     rectify_raw: bool
     _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _coverage: float | None = field(default=None, repr=False)
 
     @classmethod
     def from_camera_info(cls, msg: Any) -> CameraModel:
@@ -139,13 +140,16 @@ class CameraModel:
                    roi=(x0, y0, rw, rh), rectify_raw=rectify)
 
     def rectified_coverage(self) -> float:
-        """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""
+        """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified);
+        computed once per camera model (the models are cached per camera_info, ``CameraModels``)."""
         if not self.rectify_raw:
             return 1.0
-        map_x, map_y = self.rectification_maps()
-        W, H = self.size
-        inside = (map_x >= -0.5) & (map_x <= W - 0.5) & (map_y >= -0.5) & (map_y <= H - 0.5)
-        return float(inside.mean())
+        if self._coverage is None:
+            map_x, map_y = self.rectification_maps()
+            W, H = self.size
+            inside = (map_x >= -0.5) & (map_x <= W - 0.5) & (map_y >= -0.5) & (map_y <= H - 0.5)
+            self._coverage = float(inside.mean())
+        return self._coverage
 
     def rectification_problem(self, image_kind: str) -> str | None:
         """Why rectifying raw images with this camera_info gives a mostly black image (a D or R that is legal but
@@ -228,6 +232,26 @@ class CameraModels:
         self._cache: OrderedDict[tuple, CameraModel] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._described: OrderedDict[str, None] = OrderedDict()  # descriptions said so far (first_seen)
+
+    def describe(self, msg: Any, image_kind: str) -> tuple[str, bool, str | None]:
+        """``(description, new, problem)`` of a camera_info the node (or replay) has paired: what is applied to its
+        images (:meth:`CameraModel.describe`), whether that description is new, and for a new one
+        :meth:`CameraModel.rectification_problem`. Each distinct calibration is new once (the newest 64 are
+        remembered), so a camera alternating between two is logged, noted and counted once each, not per frame.
+
+        Raises:
+            ValueError: as :meth:`get`.
+        """
+        camera = self.get(msg)
+        description = camera.describe(image_kind)
+        with self._lock:
+            new = description not in self._described
+            self._described[description] = None
+            self._described.move_to_end(description)
+            while len(self._described) > 64:
+                self._described.popitem(last=False)
+        return description, new, camera.rectification_problem(image_kind) if new else None
 
     def get(self, msg: Any) -> CameraModel:
         """The model of ``msg`` (raises ValueError as :meth:`CameraModel.from_camera_info`)."""

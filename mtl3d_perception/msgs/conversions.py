@@ -35,9 +35,7 @@ from mtl3d_perception.msgs.image_header import read_image_header
 from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, check_image_size
 
 _U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
-# Pillow refuses images over twice its MAX_IMAGE_PIXELS as decompression bombs (max_image_pixels is ours): larger
-# JPEGs, allowed by a raised max_image_pixels, go through OpenCV
-_PIL_MAX_PIXELS = 89_478_485
+
 _BAYER = ("bayer_rggb", "bayer_bggr", "bayer_gbrg", "bayer_grbg")
 
 # encoding -> (numpy dtype of one channel, channels): the sensor_msgs/image_encodings layouts read and written here.
@@ -347,8 +345,8 @@ def _decode_jpeg_rgb(buf: np.ndarray, fmt: str) -> np.ndarray | None:
     except UnidentifiedImageError:
         return None
     except (OSError, SyntaxError) as exc:  # "broken data stream ...", "image file is truncated ..."
-        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) holds corrupt JPEG data ({exc}); "
-                         "decoded, a part of it would be grey") from None
+        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) holds corrupt or truncated JPEG data "
+                         f"({exc})") from None
 
 
 def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
@@ -368,7 +366,11 @@ def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
     # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
     # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
     codec_saw_rgb = bool(has_encoding) and "compressed bgr" not in compression
-    if header.format == "jpeg" and header.width * header.height <= _PIL_MAX_PIXELS:
+    # Pillow warns above its MAX_IMAGE_PIXELS and refuses twice that as a decompression bomb; the size was checked
+    # against max_image_pixels (ours) above, so a JPEG larger than Pillow's limit goes through OpenCV
+    from PIL import Image
+
+    if header.format == "jpeg" and header.width * header.height <= (Image.MAX_IMAGE_PIXELS or float("inf")):
         colours = _decode_jpeg_rgb(buf, fmt)
         if colours is not None:  # the file's own order, the reverse of OpenCV's
             return np.ascontiguousarray(colours[:, :, ::-1]) if codec_saw_rgb else colours

@@ -61,7 +61,6 @@ from mtl3d_perception.replay.report import write_report
 from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat.tf2_ros import Buffer
 from mtl3d_perception.ros.input_monitor import InputMonitor
-from mtl3d_perception.runtime.config import parameter_specs
 from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.loading import resolve_device
@@ -197,7 +196,7 @@ class _Replay:
         self.now_ns = max(self.now_ns, t_ns)
         if self.inputs is None:
             self.inputs = self._monitor_inputs()
-        role = {o.image_topic: "image", o.camera_info_topic: "camera_info", o.tf_topic: "tf"}.get(topic)
+        role = {o.image_topic: "image", o.camera_info_topic: "camera_info"}.get(topic)
         if role in self.inputs.inputs:
             self.inputs.tick(role)
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
@@ -207,12 +206,12 @@ class _Replay:
         elif topic == o.image_topic:
             self.images += 1
             self.stats.count("images")
-            self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp)
-            self.sync.add(0, self.last_stamp_ns["image"], msg)
+            self.last_stamp_ns["image"] = conversions.stamp_to_ns(msg.header.stamp)  # as read, for the advice
+            self.sync.add(0, conversions.header_stamp_ns(msg.header.stamp), msg)
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
-            self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp)
-            self.sync.add(1, self.last_stamp_ns["camera_info"], msg)
+            self.last_stamp_ns["camera_info"] = conversions.stamp_to_ns(msg.header.stamp)
+            self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
         elif topic == self.depth_gt_info_topic:
@@ -238,18 +237,13 @@ class _Replay:
         return bool(self.evaluation.waiting)
 
     def _monitor_inputs(self) -> InputMonitor:
-        """The node's input monitor (``ros/input_monitor.py``) on bag time: image, camera_info and, when poses are
-        used, /tf (ERROR "not subscribed" when the bag has none, as the node's monitor says of a TF it cannot read)."""
+        """The node's input monitor (``ros/input_monitor.py``) on bag time, with the node's inputs: image and
+        camera_info (the node adds TF only when it cannot subscribe to it, which a bag's reader always can; a bag
+        without TF is named in the report)."""
         o = self.o
         inputs = {"image": (o.image_topic, self.available[o.image_topic]),
                   "camera_info": (o.camera_info_topic, "sensor_msgs/msg/CameraInfo")}
-        if o.uses_pose:
-            inputs["tf"] = (o.tf_topic, "tf2_msgs/msg/TFMessage")
-        monitor = InputMonitor(inputs, window_s=self.stats.rate_window_s, clock=lambda: self.now_ns * 1e-9)
-        if o.uses_pose and o.tf_topic not in self.available:
-            monitor.set_unavailable("tf", f"{o.tf_topic} is not in the bag (poses only from {o.tf_static_topic}, "
-                                          "if any: every frame single-view)")
-        return monitor
+        return InputMonitor(inputs, window_s=self.stats.rate_window_s, clock=lambda: self.now_ns * 1e-9)
 
     def _add_tf(self, msg: Any, *, static: bool) -> None:
         """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does; refused transforms are
@@ -367,15 +361,14 @@ class _Replay:
             self._first_bad_input.setdefault(exc.kind, message)
             self._warn_once(f"bad_input.{exc.kind}", message)
             return
-        camera = self.cameras.get(info)
-        described = camera.describe(self.image_kind)
-        if described != self.camera.get("camera_info"):  # the first one, or a camera_info that changed (as the node)
-            changed = "camera_info" in self.camera
-            self.camera["camera_info"] = described
+        described, new, problem = self.cameras.describe(info, self.image_kind)
+        changed = "camera_info" in self.camera
+        self.camera["camera_info"] = described  # the latest, as the node's /diagnostics
+        if new:  # each distinct calibration once, as the node logs it
             self.notes.append(f"camera_info{f' changed at {frame.stamp:.3f} s' if changed else ''}: {described} "
                               f"({self.image_kind} from {self.camera['image_kind_from']})")
-            if problem := camera.rectification_problem(self.image_kind):  # legal values, wrong calibration: kept
-                self.driver.problem("intrinsics", problem)  # warned through _on_problem
+        if problem:  # legal values, wrong calibration: the frames are kept (warned through _on_problem)
+            self.driver.problem("intrinsics", problem)
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
@@ -450,8 +443,7 @@ class _Replay:
         if unsynced > 0 and not self.done:
             self.dropped["no_camera_info_match"] = unsynced
             advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
-                                    self.o.sync_slop_s, parameter_specs(ReplayOptions)["sync_slop_s"].constraint[1],
-                                    slop="--sync-slop", arrivals=(self.images, self.stats.counts.get("camera_infos", 0),
+                                    self.o.sync_slop_s, slop="--sync-slop", arrivals=(self.images, self.stats.counts.get("camera_infos", 0),
                                                                   "messages"))
             self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
                        f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")

@@ -91,8 +91,6 @@ CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durabili
                              history=HistoryPolicy.KEEP_LAST, depth=5)
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=2)
-# image / camera_info stamps further apart than sync_slop_s can be set are not a slop to widen
-MAX_SYNC_ADVICE_SLOP_S = PARAMETERS["sync_slop_s"][3][1]
 MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 
@@ -211,6 +209,7 @@ class PerceptionNode(Node):
         self.sync_queue_size, self.sync_slop_s = config.sync_queue_size, config.sync_slop_s
         self._unpaired_reported = 0
         self._last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (sync advice)
+        self._invalid_stamp = False  # the image being handled has a stamp that is not a time (on_image)
         self._start_input_monitor(image_type)
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
@@ -284,15 +283,17 @@ class PerceptionNode(Node):
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
         self.inputs.tick("image")
+        self._last_stamp_ns["image"] = conversions.stamp_to_ns(image.header.stamp)  # as read, for the sync advice
+        # the real message_filters raises on a stamp rclpy cannot hold (callback_failed then knows why)
+        self._invalid_stamp = not conversions.stamp_is_valid(image.header.stamp)
         stamp_ns = conversions.header_stamp_ns(image.header.stamp)  # an invalid stamp is no stamp, not a jump
-        self._last_stamp_ns["image"] = stamp_ns
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
         self.inputs.tick("camera_info")
-        self._last_stamp_ns["camera_info"] = conversions.header_stamp_ns(info.header.stamp)
+        self._last_stamp_ns["camera_info"] = conversions.stamp_to_ns(info.header.stamp)
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -372,14 +373,13 @@ class PerceptionNode(Node):
         finally:
             with self._cond:
                 self._decoding -= 1
-        camera = self.cameras.get(info)
-        described = camera.describe(self.image_kind)
-        if described != self.camera_info.get("camera_info"):  # the first one, or a camera_info that changed since
-            self.camera_info["camera_info"] = described
+        described, new, problem = self.cameras.describe(info, self.image_kind)
+        self.camera_info["camera_info"] = described  # /diagnostics: the latest
+        if new:  # each distinct calibration once, as replay notes it
             self.get_logger().info(f"camera_info: {described} ({self.image_kind} from the "
                                    f"{self.camera_info['image_kind_from']})")
-            if problem := camera.rectification_problem(self.image_kind):  # legal values, wrong calibration: kept
-                self.driver.problem("intrinsics", problem)
+        if problem:  # legal values, wrong calibration: the frames are kept
+            self.driver.problem("intrinsics", problem)
         if frame.header_problem:
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:
@@ -491,14 +491,20 @@ class PerceptionNode(Node):
                        f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) messages")
             rates = {s.role: s.rate_hz for s in self.inputs.statuses()}
             advice = pairing_advice(self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info"),
-                                    self.sync_slop_s, MAX_SYNC_ADVICE_SLOP_S,
+                                    self.sync_slop_s,
                                     arrivals=(rates.get("image", 0.0), rates.get("camera_info", 0.0), "Hz"),
                                     slop="sync_slop_s", queue="sync_queue_size",
                                     how=" (read-only: set it at start-up, -p NAME:=VALUE)")
             self.driver.problem("sync", f"{message}; {advice}", counter="sync_warnings")
 
     def callback_failed(self, exc: Exception) -> None:
-        """A subscription callback raised (``spin_until_shutdown``): counted and logged, throttled; the node goes on."""
+        """A subscription callback raised (``spin_until_shutdown``): counted and logged, throttled; the node goes on.
+        An image whose stamp is not a time, refused by the real message_filters (``Time.from_msg`` raises), is a
+        header problem (bad input), not the node's fault."""
+        if isinstance(exc, ValueError) and self._invalid_stamp:
+            self._problem("header", f"{HEADER_PROBLEMS['invalid_stamp']}; message_filters cannot pair it ({exc}): "
+                                    "dropped", counter="header_problems")
+            return
         self._problem("callback", f"a message callback failed: {type(exc).__name__}: {exc}; the message is dropped",
                       counter="internal_errors", error=True)
 

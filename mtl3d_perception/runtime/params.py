@@ -9,6 +9,7 @@ accepted and then silently run otherwise.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # The torch devices the node, replay, training and evaluation accept ('auto' picks cuda when available, else cpu).
 DEVICES = "auto, cpu, cuda, cuda:N"
@@ -111,13 +112,29 @@ def params_file_paths(args: list[str]) -> list[str]:
     return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
 
 
-def params_file_problem(path: str, node_fqn: str) -> str | None:
-    """Why none of the params file ``path`` applies to the node ``node_fqn`` (``/ns/name``), or None: rcl applies the
-    parameters under a top-level key that names the node (with or without its leading '/'; ``*`` matches one name,
-    ``**`` any, rcl's wildcards) and ignores the rest without a word, so a misspelt node name silently keeps every
-    default. Unreadable files are rcl's to refuse (it does so at init)."""
-    import fnmatch
+def _node_sections(data: Any, prefix: str = "") -> list[str]:
+    """The node paths of a params file's sections: ``/a/b`` for ``a: {b: {ros__parameters: ...}}`` or ``/a/b:``."""
+    paths = []
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if key == "ros__parameters":
+            paths.append(prefix or "/")
+        elif isinstance(value, dict):
+            paths += _node_sections(value, f"{prefix}/{str(key).strip('/')}")
+    return paths
 
+
+def _section_matches(section: str, node_fqn: str) -> bool:
+    """rcl's rule for a section name (``rcl_yaml_param_parser``): ``/**`` is any run of namespaces (none too), ``*``
+    one name, anything else itself."""
+    pattern = re.escape("/" + section.strip("/")).replace(r"/\*\*", "(/[^/]+)*").replace(r"/\*", "/[^/]+")
+    return re.fullmatch(pattern, "/" + node_fqn.strip("/")) is not None
+
+
+def params_file_problem(path: str, node_fqn: str) -> str | None:
+    """Why none of the params file ``path`` applies to the node ``node_fqn`` (``/ns/name``), or None. rcl applies the
+    ``ros__parameters`` of sections that name the node (``/ns/name``, nested ``ns: {name: ...}``, the wildcards
+    ``/**`` and ``*``) and ignores the rest without a word, so a misspelt node name silently keeps every default.
+    Unreadable files are rcl's to refuse (it does so at init)."""
     import yaml
 
     try:
@@ -125,12 +142,8 @@ def params_file_problem(path: str, node_fqn: str) -> str | None:
             data = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return None
-    if not isinstance(data, dict) or not data:
+    sections = _node_sections(data)
+    if not sections or any(_section_matches(section, node_fqn) for section in sections):
         return None
-    target = node_fqn.lstrip("/")
-    for key in data:  # fnmatch's '*' also crosses '/': looser than rcl, so it never warns about a file rcl applies
-        if fnmatch.fnmatchcase(target, str(key).lstrip("/").replace("**", "*")):
-            return None
-    return (f"params file {path} has no section for this node ({node_fqn}; its top-level keys: "
-            f"{', '.join(map(str, data))}): none of its parameters apply; name the node ({node_fqn.rsplit('/', 1)[-1]}) "
-            "or /** there")
+    return (f"params file {path} has no section for this node ({node_fqn}; its sections: {', '.join(sections)}): "
+            f"none of its parameters apply; name the node ({node_fqn.rsplit('/', 1)[-1]}) or /** there")

@@ -20,8 +20,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mtl3d_perception.runtime.config import parameter_specs
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, TimeJumpDetector
 
+MAX_SLOP_S = parameter_specs()["sync_slop_s"].constraint[1]  # the most sync_slop_s may be: offsets beyond are not a slop
 MIN_INFO_PER_IMAGE = 0.8  # camera_info per image below which its rate, not the stamps, is what leaves images unpaired
 
 
@@ -109,25 +111,30 @@ class ApproximateTimeSync:
         return True
 
 
-def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, max_slop_s: float, *, slop: str,
+def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, slop: str,
                    queue: str | None = None, how: str = "",
                    arrivals: tuple[float, float, str] | None = None) -> str:
-    """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns).
+    """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns, as
+    rclpy reads them: ``conversions.stamp_to_ns``; None: none arrived).
 
-    A zero-stamped camera_info, or one seconds away (the most ``slop`` may be set to, ``max_slop_s``, or more: another
-    clock, a constant stamp; ``>= max_slop_s``) is the driver's to fix and no setting helps; an offset above ``slop_s`` needs ``slop``
-    above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
+    A zero-stamped (or negative-stamped) camera_info or image, or a camera_info as far away as ``sync_slop_s`` can
+    be set (:data:`MAX_SLOP_S`) or more (another clock, a constant stamp) is the driver's to fix and no setting
+    helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
     recording and has none). ``slop`` / ``queue`` name the settings as the caller's user sets them; ``how`` (e.g.
     " (read-only: ...)") follows advice to change one. ``arrivals``: (images, camera_infos, unit) over the same span
     (unit ``"Hz"``: rates; else counts): camera_info published less often than the images (fewer than
     :data:`MIN_INFO_PER_IMAGE` per image) pairs with only some of them, whatever the settings.
     """
-    if image_ns is None or info_ns is None:
+    if info_ns is None:
+        return "no camera_info has arrived: check camera_info_topic (the input warnings name what the graph has)"
+    if image_ns is None:
         return (f"raise {queue} if camera_info arrives late, or {slop} if the stamps differ{how}" if queue
                 else f"raise {slop} if the camera stamps them apart{how}")
-    if info_ns == 0:
-        return ("camera_info is unstamped (header stamp 0): the camera driver must stamp it with its image's stamp; "
-                "no setting can pair it")
+    for what, stamp_ns in (("camera_info", info_ns), ("the image", image_ns)):
+        if stamp_ns <= 0:
+            stamp = "0" if stamp_ns == 0 else f"{stamp_ns * 1e-9:.3f} s, not a time"
+            return (f"{what} is unstamped (header stamp {stamp}): the camera driver must stamp image and camera_info "
+                    "alike; no setting can pair them")
     if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:
         images, infos, unit = arrivals
         seen = (f"camera_info arrives at {infos:.1f} Hz, images at {images:.1f} Hz" if unit == "Hz"
@@ -136,7 +143,7 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, max
                 "message_filters'); the driver must publish one per image")
     offset_s = (info_ns - image_ns) * 1e-9
     where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
-    if abs(offset_s) >= max_slop_s:
+    if abs(offset_s) >= MAX_SLOP_S:
         return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; no setting "
                 "can pair them")
     if abs(offset_s) > slop_s:

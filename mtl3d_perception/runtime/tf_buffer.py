@@ -9,13 +9,11 @@ It mirrors tf2's semantics (ros2/geometry2 ``tf2/src/buffer_core.cpp``) closely 
 - lookups between two stamps interpolate (SLERP rotation, linear translation via
   ``geometry.interpolate_pose``) and never extrapolate: outside an edge's cache is an
   :class:`ExtrapolationException`;
-- a dynamic transform older than its edge's newest by more than the cache (which tf2's ``TimeCache::insertData``
-  would refuse as ``TF_OLD_DATA`` for ever after) means that edge's time jumped back (a looping bag without /clock;
-  ``frames.TimeJumpDetector``, one per edge): that edge's data is cleared with one warning and the new one kept;
-  other edges keep theirs (a late or future message on one edge must not wipe another publisher's). A late message
-  within the cache is inserted, as tf2 does; a zero stamp ("not stamped") is ``TF_OLD_DATA``. Time jumping back as
-  a whole (the node's images, a /clock jump) clears the buffer through :meth:`clear`, as tf2_ros's
-  ``time_jump_callback``;
+- a dynamic transform older than its edge's newest by more than the cache is refused as ``TF_OLD_DATA``, as tf2's
+  ``TimeCache::insertData`` refuses it (a zero stamp, a stray old message); a late one within the cache is inserted.
+  A message on one edge never touches another's data. Time jumping back as a whole (a looping bag: the node's
+  images, a /clock jump) is the caller's to see; it clears the buffer with :meth:`clear`, as tf2_ros's
+  ``time_jump_callback`` does;
 - every transform a caller could not use is reported through :meth:`TransformBuffer.reject` (counted in
   ``rejected``): the ``on_problem(kind, message)`` hook lets the node and replay count it in /diagnostics and log
   it through their own logger; without a hook, problems go to ``logging``, throttled per kind.
@@ -34,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mtl3d_perception.geometry import interpolate_pose, invert_se3, to_rigid
-from mtl3d_perception.runtime.frames import TimeJumpDetector
 from mtl3d_perception.runtime.throttled_log import ThrottledLog
 
 _LOG = logging.getLogger(__name__)
@@ -80,7 +77,6 @@ class _Edge:
     static: bool
     authority: str = ""
     stamps: list[int] = field(default_factory=list)  # ascending, ns (one entry, ignored, for static edges)
-    jump: TimeJumpDetector | None = None  # dynamic edges: a jump back by more than the cache (TransformBuffer)
     transforms: list[np.ndarray] = field(default_factory=list)  # T_parent_child
 
 
@@ -90,7 +86,7 @@ class TransformBuffer:
     Args:
         cache_time_s: how far behind each edge's newest stamp dynamic transforms are kept (tf2 default 10 s).
         on_problem: called as ``on_problem(kind, message)`` for each rejected transform (kind ``transform``) and each
-            time jump that cleared an edge (kind ``time_jump``; called under the buffer's lock, so it must not
+            time jump reported through :meth:`report` (kind ``time_jump``; called under the buffer's lock, so it must not
             call back into the buffer); None: throttled ``logging`` lines.
     """
 
@@ -100,7 +96,6 @@ class TransformBuffer:
         self.cache_ns = int(cache_time_s * 1e9)
         self._edges: dict[str, _Edge] = {}
         self._lock = threading.Lock()
-        self.jumps_back = 0
         self.projected_rotations = 0  # near-rotations projected onto SO(3) on insertion
         self.rejected = 0  # transforms that could not be used (NaN, zero quaternion, bad frame names, ...)
         self.on_problem = on_problem
@@ -158,18 +153,10 @@ class TransformBuffer:
             if is_static:
                 edge.stamps, edge.transforms = [stamp_ns], [T]
                 return
-            if edge.jump is None:
-                edge.jump = TimeJumpDetector(self.cache_ns * 1e-9)
-            if edge.jump.check(stamp_ns):  # this edge's time went back past its cache: a new pass, its data only
-                newest_ns = edge.stamps[-1]
-                edge.stamps, edge.transforms = [], []
-                self.jumps_back += 1
-                self.report("time_jump", f"Detected jump back in time on {parent} -> {child} ({newest_ns * 1e-9:.3f} s "
-                                          f"-> {stamp_ns * 1e-9:.3f} s). Clearing that transform's data.")
-            elif edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:  # tf2's TimeCache::insertData
+            if edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:  # tf2's TimeCache::insertData
                 raise InvalidArgumentException(f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s "
                                                f"is older than the cache ({edge.stamps[-1] * 1e-9:.3f} s minus "
-                                               f"{self.cache_ns * 1e-9:g} s); a zero stamp is not stamped")
+                                               f"{self.cache_ns * 1e-9:g} s)")
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
                 edge.transforms[i] = T  # same stamp: the newer message wins

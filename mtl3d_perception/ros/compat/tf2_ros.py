@@ -26,6 +26,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
+
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.runtime.frames import JUMP_BACK_S
 from mtl3d_perception.runtime.tf_buffer import (
@@ -109,14 +111,20 @@ class Buffer:
         (``TransformBuffer.set_transform_matrix``; a quaternion: ``TF_NAN_INPUT`` / ``TF_DENORMALIZED_QUATERNION``)
         and ignored."""
         parent, child = transform.header.frame_id, transform.child_frame_id
+        stamp = transform.header.stamp
+        if int(stamp.sec) < 0 or int(stamp.nanosec) < 0:  # rclpy's Time refuses these; nanosec >= 1e9 it carries over
+            self.core.reject(f"TF_OLD_DATA: ignoring transform {parent} -> {child} from authority {authority}: its stamp "
+                             f"(sec {stamp.sec}, nanosec {stamp.nanosec}) is not a time")
+            return False
         try:
             T = conversions.transform_to_matrix(transform.transform)
-        except ValueError as exc:  # the quaternion (geometry.check_unit_quaternion)
-            code = "TF_DENORMALIZED_QUATERNION" if "not normalised" in str(exc) else "TF_NAN_INPUT"
+        except ValueError as exc:  # the quaternion (geometry.check_unit_quaternion): NaN / inf, or not of norm 1
+            q = transform.transform.rotation
+            code = "TF_NAN_INPUT" if not np.isfinite([q.x, q.y, q.z, q.w]).all() else "TF_DENORMALIZED_QUATERNION"
             self.core.reject(f"{code}: ignoring transform {parent} -> {child} from authority {authority}: {exc}")
             return False
         try:
-            self.core.set_transform_matrix(parent, child, conversions.header_stamp_ns(transform.header.stamp), T,
+            self.core.set_transform_matrix(parent, child, conversions.stamp_to_ns(stamp), T,
                                            is_static=is_static, authority=authority)
         except InvalidArgumentException as exc:  # its message starts with tf2's code
             self.core.reject(f"ignoring transform {parent} -> {child} from authority {authority}: {exc}")
