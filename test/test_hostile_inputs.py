@@ -383,6 +383,18 @@ def test_throttled_log_keeps_different_problems_of_one_kind_apart():
     assert log("transform", "ignoring transform odom -> object_ZZ: NaN")
     assert lines.lines[-1][1].endswith(f"({3 * MAX_PROBLEMS - MAX_LINES_PER_KIND} line(s) of other transform problems "
                                        "held back)")
+    # a re-check: with the cap, 30 children flooding every period named the first 3 for ever; unnamed ones go first
+    log = ThrottledLog(lines, period_s=5.0, clock=lambda: now[0])
+    named = set()
+    for period in range(10):
+        now[0] = 200.0 + 5.0 * period
+        for child in range(30):
+            if log("transform", f"ignoring transform odom -> child_{chr(65 + child)}: NaN"):
+                named.add(child)
+    assert named == set(range(30))
+    log("transform", "a problem held once and never again")  # the cap is full this period: it waits
+    now[0] += 20.0  # two periods on, it no longer holds back the named ones
+    assert log("transform", "ignoring transform odom -> child_A: NaN")
 
 
 def test_throttled_log_through_an_rclpy_logger_takes_both_severities():

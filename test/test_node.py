@@ -854,6 +854,8 @@ def test_silent_image_topic_is_logged_and_in_diagnostics(ros_context, capfd):
     # the camera publishes its image where the user meant it, and its camera_info where the node looks for it
     image_pub = peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC, 10)
     info_pub = peer.create_publisher(types["sensor_msgs/msg/CameraInfo"], "/camera/colour/camera_info", 10)
+    # a re-check: a topic nothing publishes (a viewer's subscription) was offered as the image topic to set
+    peer.create_subscription(types["sensor_msgs/msg/Image"], "/viewer/only/image", lambda msg: None, 1)
     try:
         err = capfd.readouterr().err
         assert ("inputs: image /camera/colour/image_raw (sensor_msgs/msg/Image), camera_info /camera/colour/camera_info"
@@ -1113,6 +1115,19 @@ def test_a_callback_that_raises_does_not_stop_the_node(monkeypatch):
         executor.shutdown()
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_a_camera_info_stamped_with_no_time_is_counted_not_silent(harness):
+    """A re-check: a camera_info stamped sec -1 beside a good image dropped that image with nothing counted (status
+    OK, header_problems 0)."""
+    header = cv.make_header(harness.types, 5 * S, CAM)
+    bad = cv.make_header(harness.types, 0, CAM)
+    bad.stamp.sec = -1
+    harness.image_pub.publish(cv.make_image(harness.types, header, _image(3), "rgb8"))
+    harness.info_pub.publish(cv.make_camera_info(harness.types, bad, K, W, H))
+    harness.spin_until(lambda: harness.node.stats.counts["camera_infos"] == 1)
+    values = harness.diag()
+    assert values["header_problems"] == "1" and "a camera_info header stamp is not a time" in values["last_problem"]
 
 
 def test_a_negative_stamp_refused_by_message_filters_is_a_header_problem(harness):

@@ -665,7 +665,7 @@ def test_a_calibration_that_goes_bad_mid_bag_is_warned_once(wall_bag, tmp_path):
 
     copy_bag(wall_bag, tmp_path / "bad", edit=bad_from_2)
     s = replay_bag(tmp_path / "bad", tmp_path / "out", WallStub(2.0), quiet())
-    assert s["counts"]["processed"] == 4 and s["bad_input"] == {"intrinsics": 1}
+    assert s["counts"]["processed"] == 4 and s["bad_input"] == {"calibration": 1}  # kept, unlike "intrinsics"
     assert s["camera"]["camera_info"].startswith("image_raw: rectified (plumb_bob D) with cv2 maps to P's intrinsics; "
                                                  "WARNING: rectifying with this camera_info")
     assert sum("leaves 100% of the image black" in w for w in s["warnings"]) == 1
@@ -905,6 +905,18 @@ def test_no_processed_frame_is_an_error_that_says_why(wall_bag, tmp_path):
         if topic == topics.CAMERA_INFO_TOPIC:
             msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0
         return msg
+
+    def one_info_with_no_time(topic, index, msg):  # a re-check: its image was dropped with nothing counted
+        if topic == topics.CAMERA_INFO_TOPIC and index == 2:
+            msg.header.stamp.sec = -1
+        return msg
+
+    copy_bag(wall_bag, tmp_path / "no_time_info", edit=one_info_with_no_time)
+    s = replay_bag(tmp_path / "no_time_info", tmp_path / "out4", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 3 and s["dropped_reasons"] == {"no_camera_info_match": 1}
+    values = last_diagnostics(tmp_path / "out4")["mtl3d_perception: pipeline"][2]
+    assert (values["header_problems"], values["sync_warnings"], values["dropped_frames"]) == ("1", "1", "1")
+    assert any("a camera_info header stamp is not a time" in w for w in s["warnings"])
 
     copy_bag(wall_bag, tmp_path / "unstamped_info", edit=unstamped_info)
     with pytest.raises(BagError, match=r"camera_info is unstamped \(header stamp 0\): the camera driver must stamp "

@@ -28,6 +28,8 @@ def test_reduced_precision_needs_cuda(precision):
     ("odom", None),
     ("camera_color_optical_frame", None),
     ("/odom", "world_frame '/odom': tf2 frame ids cannot start with a '/'; use 'odom'"),
+    ("//", "world_frame '//': tf2 frame ids cannot start with a '/'; expected a name such as 'odom'"),  # not ''
+    ("/odom/", "world_frame '/odom/': tf2 frame ids cannot start with a '/'; expected a name such as 'odom'"),
     ("", "world_frame must not be empty, got ''"),
     ("  ", "world_frame must not be empty, got '  '"),
     ("odom ", "world_frame 'odom ' contains white space; tf2 frame ids are single words such as 'odom'"),
@@ -116,7 +118,7 @@ def test_a_params_file_for_another_node_name_is_named(tmp_path):
     wild.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n")
     assert params_file_problem(str(wrong), "/mtl3d_perception") == (
         f"params file {wrong} has no section for this node (/mtl3d_perception; its sections: /mtl3d_perceptoin): "
-        "none of its parameters apply; name the node (mtl3d_perception) or /** there")
+        "none of its parameters apply; name the node there as /mtl3d_perception or /**/mtl3d_perception")
     # a review: rcl also applies nested namespaces and /**/name; neither may be warned about
     nested, deep = tmp_path / "nested.yaml", tmp_path / "deep.yaml"
     nested.write_text("robot1:\n  mtl3d_perception:\n    ros__parameters:\n      history_size: 8\n")

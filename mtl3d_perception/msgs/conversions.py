@@ -153,6 +153,12 @@ def stamp_is_valid(stamp: Any) -> bool:
     return int(stamp.sec) >= 0 and 0 <= int(stamp.nanosec) < 1_000_000_000
 
 
+def advice_stamp_ns(stamp: Any) -> int:
+    """A header's stamp in nanoseconds for ``runtime.sync.pairing_advice``: as read, or -1 for one that is not a
+    time (:func:`stamp_is_valid`), which the advice names as such."""
+    return stamp_to_ns(stamp) if stamp_is_valid(stamp) else -1
+
+
 def header_stamp_ns(stamp: Any) -> int:
     """A header's stamp in integer nanoseconds, 0 ("not stamped", ROS's convention) for one that is not a valid
     time (:func:`stamp_is_valid`): such a frame is unstamped everywhere downstream, never a time jump."""

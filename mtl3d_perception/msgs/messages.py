@@ -65,6 +65,11 @@ HEADER_PROBLEMS = {
 }
 
 
+# a camera_info whose stamp is not a time pairs with no image (the synchroniser takes it as unstamped)
+CAMERA_INFO_STAMP_PROBLEM = ("a camera_info header stamp is not a time (sec < 0 or nanosec >= 1e9): no image pairs "
+                             "with it, so its image is dropped (fix the camera driver's stamps)")
+
+
 def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
                         cameras: CameraModels | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Frame:
     """Image (or CompressedImage) + CameraInfo -> :class:`Frame` (no pose yet) with ``rgb`` ``[H,W,3]`` uint8 RGB

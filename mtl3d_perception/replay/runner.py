@@ -41,6 +41,7 @@ from mtl3d_perception.geometry import reproject_depth
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.messages import (
+    CAMERA_INFO_STAMP_PROBLEM,
     HEADER_PROBLEMS,
     BadInput,
     frame_from_messages,
@@ -206,11 +207,13 @@ class _Replay:
         elif topic == o.image_topic:
             self.images += 1
             self.stats.count("images")
-            self.last_stamp_ns["image"] = conversions.stamp_to_ns(msg.header.stamp)  # as read, for the advice
+            self.last_stamp_ns["image"] = conversions.advice_stamp_ns(msg.header.stamp)
             self.sync.add(0, conversions.header_stamp_ns(msg.header.stamp), msg)
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
-            self.last_stamp_ns["camera_info"] = conversions.stamp_to_ns(msg.header.stamp)
+            self.last_stamp_ns["camera_info"] = conversions.advice_stamp_ns(msg.header.stamp)
+            if not conversions.stamp_is_valid(msg.header.stamp):  # the node counts it alike (on_camera_info)
+                self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
             self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
@@ -368,7 +371,7 @@ class _Replay:
             self.notes.append(f"camera_info{f' changed at {frame.stamp:.3f} s' if changed else ''}: {described} "
                               f"({self.image_kind} from {self.camera['image_kind_from']})")
         if problem:  # legal values, wrong calibration: the frames are kept (warned through _on_problem)
-            self.driver.problem("intrinsics", problem)
+            self.driver.problem("calibration", problem)
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
@@ -428,6 +431,17 @@ class _Replay:
     def close(self, error: str | None) -> dict[str, Any]:
         """Close the output bag and write the report; returns the summary (also in metrics.json)."""
         self.progress.close()
+        unsynced = self.images - self.stats.counts.get("received", 0)
+        if unsynced > 0 and not self.done:
+            self.dropped["no_camera_info_match"] = unsynced
+            # counted as the node counts them, before the output bag's last /diagnostics
+            self.stats.count("dropped", unsynced)
+            self.stats.count("sync_warnings")
+            advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
+                                    self.o.sync_slop_s, slop="--sync-slop",
+                                    arrivals=(self.images, self.stats.counts.get("camera_infos", 0), "messages"))
+            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
+                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
         try:
             if self.processed:
                 self._diagnostics(final=True)
@@ -439,14 +453,6 @@ class _Replay:
             self.dropped["tf_wait_overflow"] = overflow
             self._warn(f"{overflow} frame(s) dropped while waiting for TF: more than {REPLAY_MAX_PENDING} frames waited "
                        f"at once (the bag's TF lags its images by seconds, up to {RECORDED_TF_HORIZON_S:g} s)")
-        unsynced = self.images - self.stats.counts.get("received", 0)
-        if unsynced > 0 and not self.done:
-            self.dropped["no_camera_info_match"] = unsynced
-            advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
-                                    self.o.sync_slop_s, slop="--sync-slop", arrivals=(self.images, self.stats.counts.get("camera_infos", 0),
-                                                                  "messages"))
-            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
-                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
         o = self.o
         if not self.pipeline.has_depth_confidence:
             self.notes.append(f"the model outputs no depth confidence (geometric_depth: false): no "

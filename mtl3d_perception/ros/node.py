@@ -56,6 +56,7 @@ from mtl3d_perception import topics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.messages import (
+    CAMERA_INFO_STAMP_PROBLEM,
     HEADER_PROBLEMS,
     BadInput,
     frame_from_messages,
@@ -283,7 +284,7 @@ class PerceptionNode(Node):
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
         self.inputs.tick("image")
-        self._last_stamp_ns["image"] = conversions.stamp_to_ns(image.header.stamp)  # as read, for the sync advice
+        self._last_stamp_ns["image"] = conversions.advice_stamp_ns(image.header.stamp)
         # the real message_filters raises on a stamp rclpy cannot hold (callback_failed then knows why)
         self._invalid_stamp = not conversions.stamp_is_valid(image.header.stamp)
         stamp_ns = conversions.header_stamp_ns(image.header.stamp)  # an invalid stamp is no stamp, not a jump
@@ -293,7 +294,9 @@ class PerceptionNode(Node):
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
         self.inputs.tick("camera_info")
-        self._last_stamp_ns["camera_info"] = conversions.stamp_to_ns(info.header.stamp)
+        self._last_stamp_ns["camera_info"] = conversions.advice_stamp_ns(info.header.stamp)
+        if not conversions.stamp_is_valid(info.header.stamp):  # its image can never pair: said, not silent
+            self._problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -318,8 +321,9 @@ class PerceptionNode(Node):
         """Throttled warnings for inputs that stay silent and for images that come without camera_info."""
         own = {pub.topic_name for pub in self.pubs.values()}
 
-        def topics_of(msg_type: str) -> list[str]:  # candidates for a mistyped input: not the node's own outputs
-            return sorted(name for name, types in self.get_topic_names_and_types() if msg_type in types and name not in own)
+        def topics_of(msg_type: str) -> list[str]:  # candidates for a mistyped input: published, not the node's own
+            return sorted(name for name, types in self.get_topic_names_and_types()
+                          if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
         for kind, message in self.inputs.warnings(topics_of, self.count_publishers):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
@@ -379,7 +383,7 @@ class PerceptionNode(Node):
             self.get_logger().info(f"camera_info: {described} ({self.image_kind} from the "
                                    f"{self.camera_info['image_kind_from']})")
         if problem:  # legal values, wrong calibration: the frames are kept
-            self.driver.problem("intrinsics", problem)
+            self.driver.problem("calibration", problem)
         if frame.header_problem:
             self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
         with self._cond:

@@ -19,6 +19,11 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 CUDA_ONLY_PRECISIONS = ("fp16", "bf16")
 
 
+def frame_problem_free(frame_id: str) -> bool:
+    """Whether ``frame_id`` passes :func:`frame_id_problem` (for suggesting it)."""
+    return frame_id_problem("", frame_id) is None
+
+
 def frame_id_problem(name: str, frame_id: str) -> str | None:
     """Why ``frame_id`` cannot be a tf2 frame id, or None.
 
@@ -31,7 +36,9 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
     if not frame_id.strip():
         return f"{name} must not be empty, got {frame_id!r}"
     if frame_id.startswith("/"):
-        return f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; use {frame_id.lstrip('/')!r}"
+        bare = frame_id.lstrip("/")
+        return (f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; "
+                + (f"use {bare!r}" if bare and frame_problem_free(bare) else "expected a name such as 'odom'"))
     if re.search(r"\s", frame_id):
         return f"{name} {frame_id!r} contains white space; tf2 frame ids are single words such as 'odom'"
     if frame_id.endswith("/") or "//" in frame_id:  # the same kind of typo: tf2 accepts it, no broadcaster uses it
@@ -146,4 +153,4 @@ def params_file_problem(path: str, node_fqn: str) -> str | None:
     if not sections or any(_section_matches(section, node_fqn) for section in sections):
         return None
     return (f"params file {path} has no section for this node ({node_fqn}; its sections: {', '.join(sections)}): "
-            f"none of its parameters apply; name the node ({node_fqn.rsplit('/', 1)[-1]}) or /** there")
+            f"none of its parameters apply; name the node there as {node_fqn} or /**/{node_fqn.rsplit('/', 1)[-1]}")

@@ -114,8 +114,8 @@ class ApproximateTimeSync:
 def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, slop: str,
                    queue: str | None = None, how: str = "",
                    arrivals: tuple[float, float, str] | None = None) -> str:
-    """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns, as
-    rclpy reads them: ``conversions.stamp_to_ns``; None: none arrived).
+    """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns;
+    negative: not a time, ``conversions.advice_stamp_ns``; None: none arrived).
 
     A zero-stamped (or negative-stamped) camera_info or image, or a camera_info as far away as ``sync_slop_s`` can
     be set (:data:`MAX_SLOP_S`) or more (another clock, a constant stamp) is the driver's to fix and no setting
@@ -132,7 +132,7 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
                 else f"raise {slop} if the camera stamps them apart{how}")
     for what, stamp_ns in (("camera_info", info_ns), ("the image", image_ns)):
         if stamp_ns <= 0:
-            stamp = "0" if stamp_ns == 0 else f"{stamp_ns * 1e-9:.3f} s, not a time"
+            stamp = "0" if stamp_ns == 0 else "not a time: sec < 0 or nanosec >= 1e9"
             return (f"{what} is unstamped (header stamp {stamp}): the camera driver must stamp image and camera_info "
                     "alike; no setting can pair them")
     if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:

@@ -47,6 +47,10 @@ class ThrottledLog:
         self._held: Counter[tuple[str, str]] = Counter()
         self._kind_lines: dict[str, deque[float]] = {}  # kind -> times of its recent lines
         self._kind_held: Counter[str] = Counter()  # lines held back by the per-kind cap since the kind's last line
+        # kind -> problems the cap held back that never had a line (-> when last held): they go before problems already
+        # named, so over the periods every problem of a kind gets named (30 TF children in turn, not the first 3 for
+        # ever); one not seen for two periods stops waiting (a problem that went away must not silence the rest)
+        self._waiting: dict[str, OrderedDict[str, float]] = {}
         self.suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -65,10 +69,19 @@ class ThrottledLog:
                 self._held[key] += 1
                 self.suppressed[kind] += 1
                 return False
-            if len(lines) >= MAX_LINES_PER_KIND:
+            waiting = self._waiting.setdefault(kind, OrderedDict())
+            while waiting and now - next(iter(waiting.values())) > 2 * self.period_s:  # oldest first
+                waiting.popitem(last=False)
+            if len(lines) >= MAX_LINES_PER_KIND or (key in self._last and waiting):
+                if key not in self._last:
+                    waiting[key[1]] = now
+                    waiting.move_to_end(key[1])
+                    while len(waiting) > MAX_PROBLEMS:
+                        waiting.popitem(last=False)
                 self._kind_held[kind] += 1
                 self.suppressed[kind] += 1
                 return False
+            waiting.pop(key[1], None)
             lines.append(now)
             self._last[key] = now
             self._last.move_to_end(key)
