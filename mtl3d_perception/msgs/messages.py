@@ -65,9 +65,10 @@ HEADER_PROBLEMS = {
 }
 
 
-# a camera_info whose stamp is not a time pairs with no image (the synchroniser takes it as unstamped)
-CAMERA_INFO_STAMP_PROBLEM = ("a camera_info header stamp is not a time (sec < 0 or nanosec >= 1e9): no image pairs "
-                             "with it, so its image is dropped (fix the camera driver's stamps)")
+# a camera_info whose stamp is not a time is taken as unstamped: only an image stamped as badly pairs with it
+CAMERA_INFO_STAMP_PROBLEM = ("a camera_info header stamp is not a time (sec < 0 or nanosec >= 1e9): it is taken as "
+                             "unstamped, so only an image stamped as badly pairs with it and its own image is dropped "
+                             "(fix the camera driver's stamps)")
 
 
 def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
