@@ -192,8 +192,7 @@ def training_recipe(train_config: Any, resumes: Any = None) -> list[str]:
     depth = loss.get("depth_kind", "?")
     if depth == "silog":
         depth += f" (lambda {loss.get('silog_lambda', '?')})"
-    weights = loss.get("weights") or {}
-    terms = ", ".join(f"{k} {v:g}" for k, v in weights.items() if isinstance(v, int | float))
+    terms = ", ".join(f"{k} {v:g}" for k, v in (task_weights(train_config) or {}).items())
     lines = [f"losses: depth {depth}; task weights {terms or '?'}; "
              f"{'every view' if loss.get('all_views', True) else 'the reference view only'}"]
     for name, spec in (loss.get("extra") or {}).items():

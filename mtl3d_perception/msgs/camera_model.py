@@ -232,7 +232,7 @@ class CameraModels:
         self._cache: OrderedDict[tuple, CameraModel] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
-        self._described: OrderedDict[str, None] = OrderedDict()  # descriptions said so far (first_seen)
+        self._described: OrderedDict[str, None] = OrderedDict()  # descriptions said so far (describe)
 
     def describe(self, msg: Any, image_kind: str) -> tuple[str, bool, str | None]:
         """``(description, new, problem)`` of a camera_info the node (or replay) has paired: what is applied to its

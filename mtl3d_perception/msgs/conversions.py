@@ -153,16 +153,11 @@ def stamp_is_valid(stamp: Any) -> bool:
     return int(stamp.sec) >= 0 and 0 <= int(stamp.nanosec) < 1_000_000_000
 
 
-def advice_stamp_ns(stamp: Any) -> int:
-    """A header's stamp in nanoseconds for ``runtime.sync.pairing_advice``: as read, or -1 for one that is not a
-    time (:func:`stamp_is_valid`), which the advice names as such."""
-    return stamp_to_ns(stamp) if stamp_is_valid(stamp) else -1
-
-
-def header_stamp_ns(stamp: Any) -> int:
-    """A header's stamp in integer nanoseconds, 0 ("not stamped", ROS's convention) for one that is not a valid
-    time (:func:`stamp_is_valid`): such a frame is unstamped everywhere downstream, never a time jump."""
-    return stamp_to_ns(stamp) if stamp_is_valid(stamp) else 0
+def header_stamp_ns(stamp: Any, invalid: int = 0) -> int:
+    """A header's stamp in integer nanoseconds, ``invalid`` for one that is not a valid time (:func:`stamp_is_valid`):
+    by default 0 ("not stamped", ROS's convention), so such a frame is unstamped everywhere downstream, never a time
+    jump; ``runtime.sync.pairing_advice`` takes -1 to name it as no time."""
+    return stamp_to_ns(stamp) if stamp_is_valid(stamp) else invalid
 
 
 def make_stamp(types: Any, stamp_ns: int) -> Any:

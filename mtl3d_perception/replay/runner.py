@@ -207,14 +207,14 @@ class _Replay:
         elif topic == o.image_topic:
             self.images += 1
             self.stats.count("images")
-            self.last_stamp_ns["image"] = conversions.advice_stamp_ns(msg.header.stamp)
-            self.sync.add(0, conversions.header_stamp_ns(msg.header.stamp), msg)
+            stamp_ns = self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            self.sync.add(0, max(stamp_ns, 0), msg)  # not a time: unstamped
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
-            self.last_stamp_ns["camera_info"] = conversions.advice_stamp_ns(msg.header.stamp)
-            if not conversions.stamp_is_valid(msg.header.stamp):  # the node counts it alike (on_camera_info)
+            stamp_ns = self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            if stamp_ns < 0:  # the node counts it alike (on_camera_info)
                 self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
-            self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
+            self.sync.add(1, max(stamp_ns, 0), msg)
         elif topic == o.depth_gt_topic:
             self.evaluation.add_ground_truth("depth", msg)
         elif topic == self.depth_gt_info_topic:

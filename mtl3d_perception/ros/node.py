@@ -284,18 +284,18 @@ class PerceptionNode(Node):
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
         self.inputs.tick("image")
-        self._last_stamp_ns["image"] = conversions.advice_stamp_ns(image.header.stamp)
+        stamp_ns = self._last_stamp_ns["image"] = conversions.header_stamp_ns(image.header.stamp, invalid=-1)
         # the real message_filters raises on a stamp rclpy cannot hold (callback_failed then knows why)
-        self._invalid_stamp = not conversions.stamp_is_valid(image.header.stamp)
-        stamp_ns = conversions.header_stamp_ns(image.header.stamp)  # an invalid stamp is no stamp, not a jump
+        self._invalid_stamp = stamp_ns < 0
+        stamp_ns = max(stamp_ns, 0)  # an invalid stamp is no stamp, not a jump
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
         self.inputs.tick("camera_info")
-        self._last_stamp_ns["camera_info"] = conversions.advice_stamp_ns(info.header.stamp)
-        if not conversions.stamp_is_valid(info.header.stamp):  # its image can never pair: said, not silent
+        self._last_stamp_ns["camera_info"] = conversions.header_stamp_ns(info.header.stamp, invalid=-1)
+        if self._last_stamp_ns["camera_info"] < 0:  # its own image can never pair: said, not silent
             self._problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
 
     def _start_input_monitor(self, image_type: type) -> None:

@@ -100,8 +100,8 @@ class Frame:
         rgb: ``[H,W,3]`` uint8 RGB.
         K: ``[3,3]`` float64 intrinsics for ``rgb``'s size.
         T_world_cam: the pose ``[4,4]`` float64 (DESIGN §4), or None until TF supplies it (or when it never does).
-        header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``, ``invalid_stamp``: ``msgs.messages.HEADER_PROBLEMS``), or None; such a
-            frame runs single-view with this as its pair reason.
+        header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``, ``invalid_stamp``:
+            ``msgs.messages.HEADER_PROBLEMS``), or None; such a frame runs single-view with this as its pair reason.
     """
 
     stamp_ns: int

@@ -19,11 +19,6 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 CUDA_ONLY_PRECISIONS = ("fp16", "bf16")
 
 
-def frame_problem_free(frame_id: str) -> bool:
-    """Whether ``frame_id`` passes :func:`frame_id_problem` (for suggesting it)."""
-    return frame_id_problem("", frame_id) is None
-
-
 def frame_id_problem(name: str, frame_id: str) -> str | None:
     """Why ``frame_id`` cannot be a tf2 frame id, or None.
 
@@ -38,7 +33,7 @@ def frame_id_problem(name: str, frame_id: str) -> str | None:
     if frame_id.startswith("/"):
         bare = frame_id.lstrip("/")
         return (f"{name} {frame_id!r}: tf2 frame ids cannot start with a '/'; "
-                + (f"use {bare!r}" if bare and frame_problem_free(bare) else "expected a name such as 'odom'"))
+                + (f"use {bare!r}" if bare and frame_id_problem(name, bare) is None else "expected a name such as 'odom'"))
     if re.search(r"\s", frame_id):
         return f"{name} {frame_id!r} contains white space; tf2 frame ids are single words such as 'odom'"
     if frame_id.endswith("/") or "//" in frame_id:  # the same kind of typo: tf2 accepts it, no broadcaster uses it

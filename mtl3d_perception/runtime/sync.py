@@ -115,7 +115,7 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
                    queue: str | None = None, how: str = "",
                    arrivals: tuple[float, float, str] | None = None) -> str:
     """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns;
-    negative: not a time, ``conversions.advice_stamp_ns``; None: none arrived).
+    negative: not a time, ``conversions.header_stamp_ns(stamp, invalid=-1)``; None: none arrived).
 
     A zero-stamped (or negative-stamped) camera_info or image, or a camera_info as far away as ``sync_slop_s`` can
     be set (:data:`MAX_SLOP_S`) or more (another clock, a constant stamp) is the driver's to fix and no setting
