@@ -84,7 +84,9 @@ def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> li
     rclpy.init(context=context)
     node = PerceptionNode(model=model, context=context, parameter_overrides=[
         Parameter("device", value=device), Parameter("precision", value=precision), Parameter("tf_timeout_s", value=0.0),
-        Parameter("point_stride", value=4)])
+        Parameter("point_stride", value=4),
+        # every output computed and published, as with a consumer on each (lazy: only the subscribed ~/points)
+        Parameter("lazy", value=False)])
     peer = rclpy.create_node("bench_peer", context=context)
     types = cv.rclpy_types()
     executor = SingleThreadedExecutor(context=context)

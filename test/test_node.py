@@ -41,6 +41,7 @@ from mtl3d_perception.ros.diagnostics import (  # noqa: E402
     diagnostic_values,
     status_fields,
 )
+from mtl3d_perception.runtime.config import OUTPUT_NAMES as OUTPUT_GROUPS  # noqa: E402
 from mtl3d_perception.runtime.config import RuntimeConfig  # noqa: E402
 from mtl3d_perception.runtime.stats import RuntimeStats  # noqa: E402
 
@@ -432,6 +433,57 @@ def test_depth_image_color_is_made_only_for_a_subscriber(ros_context):
         h.close()
 
 
+def test_lazy_node_runs_only_for_subscribers_and_keeps_history(ros_context):
+    """As image_pipeline's lazy outputs: with no subscriber on any output the network does not run (diagnostics say
+    idle, OK, no "no frame processed" warning), yet the frames join the history, so the first frame after a
+    subscriber connects is two-view; only the subscribed groups are computed and published."""
+    h = Harness(ros_context, tiny_model())
+    try:
+        for sub in list(h.peer.subscriptions):
+            if sub.topic_name != topics.DIAGNOSTICS_TOPIC:
+                h.peer.destroy_subscription(sub)
+        h.spin_until(lambda: not any(pub.get_subscription_count() for pub in h.node.pubs.values()))
+        counts = h.node.stats.counts
+        for i in range(2):
+            h.send_tf((100 + i) * S, 0.2 * i)
+            h.send_frame((100 + i) * S, _image(90 + i))
+            h.spin_until(lambda i=i: counts["idle"] > i)
+        values = h.diag()
+        status = h.diagnostics[-1].status[0]
+        assert (values["idle_frames"], values["processed"]) == ("2", "0")
+        assert status.level == b"\x00", status.message
+        assert status.message.startswith("idle: no subscriber on any enabled output"), status.message
+        assert h.node.pipeline.history.stamps == [100 * S, 101 * S] and not h.node.pipeline._features
+
+        points = []
+        h.peer.create_subscription(h.types["sensor_msgs/msg/PointCloud2"], topics.output_topic("points"),
+                                   points.append, 10)
+        h.spin_until(lambda: h.node.pubs["points"].get_subscription_count() == 1)
+        h.send_tf(102 * S, 0.4)
+        h.send_frame(102 * S, _image(92))
+        h.spin_until(lambda: len(points) == 1)
+        assert counts["processed"] == 1 and counts["single_view"] == 0  # paired with a frame kept while idle
+        assert h.node.stats.last_baseline_m == pytest.approx(0.2, abs=1e-6)
+        assert not h.node.pipeline.depth_color
+        values = h.diag()
+        assert h.diagnostics[-1].status[0].message.endswith("ms")  # running again: rate and latency
+        assert values["idle_frames"] == "2"
+    finally:
+        h.close()
+
+
+def test_every_output_disabled_is_warned_and_runs_nothing(harness):
+    """publish_* all false ran the network for nothing: now the frames are only kept, and /diagnostics warns."""
+    harness.node.set_parameters([Parameter(f"publish_{g}", value=False) for g in OUTPUT_GROUPS])
+    harness.send_tf(110 * S, 0.0)
+    harness.send_frame(110 * S, _image(95))
+    harness.spin_until(lambda: harness.node.stats.counts["idle"] == 1)
+    harness.diag()
+    status = harness.diagnostics[-1].status[0]
+    assert status.level == b"\x01" and "every publish_* parameter is false" in status.message, status.message
+    assert harness.node.stats.counts["processed"] == 0
+
+
 def test_frame_waits_for_late_tf(ros_context):
     """A frame whose TF comes after it is held (not processed single-view) until the TF arrives."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=10.0)
@@ -703,6 +755,28 @@ def test_an_unstamped_image_is_a_header_problem_not_a_time_jump(ros_context, sec
         h.close()
 
 
+def test_one_image_stamped_far_ahead_does_not_clear_history_or_tf(ros_context):
+    """A re-check trial: one frame stamped in 2037 made the next normal frame a time jump back (history and TF cache
+    cleared) and every later one out of order. Now it is a header problem; the stream goes on two-view."""
+    h = Harness(ros_context, tiny_model(), tf_timeout_s=0.05)
+    try:
+        h.send_moving([40 * S, 40 * S + S // 5], _image(10))
+        h.send_frame(2_129_000_000 * S, _image(12))  # no TF there: single-view after tf_timeout_s
+        h.wait_outputs(3)
+        t = 40 * S + 2 * S // 5
+        h.send_tf(t, 0.4)
+        h.send_frame(t, _image(13))
+        h.wait_outputs(4)
+        values = h.diag()
+        assert values["time_jumps"] == "0" and values["dropped_frames"] == "0" and values["internal_errors"] == "0"
+        assert values["header_problems"] == "1" and "a bad stamp, not a time jump" in values["last_problem"]
+        assert values["last_pair_reason"] == "baseline"  # paired with the frames before the bad stamp
+        assert h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=40 * S))
+        assert h.node.pipeline.history.stamps == [40 * S, 40 * S + S // 5, t]
+    finally:
+        h.close()
+
+
 def test_time_jump_back_unblocks_the_synchroniser(ros_context):
     """Leftover images of the first pass fill message_filters' latest-only queue; the real ApproximateTimeSynchronizer
     would then evict every new (older-stamped) image on arrival. The node clears its queues at the jump."""
@@ -916,9 +990,9 @@ def test_shutdown_mid_frame_stops_the_worker_quietly(capfd):
     h = Harness(context, tiny_model())
     publish = h.node.publish_products
 
-    def shut_down_then_publish(products):
+    def shut_down_then_publish(products, outputs):
         rclpy.try_shutdown(context=context)  # what SIGINT does while the network runs
-        publish(products)
+        publish(products, outputs)
 
     h.node.publish_products = shut_down_then_publish
     h.send_tf(80 * S, 0.0)

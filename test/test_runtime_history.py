@@ -104,6 +104,32 @@ def test_time_jump_detector():
     assert not jump.check(5 * S + 1)
 
 
+def test_a_lone_stamp_far_ahead_is_an_outlier_not_a_time_jump():
+    """A re-check trial: one frame stamped in 2037 made the next normal frame a jump back (history and TF cleared).
+    A leap ahead followed at once by a return to where the stream was is one bad stamp; a leap the next stamp
+    confirms is time moving on; going back before where the stream was is still a jump (a looping bag)."""
+    year_2037 = 2_129_000_000 * S
+    jump = TimeJumpDetector()
+    for t in (10 * S, 10 * S + S // 10, year_2037):
+        assert not jump.check(t) and jump.outlier_ns is None
+    assert not jump.check(10 * S + S // 5)
+    assert (jump.outlier_ns, jump.newest_ns, jump.jumps, jump.outliers) == (year_2037, 10 * S + S // 5, 0, 1)
+    assert jump.outlier_message(10 * S + S // 5).startswith("a frame stamped 2129000000.000 s leapt")
+    assert not jump.check(10 * S + 3 * S // 10) and jump.outlier_ns is None  # the stream goes on
+    moved_on = TimeJumpDetector()
+    for t in (10 * S, 30 * S, 30 * S + S // 10):  # a 20 s gap (a paused camera), then time goes on from there
+        assert not moved_on.check(t) and moved_on.outlier_ns is None
+    assert moved_on.check(10 * S + S // 10) and moved_on.jumps == 1  # now going back is a jump
+    looping = TimeJumpDetector()
+    for t in (10 * S, 11 * S, 20 * S):  # a leap, then back to before the stream's start: a jump, not an outlier
+        assert not looping.check(t)
+    assert looping.check(5 * S) and looping.outlier_ns is None
+    history = FrameHistory(PairingConfig(history_size=4))
+    for x in (0.1, 0.2, 0.3):
+        history.add(_frame(x))
+    assert history.drop_after(_frame(0.15).stamp_ns) == 2 and history.stamps == [_frame(0.1).stamp_ns]
+
+
 def test_bounded_and_unposed_not_kept():
     h = FrameHistory(PairingConfig(history_size=3))
     for i in range(5):

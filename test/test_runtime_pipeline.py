@@ -96,6 +96,34 @@ def test_two_view_output_equals_model_streaming(model):
     assert products.semantic is None and products.points is None and products.normals is None
 
 
+def test_observed_frames_are_sources_without_inference(model):
+    """The node's lazy mode: ``observe`` runs no network, checks the frame as ``process`` does (warnings, time jump)
+    and keeps it as a source; the next processed frame pairs with it and encodes it then, once."""
+    counting = _CountingModel(model)
+    pipe = PerceptionPipeline(counting, _config(min_baseline_m=0.1, max_pair_age_s=1.0))
+    assert pipe.observe(_frame(0, x=0.0)) == []
+    bad = _frame(1, x=0.05)
+    bad.T_world_cam[0, 3] = np.nan
+    assert [k for k, _ in pipe.observe(bad)] == ["invalid_pose"]
+    assert pipe.model.encoded == 0 and pipe.history.stamps == [0] and not pipe._features
+    products = pipe.process(_frame(2, x=0.12))
+    assert (products.pair_reason, products.source_stamp_ns, products.single_view) == ("baseline", 0, False)
+    assert pipe.model.encoded == 2  # the new frame, and the observed source now that it is used
+    assert [k for k, _ in pipe.observe(_frame(30, x=0.0))] == []
+    assert [k for k, _ in pipe.observe(_frame(31, x=0.0))] == []
+    assert [k for k, _ in pipe.observe(_frame(3, x=0.0))] == ["time_jump"] and pipe.history.stamps == [3 * S // 10]
+
+
+def test_outputs_per_call_compute_only_those_groups(model):
+    """The node passes the groups that have subscribers: the cloud alone needs depth and labels, not normals."""
+    pipe = PerceptionPipeline(model, _config())
+    products = pipe.process(_frame(0, x=0.0), outputs={"points"})
+    assert products.points is not None and products.depth is not None
+    assert products.semantic is None and products.normals is None and products.boundary is None
+    products = pipe.process(_frame(1, x=0.1))  # None: every enabled output
+    assert all(v is not None for v in (products.points, products.semantic, products.normals, products.boundary))
+
+
 @pytest.mark.parametrize("resolution", ["network", "camera"])
 def test_output_resolution_and_intrinsics(model, resolution):
     pipe = PerceptionPipeline(model, _config(output_resolution=resolution, point_stride=3))
@@ -138,9 +166,41 @@ def test_nan_pose_and_time_jump_are_warnings(model):
     products = pipe.process(bad)
     assert products.single_view and [k for k, _ in products.warnings] == ["invalid_pose"]
     pipe.process(_frame(30, x=0.0))
-    products = pipe.process(_frame(2, x=0.1))  # 2.8 s back: more than JUMP_BACK_S
+    pipe.process(_frame(31, x=0.0))  # 2.8 s ahead, and time goes on from there (one frame alone would be an outlier)
+    products = pipe.process(_frame(2, x=0.1))  # 2.9 s back: more than JUMP_BACK_S
     assert [k for k, _ in products.warnings] == ["time_jump"] and products.single_view
     assert pipe.history.stamps == [2 * S // 10]
+
+
+def test_a_lone_future_stamp_is_dropped_from_the_history_not_a_jump(model):
+    """One posed frame stamped ~2000 s ahead: the next frame says so (``stamp_outlier``), the outlier leaves the
+    history, and the frames before it stay usable sources."""
+    pipe = PerceptionPipeline(model, _config(min_baseline_m=0.05).with_outputs(set()))
+    pipe.process(_frame(1, x=0.0))
+    pipe.process(_frame(20_000, x=0.1))  # 2000 s ahead
+    products = pipe.process(_frame(2, x=0.1))
+    assert [k for k, _ in products.warnings] == ["stamp_outlier"]
+    assert (products.pair_reason, products.source_stamp_ns) == ("baseline", S // 10)
+    assert pipe.history.stamps == [S // 10, 2 * S // 10] and set(pipe._features) == set(pipe.history.keys)
+
+
+def test_tf_failure_advice_follows_the_cause(model):
+    """A re-check trial: with a transform stamped in the future on the edge, every frame said "raise tf_timeout_s",
+    which cannot help; TF holding only newer data (tf2's "extrapolation into the past") now says so."""
+    from mtl3d_perception.runtime.driver import FrameDriver
+    from mtl3d_perception.runtime.pose_queue import PoseJob
+    from mtl3d_perception.runtime.pose_wait import LivePoseWait
+    from mtl3d_perception.runtime.stats import RuntimeStats
+
+    driver = FrameDriver(PerceptionPipeline(model, _config().with_outputs(set())),
+                         LivePoseWait(lambda frame: (None, "no"), 0.1), policy="newest", stats=RuntimeStats())
+    past = ("ExtrapolationException: Lookup would require extrapolation into the past. Requested time 40.0 but the "
+            "earliest data is at time 2147483647.0")
+    driver.run(PoseJob(_frame(1), None, past, 0))
+    assert "raising tf_timeout_s does not help" in driver.stats.last_problem
+    assert "stamped in the future" in driver.stats.last_problem
+    driver.run(PoseJob(_frame(2), None, "LookupException: \"cam\" passed to lookupTransform does not exist", 0))
+    assert "Raise tf_timeout_s if odometry publishes later" in driver.stats.last_problem
 
 
 def test_header_glitches_are_not_a_second_camera(model):

@@ -30,7 +30,10 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
     counts = snapshot["counts"]
     processed = counts.get("processed", 0)
     latency = snapshot["latency_s"]
-    if processed == 0:
+    idle_reason = snapshot.get("idle_reason", "")
+    if idle_reason:  # frames arrive and are kept as sources, but nobody wants their outputs (the node's lazy mode)
+        message = "idle" if snapshot.get("idle_warn") else f"idle: {idle_reason}"  # a warning names it then
+    elif processed == 0:
         message = "waiting for synchronised image + camera_info"
     else:
         p50 = latency.get("total", (0.0, 0.0))[0] * 1e3
@@ -40,7 +43,9 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
         warnings.append(f"images arrive but none pairs with a camera_info within sync_slop_s "
                         f"({counts.get('images', 0)} images, {counts.get('camera_infos', 0)} camera_info)")
     idle_s = snapshot["idle_s"]
-    if idle_s is not None and idle_s > snapshot["rate_window_s"]:
+    if idle_reason and snapshot.get("idle_warn"):
+        warnings.append(idle_reason)
+    elif idle_s is not None and idle_s > snapshot["rate_window_s"] and not idle_reason:
         warnings.append(f"no frame processed for {idle_s:.1f} s")
     ratio = snapshot["single_view_ratio"]
     if ratio is not None and ratio > 0.5:
@@ -55,9 +60,9 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
     values.append(("rate_hz", f"{snapshot['rate_hz']:.2f}"))
     # single_view_frames: every frame run single-view; single_view_fallbacks: those without a usable source (not the
     # first frame, a still camera or single_view mode: runtime.stats.is_fallback), which the ratio and warning count
-    for name in ("images", "camera_infos", "received", "processed", "dropped", "single_view", "fallbacks",
+    for name in ("images", "camera_infos", "received", "processed", "idle", "dropped", "single_view", "fallbacks",
                  "tf_failures", "time_jumps", "header_problems", "sync_warnings", "internal_errors"):
-        key = {"dropped": "dropped_frames", "single_view": "single_view_frames",
+        key = {"dropped": "dropped_frames", "idle": "idle_frames", "single_view": "single_view_frames",
                "fallbacks": "single_view_fallbacks"}.get(name, name)
         values.append((key, str(counts.get(name, 0))))
     values.append(("single_view_ratio", "n/a" if ratio is None else f"{ratio:.2f}"))  # n/a: no recent frame

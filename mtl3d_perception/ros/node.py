@@ -290,6 +290,8 @@ class PerceptionNode(Node):
         stamp_ns = max(stamp_ns, 0)  # an invalid stamp is no stamp, not a jump
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
+        elif self._image_jump.outlier_ns is not None:  # one image stamped far ahead: not a jump (the driver says so)
+            self._drop_synchroniser_after(stamp_ns + JUMP_BACK_NS)
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
@@ -342,6 +344,14 @@ class PerceptionNode(Node):
             self.tf_buffer.clear()
         with self._cond:
             self._generation += 1
+
+    def _drop_synchroniser_after(self, stamp_ns: int) -> None:
+        """Forget the synchroniser's messages stamped after ``stamp_ns`` (a lone image stamped far ahead, unpaired:
+        ``frames.TimeJumpDetector``). Its queues are keyed by stamp: rclpy ``Time`` in message_filters, ns in compat."""
+        with self.sync.lock:
+            for queue in self.sync.queues:
+                for key in [k for k in queue if getattr(k, "nanoseconds", k) > stamp_ns]:
+                    del queue[key]
 
     def _tf_holds_data_after(self, stamp_ns: int, frame_id: str) -> bool:
         """Whether the TF cache still has transforms newer than ``stamp_ns`` (not yet cleared for the jump)."""
@@ -471,18 +481,28 @@ class PerceptionNode(Node):
         self.driver.notify()
 
     def _process(self, job: PoseJob) -> None:
-        self.pipeline.depth_color = self.pubs["depth/image_color"].get_subscription_count() > 0  # lazy, as image_proc
-        products = self.driver.run(job)
+        """Run a frame for the outputs that are enabled and, with ``lazy``, subscribed to (image_pipeline's lazy
+        outputs); a frame nobody wants is kept as a source view only (``FrameDriver.skip``)."""
+        config = self.pipeline.config
+        enabled = [name for name in self.pubs if config.get(f"publish_{topics.output_group(name)}")]
+        if not enabled:
+            self.driver.skip(job, "every publish_* parameter is false: nothing to publish", warn=True)
+            return
+        if config.lazy:
+            enabled = [name for name in enabled if self.pubs[name].get_subscription_count() > 0]
+            if not enabled:
+                self.driver.skip(job, "no subscriber on any enabled output (lazy: true); frames are kept as source views")
+                return
+        self.pipeline.depth_color = "depth/image_color" in enabled or not config.lazy
+        products = self.driver.run(job, outputs={topics.output_group(name) for name in enabled})
         if products is not None:
-            self.publish_products(products)
+            self.publish_products(products, enabled)
 
     # ------------------------------------------------------------------------------------ output
 
-    def publish_products(self, products: Any) -> None:
-        """Products -> messages on the enabled outputs (``publish_<group>`` parameters)."""
-        config = self.pipeline.config
-        enabled = [name for name in self.pubs if config.get(f"publish_{topics.output_group(name)}")]
-        for name, msg in products_to_messages(self.types, products, outputs=enabled).items():
+    def publish_products(self, products: Any, outputs: list[str]) -> None:
+        """Products -> messages on ``outputs`` (output topic names, ``topics.OUTPUTS``)."""
+        for name, msg in products_to_messages(self.types, products, outputs=outputs).items():
             self.pubs[name].publish(msg)
 
     def _check_pairing(self) -> None:

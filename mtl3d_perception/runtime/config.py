@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,10 @@ class RuntimeConfig:
                                     scope=NODE)
     publish_boundary: bool = setting(True, "publish ~/boundary/image and ~/boundary/camera_info", scope=NODE)
     publish_points: bool = setting(True, "publish ~/points", scope=NODE)
+    lazy: bool = setting(True, "run the network only while an enabled output has a subscriber (image_pipeline's lazy "
+                               "outputs), and compute only the outputs subscribed to; idle frames still join the "
+                               "source-view history, so the first output after a subscriber connects is two-view",
+                         scope=NODE)
     point_stride: int = setting(4, "cloud: every n-th pixel in x and y", constraint=(1, 64))
     cloud_frame: str = setting("camera", "cloud frame: camera (image frame_id) or world (world_frame)",
                                constraint=CLOUD_FRAMES)
@@ -174,11 +179,8 @@ class RuntimeConfig:
         return dataclasses.replace(self, **changes)
 
     def outputs(self) -> frozenset[str]:
-        """The pipeline outputs to compute: the published groups, plus depth when normals or the cloud need it."""
-        wanted = {name for name in OUTPUT_NAMES if self.get(f"publish_{name}")}
-        if wanted & {"normals", "points"}:
-            wanted.add("depth")  # normals are masked and clouds back-projected with the depth
-        return frozenset(wanted)
+        """The pipeline outputs to compute for the published groups (:func:`required_outputs`)."""
+        return required_outputs(name for name in OUTPUT_NAMES if self.get(f"publish_{name}"))
 
     def with_outputs(self, outputs: set[str] | frozenset[str] | tuple[str, ...]) -> RuntimeConfig:
         """A copy publishing exactly ``outputs`` (names from ``OUTPUT_NAMES``)."""
@@ -186,6 +188,15 @@ class RuntimeConfig:
         if unknown:
             raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
         return self.replace(**{f"publish_{name}": name in outputs for name in OUTPUT_NAMES})
+
+
+def required_outputs(groups: Iterable[str]) -> frozenset[str]:
+    """The pipeline outputs to compute for the output ``groups`` wanted (names from ``OUTPUT_NAMES``): those, plus
+    depth when normals or the cloud need it (normals are masked and clouds back-projected with the depth)."""
+    wanted = set(groups)
+    if wanted & {"normals", "points"}:
+        wanted.add("depth")
+    return frozenset(wanted)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector
@@ -85,6 +85,10 @@ class FrameDriver:
                 self._last_stamp_ns = None
                 self.problem("time_jump", f"frame stamp went back from {newest_ns * 1e-9:.3f} s to {frame.stamp:.3f} s; "
                                           "the waiting frames and the frame history are cleared", counter="time_jumps")
+            elif self.jump.outlier_ns is not None:
+                self.stats.count("dropped", self.queue.drop_after(frame.stamp_ns + self.jump.jump_back_ns))
+                self._last_stamp_ns = self.jump.newest_ns
+                self.problem("header", self.jump.outlier_message(frame.stamp_ns), counter="header_problems")
             elif (self.queue.policy == "newest" and self._last_stamp_ns is not None
                   and 0 < frame.stamp_ns < self._last_stamp_ns):  # a zero stamp cannot be ordered: runs single-view
                 self.stats.count("dropped")
@@ -146,32 +150,59 @@ class FrameDriver:
 
     # ------------------------------------------------------------------------------------------ running
 
-    def run(self, job: PoseJob, *, end_to_end: bool = True) -> Products | None:
-        """Run one job through the pipeline and record it; None when the frame was unusable (reported).
-
-        ``end_to_end``: record the time from the frame's arrival to now as the end-to-end latency.
-        """
+    def _report_tf_error(self, job: PoseJob) -> None:
         frame = job.frame
         if job.tf_error is not None:
             what = ("only the world-frame cloud uses it (single_view)" if self.config.single_view else
+                    # tf2's and the compat buffer's wording: TF holds only newer data, so waiting cannot help
+                    "single-view. TF holds only data newer than this frame: the frame is older than the TF cache, "
+                    "or a transform on that edge was stamped in the future (it holds the edge until time passes it, "
+                    "as in tf2); raising tf_timeout_s does not help"
+                    if "extrapolation into the past" in job.tf_error else
                     "single-view. Raise tf_timeout_s if odometry publishes later")
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
                                f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; {what}"
                                + (f"; ~/points is in {frame.frame_id}, not {self.config.world_frame}, for this frame"
                                   if self.config.cloud_frame == "world" else ""), counter="tf_failures")
+
+    def _report_warnings(self, warnings: list[tuple[str, str]]) -> None:
+        for kind, message in warnings:
+            if kind not in ("time_jump", "stamp_outlier"):  # reported (and counted) when the frame arrived, by add_frame
+                self.problem(kind, message)
+
+    def run(self, job: PoseJob, *, end_to_end: bool = True, outputs: Iterable[str] | None = None) -> Products | None:
+        """Run one job through the pipeline and record it; None when the frame was unusable (reported).
+
+        ``end_to_end``: record the time from the frame's arrival to now as the end-to-end latency. ``outputs``: the
+        output groups to compute (``PerceptionPipeline.process``; None: the enabled ones).
+        """
+        frame = job.frame
+        self._report_tf_error(job)
         try:
-            products = self.pipeline.process(frame.with_pose(job.T_world_cam))
+            products = self.pipeline.process(frame.with_pose(job.T_world_cam), outputs)
         except ValueError as exc:
             self.stats.count("dropped")
             self.problem("frame", str(exc))
             return None
-        for kind, message in products.warnings:
-            if kind != "time_jump":  # reported (and counted) when the frame arrived, by add_frame
-                self.problem(kind, message)
+        self._report_warnings(products.warnings)
         latency = (self.clock() - job.arrived_ns) * 1e-9 if end_to_end else None
         self.stats.frame_done(products.timings, single_view=products.single_view, pair_reason=products.pair_reason,
                               end_to_end_s=latency, baseline_m=products.baseline_m)
         return products
+
+    def skip(self, job: PoseJob, reason: str, *, warn: bool = False) -> None:
+        """Keep a frame nobody wants the outputs of as a source view, without inference (the node's ``lazy`` mode:
+        ``PerceptionPipeline.observe``); counted as ``idle`` with ``reason``. Its problems are reported as
+        :meth:`run` reports them. ``warn``: the reason is a setting to fix (``RuntimeStats.frame_idle``)."""
+        self._report_tf_error(job)
+        try:
+            warnings = self.pipeline.observe(job.frame.with_pose(job.T_world_cam))
+        except ValueError as exc:
+            self.stats.count("dropped")
+            self.problem("frame", str(exc))
+            return
+        self._report_warnings(warnings)
+        self.stats.frame_idle(reason, warn=warn)
 
     def apply(self, config: Any) -> None:
         """New settings between frames: the pipeline's options and the TF wait."""

@@ -65,6 +65,11 @@ class TimeJumpDetector:
     the newest stamp is the jumped-to one, so the next pass through a looping bag is tracked afresh. A zero stamp is
     ROS's "not stamped" (a driver's glitch: the frame is a header problem, ``msgs.messages.HEADER_PROBLEMS``), not
     time: it is neither a jump nor the newest stamp, so one such frame does not clear the history and caches.
+
+    A lone stamp far ahead is not time either: when the newest stamp leapt ahead by more than ``jump_back_s`` and
+    the very next one goes back to where the stream was before the leap (within ``jump_back_s``), the leap was one
+    bad stamp (a driver stamping a frame in 2037), not a jump: :meth:`check` returns False, sets ``outlier_ns`` to
+    the bad stamp for that call (the caller drops what it kept of that frame) and the newest stamp goes back.
     """
 
     def __init__(self, jump_back_s: float = JUMP_BACK_S) -> None:
@@ -73,21 +78,41 @@ class TimeJumpDetector:
         self.jump_back_ns = int(jump_back_s * 1e9)
         self.newest_ns: int | None = None
         self.jumps = 0
+        self.outliers = 0
+        self.outlier_ns: int | None = None  # the lone stamp ahead the last check found, else None
+        self._before_leap_ns: int | None = None  # the newest stamp before the newest leapt ahead (unconfirmed)
 
     def check(self, stamp_ns: int) -> bool:
         """Note ``stamp_ns``; True when it jumped back (then ``newest_ns`` restarts from it)."""
         stamp_ns = int(stamp_ns)
+        self.outlier_ns = None
         if stamp_ns == 0:
             return False
-        if self.newest_ns is not None and stamp_ns < self.newest_ns - self.jump_back_ns:
+        if self.newest_ns is None:
+            self.newest_ns = stamp_ns
+            return False
+        if stamp_ns < self.newest_ns - self.jump_back_ns:
+            before, self._before_leap_ns = self._before_leap_ns, None
+            if before is not None and stamp_ns >= before - self.jump_back_ns:  # the leap was one bad stamp
+                self.outlier_ns, self.newest_ns = self.newest_ns, max(stamp_ns, before)
+                self.outliers += 1
+                return False
             self.newest_ns = stamp_ns
             self.jumps += 1
             return True
-        self.newest_ns = stamp_ns if self.newest_ns is None else max(self.newest_ns, stamp_ns)
+        # a leap ahead stays unconfirmed until the next stamp: near it (time moved on) or back before it (an outlier)
+        self._before_leap_ns = self.newest_ns if stamp_ns > self.newest_ns + self.jump_back_ns else None
+        self.newest_ns = max(self.newest_ns, stamp_ns)
         return False
 
     def reset(self) -> None:
-        self.newest_ns = None
+        self.newest_ns = self._before_leap_ns = self.outlier_ns = None
+
+    def outlier_message(self, stamp_ns: int) -> str:
+        """What the last :meth:`check` found when it set ``outlier_ns``, for the problem a caller reports."""
+        return (f"a frame stamped {self.outlier_ns * 1e-9:.3f} s leapt {(self.outlier_ns - stamp_ns) * 1e-9:.3f} s ahead "
+                f"of the frames before and after it (now {stamp_ns * 1e-9:.3f} s): a bad stamp, not a time jump; "
+                "what was kept of it is dropped, the history is kept")
 
 
 @dataclass

@@ -82,6 +82,14 @@ class FrameHistory:
     def clear(self) -> None:
         self._frames.clear()
 
+    def drop_after(self, stamp_ns: int) -> int:
+        """Forget the frames stamped after ``stamp_ns`` (a lone bad stamp, ``frames.TimeJumpDetector``); returns how
+        many."""
+        kept = [f for f in self._frames if f.stamp_ns <= stamp_ns]
+        n = len(self._frames) - len(kept)
+        self._frames = deque(kept, maxlen=self.config.history_size)
+        return n
+
     def reconfigure(self, config: PairingConfig) -> None:
         """Apply new rules; keeps the newest frames that fit the new size."""
         config.validate()

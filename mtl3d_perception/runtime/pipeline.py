@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from mtl3d_perception.classes import colorize_labels
 from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
-from mtl3d_perception.runtime.config import RuntimeConfig
+from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
 from mtl3d_perception.runtime.history import FrameHistory
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
@@ -171,17 +172,13 @@ class PerceptionPipeline:
         self._sync()
         return time.perf_counter() - t
 
-    @torch.inference_mode()
-    def process(self, frame: Frame) -> Products:
-        """Run one frame; the frame joins the history (as a future source) when it has a valid pose.
+    def _admit(self, frame: Frame, warnings: list[tuple[str, str]]) -> Frame:
+        """The checks every frame passes before it runs or joins the history: its pose (dropped with a warning when
+        not rigid), image and K, the time-jump rule, the pixel limit and the camera it comes from.
 
         Raises:
-            ValueError: an unusable image or K, or an image above ``max_image_pixels`` (bad poses are dropped with a
-                warning instead).
+            ValueError: an unusable image or K, or an image above ``max_image_pixels``.
         """
-        t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        warnings: list[tuple[str, str]] = []
         if frame.T_world_cam is not None:
             try:
                 frame = frame.with_pose(check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns"))
@@ -192,6 +189,10 @@ class PerceptionPipeline:
         if self.jump.check(frame.stamp_ns):
             warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
             self.reset()
+        elif self.jump.outlier_ns is not None:
+            warnings.append(("stamp_outlier", self.jump.outlier_message(frame.stamp_ns)))
+            self.history.drop_after(frame.stamp_ns + self.jump.jump_back_ns)
+            self._evict()
         check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
         # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped, and
         # '/cam' is 'cam' (tf2 refuses the slash; that is reported where the pose is looked up)
@@ -202,6 +203,50 @@ class PerceptionPipeline:
                 warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the "
                                             "same camera only"))
             self._last_camera = camera
+        return frame
+
+    def _remember(self, frame: Frame, features: Any) -> None:
+        """A posed frame joins the history as a future source (``features`` cached, or None: encoded when used)."""
+        if frame.T_world_cam is not None and not self.config.single_view:
+            self.history.add(frame)
+            if features is not None:
+                self._features[(frame.frame_id, frame.stamp_ns)] = features
+            self._evict()
+
+    def observe(self, frame: Frame) -> list[tuple[str, str]]:
+        """A frame whose outputs nobody wants (the node's ``lazy`` mode): checked as :meth:`process` checks it and,
+        with a valid pose, added to the history without inference (its features are computed if it is ever used as
+        a source), so the first frame that runs again has a source view.
+
+        Returns:
+            the warnings :meth:`process` would have put in the products (kind, message).
+
+        Raises:
+            ValueError: as :meth:`process`.
+        """
+        warnings: list[tuple[str, str]] = []
+        self._remember(self._admit(frame, warnings), None)
+        return warnings
+
+    @torch.inference_mode()
+    def process(self, frame: Frame, outputs: Iterable[str] | None = None) -> Products:
+        """Run one frame; the frame joins the history (as a future source) when it has a valid pose.
+
+        Args:
+            frame: the frame, with its pose or None.
+            outputs: the output groups to compute (names from ``config.OUTPUT_NAMES``, plus what they need:
+                ``config.required_outputs``); None: the enabled ones (``publish_*``). The node passes the groups
+                that have subscribers (``lazy``).
+
+        Raises:
+            ValueError: an unusable image or K, or an image above ``max_image_pixels`` (bad poses are dropped with a
+                warning instead).
+        """
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        warnings: list[tuple[str, str]] = []
+        frame = self._admit(frame, warnings)
+        want = self.outputs if outputs is None else required_outputs(outputs)
 
         t = time.perf_counter()
         rgb_net, image, K_net = self.preprocess(frame)
@@ -228,14 +273,11 @@ class PerceptionPipeline:
         timings["predict"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        products = self._postprocess(frame, out, rgb_net, K_net)
+        products = self._postprocess(frame, out, rgb_net, K_net, want)
         timings["postprocess"] = time.perf_counter() - t - products.timings.get("cloud", 0.0)
         timings["cloud"] = products.timings.get("cloud", 0.0)
 
-        if frame.T_world_cam is not None and not self.config.single_view:
-            self.history.add(frame)
-            self._features[(frame.frame_id, frame.stamp_ns)] = ref_feats
-            self._evict()
+        self._remember(frame, ref_feats)
         products.single_view = pair.single_view
         products.pair_reason = pair.reason
         products.source_stamp_ns = None if pair.src is None else pair.src.stamp_ns
@@ -250,14 +292,14 @@ class PerceptionPipeline:
         for key in [k for k in self._features if k not in keep]:
             del self._features[key]
 
-    def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray) -> Products:
+    def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray,
+                     want: frozenset[str]) -> Products:
         cfg, opts = self.model_config, self.config
         if opts.output_resolution == "camera":
             W, H = frame.size
             K_out, rgb_out = np.asarray(frame.K, np.float64), frame.rgb
         else:
             (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
-        want = self.outputs
         need_labels = "semantic" in want or "points" in want
         need_depth = "depth" in want or "normals" in want or "points" in want
 

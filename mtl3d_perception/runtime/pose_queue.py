@@ -85,6 +85,13 @@ class PosedFrameQueue:
         self.overflow += dropped
         return dropped
 
+    def drop_after(self, stamp_ns: int) -> int:
+        """Forget the frames stamped after ``stamp_ns`` (a lone bad stamp); returns how many."""
+        kept = deque(item for item in self._items if item[0].stamp_ns <= stamp_ns)
+        n = len(self._items) - len(kept)
+        self._items = kept
+        return n
+
     def clear(self) -> int:
         """Forget every waiting frame; returns how many there were."""
         n = len(self._items)

@@ -40,7 +40,7 @@ class RuntimeStats:
         clock: monotonic seconds (injected so tests need no sleeps).
 
     Counter names the status knows: ``images`` and ``camera_infos`` (every input message), ``received``
-    (synchronised pairs), ``processed``, ``dropped``, ``single_view`` (every single-view frame), ``fallbacks`` (those
+    (synchronised pairs), ``processed``, ``idle`` (frames kept as sources but not run: :meth:`frame_idle`), ``dropped``, ``single_view`` (every single-view frame), ``fallbacks`` (those
     of them without a usable source, :func:`is_fallback`), ``tf_failures``, ``time_jumps``, ``internal_errors``.
     """
 
@@ -64,6 +64,9 @@ class RuntimeStats:
         self._last_error_at = -np.inf
         self.last_pair_reason = ""
         self.last_baseline_m = 0.0  # metres between the last frame's camera and its source's (0: single view)
+        self._idle_at = -np.inf
+        self.idle_reason = ""
+        self.idle_warn = False
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump a plain counter (``received``, ``dropped``, ...)."""
@@ -110,6 +113,15 @@ class RuntimeStats:
                 self.counts["fallbacks"] += 1
             self._fallbacks.append((now, fallback))
 
+    def frame_idle(self, reason: str, *, warn: bool = False) -> None:
+        """A frame kept (as a source view) but not run: ``reason`` says why nobody wants its outputs (counter
+        ``idle``); ``warn``: the reason is a setting to fix (every output disabled), not a quiet robot."""
+        with self._lock:
+            self.counts["idle"] += 1
+            self._idle_at = self.clock()
+            self.idle_reason = reason
+            self.idle_warn = warn
+
     def snapshot(self) -> dict[str, Any]:
         """Everything the status needs, as plain numbers and strings."""
         with self._lock:
@@ -142,6 +154,10 @@ class RuntimeStats:
                 "single_view_ratio": sum(fallbacks) / len(fallbacks) if fallbacks else None,
                 "sync_stalled": sync_stalled,
                 "idle_s": now - self._done_at[-1] if self._done_at else None,
+                # frames come but are not run (no subscriber, or no output enabled): why, or "" while frames run
+                "idle_reason": (self.idle_reason if now - self._idle_at <= self.rate_window_s
+                                and (not self._done_at or self._idle_at > self._done_at[-1]) else ""),
+                "idle_warn": self.idle_warn,
                 "rate_window_s": self.rate_window_s,
                 "last_pair_reason": self.last_pair_reason,
                 "last_baseline_m": self.last_baseline_m,

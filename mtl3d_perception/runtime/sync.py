@@ -135,17 +135,17 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
             stamp = "0" if stamp_ns == 0 else "not a time: sec < 0 or nanosec >= 1e9"
             return (f"{what} is unstamped (header stamp {stamp}): the camera driver must stamp image and camera_info "
                     "alike; no setting can pair them")
+    offset_s = (info_ns - image_ns) * 1e-9
+    where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
+    if abs(offset_s) >= MAX_SLOP_S:  # whatever the rates: no pair can form
+        return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; no setting "
+                "can pair them")
     if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:
         images, infos, unit = arrivals
         seen = (f"camera_info arrives at {infos:.1f} Hz, images at {images:.1f} Hz" if unit == "Hz"
                 else f"{infos:g} camera_info for {images:g} images")
         return (f"{seen}: each image needs its own camera_info stamped alike (pairing is one to one, as "
                 "message_filters'); the driver must publish one per image")
-    offset_s = (info_ns - image_ns) * 1e-9
-    where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
-    if abs(offset_s) >= MAX_SLOP_S:
-        return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; no setting "
-                "can pair them")
     if abs(offset_s) > slop_s:
         return f"{where}: raise {slop} above {abs(offset_s):.3f} s{how}"
     return f"{where}: camera_info may arrive late" + (f"; raise {queue}{how}" if queue else "")

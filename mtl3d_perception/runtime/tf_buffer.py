@@ -154,9 +154,11 @@ class TransformBuffer:
                 edge.stamps, edge.transforms = [stamp_ns], [T]
                 return
             if edge.stamps and stamp_ns < edge.stamps[-1] - self.cache_ns:  # tf2's TimeCache::insertData
-                raise InvalidArgumentException(f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s "
-                                               f"is older than the cache ({edge.stamps[-1] * 1e-9:.3f} s minus "
-                                               f"{self.cache_ns * 1e-9:g} s)")
+                raise InvalidArgumentException(
+                    f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s is older than the cache "
+                    f"({edge.stamps[-1] * 1e-9:.3f} s minus {self.cache_ns * 1e-9:g} s)"
+                    + (f"; if {edge.stamps[-1] * 1e-9:.3f} s is in the future, one message stamped so holds this edge "
+                       "until time passes it (as in tf2): fix its publisher, then restart the node" if stamp_ns else ""))
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
                 edge.transforms[i] = T  # same stamp: the newer message wins
