@@ -755,6 +755,20 @@ def test_an_unstamped_image_is_a_header_problem_not_a_time_jump(ros_context, sec
         h.close()
 
 
+def test_camera_info_slower_than_images_is_named_from_counts_over_one_window(harness):
+    """camera_info for one image in four: the advice compares the inputs' messages over one common window (rates over
+    each input's own first-to-last span had told equal bursts apart by their jitter: a flaky 641 vs 819 Hz)."""
+    counts = harness.node.stats.counts
+    n = harness.node.sync_queue_size + 6
+    for i in range(n):
+        harness.send_frame(60 * S + i * S // 10, _image(40), with_info=i % 4 == 3)  # the last one has its own
+        harness.spin_until(lambda i=i: counts["images"] > i and counts["camera_infos"] == (i + 1) // 4)
+    values = harness.diag()
+    assert values["sync_warnings"] == "1", values
+    rates = f"camera_info arrives at {(n // 4) / 5:.1f} Hz, images at {n / 5:.1f} Hz"
+    assert f"{rates}: each image needs its own camera_info" in values["last_problem"], values["last_problem"]
+
+
 def test_one_image_stamped_far_ahead_does_not_clear_history_or_tf(ros_context):
     """A re-check trial: one frame stamped in 2037 made the next normal frame a time jump back (history and TF cache
     cleared) and every later one out of order. Now it is a header problem; the stream goes on two-view."""

@@ -35,7 +35,9 @@ def warning_period_s(silent_s: float, base_s: float) -> float:
 @dataclass(frozen=True)
 class InputStatus:
     """One input's state: ``level`` (OK / ERROR), ``message``, messages since start-up, the rate over the window,
-    and ``quiet_s``, the seconds since its last message (since start-up if none came)."""
+    ``quiet_s``, the seconds since its last message (since start-up if none came), and ``recent``, the messages
+    within the window (two inputs compare by it over the same span, where rates over each one's own first-to-last
+    span differ by their jitter)."""
 
     role: str
     topic: str
@@ -44,6 +46,7 @@ class InputStatus:
     count: int
     rate_hz: float
     quiet_s: float
+    recent: int = 0
 
 
 class InputMonitor:
@@ -99,7 +102,7 @@ class InputMonitor:
             message = f"No events recorded for {quiet_s:.1f} s" if arrivals else "No events recorded"
         else:
             level, message = OK, f"{rate:.1f} Hz"
-        return InputStatus(role, topic, level, message, self._counts[role], rate, quiet_s)
+        return InputStatus(role, topic, level, message, self._counts[role], rate, quiet_s, len(recent))
 
     def statuses(self) -> list[InputStatus]:
         """Each input's status, in the order given."""

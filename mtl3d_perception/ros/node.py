@@ -513,7 +513,8 @@ class PerceptionNode(Node):
             self._unpaired_reported = unpaired
             message = (f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
                        f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) messages")
-            rates = {s.role: s.rate_hz for s in self.inputs.statuses()}
+            # messages over one common window (a burst's own-span rates differ by their jitter)
+            rates = {s.role: s.recent / self.inputs.window_s for s in self.inputs.statuses()}
             advice = pairing_advice(self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info"),
                                     self.sync_slop_s,
                                     arrivals=(rates.get("image", 0.0), rates.get("camera_info", 0.0), "Hz"),
