@@ -76,7 +76,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mtl3d = mtl3d_perception.cli:main",
-            "perception_node = mtl3d_perception.ros.node:main",
+            "perception_node = mtl3d_perception.ros.node_main:main",
         ],
     },
 )

@@ -109,8 +109,15 @@ def test_warnings_say_what_is_wrong_once_each():
     _feed(monitor, clock, ["image"], 3.5)  # images, never a camera_info: one warning, not also "silent camera_info"
     (kind, message), = monitor.warnings(graph.get, lambda topic: 1)
     assert kind == "camera_info_missing" and message == (
-        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info: no frame can be "
-        "processed without intrinsics; sensor_msgs/msg/CameraInfo topics in the graph: none")
+        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info (1 publisher(s)): "
+        "no frame can be processed without intrinsics; its publisher(s) sent nothing since this node subscribed; "
+        "other sensor_msgs/msg/CameraInfo topics in the graph: none")
+    # an integrator trial: a driver that latches camera_info once (transient_local) was told the graph had none
+    (_, message), = monitor.warnings(graph.get, lambda topic: 1, lambda topic: ["transient_local"])
+    assert "(1 publisher(s): transient_local)" in message
+    assert "a latched camera_info (transient_local, sent once) is not enough" in message
+    (_, message), = monitor.warnings(graph.get, lambda topic: 0)
+    assert "(0 publisher(s))" in message and "nothing publishes it" in message
     clock.t += 6.0  # now nothing arrives
     assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: 0)] == ["silent_image", "silent_camera_info"]
 

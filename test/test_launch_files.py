@@ -214,7 +214,7 @@ def test_launch_argument_descriptions_state_the_params_file_values(monkeypatch):
 def test_setup_installs_launch_and_config():
     setup = (ROOT / "setup.py").read_text()
     assert '"launch/*.launch.py"' in setup and '"config/*.rviz"' in setup and '"config/*.yaml"' in setup
-    assert "perception_node = mtl3d_perception.ros.node:main" in setup
+    assert "perception_node = mtl3d_perception.ros.node_main:main" in setup
 
 
 @pytest.mark.ros

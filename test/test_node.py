@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from rclpy.clock import ClockType  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 
 from mtl3d_perception import topics  # noqa: E402
@@ -676,6 +678,76 @@ def test_main_reports_bad_parameters_and_exits_1():
     assert main(["perception_node", "--ros-args", *bad_topic]) == 1
 
 
+def test_two_instances_have_their_own_diagnostic_statuses(ros_context):
+    """An integrator trial: /front/perception and /rear/perception published identical status names and
+    hardware_id 'cpu', so an aggregator merged the two cameras. Names carry the namespace (diagnostic_updater's
+    fully qualified node name) and hardware_id the camera (the resolved image topic)."""
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    peer = rclpy.create_node("diag_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    got: list = []
+    peer.create_subscription(cv.rclpy_types()["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC,
+                             got.append, 10)
+    nodes = [PerceptionNode("perception", namespace=ns, model=tiny_model(), context=ros_context) for ns in ("front", "rear")]
+    try:
+        for node in [peer, *nodes]:
+            executor.add_node(node)
+        deadline = time.monotonic() + 60
+        while not all(n.diag_pub.get_subscription_count() for n in nodes):
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.01)
+        for node in nodes:
+            node.publish_diagnostics()
+        while len(got) < 2:
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.01)
+        seen = {(s.name, s.hardware_id) for array in got for s in array.status}
+        for ns in ("front", "rear"):
+            camera = f"/{ns}/{topics.IMAGE_INPUT}"
+            assert {(f"{ns}/perception: pipeline", camera), (f"{ns}/perception: input image", camera),
+                    (f"{ns}/perception: input camera_info", camera)} <= seen, seen
+    finally:
+        executor.shutdown()
+        for node in [*nodes, peer]:
+            node.destroy_node()
+
+
+def test_publisher_durabilities_name_a_latched_camera_info(harness):
+    """The camera_info-missing warning names a latched driver (ros.input_monitor.camera_info_missing_message)."""
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    harness.peer.create_publisher(harness.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, latched)
+    harness.spin_until(lambda: len(harness.node.get_publishers_info_by_topic(topics.CAMERA_INFO_TOPIC)) == 2)
+    durabilities = harness.node.publisher_durabilities(topics.CAMERA_INFO_TOPIC)
+    assert sorted(durabilities) == ["transient_local", "volatile"]
+
+
+def test_a_start_up_failure_is_logged_under_the_node_s_remapped_name(capfd):
+    """An integrator trial: two instances (/front/perception, /rear/perception) logged a start-up failure as
+    [mtl3d_perception], so one could not tell which had failed."""
+    from mtl3d_perception.ros.node import main
+
+    args = ["perception_node", "--ros-args", "-r", "__ns:=/front", "-r", "__node:=perception", "-p", "point_stride:=0"]
+    assert main(args) == 1
+    err = capfd.readouterr().err
+    assert "[front.perception]: cannot start:" in err and "point_stride" in err, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_node_starts_is_a_clean_shutdown(sig):
+    """An integrator trial: Ctrl-C in the first seconds (the imports, before rclpy.init) printed a traceback and
+    exited 130; SIGTERM exited 143. ``perception_node`` (``ros.node_main``) exits 0 without a traceback wherever the
+    signal lands in the start (imports, model, warm-up)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(random.randint(20, 200)), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--ros-args", "-p",
+                             "model_path:=preset:tiny"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)  # the interpreter is up; torch is still importing
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
 def test_main_reports_bad_ros_arguments_and_exits_1(capfd, tmp_path):
     """rcl refuses a missing --params-file inside ``rclpy.init``: one fatal line naming it, exit code 1 (it was a
     traceback out of ``main``)."""
@@ -1039,6 +1111,11 @@ def test_status_levels():
     clock = _Clock()
     stats = RuntimeStats(rate_window_s=5.0, warn_window_s=10.0, clock=clock)
     assert _level(stats) == (OK, "waiting for synchronised image + camera_info")
+    clock.t += 4.0
+    assert _level(stats)[0] == OK  # a camera may take a few seconds to start
+    clock.t += 16.0  # no camera at all: an integrator trial read OK after 20 s (only the inputs said ERROR)
+    assert _level(stats) == (WARN, "waiting for synchronised image + camera_info; no frame processed in the 20 s "
+                                   "since start-up")
 
     def frames(n, *, single_view=False, reason="baseline"):
         for _ in range(n):
@@ -1091,6 +1168,7 @@ def test_status_sync_stalled_after_the_rate_window():
     level, message = _level(stats)
     assert level == WARN and "none pairs with a camera_info" in message
     stats.count("received")
+    stats.frame_done({"total": 0.01}, single_view=True, pair_reason="no_history")
     assert _level(stats)[0] == OK
     clock.t += 30.0  # the camera stopped: nothing to pair, not a sync problem
     assert "none pairs" not in _level(stats)[1]

@@ -416,10 +416,11 @@ class _Replay:
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera.items()}, model=self.model_description,
                                 source=f"replay of {self.bag.name}")
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
-                                                name=f"{self.o.node_name}: pipeline", hardware_id=self.o.device, info=info)
+                                                name=diagnostics.status_name(self.o.node_name, "pipeline"),
+                                                hardware_id=self.o.image_topic, info=info)
         for status in self.inputs.statuses() if self.inputs is not None else ():  # as the node publishes them
             msg.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
-                                                            node_name=self.o.node_name, hardware_id=self.o.device))
+                                                            node_name=self.o.node_name, hardware_id=self.o.image_topic))
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:

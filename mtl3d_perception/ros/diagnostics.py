@@ -43,6 +43,9 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
         warnings.append(f"images arrive but none pairs with a camera_info within sync_slop_s "
                         f"({counts.get('images', 0)} images, {counts.get('camera_infos', 0)} camera_info)")
     idle_s = snapshot["idle_s"]
+    waiting_s = snapshot.get("waiting_s")
+    if waiting_s is not None and waiting_s > snapshot["rate_window_s"]:  # no camera at all: not OK (a trial)
+        warnings.append(f"no frame processed in the {waiting_s:.0f} s since start-up")
     if idle_reason and snapshot.get("idle_warn"):
         warnings.append(idle_reason)
     elif idle_s is not None and idle_s > snapshot["rate_window_s"] and not idle_reason:
@@ -95,10 +98,18 @@ def make_status(types: Any, level: int, *, name: str, message: str, hardware_id:
                       values=[kv(key=k, value=v) for k, v in values])
 
 
+def status_name(node_name: str, what: str) -> str:
+    """A status's ``name``: ``NODE: what``, NODE the node's fully qualified name without its leading slash
+    (diagnostic_updater's rule), so two instances in other namespaces (``front/perception``, ``rear/perception``)
+    stay apart in an aggregator and rqt_runtime_monitor."""
+    return f"{node_name.lstrip('/')}: {what}"
+
+
 def make_input_status(types: Any, status: Any, msg_type: str, *, node_name: str, hardware_id: str) -> Any:
     """One input's ``DiagnosticStatus`` from its ``ros.input_monitor.InputStatus`` (node and replay alike), as
-    diagnostic_updater's TopicDiagnostic: named ``NODE: input ROLE``, with the topic, type, count and rate."""
-    return make_status(types, status.level, name=f"{node_name}: input {status.role}", message=status.message,
+    diagnostic_updater's TopicDiagnostic: named ``NODE: input ROLE`` (:func:`status_name`), with the topic, type,
+    count and rate."""
+    return make_status(types, status.level, name=status_name(node_name, f"input {status.role}"), message=status.message,
                        hardware_id=hardware_id, values=[("topic", status.topic), ("type", msg_type),
                                                         ("messages", str(status.count)),
                                                         ("rate_hz", f"{status.rate_hz:.2f}")])

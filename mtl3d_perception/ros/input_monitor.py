@@ -136,21 +136,22 @@ class InputMonitor:
             since = max(start, infos[-1]) if infos else start
             return now - since >= INFO_MISSING_AFTER_S
 
-    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int]) -> list[tuple[str, str]]:
+    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int],
+                 durabilities: Callable[[str], list[str]] | None = None) -> list[tuple[str, str]]:
         """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.
 
         Args:
             graph_topics: message type -> topics of that type in the ROS graph (but the node's own).
             publishers: topic -> its publisher count.
+            durabilities: topic -> the durability each of its publishers offers (``volatile``, ``transient_local``).
         """
         found = []
         info_missing = self.info_missing()
         if info_missing:
             (image, _), (info, info_type) = self.inputs["image"], self.inputs["camera_info"]
-            others = [t for t in graph_topics(info_type) if t != info]
-            found.append(("camera_info_missing", f"images arrive on {image} but no camera_info on {info}: no frame "
-                          f"can be processed without intrinsics; {info_type} topics in the graph: "
-                          f"{', '.join(others) if others else 'none'}"))
+            found.append(("camera_info_missing", camera_info_missing_message(
+                image, info, info_type, publishers(info), durabilities(info) if durabilities else [],
+                [t for t in graph_topics(info_type) if t != info])))
         for role in self.silent():
             if role == "camera_info" and info_missing:
                 continue
@@ -159,6 +160,25 @@ class InputMonitor:
                 role, topic, msg_type, self.silent_for(role), publishers(topic), self.arriving(),
                 graph_topics(msg_type))))
         return found
+
+
+def camera_info_missing_message(image: str, info: str, info_type: str, publishers: int, durabilities: list[str],
+                                others: list[str]) -> str:
+    """The warning for images that arrive without camera_info: what publishes it and why nothing arrives. A latched
+    (transient_local) publisher that sent it once cannot do: like image_transport's CameraSubscriber, the node pairs
+    each image with a camera_info of its stamp, so the driver must publish one with every image."""
+    offered = f": {', '.join(sorted(set(durabilities)))}" if durabilities else ""
+    if not publishers:
+        why = "nothing publishes it (set camera_info_topic or remap)"
+    elif "transient_local" in durabilities:
+        why = ("a latched camera_info (transient_local, sent once) is not enough: each image pairs with a camera_info "
+               "of its own stamp, as with image_transport's CameraSubscriber, so the driver must publish one with "
+               "every image")
+    else:
+        why = "its publisher(s) sent nothing since this node subscribed"
+    return (f"images arrive on {image} but no camera_info on {info} ({publishers} publisher(s){offered}): no frame "
+            f"can be processed without intrinsics; {why}; other {info_type} topics in the graph: "
+            f"{', '.join(others) if others else 'none'}")
 
 
 def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: int,

@@ -188,7 +188,8 @@ class PerceptionNode(Node):
         self.context.on_shutdown(self._on_context_shutdown)
         self._image_jump = TimeJumpDetector()  # images, before the synchroniser: its queues and the TF cache
         # image_transport's CameraSubscriber: the base topic is resolved with its remapping first, then the transport's
-        # topic and the camera_info beside it are derived from it, so `-r image:=/cam/image` moves all three
+        # topic and the camera_info beside it are derived from it, so remapping the base topic
+        # (`-r camera/color/image_raw:=/cam/image`) moves all three
         base_topic = self.resolve_topic_name(config.image_topic)
         compressed = config.image_transport == "compressed"
         image_topic = base_topic + (topics.COMPRESSED_SUFFIX if compressed else "")
@@ -327,9 +328,13 @@ class PerceptionNode(Node):
             return sorted(name for name, types in self.get_topic_names_and_types()
                           if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
-        for kind, message in self.inputs.warnings(topics_of, self.count_publishers):
+        for kind, message in self.inputs.warnings(topics_of, self.count_publishers, self.publisher_durabilities):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
+
+    def publisher_durabilities(self, topic: str) -> list[str]:
+        """The durability each publisher of ``topic`` offers (``volatile``, ``transient_local``), from the graph."""
+        return [info.qos_profile.durability.name.lower() for info in self.get_publishers_info_by_topic(topic)]
 
     def _time_jump(self, stamp_ns: int, frame_id: str) -> None:
         """Forget the node's state from before the jump: the synchroniser's queues and the TF cache (the driver
@@ -449,7 +454,8 @@ class PerceptionNode(Node):
     def _work(self) -> None:
         try:
             seconds = self.pipeline.warmup()
-            self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
+            if self.context.ok():  # not after a Ctrl-C during the warm-up: /rosout is gone ("context is invalid")
+                self.get_logger().info(f"warm-up inference took {seconds:.2f} s; ready")
         except Exception as exc:
             self.driver.problem("internal", f"warm-up failed: {type(exc).__name__}: {exc}", counter="internal_errors",
                                 error=True)
@@ -540,11 +546,14 @@ class PerceptionNode(Node):
                                 model=self.model_description,
                                 compat_fallbacks=",".join(FALLBACKS) or "none",
                                 unknown_parameters=", ".join(self.unknown_parameters) or "none")
+        # hardware_id: the camera this instance serves (its image topic); the compute device is the `device` value
+        node_name, camera = self.get_fully_qualified_name(), self.image_sub.sub.topic_name
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
-                                                  name=f"{self.get_name()}: pipeline", hardware_id=self.device, info=info)
+                                                  name=diagnostics.status_name(node_name, "pipeline"),
+                                                  hardware_id=camera, info=info)
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic
             array.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
-                                                              node_name=self.get_name(), hardware_id=self.device))
+                                                              node_name=node_name, hardware_id=camera))
         self.diag_pub.publish(array)
 
     # ------------------------------------------------------------------------------------ shutdown
@@ -611,6 +620,18 @@ def spin_until_shutdown(node: Node, on_callback_error: Callable[[Exception], Non
             on_callback_error(exc)
 
 
+def _start_logger() -> Any:
+    """The logger named as the arguments name the node (``-r __node:=perception -r __ns:=/front``:
+    ``front.perception``), for a node that failed to build: two instances' start-up failures stay apart."""
+    try:
+        probe = rclpy.create_node(topics.NODE_NAME, start_parameter_services=False)
+    except Exception:  # the arguments that name it may be what is wrong
+        return rclpy.logging.get_logger(topics.NODE_NAME)
+    name = probe.get_logger().name
+    probe.destroy_node()
+    return rclpy.logging.get_logger(name)
+
+
 def main(args: list[str] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
@@ -621,9 +642,8 @@ def main(args: list[str] | None = None) -> int:
     try:  # a missing or malformed --params-file, a bad remapping: rcl refuses the arguments
         rclpy.init(args=args)
     except RuntimeError as exc:
-        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: bad ROS arguments: {exc}")
+        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: bad ROS arguments: {exc}")  # no name yet
         return 1
-    logger = rclpy.logging.get_logger(topics.NODE_NAME)
     node = None
     try:
         try:
@@ -631,7 +651,7 @@ def main(args: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
             if not rclpy.ok():  # a signal shut the context down while the node was being built
                 return 0
-            logger.fatal(f"cannot start: {exc}")
+            _start_logger().fatal(f"cannot start: {exc}")
             return 1
         for path in params.params_file_paths(list(sys.argv if args is None else args)):
             if problem := params.params_file_problem(path, node.get_fully_qualified_name()):  # rcl says nothing
@@ -640,7 +660,7 @@ def main(args: list[str] | None = None) -> int:
         try:
             spin_until_shutdown(node, node.callback_failed)
         except RuntimeError as exc:  # the executor failed while the context was valid: not a start-up problem
-            logger.fatal(f"stopped: {type(exc).__name__}: {exc}")
+            node.get_logger().fatal(f"stopped: {type(exc).__name__}: {exc}")
             return 1
     except KeyboardInterrupt:
         pass

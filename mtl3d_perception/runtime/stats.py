@@ -65,6 +65,7 @@ class RuntimeStats:
         self.last_pair_reason = ""
         self.last_baseline_m = 0.0  # metres between the last frame's camera and its source's (0: single view)
         self._idle_at = -np.inf
+        self._first_snapshot_at: float | None = None  # "since start-up": from the first status on (node and replay)
         self.idle_reason = ""
         self.idle_warn = False
 
@@ -126,6 +127,8 @@ class RuntimeStats:
         """Everything the status needs, as plain numbers and strings."""
         with self._lock:
             now = self.clock()
+            if self._first_snapshot_at is None:
+                self._first_snapshot_at = now
             recent = [t for t in self._done_at if now - t <= self.rate_window_s]
             if len(recent) >= 2 and recent[-1] > recent[0]:
                 rate = (len(recent) - 1) / (recent[-1] - recent[0])
@@ -154,6 +157,8 @@ class RuntimeStats:
                 "single_view_ratio": sum(fallbacks) / len(fallbacks) if fallbacks else None,
                 "sync_stalled": sync_stalled,
                 "idle_s": now - self._done_at[-1] if self._done_at else None,
+                # seconds without any frame run or kept since the first status (None once one was)
+                "waiting_s": None if self._done_at or self.counts["idle"] else now - self._first_snapshot_at,
                 # frames come but are not run (no subscriber, or no output enabled): why, or "" while frames run
                 "idle_reason": (self.idle_reason if now - self._idle_at <= self.rate_window_s
                                 and (not self._done_at or self._idle_at > self._done_at[-1]) else ""),
