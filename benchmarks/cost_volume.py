@@ -31,8 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch._C._profiler import _EventType
 
+from mtl3d_perception.cli_args import int_in_range, non_negative_int
 from mtl3d_perception.ops import cost_volume
 from mtl3d_perception.ops.cost_volume_reference import pixel_rays, projection_coefficients, sample_grid
+from mtl3d_perception.runtime.config import MAX_NUM_THREADS
+from mtl3d_perception.runtime.loading import resolve_device
+from mtl3d_perception.typed_config import SettingError
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,11 @@ def floor_counts(size: Size, dtype: torch.dtype) -> dict[str, float]:
     }
 
 
-def variants(device: str):
+def variants(device: str, compile_model: bool = True):
+    """Variant name -> callable on ``device`` (``compile_model`` False: the names only, nothing compiled)."""
     out = {
         "grid_sample one-shot": naive_cost_volume,
-        "torch.compile(one-shot)": torch.compile(naive_cost_volume, fullgraph=True),
+        "torch.compile(one-shot)": torch.compile(naive_cost_volume, fullgraph=True) if compile_model else None,
         "reference (chunked)": lambda *a: cost_volume(*a, backend="reference"),
         "correlation": lambda *a: cost_volume(*a, backend="correlation"),
     }
@@ -273,7 +278,7 @@ def print_table(rows: list[dict], device: str, dtype: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument(
         "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -284,13 +289,22 @@ def main(argv=None) -> int:
     p.add_argument("--variants", type=lambda v: v.split(","), default=None,
                    help="comma-separated first words of the variants to run (grid_sample, torch.compile(one-shot), "
                         "reference, correlation, triton); default all")
-    p.add_argument("--warmup", type=int, default=None, help="default 2 on CPU, 10 on CUDA")
-    p.add_argument("--repeats", type=int, default=None, help="default 5 on CPU, 50 on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="default 2 on CPU, 10 on CUDA")
+    p.add_argument("--repeats", type=int_in_range(2, 100000), default=None,
+                   help="timed calls per variant and size, >= 2 (the q20-q80 spread); default 5 on CPU, 50 on CUDA")
+    p.add_argument("--threads", type=int_in_range(1, MAX_NUM_THREADS), default=None,
+                   help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cpu-time", action="store_true",
                    help="CPU: time with the calling thread's CPU time (time.thread_time) instead of wall time; "
                         "steadier on a shared machine, meaningful with --threads 1 only")
     args = p.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except SettingError as exc:
+        p.error(str(exc))
+    names = {k.split(" ")[0] for k in variants(args.device, compile_model=False)}
+    if args.variants and (unknown := sorted(set(args.variants) - names)):
+        p.error(f"--variants {','.join(unknown)}: not a variant on {args.device}; choose from {', '.join(sorted(names))}")
     if args.threads:
         # On a shared, oversubscribed CPU every OpenMP barrier waits for a descheduled thread, which
         # costs small ops (the chunked reference) ~50x; one thread per process avoids that.

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
+from mtl3d_perception.cli_args import non_negative_int, positive_int
 from mtl3d_perception.msgs import conversions as cv
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.ros.compat import tf2_ros as compat_tf2
@@ -236,8 +237,9 @@ def run(cases: int, pipeline_cases: int, seed: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=20000, help="image + camera_info and TF cases")
-    parser.add_argument("--pipeline-cases", type=int, default=200, help="accepted frames also run through the pipeline")
+    parser.add_argument("--cases", type=positive_int, default=20000, help="image + camera_info and TF cases")
+    parser.add_argument("--pipeline-cases", type=non_negative_int, default=200,
+                        help="accepted frames also run through the pipeline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--address-space-gb", type=float, default=0.0, help="cap the process (RLIMIT_AS); 0: none")
     parser.add_argument("--json", action="store_true")

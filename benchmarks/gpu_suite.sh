@@ -18,7 +18,7 @@
 #   train        the smoke training config on CUDA with bf16 autocast (the trainer's GPU path)
 #   kernels      static registers/spills per autotune config (also runs without a GPU)
 #   cost_volume  benchmarks/cost_volume.py, fp32 then fp16 features (issue 3's targets)
-#   model        benchmarks/model.py on CUDA, every preset and variant (issue 4's targets)
+#   model        benchmarks/model.py on CUDA, presets cpu (shipped), small, base, every variant (issue 4's targets)
 #   node         benchmarks/node_latency.py, small at 320x240 in bf16 and fp32, pipeline only (issue 6)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -56,18 +56,18 @@ triton.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.cuda
         ;;
     train)
         step train "$py" -m mtl3d_perception.cli train --config config/train/smoke.yaml device=cuda amp=bf16 \
-            out_dir=/tmp/mtl3d_gpu_smoke steps=60
+            out_dir="$(mktemp -d /tmp/mtl3d_gpu_smoke.XXXXXX)" steps=60  # a fresh run each time the step runs
         ;;
     kernels) step kernels "$py" benchmarks/kernel_resources.py ;;
     cost_volume)
         step cost_volume "$py" benchmarks/cost_volume.py --device cuda --dtype fp32
         step cost_volume "$py" benchmarks/cost_volume.py --device cuda --dtype fp16
         ;;
-    model) step model "$py" benchmarks/model.py --device cuda --presets tiny small base ;;
+    model) step model "$py" benchmarks/model.py --device cuda --presets cpu small base ;;  # cpu: the shipped one
     node)
         for precision in bf16 fp32; do
-            step node "$py" benchmarks/node_latency.py --preset small --size 320x240 --device cuda \
-                --precision "$precision" --frames 60 --no-node
+            step node "$py" benchmarks/node_latency.py --checkpoint models/default.safetensors --device cuda \
+                --precision "$precision" --frames 60 --no-node  # the shipped model; exits non-zero when CUDA cannot run
         done
         ;;
     *)

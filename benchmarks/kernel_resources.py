@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--dtypes", default="fp32,bf16", help="feature dtypes, comma-separated; default fp32,bf16")
     parser.add_argument("--per-pixel", action="store_true", help="[B, D, h, w] candidates instead of [B, D]")
     args = parser.parse_args()
+    if unknown := [d for d in args.dtypes.split(",") if d not in ("fp32", "bf16", "fp16")]:
+        parser.error(f"--dtypes {','.join(unknown)}: expected a comma-separated list of fp32, bf16, fp16")
     print(f"triton {triton.__version__}, target sm_90a, candidates {'[B,D,h,w]' if args.per_pixel else '[B,D]'}")
     print("| dtype | kernel | BLOCK_P | BLOCK_C | BLOCK_D | warps | elements/thread | registers | spill st/ld (B) "
           "| shared (B) | warps/SM |")

@@ -4,7 +4,7 @@ One "step" is what the robot runs per new frame: encode the frame (f and s) and 
 the cached source frame (m, e, heads). Parts are timed separately and together, as median and
 20/80 % quantiles of ``--iters`` runs after warm-up.
 
-    python benchmarks/model.py                      # CPU, 2 threads, all presets
+    python benchmarks/model.py                      # CPU, 2 threads, all presets (cpu: the shipped model's)
     python benchmarks/model.py --presets tiny --threads 2
     python benchmarks/model.py --device cuda        # fp32 / bf16, eager / compile / CUDA graphs
 
@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mtl3d_perception.cli_args import int_in_range, non_negative_int
 from mtl3d_perception.model import build_model, resolve_config
 from mtl3d_perception.model.info import (
     count_flops,
@@ -34,6 +35,11 @@ from mtl3d_perception.model.info import (
     example_inputs,
     part_callables,
 )
+from mtl3d_perception.runtime.config import MAX_NUM_THREADS
+from mtl3d_perception.runtime.loading import resolve_device
+from mtl3d_perception.typed_config import SettingError
+
+VARIANTS = ("fp32", "bf16", "fp32+compile", "bf16+compile", "bf16+cudagraphs")
 
 
 def measure(fn, iters: int, warmup: int, cuda: bool) -> tuple[float, float, float, float]:
@@ -118,21 +124,33 @@ def format_rows(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "cpu", "small", "base"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--variants", nargs="+", default=None, help="default: cpu: fp32; cuda: fp32 bf16 fp32+compile bf16+compile bf16+cudagraphs")
+    parser.add_argument("--threads", type=int_in_range(1, MAX_NUM_THREADS), default=2,
+                        help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--iters", type=int_in_range(2, 100000), default=30, help="timed runs, >= 2 (quantiles)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
+    parser.add_argument("--variants", nargs="+", default=None, choices=VARIANTS, metavar="VARIANT",
+                        help=f"of {', '.join(VARIANTS)} (bf16 ones on CUDA only); default: cpu: fp32; cuda: all")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        for name in args.presets:
+            resolve_config(name)
+    except (SettingError, KeyError, ValueError) as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     if args.variants is None:
-        args.variants = ["fp32"] if args.device == "cpu" else ["fp32", "bf16", "fp32+compile", "bf16+compile", "bf16+cudagraphs"]
+        args.variants = ["fp32"] if device == "cpu" else list(VARIANTS)
+    if device == "cpu" and (gpu_only := [v for v in args.variants if v != "fp32"]):
+        parser.error(f"--variants {' '.join(gpu_only)}: CUDA only (bf16 autocast, compile and CUDA graphs are measured "
+                     "on a GPU); on a CPU the variant is fp32")
     rows = []
     for name in args.presets:
         rows += bench_preset(name, args.device, args.iters, args.warmup, args.variants)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
-    print(f"device: {dev}; torch {torch.__version__}; batch 1; input = each preset's input_size (tiny 160x120, small/base 320x240)")
+    sizes = ", ".join(f"{name} {'x'.join(map(str, resolve_config(name).input_size))}" for name in args.presets)
+    print(f"device: {dev}; torch {torch.__version__}; batch 1; input = each preset's input_size ({sizes})")
     print(format_rows(rows))
     return 0
 

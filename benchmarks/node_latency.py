@@ -30,9 +30,14 @@ import numpy as np
 import torch
 
 from mtl3d_perception import topics
+from mtl3d_perception.cli_args import int_in_range, positive_int, size_wh
 from mtl3d_perception.geometry import pose_from_quat_trans
 from mtl3d_perception.model import build_model, load_checkpoint, resolve_config
 from mtl3d_perception.runtime import Frame, PerceptionPipeline, RuntimeConfig
+from mtl3d_perception.runtime.config import MAX_NUM_THREADS
+from mtl3d_perception.runtime.loading import resolve_device
+from mtl3d_perception.runtime.params import precision_problem
+from mtl3d_perception.typed_config import SettingError
 
 S = 1_000_000_000
 
@@ -72,7 +77,7 @@ def bench_pipeline(model, device: str, precision: str, W: int, H: int, n: int,
     return stages
 
 
-def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> list[float]:
+def bench_node(model, device: str, precision: str, W: int, H: int, n: int, threads: int) -> list[float]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -85,6 +90,7 @@ def bench_node(model, device: str, precision: str, W: int, H: int, n: int) -> li
     node = PerceptionNode(model=model, context=context, parameter_overrides=[
         Parameter("device", value=device), Parameter("precision", value=precision), Parameter("tf_timeout_s", value=0.0),
         Parameter("point_stride", value=4),
+        Parameter("num_threads", value=threads),  # the node sets torch's threads itself (its default: 1)
         # every output computed and published, as with a consumer on each (lazy: only the subscribed ~/points)
         Parameter("lazy", value=False)])
     peer = rclpy.create_node("bench_peer", context=context)
@@ -136,34 +142,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--checkpoint", default=None, help="a .safetensors checkpoint instead of a preset (its size)")
-    parser.add_argument("--size", default="160x120", help="camera and network size WxH (presets only)")
-    parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu,cuda", help="comma-separated; cuda is skipped when absent")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="autocast; default fp32")
+    parser.add_argument("--size", type=size_wh, default=(160, 120), metavar="WxH",
+                        help="camera and network size (presets only)")
+    parser.add_argument("--frames", type=positive_int, default=40, help="measured frames (2 more run first)")
+    parser.add_argument("--threads", type=int_in_range(1, MAX_NUM_THREADS), default=2,
+                        help="torch CPU threads, in the pipeline and the node (its num_threads)")
+    parser.add_argument("--device", default="cpu,cuda",
+                        help="comma-separated; cuda is skipped (and said) when absent; an error if none can run")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="autocast; default fp32 (fp16 and bf16 on CUDA devices only: others are skipped)")
     parser.add_argument("--path", default="inference", choices=("inference", "reference", "both"),
                         help="the pipeline's inference copy, the model as trained, or both (alternating rounds)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the measurement, alternating paths")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="repeat the measurement, alternating paths")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the pipeline model's encode and predict (inference path; measures the "
                              "option, which the runtime does not offer: minutes of compilation at start-up)")
     parser.add_argument("--no-node", action="store_true", help="pipeline only (no rclpy)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.checkpoint:
-        def make_model():
-            return load_checkpoint(args.checkpoint)
-        cfg = make_model().config
-        W, H = cfg.input_size
-        what = f"checkpoint {args.checkpoint}"
-    else:
-        W, H = (int(v) for v in args.size.split("x"))
-        cfg = resolve_config(args.preset)
-        cfg = type(cfg)(**{**cfg.__dict__, "input_size": (W, H), "pretrained": False})
+    try:
+        if args.checkpoint:
+            def make_model():
+                return load_checkpoint(args.checkpoint)
+            cfg = make_model().config
+            W, H = cfg.input_size
+            what = f"checkpoint {args.checkpoint}"
+        else:
+            W, H = args.size
+            cfg = resolve_config(args.preset).replace(input_size=(W, H), pretrained=False)
 
-        def make_model():
-            return build_model(cfg).eval()
-        what = f"preset {args.preset}"
+            def make_model():
+                return build_model(cfg).eval()
+            what = f"preset {args.preset}"
+    except (OSError, ValueError, KeyError) as exc:  # a missing checkpoint, an unknown preset, a size the model refuses
+        parser.error(str(exc))
+    devices = []
+    for device in args.device.split(","):
+        try:
+            resolved = resolve_device(device)
+        except SettingError as exc:
+            print(f"# skipped {device}: {exc}", flush=True)
+            continue
+        if problem := precision_problem(args.precision, resolved):
+            print(f"# skipped {device}: {problem}", flush=True)
+            continue
+        devices.append(device)
+    if not devices:
+        parser.error(f"no device of --device {args.device} can run {args.precision} here (see the lines above)")
     paths = ("inference", "reference") if args.path == "both" else (args.path,)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -175,9 +200,7 @@ def main() -> None:
     print("| device | path | preprocess | encode | predict | postprocess | cloud | total p50 / p95 (ms) | rate (Hz) "
           "| CPU time p50 (ms, all threads) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for device in args.device.split(","):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            continue
+    for device in devices:
         for _ in range(args.rounds):
             for path in paths:
                 model = make_model() if path == "inference" else _reference(make_model())
@@ -190,7 +213,7 @@ def main() -> None:
                 print(f"| {device} | pipeline ({label}) | {' | '.join(cells)} | {total50:.1f} / {total95:.1f} "
                       f"| {1e3 / total50:.1f} | {_pct(st['cpu'], 50):.1f} |", flush=True)
         if not args.no_node:
-            lat = bench_node(make_model(), device, args.precision, W, H, args.frames)
+            lat = bench_node(make_model(), device, args.precision, W, H, args.frames, args.threads)
             p50, p95 = _pct(lat, 50), _pct(lat, 95)
             print(f"| {device} | rclpy pub -> ~/points | | | | | | {p50:.1f} / {p95:.1f} | {1e3 / p50:.1f} | |")
 

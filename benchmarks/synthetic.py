@@ -4,8 +4,8 @@
     python benchmarks/synthetic.py --frames 100 --sizes 160x120
     python benchmarks/synthetic.py --textures none   # procedural textures only (the fallback)
 
-The process is pinned to one core (``sched_setaffinity``) and every thread pool is set to one thread
-before numpy and torch load, so the figure is a single-core one. Each frame is one ``scene.render``
+The process is pinned to one core (``sched_setaffinity``) and every thread pool (BLAS, OpenMP, torch, OpenCV) is
+set to one thread, so the figure is a single-core one. Each frame is one ``scene.render``
 (rgb, depth, normals, semantic, boundary) along the scene's camera path; the first frame of each scene
 is a warm-up (ray cache, texture mip maps). Scenes are photo-textured when ``../shared/data/textures`` is
 there (``--textures auto``, the default); scene construction then includes decoding the tiles and
@@ -26,8 +26,10 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mtl3d_perception.cli_args import positive_int, size_wh  # noqa: E402
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics  # noqa: E402
 
 
@@ -38,14 +40,16 @@ def _quantiles(times: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="160x120,320x240,640x480", help="comma-separated WxH list")
-    parser.add_argument("--scenes", type=int, default=4, help="scenes (seeds 0..N-1)")
-    parser.add_argument("--frames", type=int, default=40, help="frames per scene")
+    parser.add_argument("--sizes", type=lambda text: [size_wh(v) for v in text.split(",")],
+                        default="160x120,320x240,640x480", help="comma-separated WxH list")
+    parser.add_argument("--scenes", type=positive_int, default=4, help="scenes (seeds 0..N-1)")
+    parser.add_argument("--frames", type=positive_int, default=40, help="timed frames per scene (one more warms up)")
     parser.add_argument("--textures", default="auto", choices=("auto", "none"),
                         help="photo textures where available (auto) or procedural only (none)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cv2.setNumThreads(1)  # OpenCV's pool (textures' resizing) is not set by OMP_NUM_THREADS
     try:
         import torch
 
@@ -66,8 +70,8 @@ def main() -> None:
     print(f"{'size':>9} | {'frames/s (wall, median)':>23} | {'ms/frame p20':>12} | {'p50':>7} | {'p80':>7} | "
           f"{'frames/s (CPU time)':>19}")
     print("-" * 94)
-    for text in args.sizes.split(","):
-        W, H = (int(v) for v in text.split("x"))
+    for W, H in args.sizes:
+        text = f"{W}x{H}"
         K = default_intrinsics(W, H)
         times, cpu = [], 0.0
         for seed in range(args.scenes):

@@ -43,6 +43,18 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def size_wh(text: str) -> tuple[int, int]:
+    """An argparse type: ``"WxH"`` -> ``(W, H)``, both >= 1 (an image or network size; what a size must be
+    beyond that is its user's rule, e.g. ``iter_sequence``'s or a model config's multiple of 8)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 320x240, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1x1, got {text!r}")
+    return w, h
+
+
 def check_output_folder(path: str | Path) -> Path:
     """``path`` if it can be an output folder: a folder, or missing with no file where it or a parent goes.
 

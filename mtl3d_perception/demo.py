@@ -18,8 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mtl3d_perception.cli_args import check_output_folder, int_in_range
-from mtl3d_perception.data.synthetic_cli import parse_size
+from mtl3d_perception.cli_args import check_output_folder, int_in_range, size_wh
 from mtl3d_perception.runtime.config import MAX_NUM_THREADS
 
 
@@ -56,7 +55,7 @@ def remove_earlier_demo(folders: dict[Path, set[str]]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder; default demo_out")
     parser.add_argument("--frames", type=int, default=60, metavar="N", help="frames in the synthetic bag; default 60")
-    parser.add_argument("--size", type=parse_size, default=(160, 120), metavar="WxH", help="image size; default 160x120")
+    parser.add_argument("--size", type=size_wh, default=(160, 120), metavar="WxH", help="image size; default 160x120")
     parser.add_argument("--seed", type=int, default=None,
                         help="synthetic scene seed; default the first test-split scene (never trained on)")
     parser.add_argument("--model", default="", metavar="CKPT", help="checkpoint; default the shipped models/default.safetensors")

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mtl3d_perception.cli_args import output_folder, positive_int
+from mtl3d_perception.cli_args import output_folder, positive_int, size_wh
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, write_sequence
 from mtl3d_perception.data.synthetic import (
     DEFAULT_SPEED_MPS,
@@ -23,23 +23,13 @@ from mtl3d_perception.data.synthetic import (
 from mtl3d_perception.data.textures import TEXTURES_ENV
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> ``(W, H)``; raises argparse.ArgumentTypeError on anything else. The sizes allowed are
-    ``iter_sequence``'s rule (its SettingError names ``--size``)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 320x240, got {text!r}") from None
-    return w, h
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help=f"scene seed (layout, textures, path); default 0. A seed's scene is fixed for one "
                              f"generator version (now v{GENERATOR_VERSION}) and texture folder (${TEXTURES_ENV}, "
                              "default ../shared/data/textures; procedural textures without one)")
     parser.add_argument("--frames", type=positive_int, default=100, help="number of frames; default 100")
-    parser.add_argument("--size", type=parse_size, default=(320, 240), metavar="WxH",
+    parser.add_argument("--size", type=size_wh, default=(320, 240), metavar="WxH",
                         help="image size; default 320x240")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="sequence folder to create")
     # dests are iter_sequence's keywords: cli.main names the flag in its errors (cli_args.option_for)
