@@ -6,7 +6,8 @@
 # Each variant trains config/train/default.yaml (stage 1 of the default model: ImageNet encoder, the same data,
 # pairs, seed and frozen stages; STEPS steps, an eighth of them warm-up, then cosine) with only the variant's
 # overrides, then `mtl3d eval` scores it on the held-out HoloLens frames (80-100 %, two-view and single-view)
-# and 2 held-out synthetic scenes (48 samples). CvM + geometric depth has the shipped model's window aggregation
+# and 2 held-out synthetic scenes (48 samples), each frame paired with the one 2 back (`--gap 2`, as the ablation
+# was first recorded; `mtl3d eval`'s default is now the node's source rule). CvM + geometric depth has the shipped model's window aggregation
 # of its sweep (`sweep_aggregation: 5`; the others have no such sweep). A variant already trained for STEPS is
 # not retrained, one interrupted part-way resumes from its last checkpoint, and scores older than their
 # checkpoint are redone; another STEPS into the same OUT is refused (a different budget needs its own folder).

@@ -5,8 +5,9 @@
 
 For each two-view sample of ``--data`` (the evaluation's pairs), the model's plane-sweep logits
 (``depth_logits``, with its own ``sweep_aggregation``) are averaged again over k x k cells for each ``--windows``
-k, with no retraining, and read out (softmax expectation in inverse depth) at the sweep's stride 4; the depth label is sampled at the
-cell centres (nearest). Printed: mean and median abs rel over labelled cells, and both over the 50 % of cells
+k, with no retraining, and read out (softmax expectation in inverse depth) at the sweep's stride 4; the depth label is sampled at each
+cell's top-left pixel (``F.interpolate`` nearest: pixel 4i of cell i, not its centre; kept so the recorded numbers
+stay comparable). Printed: mean and median abs rel over labelled cells, and both over the 50 % of cells
 with the highest matching confidence of the model as it is. ``--zncc`` adds the normalised-patch channel alone
 (``geometric.patch_features``, the model's learned temperature x ``--zncc-gain``) at strides 4, 2 and 1.
 This is how session 8 chose ``sweep_aggregation: 5`` (models/README.md, "Stage 8"), on the stage-7 model
