@@ -147,8 +147,8 @@ def main(argv=None) -> int:
                      "on a GPU); on a CPU the variant is fp32")
     rows = []
     for name in args.presets:
-        rows += bench_preset(name, args.device, args.iters, args.warmup, args.variants)
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
+        rows += bench_preset(name, device, args.iters, args.warmup, args.variants)
+    dev = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
     sizes = ", ".join(f"{name} {'x'.join(map(str, resolve_config(name).input_size))}" for name in args.presets)
     print(f"device: {dev}; torch {torch.__version__}; batch 1; input = each preset's input_size ({sizes})")
     print(format_rows(rows))

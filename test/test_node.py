@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -731,6 +732,7 @@ def test_a_start_up_failure_is_logged_under_the_node_s_remapped_name(capfd):
     assert main(args) == 1
     err = capfd.readouterr().err
     assert "[front.perception]: cannot start:" in err and "point_stride" in err, err
+    assert "already registered" not in err  # one node, so its /rosout publisher stays (a review: a probe node broke it)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -742,7 +744,11 @@ def test_a_signal_while_the_node_starts_is_a_clean_shutdown(sig):
            "ROS_DOMAIN_ID": str(random.randint(20, 200)), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--ros-args", "-p",
                              "model_path:=preset:tiny"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.3)  # the interpreter is up; torch is still importing
+    deadline = time.monotonic() + 60  # until node_main's SIGTERM handler is in (SigCgt bit 15): torch still importing
+    while not int(re.search(r"SigCgt:\s*([0-9a-f]+)", Path(f"/proc/{proc.pid}/status").read_text()).group(1), 16) \
+            & (1 << (signal.SIGTERM - 1)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.005)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
@@ -827,38 +833,47 @@ def test_an_unstamped_image_is_a_header_problem_not_a_time_jump(ros_context, sec
         h.close()
 
 
-def test_camera_info_slower_than_images_is_named_from_counts_over_one_window(harness):
+def test_camera_info_slower_than_images_is_named_from_counts_over_one_window(ros_context):
     """camera_info for one image in four: the advice compares the inputs' messages over one common window (rates over
     each input's own first-to-last span had told equal bursts apart by their jitter: a flaky 641 vs 819 Hz)."""
-    counts = harness.node.stats.counts
-    n = harness.node.sync_queue_size + 6
-    for i in range(n):
-        harness.send_frame(60 * S + i * S // 10, _image(40), with_info=i % 4 == 3)  # the last one has its own
-        harness.spin_until(lambda i=i: counts["images"] > i and counts["camera_infos"] == (i + 1) // 4)
-    values = harness.diag()
-    assert values["sync_warnings"] == "1", values
-    rates = f"camera_info arrives at {(n // 4) / 5:.1f} Hz, images at {n / 5:.1f} Hz"
-    assert f"{rates}: each image needs its own camera_info" in values["last_problem"], values["last_problem"]
+    harness = Harness(ros_context, tiny_model(), diagnostics_period_s=60.0)  # no timer check mid-test
+    try:
+        counts = harness.node.stats.counts
+        n = harness.node.sync_queue_size + 6
+        for i in range(n):
+            harness.send_frame(60 * S + i * S // 10, _image(40), with_info=i % 4 == 3)  # the last one has its own
+            harness.spin_until(lambda i=i: counts["images"] > i and counts["camera_infos"] == (i + 1) // 4)
+        values = harness.diag()
+        assert values["sync_warnings"] == "1", values
+        seen = f"{n // 4} camera_info for {n} images: each image needs its own camera_info"
+        assert seen in values["last_problem"], values["last_problem"]
+    finally:
+        harness.close()
 
 
-def test_one_image_stamped_far_ahead_does_not_clear_history_or_tf(ros_context):
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+def test_one_image_stamped_far_ahead_does_not_clear_history_or_tf(ros_context, paired):
     """A re-check trial: one frame stamped in 2037 made the next normal frame a time jump back (history and TF cache
-    cleared) and every later one out of order. Now it is a header problem; the stream goes on two-view."""
+    cleared) and every later one out of order. Now it is a header problem, said once whether or not the bad image
+    paired with a camera_info (a review: unpaired, it was dropped without a word); the stream goes on two-view."""
     h = Harness(ros_context, tiny_model(), tf_timeout_s=0.05)
     try:
         h.send_moving([40 * S, 40 * S + S // 5], _image(10))
-        h.send_frame(2_129_000_000 * S, _image(12))  # no TF there: single-view after tf_timeout_s
-        h.wait_outputs(3)
+        h.send_frame(2_129_000_000 * S, _image(12), with_info=paired)  # no TF there: single-view after tf_timeout_s
+        h.spin_until(lambda: h.node.stats.counts["images"] == 3)
+        if paired:
+            h.wait_outputs(3)
         t = 40 * S + 2 * S // 5
         h.send_tf(t, 0.4)
         h.send_frame(t, _image(13))
-        h.wait_outputs(4)
+        h.wait_outputs(3 + paired)
         values = h.diag()
         assert values["time_jumps"] == "0" and values["dropped_frames"] == "0" and values["internal_errors"] == "0"
         assert values["header_problems"] == "1" and "a bad stamp, not a time jump" in values["last_problem"]
         assert values["last_pair_reason"] == "baseline"  # paired with the frames before the bad stamp
         assert h.node.tf_buffer.can_transform(topics.WORLD_FRAME, CAM, Time(nanoseconds=40 * S))
         assert h.node.pipeline.history.stamps == [40 * S, 40 * S + S // 5, t]
+        assert not any(2_129_000_000 * S in queue for queue in h.node.sync.queues)  # nor left in the synchroniser
     finally:
         h.close()
 

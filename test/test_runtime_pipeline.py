@@ -109,6 +109,8 @@ def test_observed_frames_are_sources_without_inference(model):
     products = pipe.process(_frame(2, x=0.12))
     assert (products.pair_reason, products.source_stamp_ns, products.single_view) == ("baseline", 0, False)
     assert pipe.model.encoded == 2  # the new frame, and the observed source now that it is used
+    products = pipe.process(_frame(3, x=0.13))  # the same source again: its features are cached now (a review)
+    assert products.source_stamp_ns == 0 and pipe.model.encoded == 3
     assert [k for k, _ in pipe.observe(_frame(30, x=0.0))] == []
     assert [k for k, _ in pipe.observe(_frame(31, x=0.0))] == []
     assert [k for k, _ in pipe.observe(_frame(3, x=0.0))] == ["time_jump"] and pipe.history.stamps == [3 * S // 10]
@@ -122,6 +124,8 @@ def test_outputs_per_call_compute_only_those_groups(model):
     assert products.semantic is None and products.normals is None and products.boundary is None
     products = pipe.process(_frame(1, x=0.1))  # None: every enabled output
     assert all(v is not None for v in (products.points, products.semantic, products.normals, products.boundary))
+    with pytest.raises(ValueError, match=r"unknown outputs \['depth/image'\]; expected some of depth, semantic"):
+        pipe.process(_frame(2, x=0.2), outputs={"depth/image"})  # a topic name is not a group (a review)
 
 
 @pytest.mark.parametrize("resolution", ["network", "camera"])
@@ -201,6 +205,8 @@ def test_tf_failure_advice_follows_the_cause(model):
     assert "stamped in the future" in driver.stats.last_problem
     driver.run(PoseJob(_frame(2), None, "LookupException: \"cam\" passed to lookupTransform does not exist", 0))
     assert "Raise tf_timeout_s if odometry publishes later" in driver.stats.last_problem
+    driver.skip(PoseJob(_frame(3), None, past, 0), "no subscriber")  # lazy: nothing ran, so not "single-view"
+    assert "kept without a pose (no source view later). TF holds only data newer" in driver.stats.last_problem
 
 
 def test_header_glitches_are_not_a_second_camera(model):

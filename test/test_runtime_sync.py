@@ -129,9 +129,9 @@ def test_pairing_advice_follows_the_stamps():
     assert advice(5_000, 5_010) == ("the newest camera_info is stamped +0.010 s from the newest image: camera_info may "
                                     "arrive late; raise sync_queue_size")
     # a second trial: camera_info at 1 Hz beside 10 Hz images was told to raise sync_slop_s above 0.5 s
-    slow = pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s", arrivals=(9.3, 0.9, "Hz"))
-    assert slow.startswith("camera_info arrives at 0.9 Hz, images at 9.3 Hz: each image needs its own camera_info")
-    assert pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="--sync-slop", arrivals=(12, 3, "messages")) \
+    slow = pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s", arrivals=(50, 5))
+    assert slow.startswith("5 camera_info for 50 images: each image needs its own camera_info")
+    assert pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="--sync-slop", arrivals=(12, 3)) \
         .startswith("3 camera_info for 12 images: each image needs its own camera_info")
     assert "raise sync_slop_s above 0.500 s" in pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s",
-                                                                 arrivals=(9.3, 9.1, "Hz"))
+                                                                 arrivals=(46, 45))

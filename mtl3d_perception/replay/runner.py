@@ -440,7 +440,7 @@ class _Replay:
             self.stats.count("sync_warnings")
             advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
                                     self.o.sync_slop_s, slop="--sync-slop",
-                                    arrivals=(self.images, self.stats.counts.get("camera_infos", 0), "messages"))
+                                    arrivals=(self.images, self.stats.counts.get("camera_infos", 0)))
             self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
                        f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
         try:

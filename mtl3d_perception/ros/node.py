@@ -119,6 +119,14 @@ class PerceptionNode(Node):
 
     def __init__(self, node_name: str = topics.NODE_NAME, *, model: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        try:
+            self._start(model)
+        except Exception as exc:  # main logs it under this node's own (remapped) logger, which reaches /rosout
+            exc.logger_name = self.get_logger().name
+            raise
+
+    def _start(self, model: Any) -> None:
+        """Parameters, model, inputs, outputs and the worker: everything after the rclpy node exists."""
         # validate before declaring, so start-up values (overrides, params file) get the same checks as later sets
         self.add_on_set_parameters_callback(self._validate_parameters)
         for name, (default, description, read_only, constraint) in PARAMETERS.items():
@@ -154,7 +162,8 @@ class PerceptionNode(Node):
         self.pipeline = PerceptionPipeline(model, config.replace(device=self.device),
                                            logger=_LogAdapter(self.get_logger()))
         self.driver = FrameDriver(self.pipeline, LivePoseWait(self.lookup_pose, config.tf_timeout_s), policy="newest",
-                                  stats=self.stats, on_problem=self._log_problem)
+                                  stats=self.stats, on_problem=self._log_problem,
+                                  report_stamp_outliers=False)  # on_image reports each, paired or not
         self._update: RuntimeConfig | None = None  # new settings, applied by the worker between frames
         self._update_lock = threading.Lock()
         self.get_logger().info(f"model: {self.model_description} on {self.device} ({self.pipeline.precision}), "
@@ -291,8 +300,9 @@ class PerceptionNode(Node):
         stamp_ns = max(stamp_ns, 0)  # an invalid stamp is no stamp, not a jump
         if self._image_jump.check(stamp_ns):
             self._time_jump(stamp_ns, image.header.frame_id)
-        elif self._image_jump.outlier_ns is not None:  # one image stamped far ahead: not a jump (the driver says so)
-            self._drop_synchroniser_after(stamp_ns + JUMP_BACK_NS)
+        elif self._image_jump.outlier_ns is not None:  # one image stamped far ahead: not a jump
+            self._drop_synchroniser_after(stamp_ns + self._image_jump.jump_back_ns)
+            self._problem("header", self._image_jump.outlier_message(stamp_ns), counter="header_problems")
 
     def on_camera_info(self, info: Any) -> None:
         self.stats.count("camera_infos")
@@ -519,11 +529,12 @@ class PerceptionNode(Node):
             self._unpaired_reported = unpaired
             message = (f"at least {unpaired} image(s) found no camera_info stamped within sync_slop_s "
                        f"({self.sync_slop_s:g} s) among the last sync_queue_size ({self.sync_queue_size}) messages")
-            # messages over one common window (a burst's own-span rates differ by their jitter)
-            rates = {s.role: s.recent / self.inputs.window_s for s in self.inputs.statuses()}
+            # messages over one common window: a burst's own-span rates differ by their jitter, and a window not
+            # yet full is no rate
+            recent = {s.role: s.recent for s in self.inputs.statuses()}
             advice = pairing_advice(self._last_stamp_ns.get("image"), self._last_stamp_ns.get("camera_info"),
                                     self.sync_slop_s,
-                                    arrivals=(rates.get("image", 0.0), rates.get("camera_info", 0.0), "Hz"),
+                                    arrivals=(recent.get("image", 0), recent.get("camera_info", 0)),
                                     slop="sync_slop_s", queue="sync_queue_size",
                                     how=" (read-only: set it at start-up, -p NAME:=VALUE)")
             self.driver.problem("sync", f"{message}; {advice}", counter="sync_warnings")
@@ -620,18 +631,6 @@ def spin_until_shutdown(node: Node, on_callback_error: Callable[[Exception], Non
             on_callback_error(exc)
 
 
-def _start_logger() -> Any:
-    """The logger named as the arguments name the node (``-r __node:=perception -r __ns:=/front``:
-    ``front.perception``), for a node that failed to build: two instances' start-up failures stay apart."""
-    try:
-        probe = rclpy.create_node(topics.NODE_NAME, start_parameter_services=False)
-    except Exception:  # the arguments that name it may be what is wrong
-        return rclpy.logging.get_logger(topics.NODE_NAME)
-    name = probe.get_logger().name
-    probe.destroy_node()
-    return rclpy.logging.get_logger(name)
-
-
 def main(args: list[str] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
@@ -651,7 +650,7 @@ def main(args: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError, ParameterException, NameValidationException) as exc:
             if not rclpy.ok():  # a signal shut the context down while the node was being built
                 return 0
-            _start_logger().fatal(f"cannot start: {exc}")
+            rclpy.logging.get_logger(getattr(exc, "logger_name", topics.NODE_NAME)).fatal(f"cannot start: {exc}")
             return 1
         for path in params.params_file_paths(list(sys.argv if args is None else args)):
             if problem := params.params_file_problem(path, node.get_fully_qualified_name()):  # rcl says nothing

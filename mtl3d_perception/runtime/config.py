@@ -102,8 +102,9 @@ class RuntimeConfig:
     publish_boundary: bool = setting(True, "publish ~/boundary/image and ~/boundary/camera_info", scope=NODE)
     publish_points: bool = setting(True, "publish ~/points", scope=NODE)
     lazy: bool = setting(True, "run the network only while an enabled output has a subscriber (image_pipeline's lazy "
-                               "outputs), and compute only the outputs subscribed to; idle frames still join the "
-                               "source-view history, so the first output after a subscriber connects is two-view",
+                               "outputs), and post-process and publish only the outputs subscribed to (the network's "
+                               "heads all run); idle frames still join the source-view history, so the first output "
+                               "after a subscriber connects is two-view",
                          scope=NODE)
     point_stride: int = setting(4, "cloud: every n-th pixel in x and y", constraint=(1, 64))
     cloud_frame: str = setting("camera", "cloud frame: camera (image frame_id) or world (world_frame)",
@@ -183,17 +184,21 @@ class RuntimeConfig:
         return required_outputs(name for name in OUTPUT_NAMES if self.get(f"publish_{name}"))
 
     def with_outputs(self, outputs: set[str] | frozenset[str] | tuple[str, ...]) -> RuntimeConfig:
-        """A copy publishing exactly ``outputs`` (names from ``OUTPUT_NAMES``)."""
-        unknown = set(outputs) - set(OUTPUT_NAMES)
-        if unknown:
-            raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
+        """A copy publishing exactly ``outputs`` (names from ``OUTPUT_NAMES``; others raise ValueError)."""
+        required_outputs(outputs)  # checks the names
         return self.replace(**{f"publish_{name}": name in outputs for name in OUTPUT_NAMES})
 
 
 def required_outputs(groups: Iterable[str]) -> frozenset[str]:
     """The pipeline outputs to compute for the output ``groups`` wanted (names from ``OUTPUT_NAMES``): those, plus
-    depth when normals or the cloud need it (normals are masked and clouds back-projected with the depth)."""
+    depth when normals or the cloud need it (normals are masked and clouds back-projected with the depth).
+
+    Raises:
+        ValueError: a name not in ``OUTPUT_NAMES`` (a topic name such as ``depth/image`` is not a group).
+    """
     wanted = set(groups)
+    if unknown := wanted - set(OUTPUT_NAMES):
+        raise ValueError(f"unknown outputs {sorted(unknown)}; expected some of {', '.join(OUTPUT_NAMES)}")
     if wanted & {"normals", "points"}:
         wanted.add("depth")
     return frozenset(wanted)

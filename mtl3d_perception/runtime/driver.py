@@ -44,17 +44,21 @@ class FrameDriver:
         stats: where counters, problems and latencies go.
         clock: the driver's time in integer nanoseconds (monotonic in the node, bag time in replay).
         on_problem: called after ``stats`` records a problem (logging, report).
+        report_stamp_outliers: report a lone stamp far ahead (``frames.TimeJumpDetector``) when the next frame shows
+            it; False where the caller sees every image first and reports it there (the node: an outlier image that
+            never paired with a camera_info never reaches the driver).
     """
 
     def __init__(self, pipeline: PerceptionPipeline, wait: PoseWait, *, policy: str, stats: RuntimeStats,
                  clock: Callable[[], int] = time.monotonic_ns, on_problem: ProblemHook | None = None,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING, report_stamp_outliers: bool = True) -> None:
         self.pipeline = pipeline
         self.stats = stats
         self.clock = clock
         self.on_problem = on_problem
         self.queue = PosedFrameQueue(wait, policy=policy, max_pending=max_pending)
         self.jump = TimeJumpDetector()
+        self.report_stamp_outliers = report_stamp_outliers
         self.cond = threading.Condition()
         self._last_stamp_ns: int | None = None
 
@@ -88,7 +92,8 @@ class FrameDriver:
             elif self.jump.outlier_ns is not None:
                 self.stats.count("dropped", self.queue.drop_after(frame.stamp_ns + self.jump.jump_back_ns))
                 self._last_stamp_ns = self.jump.newest_ns
-                self.problem("header", self.jump.outlier_message(frame.stamp_ns), counter="header_problems")
+                if self.report_stamp_outliers:
+                    self.problem("header", self.jump.outlier_message(frame.stamp_ns), counter="header_problems")
             elif (self.queue.policy == "newest" and self._last_stamp_ns is not None
                   and 0 < frame.stamp_ns < self._last_stamp_ns):  # a zero stamp cannot be ordered: runs single-view
                 self.stats.count("dropped")
@@ -150,16 +155,19 @@ class FrameDriver:
 
     # ------------------------------------------------------------------------------------------ running
 
-    def _report_tf_error(self, job: PoseJob) -> None:
+    def _report_tf_error(self, job: PoseJob, *, idle: bool = False) -> None:
+        """A frame's failed pose lookup as a ``tf`` problem, with what it means for the frame (``idle``: kept
+        without running, :meth:`skip`) and the advice that fits tf2's error."""
         frame = job.frame
         if job.tf_error is not None:
-            what = ("only the world-frame cloud uses it (single_view)" if self.config.single_view else
-                    # tf2's and the compat buffer's wording: TF holds only newer data, so waiting cannot help
-                    "single-view. TF holds only data newer than this frame: the frame is older than the TF cache, "
-                    "or a transform on that edge was stamped in the future (it holds the edge until time passes it, "
-                    "as in tf2); raising tf_timeout_s does not help"
+            done = ("kept without a pose (no source view later)" if idle else
+                    "only the world-frame cloud uses it (single_view)" if self.config.single_view else "single-view")
+            # tf2's and the compat buffer's wording: TF holds only newer data, so waiting cannot help
+            what = (f"{done}. TF holds only data newer than this frame: odometry began after it, the frame is older "
+                    "than the TF cache, or a transform on that edge was stamped in the future (it holds the edge until "
+                    "time passes it, as in tf2); raising tf_timeout_s does not help"
                     if "extrapolation into the past" in job.tf_error else
-                    "single-view. Raise tf_timeout_s if odometry publishes later")
+                    done if self.config.single_view else f"{done}. Raise tf_timeout_s if odometry publishes later")
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
                                f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; {what}"
                                + (f"; ~/points is in {frame.frame_id}, not {self.config.world_frame}, for this frame"
@@ -194,7 +202,7 @@ class FrameDriver:
         """Keep a frame nobody wants the outputs of as a source view, without inference (the node's ``lazy`` mode:
         ``PerceptionPipeline.observe``); counted as ``idle`` with ``reason``. Its problems are reported as
         :meth:`run` reports them. ``warn``: the reason is a setting to fix (``RuntimeStats.frame_idle``)."""
-        self._report_tf_error(job)
+        self._report_tf_error(job, idle=True)
         try:
             warnings = self.pipeline.observe(job.frame.with_pose(job.T_world_cam))
         except ValueError as exc:

@@ -67,8 +67,8 @@ class TimeJumpDetector:
     time: it is neither a jump nor the newest stamp, so one such frame does not clear the history and caches.
 
     A lone stamp far ahead is not time either: when the newest stamp leapt ahead by more than ``jump_back_s`` and
-    the very next one goes back to where the stream was before the leap (within ``jump_back_s``), the leap was one
-    bad stamp (a driver stamping a frame in 2037), not a jump: :meth:`check` returns False, sets ``outlier_ns`` to
+    the very next one goes back to where the stream was before the leap (no earlier than ``jump_back_s`` before it;
+    later is fine, as the caller may see only some frames), the leap was one bad stamp (a driver stamping a frame in 2037), not a jump: :meth:`check` returns False, sets ``outlier_ns`` to
     the bad stamp for that call (the caller drops what it kept of that frame) and the newest stamp goes back.
     """
 
@@ -109,7 +109,13 @@ class TimeJumpDetector:
         self.newest_ns = self._before_leap_ns = self.outlier_ns = None
 
     def outlier_message(self, stamp_ns: int) -> str:
-        """What the last :meth:`check` found when it set ``outlier_ns``, for the problem a caller reports."""
+        """What the last :meth:`check` found when it set ``outlier_ns``, for the problem a caller reports.
+
+        Raises:
+            ValueError: the last check found no outlier (``outlier_ns`` is None).
+        """
+        if self.outlier_ns is None:
+            raise ValueError("the last check found no stamp outlier (outlier_ns is None)")
         return (f"a frame stamped {self.outlier_ns * 1e-9:.3f} s leapt {(self.outlier_ns - stamp_ns) * 1e-9:.3f} s ahead "
                 f"of the frames before and after it (now {stamp_ns * 1e-9:.3f} s): a bad stamp, not a time jump; "
                 "what was kept of it is dropped, the history is kept")

@@ -259,8 +259,10 @@ class PerceptionPipeline:
         src_feats = ref_feats
         if pair.src is not None:
             src_feats = self._features.get((pair.src.frame_id, pair.src.stamp_ns))
-            if src_feats is None:  # evicted or never cached: encode the source again from its image
+            if src_feats is None:  # never cached (kept while idle: observe) or evicted: encode it now, and keep it
                 src_feats = self._encode(self.preprocess(pair.src)[1])
+                if (pair.src.frame_id, pair.src.stamp_ns) in self.history.keys:
+                    self._features[(pair.src.frame_id, pair.src.stamp_ns)] = src_feats
         self._sync()
         timings["encode"] = time.perf_counter() - t
 

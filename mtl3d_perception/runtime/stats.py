@@ -40,7 +40,8 @@ class RuntimeStats:
         clock: monotonic seconds (injected so tests need no sleeps).
 
     Counter names the status knows: ``images`` and ``camera_infos`` (every input message), ``received``
-    (synchronised pairs), ``processed``, ``idle`` (frames kept as sources but not run: :meth:`frame_idle`), ``dropped``, ``single_view`` (every single-view frame), ``fallbacks`` (those
+    (synchronised pairs), ``processed``, ``idle`` (frames kept as sources but not run: :meth:`frame_idle`),
+    ``dropped``, ``single_view`` (every single-view frame), ``fallbacks`` (those
     of them without a usable source, :func:`is_fallback`), ``tf_failures``, ``time_jumps``, ``internal_errors``.
     """
 

@@ -113,7 +113,7 @@ class ApproximateTimeSync:
 
 def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, slop: str,
                    queue: str | None = None, how: str = "",
-                   arrivals: tuple[float, float, str] | None = None) -> str:
+                   arrivals: tuple[int, int] | None = None) -> str:
     """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns;
     negative: not a time, ``conversions.header_stamp_ns(stamp, invalid=-1)``; None: none arrived).
 
@@ -121,9 +121,10 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
     be set (:data:`MAX_SLOP_S`) or more (another clock, a constant stamp) is the driver's to fix and no setting
     helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
     recording and has none). ``slop`` / ``queue`` name the settings as the caller's user sets them; ``how`` (e.g.
-    " (read-only: ...)") follows advice to change one. ``arrivals``: (images, camera_infos, unit) over the same span
-    (unit ``"Hz"``: rates; else counts): camera_info published less often than the images (fewer than
-    :data:`MIN_INFO_PER_IMAGE` per image) pairs with only some of them, whatever the settings.
+    " (read-only: ...)") follows advice to change one. ``arrivals``: (images, camera_infos) counted over one span (the
+    node's last input window, replay's recording; not rates over each input's own span, which jitter apart): camera_info
+    published less often than the images (fewer than :data:`MIN_INFO_PER_IMAGE` per image) pairs with only some of
+    them, whatever the settings.
     """
     if info_ns is None:
         return "no camera_info has arrived: check camera_info_topic (the input warnings name what the graph has)"
@@ -141,10 +142,8 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
         return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; no setting "
                 "can pair them")
     if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:
-        images, infos, unit = arrivals
-        seen = (f"camera_info arrives at {infos:.1f} Hz, images at {images:.1f} Hz" if unit == "Hz"
-                else f"{infos:g} camera_info for {images:g} images")
-        return (f"{seen}: each image needs its own camera_info stamped alike (pairing is one to one, as "
+        images, infos = arrivals
+        return (f"{infos} camera_info for {images} images: each image needs its own camera_info stamped alike (pairing is one to one, as "
                 "message_filters'); the driver must publish one per image")
     if abs(offset_s) > slop_s:
         return f"{where}: raise {slop} above {abs(offset_s):.3f} s{how}"
