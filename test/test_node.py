@@ -475,6 +475,22 @@ def test_lazy_node_runs_only_for_subscribers_and_keeps_history(ros_context):
         h.close()
 
 
+def test_a_subscriber_on_a_disabled_output_is_said(harness):
+    """A re-check trial: with publish_depth false, a subscriber on ~/depth/image got nothing while the status said OK
+    "no subscriber on any enabled output". Idle with such a subscriber is a WARN naming the parameter."""
+    for sub in list(harness.peer.subscriptions):
+        if sub.topic_name not in (topics.DIAGNOSTICS_TOPIC, topics.output_topic("depth/image")):
+            harness.peer.destroy_subscription(sub)
+    harness.node.set_parameters([Parameter("publish_depth", value=False)])
+    harness.spin_until(lambda: sum(pub.get_subscription_count() for pub in harness.node.pubs.values()) == 1)
+    harness.send_tf(120 * S, 0.0)
+    harness.send_frame(120 * S, _image(96))
+    harness.spin_until(lambda: harness.node.stats.counts["idle"] == 1)
+    harness.diag()
+    status = harness.diagnostics[-1].status[0]
+    assert status.level == b"\x01" and "(publish_depth false, yet subscribed)" in status.message, status.message
+
+
 def test_every_output_disabled_is_warned_and_runs_nothing(harness):
     """publish_* all false ran the network for nothing: now the frames are only kept, and /diagnostics warns."""
     harness.node.set_parameters([Parameter(f"publish_{g}", value=False) for g in OUTPUT_GROUPS])

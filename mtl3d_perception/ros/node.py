@@ -501,13 +501,18 @@ class PerceptionNode(Node):
         outputs); a frame nobody wants is kept as a source view only (``FrameDriver.skip``)."""
         config = self.pipeline.config
         enabled = [name for name in self.pubs if config.get(f"publish_{topics.output_group(name)}")]
+        # a subscriber waiting on an output switched off gets nothing: said, not silent (a re-check trial)
+        waiting = sorted({f"publish_{topics.output_group(name)}" for name in set(self.pubs) - set(enabled)
+                          if self.pubs[name].get_subscription_count() > 0})
+        unheard = f" ({', '.join(waiting)} false, yet subscribed)" if waiting else ""
         if not enabled:
-            self.driver.skip(job, "every publish_* parameter is false: nothing to publish", warn=True)
+            self.driver.skip(job, f"every publish_* parameter is false: nothing to publish{unheard}", warn=True)
             return
         if config.lazy:
             enabled = [name for name in enabled if self.pubs[name].get_subscription_count() > 0]
             if not enabled:
-                self.driver.skip(job, "no subscriber on any enabled output (lazy: true); frames are kept as source views")
+                self.driver.skip(job, "no subscriber on any enabled output (lazy: true); frames are kept as source "
+                                      f"views{unheard}", warn=bool(waiting))
                 return
         self.pipeline.depth_color = "depth/image_color" in enabled or not config.lazy
         products = self.driver.run(job, outputs={topics.output_group(name) for name in enabled})
