@@ -475,6 +475,15 @@ def test_lazy_node_runs_only_for_subscribers_and_keeps_history(ros_context):
         h.close()
 
 
+def _status_after_one_idle_frame(h: Harness, stamp_ns: int) -> object:
+    """Send one posed frame, wait until the node kept it without running it, and return the pipeline status."""
+    h.send_tf(stamp_ns, 0.0)
+    h.send_frame(stamp_ns, _image(95))
+    h.spin_until(lambda: h.node.stats.counts["idle"] == 1)
+    h.diag()
+    return h.diagnostics[-1].status[0]
+
+
 def test_a_subscriber_on_a_disabled_output_is_said(harness):
     """A re-check trial: with publish_depth false, a subscriber on ~/depth/image got nothing while the status said OK
     "no subscriber on any enabled output". Idle with such a subscriber is a WARN naming the parameter."""
@@ -483,22 +492,14 @@ def test_a_subscriber_on_a_disabled_output_is_said(harness):
             harness.peer.destroy_subscription(sub)
     harness.node.set_parameters([Parameter("publish_depth", value=False)])
     harness.spin_until(lambda: sum(pub.get_subscription_count() for pub in harness.node.pubs.values()) == 1)
-    harness.send_tf(120 * S, 0.0)
-    harness.send_frame(120 * S, _image(96))
-    harness.spin_until(lambda: harness.node.stats.counts["idle"] == 1)
-    harness.diag()
-    status = harness.diagnostics[-1].status[0]
+    status = _status_after_one_idle_frame(harness, 120 * S)
     assert status.level == b"\x01" and "(publish_depth false, yet subscribed)" in status.message, status.message
 
 
 def test_every_output_disabled_is_warned_and_runs_nothing(harness):
     """publish_* all false ran the network for nothing: now the frames are only kept, and /diagnostics warns."""
     harness.node.set_parameters([Parameter(f"publish_{g}", value=False) for g in OUTPUT_GROUPS])
-    harness.send_tf(110 * S, 0.0)
-    harness.send_frame(110 * S, _image(95))
-    harness.spin_until(lambda: harness.node.stats.counts["idle"] == 1)
-    harness.diag()
-    status = harness.diagnostics[-1].status[0]
+    status = _status_after_one_idle_frame(harness, 110 * S)
     assert status.level == b"\x01" and "every publish_* parameter is false" in status.message, status.message
     assert harness.node.stats.counts["processed"] == 0
 
