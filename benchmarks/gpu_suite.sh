@@ -19,7 +19,8 @@
 #   kernels      static registers/spills per autotune config (also runs without a GPU)
 #   cost_volume  benchmarks/cost_volume.py, fp32 then fp16 features (issue 3's targets)
 #   model        benchmarks/model.py on CUDA, presets cpu (shipped), small, base, every variant (issue 4's targets)
-#   node         benchmarks/node_latency.py, small at 320x240 in bf16 and fp32, pipeline only (issue 6)
+#   node         benchmarks/node_latency.py, small at 320x240 and the shipped model (160x120) in bf16 and fp32,
+#                pipeline only (issue 6)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
@@ -66,8 +67,11 @@ triton.__version__, torch.version.cuda, torch.cuda.get_device_name(), torch.cuda
     model) step model "$py" benchmarks/model.py --device cuda --presets cpu small base ;;  # cpu: the shipped one
     node)
         for precision in bf16 fp32; do
+            # issue 6's target (small, 320x240), then the shipped model; each exits non-zero when CUDA cannot run
+            step node "$py" benchmarks/node_latency.py --preset small --size 320x240 --device cuda \
+                --precision "$precision" --frames 60 --no-node
             step node "$py" benchmarks/node_latency.py --checkpoint models/default.safetensors --device cuda \
-                --precision "$precision" --frames 60 --no-node  # the shipped model; exits non-zero when CUDA cannot run
+                --precision "$precision" --frames 60 --no-node
         done
         ;;
     *)

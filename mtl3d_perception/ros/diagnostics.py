@@ -9,7 +9,8 @@ Levels: ERROR while the pipeline itself fails (an internal error within ``warn_w
 or poses are bad (a recent problem: bad input, TF failure, time jump), when most recent frames ran single-view
 for lack of a usable source, when images arrive but none pairs with a camera_info, when no frame was
 processed for ``rate_window_s`` (since the last one, or since the first status), or while frames are kept without
-running because every ``publish_*`` is false; else OK (also while idle for want of a subscriber: ``lazy``).
+running because every ``publish_*`` is false or an output whose ``publish_*`` is false has a subscriber; else OK
+(also while idle for want of a subscriber: ``lazy``).
 """
 
 from __future__ import annotations

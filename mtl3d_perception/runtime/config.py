@@ -102,8 +102,8 @@ class RuntimeConfig:
     publish_boundary: bool = setting(True, "publish ~/boundary/image and ~/boundary/camera_info", scope=NODE)
     publish_points: bool = setting(True, "publish ~/points", scope=NODE)
     lazy: bool = setting(True, "run the network only while an enabled output has a subscriber (image_pipeline's lazy "
-                               "outputs), and post-process and publish only the outputs subscribed to (the network's "
-                               "heads all run); idle frames still join the source-view history, so the first output "
+                               "outputs), post-process only the output groups subscribed to and publish only the "
+                               "subscribed topics (the network's heads all run); idle frames still join the source-view history, so the first output "
                                "after a subscriber connects is two-view",
                          scope=NODE)
     point_stride: int = setting(4, "cloud: every n-th pixel in x and y", constraint=(1, 64))

@@ -76,7 +76,7 @@ class PerceptionPipeline:
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
-        # subscriber (image_pipeline's lazy outputs); replay records it
+        # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
         self.config = config
         self.set_config(config)

@@ -117,7 +117,8 @@ class RuntimeStats:
 
     def frame_idle(self, reason: str, *, warn: bool = False) -> None:
         """A frame kept (as a source view) but not run: ``reason`` says why nobody wants its outputs (counter
-        ``idle``); ``warn``: the reason is a setting to fix (every output disabled), not a quiet robot."""
+        ``idle``); ``warn``: the reason is a setting to fix (every output disabled, or a subscriber on a disabled
+        one), not a quiet robot."""
         with self._lock:
             self.counts["idle"] += 1
             self._idle_at = self.clock()
