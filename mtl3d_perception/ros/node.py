@@ -500,16 +500,16 @@ class PerceptionNode(Node):
         """Run a frame for the outputs that are enabled and, with ``lazy``, subscribed to (image_pipeline's lazy
         outputs); a frame nobody wants is kept as a source view only (``FrameDriver.skip``)."""
         config = self.pipeline.config
+        subscribed = {name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0}
         enabled = [name for name in self.pubs if config.get(f"publish_{topics.output_group(name)}")]
         # a subscriber waiting on an output switched off gets nothing: said, not silent (a re-check trial)
-        waiting = sorted({f"publish_{topics.output_group(name)}" for name in set(self.pubs) - set(enabled)
-                          if self.pubs[name].get_subscription_count() > 0})
+        waiting = sorted({f"publish_{topics.output_group(name)}" for name in subscribed - set(enabled)})
         unheard = f" ({', '.join(waiting)} false, yet subscribed)" if waiting else ""
         if not enabled:
             self.driver.skip(job, f"every publish_* parameter is false: nothing to publish{unheard}", warn=True)
             return
         if config.lazy:
-            enabled = [name for name in enabled if self.pubs[name].get_subscription_count() > 0]
+            enabled = [name for name in enabled if name in subscribed]
             if not enabled:
                 self.driver.skip(job, "no subscriber on any enabled output (lazy: true); frames are kept as source "
                                       f"views{unheard}", warn=bool(waiting))

@@ -103,8 +103,8 @@ class RuntimeConfig:
     publish_points: bool = setting(True, "publish ~/points", scope=NODE)
     lazy: bool = setting(True, "run the network only while an enabled output has a subscriber (image_pipeline's lazy "
                                "outputs), post-process only the output groups subscribed to and publish only the "
-                               "subscribed topics (the network's heads all run); idle frames still join the source-view history, so the first output "
-                               "after a subscriber connects is two-view",
+                               "subscribed topics (the network's heads all run); idle frames still join the "
+                               "source-view history, so the first output after a subscriber connects is two-view",
                          scope=NODE)
     point_stride: int = setting(4, "cloud: every n-th pixel in x and y", constraint=(1, 64))
     cloud_frame: str = setting("camera", "cloud frame: camera (image frame_id) or world (world_frame)",
