@@ -50,6 +50,17 @@ OUTPUTS: dict[str, tuple[str, str | None]] = {
     "points": ("sensor_msgs/msg/PointCloud2", None),
 }
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# QoS intent (the node's ros/qos.py and replay's output bag): outputs reliable, volatile, keep last OUTPUT_QOS_DEPTH
+# (a reliable publisher serves best-effort subscribers too); /diagnostics keep last DIAGNOSTICS_QOS_DEPTH
+OUTPUT_QOS_DEPTH = 2
+DIAGNOSTICS_QOS_DEPTH = 10
+# inputs best-effort (they accept every publisher): the newest image only, camera_info a few (ros/qos.py says why)
+IMAGE_QOS_DEPTH = 1
+CAMERA_INFO_QOS_DEPTH = 5
+# the policies a start-up ``qos_overrides.<topic>.<subscription|publisher>.<policy>`` parameter may set (ros/qos.py):
+# rclpy's QoSOverridingOptions.with_default_policies() for inputs; outputs add durability (transient_local viewers)
+INPUT_QOS_OVERRIDES = ("history", "depth", "reliability")
+OUTPUT_QOS_OVERRIDES = (*INPUT_QOS_OVERRIDES, "durability")
 
 
 def output_topic(name: str, node_name: str = NODE_NAME) -> str:

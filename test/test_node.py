@@ -676,7 +676,8 @@ def test_a_misspelt_parameter_is_named_not_ignored(ros_context, capfd):
     from mtl3d_perception.runtime.params import unknown_parameters
 
     assert unknown_parameters(["history_sizee", "use_sim_time", "qos_overrides./tf.subscription.depth", "zzz"],
-                              ["history_size", "device"]) == ["'history_sizee' (did you mean 'history_size'?)", "'zzz'"]
+                              ["history_size", "device"]) == ["'history_sizee' (did you mean 'history_size'?)",
+                                                              "'qos_overrides./tf.subscription.depth'", "'zzz'"]
     node = PerceptionNode(model=tiny_model(), context=ros_context, parameter_overrides=[
         Parameter("history_sizee", value=3), Parameter("use_sim_time", value=False)])
     try:
@@ -729,6 +730,117 @@ def test_two_instances_have_their_own_diagnostic_statuses(ros_context):
         executor.shutdown()
         for node in [*nodes, peer]:
             node.destroy_node()
+
+
+def _qos_node(ros_context, overrides: dict):
+    from mtl3d_perception.ros.node import PerceptionNode
+
+    return PerceptionNode(model=tiny_model(), context=ros_context,
+                          parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+
+
+def _offered(node, topic: str, kind: str):
+    infos = (node.get_publishers_info_by_topic if kind == "publisher" else node.get_subscriptions_info_by_topic)(topic)
+    return [i.qos_profile for i in infos if i.node_name == node.get_name()]
+
+
+def test_qos_overrides_set_each_input_and_output_on_its_own(ros_context, capfd):
+    """QoS overrides, as image_pipeline's nodes offer them (rclpy QoSOverridingOptions): before, a
+    `qos_overrides./mtl3d_perception/points.publisher.reliability` was accepted without a word and did nothing. Each
+    override changes its own topic only (rclpy writes it into the profile it is given: a shared one would leak into
+    the next topic), and one for a topic the node does not have is named like a misspelt parameter."""
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    points, depth = topics.output_topic("points"), topics.output_topic("depth/image")
+    node = _qos_node(ros_context, {
+        f"qos_overrides.{points}.publisher.reliability": "best_effort",
+        f"qos_overrides.{depth}.publisher.durability": "transient_local",
+        f"qos_overrides.{depth}.publisher.depth": 7,
+        f"qos_overrides.{topics.IMAGE_TOPIC}.subscription.reliability": "reliable",
+        "qos_overrides./mtl3d_perception/point.publisher.reliability": "best_effort",
+        "qos_overrides./tf.subscription.depth": 50})
+    try:
+        (points_qos,), (depth_qos,) = _offered(node, points, "publisher"), _offered(node, depth, "publisher")
+        assert points_qos.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert depth_qos.durability == DurabilityPolicy.TRANSIENT_LOCAL and depth_qos.reliability == ReliabilityPolicy.RELIABLE
+        assert node.pubs["depth/image"].qos_profile.depth == 7
+        for name in ("semantic/image", "normals/image", "depth/camera_info"):
+            (other,) = _offered(node, topics.output_topic(name), "publisher")
+            assert other.reliability == ReliabilityPolicy.RELIABLE and other.durability == DurabilityPolicy.VOLATILE
+            assert node.pubs[name].qos_profile.depth == 2
+        (image_qos,) = _offered(node, topics.IMAGE_TOPIC, "subscription")
+        (info_qos,) = _offered(node, topics.CAMERA_INFO_TOPIC, "subscription")
+        assert image_qos.reliability == ReliabilityPolicy.RELIABLE
+        assert info_qos.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert node.get_parameter(f"qos_overrides.{points}.publisher.history").value == "keep_last"
+        assert node.unknown_parameters == [
+            f"'qos_overrides./mtl3d_perception/point.publisher.reliability' "
+            f"(did you mean 'qos_overrides.{points}.publisher.reliability'?)",
+            "'qos_overrides./tf.subscription.depth'"]
+        assert "ignoring unknown parameter(s) 'qos_overrides./mtl3d_perception/point." in capfd.readouterr().err
+    finally:
+        node.destroy_node()
+
+
+def test_incompatible_qos_message_names_an_override_only_where_one_exists():
+    """Reliability and durability have an override that serves every peer; liveliness has none here."""
+    from rclpy.qos import QoSPolicyKind
+
+    from mtl3d_perception.ros import qos
+
+    out = qos.incompatible_qos_message("/ns/x", "publisher", qos.entity_qos(qos.OUTPUT_QOS), QoSPolicyKind.DURABILITY, 2)
+    assert out == ("2 subscriber(s) of /ns/x request QoS this node's publisher does not offer (durability: it offers "
+                   "volatile); they receive nothing; set the peer's durability to match, or this node's with the "
+                   "start-up parameter qos_overrides./ns/x.publisher.durability: transient_local")
+    out = qos.incompatible_qos_message("/cam", "subscription", qos.SENSOR_QOS, QoSPolicyKind.LIVELINESS, 1)
+    assert out.endswith("(liveliness: it requests system_default); nothing of theirs is received; set the peer's "
+                        "liveliness to match"), out
+
+
+@pytest.mark.parametrize("entity", ["publisher", "subscription"])
+def test_incompatible_qos_names_the_policy_and_the_override(ros_context, entity):
+    """A peer whose QoS cannot match got nothing, and only rclpy's generic log line said so: the node names the
+    topic, the policy, its own value and the override that serves every peer, in the log and /diagnostics."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    types = cv.rclpy_types()
+    points = topics.output_topic("points")
+    if entity == "publisher":  # a best-effort cloud (for Wi-Fi) and a viewer asking for reliable
+        node = _qos_node(ros_context, {f"qos_overrides.{points}.publisher.reliability": "best_effort"})
+        topic, fix = points, f"qos_overrides.{points}.publisher.reliability: reliable"
+    else:  # a reliable image subscription and a best-effort camera
+        node = _qos_node(ros_context, {f"qos_overrides.{topics.IMAGE_TOPIC}.subscription.reliability": "reliable"})
+        topic, fix = topics.IMAGE_TOPIC, f"qos_overrides.{topics.IMAGE_TOPIC}.subscription.reliability: best_effort"
+    peer = rclpy.create_node("qos_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    got: list = []
+    try:
+        if entity == "publisher":
+            peer.create_subscription(types["sensor_msgs/msg/PointCloud2"], points, lambda m: None,
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        else:
+            peer.create_publisher(types["sensor_msgs/msg/Image"], topics.IMAGE_TOPIC,
+                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        peer.create_subscription(types["diagnostic_msgs/msg/DiagnosticArray"], topics.DIAGNOSTICS_TOPIC, got.append, 10)
+        executor.add_node(node)
+        executor.add_node(peer)
+        deadline = time.monotonic() + 60
+        while topic not in node.qos_incompatible or not node.diag_pub.get_subscription_count():
+            assert time.monotonic() < deadline, node.qos_incompatible
+            executor.spin_once(timeout_sec=0.01)
+        message = node.qos_incompatible[topic]
+        assert "reliability" in message and fix in message, message
+        node.publish_diagnostics()
+        while not got:
+            assert time.monotonic() < deadline
+            executor.spin_once(timeout_sec=0.01)
+        pipeline = got[-1].status[0]
+        assert pipeline.level == bytes([WARN]) and fix in pipeline.message
+        assert fix in diagnostic_values(got[-1])["qos_incompatible"]
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
 
 
 def test_publisher_durabilities_name_a_latched_camera_info(harness):

@@ -1,7 +1,8 @@
 """The rosbag2 that `mtl3d replay` writes: ``DIR/output.mcap`` (+ ``metadata.yaml``), with each topic's QoS.
 
 The inputs are copied with the QoS their bag offered (:func:`bag_index`); the outputs get the node's:
-reliable, volatile, keep last 2 (``QOS_OUTPUT``), and ``/diagnostics`` keep last 10. :func:`check_out_dir`
+reliable, volatile, keep last 2 (``QOS_OUTPUT``: the defaults, not a run's ``qos_overrides``), and ``/diagnostics``
+keep last 10. :func:`check_out_dir`
 refuses an output folder that writing there would damage.
 """
 
@@ -15,6 +16,7 @@ import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from mtl3d_perception import topics
 from mtl3d_perception.cli_args import check_output_folder
 from mtl3d_perception.data.bag import BagError, typestore
 
@@ -27,8 +29,8 @@ def _qos(depth: int) -> Qos:
                QosLiveliness.AUTOMATIC, zero, False)
 
 
-QOS_OUTPUT = _qos(2)  # the node's OUTPUT_QOS: reliable, volatile, keep last 2
-QOS_DIAGNOSTICS = _qos(10)
+QOS_OUTPUT = _qos(topics.OUTPUT_QOS_DEPTH)  # the node's default (ros.qos.OUTPUT_QOS): reliable, volatile
+QOS_DIAGNOSTICS = _qos(topics.DIAGNOSTICS_QOS_DEPTH)
 
 
 def _bag_files(metadata: Path) -> list[str]:

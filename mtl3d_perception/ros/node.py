@@ -48,7 +48,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -63,7 +62,7 @@ from mtl3d_perception.msgs.messages import (
     products_to_messages,
 )
 from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
-from mtl3d_perception.ros import diagnostics
+from mtl3d_perception.ros import diagnostics, qos
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor, warning_period_s
 from mtl3d_perception.runtime import params
@@ -84,14 +83,6 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     for name, spec in parameter_specs("node").items()
 }
 OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics.OUTPUTS))  # publish_<group>
-SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
-                        history=HistoryPolicy.KEEP_LAST, depth=1)
-# a camera_info lost while the executor is busy (a 12 MP image being taken) costs its image its pair: kept as rclpy's
-# qos_profile_sensor_data keeps sensor messages (depth 5); images stay latest-only (depth 1)
-CAMERA_INFO_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
-                             history=HistoryPolicy.KEEP_LAST, depth=5)
-OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                        history=HistoryPolicy.KEEP_LAST, depth=2)
 MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 
@@ -133,11 +124,6 @@ class PerceptionNode(Node):
             self.declare_parameter(name, default, _descriptor(name, default, description, read_only, constraint))
         config = self._config()
         self.add_post_set_parameters_callback(self._apply_parameters)
-        # rclpy drops overrides of undeclared names silently: a misspelt -p history_sizee:=3 kept the default
-        self.unknown_parameters = params.unknown_parameters(list(self._parameter_overrides), list(PARAMETERS))
-        if self.unknown_parameters:
-            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(self.unknown_parameters)}; "
-                                      "config/perception.yaml lists every parameter")
 
         self.types = conversions.rclpy_types()
         self.stats = RuntimeStats()
@@ -179,11 +165,12 @@ class PerceptionNode(Node):
         self._tf_waits: deque[tuple[int, Any]] = deque()  # (frame stamp, wait_for_transform_async future)
         self._tf_waits_lock = threading.Lock()
 
-        self.pubs = {name: self.create_publisher(self.types[msg_type], f"~/{name}", OUTPUT_QOS)
+        self.qos_incompatible: dict[str, str] = {}  # topic -> what cannot match there (rclpy's incompatible_qos)
+        self.pubs = {name: self._publisher(self.types[msg_type], f"~/{name}")
                      for name, (msg_type, _) in topics.OUTPUTS.items()
                      if name != "depth/confidence" or self.pipeline.has_depth_confidence}
         self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
-                                              topics.DIAGNOSTICS_TOPIC, 10)
+                                              topics.DIAGNOSTICS_TOPIC, topics.DIAGNOSTICS_QOS_DEPTH)
         self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics)
 
         # decoding (a JPEG / PNG of up to max_image_pixels) runs here, never on the executor thread
@@ -208,9 +195,9 @@ class PerceptionNode(Node):
         self.cameras = CameraModels()
 
         image_type = CompressedImage if compressed else Image
-        self.image_sub = message_filters.Subscriber(self, image_type, image_topic, qos_profile=SENSOR_QOS)
+        self.image_sub = self._input(image_type, image_topic, qos.SENSOR_QOS)
         info_topic = config.camera_info_input(base_topic)
-        self.info_sub = message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=CAMERA_INFO_QOS)
+        self.info_sub = self._input(CameraInfo, info_topic, qos.CAMERA_INFO_QOS)
         # registered before the synchroniser, so they see each message first (a time jump clears its queues)
         self.image_sub.registerCallback(self.on_image)
         self.info_sub.registerCallback(self.on_camera_info)
@@ -222,6 +209,12 @@ class PerceptionNode(Node):
         self._last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (sync advice)
         self._invalid_stamp = False  # the image being handled has a stamp that is not a time (on_image)
         self._start_input_monitor(image_type)
+        # rclpy drops overrides of undeclared names silently: a misspelt -p history_sizee:=3 kept the default. Checked
+        # once every input and output has declared its qos_overrides, so a mistyped topic in one is named too
+        self.unknown_parameters = params.unknown_parameters(list(self._parameter_overrides), list(self._parameters))
+        if self.unknown_parameters:
+            self.get_logger().warning(f"ignoring unknown parameter(s) {', '.join(self.unknown_parameters)}; "
+                                      "config/perception.yaml lists every parameter (and the QoS overrides)")
         # last: a constructor that fails earlier (a bad topic name) leaves no thread running on the model
         self._worker = threading.Thread(target=self._work, name="mtl3d_inference", daemon=True)
         self._worker.start()
@@ -267,6 +260,8 @@ class PerceptionNode(Node):
             return "cpu"  # start-up reports the bad device itself
 
     def _apply_parameters(self, parameters: list[Any]) -> None:
+        if not any(param.name in PARAMETERS for param in parameters):  # qos_overrides, declared by rclpy at start-up
+            return
         with self._update_lock:
             self._update = self._config().replace(device=self.device)
         self.driver.notify()
@@ -310,6 +305,33 @@ class PerceptionNode(Node):
         self._last_stamp_ns["camera_info"] = conversions.header_stamp_ns(info.header.stamp, invalid=-1)
         if self._last_stamp_ns["camera_info"] < 0:  # its own image can never pair: said, not silent
             self._problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
+
+    def _publisher(self, msg_type: type, topic: str) -> Any:
+        """An output publisher: ``qos.OUTPUT_QOS`` unless ``qos_overrides`` say otherwise; incompatible subscribers
+        are reported (:meth:`_incompatible_qos`)."""
+        name = self.resolve_topic_name(topic)
+        return self.create_publisher(
+            msg_type, topic, qos.entity_qos(qos.OUTPUT_QOS), qos_overriding_options=qos.OUTPUT_OVERRIDES,
+            event_callbacks=qos.PublisherEventCallbacks(
+                incompatible_qos=lambda event: self._incompatible_qos(name, "publisher", event)))
+
+    def _input(self, msg_type: type, topic: str, profile: Any) -> Any:
+        """An input subscription (message_filters): ``profile`` unless ``qos_overrides`` say otherwise; publishers of
+        incompatible QoS are reported (:meth:`_incompatible_qos`)."""
+        name = self.resolve_topic_name(topic)
+        return message_filters.Subscriber(
+            self, msg_type, topic, qos_profile=qos.entity_qos(profile), qos_overriding_options=qos.INPUT_OVERRIDES,
+            event_callbacks=qos.SubscriptionEventCallbacks(
+                incompatible_qos=lambda event: self._incompatible_qos(name, "subscription", event)))
+
+    def _incompatible_qos(self, topic: str, entity: str, event: Any) -> None:
+        """rclpy's ``incompatible_qos`` event on one of the node's topics: a problem (WARN in /diagnostics, a
+        throttled log line) naming the policy and the override that fixes it, kept under ``qos_incompatible``."""
+        entities = self.pubs.values() if entity == "publisher" else (self.image_sub.sub, self.info_sub.sub)
+        profile = next((e.qos_profile for e in entities if e.topic_name == topic), qos.OUTPUT_QOS)
+        message = qos.incompatible_qos_message(topic, entity, profile, event.last_policy_kind, event.total_count)
+        self.qos_incompatible[topic] = message
+        self._problem("qos", message)
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -561,7 +583,8 @@ class PerceptionNode(Node):
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
                                 model=self.model_description,
                                 compat_fallbacks=",".join(FALLBACKS) or "none",
-                                unknown_parameters=", ".join(self.unknown_parameters) or "none")
+                                unknown_parameters=", ".join(self.unknown_parameters) or "none",
+                                qos_incompatible="; ".join(self.qos_incompatible.values()) or "none")
         # hardware_id: the camera this instance serves (its image topic); the compute device is the `device` value
         node_name, camera = self.get_fully_qualified_name(), self.image_sub.sub.topic_name
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),

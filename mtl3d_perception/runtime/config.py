@@ -271,5 +271,13 @@ def yaml_text(node_name: str = topics.NODE_NAME) -> str:
             note = f" ({' | '.join(spec.constraint)})"
         lines.append(f"    # {spec.description}{note}{' [read-only]' if spec.read_only else ''}")
         lines.append(f"    {spec.name}: {json.dumps(spec.default)}")
+    lines += ["    # QoS overrides (ROS 2 QoSOverridingOptions, read-only), one per topic and policy, the topic fully "
+              "qualified; the defaults:",
+              f"    #   inputs (image, camera_info): qos_overrides.<topic>.subscription.<policy>, policy "
+              f"{' | '.join(topics.INPUT_QOS_OVERRIDES)}: best_effort, depth {topics.IMAGE_QOS_DEPTH} (camera_info "
+              f"{topics.CAMERA_INFO_QOS_DEPTH})",
+              f"    #   outputs: qos_overrides.<topic>.publisher.<policy>, policy {' | '.join(topics.OUTPUT_QOS_OVERRIDES)}"
+              f": reliable, volatile, depth {topics.OUTPUT_QOS_DEPTH}",
+              f"    # qos_overrides./{node_name}/points.publisher.reliability: \"best_effort\""]
     return "\n".join(lines) + "\n"
 

@@ -84,10 +84,10 @@ def precision_problem(precision: str, device: str) -> str | None:
     return None
 
 
-# Parameters every rclpy node takes besides its own (rclpy declares use_sim_time; rclcpp-style QoS overrides and the
-# type description service are read by rcl/rclpy, not declared).
+# Parameters every rclpy node takes besides its own that may be undeclared when checked (rclpy declares use_sim_time;
+# the type description service reads its own). A ``qos_overrides.`` one is known only where the node declared it
+# (``ros.qos``): rclpy ignores one for a topic the node has not, e.g. a mistyped topic.
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
-ROS_PARAMETER_PREFIXES = ("qos_overrides.",)
 
 
 def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[str]) -> list[str]:
@@ -101,9 +101,10 @@ def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[st
     declared = sorted(declared)
     out = []
     for name in sorted(set(given) - set(declared)):
-        if name in ROS_PARAMETERS or name.startswith(ROS_PARAMETER_PREFIXES):
+        if name in ROS_PARAMETERS:
             continue
-        close = difflib.get_close_matches(name, declared, n=1)
+        # a qos_overrides name is long and mostly shared: only a near-identical one is a likely typo
+        close = difflib.get_close_matches(name, declared, n=1, cutoff=0.9 if name.startswith("qos_overrides.") else 0.6)
         out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return out
 
