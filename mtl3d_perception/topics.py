@@ -71,13 +71,19 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
     return f"/{node_name}/{name}"
 
 
+def base_image_topic(image_topic: str) -> str:
+    """The camera's base image topic, a transport's topic counted as its base (``.../image_raw/compressed`` ->
+    ``.../image_raw``), as image_transport's CameraSubscriber names the camera: the ``hardware_id`` of the node's and
+    replay's /diagnostics statuses, whichever transport carries the images."""
+    return image_topic.rstrip("/").removesuffix(COMPRESSED_SUFFIX)
+
+
 def camera_info_topic_for(image_topic: str) -> str:
     """The camera_info topic beside ``image_topic``, by image_transport's rule (``getCameraInfoTopic``):
     ``/camera/color/image_raw`` -> ``/camera/color/camera_info``, ``image`` -> ``camera_info``; a transport's
     topic counts as its base topic (``.../image_raw/compressed`` -> ``.../camera_info``), as image_transport's
     CameraSubscriber resolves it from the base name."""
-    base = image_topic.rstrip("/").removesuffix(COMPRESSED_SUFFIX)
-    head, sep, _ = base.rpartition("/")
+    head, sep, _ = base_image_topic(image_topic).rpartition("/")
     return f"{head}{sep}camera_info"
 
 

@@ -273,6 +273,8 @@ def test_compressed_image_transport(ros_context):
         assert (cv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg.width, msg.height) == (3 * S, CAM, W, H)
         np.testing.assert_allclose(cv.image_to_array(msg), _single_view_depth(tiny_model(), rgb), rtol=1e-4, atol=1e-5)
         assert h.diag()["bad_input"] == "0"
+        # the camera is its base topic whatever the transport, as in replay (it said .../compressed)
+        assert {st.hardware_id for st in h.diagnostics[-1].status} == {topics.IMAGE_TOPIC}
     finally:
         h.close()
 

@@ -821,6 +821,11 @@ def test_compressed_image_bag_replays(tmp_path, capsys):
     output = bag_topics(tmp_path / "out" / OUTPUT_BAG)
     assert output[COMPRESSED_TOPIC] == "sensor_msgs/msg/CompressedImage"
     assert output[topics.output_topic("depth/image")] == "sensor_msgs/msg/Image"
+    messages = read_bag(tmp_path / "out" / OUTPUT_BAG, [topics.DIAGNOSTICS_TOPIC])
+    try:  # the camera is its base topic, as the node names it whatever the transport
+        assert {st.hardware_id for _, _, msg in messages for st in msg.status} == {topics.IMAGE_TOPIC}
+    finally:
+        messages.close()
     # named explicitly: no note
     s = replay_bag(bag, tmp_path / "out2", WallStub(2.0), quiet(image_topic=COMPRESSED_TOPIC, limit=2))
     assert s["counts"]["processed"] == 2 and not any(n.startswith("image topic") for n in s["notes"])

@@ -415,12 +415,13 @@ class _Replay:
         header = conversions.make_header(self.types, self.now_ns, "")
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera.items()}, model=self.model_description,
                                 source=f"replay of {self.bag.name}")
+        camera = topics.base_image_topic(self.o.image_topic)
         msg = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                 name=diagnostics.status_name(self.o.node_name, "pipeline"),
-                                                hardware_id=self.o.image_topic, info=info)
+                                                hardware_id=camera, info=info)
         for status in self.inputs.statuses() if self.inputs is not None else ():  # as the node publishes them
             msg.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
-                                                            node_name=self.o.node_name, hardware_id=self.o.image_topic))
+                                                            node_name=self.o.node_name, hardware_id=camera))
         self.writer.write(topics.DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", self.now_ns, msg, QOS_DIAGNOSTICS)
 
     def finish(self) -> None:

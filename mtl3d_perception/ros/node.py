@@ -586,7 +586,7 @@ class PerceptionNode(Node):
                                 unknown_parameters=", ".join(self.unknown_parameters) or "none",
                                 qos_incompatible="; ".join(self.qos_incompatible.values()) or "none")
         # hardware_id: the camera this instance serves (its image topic); the compute device is the `device` value
-        node_name, camera = self.get_fully_qualified_name(), self.image_sub.sub.topic_name
+        node_name, camera = self.get_fully_qualified_name(), topics.base_image_topic(self.image_sub.sub.topic_name)
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=diagnostics.status_name(node_name, "pipeline"),
                                                   hardware_id=camera, info=info)
