@@ -45,6 +45,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.safetensors") + glob("models/*.md")),
+        (f"share/{PACKAGE}/docs", glob("docs/*.md")),  # what reports and messages refer to (docs/replay.md)
     ],
     python_requires=">=3.10",
     install_requires=[

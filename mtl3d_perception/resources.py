@@ -1,8 +1,10 @@
 """Where the package's shipped files are: ``config/`` presets, ``models/`` checkpoints, launch and RViz files.
 
 One lookup for all of them (:func:`share_candidates`), in this order: the source checkout (the repository root
-above this package), the installed ament share directory (``ament_index_python``, a sourced ROS 2 workspace),
-and ``<sys.prefix>/share/mtl3d_perception`` (a pip install, setup.py's ``data_files``).
+above this package, only when it is one: ``package.xml`` and ``setup.py`` beside the package, so a stray ``models/``
+or ``config/`` folder in an install's site-packages never shadows the shipped files), the installed ament share
+directory (``ament_index_python``, a sourced ROS 2 workspace), and ``<sys.prefix>/share/mtl3d_perception`` (a pip
+install, setup.py's ``data_files``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ from pathlib import Path
 PACKAGE = "mtl3d_perception"
 
 
+def checkout_root(package_dir: Path | None = None) -> Path | None:
+    """The source checkout holding ``package_dir`` (default: this package), or None for an installed package: the
+    folder above it when ``package.xml`` and ``setup.py`` are there (an install's parent is site-packages)."""
+    root = (package_dir or Path(__file__).resolve().parent).parent
+    return root if (root / "package.xml").is_file() and (root / "setup.py").is_file() else None
+
+
 def share_candidates(*parts: str) -> list[Path]:
     """``<root>/<parts...>`` for every place shipped files can be, in search order, without duplicates.
 
     Nothing is checked for existence: callers pick the first that holds what they need, and name every
     candidate when none does.
     """
-    roots = [Path(__file__).resolve().parents[1]]
+    roots = [root] if (root := checkout_root()) is not None else []
     try:  # a sourced ROS 2 workspace
         from ament_index_python.packages import get_package_share_directory
 

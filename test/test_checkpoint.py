@@ -305,3 +305,35 @@ def test_info_names_the_losses_optimiser_and_frozen_parts():
         "frozen: encoder"]
     assert training_recipe(config, [{"step": 5, "steps": 9, "steps_before": 9}])[-1] == "resumed at step 5"
     assert training_recipe(None) == []
+
+
+def test_the_shipped_model_has_a_name_that_works_from_any_folder(tmp_path, monkeypatch, capsys):
+    """An install trial: from a folder outside the checkout, `mtl3d eval models/default.safetensors` (the README's form)
+    and `mtl3d info default` could not find the shipped model. ``default`` names it for the mtl3d commands and
+    ``model_path``; a file called ``default`` in the working directory still wins."""
+    from mtl3d_perception import cli
+    from mtl3d_perception.model.checkpoint import checkpoint_argument, default_model_path
+
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_argument("default") == str(default_model_path())
+    assert checkpoint_argument("runs/x.safetensors") == "runs/x.safetensors"
+    assert cli.main(["info", "default"]) == 0
+    assert f"model: {default_model_path()}" in capsys.readouterr().out
+    (tmp_path / "default").write_text("")
+    assert checkpoint_argument("default") == "default"
+
+
+def test_a_stray_models_folder_beside_an_installed_package_is_not_a_checkout(tmp_path):
+    """An install trial: any ``models/`` or ``config/`` folder in site-packages shadowed the shipped files, as the
+    folder above the package counted as the source checkout; it counts only with package.xml and setup.py there."""
+    from mtl3d_perception.resources import checkout_root
+
+    package = tmp_path / "site-packages" / "mtl3d_perception"
+    package.mkdir(parents=True)
+    (package.parent / "models").mkdir()
+    assert checkout_root(package) is None
+    (package.parent / "package.xml").write_text("<package/>")
+    assert checkout_root(package) is None
+    (package.parent / "setup.py").write_text("")
+    assert checkout_root(package) == package.parent
+    assert checkout_root() is not None  # this test runs in the checkout

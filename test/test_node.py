@@ -352,6 +352,8 @@ def test_tf_not_subscribable_is_warned_and_named_per_frame(ros_context, monkeypa
         values = h.diag()
         assert values["tf_failures"] == "1"
         assert "TF is not subscribed: tf2_msgs is not importable" in values["last_problem"]
+        assert "source a ROS 2 install" in values["last_problem"] and "`make venv`" in values["last_problem"]
+        assert "Raise tf_timeout_s" not in values["last_problem"]  # it cannot help without /tf
         tf_status = next(st for st in h.diagnostics[-1].status if st.name.endswith("input tf"))
         assert tf_status.level == b"\x02" and tf_status.message.startswith("not subscribed: tf2_msgs is not importable")
     finally:
@@ -894,6 +896,18 @@ def test_main_reports_bad_ros_arguments_and_exits_1(capfd, tmp_path):
     assert main(["perception_node", "--ros-args", "--params-file", str(missing)]) == 1
     err = capfd.readouterr().err
     assert "cannot start: bad ROS arguments" in err and str(missing) in err and "Traceback" not in err
+
+
+def test_an_unwritable_log_directory_is_not_called_bad_arguments(tmp_path):
+    """An install trial: with a read-only HOME the node said "bad ROS arguments" (rcl raises one RuntimeError for
+    both); it names the log directory and ROS_LOG_DIR."""
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path / "file" / "log"), "ROS_DOMAIN_ID": str(random.randint(20, 200))}
+    (tmp_path / "file").write_text("")  # a file where the log directory's parent should be
+    proc = subprocess.run([sys.executable, "-m", "mtl3d_perception.ros.node_main"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot start: ROS cannot create its log directory" in proc.stderr and "set ROS_LOG_DIR" in proc.stderr
+    assert "bad ROS arguments" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _history_pose_x(node, stamp_ns: int) -> float:

@@ -31,10 +31,11 @@ from mtl3d_perception.data.synthetic import default_intrinsics, scene_provenance
 from mtl3d_perception.evaluation.metrics import baseline_bin_names
 from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+from mtl3d_perception.model.checkpoint import DEFAULT_CHECKPOINT
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
 from mtl3d_perception.replay.runner import check_inputs
-from mtl3d_perception.runtime.loading import DEFAULT_CHECKPOINT, default_model_path
+from mtl3d_perception.runtime.loading import default_model_path
 
 SIZE = (64, 48)
 WALL = class_index("wall")

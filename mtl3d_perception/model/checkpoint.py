@@ -19,14 +19,49 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mtl3d_perception.model.config import ConfigError, ModelConfig
+from mtl3d_perception.model.config import PRESET_PREFIX, ConfigError, ModelConfig
+from mtl3d_perception.resources import share_candidates
 
 FORMAT = "mtl3d_perception.cvm_mtl/1"
 _REQUIRED = ("config", "classes", "palette", "input_size", "depth_range", "trained_on", "metrics")
 
 
+DEFAULT_CHECKPOINT = "default.safetensors"
+SHIPPED_NAME = "default"  # what the mtl3d commands and model_path take for the shipped checkpoint, wherever it is
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not match the network it describes."""
+
+
+def default_model_path() -> Path:
+    """The shipped checkpoint, ``models/default.safetensors`` (``resources.share_candidates``: the source checkout,
+    then the installed share dirs).
+
+    Raises:
+        FileNotFoundError: it is in none of them, naming every place looked at.
+    """
+    candidates = share_candidates("models", DEFAULT_CHECKPOINT)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no default checkpoint found (looked at {', '.join(map(str, candidates))}); set model_path to a "
+        f".safetensors file, or to '{PRESET_PREFIX}tiny' for an untrained network"
+    )
+
+
+def checkpoint_argument(spec: str) -> str:
+    """A checkpoint as the ``mtl3d`` commands and ``model_path`` take it: a path, or ``default``
+    (:data:`SHIPPED_NAME`, unless a file of that name is in the working directory) for the shipped checkpoint, so
+    ``mtl3d eval default`` works from any folder of an installed package.
+
+    Raises:
+        FileNotFoundError: ``default`` and no shipped checkpoint (:func:`default_model_path`).
+    """
+    if spec == SHIPPED_NAME and not Path(spec).exists():
+        return str(default_model_path())
+    return spec
 
 
 def save_checkpoint(model, path: str | Path, *, trained_on: Any = None, metrics: dict | None = None, **extra: Any) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mtl3d_perception.model.checkpoint import SHIPPED_NAME, checkpoint_argument
 from mtl3d_perception.model.config import PRESET_PREFIX, available_presets
 from mtl3d_perception.model.cvm import STRIDE
 
@@ -133,8 +134,8 @@ def _load(spec: str):
 
 def describe(spec: str) -> dict:
     """What ``mtl3d info SPEC`` prints, as a dict: a preset (``NAME`` or ``preset:NAME``, as ``model_path`` takes it),
-    a model YAML or a checkpoint."""
-    spec = spec.removeprefix(PRESET_PREFIX)
+    a model YAML, a checkpoint or ``default`` (the shipped one, ``checkpoint.checkpoint_argument``)."""
+    spec = checkpoint_argument(spec.removeprefix(PRESET_PREFIX))
     model, meta = _load(spec)
     cfg = model.config
     info = {
@@ -304,8 +305,8 @@ def format_info(info: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help=f"a preset name ({', '.join(available_presets())}), a model YAML or a "
-                                      ".safetensors checkpoint")
+    parser.add_argument("model", help=f"a preset name ({', '.join(available_presets())}), a model YAML, a "
+                                      f".safetensors checkpoint or '{SHIPPED_NAME}' (the shipped model)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

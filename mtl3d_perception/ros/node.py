@@ -67,7 +67,7 @@ from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor, warning_period_s
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
-from mtl3d_perception.runtime.driver import FrameDriver
+from mtl3d_perception.runtime.driver import TF_NOT_SUBSCRIBED, FrameDriver
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
@@ -472,8 +472,8 @@ class PerceptionNode(Node):
         if not self.pipeline.config.uses_pose:
             return None, None
         pose, error = pose_from_tf(self.tf_buffer, self.pipeline.world_frame, frame, time_type=Time)
-        if error is not None and self.tf_unavailable:
-            error = f"TF is not subscribed: {self.tf_unavailable}; {error}"
+        if error is not None and self.tf_unavailable:  # the lookup's own error and advice are beside the point
+            error = f"{TF_NOT_SUBSCRIBED}: {self.tf_unavailable}"
         return pose, error
 
     def _apply_updates(self) -> None:
@@ -659,6 +659,16 @@ def spin_until_shutdown(node: Node, on_callback_error: Callable[[Exception], Non
             on_callback_error(exc)
 
 
+def init_failure_message(exc: Exception) -> str:
+    """The fatal line for ``rclpy.init`` refusing to start: rcl raises the same RuntimeError for bad ROS arguments (a
+    missing ``--params-file``, a bad remapping) and for a log directory it cannot create (a read-only HOME)."""
+    text = str(exc)
+    if "log" in text.lower() and "director" in text.lower():
+        return (f"cannot start: ROS cannot create its log directory ({text}); set ROS_LOG_DIR (or ROS_HOME) to a "
+                "writable folder")
+    return f"cannot start: bad ROS arguments: {text}"
+
+
 def main(args: list[str] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
@@ -669,7 +679,7 @@ def main(args: list[str] | None = None) -> int:
     try:  # a missing or malformed --params-file, a bad remapping: rcl refuses the arguments
         rclpy.init(args=args)
     except RuntimeError as exc:
-        rclpy.logging.get_logger(topics.NODE_NAME).fatal(f"cannot start: bad ROS arguments: {exc}")  # no name yet
+        rclpy.logging.get_logger(topics.NODE_NAME).fatal(init_failure_message(exc))  # no node name yet
         return 1
     node = None
     try:

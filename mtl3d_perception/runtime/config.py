@@ -64,7 +64,7 @@ PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
 class RuntimeConfig:
     """Settings of the perception runtime, shared by the node (as parameters) and replay (as options)."""
 
-    model_path: str = setting("", "checkpoint (.safetensors); '' = shipped models/default.safetensors; "
+    model_path: str = setting("", "checkpoint (.safetensors); '' or 'default' = shipped models/default.safetensors; "
                                   f"'{PRESET_PREFIX}NAME' = random weights", read_only=True)
     device: str = setting("auto", f"torch device: {DEVICES}", read_only=True)
     num_threads: int = setting(1, "torch CPU threads (0: torch default; 1 avoids stalls when other processes hold "

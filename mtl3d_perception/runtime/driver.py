@@ -32,6 +32,10 @@ from mtl3d_perception.runtime.stats import RuntimeStats
 MAX_PENDING = 30  # frames waiting for TF; older ones are dropped
 ProblemHook = Callable[[str, str, "str | None", bool], None]
 
+# how a caller's pose lookup starts its error when /tf is not subscribed at all (the node without tf2_msgs): no
+# waiting helps, so no tf_timeout_s advice follows
+TF_NOT_SUBSCRIBED = "TF is not subscribed"
+
 
 class FrameDriver:
     """Frames in, products out, for one pipeline.
@@ -167,7 +171,8 @@ class FrameDriver:
                     "than the TF cache, or a transform on that edge was stamped in the future (it holds the edge until "
                     "time passes it, as in tf2); raising tf_timeout_s does not help"
                     if "extrapolation into the past" in job.tf_error else
-                    done if self.config.single_view else f"{done}. Raise tf_timeout_s if odometry publishes later")
+                    done if self.config.single_view or job.tf_error.startswith(TF_NOT_SUBSCRIBED) else
+                    f"{done}. Raise tf_timeout_s if odometry publishes later")
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
                                f"within tf_timeout_s ({self.config.tf_timeout_s:g} s): {job.tf_error}; {what}"
                                + (f"; ~/points is in {frame.frame_id}, not {self.config.world_frame}, for this frame"

@@ -1,8 +1,8 @@
 """Where the node and replay get their network: the shipped default checkpoint, a given file, or a preset.
 
 ``model_path`` forms:
-- ``""`` (default): ``models/default.safetensors`` from the source checkout or the installed share directory
-  (``resources.share_candidates``);
+- ``""`` (default) or ``default``: ``models/default.safetensors`` from the source checkout or the installed share
+  directory (``model.checkpoint.default_model_path``);
 - a ``.safetensors`` path: that checkpoint (config, classes and palette come from its metadata);
 - ``preset:NAME``: a freshly built preset with RANDOM task heads — for tests and smoke runs only, and
   logged as such.
@@ -13,25 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtl3d_perception.model.checkpoint import SHIPPED_NAME, default_model_path
 from mtl3d_perception.model.config import PRESET_PREFIX
-from mtl3d_perception.resources import share_candidates
 from mtl3d_perception.runtime.params import device_problem
 from mtl3d_perception.typed_config import SettingError
-
-DEFAULT_CHECKPOINT = "default.safetensors"
-
-
-def default_model_path() -> Path:
-    """The shipped checkpoint (``resources.share_candidates``: source tree, then the installed share dirs);
-    raises FileNotFoundError naming every place looked at."""
-    candidates = share_candidates("models", DEFAULT_CHECKPOINT)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"no default checkpoint found (looked at {', '.join(map(str, candidates))}); set model_path to a "
-        f".safetensors file, or to '{PRESET_PREFIX}tiny' for an untrained network"
-    )
 
 
 def resolve_device(device: str) -> str:
@@ -74,10 +59,12 @@ def load_model(model_path: str, *, device: str = "cpu", log: Any = None, name: s
         if log is not None:
             log.warning(f"model_path {model_path!r}: built preset {preset!r} with random task heads; outputs are meaningless")
     else:
-        path = Path(model_path) if model_path else default_model_path()
+        shipped = not model_path or (model_path == SHIPPED_NAME and not Path(model_path).exists())
+        path = default_model_path() if shipped else Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"{name} {str(path)!r} is not a file; expected a .safetensors checkpoint, "
-                                    f"'' for the shipped default or '{PRESET_PREFIX}NAME' for random weights")
+                                    f"'' or '{SHIPPED_NAME}' for the shipped model or '{PRESET_PREFIX}NAME' for random "
+                                    "weights")
         model = load_checkpoint(path, map_location=device)
         description = str(path)
     return model.to(device).eval(), description

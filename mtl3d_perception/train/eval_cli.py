@@ -49,7 +49,8 @@ def intrinsics_arg(text: str) -> tuple[float, float, float, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a .safetensors checkpoint written by mtl3d train")
+    parser.add_argument("checkpoint", help="a .safetensors checkpoint written by mtl3d train, or 'default' for the "
+                                           "shipped model")
     parser.add_argument("--data", required=True, action="append",
                         help="data SPEC (repeatable): synthetic:test, KIND:/path[:start:end] with KIND sequence, bag, "
                              "tum, scannet, seven_scenes or nyuv2")
@@ -342,8 +343,10 @@ def render_report(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mtl3d_perception.model.checkpoint import checkpoint_argument
+
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    report = evaluate_checkpoint(args.checkpoint, args.data, args.out, batch_size=args.batch_size,
+    report = evaluate_checkpoint(checkpoint_argument(args.checkpoint), args.data, args.out, batch_size=args.batch_size,
                                  max_batches=args.max_batches, device=args.device, modes=modes, gap=args.gap,
                                  montages=args.montages, progress=args.progress,
                                  bag_topics={name: getattr(args, name) for name in BAG_TOPIC_DEFAULTS},

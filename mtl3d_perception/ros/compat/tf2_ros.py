@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mtl3d_perception.msgs import conversions
+from mtl3d_perception.resources import checkout_root
 from mtl3d_perception.runtime.frames import JUMP_BACK_S
 from mtl3d_perception.runtime.tf_buffer import (
     ConnectivityException,
@@ -213,8 +214,9 @@ class TransformListener:
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError as exc:
+            build = " or, in the source checkout, `make venv` (builds it into .venv)" if checkout_root() else ""
             self.unavailable = (f"tf2_msgs is not importable ({exc}): /tf and /tf_static are not subscribed; "
-                                "run `make venv` (builds tf2_msgs) or source a ROS install")
+                                f"source a ROS 2 install (the ROS wheels on PyPI lack tf2_msgs){build}")
             node.get_logger().warning(self.unavailable)
             return
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
