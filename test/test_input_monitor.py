@@ -9,6 +9,7 @@ from mtl3d_perception.ros.input_monitor import (
     OK,
     SILENT_LOG_MAX_S,
     InputMonitor,
+    PublisherInfo,
     silent_input_message,
     warning_period_s,
 )
@@ -91,7 +92,7 @@ def test_unavailable_input_is_error_with_its_cause():
 
 
 def test_silent_input_message_names_topic_publishers_and_alternatives():
-    message = silent_input_message("image", "/camera/image_raw", "sensor_msgs/msg/Image", 3.0, 0,
+    message = silent_input_message("image", "/camera/image_raw", "sensor_msgs/msg/Image", 3.0, [],
                                    ["camera_info on /camera/color/camera_info (30.0 Hz)"],
                                    ["/camera/color/image_raw", "/camera/image_raw"])
     assert message == ("no sensor_msgs/msg/Image on /camera/image_raw (image) for 3 s; 0 publisher(s); "
@@ -105,21 +106,42 @@ def test_warnings_say_what_is_wrong_once_each():
     monitor = InputMonitor(INPUTS, clock=clock)
     graph = {"sensor_msgs/msg/Image": ["/camera/color/image_raw", "/other/image"],
              "sensor_msgs/msg/CameraInfo": ["/camera/color/camera_info"]}
-    assert monitor.warnings(graph.get, lambda topic: 1) == []
+    one = [PublisherInfo("sensor_msgs/msg/CameraInfo")]
+    assert monitor.warnings(graph.get, lambda topic: one) == []
     _feed(monitor, clock, ["image"], 3.5)  # images, never a camera_info: one warning, not also "silent camera_info"
-    (kind, message), = monitor.warnings(graph.get, lambda topic: 1)
+    (kind, message), = monitor.warnings(graph.get, lambda topic: one)
     assert kind == "camera_info_missing" and message == (
-        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info (1 publisher(s)): "
+        "images arrive on /camera/color/image_raw but no camera_info on /camera/color/camera_info (1 publisher(s): "
+        "volatile): "
         "no frame can be processed without intrinsics; its publisher(s) sent nothing since this node subscribed; "
         "other sensor_msgs/msg/CameraInfo topics in the graph: none")
     # an integrator trial: a driver that latches camera_info once (transient_local) was told the graph had none
-    (_, message), = monitor.warnings(graph.get, lambda topic: 1, lambda topic: ["transient_local"])
+    latched = [PublisherInfo("sensor_msgs/msg/CameraInfo", "transient_local")]
+    (_, message), = monitor.warnings(graph.get, lambda topic: latched)
     assert "(1 publisher(s): transient_local)" in message
     assert "a latched camera_info (transient_local, sent once) is not enough" in message
-    (_, message), = monitor.warnings(graph.get, lambda topic: 0)
+    (_, message), = monitor.warnings(graph.get, lambda topic: [])
     assert "(0 publisher(s))" in message and "nothing publishes it" in message
+    # a QoS that cannot match (ros.qos) is the reason, not "sent nothing"
+    (_, message), = monitor.warnings(graph.get, lambda topic: one, lambda topic: "RELIABILITY cannot match")
+    assert "; RELIABILITY cannot match; other sensor_msgs/msg/CameraInfo" in message
     clock.t += 6.0  # now nothing arrives
-    assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: 0)] == ["silent_image", "silent_camera_info"]
+    assert [kind for kind, _ in monitor.warnings(graph.get, lambda topic: [])] == ["silent_image", "silent_camera_info"]
+
+
+def test_a_publisher_of_another_type_is_named_as_the_reason_for_silence():
+    """A silent input whose topic has publishers of another type (a remap onto a depth cloud, compressed images on
+    the raw topic) said only "1 publisher(s)": ROS connects only the same type, so the warning names the type."""
+    message = silent_input_message("image", "/cam/image_raw", "sensor_msgs/msg/Image", 5.0,
+                                   [PublisherInfo("sensor_msgs/msg/CompressedImage")], [], [])
+    assert message.startswith(
+        "no sensor_msgs/msg/Image on /cam/image_raw (image) for 5 s; 1 publisher(s): of sensor_msgs/msg/CompressedImage "
+        "(all publish sensor_msgs/msg/CompressedImage, not sensor_msgs/msg/Image, and ROS connects only the same type; "
+        "for compressed images set image_transport: compressed with image_topic the base topic); "), message
+    mixed = [PublisherInfo("sensor_msgs/msg/Image"), PublisherInfo("sensor_msgs/msg/PointCloud2")]
+    message = silent_input_message("image", "/cam/image_raw", "sensor_msgs/msg/Image", 5.0, mixed, [], [])
+    assert "(some publish sensor_msgs/msg/PointCloud2, not sensor_msgs/msg/Image, and ROS connects only" in message
+    assert "image_transport" not in message
 
 
 def test_a_long_silence_is_logged_less_and_less_often():

@@ -847,13 +847,24 @@ def test_incompatible_qos_names_the_policy_and_the_override(ros_context, entity)
         peer.destroy_node()
 
 
-def test_publisher_durabilities_name_a_latched_camera_info(harness):
-    """The camera_info-missing warning names a latched driver (ros.input_monitor.camera_info_missing_message)."""
+def test_publishers_of_name_a_latched_camera_info_and_a_wrong_type(harness):
+    """The input warnings read each publisher's type and durability from the graph (ros.input_monitor): a latched
+    driver, and a publisher of another type on the topic, which ROS never connects (a wrong remap)."""
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     harness.peer.create_publisher(harness.types["sensor_msgs/msg/CameraInfo"], topics.CAMERA_INFO_TOPIC, latched)
-    harness.spin_until(lambda: len(harness.node.get_publishers_info_by_topic(topics.CAMERA_INFO_TOPIC)) == 2)
-    durabilities = harness.node.publisher_durabilities(topics.CAMERA_INFO_TOPIC)
-    assert sorted(durabilities) == ["transient_local", "volatile"]
+    other = rclpy.context.Context()  # DDS refuses two types on one topic within one participant (context)
+    rclpy.init(context=other)
+    try:
+        wrong = rclpy.create_node("wrong_type_peer", context=other)
+        wrong.create_publisher(harness.types["sensor_msgs/msg/Image"], topics.CAMERA_INFO_TOPIC, 1)
+        harness.spin_until(lambda: len(harness.node.get_publishers_info_by_topic(topics.CAMERA_INFO_TOPIC)) == 3)
+        publishers = harness.node.publishers_of(topics.CAMERA_INFO_TOPIC)
+        assert sorted((p.msg_type, p.durability) for p in publishers) == [
+            ("sensor_msgs/msg/CameraInfo", "transient_local"), ("sensor_msgs/msg/CameraInfo", "volatile"),
+            ("sensor_msgs/msg/Image", "volatile")]
+        wrong.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=other)
 
 
 def test_a_start_up_failure_is_logged_under_the_node_s_remapped_name(capfd):

@@ -49,6 +49,15 @@ class InputStatus:
     recent: int = 0
 
 
+@dataclass(frozen=True)
+class PublisherInfo:
+    """What the ROS graph says of one publisher of an input topic (rclpy ``get_publishers_info_by_topic``):
+    ``msg_type`` (``sensor_msgs/msg/Image``) and the ``durability`` it offers (``volatile``, ``transient_local``)."""
+
+    msg_type: str
+    durability: str = "volatile"
+
+
 class InputMonitor:
     """Arrival counts and rates of the node's inputs.
 
@@ -136,55 +145,82 @@ class InputMonitor:
             since = max(start, infos[-1]) if infos else start
             return now - since >= INFO_MISSING_AFTER_S
 
-    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], int],
-                 durabilities: Callable[[str], list[str]] | None = None) -> list[tuple[str, str]]:
+    def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], list[PublisherInfo]],
+                 qos_problem: Callable[[str], str | None] = lambda topic: None) -> list[tuple[str, str]]:
         """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.
 
         Args:
             graph_topics: message type -> topics of that type in the ROS graph (but the node's own).
-            publishers: topic -> its publisher count.
-            durabilities: topic -> the durability each of its publishers offers (``volatile``, ``transient_local``).
+            publishers: topic -> its publishers (:class:`PublisherInfo`).
+            qos_problem: topic -> why a publisher's QoS cannot match this node's subscription (``ros.qos``), or None.
         """
         found = []
         info_missing = self.info_missing()
         if info_missing:
             (image, _), (info, info_type) = self.inputs["image"], self.inputs["camera_info"]
             found.append(("camera_info_missing", camera_info_missing_message(
-                image, info, info_type, publishers(info), durabilities(info) if durabilities else [],
-                [t for t in graph_topics(info_type) if t != info])))
+                image, info, info_type, publishers(info), [t for t in graph_topics(info_type) if t != info],
+                qos_problem(info))))
         for role in self.silent():
             if role == "camera_info" and info_missing:
                 continue
             topic, msg_type = self.inputs[role]
             found.append((f"silent_{role}", silent_input_message(
                 role, topic, msg_type, self.silent_for(role), publishers(topic), self.arriving(),
-                graph_topics(msg_type))))
+                graph_topics(msg_type), qos_problem(topic))))
         return found
 
 
-def camera_info_missing_message(image: str, info: str, info_type: str, publishers: int, durabilities: list[str],
-                                others: list[str]) -> str:
+def _publishers_text(publishers: list[PublisherInfo], msg_type: str, *, durability: bool = False) -> str:
+    """``3 publisher(s)``, with the durabilities offered (``durability``) and the types that are not ``msg_type``."""
+    text = f"{len(publishers)} publisher(s)"
+    details = [f"of {t}" for t in sorted({p.msg_type for p in publishers} - {msg_type})]
+    if durability and publishers:
+        details.insert(0, ", ".join(sorted({p.durability for p in publishers})))
+    return text + (f": {'; '.join(details)}" if details else "")
+
+
+def unmatched_publishers(msg_type: str, publishers: list[PublisherInfo], qos_problem: str | None) -> str | None:
+    """Why publishers of an input topic send this node nothing, when the graph can tell: another message type (ROS
+    connects only the same type: a remap onto the wrong topic, compressed images on the raw topic) or a QoS that cannot
+    match (``qos_problem``); None when nothing explains it."""
+    wrong = sorted({p.msg_type for p in publishers} - {msg_type})
+    if wrong:
+        hint = ("; for compressed images set image_transport: compressed with image_topic the base topic"
+                if "sensor_msgs/msg/CompressedImage" in wrong else "")
+        return (f"{'all' if len(wrong) == len({p.msg_type for p in publishers}) else 'some'} publish "
+                f"{', '.join(wrong)}, not {msg_type}, and ROS connects only the same type{hint}")
+    return qos_problem
+
+
+def camera_info_missing_message(image: str, info: str, info_type: str, publishers: list[PublisherInfo],
+                                others: list[str], qos_problem: str | None = None) -> str:
     """The warning for images that arrive without camera_info: what publishes it and why nothing arrives. A latched
     (transient_local) publisher that sent it once cannot do: like image_transport's CameraSubscriber, the node pairs
     each image with a camera_info of its stamp, so the driver must publish one with every image."""
-    offered = f": {', '.join(sorted(set(durabilities)))}" if durabilities else ""
+    unmatched = unmatched_publishers(info_type, publishers, qos_problem)
     if not publishers:
         why = "nothing publishes it (set camera_info_topic or remap)"
-    elif "transient_local" in durabilities:
+    elif unmatched:
+        why = unmatched
+    elif any(p.durability == "transient_local" for p in publishers):
         why = ("a latched camera_info (transient_local, sent once) is not enough: each image pairs with a camera_info "
                "of its own stamp, as with image_transport's CameraSubscriber, so the driver must publish one with "
                "every image")
     else:
         why = "its publisher(s) sent nothing since this node subscribed"
-    return (f"images arrive on {image} but no camera_info on {info} ({publishers} publisher(s){offered}): no frame "
-            f"can be processed without intrinsics; {why}; other {info_type} topics in the graph: "
+    return (f"images arrive on {image} but no camera_info on {info} ({_publishers_text(publishers, info_type, durability=True)}): "
+            f"no frame can be processed without intrinsics; {why}; other {info_type} topics in the graph: "
             f"{', '.join(others) if others else 'none'}")
 
 
-def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: int,
-                         arriving: list[str], same_type_topics: list[str]) -> str:
-    """The warning for an input that stays silent: the topic, its publishers, what does arrive, where its type is."""
-    parts = [f"no {msg_type} on {topic} ({role}) for {silent_s:.0f} s; {publishers} publisher(s)"]
+def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: list[PublisherInfo],
+                         arriving: list[str], same_type_topics: list[str], qos_problem: str | None = None) -> str:
+    """The warning for an input that stays silent: the topic, its publishers (and why they send nothing, where the
+    graph tells: :func:`unmatched_publishers`), what does arrive, where its type is."""
+    parts = [f"no {msg_type} on {topic} ({role}) for {silent_s:.0f} s; {_publishers_text(publishers, msg_type)}"]
+    if unmatched := unmatched_publishers(msg_type, publishers, qos_problem):
+        parts[0] += f" ({unmatched})"
     parts.append("arriving: " + (", ".join(arriving) if arriving else "no input at all"))
     others = [t for t in same_type_topics if t != topic]
     parts.append(f"{msg_type} topics in the graph: " + (", ".join(others) if others else "none")

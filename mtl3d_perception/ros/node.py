@@ -64,7 +64,7 @@ from mtl3d_perception.msgs.messages import (
 from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
 from mtl3d_perception.ros import diagnostics, qos
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
-from mtl3d_perception.ros.input_monitor import InputMonitor, warning_period_s
+from mtl3d_perception.ros.input_monitor import InputMonitor, PublisherInfo, warning_period_s
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
 from mtl3d_perception.runtime.driver import TF_NOT_SUBSCRIBED, FrameDriver
@@ -360,13 +360,14 @@ class PerceptionNode(Node):
             return sorted(name for name, types in self.get_topic_names_and_types()
                           if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
-        for kind, message in self.inputs.warnings(topics_of, self.count_publishers, self.publisher_durabilities):
+        for kind, message in self.inputs.warnings(topics_of, self.publishers_of, self.qos_incompatible.get):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
 
-    def publisher_durabilities(self, topic: str) -> list[str]:
-        """The durability each publisher of ``topic`` offers (``volatile``, ``transient_local``), from the graph."""
-        return [info.qos_profile.durability.name.lower() for info in self.get_publishers_info_by_topic(topic)]
+    def publishers_of(self, topic: str) -> list[PublisherInfo]:
+        """Each publisher of ``topic`` in the graph: its message type and the durability it offers."""
+        return [PublisherInfo(info.topic_type, info.qos_profile.durability.name.lower())
+                for info in self.get_publishers_info_by_topic(topic)]
 
     def _time_jump(self, stamp_ns: int, frame_id: str) -> None:
         """Forget the node's state from before the jump: the synchroniser's queues and the TF cache (the driver
