@@ -58,7 +58,8 @@ DIAGNOSTICS_QOS_DEPTH = 10
 IMAGE_QOS_DEPTH = 1
 CAMERA_INFO_QOS_DEPTH = 5
 # the policies a start-up ``qos_overrides.<topic>.<subscription|publisher>.<policy>`` parameter may set (ros/qos.py):
-# rclpy's QoSOverridingOptions.with_default_policies() for inputs; outputs add durability (transient_local viewers)
+# rclpy's QoSOverridingOptions.with_default_policies() for inputs; outputs add durability (transient_local viewers).
+# Here, not in ros/qos.py, because config/perception.yaml (runtime/config.py) documents them without importing rclpy
 INPUT_QOS_OVERRIDES = ("history", "depth", "reliability")
 OUTPUT_QOS_OVERRIDES = (*INPUT_QOS_OVERRIDES, "durability")
 

@@ -319,8 +319,12 @@ def test_the_shipped_model_has_a_name_that_works_from_any_folder(tmp_path, monke
     assert checkpoint_argument("runs/x.safetensors") == "runs/x.safetensors"
     assert cli.main(["info", "default"]) == 0
     assert f"model: {default_model_path()}" in capsys.readouterr().out
+    (tmp_path / "default").mkdir()  # a review: a folder of that name hid the shipped model
+    assert checkpoint_argument("default") == str(default_model_path())
+    (tmp_path / "default").rmdir()
     (tmp_path / "default").write_text("")
     assert checkpoint_argument("default") == "default"
+    assert checkpoint_argument("") == str(default_model_path())
 
 
 def test_a_stray_models_folder_beside_an_installed_package_is_not_a_checkout(tmp_path):

@@ -52,14 +52,14 @@ def default_model_path() -> Path:
 
 
 def checkpoint_argument(spec: str) -> str:
-    """A checkpoint as the ``mtl3d`` commands and ``model_path`` take it: a path, or ``default``
+    """A checkpoint as the ``mtl3d`` commands and ``model_path`` take it: a path, or ``''`` or ``default``
     (:data:`SHIPPED_NAME`, unless a file of that name is in the working directory) for the shipped checkpoint, so
     ``mtl3d eval default`` works from any folder of an installed package.
 
     Raises:
         FileNotFoundError: ``default`` and no shipped checkpoint (:func:`default_model_path`).
     """
-    if spec == SHIPPED_NAME and not Path(spec).exists():
+    if not spec or (spec == SHIPPED_NAME and not Path(spec).is_file()):
         return str(default_model_path())
     return spec
 

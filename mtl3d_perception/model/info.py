@@ -135,7 +135,7 @@ def _load(spec: str):
 def describe(spec: str) -> dict:
     """What ``mtl3d info SPEC`` prints, as a dict: a preset (``NAME`` or ``preset:NAME``, as ``model_path`` takes it),
     a model YAML, a checkpoint or ``default`` (the shipped one, ``checkpoint.checkpoint_argument``)."""
-    spec = checkpoint_argument(spec.removeprefix(PRESET_PREFIX))
+    spec = spec.removeprefix(PRESET_PREFIX) if spec.startswith(PRESET_PREFIX) else checkpoint_argument(spec)
     model, meta = _load(spec)
     cfg = model.config
     info = {

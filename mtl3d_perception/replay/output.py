@@ -1,8 +1,8 @@
 """The rosbag2 that `mtl3d replay` writes: ``DIR/output.mcap`` (+ ``metadata.yaml``), with each topic's QoS.
 
 The inputs are copied with the QoS their bag offered (:func:`bag_index`); the outputs get the node's:
-reliable, volatile, keep last 2 (``QOS_OUTPUT``: the defaults, not a run's ``qos_overrides``), and ``/diagnostics``
-keep last 10. :func:`check_out_dir`
+reliable, volatile, keep last ``topics.OUTPUT_QOS_DEPTH`` (``QOS_OUTPUT``: the defaults, not a run's
+``qos_overrides``), and ``/diagnostics`` keep last ``topics.DIAGNOSTICS_QOS_DEPTH``. :func:`check_out_dir`
 refuses an output folder that writing there would damage.
 """
 

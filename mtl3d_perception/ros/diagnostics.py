@@ -27,8 +27,10 @@ def _level_value(cls: type, level: int) -> Any:
     return level
 
 
-def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, str, list[tuple[str, str]]]:
-    """(level, message, [(key, value)]) for a snapshot plus static ``info`` (device, model, ...)."""
+def status_fields(snapshot: dict[str, Any], info: dict[str, str],
+                  extra_warnings: list[str] = ()) -> tuple[int, str, list[tuple[str, str]]]:
+    """(level, message, [(key, value)]) for a snapshot plus static ``info`` (device, model, ...); ``extra_warnings``
+    are conditions the caller sees that the stats do not hold (the node's QoS mismatches): each makes it WARN."""
     counts = snapshot["counts"]
     processed = counts.get("processed", 0)
     latency = snapshot["latency_s"]
@@ -57,6 +59,7 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
         warnings.append(f"mostly single-view ({ratio:.0%} of recent frames; last: {snapshot['last_pair_reason']})")
     if snapshot["recent_problem"]:
         warnings.append(snapshot["last_problem"])
+    warnings.extend(extra_warnings)
     level = ERROR if snapshot["recent_error"] else WARN if warnings else OK
     if snapshot["recent_error"]:
         warnings.insert(0, snapshot["last_error"])
@@ -84,9 +87,10 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str]) -> tuple[int, 
 
 
 def make_diagnostic_array(types: Any, header: Any, snapshot: dict[str, Any], *, name: str, hardware_id: str,
-                          info: dict[str, str]) -> Any:
-    """A ``diagnostic_msgs/DiagnosticArray`` holding one status for the pipeline."""
-    level, message, values = status_fields(snapshot, info)
+                          info: dict[str, str], warnings: list[str] = ()) -> Any:
+    """A ``diagnostic_msgs/DiagnosticArray`` holding one status for the pipeline (``warnings``: see
+    :func:`status_fields`' ``extra_warnings``)."""
+    level, message, values = status_fields(snapshot, info, warnings)
     status = make_status(types, level, name=name, message=message, hardware_id=hardware_id, values=values)
     return types["diagnostic_msgs/msg/DiagnosticArray"](header=header, status=[status])
 

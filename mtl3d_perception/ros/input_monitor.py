@@ -184,6 +184,8 @@ def unmatched_publishers(msg_type: str, publishers: list[PublisherInfo], qos_pro
     """Why publishers of an input topic send this node nothing, when the graph can tell: another message type (ROS
     connects only the same type: a remap onto the wrong topic, compressed images on the raw topic) or a QoS that cannot
     match (``qos_problem``); None when nothing explains it."""
+    if not publishers:
+        return None
     wrong = sorted({p.msg_type for p in publishers} - {msg_type})
     if wrong:
         hint = ("; for compressed images set image_transport: compressed with image_topic the base topic"

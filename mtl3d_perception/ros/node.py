@@ -165,7 +165,6 @@ class PerceptionNode(Node):
         self._tf_waits: deque[tuple[int, Any]] = deque()  # (frame stamp, wait_for_transform_async future)
         self._tf_waits_lock = threading.Lock()
 
-        self.qos_incompatible: dict[str, str] = {}  # topic -> what cannot match there (rclpy's incompatible_qos)
         self.pubs = {name: self._publisher(self.types[msg_type], f"~/{name}")
                      for name, (msg_type, _) in topics.OUTPUTS.items()
                      if name != "depth/confidence" or self.pipeline.has_depth_confidence}
@@ -325,13 +324,32 @@ class PerceptionNode(Node):
                 incompatible_qos=lambda event: self._incompatible_qos(name, "subscription", event)))
 
     def _incompatible_qos(self, topic: str, entity: str, event: Any) -> None:
-        """rclpy's ``incompatible_qos`` event on one of the node's topics: a problem (WARN in /diagnostics, a
-        throttled log line) naming the policy and the override that fixes it, kept under ``qos_incompatible``."""
-        entities = self.pubs.values() if entity == "publisher" else (self.image_sub.sub, self.info_sub.sub)
-        profile = next((e.qos_profile for e in entities if e.topic_name == topic), qos.OUTPUT_QOS)
-        message = qos.incompatible_qos_message(topic, entity, profile, event.last_policy_kind, event.total_count)
-        self.qos_incompatible[topic] = message
-        self._problem("qos", message)
+        """rclpy's ``incompatible_qos`` event: a peer whose QoS cannot match appeared on ``topic``. Logged (throttled)
+        as the graph now says it (:meth:`qos_mismatches`); /diagnostics warns for as long as it lasts."""
+        message = self.qos_mismatches().get(topic) or (
+            f"a peer on {topic} cannot match this node's {entity} QoS ({qos.policy_name(event.last_policy_kind)})")
+        self._log(f"qos {topic}", message)
+
+    def qos_mismatches(self) -> dict[str, str]:
+        """Topic -> what cannot match there (:func:`ros.qos.mismatch_message`), for each of the node's inputs and
+        outputs with a peer whose QoS cannot match this node's, from the graph as it is now."""
+        own = (self.get_name(), self.get_namespace())
+        entities = [(pub, "publisher", self.get_publishers_info_by_topic, self.get_subscriptions_info_by_topic)
+                    for pub in self.pubs.values()]
+        entities += [(sub.sub, "subscription", self.get_subscriptions_info_by_topic, self.get_publishers_info_by_topic)
+                     for sub in (self.image_sub, self.info_sub)]
+        found = {}
+        for entity, kind, ours_of, peers_of in entities:
+            topic = entity.topic_name
+            peers = [i.qos_profile for i in peers_of(topic) if (i.node_name, i.node_namespace) != own]
+            if not peers:
+                continue
+            # this side as the graph reports it (its durations as the peers' are), else as rclpy holds it
+            profile = next((i.qos_profile for i in ours_of(topic) if (i.node_name, i.node_namespace) == own),
+                           entity.qos_profile)
+            if message := qos.mismatch_message(topic, kind, profile, peers):
+                found[topic] = message
+        return found
 
     def _start_input_monitor(self, image_type: type) -> None:
         """Log the resolved inputs; then, once a second, warn about silent ones (``ros/input_monitor.py``)."""
@@ -360,7 +378,7 @@ class PerceptionNode(Node):
             return sorted(name for name, types in self.get_topic_names_and_types()
                           if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
-        for kind, message in self.inputs.warnings(topics_of, self.publishers_of, self.qos_incompatible.get):
+        for kind, message in self.inputs.warnings(topics_of, self.publishers_of, self.qos_mismatches().get):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
 
@@ -580,17 +598,18 @@ class PerceptionNode(Node):
 
     def publish_diagnostics(self) -> None:
         self._check_pairing()
+        mismatches = self.qos_mismatches()
         header = conversions.make_header(self.types, self.get_clock().now().nanoseconds, "")
         info = self.driver.info(**{f"camera.{k}": v for k, v in self.camera_info.items()},
                                 model=self.model_description,
                                 compat_fallbacks=",".join(FALLBACKS) or "none",
                                 unknown_parameters=", ".join(self.unknown_parameters) or "none",
-                                qos_incompatible="; ".join(self.qos_incompatible.values()) or "none")
+                                qos_incompatible="; ".join(mismatches.values()) or "none")
         # hardware_id: the camera this instance serves (its image topic); the compute device is the `device` value
         node_name, camera = self.get_fully_qualified_name(), topics.base_image_topic(self.image_sub.sub.topic_name)
         array = diagnostics.make_diagnostic_array(self.types, header, self.stats.snapshot(),
                                                   name=diagnostics.status_name(node_name, "pipeline"),
-                                                  hardware_id=camera, info=info)
+                                                  hardware_id=camera, info=info, warnings=list(mismatches.values()))
         for status in self.inputs.statuses():  # one status per input, as diagnostic_updater's TopicDiagnostic
             array.status.append(diagnostics.make_input_status(self.types, status, self.inputs.inputs[status.role][1],
                                                               node_name=node_name, hardware_id=camera))
@@ -664,7 +683,7 @@ def init_failure_message(exc: Exception) -> str:
     """The fatal line for ``rclpy.init`` refusing to start: rcl raises the same RuntimeError for bad ROS arguments (a
     missing ``--params-file``, a bad remapping) and for a log directory it cannot create (a read-only HOME)."""
     text = str(exc)
-    if "log" in text.lower() and "director" in text.lower():
+    if "failed to initialize logging" in text or "Failed to create log directory" in text:  # rcl's own wording
         return (f"cannot start: ROS cannot create its log directory ({text}); set ROS_LOG_DIR (or ROS_HOME) to a "
                 "writable folder")
     return f"cannot start: bad ROS arguments: {text}"

@@ -9,20 +9,23 @@ robot drivers that follow it, every input subscription and output publisher is c
 defaults, e.g. ``qos_overrides./mtl3d_perception/points.publisher.reliability: best_effort`` for a cloud sent over
 Wi-Fi, or ``qos_overrides./camera/color/image_raw.subscription.reliability: reliable`` so large images are not lost
 in fragments. A peer whose QoS cannot match (a reliable subscriber of a best-effort output, a best-effort camera
-under a reliable override) gets nothing; rclpy's ``incompatible_qos`` event names the policy and
-:func:`incompatible_qos_message` says which parameter would fix it.
+under a reliable override) gets nothing; rclpy's ``incompatible_qos`` event says when one appears, and
+:func:`mismatch_message` says, from the graph as it is now, which policy and which parameter would fix it.
 """
 
 from __future__ import annotations
 
 import copy
 
+from rclpy.duration import Infinite
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    QoSCompatibility,
     QoSPolicyKind,
     QoSProfile,
     ReliabilityPolicy,
+    qos_check_compatible,
     qos_policy_name_from_kind,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -35,8 +38,8 @@ except ImportError:  # Humble
     from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 __all__ = ["CAMERA_INFO_QOS", "INPUT_OVERRIDES", "OUTPUT_OVERRIDES", "OUTPUT_QOS", "SENSOR_QOS",
-           "PublisherEventCallbacks", "SubscriptionEventCallbacks", "entity_qos", "incompatible_qos_message",
-           "override_parameter", "policy_name"]
+           "PublisherEventCallbacks", "SubscriptionEventCallbacks", "entity_qos", "incompatible_policy",
+           "mismatch_message", "override_parameter", "policy_name"]
 
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
                         history=HistoryPolicy.KEEP_LAST, depth=topics.IMAGE_QOS_DEPTH)
@@ -72,32 +75,59 @@ def override_parameter(topic: str, entity: str, policy: str) -> str:
 
 # the value of each side that matches every peer (reliable offers serve best-effort requests, not the reverse)
 _MATCHES_ALL = {("reliability", "subscription"): "best_effort", ("reliability", "publisher"): "reliable",
-                ("durability", "subscription"): "volatile", ("durability", "publisher"): "transient_local"}
+                ("durability", "publisher"): "transient_local"}
 
 
 def _value(profile: QoSProfile, policy: str) -> str:
     value = getattr(profile, policy, "?")
+    if hasattr(value, "nanoseconds"):  # deadline, lifespan, lease duration: 0 is rmw's "not set", the graph's infinite
+        return "infinite" if value.nanoseconds in (0, Infinite.nanoseconds) else f"{value.nanoseconds * 1e-9:g} s"
     return value.name.lower() if hasattr(value, "name") else str(value)
 
 
-def incompatible_qos_message(topic: str, entity: str, profile: QoSProfile, kind: QoSPolicyKind | int,
-                             count: int) -> str:
-    """What to say when a peer's QoS cannot match this node's ``entity`` (``publisher`` / ``subscription``) on
-    ``topic``, whose effective QoS is ``profile``; ``kind`` is the event's ``last_policy_kind``, ``count`` its
-    ``total_count``.
+def incompatible_policy(publisher: QoSProfile, subscription: QoSProfile) -> QoSPolicyKind | None:
+    """The policy that keeps a ``publisher`` and a ``subscription`` apart (rclpy ``qos_check_compatible``; the
+    first of reliability, durability, deadline, liveliness, lease duration that differs the wrong way), or None when
+    they match (or rmw cannot tell: system-default values)."""
+    compatibility, _ = qos_check_compatible(publisher, subscription)
+    if compatibility != QoSCompatibility.ERROR:
+        return None
+    if (publisher.reliability, subscription.reliability) == (ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.RELIABLE):
+        return QoSPolicyKind.RELIABILITY
+    if (publisher.durability, subscription.durability) == (DurabilityPolicy.VOLATILE,
+                                                           DurabilityPolicy.TRANSIENT_LOCAL):
+        return QoSPolicyKind.DURABILITY
+    for kind, name in ((QoSPolicyKind.DEADLINE, "deadline"), (QoSPolicyKind.LIVELINESS, "liveliness"),
+                       (QoSPolicyKind.LIVELINESS_LEASE_DURATION, "liveliness_lease_duration")):
+        if getattr(publisher, name) != getattr(subscription, name):
+            return kind
+    return QoSPolicyKind.INVALID
 
-    Names the policy, this side's value, who gets nothing, and the ``qos_overrides`` parameter that changes this side
-    where it is one a user may override (``topics.INPUT_QOS_OVERRIDES`` / ``OUTPUT_QOS_OVERRIDES``).
+
+def mismatch_message(topic: str, entity: str, profile: QoSProfile, peers: list[QoSProfile]) -> str | None:
+    """What to say about the peers on ``topic`` whose QoS cannot match this node's ``entity`` (``publisher``: its
+    subscribers; ``subscription``: its publishers), this side's effective QoS being ``profile`` as the graph reports it
+    (``get_*_info_by_topic``: rmw's "not set" durations read as infinite there; compared with the profile rclpy holds,
+    every peer with a deadline would seem to mismatch): None when every peer matches. From the graph as it is now, so a peer that left is no longer named (rclpy's ``incompatible_qos`` event
+    counts every one ever seen).
+
+    Names how many peers, the policy, this side's value, who gets nothing, and the ``qos_overrides`` parameter that
+    changes this side where it is one a user may override (``topics.INPUT_QOS_OVERRIDES`` / ``OUTPUT_QOS_OVERRIDES``),
+    with the value that serves every peer.
     """
-    policy = policy_name(kind)
+    kinds = [incompatible_policy(*((profile, peer) if entity == "publisher" else (peer, profile))) for peer in peers]
+    kinds = [k for k in kinds if k is not None]
+    if not kinds:
+        return None
+    policy = policy_name(kinds[0])
     ours = _value(profile, policy)
     if entity == "publisher":
-        who = (f"{count} subscriber(s) of {topic} request QoS this node's publisher does not offer ({policy}: it "
+        who = (f"{len(kinds)} subscriber(s) of {topic} request QoS this node's publisher does not offer ({policy}: it "
                f"offers {ours}); they receive nothing")
         overridable = topics.OUTPUT_QOS_OVERRIDES
     else:
-        who = (f"{count} publisher(s) of {topic} offer QoS this node's subscription does not accept ({policy}: it "
-               f"requests {ours}); nothing of theirs is received")
+        who = (f"{len(kinds)} publisher(s) of {topic} offer QoS this node's subscription does not accept ({policy}: "
+               f"it requests {ours}); nothing of theirs is received")
         overridable = topics.INPUT_QOS_OVERRIDES
     if policy in overridable:
         value = _MATCHES_ALL.get((policy, entity))

@@ -88,6 +88,7 @@ def precision_problem(precision: str, device: str) -> str | None:
 # the type description service reads its own). A ``qos_overrides.`` one is known only where the node declared it
 # (``ros.qos``): rclpy ignores one for a topic the node has not, e.g. a mistyped topic.
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+QOS_PREFIX = "qos_overrides."
 
 
 def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[str]) -> list[str]:
@@ -103,10 +104,37 @@ def unknown_parameters(given: list[str] | set[str], declared: list[str] | set[st
     for name in sorted(set(given) - set(declared)):
         if name in ROS_PARAMETERS:
             continue
-        # a qos_overrides name is long and mostly shared: only a near-identical one is a likely typo
-        close = difflib.get_close_matches(name, declared, n=1, cutoff=0.9 if name.startswith("qos_overrides.") else 0.6)
+        if name.startswith(QOS_PREFIX):
+            out.append(f"{name!r} ({_qos_override_hint(name, declared)})")
+            continue
+        close = difflib.get_close_matches(name, declared, n=1)
         out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return out
+
+
+def _qos_override_hint(name: str, declared: list[str]) -> str:
+    """Which part of an undeclared ``qos_overrides.<topic>.<entity>.<policy>`` name is wrong, against the declared
+    ones: the topic (none of the node's, fully qualified after remapping; a close one suggested), the entity (an
+    output is a ``publisher``, an input a ``subscription``) or the policy (not one the node offers there)."""
+    import difflib
+
+    def split(n: str) -> tuple[str, str, str]:
+        topic, _, rest = n.removeprefix(QOS_PREFIX).rpartition(".")
+        topic, _, entity = topic.rpartition(".")
+        return topic, entity, rest
+
+    topic, entity, policy = split(name)
+    ours = [split(n) for n in declared if n.startswith(QOS_PREFIX)]
+    same_topic = [(e, p) for t, e, p in ours if t == topic]
+    if not same_topic:
+        close = difflib.get_close_matches(topic, sorted({t for t, _, _ in ours}), n=1, cutoff=0.8)
+        return (f"did you mean the topic {close[0]!r}?" if close else
+                "this node has no such topic: names are fully qualified, after remapping")
+    entities = sorted({e for e, _ in same_topic})
+    if entity not in entities:
+        return f"{topic} is a {' and a '.join(entities)} of this node, not a {entity}"
+    policies = sorted(p for e, p in same_topic if e == entity)
+    return f"{policy} is not overridable there; the {entity} takes {', '.join(policies)}"
 
 
 def params_file_paths(args: list[str]) -> list[str]:

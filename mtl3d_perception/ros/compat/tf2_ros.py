@@ -215,9 +215,9 @@ class TransformListener:
             from tf2_msgs.msg import TFMessage
         except ImportError as exc:
             build = " or, in the source checkout, `make venv` (builds it into .venv)" if checkout_root() else ""
-            self.unavailable = (f"tf2_msgs is not importable ({exc}): /tf and /tf_static are not subscribed; "
-                                f"source a ROS 2 install (the ROS wheels on PyPI lack tf2_msgs){build}")
-            node.get_logger().warning(self.unavailable)
+            self.unavailable = (f"tf2_msgs is not importable ({exc}); source a ROS 2 install (the ROS wheels on PyPI "
+                                f"lack tf2_msgs){build}")
+            node.get_logger().warning(f"/tf and /tf_static are not subscribed: {self.unavailable}")
             return
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
