@@ -378,7 +378,9 @@ class PerceptionNode(Node):
             return sorted(name for name, types in self.get_topic_names_and_types()
                           if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
-        for kind, message in self.inputs.warnings(topics_of, self.publishers_of, self.qos_mismatches().get):
+        # the QoS check reads the graph (two queries per topic): only when there is a warning to explain
+        for kind, message in self.inputs.warnings(topics_of, self.publishers_of,
+                                                  lambda topic: self.qos_mismatches().get(topic)):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
 
