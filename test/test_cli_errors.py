@@ -385,3 +385,27 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.startswith("mtl3d ")
+
+
+def test_ctrl_c_is_one_line_and_replay_keeps_what_it_wrote(capsys, tmp_path, tiny_sequence, monkeypatch):
+    """A soak trial: Ctrl-C in `mtl3d replay` printed a KeyboardInterrupt traceback, though the output bag and report
+    were written. One line, exit status 130 (128 + SIGINT), and the partial outputs stay."""
+    from mtl3d_perception.runtime.pipeline import PerceptionPipeline
+
+    bag = write_bag(tiny_sequence, tmp_path / "bag")
+    calls = {"n": 0}
+    process = PerceptionPipeline.process
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return process(self, *args, **kwargs)
+
+    monkeypatch.setattr(PerceptionPipeline, "process", interrupted)
+    out = tmp_path / "out"
+    rc = cli_main(["replay", str(bag), "--model", "preset:tiny", "--device", "cpu", "--out", str(out),
+                   "--no-progress", "--montage-frames", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 130 and err.splitlines()[-1] == "mtl3d replay: interrupted" and "Traceback" not in err, err
+    assert (out / "report.md").is_file() and (out / "output.mcap").is_file()

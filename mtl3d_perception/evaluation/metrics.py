@@ -447,12 +447,16 @@ class RealDepthMeter:
             if c_all is not None:
                 self.confidence_sum[0 if has_source else 1] += (int(mask.sum()), float(c_all[i][mask].double().sum()))
             if c_all is not None and has_source:
-                self.errors.append(rel[::self._stride].astype(np.float32))
-                self.confidences.append(c_all[i][mask].numpy()[::self._stride])
+                # copies, never views: a strided view keeps its whole base alive (a frame's every masked pixel, and
+                # for the confidence a torch tensor), so the sample would grow with the sequence (a soak trial:
+                # replay's memory rose ~0.6 MB per 540x360 frame without end)
+                self.errors.append(np.array(rel[::self._stride], np.float32))
+                self.confidences.append(np.array(c_all[i][mask].numpy()[::self._stride], np.float32))
                 self._kept += len(self.errors[-1])
                 while self._kept > self.max_pixels:
                     self._stride *= 2
-                    self.errors, self.confidences = [e[::2] for e in self.errors], [c[::2] for c in self.confidences]
+                    self.errors = [e[::2].copy() for e in self.errors]
+                    self.confidences = [c[::2].copy() for c in self.confidences]
                     self._kept = sum(len(e) for e in self.errors)
 
     def compute(self) -> dict[str, float]:
