@@ -1200,3 +1200,33 @@ def test_ground_truth_normals_of_a_measured_depth_follow_the_surface():
     ok = np.isfinite(normals).all(-1)
     assert ok.mean() > 0.9
     assert np.percentile(np.degrees(np.arccos(np.clip(normals[ok] @ n, -1, 1))), 95) < 5.0
+
+
+def test_ground_truth_kept_for_scoring_is_bounded_in_bytes(monkeypatch):
+    """A soak trial's finding, sized: 200 ground-truth depth images of a 1280x720 camera are 740 MB. The store keeps
+    at most GT_BUDGET_BYTES per kind (never fewer than GT_KEEP_MIN images), the newest ones."""
+    from types import SimpleNamespace
+
+    from mtl3d_perception.replay import evaluation as ev
+    from mtl3d_perception.replay.evaluation import ReplayEvaluation
+
+    types = typestore().types
+    config = SimpleNamespace(classes=["a", "b"], depth_max=10.0, depth_range=(0.3, 10.0), palette=None)
+    monkeypatch.setattr(ev, "GT_BUDGET_BYTES", 40 * 64 * 48 * 4)
+    monkeypatch.setattr(ev, "GT_KEEP_MIN", 10)
+    e = ReplayEvaluation(["multi_view"], config, expect_gt=["depth"], slop_s=0.01, montage_picks=[],
+                         warn=lambda m: None)
+
+    def depth_msg(i):
+        header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=i, nanosec=0),
+                                              frame_id="cam")
+        data = np.full((48, 64), 1.5, np.float32)
+        return types["sensor_msgs/msg/Image"](header=header, height=48, width=64, encoding="32FC1", is_bigendian=0,
+                                              step=64 * 4, data=np.frombuffer(data.tobytes(), np.uint8))
+
+    for i in range(100):
+        e.add_ground_truth("depth", depth_msg(i))
+    assert list(e.gt["depth"]) == [i * 10**9 for i in range(60, 100)]  # the 40 newest, within the budget
+    monkeypatch.setattr(ev, "GT_BUDGET_BYTES", 0)
+    e.add_ground_truth("depth", depth_msg(100))
+    assert len(e.gt["depth"]) == 10 and len(e.gt_frame_ids["depth"]) == 10  # never fewer than GT_KEEP_MIN

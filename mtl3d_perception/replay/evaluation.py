@@ -48,7 +48,11 @@ from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.products import STAGES, Products
 from mtl3d_perception.runtime.stats import is_fallback
 
-GT_KEEP = 200  # ground-truth images kept per kind
+GT_KEEP = 200  # ground-truth images kept per kind, at most ...
+# ... and within this many bytes per kind, but never fewer than GT_KEEP_MIN: 200 depth images of a 1280x720 camera
+# are 740 MB; 256 MiB keeps 69 of them, 2.3 s of a 30 Hz camera, beyond the 1 s a frame waits for its ground truth
+GT_BUDGET_BYTES = 256 << 20
+GT_KEEP_MIN = 30
 GT_WAIT_NS = 1_000_000_000  # bag time a processed frame waits for ground truth
 
 
@@ -284,7 +288,8 @@ class ReplayEvaluation:
             frame_ids[stamp] = str(msg.header.frame_id)
         except ValueError as exc:
             self.warn(f"ground truth at {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} unusable: {exc}")
-        while len(store) > GT_KEEP:
+        while len(store) > GT_KEEP or (len(store) > GT_KEEP_MIN
+                                       and sum(image.nbytes for image in store.values()) > GT_BUDGET_BYTES):
             frame_ids.pop(store.popitem(last=False)[0], None)
 
     def add_frame(self, index: int, frame: Frame, results: dict[str, Any]) -> None:
