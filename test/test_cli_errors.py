@@ -409,3 +409,15 @@ def test_ctrl_c_is_one_line_and_replay_keeps_what_it_wrote(capsys, tmp_path, tin
     err = capsys.readouterr().err.strip()
     assert rc == 130 and err.splitlines()[-1] == "mtl3d replay: interrupted" and "Traceback" not in err, err
     assert (out / "report.md").is_file() and (out / "output.mcap").is_file()
+
+
+def test_load_model_refuses_a_device_as_runtime_config_does():
+    """A Python-API trial: load_model("default", device="gpu") ended in torch's list of every device type and
+    device="cuda" on a CPU-only torch in a bare AssertionError; both now get the runtime's one device rule."""
+    with pytest.raises(SettingError, match="device must be one of auto, cpu, cuda, cuda:N"):
+        load_model("preset:tiny", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match="device 'cuda' requested but CUDA is not available"):
+            load_model("preset:tiny", device="cuda")
+    model, _ = load_model("preset:tiny", device="auto")
+    assert next(model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -394,3 +394,34 @@ def test_depth_colouring_matches_the_log_depth_formula_at_camera_resolution():
     assert rgb.shape == (720, 1280, 3) and (rgb[0, :4] == 96).all()
     step = np.abs(rgb - expected).max(-1)
     assert (step > 0).mean() < 2e-3 and step.max() <= 12  # float32 at an index boundary: the next turbo colour
+
+
+def test_a_k_for_another_image_size_is_warned_once_per_camera_and_k():
+    """A Python-API trial: a K for a 1080x720 image with 540x360 frames (or for 270x180) was taken without a word and
+    doubled the depth error. A principal point far from the centre is warned, naming the size K is centred for, once
+    per camera and K; the frames still run."""
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.runtime import Frame, PerceptionPipeline
+
+    torch.manual_seed(0)
+    model = build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48), num_depth=8))
+    pipeline = PerceptionPipeline(model)
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    K = np.array([[80.0, 0.0, 44.5], [0.0, 80.0, 29.5], [0.0, 0.0, 1.0]])  # centred for 90x60
+
+    def calibration(i, K_):
+        products = pipeline.process(Frame(i * 100_000_000, "cam", rgb, K_))
+        assert products.depth is not None
+        return [m for kind, m in products.warnings if kind == "calibration"]
+
+    assert calibration(0, K) == []
+    doubled = np.diag([2.0, 2.0, 1.0]) @ K
+    doubled[:2, 2] = [89.5, 59.5]  # K of the same camera at 180x120
+    (message,) = calibration(1, doubled)
+    assert "(89.5, 59.5) is far from the centre of the 90x60 image of camera 'cam'" in message
+    assert "centred for a 180x120 image: is K for another size?" in message
+    assert calibration(2, doubled) == []  # said once for this K
+    halved = K.copy()
+    halved[:2, 2] = [22.0, 14.5]  # K for 45x30
+    (message,) = calibration(3, halved)
+    assert "centred for a 45x30 image" in message

@@ -54,7 +54,7 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 
 from mtl3d_perception import topics
-from mtl3d_perception.data.sequence import START_TIME_S, PosedSequence, SequenceFrame
+from mtl3d_perception.data.sequence import START_TIME_S, PosedSequence, SequenceFrame, seconds_to_ns
 from mtl3d_perception.geometry import invert_se3, z_up_rotation
 from mtl3d_perception.msgs.conversions import (
     COMPRESSED_FORMATS,
@@ -111,12 +111,6 @@ class BagError(RuntimeError):
 def typestore():
     """The ROS 2 Jazzy typestore whose message classes :func:`read_bag` returns and :func:`write_bag` writes."""
     return get_typestore(Stores.ROS2_JAZZY)
-
-
-def seconds_to_ns(stamp_s: float) -> int:
-    """Seconds (float) -> integer nanoseconds, exact to the float's precision (no 1e9 multiply of a big float)."""
-    sec = math.floor(stamp_s)
-    return int(sec) * 1_000_000_000 + round((stamp_s - sec) * 1e9)
 
 
 def ns_to_seconds(t_ns: int) -> float:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, depth_to_mm, to_rigid
+from mtl3d_perception.runtime.frames import Frame
 
 # Everything write_sequence may put in a sequence folder: the frame folders (files named by frame) and the files.
 SEQUENCE_PARTS = ("images", "depth", "semantic", "normals", "poses.txt", "K.txt", "timestamps.txt", "provenance.json")
@@ -87,6 +88,17 @@ class SequenceFrame:
     def size(self) -> tuple[int, int]:
         """``(W, H)`` of the image."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    def runtime_frame(self, frame_id: str = "camera") -> Frame:
+        """This frame as :meth:`runtime.PerceptionPipeline.process` takes it: the stamp in integer nanoseconds
+        (:func:`seconds_to_ns`), the image, K and pose; the ground truth (depth, labels, normals) stays here."""
+        return Frame(seconds_to_ns(self.stamp), frame_id, self.rgb, self.K, self.T_world_cam)
+
+
+def seconds_to_ns(stamp_s: float) -> int:
+    """Seconds (float) -> integer nanoseconds, exact to the float's precision (no 1e9 multiply of a big float)."""
+    sec = math.floor(stamp_s)
+    return int(sec) * 1_000_000_000 + round((stamp_s - sec) * 1e9)
 
 
 def _sort_key(stem: str) -> tuple[int, int | str]:

@@ -49,8 +49,11 @@ def load_model(model_path: str, *, device: str = "cpu", log: Any = None, name: s
     Raises:
         FileNotFoundError: no such checkpoint (or no default one).
         ValueError: a checkpoint that does not match its stored config, or an unknown preset.
+        SettingError: a ``device`` :func:`resolve_device` refuses (a CUDA device without CUDA, an unknown name).
     """
     from mtl3d_perception.model import build_model, load_checkpoint
+
+    device = resolve_device(device)  # the one device rule: torch's own errors for "gpu" or a missing CUDA said less
 
     if model_path.startswith(PRESET_PREFIX):
         preset = model_path[len(PRESET_PREFIX):]

@@ -75,6 +75,7 @@ class PerceptionPipeline:
         # history key (frame_id, stamp_ns) -> FrameFeatures of history frames
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
+        self._checked_K: dict[str, tuple[bytes, tuple[int, int]]] = {}  # camera -> the last (K, size) checked
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
@@ -118,7 +119,8 @@ class PerceptionPipeline:
         return self.config.world_frame
 
     def reset(self) -> None:
-        """Forget the history and cached features (after a time jump or a camera change)."""
+        """Forget the history and cached features (after a time jump or a camera change; between two sequences run
+        through one pipeline, or the next one's first frames pair with the last one's)."""
         self.history.clear()
         self._features.clear()
 
@@ -203,7 +205,27 @@ class PerceptionPipeline:
                 warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the "
                                             "same camera only"))
             self._last_camera = camera
+        if (message := self._principal_point_problem(camera, frame)) is not None:
+            warnings.append(("calibration", message))
         return frame
+
+    def _principal_point_problem(self, camera: str, frame: Frame) -> str | None:
+        """Once per camera and K: a principal point far from the image centre (more than a fifth of the image
+        away), the mark of a K for another image size (a Python-API trial: a K for twice the size was taken without a
+        word and doubled the depth error). Legal (a cropped ROI), so the frame still runs."""
+        key = (frame.K.tobytes(), frame.size)
+        if self._checked_K.get(camera) == key:
+            return None
+        self._checked_K[camera] = key
+        (W, H), cx, cy = frame.size, float(frame.K[0, 2]), float(frame.K[1, 2])
+        u, v = (cx + 0.5) / W, (cy + 0.5) / H  # 0.5: centred (DESIGN §4's pixel-centre convention)
+        if abs(u - 0.5) <= 0.2 and abs(v - 0.5) <= 0.2:
+            return None
+        scale = (u + v)  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
+        hint = (f"; it is centred for a {round(scale * W)}x{round(scale * H)} image: is K for another size?"
+                if abs(u - v) < 0.05 else "")
+        return (f"K's principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {W}x{H} image of camera "
+                f"{camera!r} (at {u:.2f}, {v:.2f} of its width and height){hint}; the frame still runs")
 
     def _remember(self, frame: Frame, features: Any) -> None:
         """A posed frame joins the history as a future source (``features`` cached, or None: encoded when used)."""
