@@ -67,8 +67,9 @@ class SourceChoice:
     Attributes:
         index: the chosen candidate's index, or None (single-view mode).
         T_src_ref: ``[4,4]`` ``inv(T_world_src) @ T_world_ref`` (identity when ``index`` is None).
-        reason: ``baseline`` or ``farthest`` when a source was chosen; ``no_history``, ``too_old``, ``pose_jump``
-            or ``no_parallax`` (every usable candidate closer than ``MIN_PARALLAX_M``) when none was.
+        reason: ``baseline`` or ``farthest`` when a source was chosen; ``no_history``, ``no_earlier_frame`` (every
+            candidate is stamped at or after the reference: frames out of order), ``too_old``, ``pose_jump`` or
+            ``no_parallax`` (every usable candidate closer than ``MIN_PARALLAX_M``) when none was.
     """
 
     index: int | None
@@ -100,7 +101,8 @@ def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: Pairing
     reason = "no_history"
     for i in range(len(candidate_poses) - 1, -1, -1):  # most recent first
         dt = float(ages_s[i])
-        if dt <= 0:
+        if dt <= 0:  # stamped at or after the reference: frames out of order (a Python-API trial: they said no_history)
+            reason = "no_earlier_frame" if reason == "no_history" else reason
             continue
         if dt > config.max_pair_age_s:
             # too_old only when no candidate was young enough: a camera standing still keeps no_parallax (by design,

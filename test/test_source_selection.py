@@ -109,6 +109,10 @@ def test_select_source_rules():
     jump = _poses([2.0])
     c = select_source(jump[1], jump[:1], [0.1], cfg)  # 2 m in 0.1 s: a pose jump
     assert (c.index, c.reason) == (None, "pose_jump")
+    # a Python-API trial: a reversed sequence said no_history though the history held frames (all later ones)
+    c = select_source(poses[0], poses[1:], [-0.1, -0.2, -0.3], cfg)
+    assert (c.index, c.reason) == (None, "no_earlier_frame")
+    assert select_source(poses[0], [], [], cfg).reason == "no_history"
     with pytest.raises(ValueError, match="one age per pose"):
         select_source(poses[3], poses[:3], ages[:2], cfg)
 

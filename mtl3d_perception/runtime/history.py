@@ -27,8 +27,9 @@ class ViewPair:
 
     ``T_src_ref`` is ``inv(T_world_src) @ T_world_ref`` (identity in single-view mode); ``reason`` says why
     this source was chosen (``baseline``, ``farthest``) or why there is none (``no_pose``, ``no_history``,
-    ``too_old``, ``pose_jump``, ``no_parallax``, or the frame's header problem: ``empty_frame_id``, ``zero_stamp``,
-    ``invalid_stamp``; ``single_view_mode`` when the pipeline runs with ``single_view`` and never pairs).
+    ``no_earlier_frame``, ``too_old``, ``pose_jump``, ``no_parallax``, or the frame's header problem:
+    ``empty_frame_id``, ``zero_stamp``, ``invalid_stamp``; ``single_view_mode`` when the pipeline runs with
+    ``single_view`` and never pairs).
     """
 
     ref: Frame
