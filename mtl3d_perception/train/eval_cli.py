@@ -277,7 +277,9 @@ def render_report(report: dict) -> str:
     from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
-             f"Input size (W, H): {tuple(report['input_size'])}", ""]
+             f"Input size (W, H): {tuple(report['input_size'])}; the errors (abs rel, RMSE, delta, normals, mIoU's "
+             "confusion) are pooled over all labelled pixels of a range at that size (the ground truth resized with "
+             "nearest neighbour), not averaged per frame; the scale ratio is the median of the frames' ratios", ""]
     pairing = report.get("pairing")
     if pairing and pairing["rule"] == "gap":
         lines += [f"Two-view source: the frame {pairing['gap']} back (`--gap`)", ""]
