@@ -1323,6 +1323,19 @@ def _level(stats: RuntimeStats) -> tuple[int, str]:
     return level, message
 
 
+def test_mostly_single_view_says_what_the_reason_means():
+    """A Python-API trial: poses in millimetres made every frame pose_jump, and nothing said what that meant."""
+    clock = _Clock()
+    stats = RuntimeStats(rate_window_s=5.0, warn_window_s=10.0, clock=clock)
+    for _ in range(12):
+        clock.t += 0.1
+        stats.frame_done({"total": 0.01}, single_view=True, pair_reason="pose_jump")
+    level, message = _level(stats)
+    assert level == WARN and message.endswith(
+        "last: pose_jump: the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier "
+        "frame: odometry jumped, or the poses are not in metres)")
+
+
 def test_status_levels():
     """OK / WARN / ERROR chosen by what is wrong: the node's own failure is ERROR, bad input or poses WARN."""
     clock = _Clock()

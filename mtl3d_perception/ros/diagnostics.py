@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mtl3d_perception.runtime.stats import FALLBACK_MEANING
+
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 
@@ -56,7 +58,9 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str],
         warnings.append(f"no frame processed for {idle_s:.1f} s")
     ratio = snapshot["single_view_ratio"]
     if ratio is not None and ratio > 0.5:
-        warnings.append(f"mostly single-view ({ratio:.0%} of recent frames; last: {snapshot['last_pair_reason']})")
+        reason = snapshot["last_pair_reason"]
+        meaning = f": {FALLBACK_MEANING[reason]}" if reason in FALLBACK_MEANING else ""
+        warnings.append(f"mostly single-view ({ratio:.0%} of recent frames; last: {reason}{meaning})")
     if snapshot["recent_problem"]:
         warnings.append(snapshot["last_problem"])
     warnings.extend(extra_warnings)

@@ -21,6 +21,16 @@ from mtl3d_perception.runtime.products import STAGES
 # (after start or a reset) has no source by design, a robot standing still or turning in place gives no parallax to
 # match, and a pipeline run with ``single_view`` never pairs.
 BY_DESIGN = ("no_history", "no_parallax", SINGLE_VIEW_MODE)
+# What the fallbacks that say least by their name mean, and what changes them ("mostly single-view"); the header
+# problems (empty_frame_id, zero_stamp, invalid_stamp) are explained where they are reported.
+FALLBACK_MEANING = {
+    "no_pose": "no pose from TF at the frame's stamp (see tf_failures and the last tf problem)",
+    "no_earlier_frame": "the history holds only frames stamped at or after this one: frames arrive out of order",
+    "too_old": "every earlier posed frame is older than max_pair_age_s: frames come slower than that, or poses were "
+               "missing for a while",
+    "pose_jump": "the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier frame: "
+                 "odometry jumped, or the poses are not in metres",
+}
 
 
 def is_fallback(single_view: bool, pair_reason: str) -> bool:
