@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
     from mtl3d_perception.data.datasets import SYNTHETIC_SEED_BASE
     from mtl3d_perception.data.sequence import write_sequence
     from mtl3d_perception.data.synthetic import iter_sequence, scene_provenance, scene_record
+    from mtl3d_perception.model.checkpoint import default_model_path
     from mtl3d_perception.replay import ReplayOptions, print_summary, replay_bag
-    from mtl3d_perception.runtime.loading import default_model_path, load_model, resolve_device
+    from mtl3d_perception.runtime.loading import load_model, resolve_device
 
     if args.frames < 2:
         raise ValueError(f"--frames must be >= 2 (the second frame is the first with a source view), got {args.frames}")

@@ -31,11 +31,10 @@ from mtl3d_perception.data.synthetic import default_intrinsics, scene_provenance
 from mtl3d_perception.evaluation.metrics import baseline_bin_names
 from mtl3d_perception.geometry import resize_intrinsics
 from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
-from mtl3d_perception.model.checkpoint import DEFAULT_CHECKPOINT
+from mtl3d_perception.model.checkpoint import DEFAULT_CHECKPOINT, default_model_path
 from mtl3d_perception.msgs.conversions import image_to_array, point_cloud2_to_arrays, stamp_to_ns
 from mtl3d_perception.replay import OUTPUT_BAG, ReplayOptions, replay_bag
 from mtl3d_perception.replay.runner import check_inputs
-from mtl3d_perception.runtime.loading import default_model_path
 
 SIZE = (64, 48)
 WALL = class_index("wall")
@@ -1043,12 +1042,12 @@ def test_demo_end_to_end_and_missing_default_model(tiny_model, tmp_path, capsys,
     assert f"data: {scene}" in text
     assert f"- data: {scene}" in (tmp_path / "demo" / "replay" / "report.md").read_text()
 
-    import mtl3d_perception.runtime.loading as loading
+    import mtl3d_perception.model.checkpoint as checkpoint
 
     def missing():
         raise FileNotFoundError("no default checkpoint found")
 
-    monkeypatch.setattr(loading, "default_model_path", missing)
+    monkeypatch.setattr(checkpoint, "default_model_path", missing)
     assert cli.main(["demo", "--out", str(tmp_path / "demo2")]) == 1
     assert "models/default.safetensors" in capsys.readouterr().err
 

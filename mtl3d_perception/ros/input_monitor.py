@@ -211,8 +211,9 @@ def camera_info_missing_message(image: str, info: str, info_type: str, publisher
                "every image")
     else:
         why = "its publisher(s) sent nothing since this node subscribed"
-    return (f"images arrive on {image} but no camera_info on {info} ({_publishers_text(publishers, info_type, durability=True)}): "
-            f"no frame can be processed without intrinsics; {why}; other {info_type} topics in the graph: "
+    offered = _publishers_text(publishers, info_type, durability=True)
+    return (f"images arrive on {image} but no camera_info on {info} ({offered}): no frame can be processed without "
+            f"intrinsics; {why}; other {info_type} topics in the graph: "
             f"{', '.join(others) if others else 'none'}")
 
 

@@ -108,8 +108,8 @@ def mismatch_message(topic: str, entity: str, profile: QoSProfile, peers: list[Q
     """What to say about the peers on ``topic`` whose QoS cannot match this node's ``entity`` (``publisher``: its
     subscribers; ``subscription``: its publishers), this side's effective QoS being ``profile`` as the graph reports it
     (``get_*_info_by_topic``: rmw's "not set" durations read as infinite there; compared with the profile rclpy holds,
-    every peer with a deadline would seem to mismatch): None when every peer matches. From the graph as it is now, so a peer that left is no longer named (rclpy's ``incompatible_qos`` event
-    counts every one ever seen).
+    every peer with a deadline would seem to mismatch): None when every peer matches. From the graph as it is now, so a
+    peer that left is no longer named (rclpy's ``incompatible_qos`` event counts every one ever seen).
 
     Names how many peers, the policy, this side's value, who gets nothing, and the ``qos_overrides`` parameter that
     changes this side where it is one a user may override (``topics.INPUT_QOS_OVERRIDES`` / ``OUTPUT_QOS_OVERRIDES``),
@@ -119,6 +119,8 @@ def mismatch_message(topic: str, entity: str, profile: QoSProfile, peers: list[Q
     kinds = [k for k in kinds if k is not None]
     if not kinds:
         return None
+    if kinds[0] == QoSPolicyKind.INVALID:  # rmw says no, yet no policy the checks above know differs
+        return f"{len(kinds)} peer(s) of {topic} cannot match this node's {entity} QoS; set the peer's QoS to match"
     policy = policy_name(kinds[0])
     ours = _value(profile, policy)
     if entity == "publisher":

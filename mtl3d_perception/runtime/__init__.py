@@ -7,11 +7,12 @@ share (:class:`FrameDriver`: frames wait for their pose in a :class:`PosedFrameQ
 
 from __future__ import annotations
 
+from mtl3d_perception.model.checkpoint import default_model_path
 from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.driver import FrameDriver
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.history import FrameHistory, PairingConfig, ViewPair
-from mtl3d_perception.runtime.loading import default_model_path, load_model, resolve_device
+from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PosedFrameQueue, PoseJob
 from mtl3d_perception.runtime.pose_wait import LivePoseWait, PoseCheck, RecordedPoseWait

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtl3d_perception.model.checkpoint import SHIPPED_NAME, checkpoint_argument, default_model_path
+from mtl3d_perception.model.checkpoint import SHIPPED_NAME, checkpoint_argument
 from mtl3d_perception.model.config import PRESET_PREFIX
 from mtl3d_perception.runtime.params import device_problem
 from mtl3d_perception.typed_config import SettingError
@@ -62,7 +62,7 @@ def load_model(model_path: str, *, device: str = "cpu", log: Any = None, name: s
         if log is not None:
             log.warning(f"model_path {model_path!r}: built preset {preset!r} with random task heads; outputs are meaningless")
     else:
-        path = default_model_path() if not model_path else Path(checkpoint_argument(model_path))
+        path = Path(checkpoint_argument(model_path))
         if not path.is_file():
             raise FileNotFoundError(f"{name} {str(path)!r} is not a file; expected a .safetensors checkpoint, "
                                     f"'' or '{SHIPPED_NAME}' for the shipped model or '{PRESET_PREFIX}NAME' for random "

@@ -221,7 +221,7 @@ class PerceptionPipeline:
         u, v = (cx + 0.5) / W, (cy + 0.5) / H  # 0.5: centred (DESIGN §4's pixel-centre convention)
         if abs(u - 0.5) <= 0.2 and abs(v - 0.5) <= 0.2:
             return None
-        scale = (u + v)  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
+        scale = u + v  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
         hint = (f"; it is centred for a {round(scale * W)}x{round(scale * H)} image: is K for another size?"
                 if abs(u - v) < 0.05 else "")
         return (f"K's principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {W}x{H} image of camera "
