@@ -118,6 +118,11 @@ class RuntimeConfig:
     single_view: bool = setting(False, f"never pair a source view: every frame runs single-view (reason "
                                        f"{SINGLE_VIEW_MODE}, not a fallback to warn about); poses still place the "
                                        "world-frame cloud, and with cloud_frame camera no TF is waited for")
+    check_pose_convention: bool = setting(True, "check now and then that the poses fit the images as optical-frame "
+                                                "camera-to-world (REP 103); while another reading (OpenGL axes, "
+                                                "world-to-camera, the body frame) fits much better, warn "
+                                                "(pose_convention) and run that camera single-view. Models with the "
+                                                "geometric depth only")
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,8 @@ class ViewPair:
     this source was chosen (``baseline``, ``farthest``) or why there is none (``no_pose``, ``no_history``,
     ``no_earlier_frame``, ``too_old``, ``pose_jump``, ``no_parallax``, or the frame's header problem:
     ``empty_frame_id``, ``zero_stamp``, ``invalid_stamp``; ``single_view_mode`` when the pipeline runs with
-    ``single_view`` and never pairs).
+    ``single_view`` and never pairs). The pipeline may still run a paired frame single-view: reason
+    ``pose_convention`` (``runtime.pose_convention``) when the poses do not fit the images.
     """
 
     ref: Frame

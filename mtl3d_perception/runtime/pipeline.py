@@ -28,9 +28,11 @@ from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
 from mtl3d_perception.runtime.history import FrameHistory
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
+from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION, PoseConventionCheck, score_readings
 from mtl3d_perception.runtime.products import Products
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_CAMERAS = 16  # cameras whose pose checks are kept (the least recently seen is forgotten first)
 
 _LOG = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class PerceptionPipeline:
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         self._checked_K: dict[str, tuple[bytes, tuple[int, int]]] = {}  # camera -> the last (K, size) checked
+        self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
@@ -123,6 +126,7 @@ class PerceptionPipeline:
         through one pipeline, or the next one's first frames pair with the last one's)."""
         self.history.clear()
         self._features.clear()
+        self._pose_checks.clear()
 
     def close(self) -> None:
         """Release the model and cached features, and give cached GPU memory back to the driver."""
@@ -276,10 +280,13 @@ class PerceptionPipeline:
         timings["preprocess"] = time.perf_counter() - t
 
         pair = self.history.select(frame, single_view=self.config.single_view)
+        check = self._pose_check(frame, pair)
+        suspect = check is not None and check.suspect is not None  # the poses do not fit: run single-view
+        check_now = check is not None and check.due()
         t = time.perf_counter()
         ref_feats = self._encode(image)
         src_feats = ref_feats
-        if pair.src is not None:
+        if pair.src is not None and (check_now or not suspect):
             src_feats = self._features.get((pair.src.frame_id, pair.src.stamp_ns))
             if src_feats is None:  # never cached (kept while idle: observe) or evicted: encode it now, and keep it
                 src_feats = self._encode(self.preprocess(pair.src)[1])
@@ -290,11 +297,16 @@ class PerceptionPipeline:
 
         t = time.perf_counter()
         K_t = torch.as_tensor(K_net, dtype=torch.float32, device=self.device)[None]
-        T_t = torch.as_tensor(pair.T_src_ref, dtype=torch.float32, device=self.device)[None]
+        two_view = pair.src is not None and not suspect
+        T_t = torch.as_tensor(pair.T_src_ref if two_view else np.eye(4), dtype=torch.float32, device=self.device)[None]
         with self._autocast():
-            out = self.model.predict(ref_feats, src_feats, K_t, T_t)
+            out = self.model.predict(ref_feats, src_feats if two_view else ref_feats, K_t, T_t)
         self._sync()
         timings["predict"] = time.perf_counter() - t
+        if check_now:
+            t = time.perf_counter()
+            self._check_pose_convention(check, frame, pair, ref_feats, src_feats, K_t, out, two_view, warnings)
+            timings["pose_check"] = time.perf_counter() - t
 
         t = time.perf_counter()
         products = self._postprocess(frame, out, rgb_net, K_net, want)
@@ -302,14 +314,42 @@ class PerceptionPipeline:
         timings["cloud"] = products.timings.get("cloud", 0.0)
 
         self._remember(frame, ref_feats)
-        products.single_view = pair.single_view
-        products.pair_reason = pair.reason
-        products.source_stamp_ns = None if pair.src is None else pair.src.stamp_ns
-        products.baseline_m = 0.0 if pair.src is None else float(np.linalg.norm(pair.T_src_ref[:3, 3]))
+        products.single_view = not two_view
+        products.pair_reason = POSE_CONVENTION if suspect and pair.src is not None else pair.reason
+        products.source_stamp_ns = pair.src.stamp_ns if two_view else None
+        products.baseline_m = float(np.linalg.norm(pair.T_src_ref[:3, 3])) if two_view else 0.0
         products.warnings = warnings
         timings["total"] = time.perf_counter() - t_start
         products.timings = timings
         return products
+
+    def _pose_check(self, frame: Frame, pair: Any) -> PoseConventionCheck | None:
+        """The pose-convention check of the frame's camera (``runtime.pose_convention``), or None where it does not
+        apply: no source view, ``check_pose_convention`` off, or a model without the geometric depth's sweep."""
+        if pair.src is None or not self.config.check_pose_convention or not self.has_depth_confidence:
+            return None
+        camera = frame.frame_id.strip().lstrip("/")
+        check = self._pose_checks.pop(camera, None) or PoseConventionCheck()
+        self._pose_checks[camera] = check  # newest last; a bounded number of cameras (frame_ids come from input)
+        while len(self._pose_checks) > MAX_CAMERAS:
+            self._pose_checks.popitem(last=False)
+        return check
+
+    def _check_pose_convention(self, check: PoseConventionCheck, frame: Frame, pair: Any, ref_feats: Any,
+                               src_feats: Any, K_t: torch.Tensor, out: dict[str, torch.Tensor], two_view: bool,
+                               warnings: list[tuple[str, str]]) -> None:
+        """Score this pair's poses read each way (``pose_convention.score_readings``) against the single-view depth
+        (this frame's own prediction when it ran single-view, else one more prediction) and warn while they do not
+        fit."""
+        with self._autocast():
+            prior = (self.model.predict(ref_feats, ref_feats, K_t, torch.eye(4, device=self.device)[None])
+                     if two_view else out)["depth"]
+            scores = score_readings(self.model, ref_feats.matching, src_feats.matching, K_t, frame.T_world_cam,
+                                    pair.src.T_world_cam, prior, out.get("depth_logits") if two_view else None)
+        check.add(scores)
+        camera = frame.frame_id.strip().lstrip("/")
+        if (message := check.message(f"camera {camera!r}")) is not None:
+            warnings.append((POSE_CONVENTION, f"{message}; its frames run single-view until the poses fit"))
 
     def _evict(self) -> None:
         keep = set(self.history.keys)

@@ -8,7 +8,7 @@ import numpy as np
 
 from mtl3d_perception.geometry import PointCloud
 
-STAGES = ("preprocess", "encode", "predict", "postprocess", "cloud", "total")
+STAGES = ("preprocess", "encode", "predict", "pose_check", "postprocess", "cloud", "total")
 
 
 @dataclass
@@ -37,11 +37,12 @@ class Products:
         points: the labelled cloud, valid points every ``point_stride`` pixels, in ``points_frame_id``; None when
             disabled.
         single_view: True when no source view was used (duplicated reference, identity pose).
-        pair_reason: why this source was chosen or why there is none (see ``history.ViewPair``).
+        pair_reason: why this source was chosen or why there is none (see ``history.ViewPair``; also
+            ``pose_convention``: a source was chosen, but the poses do not fit the images, ``runtime.pose_convention``).
         source_stamp_ns: the source frame's stamp, or None in single-view mode.
         baseline_m: the distance between the source's and this frame's camera centres (metres; 0 in single view),
             the parallax the cost volume had.
-        timings: stage -> seconds, stages from ``STAGES``.
+        timings: stage -> seconds, stages from ``STAGES`` (``pose_check`` only on the frames that ran the check).
         warnings: (kind, message) for bad input the pipeline recovered from (NaN pose, time jump, ...).
         classes: class names indexing ``semantic``.
     """

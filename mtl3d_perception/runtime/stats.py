@@ -30,6 +30,8 @@ FALLBACK_MEANING = {
                "missing for a while",
     "pose_jump": "the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier frame: "
                  "odometry jumped, or the poses are not in metres",
+    "pose_convention": "the poses do not fit the images as optical-frame camera-to-world (see the pose_convention "
+                       "warning for the reading that fits and how to convert)",
 }
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
 from mtl3d_perception.data.datasets import SourceConfig
@@ -136,6 +139,39 @@ def pairing_description(gap: int | None) -> dict:
             "history_size": rule.history_size, "max_pair_age_s": rule.max_pair_age_s}
 
 
+POSE_CHECK_SAMPLES = 16  # pairs of a recording the pose-convention check reads (~0.1 s each on one CPU thread)
+
+
+def check_poses(model, dataset, source) -> dict | None:
+    """Whether a recording's poses fit its images as optical camera-to-world (``runtime.pose_convention``), read on
+    up to :data:`POSE_CHECK_SAMPLES` evenly spaced two-view samples; None for synthetic scenes and NYUv2 (no
+    recorded poses) and for models without the geometric depth (no sweep to check with).
+
+    Returns:
+        ``{"pairs": pairs with parallax, "verdict": "fit" | "too_few_pairs" | a convention's name, "message": the
+        warning or None}``.
+    """
+    from mtl3d_perception.runtime.pose_convention import MIN_CHECKS, check_pairs
+
+    if source.kind in ("synthetic", "nyuv2") or not getattr(model.config, "geometric_depth", False):
+        return None
+    indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(len(dataset), POSE_CHECK_SAMPLES))})
+
+    def pairs():
+        for i in indices:
+            batch = dataset[i]
+            if batch.num_views >= 2:
+                poses = batch.poses[0].double().numpy()
+                yield batch.images[0, :2], batch.K[0, 0], poses[0], poses[1]
+
+    was_training = model.training
+    check = check_pairs(model.eval(), pairs())
+    model.train(was_training)
+    suspect = check.suspect
+    verdict = suspect.name if suspect else "fit" if len(check.checks) >= MIN_CHECKS else "too_few_pairs"
+    return {"pairs": len(check.checks), "verdict": verdict, "message": check.message("this recording")}
+
+
 def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, batch_size: int = 4,
                         max_batches: int | None = None, device: str = "auto",
                         modes: tuple[str, ...] = MODES, gap: int | None = None,
@@ -190,6 +226,10 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                    f"gap below {len(dataset)}")
             raise ValueError(msg)
         opened.append((spec, source, dataset))
+        if (poses := check_poses(model, dataset, source)) is not None:
+            report.setdefault("pose_check", {})[spec] = poses
+            if poses["message"]:
+                print(f"warning: --data {spec}: {poses['message']}", file=sys.stderr)
         if source.kind == "bag":  # what was read: the image topic may have resolved to its /compressed one
             frames = dataset.sources[0].frames
             report.setdefault("inputs", {})[spec] = {
@@ -269,6 +309,13 @@ def _metric_order(name: str) -> tuple[str, int]:
     return (head, bins.index(tail)) if head and tail in bins else (name, -1)
 
 
+_POSE_VERDICTS = {  # report.md's line for check_poses' verdict; any other verdict names the convention that fits
+    "fit": "Poses: they fit the images as optical-frame camera-to-world ({pairs} pairs with parallax checked against "
+           "the other usual conventions, runtime.pose_convention)",
+    "too_few_pairs": "Poses: not checked ({pairs} of the pairs read had parallax; the check needs 4)",
+}
+
+
 def render_report(report: dict) -> str:
     """A Markdown report: per data spec, one metrics table with a column per mode (``n/a`` for a NaN metric), then each
     confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
@@ -314,6 +361,9 @@ def render_report(report: dict) -> str:
                              "--semantic-topic scores labels on one)")
             lines += [f"Read: {inputs['image_topic']} with {inputs['camera_info_topic']}, depth {depth}, semantic labels "
                       f"{semantic}, poses in {inputs['world_frame']} from TF", ""]
+        poses = report.get("pose_check", {}).get(spec)
+        if poses:
+            lines += [_POSE_VERDICTS.get(poses["verdict"], "Poses: **{message}**").format(**poses), ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
