@@ -186,22 +186,32 @@ def test_right_real_poses_are_not_flagged(shipped, hololens_dir):
     assert sum("pose_check" in p.timings for p in products) >= 8  # it did check
 
 
-@pytest.mark.parametrize("convention", ["opengl", None])
-def test_mtl3d_eval_says_whether_a_recordings_poses_fit(tmp_path, convention, capsys):
-    """``mtl3d eval`` of a sequence folder whose poses.txt holds OpenGL poses names the conversion in report.md and on
-    stderr (its metrics stay those of the poses as given); right poses are reported as checked and fitting."""
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """Sequence folders of one synthetic room (24 frames): poses right (key None) and in OpenGL's axes."""
     import dataclasses
 
     from mtl3d_perception.data.sequence import write_sequence
+
+    root = tmp_path_factory.mktemp("recordings")
+    folders = {}
+    for convention in (None, "opengl"):
+        convert = BY_NAME[convention].from_optical if convention else (lambda T: T)
+        frames = (dataclasses.replace(f, T_world_cam=convert(f.T_world_cam)) for f in iter_sequence(7, 24, (320, 240)))
+        folders[convention] = write_sequence(root / str(convention), frames)
+    return folders
+
+
+@pytest.mark.parametrize("convention", ["opengl", None])
+def test_mtl3d_eval_says_whether_a_recordings_poses_fit(tmp_path, recordings, convention, capsys):
+    """``mtl3d eval`` of a sequence folder whose poses.txt holds OpenGL poses names the conversion in report.md and on
+    stderr (its metrics stay those of the poses as given); right poses are reported as checked and fitting."""
     from mtl3d_perception.model.checkpoint import default_model_path
     from mtl3d_perception.train.eval_cli import evaluate_checkpoint
 
-    convert = BY_NAME[convention].from_optical if convention else (lambda T: T)
-    frames = (dataclasses.replace(f, T_world_cam=convert(f.T_world_cam)) for f in iter_sequence(7, 24, (320, 240)))
-    folder = write_sequence(tmp_path / "seq", frames)
-    report = evaluate_checkpoint(str(default_model_path()), [f"sequence:{folder}"], tmp_path / "eval",
-                                 modes=("two_view",), montages=0)
-    poses = report["pose_check"][f"sequence:{folder}"]
+    spec = f"sequence:{recordings[convention]}"
+    report = evaluate_checkpoint(str(default_model_path()), [spec], tmp_path / "eval", modes=("two_view",), montages=0)
+    poses = report["pose_check"][spec]
     text = (tmp_path / "eval" / "report.md").read_text()
     err = capsys.readouterr().err
     if convention:
@@ -210,3 +220,21 @@ def test_mtl3d_eval_says_whether_a_recordings_poses_fit(tmp_path, convention, ca
     else:
         assert poses == {"pairs": poses["pairs"], "verdict": "fit", "message": None} and poses["pairs"] >= 4
         assert "Poses: they fit the images" in text and "warning" not in err
+
+
+def test_training_warns_about_a_recording_whose_poses_do_not_fit(recordings, caplog):
+    """``mtl3d train`` checks each recorded source before it starts (the shipped model judges), so fine-tuning on a
+    user's recording with OpenGL poses is warned about, naming the source and the conversion."""
+    import logging
+
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.train.trainer import check_recorded_poses
+
+    sources = [SourceConfig(kind="synthetic", num_scenes=1, frames_per_scene=4),
+               SourceConfig(kind="sequence", path=str(recordings[None])),
+               SourceConfig(kind="sequence", path=str(recordings["opengl"]))]
+    data = build_dataset(sources, image_size=(160, 120), num_views=2)
+    with caplog.at_level(logging.INFO, logger="mtl3d_perception.train.trainer"):
+        warnings = check_recorded_poses(data.sources)
+    assert len(warnings) == 1 and "data.train.2 (sequence" in warnings[0] and "OpenGL" in warnings[0]
+    assert "data.train.1 (sequence" in caplog.text and "poses checked, they fit" in caplog.text

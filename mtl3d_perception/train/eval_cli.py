@@ -19,8 +19,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
@@ -139,36 +137,20 @@ def pairing_description(gap: int | None) -> dict:
             "history_size": rule.history_size, "max_pair_age_s": rule.max_pair_age_s}
 
 
-POSE_CHECK_SAMPLES = 16  # pairs of a recording the pose-convention check reads (~0.1 s each on one CPU thread)
-
-
 def check_poses(model, dataset, source) -> dict | None:
-    """Whether a recording's poses fit its images as optical camera-to-world (``runtime.pose_convention``), read on
-    up to :data:`POSE_CHECK_SAMPLES` evenly spaced two-view samples; None for synthetic scenes and NYUv2 (no
-    recorded poses) and for models without the geometric depth (no sweep to check with).
+    """Whether a recording's poses fit its images as optical camera-to-world (``runtime.pose_convention``
+    ``check_dataset``); None for synthetic scenes and NYUv2 (no recorded poses) and for models without the geometric
+    depth (no sweep to check with).
 
     Returns:
         ``{"pairs": pairs with parallax, "verdict": "fit" | "too_few_pairs" | a convention's name, "message": the
         warning or None}``.
     """
-    from mtl3d_perception.runtime.pose_convention import MIN_CHECKS, check_pairs
+    from mtl3d_perception.runtime.pose_convention import check_dataset
 
     if source.kind in ("synthetic", "nyuv2") or not getattr(model.config, "geometric_depth", False):
         return None
-    indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(len(dataset), POSE_CHECK_SAMPLES))})
-
-    def pairs():
-        for i in indices:
-            batch = dataset[i]
-            if batch.num_views >= 2:
-                poses = batch.poses[0].double().numpy()
-                yield batch.images[0, :2], batch.K[0, 0], poses[0], poses[1]
-
-    was_training = model.training
-    check = check_pairs(model.eval(), pairs())
-    model.train(was_training)
-    suspect = check.suspect
-    verdict = suspect.name if suspect else "fit" if len(check.checks) >= MIN_CHECKS else "too_few_pairs"
+    check, verdict = check_dataset(model, dataset)
     return {"pairs": len(check.checks), "verdict": verdict, "message": check.message("this recording")}
 
 
