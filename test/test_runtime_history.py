@@ -141,3 +141,33 @@ def test_bounded_and_unposed_not_kept():
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="min_baseline_m"):
         FrameHistory(PairingConfig(min_baseline_m=-1.0))
+
+
+def test_a_pose_jump_says_how_far_and_names_millimetres_when_they_fit():
+    """A Python-API trial: poses in millimetres made every frame ``pose_jump`` and the products said nothing more."""
+    from mtl3d_perception.runtime.history import pose_jump_message
+
+    def at(x_m: float, stamp_s: float) -> Frame:
+        T = np.eye(4)
+        T[0, 3] = x_m
+        return Frame(int(stamp_s * 1e9), "cam", np.zeros((8, 8, 3), np.uint8), np.diag([8.0, 8.0, 1.0]), T)
+
+    config = PairingConfig()
+    mm = pose_jump_message(at(2000.0 + 50.0, 0.1), at(2000.0, 0.0), config)  # 5 cm in 0.1 s, in millimetres
+    assert "moved 50 m" in mm and "500 m/s" in mm and "max_speed_mps 5" in mm and "millimetres?" in mm
+    jump = pose_jump_message(at(12.0, 0.1), at(2.0, 0.0), config)  # odometry teleported 10 m
+    assert "moved 10 m" in jump and "millimetres" not in jump and "odometry jumped" in jump
+
+
+def test_the_pipeline_warns_at_a_pose_jump():
+    from mtl3d_perception.model import build_model
+    from mtl3d_perception.runtime import PerceptionPipeline
+
+    pipeline = PerceptionPipeline(build_model("tiny"))
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    K = np.array([[120.0, 0, 79.5], [0, 120.0, 59.5], [0, 0, 1]])
+    poses = [np.eye(4), np.eye(4)]
+    poses[1][:3, 3] = (3000.0, 0.0, 0.0)
+    products = [pipeline.process(Frame(i * 100_000_000, "cam", rgb, K, T)) for i, T in enumerate(poses)]
+    assert products[1].pair_reason == "pose_jump"
+    assert [k for k, _ in products[1].warnings] == ["pose_jump"] and "moved 3e+03 m" in products[1].warnings[0][1]

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mtl3d_perception.geometry import relative_pose, rotation_angle
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.source_selection import PairingConfig, select_source
 
-__all__ = ["SINGLE_VIEW_MODE", "FrameHistory", "PairingConfig", "ViewPair", "same_camera"]
+__all__ = ["SINGLE_VIEW_MODE", "FrameHistory", "PairingConfig", "ViewPair", "pose_jump_message", "same_camera"]
 
 # the reason of every frame of a pipeline run with ``single_view`` (RuntimeConfig): no source by choice
 SINGLE_VIEW_MODE = "single_view_mode"
@@ -52,6 +53,24 @@ def same_camera(a: Frame, b: Frame) -> bool:
     # frame for every new frame)
     return (a.frame_id == b.frame_id and a.size == b.size
             and (np.array_equal(a.K, b.K) or bool(np.allclose(a.K, b.K, rtol=1e-6, atol=1e-9))))
+
+
+def pose_jump_message(ref: Frame, last: Frame, config: PairingConfig) -> str:
+    """What a ``pose_jump`` was, from the reference frame and the newest earlier frame of its camera: the distance and
+    turn in how long, against ``max_speed_mps`` / ``max_angular_speed_dps``; when the speed would be plausible in
+    millimetres (under the limit after / 1000) and the positions are far from the origin in metres, it says so (a
+    Python-API trial: poses in mm made every frame pose_jump with no word)."""
+    T = relative_pose(last.T_world_cam, ref.T_world_cam)
+    dt = max((ref.stamp_ns - last.stamp_ns) * 1e-9, 1e-9)
+    baseline, turn = float(np.linalg.norm(T[:3, 3])), float(np.degrees(rotation_angle(T[:3, :3])))
+    speed, rate = baseline / dt, turn / dt
+    text = (f"the camera moved {baseline:.3g} m and turned {turn:.3g} deg in {dt:.3g} s since its previous frame "
+            f"({speed:.3g} m/s, {rate:.3g} deg/s; limits max_speed_mps {config.max_speed_mps:g}, max_angular_speed_dps "
+            f"{config.max_angular_speed_dps:g}): odometry jumped, or the poses are not in metres")
+    far = float(np.linalg.norm(ref.T_world_cam[:3, 3]))
+    if speed > config.max_speed_mps and speed / 1000 <= config.max_speed_mps and far > 100:
+        text += f" (the camera is {far:.3g} m from the origin: millimetres? divide the translation by 1000)"
+    return text + "; the frame runs single-view"
 
 
 class FrameHistory:
@@ -118,6 +137,11 @@ class FrameHistory:
             self._frames.popleft()
             i -= 1
         self._frames.insert(i, frame)
+
+    def newest_earlier(self, ref: Frame) -> Frame | None:
+        """The newest frame of ``ref``'s camera stamped before it, or None."""
+        earlier = [f for f in self._frames if same_camera(f, ref) and f.stamp_ns < ref.stamp_ns]
+        return earlier[-1] if earlier else None
 
     def select(self, ref: Frame, *, single_view: bool = False) -> ViewPair:
         """Pick the source view for ``ref`` (which must not be in the history yet) with ``select_source``;

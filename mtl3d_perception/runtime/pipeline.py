@@ -26,7 +26,7 @@ from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
-from mtl3d_perception.runtime.history import FrameHistory
+from mtl3d_perception.runtime.history import FrameHistory, pose_jump_message
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
 from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION, PoseConventionCheck, score_readings
 from mtl3d_perception.runtime.products import Products
@@ -280,6 +280,8 @@ class PerceptionPipeline:
         timings["preprocess"] = time.perf_counter() - t
 
         pair = self.history.select(frame, single_view=self.config.single_view)
+        if pair.reason == "pose_jump" and (last := self.history.newest_earlier(frame)) is not None:
+            warnings.append(("pose_jump", pose_jump_message(frame, last, self.history.config)))
         check = self._pose_check(frame, pair)
         suspect = check is not None and check.suspect is not None  # the poses do not fit: run single-view
         check_now = check is not None and check.due()
