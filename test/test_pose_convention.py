@@ -238,3 +238,19 @@ def test_training_warns_about_a_recording_whose_poses_do_not_fit(recordings, cap
         warnings = check_recorded_poses(data.sources)
     assert len(warnings) == 1 and "data.train.2 (sequence" in warnings[0] and "OpenGL" in warnings[0]
     assert "data.train.1 (sequence" in caplog.text and "poses checked, they fit" in caplog.text
+
+
+def test_replay_of_a_bag_with_opengl_poses_says_so(tmp_path, recordings, shipped):
+    """The runtime's driver carries the warning into replay's report and counts the frames as a fallback."""
+    import json
+
+    from mtl3d_perception.data.bag import write_bag
+    from mtl3d_perception.replay.options import ReplayOptions
+    from mtl3d_perception.replay.runner import replay_bag
+
+    bag = write_bag(list(PosedSequence(recordings["opengl"])), tmp_path / "bag")
+    replay_bag(bag, tmp_path / "out", shipped, ReplayOptions(progress=False))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["multi_view"]["pair_reasons"].get(POSE_CONVENTION, 0) >= 1  # from the 4th check (~20 frames) on
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "OpenGL" in report and "T @ diag(1, -1, -1, 1)" in report
