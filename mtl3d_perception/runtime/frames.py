@@ -152,6 +152,13 @@ class Frame:
         """Image size ``(W, H)``."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
+    @property
+    def camera(self) -> str:
+        """The camera the frame comes from, for the pipeline's per-camera state and messages: ``frame_id`` without
+        surrounding blanks or a leading '/' (a header glitch is not a second camera; tf2 refuses the slash, which is
+        reported where the pose is looked up)."""
+        return self.frame_id.strip().lstrip("/")
+
     def with_pose(self, T_world_cam: np.ndarray | None) -> Frame:
         """A copy carrying the pose ``T_world_cam`` (the image is shared, not copied)."""
         return replace(self, T_world_cam=None if T_world_cam is None else np.asarray(T_world_cam, np.float64))

@@ -200,9 +200,8 @@ class PerceptionPipeline:
             self.history.drop_after(frame.stamp_ns + self.jump.jump_back_ns)
             self._evict()
         check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
-        # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped, and
-        # '/cam' is 'cam' (tf2 refuses the slash; that is reported where the pose is looked up)
-        camera = frame.frame_id.strip().lstrip("/")
+        # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped
+        camera = frame.camera
         if frame.header_problem != "empty_frame_id":
             if self._last_camera is not None and self._last_camera != camera:
                 cameras = " and ".join(repr(c) for c in sorted((camera, self._last_camera)))  # one message a pair
@@ -330,9 +329,8 @@ class PerceptionPipeline:
         apply: no source view, ``check_pose_convention`` off, or a model without the geometric depth's sweep."""
         if pair.src is None or not self.config.check_pose_convention or not self.has_depth_confidence:
             return None
-        camera = frame.frame_id.strip().lstrip("/")
-        check = self._pose_checks.pop(camera, None) or PoseConventionCheck()
-        self._pose_checks[camera] = check  # newest last; a bounded number of cameras (frame_ids come from input)
+        check = self._pose_checks.pop(frame.camera, None) or PoseConventionCheck()
+        self._pose_checks[frame.camera] = check  # newest last; a bounded number of cameras (frame_ids come from input)
         while len(self._pose_checks) > MAX_CAMERAS:
             self._pose_checks.popitem(last=False)
         return check
@@ -349,8 +347,7 @@ class PerceptionPipeline:
             scores = score_readings(self.model, ref_feats.matching, src_feats.matching, K_t, frame.T_world_cam,
                                     pair.src.T_world_cam, prior, out.get("depth_logits") if two_view else None)
         check.add(scores)
-        camera = frame.frame_id.strip().lstrip("/")
-        if (message := check.message(f"camera {camera!r}")) is not None:
+        if (message := check.message(f"camera {frame.camera!r}")) is not None:
             warnings.append((POSE_CONVENTION, f"{message}; its frames run single-view until the poses fit"))
 
     def _evict(self) -> None:
