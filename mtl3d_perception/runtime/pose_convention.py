@@ -49,9 +49,10 @@ WINDOW = 8  # checks kept per camera
 MIN_CHECKS = 4  # checks needed before the poses can be called wrong
 MARGIN = 0.2  # mean score an alternative reading must lead the given one by (right ~0.7, wrong <= 0.46: measured)
 MIN_WIN_RATE = 0.75  # ... and the share of the window's checks it must lead in
-# paired frames between checks: often while the window fills (a wrong convention shows within ~40 paired frames),
-# then rarely (a check costs a single-view prediction and four sweeps: ~40 ms on one CPU thread at 160x120)
-INTERVAL_FILLING = 5
+# paired frames between checks: often while the window fills (a wrong convention is named after MIN_CHECKS x 3 = 12
+# paired frames), then rarely (a check costs a single-view prediction and four sweeps: ~50 ms on one CPU thread at
+# 160x120, about one frame's time)
+INTERVAL_FILLING = 3
 INTERVAL_FULL = 30
 
 _GL = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes <-> optical (x kept, y and z flipped): its own inverse
