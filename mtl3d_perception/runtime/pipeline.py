@@ -28,7 +28,12 @@ from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
 from mtl3d_perception.runtime.history import FrameHistory, pose_jump_message
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
-from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION, PoseConventionCheck, score_readings
+from mtl3d_perception.runtime.pose_convention import (
+    POSE_CONVENTION,
+    PoseConventionCheck,
+    can_check,
+    score_readings,
+)
 from mtl3d_perception.runtime.products import Products
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -327,7 +332,7 @@ class PerceptionPipeline:
     def _pose_check(self, frame: Frame, pair: Any) -> PoseConventionCheck | None:
         """The pose-convention check of the frame's camera (``runtime.pose_convention``), or None where it does not
         apply: no source view, ``check_pose_convention`` off, or a model without the geometric depth's sweep."""
-        if pair.src is None or not self.config.check_pose_convention or not self.has_depth_confidence:
+        if pair.src is None or not self.config.check_pose_convention or not can_check(self.model):
             return None
         check = self._pose_checks.pop(frame.camera, None) or PoseConventionCheck()
         self._pose_checks[frame.camera] = check  # newest last; a bounded number of cameras (frame_ids come from input)

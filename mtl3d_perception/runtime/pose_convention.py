@@ -166,6 +166,12 @@ def score_readings(model, ref_matching: torch.Tensor, src_matching: torch.Tensor
     return scores
 
 
+def can_check(model) -> bool:
+    """Whether ``model`` has what the check runs: the geometric depth (``geometric_depth: true``) and its plane sweep
+    (``sweep_logits``) over matching features. False for ``tiny``, paper-only checkpoints and test stand-ins."""
+    return bool(getattr(model.config, "geometric_depth", False)) and callable(getattr(model, "sweep_logits", None))
+
+
 @torch.inference_mode()
 def check_pairs(model, pairs: Iterable[tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]]
                 ) -> PoseConventionCheck:

@@ -146,9 +146,9 @@ def check_poses(model, dataset, source) -> dict | None:
         ``{"pairs": pairs with parallax, "verdict": "fit" | "too_few_pairs" | a convention's name, "message": the
         warning or None}``.
     """
-    from mtl3d_perception.runtime.pose_convention import check_dataset
+    from mtl3d_perception.runtime.pose_convention import can_check, check_dataset
 
-    if source.kind in ("synthetic", "nyuv2") or not getattr(model.config, "geometric_depth", False):
+    if source.kind in ("synthetic", "nyuv2") or not can_check(model):
         return None
     check, verdict = check_dataset(model, dataset)
     return {"pairs": len(check.checks), "verdict": verdict, "message": check.message("this recording")}
