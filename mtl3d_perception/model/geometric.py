@@ -101,6 +101,13 @@ class MatchingFeatures(nn.Module):
     def out_channels(self) -> int:
         return self.PATCH_CHANNELS + self.net[-1].out_channels
 
+    def texture(self, features: torch.Tensor) -> torch.Tensor:
+        """How much image texture each cell of ``features`` (this module's output ``[B, C, h, w]``) holds, in [0, 1]:
+        the norm of its normalised patches (:func:`patch_features`), ~0 for a flat neighbourhood (shrunk by ``eps``),
+        1 for one whose contrast is far above it. ``[B, 1, h, w]``."""
+        patches = features[:, : self.PATCH_CHANNELS].float() / self.log_patch_scale.exp()
+        return patches.norm(dim=1, keepdim=True).clamp(max=1.0)
+
     def forward(self, images: torch.Tensor, levels: list[torch.Tensor]) -> torch.Tensor:
         """``images`` [B,3,H,W] RGB in [0,1]; ``levels``: the encoder's feature maps. Returns float32."""
         H, W = images.shape[-2:]

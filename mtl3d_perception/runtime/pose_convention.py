@@ -13,16 +13,22 @@ The test reads the same two absolute poses each way and runs the model's plane s
 geometric depth's matching features) for each resulting relative pose. Its score is the softmax mass within
 :data:`PRIOR_WINDOW` candidates of the image-only (single-view) depth's inverse depth, averaged over the cells where
 the sweep's candidates travel at least :data:`MIN_SPAN_PX` in the source image (``geometric.epipolar_span``: where the
-pair has parallax). The right reading puts the mass where the image alone expects the surface; a wrong one matches
-elsewhere, by chance. The sweep's own confidence (its entropy) cannot tell: a wrong pose often searches a longer
+pair has parallax) and the reference image has texture (:data:`MIN_TEXTURE`). The right reading puts the mass where
+the image alone expects the surface; a wrong one matches elsewhere, by chance. The sweep's own confidence (its entropy) cannot tell: a wrong pose often searches a longer
 epipolar path, where some candidate matches well by chance. Measured with the shipped model (session 22, pairs 2
 frames apart): right / best wrong reading 0.80 / 0.33 mean score on the held-out HoloLens frames, 0.68 / 0.34 on
 its first 30 % (1 frame apart), 0.67-0.68 / 0.46 on two synthetic rooms; the right reading scored highest on 97 of
 102 pairs, and each mistaken convention was named by the check as the best reading of its poses.
 
+A reading with too little parallax in a pair cannot be scored that way. World-to-camera poses of a slow camera are the
+case: read as given (camera-to-world), the camera's small rotations become metres of travel, while the right reading
+barely moves it. Such a reading is judged by its rotation warp (all its candidates land together):
+:func:`rotation_lead`, its best logit against the given reading's best near the prior.
+
 :class:`PoseConventionCheck` keeps the scores of the last :data:`WINDOW` checked pairs of one camera and calls the
 poses wrong (:attr:`PoseConventionCheck.suspect`) only when one other reading beats them by :data:`MARGIN` on
-average and in most checks. The pipeline then runs that camera single-view (pair reason :data:`POSE_CONVENTION`)
+average and in most checks, or (:meth:`PoseConventionCheck.unmoved`) when a reading without parallax fits better by
+its rotation in most checks. The pipeline then runs that camera single-view (pair reason :data:`POSE_CONVENTION`)
 until the poses fit again, and warns (kind ``pose_convention``) with the conversion that fits.
 
 Why our own code: no library checks a pose convention against images; the sweep is this model's.
@@ -43,12 +49,19 @@ from mtl3d_perception.model.geometric import epipolar_span
 POSE_CONVENTION = "pose_convention"  # the pair reason of a frame run single-view because its poses do not fit
 
 MIN_SPAN_PX = 8.0  # cells whose candidates travel less than this (input pixels) have too little parallax to judge
+# cells whose normalised patches hold less texture than this (``MatchingFeatures.texture``) are not judged: a flat cell
+# matches everywhere, so the mass near the prior is chance. Measured (session 23): real HoloLens and synthetic frames
+# have 78-100 % of their cells above 0.6; grey, black and noisy (sigma 3) blank frames none.
+MIN_TEXTURE = 0.5
 MIN_CELLS = 0.2  # a reading with parallax at fewer than this fraction of the cells is not scored in that check
 PRIOR_WINDOW = 2  # candidates either side of the single-view depth's (a 20 % scale error is 1-2 candidates)
 WINDOW = 8  # checks kept per camera
 MIN_CHECKS = 4  # checks needed before the poses can be called wrong
 MARGIN = 0.2  # mean score an alternative reading must lead the given one by (right ~0.7, wrong <= 0.46: measured)
 MIN_WIN_RATE = 0.75  # ... and the share of the window's checks it must lead in
+# rotation_lead (logits) a reading without parallax must exceed in a check to count as fitting better than the poses
+# as given (see PoseConventionCheck.unmoved)
+ROTATION_MARGIN = 0.5
 # paired frames between checks: often while the window fills (a wrong convention is named after MIN_CHECKS x 3 = 12
 # paired frames), then rarely (a check costs a single-view prediction and four sweeps: ~50 ms on one CPU thread at
 # 160x120, about one frame's time)
@@ -89,9 +102,10 @@ CONVENTIONS: tuple[Convention, ...] = (
                "T_world_cam = inv(T) @ diag(1, -1, -1, 1)",
                lambda T: np.linalg.inv(T) @ _GL, lambda T: np.linalg.inv(T @ _GL)),
     Convention("body", "the camera's body frame (REP 103: x forward, y left, z up; a camera_link frame) instead of its "
-                       "optical frame", "stamp the images with the optical frame (e.g. camera_optical_frame), or "
-                                        "T_world_cam = T @ T_body_optical with T_body_optical's rotation "
-                                        "[[0, 0, 1], [-1, 0, 0], [0, -1, 0]]",
+                       "optical frame", "stamp the images with the optical frame (e.g. camera_optical_frame); if "
+                                        "they already are, give its TF the rotation from the body frame (a URDF "
+                                        "optical joint's rpy -pi/2 0 -pi/2); in Python T_world_cam = T @ "
+                                        "T_body_optical with the rotation [[0, 0, 1], [-1, 0, 0], [0, -1, 0]]",
                lambda T: T @ _BODY_OPTICAL, lambda T: T @ np.linalg.inv(_BODY_OPTICAL)),
 )
 GIVEN = "given"
@@ -106,8 +120,24 @@ def readings(T_world_ref: np.ndarray, T_world_src: np.ndarray) -> dict[str, np.n
     return out
 
 
+def _eligible(span: torch.Tensor, texture: torch.Tensor | None) -> torch.Tensor | None:
+    """Cells to judge: ``span >= MIN_SPAN_PX`` and ``texture >= MIN_TEXTURE``; None when fewer than :data:`MIN_CELLS`."""
+    eligible = span >= MIN_SPAN_PX
+    if texture is not None:
+        eligible = eligible & (texture >= MIN_TEXTURE)
+    return eligible if float(eligible.float().mean()) >= MIN_CELLS else None
+
+
+def _near_prior(prior_inv_depth: torch.Tensor, inv_candidates: torch.Tensor) -> torch.Tensor:
+    """[1, D, h, w]: candidates within :data:`PRIOR_WINDOW` of the prior's fractional candidate index."""
+    D = inv_candidates.shape[0]
+    step = (inv_candidates[-1] - inv_candidates[0]) / (D - 1)
+    index = (prior_inv_depth.float() - inv_candidates[0]) / step
+    return (torch.arange(D, device=prior_inv_depth.device).view(1, D, 1, 1) - index).abs() <= PRIOR_WINDOW
+
+
 def prior_support(logits: torch.Tensor, prior_inv_depth: torch.Tensor, inv_candidates: torch.Tensor,
-                  span: torch.Tensor) -> float | None:
+                  span: torch.Tensor, texture: torch.Tensor | None = None) -> float | None:
     """The score of one reading: the sweep's softmax mass within :data:`PRIOR_WINDOW` candidates of the prior.
 
     Args:
@@ -115,20 +145,52 @@ def prior_support(logits: torch.Tensor, prior_inv_depth: torch.Tensor, inv_candi
         prior_inv_depth: [1, 1, h, w] the single-view depth's inverse depth (1/m) on the sweep's grid.
         inv_candidates: [D] the candidates' inverse depths (1/m), uniform (``geometry.depth_candidates``).
         span: [1, 1, h, w] input pixels the candidates travel (``geometric.epipolar_span``) under this reading.
+        texture: [1, 1, h, w] the reference cells' texture in [0, 1] (``MatchingFeatures.texture``); None: all
+            textured.
 
     Returns:
-        the mean mass over cells with ``span >= MIN_SPAN_PX``, in [0, 1]; None when fewer than :data:`MIN_CELLS` of
-        the cells have that parallax.
+        the mean mass over cells with ``span >= MIN_SPAN_PX`` and ``texture >= MIN_TEXTURE``, in [0, 1]; None when
+        fewer than :data:`MIN_CELLS` of the cells are such (too little parallax or texture to judge).
     """
-    eligible = span >= MIN_SPAN_PX
-    if float(eligible.float().mean()) < MIN_CELLS:
+    eligible = _eligible(span, texture)
+    if eligible is None:
         return None
-    D = logits.shape[1]
-    step = (inv_candidates[-1] - inv_candidates[0]) / (D - 1)
-    index = (prior_inv_depth.float() - inv_candidates[0]) / step  # fractional candidate index of the prior
-    near = (torch.arange(D, device=logits.device).view(1, D, 1, 1) - index).abs() <= PRIOR_WINDOW
-    mass = (torch.softmax(logits.float(), 1) * near).sum(1, keepdim=True)
+    mass = (torch.softmax(logits.float(), 1) * _near_prior(prior_inv_depth, inv_candidates)).sum(1, keepdim=True)
     return float(mass[eligible].mean())
+
+
+def best_near_prior(logits: torch.Tensor, prior_inv_depth: torch.Tensor, inv_candidates: torch.Tensor
+                    ) -> torch.Tensor:
+    """[1, 1, h, w]: each cell's best logit within :data:`PRIOR_WINDOW` candidates of the prior (where the image alone
+    puts the surface); arguments as :func:`prior_support`."""
+    logits = logits.float()
+    near = _near_prior(prior_inv_depth, inv_candidates)
+    return torch.where(near, logits, torch.full_like(logits, -torch.inf)).amax(1, keepdim=True)
+
+
+def rotation_lead(logits: torch.Tensor, given_best: torch.Tensor, eligible: torch.Tensor) -> float:
+    """How much better a reading with too little parallax to score matches than the poses as given.
+
+    Without parallax all of a reading's candidates land together: its sweep is the warp by its rotation alone, the
+    same at every depth. Its best logit per cell, minus the given reading's best near the prior
+    (:func:`best_near_prior`), median over the cells the given reading was judged on. Negative where the given poses
+    explain the images better; positive where the images move only as that reading's rotation says, while the poses
+    as given claim more: world-to-camera poses of a slow camera read as camera-to-world (its small rotations become
+    metres of travel). Measured with the shipped model (session 23): see :data:`ROTATION_MARGIN`.
+
+    Args:
+        logits: [1, D, h, w] that reading's sweep logits; given_best: [1, 1, h, w] :func:`best_near_prior` of the
+            given reading; eligible: [1, 1, h, w] bool, the given reading's judged cells.
+
+    Returns:
+        the lead in logits (the sweep's units: scaled dot products of matching features).
+    """
+    return float((logits.float().amax(1, keepdim=True) - given_best)[eligible].median())
+
+
+def rotation_key(name: str) -> str:
+    """A check's key for :func:`rotation_lead` of the convention ``name``."""
+    return f"rotation:{name}"
 
 
 @torch.inference_mode()
@@ -146,7 +208,9 @@ def score_readings(model, ref_matching: torch.Tensor, src_matching: torch.Tensor
         given_logits: the sweep's logits of the poses as given, when already computed (the frame's own prediction).
 
     Returns:
-        reading name -> score or None (too little parallax under that reading).
+        reading name -> score or None (too little parallax under that reading, or too little texture); where the
+        given reading has none, the others are not scored; for each other reading without a score,
+        ``rotation_key(name)`` -> :func:`rotation_lead`.
     """
     cfg = model.config
     h, w = ref_matching.shape[-2:]
@@ -154,6 +218,7 @@ def score_readings(model, ref_matching: torch.Tensor, src_matching: torch.Tensor
     depths = geometry.depth_candidates(cfg.depth_min, cfg.depth_max, cfg.num_depth, like=ref_matching.float())
     inv_prior = 1.0 / prior_depth.float().nan_to_num(cfg.depth_max).clamp(cfg.depth_min, cfg.depth_max)
     inv_prior = torch.nn.functional.adaptive_avg_pool2d(inv_prior, (h, w))
+    texture = model.matching.texture(ref_matching)
     scores: dict[str, float | None] = {}
     for name, T in readings(T_world_ref, T_world_src).items():
         T_t = torch.as_tensor(T, dtype=torch.float32, device=ref_matching.device)[None, None]
@@ -162,14 +227,22 @@ def score_readings(model, ref_matching: torch.Tensor, src_matching: torch.Tensor
         else:
             logits = model.sweep_logits(ref_matching, src_matching[:, None], K.float(), T_t, size).float()
         span = epipolar_span(K.float(), T_t, size, (h, w), depths)
-        scores[name] = prior_support(logits, inv_prior, 1.0 / depths, span)
+        scores[name] = prior_support(logits, inv_prior, 1.0 / depths, span, texture)
+        if name == GIVEN:
+            if scores[name] is None:
+                return scores  # nothing to compare the other readings with
+            given_eligible = _eligible(span, texture)
+            given_best = best_near_prior(logits, inv_prior, 1.0 / depths)
+        elif scores[name] is None:
+            scores[rotation_key(name)] = rotation_lead(logits, given_best, given_eligible)
     return scores
 
 
 def can_check(model) -> bool:
     """Whether ``model`` has what the check runs: the geometric depth (``geometric_depth: true``) and its plane sweep
-    (``sweep_logits``) over matching features. False for ``tiny``, paper-only checkpoints and test stand-ins."""
-    return bool(getattr(model.config, "geometric_depth", False)) and callable(getattr(model, "sweep_logits", None))
+    (``sweep_logits``) over matching features (``matching``). False for ``tiny``, paper-only checkpoints and test stand-ins."""
+    return (bool(getattr(model.config, "geometric_depth", False)) and callable(getattr(model, "sweep_logits", None))
+            and getattr(model, "matching", None) is not None)
 
 
 @torch.inference_mode()
@@ -262,9 +335,26 @@ class PoseConventionCheck:
         leads = [c[name] - c[GIVEN] if name in c else 0.0 for c in self.checks]
         return float(np.mean(leads)), sum(d > 0 for d in leads) / len(leads)
 
+    def unmoved(self) -> tuple[Convention, ...]:
+        """The conventions whose readings barely move the camera and fit the images better than the poses as given:
+        in :data:`MIN_WIN_RATE` of the window's checks (at least :data:`MIN_CHECKS`) that reading had too little
+        parallax to score and its :func:`rotation_lead` exceeded :data:`ROTATION_MARGIN` (and on average over the
+        window). World-to-camera poses of a slow camera: no reading with parallax fits better, so the lead test
+        cannot name them. Empty otherwise."""
+        if len(self.checks) < MIN_CHECKS:
+            return ()
+        return tuple(c for c in CONVENTIONS if self.rotation_rate(c.name) >= MIN_WIN_RATE
+                     and float(np.mean([x.get(rotation_key(c.name), -np.inf) for x in self.checks])) > ROTATION_MARGIN)
+
+    def rotation_rate(self, name: str) -> float:
+        """The share of the window's checks where reading ``name`` had no parallax and a :func:`rotation_lead` above
+        :data:`ROTATION_MARGIN`."""
+        return sum(x.get(rotation_key(name), -np.inf) > ROTATION_MARGIN for x in self.checks) / max(len(self.checks), 1)
+
     @property
     def suspect(self) -> Convention | None:
-        """The convention the poses fit much better than as given, or None (they fit, or too few checks)."""
+        """The convention the poses fit much better than as given (the first of :meth:`unmoved` where no reading
+        leads), or None (they fit, or too few checks)."""
         if len(self.checks) < MIN_CHECKS:
             return None
         best, best_lead = None, MARGIN
@@ -272,16 +362,24 @@ class PoseConventionCheck:
             lead, rate = self.lead(c.name)
             if lead >= best_lead and rate >= MIN_WIN_RATE:
                 best, best_lead = c, lead
-        return best
+        return best or next(iter(self.unmoved()), None)
 
     def message(self, whose: str) -> str | None:
         """The warning while the poses look wrong (None otherwise); ``whose``: "camera 'cam'", "this recording"."""
         c = self.suspect
         if c is None:
             return None
-        given = float(np.mean([x[GIVEN] for x in self.checks]))
+        expected = "camera-to-world in the optical frame (REP 103: x right, y down, z forward), which the runtime expects"
         lead, rate = self.lead(c.name)
-        return (f"the poses of {whose} fit the images as {c.description} much better than as camera-to-world "
-                f"in the optical frame (REP 103: x right, y down, z forward), which the runtime expects: read that way "
-                f"their plane sweep supports the single-view depth {lead:+.2f} more (given: {given:.2f}), in "
-                f"{rate:.0%} of the last {len(self.checks)} checked pairs. Convert: {c.fix}")
+        if lead >= MARGIN and rate >= MIN_WIN_RATE:
+            given = float(np.mean([x[GIVEN] for x in self.checks]))
+            return (f"the poses of {whose} fit the images much better as {c.description} than as {expected}: read "
+                    f"that way their plane sweep supports the single-view depth {lead:+.2f} more (given: {given:.2f}), "
+                    f"in {rate:.0%} of the last {len(self.checks)} checked pairs. Convert: {c.fix}")
+        unmoved = self.unmoved()
+        rate = min(self.rotation_rate(u.name) for u in unmoved)
+        ambiguous = " (with this little motion these cannot be told apart)" if len(unmoved) > 1 else ""
+        return (f"the poses of {whose} move the camera more than the images show: read as "
+                f"{' or as '.join(u.description for u in unmoved)}{ambiguous} they barely move it and fit the images "
+                f"better than as {expected}, in {rate:.0%} of the last {len(self.checks)} checked pairs. "
+                f"Convert: {'; or '.join(u.fix for u in unmoved)}")
