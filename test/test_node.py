@@ -967,6 +967,23 @@ def test_an_unwritable_log_directory_is_not_called_bad_arguments(tmp_path):
     assert "bad ROS arguments" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_help_prints_usage_and_parameters_without_starting(tmp_path):
+    """``perception_node --help`` started the node (a ROS node ignores arguments it does not know): it prints the
+    usage and the parameter file, exits 0 and opens no ROS context (no log directory is written)."""
+    from mtl3d_perception.ros.node_main import USAGE, wants_help
+    from mtl3d_perception.runtime.config import yaml_text
+
+    assert wants_help(["perception_node", "--help"]) and wants_help(["perception_node", "-h", "--ros-args"])
+    assert not wants_help(["perception_node", "--ros-args", "-r", "--help:=x"])  # a ROS argument, rcl's to judge
+    assert not wants_help(["perception_node"])
+    env = {**os.environ, "ROS_LOG_DIR": str(tmp_path / "log"), "ROS_DOMAIN_ID": str(random.randint(20, 200))}
+    proc = subprocess.run([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == USAGE + yaml_text() and "model_path" in proc.stdout
+    assert not (tmp_path / "log").exists() and proc.stderr == ""
+
+
 def _history_pose_x(node, stamp_ns: int) -> float:
     return next(f.T_world_cam[0, 3] for f in node.pipeline.history if f.stamp_ns == stamp_ns)
 

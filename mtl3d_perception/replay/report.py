@@ -30,6 +30,7 @@ from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
+from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION
 from mtl3d_perception.runtime.products import STAGES
 from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
@@ -261,7 +262,10 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s['dropped_reasons'].items()))})" if s["dropped_reasons"] else "")
         + f" of {c['images']} images read{unprocessed_note(c)}",
         *([f"- bad input (as /diagnostics counts it; dropped or kept): "
-           f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"] if s["bad_input"] else []),
+           f"{', '.join(f'{k} {v}' for k, v in sorted(s['bad_input'].items()))}"
+           + (f" ({POSE_CONVENTION} counts the checks that found the poses wrong, not frames: the frames that ran "
+              "single-view for it are under Source-view choice)" if POSE_CONVENTION in s["bad_input"] else "")]
+          if s["bad_input"] else []),
         f"- ground truth: depth {ground_truth_note(s, 'depth')}, semantic {ground_truth_note(s, 'semantic')}"
         + ("; normals are compared with normals computed from the smoothed GT depth"
            if s.get("ground_truth_frames", {}).get("depth") else ""),

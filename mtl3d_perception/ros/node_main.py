@@ -16,9 +16,30 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+USAGE = """usage: ros2 run mtl3d_perception perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE]
+                                                       [-r FROM:=TO] ...]
+
+3D-aware semantic segmentation, metric depth, surface normals and a labelled point cloud from one camera and TF
+(README.md). Its parameters, as a --params-file with their defaults:
+"""
+
+
+def wants_help(args: list[str]) -> bool:
+    """Whether ``args`` (argv with the program name first) ask for ``-h``/``--help`` before any ``--ros-args``: a ROS
+    node ignores arguments it does not know, so without this ``--help`` would start the node."""
+    user_args = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    return "-h" in user_args or "--help" in user_args
+
+
 def main(args: list[str] | None = None) -> int:
     """Import the node, then run :func:`mtl3d_perception.ros.node.main` (its return value: 0 on a requested shutdown,
-    1 when the node cannot start)."""
+    1 when the node cannot start). With ``-h``/``--help`` (:func:`wants_help`): print the usage and the parameters
+    (``runtime.config.yaml_text``) and return 0 without starting the node."""
+    if wants_help(list(sys.argv if args is None else args)):
+        from mtl3d_perception.runtime.config import yaml_text
+
+        print(USAGE + yaml_text(), end="")
+        return 0
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         from mtl3d_perception.ros.node import main as node_main

@@ -296,6 +296,8 @@ _POSE_VERDICTS = {  # report.md's line for check_poses' verdict; any other verdi
            "the other usual conventions, runtime.pose_convention)",
     "too_few_pairs": "Poses: not checked ({pairs} of the pairs read had parallax; the check needs 4)",
 }
+_POSE_MISFIT = ("Poses: **{message}** The two-view metrics below used the poses as given (the node and replay would "
+                "have run such frames single-view); convert the poses and evaluate again.")
 
 
 def render_report(report: dict) -> str:
@@ -345,7 +347,7 @@ def render_report(report: dict) -> str:
                       f"{semantic}, poses in {inputs['world_frame']} from TF", ""]
         poses = report.get("pose_check", {}).get(spec)
         if poses:
-            lines += [_POSE_VERDICTS.get(poses["verdict"], "Poses: **{message}**").format(**poses), ""]
+            lines += [_POSE_VERDICTS.get(poses["verdict"], _POSE_MISFIT).format(**poses), ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")
