@@ -148,7 +148,7 @@ def test_training_draws_spread_the_baselines():
 def test_eval_pairs_each_reference_as_the_node_does(ref, expected):
     """`mtl3d eval`'s two-view source by default is the node's (its default rules), not a fixed gap: on a 30 Hz
     stream 1 cm apart a gap of 2 is 2 cm of parallax, the node's pick 15 cm (or the widest it has)."""
-    from mtl3d_perception.train.eval_cli import two_view_source
+    from mtl3d_perception.data.datasets import two_view_source
 
     poses = _poses([0.01] * 30)
     stamps = np.arange(31) / 30.0
@@ -166,7 +166,7 @@ def test_eval_keeps_the_node_age_limit_on_recorded_stamps_only():
     """A slow 10 Hz camera (1 cm a frame): 15 cm lies 1.5 s back, past the node's max_pair_age_s, so the node (and
     eval on recorded stamps) takes the widest baseline within 1 s; keyframes without timestamps have made-up stamps,
     where the age limit is lifted."""
-    from mtl3d_perception.train.eval_cli import two_view_source
+    from mtl3d_perception.data.datasets import two_view_source
 
     poses = _poses([0.01] * 20)
     stamps = np.arange(21) / 10.0

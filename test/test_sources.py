@@ -526,8 +526,8 @@ def test_train_runs_from_each_kind(layouts, kind, tmp_path, capsys):
 def test_finetune_validation_pairs_as_eval_and_the_node_do(layouts):
     """A user trial: the fine-tuning run's validation gave 0.1255 with 2 single-view frames where `mtl3d eval` of the
     same checkpoint and frames gave 0.1210 with 1: the config's validation paired over every 2nd frame at 5 cm."""
+    from mtl3d_perception.data.datasets import two_view_source
     from mtl3d_perception.train.config import load_config
-    from mtl3d_perception.train.eval_cli import two_view_source
 
     bag = layouts["bag"]
     val = load_config(SMOKE.parent / "finetune.yaml", [f"data.val.0.path={bag}"]).data.val[0]

@@ -350,9 +350,8 @@ def test_a_reference_paired_with_itself_is_left_out_of_cross_view():
     comparing it with itself would add pixels of zero disagreement to the cross-view metric."""
     from torch.utils.data import Subset
 
-    from mtl3d_perception.data.datasets import SourceConfig, build_dataset
+    from mtl3d_perception.data.datasets import SourceConfig, build_dataset, two_view_source
     from mtl3d_perception.model import build_model, resolve_config
-    from mtl3d_perception.train.eval_cli import two_view_source
     from mtl3d_perception.train.evaluate import evaluate
 
     torch.set_num_threads(1)

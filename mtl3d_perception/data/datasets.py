@@ -23,6 +23,7 @@ once per sample index, so a sample keeps the same labelled tasks in every epoch 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -572,6 +573,19 @@ class NYUv2Dataset(SourceDataset):
 _KINDS: dict[str, type[SourceDataset]] = {
     "synthetic": SyntheticDataset, "nyuv2": NYUv2Dataset, **dict.fromkeys(FRAME_KINDS, FramesDataset),
 }
+
+
+def two_view_source(source: SourceConfig, gap: int | None) -> SourceConfig:
+    """``source`` (a ``data.datasets.SourceConfig``) with the two-view mode's pairing: ``gap`` frames back, or with
+    None the runtime's rule (``neighbour: pairing`` over every earlier frame of the range, ``min_baseline_m``,
+    ``min_rotation_deg`` and ``history_size`` at ``PairingConfig``'s defaults, the node's). A reference with no
+    earlier frame runs single-view, as the node's first frame does (the ``single`` baseline bin counts them).
+    NYUv2 (single images) is returned as it is."""
+    if source.kind == "nyuv2":
+        return source
+    if gap is not None:
+        return dataclasses.replace(source, neighbour="gap", eval_gap=gap)
+    return dataclasses.replace(source, neighbour="pairing", eval_gap=1, min_baseline=PairingConfig().min_baseline_m)
 
 
 def build_source(cfg: SourceConfig, **kwargs: Any) -> SourceDataset:

@@ -71,6 +71,7 @@ from mtl3d_perception.runtime.pose_wait import RECORDED_TF_HORIZON_S, RecordedPo
 from mtl3d_perception.runtime.stats import RuntimeStats
 from mtl3d_perception.runtime.sync import ApproximateTimeSync, pairing_advice
 from mtl3d_perception.runtime.tf_buffer import TransformException
+from mtl3d_perception.runtime.throttled_log import message_shape
 
 
 def depth_gt_info_topic(options: ReplayOptions) -> str:
@@ -153,6 +154,7 @@ class _Replay:
         self.total_images = counts.get(o.image_topic, 0)  # in the whole bag (its index), for the count after the range
         self.warnings: list[str] = []
         self._warned: set[str] = set()  # keys of warnings given once
+        self._repeats: dict[str, list] = {}  # message_shape -> [its warning as listed, times reported]
         self._first_bad_input: dict[str, str] = {}  # bad-input kind -> the warning of its first dropped frame
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
         # A ground-truth topic the bag lacks is named when it was asked for, or when the bag has depth elsewhere (a
@@ -347,7 +349,21 @@ class _Replay:
         elif kind == "header":
             self._warn_once(message, message)
         else:
-            self._warn(f"{kind}: {message}")
+            self._warn_latest(f"{kind}: {message}")
+
+    def _warn_latest(self, message: str) -> None:
+        """A warning that repeats with other numbers (a pose-convention verdict re-measured at each check): kept once,
+        in its first place, as its latest text with how many times it came."""
+        shape = message_shape(message)
+        if shape not in self._repeats:
+            self._repeats[shape] = [message, 0]
+            self._warn(message)
+        entry = self._repeats[shape]
+        entry[1] += 1
+        if entry[1] > 1 and entry[0] in self.warnings:
+            latest = f"{message} (reported {entry[1]} times; the latest)"
+            self.warnings[self.warnings.index(entry[0])] = latest
+            entry[0] = latest
 
     def _on_pair(self, image: Any, info: Any) -> None:
         """Synchronised image + camera_info -> a frame waiting for its pose."""

@@ -353,7 +353,10 @@ class PerceptionPipeline:
                                     pair.src.T_world_cam, prior, out.get("depth_logits") if two_view else None)
         check.add(scores)
         if (message := check.message(f"camera {frame.camera!r}")) is not None:
-            warnings.append((POSE_CONVENTION, f"{message}; its frames run single-view until the poses fit"))
+            warnings.append((POSE_CONVENTION, f"{message}, T being the frame's T_world_cam ({frame.camera!r} in "
+                                              f"{self.config.world_frame!r}; from TF in the node and replay: fix it "
+                                              "where it is published, the odometry or the camera's static transform); "
+                                              "its frames run single-view until the poses fit"))
 
     def _evict(self) -> None:
         keep = set(self.history.keys)

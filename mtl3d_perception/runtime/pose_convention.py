@@ -301,6 +301,30 @@ def check_dataset(model, dataset, samples: int = SAMPLES) -> tuple[PoseConventio
     return check, suspect.name if suspect else "fit" if len(check.checks) >= MIN_CHECKS else "too_few_pairs"
 
 
+def check_recording(dataset, whose: str, judge=None) -> tuple[str | None, str, int]:
+    """Judge a recording's poses before it is used (training, ``mtl3d bag``): :func:`check_dataset` with ``judge``,
+    by default the shipped model (the one the check was measured with).
+
+    Args:
+        dataset: a ``data.datasets.SourceDataset`` of the recording, two views per sample.
+        whose: names the recording in the warning ("data.train.1 (sequence /x)", "/x/poses.txt").
+        judge: a model that can sweep (:func:`can_check`); None loads ``models/default.safetensors``.
+
+    Returns:
+        (the warning, or None where the poses fit or cannot be judged; the verdict as :func:`check_dataset`'s; the
+        number of pairs with parallax checked).
+
+    Raises:
+        FileNotFoundError: ``judge`` is None and the checkout has no shipped model.
+    """
+    if judge is None:
+        from mtl3d_perception.model.checkpoint import default_model_path, load_checkpoint
+
+        judge = load_checkpoint(default_model_path())
+    check, verdict = check_dataset(judge, dataset)
+    return check.message(whose), verdict, len(check.checks)
+
+
 class PoseConventionCheck:
     """The last :data:`WINDOW` checks of one camera's poses and the verdict (see the module docstring)."""
 
@@ -372,10 +396,12 @@ class PoseConventionCheck:
         expected = "camera-to-world in the optical frame (REP 103: x right, y down, z forward), which the runtime expects"
         lead, rate = self.lead(c.name)
         if lead >= MARGIN and rate >= MIN_WIN_RATE:
-            given = float(np.mean([x[GIVEN] for x in self.checks]))
+            scored = [x for x in self.checks if c.name in x]
+            given, read = (float(np.mean([x[k] for x in scored])) for k in (GIVEN, c.name))
             return (f"the poses of {whose} fit the images much better as {c.description} than as {expected}: read "
-                    f"that way their plane sweep supports the single-view depth {lead:+.2f} more (given: {given:.2f}), "
-                    f"in {rate:.0%} of the last {len(self.checks)} checked pairs. Convert: {c.fix}")
+                    f"that way, their plane sweep puts {read:.0%} of its weight near the single-view depth "
+                    f"(as given: {given:.0%}; textured pixels with parallax), better in {rate:.0%} of the last "
+                    f"{len(self.checks)} checked pairs. Convert: {c.fix}")
         unmoved = self.unmoved()
         rate = min(self.rotation_rate(u.name) for u in unmoved)
         ambiguous = " (with this little motion these cannot be told apart)" if len(unmoved) > 1 else ""

@@ -6,7 +6,7 @@ the last 20 %). Posed frames are evaluated against their depth (and semantic lab
 against all tasks.
 Both modes are run: two-view (real source view and poses) and single-view (duplicated reference).
 Two-view pairs each reference with the source view a node processing every frame would pick
-(:func:`two_view_source`: the runtime's ``source_selection.select_source`` with its default rules over the earlier
+(:func:`data.datasets.two_view_source`: the runtime's ``source_selection.select_source`` with its default rules over the earlier
 frames of the range), so the numbers are those of the robot on the same stream, at 30 Hz or on keyframes alike (a node
 that drops frames under load has fewer candidates); ``--gap N`` pairs it with the frame N back instead (the fixed
 protocol of sessions 1-11's tables in models/README.md).
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
-from mtl3d_perception.data.datasets import SourceConfig
+from mtl3d_perception.data.datasets import SourceConfig, two_view_source
 from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
 from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.runtime.params import DEVICES
@@ -109,25 +109,8 @@ def check_label_topics(source) -> None:
                          "bag's label topic to --semantic-topic, or leave it out")
 
 
-def two_view_source(source, gap: int | None):
-    """``source`` (a ``data.datasets.SourceConfig``) with the two-view mode's pairing: ``gap`` frames back, or with
-    None the runtime's rule (``neighbour: pairing`` over every earlier frame of the range, ``min_baseline_m``,
-    ``min_rotation_deg`` and ``history_size`` at ``PairingConfig``'s defaults, the node's). A reference with no
-    earlier frame runs single-view, as the node's first frame does (the ``single`` baseline bin counts them).
-    NYUv2 (single images) is returned as it is."""
-    import dataclasses
-
-    from mtl3d_perception.source_selection import PairingConfig
-
-    if source.kind == "nyuv2":
-        return source
-    if gap is not None:
-        return dataclasses.replace(source, neighbour="gap", eval_gap=gap)
-    return dataclasses.replace(source, neighbour="pairing", eval_gap=1, min_baseline=PairingConfig().min_baseline_m)
-
-
 def pairing_description(gap: int | None) -> dict:
-    """What :func:`two_view_source` does, for metrics.json and report.md."""
+    """What ``data.datasets.two_view_source`` does, for metrics.json and report.md."""
     from mtl3d_perception.source_selection import PairingConfig
 
     if gap is not None:
@@ -296,7 +279,7 @@ _POSE_VERDICTS = {  # report.md's line for check_poses' verdict; any other verdi
            "the other usual conventions, runtime.pose_convention)",
     "too_few_pairs": "Poses: not checked ({pairs} of the pairs read had parallax; the check needs 4)",
 }
-_POSE_MISFIT = ("Poses: **{message}** The two-view metrics below used the poses as given (the node and replay would "
+_POSE_MISFIT = ("Poses: **{message}.** The two-view metrics below used the poses as given (the node and replay would "
                 "have run such frames single-view); convert the poses and evaluate again.")
 
 
