@@ -970,7 +970,7 @@ def test_an_unwritable_log_directory_is_not_called_bad_arguments(tmp_path):
 def test_help_prints_usage_and_parameters_without_starting(tmp_path):
     """``perception_node --help`` started the node (a ROS node ignores arguments it does not know): it prints the
     usage and the parameter file, exits 0 and opens no ROS context (no log directory is written)."""
-    from mtl3d_perception.ros.node_main import USAGE, wants_help
+    from mtl3d_perception.ros.node_main import usage, wants_help
     from mtl3d_perception.runtime.config import yaml_text
 
     assert wants_help(["perception_node", "--help"]) and wants_help(["perception_node", "-h", "--ros-args"])
@@ -980,7 +980,8 @@ def test_help_prints_usage_and_parameters_without_starting(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--help"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == USAGE + yaml_text() and "model_path" in proc.stdout
+    assert proc.stdout == usage() + yaml_text() and "model_path" in proc.stdout
+    assert "~/depth/confidence (sensor_msgs/Image)" in proc.stdout and "~/points (sensor_msgs/PointCloud2)" in proc.stdout
     assert not (tmp_path / "log").exists() and proc.stderr == ""
 
 

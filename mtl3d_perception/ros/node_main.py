@@ -16,11 +16,19 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-USAGE = """usage: ros2 run mtl3d_perception perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE]
+def usage() -> str:
+    """What ``--help`` prints before the parameters: the command line, the topics, and where the parameters follow."""
+    from mtl3d_perception import topics
+
+    outputs = "\n".join(f"  ~/{name} ({kind.replace('/msg/', '/')})" for name, (kind, _) in topics.OUTPUTS.items())
+    return f"""usage: ros2 run mtl3d_perception perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE]
                                                        [-r FROM:=TO] ...]
 
 3D-aware semantic segmentation, metric depth, surface normals and a labelled point cloud from one camera and TF
-(README.md). Its parameters, as a --params-file with their defaults:
+(README.md). Subscribes to the image_topic and camera_info_topic parameters, /tf and /tf_static; publishes
+{topics.DIAGNOSTICS_TOPIC} and, in the node's private namespace (~ = /{topics.NODE_NAME} by default):
+{outputs}
+Its parameters, as a --params-file with their defaults:
 """
 
 
@@ -38,7 +46,7 @@ def main(args: list[str] | None = None) -> int:
     if wants_help(list(sys.argv if args is None else args)):
         from mtl3d_perception.runtime.config import yaml_text
 
-        print(USAGE + yaml_text(), end="")
+        print(usage() + yaml_text(), end="")
         return 0
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
