@@ -41,20 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pose_warning(sequence: Path) -> str | None:
-    """The pose-convention warning for ``sequence``'s poses.txt (``runtime.pose_convention.check_recording``, the
-    shipped model judging the pairs the node would pick), or None where they fit or cannot be judged.
+    """The pose-convention warning for ``sequence``'s poses.txt (``runtime.pose_convention.check_dataset``, the
+    shipped model judging the pairs the node would pick, as training's preflight), or None where they fit or cannot
+    be judged.
 
     Raises:
         FileNotFoundError: the checkout has no shipped model.
     """
     from mtl3d_perception.data.datasets import SourceConfig, build_source, two_view_source
     from mtl3d_perception.model.checkpoint import default_model_path, load_checkpoint
-    from mtl3d_perception.runtime.pose_convention import check_recording
+    from mtl3d_perception.runtime.pose_convention import check_dataset
 
     judge = load_checkpoint(default_model_path())
     source = two_view_source(SourceConfig(kind="sequence", path=str(sequence)), None)
     dataset = build_source(source, image_size=tuple(judge.config.input_size), num_views=2)
-    return check_recording(dataset, str(sequence / "poses.txt"), judge)[0]
+    return check_dataset(judge, dataset)[0].message(str(sequence / "poses.txt"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,14 +49,18 @@ from mtl3d_perception.train.train_state import CheckpointPairError, commit, find
 log = logging.getLogger(__name__)
 
 
-def check_recorded_poses(sources: list[Any], where: str = "data.train") -> list[str]:
+TRAIN_POSES_WRONG = "training on its pairs would teach the cost volume wrong geometry"
+
+
+def check_recorded_poses(sources: list[Any], where: str = "data.train", consequence: str = TRAIN_POSES_WRONG
+                         ) -> list[str]:
     """Warn for each recording among ``sources`` (``SourceDataset``s; synthetic scenes and NYUv2 have no recorded
     poses) whose poses fit its images much better read in another convention (OpenGL axes, world-to-camera, a body
-    frame: ``runtime.pose_convention.check_recording``, judged by the shipped model). Pairs with wrong relative poses
-    would teach the cost volume wrong geometry, or score a validation against it. Returns the warnings.
+    frame: ``runtime.pose_convention.check_dataset``, judged by the shipped model, the one the check was measured
+    with); ``consequence`` ends the warning (what wrong relative poses would do there). Returns the warnings.
     """
     from mtl3d_perception.model.checkpoint import default_model_path, load_checkpoint
-    from mtl3d_perception.runtime.pose_convention import check_recording
+    from mtl3d_perception.runtime.pose_convention import check_dataset
 
     recorded = [(i, ds) for i, ds in enumerate(sources) if ds.cfg.kind not in ("synthetic", "nyuv2")]
     if not recorded:
@@ -69,15 +73,13 @@ def check_recorded_poses(sources: list[Any], where: str = "data.train") -> list[
     warnings = []
     for i, ds in recorded:
         name = f"{where}.{i} ({ds.cfg.kind} {ds.cfg.path})"
-        message, verdict, pairs = check_recording(ds, name, judge)
-        if message is not None:
-            consequence = ("training on its pairs would teach the cost volume wrong geometry" if where == "data.train"
-                           else "its two-view validation metrics use these poses as given")
+        check, verdict = check_dataset(judge, ds)
+        if (message := check.message(name)) is not None:
             log.warning("%s; %s", message, consequence)
             warnings.append(message)
         else:
             log.info("%s: poses checked, %s (%d pairs with parallax)", name,
-                     "they fit" if verdict == "fit" else "too few pairs with parallax to judge", pairs)
+                     "they fit" if verdict == "fit" else "too few pairs with parallax to judge", len(check.checks))
     return warnings
 
 STATE_FORMAT = "mtl3d_perception.train_state/1"
@@ -382,7 +384,8 @@ class Trainer:
         if self.rank == 0 and not resume:
             check_recorded_poses(self.train_set.sources)
             if self.val_set is not None:
-                check_recorded_poses(self.val_set.sources, "data.val")
+                check_recorded_poses(self.val_set.sources, "data.val",
+                                     "its two-view validation metrics would use these poses as given")
         if own is not None:  # the history recorded when the fine-tune started
             trained_on = read_checkpoint_metadata(own).get("trained_on")
             self.init_history = [s for s in trained_on if isinstance(s, dict) and "init" in s] \
