@@ -6,8 +6,9 @@ will be given (issue 18). It sits beside ``geometry`` so that both ``data/`` and
 downwards.
 
 The rule (issue 6): the most recent earlier frame whose baseline to the reference is >= ``min_baseline_m``
-or whose rotation is >= ``min_rotation_deg``, no older than ``max_pair_age_s``, skipping candidates whose
-relative motion is implausibly fast (a pose jump: relocalisation, a TF glitch); else, when none is that far,
+or whose rotation is >= ``min_rotation_deg``, no older than ``max_pair_age_s`` and more recent than the newest
+candidate whose relative motion is implausibly fast (a pose jump: an odometry reset, relocalisation, a TF glitch;
+the frames before it are across the jump); else, when none is that far,
 the usable frame with the widest baseline (``farthest``: the most parallax there is; a slow camera at 30 Hz
 keeps frames 1-2 cm apart, where the newest one would give almost none); else none (single-view mode: the
 reference duplicated with an identity pose, DESIGN §5). A candidate less than ``MIN_PARALLAX_M`` from the reference
@@ -19,6 +20,14 @@ The defaults were measured with the shipped model on the real HoloLens frames (`
 the sweet spot of its cost volume is a 15-25 cm baseline (abs rel 0.110 on the design frames at a median
 19 cm vs 0.115 at 7 cm with the earlier 5 cm / 5 deg); a rotation alone gives no parallax, so it only counts
 from 15 deg. DeepVideoMVS (Duzceker et al., CVPR 2021) picks keyframes at a similar 15 cm optimum.
+
+The candidates are keyframes (:func:`is_keyframe`, :func:`keyframe_history`, as DeepVideoMVS's keyframe buffer): a
+frame joins the history when it lies ``keyframe_spacing_m`` or ``keyframe_spacing_deg`` from the newest keyframe of
+its camera; the newest frame is kept too until the next one replaces it (so a camera standing still still reads
+``no_parallax``). A 30 Hz camera 1-3 mm a frame (a slow robot) then reaches 15 cm within 16 slots, where 16 plain
+frames reached 2.7-5.3 cm: on synthetic 30 Hz streams at 0.1 / 0.05 m/s the shipped model's abs rel was 0.079 /
+0.082 with 16 plain frames and 1 s, 0.057-0.062 / 0.075-0.076 with a 15-20 cm source (benchmarks/RESULTS.md
+"Keyframe history"); hence also ``max_pair_age_s`` 3 s (0.05 m/s covers 15 cm in 3 s).
 """
 
 from __future__ import annotations
@@ -40,13 +49,15 @@ class PairingConfig:
 
     min_baseline_m: float = 0.15  # a source this far from the reference gives a useful cost volume
     min_rotation_deg: float = 15.0
-    max_pair_age_s: float = 1.0
+    max_pair_age_s: float = 3.0  # a 5 cm/s camera's 15 cm
     max_speed_mps: float = 5.0  # faster relative motion than this is a pose jump, not camera motion
     max_angular_speed_dps: float = 360.0
-    history_size: int = 16  # at 30 Hz and 1 cm a frame, 15 cm lies ~15 frames back
+    history_size: int = 16  # keyframes (plus the newest frame): 16 x 2 cm reach 30 cm however slow the camera
+    keyframe_spacing_m: float = 0.02  # 0 (with keyframe_spacing_deg 0): every frame is a keyframe
+    keyframe_spacing_deg: float = 2.0
 
     def validate(self) -> None:
-        for name in ("min_baseline_m", "min_rotation_deg"):
+        for name in ("min_baseline_m", "min_rotation_deg", "keyframe_spacing_m", "keyframe_spacing_deg"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise SettingError(name, f"{name} must be a finite value >= 0, got {value}")
@@ -113,8 +124,11 @@ def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: Pairing
         baseline = float(np.linalg.norm(T_src_ref[:3, 3]))
         angle = float(np.degrees(rotation_angle(T_src_ref[:3, :3])))
         if baseline > config.max_speed_mps * dt or angle > config.max_angular_speed_dps * dt:
+            # the jump lies between this candidate and the reference, so every older one is across it too: an
+            # odometry reset 0.1 s after frame k moved frame k 3 m away, and frames before k, averaged over longer
+            # times, looked slow enough (a node trial found frames paired 3 m across a reset)
             reason = "pose_jump" if farthest is None else reason
-            continue
+            break
         if baseline < MIN_PARALLAX_M:
             reason = "no_parallax" if farthest is None else reason
             continue
@@ -123,3 +137,43 @@ def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: Pairing
         if baseline > widest:  # strictly wider: of equal ones the most recent stays
             farthest, widest = SourceChoice(i, T_src_ref, "farthest"), baseline
     return farthest if farthest is not None else SourceChoice(None, np.eye(4), reason)
+
+
+def is_keyframe(pose: np.ndarray, last_keyframe_pose: np.ndarray | None, config: PairingConfig) -> bool:
+    """Whether a frame joins the source-view history as a keyframe: it lies at least ``keyframe_spacing_m`` (camera
+    centres) or turned at least ``keyframe_spacing_deg`` from the newest keyframe of its camera, or there is none.
+
+    Args:
+        pose: ``[4,4]`` T_world_cam of the new frame (metres).
+        last_keyframe_pose: ``[4,4]`` T_world_cam of the newest earlier keyframe of the same camera, or None.
+        config: the spacing; both 0 makes every frame a keyframe.
+    """
+    if last_keyframe_pose is None:
+        return True
+    T = relative_pose(np.asarray(last_keyframe_pose, np.float64), np.asarray(pose, np.float64))
+    return bool(np.linalg.norm(T[:3, 3]) >= config.keyframe_spacing_m
+                or np.degrees(rotation_angle(T[:3, :3])) >= config.keyframe_spacing_deg)
+
+
+def keyframe_history(poses, config: PairingConfig) -> list[int]:
+    """The history a camera's frames leave, added oldest first (``runtime.history.FrameHistory.add``'s rule, for
+    training and ``mtl3d eval``, which simulate it): the indices of the last ``history_size`` keyframes
+    (:func:`is_keyframe`), the newest frame among them even when it is not one (it is replaced by the next frame).
+
+    Args:
+        poses: N ``[4,4]`` T_world_cam, in stamp order (a sequence or ``[N,4,4]``).
+        config: the spacing and ``history_size``.
+
+    Returns:
+        Indices into ``poses``, oldest first.
+    """
+    kept: list[int] = []
+    last_keyframe: int | None = None
+    for i in range(len(poses)):
+        if kept and kept[-1] != last_keyframe:
+            kept.pop()  # the newest frame that was not a keyframe: superseded
+        if is_keyframe(poses[i], None if last_keyframe is None else poses[last_keyframe], config):
+            last_keyframe = i
+        kept.append(i)
+        del kept[:-config.history_size]
+    return kept

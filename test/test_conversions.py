@@ -738,3 +738,22 @@ def test_products_to_messages(flavour):
     assert not {"depth/image", "depth/camera_info"} & set(products_to_messages(types, products))
     with pytest.raises(ValueError, match="unknown outputs"):
         products_to_messages(types, products, outputs=["depth/image", "nope"])
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_resolution_or_intrinsics_switch_is_a_new_calibration(flavour):
+    """A node trial: a camera switching 320x240 (fx 300) -> 640x480 (fx 600) -> back logged nothing and /diagnostics
+    kept the first description. The description names the size and intrinsics, so each switch is new once."""
+    from mtl3d_perception.msgs.camera_model import CameraModels
+
+    types = flavour()
+    header = cv.make_header(types, 0, "cam")
+    small = cv.make_camera_info(types, header, np.array([[300.0, 0, 159.5], [0, 300.0, 119.5], [0, 0, 1]]), 320, 240)
+    large = cv.make_camera_info(types, header, np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), 640, 480)
+    cameras = CameraModels()
+    first, new, _ = cameras.describe(small, "image_raw")
+    assert new and first.endswith("320x240 fx 300.0 fy 300.0 cx 159.5 cy 119.5")
+    assert cameras.describe(small, "image_raw")[1] is False
+    switched, new, _ = cameras.describe(large, "image_raw")
+    assert new and switched.endswith("640x480 fx 600.0 fy 600.0 cx 319.5 cy 239.5")
+    assert cameras.describe(small, "image_raw") == (first, False, None)  # back: known, not new again

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -500,6 +501,21 @@ def test_a_subscriber_on_a_disabled_output_is_said(harness):
     assert status.level == b"\x01" and "(publish_depth false, yet subscribed)" in status.message, status.message
 
 
+def test_a_subscriber_on_a_disabled_output_is_said_while_others_run(harness):
+    """A node trial: with publish_depth false and ~/points subscribed, the frames ran for ~/points and the ~/depth/image
+    subscriber got nothing with no word (the warning came only on the idle path). Now a throttled WARN names it."""
+    logged = []
+    real_log = harness.node._log
+    harness.node._log = lambda kind, message, **kw: (logged.append((kind, message)), real_log(kind, message, **kw))
+    harness.node.set_parameters([Parameter("publish_depth", value=False)])
+    harness.send_tf(130 * S, 0.0)
+    harness.send_frame(130 * S, _image(96))
+    harness.spin_until(lambda: len(harness.received["points"]) == 1)
+    assert harness.received["depth/image"] == []
+    assert ("disabled_output", "publish_depth false, yet subscribed: those subscribers get nothing (set it true to "
+                               "publish)") in logged
+
+
 def test_every_output_disabled_is_warned_and_runs_nothing(harness):
     """publish_* all false ran the network for nothing: now the frames are only kept, and /diagnostics warns."""
     harness.node.set_parameters([Parameter(f"publish_{g}", value=False) for g in OUTPUT_GROUPS])
@@ -819,6 +835,29 @@ def test_qos_mismatch_message_names_an_override_only_where_one_exists():
     wants_deadline = QoSProfile(depth=1, deadline=Duration(seconds=0.1))
     out = qos.mismatch_message("/ns/x", "publisher", qos.OUTPUT_QOS, [wants_deadline])
     assert out.endswith("(deadline: it offers infinite); they receive nothing; set the peer's deadline to match"), out
+
+
+def test_a_silent_best_effort_image_input_names_the_reliable_override(harness):
+    """A node trial: 640x480 rgb8 images from a reliable publisher never reached the default best-effort subscription
+    (Fast DDS loses a whole large message with one fragment) and the silent-input warning named no cause. The QoS
+    check now says so and names the override; a best-effort publisher (no override can help) or a reliable
+    subscription gets no such hint."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from mtl3d_perception.ros import qos
+    from mtl3d_perception.ros.input_monitor import PublisherInfo, silent_input_message
+
+    topic = harness.node.image_sub.sub.topic_name
+    hint = harness.node.input_qos_problem(topic)  # the harness publishes images reliably (rclpy's default)
+    assert hint is not None and hint.endswith(f"set qos_overrides.{topic}.subscription.reliability: reliable")
+    assert harness.node.input_qos_problem(harness.node.info_sub.sub.topic_name) is None
+    message = silent_input_message("image", topic, "sensor_msgs/msg/Image", 5.0, [PublisherInfo("sensor_msgs/msg/Image")],
+                                   ["camera_info on /camera/color/camera_info (2.5 Hz)"], [], hint)
+    assert "may be lost in transit" in message
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    assert qos.fragment_loss_hint("/cam", best_effort, [best_effort]) is None
+    assert qos.fragment_loss_hint("/cam", reliable, [reliable]) is None
 
 
 @pytest.mark.parametrize("entity", ["publisher", "subscription"])
@@ -1173,7 +1212,8 @@ def test_camera_inputs_yuyv_binning_and_empty_frame_id(ros_context):
         h.image_pub.publish(cv.make_image(h.types, header, np.full((H, W, 3), 90, np.uint8), "rgb8"))
         h.info_pub.publish(cv.make_camera_info(h.types, header, K, W, H))
         h.wait_outputs(2)
-        assert h.diag()["camera.camera_info"] == "image_raw: no distortion, intrinsics from K"
+        assert h.diag()["camera.camera_info"] == (f"image_raw: no distortion, intrinsics from K; {W}x{H} fx "
+                                                  f"{K[0, 0]:.1f} fy {K[1, 1]:.1f} cx {K[0, 2]:.1f} cy {K[1, 2]:.1f}")
     finally:
         h.close()
 
@@ -1592,3 +1632,69 @@ def test_main_reports_an_executor_failure_as_stopped_not_cannot_start(monkeypatc
     assert node_module.main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]) == 1
     err = capfd.readouterr().err
     assert "stopped: RuntimeError: wait set failure with a valid context" in err and "cannot start" not in err
+
+
+def test_a_slow_decoder_keeps_the_newest_messages(harness):
+    """A node trial: 1080p JPEG at 30 Hz outran the decoder, whose FIFO of 30 dropped the *newest* messages, so the
+    frames it did decode were ~1 s old (p50 0.8 s end to end). Now at most DECODE_BACKLOG wait and the oldest go."""
+    from mtl3d_perception.ros.node import DECODE_BACKLOG
+
+    node = harness.node
+    release, decoded = threading.Event(), []
+    real_decode = node._decode
+
+    def slow_decode(image, info, arrived_ns, generation):
+        decoded.append(cv.stamp_to_ns(image.header.stamp))
+        release.wait(30)
+        real_decode(image, info, arrived_ns, generation)
+
+    node._decode = slow_decode
+    stamps = [20 * S + i * S // 30 for i in range(6)]
+    for stamp in stamps:
+        header = cv.make_header(harness.types, stamp, CAM)
+        node.on_frame(cv.make_image(harness.types, header, _image(1), "rgb8"),
+                      cv.make_camera_info(harness.types, header, K, W, H))
+        if stamp == stamps[0]:
+            harness.spin_until(lambda: decoded)  # the first is being decoded (blocked) while the rest arrive
+    release.set()
+    harness.spin_until(lambda: len(decoded) == 1 + DECODE_BACKLOG)
+    time.sleep(0.2)
+    assert decoded == [stamps[0], *stamps[-DECODE_BACKLOG:]]  # the newest kept, in order
+    assert node.stats.counts["dropped"] == len(stamps) - 1 - DECODE_BACKLOG
+
+
+def test_a_frame_id_with_a_leading_slash_is_looked_up_without_it(harness):
+    """A node trial: a ROS 1 driver's '/camera_optical' frame_id made every TF lookup fail (tf2 refuses the slash in
+    lookups, though it strips it from transforms), so each frame waited tf_timeout_s, ran single-view and was told to
+    raise tf_timeout_s. Now the frame is looked up and published under the bare name, with one header warning."""
+    stamps = [30 * S, 30 * S + S // 10]
+    for i, stamp in enumerate(stamps):
+        harness.send_tf(stamp, 0.2 * i)
+        header = cv.make_header(harness.types, stamp, "/" + CAM)
+        harness.image_pub.publish(cv.make_image(harness.types, header, _image(5 + i), "rgb8"))
+        harness.info_pub.publish(cv.make_camera_info(harness.types, header, K, W, H))
+        harness.wait_outputs(i + 1)
+    values = harness.diag()
+    assert values["last_pair_reason"] == "baseline" and values["tf_failures"] == "0"  # posed: two-view
+    assert values["header_problems"] == "2" and "set the camera driver's frame_id to" in values["last_problem"]
+    assert {m.header.frame_id for m in harness.received["depth/image"]} == {CAM}
+
+
+def test_use_sim_time_without_clock_is_reported_on_steady_time(ros_context):
+    """A node trial: use_sim_time true and nothing publishing /clock left the node silent, no /diagnostics and no
+    warning (its timers ran on the stopped ROS clock). They run on steady time now, and the missing /clock is named."""
+    from rclpy.clock import ClockType
+
+    h = Harness(ros_context, tiny_model(), use_sim_time=True)
+    try:
+        node = h.node
+        assert node.diag_timer.clock.clock_type == ClockType.STEADY_TIME
+        assert node.input_timer.clock.clock_type == ClockType.STEADY_TIME
+        assert node.clock_problem() is None  # within the start-up grace
+        node.inputs.started_at -= 10.0
+        message = node.clock_problem()
+        assert message is not None and "no /clock has arrived in 1" in message and "--clock" in message
+        node.check_inputs()
+        assert h.diag()["last_problem"].startswith("clock: use_sim_time is true but no /clock")
+    finally:
+        h.close()

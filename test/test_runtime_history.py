@@ -91,6 +91,23 @@ def test_pose_jump_is_rejected():
     assert pair.single_view and pair.reason == "pose_jump"
 
 
+def test_no_source_across_an_odometry_reset():
+    """A node trial: at 0.5 m/s, frames 0.1 s apart, odometry restarted at frame 8 (a 3.35 m jump in 0.1 s). Frame 8
+    ran two-view with frame 1 (3.05 m, 4.4 m/s on average over 0.7 s: under max_speed_mps), and so did the frames
+    after it. A jump cuts the history: frame 8 is pose_jump, and later frames pair only with frames after the reset."""
+    h = FrameHistory(PairingConfig())
+    xs = [0.05 * i for i in range(8)] + [0.05 * i - 3.0 for i in range(8, 14)]
+    reasons, sources = [], []
+    for i, x in enumerate(xs):
+        pair = h.select(_frame(0.1 * i, x))
+        reasons.append(pair.reason)
+        sources.append(None if pair.src is None else round(pair.src.stamp_ns / 1e8))
+        h.add(_frame(0.1 * i, x))
+    assert reasons[8] == "pose_jump" and sources[8] is None
+    assert all(src is not None and src >= 8 for src in sources[9:])  # 5-25 cm back, after the reset
+    assert reasons[7] == "baseline" and sources[7] == 4  # before the reset: the 15 cm rule as usual
+
+
 def test_time_jump_detector():
     jump = TimeJumpDetector()  # JUMP_BACK_S = 1 s
     assert not jump.check(5 * S) and not jump.check(6 * S)
@@ -125,15 +142,15 @@ def test_a_lone_stamp_far_ahead_is_an_outlier_not_a_time_jump():
         assert not looping.check(t)
     assert looping.check(5 * S) and looping.outlier_ns is None
     history = FrameHistory(PairingConfig(history_size=4))
-    for x in (0.1, 0.2, 0.3):
-        history.add(_frame(x))
+    for t in (0.1, 0.2, 0.3):
+        history.add(_frame(t, x=t))
     assert history.drop_after(_frame(0.15).stamp_ns) == 2 and history.stamps == [_frame(0.1).stamp_ns]
 
 
 def test_bounded_and_unposed_not_kept():
     h = FrameHistory(PairingConfig(history_size=3))
     for i in range(5):
-        h.add(_frame(i * 0.1))
+        h.add(_frame(i * 0.1, x=i * 0.1))
     h.add(_frame(0.6, pose=False))
     assert len(h) == 3 and h.stamps[-1] == _frame(0.4).stamp_ns
 

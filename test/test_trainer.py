@@ -121,7 +121,9 @@ def test_eval_cli_writes_metrics_report_and_montages(trained, tmp_path):
     assert report["pairing"] == {"rule": "runtime", "min_baseline_m": PairingConfig().min_baseline_m,
                                  "min_rotation_deg": PairingConfig().min_rotation_deg,
                                  "history_size": PairingConfig().history_size,
-                                 "max_pair_age_s": PairingConfig().max_pair_age_s}
+                                 "max_pair_age_s": PairingConfig().max_pair_age_s,
+                                 "keyframe_spacing_m": PairingConfig().keyframe_spacing_m,
+                                 "keyframe_spacing_deg": PairingConfig().keyframe_spacing_deg}
     assert "Two-view source: the one the node would pick" in (tmp_path / "report.md").read_text()
     # which scenes were scored: a seed's scene changes with the generator
     assert report["synthetic_scenes"] == scene_provenance()

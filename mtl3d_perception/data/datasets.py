@@ -41,7 +41,7 @@ from mtl3d_perception.data.augment import AugmentConfig, augment_views
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
 from mtl3d_perception.runtime.params import frame_id_problem, topic_name_problem
-from mtl3d_perception.source_selection import PairingConfig, select_source
+from mtl3d_perception.source_selection import PairingConfig, keyframe_history, select_source
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 LABEL_REGIMES: tuple[str, ...] = ("full", "random", "one")
@@ -275,8 +275,9 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
                      cfg: SourceConfig, rng: np.random.Generator | None, nominal_stamps: bool = False) -> list[int]:
     """Sources picked by the runtime rule from a simulated frame history (``neighbour: pairing``).
 
-    The history holds every ``step``-th earlier frame (a node that processes every step-th camera frame),
-    at most ``history_size`` of them. Training draws ``step`` in [1, max_gap], ``min_baseline_m`` in
+    The history is what the node's would hold after every ``step``-th earlier frame (a node that processes every
+    step-th camera frame): the last ``history_size`` keyframes and the newest frame (``keyframe_history``).
+    Training draws ``step`` in [1, max_gap], ``min_baseline_m`` in
     [min_baseline, max_baseline] and ``min_rotation_deg`` in [5, 15] (the spread of pairs a robot sees);
     evaluation uses step ``eval_gap``, ``min_baseline`` and the default rotation. The pose-jump limits are the
     runtime's. The age limit is the runtime's in evaluation on recorded stamps (a slow camera's 15 cm may lie more
@@ -293,7 +294,8 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
         min_rotation = float(rng.uniform(5.0, 15.0))
     else:
         step, min_baseline, min_rotation = max(1, cfg.eval_gap), cfg.min_baseline, base.min_rotation_deg
-    history = list(range(ref - step, lo - 1, -step))[: base.history_size][::-1]  # oldest first
+    seen = list(range(ref - step, lo - 1, -step))[::-1]  # the frames the node processed before ref, oldest first
+    history = [seen[i] for i in keyframe_history(poses[seen], base)]
     ages = [float(stamps[ref] - stamps[j]) for j in history]
     max_age = max([base.max_pair_age_s, *ages]) if rng is not None or nominal_stamps else base.max_pair_age_s
     pairing = PairingConfig(min_baseline_m=min_baseline, min_rotation_deg=min_rotation,

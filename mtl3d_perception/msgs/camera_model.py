@@ -186,6 +186,10 @@ class CameraModel:
             parts.append(f"image_raw: rectified ({what}) with cv2 maps to P's intrinsics")
         else:
             parts.append("image_raw: no distortion, intrinsics from K")
+        # the size and intrinsics too: a camera switching resolution or K mid-stream is then a new calibration, logged
+        # (a node trial found a 320x240 -> 640x480 switch said nothing)
+        K = self.intrinsics(image_kind)
+        parts.append(f"{self.size[0]}x{self.size[1]} fx {K[0, 0]:.1f} fy {K[1, 1]:.1f} cx {K[0, 2]:.1f} cy {K[1, 2]:.1f}")
         problem = self.rectification_problem(image_kind)
         return "; ".join([*parts, *([f"WARNING: {problem}"] if problem else [])])
 

@@ -65,6 +65,21 @@ HEADER_PROBLEMS = {
 }
 
 
+# A ROS 1 driver or a converted ROS 1 bag stamps '/camera_optical_frame': tf2 strips the slash from transforms
+# (BufferCore::setTransform) but refuses it in lookups, so every frame waited tf_timeout_s and ran single-view (a node
+# trial); the frame is used under the bare name, as its transforms are stored.
+SLASHED_FRAME_ID = ("the image header frame_id {given!r} starts with '/', which tf2 refuses in lookups (it strips the "
+                    "slash from transforms): the frames are looked up and published as {bare!r} (set the camera "
+                    "driver's frame_id to {bare!r})")
+
+
+def header_message(frame: Frame) -> str | None:
+    """The warning for a frame's header (``Frame.header_problem`` or ``header_note``), or None when it is sound."""
+    if frame.header_problem:
+        return HEADER_PROBLEMS[frame.header_problem]
+    return frame.header_note
+
+
 # a camera_info whose stamp is not a time is taken as unstamped: only an image stamped as badly pairs with it
 CAMERA_INFO_STAMP_PROBLEM = ("a camera_info header stamp is not a time (sec < 0 or nanosec >= 1e9): it is taken as "
                              "unstamped, so only an image stamped as badly pairs with it and its own image is dropped "
@@ -122,10 +137,13 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
                                          "the raw image cannot be rectified")
         rgb = camera.rectify(rgb)
     stamp_ns = conversions.header_stamp_ns(image.header.stamp)
-    problem = ("empty_frame_id" if not image.header.frame_id else
+    frame_id, note = image.header.frame_id, None
+    if frame_id.startswith("/") and frame_id.lstrip("/"):
+        frame_id, note = frame_id.lstrip("/"), SLASHED_FRAME_ID.format(given=frame_id, bare=frame_id.lstrip("/"))
+    problem = ("empty_frame_id" if not frame_id else
                "invalid_stamp" if not conversions.stamp_is_valid(image.header.stamp) else
                "zero_stamp" if stamp_ns == 0 else None)
-    frame = Frame(stamp_ns, image.header.frame_id, rgb, K, header_problem=problem)
+    frame = Frame(stamp_ns, frame_id, rgb, K, header_problem=problem, header_note=note)
     try:
         frame.validate()
     except ValueError as exc:

@@ -42,9 +42,9 @@ from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModels, resolve_image_kind
 from mtl3d_perception.msgs.messages import (
     CAMERA_INFO_STAMP_PROBLEM,
-    HEADER_PROBLEMS,
     BadInput,
     frame_from_messages,
+    header_message,
     products_to_messages,
 )
 from mtl3d_perception.msgs.tf import ingest_tf, latest_stamp_ns, pose_from_tf
@@ -390,7 +390,8 @@ class _Replay:
             self.driver.problem("calibration", problem)
         if frame.header_problem:
             self.counts[frame.header_problem] = self.counts.get(frame.header_problem, 0) + 1
-            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+        if (message := header_message(frame)) is not None:
+            self.driver.problem("header", message, counter="header_problems")
         # a frame's TF wait starts when it is complete and no earlier than its own stamp (bag time)
         self.driver.add_frame(frame, max(self.now_ns, frame.stamp_ns))
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -59,6 +60,7 @@ from mtl3d_perception.msgs.messages import (
     HEADER_PROBLEMS,
     BadInput,
     frame_from_messages,
+    header_message,
     products_to_messages,
 )
 from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
@@ -83,7 +85,9 @@ PARAMETERS: dict[str, tuple[Any, str, bool, Any]] = {
     for name, spec in parameter_specs("node").items()
 }
 OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics.OUTPUTS))  # publish_<group>
-MAX_PENDING = 30  # messages waiting to be decoded; newer ones are dropped while the decoder is this far behind
+# messages waiting to be decoded: when the decoder falls further behind (a large JPEG stream), the oldest is dropped,
+# as the subscriptions' keep-last queues do (a node trial: a FIFO of 30 that dropped the newest decoded frames ~1 s old)
+DECODE_BACKLOG = 2
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
 
 
@@ -170,11 +174,14 @@ class PerceptionNode(Node):
                      if name != "depth/confidence" or self.pipeline.has_depth_confidence}
         self.diag_pub = self.create_publisher(self.types["diagnostic_msgs/msg/DiagnosticArray"],
                                               topics.DIAGNOSTICS_TOPIC, topics.DIAGNOSTICS_QOS_DEPTH)
-        self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics)
+        # on steady time, not the node's clock: under use_sim_time with no /clock that clock stands still, and the node
+        # went silent, diagnostics and all (a node trial)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.diag_timer = self.create_timer(config.diagnostics_period_s, self.publish_diagnostics, clock=self._steady)
 
         # decoding (a JPEG / PNG of up to max_image_pixels) runs here, never on the executor thread
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl3d_decode")
-        self._decoding = 0  # messages submitted to the decoder and not done yet
+        self._inbox: deque[tuple[Any, Any, int, int]] = deque()  # (image, info, arrived_ns, generation) to decode
         self._generation = 0  # bumped by a time jump: frames decoded from before it are discarded
         self._cond = threading.Condition()
         self._stop = False
@@ -368,7 +375,7 @@ class PerceptionNode(Node):
             if self.pipeline.config.uses_pose else "not used (single_view with the cloud in the camera frame)")
         self.get_logger().info(f"inputs: image {image_topic} ({inputs['image'][1]}), camera_info {info_topic}, "
                                f"TF {tf_input}")
-        self.input_timer = self.create_timer(1.0, self.check_inputs)
+        self.input_timer = self.create_timer(1.0, self.check_inputs, clock=self._steady)
 
     def check_inputs(self) -> None:
         """Throttled warnings for inputs that stay silent and for images that come without camera_info."""
@@ -379,10 +386,35 @@ class PerceptionNode(Node):
                           if msg_type in types and name not in own and self.count_publishers(name) > 0)
 
         # the QoS check reads the graph (two queries per topic): only when there is a warning to explain
-        for kind, message in self.inputs.warnings(topics_of, self.publishers_of,
-                                                  lambda topic: self.qos_mismatches().get(topic)):
+        for kind, message in self.inputs.warnings(topics_of, self.publishers_of, self.input_qos_problem):
             silent_s = self.inputs.silent_for(kind.removeprefix("silent_")) if kind.startswith("silent_") else 0.0
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
+        if (message := self.clock_problem()) is not None:
+            self._problem("clock", message)
+
+    def clock_problem(self) -> str | None:
+        """Under ``use_sim_time``, why the node's time stands still: no /clock message since start-up (a bag played
+        without ``--clock``, a simulator not running), after the inputs' grace period; else None."""
+        waited_s = time.monotonic() - self.inputs.started_at
+        if (not self.get_parameter("use_sim_time").value or self.get_clock().now().nanoseconds > 0
+                or waited_s < self.inputs.silent_after_s):
+            return None
+        return (f"use_sim_time is true but no /clock has arrived in {waited_s:.0f} s ({self.count_publishers('/clock')} "
+                "publisher(s) of /clock), so the node's time stands at 0 and TF waits cannot end on time; play bags "
+                "with `ros2 bag play --clock`, start the simulator's clock, or set use_sim_time false")
+
+    def input_qos_problem(self, topic: str) -> str | None:
+        """Why an input's publishers may send this node nothing, from their QoS: one that cannot match
+        (:meth:`qos_mismatches`), or for the image subscription, best-effort against a reliable publisher, large images
+        lost in fragments (``qos.fragment_loss_hint``); None when the QoS explains nothing."""
+        if (mismatch := self.qos_mismatches().get(topic)) is not None:
+            return mismatch
+        sub = self.image_sub.sub
+        if topic != sub.topic_name:
+            return None
+        own = (self.get_name(), self.get_namespace())
+        peers = [i.qos_profile for i in self.get_publishers_info_by_topic(topic) if (i.node_name, i.node_namespace) != own]
+        return qos.fragment_loss_hint(topic, sub.qos_profile, peers)
 
     def publishers_of(self, topic: str) -> list[PublisherInfo]:
         """Each publisher of ``topic`` in the graph: its message type and the durability it offers."""
@@ -420,15 +452,22 @@ class PerceptionNode(Node):
         """Synchronised image + camera_info -> the decoder (executor thread: no decoding, no inference here)."""
         self.stats.count("received")
         with self._cond:
-            if self._decoding >= MAX_PENDING:  # the decoder cannot keep up: drop the newest, as a full queue does
+            if len(self._inbox) >= DECODE_BACKLOG:  # the decoder cannot keep up: drop the oldest, keep the newest
+                self._inbox.popleft()
                 self.stats.count("dropped")
-                return
-            self._decoding += 1
+            self._inbox.append((image, info, time.monotonic_ns(), self._generation))
         try:
-            self._decoder.submit(self._decode, image, info, time.monotonic_ns(), self._generation)
+            self._decoder.submit(self._decode_next)
         except RuntimeError:  # shut down
-            with self._cond:
-                self._decoding -= 1
+            pass
+
+    def _decode_next(self) -> None:
+        """Decoder thread: the oldest message waiting (none: a dropped one's task, nothing to do)."""
+        with self._cond:
+            if not self._inbox:
+                return
+            image, info, arrived_ns, generation = self._inbox.popleft()
+        self._decode(image, info, arrived_ns, generation)
 
     def _decode(self, image: Any, info: Any, arrived_ns: int, generation: int) -> None:
         """Decoder thread: messages -> a pending frame, or a counted bad input."""
@@ -442,9 +481,6 @@ class PerceptionNode(Node):
             self._problem("internal", f"decoding failed: {type(exc).__name__}: {exc}", counter="internal_errors",
                           error=True)
             return
-        finally:
-            with self._cond:
-                self._decoding -= 1
         described, new, problem = self.cameras.describe(info, self.image_kind)
         self.camera_info["camera_info"] = described  # /diagnostics: the latest
         if new:  # each distinct calibration once, as replay notes it
@@ -452,8 +488,8 @@ class PerceptionNode(Node):
                                    f"{self.camera_info['image_kind_from']})")
         if problem:  # legal values, wrong calibration: the frames are kept
             self.driver.problem("calibration", problem)
-        if frame.header_problem:
-            self.driver.problem("header", HEADER_PROBLEMS[frame.header_problem], counter="header_problems")
+        if (message := header_message(frame)) is not None:
+            self.driver.problem("header", message, counter="header_problems")
         with self._cond:
             if generation != self._generation:  # time jumped back while this frame was being decoded
                 self.stats.count("dropped")
@@ -557,6 +593,9 @@ class PerceptionNode(Node):
                 self.driver.skip(job, "no subscriber on any enabled output (lazy: true); frames are kept as source "
                                       f"views{unheard}", warn=bool(waiting))
                 return
+        if waiting:  # the frame runs for other outputs: still said (a node trial: the depth subscriber heard nothing)
+            self._log("disabled_output", f"{', '.join(waiting)} false, yet subscribed: those subscribers get nothing "
+                                         "(set it true to publish)")
         self.pipeline.depth_color = "depth/image_color" in enabled or not config.lazy
         products = self.driver.run(job, outputs={topics.output_group(name) for name in enabled})
         if products is not None:

@@ -133,6 +133,8 @@ class Frame:
         T_world_cam: the pose ``[4,4]`` float64 (DESIGN §4), or None until TF supplies it (or when it never does).
         header_problem: why the header allows no pose lookup (``empty_frame_id``, ``zero_stamp``, ``invalid_stamp``:
             ``msgs.messages.HEADER_PROBLEMS``), or None; such a frame runs single-view with this as its pair reason.
+        header_note: a header value the frame uses only after a fix (a ``frame_id`` with a leading '/', used
+            without it: ``msgs.messages.frame_from_messages``), worded for the warning; the frame runs as usual.
     """
 
     stamp_ns: int
@@ -141,6 +143,7 @@ class Frame:
     K: np.ndarray
     T_world_cam: np.ndarray | None = None
     header_problem: str | None = None
+    header_note: str | None = None
 
     @property
     def stamp(self) -> float:
@@ -155,8 +158,8 @@ class Frame:
     @property
     def camera(self) -> str:
         """The camera the frame comes from, for the pipeline's per-camera state and messages: ``frame_id`` without
-        surrounding blanks or a leading '/' (a header glitch is not a second camera; tf2 refuses the slash, which is
-        reported where the pose is looked up)."""
+        surrounding blanks or a leading '/' (a header glitch is not a second camera; frames made from messages lose
+        the slash already, ``msgs.messages.SLASHED_FRAME_ID``, as tf2 refuses it in lookups)."""
         return self.frame_id.strip().lstrip("/")
 
     def with_pose(self, T_world_cam: np.ndarray | None) -> Frame:

@@ -14,7 +14,7 @@ import numpy as np
 
 from mtl3d_perception.geometry import relative_pose, rotation_angle
 from mtl3d_perception.runtime.frames import Frame
-from mtl3d_perception.source_selection import PairingConfig, select_source
+from mtl3d_perception.source_selection import PairingConfig, is_keyframe, select_source
 
 __all__ = ["SINGLE_VIEW_MODE", "FrameHistory", "PairingConfig", "ViewPair", "pose_jump_message", "same_camera"]
 
@@ -73,8 +73,13 @@ def pose_jump_message(ref: Frame, last: Frame, config: PairingConfig) -> str:
     return text + "; the frame runs single-view"
 
 
+def _key(frame: Frame) -> tuple[str, int]:
+    return frame.frame_id, frame.stamp_ns
+
+
 class FrameHistory:
-    """The last ``history_size`` posed frames (of every camera on the input), oldest first, and the source-view rule.
+    """The last ``history_size`` posed keyframes and each camera's newest frame (of every camera on the input), oldest
+    first, and the source-view rule.
 
     Frames are added after they have been processed, so a frame never pairs with itself. Time jumping back is
     the pipeline's to detect (``frames.TimeJumpDetector``); it then calls :meth:`clear`.
@@ -84,6 +89,8 @@ class FrameHistory:
         self.config = config or PairingConfig()
         self.config.validate()
         self._frames: deque[Frame] = deque(maxlen=self.config.history_size)
+        self._not_keyframes: set[tuple[str, int]] = set()  # (frame_id, stamp_ns) of kept frames that are not
+        # keyframes (each camera's newest)
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -98,10 +105,11 @@ class FrameHistory:
     @property
     def keys(self) -> list[tuple[str, int]]:
         """(frame_id, stamp_ns) of each frame, oldest first: unique even when cameras share stamps."""
-        return [(f.frame_id, f.stamp_ns) for f in self._frames]
+        return [_key(f) for f in self._frames]
 
     def clear(self) -> None:
         self._frames.clear()
+        self._not_keyframes.clear()
 
     def drop_after(self, stamp_ns: int) -> int:
         """Forget the frames stamped after ``stamp_ns`` (a lone bad stamp, ``frames.TimeJumpDetector``); returns how
@@ -109,6 +117,7 @@ class FrameHistory:
         kept = [f for f in self._frames if f.stamp_ns <= stamp_ns]
         n = len(self._frames) - len(kept)
         self._frames = deque(kept, maxlen=self.config.history_size)
+        self._not_keyframes &= {_key(f) for f in kept}
         return n
 
     def reconfigure(self, config: PairingConfig) -> None:
@@ -116,12 +125,16 @@ class FrameHistory:
         config.validate()
         self.config = config
         self._frames = deque(self._frames, maxlen=config.history_size)
+        self._not_keyframes &= set(self.keys)
 
     def add(self, frame: Frame) -> None:
         """Remember a posed frame as a future source view; unposed frames are ignored.
 
         Frames are kept in stamp order (replay may run a frame a bit late); a re-sent frame (same ``frame_id``
-        and stamp) replaces its first copy.
+        and stamp) replaces its first copy. A frame within the keyframe spacing of the newest earlier keyframe of
+        its camera (``source_selection.is_keyframe``) is kept only until the camera's next frame replaces it, so the
+        history holds keyframes plus each camera's newest frame (``source_selection.keyframe_history``, the rule
+        training and ``mtl3d eval`` simulate).
         """
         if frame.T_world_cam is None:
             return
@@ -130,11 +143,21 @@ class FrameHistory:
             if self._frames[j].frame_id == frame.frame_id:
                 self._frames[j] = frame
                 return
+        earlier = [f for f in self._frames if same_camera(f, frame) and f.stamp_ns < frame.stamp_ns]
+        superseded = {_key(f) for f in earlier} & self._not_keyframes
+        keyframes = [f for f in earlier if _key(f) not in superseded]
+        if superseded:
+            self._frames = deque((f for f in self._frames if _key(f) not in superseded), maxlen=self._frames.maxlen)
+            self._not_keyframes -= superseded
+        if not is_keyframe(frame.T_world_cam, keyframes[-1].T_world_cam if keyframes else None, self.config):
+            self._not_keyframes.add(_key(frame))
+        stamps = self.stamps
         i = bisect.bisect_right(stamps, frame.stamp_ns)
         if len(self._frames) == self._frames.maxlen:
             if i == 0:
+                self._not_keyframes.discard(_key(frame))
                 return  # older than everything kept in a full history: of no use as a source
-            self._frames.popleft()
+            self._not_keyframes.discard(_key(self._frames.popleft()))
             i -= 1
         self._frames.insert(i, frame)
 

@@ -117,7 +117,8 @@ def pairing_description(gap: int | None) -> dict:
         return {"rule": "gap", "gap": gap}
     rule = PairingConfig()
     return {"rule": "runtime", "min_baseline_m": rule.min_baseline_m, "min_rotation_deg": rule.min_rotation_deg,
-            "history_size": rule.history_size, "max_pair_age_s": rule.max_pair_age_s}
+            "history_size": rule.history_size, "max_pair_age_s": rule.max_pair_age_s,
+            "keyframe_spacing_m": rule.keyframe_spacing_m, "keyframe_spacing_deg": rule.keyframe_spacing_deg}
 
 
 def check_poses(model, dataset, source) -> dict | None:
@@ -300,7 +301,9 @@ def render_report(report: dict) -> str:
     elif pairing:
         lines += [f"Two-view source: the one the node would pick (the most recent earlier frame >= "
                   f"{pairing['min_baseline_m']} m away or turned >= {pairing['min_rotation_deg']} deg among the last "
-                  f"{pairing['history_size']}, within {pairing.get('max_pair_age_s', 1.0):g} s on recorded stamps, else "
+                  f"{pairing['history_size']} keyframes ({pairing['keyframe_spacing_m']:g} m or "
+                  f"{pairing['keyframe_spacing_deg']:g} deg apart) and the newest frame, within "
+                  f"{pairing['max_pair_age_s']:g} s on recorded stamps, else "
                   f"the widest baseline, never one within {MIN_PARALLAX_M * 1e3:g} mm; the first frame of each range or "
                   "scene has none and runs single-view; "
                   "`depth/frames_baseline_*` counts the frames of each baseline bin)", ""]
