@@ -401,11 +401,27 @@ def project(points, K):
     return p[..., :2] / safe[..., None], z
 
 
-def is_registered(depth_frame_id: str, image_frame_id: str) -> bool:
+# how far (pixels, at the depth's size) a depth camera's K may lie from the colour K scaled to that size and still
+# be the same view: rounding conventions of a resize move the principal point by under a pixel
+REGISTERED_K_TOLERANCE_PX = 1.0
+
+
+def is_registered(depth_frame_id: str, image_frame_id: str, K_depth: np.ndarray | None = None,
+                  depth_wh: tuple[int, int] | None = None, K_image: np.ndarray | None = None,
+                  image_wh: tuple[int, int] | None = None) -> bool:
     """Whether a depth image is registered to a colour image: it carries the image's ``frame_id``, or none (as
-    RealSense ``aligned_depth_to_color`` topics and depth_image_proc's ``register`` output are). Otherwise it is in
-    its own camera and must be reprojected with that camera's CameraInfo and TF (:func:`reproject_depth`)."""
-    return depth_frame_id in ("", image_frame_id)
+    RealSense ``aligned_depth_to_color`` topics and depth_image_proc's ``register`` output are), and, when the depth's
+    own CameraInfo is known (``K_depth`` for ``depth_wh``), its K is the colour K (``K_image`` for ``image_wh``)
+    scaled to the depth's size within ``REGISTERED_K_TOLERANCE_PX``: a depth image of the same frame but cropped or
+    of another field of view (a trial: a centre crop with its own K was stretched over the colour image, 0.119
+    against the right 0.092) is a view of its own. Otherwise it must be reprojected with its CameraInfo and TF
+    (:func:`reproject_depth`; the identity transform for the same frame), as depth_image_proc's ``register`` does."""
+    if depth_frame_id not in ("", image_frame_id):
+        return False
+    if K_depth is None or K_image is None or not depth_wh or not image_wh or 0 in (*depth_wh, *image_wh):
+        return True
+    scaled = resize_intrinsics(np.asarray(K_image, np.float64), tuple(image_wh), tuple(depth_wh))
+    return bool(np.allclose(np.asarray(K_depth, np.float64), scaled, rtol=0.0, atol=REGISTERED_K_TOLERANCE_PX))
 
 
 def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:

@@ -24,7 +24,13 @@ from mtl3d_perception.data.sources.scannet import ScanNetSequence
 from mtl3d_perception.data.sources.seven_scenes import SevenScenesSequence, centred_K, register_depth
 from mtl3d_perception.data.sources.tum import TumSequence
 from mtl3d_perception.data.synthetic import SyntheticScene, default_intrinsics
-from mtl3d_perception.geometry import depth_to_mm, interpolate_pose, invert_se3, rotation_to_quat
+from mtl3d_perception.geometry import (
+    depth_to_mm,
+    interpolate_pose,
+    invert_se3,
+    is_registered,
+    rotation_to_quat,
+)
 from mtl3d_perception.msgs.conversions import (
     depth_image_to_metres,
     make_camera_info,
@@ -304,7 +310,7 @@ def test_seven_scenes_bad_layouts(tmp_path, scene):
 
 
 def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarray, info_first: bool = True,
-                   depth_dt_ns: int = 10_000_000) -> Path:
+                   depth_dt_ns: int = 10_000_000, depth_frame: str = "depth_optical") -> Path:
     """A bag with a colour camera and a separate depth camera (16UC1 mm, its own frame and camera_info), the depth
     stamped ``depth_dt_ns`` after the colour image. ``info_first=False``: the depth image and then its camera_info
     are logged just after the colour image, as a driver publishes them."""
@@ -321,8 +327,10 @@ def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarra
 
         t0 = 1_700_000_000_000_000_000
         tfm = "tf2_msgs/msg/TFMessage"
-        statics = [make_transform_stamped(types, make_header(types, t0, "base_link"), topics.CAMERA_FRAME, T_BASE_CAM),
-                   make_transform_stamped(types, make_header(types, t0, topics.CAMERA_FRAME), "depth_optical", T_cam_depth)]
+        statics = [make_transform_stamped(types, make_header(types, t0, "base_link"), topics.CAMERA_FRAME, T_BASE_CAM)]
+        if depth_frame != topics.CAMERA_FRAME:
+            statics.append(make_transform_stamped(types, make_header(types, t0, topics.CAMERA_FRAME), depth_frame,
+                                                  T_cam_depth))
         put(topics.TF_STATIC_TOPIC, tfm, t0, types[tfm](transforms=statics))
         if depth_dt_ns < 0:  # the robot stood at the first pose a moment before: the first depth has a pose too
             t_before = t0 + 2 * depth_dt_ns
@@ -341,7 +349,7 @@ def write_rgbd_bag(out: Path, scene, T_cam_depth: np.ndarray, K_depth: np.ndarra
             T_pose = (interpolate_pose(T, path[min(i + 1, N - 1)], a) if a >= 0
                       else interpolate_pose(path[max(i - 1, 0)], T, 1.0 + a))
             T_world_depth = T_pose @ T_cam_depth
-            hd = make_header(types, td, "depth_optical")
+            hd = make_header(types, td, depth_frame)
             depth = sc.render(T_world_depth, K_depth, SIZE)["depth"]
             info = make_camera_info(types, hd, K_depth, *SIZE)
             log_d = td if info_first else t + 1
@@ -393,6 +401,47 @@ def test_bag_unregistered_depth_is_reprojected_through_tf(tmp_path, scene):
         assert raw.encoding == "16UC1" and np.isfinite(as_recorded).all()
         rel_raw = np.abs(as_recorded - renders[i]["depth"]) / renders[i]["depth"]
         assert np.median(rel_raw) > 3 * np.median(rel)
+
+
+def test_depth_in_the_image_frame_with_its_own_camera_info_is_registered(tmp_path, scene, monkeypatch):
+    """A trial: depth stamped with the colour image's frame_id but its own camera_info with another K (a narrower
+    view, as a centre crop) was taken as registered and stretched over the colour image (replay 0.119 against the
+    right 0.092; training labels 5 % off). Its own K now makes it a view to reproject (the identity transform), in
+    training (``BagFrames``) and in replay alike (``geometry.is_registered``)."""
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.replay import evaluation
+    from mtl3d_perception.replay.options import ReplayOptions
+    from mtl3d_perception.replay.runner import replay_bag
+
+    _, _, K, renders = scene
+    K_depth = default_intrinsics(*SIZE, hfov_deg=50.0)
+    assert not np.allclose(K_depth, K)
+    bag = write_rgbd_bag(tmp_path / "same", scene, np.eye(4), K_depth, depth_dt_ns=0, depth_frame=topics.CAMERA_FRAME)
+    src = BagFrames(bag, depth_topic="/camera/depth/image_raw")
+
+    def check(d, r):
+        ok = np.isfinite(d)
+        assert 0.4 < ok.mean() < 0.95  # the narrower view covers the middle of the colour image only
+        assert np.median(np.abs(d[ok] - r["depth"][ok]) / r["depth"][ok]) < 0.01
+
+    for i in (1, 3):
+        check(src.frame(i).depth, renders[i])
+    scored: list[np.ndarray | None] = []
+    gt_from_messages = evaluation.gt_from_messages
+
+    def spy(K, image_wh, depth, semantic):
+        scored.append(depth)
+        return gt_from_messages(K, image_wh, depth, semantic)
+
+    monkeypatch.setattr(evaluation, "gt_from_messages", spy)
+    model = build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
+    replay_bag(bag, tmp_path / "out", model,
+               ReplayOptions(depth_gt_topic="/camera/depth/image_raw", progress=False, montage_frames=0))
+    assert len(scored) == N
+    for d, r in zip(scored, renders):
+        check(d, r)
+    # the same depth with the colour K (scaled: a registered half-size depth) stays as it is
+    assert is_registered(topics.CAMERA_FRAME, topics.CAMERA_FRAME, K / 2 * [[1], [1], [2]], (32, 24), K, SIZE)
 
 
 def test_replay_scores_unregistered_depth_as_training_reads_it(tmp_path, scene, monkeypatch):

@@ -73,6 +73,12 @@ SLASHED_FRAME_ID = ("the image header frame_id {given!r} starts with '/', which 
                     "driver's frame_id to {bare!r})")
 
 
+def bare_frame_id(frame_id: str) -> str:
+    """``frame_id`` without a leading '/' (``SLASHED_FRAME_ID``), as tf2 stores transforms; '' and '/' stay as they
+    are (an empty frame_id is a header problem of its own)."""
+    return frame_id.lstrip("/") or frame_id
+
+
 def header_message(frame: Frame) -> str | None:
     """The warning for a frame's header (``Frame.header_problem`` or ``header_note``), or None when it is sound."""
     if frame.header_problem:
@@ -137,9 +143,9 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
                                          "the raw image cannot be rectified")
         rgb = camera.rectify(rgb)
     stamp_ns = conversions.header_stamp_ns(image.header.stamp)
-    frame_id, note = image.header.frame_id, None
-    if frame_id.startswith("/") and frame_id.lstrip("/"):
-        frame_id, note = frame_id.lstrip("/"), SLASHED_FRAME_ID.format(given=frame_id, bare=frame_id.lstrip("/"))
+    frame_id, note = bare_frame_id(image.header.frame_id), None
+    if frame_id != image.header.frame_id:
+        note = SLASHED_FRAME_ID.format(given=image.header.frame_id, bare=frame_id)
     problem = ("empty_frame_id" if not frame_id else
                "invalid_stamp" if not conversions.stamp_is_valid(image.header.stamp) else
                "zero_stamp" if stamp_ns == 0 else None)

@@ -259,12 +259,15 @@ class ReplayEvaluation:
         depth_ready: ``(frame_id, stamp ns, Frame) -> bool``: whether ``register_depth`` has what it needs yet (TF is
             read in bag order, so the depth camera's pose at its stamp may come later); a frame waits for it as for
             its ground truth.
+        depth_camera: ``stamp ns -> K`` of the ground-truth depth's own CameraInfo at or before it (None: none yet):
+            depth in the image's frame whose K is not the colour K at its size is registered too (``is_registered``).
     """
 
     def __init__(self, modes: Iterable[str], config: Any, *, expect_gt: Iterable[str], slop_s: float,
                  montage_picks: list[int], warn: Callable[[str], None],
                  register_depth: Callable[[np.ndarray, str, int, Frame], np.ndarray | None] | None = None,
-                 depth_ready: Callable[[str, int, Frame], bool] | None = None) -> None:
+                 depth_ready: Callable[[str, int, Frame], bool] | None = None,
+                 depth_camera: Callable[[int], np.ndarray | None] | None = None) -> None:
         self.evaluators = {mode: ModeEvaluator(len(config.classes), config.depth_max) for mode in modes}
         self.expect_gt = set(expect_gt)
         self.montage = MontageCollector(montage_picks, config.depth_range, palette=config.palette,
@@ -273,6 +276,7 @@ class ReplayEvaluation:
         self.warn = warn
         self.register_depth = register_depth
         self.depth_ready = depth_ready
+        self.depth_camera = depth_camera
         self.gt: dict[str, OrderedDict[int, np.ndarray]] = {kind: OrderedDict() for kind in _DECODERS}
         self.gt_frame_ids: dict[str, OrderedDict[int, str]] = {kind: OrderedDict() for kind in _DECODERS}
         self.waiting: deque[dict[str, Any]] = deque()  # processed frames waiting for their ground truth
@@ -335,7 +339,10 @@ class ReplayEvaluation:
         if stamp is None or self.register_depth is None:
             return None
         frame_id = self.gt_frame_ids["depth"].get(stamp, "")
-        return None if is_registered(frame_id, frame.frame_id) else (stamp, frame_id)
+        K_depth = None if self.depth_camera is None else self.depth_camera(stamp)
+        h, w = self.gt["depth"][stamp].shape[:2]
+        registered = is_registered(frame_id, frame.frame_id, K_depth, (w, h), frame.K, frame.size)
+        return None if registered else (stamp, frame_id or frame.frame_id)
 
     def _depth_settled(self, frame: Frame) -> bool:
         other = self._unregistered_depth(frame)

@@ -118,7 +118,7 @@ class _Replay:
         modes = ("multi_view", "single_view") if o.compare_single_view else ("multi_view",)
         self.evaluation = ReplayEvaluation(modes, self.config, expect_gt=expect_gt, slop_s=o.sync_slop_s,
                                            montage_picks=picks, warn=self._warn, register_depth=self._register_depth,
-                                           depth_ready=self._depth_pose_ready)
+                                           depth_ready=self._depth_pose_ready, depth_camera=self._depth_gt_camera)
         # CameraInfo of ground-truth depth in its own frame (stamp -> K), for reprojecting it into the colour camera
         self.depth_gt_info_topic = depth_gt_info_topic(o)
         self.depth_gt_K: OrderedDict[int, np.ndarray] = OrderedDict()

@@ -62,7 +62,7 @@ from mtl3d_perception.msgs.conversions import (
     stamp_to_ns,
     transform_to_matrix,
 )
-from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
+from mtl3d_perception.msgs.messages import BadInput, bare_frame_id, frame_from_messages
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,17 @@ def check_label_encoding(path: str | Path, topic: str, kind: str, encoding: str,
         what = "32FC1 metres or 16UC1 millimetres" if kind == "depth" else "mono8 class ids"
         raise BagError(f"{path}: {option or kind + '_topic'} {topic} holds {encoding!r} images; expected {kind} "
                        f"({what}: {', '.join(expected)}); is it the right topic?")
+
+
+def _plain_camera(msg: Any) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """``(K, (W, H))`` of a camera_info without binning or ROI (its K is the image's), else None; None for a K that
+    is not one too (the frame that needs it is refused when it is read)."""
+    if msg.binning_x > 1 or msg.binning_y > 1 or msg.roi.width or msg.roi.height or not (msg.width and msg.height):
+        return None
+    try:
+        return camera_info_to_K(msg), (int(msg.width), int(msg.height))
+    except ValueError:
+        return None
 
 
 def _nearest(stamps: list[int], t_ns: int, max_dt_ns: int) -> int | None:
@@ -155,7 +166,10 @@ class BagFrames:
 
         tf = TransformBuffer(cache_time_s=1e9)  # keep the whole bag: frames are looked up after reading it
         infos: dict[int, int] = {}  # stamp -> log time
+        # stamp -> (K, (W, H)) of plain camera_infos (no binning or ROI), to tell registered depth (is_registered)
+        cameras: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
         depth_infos: dict[int, np.ndarray] = {}
+        depth_cameras: dict[int, tuple[np.ndarray, tuple[int, int]]] = {}
         images: list[tuple[int, int, str]] = []  # (log time, stamp, frame_id)
         extra: dict[str, list[tuple[int, int, str, tuple[int, int]]]] = {"depth": [], "semantic": []}
         self.rejected_transforms = 0
@@ -172,20 +186,26 @@ class BagFrames:
                         self.rejected_transforms += 1
             elif topic == camera_info_topic:
                 infos[stamp_to_ns(msg.header.stamp)] = t_log
+                if (camera := _plain_camera(msg)) is not None:
+                    cameras[stamp_to_ns(msg.header.stamp)] = camera
             elif topic == depth_info_topic:
                 depth_infos[stamp_to_ns(msg.header.stamp)] = camera_info_to_K(msg)
+                if (camera := _plain_camera(msg)) is not None:
+                    depth_cameras[stamp_to_ns(msg.header.stamp)] = camera
             elif topic == self.image_topic:
-                images.append((t_log, stamp_to_ns(msg.header.stamp), msg.header.frame_id))
+                images.append((t_log, stamp_to_ns(msg.header.stamp), bare_frame_id(msg.header.frame_id)))
             else:
                 kind = "depth" if topic == self.depth_topic else "semantic"
                 if not extra[kind]:  # the first message: a wrong topic fails here, not in a training worker later
                     check_label_encoding(self.path, topic, kind, msg.encoding)
-                extra[kind].append((stamp_to_ns(msg.header.stamp), t_log, msg.header.frame_id, (msg.width, msg.height)))
+                extra[kind].append((stamp_to_ns(msg.header.stamp), t_log, bare_frame_id(msg.header.frame_id),
+                                    (msg.width, msg.height)))
         self.projected_rotations = tf.projected_rotations
         if not images:
             raise BagError(f"{self.path}: no messages on {self.image_topic}")
         info_stamps = sorted(infos)
         depth_info_stamps = sorted(depth_infos)
+        depth_camera_stamps = sorted(depth_cameras)
         for kind in extra:
             extra[kind].sort()
         extra_stamps = {kind: [e[0] for e in v] for kind, v in extra.items()}
@@ -219,8 +239,17 @@ class BagFrames:
             j = _nearest(extra_stamps["depth"], stamp, max_dt_ns) if self.depth_topic else None
             depth_matched += j is not None
             if j is not None:
-                d_stamp, d_log, d_frame, _ = extra["depth"][j]
-                if is_registered(d_frame, frame_id):
+                d_stamp, d_log, d_frame, d_wh = extra["depth"][j]
+                kc = bisect.bisect_right(depth_camera_stamps, d_stamp)
+                colour = cameras.get(info_stamps[k - 1])
+                depth_camera = depth_cameras[depth_camera_stamps[kc - 1]] if kc else None
+                if depth_camera is None or colour is None or is_registered(d_frame, frame_id, depth_camera[0], d_wh,
+                                                                           *colour):
+                    registered = is_registered(d_frame, frame_id)
+                else:
+                    registered = False  # the image's frame, but a view of its own (is_registered)
+                    d_frame = d_frame or frame_id
+                if registered:
                     depth_ref = (d_log, d_stamp, None, None)
                 else:
                     kd = bisect.bisect_right(depth_info_stamps, d_stamp)
