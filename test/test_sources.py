@@ -403,13 +403,27 @@ def test_bag_unregistered_depth_is_reprojected_through_tf(tmp_path, scene):
         assert np.median(rel_raw) > 3 * np.median(rel)
 
 
+def _scored_depths(monkeypatch) -> list[np.ndarray | None]:
+    """The ground-truth depth replay scores each frame against (None: not scored), as a list filled while it runs."""
+    from mtl3d_perception.replay import evaluation
+
+    scored: list[np.ndarray | None] = []
+    gt_from_messages = evaluation.gt_from_messages
+
+    def spy(K, image_wh, depth, semantic):
+        scored.append(depth)
+        return gt_from_messages(K, image_wh, depth, semantic)
+
+    monkeypatch.setattr(evaluation, "gt_from_messages", spy)
+    return scored
+
+
 def test_depth_in_the_image_frame_with_its_own_camera_info_is_registered(tmp_path, scene, monkeypatch):
     """A trial: depth stamped with the colour image's frame_id but its own camera_info with another K (a narrower
     view, as a centre crop) was taken as registered and stretched over the colour image (replay 0.119 against the
     right 0.092; training labels 5 % off). Its own K now makes it a view to reproject (the identity transform), in
     training (``BagFrames``) and in replay alike (``geometry.is_registered``)."""
     from mtl3d_perception.model import build_model, resolve_config
-    from mtl3d_perception.replay import evaluation
     from mtl3d_perception.replay.options import ReplayOptions
     from mtl3d_perception.replay.runner import replay_bag
 
@@ -426,14 +440,7 @@ def test_depth_in_the_image_frame_with_its_own_camera_info_is_registered(tmp_pat
 
     for i in (1, 3):
         check(src.frame(i).depth, renders[i])
-    scored: list[np.ndarray | None] = []
-    gt_from_messages = evaluation.gt_from_messages
-
-    def spy(K, image_wh, depth, semantic):
-        scored.append(depth)
-        return gt_from_messages(K, image_wh, depth, semantic)
-
-    monkeypatch.setattr(evaluation, "gt_from_messages", spy)
+    scored = _scored_depths(monkeypatch)
     model = build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
     replay_bag(bag, tmp_path / "out", model,
                ReplayOptions(depth_gt_topic="/camera/depth/image_raw", progress=False, montage_frames=0))
@@ -449,7 +456,6 @@ def test_replay_scores_unregistered_depth_as_training_reads_it(tmp_path, scene, 
     another camera (its own frame_id, camera_info and TF, as a RealSense ``image_rect_raw``) is reprojected into the
     colour camera before it is scored; without that camera's CameraInfo it is not scored, and replay says so."""
     from mtl3d_perception.model import build_model, resolve_config
-    from mtl3d_perception.replay import evaluation
     from mtl3d_perception.replay.options import ReplayOptions
     from mtl3d_perception.replay.runner import replay_bag
 
@@ -457,14 +463,7 @@ def test_replay_scores_unregistered_depth_as_training_reads_it(tmp_path, scene, 
     T_cam_depth = np.eye(4)
     T_cam_depth[0, 3] = 0.05  # the depth camera 5 cm to the right, another K
     bag = write_rgbd_bag(tmp_path / "rgbd", scene, T_cam_depth, default_intrinsics(*SIZE, hfov_deg=50.0))
-    scored: list[np.ndarray | None] = []
-    gt_from_messages = evaluation.gt_from_messages
-
-    def spy(K, image_wh, depth, semantic):
-        scored.append(depth)
-        return gt_from_messages(K, image_wh, depth, semantic)
-
-    monkeypatch.setattr(evaluation, "gt_from_messages", spy)
+    scored = _scored_depths(monkeypatch)
     torch.manual_seed(0)
     model = build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)).eval()
     options = ReplayOptions(depth_gt_topic="/camera/depth/image_raw", progress=False, montage_frames=0)
