@@ -321,6 +321,14 @@ def test_setting_errors_name_the_flag_that_was_typed(capsys, tmp_path, tiny_sequ
     assert not (tmp_path / "out").exists()
 
 
+def test_a_rate_that_stamps_past_the_last_ros_time_is_an_error_not_a_traceback(capsys, tmp_path, tiny_sequence):
+    """A trial: `mtl3d bag --rate 1e-9` (and stamps in nanoseconds) ended in a struct.error traceback; the bag's
+    stamps must fit builtin_interfaces/Time (sec an int32)."""
+    err = one_line_error(capsys, ["bag", str(tiny_sequence), "--rate", "1e-9", "--out", str(tmp_path / "out")])
+    assert err.startswith("ERROR: ") and "past the last ROS time" in err and err.endswith("--rate is too small")
+    assert not (tmp_path / "out").exists()
+
+
 def test_node_parameters_keep_their_names_in_the_same_errors():
     """The node replies with the parameter's name (ROS users set parameters, not flags): one rule, two wordings."""
     with pytest.raises(SettingError, match=r"^history_size must be in \[1, 256\], got 0$") as info:

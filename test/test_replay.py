@@ -1230,3 +1230,25 @@ def test_ground_truth_kept_for_scoring_is_bounded_in_bytes(monkeypatch):
     monkeypatch.setattr(ev, "GT_BUDGET_BYTES", 0)
     e.add_ground_truth("depth", depth_msg(100))
     assert len(e.gt["depth"]) == 10 and len(e.gt_frame_ids["depth"]) == 10  # never fewer than GT_KEEP_MIN
+
+
+def test_a_clock_reset_in_the_bag_forgets_the_tf_before_it(tmp_path):
+    """A trial: a bag whose stamps jump back 100 s halfway (a simulator reset) cleared the frame history but not the
+    TF read so far, so every later transform was refused as older than the cache (TF_OLD_DATA) and half the frames ran
+    without a pose. The bag's TF clock going back now forgets the dynamic transforms first, as tf2_ros does."""
+    bag = write_bag(wall_frames(8), tmp_path / "bag")
+    back_ns = 100_000_000_000
+
+    def reset(topic, index, msg):
+        if topic == topics.TF_TOPIC and index >= 4:
+            for t in msg.transforms:
+                t.header.stamp.sec -= back_ns // 1_000_000_000
+        elif topic != topics.TF_STATIC_TOPIC and hasattr(msg, "header") and index >= 4:
+            msg.header.stamp.sec -= back_ns // 1_000_000_000
+        return msg
+
+    copy_bag(bag, tmp_path / "reset", edit=reset)
+    s = replay_bag(tmp_path / "reset", tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 8 and s["counts"]["no_pose"] == 0, s["counts"]
+    assert any("the bag's clock was reset" in w for w in s["warnings"])
+    assert s["counts"]["time_jumps"] == 1

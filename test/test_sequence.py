@@ -156,6 +156,13 @@ STRUCTURE_ERRORS = {
     "timestamps backwards": (lambda r: (r / "timestamps.txt").write_text("1.0\n2.0\n1.5\n3.0\n"),
                              r"timestamps\.txt line 3: time goes backwards \(1\.5 after 2\.0\)"),
     "timestamps NaN": (lambda r: (r / "timestamps.txt").write_text("1.0\nnan\n2.0\n3.0\n"), r"timestamps\.txt line 2: NaN"),
+    # a trial: EuRoC-style nanoseconds ended in a struct.error traceback in mtl3d bag
+    "timestamps in nanoseconds": (lambda r: (r / "timestamps.txt").write_text(
+        "1700000000000000000\n1700000000100000000\n1700000000200000000\n1700000000300000000\n"),
+        r"timestamps\.txt line 1: 1\.7e\+18 s is not a ROS time \(0 to 2147483647 s\); stamps are seconds "
+        r"\(nanoseconds\? divide them by 1e9\)"),
+    "timestamps negative": (lambda r: (r / "timestamps.txt").write_text("-1.0\n2.0\n3.0\n4.0\n"),
+                            r"timestamps\.txt line 1: -1 s is not a ROS time"),
     "timestamps two columns": (lambda r: (r / "timestamps.txt").write_text("1.0 2.0\n2.0\n3.0\n4.0\n"),
                                r"timestamps\.txt line 1: expected one number"),
 }

@@ -103,6 +103,9 @@ QOS_TF = _qos(100, QosDurability.VOLATILE)
 QOS_TF_STATIC = _qos(1, QosDurability.TRANSIENT_LOCAL)  # latched, like tf2_ros.StaticTransformBroadcaster
 
 
+MAX_ROS_TIME_NS = 2**31 * 1_000_000_000  # builtin_interfaces/Time: sec is an int32
+
+
 class BagError(RuntimeError):
     """A bag cannot be written or read; the message names the path and the problem."""
 
@@ -224,6 +227,11 @@ def _write_frames(writer: Writer, frames, types, T_base_cam, T_cam_base, rate_hz
         elif frame.size != first.size or not np.allclose(frame.K, first.K, rtol=0, atol=1e-9):
             raise BagError(f"{out_path}: frame {i} changes K or image size; one bag holds one camera")
         t_ns = t0_ns + round(i * 1e9 / rate_hz) if rate_hz else seconds_to_ns(frame.stamp) + offset_ns
+        if t_ns >= MAX_ROS_TIME_NS:  # a trial: nanosecond timestamps.txt ended in a struct.error traceback
+            raise BagError(f"{out_path}: frame {i} would be stamped {t_ns * 1e-9:.6g} s, past the last ROS time "
+                           f"(builtin_interfaces/Time sec is an int32: {MAX_ROS_TIME_NS // 1_000_000_000} s, 2038): "
+                           + ("--rate is too small" if rate_hz else
+                              "timestamps.txt must hold seconds (nanoseconds? divide them by 1e9)"))
         cam_header = make_header(types, t_ns, topics.CAMERA_FRAME)
         if i == 0:
             static = make_transform_stamped(types, make_header(types, t_ns, topics.BASE_FRAME), topics.CAMERA_FRAME, T_base_cam)

@@ -174,6 +174,9 @@ def read_timestamps(path: str | Path) -> np.ndarray:
         values = parse_numbers(path, line_no, text)
         if len(values) != 1:
             raise SequenceError(f"{path} line {line_no}: expected one number (seconds), got {len(values)}")
+        if not 0 <= values[0] < 2**31:  # builtin_interfaces/Time sec is an int32 (a trial: nanoseconds here)
+            raise SequenceError(f"{path} line {line_no}: {values[0]:.6g} s is not a ROS time (0 to 2147483647 s); "
+                                "stamps are seconds" + (" (nanoseconds? divide them by 1e9)" if values[0] >= 2**31 else ""))
         if stamps and values[0] <= stamps[-1]:
             raise SequenceError(f"{path} line {line_no}: time goes backwards ({values[0]!r} after {stamps[-1]!r})")
         stamps.append(values[0])

@@ -63,7 +63,7 @@ from mtl3d_perception.ros import diagnostics
 from mtl3d_perception.ros.compat.tf2_ros import Buffer
 from mtl3d_perception.ros.input_monitor import InputMonitor
 from mtl3d_perception.runtime.driver import FrameDriver
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
 from mtl3d_perception.runtime.pose_queue import PoseJob
@@ -253,9 +253,28 @@ class _Replay:
     def _add_tf(self, msg: Any, *, static: bool) -> None:
         """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does; refused transforms are
         reported through the buffer's ``on_problem`` hook (``_tf_problem``)."""
+        if not static:
+            self._check_tf_jump(msg)
         ingest_tf(self.tf, msg, static=static)
         if not static and msg.transforms:
             self.pose_wait.tf_read(max(conversions.header_stamp_ns(t.header.stamp) for t in msg.transforms))
+
+    def _check_tf_jump(self, msg: Any) -> None:
+        """A dynamic transform stamped over ``JUMP_BACK_S`` before its own edge's newest: the bag's clock went back (a
+        simulator reset, recordings joined). Forget the dynamic transforms first, as tf2_ros's Buffer does when its
+        clock jumps back; else each was refused as older than the cache and the rest of the bag ran without poses (a
+        trial: 12 of 24 frames). A zero stamp is no time and is left to the buffer's own refusal."""
+        core = self.tf.core
+        for t in msg.transforms:
+            stamp = conversions.header_stamp_ns(t.header.stamp)
+            newest = core.newest_stamp_ns(t.child_frame_id)
+            if stamp > 0 and newest is not None and stamp < newest - int(JUMP_BACK_S * 1e9):
+                core.clear()
+                self.pose_wait.newest_tf_ns = None
+                self._warn(f"TF time went back from {newest * 1e-9:.3f} s to {stamp * 1e-9:.3f} s "
+                           f"({t.header.frame_id} -> {t.child_frame_id}): the bag's clock was reset; the dynamic "
+                           "transforms read so far are forgotten, as tf2_ros's Buffer does at a time jump")
+                return
 
     def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
         """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""

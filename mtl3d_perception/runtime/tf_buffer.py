@@ -176,6 +176,12 @@ class TransformBuffer:
 
     # ----------------------------------------------------------------------------------------- reading
 
+    def newest_stamp_ns(self, child: str) -> int | None:
+        """The newest stamp of the dynamic transform to ``child`` (None: no such edge, or a static one)."""
+        with self._lock:
+            edge = self._edges.get(child.lstrip("/"))
+            return edge.stamps[-1] if edge is not None and not edge.static and edge.stamps else None
+
     def all_frames(self) -> set[str]:
         with self._lock:
             return set(self._edges) | {e.parent for e in self._edges.values()}
