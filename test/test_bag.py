@@ -255,8 +255,10 @@ def test_read_errors(tmp_path, seq_dir):
     bag = write_bag(seq_dir, tmp_path / "bag")
     storage = bag / "bag.mcap"
     storage.write_bytes(storage.read_bytes()[:200])  # truncated: a recording cut off mid-write
-    with pytest.raises(BagError, match=r"bag: cannot open bag"):
+    with pytest.raises(BagError, match=r"bag: cannot open bag") as info:
         list(read_bag(bag))
+    # a trial: the error named neither the cut file nor what to do
+    assert f"{storage} ends without the MCAP footer" in str(info.value) and "mcap recover" in str(info.value)
     notes = tmp_path / "notes.md"
     notes.write_text("# not a bag\n")
     with pytest.raises(BagError, match=r"notes\.md: not a bag file \(\.md\); expected a rosbag2 folder or a \.mcap / \.db3"):

@@ -1252,3 +1252,14 @@ def test_a_clock_reset_in_the_bag_forgets_the_tf_before_it(tmp_path):
     assert s["counts"]["processed"] == 8 and s["counts"]["no_pose"] == 0, s["counts"]
     assert any("the bag's clock was reset" in w for w in s["warnings"])
     assert s["counts"]["time_jumps"] == 1
+
+
+def test_ground_truth_depth_in_millimetres_as_32fc1_is_warned(tmp_path):
+    """A trial: 32FC1 ground truth holding millimetres scored abs rel 0.999 with no word. REP 118 has 32FC1 in metres;
+    a median beyond 100 m is named once, with the likely cause."""
+    bag = write_bag(wall_frames(4, depth_m=2000.0), tmp_path / "mm")
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet())
+    named = [w for w in s["warnings"] if "has a median of 2000 m" in w]
+    assert len(named) == 1 and "millimetres" in named[0]
+    s = replay_bag(write_bag(wall_frames(4), tmp_path / "m"), tmp_path / "out_m", WallStub(2.0), quiet())
+    assert not any("has a median of" in w for w in s["warnings"])

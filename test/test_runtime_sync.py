@@ -135,3 +135,7 @@ def test_pairing_advice_follows_the_stamps():
         .startswith("3 camera_info for 12 images: each image needs its own camera_info")
     assert "raise sync_slop_s above 0.500 s" in pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s",
                                                                  arrivals=(46, 45))
+    # a bag trial: camera_info recorded once, 2.3 s before the newest of 24 images, was blamed on the clocks
+    once = pairing_advice(5_000 * MS, 2_700 * MS, 0.02, slop="--sync-slop", arrivals=(24, 1))
+    assert once.startswith("1 camera_info for 24 images: each image needs its own camera_info")
+    assert "clocks" in pairing_advice(5_000 * MS, 2_700 * MS, 0.02, slop="--sync-slop", arrivals=(24, 24))

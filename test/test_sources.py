@@ -16,7 +16,7 @@ import torch
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from mtl3d_perception import cli, topics
-from mtl3d_perception.data.bag import T_BASE_CAM, typestore, write_bag
+from mtl3d_perception.data.bag import T_BASE_CAM, BagError, typestore, write_bag
 from mtl3d_perception.data.datasets import SourceConfig, build_dataset, parse_data_spec
 from mtl3d_perception.data.sequence import PosedSequence, SequenceError, write_sequence
 from mtl3d_perception.data.sources.bag import BagFrames
@@ -379,6 +379,44 @@ def test_bag_frames_with_registered_depth_equal_what_was_written(tmp_path, scene
         np.testing.assert_allclose(fr.T_world_cam, path[i], atol=1e-9)
     assert len(BagFrames(bag, depth_topic="", semantic_topic="").frame(1).rgb) == SIZE[1]
     assert BagFrames(bag, depth_topic="").frame(1).depth is None
+
+
+def test_a_damaged_frame_or_a_missing_first_camera_info_is_left_out_not_fatal(tmp_path, scene, caplog):
+    """A trial: a recording that starts between the first image and its camera_info, or one truncated JPEG, made
+    `mtl3d eval` and training on the bag exit with an error, where replay drops the frame. Now the image without a
+    camera_info is left out at indexing (counted, warned) and a sample with an unreadable frame is replaced by the
+    next one, with a warning naming the frame."""
+    from rosbags.rosbag2 import Reader
+
+    from mtl3d_perception.data.sequence import SequenceFrame
+
+    _, path, K, renders = scene
+    frames = [SequenceFrame(index=i, stamp=1.7e9 + i / 5, rgb=r["rgb"], depth=r["depth"], K=K, T_world_cam=T)
+              for i, (T, r) in enumerate(zip(path, renders))]
+    bag = write_bag(frames, tmp_path / "bag", compressed="jpeg")
+    store = typestore()
+    damaged = tmp_path / "damaged"
+    with Reader(bag) as reader, Writer(damaged, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store) for c in reader.connections}
+        seen: dict[str, int] = {}
+        for c, t, raw in reader.messages():
+            index = seen[c.topic] = seen.get(c.topic, -1) + 1
+            if c.topic == topics.CAMERA_INFO_TOPIC and index == 0:
+                continue  # the recording started just after the first camera_info
+            if c.msgtype == "sensor_msgs/msg/CompressedImage" and index == 3:
+                msg = store.deserialize_cdr(raw, c.msgtype)
+                msg.data = msg.data[: len(msg.data) // 2]  # truncated JPEG
+                raw = store.serialize_cdr(msg, c.msgtype)
+            writer.write(conns[c.id], t, raw)
+    src = BagFrames(damaged)
+    assert (len(src), src.no_camera_info) == (N - 1, 1)
+    with pytest.raises(BagError, match="JPEG"):
+        src.frame(2)  # bag frame 3: the truncated one
+    ds = build_dataset([SourceConfig(kind="bag", path=str(damaged))], image_size=SIZE, num_views=2)
+    with caplog.at_level("WARNING"):
+        samples = [ds[i] for i in range(len(ds))]
+    assert len(samples) == N - 1
+    assert sum("its samples are replaced by the next one" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_bag_unregistered_depth_is_reprojected_through_tf(tmp_path, scene):

@@ -386,8 +386,32 @@ def open_reader(path: Path) -> Reader:
         reader = Reader(path)
         reader.open()
     except (ReaderError, OSError, ValueError, KeyError) as exc:
-        raise BagError(f"{path}: cannot open bag: {exc}") from None
+        cut = _cut_mcap_files(path)
+        hint = (f"; {', '.join(str(f) for f in cut)} {'ends' if len(cut) == 1 else 'end'} without the MCAP footer "
+                "(the recorder was stopped hard, or the copy is incomplete): `mcap recover FILE -o FIXED.mcap` (the "
+                "mcap CLI) writes what was recorded up to the cut") if cut else ""
+        raise BagError(f"{path}: cannot open bag: {exc}{hint}") from None
     return reader
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # an MCAP file starts and ends with it (MCAP specification)
+
+
+def _cut_mcap_files(path: Path) -> list[Path]:
+    """The ``.mcap`` files of a bag (a file or a rosbag2 folder) that do not end with the MCAP magic: cut short."""
+    files = [path] if path.is_file() else sorted(path.glob("*.mcap"))
+    cut = []
+    for f in files:
+        if f.suffix != ".mcap":
+            continue
+        try:
+            with open(f, "rb") as fh:
+                fh.seek(max(f.stat().st_size - len(MCAP_MAGIC), 0))
+                if fh.read() != MCAP_MAGIC:
+                    cut.append(f)
+        except OSError:
+            cut.append(f)
+    return cut
 
 
 def read_bag(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[tuple[str, int, Any]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ from torch.utils.data import Dataset
 from mtl3d_perception import geometry, topics
 from mtl3d_perception.classes import IGNORE_INDEX, boundaries_from_semantic
 from mtl3d_perception.data.augment import AugmentConfig, augment_views
+from mtl3d_perception.data.bag import BagError
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
-from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ
+from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, SequenceError
 from mtl3d_perception.runtime.params import frame_id_problem, topic_name_problem
 from mtl3d_perception.source_selection import PairingConfig, keyframe_history, select_source
 
@@ -55,6 +57,9 @@ NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
 # The Kinect colour camera of NYUv2 (toolbox camera_params.m) at 640x480; the toolbox's principal point
 # is 1-based (MATLAB), so 1 is subtracted to put pixel (0, 0)'s centre at 0.
 NYU_K = np.array([[518.8579, 0.0, 325.5824 - 1.0], [0.0, 519.4696, 253.7362 - 1.0], [0.0, 0.0, 1.0]])
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -451,6 +456,11 @@ def open_frames(cfg: SourceConfig):
     raise ValueError(msg)
 
 
+# a frame whose image or message cannot be read: its sample is replaced (FramesDataset.load), up to this many in a row
+UNREADABLE_FRAME = (BagError, SequenceError)
+MAX_SUBSTITUTES = 8
+
+
 class FramesDataset(SourceDataset):
     """Frames ``start:end:stride`` of a posed-frame source (sequence folder, bag, TUM, ScanNet, 7-Scenes), each
     paired with source frames among those kept, so a held-out range never leaks into training."""
@@ -466,6 +476,7 @@ class FramesDataset(SourceDataset):
         self.stamps = (np.arange(n) / DEFAULT_RATE_HZ if stamps is None else np.asarray(stamps, np.float64))[self.indices]
         # a sequence folder without timestamps.txt has stamps made up from a nominal rate (data.sequence)
         self.nominal_stamps = stamps is None or not getattr(self.frames, "has_timestamps", True)
+        self._unreadable: set[str] = set()  # the errors warned about (one line per bad frame)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -495,6 +506,22 @@ class FramesDataset(SourceDataset):
                          for label, ts in by_label.items())
 
     def load(self, index, rng):
+        """The views of sample ``index``; a sample with an unreadable frame (a truncated JPEG in a bag, a damaged
+        image file: ``UNREADABLE_FRAME``) is replaced by the next sample, with a warning naming the frame once, as
+        replay drops such a frame (a trial: one of them aborted `mtl3d eval` and training on the bag). Raises the
+        error when ``MAX_SUBSTITUTES`` samples in a row fail: the source as a whole is unreadable."""
+        for attempt in range(MAX_SUBSTITUTES):
+            try:
+                return self._load((index + attempt) % len(self), rng)
+            except UNREADABLE_FRAME as exc:
+                if attempt == MAX_SUBSTITUTES - 1:
+                    raise
+                if str(exc) not in self._unreadable:
+                    self._unreadable.add(str(exc))
+                    log.warning("%s: %s; its samples are replaced by the next one", self.cfg.path, exc)
+        raise AssertionError("unreachable")
+
+    def _load(self, index, rng):
         local = [index, *choose_sources(self.poses, index, 0, len(self.indices), self.num_views - 1, self.cfg, rng,
                                         self.stamps, self.nominal_stamps)]
         frames = [int(self.indices[j]) for j in local]

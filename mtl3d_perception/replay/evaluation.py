@@ -237,6 +237,7 @@ class MontageCollector:
 
 
 depth_gt = conversions.depth_image_to_metres  # ground-truth depth: metres, NaN invalid (REP 118)
+IMPLAUSIBLE_DEPTH_M = 100.0  # a median ground-truth depth beyond this is another unit (indoor scenes: 1-5 m)
 semantic_gt = conversions.label_image_to_ids  # ground-truth class ids from a mono8 image
 
 
@@ -282,6 +283,7 @@ class ReplayEvaluation:
         self.waiting: deque[dict[str, Any]] = deque()  # processed frames waiting for their ground truth
         self.scored = {"depth": 0, "semantic": 0}  # frames scored with each ground truth
         self.records: list[dict[str, Any]] = []
+        self._depth_units_checked = False  # the first depth's median, against IMPLAUSIBLE_DEPTH_M
 
     def add_ground_truth(self, kind: str, msg: Any) -> None:
         """A ``depth`` or ``semantic`` ground-truth image (unusable ones are reported through ``warn``)."""
@@ -290,6 +292,13 @@ class ReplayEvaluation:
         try:
             store[stamp] = _DECODERS[kind](msg)
             frame_ids[stamp] = str(msg.header.frame_id)
+            if kind == "depth" and not self._depth_units_checked:
+                self._depth_units_checked = True
+                median = float(np.nanmedian(store[stamp])) if np.isfinite(store[stamp]).any() else 0.0
+                if median > IMPLAUSIBLE_DEPTH_M:  # a trial: 32FC1 in millimetres scored abs rel 0.999 without a word
+                    self.warn(f"ground-truth depth ({msg.encoding}) has a median of {median:.4g} m: 32FC1 depth is "
+                              "metres and 16UC1 millimetres (REP 118); depth stored in millimetres as 32FC1? "
+                              "every depth metric is off by that factor")
         except ValueError as exc:
             self.warn(f"ground truth at {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} unusable: {exc}")
         while len(store) > GT_KEEP or (len(store) > GT_KEEP_MIN

@@ -117,9 +117,9 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
     """What would pair images that found no camera_info, from the newest image and camera_info header stamps (ns;
     negative: not a time, ``conversions.header_stamp_ns(stamp, invalid=-1)``; None: none arrived).
 
-    A zero-stamped (or negative-stamped) camera_info or image, or a camera_info as far away as ``sync_slop_s`` can
-    be set (:data:`MAX_SLOP_S`) or more (another clock, a constant stamp) is the driver's to fix and no setting
-    helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
+    A zero-stamped (or negative-stamped) camera_info or image, far fewer camera_info than images (``arrivals``, below),
+    or a camera_info as far away as ``sync_slop_s`` can be set (:data:`MAX_SLOP_S`) or more (another clock, a constant
+    stamp) is the driver's to fix and no setting helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
     recording and has none). ``slop`` / ``queue`` name the settings as the caller's user sets them; ``how`` (e.g.
     " (read-only: ...)") follows advice to change one. ``arrivals``: (images, camera_infos) counted over one span (the
     node's last input window, replay's recording; not rates over each input's own span, which jitter apart): camera_info
@@ -136,15 +136,17 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
             stamp = "0" if stamp_ns == 0 else "not a time: sec < 0 or nanosec >= 1e9"
             return (f"{what} is unstamped (header stamp {stamp}): the camera driver must stamp image and camera_info "
                     "alike; no setting can pair them")
+    # too few camera_info first: one recorded once is also far from the newest image, which is not a clock problem
+    # (a trial: a camera_info logged once was blamed on the driver's clocks)
+    if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:
+        images, infos = arrivals
+        return (f"{infos} camera_info for {images} images: each image needs its own camera_info stamped alike (pairing is one to one, as "
+                "message_filters'); the driver must publish one per image")
     offset_s = (info_ns - image_ns) * 1e-9
     where = f"the newest camera_info is stamped {offset_s:+.3f} s from the newest image"
     if abs(offset_s) >= MAX_SLOP_S:  # whatever the rates: no pair can form
         return (f"{where}: the driver stamps them on different clocks or does not copy the image's stamp; no setting "
                 "can pair them")
-    if arrivals is not None and arrivals[1] < MIN_INFO_PER_IMAGE * arrivals[0]:
-        images, infos = arrivals
-        return (f"{infos} camera_info for {images} images: each image needs its own camera_info stamped alike (pairing is one to one, as "
-                "message_filters'); the driver must publish one per image")
     if abs(offset_s) > slop_s:
         return f"{where}: raise {slop} above {abs(offset_s):.3f} s{how}"
     return f"{where}: camera_info may arrive late" + (f"; raise {queue}{how}" if queue else "")

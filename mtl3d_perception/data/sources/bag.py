@@ -219,13 +219,14 @@ class BagFrames:
         self.depth_refs: list[tuple[int, int, np.ndarray | None, np.ndarray | None] | None] = []
         self.semantic_refs: list[tuple[int, int] | None] = []  # (log time, stamp)
         self.unposed = 0
+        self.no_camera_info = 0  # images before the first camera_info (a recording started between the two)
         depth_matched = 0  # posed images with a depth message within max_dt
         first_error = ""
         for t_log, stamp, frame_id in sorted(images, key=lambda x: x[1]):
             k = bisect.bisect_right(info_stamps, stamp)
-            if k == 0:
-                raise BagError(f"{self.path}: image at {stamp} ns on {self.image_topic} has no CameraInfo on "
-                               f"{camera_info_topic} at or before it")
+            if k == 0:  # skipped as replay drops it (a trial: one such image aborted eval and training)
+                self.no_camera_info += 1
+                continue
             try:
                 T_world_cam = tf.lookup_matrix(world_frame, frame_id, stamp)
             except TransformException as exc:
@@ -268,6 +269,12 @@ class BagFrames:
             poses.append(T_world_cam)
             self.depth_refs.append(depth_ref)
             self.semantic_refs.append(None if s is None else extra["semantic"][s][1::-1])
+        if self.no_camera_info:
+            if not info_stamps:
+                raise BagError(f"{self.path}: no CameraInfo on {camera_info_topic} for the {len(images)} images on "
+                               f"{self.image_topic}. The bag has: {describe_topics(available)}")
+            log.warning("%s: %d image(s) on %s come before the first CameraInfo on %s (the recording started "
+                        "between them): left out", self.path, self.no_camera_info, self.image_topic, camera_info_topic)
         if not poses:
             frames = sorted(tf.all_frames())
             raise BagError(f"{self.path}: none of {len(images)} images has a pose in world_frame {world_frame!r} from TF "
