@@ -381,3 +381,18 @@ def test_types_missing_from_the_jazzy_store_come_from_the_bag(tmp_path):
     assert [(topic, t, msg.score, msg.note) for topic, t, msg in got] == [
         ("/score", 10 + i, float(i), f"n{i}") for i in range(3)
     ]
+
+
+def test_an_absent_topic_names_its_compressed_recording():
+    """A trial: a bag with only /camera/depth/image_rect/compressedDepth (compressed_depth_image_transport) said just
+    "no ground-truth depth"; the note now names the compressed topic and what to do."""
+    from mtl3d_perception.data.bag import absent_topic
+
+    available = {"/camera/color/image_raw": "sensor_msgs/msg/Image",
+                 "/camera/depth/image_rect/compressedDepth": "sensor_msgs/msg/CompressedImage",
+                 "/camera/color/image_raw/compressed": "sensor_msgs/msg/CompressedImage"}
+    note = absent_topic("b", available, "/camera/depth/image_rect", "ground-truth depth")
+    assert note.startswith("b: ground-truth depth topic '/camera/depth/image_rect' is not in the bag (its Image "
+                           "topics: /camera/color/image_raw)")
+    assert "; /camera/depth/image_rect/compressedDepth holds it compressed (CompressedImage)" in note
+    assert "compressed" not in absent_topic("b", available, "/gt/semantic", "ground-truth semantic")

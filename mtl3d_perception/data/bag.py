@@ -334,8 +334,15 @@ def absent_topic(path: str | Path, available: Mapping[str, str], topic: str, wha
     """A note for an optional ``sensor_msgs/Image`` topic (ground truth, labels) that is not in the bag: names it and
     the bag's Image topics, so that a misspelt or driver-specific name (``image_rect_raw``) is easy to spot."""
     images = sorted(t for t, msgtype in available.items() if msgtype == "sensor_msgs/msg/Image")
-    return (f"{path}: {what} topic {topic!r} is not in the bag (its Image topics: {', '.join(images) or 'none'}); "
+    note = (f"{path}: {what} topic {topic!r} is not in the bag (its Image topics: {', '.join(images) or 'none'}); "
             f"no {what} from it")
+    # a trial: only the compressed_depth_image_transport topic was recorded, and nothing named it
+    compressed = sorted(t for t, msgtype in available.items()
+                        if msgtype == "sensor_msgs/msg/CompressedImage" and t.startswith(topic.rstrip("/") + "/"))
+    if compressed:
+        note += (f"; {', '.join(compressed)} holds it compressed (CompressedImage), which is not read as ground truth: "
+                 "record the raw topic, or republish it decompressed (image_transport republish) into a new bag")
+    return note
 
 
 def check_topic_type(path: str | Path, available: Mapping[str, str], topic: str, what: str,

@@ -159,7 +159,8 @@ class _Replay:
         self.notes: list[str] = []  # how the inputs were read (e.g. a compressed image topic found for the default)
         # A ground-truth topic the bag lacks is named when it was asked for, or when the bag has depth elsewhere (a
         # driver's own name, e.g. image_rect_raw); a bag with no ground truth at all needs no note.
-        depth_elsewhere = any("depth" in t and m == "sensor_msgs/msg/Image" for t, m in self.available.items())
+        depth_elsewhere = any("depth" in t and m in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+                              for t, m in self.available.items())
         for what, topic, default, elsewhere in (
                 ("ground-truth depth", o.depth_gt_topic, topics.GT_DEPTH_TOPIC, depth_elsewhere),
                 ("ground-truth semantic", o.semantic_gt_topic, topics.GT_SEMANTIC_TOPIC, False)):
