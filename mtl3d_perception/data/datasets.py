@@ -276,12 +276,16 @@ def choose_sources(poses: np.ndarray, ref: int, lo: int, hi: int, num: int, cfg:
     return out
 
 
+KEYFRAME_LOOKBACK = 256  # frames before the reference through which the node's keyframe history is simulated
+
+
 def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo: int, num: int,
                      cfg: SourceConfig, rng: np.random.Generator | None, nominal_stamps: bool = False) -> list[int]:
     """Sources picked by the runtime rule from a simulated frame history (``neighbour: pairing``).
 
     The history is what the node's would hold after every ``step``-th earlier frame (a node that processes every
-    step-th camera frame): the last ``history_size`` keyframes and the newest frame (``keyframe_history``).
+    step-th camera frame): the last ``history_size`` keyframes and the newest frame (``keyframe_history``, run over
+    the last ``KEYFRAME_LOOKBACK`` of those frames).
     Training draws ``step`` in [1, max_gap], ``min_baseline_m`` in
     [min_baseline, max_baseline] and ``min_rotation_deg`` in [5, 15] (the spread of pairs a robot sees);
     evaluation uses step ``eval_gap``, ``min_baseline`` and the default rotation. The pose-jump limits are the
@@ -299,7 +303,9 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
         min_rotation = float(rng.uniform(5.0, 15.0))
     else:
         step, min_baseline, min_rotation = max(1, cfg.eval_gap), cfg.min_baseline, base.min_rotation_deg
-    seen = list(range(ref - step, lo - 1, -step))[::-1]  # the frames the node processed before ref, oldest first
+    # the frames the node processed before ref, oldest first, the last KEYFRAME_LOOKBACK of them (24 us a frame: a
+    # 10-minute bag's every frame would cost 0.4 s a sample; 256 frames of a 60 Hz camera span past max_pair_age_s)
+    seen = list(range(ref - step, lo - 1, -step))[:KEYFRAME_LOOKBACK][::-1]
     history = [seen[i] for i in keyframe_history(poses[seen], base)]
     ages = [float(stamps[ref] - stamps[j]) for j in history]
     max_age = max([base.max_pair_age_s, *ages]) if rng is not None or nominal_stamps else base.max_pair_age_s
