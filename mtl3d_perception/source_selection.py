@@ -25,9 +25,9 @@ The candidates are keyframes (:func:`is_keyframe`, :func:`keyframe_history`, as 
 frame joins the history when it lies ``keyframe_spacing_m`` or ``keyframe_spacing_deg`` from the newest keyframe of
 its camera; the newest frame is kept too until the next one replaces it (so a camera standing still still reads
 ``no_parallax``). A 30 Hz camera 1-3 mm a frame (a slow robot) then reaches 15 cm within 16 slots, where 16 plain
-frames reached 2.7-5.3 cm: on synthetic 30 Hz streams at 0.1 / 0.05 m/s the shipped model's abs rel was 0.079 /
-0.082 with 16 plain frames and 1 s, 0.057-0.062 / 0.075-0.076 with a 15-20 cm source (benchmarks/RESULTS.md
-"Keyframe history"); hence also ``max_pair_age_s`` 3 s (0.05 m/s covers 15 cm in 3 s).
+frames reached 2.7-5.3 cm: on synthetic 30 Hz streams the shipped model's two-view abs rel went from 0.073 to 0.061
+at 0.1 m/s and from 0.119 / 0.074 / 0.075 to 0.108 / 0.063 / 0.075 at 0.05 m/s (three rooms), the HoloLens frames
+unchanged (benchmarks/RESULTS.md "Keyframe history"); hence also ``max_pair_age_s`` 3 s (0.05 m/s covers 15 cm in 3 s).
 """
 
 from __future__ import annotations
