@@ -52,7 +52,7 @@ class PairingConfig:
     max_pair_age_s: float = 3.0  # a 5 cm/s camera's 15 cm
     max_speed_mps: float = 5.0  # faster relative motion than this is a pose jump, not camera motion
     max_angular_speed_dps: float = 360.0
-    history_size: int = 16  # keyframes (plus the newest frame): 16 x 2 cm reach 30 cm however slow the camera
+    history_size: int = 16  # keyframes and the newest frame: 15 x 2 cm reach 30 cm however slow the camera
     keyframe_spacing_m: float = 0.02  # 0 (with keyframe_spacing_deg 0): every frame is a keyframe
     keyframe_spacing_deg: float = 2.0
 
@@ -139,23 +139,29 @@ def select_source(ref_pose: np.ndarray, candidate_poses, ages_s, config: Pairing
     return farthest if farthest is not None else SourceChoice(None, np.eye(4), reason)
 
 
-def is_keyframe(pose: np.ndarray, last_keyframe_pose: np.ndarray | None, config: PairingConfig) -> bool:
+def is_keyframe(pose: np.ndarray, last_keyframe_pose: np.ndarray | None, config: PairingConfig,
+                age_s: float | None = None) -> bool:
     """Whether a frame joins the source-view history as a keyframe: it lies at least ``keyframe_spacing_m`` (camera
-    centres) or turned at least ``keyframe_spacing_deg`` from the newest keyframe of its camera, or there is none.
+    centres) or turned at least ``keyframe_spacing_deg`` from the newest keyframe of its camera, or that keyframe is
+    ``max_pair_age_s / history_size`` old (so the history always spans ``max_pair_age_s``: a handheld camera swaying
+    +-9 mm never moved 2 cm from one keyframe and ran single-view in a trial), or there is none.
 
     Args:
         pose: ``[4,4]`` T_world_cam of the new frame (metres).
         last_keyframe_pose: ``[4,4]`` T_world_cam of the newest earlier keyframe of the same camera, or None.
         config: the spacing; both 0 makes every frame a keyframe.
+        age_s: seconds from that keyframe to the new frame (None: not known, space only).
     """
     if last_keyframe_pose is None:
+        return True
+    if age_s is not None and age_s >= config.max_pair_age_s / config.history_size:
         return True
     T = relative_pose(np.asarray(last_keyframe_pose, np.float64), np.asarray(pose, np.float64))
     return bool(np.linalg.norm(T[:3, 3]) >= config.keyframe_spacing_m
                 or np.degrees(rotation_angle(T[:3, :3])) >= config.keyframe_spacing_deg)
 
 
-def keyframe_history(poses, config: PairingConfig) -> list[int]:
+def keyframe_history(poses, config: PairingConfig, stamps_s=None) -> list[int]:
     """The history a camera's frames leave, added oldest first (``runtime.history.FrameHistory.add``'s rule, for
     training and ``mtl3d eval``, which simulate it): the indices of the last ``history_size`` keyframes
     (:func:`is_keyframe`), the newest frame among them even when it is not one (it is replaced by the next frame).
@@ -163,6 +169,7 @@ def keyframe_history(poses, config: PairingConfig) -> list[int]:
     Args:
         poses: N ``[4,4]`` T_world_cam, in stamp order (a sequence or ``[N,4,4]``).
         config: the spacing and ``history_size``.
+        stamps_s: N stamps in seconds (None: keyframes by space only).
 
     Returns:
         Indices into ``poses``, oldest first.
@@ -172,7 +179,8 @@ def keyframe_history(poses, config: PairingConfig) -> list[int]:
     for i in range(len(poses)):
         if kept and kept[-1] != last_keyframe:
             kept.pop()  # the newest frame that was not a keyframe: superseded
-        if is_keyframe(poses[i], None if last_keyframe is None else poses[last_keyframe], config):
+        age = None if stamps_s is None or last_keyframe is None else float(stamps_s[i] - stamps_s[last_keyframe])
+        if is_keyframe(poses[i], None if last_keyframe is None else poses[last_keyframe], config, age):
             last_keyframe = i
         kept.append(i)
         del kept[:-config.history_size]

@@ -1660,7 +1660,8 @@ def test_a_slow_decoder_keeps_the_newest_messages(harness):
     harness.spin_until(lambda: len(decoded) == 1 + DECODE_BACKLOG)
     time.sleep(0.2)
     assert decoded == [stamps[0], *stamps[-DECODE_BACKLOG:]]  # the newest kept, in order
-    assert node.stats.counts["dropped"] == len(stamps) - 1 - DECODE_BACKLOG
+    # the decoder's drops are counted (the driver may drop a decoded frame too: it runs the newest waiting frame)
+    assert node.stats.counts["dropped"] >= len(stamps) - 1 - DECODE_BACKLOG
 
 
 def test_a_frame_id_with_a_leading_slash_is_looked_up_without_it(harness):

@@ -188,3 +188,28 @@ def test_the_pipeline_warns_at_a_pose_jump():
     products = [pipeline.process(Frame(i * 100_000_000, "cam", rgb, K, T)) for i, T in enumerate(poses)]
     assert products[1].pair_reason == "pose_jump"
     assert [k for k, _ in products[1].warnings] == ["pose_jump"] and "moved 3e+03 m" in products[1].warnings[0][1]
+
+
+def test_a_pose_jump_forgets_the_frames_before_it_and_reset_starts_afresh():
+    """Two Python-API trials. (1) After a 1 m odometry correction at 30 Hz, frames went on pairing with frames from
+    before it once the jump was older than |jump| / max_speed_mps (0.2 s): 43 frames, 1 m baselines, no word. The jump
+    now cuts the camera's history. (2) reset() kept the newest stamp, so the next sequence's second frame read as a
+    time jump and lost its pair."""
+    from mtl3d_perception.model import build_model
+    from mtl3d_perception.runtime import PerceptionPipeline
+
+    pipeline = PerceptionPipeline(build_model("tiny"))
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+    def frame(i, x):
+        return Frame(1_000_000_000 + i * 33_333_333, "cam", rgb, K,
+                     pose_from_quat_trans(np.array([0, 0, 0, 1.0]), np.array([x, 0.0, 0.0])))
+
+    xs = [0.1 * i / 30 for i in range(60)] + [1.0 + 0.1 * i / 30 for i in range(60, 120)]
+    products = [pipeline.process(frame(i, x)) for i, x in enumerate(xs)]
+    assert products[60].pair_reason == "pose_jump"
+    after = [p for p in products[61:]]
+    assert all(p.baseline_m < 0.2 for p in after)  # never 1 m across the jump
+    pipeline.reset()
+    again = [pipeline.process(frame(i, 0.05 * i)).pair_reason for i in range(3)]
+    assert again == ["no_history", "farthest", "farthest"]  # no time_jump: the second frame pairs

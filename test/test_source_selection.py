@@ -174,7 +174,7 @@ def test_eval_keeps_the_node_age_limit_on_recorded_stamps_only():
     stamps = np.arange(51) / 10.0
     cfg = two_view_source(SourceConfig(kind="sequence", path="unused"), None)
     node = _runtime_choice(poses, 50, PairingConfig(), rate_hz=10.0)
-    assert node == 20  # 3.0 s back, 12 cm: the widest the node may use (keyframes every 5th frame, 2 cm)
+    assert node == 20  # 3.0 s back, 12 cm: the widest the node may use (keyframes every 2nd frame, 0.19 s)
     assert choose_sources(poses, 50, 0, 51, 1, cfg, None, stamps)[0] == node
     assert choose_sources(poses, 50, 0, 51, 1, cfg, None, stamps, nominal_stamps=True)[0] == 10  # 16 cm back
 
@@ -225,7 +225,7 @@ def test_keyframe_history_is_what_the_runtime_keeps(seed, spacing):
     for i in range(len(poses)):
         hist.add(Frame(1_000_000_000 + i * 33_000_000, "cam", rgb, K, poses[i]))
         kept = [round((f.stamp_ns - 1_000_000_000) / 33_000_000) for f in hist]
-        assert kept == source_selection.keyframe_history(poses[: i + 1], config)
+        assert kept == source_selection.keyframe_history(poses[: i + 1], config, np.arange(i + 1) * 0.033)
         assert kept[-1] == i  # the newest frame is always a candidate
     if spacing == (0.0, 0.0):
         assert kept == list(range(52, 60))  # every frame a keyframe: the last history_size frames
@@ -247,15 +247,15 @@ def test_a_slow_camera_reaches_the_baseline_through_keyframes():
 
 
 def test_a_camera_standing_still_keeps_no_parallax_not_too_old():
-    """Standing still for 5 s after moving: no new keyframe joins, but the newest frame stays a candidate, so the
-    reason stays no_parallax (by design, no warning) rather than too_old once the keyframes age past 3 s."""
+    """Standing still for 5 s after moving: keyframes join by time only, and the newest frame stays a candidate, so
+    the reason stays no_parallax (by design, no warning) rather than too_old."""
     poses = np.concatenate([_poses([0.03] * 10), np.repeat(_poses([0.03] * 10)[-1:], 150, axis=0)])
     hist = FrameHistory(PairingConfig())
     rgb = np.zeros((48, 64, 3), np.uint8)
     stamp = lambda i: 1_000_000_000 + i * 33_333_333  # noqa: E731
     for i in range(len(poses) - 1):
         hist.add(Frame(stamp(i), "cam", rgb, K, poses[i]))
-    assert len(hist) == 12  # the 11 moving frames (keyframes) and the newest still one
+    assert len(hist) == 16  # keyframes every max_pair_age_s / history_size while still, and the newest frame
     pair = hist.select(Frame(stamp(len(poses) - 1), "cam", rgb, K, poses[-1]))
     assert pair.single_view and pair.reason == "no_parallax"
 

@@ -306,7 +306,9 @@ def _pairing_sources(poses: np.ndarray, stamps: np.ndarray | None, ref: int, lo:
     # the frames the node processed before ref, oldest first, the last KEYFRAME_LOOKBACK of them (24 us a frame: a
     # 10-minute bag's every frame would cost 0.4 s a sample; 256 frames of a 60 Hz camera span past max_pair_age_s)
     seen = list(range(ref - step, lo - 1, -step))[:KEYFRAME_LOOKBACK][::-1]
-    history = [seen[i] for i in keyframe_history(poses[seen], base)]
+    # keyframes by time too where the age limit applies (made-up or stretched stamps are not time)
+    timed = rng is None and not nominal_stamps
+    history = [seen[i] for i in keyframe_history(poses[seen], base, stamps[seen] if timed else None)]
     ages = [float(stamps[ref] - stamps[j]) for j in history]
     max_age = max([base.max_pair_age_s, *ages]) if rng is not None or nominal_stamps else base.max_pair_age_s
     pairing = PairingConfig(min_baseline_m=min_baseline, min_rotation_deg=min_rotation,

@@ -55,10 +55,11 @@ PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
     "max_pair_age_s": ("source view: oldest usable source frame", (0.01, 60.0)),
     "max_speed_mps": ("source view: faster relative motion is a pose jump, not camera motion", (0.01, 1000.0)),
     "max_angular_speed_dps": ("source view: faster relative rotation is a pose jump", (0.1, 100000.0)),
-    "history_size": ("source view: keyframes kept as candidates, plus the newest frame (16 keyframes 2 cm apart reach "
-                     "30 cm however slowly the camera moves)", (1, 256)),
-    "keyframe_spacing_m": ("source view: a frame joins the history as a keyframe this far from the newest one (0 with "
-                           "keyframe_spacing_deg 0: every frame)", (0.0, 10.0)),
+    "history_size": ("source view: frames kept as candidates: keyframes and the newest frame (keyframes 2 cm apart "
+                     "reach 30 cm however slowly the camera moves)", (1, 256)),
+    "keyframe_spacing_m": ("source view: a frame joins the history as a keyframe this far from the newest one, or "
+                           "max_pair_age_s / history_size after it (0 with keyframe_spacing_deg 0: every frame)",
+                           (0.0, 10.0)),
     "keyframe_spacing_deg": ("source view: or turned this far from it", (0.0, 180.0)),
 }
 

@@ -120,6 +120,13 @@ class FrameHistory:
         self._not_keyframes &= {_key(f) for f in kept}
         return n
 
+    def drop_camera(self, ref: Frame) -> int:
+        """Forget the frames of ``ref``'s camera (its poses jumped: ``pose_jump``); returns how many."""
+        gone = {_key(f) for f in self._frames if same_camera(f, ref)}
+        self._frames = deque((f for f in self._frames if _key(f) not in gone), maxlen=self.config.history_size)
+        self._not_keyframes -= gone
+        return len(gone)
+
     def reconfigure(self, config: PairingConfig) -> None:
         """Apply new rules; keeps the newest frames that fit the new size."""
         config.validate()
@@ -149,7 +156,8 @@ class FrameHistory:
         if superseded:
             self._frames = deque((f for f in self._frames if _key(f) not in superseded), maxlen=self._frames.maxlen)
             self._not_keyframes -= superseded
-        if not is_keyframe(frame.T_world_cam, keyframes[-1].T_world_cam if keyframes else None, self.config):
+        age = (frame.stamp_ns - keyframes[-1].stamp_ns) * 1e-9 if keyframes else None
+        if not is_keyframe(frame.T_world_cam, keyframes[-1].T_world_cam if keyframes else None, self.config, age):
             self._not_keyframes.add(_key(frame))
         stamps = self.stamps
         i = bisect.bisect_right(stamps, frame.stamp_ns)

@@ -110,7 +110,7 @@ class PerceptionPipeline:
         self.outputs = config.outputs()
         if config.world_frame != old.world_frame or config.single_view:
             # poses in the old frame would pair into wrong relative poses; single-view mode never uses a source
-            self.reset()
+            self._forget()
         if config.pairing != self.history.config:
             self.history.reconfigure(config.pairing)
             self._evict()
@@ -127,8 +127,15 @@ class PerceptionPipeline:
         return self.config.world_frame
 
     def reset(self) -> None:
-        """Forget the history and cached features (after a time jump or a camera change; between two sequences run
-        through one pipeline, or the next one's first frames pair with the last one's)."""
+        """Start afresh: forget the history, cached features and the newest stamp seen (between two sequences run
+        through one pipeline, or the next one's first frames pair with the last one's; two trials: with the stamp
+        kept, the next sequence's second frame was taken for a time jump and lost its pair)."""
+        self._forget()
+        self.jump.reset()
+        self._last_camera = None
+
+    def _forget(self) -> None:
+        """Forget the history, cached features and pose checks (a time jump, a camera change, new pairing rules)."""
         self.history.clear()
         self._features.clear()
         self._pose_checks.clear()
@@ -199,7 +206,7 @@ class PerceptionPipeline:
         frame.validate()
         if self.jump.check(frame.stamp_ns):
             warnings.append(("time_jump", f"stamp {frame.stamp:.6f} s is before the newest frame; history cleared"))
-            self.reset()
+            self._forget()
         elif self.jump.outlier_ns is not None:
             warnings.append(("stamp_outlier", self.jump.outlier_message(frame.stamp_ns)))
             self.history.drop_after(frame.stamp_ns + self.jump.jump_back_ns)
@@ -286,6 +293,10 @@ class PerceptionPipeline:
         pair = self.history.select(frame, single_view=self.config.single_view)
         if pair.reason == "pose_jump" and (last := self.history.newest_earlier(frame)) is not None:
             warnings.append(("pose_jump", pose_jump_message(frame, last, self.history.config)))
+            # the camera's frames before the jump are across it: forget them, or once the jump is older than
+            # |jump| / max_speed_mps they looked slow enough and later frames paired across it (a trial: 1-2 m)
+            self.history.drop_camera(frame)
+            self._evict()
         check = self._pose_check(frame, pair)
         suspect = check is not None and check.suspect is not None  # the poses do not fit: run single-view
         check_now = check is not None and check.due()
