@@ -19,7 +19,7 @@ from mtl3d_perception import topics
 from mtl3d_perception.geometry import check_intrinsics
 from mtl3d_perception.msgs import conversions
 from mtl3d_perception.msgs.camera_model import CameraModel, CameraModels
-from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLarge
+from mtl3d_perception.runtime.frames import MAX_IMAGE_PIXELS, Frame, ImageTooLarge, bare_frame_id
 
 if TYPE_CHECKING:
     from mtl3d_perception.runtime.products import Products
@@ -71,12 +71,6 @@ HEADER_PROBLEMS = {
 SLASHED_FRAME_ID = ("the image header frame_id {given!r} starts with '/', which tf2 refuses in lookups (it strips the "
                     "slash from transforms): the frames are looked up and published as {bare!r} (set the camera "
                     "driver's frame_id to {bare!r})")
-
-
-def bare_frame_id(frame_id: str) -> str:
-    """``frame_id`` without a leading '/' (``SLASHED_FRAME_ID``), as tf2 stores transforms; '' and '/' stay as they
-    are (an empty frame_id is a header problem of its own)."""
-    return frame_id.lstrip("/") or frame_id
 
 
 def header_message(frame: Frame) -> str | None:

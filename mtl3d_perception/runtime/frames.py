@@ -121,6 +121,12 @@ class TimeJumpDetector:
                 "what was kept of it is dropped, the history is kept")
 
 
+def bare_frame_id(frame_id: str) -> str:
+    """``frame_id`` without a leading '/', as tf2 stores transforms (``BufferCore::setTransform`` strips it; lookups
+    refuse it); '' and '/' stay as they are (an empty frame_id is a header problem of its own)."""
+    return frame_id.lstrip("/") or frame_id
+
+
 @dataclass
 class Frame:
     """One synchronised camera frame.
@@ -160,7 +166,7 @@ class Frame:
         """The camera the frame comes from, for the pipeline's per-camera state and messages: ``frame_id`` without
         surrounding blanks or a leading '/' (a header glitch is not a second camera; frames made from messages lose
         the slash already, ``msgs.messages.SLASHED_FRAME_ID``, as tf2 refuses it in lookups)."""
-        return self.frame_id.strip().lstrip("/")
+        return bare_frame_id(self.frame_id.strip())
 
     def with_pose(self, T_world_cam: np.ndarray | None) -> Frame:
         """A copy carrying the pose ``T_world_cam`` (the image is shared, not copied)."""

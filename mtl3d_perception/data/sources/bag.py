@@ -62,7 +62,8 @@ from mtl3d_perception.msgs.conversions import (
     stamp_to_ns,
     transform_to_matrix,
 )
-from mtl3d_perception.msgs.messages import BadInput, bare_frame_id, frame_from_messages
+from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
+from mtl3d_perception.runtime.frames import bare_frame_id
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
 log = logging.getLogger(__name__)
