@@ -425,3 +425,132 @@ def test_a_k_for_another_image_size_is_warned_once_per_camera_and_k():
     halved[:2, 2] = [22.0, 14.5]  # K for 45x30
     (message,) = calibration(3, halved)
     assert "centred for a 45x30 image" in message
+
+
+def test_array_likes_run_as_numpy_and_wrong_layouts_are_named(model):
+    """A Python-API trial: a PIL image, a torch tensor or a nested-list K failed deep inside (cv2.resize,
+    ``K.tobytes``); they now run exactly as the numpy arrays they hold, and layouts that are not [H,W,3] uint8 say
+    what to do."""
+    from PIL import Image
+
+    frame = _frame(0, x=0.0)
+    expected = PerceptionPipeline(model, _config()).process(frame).depth
+    for rgb, K in ((Image.fromarray(frame.rgb), K_CAM.tolist()), (torch.from_numpy(frame.rgb.copy()), torch.tensor(K_CAM)),
+                   (frame.rgb.tolist(), K_CAM)):
+        array_like = Frame(frame.stamp_ns, "cam", rgb, K, frame.T_world_cam.tolist())
+        if isinstance(rgb, list):  # a list of ints is int64: named, with the conversion to make
+            with pytest.raises(ValueError, match=r"got int64 \(72, 96, 3\) \(0-255 integers\? convert with np.asarray"):
+                PerceptionPipeline(model, _config()).process(array_like)
+            continue
+        np.testing.assert_array_equal(PerceptionPipeline(model, _config()).process(array_like).depth, expected)
+    pipe = PerceptionPipeline(model, _config())
+    with pytest.raises(ValueError, match=r"\(3, 72, 96\) \(channels first\? rgb.transpose\(1, 2, 0\)\)"):
+        pipe.process(Frame(0, "cam", torch.from_numpy(frame.rgb.copy()).permute(2, 0, 1), K_CAM))
+    rgba = np.concatenate([frame.rgb, frame.rgb[..., :1]], axis=2)
+    with pytest.raises(ValueError, match=r"\(RGBA: drop the alpha channel"):
+        pipe.process(Frame(0, "cam", rgba, K_CAM))
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]\?"):
+        pipe.process(Frame(0, "cam", frame.rgb / 255.0, K_CAM))
+    with pytest.raises(ValueError, match="frame K must be 3x3 intrinsics as a numpy array"):
+        Frame(0, "cam", frame.rgb, "fx=90")
+
+
+def test_stamps_in_the_wrong_unit_are_named(model):
+    """A Python-API trial: float seconds as ``stamp_ns`` ran every frame as a pose jump hinting at metres. A
+    fractional stamp is refused naming seconds; integral floats (``1.7e18``) are taken; integer seconds (frames 1 ns
+    apart) make the pose jump's message ask whether ``stamp_ns`` is in nanoseconds."""
+    with pytest.raises(ValueError, match=r"stamp_ns must be integer nanoseconds, got float 0.1 \(seconds\? pass "):
+        Frame(0.1, "cam", _frame(0).rgb, K_CAM)
+    assert Frame(1.7e18, "cam", _frame(0).rgb, K_CAM).stamp_ns == 1_700_000_000_000_000_000
+    assert Frame(np.int64(5), "cam", _frame(0).rgb, K_CAM).stamp_ns == 5
+    with pytest.raises(ValueError, match="got bool True"):
+        Frame(True, "cam", _frame(0).rgb, K_CAM)
+    pipe = PerceptionPipeline(model, _config().with_outputs(set()))
+    rgb = _frame(0).rgb
+    pose = pose_from_quat_trans(np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.0]))
+    moved = pose_from_quat_trans(np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.05, 0.0, 0.0]))
+    pipe.process(Frame(1, "cam", rgb, K_CAM, pose))
+    products = pipe.process(Frame(2, "cam", rgb, K_CAM, moved))  # stamps in seconds: 1 ns apart
+    assert products.pair_reason == "pose_jump"
+    (message,) = [m for kind, m in products.warnings if kind == "pose_jump"]
+    assert "the frames are 1 ns apart: is stamp_ns in nanoseconds?" in message and "millimetres" not in message
+
+
+def test_a_closed_pipeline_says_so(model):
+    """A Python-API trial: ``process`` after ``close()`` failed in the network ('NoneType' object has no attribute)."""
+    pipe = PerceptionPipeline(model, _config())
+    pipe.process(_frame(0, x=0.0))
+    pipe.close()
+    for call in (lambda: pipe.process(_frame(1, x=0.1)), lambda: pipe.observe(_frame(1, x=0.1)), pipe.warmup):
+        with pytest.raises(RuntimeError, match=r"this PerceptionPipeline was closed \(close\(\) released its model\)"):
+            call()
+
+
+def test_set_config_compares_with_what_was_applied_not_the_object(model):
+    """A Python-API trial: the pipeline's own config, changed in place and passed to ``set_config``, went unnoticed
+    (old and new were one object): a new world frame kept the history. The pipeline now keeps a copy: a caller's object
+    changed later changes nothing until ``set_config``."""
+    config = _config(world_frame="odom").with_outputs({"depth"})
+    pipe = PerceptionPipeline(model, config)
+    pipe.process(_frame(0, x=0.0))
+    config.world_frame = "map"  # the caller's object: not applied
+    assert pipe.world_frame == "odom" and len(pipe.history) == 1
+    pipe.config.world_frame = "map"
+    pipe.set_config(pipe.config)
+    assert pipe.world_frame == "map" and len(pipe.history) == 0
+    pipe.process(_frame(1, x=0.0))
+    pipe.config.pairing.history_size = 1  # pairing changed in place: applied by set_config, not before
+    assert pipe.history.config.history_size != 1
+    pipe.set_config(pipe.config)
+    assert pipe.history.config.history_size == 1
+
+
+def test_two_cameras_under_one_frame_id_are_warned_once(model):
+    """A node trial: two cameras publishing with one frame_id were each paired with their own frames (by size and K)
+    but took one pose from TF, and nothing said so. A size or K switching back and forth is warned once per camera; a
+    one-off switch (a camera reconfigured) is not."""
+    pipe = PerceptionPipeline(model, _config().with_outputs(set()))
+    small = np.zeros((48, 64, 3), np.uint8)
+    K_small = resize_intrinsics(K_CAM, (CAM_W, CAM_H), (64, 48))
+    kinds = []
+    for i in range(6):
+        rgb, K = (_frame(i).rgb, K_CAM) if i % 2 == 0 else (small, K_small)
+        kinds.append([m for kind, m in pipe.process(Frame(i * S // 10, "cam", rgb, K)).warnings if kind == "cameras"])
+    assert [len(k) for k in kinds] == [0, 0, 1, 0, 0, 0]
+    assert ("camera 'cam' switches back and forth between two image sizes or intrinsics (64x48, fx 60 fy 60 cx 31.5 "
+            "cy 23.5 and 96x72, fx 90 fy 90 cx 47.5 cy 35.5): two cameras publishing under one frame_id?") in kinds[2][0]
+    once = PerceptionPipeline(model, _config().with_outputs(set()))
+    warned = [kind for i in range(4) for kind, _ in once.process(
+        Frame(i * S // 10, "cam", _frame(i).rgb if i < 2 else small, K_CAM if i < 2 else K_small)).warnings]
+    assert "cameras" not in warned
+
+
+def test_per_camera_state_stays_bounded_under_changing_frame_ids(model):
+    """A trial: a frame_id with a counter in it grew the per-camera intrinsics record by one entry a frame (the pose
+    checks were bounded by MAX_CAMERAS, the K check not)."""
+    from mtl3d_perception.runtime.pipeline import MAX_CAMERAS
+
+    pipe = PerceptionPipeline(model, _config())
+    rgb = _frame(0).rgb
+    for i in range(3 * MAX_CAMERAS):
+        pipe.observe(Frame(i + 1, f"cam_{i}", rgb, K_CAM, np.eye(4)))
+    assert len(pipe._intrinsics) == MAX_CAMERAS and f"cam_{3 * MAX_CAMERAS - 1}" in pipe._intrinsics
+
+
+def test_a_world_cloud_far_from_the_origin_is_warned_once(model):
+    """A trial: with the world frame at UTM coordinates (4,500 km north) the world-frame cloud's float32 coordinates
+    were 0.5 m apart, silently. Warned once (until reset), naming the spacing; near the origin nothing."""
+    pipe = PerceptionPipeline(model, _config(cloud_frame="world", world_frame="utm").with_outputs({"points"}))
+    far = [pipe.process(Frame(i * S // 10, "cam", _frame(i).rgb, K_CAM, pose_from_quat_trans(
+        np.array([0.0, 0.0, 0.0, 1.0]), np.array([500_000.0 + 0.1 * i, 4_500_000.0, 0.0])))) for i in range(3)]
+    messages = [[m for kind, m in p.warnings if kind == "cloud_precision"] for p in far]
+    assert [len(m) for m in messages] == [1, 0, 0]
+    assert "is at (500000, 4.5e+06, 0) m in 'utm', where float32 cloud coordinates" in messages[0][0]
+    assert "are 500 mm apart: publish the cloud in the camera frame (cloud_frame camera)" in messages[0][0]
+    near = PerceptionPipeline(model, _config(cloud_frame="world").with_outputs({"points"}))
+    assert not [k for k, _ in near.process(_frame(0, x=60_000.0)).warnings if k == "cloud_precision"]  # 3.9 mm
+    pipe.reset()
+    far_frame = _frame(9, x=70_000.0)  # 7.8 mm apart
+    assert [k for k, _ in pipe.process(far_frame).warnings if k == "cloud_precision"]
+    camera_cloud = PerceptionPipeline(model, _config().with_outputs({"points"}))
+    assert not [k for k, _ in camera_cloud.process(far_frame).warnings if k == "cloud_precision"]

@@ -127,6 +127,33 @@ def bare_frame_id(frame_id: str) -> str:
     return frame_id.lstrip("/") or frame_id
 
 
+def stamp_ns_value(stamp_ns: object) -> int:
+    """``stamp_ns`` as an int, or ValueError: an integer, or a float with an integral value (``1.7e18``).
+
+    A fractional value is refused, naming the likely mistake: seconds where nanoseconds belong (a Python-API trial:
+    float seconds as ``stamp_ns`` ran every frame as a ``pose_jump`` with a hint about metres).
+    """
+    if isinstance(stamp_ns, int | np.integer) and not isinstance(stamp_ns, bool):
+        return int(stamp_ns)
+    if isinstance(stamp_ns, float | np.floating) and np.isfinite(stamp_ns) and float(stamp_ns).is_integer():
+        return int(stamp_ns)
+    msg = (f"stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__} {stamp_ns!r}"
+           + (" (seconds? pass int(t * 1e9))" if isinstance(stamp_ns, float | np.floating) else ""))
+    raise ValueError(msg)
+
+
+def _as_array(value: object, name: str, what: str, dtype: type | None = None) -> np.ndarray:
+    """``value`` as a numpy array (PIL images, CPU torch tensors, nested lists), or ValueError naming ``name``."""
+    if isinstance(value, np.ndarray) and (dtype is None or value.dtype == dtype):
+        return value
+    try:
+        return np.asarray(value, dtype)
+    except (TypeError, ValueError, RuntimeError) as exc:  # a CUDA tensor, ragged lists, strings
+        msg = (f"frame {name} must be {what} as a numpy array (or convertible: a PIL image, a CPU torch tensor), got "
+               f"{type(value).__name__}: {exc}")
+        raise ValueError(msg) from None
+
+
 @dataclass
 class Frame:
     """One synchronised camera frame.
@@ -150,6 +177,15 @@ class Frame:
     T_world_cam: np.ndarray | None = None
     header_problem: str | None = None
     header_note: str | None = None
+
+    def __post_init__(self) -> None:
+        # array-likes as numpy (a Python-API trial: a PIL image, a torch tensor or a list K failed deep inside, in
+        # cv2.resize or K.tobytes); what they hold is checked by validate()
+        self.stamp_ns = stamp_ns_value(self.stamp_ns)
+        self.rgb = _as_array(self.rgb, "rgb", "an [H,W,3] uint8 RGB image")
+        self.K = _as_array(self.K, "K", "3x3 intrinsics", np.float64)
+        if self.T_world_cam is not None:
+            self.T_world_cam = _as_array(self.T_world_cam, "T_world_cam", "a 4x4 pose", np.float64)
 
     @property
     def stamp(self) -> float:
@@ -180,7 +216,13 @@ class Frame:
         """
         rgb = np.asarray(self.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 2:
-            raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}")
+            hint = (" (RGBA: drop the alpha channel, rgb[..., :3]; a PIL image: .convert('RGB'))"
+                    if rgb.ndim == 3 and rgb.shape[2] == 4 else
+                    " (channels first? rgb.transpose(1, 2, 0))" if rgb.ndim == 3 and rgb.shape[0] == 3 else
+                    " (a grey image: repeat it, np.repeat(rgb[..., None], 3, axis=2))" if rgb.ndim == 2 else
+                    " (values in [0, 1]? pass (rgb * 255).astype(np.uint8))" if rgb.dtype.kind == "f" else
+                    " (0-255 integers? convert with np.asarray(rgb, np.uint8))" if rgb.dtype.kind in "iu" else "")
+            raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}{hint}")
         check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns", size=self.size)
         if self.T_world_cam is not None:
             check_rigid(self.T_world_cam, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")

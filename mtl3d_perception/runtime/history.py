@@ -55,11 +55,16 @@ def same_camera(a: Frame, b: Frame) -> bool:
             and (np.array_equal(a.K, b.K) or bool(np.allclose(a.K, b.K, rtol=1e-6, atol=1e-9))))
 
 
+# Two frames of one camera closer than this (1 kHz) are taken for stamps in the wrong unit in pose_jump's message.
+STAMP_UNIT_HINT_NS = 1_000_000
+
+
 def pose_jump_message(ref: Frame, last: Frame, config: PairingConfig) -> str:
     """What a ``pose_jump`` was, from the reference frame and the newest earlier frame of its camera: the distance and
     turn in how long, against ``max_speed_mps`` / ``max_angular_speed_dps``; when the speed would be plausible in
     millimetres (under the limit after / 1000) and the positions are far from the origin in metres, it says so (a
-    Python-API trial: poses in mm made every frame pose_jump with no word)."""
+    Python-API trial: poses in mm made every frame pose_jump with no word), and when the frames are under a
+    millisecond apart, that ``stamp_ns`` may hold seconds or milliseconds."""
     T = relative_pose(last.T_world_cam, ref.T_world_cam)
     dt = max((ref.stamp_ns - last.stamp_ns) * 1e-9, 1e-9)
     baseline, turn = float(np.linalg.norm(T[:3, 3])), float(np.degrees(rotation_angle(T[:3, :3])))
@@ -68,7 +73,11 @@ def pose_jump_message(ref: Frame, last: Frame, config: PairingConfig) -> str:
             f"({speed:.3g} m/s, {rate:.3g} deg/s; limits max_speed_mps {config.max_speed_mps:g}, max_angular_speed_dps "
             f"{config.max_angular_speed_dps:g}): odometry jumped, or the poses are not in metres")
     far = float(np.linalg.norm(ref.T_world_cam[:3, 3]))
-    if speed > config.max_speed_mps and speed / 1000 <= config.max_speed_mps and far > 100:
+    gap_ns = ref.stamp_ns - last.stamp_ns
+    if 0 < gap_ns < STAMP_UNIT_HINT_NS:
+        text += (f" (the frames are {gap_ns} ns apart: is stamp_ns in nanoseconds? seconds or milliseconds there "
+                 "make every move look fast)")
+    elif speed > config.max_speed_mps and speed / 1000 <= config.max_speed_mps and far > 100:
         text += f" (the camera is {far:.3g} m from the origin: millimetres? divide the translation by 1000)"
     return text + "; the frame runs single-view"
 

@@ -10,10 +10,12 @@ No ROS here: the node and replay both drive it with :class:`Frame` objects.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,12 @@ from mtl3d_perception.runtime.pose_convention import (
 from mtl3d_perception.runtime.products import Products
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MAX_CAMERAS = 16  # cameras whose pose checks are kept (the least recently seen is forgotten first)
+# cameras whose pose checks and intrinsics are kept (the least recently seen is forgotten first: frame_ids come from
+# the input, and a publisher with a counter in its frame_id must not grow them without bound)
+MAX_CAMERAS = 16
+# The world-frame cloud is warned about once where float32 spaces its coordinates this far apart (at 65,536 m from the
+# world origin: 7.8 mm; UTM northings are millions of metres: 0.5 m)
+FLOAT32_CLOUD_STEP_M = 0.005
 
 _LOG = logging.getLogger(__name__)
 
@@ -82,12 +89,13 @@ class PerceptionPipeline:
         # history key (frame_id, stamp_ns) -> FrameFeatures of history frames
         self._features: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
-        self._checked_K: dict[str, tuple[bytes, tuple[int, int]]] = {}  # camera -> the last (K, size) checked
+        self._intrinsics: OrderedDict[str, _CameraIntrinsics] = OrderedDict()  # camera -> its recent (K, size)
+        self._cloud_precision_warned = False
         self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
-        self.config = config
+        self.config = self._applied = copy.deepcopy(config)
         self.set_config(config)
 
     # ------------------------------------------------------------------------------------------ options
@@ -97,17 +105,24 @@ class PerceptionPipeline:
 
         A new ``world_frame`` forgets the history (its poses are expressed in the old frame), and so does switching
         ``single_view`` on (no source will be used); new pairing rules keep the newest frames that fit.
+
+        The pipeline keeps a copy: changing ``config`` (or ``pipeline.config``) afterwards changes nothing until the
+        next ``set_config``, which compares against the settings last applied (a Python-API trial: ``set_config``
+        with the pipeline's own config object, changed in place, went unnoticed).
         """
         config.validate()
+        config = copy.deepcopy(config)
         precision = config.precision
         self.precision_note: str | None = None  # why precision differs from config.precision (replay reports it)
         if precision in CUDA_ONLY_PRECISIONS and self.device.type != "cuda":
             self.precision_note = f"precision {precision} needs CUDA; running fp32 on {self.device}"
             self.log.warning(self.precision_note)
             precision = "fp32"
-        old, self.config = self.config, config
+        old, self.config, self._applied = self._applied, config, copy.deepcopy(config)
         self.precision = precision
         self.outputs = config.outputs()
+        if config.world_frame != old.world_frame or config.cloud_frame != old.cloud_frame:
+            self._cloud_precision_warned = False
         if config.world_frame != old.world_frame or config.single_view:
             # poses in the old frame would pair into wrong relative poses; single-view mode never uses a source
             self._forget()
@@ -133,6 +148,8 @@ class PerceptionPipeline:
         self._forget()
         self.jump.reset()
         self._last_camera = None
+        self._intrinsics.clear()
+        self._cloud_precision_warned = False
 
     def _forget(self) -> None:
         """Forget the history, cached features and pose checks (a time jump, a camera change, new pairing rules)."""
@@ -141,7 +158,8 @@ class PerceptionPipeline:
         self._pose_checks.clear()
 
     def close(self) -> None:
-        """Release the model and cached features, and give cached GPU memory back to the driver."""
+        """Release the model and cached features, and give cached GPU memory back to the driver. Running a frame
+        afterwards raises RuntimeError (:meth:`_check_open`)."""
         self.reset()
         self.model = None
         if self.device.type == "cuda":
@@ -149,6 +167,12 @@ class PerceptionPipeline:
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------------------------------ running
+
+    def _check_open(self) -> None:
+        """Raise RuntimeError after :meth:`close` (a Python-API trial: ``process`` then failed deep in the network with
+        'NoneType' object has no attribute 'encode')."""
+        if self.model is None:
+            raise RuntimeError("this PerceptionPipeline was closed (close() released its model); create a new one")
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -180,6 +204,7 @@ class PerceptionPipeline:
 
         Returns the seconds it took; the history and feature cache are untouched.
         """
+        self._check_open()
         t = time.perf_counter()
         w, h = self.net_size
         image = torch.zeros(1, 3, h, w, device=self.device)
@@ -196,7 +221,9 @@ class PerceptionPipeline:
 
         Raises:
             ValueError: an unusable image or K, or an image above ``max_image_pixels``.
+            RuntimeError: the pipeline was closed.
         """
+        self._check_open()
         if frame.T_world_cam is not None:
             try:
                 frame = frame.with_pose(check_rigid(frame.T_world_cam, name=f"pose at {frame.stamp_ns} ns"))
@@ -220,27 +247,53 @@ class PerceptionPipeline:
                 warnings.append(("cameras", f"input interleaves cameras {cameras}; source views are taken from the "
                                             "same camera only"))
             self._last_camera = camera
-        if (message := self._principal_point_problem(camera, frame)) is not None:
-            warnings.append(("calibration", message))
+        warnings.extend(self._intrinsics_problems(camera, frame))
         return frame
 
-    def _principal_point_problem(self, camera: str, frame: Frame) -> str | None:
-        """Once per camera and K: a principal point far from the image centre (more than a fifth of the image
-        away), the mark of a K for another image size (a Python-API trial: a K for twice the size was taken without a
-        word and doubled the depth error). Legal (a cropped ROI), so the frame still runs."""
+    def _intrinsics_problems(self, camera: str, frame: Frame) -> list[tuple[str, str]]:
+        """Checks that run when a camera's size or K changes (kept for the ``MAX_CAMERAS`` cameras seen last): the
+        principal point (:func:`_principal_point_problem`), and, once per camera, a size or K that keeps switching
+        back and forth (A, B, A): two cameras publishing under one frame_id (a trial: paired right, per size and K,
+        but both take one pose from TF, and nothing said so)."""
         key = (frame.K.tobytes(), frame.size)
-        if self._checked_K.get(camera) == key:
+        state = self._intrinsics.pop(camera, None)
+        problems: list[tuple[str, str]] = []
+        if state is None or state.key != key:
+            if state is not None and state.previous is not None and state.previous[0] == key and not state.warned:
+                state.warned = True
+                before = state.description  # the other one; this frame brings the previous one back
+                problems.append(("cameras", f"camera {camera!r} switches back and forth between two image sizes or "
+                                            f"intrinsics ({before} and {_describe_intrinsics(frame)}): two cameras "
+                                            "publishing under one frame_id? Each needs its own optical frame_id and "
+                                            "TF frame (REP 105), or both get one pose; source views are taken only "
+                                            "from frames of the same size and K"))
+            if state is None:
+                state = _CameraIntrinsics(key, _describe_intrinsics(frame))
+            else:
+                state.previous, state.key, state.description = ((state.key, state.description), key,
+                                                                _describe_intrinsics(frame))
+            if (message := _principal_point_problem(camera, frame)) is not None:
+                problems.append(("calibration", message))
+        self._intrinsics[camera] = state  # newest last
+        while len(self._intrinsics) > MAX_CAMERAS:
+            self._intrinsics.popitem(last=False)
+        return problems
+
+    def _cloud_precision_problem(self, frame: Frame) -> str | None:
+        """Once (until :meth:`reset` or a new world or cloud frame): the camera is so far from the world frame's
+        origin that the cloud's float32 coordinates (PointCloud2 FLOAT32 x, y, z) lose centimetres."""
+        if self._cloud_precision_warned:
             return None
-        self._checked_K[camera] = key
-        (W, H), cx, cy = frame.size, float(frame.K[0, 2]), float(frame.K[1, 2])
-        u, v = (cx + 0.5) / W, (cy + 0.5) / H  # 0.5: centred (DESIGN §4's pixel-centre convention)
-        if abs(u - 0.5) <= 0.2 and abs(v - 0.5) <= 0.2:
+        position = frame.T_world_cam[:3, 3]
+        far = float(np.abs(position).max())
+        step = float(np.spacing(np.float32(far)))
+        if step < FLOAT32_CLOUD_STEP_M:
             return None
-        scale = u + v  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
-        hint = (f"; it is centred for a {round(scale * W)}x{round(scale * H)} image: is K for another size?"
-                if abs(u - v) < 0.05 else "")
-        return (f"K's principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {W}x{H} image of camera "
-                f"{camera!r} (at {u:.2f}, {v:.2f} of its width and height){hint}; the frame still runs")
+        self._cloud_precision_warned = True
+        return (f"camera {frame.camera!r} is at ({', '.join(f'{v:.6g}' for v in position)}) m in "
+                f"{self.world_frame!r}, where float32 cloud coordinates (PointCloud2 FLOAT32 x, y, z) are "
+                f"{step * 1000:.3g} mm apart: publish the cloud in the camera frame (cloud_frame camera) or use a "
+                "world_frame near the robot (REP 105's map or odom, not a UTM or earth frame)")
 
     def _remember(self, frame: Frame, features: Any) -> None:
         """A posed frame joins the history as a future source (``features`` cached, or None: encoded when used)."""
@@ -335,7 +388,7 @@ class PerceptionPipeline:
         products.pair_reason = POSE_CONVENTION if suspect and pair.src is not None else pair.reason
         products.source_stamp_ns = pair.src.stamp_ns if two_view else None
         products.baseline_m = float(np.linalg.norm(pair.T_src_ref[:3, 3])) if two_view else 0.0
-        products.warnings = warnings
+        products.warnings = warnings + products.warnings  # + the cloud's (_postprocess)
         timings["total"] = time.perf_counter() - t_start
         products.timings = timings
         return products
@@ -434,8 +487,40 @@ class PerceptionPipeline:
         if "points" in want:
             t = time.perf_counter()
             world = opts.cloud_frame == "world" and frame.T_world_cam is not None
+            if world and (message := self._cloud_precision_problem(frame)) is not None:
+                products.warnings.append(("cloud_precision", message))
             products.points = point_cloud(host["depth"], K_out, rgb=rgb_out, labels=host["semantic"],
                                          stride=opts.point_stride, T_frame_cam=frame.T_world_cam if world else None)
             products.points_frame_id = self.world_frame if world else frame.frame_id
             products.timings["cloud"] = time.perf_counter() - t
         return products
+
+
+@dataclass
+class _CameraIntrinsics:
+    """One camera's image size and K, now and before the last change (``PerceptionPipeline._intrinsics_problems``)."""
+
+    key: tuple[bytes, tuple[int, int]]  # (K's bytes, (W, H))
+    description: str
+    previous: tuple[tuple[bytes, tuple[int, int]], str] | None = None  # (key, description) before the last change
+    warned: bool = False  # the back-and-forth switch was reported
+
+
+def _describe_intrinsics(frame: Frame) -> str:
+    K = frame.K
+    return f"{frame.size[0]}x{frame.size[1]}, fx {K[0, 0]:.6g} fy {K[1, 1]:.6g} cx {K[0, 2]:.6g} cy {K[1, 2]:.6g}"
+
+
+def _principal_point_problem(camera: str, frame: Frame) -> str | None:
+    """A principal point far from the image centre (more than a fifth of the image away), the mark of a K for another
+    image size (a Python-API trial: a K for twice the size was taken without a word and doubled the depth error).
+    Legal (a cropped ROI), so the frame still runs."""
+    (W, H), cx, cy = frame.size, float(frame.K[0, 2]), float(frame.K[1, 2])
+    u, v = (cx + 0.5) / W, (cy + 0.5) / H  # 0.5: centred (DESIGN §4's pixel-centre convention)
+    if abs(u - 0.5) <= 0.2 and abs(v - 0.5) <= 0.2:
+        return None
+    scale = u + v  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
+    hint = (f"; it is centred for a {round(scale * W)}x{round(scale * H)} image: is K for another size?"
+            if abs(u - v) < 0.05 else "")
+    return (f"K's principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {W}x{H} image of camera "
+            f"{camera!r} (at {u:.2f}, {v:.2f} of its width and height){hint}; the frame still runs")
