@@ -635,6 +635,29 @@ def test_a_calibration_that_rectifies_to_mostly_black_is_named():
         assert model.rectification_problem("image_rect") is None  # a rectified topic is not remapped
 
 
+def test_a_rectified_border_is_masked_in_the_frame():
+    """A replay trial: a raw image with plumb_bob k1 = 0.4 rectified to P = K leaves 22.9 % of the image black (no
+    raw data) where the outputs had finite depth and black cloud points. The frame carries the rectified pixels that
+    sample inside the raw image (``Frame.image_mask``), the same ones ``rectified_coverage`` counts; no mask when the
+    image is not remapped or every pixel is covered."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+    from mtl3d_perception.msgs.messages import frame_from_messages
+
+    types = TYPESTORE.types
+    info = _camera_info(types, D=(0.4, 0.0, 0.0, 0.0, 0.0))
+    model = CameraModel.from_camera_info(info)
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), np.full((48, 64, 3), 200, np.uint8), "rgb8")
+    frame = frame_from_messages(image, info, image_kind="image_raw")
+    mask = frame.image_mask
+    assert mask.shape == (48, 64) and mask.dtype == bool and 0.05 < 1 - mask.mean() < 0.5
+    assert mask.mean() == model.rectified_coverage() and not mask[0, 0] and mask[24, 32]
+    assert (frame.rgb[~mask].max(-1) < 200).all()  # the border is (partly) black: the mask covers it
+    assert frame_from_messages(image, info, image_kind="image_rect").image_mask is None  # not remapped
+    small = _camera_info(types, D=(-0.02, 0.0, 0.0, 0.0, 0.0))  # barrel: the rectified image stays inside
+    assert frame_from_messages(image, small, image_kind="image_raw").image_mask is None
+    assert frame_from_messages(image, _camera_info(types), image_kind="image_raw").image_mask is None
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_equidistant_raw_image_is_rectified_to_p(flavour):
     """camera_info_distortion_equidistant: raw pixel (8, 6) rectifies to (7.38, 5.54) and (56, 42) to (57.01, 42.76)

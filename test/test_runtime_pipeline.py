@@ -554,3 +554,26 @@ def test_a_world_cloud_far_from_the_origin_is_warned_once(model):
     assert [k for k, _ in pipe.process(far_frame).warnings if k == "cloud_precision"]
     camera_cloud = PerceptionPipeline(model, _config().with_outputs({"points"}))
     assert not [k for k, _ in camera_cloud.process(far_frame).warnings if k == "cloud_precision"]
+
+
+@pytest.mark.parametrize("resolution", ["camera", "network"])
+def test_pixels_without_image_data_get_no_depth_or_points(model, resolution):
+    """A replay trial: a rectified raw image's black border (no sensor data) got finite depth and black cloud points.
+    Where ``Frame.image_mask`` is False, depth and normals are NaN, the confidence 0 and the cloud has no point, at
+    either output resolution; ``products.image_mask`` says which output pixels those are."""
+    mask = np.ones((CAM_H, CAM_W), bool)
+    mask[:, :20] = False  # a left border 20 px wide
+    frame = replace(_frame(0, x=0.0), image_mask=mask)
+    products = PerceptionPipeline(model, _config(output_resolution=resolution, point_stride=1)).process(frame)
+    W, H = products.size
+    inside = products.image_mask
+    assert inside.shape == (H, W) and not inside[:, 0].any() and inside[:, -1].all()
+    assert np.isnan(products.depth[~inside]).all() and np.isfinite(products.depth[inside]).mean() > 0.9
+    assert np.isnan(products.normals[~inside]).all()
+    left = 20 * W / CAM_W  # the border at the output size
+    assert products.points.pixels[:, 0].min() >= np.floor(left)
+    assert np.isclose(inside.mean(), 1 - 20 / CAM_W, atol=1 / W)
+    unmasked = PerceptionPipeline(model, _config(output_resolution=resolution)).process(_frame(0, x=0.0))
+    assert unmasked.image_mask is None and np.isfinite(unmasked.depth).all()
+    with pytest.raises(ValueError, match=r"image_mask must be \[H,W\] bool for the 96x72 image, got bool \(72, 95\)"):
+        PerceptionPipeline(model, _config()).process(replace(frame, image_mask=mask[:, 1:]))

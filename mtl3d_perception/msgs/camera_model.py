@@ -82,7 +82,7 @@ class CameraModel:
     roi: tuple[int, int, int, int]
     rectify_raw: bool
     _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    _coverage: float | None = field(default=None, repr=False)
+    _covered: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_camera_info(cls, msg: Any) -> CameraModel:
@@ -140,16 +140,23 @@ class CameraModel:
                    roi=(x0, y0, rw, rh), rectify_raw=rectify)
 
     def rectified_coverage(self) -> float:
-        """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified);
-        computed once per camera model (the models are cached per camera_info, ``CameraModels``)."""
+        """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""
+        covered = self.rectified_mask()
+        return 1.0 if covered is None else float(covered.mean())
+
+    def rectified_mask(self) -> np.ndarray | None:
+        """``[H,W]`` bool: the rectified pixels that sample inside the raw image (False: the black border outside it,
+        where the image holds no data); None when nothing is rectified or every pixel is covered. Built once per
+        camera model (the models are cached per camera_info, ``CameraModels``); read-only."""
         if not self.rectify_raw:
-            return 1.0
-        if self._coverage is None:
+            return None
+        if self._covered is None:
             map_x, map_y = self.rectification_maps()
             W, H = self.size
             inside = (map_x >= -0.5) & (map_x <= W - 0.5) & (map_y >= -0.5) & (map_y <= H - 0.5)
-            self._coverage = float(inside.mean())
-        return self._coverage
+            inside.flags.writeable = False
+            self._covered = inside
+        return None if self._covered.all() else self._covered
 
     def rectification_problem(self, image_kind: str) -> str | None:
         """Why rectifying raw images with this camera_info gives a mostly black image (a D or R that is legal but

@@ -135,7 +135,9 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
         if not known:
             raise BadInput("intrinsics", "camera_info has width and height 0 and distortion to remove; "
                                          "the raw image cannot be rectified")
-        rgb = camera.rectify(rgb)
+        rgb, image_mask = camera.rectify(rgb), camera.rectified_mask()
+    else:
+        image_mask = None
     stamp_ns = conversions.header_stamp_ns(image.header.stamp)
     frame_id, note = bare_frame_id(image.header.frame_id), None
     if frame_id != image.header.frame_id:
@@ -143,7 +145,7 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
     problem = ("empty_frame_id" if not frame_id else
                "invalid_stamp" if not conversions.stamp_is_valid(image.header.stamp) else
                "zero_stamp" if stamp_ns == 0 else None)
-    frame = Frame(stamp_ns, frame_id, rgb, K, header_problem=problem, header_note=note)
+    frame = Frame(stamp_ns, frame_id, rgb, K, header_problem=problem, header_note=note, image_mask=image_mask)
     try:
         frame.validate()
     except ValueError as exc:

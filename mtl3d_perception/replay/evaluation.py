@@ -77,6 +77,15 @@ class GroundTruth:
             self._normals = reference_normals(self.depth, self.K)
         return self._normals
 
+    def outside_removed(self, inside: np.ndarray) -> GroundTruth:
+        """This ground truth with the pixels outside ``inside`` (``[H,W]`` bool) invalid: depth and normals NaN,
+        semantics ignored (255). The normals are this frame's own (from the whole GT depth), masked."""
+        depth = None if self.depth is None else np.where(inside, self.depth, np.float32(np.nan))
+        semantic = None if self.semantic is None else np.where(inside, self.semantic, np.uint8(255))
+        normals = self.normals
+        return GroundTruth(self.K, depth, semantic, None if normals is None else
+                           np.where(inside[..., None], normals, np.float32(np.nan)))
+
 
 def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize (keeps NaN, class ids and depth edges as they are)."""
@@ -119,6 +128,8 @@ class ModeEvaluator:
 
     def _against_gt(self, products: Products, gt: GroundTruth) -> dict[str, float]:
         hw = gt.hw
+        if products.image_mask is not None:  # pixels without image data (a rectified border) are not scored
+            gt = gt.outside_removed(_resize(products.image_mask.astype(np.uint8), hw).astype(bool))
         # NaN predictions (outside the depth head's range) count as the far end of the range, not as missing
         pred_depth = _resize(np.nan_to_num(products.depth, nan=self.depth_max), hw)
         out: dict[str, float] = {}

@@ -168,6 +168,9 @@ class Frame:
             ``msgs.messages.HEADER_PROBLEMS``), or None; such a frame runs single-view with this as its pair reason.
         header_note: a header value the frame uses only after a fix (a ``frame_id`` with a leading '/', used
             without it: ``msgs.messages.frame_from_messages``), worded for the warning; the frame runs as usual.
+        image_mask: ``[H,W]`` bool, the pixels that hold image data (False: the black border a rectified raw image
+            gets where it samples outside the sensor, ``CameraModel.rectified_mask``), or None: every pixel. Outputs
+            there are invalid (depth and normals NaN, confidence 0, no cloud points: REP 118).
     """
 
     stamp_ns: int
@@ -177,6 +180,7 @@ class Frame:
     T_world_cam: np.ndarray | None = None
     header_problem: str | None = None
     header_note: str | None = None
+    image_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # array-likes as numpy (a Python-API trial: a PIL image, a torch tensor or a list K failed deep inside, in
@@ -184,6 +188,8 @@ class Frame:
         self.stamp_ns = stamp_ns_value(self.stamp_ns)
         self.rgb = _as_array(self.rgb, "rgb", "an [H,W,3] uint8 RGB image")
         self.K = _as_array(self.K, "K", "3x3 intrinsics", np.float64)
+        if self.image_mask is not None:
+            self.image_mask = _as_array(self.image_mask, "image_mask", "an [H,W] bool mask")
         if self.T_world_cam is not None:
             self.T_world_cam = _as_array(self.T_world_cam, "T_world_cam", "a 4x4 pose", np.float64)
 
@@ -224,5 +230,8 @@ class Frame:
                     " (0-255 integers? convert with np.asarray(rgb, np.uint8))" if rgb.dtype.kind in "iu" else "")
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}{hint}")
         check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns", size=self.size)
+        if self.image_mask is not None and (self.image_mask.shape != rgb.shape[:2] or self.image_mask.dtype != bool):
+            raise ValueError(f"frame image_mask must be [H,W] bool for the {self.size[0]}x{self.size[1]} image, got "
+                             f"{self.image_mask.dtype} {self.image_mask.shape}")
         if self.T_world_cam is not None:
             check_rigid(self.T_world_cam, name=f"pose of frame {self.frame_id!r} at {self.stamp_ns} ns")

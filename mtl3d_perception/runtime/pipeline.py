@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,13 @@ from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
-from mtl3d_perception.runtime.frames import Frame, TimeJumpDetector, check_image_size, resize_to_network
+from mtl3d_perception.runtime.frames import (
+    Frame,
+    TimeJumpDetector,
+    check_image_size,
+    image_interpolation,
+    resize_to_network,
+)
 from mtl3d_perception.runtime.history import FrameHistory, pose_jump_message
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
 from mtl3d_perception.runtime.pose_convention import (
@@ -436,6 +443,7 @@ class PerceptionPipeline:
         else:
             (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
         need_labels = "semantic" in want or "points" in want
+        image_mask = None if frame.image_mask is None else _mask_at(frame.image_mask, (W, H))
         need_depth = "depth" in want or "normals" in want or "points" in want
 
         def at_output_size(x: torch.Tensor, mode: str) -> torch.Tensor:  # [1,C,h,w] float -> [1,C,H,W]
@@ -449,6 +457,8 @@ class PerceptionPipeline:
             # nearest keeps depth edges sharp (no flying pixels between foreground and background)
             depth = at_output_size(out["depth"], "nearest")[0, 0]
             valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
+            if image_mask is not None:  # no image data there (a rectified raw image's border): nothing to say
+                valid &= torch.from_numpy(image_mask).to(self.device)
             dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
             if "depth" in want and "depth_confidence" in out:  # models with the geometric depth (issue 18)
                 conf = at_output_size(out["depth_confidence"], "bilinear")[0, 0].clamp(0.0, 1.0)
@@ -468,7 +478,7 @@ class PerceptionPipeline:
         host = {k: v.cpu().numpy() for k, v in dev.items()}  # one device->host copy per output
 
         products = Products(stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, size=(W, H), K=K_out,
-                            classes=tuple(cfg.classes))
+                            classes=tuple(cfg.classes), image_mask=image_mask)
         if "depth" in want:
             products.depth = host["depth"].astype(np.float32)
             if self.depth_color:
@@ -504,6 +514,15 @@ class _CameraIntrinsics:
     description: str
     previous: tuple[tuple[bytes, tuple[int, int]], str] | None = None  # (key, description) before the last change
     warned: bool = False  # the back-and-forth switch was reported
+
+
+def _mask_at(mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H): a pixel holds image data when at least
+    half of its footprint did (area averaging when shrinking, as the image itself: ``frames.image_interpolation``)."""
+    if mask.shape[::-1] == tuple(wh):
+        return mask
+    src_wh = (mask.shape[1], mask.shape[0])
+    return cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
 
 
 def _describe_intrinsics(frame: Frame) -> str:

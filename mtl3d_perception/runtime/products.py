@@ -34,6 +34,9 @@ class Products:
             ``normals_color`` ``[H,W,3]`` uint8 (``evaluation.montage.colorize_normals``: ``(1 - n) / 2 * 255``,
             grey where invalid).
         boundary: ``[H,W]`` uint8 boundary probability * 255 (mono8).
+        image_mask: ``[H,W]`` bool, the output pixels with image data behind them (``Frame.image_mask`` at the output
+            size: a rectified raw image's border is False; depth and normals are NaN there, the confidence 0, the
+            cloud has no points there, and replay scores none of them); None: every pixel.
         points: the labelled cloud, valid points every ``point_stride`` pixels, in ``points_frame_id``; None when
             disabled.
         single_view: True when no source view was used (duplicated reference, identity pose).
@@ -59,6 +62,7 @@ class Products:
     normals: np.ndarray | None = None
     normals_color: np.ndarray | None = None
     boundary: np.ndarray | None = None
+    image_mask: np.ndarray | None = None
     points: PointCloud | None = None
     points_frame_id: str = ""
     single_view: bool = True
