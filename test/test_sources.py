@@ -136,18 +136,40 @@ def test_tum_published_K_is_refused_for_images_that_are_not_4_3(tmp_path, scene,
         name = line.split()[1]
         cv2.imwrite(str(root / name), cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED)[4:44])
     with pytest.raises(SequenceError, match=r"64x40 is not a resized copy of the 640x480 images the published fr1 K "
-                                            r"belongs to \(aspect 1\.600, expected 1\.333\); give these images' own K"):
-        TumSequence(root).frame(0)
+                                            r"\(fx 517\.306, fy 516\.469, cx 318\.643, cy 255\.314 at 640x480\) "
+                                            r"belongs to \(aspect 1\.600, expected 1\.333: it fits 4:3 images such as "
+                                            r"53x40 or 64x48\); give these images' own K"):
+        TumSequence(root)  # up front, not at the first frame read
     K_crop = K.copy()
     K_crop[1, 2] -= 4
     np.testing.assert_array_equal(TumSequence(root, K=K_crop).frame(0).K, K_crop)
-    assert TumSequence(root).published_K((320, 240), root).shape == (3, 3)  # a resized copy is fine
+    resized = TumSequence(write_tum(tmp_path / "rgbd_dataset_freiburg1_whole", scene))
+    assert resized.published_K((320, 240), root).shape == (3, 3)  # a resized copy is fine
     ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
                            tmp_path / "tiny.safetensors")
     assert cli.main(["eval", str(ckpt), "--data", f"tum:{root}", "--modes", "single_view", "--montages", "0",
                      "--no-progress", "--out", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
     assert "is not a resized copy" in err and "--intrinsics FX,FY,CX,CY" in err
+
+
+def test_tum_published_K_that_cannot_fit_fails_once_up_front(tmp_path, scene, capsys, caplog):
+    """A trial: `--tum-camera default` on 3:2 images warned "samples replaced" for 7-8 frames, one by one, then
+    failed. It fails once, before any frame is read, with one error naming the K, the image size and what fits."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    root = write_tum(tmp_path / "rgbd_dataset_holo", scene)
+    for png in [*(root / "rgb").iterdir(), *(root / "depth").iterdir()]:  # 64x40: not 4:3 (as a HoloLens' 3:2 540x360)
+        cv2.imwrite(str(png), cv2.imread(str(png), cv2.IMREAD_UNCHANGED)[4:44])
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"tum:{root}", "--tum-camera", "default", "--modes", "single_view",
+                     "--montages", "0", "--no-progress", "--out", str(tmp_path / "e")]) == 1
+    out = capsys.readouterr().err + caplog.text
+    assert out.count("is not a resized copy") == 1, out
+    assert "replaced by the next" not in out
+    assert ("64x40 is not a resized copy of the 640x480 images the published default K (fx 525, fy 525, cx 319.5, "
+            "cy 239.5 at 640x480)") in out and "it fits 4:3 images such as 53x40 or 64x48" in out
 
 
 def test_tum_pose_is_interpolated_between_groundtruth_rows(tmp_path, scene):
