@@ -233,6 +233,32 @@ def test_scannet_frames_equal_what_was_written(tmp_path, scene):
     np.testing.assert_allclose(fr.depth, np.repeat(np.repeat(renders[4]["depth"][::2, ::2], 2, 0), 2, 1), atol=5e-4)
 
 
+def test_scannet_depth_with_its_own_K_is_reprojected_into_the_colour_camera(tmp_path, scene):
+    """A trial: intrinsic_depth.txt was read but not used, so a depth camera with another K (here the centre half of
+    the colour view at half size, fx as the colour's) was stretched over the colour image without a word. It is
+    reprojected with its own K (geometry.reproject_depth, as a bag's depth with a camera_info of another K)."""
+    sc, path, K, renders = scene
+    root = write_scannet(tmp_path / "scene0001_00", scene)
+    K_depth = K.copy()
+    K_depth[0, 2], K_depth[1, 2] = (SIZE[0] // 2 - 1) / 2, (SIZE[1] // 2 - 1) / 2  # the centre 32x24 of the view
+    M4 = np.eye(4)
+    M4[:3, :3] = K_depth
+    np.savetxt(root / "intrinsic" / "intrinsic_depth.txt", M4)
+    cv2.imwrite(str(root / "depth" / "0.png"), depth_to_mm(sc.render(path[0], K_depth, (SIZE[0] // 2, SIZE[1] // 2))["depth"]))
+    fr = ScanNetSequence(root).frame(0)
+    H, W = SIZE[1], SIZE[0]
+    centre = np.zeros((H, W), bool)
+    centre[H // 4 + 1:3 * H // 4 - 1, W // 4 + 1:3 * W // 4 - 1] = True
+    outside = np.ones((H, W), bool)
+    outside[H // 4 - 1:3 * H // 4 + 1, W // 4 - 1:3 * W // 4 + 1] = False
+    assert np.isnan(fr.depth[outside]).all()  # the depth camera does not see there
+    truth = renders[0]["depth"][centre]
+    got = fr.depth[centre]
+    ok = np.isfinite(got)
+    assert ok.mean() > 0.2  # a splat of a half-size image covers every other pixel and more
+    assert np.median(np.abs(got[ok] - truth[ok]) / truth[ok]) < 0.01
+
+
 def test_eval_of_a_scannet_export_says_what_it_left_out(tmp_path, scene):
     """A user trial: frames of a ScanNet export whose pose is -inf were left out correctly but never reported."""
     from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
