@@ -142,6 +142,8 @@ class _Replay:
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
         self.last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (pairing advice)
+        self.first_info_ns: int | None = None  # the header stamp of the first camera_info read
+        self.images_before_info: list[int] = []  # stamps of the images read before any camera_info
         # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
         self.inputs: InputMonitor | None = None
         self.images = 0
@@ -190,6 +192,8 @@ class _Replay:
             self._add_tf(msg, static=static)
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
             self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
+            if self.first_info_ns is None:
+                self.first_info_ns = conversions.header_stamp_ns(msg.header.stamp)
         elif topic == self.o.image_topic:
             self.before_start += 1
 
@@ -211,10 +215,14 @@ class _Replay:
             self.images += 1
             self.stats.count("images")
             stamp_ns = self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            if self.first_info_ns is None:
+                self.images_before_info.append(stamp_ns)
             self.sync.add(0, max(stamp_ns, 0), msg)  # not a time: unstamped
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
             stamp_ns = self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            if self.first_info_ns is None:
+                self.first_info_ns = stamp_ns
             if stamp_ns < 0:  # the node counts it alike (on_camera_info)
                 self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
             self.sync.add(1, max(stamp_ns, 0), msg)
@@ -276,6 +284,15 @@ class _Replay:
                            f"({t.header.frame_id} -> {t.child_frame_id}): the bag's clock was reset; the dynamic "
                            "transforms read so far are forgotten, as tf2_ros's Buffer does at a time jump")
                 return
+
+    def _images_before_first_info(self) -> list[int]:
+        """Stamps (ns, ascending) of the images read before any camera_info and stamped more than ``sync_slop_s``
+        before the first one: no camera_info can pair them (a recording, or a camera_info publisher, that started
+        after the camera)."""
+        if self.first_info_ns is None or self.first_info_ns <= 0:
+            return []
+        slop_ns = int(self.o.sync_slop_s * 1e9)
+        return sorted(s for s in self.images_before_info if 0 < s < self.first_info_ns - slop_ns)
 
     def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
         """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
@@ -476,11 +493,20 @@ class _Replay:
             # counted as the node counts them, before the output bag's last /diagnostics
             self.stats.count("dropped", unsynced)
             self.stats.count("sync_warnings")
-            advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
-                                    self.o.sync_slop_s, slop="--sync-slop",
-                                    arrivals=(self.images, self.stats.counts.get("camera_infos", 0)))
-            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
-                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
+            early = self._images_before_first_info()
+            if early:
+                self._warn(f"{len(early)} image(s) on {self.o.image_topic} (stamped {early[0] * 1e-9:.3f} s to "
+                           f"{early[-1] * 1e-9:.3f} s) were recorded before the first camera_info on "
+                           f"{self.o.camera_info_topic} (stamped {self.first_info_ns * 1e-9:.3f} s): they are left out, "
+                           "as the node drops images until their camera_info comes (the recording or the camera_info "
+                           "publisher started between them)")
+            if (rest := unsynced - len(early)) > 0:
+                advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
+                                        self.o.sync_slop_s, slop="--sync-slop",
+                                        arrivals=(self.images - len(early), self.stats.counts.get("camera_infos", 0)))
+                self._warn(f"{rest} {'other ' if early else ''}image(s) had no camera_info on "
+                           f"{self.o.camera_info_topic} stamped within --sync-slop ({self.o.sync_slop_s:g} s) of their "
+                           f"own stamp; {advice}")
         try:
             if self.processed:
                 self._diagnostics(final=True)
