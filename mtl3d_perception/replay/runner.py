@@ -498,8 +498,9 @@ class _Replay:
             self.stats.count("sync_warnings")
             early = self._images_before_first_info()
             if early:
-                self._warn(f"{len(early)} image(s) on {self.o.image_topic} (stamped {early[0] * 1e-9:.3f} s to "
-                           f"{early[-1] * 1e-9:.3f} s) were recorded before the first camera_info on "
+                stamps = f"{early[0] * 1e-9:.3f} s" + (f" to {early[-1] * 1e-9:.3f} s" if len(early) > 1 else "")
+                self._warn(f"{len(early)} image(s) on {self.o.image_topic} (stamped {stamps}) were recorded before "
+                           "the first camera_info on "
                            f"{self.o.camera_info_topic} (stamped {self.first_info_ns * 1e-9:.3f} s): they are left out, "
                            "as the node drops images until their camera_info comes (the recording or the camera_info "
                            "publisher started between them)")
