@@ -429,3 +429,33 @@ def test_load_model_refuses_a_device_as_runtime_config_does():
             load_model("preset:tiny", device="cuda")
     model, _ = load_model("preset:tiny", device="auto")
     assert next(model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--intrinsics", "100,100,20,20"], "--intrinsics applies to tum: specs only"),
+    (["--tum-camera", "fr1"], "--tum-camera applies to tum: specs only"),
+    (["--depth-topic", "/camera/depth/image_rect_raw"], "--depth-topic applies to bag: specs only"),
+    (["--world-frame", "map"], "--world-frame applies to bag: specs only"),
+])
+def test_eval_refuses_a_spec_flag_no_data_spec_reads(capsys, tmp_path, tiny_sequence, flags, expected):
+    """A trial: --intrinsics and --tum-camera on a sequence: spec were ignored without a word (the same numbers
+    three times); every flag that only one spec kind reads is refused, naming the flag and the kinds it applies to."""
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(pretrained=False, input_size=(64, 48))),
+                           tmp_path / "m.safetensors")
+    err = one_line_error(capsys, ["eval", str(ckpt), "--data", f"sequence:{tiny_sequence}", *flags,
+                                  "--out", str(tmp_path / "e")])
+    assert err == (f"ERROR: {expected}, and --data sequence:{tiny_sequence} has none (kinds: sequence); leave it "
+                   "out, or give such a spec")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_source_field_of_another_kind_is_refused():
+    """The same in a training config: a TUM camera or a bag topic on a sequence source changed nothing."""
+    from mtl3d_perception.data.datasets import SourceConfig
+
+    with pytest.raises(ValueError, match=r"source intrinsics \(1, 1, 0, 0\) applies to tum sources only, not to a "
+                                         r"sequence source; leave it out"):
+        SourceConfig(kind="sequence", path="x", intrinsics=(1, 1, 0, 0))
+    with pytest.raises(ValueError, match="source world_frame 'map' applies to bag sources only, not to a scannet"):
+        SourceConfig(kind="scannet", path="x", world_frame="map")
+    assert SourceConfig(kind="tum", path="x", camera="fr1").camera == "fr1"

@@ -128,6 +128,11 @@ def test_pairing_advice_follows_the_stamps():
                                     "above 0.050 s")
     assert advice(5_000, 5_010) == ("the newest camera_info is stamped +0.010 s from the newest image: camera_info may "
                                     "arrive late; raise sync_queue_size")
+    # a recording pairs over its whole length (no queue): nothing arrives late there, the camera_info is missing
+    assert advice(5_000, 5_010, queue=None) == (
+        "the newest camera_info is stamped +0.010 s from the newest image, within sync_slop_s: the camera_info of these "
+        "images is not in the recording (pairing spans the whole recording, so none arrived late); the driver or the "
+        "recorder dropped them")
     # a second trial: camera_info at 1 Hz beside 10 Hz images was told to raise sync_slop_s above 0.5 s
     slow = pairing_advice(5_000 * MS, 4_500 * MS, 0.02, slop="sync_slop_s", arrivals=(50, 5))
     assert slow.startswith("5 camera_info for 50 images: each image needs its own camera_info")

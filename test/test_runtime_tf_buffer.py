@@ -205,3 +205,14 @@ def test_compat_tf2_ros_rejected_transforms_log_throttled(caplog):
     self_tf = cv.make_transform_stamped(types, cv.make_header(types, S, "odom"), "odom", _T(1.0))
     assert not buffer.set_transform(self_tf, "test")
     assert messages[-1].startswith("ignoring transform odom -> odom from authority test: TF_SELF_TRANSFORM")
+
+
+def test_transforms_recorded_out_of_order_are_inserted_in_time_order_and_counted():
+    """A trial: odometry recorded in reversed bursts. As tf2's BufferCore, a late sample is inserted in time order (the
+    lookup after it no longer interpolates across its gap), and it is counted, not silent."""
+    buf = TransformBuffer(cache_time_s=10.0)
+    for t, x in ((10, 0.0), (15, 5.0), (14, 4.0), (13, 3.0), (11, 1.0), (12, 2.0), (16, 6.0), (16, 6.0)):
+        buf.set_transform_matrix("odom", "base_link", t * S // 10, _T(x, yaw_deg=10 * x))
+    assert buf.out_of_order == 4  # 14, 13, 11 and 12 came after 15; a repeated stamp is no disorder
+    assert buf.max_out_of_order_ns == 4 * S // 10  # 11 after 15
+    np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 12 * S // 10), _T(2.0, yaw_deg=20.0), atol=1e-12)

@@ -136,18 +136,40 @@ def test_tum_published_K_is_refused_for_images_that_are_not_4_3(tmp_path, scene,
         name = line.split()[1]
         cv2.imwrite(str(root / name), cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED)[4:44])
     with pytest.raises(SequenceError, match=r"64x40 is not a resized copy of the 640x480 images the published fr1 K "
-                                            r"belongs to \(aspect 1\.600, expected 1\.333\); give these images' own K"):
-        TumSequence(root).frame(0)
+                                            r"\(fx 517\.306, fy 516\.469, cx 318\.643, cy 255\.314 at 640x480\) "
+                                            r"belongs to \(aspect 1\.600, expected 1\.333: it fits 4:3 images such as "
+                                            r"53x40 or 64x48\); give these images' own K"):
+        TumSequence(root)  # up front, not at the first frame read
     K_crop = K.copy()
     K_crop[1, 2] -= 4
     np.testing.assert_array_equal(TumSequence(root, K=K_crop).frame(0).K, K_crop)
-    assert TumSequence(root).published_K((320, 240), root).shape == (3, 3)  # a resized copy is fine
+    resized = TumSequence(write_tum(tmp_path / "rgbd_dataset_freiburg1_whole", scene))
+    assert resized.published_K((320, 240), root).shape == (3, 3)  # a resized copy is fine
     ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
                            tmp_path / "tiny.safetensors")
     assert cli.main(["eval", str(ckpt), "--data", f"tum:{root}", "--modes", "single_view", "--montages", "0",
                      "--no-progress", "--out", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
     assert "is not a resized copy" in err and "--intrinsics FX,FY,CX,CY" in err
+
+
+def test_tum_published_K_that_cannot_fit_fails_once_up_front(tmp_path, scene, capsys, caplog):
+    """A trial: `--tum-camera default` on 3:2 images warned "samples replaced" for 7-8 frames, one by one, then
+    failed. It fails once, before any frame is read, with one error naming the K, the image size and what fits."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    root = write_tum(tmp_path / "rgbd_dataset_holo", scene)
+    for png in [*(root / "rgb").iterdir(), *(root / "depth").iterdir()]:  # 64x40: not 4:3 (as a HoloLens' 3:2 540x360)
+        cv2.imwrite(str(png), cv2.imread(str(png), cv2.IMREAD_UNCHANGED)[4:44])
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"tum:{root}", "--tum-camera", "default", "--modes", "single_view",
+                     "--montages", "0", "--no-progress", "--out", str(tmp_path / "e")]) == 1
+    out = capsys.readouterr().err + caplog.text
+    assert out.count("is not a resized copy") == 1, out
+    assert "replaced by the next" not in out
+    assert ("64x40 is not a resized copy of the 640x480 images the published default K (fx 525, fy 525, cx 319.5, "
+            "cy 239.5 at 640x480)") in out and "it fits 4:3 images such as 53x40 or 64x48" in out
 
 
 def test_tum_pose_is_interpolated_between_groundtruth_rows(tmp_path, scene):
@@ -209,6 +231,32 @@ def test_scannet_frames_equal_what_was_written(tmp_path, scene):
     np.testing.assert_allclose(fr.K, K)
     # depth resized to the colour size by nearest neighbour: colour pixel (u, v) takes depth pixel (u//2, v//2)
     np.testing.assert_allclose(fr.depth, np.repeat(np.repeat(renders[4]["depth"][::2, ::2], 2, 0), 2, 1), atol=5e-4)
+
+
+def test_scannet_depth_with_its_own_K_is_reprojected_into_the_colour_camera(tmp_path, scene):
+    """A trial: intrinsic_depth.txt was read but not used, so a depth camera with another K (here the centre half of
+    the colour view at half size, fx as the colour's) was stretched over the colour image without a word. It is
+    reprojected with its own K (geometry.reproject_depth, as a bag's depth with a camera_info of another K)."""
+    sc, path, K, renders = scene
+    root = write_scannet(tmp_path / "scene0001_00", scene)
+    K_depth = K.copy()
+    K_depth[0, 2], K_depth[1, 2] = (SIZE[0] // 2 - 1) / 2, (SIZE[1] // 2 - 1) / 2  # the centre 32x24 of the view
+    M4 = np.eye(4)
+    M4[:3, :3] = K_depth
+    np.savetxt(root / "intrinsic" / "intrinsic_depth.txt", M4)
+    cv2.imwrite(str(root / "depth" / "0.png"), depth_to_mm(sc.render(path[0], K_depth, (SIZE[0] // 2, SIZE[1] // 2))["depth"]))
+    fr = ScanNetSequence(root).frame(0)
+    H, W = SIZE[1], SIZE[0]
+    centre = np.zeros((H, W), bool)
+    centre[H // 4 + 1:3 * H // 4 - 1, W // 4 + 1:3 * W // 4 - 1] = True
+    outside = np.ones((H, W), bool)
+    outside[H // 4 - 1:3 * H // 4 + 1, W // 4 - 1:3 * W // 4 + 1] = False
+    assert np.isnan(fr.depth[outside]).all()  # the depth camera does not see there
+    truth = renders[0]["depth"][centre]
+    got = fr.depth[centre]
+    ok = np.isfinite(got)
+    assert ok.mean() > 0.2  # a splat of a half-size image covers every other pixel and more
+    assert np.median(np.abs(got[ok] - truth[ok]) / truth[ok]) < 0.01
 
 
 def test_eval_of_a_scannet_export_says_what_it_left_out(tmp_path, scene):

@@ -53,6 +53,12 @@ TASK_LABELS: dict[str, str] = {"depth": "depth", "normals": "depth", "semantic":
 SOURCE_KINDS: tuple[str, ...] = ("synthetic", "sequence", "bag", "tum", "scannet", "seven_scenes", "nyuv2")
 FRAME_KINDS: tuple[str, ...] = ("sequence", "bag", "tum", "scannet", "seven_scenes")  # posed-frame readers
 NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
+# SourceConfig fields that one kind reads: set on a source of another kind (a sequence with intrinsics), they would
+# change nothing, so they are refused
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "camera": ("tum",), "intrinsics": ("tum",), "nyu_labels": ("nyuv2",),
+    **{name: ("bag",) for name in ("image_topic", "image_kind", "camera_info_topic", "depth_topic",
+                                   "depth_camera_info_topic", "semantic_topic", "world_frame")}}
 
 # The Kinect colour camera of NYUv2 (toolbox camera_params.m) at 640x480; the toolbox's principal point
 # is 1-based (MATLAB), so 1 is subtracted to put pixel (0, 0)'s centre at 0.
@@ -64,7 +70,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SourceConfig:
-    """One data source; see the module docstring. Unused fields are ignored by the other kinds."""
+    """One data source; see the module docstring. A field only one kind reads (:data:`KIND_FIELDS`: a TUM camera, a
+    bag's topics) set on a source of another kind is refused (ValueError naming the field and its kind)."""
 
     kind: str = "synthetic"
     path: str = ""  # sequence / TUM / ScanNet / 7-Scenes folder, rosbag2, or NYUv2 .mat
@@ -107,6 +114,12 @@ class SourceConfig:
         if self.neighbour not in ("gap", "baseline", "pairing"):
             msg = f"neighbour must be 'gap', 'baseline' or 'pairing', got {self.neighbour!r}"
             raise ValueError(msg)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, kinds in KIND_FIELDS.items():
+            if self.kind not in kinds and getattr(self, name) != defaults[name]:
+                msg = (f"source {name} {getattr(self, name)!r} applies to {' and '.join(kinds)} sources only, not to "
+                       f"a {self.kind} source; leave it out")
+                raise ValueError(msg)
         if self.kind != "synthetic" and not self.path:
             msg = f"a {self.kind} source needs a path"
             raise ValueError(msg)

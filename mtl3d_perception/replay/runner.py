@@ -142,6 +142,8 @@ class _Replay:
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
         self.last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (pairing advice)
+        self.first_info_ns: int | None = None  # the header stamp of the first camera_info read
+        self.images_before_info: list[int] = []  # stamps of the images read before any camera_info
         # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
         self.inputs: InputMonitor | None = None
         self.images = 0
@@ -183,13 +185,13 @@ class _Replay:
     def feed_before_start(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message logged before ``--start-offset``: TF goes into the buffer (the first frames in range
         need the poses before them) and static TF into the output bag; images are counted, nothing is run."""
-        if topic in (self.o.tf_topic, self.o.tf_static_topic):
-            static = topic == self.o.tf_static_topic
-            if static:
+        if topic in (self.o.tf_topic, self.o.tf_static_topic):  # into the buffer already (``TFLookahead``)
+            if topic == self.o.tf_static_topic:
                 self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
-            self._add_tf(msg, static=static)
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
             self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
+            if self.first_info_ns is None:
+                self.first_info_ns = conversions.header_stamp_ns(msg.header.stamp)
         elif topic == self.o.image_topic:
             self.before_start += 1
 
@@ -206,15 +208,19 @@ class _Replay:
         default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
         self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
         if topic in (o.tf_topic, o.tf_static_topic):
-            self._add_tf(msg, static=topic == o.tf_static_topic)
+            pass  # into the buffer already, read ahead (``TFLookahead``)
         elif topic == o.image_topic:
             self.images += 1
             self.stats.count("images")
             stamp_ns = self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            if self.first_info_ns is None:
+                self.images_before_info.append(stamp_ns)
             self.sync.add(0, max(stamp_ns, 0), msg)  # not a time: unstamped
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
             stamp_ns = self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
+            if self.first_info_ns is None:
+                self.first_info_ns = stamp_ns
             if stamp_ns < 0:  # the node counts it alike (on_camera_info)
                 self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
             self.sync.add(1, max(stamp_ns, 0), msg)
@@ -237,8 +243,6 @@ class _Replay:
             self.evaluation.add_ground_truth("depth" if topic == self.o.depth_gt_topic else "semantic", msg)
         elif topic == self.depth_gt_info_topic:
             self._add_depth_gt_info(msg)
-        elif topic in (self.o.tf_topic, self.o.tf_static_topic):  # depth from its own camera waits for its pose
-            self._add_tf(msg, static=topic == self.o.tf_static_topic)
         self.evaluation.evaluate_ready(self.now_ns, final=False)
         return bool(self.evaluation.waiting)
 
@@ -251,31 +255,47 @@ class _Replay:
                   "camera_info": (o.camera_info_topic, "sensor_msgs/msg/CameraInfo")}
         return InputMonitor(inputs, window_s=self.stats.rate_window_s, clock=lambda: self.now_ns * 1e-9)
 
-    def _add_tf(self, msg: Any, *, static: bool) -> None:
-        """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does; refused transforms are
-        reported through the buffer's ``on_problem`` hook (``_tf_problem``)."""
-        if not static:
-            self._check_tf_jump(msg)
+    def add_tf(self, topic: str, msg: Any) -> None:
+        """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does (``TFLookahead`` calls it
+        ahead of the other messages); refused transforms are reported through the buffer's ``on_problem`` hook
+        (``_tf_problem``)."""
+        static = topic == self.o.tf_static_topic
+        if not static and (jump := self.tf_jump(msg)) is not None:
+            self._forget_tf(*jump)
         ingest_tf(self.tf, msg, static=static)
         if not static and msg.transforms:
             self.pose_wait.tf_read(max(conversions.header_stamp_ns(t.header.stamp) for t in msg.transforms))
 
-    def _check_tf_jump(self, msg: Any) -> None:
-        """A dynamic transform stamped over ``JUMP_BACK_S`` before its own edge's newest: the bag's clock went back (a
-        simulator reset, recordings joined). Forget the dynamic transforms first, as tf2_ros's Buffer does when its
-        clock jumps back; else each was refused as older than the cache and the rest of the bag ran without poses (a
-        trial: 12 of 24 frames). A zero stamp is no time and is left to the buffer's own refusal."""
+    def tf_jump(self, msg: Any) -> tuple[int, int, Any] | None:
+        """``(newest, stamp, transform)`` when a dynamic transform of ``msg`` is stamped over ``JUMP_BACK_S`` before its
+        own edge's newest: the bag's clock went back (a simulator reset, recordings joined); else None. A zero stamp
+        is no time and is left to the buffer's own refusal."""
         core = self.tf.core
         for t in msg.transforms:
             stamp = conversions.header_stamp_ns(t.header.stamp)
             newest = core.newest_stamp_ns(t.child_frame_id)
             if stamp > 0 and newest is not None and stamp < newest - int(JUMP_BACK_S * 1e9):
-                core.clear()
-                self.pose_wait.newest_tf_ns = None
-                self._warn(f"TF time went back from {newest * 1e-9:.3f} s to {stamp * 1e-9:.3f} s "
-                           f"({t.header.frame_id} -> {t.child_frame_id}): the bag's clock was reset; the dynamic "
-                           "transforms read so far are forgotten, as tf2_ros's Buffer does at a time jump")
-                return
+                return newest, stamp, t
+        return None
+
+    def _forget_tf(self, newest: int, stamp: int, t: Any) -> None:
+        """At a TF time jump, forget the dynamic transforms first, as tf2_ros's Buffer does when its clock jumps back;
+        else each was refused as older than the cache and the rest of the bag ran without poses (a trial: 12 of 24
+        frames)."""
+        self.tf.core.clear()
+        self.pose_wait.newest_tf_ns = None
+        self._warn(f"TF time went back from {newest * 1e-9:.3f} s to {stamp * 1e-9:.3f} s "
+                   f"({t.header.frame_id} -> {t.child_frame_id}): the bag's clock was reset; the dynamic "
+                   "transforms read so far are forgotten, as tf2_ros's Buffer does at a time jump")
+
+    def _images_before_first_info(self) -> list[int]:
+        """Stamps (ns, ascending) of the images read before any camera_info and stamped more than ``sync_slop_s``
+        before the first one: no camera_info can pair them (a recording, or a camera_info publisher, that started
+        after the camera)."""
+        if self.first_info_ns is None or self.first_info_ns <= 0:
+            return []
+        slop_ns = int(self.o.sync_slop_s * 1e9)
+        return sorted(s for s in self.images_before_info if 0 < s < self.first_info_ns - slop_ns)
 
     def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
         """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
@@ -476,11 +496,21 @@ class _Replay:
             # counted as the node counts them, before the output bag's last /diagnostics
             self.stats.count("dropped", unsynced)
             self.stats.count("sync_warnings")
-            advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
-                                    self.o.sync_slop_s, slop="--sync-slop",
-                                    arrivals=(self.images, self.stats.counts.get("camera_infos", 0)))
-            self._warn(f"{unsynced} image(s) had no camera_info on {self.o.camera_info_topic} stamped within "
-                       f"--sync-slop ({self.o.sync_slop_s:g} s) of their own stamp; {advice}")
+            early = self._images_before_first_info()
+            if early:
+                stamps = f"{early[0] * 1e-9:.3f} s" + (f" to {early[-1] * 1e-9:.3f} s" if len(early) > 1 else "")
+                self._warn(f"{len(early)} image(s) on {self.o.image_topic} (stamped {stamps}) were recorded before "
+                           "the first camera_info on "
+                           f"{self.o.camera_info_topic} (stamped {self.first_info_ns * 1e-9:.3f} s): they are left out, "
+                           "as the node drops images until their camera_info comes (the recording or the camera_info "
+                           "publisher started between them)")
+            if (rest := unsynced - len(early)) > 0:
+                advice = pairing_advice(self.last_stamp_ns.get("image"), self.last_stamp_ns.get("camera_info"),
+                                        self.o.sync_slop_s, slop="--sync-slop",
+                                        arrivals=(self.images - len(early), self.stats.counts.get("camera_infos", 0)))
+                self._warn(f"{rest} {'other ' if early else ''}image(s) had no camera_info on "
+                           f"{self.o.camera_info_topic} stamped within --sync-slop ({self.o.sync_slop_s:g} s) of their "
+                           f"own stamp; {advice}")
         try:
             if self.processed:
                 self._diagnostics(final=True)
@@ -493,6 +523,14 @@ class _Replay:
             self._warn(f"{overflow} frame(s) dropped while waiting for TF: more than {REPLAY_MAX_PENDING} frames waited "
                        f"at once (the bag's TF lags its images by seconds, up to {RECORDED_TF_HORIZON_S:g} s)")
         o = self.o
+        core = self.tf.core
+        if core.out_of_order:
+            late_s = core.max_out_of_order_ns * 1e-9
+            self._warn(f"{core.out_of_order} transform(s) on {o.tf_topic} were recorded out of order (up to "
+                       f"{late_s:.3f} s older than their edge's newest): inserted in time order, as tf2 does; TF is read "
+                       f"{TF_LOOKAHEAD_S:g} s of recording ahead of the images, so frames are posed with them"
+                       + ("" if late_s <= TF_LOOKAHEAD_S else
+                          ", except where one came later than that: a frame in its gap may have been posed across it"))
         if not self.pipeline.has_depth_confidence:
             self.notes.append(f"the model outputs no depth confidence (geometric_depth: false): no "
                               f"{topics.output_topic('depth/confidence', o.node_name)} and no sparsification curve")
@@ -521,7 +559,8 @@ class _Replay:
                        "before_start": self.before_start,
                        "after_end": self.total_images - self.before_start - self.images if self.ended else 0,
                        **self.counts,
-                       "time_jumps": self.stats.counts.get("time_jumps", 0)},
+                       "time_jumps": self.stats.counts.get("time_jumps", 0),
+                       "tf_out_of_order": core.out_of_order},
             "dropped_reasons": dict(self.dropped),
             # the counts /diagnostics carries as bad_input.<kind>: dropped frames and kept ones (interleaved
             # cameras, rejected transforms, ...) alike
@@ -582,6 +621,48 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
     replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note
+
+
+# How far ahead, in log time, replay reads TF before the other messages. tf2 inserts a transform recorded out of order
+# in time order, but a pose looked up before it is read is interpolated across the gap it fills (a trial: odometry
+# recorded in reversed bursts of 0.5 s, abs rel 0.106 -> 0.181). The node cannot wait; a recording can read ahead.
+# 1 s: tf2_ros's jump threshold (JUMP_BACK_S), and more than such bursts; a few dozen TF messages held, not images.
+TF_LOOKAHEAD_S = 1.0
+
+
+class TFLookahead:
+    """Feeds a bag's TF messages to a replay ``TF_LOOKAHEAD_S`` of log time ahead of its other messages.
+
+    Args:
+        messages: the bag's ``(topic, t_ns, msg)`` on the TF topics, in log order (a second reader of the bag).
+        state: the replay, whose ``add_tf`` inserts a message and ``tf_jump`` tells a time jump: a message that jumps
+            back is held until the other messages reach its log time, so the frames before the jump keep their TF.
+    """
+
+    def __init__(self, messages: Any, state: _Replay, window_s: float = TF_LOOKAHEAD_S) -> None:
+        self.messages = messages
+        self.state = state
+        self.window_ns = round(window_s * 1e9)
+        self.pending: tuple[str, int, Any] | None = None
+
+    def advance(self, t_ns: int | None) -> None:
+        """Insert the TF messages logged up to ``t_ns`` + the window (None: all that are left)."""
+        while True:
+            if self.pending is None:
+                self.pending = next(self.messages, None)
+                if self.pending is None:
+                    return
+            topic, t_tf, msg = self.pending
+            if t_ns is not None and t_tf > t_ns + self.window_ns:
+                return
+            if (t_ns is not None and t_tf > t_ns and topic != self.state.o.tf_static_topic
+                    and self.state.tf_jump(msg) is not None):
+                return  # a time jump waits for its own log time
+            self.pending = None
+            self.state.add_tf(topic, msg)
+
+    def close(self) -> None:
+        self.messages.close()
 
 
 # Frames a replay keeps waiting for TF. A recording's frames wait up to RECORDED_TF_HORIZON_S of bag time (the node
@@ -659,12 +740,15 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
     out_dir.mkdir(parents=True, exist_ok=True)
     time_range = replay_range(bag, options)
     messages = read_bag(bag, wanted)
+    tf_messages = read_bag(bag, [t for t in (options.tf_topic, options.tf_static_topic) if t in available])
     try:
         state = _Replay(bag, out_dir, model, options, available, model_description or type(model).__name__,
                         time_range)
     except BaseException:
         messages.close()
+        tf_messages.close()
         raise
+    tf_ahead = TFLookahead(tf_messages, state)
     if note:
         state.notes.append(note)
     start_ns, end_ns = (None, None) if time_range is None else (time_range.start, time_range.end)
@@ -673,6 +757,7 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
     error = None
     try:
         for topic, t_ns, msg in messages:
+            tf_ahead.advance(t_ns)
             if start_ns is not None and t_ns < start_ns:
                 state.feed_before_start(topic, t_ns, msg)
                 continue
@@ -694,6 +779,7 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
         raise
     finally:
         messages.close()
+        tf_ahead.close()
         summary = state.close(error)
     if error is not None:
         raise BagError(f"{error} — stopped after {state.processed} processed frame(s); "

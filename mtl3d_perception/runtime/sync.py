@@ -119,8 +119,8 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
 
     A zero-stamped (or negative-stamped) camera_info or image, far fewer camera_info than images (``arrivals``, below),
     or a camera_info as far away as ``sync_slop_s`` can be set (:data:`MAX_SLOP_S`) or more (another clock, a constant
-    stamp) is the driver's to fix and no setting helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size; replay pairs over the whole
-    recording and has none). ``slop`` / ``queue`` name the settings as the caller's user sets them; ``how`` (e.g.
+    stamp) is the driver's to fix and no setting helps; an offset above ``slop_s`` needs ``slop`` above it; otherwise camera_info arrives late (``queue``, the node's sync_queue_size), or,
+    in a recording (no ``queue``: replay pairs over the whole recording), those images' camera_info is missing from it. ``slop`` / ``queue`` name the settings as the caller's user sets them; ``how`` (e.g.
     " (read-only: ...)") follows advice to change one. ``arrivals``: (images, camera_infos) counted over one span (the
     node's last input window, replay's recording; not rates over each input's own span, which jitter apart): camera_info
     published less often than the images (fewer than :data:`MIN_INFO_PER_IMAGE` per image) pairs with only some of
@@ -149,4 +149,8 @@ def pairing_advice(image_ns: int | None, info_ns: int | None, slop_s: float, *, 
                 "can pair them")
     if abs(offset_s) > slop_s:
         return f"{where}: raise {slop} above {abs(offset_s):.3f} s{how}"
-    return f"{where}: camera_info may arrive late" + (f"; raise {queue}{how}" if queue else "")
+    if queue:
+        return f"{where}: camera_info may arrive late; raise {queue}{how}"
+    # a recording is paired over its whole length: lateness cannot be the cause there
+    return (f"{where}, within {slop}: the camera_info of these images is not in the recording (pairing spans the "
+            "whole recording, so none arrived late); the driver or the recorder dropped them")

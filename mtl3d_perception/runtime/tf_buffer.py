@@ -10,7 +10,9 @@ It mirrors tf2's semantics (ros2/geometry2 ``tf2/src/buffer_core.cpp``) closely 
   ``geometry.interpolate_pose``) and never extrapolate: outside an edge's cache is an
   :class:`ExtrapolationException`;
 - a dynamic transform older than its edge's newest by more than the cache is refused as ``TF_OLD_DATA``, as tf2's
-  ``TimeCache::insertData`` refuses it (a zero stamp, a stray old message); a late one within the cache is inserted.
+  ``TimeCache::insertData`` refuses it (a zero stamp, a stray old message); a late one within the cache is inserted
+  in time order, and counted (``out_of_order``, ``max_out_of_order_ns``): a reader that looks a pose up before it has
+  read such a sample interpolates across the gap it fills (replay reads TF ahead for that reason).
   A message on one edge never touches another's data. Time jumping back as a whole (a looping bag: the node's
   images, a /clock jump) is the caller's to see; it clears the buffer with :meth:`clear`, as tf2_ros's
   ``time_jump_callback`` does;
@@ -98,6 +100,8 @@ class TransformBuffer:
         self._lock = threading.Lock()
         self.projected_rotations = 0  # near-rotations projected onto SO(3) on insertion
         self.rejected = 0  # transforms that could not be used (NaN, zero quaternion, bad frame names, ...)
+        self.out_of_order = 0  # dynamic transforms inserted before their edge's newest stamp (recorded out of order)
+        self.max_out_of_order_ns = 0  # how far before its edge's newest stamp the latest of those was
         self.on_problem = on_problem
         self._log = ThrottledLog(_LOG)
 
@@ -160,6 +164,9 @@ class TransformBuffer:
                     + (f"; if {edge.stamps[-1] * 1e-9:.3f} s is in the future, one message stamped so holds this edge "
                        "until time passes it (as in tf2): fix its publisher, then restart the node" if stamp_ns else ""))
             i = bisect.bisect_left(edge.stamps, stamp_ns)
+            if i < len(edge.stamps) and edge.stamps[i] != stamp_ns:  # older than the edge's newest
+                self.out_of_order += 1
+                self.max_out_of_order_ns = max(self.max_out_of_order_ns, edge.stamps[-1] - stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
                 edge.transforms[i] = T  # same stamp: the newer message wins
             else:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
-from mtl3d_perception.data.datasets import SourceConfig, two_view_source
+from mtl3d_perception.data.datasets import SOURCE_KINDS, SourceConfig, two_view_source
 from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
 from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.runtime.params import DEVICES
@@ -78,6 +78,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="the published calibration to use (fr1, fr2, fr3 or default), scaled to the images' size")
     tum.add_argument("--intrinsics", type=intrinsics_arg, default=None, metavar="FX,FY,CX,CY",
                      help="the colour camera's own K, in pixels of its images (a TUM-layout recording of another camera)")
+
+
+def check_spec_flags(specs: list[str], kinds: list[str], *, bag_topics: dict[str, str] | None = None,
+                     tum_camera: dict | None = None, gap: int | None = None) -> None:
+    """Refuse a flag that only some spec kinds read when no ``--data`` spec is of such a kind (a trial: ``--intrinsics``
+    and ``--tum-camera`` on a ``sequence:`` spec changed nothing, without a word).
+
+    Args:
+        specs: the ``--data`` specs, for the message; ``kinds``: their kinds (``SourceConfig.kind``), in order.
+        bag_topics: the ``BAG_TOPIC_DEFAULTS`` fields as given (one that differs from its default was set).
+        tum_camera: ``camera`` and ``intrinsics`` as given (None: not set).
+        gap: ``--gap`` (None: not set).
+
+    Raises:
+        ValueError: names the flag, the spec kinds it applies to and the kinds given.
+    """
+    given = [(f"--{name.replace('_', '-')}", ("bag",)) for name, value in (bag_topics or {}).items()
+             if value != BAG_TOPIC_DEFAULTS[name]]
+    given += [(flag, ("tum",)) for name, flag in (("camera", "--tum-camera"), ("intrinsics", "--intrinsics"))
+              if (tum_camera or {}).get(name) is not None]
+    if gap is not None:  # NYUv2 images are single views: no source to pick
+        given.append(("--gap", tuple(k for k in SOURCE_KINDS if k != "nyuv2")))
+    for flag, applies in given:
+        if not any(kind in applies for kind in kinds):
+            raise ValueError(f"{flag} applies to {', '.join(f'{k}:' for k in applies)} specs only, and --data "
+                             f"{' --data '.join(specs)} has none (kinds: {', '.join(dict.fromkeys(kinds))}); "
+                             "leave it out, or give such a spec")
 
 
 def with_flags(message: str) -> str:
@@ -155,6 +182,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     Raises:
         ValueError: a spec's data cannot be opened (a missing or malformed folder, a bag without the topics); the
             message starts with ``--data SPEC``, then the reader's own (which names the path and what was expected).
+            A spec-specific setting (a bag topic, the TUM camera, ``gap``) given with no spec of its kind
+            (:func:`check_spec_flags`).
     """
     from mtl3d_perception.data.datasets import build_dataset, parse_data_spec
     from mtl3d_perception.data.synthetic import scene_provenance
@@ -164,6 +193,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     from mtl3d_perception.train.evaluate import check_modes, evaluate
 
     check_modes(modes)
+    check_spec_flags(specs, [parse_data_spec(spec).kind for spec in specs], bag_topics=bag_topics,
+                     tum_camera=tum_camera, gap=gap)
     check_output_folder(out)  # a bad --out fails before the model loads; created only once every --data opens
     dev = resolve_device(device)
     model = load_checkpoint(checkpoint, map_location=dev)

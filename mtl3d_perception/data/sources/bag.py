@@ -202,6 +202,11 @@ class BagFrames:
                 extra[kind].append((stamp_to_ns(msg.header.stamp), t_log, bare_frame_id(msg.header.frame_id),
                                     (msg.width, msg.height)))
         self.projected_rotations = tf.projected_rotations
+        self.out_of_order_transforms = tf.out_of_order  # sorted in time order: the whole bag's TF is read before poses
+        if tf.out_of_order:
+            log.warning("%s: %d transform(s) on %s were recorded out of order (up to %.3f s older than their edge's "
+                        "newest): used in time order, as tf2 does (every pose is looked up after the whole bag's TF)",
+                        self.path, tf.out_of_order, topics.TF_TOPIC, tf.max_out_of_order_ns * 1e-9)
         if not images:
             raise BagError(f"{self.path}: no messages on {self.image_topic}")
         info_stamps = sorted(infos)

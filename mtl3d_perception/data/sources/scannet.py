@@ -9,10 +9,13 @@
     ROOT/intrinsic/intrinsic_depth.txt      4x4 of the depth camera
 
 ``N`` runs 0, 1, 2, ... (sorted numerically). ScanNet marks frames whose tracking failed with ``-inf`` poses;
-they are left out (``invalid_poses`` counts them), as ScanNet users do. Depth is registered to colour the way
-ScanNet users do: the depth image is resized to the colour image's size (nearest neighbour, so no depth is
-invented across edges) and the colour K is used; ScanNet's two cameras are calibrated to share the view
-(the depth K is the colour K scaled to 640x480 within a pixel), which this relies on.
+they are left out (``invalid_poses`` counts them), as ScanNet users do. Depth is registered to colour as bag
+depth is (``geometry.is_registered``): when ``intrinsic_depth.txt`` is the colour K scaled to the depth's size
+(within ``geometry.REGISTERED_K_TOLERANCE_PX``; ScanNet's two cameras are calibrated so), the depth image is
+resized to the colour image's size (nearest neighbour, so no depth is invented across edges), as ScanNet users
+do; a depth K of its own (another field of view or centre) is a view of its own, reprojected into the colour
+camera with its K (``geometry.reproject_depth``; the two cameras share their optical centre, as
+``extrinsic_*.txt`` of the export say).
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from mtl3d_perception.data.sequence import (
     read_uint16_depth,
     text_rows,
 )
-from mtl3d_perception.geometry import check_intrinsics, depth_from_mm, to_rigid
+from mtl3d_perception.geometry import (
+    check_intrinsics,
+    depth_from_mm,
+    is_registered,
+    reproject_depth,
+    to_rigid,
+)
 
 COLOR_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -118,14 +127,18 @@ class ScanNetSequence:
         return len(self.color_paths)
 
     def frame(self, i: int, *, depth: bool = True, semantic: bool = True, normals: bool = True) -> SequenceFrame:
-        """Frame ``i`` with depth resized (nearest) to the colour image and the colour K."""
+        """Frame ``i`` with the colour K and depth in metres registered to the colour image (NaN where none): resized
+        (nearest) when the depth K is the colour K at the depth's size, else reprojected with the depth K."""
         rgb = read_rgb(self.color_paths[i])
         d = None
         if depth:
             raw = read_uint16_depth(self.depth_paths[i], "millimetres")
             H, W = rgb.shape[:2]
-            if raw.shape != (H, W):
-                raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres kept
-            d = depth_from_mm(raw)
+            if not is_registered("", "", self.K_depth, (raw.shape[1], raw.shape[0]), self.K, (W, H)):
+                d = reproject_depth(depth_from_mm(raw), self.K_depth, np.eye(4), self.K, (H, W))
+            else:
+                if raw.shape != (H, W):
+                    raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres kept
+                d = depth_from_mm(raw)
         return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=self.K.copy(),
                              T_world_cam=self.poses[i].copy(), name=self.color_paths[i].stem)

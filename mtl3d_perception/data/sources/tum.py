@@ -129,7 +129,8 @@ class TumSequence:
         max_pose_gap: the widest ground-truth gap interpolated over (s).
 
     Raises:
-        SequenceError: a missing or malformed file (the message names it and the line), no associated frames.
+        SequenceError: a missing or malformed file (the message names it and the line), no associated frames, a
+            published K that cannot fit the images (the first one is read here to check: :meth:`published_K`).
     """
 
     def __init__(self, root: str | Path, *, camera: str = "", K: np.ndarray | None = None,
@@ -175,6 +176,9 @@ class TumSequence:
                                 f"{max_dt} s and a ground-truth pose")
         self.stamps = np.array(stamps)
         self.poses = np.stack(poses)
+        if not self.K_given:  # a published K that cannot fit the images fails here, once, not at every frame read
+            first = read_rgb(self.rgb_paths[0])
+            self.published_K((first.shape[1], first.shape[0]), self.rgb_paths[0])
 
     def __len__(self) -> int:
         return len(self.rgb_paths)
@@ -184,14 +188,18 @@ class TumSequence:
 
         Raises:
             SequenceError: the image is not 4:3 (cropped or another camera): scaling would stretch K
-                anisotropically, a wrong camera; the message asks for the images' own K.
+                anisotropically, a wrong camera; the message names the K, the image size, the 4:3 sizes it fits and
+                asks for the images' own K.
         """
         W, H = wh
         if abs(W * NATIVE_SIZE[1] - H * NATIVE_SIZE[0]) > ASPECT_TOLERANCE * H * NATIVE_SIZE[0]:
+            fx, fy, cx, cy = CAMERAS[self.camera]
+            fits = f"{round(H * NATIVE_SIZE[0] / NATIVE_SIZE[1])}x{H} or {W}x{round(W * NATIVE_SIZE[1] / NATIVE_SIZE[0])}"
             raise SequenceError(f"{path}: {W}x{H} is not a resized copy of the {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]} images "
-                                f"the published {self.camera} K belongs to (aspect {W / H:.3f}, expected "
-                                f"{NATIVE_SIZE[0] / NATIVE_SIZE[1]:.3f}); give these images' own K (eval: --intrinsics "
-                                "FX,FY,CX,CY)")
+                                f"the published {self.camera} K (fx {fx:g}, fy {fy:g}, cx {cx:g}, cy {cy:g} at "
+                                f"{NATIVE_SIZE[0]}x{NATIVE_SIZE[1]}) belongs to (aspect {W / H:.3f}, expected "
+                                f"{NATIVE_SIZE[0] / NATIVE_SIZE[1]:.3f}: it fits 4:3 images such as {fits}); give these "
+                                "images' own K (eval: --intrinsics FX,FY,CX,CY)")
         return resize_intrinsics(self.K, NATIVE_SIZE, (W, H))
 
     def frame(self, i: int, *, depth: bool = True, semantic: bool = True, normals: bool = True) -> SequenceFrame:
