@@ -16,6 +16,9 @@ from mtl3d_perception.evaluation.metrics import (
     baseline_bin_names,
     confidence_thresholds,
     sparsification,
+    sparsification_rows,
+    sparsification_table,
+    threshold_keeps,
 )
 from mtl3d_perception.train.depth_distribution import cell_inverse_depth, soft_target
 from mtl3d_perception.train.losses import depth_scale_aware_loss
@@ -116,6 +119,34 @@ def test_sparsification_does_not_depend_on_the_order_of_ties():
         assert curve == pytest.approx({0.25: 0.1, 0.5: (0.1 + 0.25) / 2, 0.75: 0.2, 1.0: 0.25})
 
 
+def test_a_threshold_shared_by_many_pixels_says_what_it_keeps():
+    """A replay trial: 10.9 % of the two-view pixels had a confidence of exactly 0, so the 90 % row's threshold was
+    0.000 and applying it kept 100 % of the pixels (abs rel 0.083), not the row's 90 % (0.080). Each row now says
+    what its threshold keeps and their abs rel; without ties that is the row itself."""
+    rng = np.random.default_rng(0)
+    n = 10_000
+    conf = rng.uniform(0.01, 1.0, n)
+    conf[: int(0.109 * n)] = 0.0  # unmatched pixels: exactly 0
+    err = rng.uniform(0.0, 0.1, n) + 0.1 * (conf == 0)
+    thresholds = confidence_thresholds(conf)
+    keeps = threshold_keeps(err, conf, thresholds)
+    assert thresholds[0.9] == 0.0 and keeps[0.9] == pytest.approx((1.0, err.mean()))
+    curve = sparsification(err, conf)
+    assert curve[0.9] < keeps[0.9][1]  # the row's 90 % are better than what its threshold keeps
+    top = np.sort(conf)[::-1][: n // 2]
+    assert keeps[0.5] == pytest.approx((0.5, err[conf >= top[-1]].mean()))  # no ties: the row itself
+    assert keeps[0.5][1] == pytest.approx(curve[0.5])
+    meter = RealDepthMeter()
+    gt = torch.full((1, 1, 100, 100), 2.0)
+    meter.update(gt * torch.from_numpy(1 + err).float().view(1, 1, 100, 100), gt, baseline_m=torch.tensor([0.1]),
+                 confidence=torch.from_numpy(conf).float().view(1, 1, 100, 100), two_view=torch.tensor([True]))
+    rows = {r["fraction"]: r for r in sparsification_rows(meter.compute())}
+    assert rows[0.9]["confidence_min"] == 0.0 and rows[0.9]["threshold_kept"] == pytest.approx(1.0)
+    assert rows[0.9]["threshold_abs_rel"] == pytest.approx(err.mean(), rel=1e-4)
+    line = next(r for r in sparsification_table(list(rows.values())) if r.startswith("| 90 % |"))
+    assert line.endswith(f"| 0.000 | 100 % | {err.mean():.3f} |")
+
+
 def test_eval_of_single_view_reports_no_sparsification():
     """`mtl3d eval`'s single-view column: a geometric-depth network's confidence there is a flat cost volume's; its
     sparsification keys are NaN in metrics.json and `n/a` in report.md, the two-view column keeps its numbers."""
@@ -140,8 +171,10 @@ def test_eval_of_single_view_reports_no_sparsification():
     # the curve points are a table per confidence as replay's report has them, not 24 alphabetical metric rows
     assert "| depth/abs_rel_conf_top10 |" not in report and "| depth/conf_threshold_top50 |" not in report
     section = report[report.index("### Sparsification: the published depth confidence"):]
-    half = (f"| 50 % | {two['depth/conf_threshold_top50']:.3f} | {two['depth/abs_rel_conf_top50']:.3f} | "
-            f"{two['depth/abs_rel_conf_top50'] / two['depth/abs_rel_conf_top100']:.2f} |")
+    half = (f"| 50 % | {two['depth/abs_rel_conf_top50']:.3f} | "
+            f"{two['depth/abs_rel_conf_top50'] / two['depth/abs_rel_conf_top100']:.2f} | "
+            f"{two['depth/conf_threshold_top50']:.3f} | {100 * two['depth/conf_threshold_kept_top50']:.0f} % | "
+            f"{two['depth/abs_rel_conf_threshold_top50']:.3f} |")
     assert half in section.split("###")[1] and "single_view: no curve" in section.split("###")[1]
     assert "### Sparsification: the plane sweep's matching confidence" in report
 

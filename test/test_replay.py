@@ -295,6 +295,9 @@ def test_depth_confidence_topic_and_sparsification_curve(wall_bag, tmp_path, cap
         k = round(r["fraction"] * errors.size)
         assert r["abs_rel"] == pytest.approx(errors[:k].mean(), rel=1e-5), r
         assert r["confidence_min"] == pytest.approx(1.0 - ramp[(k - 1) // (3 * H)], abs=1e-6), r
+        kept = ((k - 1) // (3 * H) + 1) * 3 * H  # the threshold keeps the whole column it falls in (ties)
+        assert r["threshold_kept"] == pytest.approx(kept / errors.size)
+        assert r["threshold_abs_rel"] == pytest.approx(errors[:kept].mean(), rel=1e-5), r
         assert r["ratio"] == pytest.approx(r["abs_rel"] / rows[0]["abs_rel"])
     assert all(a["abs_rel"] > b["abs_rel"] and a["confidence_min"] < b["confidence_min"] for a, b in itertools.pairwise(rows))
     assert rows[0]["abs_rel"] == pytest.approx(m["depth/abs_rel"], rel=1e-5) == pytest.approx(0.1, rel=1e-5)
@@ -303,7 +306,8 @@ def test_depth_confidence_topic_and_sparsification_curve(wall_bag, tmp_path, cap
 
     report = (out / "report.md").read_text()
     assert f"## Depth confidence (`{CONFIDENCE_TOPIC}`)" in report
-    assert f"| 50 % | {rows[3]['confidence_min']:.3f} | {rows[3]['abs_rel']:.3f} | {rows[3]['ratio']:.2f} |" in report
+    assert (f"| 50 % | {rows[3]['abs_rel']:.3f} | {rows[3]['ratio']:.2f} | {rows[3]['confidence_min']:.3f} | "
+            f"{100 * rows[3]['threshold_kept']:.0f} % | {rows[3]['threshold_abs_rel']:.3f} |") in report
     assert (out / "sparsification.png").stat().st_size > 0
     written = json.loads((out / "metrics.json").read_text())["multi_view"]["sparsification"]
     assert len(written) == len(rows) and all(w == pytest.approx(r) for w, r in zip(written, rows))
@@ -311,7 +315,7 @@ def test_depth_confidence_topic_and_sparsification_curve(wall_bag, tmp_path, cap
 
     print_summary(s)
     text = capsys.readouterr().out
-    assert "depth confidence, two-view frames" in text and f"| 10 % | {rows[-1]['confidence_min']:.3f} |" in text
+    assert "depth confidence, two-view frames" in text and f"| 10 % | {rows[-1]['abs_rel']:.3f} |" in text
 
 
 class FlatConfidenceWallStub(ConfidentWallStub):

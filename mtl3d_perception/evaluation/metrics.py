@@ -266,25 +266,40 @@ def format_metric(value: float | None, fmt: str = "{:.4f}") -> str:
 
 def sparsification_rows(metrics: dict[str, float], prefix: str = "depth") -> list[dict[str, float]]:
     """The sparsification curve in ``metrics`` (``RealDepthMeter`` keys) as rows, all pixels first: ``fraction``
-    (of pixels kept, most confident first), ``confidence_min`` (the threshold that keeps them), ``abs_rel`` (theirs)
-    and ``ratio`` (to all pixels' abs rel). Empty when there is no curve (no GT depth, no confidence, or one that
-    ranks no pixel: NaN keys)."""
+    (of pixels kept, most confident first), ``abs_rel`` (theirs), ``ratio`` (to all pixels' abs rel),
+    ``confidence_min`` (the threshold at the fraction's least confident pixel) and what that threshold keeps when
+    applied, ``threshold_kept`` (fraction) and ``threshold_abs_rel``: more than ``fraction`` where pixels tie at it
+    (:func:`threshold_keeps`; NaN for metrics from before those keys). Empty when there is no curve (no GT depth, no
+    confidence, or one that ranks no pixel: NaN keys)."""
     rows = []
     for f in sorted(SPARSIFICATION_FRACTIONS, reverse=True):
         x = int(round(f * 100))
         if math.isfinite(metrics.get(f"{prefix}/abs_rel_conf_top{x}", math.nan)):
             rows.append({"fraction": f, "confidence_min": metrics[f"{prefix}/conf_threshold_top{x}"],
-                         "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"]})
+                         "abs_rel": metrics[f"{prefix}/abs_rel_conf_top{x}"],
+                         "threshold_kept": metrics.get(f"{prefix}/conf_threshold_kept_top{x}", math.nan),
+                         "threshold_abs_rel": metrics.get(f"{prefix}/abs_rel_conf_threshold_top{x}", math.nan)})
     for row in rows:
         row["ratio"] = row["abs_rel"] / max(rows[0]["abs_rel"], 1e-12)
     return rows
 
 
+# What the sparsification table says, for the reports of replay and mtl3d eval (one wording)
+SPARSIFICATION_TEXT = (
+    "The depth abs rel of the most-confident x % of pixels: when the confidence predicts the error it falls as x "
+    "shrinks. To keep only depth you can trust, pick a row whose abs rel you accept and drop the pixels below its "
+    "confidence threshold; `keeps` and `abs rel kept` are what that threshold gives (more than x % where many pixels "
+    "share the threshold's value, e.g. a confidence of exactly 0 where nothing was matched).")
+
+
 def sparsification_table(rows: list[dict[str, float]]) -> list[str]:
-    """Markdown rows of the sparsification curve: kept fraction, confidence threshold, abs rel, ratio to all."""
-    lines = ["| most-confident pixels | confidence >= | depth abs rel | / all pixels |", "|---|---|---|---|"]
-    lines += [f"| {100 * r['fraction']:.0f} % | {r['confidence_min']:.3f} | {r['abs_rel']:.3f} | {r['ratio']:.2f} |"
-              for r in rows]
+    """Markdown rows of the sparsification curve: kept fraction, abs rel, ratio to all, then the confidence threshold
+    with what applying it keeps and their abs rel (more than the fraction where pixels tie at the threshold)."""
+    lines = ["| most-confident pixels | depth abs rel | / all pixels | confidence >= | keeps | abs rel kept |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {100 * r['fraction']:.0f} % | {r['abs_rel']:.3f} | {r['ratio']:.2f} | {r['confidence_min']:.3f} | "
+              f"{format_metric(100 * r.get('threshold_kept', math.nan), '{:.0f} %')} | "
+              f"{format_metric(r.get('threshold_abs_rel', math.nan), '{:.3f}')} |" for r in rows]
     return lines
 
 
@@ -381,6 +396,22 @@ def confidence_thresholds(confidence: np.ndarray,
     return {f: float(ranked[_top_count(f, len(ranked)) - 1]) for f in fractions}
 
 
+def threshold_keeps(abs_rel: np.ndarray, confidence: np.ndarray,
+                    thresholds: dict[float, float]) -> dict[float, tuple[float, float]]:
+    """What keeping the pixels with ``confidence >= threshold`` gives, for each of :func:`confidence_thresholds`'
+    thresholds: ``(fraction kept, their mean abs rel)``. Where many pixels tie at a threshold (a confidence of
+    exactly 0 on unmatched pixels) it keeps more than its fraction and their abs rel differs from the curve's point
+    (a replay trial: the 90 % row's threshold 0.000 kept 100 %, abs rel 0.083 against the row's 0.080), so reports
+    give both. NaN pairs where a threshold is NaN.
+    """
+    out = {}
+    for f, t in thresholds.items():
+        keep = confidence >= t if math.isfinite(t) else np.zeros(confidence.shape, bool)
+        out[f] = ((float(keep.mean()), float(abs_rel[keep].mean(dtype=np.float64))) if keep.any() else
+                  (float("nan"), float("nan")))
+    return out
+
+
 def _top_count(fraction: float, n: int) -> int:
     """How many of ``n`` pixels the most-confident ``fraction`` holds (at least one)."""
     return max(1, int(round(fraction * n)))
@@ -475,9 +506,12 @@ class RealDepthMeter:
             conf = np.concatenate(self.confidences) if self.confidences else np.zeros(0, np.float32)
             curve = sparsification(err, conf)
             thresholds = confidence_thresholds(conf)
+            keeps = threshold_keeps(err, conf, thresholds)
             for f, v in curve.items():
-                out[f"{k}/abs_rel_conf_top{int(round(f * 100))}"] = v
-                out[f"{k}/conf_threshold_top{int(round(f * 100))}"] = thresholds[f]
+                x = int(round(f * 100))
+                out[f"{k}/abs_rel_conf_top{x}"] = v
+                out[f"{k}/conf_threshold_top{x}"] = thresholds[f]
+                out[f"{k}/conf_threshold_kept_top{x}"], out[f"{k}/abs_rel_conf_threshold_top{x}"] = keeps[f]
             out[f"{k}/conf_top50_ratio"] = curve[0.5] / max(curve[1.0], 1e-12)
             n, total = self.confidence_sum[0] if self.confidence_sum[0, 0] else self.confidence_sum[1]
             out[f"{k}/confidence_mean"] = float(total / n)

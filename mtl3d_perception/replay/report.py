@@ -28,7 +28,7 @@ import numpy as np
 
 from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation import json_report
-from mtl3d_perception.evaluation.metrics import format_metric, sparsification_table
+from mtl3d_perception.evaluation.metrics import SPARSIFICATION_TEXT, format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
 from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION
 from mtl3d_perception.runtime.products import STAGES
@@ -315,9 +315,7 @@ def _confidence_section(s: dict[str, Any], mv: dict[str, Any]) -> list[str]:
         body = [f"No sparsification curve: {why}."]
     else:
         rows = mv["sparsification"]
-        body = ["Sparsification over the two-view frames of the multi-view run: the depth abs rel of the "
-                "most-confident x % of pixels, and the confidence threshold that keeps them. When the confidence "
-                "predicts the error the abs rel falls as x shrinks. To keep only depth you can trust, pick the row "
-                f"whose abs rel you accept and ignore pixels of `{topic}` below its threshold.", "",
+        body = [f"Sparsification over the two-view frames of the multi-view run, of `{topic}`. "
+                + SPARSIFICATION_TEXT, "",
                 *sparsification_table(rows), "", "![sparsification](sparsification.png)"]
     return [f"## Depth confidence (`{topic}`)", "", *body, ""]

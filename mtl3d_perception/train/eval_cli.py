@@ -293,7 +293,8 @@ def _is_curve_point(name: str) -> bool:
     """A sparsification point's key (``depth/abs_rel_conf_top50``, ``geometric/conf_threshold_top10``): these go in
     the curve tables, not the metrics table."""
     metric = name.split("/", 1)[-1]
-    return metric.startswith(("abs_rel_conf_top", "conf_threshold_top"))
+    return metric.startswith(("abs_rel_conf_top", "conf_threshold_top", "conf_threshold_kept_top",
+                              "abs_rel_conf_threshold_top"))
 
 
 def _metric_order(name: str) -> tuple[str, int]:
@@ -319,7 +320,12 @@ def render_report(report: dict) -> str:
     """A Markdown report: per data spec, one metrics table with a column per mode (``n/a`` for a NaN metric), then each
     confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
     ``evaluation.metrics.sparsification_table``), or why a mode has none (single view: a flat volume ranks nothing)."""
-    from mtl3d_perception.evaluation.metrics import format_metric, sparsification_rows, sparsification_table
+    from mtl3d_perception.evaluation.metrics import (
+        SPARSIFICATION_TEXT,
+        format_metric,
+        sparsification_rows,
+        sparsification_table,
+    )
     from mtl3d_perception.source_selection import MIN_PARALLAX_M
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
@@ -383,9 +389,7 @@ def render_report(report: dict) -> str:
                 continue
             lines += [f"### Sparsification: {what}", ""]
             if not explained:
-                lines += ["The abs rel of the most-confident x % of pixels and the confidence threshold that keeps them: "
-                          "when the confidence predicts the error, the abs rel falls as x shrinks. To keep only depth you "
-                          "can trust, pick the row whose abs rel you accept and ignore pixels below its threshold.", ""]
+                lines += [SPARSIFICATION_TEXT, ""]
                 explained = True
             for c in present:
                 rows = sparsification_rows(modes[c]["metrics"], prefix)
