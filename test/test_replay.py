@@ -385,6 +385,48 @@ def test_frames_at_the_edges_of_the_range_keep_their_camera_info(tmp_path, info_
     assert not s["warnings"], s["warnings"]
 
 
+def test_the_output_bag_holds_what_the_first_frames_in_range_need(tmp_path):
+    """A replay trial: with --start-offset, the first frame's camera_info and TF logged just before the range were
+    used but not written to output.mcap (RViz could not place that frame). They are copied when the range starts;
+    a camera_info of an image before the range is not."""
+    bag = tmp_path / "bag"
+    early = {topics.CAMERA_INFO_TOPIC: -0.01, topics.TF_TOPIC: -0.01}  # each frame's camera_info and TF 10 ms early
+    copy_bag(write_bag(wall_frames(8), tmp_path / "src"), bag, delay_s=early)
+    out = tmp_path / "out"
+    s = replay_bag(bag, out, WallStub(2.0), quiet(start_offset_s=0.308, playback_duration_s=0.3))  # from 0.298 s
+    assert s["counts"]["processed"] == 3
+    stamps: dict[str, list[int]] = {}
+    for topic, _t, msg in read_bag(out / OUTPUT_BAG, [topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC, topics.TF_TOPIC]):
+        header = msg.transforms[0].header if topic == topics.TF_TOPIC else msg.header
+        stamps.setdefault(topic, []).append(stamp_to_ns(header.stamp))
+    first = stamps[topics.IMAGE_TOPIC][0]
+    assert stamps[topics.CAMERA_INFO_TOPIC][:3] == stamps[topics.IMAGE_TOPIC]  # each image's own, none before
+    assert first in stamps[topics.TF_TOPIC]  # the first frame's pose
+
+
+def test_outputs_are_logged_when_their_frame_was_complete(tmp_path):
+    """A replay trial: header stamps 5 s ahead of the recorder's clock put the outputs 5 s ahead in log time and, as
+    the output bag's log times never go back, every input message copied after them moved too (the bag lasted 7.9 s
+    instead of 2.9 s). Inputs keep their log times; each output is logged at the bag time its frame was complete."""
+    src = write_bag(wall_frames(6), tmp_path / "src")
+    with Reader(src) as reader:
+        every = {c.topic: -5.0 for c in reader.connections}
+    bag = tmp_path / "bag"
+    copy_bag(src, bag, delay_s=every)  # logged 5 s before their stamps
+    out = tmp_path / "out"
+    replay_bag(bag, out, WallStub(2.0), quiet())
+    logged: dict[str, list[int]] = {}
+    for path in (bag, out / OUTPUT_BAG):
+        with Reader(path) as reader:
+            for c, t, _raw in reader.messages():
+                logged.setdefault(f"{path.name}:{c.topic}", []).append(t)
+    for topic in every:
+        assert logged[f"{OUTPUT_BAG}:{topic}"] == logged[f"bag:{topic}"], topic
+    images, depth = logged[f"bag:{topics.IMAGE_TOPIC}"], logged[f"{OUTPUT_BAG}:{topics.output_topic('depth/image')}"]
+    assert len(depth) == len(images) == 6
+    assert all(i <= d < i + 100_000_000 for i, d in zip(images, depth, strict=True))  # before the next frame's image
+
+
 @pytest.mark.parametrize(("options", "expected"), [
     ({"image_topic": "/robot/front/camera_info"},
      "image_topic '/robot/front/camera_info' is a camera_info topic; expected the sensor_msgs/Image topic"),

@@ -137,6 +137,9 @@ class _Replay:
                                        "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
         self.now_ns = 0
+        # logged before --start-offset and copied to the output bag when the range starts: the /tf of the last
+        # PRE_START_TF_S and the last camera_info, which pose and pair the first frames in range
+        self._pre_start: list[tuple[str, int, Any]] = []
         self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
@@ -184,20 +187,41 @@ class _Replay:
 
     def feed_before_start(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message logged before ``--start-offset``: TF goes into the buffer (the first frames in range
-        need the poses before them) and static TF into the output bag; images are counted, nothing is run."""
+        need the poses before them) and static TF into the output bag; images are counted, nothing is run. The /tf
+        of the last ``PRE_START_TF_S`` and the last camera_info go into the output bag when the range starts (a replay
+        trial: the first frame's camera_info and TF were missing from it, so RViz could not place that frame)."""
         if topic in (self.o.tf_topic, self.o.tf_static_topic):  # into the buffer already (``TFLookahead``)
             if topic == self.o.tf_static_topic:
                 self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
+            else:
+                self._pre_start.append((topic, t_ns, msg))
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
             self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
             if self.first_info_ns is None:
                 self.first_info_ns = conversions.header_stamp_ns(msg.header.stamp)
+            self._pre_start = [m for m in self._pre_start if m[0] != topic]
+            self._pre_start.append((topic, t_ns, msg))
         elif topic == self.o.image_topic:
             self.before_start += 1
+            # a camera_info paired with an image before the range is that image's, not the range's
+            stamp_ns, slop_ns = conversions.header_stamp_ns(msg.header.stamp), round(self.o.sync_slop_s * 1e9)
+            self._pre_start = [m for m in self._pre_start if m[0] != self.o.camera_info_topic
+                               or abs(conversions.header_stamp_ns(m[2].header.stamp) - stamp_ns) > slop_ns]
+        horizon = t_ns - round(PRE_START_TF_S * 1e9)
+        self._pre_start = [m for m in self._pre_start if m[0] != self.o.tf_topic or m[1] >= horizon]
+
+    def _copy(self, topic: str, t_ns: int, msg: Any) -> None:
+        """An input message into the output bag at its own log time, with its recorded QoS."""
+        o = self.o
+        default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
+        self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
 
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
+        for pre_start in self._pre_start:  # the range starts: what the first frames in it need from before it
+            self._copy(*pre_start)
+        self._pre_start = []
         self._run_ready(t_ns - 1)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
         if self.inputs is None:
@@ -205,8 +229,11 @@ class _Replay:
         role = {o.image_topic: "image", o.camera_info_topic: "camera_info"}.get(topic)
         if role in self.inputs.inputs:
             self.inputs.tick(role)
-        default = QOS_TF_STATIC if topic == o.tf_static_topic else QOS_TF if topic == o.tf_topic else QOS_SENSOR
-        self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [default]))
+        # past --playback-duration a camera_info is copied only while it may belong to an image in range
+        orphan = (self.ended and topic == o.camera_info_topic and conversions.header_stamp_ns(msg.header.stamp)
+                  > self.last_stamp_ns.get("image", -1) + round(o.sync_slop_s * 1e9))
+        if not orphan:
+            self._copy(topic, t_ns, msg)
         if topic in (o.tf_topic, o.tf_static_topic):
             pass  # into the buffer already, read ahead (``TFLookahead``)
         elif topic == o.image_topic:
@@ -456,8 +483,11 @@ class _Replay:
         results = {"multi_view": products}
         if self.single_view is not None:
             results["single_view"] = self.single_view.process(frame)
+        # logged at the bag time the frame was complete (its image and pose read), as a recorder logs a live node's
+        # outputs; not at the header stamp, which may run ahead of the recording's clock (a replay trial: stamps 5 s
+        # ahead pushed every later message 5 s on, as the output bag's log times never go back)
         for name, msg in products_to_messages(self.types, products).items():
-            self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], frame.stamp_ns,
+            self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], self.now_ns,
                               msg, QOS_OUTPUT)
         self._diagnostics(final=False)
         self.evaluation.add_frame(self.processed, frame, results)
@@ -628,6 +658,8 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
 # recorded in reversed bursts of 0.5 s, abs rel 0.106 -> 0.181). The node cannot wait; a recording can read ahead.
 # 1 s: tf2_ros's jump threshold (JUMP_BACK_S), and more than such bursts; a few dozen TF messages held, not images.
 TF_LOOKAHEAD_S = 1.0
+# /tf logged this long before --start-offset is copied to the output bag with the range (the first frames' poses)
+PRE_START_TF_S = 1.0
 
 
 class TFLookahead:
