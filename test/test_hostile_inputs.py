@@ -457,6 +457,6 @@ def test_replay_counts_rejected_transforms_in_diagnostics():
     ts = cv.make_transform_stamped(TYPES, cv.make_header(TYPES, 5, "odom"), "base_link", np.eye(4))
     ts.transform.rotation.w = 0.0
     msg = TYPES["tf2_msgs/msg/TFMessage"](transforms=[ts, ts, ts])
-    replay._add_tf(msg, static=False)
+    replay.add_tf(replay.o.tf_topic, msg)
     assert replay.stats.snapshot()["bad_input"] == {"transform": 3}
     assert len(replay.warnings) == 1 and "ignoring transform odom -> base_link" in replay.warnings[0]

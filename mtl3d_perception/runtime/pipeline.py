@@ -458,7 +458,7 @@ class PerceptionPipeline:
             depth = at_output_size(out["depth"], "nearest")[0, 0]
             valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
             if image_mask is not None:  # no image data there (a rectified raw image's border): nothing to say
-                valid &= torch.from_numpy(image_mask).to(self.device)
+                valid &= torch.tensor(image_mask, device=self.device)  # a copy: the mask may be read-only
             dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
             if "depth" in want and "depth_confidence" in out:  # models with the geometric depth (issue 18)
                 conf = at_output_size(out["depth_confidence"], "bilinear")[0, 0].clamp(0.0, 1.0)
