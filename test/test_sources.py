@@ -245,7 +245,9 @@ def test_scannet_depth_with_its_own_K_is_reprojected_into_the_colour_camera(tmp_
     M4[:3, :3] = K_depth
     np.savetxt(root / "intrinsic" / "intrinsic_depth.txt", M4)
     cv2.imwrite(str(root / "depth" / "0.png"), depth_to_mm(sc.render(path[0], K_depth, (SIZE[0] // 2, SIZE[1] // 2))["depth"]))
-    fr = ScanNetSequence(root).frame(0)
+    seq = ScanNetSequence(root)
+    assert seq.depth_registration == "reprojected"
+    fr = seq.frame(0)
     H, W = SIZE[1], SIZE[0]
     centre = np.zeros((H, W), bool)
     centre[H // 4 + 1:3 * H // 4 - 1, W // 4 + 1:3 * W // 4 - 1] = True
@@ -269,8 +271,9 @@ def test_eval_of_a_scannet_export_says_what_it_left_out(tmp_path, scene):
     assert cli.main(["eval", str(ckpt), "--data", f"scannet:{root}", "--modes", "single_view", "--montages", "0",
                      "--no-progress", "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["inputs"][f"scannet:{root}"] == {
-        "frames": N - 1, "frames_left_out": 1}
-    assert f"Read: {N - 1} frames; 1 left out (ScanNet's -inf pose" in (tmp_path / "e" / "report.md").read_text()
+        "frames": N - 1, "frames_left_out": 1, "depth_registration": "resized"}
+    assert (f"Read: {N - 1} frames; 1 left out (ScanNet's -inf pose: its tracking failed); depth resized to the colour "
+            "images (intrinsic_depth.txt is the colour K at its size)") in (tmp_path / "e" / "report.md").read_text()
 
 
 def test_scannet_bad_layouts(tmp_path, scene):

@@ -250,7 +250,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
                 "frames": len(frames), "frames_left_out": frames.dropped}
         if source.kind == "scannet":  # frames whose tracking failed (-inf poses) are left out
             frames = dataset.sources[0].frames
-            report.setdefault("inputs", {})[spec] = {"frames": len(frames), "frames_left_out": frames.invalid_poses}
+            report.setdefault("inputs", {})[spec] = {"frames": len(frames), "frames_left_out": frames.invalid_poses,
+                                                     "depth_registration": frames.depth_registration}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -356,8 +357,11 @@ def render_report(report: dict) -> str:
                       f"cy {cy:g} for {inputs['K_for']}); {inputs['frames_left_out']} colour images left out (no depth "
                       "within the association tolerance or outside the ground truth)", ""]
         elif inputs and "image_topic" not in inputs:  # scannet:
+            how = {"resized": "resized to the colour images (intrinsic_depth.txt is the colour K at its size)",
+                   "reprojected": "reprojected into the colour camera with intrinsic_depth.txt's own K (another view "
+                                  "than the colour K's)"}.get(inputs.get("depth_registration", ""), "")
             lines += [f"Read: {inputs['frames']} frames; {inputs['frames_left_out']} left out (ScanNet's -inf pose: its "
-                      "tracking failed)", ""]
+                      f"tracking failed){f'; depth {how}' if how else ''}", ""]
         elif inputs:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:

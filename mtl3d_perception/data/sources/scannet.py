@@ -121,10 +121,19 @@ class ScanNetSequence:
         if not poses:
             raise SequenceError(f"{self.root / 'pose'}: every pose is invalid (-inf)")
         self.poses = np.stack(poses)
+        self._depth_registered: bool | None = None  # the depth K is the colour K at its size (the first frame says)
         self.stamps = np.array([float(int(p.stem)) for p in self.color_paths]) / 30.0  # ScanNet records at 30 Hz
 
     def __len__(self) -> int:
         return len(self.color_paths)
+
+    @property
+    def depth_registration(self) -> str:
+        """How depth reaches the colour image, for reports: ``resized`` (the depth K is the colour K at the depth's
+        size) or ``reprojected`` (``intrinsic_depth.txt`` has a K of its own); from the first frame's images."""
+        if self._depth_registered is None:
+            self.frame(0, semantic=False, normals=False)
+        return "resized" if self._depth_registered else "reprojected"
 
     def frame(self, i: int, *, depth: bool = True, semantic: bool = True, normals: bool = True) -> SequenceFrame:
         """Frame ``i`` with the colour K and depth in metres registered to the colour image (NaN where none): resized
@@ -134,7 +143,8 @@ class ScanNetSequence:
         if depth:
             raw = read_uint16_depth(self.depth_paths[i], "millimetres")
             H, W = rgb.shape[:2]
-            if not is_registered("", "", self.K_depth, (raw.shape[1], raw.shape[0]), self.K, (W, H)):
+            self._depth_registered = is_registered("", "", self.K_depth, (raw.shape[1], raw.shape[0]), self.K, (W, H))
+            if not self._depth_registered:
                 d = reproject_depth(depth_from_mm(raw), self.K_depth, np.eye(4), self.K, (H, W))
             else:
                 if raw.shape != (H, W):
