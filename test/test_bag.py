@@ -51,6 +51,28 @@ def test_round_trip_gives_back_the_sequence(tmp_path, seq_dir, storage):
         np.testing.assert_array_equal(g.semantic, f.semantic)
 
 
+def test_training_labels_leave_out_a_rectified_border(tmp_path, seq_dir):
+    """A raw image with plumb_bob k1 = 0.4 rectifies to a black border with no image data (a replay trial); training
+    and eval read the same frames, so the depth there is NaN and the labels ignored (255), not learned from black."""
+    from helpers import copy_bag
+
+    from mtl3d_perception.classes import IGNORE_INDEX
+
+    def distorted(topic, index, msg):
+        if topic == topics.CAMERA_INFO_TOPIC:
+            msg.d = np.array([0.4, 0.0, 0.0, 0.0, 0.0])
+        return msg
+
+    seq = PosedSequence(seq_dir)
+    copy_bag(write_bag(seq, tmp_path / "src"), tmp_path / "bag", edit=distorted)
+    back = read_bag_sequence(tmp_path / "bag")
+    assert len(back) == len(seq)
+    border = np.isnan(back[0].depth) & np.isfinite(seq[0].depth)
+    assert 0.05 < border.mean() < 0.5 and border[0, 0] and not border[12, 16]
+    assert (back[0].semantic[border] == IGNORE_INDEX).all()
+    assert (back[0].semantic[~border] != IGNORE_INDEX).mean() > 0.9
+
+
 def test_messages_come_in_time_order_with_matching_headers(tmp_path, seq_dir):
     bag = write_bag(seq_dir, tmp_path / "bag")
     msgs = list(read_bag(bag))

@@ -12,16 +12,15 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import render_frames
+from helpers import copy_bag, render_frames
 from rosbags.interfaces import QosDurability
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader
 
 from mtl3d_perception import cli, topics
 from mtl3d_perception.classes import class_index
@@ -99,31 +98,6 @@ def wall_frames(n: int, depth_m: float = 2.0) -> list[SequenceFrame]:
 
 def quiet(**kwargs) -> ReplayOptions:
     return ReplayOptions(progress=False, **kwargs)
-
-
-def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None,
-             edit: Callable[[str, int, Any], Any] | None = None, rename: dict[str, str] | None = None) -> None:
-    """Copy a bag message for message, leaving out the ``drop`` topics, recording some topics later, replacing
-    messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it, None to leave it out) and
-    renaming topics."""
-    delay_s = delay_s or {}
-    rename = rename or {}
-    store = typestore()
-    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {}
-        for c in reader.connections:
-            if c.topic not in drop:
-                conns[c.id] = writer.add_connection(rename.get(c.topic, c.topic), c.msgtype, typestore=store,
-                                                    offered_qos_profiles=c.ext.offered_qos_profiles)
-        seen: dict[str, int] = {}
-        for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
-            if edit is not None:
-                index = seen[c.topic] = seen.get(c.topic, -1) + 1
-                msg = edit(c.topic, index, store.deserialize_cdr(raw, c.msgtype))
-                if msg is None:
-                    continue
-                raw = store.serialize_cdr(msg, c.msgtype)
-            writer.write(conns[c.id], t + round(delay_s.get(c.topic, 0.0) * 1e9), raw)
 
 
 @pytest.fixture(scope="module")

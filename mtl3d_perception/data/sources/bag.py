@@ -23,7 +23,8 @@ Depth (``16UC1`` millimetres or ``32FC1`` metres, REP 118) pairs with the image 
   default ``camera_info`` beside the depth topic) and ``T_color_depth = inv(T_world_color(t_image)) @
   T_world_depth(t_depth)`` from TF, which covers both the extrinsic and the motion between the two stamps.
 
-Semantic labels (``mono8`` class ids) must be registered to the colour image.
+Semantic labels (``mono8`` class ids) must be registered to the colour image. Where a rectified raw image has no
+image data (its border outside the sensor, ``Frame.image_mask``) depth is NaN and labels are ignored.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 
 from mtl3d_perception import topics
+from mtl3d_perception.classes import IGNORE_INDEX
 from mtl3d_perception.data.bag import (
     BagError,
     absent_topic,
@@ -371,6 +373,9 @@ class BagFrames:
             if labels.shape != (H, W):
                 raise BagError(f"{self.path}: semantic image on {self.semantic_topic} is {labels.shape[1]}x"
                                f"{labels.shape[0]}, the colour image {W}x{H}; labels must be registered to it")
+        if fr.image_mask is not None:  # a rectified raw image's border has no image data: nothing to learn or score
+            d = None if d is None else np.where(fr.image_mask, d, np.float32(np.nan))
+            labels = None if labels is None else np.where(fr.image_mask, labels, np.uint8(IGNORE_INDEX))
         return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=np.ascontiguousarray(rgb), depth=d, K=K.copy(),
                              T_world_cam=self.poses[i].copy(), semantic=labels)
 
