@@ -451,6 +451,9 @@ def test_array_likes_run_as_numpy_and_wrong_layouts_are_named(model):
         pipe.process(Frame(0, "cam", rgba, K_CAM))
     with pytest.raises(ValueError, match=r"values in \[0, 1\]\?"):
         pipe.process(Frame(0, "cam", frame.rgb / 255.0, K_CAM))
+    for mode in ("P", "L", "RGBA"):  # a palette PNG, a grey one: the PIL conversion to make
+        with pytest.raises(ValueError, match=f"frame rgb is a PIL image in mode '{mode}'; pass image.convert"):
+            Frame(0, "cam", Image.fromarray(frame.rgb).convert(mode), K_CAM)
     with pytest.raises(ValueError, match="frame K must be 3x3 intrinsics as a numpy array"):
         Frame(0, "cam", frame.rgb, "fx=90")
 
@@ -488,21 +491,24 @@ def test_a_closed_pipeline_says_so(model):
 
 def test_set_config_compares_with_what_was_applied_not_the_object(model):
     """A Python-API trial: the pipeline's own config, changed in place and passed to ``set_config``, went unnoticed
-    (old and new were one object): a new world frame kept the history. The pipeline now keeps a copy: a caller's object
-    changed later changes nothing until ``set_config``."""
+    (old and new were one object): a new world frame kept the history. A review: changed in place without
+    ``set_config``, half of it took effect at once (the output size did, the history did not). The pipeline keeps a
+    copy and ``pipeline.config`` is a copy of it: only ``set_config`` changes settings, compared with those applied."""
     config = _config(world_frame="odom").with_outputs({"depth"})
     pipe = PerceptionPipeline(model, config)
     pipe.process(_frame(0, x=0.0))
     config.world_frame = "map"  # the caller's object: not applied
+    changed = pipe.config
+    changed.world_frame, changed.output_resolution = "map", "camera"
     assert pipe.world_frame == "odom" and len(pipe.history) == 1
-    pipe.config.world_frame = "map"
-    pipe.set_config(pipe.config)
+    assert pipe.process(_frame(1, x=0.0)).size == (NET_W, NET_H)  # nothing took effect
+    pipe.set_config(changed)
     assert pipe.world_frame == "map" and len(pipe.history) == 0
-    pipe.process(_frame(1, x=0.0))
-    pipe.config.pairing.history_size = 1  # pairing changed in place: applied by set_config, not before
+    assert pipe.process(_frame(2, x=0.0)).size == (CAM_W, CAM_H)
+    changed.pairing.history_size = 1  # the object passed to set_config: a copy was applied
     assert pipe.history.config.history_size != 1
-    pipe.set_config(pipe.config)
-    assert pipe.history.config.history_size == 1
+    pipe.set_config(changed)
+    assert pipe.history.config.history_size == 1 and pipe.config.pairing.history_size == 1
 
 
 def test_two_cameras_under_one_frame_id_are_warned_once(model):

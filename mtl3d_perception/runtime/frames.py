@@ -186,6 +186,8 @@ class Frame:
         # array-likes as numpy (a Python-API trial: a PIL image, a torch tensor or a list K failed deep inside, in
         # cv2.resize or K.tobytes); what they hold is checked by validate()
         self.stamp_ns = stamp_ns_value(self.stamp_ns)
+        if (mode := getattr(self.rgb, "mode", "RGB")) != "RGB" and hasattr(self.rgb, "convert"):  # a PIL image
+            raise ValueError(f"frame rgb is a PIL image in mode {mode!r}; pass image.convert('RGB')")
         self.rgb = _as_array(self.rgb, "rgb", "an [H,W,3] uint8 RGB image")
         self.K = _as_array(self.K, "K", "3x3 intrinsics", np.float64)
         if self.image_mask is not None:

@@ -102,7 +102,7 @@ class PerceptionPipeline:
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
-        self.config = self._applied = copy.deepcopy(config)
+        self._config = copy.deepcopy(config)
         self.set_config(config)
 
     # ------------------------------------------------------------------------------------------ options
@@ -113,9 +113,10 @@ class PerceptionPipeline:
         A new ``world_frame`` forgets the history (its poses are expressed in the old frame), and so does switching
         ``single_view`` on (no source will be used); new pairing rules keep the newest frames that fit.
 
-        The pipeline keeps a copy: changing ``config`` (or ``pipeline.config``) afterwards changes nothing until the
-        next ``set_config``, which compares against the settings last applied (a Python-API trial: ``set_config``
-        with the pipeline's own config object, changed in place, went unnoticed).
+        The pipeline keeps a copy, and :attr:`config` gives a copy of it: changing either object changes nothing until
+        it is passed to ``set_config``, which compares it with the settings applied (a Python-API trial: the
+        pipeline's own config object, changed in place and passed to ``set_config``, went unnoticed; a review: changed
+        in place without ``set_config``, half of it took effect at once).
         """
         config.validate()
         config = copy.deepcopy(config)
@@ -125,7 +126,7 @@ class PerceptionPipeline:
             self.precision_note = f"precision {precision} needs CUDA; running fp32 on {self.device}"
             self.log.warning(self.precision_note)
             precision = "fp32"
-        old, self.config, self._applied = self._applied, config, copy.deepcopy(config)
+        old, self._config = self._config, config
         self.precision = precision
         self.outputs = config.outputs()
         if config.world_frame != old.world_frame or config.cloud_frame != old.cloud_frame:
@@ -138,6 +139,11 @@ class PerceptionPipeline:
             self._evict()
 
     @property
+    def config(self) -> RuntimeConfig:
+        """A copy of the settings applied (change one with ``set_config``; changing this object does nothing)."""
+        return copy.deepcopy(self._config)
+
+    @property
     def has_depth_confidence(self) -> bool:
         """Whether the model outputs a depth confidence (``geometric_depth: true``), i.e. whether
         ``Products.depth_confidence`` (``~/depth/confidence``) comes with the depth. False for models without the
@@ -146,7 +152,7 @@ class PerceptionPipeline:
 
     @property
     def world_frame(self) -> str:
-        return self.config.world_frame
+        return self._config.world_frame
 
     def reset(self) -> None:
         """Start afresh: forget the history, cached features and the newest stamp seen (between two sequences run
@@ -245,7 +251,7 @@ class PerceptionPipeline:
             warnings.append(("stamp_outlier", self.jump.outlier_message(frame.stamp_ns)))
             self.history.drop_after(frame.stamp_ns + self.jump.jump_back_ns)
             self._evict()
-        check_image_size(*frame.size, self.config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
+        check_image_size(*frame.size, self._config.max_image_pixels, what=f"frame {frame.frame_id!r} at {frame.stamp_ns} ns")
         # a header glitch is not a second camera: an empty frame_id (its own header problem) is skipped
         camera = frame.camera
         if frame.header_problem != "empty_frame_id":
@@ -304,7 +310,7 @@ class PerceptionPipeline:
 
     def _remember(self, frame: Frame, features: Any) -> None:
         """A posed frame joins the history as a future source (``features`` cached, or None: encoded when used)."""
-        if frame.T_world_cam is not None and not self.config.single_view:
+        if frame.T_world_cam is not None and not self._config.single_view:
             self.history.add(frame)
             if features is not None:
                 self._features[(frame.frame_id, frame.stamp_ns)] = features
@@ -350,7 +356,7 @@ class PerceptionPipeline:
         self._sync()
         timings["preprocess"] = time.perf_counter() - t
 
-        pair = self.history.select(frame, single_view=self.config.single_view)
+        pair = self.history.select(frame, single_view=self._config.single_view)
         if pair.reason == "pose_jump" and (last := self.history.newest_earlier(frame)) is not None:
             warnings.append(("pose_jump", pose_jump_message(frame, last, self.history.config)))
             # the camera's frames before the jump are across it: forget them, or once the jump is older than
@@ -403,7 +409,7 @@ class PerceptionPipeline:
     def _pose_check(self, frame: Frame, pair: Any) -> PoseConventionCheck | None:
         """The pose-convention check of the frame's camera (``runtime.pose_convention``), or None where it does not
         apply: no source view, ``check_pose_convention`` off, or a model without the geometric depth's sweep."""
-        if pair.src is None or not self.config.check_pose_convention or not can_check(self.model):
+        if pair.src is None or not self._config.check_pose_convention or not can_check(self.model):
             return None
         check = self._pose_checks.pop(frame.camera, None) or PoseConventionCheck()
         self._pose_checks[frame.camera] = check  # newest last; a bounded number of cameras (frame_ids come from input)
@@ -425,7 +431,7 @@ class PerceptionPipeline:
         check.add(scores)
         if (message := check.message(f"camera {frame.camera!r}")) is not None:
             warnings.append((POSE_CONVENTION, f"{message}, T being the frame's T_world_cam ({frame.camera!r} in "
-                                              f"{self.config.world_frame!r}; from TF in the node and replay: fix it "
+                                              f"{self._config.world_frame!r}; from TF in the node and replay: fix it "
                                               "where it is published, the odometry or the camera's static transform); "
                                               "its frames run single-view until the poses fit"))
 
@@ -436,7 +442,7 @@ class PerceptionPipeline:
 
     def _postprocess(self, frame: Frame, out: dict[str, torch.Tensor], rgb_net: np.ndarray, K_net: np.ndarray,
                      want: frozenset[str]) -> Products:
-        cfg, opts = self.model_config, self.config
+        cfg, opts = self.model_config, self._config
         if opts.output_resolution == "camera":
             W, H = frame.size
             K_out, rgb_out = np.asarray(frame.K, np.float64), frame.rgb
