@@ -425,14 +425,50 @@ def is_registered(depth_frame_id: str, image_frame_id: str, K_depth: np.ndarray 
 
 
 def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int]) -> np.ndarray:
-    """Forward-splat a source depth map into another camera (numpy).
+    """A source depth map ``[h,w]`` (metres, NaN / 0 invalid) seen from another camera (numpy).
 
-    Each valid source pixel lands on its nearest destination pixel; the nearest surface wins (z-buffer).
-    Returns the destination z-depth ``[H,W]`` float32 in metres, NaN where nothing lands.
+    Cameras that share their optical centre (``T_dst_src`` a rotation, as one device's colour and depth views in one
+    frame, or ScanNet's two calibrations): every destination pixel looks up the source pixel its ray meets
+    (nearest, no depth invented across edges), so the result is as dense as the source allows. Otherwise each valid
+    source pixel is forward-splatted onto its nearest destination pixel and the nearest surface wins (z-buffer);
+    for a source coarser than the destination (a 640x480 depth camera into a 1280x720 colour one: one source pixel
+    covers ~2x2 destination pixels, and 3 in 4 of them got nothing: a review) the splat goes onto a grid of the
+    destination's field of view no finer than the source, whose pixels are then repeated (nearest).
+
+    Args:
+        depth_src: ``[h,w]`` z-depth in the source camera.
+        K_src, K_dst: ``[3,3]`` intrinsics of the source depth and the destination image.
+        T_dst_src: ``[4,4]`` source camera -> destination camera.
+        dst_hw: (H, W) of the destination.
+
+    Returns:
+        the destination z-depth ``[H,W]`` float32 in metres, NaN where no source pixel lands.
     """
     H, W = dst_hw
-    pts = transform_points(np.asarray(T_dst_src, np.float64), backproject(np.asarray(depth_src, np.float64), K_src))
-    uv, z = project(pts.reshape(-1, 3), np.asarray(K_dst, np.float64))
+    depth_src = np.asarray(depth_src, np.float64)
+    K_src, K_dst, T = (np.asarray(a, np.float64) for a in (K_src, K_dst, T_dst_src))
+    h, w = depth_src.shape
+    if np.abs(T[:3, 3]).max() < 1e-9:  # a rotation about the optical centre: a homography, looked up per pixel
+        Hm = K_src @ T[:3, :3].T @ np.linalg.inv(K_dst)  # destination pixel -> source pixel (x z_ray)
+        vs, us = np.arange(H, dtype=np.float64)[:, None], np.arange(W, dtype=np.float64)[None, :]
+        z_ray = Hm[2, 0] * us + Hm[2, 1] * vs + Hm[2, 2]  # the ray's source z where its destination z is 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.rint((Hm[0, 0] * us + Hm[0, 1] * vs + Hm[0, 2]) / z_ray)
+            v = np.rint((Hm[1, 0] * us + Hm[1, 1] * vs + Hm[1, 2]) / z_ray)
+            ok = (z_ray > MIN_Z) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        z_src = np.where(ok, depth_src[np.where(ok, v, 0).astype(np.int64), np.where(ok, u, 0).astype(np.int64)],
+                         np.nan)
+        with np.errstate(invalid="ignore"):
+            return np.where(z_src > 0, z_src / z_ray, np.nan).astype(np.float32)
+    repeat = int(np.ceil(max(K_dst[0, 0] / K_src[0, 0], K_dst[1, 1] / K_src[1, 1]) - 1e-6))
+    if repeat > 1:  # splat onto a grid no finer than the source's, then repeat each of its pixels (nearest)
+        Hc, Wc = -(-H // repeat), -(-W // repeat)
+        coarse = reproject_depth(depth_src, K_src, T, resize_intrinsics(K_dst, (W, H), (Wc, Hc)), (Hc, Wc))
+        rows = np.minimum(((np.arange(H) + 0.5) * Hc / H).astype(np.int64), Hc - 1)
+        cols = np.minimum(((np.arange(W) + 0.5) * Wc / W).astype(np.int64), Wc - 1)
+        return coarse[rows[:, None], cols[None, :]]
+    pts = transform_points(T, backproject(depth_src, K_src))
+    uv, z = project(pts.reshape(-1, 3), K_dst)
     ok = np.isfinite(uv).all(axis=1) & np.isfinite(z) & (z > MIN_Z)
     u = np.rint(uv[ok, 0]).astype(np.int64)
     v = np.rint(uv[ok, 1]).astype(np.int64)

@@ -257,7 +257,7 @@ def test_scannet_depth_with_its_own_K_is_reprojected_into_the_colour_camera(tmp_
     truth = renders[0]["depth"][centre]
     got = fr.depth[centre]
     ok = np.isfinite(got)
-    assert ok.mean() > 0.2  # a splat of a half-size image covers every other pixel and more
+    assert ok.mean() > 0.95  # a half-size depth image covers the colour pixels it sees (a review: 0.24 splatted)
     assert np.median(np.abs(got[ok] - truth[ok]) / truth[ok]) < 0.01
 
 
