@@ -359,12 +359,13 @@ def test_frames_at_the_edges_of_the_range_keep_their_camera_info(tmp_path, info_
     assert not s["warnings"], s["warnings"]
 
 
-def test_the_output_bag_holds_what_the_first_frames_in_range_need(tmp_path):
+@pytest.mark.parametrize("info_delay_s", [-0.01, 0.01])
+def test_the_output_bag_holds_what_the_first_frames_in_range_need(tmp_path, info_delay_s):
     """A replay trial: with --start-offset, the first frame's camera_info and TF logged just before the range were
     used but not written to output.mcap (RViz could not place that frame). They are copied when the range starts;
-    a camera_info of an image before the range is not."""
+    a camera_info of an image before the range is not, logged before or after that image (a review)."""
     bag = tmp_path / "bag"
-    early = {topics.CAMERA_INFO_TOPIC: -0.01, topics.TF_TOPIC: -0.01}  # each frame's camera_info and TF 10 ms early
+    early = {topics.CAMERA_INFO_TOPIC: info_delay_s, topics.TF_TOPIC: -0.01}  # each frame's TF 10 ms early
     copy_bag(write_bag(wall_frames(8), tmp_path / "src"), bag, delay_s=early)
     out = tmp_path / "out"
     s = replay_bag(bag, out, WallStub(2.0), quiet(start_offset_s=0.308, playback_duration_s=0.3))  # from 0.298 s
@@ -375,6 +376,7 @@ def test_the_output_bag_holds_what_the_first_frames_in_range_need(tmp_path):
         stamps.setdefault(topic, []).append(stamp_to_ns(header.stamp))
     first = stamps[topics.IMAGE_TOPIC][0]
     assert stamps[topics.CAMERA_INFO_TOPIC][:3] == stamps[topics.IMAGE_TOPIC]  # each image's own, none before
+    assert min(stamps[topics.CAMERA_INFO_TOPIC]) == first
     assert first in stamps[topics.TF_TOPIC]  # the first frame's pose
 
 

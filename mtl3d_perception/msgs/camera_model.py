@@ -83,6 +83,7 @@ class CameraModel:
     rectify_raw: bool
     _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _covered: np.ndarray | None = field(default=None, repr=False)
+    _coverage: float | None = field(default=None, repr=False)
 
     @classmethod
     def from_camera_info(cls, msg: Any) -> CameraModel:
@@ -141,8 +142,10 @@ class CameraModel:
 
     def rectified_coverage(self) -> float:
         """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""
-        covered = self.rectified_mask()
-        return 1.0 if covered is None else float(covered.mean())
+        if self._coverage is None:  # once per camera model: every frame's description asks
+            covered = self.rectified_mask()
+            self._coverage = 1.0 if covered is None else float(covered.mean())
+        return self._coverage
 
     def rectified_mask(self) -> np.ndarray | None:
         """``[H,W]`` bool: the rectified pixels that sample inside the raw image (False: the black border outside it,
@@ -155,8 +158,8 @@ class CameraModel:
             W, H = self.size
             inside = (map_x >= -0.5) & (map_x <= W - 0.5) & (map_y >= -0.5) & (map_y <= H - 0.5)
             inside.flags.writeable = False
-            self._covered = inside
-        return None if self._covered.all() else self._covered
+            self._covered = inside if not inside.all() else np.zeros(0, bool)  # empty: every pixel covered
+        return self._covered if self._covered.size else None
 
     def rectification_problem(self, image_kind: str) -> str | None:
         """Why rectifying raw images with this camera_info gives a mostly black image (a D or R that is legal but

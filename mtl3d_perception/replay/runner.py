@@ -14,7 +14,7 @@ products are written as the node's output messages (``msgs.messages.products_to_
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -139,13 +139,16 @@ class _Replay:
         self.now_ns = 0
         # logged before --start-offset and copied to the output bag when the range starts: the /tf of the last
         # PRE_START_TF_S and the last camera_info, which pose and pair the first frames in range
-        self._pre_start: list[tuple[str, int, Any]] = []
+        self._pre_start_tf: deque[tuple[str, int, Any]] = deque()
+        self._pre_start_info: tuple[str, int, Any] | None = None
+        self._pre_start_images: deque[int] = deque(maxlen=8)  # stamps of the last images before the range
         self.stats = RuntimeStats(clock=lambda: self.now_ns * 1e-9)
         self.driver = FrameDriver(self.pipeline, self.pose_wait, policy="in_order", stats=self.stats,
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
         self.last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (pairing advice)
         self.first_info_ns: int | None = None  # the header stamp of the first camera_info read
+        self.earliest_info_ns: int | None = None  # the earliest camera_info stamp (out of order: not the first's)
         self.images_before_info: list[int] = []  # stamps of the images read before any camera_info
         # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
         self.inputs: InputMonitor | None = None
@@ -190,25 +193,32 @@ class _Replay:
         need the poses before them) and static TF into the output bag; images are counted, nothing is run. The /tf
         of the last ``PRE_START_TF_S`` and the last camera_info go into the output bag when the range starts (a replay
         trial: the first frame's camera_info and TF were missing from it, so RViz could not place that frame)."""
+        slop_ns = round(self.o.sync_slop_s * 1e9)
         if topic in (self.o.tf_topic, self.o.tf_static_topic):  # into the buffer already (``TFLookahead``)
             if topic == self.o.tf_static_topic:
                 self.writer.write(topic, self.available[topic], t_ns, msg, self.input_qos.get(topic, [QOS_TF_STATIC]))
             else:
-                self._pre_start.append((topic, t_ns, msg))
+                self._pre_start_tf.append((topic, t_ns, msg))
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
-            self.sync.add(1, conversions.header_stamp_ns(msg.header.stamp), msg)
+            stamp_ns = conversions.header_stamp_ns(msg.header.stamp)
+            self.sync.add(1, stamp_ns, msg)
             if self.first_info_ns is None:
-                self.first_info_ns = conversions.header_stamp_ns(msg.header.stamp)
-            self._pre_start = [m for m in self._pre_start if m[0] != topic]
-            self._pre_start.append((topic, t_ns, msg))
+                self.first_info_ns = stamp_ns
+            if stamp_ns > 0:
+                self.earliest_info_ns = min(self.earliest_info_ns or stamp_ns, stamp_ns)
+            # unless it pairs with an image before the range, logged before or after it
+            paired = any(abs(stamp_ns - s) <= slop_ns for s in self._pre_start_images)
+            self._pre_start_info = None if paired else (topic, t_ns, msg)
         elif topic == self.o.image_topic:
             self.before_start += 1
-            # a camera_info paired with an image before the range is that image's, not the range's
-            stamp_ns, slop_ns = conversions.header_stamp_ns(msg.header.stamp), round(self.o.sync_slop_s * 1e9)
-            self._pre_start = [m for m in self._pre_start if m[0] != self.o.camera_info_topic
-                               or abs(conversions.header_stamp_ns(m[2].header.stamp) - stamp_ns) > slop_ns]
+            stamp_ns = conversions.header_stamp_ns(msg.header.stamp)
+            self._pre_start_images.append(stamp_ns)
+            if (self._pre_start_info is not None
+                    and abs(conversions.header_stamp_ns(self._pre_start_info[2].header.stamp) - stamp_ns) <= slop_ns):
+                self._pre_start_info = None
         horizon = t_ns - round(PRE_START_TF_S * 1e9)
-        self._pre_start = [m for m in self._pre_start if m[0] != self.o.tf_topic or m[1] >= horizon]
+        while self._pre_start_tf and self._pre_start_tf[0][1] < horizon:
+            self._pre_start_tf.popleft()
 
     def _copy(self, topic: str, t_ns: int, msg: Any) -> None:
         """An input message into the output bag at its own log time, with its recorded QoS."""
@@ -219,9 +229,12 @@ class _Replay:
     def feed(self, topic: str, t_ns: int, msg: Any) -> None:
         """One bag message, in bag order."""
         o = self.o
-        for pre_start in self._pre_start:  # the range starts: what the first frames in it need from before it
-            self._copy(*pre_start)
-        self._pre_start = []
+        if self._pre_start_tf or self._pre_start_info:  # the range starts: what its first frames need from before it
+            for pre_start in sorted([*self._pre_start_tf, *([self._pre_start_info] if self._pre_start_info else [])],
+                                    key=lambda m: m[1]):
+                self._copy(*pre_start)
+            self._pre_start_tf.clear()
+            self._pre_start_info = None
         self._run_ready(t_ns - 1)  # frames whose TF wait ended before this message: single-view
         self.now_ns = max(self.now_ns, t_ns)
         if self.inputs is None:
@@ -248,6 +261,8 @@ class _Replay:
             stamp_ns = self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
             if self.first_info_ns is None:
                 self.first_info_ns = stamp_ns
+            if stamp_ns > 0:
+                self.earliest_info_ns = min(self.earliest_info_ns or stamp_ns, stamp_ns)
             if stamp_ns < 0:  # the node counts it alike (on_camera_info)
                 self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
             self.sync.add(1, max(stamp_ns, 0), msg)
@@ -319,10 +334,10 @@ class _Replay:
         """Stamps (ns, ascending) of the images read before any camera_info and stamped more than ``sync_slop_s``
         before the first one: no camera_info can pair them (a recording, or a camera_info publisher, that started
         after the camera)."""
-        if self.first_info_ns is None or self.first_info_ns <= 0:
+        if self.earliest_info_ns is None:
             return []
         slop_ns = int(self.o.sync_slop_s * 1e9)
-        return sorted(s for s in self.images_before_info if 0 < s < self.first_info_ns - slop_ns)
+        return sorted(s for s in self.images_before_info if 0 < s < self.earliest_info_ns - slop_ns)
 
     def _pose(self, frame: Frame) -> tuple[np.ndarray | None, str | None]:
         """The frame's pose from the bag's TF; a bag without TF gives none, and that is no TF failure."""
@@ -531,7 +546,7 @@ class _Replay:
                 stamps = f"{early[0] * 1e-9:.3f} s" + (f" to {early[-1] * 1e-9:.3f} s" if len(early) > 1 else "")
                 self._warn(f"{len(early)} image(s) on {self.o.image_topic} (stamped {stamps}) were recorded before "
                            "the first camera_info on "
-                           f"{self.o.camera_info_topic} (stamped {self.first_info_ns * 1e-9:.3f} s): they are left out, "
+                           f"{self.o.camera_info_topic} (stamped {self.earliest_info_ns * 1e-9:.3f} s): they are left out, "
                            "as the node drops images until their camera_info comes (the recording or the camera_info "
                            "publisher started between them)")
             if (rest := unsynced - len(early)) > 0:
@@ -676,12 +691,17 @@ class TFLookahead:
         self.state = state
         self.window_ns = round(window_s * 1e9)
         self.pending: tuple[str, int, Any] | None = None
+        self.stopped = False  # the TF reader met damage in the bag
 
     def advance(self, t_ns: int | None) -> None:
         """Insert the TF messages logged up to ``t_ns`` + the window (None: all that are left)."""
-        while True:
+        while not self.stopped:
             if self.pending is None:
-                self.pending = next(self.messages, None)
+                try:
+                    self.pending = next(self.messages, None)
+                except BagError:  # damaged ahead: the frames before the damage keep the TF read so far; the other
+                    self.stopped = True  # reader stops at the damage with its own error (and position)
+                    return
                 if self.pending is None:
                     return
             topic, t_tf, msg = self.pending

@@ -98,6 +98,7 @@ class PerceptionPipeline:
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         self._intrinsics: OrderedDict[str, _CameraIntrinsics] = OrderedDict()  # camera -> its recent (K, size)
         self._cloud_precision_warned = False
+        self._mask_cache: tuple[np.ndarray, tuple[int, int], np.ndarray] | None = None  # (mask, size, resized)
         self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
@@ -292,6 +293,21 @@ class PerceptionPipeline:
             self._intrinsics.popitem(last=False)
         return problems
 
+    def _mask_at(self, mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+        """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H): a pixel holds image data when at
+        least half of its footprint did (area averaging when shrinking, as the image: ``frames.image_interpolation``).
+        The last result is kept: a camera's frames share one mask object (``CameraModel.rectified_mask``)."""
+        if mask.shape[::-1] == tuple(wh):
+            return mask
+        cached = self._mask_cache
+        if cached is not None and cached[0] is mask and cached[1] == tuple(wh):
+            return cached[2]
+        src_wh = (mask.shape[1], mask.shape[0])
+        out = cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
+        out.flags.writeable = False
+        self._mask_cache = (mask, tuple(wh), out)
+        return out
+
     def _cloud_precision_problem(self, frame: Frame) -> str | None:
         """Once (until :meth:`reset` or a new world or cloud frame): the camera is so far from the world frame's
         origin that the cloud's float32 coordinates (PointCloud2 FLOAT32 x, y, z) lose centimetres."""
@@ -449,7 +465,7 @@ class PerceptionPipeline:
         else:
             (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
         need_labels = "semantic" in want or "points" in want
-        image_mask = None if frame.image_mask is None else _mask_at(frame.image_mask, (W, H))
+        image_mask = None if frame.image_mask is None else self._mask_at(frame.image_mask, (W, H))
         need_depth = "depth" in want or "normals" in want or "points" in want
 
         def at_output_size(x: torch.Tensor, mode: str) -> torch.Tensor:  # [1,C,h,w] float -> [1,C,H,W]
@@ -520,15 +536,6 @@ class _CameraIntrinsics:
     description: str
     previous: tuple[tuple[bytes, tuple[int, int]], str] | None = None  # (key, description) before the last change
     warned: bool = False  # the back-and-forth switch was reported
-
-
-def _mask_at(mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
-    """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H): a pixel holds image data when at least
-    half of its footprint did (area averaging when shrinking, as the image itself: ``frames.image_interpolation``)."""
-    if mask.shape[::-1] == tuple(wh):
-        return mask
-    src_wh = (mask.shape[1], mask.shape[0])
-    return cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
 
 
 def _describe_intrinsics(frame: Frame) -> str:

@@ -101,7 +101,7 @@ class TransformBuffer:
         self.projected_rotations = 0  # near-rotations projected onto SO(3) on insertion
         self.rejected = 0  # transforms that could not be used (NaN, zero quaternion, bad frame names, ...)
         self.out_of_order = 0  # dynamic transforms inserted before their edge's newest stamp (recorded out of order)
-        self.max_out_of_order_ns = 0  # how far before its edge's newest stamp the latest of those was
+        self.max_out_of_order_ns = 0  # the most any of those was before its edge's newest stamp
         self.on_problem = on_problem
         self._log = ThrottledLog(_LOG)
 

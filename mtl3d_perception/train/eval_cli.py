@@ -319,7 +319,7 @@ _POSE_MISFIT = ("Poses: **{message}.** The two-view metrics below used the poses
 
 def render_report(report: dict) -> str:
     """A Markdown report: per data spec, one metrics table with a column per mode (``n/a`` for a NaN metric), then each
-    confidence's sparsification curve as replay's report shows it (kept fraction, threshold, abs rel, ratio to all;
+    confidence's sparsification curve as replay's report shows it (kept fraction, abs rel, ratio to all, threshold, what it keeps;
     ``evaluation.metrics.sparsification_table``), or why a mode has none (single view: a flat volume ranks nothing)."""
     from mtl3d_perception.evaluation.metrics import (
         SPARSIFICATION_TEXT,
