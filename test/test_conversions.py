@@ -552,6 +552,30 @@ def _camera_info(types, K=K_CASE, wh=(64, 48), *, model="plumb_bob", D=(), P=Non
     return info
 
 
+def test_a_camera_info_with_only_p_serves_rectified_images_and_an_empty_one_is_uncalibrated():
+    """A node trial: an image_rect topic whose camera_info has K all zero and P set (drivers of rectified streams)
+    dropped every frame ("non-positive focal length"); image_geometry projects rectified images with P alone. K is
+    needed only to rectify a raw image with D or R. All zero (camera_info_manager without a calibration) is named as
+    an uncalibrated camera, not as a focal length."""
+    from mtl3d_perception.msgs.camera_model import CameraModel
+    from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
+
+    types = TYPESTORE.types
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(48, 64), "rgb8")
+    only_p = _camera_info(types, K=np.zeros((3, 3)), P=K_CASE)
+    for kind in ("image_rect", "image_raw"):  # no D, no R: the raw image is the rectified one
+        np.testing.assert_allclose(frame_from_messages(image, only_p, image_kind=kind).K, K_CASE)
+    distorted = _camera_info(types, K=np.zeros((3, 3)), P=K_CASE, D=(-0.1, 0.0, 0.0, 0.0, 0.0))
+    np.testing.assert_allclose(frame_from_messages(image, distorted, image_kind="image_rect").K, K_CASE)
+    with pytest.raises(BadInput, match=r"K is all zero but D \[-0.1, 0.0, 0.0, 0.0, 0.0\] or R asks to rectify"):
+        frame_from_messages(image, distorted, image_kind="image_raw")
+    assert CameraModel.from_camera_info(distorted).raw_problem is not None
+    uncalibrated = _camera_info(types, K=np.zeros((3, 3)))  # P = [K | 0]: all zero too
+    with pytest.raises(BadInput, match="camera_info K and P are all zero: the camera is uncalibrated") as caught:
+        frame_from_messages(image, uncalibrated, image_kind="image_rect")
+    assert caught.value.kind == "intrinsics"
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_binning_scales_k(flavour):
     """camera_info_binning: full-resolution 64x48 K with binning 2x2 describes a 32x24 image (issue 12)."""

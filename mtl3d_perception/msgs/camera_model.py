@@ -81,6 +81,7 @@ class CameraModel:
     binning: tuple[int, int]
     roi: tuple[int, int, int, int]
     rectify_raw: bool
+    raw_problem: str | None = None  # why a raw image cannot be rectified with this camera_info (K all zero), or None
     _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _covered: np.ndarray | None = field(default=None, repr=False)
     _coverage: float | None = field(default=None, repr=False)
@@ -90,18 +91,19 @@ class CameraModel:
         """Read a ``sensor_msgs/CameraInfo`` (rclpy or rosbags flavour).
 
         Raises:
-            ValueError: K or P unusable, D with NaN or inf, an R that is not a rotation, an ROI outside the sensor
+            ValueError: K or P unusable (both all zero: an uncalibrated camera; K all zero is taken as P, and a raw
+                image to rectify with D or R then gets ``raw_problem``), D with NaN or inf, an R that is not a rotation, an ROI outside the sensor
                 or with an offset but no size, or a distortion model other than
                 ``DISTORTION_MODELS`` with non-zero coefficients (the message lists the supported ones).
         """
-        K_full = check_intrinsics(_matrix(msg.k, 3, 3, "k"), name="camera_info K")
+        K_full = _matrix(msg.k, 3, 3, "k")
         P34 = _matrix(msg.p, 3, 4, "p")
         if not np.isfinite(P34).all():  # Tx, Ty (a stereo pair's baseline) too: none of P may be NaN or inf
             raise ValueError(f"camera_info P contains NaN or inf: {P34.tolist()}")
         P_full = P34[:, :3]
-        if not P_full.any():
-            P_full = K_full
-        P_full = check_intrinsics(P_full, name="camera_info P")
+        if not K_full.any() and not P_full.any():  # CameraInfo.msg: "K = 0 ... uncalibrated"
+            raise ValueError("camera_info K and P are all zero: the camera is uncalibrated (sensor_msgs/CameraInfo); "
+                             "calibrate it (e.g. the camera_calibration package) or publish its intrinsics")
         R = _matrix(msg.r, 3, 3, "r")
         R = check_rotation(R, "camera_info R") if R.any() else np.eye(3)  # all zero: not set (drivers that omit it)
         D = np.asarray(msg.d, np.float64).ravel()
@@ -120,6 +122,15 @@ class CameraModel:
         else:
             raise ValueError(f"camera_info has {D.size} {model} distortion coefficients; expected "
                              f"{'at most 4' if model == 'equidistant' else '4, 5, 8, 12 or 14'}")
+        raw_problem = None
+        if not K_full.any():  # only P: the intrinsics of the rectified image (image_geometry projects with P alone)
+            if D.size or not np.allclose(R, np.eye(3)):
+                raw_problem = (f"camera_info K is all zero but D {D.tolist()} or R asks to rectify the raw image, "
+                               "which needs K; publish K, or subscribe to the rectified image (image_kind image_rect)")
+            K_full = P_full  # a raw image without distortion is its rectified image (a node trial: every frame of an
+            #                  image_rect topic with only P was dropped as "non-positive focal length")
+        K_full = check_intrinsics(K_full, name="camera_info K")
+        P_full = check_intrinsics(P_full if P_full.any() else K_full, name="camera_info P")
         width, height = int(msg.width), int(msg.height)
         bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
         roi = msg.roi
@@ -138,7 +149,7 @@ class CameraModel:
         K, P = for_image(K_full), for_image(P_full)
         rectify = bool(D.size) or not np.allclose(R, np.eye(3)) or not np.allclose(P, K)
         return cls(size=(rw // bx, rh // by), K=K, P=P, D=D, R=R, distortion_model=model, binning=(bx, by),
-                   roi=(x0, y0, rw, rh), rectify_raw=rectify)
+                   roi=(x0, y0, rw, rh), rectify_raw=rectify, raw_problem=raw_problem)
 
     def rectified_coverage(self) -> float:
         """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""

@@ -132,6 +132,8 @@ def frame_from_messages(image: Any, info: Any, *, image_kind: str = "image_raw",
     except ValueError as exc:
         raise BadInput("intrinsics", str(exc)) from None
     if image_kind == "image_raw" and camera.rectify_raw:
+        if camera.raw_problem is not None:
+            raise BadInput("intrinsics", camera.raw_problem)
         if not known:
             raise BadInput("intrinsics", "camera_info has width and height 0 and distortion to remove; "
                                          "the raw image cannot be rectified")
