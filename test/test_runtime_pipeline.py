@@ -576,6 +576,9 @@ def test_pixels_without_image_data_get_no_depth_or_points(model, resolution):
     assert inside.shape == (H, W) and not inside[:, 0].any() and inside[:, -1].all()
     assert np.isnan(products.depth[~inside]).all() and np.isfinite(products.depth[inside]).mean() > 0.9
     assert np.isnan(products.normals[~inside]).all()
+    assert (products.semantic[~inside] == 255).all() and (products.semantic[inside] < 13).all()  # IGNORE_INDEX
+    assert (products.boundary[~inside] == 0).all()
+    assert (products.semantic_color[~inside] == products.semantic_color[~inside][0]).all()  # one "no class" colour
     left = 20 * W / CAM_W  # the border at the output size
     assert products.points.pixels[:, 0].min() >= np.floor(left)
     assert np.isclose(inside.mean(), 1 - 20 / CAM_W, atol=1 / W)

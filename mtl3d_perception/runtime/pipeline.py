@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtl3d_perception.classes import colorize_labels
+from mtl3d_perception.classes import IGNORE_INDEX, colorize_labels
 from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
 from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
@@ -466,6 +466,8 @@ class PerceptionPipeline:
             (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
         need_labels = "semantic" in want or "points" in want
         image_mask = None if frame.image_mask is None else self._mask_at(frame.image_mask, (W, H))
+        # no image data there (a rectified raw image's border): no depth, normals, class or boundary to give
+        mask_t = None if image_mask is None else torch.tensor(image_mask, device=self.device)  # a copy: read-only mask
         need_depth = "depth" in want or "normals" in want or "points" in want
 
         def at_output_size(x: torch.Tensor, mode: str) -> torch.Tensor:  # [1,C,h,w] float -> [1,C,H,W]
@@ -479,8 +481,8 @@ class PerceptionPipeline:
             # nearest keeps depth edges sharp (no flying pixels between foreground and background)
             depth = at_output_size(out["depth"], "nearest")[0, 0]
             valid = torch.isfinite(depth) & (depth > 0) & (depth <= cfg.depth_max * 1.001)
-            if image_mask is not None:  # no image data there (a rectified raw image's border): nothing to say
-                valid &= torch.tensor(image_mask, device=self.device)  # a copy: the mask may be read-only
+            if mask_t is not None:
+                valid &= mask_t
             dev["depth"] = torch.where(valid, depth, torch.full_like(depth, float("nan")))
             if "depth" in want and "depth_confidence" in out:  # models with the geometric depth (issue 18)
                 conf = at_output_size(out["depth_confidence"], "bilinear")[0, 0].clamp(0.0, 1.0)
@@ -488,6 +490,8 @@ class PerceptionPipeline:
         if need_labels:
             # max(0).indices is argmax(0) (the first maximum on ties), ~4x faster over a leading dim on a CPU
             dev["semantic"] = at_output_size(out["semantic"], "bilinear")[0].max(0).indices.to(torch.uint8)
+            if mask_t is not None:
+                dev["semantic"] = torch.where(mask_t, dev["semantic"], IGNORE_INDEX)
         if "normals" in want:
             n = out["normals"][0].float()  # unit vectors at the network size
             if n.shape[-2:] != (H, W):
@@ -497,6 +501,8 @@ class PerceptionPipeline:
         if "boundary" in want:
             prob = torch.sigmoid(at_output_size(out["boundary"], "bilinear")[0, 0])
             dev["boundary"] = (prob * 255.0).round_().to(torch.uint8)
+            if mask_t is not None:
+                dev["boundary"] = torch.where(mask_t, dev["boundary"], 0)
         host = {k: v.cpu().numpy() for k, v in dev.items()}  # one device->host copy per output
 
         products = Products(stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, size=(W, H), K=K_out,

@@ -36,7 +36,8 @@ class Products:
         boundary: ``[H,W]`` uint8 boundary probability * 255 (mono8).
         image_mask: ``[H,W]`` bool, the output pixels with image data behind them (``Frame.image_mask`` at the output
             size: a rectified raw image's border is False; depth and normals are NaN there, the confidence 0, the
-            cloud has no points there, and replay scores none of them); None: every pixel.
+            class ``classes.IGNORE_INDEX`` (255, drawn in ``IGNORE_COLOUR``), the boundary 0, the cloud has no points
+            there, and replay scores none of them); None: every pixel.
         points: the labelled cloud, valid points every ``point_stride`` pixels, in ``points_frame_id``; None when
             disabled.
         single_view: True when no source view was used (duplicated reference, identity pose).
