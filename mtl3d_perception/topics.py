@@ -8,6 +8,9 @@ default node name).
 from __future__ import annotations
 
 NODE_NAME = "mtl3d_perception"
+# The section of config/perception.yaml: the node in any namespace (rcl's ``/**``), so a params file copied from it
+# still applies under -r __ns:=/robot1 (a node trial: a plain ``mtl3d_perception:`` section applied only at the root)
+PARAMS_SECTION = f"/**/{NODE_NAME}"
 
 # Inputs. The node subscribes to relative names (resolved in its namespace, so `-r __ns:=/robot1` and remapping
 # work as for image_pipeline nodes); in the root namespace they are the bag topics below.

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from mtl3d_perception.runtime.params import _section_matches
+
 
 class Substitution:
     def perform(self, context: Context) -> str:
@@ -103,7 +105,8 @@ class Node(_Process):
                                for k, v in entry.items()})
             else:
                 data = yaml.safe_load(Path(perform(entry, context)).read_text())
-                values.update(data[self.kwargs["name"]]["ros__parameters"])
+                values.update(next(section["ros__parameters"] for key, section in data.items()
+                                   if _section_matches(key, "/" + self.kwargs["name"])))  # as rcl applies a file
         return values
 
 

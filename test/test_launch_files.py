@@ -57,7 +57,7 @@ def _nodes(started, executable):
 
 def _params_file(tmp_path, **values):
     data = yaml.safe_load(PARAMS.read_text())
-    data[topics.NODE_NAME]["ros__parameters"].update(values)
+    data[topics.PARAMS_SECTION]["ros__parameters"].update(values)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -96,7 +96,7 @@ def test_default_launch_uses_the_shipped_params_file_and_no_rviz(monkeypatch, in
     started, context = _launch("perception.launch.py", monkeypatch)
     assert [p.kwargs["executable"] for p in started] == ["perception_node"]
     values = started[0].parameter_values(context)
-    assert values == yaml.safe_load(PARAMS.read_text())[topics.NODE_NAME]["ros__parameters"]
+    assert values == yaml.safe_load(PARAMS.read_text())[topics.PARAMS_SECTION]["ros__parameters"]
 
 
 def test_rviz_on_request_and_a_missing_rviz2_starts_nothing(monkeypatch, installed):
@@ -134,7 +134,7 @@ def test_replay_launch(monkeypatch, installed, tmp_path, node_parameters):
     assert isinstance(play, ExecuteProcess) and play.command(context) == ["ros2", "bag", "play", str(bag), "--clock",
                                                                            "--rate", "2.0"]
     values = node.parameter_values(context)
-    shipped = yaml.safe_load(PARAMS.read_text())[topics.NODE_NAME]["ros__parameters"]["tf_timeout_s"]
+    shipped = yaml.safe_load(PARAMS.read_text())[topics.PARAMS_SECTION]["ros__parameters"]["tf_timeout_s"]
     assert values["use_sim_time"] is True and values["tf_timeout_s"] == shipped  # the params_file holds
     assert set(values) <= node_parameters | EXTRA_PARAMS
     started, context = _launch("replay.launch.py", monkeypatch, bag=str(bag), tf_timeout_s="2", device="cpu",
@@ -187,7 +187,7 @@ def test_launch_arguments_are_node_parameters(monkeypatch, node_parameters):
     module = load(ROOT / "launch" / "perception.launch.py", monkeypatch)
     assert set(module.NODE_ARGUMENTS) <= node_parameters
     assert module.FLOAT_ARGUMENTS <= set(module.NODE_ARGUMENTS)
-    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.NODE_NAME]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.PARAMS_SECTION]["ros__parameters"]
     for name in module.NODE_ARGUMENTS:  # each argument reaches the node with the parameter's type
         kind = (bool if name in module.BOOL_ARGUMENTS else float if name in module.FLOAT_ARGUMENTS else
                 int if name in module.INT_ARGUMENTS else str)
@@ -201,7 +201,7 @@ def test_launch_argument_descriptions_state_the_params_file_values(monkeypatch):
     """Each '(params_file: X)' in a launch argument's description is config/perception.yaml's value ('' may read as
     "'' = ..."): the launch files cannot import RuntimeConfig, so this is what keeps their text true."""
     module = load(ROOT / "launch" / "perception.launch.py", monkeypatch)
-    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.NODE_NAME]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())[topics.PARAMS_SECTION]["ros__parameters"]
     assert "image_kind" in module.NODE_ARGUMENTS  # issue 12: image_raw / image_rect settable from the launch
     for name, description in module.NODE_ARGUMENTS.items():
         stated = re.search(r"\(params_file: ([^)]*)\)$", description)
@@ -222,7 +222,7 @@ def test_params_file_matches_node(node_parameters):
     from mtl3d_perception.ros.node import PARAMETERS
 
     data = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
-    params = data[topics.NODE_NAME]["ros__parameters"]
+    params = data[topics.PARAMS_SECTION]["ros__parameters"]
     assert set(params) == node_parameters
     for name, value in params.items():
         default = PARAMETERS[name][0]

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_perception_yaml_is_generated_from_the_config():
     shipped = (ROOT / "config" / "perception.yaml").read_text()
     assert shipped == yaml_text(), "config/perception.yaml is stale: regenerate it (see its header)"
-    params = yaml.safe_load(shipped)[topics.NODE_NAME]["ros__parameters"]
+    params = yaml.safe_load(shipped)[topics.PARAMS_SECTION]["ros__parameters"]
     assert params == {name: spec.default for name, spec in parameter_specs("node").items()}
     assert config_from_parameters(params) == RuntimeConfig()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mtl3d_perception.runtime.config import RuntimeConfig
@@ -136,5 +138,8 @@ def test_a_params_file_for_another_node_name_is_named(tmp_path):
     assert params_file_problem(str(right), "/mtl3d_perception") is not None
     assert params_file_problem(str(wild), "/robot1/mtl3d_perception") is None
     assert params_file_problem(str(tmp_path / "missing.yaml"), "/x") is None  # rcl refuses it at init
+    shipped = str(Path(__file__).resolve().parents[1] / "config" / "perception.yaml")  # a node trial: a copy of it
+    for node in ("/mtl3d_perception", "/robot1/mtl3d_perception"):  # applied only at the root before /**/
+        assert params_file_problem(shipped, node) is None
     args = ["perception_node", "--ros-args", "-p", "a:=1", "--params-file", str(wrong), "--params-file", str(wild)]
     assert params_file_paths(args) == [str(wrong), str(wild)]

@@ -273,7 +273,9 @@ def yaml_text(node_name: str = topics.NODE_NAME) -> str:
              "# read-only ones need a restart. Regenerate: python -c \"from mtl3d_perception.runtime.config import "
              "yaml_text; print(yaml_text(), end='')\" > config/perception.yaml",
              "# Load with: ros2 run mtl3d_perception perception_node --ros-args --params-file config/perception.yaml",
-             f"{node_name}:", "  ros__parameters:"]
+             f"# /**/{node_name}: this node in any namespace (-r __ns:=/robot1); a renamed node (-r __node:=front) "
+             "needs its own name here",
+             f"/**/{node_name}:", "  ros__parameters:"]  # topics.PARAMS_SECTION for the default name
     for spec in parameter_specs("node").values():
         note = ""
         if isinstance(spec.constraint, tuple) and isinstance(spec.constraint[0], str):
