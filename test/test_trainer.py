@@ -367,3 +367,22 @@ def test_a_reference_paired_with_itself_is_left_out_of_cross_view():
                       montage_batches=0)["two_view"]["metrics"]
     assert both["cross_view/abs_rel"] == pytest.approx(second["cross_view/abs_rel"], rel=1e-9)
     assert second["cross_view/abs_rel"] > 0
+
+
+def test_init_checkpoint_default_is_the_shipped_model_from_any_folder(tmp_path, monkeypatch):
+    """A new-user trial: every ``mtl3d`` command takes ``default`` for the shipped model from any folder, but
+    ``model.init_checkpoint=default`` was refused ("not found (relative to /tmp)"), and finetune.yaml's relative
+    ``models/default.safetensors`` only resolved from the repository root."""
+    from mtl3d_perception.model.checkpoint import default_model_path
+    from mtl3d_perception.train.trainer import build_model_from_config
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    shipped = default_model_path()
+    expected = load_checkpoint(shipped).state_dict()
+    for overrides in ([], ["model.init_checkpoint=default"]):  # finetune.yaml's own, and the CLIs' name
+        state = build_model_from_config(load_config(CONFIG_DIR / "finetune.yaml", overrides)).state_dict()
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"model.init_checkpoint nope.safetensors not found "
+                                                          f"(relative to {tmp_path})")):
+        build_model_from_config(load_config(CONFIG_DIR / "finetune.yaml", ["model.init_checkpoint=nope.safetensors"]))

@@ -37,7 +37,13 @@ from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.data.synthetic import scene_provenance
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
-from mtl3d_perception.model.checkpoint import CheckpointError, load_weights_into, read_checkpoint_metadata
+from mtl3d_perception.model.checkpoint import (
+    SHIPPED_NAME,
+    CheckpointError,
+    checkpoint_argument,
+    load_weights_into,
+    read_checkpoint_metadata,
+)
 from mtl3d_perception.model.config import ConfigError, resolve_config
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
@@ -157,6 +163,24 @@ def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
                          silog_lambda=lc.silog_lambda, all_views=lc.all_views)
 
 
+def init_checkpoint_path(spec: str) -> Path:
+    """The file ``model.init_checkpoint`` names: a path, or ``default`` for the shipped model from any folder (the
+    one rule of every ``mtl3d`` command, ``model.checkpoint.checkpoint_argument``).
+
+    Raises:
+        FileNotFoundError: no such file (naming the folder a relative path was read from), or ``default`` and no
+            shipped model.
+    """
+    path = Path(checkpoint_argument(spec))
+    if not path.exists():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        msg = (f"model.init_checkpoint {spec} not found{where}: pass model.init_checkpoint=PATH to an existing "
+               f".safetensors, or {SHIPPED_NAME} for the shipped model, or, for the default model's stages, train the "
+               "stage it names first (its config's out_dir)")
+        raise FileNotFoundError(msg)
+    return path
+
+
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
     the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
@@ -164,7 +188,7 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     ``confidence_head: true``) and parts named in ``reinit`` start from their initialisation.
 
     Raises:
-        FileNotFoundError: ``init_checkpoint`` names no file.
+        FileNotFoundError: ``init_checkpoint`` names no file (:func:`init_checkpoint_path`).
         CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights (outside the
             ``reinit`` parts) or drop some.
         ConfigError: ``reinit`` without ``init_checkpoint``, naming a part the network does not have, or a part
@@ -182,14 +206,7 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
 
-        if not Path(cfg.model.init_checkpoint).exists():
-            where = "" if Path(cfg.model.init_checkpoint).is_absolute() else f" (relative to {Path.cwd()})"
-            msg = (f"model.init_checkpoint {cfg.model.init_checkpoint} not found{where}: pass "
-                   "model.init_checkpoint=PATH to an existing .safetensors (a checkout's shipped model is "
-                   "models/default.safetensors), or, for the default model's stages, train the stage it names first "
-                   "(its config's out_dir)")
-            raise FileNotFoundError(msg)
-        model = load_checkpoint(cfg.model.init_checkpoint)
+        model = load_checkpoint(init_checkpoint_path(cfg.model.init_checkpoint))
         reinit = tuple(cfg.model.reinit)
         if cfg.model.overrides or reinit:
             # a checkpoint holds every weight: nothing pretrained is loaded over it, whatever the overrides say
@@ -391,7 +408,8 @@ class Trainer:
             self.init_history = [s for s in trained_on if isinstance(s, dict) and "init" in s] \
                 if isinstance(trained_on, list) else []
         else:
-            self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
+            self.init_history = (init_history(init_checkpoint_path(cfg.model.init_checkpoint))
+                                 if cfg.model.init_checkpoint else [])
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
         if self.epoch_len < 1:
