@@ -49,6 +49,7 @@ from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
 from mtl3d_perception.train.evaluate import evaluate
+from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
 
@@ -269,6 +270,49 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
     raise ConfigError(msg)
 
 
+def views_needed(cfg: TrainConfig) -> dict[str, int]:
+    """The ``loss.extra`` terms with a weight > 0 that compare views, each with the views per sample it needs
+    (``LossTerm.min_views`` > 1: ``photometric``, ``cross_view``)."""
+    needed = {name: LOSSES.get(name).min_views for name, term in cfg.loss.extra.items()
+              if float(term.get("weight", 1.0)) > 0}
+    return {name: n for name, n in needed.items() if n > 1}
+
+
+def check_views(cfg: TrainConfig) -> None:
+    """Refuse ``data.num_views`` below what a weighted ``loss.extra`` term needs (:func:`views_needed`): with one
+    view ``photometric`` has no source to warp and is 0 at every step, a run that "trains" on its smoothness alone.
+
+    Raises:
+        ConfigError: naming the term, the views it needs and ``data.num_views``.
+    """
+    short = {name: n for name, n in views_needed(cfg).items() if cfg.data.num_views < n}
+    if short:
+        terms = ", ".join(f"loss.extra.{name} needs data.num_views >= {n}" for name, n in short.items())
+        msg = (f"data.num_views {cfg.data.num_views} leaves a loss term nothing to compare: {terms} (it warps "
+               f"source views into the reference view; with fewer it is 0 at every step); set "
+               f"data.num_views={max(short.values())}, or drop the term from loss.extra")
+        raise ConfigError(msg)
+
+
+def too_few_views(cfg: TrainConfig, which: str, index: int, source: Any) -> str:
+    """The error for a ``data.<which>`` source (a ``SourceDataset``) with fewer distinct frames per sample than
+    ``data.num_views``, with the ways out that keep the run's loss terms working: lowering ``data.num_views`` is
+    offered only where no weighted term needs more views (:func:`views_needed`)."""
+    have, key = source.distinct_views, f"data.{which}.{index}"
+    per = "scene" if source.cfg.kind == "synthetic" else "range"
+    more = (f"more frames per scene ({key}.frames_per_scene)" if source.cfg.kind == "synthetic" else
+            f"a longer range ({key}.start / end{', a smaller stride' if source.cfg.stride > 1 else ''}) or a longer "
+            "recording")
+    needed = views_needed(cfg)
+    msg = (f"data.num_views {cfg.data.num_views} needs that many frames per sample, but {key} ({source.cfg.kind}) has "
+           f"{have} per {per}; ")
+    if have >= max(needed.values(), default=1):
+        return msg + f"lower data.num_views to {have} or give {key} {more}"
+    terms = ", ".join(f"loss.extra.{name} (needs {n})" for name, n in needed.items() if have < n)
+    skip = ", or validate on another source (data.val), or skip validation: eval_every=0" if which == "val" else ""
+    return (msg + f"give {key} {more}{skip} (lowering data.num_views to {have} would switch off {terms})")
+
+
 def init_history(path: str | Path) -> list[dict[str, Any]]:
     """What the weights a fine-tuning run starts from were trained on: ``path``'s ``trained_on`` sources, each
     tagged ``init`` = its file name and the first 12 hex digits of its sha256 (a source already tagged keeps the
@@ -343,6 +387,7 @@ class Trainer:
                    "continue it with --resume, or pass another out_dir=DIR")
             raise FileExistsError(msg)
         check_learns(cfg, [src.tasks for src in cfg.data.train])  # before any data is read
+        check_views(cfg)
         # a resumed fine-tune continues from its own committed weights: its init_checkpoint may have moved, or (a
         # run's last.safetensors) been replaced since, and is neither read nor re-hashed into its history
         own = find_committed(self.ckpt_dir).weights if resume and cfg.model.init_checkpoint else None
@@ -394,10 +439,7 @@ class Trainer:
         for which, dataset in (("train", self.train_set), ("val", self.val_set)):
             for i, ds in enumerate(dataset.sources if dataset is not None else ()):
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames
-                    msg = (f"data.num_views {dc.num_views} needs that many frames per sample, but data.{which}.{i} "
-                           f"({ds.cfg.kind}) has {ds.distinct_views} per {'scene' if ds.cfg.kind == 'synthetic' else 'range'}"
-                           f"; lower data.num_views or give it more frames")
-                    raise ConfigError(msg)
+                    raise ConfigError(too_few_views(cfg, which, i, ds))
         if self.rank == 0 and not resume:
             check_recorded_poses(self.train_set.sources)
             if self.val_set is not None:
