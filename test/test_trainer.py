@@ -386,3 +386,68 @@ def test_init_checkpoint_default_is_the_shipped_model_from_any_folder(tmp_path, 
     with pytest.raises(FileNotFoundError, match=re.escape(f"model.init_checkpoint nope.safetensors not found "
                                                           f"(relative to {tmp_path})")):
         build_model_from_config(load_config(CONFIG_DIR / "finetune.yaml", ["model.init_checkpoint=nope.safetensors"]))
+
+
+def _parked_camera(tmp_path: Path, n: int = 12) -> Path:
+    """A parked camera, as the trial's ``make_static_bag.py``: ``n`` frames of one image at one pose (a sequence)."""
+    import dataclasses
+
+    from helpers import render_frames
+
+    from mtl3d_perception.data.sequence import write_sequence
+
+    first = render_frames(3, 1, (160, 120))[0]
+    frames = [dataclasses.replace(first, index=i, stamp=first.stamp + 0.1 * i, name=None) for i in range(n)]
+    return write_sequence(tmp_path / "parked", frames)
+
+
+PHOTOMETRIC_ONLY = ("loss.weights={depth: 0.0}", "loss.extra={photometric: {weight: 1.0, smoothness: 1.0e-3}}")
+
+
+def test_photometric_only_on_a_parked_camera_is_refused(tmp_path, caplog):
+    """A new-user trial: photometric-only fine-tuning on a camera that does not move kept no pixel at any step
+    (kept_fraction 0, reprojection 0), trained the smoothness alone and took the held-out abs rel 0.0865 -> 0.1117,
+    while the only hint was an INFO line. The pose check already run on the training sources counts the pairs
+    with parallax: none, and no depth label, refuses the run; beside depth labels it is a warning."""
+    torch.set_num_threads(1)
+    seq = _parked_camera(tmp_path)
+    parked = f"data.train=[{{kind: sequence, path: {seq}, tasks: []}}]"
+    with pytest.raises(ConfigError, match=re.escape(
+            f"data.train.0 (sequence {seq}): none of the 12 pairs read had parallax (the pose check: a camera that "
+            "barely moves between a frame and its source view, or no texture), so loss.extra.photometric keeps no "
+            "pixel there (kept_fraction 0) and trains on its smoothness term alone, the run's only depth signal: it "
+            "would degrade the model; train on a recording whose camera moves")):
+        Trainer(smoke(tmp_path / "a", parked, "data.image_size=[160, 120]", *PHOTOMETRIC_ONLY))
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    labelled = f"data.train=[{{kind: sequence, path: {seq}, tasks: [depth]}}]"
+    with caplog.at_level("WARNING"):
+        Trainer(smoke(tmp_path / "b", labelled, "data.image_size=[160, 120]", "loss.weights={depth: 1.0}",
+                      PHOTOMETRIC_ONLY[1]))
+    assert "none of the 12 pairs read had parallax" in caplog.text and "add nothing but smoothness" in caplog.text
+
+
+def test_a_run_whose_photometric_term_keeps_no_pixel_stops(tmp_path, monkeypatch, caplog):
+    """The same trial where the pose check cannot run (no shipped model to judge with, a resumed run): the term's
+    kept_fraction 0 in each of the first steps stops a photometric-only run before it saves a degraded model."""
+    import mtl3d_perception.model.checkpoint as checkpoint
+    from mtl3d_perception.train.depth_signal import KEPT_STEPS
+
+    def missing():
+        raise FileNotFoundError("no default checkpoint found (test)")
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(checkpoint, "default_model_path", missing)
+    seq = _parked_camera(tmp_path)
+    trainer = Trainer(smoke(tmp_path / "a", f"data.train=[{{kind: sequence, path: {seq}, tasks: []}}]",
+                            "steps=12", *PHOTOMETRIC_ONLY))
+    with pytest.raises(RuntimeError, match=re.escape(
+            f"loss/photometric/kept_fraction was 0 in each of the first {KEPT_STEPS} steps: no training pair has "
+            "parallax")):
+        trainer.fit()
+    assert trainer.step == KEPT_STEPS and not (tmp_path / "a" / "checkpoints" / "last.safetensors").exists()
+    # beside depth labels the run goes on, warned
+    trainer = Trainer(smoke(tmp_path / "b", f"data.train=[{{kind: sequence, path: {seq}, tasks: [depth]}}]",
+                            "steps=11", "loss.weights={depth: 1.0}", PHOTOMETRIC_ONLY[1]))
+    with caplog.at_level("WARNING"):
+        trainer.fit()
+    assert trainer.step == 11 and "was 0 in each of the first 10 steps" in caplog.text

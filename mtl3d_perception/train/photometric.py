@@ -117,6 +117,7 @@ class PhotometricLoss(LossTerm):
     """
 
     min_views = 2
+    needs_parallax = True  # a static camera: every pixel auto-masked, the smoothness alone trains
 
     def __init__(self, alpha: float = 0.85, automask: bool = True, smoothness: float = 1e-3) -> None:
         super().__init__()

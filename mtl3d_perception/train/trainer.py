@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -48,6 +48,7 @@ from mtl3d_perception.model.config import ConfigError, resolve_config
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
+from mtl3d_perception.train.depth_signal import KeptPixelsMonitor, check_parallax
 from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
@@ -59,15 +60,29 @@ log = logging.getLogger(__name__)
 TRAIN_POSES_WRONG = "training on its pairs would teach the cost volume wrong geometry"
 
 
+class RecordedPoseCheck(NamedTuple):
+    """One recording's pose check (:func:`check_recorded_poses`)."""
+
+    index: int  # its place in the source list
+    name: str  # ``data.train.0 (bag my_bag)``
+    pairs: int  # pairs with parallax (on textured cells) among those read
+    read: int  # two-view samples read (up to ``runtime.pose_convention.SAMPLES``)
+    message: str | None  # the warning where the poses fit another convention better
+
+
 def check_recorded_poses(sources: list[Any], where: str = "data.train", consequence: str = TRAIN_POSES_WRONG
-                         ) -> list[str]:
+                         ) -> list[RecordedPoseCheck]:
     """Warn for each recording among ``sources`` (``SourceDataset``s; synthetic scenes and NYUv2 have no recorded
     poses) whose poses fit its images much better read in another convention (OpenGL axes, world-to-camera, a body
     frame: ``runtime.pose_convention.check_dataset``, judged by the shipped model, the one the check was measured
-    with); ``consequence`` ends the warning (what wrong relative poses would do there). Returns the warnings.
+    with); ``consequence`` ends the warning (what wrong relative poses would do there).
+
+    Returns:
+        each recording's check, with how many of its pairs had parallax (``train.depth_signal.check_parallax``
+        reads them); none where the shipped model is missing.
     """
     from mtl3d_perception.model.checkpoint import default_model_path, load_checkpoint
-    from mtl3d_perception.runtime.pose_convention import check_dataset
+    from mtl3d_perception.runtime.pose_convention import SAMPLES, check_dataset
 
     recorded = [(i, ds) for i, ds in enumerate(sources) if ds.cfg.kind not in ("synthetic", "nyuv2")]
     if not recorded:
@@ -77,17 +92,17 @@ def check_recorded_poses(sources: list[Any], where: str = "data.train", conseque
     except FileNotFoundError as exc:
         log.warning("the poses of %s were not checked: %s", where, exc)
         return []
-    warnings = []
+    results = []
     for i, ds in recorded:
         name = f"{where}.{i} ({ds.cfg.kind} {ds.cfg.path})"
         check, verdict = check_dataset(judge, ds)
         if (message := check.message(name)) is not None:
             log.warning("%s; %s", message, consequence)
-            warnings.append(message)
         else:
             log.info("%s: poses checked, %s (%d pairs with parallax)", name,
                      "they fit" if verdict == "fit" else "too few pairs with parallax to judge", len(check.checks))
-    return warnings
+        results.append(RecordedPoseCheck(i, name, len(check.checks), min(len(ds), SAMPLES), message))
+    return results
 
 STATE_FORMAT = "mtl3d_perception.train_state/1"
 
@@ -441,7 +456,7 @@ class Trainer:
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames
                     raise ConfigError(too_few_views(cfg, which, i, ds))
         if self.rank == 0 and not resume:
-            check_recorded_poses(self.train_set.sources)
+            check_parallax(cfg, self.train_set.sources, check_recorded_poses(self.train_set.sources))
             if self.val_set is not None:
                 check_recorded_poses(self.val_set.sources, "data.val",
                                      "its two-view validation metrics would use these poses as given")
@@ -531,6 +546,7 @@ class Trainer:
         self.module.train()
         t0 = time.perf_counter()
         self._start_step = self.step
+        kept_pixels = KeptPixelsMonitor(cfg, self.train_set.sources, self.world)
         while self.step < stop:
             batch = next(batches).to(self.device, non_blocking=True)
             with self._autocast():
@@ -548,6 +564,7 @@ class Trainer:
             self.step += 1
             logs["step"] = self.step
             logs_out.append(logs)
+            kept_pixels.update(logs)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
