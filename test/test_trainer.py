@@ -451,3 +451,25 @@ def test_a_run_whose_photometric_term_keeps_no_pixel_stops(tmp_path, monkeypatch
     with caplog.at_level("WARNING"):
         trainer.fit()
     assert trainer.step == 11 and "was 0 in each of the first 10 steps" in caplog.text
+
+
+def test_the_checkpoint_records_the_size_it_was_trained_at(tmp_path, caplog):
+    """A new-user trial: data.image_size=[320,240] from a 160x120 init checkpoint trained and validated at 320x240,
+    but the checkpoint kept input_size (160, 120), so the node, eval and replay ran it at a size it was not tuned
+    at, and its stored metrics were not those `mtl3d eval` gave. The checkpoint records the size it trained at."""
+    from mtl3d_perception.model.info import describe, format_info
+
+    torch.set_num_threads(1)
+    Trainer(smoke(tmp_path / "a", "steps=1")).fit()  # the smoke network: 64x48
+    init = tmp_path / "a" / "checkpoints" / "last.safetensors"
+    assert load_checkpoint(init).config.input_size == (64, 48)
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(smoke(tmp_path / "b", "steps=1", f"model.init_checkpoint={init}", "data.image_size=[96, 72]"))
+    assert ("data.image_size [96, 72] differs from the model's input_size (64, 48): it trains at 96x72, and its "
+            "checkpoints record input_size (96, 72), so the node, mtl3d eval and replay run it at 96x72") in caplog.text
+    assert tuple(trainer.train_set[0].images.shape[-2:]) == (72, 96)
+    trainer.fit()
+    tuned = tmp_path / "b" / "checkpoints" / "last.safetensors"
+    assert load_checkpoint(tuned).config.input_size == (96, 72)
+    assert read_checkpoint_metadata(tuned)["input_size"] == [96, 72]
+    assert "input_size: (96, 72)" in format_info(describe(str(tuned)))

@@ -437,6 +437,15 @@ class Trainer:
                         "optim.lr %g; lower optim.warmup_steps for a run this short", cfg.steps, oc.warmup_steps, oc.lr)
 
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
+        if self.image_size != tuple(self.model.config.input_size):
+            # the checkpoint's input_size is the size the node, eval and replay run it at: the one it was trained at
+            # (its stored validation metrics are at that size too); the network is fully convolutional
+            (log.warning if cfg.model.init_checkpoint and not resume else log.info)(
+                "data.image_size %s differs from the model's input_size %s: it trains at %dx%d, and its checkpoints "
+                "record input_size %s, so the node, mtl3d eval and replay run it at %dx%d",
+                list(self.image_size), tuple(self.model.config.input_size), *self.image_size, self.image_size,
+                *self.image_size)
+            self.model.config = self.model.config.replace(input_size=self.image_size)
         dc = cfg.data
         self.train_set = build_dataset(dc.train, image_size=self.image_size, num_views=dc.num_views,
                                        augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed, name="data.train")
