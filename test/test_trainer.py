@@ -473,3 +473,29 @@ def test_the_checkpoint_records_the_size_it_was_trained_at(tmp_path, caplog):
     assert load_checkpoint(tuned).config.input_size == (96, 72)
     assert read_checkpoint_metadata(tuned)["input_size"] == [96, 72]
     assert "input_size: (96, 72)" in format_info(describe(str(tuned)))
+
+
+def test_eval_says_which_scored_frames_the_checkpoint_was_trained_on(tmp_path, capsys):
+    """A new-user trial: a fine-tune on a bag's frames 0-80 % was scored on 50-100 % of it (60 % training frames)
+    with no note in stderr or report.md, although the checkpoint records trained_on (path, frame range)."""
+    from helpers import render_frames
+
+    from mtl3d_perception.cli import main
+    from mtl3d_perception.data.bag import write_bag
+
+    torch.set_num_threads(1)
+    bag = write_bag(render_frames(3, 8, (64, 48)), tmp_path / "bag")
+    Trainer(smoke(tmp_path / "run", f"data.train=[{{kind: bag, path: {bag}, start: 0, end: 0.5, tasks: [depth]}}]",
+                  "steps=1")).fit()
+    ckpt = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--data", f"bag:{bag}:0.25:1.0", "--data", f"bag:{bag}:0.5:1.0",
+                 "--modes", "single_view", "--montages", "0", "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    note = (f"--data bag:{bag}:0.25:1.0: 2 of its 6 scored frames are training frames of this checkpoint "
+            f"(trained_on[0]: bag {bag} frames 0-3); their metrics measure what it was trained on, not held-out data")
+    assert f"note: {note}" in capsys.readouterr().err
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert f"**Training frames:** {note}." in report and report.count("Training frames") == 1  # 50-100 %: none
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["training_overlap"] == {f"bag:{bag}:0.25:1.0": [
+        {"trained_on": 0, "source": f"bag {bag} frames 0-3", "frames": 2, "scored": 6}]}
