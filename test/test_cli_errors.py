@@ -197,10 +197,47 @@ def test_train_refuses_more_views_than_a_scene_has_frames(capsys, tmp_path):
     err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=4",
                                   "data.train=[{kind: synthetic, split: train, num_scenes: 2, frames_per_scene: 2}]"])
     assert err == ("ERROR: data.num_views 4 needs that many frames per sample, but data.train.0 (synthetic) has 2 per "
-                   "scene; lower data.num_views or give it more frames")
+                   "scene; lower data.num_views to 2 or give data.train.0 more frames per scene "
+                   "(data.train.0.frames_per_scene)")
     err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=6",
                                   "eval_every=5"])
     assert err.startswith("ERROR: data.num_views 6 needs that many frames per sample, but data.val.0 (synthetic) has 4")
+
+
+PHOTOMETRIC = "loss.extra={photometric: {weight: 1.0}}"
+
+
+def test_train_refuses_one_view_for_a_term_that_compares_views(capsys, tmp_path):
+    """A new-user trial: data.num_views=1 with the photometric term trained with reprojection 0.0 and kept_fraction
+    0.0 at every step (the smoothness alone), and the pose check then blamed the recording."""
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=1",
+                                  PHOTOMETRIC])
+    assert err == ("ERROR: data.num_views 1 leaves a loss term nothing to compare: loss.extra.photometric needs "
+                   "data.num_views >= 2 (it warps source views into the reference view; with fewer it is 0 at every "
+                   "step); set data.num_views=2, or drop the term from loss.extra")
+    assert not out.exists()
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.num_views=1",
+                                  "loss.extra={cross_view: {weight: 0.5}}"])
+    assert "loss.extra.cross_view needs data.num_views >= 2" in err
+
+
+def test_too_short_a_range_is_not_fixed_by_switching_a_term_off(capsys, tmp_path):
+    """The same trial: a 5-frame recording's 1-frame validation range was refused with "lower data.num_views or give
+    it more frames", and lowering num_views switched the photometric term off without a word. Where a term in use
+    needs the views, the error offers the other ways out (a longer range, another source, eval_every=0)."""
+    out = tmp_path / "run"
+    short_val = "data.val=[{kind: synthetic, split: val, num_scenes: 1, frames_per_scene: 1}]"
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "eval_every=5",
+                                  short_val, PHOTOMETRIC])
+    assert err == ("ERROR: data.num_views 2 needs that many frames per sample, but data.val.0 (synthetic) has 1 per "
+                   "scene; give data.val.0 more frames per scene (data.val.0.frames_per_scene), or validate on another "
+                   "source (data.val), or skip validation: eval_every=0 (lowering data.num_views to 1 would switch off "
+                   "loss.extra.photometric (needs 2))")
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "eval_every=5",
+                                  short_val])  # no term needs two views: lowering num_views is a way out
+    assert err.endswith("has 1 per scene; lower data.num_views to 1 or give data.val.0 more frames per scene "
+                        "(data.val.0.frames_per_scene)")
 
 
 def test_train_refuses_a_run_that_would_learn_nothing(capsys, tmp_path):

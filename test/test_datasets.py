@@ -368,3 +368,29 @@ def test_bag_source_frame_and_topics_are_checked_up_front(field, value, expected
     "not in the bag"."""
     with pytest.raises(ValueError, match=re.escape(expected)):
         SourceConfig(kind="bag", path="b", **{field: value})
+
+
+def test_training_views_are_zooms_of_the_view_the_runtime_gives_the_network():
+    """A new-user trial (``aspect_crop.py``): on a 16:9 camera (640x360) for the 160x120 network, training samples were
+    aspect-keeping crops of at most the central 75 % of the width (fx/fy 1.0), while validation, ``mtl3d eval``,
+    replay and the node stretch the whole frame (fx/fy 0.75): the network was tuned on a geometry it never ran on.
+    The zoom and crop now happen within the stretched frame: without zoom a sample is exactly the runtime's view."""
+    W, H = 640, 360
+    columns = np.tile((np.arange(W)[None, :, None] // 3).astype(np.uint8), (H, 1, 3))  # colour encodes the column
+    view = ViewSample(rgb=columns, K=np.array([[500.0, 0, 319.5], [0, 500, 179.5], [0, 0, 1]]), T_world_cam=np.eye(4))
+    runtime = augment_views([view], (160, 120), AugmentConfig(), None)[0]
+    plain = AugmentConfig(hflip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    unzoomed = augment_views([view], (160, 120), dataclasses.replace(plain, scale=(1.0, 1.0)),
+                             np.random.default_rng(0))[0]
+    assert np.array_equal(unzoomed.rgb, runtime.rgb) and np.allclose(unzoomed.K, runtime.K)
+    assert runtime.K[0, 0] / runtime.K[1, 1] == pytest.approx(0.75)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        sample = augment_views([view], (160, 120), plain, rng)[0]
+        assert sample.K[0, 0] / sample.K[1, 1] == pytest.approx(0.75, abs=0.01)  # stretched as at run time (was 1.0)
+        seen = (int(sample.rgb[0, -1, 0]) - int(sample.rgb[0, 0, 0])) * 3  # columns of the camera the sample spans
+        assert seen >= W / 1.3 - 12  # zoom <= 1.3 (was 393-534 of 640: the central 75 % at most)
+        # K stays exact: the column a pixel shows is where K puts that pixel's ray
+        u = 100
+        x_cam = (u - sample.K[0, 2]) / sample.K[0, 0]
+        assert int(sample.rgb[0, u, 0]) * 3 == pytest.approx(x_cam * 500 + 319.5, abs=6)

@@ -345,7 +345,7 @@ def test_training_warns_about_a_recording_whose_poses_do_not_fit(recordings, cap
                SourceConfig(kind="sequence", path=str(recordings["opengl"]))]
     data = build_dataset(sources, image_size=(160, 120), num_views=2)
     with caplog.at_level(logging.INFO, logger="mtl3d_perception.train.trainer"):
-        warnings = check_recorded_poses(data.sources)
+        warnings = [c.message for c in check_recorded_poses(data.sources) if c.message]
     assert len(warnings) == 1 and "data.train.2 (sequence" in warnings[0] and "OpenGL" in warnings[0]
     assert "data.train.1 (sequence" in caplog.text and "poses checked, they fit" in caplog.text
 

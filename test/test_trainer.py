@@ -367,3 +367,135 @@ def test_a_reference_paired_with_itself_is_left_out_of_cross_view():
                       montage_batches=0)["two_view"]["metrics"]
     assert both["cross_view/abs_rel"] == pytest.approx(second["cross_view/abs_rel"], rel=1e-9)
     assert second["cross_view/abs_rel"] > 0
+
+
+def test_init_checkpoint_default_is_the_shipped_model_from_any_folder(tmp_path, monkeypatch):
+    """A new-user trial: every ``mtl3d`` command takes ``default`` for the shipped model from any folder, but
+    ``model.init_checkpoint=default`` was refused ("not found (relative to /tmp)"), and finetune.yaml's relative
+    ``models/default.safetensors`` only resolved from the repository root."""
+    from mtl3d_perception.model.checkpoint import default_model_path
+    from mtl3d_perception.train.trainer import build_model_from_config
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    shipped = default_model_path()
+    expected = load_checkpoint(shipped).state_dict()
+    for overrides in ([], ["model.init_checkpoint=default"]):  # finetune.yaml's own, and the CLIs' name
+        state = build_model_from_config(load_config(CONFIG_DIR / "finetune.yaml", overrides)).state_dict()
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"model.init_checkpoint nope.safetensors not found "
+                                                          f"(relative to {tmp_path})")):
+        build_model_from_config(load_config(CONFIG_DIR / "finetune.yaml", ["model.init_checkpoint=nope.safetensors"]))
+
+
+def _parked_camera(tmp_path: Path, n: int = 12) -> Path:
+    """A parked camera, as the trial's ``make_static_bag.py``: ``n`` frames of one image at one pose (a sequence)."""
+    import dataclasses
+
+    from helpers import render_frames
+
+    from mtl3d_perception.data.sequence import write_sequence
+
+    first = render_frames(3, 1, (160, 120))[0]
+    frames = [dataclasses.replace(first, index=i, stamp=first.stamp + 0.1 * i, name=None) for i in range(n)]
+    return write_sequence(tmp_path / "parked", frames)
+
+
+PHOTOMETRIC_ONLY = ("loss.weights={depth: 0.0}", "loss.extra={photometric: {weight: 1.0, smoothness: 1.0e-3}}")
+
+
+def test_photometric_only_on_a_parked_camera_is_refused(tmp_path, caplog):
+    """A new-user trial: photometric-only fine-tuning on a camera that does not move kept no pixel at any step
+    (kept_fraction 0, reprojection 0), trained the smoothness alone and took the held-out abs rel 0.0865 -> 0.1117,
+    while the only hint was an INFO line. The pose check already run on the training sources counts the pairs
+    with parallax: none, and no depth label, refuses the run; beside depth labels it is a warning."""
+    torch.set_num_threads(1)
+    seq = _parked_camera(tmp_path)
+    parked = f"data.train=[{{kind: sequence, path: {seq}, tasks: []}}]"
+    with pytest.raises(ConfigError, match=re.escape(
+            f"data.train.0 (sequence {seq}): none of the 12 pairs read had parallax (the pose check: a camera that "
+            "barely moves between a frame and its source view, or no texture), so loss.extra.photometric keeps no "
+            "pixel there (kept_fraction 0) and trains on its smoothness term alone, the run's only depth signal: it "
+            "would degrade the model; train on a recording whose camera moves")):
+        Trainer(smoke(tmp_path / "a", parked, "data.image_size=[160, 120]", *PHOTOMETRIC_ONLY))
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    labelled = f"data.train=[{{kind: sequence, path: {seq}, tasks: [depth]}}]"
+    with caplog.at_level("WARNING"):
+        Trainer(smoke(tmp_path / "b", labelled, "data.image_size=[160, 120]", "loss.weights={depth: 1.0}",
+                      PHOTOMETRIC_ONLY[1]))
+    assert "none of the 12 pairs read had parallax" in caplog.text and "add nothing but smoothness" in caplog.text
+
+
+def test_a_run_whose_photometric_term_keeps_no_pixel_stops(tmp_path, monkeypatch, caplog):
+    """The same trial where the pose check cannot run (no shipped model to judge with, a resumed run): the term's
+    kept_fraction 0 in each of the first steps stops a photometric-only run before it saves a degraded model."""
+    import mtl3d_perception.model.checkpoint as checkpoint
+    from mtl3d_perception.train.depth_signal import KEPT_STEPS
+
+    def missing():
+        raise FileNotFoundError("no default checkpoint found (test)")
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(checkpoint, "default_model_path", missing)
+    seq = _parked_camera(tmp_path)
+    trainer = Trainer(smoke(tmp_path / "a", f"data.train=[{{kind: sequence, path: {seq}, tasks: []}}]",
+                            "steps=12", *PHOTOMETRIC_ONLY))
+    with pytest.raises(RuntimeError, match=re.escape(
+            f"loss/photometric/kept_fraction was 0 in each of the first {KEPT_STEPS} steps: no training pair has "
+            "parallax")):
+        trainer.fit()
+    assert trainer.step == KEPT_STEPS and not (tmp_path / "a" / "checkpoints" / "last.safetensors").exists()
+    # beside depth labels the run goes on, warned
+    trainer = Trainer(smoke(tmp_path / "b", f"data.train=[{{kind: sequence, path: {seq}, tasks: [depth]}}]",
+                            "steps=11", "loss.weights={depth: 1.0}", PHOTOMETRIC_ONLY[1]))
+    with caplog.at_level("WARNING"):
+        trainer.fit()
+    assert trainer.step == 11 and "was 0 in each of the first 10 steps" in caplog.text
+
+
+def test_the_checkpoint_records_the_size_it_was_trained_at(tmp_path, caplog):
+    """A new-user trial: data.image_size=[320,240] from a 160x120 init checkpoint trained and validated at 320x240,
+    but the checkpoint kept input_size (160, 120), so the node, eval and replay ran it at a size it was not tuned
+    at, and its stored metrics were not those `mtl3d eval` gave. The checkpoint records the size it trained at."""
+    from mtl3d_perception.model.info import describe, format_info
+
+    torch.set_num_threads(1)
+    Trainer(smoke(tmp_path / "a", "steps=1")).fit()  # the smoke network: 64x48
+    init = tmp_path / "a" / "checkpoints" / "last.safetensors"
+    assert load_checkpoint(init).config.input_size == (64, 48)
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(smoke(tmp_path / "b", "steps=1", f"model.init_checkpoint={init}", "data.image_size=[96, 72]"))
+    assert ("data.image_size [96, 72] differs from the model's input_size (64, 48): it trains at 96x72, and its "
+            "checkpoints record input_size (96, 72), so the node, mtl3d eval and replay run it at 96x72") in caplog.text
+    assert tuple(trainer.train_set[0].images.shape[-2:]) == (72, 96)
+    trainer.fit()
+    tuned = tmp_path / "b" / "checkpoints" / "last.safetensors"
+    assert load_checkpoint(tuned).config.input_size == (96, 72)
+    assert read_checkpoint_metadata(tuned)["input_size"] == [96, 72]
+    assert "input_size: (96, 72)" in format_info(describe(str(tuned)))
+
+
+def test_eval_says_which_scored_frames_the_checkpoint_was_trained_on(tmp_path, capsys):
+    """A new-user trial: a fine-tune on a bag's frames 0-80 % was scored on 50-100 % of it (60 % training frames)
+    with no note in stderr or report.md, although the checkpoint records trained_on (path, frame range)."""
+    from helpers import render_frames
+
+    from mtl3d_perception.cli import main
+    from mtl3d_perception.data.bag import write_bag
+
+    torch.set_num_threads(1)
+    bag = write_bag(render_frames(3, 8, (64, 48)), tmp_path / "bag")
+    Trainer(smoke(tmp_path / "run", f"data.train=[{{kind: bag, path: {bag}, start: 0, end: 0.5, tasks: [depth]}}]",
+                  "steps=1")).fit()
+    ckpt = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--data", f"bag:{bag}:0.25:1.0", "--data", f"bag:{bag}:0.5:1.0",
+                 "--modes", "single_view", "--montages", "0", "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    note = (f"--data bag:{bag}:0.25:1.0: 2 of its 6 scored frames are training frames of this checkpoint "
+            f"(trained_on[0]: bag {bag} frames 0-3); their metrics measure what it was trained on, not held-out data")
+    assert f"note: {note}" in capsys.readouterr().err
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert f"**Training frames:** {note}." in report and report.count("Training frames") == 1  # 50-100 %: none
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["training_overlap"] == {f"bag:{bag}:0.25:1.0": [
+        {"trained_on": 0, "source": f"bag {bag} frames 0-3", "frames": 2, "scored": 6}]}

@@ -150,16 +150,18 @@ def flip_view(view: ViewSample) -> ViewSample:
 
 def fit_views(views: list[ViewSample], wh: tuple[int, int], *, scale: float = 1.0,
               offset: tuple[float, float] = (0.5, 0.5)) -> list[ViewSample]:
-    """Resize every view to cover ``wh`` x ``scale`` (keeping aspect) and crop ``wh``.
+    """Stretch every whole view to ``wh`` x ``scale`` (:func:`resize_view`: the runtime's resize, K scaled per axis)
+    and crop ``wh``: the zoom and crop of the augmentation happen within the view the runtime gives the network, so
+    a camera of another aspect ratio (16:9 for a 4:3 network) is trained on the stretched geometry the node, replay
+    and ``mtl3d eval`` run it on, and ``scale`` 1 is exactly that view. (Before, the view kept the camera's aspect and
+    a 16:9 frame was cropped to its central 75 %: objects 1.33x narrower than at run time, the sides never seen.)
 
     ``offset`` in [0, 1]^2 places the crop window (0.5, 0.5 = centred), the same for every view.
     """
     out = []
     W, H = wh
     for v in views:
-        h, w = v.hw
-        s = max(W / w, H / h) * scale
-        cover = (max(W, int(round(w * s))), max(H, int(round(h * s))))
+        cover = (max(W, int(round(W * scale))), max(H, int(round(H * scale))))
         v = resize_view(v, cover)
         x0 = int(round(offset[0] * (cover[0] - W)))
         y0 = int(round(offset[1] * (cover[1] - H)))

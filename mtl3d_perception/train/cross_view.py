@@ -217,6 +217,7 @@ class CrossViewTerm(LossTerm):
     """
 
     needs_all_views = True
+    min_views = 2
 
     def __init__(self, depth_weight: float = 1.0, semantic_weight: float = 1.0, symmetric: bool = True,
                  occlusion_tol: float = 0.05, conf_tau: float = 0.1, use_gt_depth: bool = True) -> None:

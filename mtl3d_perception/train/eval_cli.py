@@ -190,7 +190,8 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
     from mtl3d_perception.evaluation.montage import save_png
     from mtl3d_perception.model import load_checkpoint
     from mtl3d_perception.runtime.loading import resolve_device
-    from mtl3d_perception.train.evaluate import check_modes, evaluate
+    from mtl3d_perception.train.evaluate import check_modes, eval_indices, evaluate
+    from mtl3d_perception.train.trained_on import RECORDED_KINDS, overlap_note, training_overlap
 
     check_modes(modes)
     check_spec_flags(specs, [parse_data_spec(spec).kind for spec in specs], bag_topics=bag_topics,
@@ -227,6 +228,13 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             report.setdefault("pose_check", {})[spec] = poses
             if poses["message"]:
                 print(f"warning: --data {spec}: {poses['message']}", file=sys.stderr)
+        if source.kind in RECORDED_KINDS:  # frames the checkpoint was trained on score recall, not held-out data
+            frames = dataset.sources[0]
+            scored = [int(frames.indices[k]) for k in
+                      eval_indices(len(frames), None if max_batches is None else max_batches * batch_size)]
+            for overlap in training_overlap(report["trained_on"], source, scored, len(frames.frames)):
+                report.setdefault("training_overlap", {}).setdefault(spec, []).append(overlap)
+                print(f"note: {overlap_note(spec, overlap)}", file=sys.stderr)
         if source.kind == "bag":  # what was read: the image topic may have resolved to its /compressed one
             frames = dataset.sources[0].frames
             report.setdefault("inputs", {})[spec] = {
@@ -328,6 +336,7 @@ def render_report(report: dict) -> str:
         sparsification_table,
     )
     from mtl3d_perception.source_selection import MIN_PARALLAX_M
+    from mtl3d_perception.train.trained_on import overlap_note
 
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"Input size (W, H): {tuple(report['input_size'])}; the errors (abs rel, RMSE, delta, normals, mIoU's "
@@ -375,6 +384,8 @@ def render_report(report: dict) -> str:
         poses = report.get("pose_check", {}).get(spec)
         if poses:
             lines += [_POSE_VERDICTS.get(poses["verdict"], _POSE_MISFIT).format(**poses), ""]
+        for overlap in report.get("training_overlap", {}).get(spec, ()):
+            lines += [f"**Training frames:** {overlap_note(spec, overlap)}.", ""]
         names = sorted({k for r in modes.values() for k in r["metrics"] if not _is_curve_point(k)}, key=_metric_order)
         cols = list(modes)
         lines.append("| metric | " + " | ".join(cols) + " |")

@@ -4,7 +4,11 @@ Every term is an ``nn.Module`` registered by name with :func:`register_loss`. It
 and the model outputs and returns ``(scalar, logs)``; it says what it needs through class attributes:
 
 - ``needs_features``: the trainer calls the model with ``return_features=True`` (outputs["features"]);
-- ``needs_all_views``: the trainer calls the model with ``all_views=True`` (outputs with a view dim).
+- ``needs_all_views``: the trainer calls the model with ``all_views=True`` (outputs with a view dim);
+- ``min_views``: the views per sample (``data.num_views``) below which the term has nothing to compare and is 0
+  (``photometric``, ``cross_view``: 2); the trainer refuses such a run (``trainer.check_views``);
+- ``needs_parallax``: the term learns only from pixels that move between the views (``photometric``): a run whose
+  pairs have none is refused or warned about (``train.depth_signal``).
 
 Terms may hold parameters (e.g. a FiLM mapping net); the trainer optimises and checkpoints them with
 the model. The modules holding terms (``losses``, ``cross_task``, ``cross_view``, ``depth_distribution``, ``pap_loss``) import
@@ -66,6 +70,8 @@ class LossTerm(nn.Module):
     name: str = ""
     needs_features: bool = False
     needs_all_views: bool = False
+    min_views: int = 1  # data.num_views below this leaves the term nothing to compare (it is 0)
+    needs_parallax: bool = False  # views without parallax leave the term no pixel to learn from
 
     def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[torch.Tensor, LossLogs]:
         raise NotImplementedError

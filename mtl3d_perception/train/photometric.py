@@ -116,6 +116,9 @@ class PhotometricLoss(LossTerm):
     through the batch's known poses. Needs two or more views (``data.num_views``); with one it is 0.
     """
 
+    min_views = 2
+    needs_parallax = True  # a static camera: every pixel auto-masked, the smoothness alone trains
+
     def __init__(self, alpha: float = 0.85, automask: bool = True, smoothness: float = 1e-3) -> None:
         super().__init__()
         self.alpha, self.automask, self.smoothness = float(alpha), bool(automask), float(smoothness)

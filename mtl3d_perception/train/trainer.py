@@ -24,7 +24,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -37,12 +37,20 @@ from mtl3d_perception.data.datasets import build_dataset
 from mtl3d_perception.data.synthetic import scene_provenance
 from mtl3d_perception.evaluation.montage import montage
 from mtl3d_perception.model import build_model, save_checkpoint
-from mtl3d_perception.model.checkpoint import CheckpointError, load_weights_into, read_checkpoint_metadata
+from mtl3d_perception.model.checkpoint import (
+    SHIPPED_NAME,
+    CheckpointError,
+    checkpoint_argument,
+    load_weights_into,
+    read_checkpoint_metadata,
+)
 from mtl3d_perception.model.config import ConfigError, resolve_config
 from mtl3d_perception.runtime.loading import resolve_device
 from mtl3d_perception.train import train_state
 from mtl3d_perception.train.config import TrainConfig, save_config, to_dict
+from mtl3d_perception.train.depth_signal import KeptPixelsMonitor, check_parallax
 from mtl3d_perception.train.evaluate import evaluate
+from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
 
@@ -52,15 +60,29 @@ log = logging.getLogger(__name__)
 TRAIN_POSES_WRONG = "training on its pairs would teach the cost volume wrong geometry"
 
 
+class RecordedPoseCheck(NamedTuple):
+    """One recording's pose check (:func:`check_recorded_poses`)."""
+
+    index: int  # its place in the source list
+    name: str  # ``data.train.0 (bag my_bag)``
+    pairs: int  # pairs with parallax (on textured cells) among those read
+    read: int  # two-view samples read (up to ``runtime.pose_convention.SAMPLES``)
+    message: str | None  # the warning where the poses fit another convention better
+
+
 def check_recorded_poses(sources: list[Any], where: str = "data.train", consequence: str = TRAIN_POSES_WRONG
-                         ) -> list[str]:
+                         ) -> list[RecordedPoseCheck]:
     """Warn for each recording among ``sources`` (``SourceDataset``s; synthetic scenes and NYUv2 have no recorded
     poses) whose poses fit its images much better read in another convention (OpenGL axes, world-to-camera, a body
     frame: ``runtime.pose_convention.check_dataset``, judged by the shipped model, the one the check was measured
-    with); ``consequence`` ends the warning (what wrong relative poses would do there). Returns the warnings.
+    with); ``consequence`` ends the warning (what wrong relative poses would do there).
+
+    Returns:
+        each recording's check, with how many of its pairs had parallax (``train.depth_signal.check_parallax``
+        reads them); none where the shipped model is missing.
     """
     from mtl3d_perception.model.checkpoint import default_model_path, load_checkpoint
-    from mtl3d_perception.runtime.pose_convention import check_dataset
+    from mtl3d_perception.runtime.pose_convention import SAMPLES, check_dataset
 
     recorded = [(i, ds) for i, ds in enumerate(sources) if ds.cfg.kind not in ("synthetic", "nyuv2")]
     if not recorded:
@@ -70,17 +92,17 @@ def check_recorded_poses(sources: list[Any], where: str = "data.train", conseque
     except FileNotFoundError as exc:
         log.warning("the poses of %s were not checked: %s", where, exc)
         return []
-    warnings = []
+    results = []
     for i, ds in recorded:
         name = f"{where}.{i} ({ds.cfg.kind} {ds.cfg.path})"
         check, verdict = check_dataset(judge, ds)
         if (message := check.message(name)) is not None:
             log.warning("%s; %s", message, consequence)
-            warnings.append(message)
         else:
             log.info("%s: poses checked, %s (%d pairs with parallax)", name,
                      "they fit" if verdict == "fit" else "too few pairs with parallax to judge", len(check.checks))
-    return warnings
+        results.append(RecordedPoseCheck(i, name, len(check.checks), min(len(ds), SAMPLES), message))
+    return results
 
 STATE_FORMAT = "mtl3d_perception.train_state/1"
 
@@ -157,6 +179,24 @@ def build_criterion(cfg: TrainConfig) -> MultiTaskLoss:
                          silog_lambda=lc.silog_lambda, all_views=lc.all_views)
 
 
+def init_checkpoint_path(spec: str) -> Path:
+    """The file ``model.init_checkpoint`` names: a path, or ``default`` for the shipped model from any folder (the
+    one rule of every ``mtl3d`` command, ``model.checkpoint.checkpoint_argument``).
+
+    Raises:
+        FileNotFoundError: no such file (naming the folder a relative path was read from), or ``default`` and no
+            shipped model.
+    """
+    path = Path(checkpoint_argument(spec))
+    if not path.exists():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        msg = (f"model.init_checkpoint {spec} not found{where}: pass model.init_checkpoint=PATH to an existing "
+               f".safetensors, or {SHIPPED_NAME} for the shipped model, or, for the default model's stages, train the "
+               "stage it names first (its config's out_dir)")
+        raise FileNotFoundError(msg)
+    return path
+
+
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     """The network of ``cfg.model``: the preset with its overrides, or, with ``init_checkpoint`` (fine-tuning),
     the checkpoint's own network and weights (its stored config, with the overrides applied; the preset is not
@@ -164,7 +204,7 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     ``confidence_head: true``) and parts named in ``reinit`` start from their initialisation.
 
     Raises:
-        FileNotFoundError: ``init_checkpoint`` names no file.
+        FileNotFoundError: ``init_checkpoint`` names no file (:func:`init_checkpoint_path`).
         CheckpointError: an unreadable checkpoint, or overrides that change the shapes of its weights (outside the
             ``reinit`` parts) or drop some.
         ConfigError: ``reinit`` without ``init_checkpoint``, naming a part the network does not have, or a part
@@ -182,14 +222,7 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     if cfg.model.init_checkpoint:
         from mtl3d_perception.model import load_checkpoint
 
-        if not Path(cfg.model.init_checkpoint).exists():
-            where = "" if Path(cfg.model.init_checkpoint).is_absolute() else f" (relative to {Path.cwd()})"
-            msg = (f"model.init_checkpoint {cfg.model.init_checkpoint} not found{where}: pass "
-                   "model.init_checkpoint=PATH to an existing .safetensors (a checkout's shipped model is "
-                   "models/default.safetensors), or, for the default model's stages, train the stage it names first "
-                   "(its config's out_dir)")
-            raise FileNotFoundError(msg)
-        model = load_checkpoint(cfg.model.init_checkpoint)
+        model = load_checkpoint(init_checkpoint_path(cfg.model.init_checkpoint))
         reinit = tuple(cfg.model.reinit)
         if cfg.model.overrides or reinit:
             # a checkpoint holds every weight: nothing pretrained is loaded over it, whatever the overrides say
@@ -250,6 +283,49 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
            f"the sources' tasks: {configured}{found}) and loss.extra has no term with a weight > 0; give a source tasks: [depth, ...] "
            "whose data has those labels (a bag's depth_topic) or add an unsupervised term (loss.extra.photometric)")
     raise ConfigError(msg)
+
+
+def views_needed(cfg: TrainConfig) -> dict[str, int]:
+    """The ``loss.extra`` terms with a weight > 0 that compare views, each with the views per sample it needs
+    (``LossTerm.min_views`` > 1: ``photometric``, ``cross_view``)."""
+    needed = {name: LOSSES.get(name).min_views for name, term in cfg.loss.extra.items()
+              if float(term.get("weight", 1.0)) > 0}
+    return {name: n for name, n in needed.items() if n > 1}
+
+
+def check_views(cfg: TrainConfig) -> None:
+    """Refuse ``data.num_views`` below what a weighted ``loss.extra`` term needs (:func:`views_needed`): with one
+    view ``photometric`` has no source to warp and is 0 at every step, a run that "trains" on its smoothness alone.
+
+    Raises:
+        ConfigError: naming the term, the views it needs and ``data.num_views``.
+    """
+    short = {name: n for name, n in views_needed(cfg).items() if cfg.data.num_views < n}
+    if short:
+        terms = ", ".join(f"loss.extra.{name} needs data.num_views >= {n}" for name, n in short.items())
+        msg = (f"data.num_views {cfg.data.num_views} leaves a loss term nothing to compare: {terms} (it warps "
+               f"source views into the reference view; with fewer it is 0 at every step); set "
+               f"data.num_views={max(short.values())}, or drop the term from loss.extra")
+        raise ConfigError(msg)
+
+
+def too_few_views(cfg: TrainConfig, which: str, index: int, source: Any) -> str:
+    """The error for a ``data.<which>`` source (a ``SourceDataset``) with fewer distinct frames per sample than
+    ``data.num_views``, with the ways out that keep the run's loss terms working: lowering ``data.num_views`` is
+    offered only where no weighted term needs more views (:func:`views_needed`)."""
+    have, key = source.distinct_views, f"data.{which}.{index}"
+    per = "scene" if source.cfg.kind == "synthetic" else "range"
+    more = (f"more frames per scene ({key}.frames_per_scene)" if source.cfg.kind == "synthetic" else
+            f"a longer range ({key}.start / end{', a smaller stride' if source.cfg.stride > 1 else ''}) or a longer "
+            "recording")
+    needed = views_needed(cfg)
+    msg = (f"data.num_views {cfg.data.num_views} needs that many frames per sample, but {key} ({source.cfg.kind}) has "
+           f"{have} per {per}; ")
+    if have >= max(needed.values(), default=1):
+        return msg + f"lower data.num_views to {have} or give {key} {more}"
+    terms = ", ".join(f"loss.extra.{name} (needs {n})" for name, n in needed.items() if have < n)
+    skip = ", or validate on another source (data.val), or skip validation: eval_every=0" if which == "val" else ""
+    return (msg + f"give {key} {more}{skip} (lowering data.num_views to {have} would switch off {terms})")
 
 
 def init_history(path: str | Path) -> list[dict[str, Any]]:
@@ -326,6 +402,7 @@ class Trainer:
                    "continue it with --resume, or pass another out_dir=DIR")
             raise FileExistsError(msg)
         check_learns(cfg, [src.tasks for src in cfg.data.train])  # before any data is read
+        check_views(cfg)
         # a resumed fine-tune continues from its own committed weights: its init_checkpoint may have moved, or (a
         # run's last.safetensors) been replaced since, and is neither read nor re-hashed into its history
         own = find_committed(self.ckpt_dir).weights if resume and cfg.model.init_checkpoint else None
@@ -360,6 +437,15 @@ class Trainer:
                         "optim.lr %g; lower optim.warmup_steps for a run this short", cfg.steps, oc.warmup_steps, oc.lr)
 
         self.image_size = tuple(cfg.data.image_size or self.model.config.input_size)
+        if self.image_size != tuple(self.model.config.input_size):
+            # the checkpoint's input_size is the size the node, eval and replay run it at: the one it was trained at
+            # (its stored validation metrics are at that size too); the network is fully convolutional
+            (log.warning if cfg.model.init_checkpoint and not resume else log.info)(
+                "data.image_size %s differs from the model's input_size %s: it trains at %dx%d, and its checkpoints "
+                "record input_size %s, so the node, mtl3d eval and replay run it at %dx%d",
+                list(self.image_size), tuple(self.model.config.input_size), *self.image_size, self.image_size,
+                *self.image_size)
+            self.model.config = self.model.config.replace(input_size=self.image_size)
         dc = cfg.data
         self.train_set = build_dataset(dc.train, image_size=self.image_size, num_views=dc.num_views,
                                        augment=dc.augment, label_regime=dc.label_regime, seed=cfg.seed, name="data.train")
@@ -377,12 +463,9 @@ class Trainer:
         for which, dataset in (("train", self.train_set), ("val", self.val_set)):
             for i, ds in enumerate(dataset.sources if dataset is not None else ()):
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames
-                    msg = (f"data.num_views {dc.num_views} needs that many frames per sample, but data.{which}.{i} "
-                           f"({ds.cfg.kind}) has {ds.distinct_views} per {'scene' if ds.cfg.kind == 'synthetic' else 'range'}"
-                           f"; lower data.num_views or give it more frames")
-                    raise ConfigError(msg)
+                    raise ConfigError(too_few_views(cfg, which, i, ds))
         if self.rank == 0 and not resume:
-            check_recorded_poses(self.train_set.sources)
+            check_parallax(cfg, self.train_set.sources, check_recorded_poses(self.train_set.sources))
             if self.val_set is not None:
                 check_recorded_poses(self.val_set.sources, "data.val",
                                      "its two-view validation metrics would use these poses as given")
@@ -391,7 +474,8 @@ class Trainer:
             self.init_history = [s for s in trained_on if isinstance(s, dict) and "init" in s] \
                 if isinstance(trained_on, list) else []
         else:
-            self.init_history = init_history(cfg.model.init_checkpoint) if cfg.model.init_checkpoint else []
+            self.init_history = (init_history(init_checkpoint_path(cfg.model.init_checkpoint))
+                                 if cfg.model.init_checkpoint else [])
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
         if self.epoch_len < 1:
@@ -471,6 +555,7 @@ class Trainer:
         self.module.train()
         t0 = time.perf_counter()
         self._start_step = self.step
+        kept_pixels = KeptPixelsMonitor(cfg, self.train_set.sources, self.world)
         while self.step < stop:
             batch = next(batches).to(self.device, non_blocking=True)
             with self._autocast():
@@ -488,6 +573,7 @@ class Trainer:
             self.step += 1
             logs["step"] = self.step
             logs_out.append(logs)
+            kept_pixels.update(logs)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")

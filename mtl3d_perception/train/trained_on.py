@@ -1,0 +1,72 @@
+"""Which frames of an evaluated recording a checkpoint was trained on (its ``trained_on`` metadata).
+
+``mtl3d train`` stores each training source in the checkpoint (``trained_on``: kind, path, ``start``/``end``/
+``stride``, the bag's topics; a fine-tune's init checkpoint's sources follow, tagged ``init``). Scoring those frames
+measures recall, not what a new building gives, so ``mtl3d eval`` says when a ``--data`` range overlaps one of them
+(a new-user trial: a fine-tune on frames 0-80 % of a bag scored on 50-100 % of it without a word).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from mtl3d_perception.data.datasets import frame_range
+
+RECORDED_KINDS = ("sequence", "bag", "tum", "scannet", "seven_scenes")  # kinds whose frames are indexed the same way
+
+
+def _recording(path: str | Path) -> Path:
+    """A recording's folder: a bag's ``.mcap``/``.db3`` file stands for its folder."""
+    p = Path(path).expanduser().resolve()
+    return p.parent if p.is_file() and p.suffix in (".mcap", ".db3") else p
+
+
+def _describe(entry: dict[str, Any], lo: int, hi: int) -> str:
+    stride = int(entry.get("stride", 1) or 1)
+    where = f"{entry['kind']} {entry['path']} frames {lo}-{hi - 1}{f' every {stride}' if stride > 1 else ''}"
+    return f"before fine-tuning ({entry['init']}): {where}" if entry.get("init") else where
+
+
+def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frames: int) -> list[dict[str, Any]]:
+    """The training sources of a checkpoint that share frames with an evaluated range.
+
+    Args:
+        trained_on: the checkpoint's ``trained_on`` metadata (a list of source dicts; anything else has no ranges).
+        source: the evaluated ``SourceConfig`` (``kind``, ``path`` and, for a bag, ``image_topic``).
+        indices: the recording's frame indices that are scored (``FramesDataset.indices`` at the scored samples).
+        num_frames: the recording's frame count (what fractions in a ``trained_on`` range are of).
+
+    Returns:
+        one ``{"trained_on": i, "source": description, "frames": scored training frames, "scored": len(indices)}``
+        per overlapping entry (``i`` its index in ``trained_on``).
+    """
+    if source.kind not in RECORDED_KINDS or not isinstance(trained_on, list):
+        return []
+    out = []
+    for i, entry in enumerate(trained_on):
+        if not isinstance(entry, dict) or entry.get("kind") != source.kind or not entry.get("path"):
+            continue
+        if _recording(entry["path"]) != _recording(source.path):
+            continue
+        if source.kind == "bag" and entry.get("image_topic", source.image_topic) != source.image_topic:
+            continue  # another camera of the same bag: other frames
+        try:
+            lo, hi = frame_range(SimpleNamespace(start=entry.get("start", 0), end=entry.get("end", 1.0),
+                                                 path=entry["path"]), num_frames)
+        except (ValueError, TypeError):  # a range that does not fit this recording: not the frames trained on
+            continue
+        trained = set(range(lo, hi, int(entry.get("stride", 1) or 1)))
+        frames = sum(int(j) in trained for j in indices)
+        if frames:
+            out.append({"trained_on": i, "source": _describe(entry, lo, hi), "frames": frames,
+                        "scored": len(indices)})
+    return out
+
+
+def overlap_note(spec: str, overlap: dict[str, Any]) -> str:
+    """One line for stderr and report.md: which ``--data`` spec, how many of its scored frames are training frames."""
+    return (f"--data {spec}: {overlap['frames']} of its {overlap['scored']} scored frames are training frames of this "
+            f"checkpoint (trained_on[{overlap['trained_on']}]: {overlap['source']}); their metrics measure what it "
+            "was trained on, not held-out data")
