@@ -496,3 +496,7 @@ def test_a_source_field_of_another_kind_is_refused():
     with pytest.raises(ValueError, match="source world_frame 'map' applies to bag sources only, not to a scannet"):
         SourceConfig(kind="scannet", path="x", world_frame="map")
     assert SourceConfig(kind="tum", path="x", camera="fr1").camera == "fr1"
+    # a review: a synthetic source's scene counts on a recording were ignored as well
+    with pytest.raises(ValueError, match="source num_scenes 64 applies to synthetic sources only, not to a bag source"):
+        SourceConfig(kind="bag", path="x", num_scenes=64)
+    assert SourceConfig(kind="synthetic", split="val", num_scenes=64).num_scenes == 64

@@ -57,6 +57,7 @@ NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
 # change nothing, so they are refused
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "camera": ("tum",), "intrinsics": ("tum",), "nyu_labels": ("nyuv2",),
+    **{name: ("synthetic",) for name in ("split", "num_scenes", "frames_per_scene")},
     **{name: ("bag",) for name in ("image_topic", "image_kind", "camera_info_topic", "depth_topic",
                                    "depth_camera_info_topic", "semantic_topic", "world_frame")}}
 

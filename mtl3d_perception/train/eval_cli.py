@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, non_negative_int, output_folder, positive_int
-from mtl3d_perception.data.datasets import SOURCE_KINDS, SourceConfig, two_view_source
+from mtl3d_perception.data.datasets import KIND_FIELDS, SOURCE_KINDS, SourceConfig, two_view_source
 from mtl3d_perception.data.sources.tum import CAMERAS as TUM_CAMERAS
 from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.runtime.params import DEVICES
@@ -94,9 +94,9 @@ def check_spec_flags(specs: list[str], kinds: list[str], *, bag_topics: dict[str
     Raises:
         ValueError: names the flag, the spec kinds it applies to and the kinds given.
     """
-    given = [(f"--{name.replace('_', '-')}", ("bag",)) for name, value in (bag_topics or {}).items()
+    given = [(f"--{name.replace('_', '-')}", KIND_FIELDS[name]) for name, value in (bag_topics or {}).items()
              if value != BAG_TOPIC_DEFAULTS[name]]
-    given += [(flag, ("tum",)) for name, flag in (("camera", "--tum-camera"), ("intrinsics", "--intrinsics"))
+    given += [(flag, KIND_FIELDS[name]) for name, flag in (("camera", "--tum-camera"), ("intrinsics", "--intrinsics"))
               if (tum_camera or {}).get(name) is not None]
     if gap is not None:  # NYUv2 images are single views: no source to pick
         given.append(("--gap", tuple(k for k in SOURCE_KINDS if k != "nyuv2")))
