@@ -426,6 +426,33 @@ def test_photometric_only_on_a_parked_camera_is_refused(tmp_path, caplog):
     assert "none of the 12 pairs read had parallax" in caplog.text and "add nothing but smoothness" in caplog.text
 
 
+def _ddp_refusal_worker(rank: int, world: int, port: int, out: str, seq: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    parked = f"data.train=[{{kind: sequence, path: {seq}, tasks: []}}]"
+    cfg = load_config(SMOKE, [f"out_dir={out}", parked, "data.image_size=[160, 120]", *PHOTOMETRIC_ONLY])
+    try:
+        Trainer(cfg)
+    except ConfigError as exc:
+        Path(out, f"refused_rank{rank}.txt").write_text(str(exc))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_parked_camera_refusal_reaches_every_rank(tmp_path):
+    """A review: under torchrun only rank 0 runs the pose check, so its refusal left the other ranks waiting in the
+    first collective. Rank 0's verdict is broadcast: every rank stops with the same error."""
+    seq = _parked_camera(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    torch.multiprocessing.spawn(_ddp_refusal_worker, args=(2, _free_port(), str(out), str(seq)), nprocs=2, join=True)
+    messages = [(out / f"refused_rank{r}.txt").read_text() for r in range(2)]
+    assert messages[0] == messages[1] and "none of the 12 pairs read had parallax" in messages[0]
+
+
 def test_a_run_whose_photometric_term_keeps_no_pixel_stops(tmp_path, monkeypatch, caplog):
     """The same trial where the pose check cannot run (no shipped model to judge with, a resumed run): the term's
     kept_fraction 0 in each of the first steps stops a photometric-only run before it saves a degraded model."""
