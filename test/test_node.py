@@ -1445,6 +1445,21 @@ def test_status_levels():
     assert values["single_view_ratio"] == "n/a" and values["processed"] == "111"
 
 
+def test_frames_that_are_all_refused_are_not_waiting():
+    """A node trial: an uncalibrated camera (all-zero camera_info) had every synchronised frame refused, and
+    /diagnostics began "waiting for synchronised image + camera_info"."""
+    clock = _Clock()
+    stats = RuntimeStats(rate_window_s=5.0, warn_window_s=10.0, clock=clock)
+    for _ in range(3):
+        clock.t += 0.1
+        stats.count("received")
+        stats.count("dropped")
+        stats.problem("intrinsics", "camera_info K and P are all zero: the camera is uncalibrated")
+    level, message = _level(stats)
+    assert level == WARN and message == ("every synchronised frame refused as bad input (3 so far); intrinsics: "
+                                         "camera_info K and P are all zero: the camera is uncalibrated")
+
+
 def test_status_sync_stalled_after_the_rate_window():
     clock = _Clock()
     stats = RuntimeStats(rate_window_s=5.0, clock=clock)

@@ -39,6 +39,9 @@ def status_fields(snapshot: dict[str, Any], info: dict[str, str],
     idle_reason = snapshot.get("idle_reason", "")
     if idle_reason:  # frames arrive and are kept as sources, but nobody wants their outputs (the node's lazy mode)
         message = "idle" if snapshot.get("idle_warn") else f"idle: {idle_reason}"  # a warning names it then
+    elif processed == 0 and counts.get("received", 0) and counts.get("dropped", 0) >= counts["received"]:
+        # paired, yet every frame refused: not waiting (a node trial: an uncalibrated camera read as "waiting")
+        message = f"every synchronised frame refused as bad input ({counts['received']} so far)"
     elif processed == 0:
         message = "waiting for synchronised image + camera_info"
     else:
