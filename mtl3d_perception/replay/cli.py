@@ -95,7 +95,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(metrics_table(summary)))
     print()
     if rows := summary.get("multi_view", {}).get("sparsification"):
-        print("depth confidence, two-view frames (drop pixels below a row's threshold to get its abs rel):")
+        print("depth confidence, two-view frames (dropping the pixels below a row's threshold leaves `keeps` of them, "
+              "at `abs rel kept`):")
         print("\n".join(sparsification_table(rows)))
         print()
     elif summary.get("depth_confidence"):
