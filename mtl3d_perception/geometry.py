@@ -448,7 +448,7 @@ def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int])
     depth_src = np.asarray(depth_src, np.float64)
     K_src, K_dst, T = (np.asarray(a, np.float64) for a in (K_src, K_dst, T_dst_src))
     h, w = depth_src.shape
-    if np.abs(T[:3, 3]).max() < 1e-9:  # a rotation about the optical centre: a homography, looked up per pixel
+    if np.abs(T[:3, 3]).max() < 1e-6:  # a rotation about the optical centre (within a micrometre): a homography, looked up per pixel
         Hm = K_src @ T[:3, :3].T @ np.linalg.inv(K_dst)  # destination pixel -> source pixel (x z_ray)
         vs, us = np.arange(H, dtype=np.float64)[:, None], np.arange(W, dtype=np.float64)[None, :]
         z_ray = Hm[2, 0] * us + Hm[2, 1] * vs + Hm[2, 2]  # the ray's source z where its destination z is 1

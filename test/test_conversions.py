@@ -565,6 +565,8 @@ def test_a_camera_info_with_only_p_serves_rectified_images_and_an_empty_one_is_u
     only_p = _camera_info(types, K=np.zeros((3, 3)), P=K_CASE)
     for kind in ("image_rect", "image_raw"):  # no D, no R: the raw image is the rectified one
         np.testing.assert_allclose(frame_from_messages(image, only_p, image_kind=kind).K, K_CASE)
+    assert "image_raw: no distortion, intrinsics from P (K all zero)" in CameraModel.from_camera_info(only_p).describe(
+        "image_raw")  # a trial: the note said "from K"
     distorted = _camera_info(types, K=np.zeros((3, 3)), P=K_CASE, D=(-0.1, 0.0, 0.0, 0.0, 0.0))
     np.testing.assert_allclose(frame_from_messages(image, distorted, image_kind="image_rect").K, K_CASE)
     with pytest.raises(BadInput, match=r"K is all zero but D \[-0.1, 0.0, 0.0, 0.0, 0.0\] or R asks to rectify"):

@@ -451,6 +451,8 @@ def test_array_likes_run_as_numpy_and_wrong_layouts_are_named(model):
         pipe.process(Frame(0, "cam", rgba, K_CAM))
     with pytest.raises(ValueError, match=r"values in \[0, 1\]\?"):
         pipe.process(Frame(0, "cam", frame.rgb / 255.0, K_CAM))
+    with pytest.raises(ValueError, match=r"\(0-255 values\? pass rgb.astype\(np.uint8\)\)"):  # not "* 255" (a trial)
+        pipe.process(Frame(0, "cam", frame.rgb.astype(np.float64), K_CAM))
     for mode in ("P", "L", "RGBA"):  # a palette PNG, a grey one: the PIL conversion to make
         with pytest.raises(ValueError, match=f"frame rgb is a PIL image in mode '{mode}'; pass image.convert"):
             Frame(0, "cam", Image.fromarray(frame.rgb).convert(mode), K_CAM)
@@ -466,6 +468,8 @@ def test_stamps_in_the_wrong_unit_are_named(model):
         Frame(0.1, "cam", _frame(0).rgb, K_CAM)
     assert Frame(1.7e18, "cam", _frame(0).rgb, K_CAM).stamp_ns == 1_700_000_000_000_000_000
     assert Frame(np.int64(5), "cam", _frame(0).rgb, K_CAM).stamp_ns == 5
+    assert Frame(torch.tensor(7), "cam", _frame(0).rgb, K_CAM).stamp_ns == 7  # 0-d integer tensors and arrays
+    assert Frame(np.array(8), "cam", _frame(0).rgb, K_CAM).stamp_ns == 8
     with pytest.raises(ValueError, match="got bool True"):
         Frame(True, "cam", _frame(0).rgb, K_CAM)
     pipe = PerceptionPipeline(model, _config().with_outputs(set()))
@@ -582,6 +586,12 @@ def test_pixels_without_image_data_get_no_depth_or_points(model, resolution):
     left = 20 * W / CAM_W  # the border at the output size
     assert products.points.pixels[:, 0].min() >= np.floor(left)
     assert np.isclose(inside.mean(), 1 - 20 / CAM_W, atol=1 / W)
+    if resolution == "network":  # a trial: a writable mask changed in place kept its old border (a stale cache)
+        pipe = PerceptionPipeline(model, _config(output_resolution=resolution))
+        reused = mask.copy()
+        assert not pipe.process(replace(frame, image_mask=reused)).image_mask.all()
+        reused[:] = True
+        assert pipe.process(replace(_frame(1, x=0.0), image_mask=reused)).image_mask.all()
     unmasked = PerceptionPipeline(model, _config(output_resolution=resolution)).process(_frame(0, x=0.0))
     assert unmasked.image_mask is None and np.isfinite(unmasked.depth).all()
     with pytest.raises(ValueError, match=r"image_mask must be \[H,W\] bool for the 96x72 image, got bool \(72, 95\)"):

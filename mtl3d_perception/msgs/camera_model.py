@@ -82,6 +82,7 @@ class CameraModel:
     roi: tuple[int, int, int, int]
     rectify_raw: bool
     raw_problem: str | None = None  # why a raw image cannot be rectified with this camera_info (K all zero), or None
+    k_from_p: bool = False  # K was all zero: K is P's intrinsics
     _maps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _covered: np.ndarray | None = field(default=None, repr=False)
     _coverage: float | None = field(default=None, repr=False)
@@ -122,8 +123,8 @@ class CameraModel:
         else:
             raise ValueError(f"camera_info has {D.size} {model} distortion coefficients; expected "
                              f"{'at most 4' if model == 'equidistant' else '4, 5, 8, 12 or 14'}")
-        raw_problem = None
-        if not K_full.any():  # only P: the intrinsics of the rectified image (image_geometry projects with P alone)
+        raw_problem, k_from_p = None, not K_full.any()
+        if k_from_p:  # only P: the intrinsics of the rectified image (image_geometry projects with P alone)
             if D.size or not np.allclose(R, np.eye(3)):
                 raw_problem = (f"camera_info K is all zero but D {D.tolist()} or R asks to rectify the raw image, "
                                "which needs K; publish K, or subscribe to the rectified image (image_kind image_rect)")
@@ -149,7 +150,8 @@ class CameraModel:
         K, P = for_image(K_full), for_image(P_full)
         rectify = bool(D.size) or not np.allclose(R, np.eye(3)) or not np.allclose(P, K)
         return cls(size=(rw // bx, rh // by), K=K, P=P, D=D, R=R, distortion_model=model, binning=(bx, by),
-                   roi=(x0, y0, rw, rh), rectify_raw=rectify, raw_problem=raw_problem)
+                   roi=(x0, y0, rw, rh), rectify_raw=rectify, raw_problem=raw_problem,
+                   k_from_p=k_from_p)
 
     def rectified_coverage(self) -> float:
         """The fraction of the rectified image that samples inside the raw image (1.0 when nothing is rectified)."""
@@ -206,7 +208,8 @@ class CameraModel:
             what = f"{self.distortion_model} D" if self.D.size else "R/P"
             parts.append(f"image_raw: rectified ({what}) with cv2 maps to P's intrinsics")
         else:
-            parts.append("image_raw: no distortion, intrinsics from K")
+            parts.append("image_raw: no distortion, intrinsics from "
+                         + ("P (K all zero)" if self.k_from_p else "K"))
         # the size and intrinsics too: a camera switching resolution or K mid-stream is then a new calibration, logged
         # (a node trial found a 320x240 -> 640x480 switch said nothing)
         K = self.intrinsics(image_kind)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from dataclasses import dataclass, replace
 
 import cv2
@@ -133,8 +135,9 @@ def stamp_ns_value(stamp_ns: object) -> int:
     A fractional value is refused, naming the likely mistake: seconds where nanoseconds belong (a Python-API trial:
     float seconds as ``stamp_ns`` ran every frame as a ``pose_jump`` with a hint about metres).
     """
-    if isinstance(stamp_ns, int | np.integer) and not isinstance(stamp_ns, bool):
-        return int(stamp_ns)
+    if not isinstance(stamp_ns, bool | float | np.floating):
+        with contextlib.suppress(TypeError):  # int, numpy and 0-d integer arrays or tensors (their __index__)
+            return operator.index(stamp_ns)
     if isinstance(stamp_ns, float | np.floating) and np.isfinite(stamp_ns) and float(stamp_ns).is_integer():
         return int(stamp_ns)
     msg = (f"stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__} {stamp_ns!r}"
@@ -228,7 +231,9 @@ class Frame:
                     if rgb.ndim == 3 and rgb.shape[2] == 4 else
                     " (channels first? rgb.transpose(1, 2, 0))" if rgb.ndim == 3 and rgb.shape[0] == 3 else
                     " (a grey image: repeat it, np.repeat(rgb[..., None], 3, axis=2))" if rgb.ndim == 2 else
-                    " (values in [0, 1]? pass (rgb * 255).astype(np.uint8))" if rgb.dtype.kind == "f" else
+                    " (values in [0, 1]? pass (rgb * 255).astype(np.uint8))" if rgb.dtype.kind == "f" and rgb.size
+                    and float(np.nanmax(rgb)) <= 1.0 else
+                    " (0-255 values? pass rgb.astype(np.uint8))" if rgb.dtype.kind == "f" else
                     " (0-255 integers? convert with np.asarray(rgb, np.uint8))" if rgb.dtype.kind in "iu" else "")
             raise ValueError(f"frame rgb must be [H,W,3] uint8 with H, W >= 2, got {rgb.dtype} {rgb.shape}{hint}")
         check_intrinsics(self.K, name=f"K of frame {self.frame_id!r} at {self.stamp_ns} ns", size=self.size)

@@ -296,11 +296,12 @@ class PerceptionPipeline:
     def _mask_at(self, mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
         """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H): a pixel holds image data when at
         least half of its footprint did (area averaging when shrinking, as the image: ``frames.image_interpolation``).
-        The last result is kept: a camera's frames share one mask object (``CameraModel.rectified_mask``)."""
+        The last result for a read-only mask is kept: a camera's frames share one (``CameraModel.rectified_mask``); a
+        writable one may change in place between frames (a trial: a reused buffer kept its old border)."""
         if mask.shape[::-1] == tuple(wh):
             return mask
         cached = self._mask_cache
-        if cached is not None and cached[0] is mask and cached[1] == tuple(wh):
+        if cached is not None and cached[0] is mask and cached[1] == tuple(wh) and not mask.flags.writeable:
             return cached[2]
         src_wh = (mask.shape[1], mask.shape[0])
         out = cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
