@@ -403,6 +403,31 @@ def test_outputs_are_logged_when_their_frame_was_complete(tmp_path):
     assert all(i <= d < i + 100_000_000 for i, d in zip(images, depth, strict=True))  # before the next frame's image
 
 
+def test_outputs_are_not_logged_before_the_tf_that_posed_them(tmp_path):
+    """A trial: with /tf logged 0.3 s after each image (odometry published late), the TF read ahead posed each frame
+    at once and its outputs were logged before the /tf they used. They are logged when the bag held that TF, as a
+    live node publishes once the pose arrives; the inputs keep their log times."""
+    bag = tmp_path / "bag"
+    copy_bag(write_bag(wall_frames(6), tmp_path / "src"), bag, delay_s={topics.TF_TOPIC: 0.3})
+    out = tmp_path / "out"
+    s = replay_bag(bag, out, WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 6 and s["counts"]["no_pose"] == 0
+    tf_logged: list[tuple[int, int]] = []
+    with Reader(bag) as reader:
+        for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.topic == topics.TF_TOPIC]):
+            msg = typestore().deserialize_cdr(raw, c.msgtype)
+            tf_logged.append((max(stamp_to_ns(tr.header.stamp) for tr in msg.transforms), t))
+    outputs = [(stamp_to_ns(msg.header.stamp), t) for topic, t, msg in read_bag(
+        out / OUTPUT_BAG, [topics.output_topic("depth/image")])]
+    assert len(outputs) == 6
+    for stamp, t in outputs:
+        needed = min(t_tf for covered, t_tf in tf_logged if covered >= stamp)  # the first /tf reaching the stamp
+        assert needed <= t < needed + 100_000_000, (stamp, t, needed)
+    with Reader(out / OUTPUT_BAG) as reader:
+        times = [t for _c, t, _raw in reader.messages()]
+    assert times == sorted(times)  # written in log-time order
+
+
 @pytest.mark.parametrize(("options", "expected"), [
     ({"image_topic": "/robot/front/camera_info"},
      "image_topic '/robot/front/camera_info' is a camera_info topic; expected the sensor_msgs/Image topic"),

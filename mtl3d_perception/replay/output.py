@@ -8,6 +8,7 @@ refuses an output folder that writing there would damage.
 
 from __future__ import annotations
 
+import heapq
 import shutil
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,8 @@ class OutputBag:
     """The output rosbag2: written into a staging folder, then moved to ``DIR/output.mcap`` (+ metadata.yaml).
 
     Timestamps never go back: a message older than the last one written is written at the last one's time.
+    :meth:`write_later` holds a message until the bag is written up to its log time (an output whose frame's pose
+    comes from TF read ahead of the other messages is logged when that TF was recorded).
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -99,8 +102,25 @@ class OutputBag:
         self.conns: dict[str, Any] = {}
         self.last_ns = 0
         self.counts: dict[str, int] = {}
+        self._later: list[tuple[int, int, str, str, Any, Qos | list[Qos]]] = []  # a heap by (log time, order)
+        self._order = 0
+
+    def write_later(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos | list[Qos]) -> None:
+        """Write ``msg`` at log time ``t_ns`` once a message at or after it is written (or at :meth:`close`)."""
+        self._order += 1
+        heapq.heappush(self._later, (int(t_ns), self._order, topic, msgtype, msg, qos))
 
     def write(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos | list[Qos]) -> None:
+        """Write ``msg`` at log time ``t_ns`` (the held messages due by then first)."""
+        while self._later and self._later[0][0] <= t_ns:
+            self._flush_one()
+        self._write(topic, msgtype, t_ns, msg, qos)
+
+    def _flush_one(self) -> None:
+        t_ns, _, topic, msgtype, msg, qos = heapq.heappop(self._later)
+        self._write(topic, msgtype, t_ns, msg, qos)
+
+    def _write(self, topic: str, msgtype: str, t_ns: int, msg: Any, qos: Qos | list[Qos]) -> None:
         if topic not in self.conns:
             profiles = qos if isinstance(qos, list) else [qos]
             self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store,
@@ -110,6 +130,8 @@ class OutputBag:
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self) -> None:
+        while self._later:
+            self._flush_one()
         self.writer.close()
         bag_dir = self.staging / "output"
         shutil.move(str(bag_dir / OUTPUT_BAG), self.out_dir / OUTPUT_BAG)

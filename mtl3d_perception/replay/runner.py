@@ -13,6 +13,7 @@ products are written as the node's output messages (``msgs.messages.products_to_
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
@@ -137,6 +138,7 @@ class _Replay:
                                        "image_kind_from": "the image topic's name" if o.image_kind == "auto" else "--image-kind"}
         self.writer = OutputBag(out_dir)
         self.now_ns = 0
+        self._tf_logged: list[tuple[int, int]] = []  # (TF stamp covered so far, log time of the message), log order
         # logged before --start-offset and copied to the output bag when the range starts: the /tf of the last
         # PRE_START_TF_S and the last camera_info, which pose and pair the first frames in range
         self._pre_start_tf: deque[tuple[str, int, Any]] = deque()
@@ -297,16 +299,28 @@ class _Replay:
                   "camera_info": (o.camera_info_topic, "sensor_msgs/msg/CameraInfo")}
         return InputMonitor(inputs, window_s=self.stats.rate_window_s, clock=lambda: self.now_ns * 1e-9)
 
-    def add_tf(self, topic: str, msg: Any) -> None:
-        """A ``tf2_msgs/TFMessage`` into the buffer, as the node's TransformListener does (``TFLookahead`` calls it
-        ahead of the other messages); refused transforms are reported through the buffer's ``on_problem`` hook
-        (``_tf_problem``)."""
+    def add_tf(self, topic: str, msg: Any, t_ns: int | None = None) -> None:
+        """A ``tf2_msgs/TFMessage`` logged at ``t_ns`` into the buffer, as the node's TransformListener does
+        (``TFLookahead`` calls it ahead of the other messages); refused transforms are reported through the buffer's
+        ``on_problem`` hook (``_tf_problem``)."""
         static = topic == self.o.tf_static_topic
         if not static and (jump := self.tf_jump(msg)) is not None:
             self._forget_tf(*jump)
         ingest_tf(self.tf, msg, static=static)
         if not static and msg.transforms:
-            self.pose_wait.tf_read(max(conversions.header_stamp_ns(t.header.stamp) for t in msg.transforms))
+            newest = max(conversions.header_stamp_ns(t.header.stamp) for t in msg.transforms)
+            self.pose_wait.tf_read(newest)
+            if t_ns is not None:  # when the bag first held TF up to each stamp (_pose_logged_ns)
+                covered = max(newest, self._tf_logged[-1][0]) if self._tf_logged else newest
+                self._tf_logged.append((covered, t_ns))
+                if len(self._tf_logged) > 2 * TF_LOGGED_KEEP:
+                    del self._tf_logged[:TF_LOGGED_KEEP]
+
+    def _pose_logged_ns(self, stamp_ns: int) -> int:
+        """The log time of the first TF message that took the bag's TF to ``stamp_ns`` (what a live node would have
+        waited for to pose that frame), or 0 when none did (read so far)."""
+        i = bisect.bisect_left(self._tf_logged, (stamp_ns, -1))
+        return self._tf_logged[i][1] if i < len(self._tf_logged) else 0
 
     def tf_jump(self, msg: Any) -> tuple[int, int, Any] | None:
         """``(newest, stamp, transform)`` when a dynamic transform of ``msg`` is stamped over ``JUMP_BACK_S`` before its
@@ -326,6 +340,7 @@ class _Replay:
         frames)."""
         self.tf.core.clear()
         self.pose_wait.newest_tf_ns = None
+        self._tf_logged.clear()
         self._warn(f"TF time went back from {newest * 1e-9:.3f} s to {stamp * 1e-9:.3f} s "
                    f"({t.header.frame_id} -> {t.child_frame_id}): the bag's clock was reset; the dynamic "
                    "transforms read so far are forgotten, as tf2_ros's Buffer does at a time jump")
@@ -498,12 +513,14 @@ class _Replay:
         results = {"multi_view": products}
         if self.single_view is not None:
             results["single_view"] = self.single_view.process(frame)
-        # logged at the bag time the frame was complete (its image and pose read), as a recorder logs a live node's
-        # outputs; not at the header stamp, which may run ahead of the recording's clock (a replay trial: stamps 5 s
-        # ahead pushed every later message 5 s on, as the output bag's log times never go back)
+        # logged at the bag time the frame was complete (its image and the TF that poses it recorded), as a recorder
+        # logs a live node's outputs; not at the header stamp, which may run ahead of the recording's clock (a replay
+        # trial: stamps 5 s ahead pushed every later message 5 s on), nor before the TF read ahead (a trial: outputs
+        # preceded the /tf they used)
+        log_ns = max(self.now_ns, self._pose_logged_ns(frame.stamp_ns) if job.T_world_cam is not None else 0)
         for name, msg in products_to_messages(self.types, products).items():
-            self.writer.write(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], self.now_ns,
-                              msg, QOS_OUTPUT)
+            self.writer.write_later(topics.output_topic(name, self.o.node_name), topics.OUTPUTS[name][0], log_ns,
+                                    msg, QOS_OUTPUT)
         self._diagnostics(final=False)
         self.evaluation.add_frame(self.processed, frame, results)
         self.processed += 1
@@ -673,6 +690,7 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
 # recorded in reversed bursts of 0.5 s, abs rel 0.106 -> 0.181). The node cannot wait; a recording can read ahead.
 # 1 s: tf2_ros's jump threshold (JUMP_BACK_S), and more than such bursts; a few dozen TF messages held, not images.
 TF_LOOKAHEAD_S = 1.0
+TF_LOGGED_KEEP = 4096  # TF messages whose log times replay keeps (when each stamp was first covered), at least
 # /tf logged this long before --start-offset is copied to the output bag with the range (the first frames' poses)
 PRE_START_TF_S = 1.0
 
@@ -711,7 +729,7 @@ class TFLookahead:
                     and self.state.tf_jump(msg) is not None):
                 return  # a time jump waits for its own log time
             self.pending = None
-            self.state.add_tf(topic, msg)
+            self.state.add_tf(topic, msg, t_tf)
 
     def close(self) -> None:
         self.messages.close()
