@@ -464,21 +464,11 @@ class Trainer:
             for i, ds in enumerate(dataset.sources if dataset is not None else ()):
                 if ds.distinct_views is not None and ds.distinct_views < dc.num_views:  # views would repeat frames
                     raise ConfigError(too_few_views(cfg, which, i, ds))
-        refusal = None
         if self.rank == 0 and not resume:
-            try:
-                check_parallax(cfg, self.train_set.sources, check_recorded_poses(self.train_set.sources))
-            except ConfigError as exc:
-                refusal = str(exc)
-            if refusal is None and self.val_set is not None:
+            check_parallax(cfg, self.train_set.sources, check_recorded_poses(self.train_set.sources))
+            if self.val_set is not None:
                 check_recorded_poses(self.val_set.sources, "data.val",
                                      "its two-view validation metrics would use these poses as given")
-        if self.world > 1 and not resume:  # rank 0 checked: every rank stops with it, none waits in a collective
-            shared = [refusal]
-            dist.broadcast_object_list(shared, src=0)
-            refusal = shared[0]
-        if refusal is not None:
-            raise ConfigError(refusal)
         if own is not None:  # the history recorded when the fine-tune started
             trained_on = read_checkpoint_metadata(own).get("trained_on")
             self.init_history = [s for s in trained_on if isinstance(s, dict) and "init" in s] \
@@ -591,10 +581,12 @@ class Trainer:
                 self._log(logs, batch, outputs, t0)
             if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self.run_eval()
-            if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+            if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps
+                    and not kept_pixels.pending):  # a run that may yet be stopped commits nothing (a trial)
                 self.save_state()
         if bar is not None:
             bar.close()
+        kept_pixels.finish()
         metrics = self.run_eval() if cfg.eval_every > 0 and self.step >= cfg.steps else {}
         self.save_state(metrics=metrics)
         if self.writer is not None:
