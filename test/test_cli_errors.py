@@ -500,3 +500,14 @@ def test_a_source_field_of_another_kind_is_refused():
     with pytest.raises(ValueError, match="source num_scenes 64 applies to synthetic sources only, not to a bag source"):
         SourceConfig(kind="bag", path="x", num_scenes=64)
     assert SourceConfig(kind="synthetic", split="val", num_scenes=64).num_scenes == 64
+    # a trial: a frame range on synthetic scenes, a stride on NYUv2's images, a zoom out: accepted, changing nothing
+    with pytest.raises(ValueError, match="source start 0.5 applies to sequence and bag and tum and scannet and "
+                                         "seven_scenes and nyuv2 sources only, not to a synthetic source"):
+        SourceConfig(kind="synthetic", start=0.5)
+    with pytest.raises(ValueError, match="source stride 3 applies to sequence and bag"):
+        SourceConfig(kind="nyuv2", path="x", stride=3)
+    assert SourceConfig(kind="nyuv2", path="x", start=10, end=20).end == 20
+    from mtl3d_perception.data.augment import AugmentConfig
+
+    with pytest.raises(ValueError, match=r"'data.augment.scale' expects \[low, high\] with 1 <= low <= high"):
+        AugmentConfig(scale=(0.6, 0.8))

@@ -57,9 +57,9 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     bad.write_text("data:\n  batchsize: 2\n")
     with pytest.raises(ConfigError, match="'data.batchsize'"):
         load_config(bad)
-    cfg = load_config(SMOKE, ["optim.lr=3e-4", "data.train.0.end=0.5", "loss.weights.depth=2",
+    cfg = load_config(SMOKE, ["optim.lr=3e-4", "data.train.0.frames_per_scene=6", "loss.weights.depth=2",
                               "model.overrides.use_cvm=false"])
-    assert cfg.optim.lr == 3e-4 and cfg.data.train[0].end == 0.5 and cfg.loss.weights["depth"] == 2.0
+    assert cfg.optim.lr == 3e-4 and cfg.data.train[0].frames_per_scene == 6 and cfg.loss.weights["depth"] == 2.0
     assert cfg.model.overrides["use_cvm"] is False and cfg.loss.weights["semantic"] == 1.0
 
 
@@ -476,6 +476,31 @@ def test_the_checkpoint_records_the_size_it_was_trained_at(tmp_path, caplog):
     assert load_checkpoint(tuned).config.input_size == (96, 72)
     assert read_checkpoint_metadata(tuned)["input_size"] == [96, 72]
     assert "input_size: (96, 72)" in format_info(describe(str(tuned)))
+
+
+def test_training_overlap_follows_the_recording_not_the_path_as_typed(tmp_path, monkeypatch):
+    """Trials: trained_on kept the path as typed, so a relative path read from another folder named another
+    recording (a false note) or missed the right one, and a bag's /compressed topic counted as another camera."""
+    from types import SimpleNamespace
+
+    from mtl3d_perception.train.trained_on import training_overlap
+
+    (tmp_path / "a" / "data" / "bag").mkdir(parents=True)
+    (tmp_path / "b" / "data" / "bag").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    entry = {"kind": "bag", "path": "data/bag", "start": 0, "end": 0.5, "image_topic": "/cam/image_raw/compressed",
+             "recording": str(tmp_path / "a" / "data" / "bag")}  # as training stores it
+    trained_on = [entry, {k: v for k, v in entry.items() if k != "recording"}]  # and as before "recording"
+
+    def overlap(path: str, topic: str = "/cam/image_raw") -> list[int]:
+        source = SimpleNamespace(kind="bag", path=path, image_topic=topic)
+        return [o["trained_on"] for o in training_overlap(trained_on, source, [0, 1, 2, 8], 10)]
+
+    assert overlap(str(tmp_path / "a" / "data" / "bag")) == [0, 1]  # the camera's raw topic: one camera
+    monkeypatch.chdir(tmp_path / "b")  # another folder: data/bag is another recording
+    assert overlap("data/bag") == [1]  # only the old entry (no record of where it was trained) takes it for its own
+    assert overlap(str(tmp_path / "a" / "data" / "bag"), "/cam/image_raw/compressed") == [0]
+    assert overlap(str(tmp_path / "a" / "data" / "bag"), "/other/image_raw") == []
 
 
 def test_eval_says_which_scored_frames_the_checkpoint_was_trained_on(tmp_path, capsys):

@@ -78,7 +78,10 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
-        require("data.augment.scale", self.scale, 0 < lo <= hi and math.isfinite(hi), "[low, high] with 0 < low <= high")
+        # zoom in only: a view is cropped from the stretched frame (fit_views), never padded (a trial: [0.6, 0.8]
+        # passed and changed nothing)
+        require("data.augment.scale", self.scale, 1 <= lo <= hi and math.isfinite(hi),
+                "[low, high] with 1 <= low <= high (a zoom in before the crop; zooming out is not done)")
         require("data.augment.hflip", self.hflip, 0 <= self.hflip <= 1, "a probability in [0, 1]")
         for name in ("brightness", "contrast", "saturation"):
             v = getattr(self, name)

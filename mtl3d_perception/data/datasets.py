@@ -58,6 +58,8 @@ NYU_MAPPING_FILE = Path(__file__).with_name("nyu_class_mapping.json")
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "camera": ("tum",), "intrinsics": ("tum",), "nyu_labels": ("nyuv2",),
     **{name: ("synthetic",) for name in ("split", "num_scenes", "frames_per_scene")},
+    # a range of frames: the recordings' (NYUv2's images have an order but no stride: its reader takes start/end)
+    "start": (*FRAME_KINDS, "nyuv2"), "end": (*FRAME_KINDS, "nyuv2"), "stride": FRAME_KINDS,
     **{name: ("bag",) for name in ("image_topic", "image_kind", "camera_info_topic", "depth_topic",
                                    "depth_camera_info_topic", "semantic_topic", "world_frame")}}
 

@@ -12,13 +12,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from mtl3d_perception.data.datasets import frame_range
+from mtl3d_perception.data.datasets import FRAME_KINDS, frame_range
+from mtl3d_perception.topics import base_image_topic
 
-RECORDED_KINDS = ("sequence", "bag", "tum", "scannet", "seven_scenes")  # kinds whose frames are indexed the same way
+RECORDED_KINDS = FRAME_KINDS  # kinds whose frames are indexed the same way in training and eval
 
 
-def _recording(path: str | Path) -> Path:
-    """A recording's folder: a bag's ``.mcap``/``.db3`` file stands for its folder."""
+def recording(path: str | Path) -> Path:
+    """A recording's folder, absolute: a bag's ``.mcap``/``.db3`` file stands for its folder. Training stores it
+    beside each source's ``path`` as typed (``trained_on[i]["recording"]``): a relative path read from another folder
+    named another recording (a trial: a false note, and a missed overlap)."""
     p = Path(path).expanduser().resolve()
     return p.parent if p.is_file() and p.suffix in (".mcap", ".db3") else p
 
@@ -48,10 +51,12 @@ def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frame
     for i, entry in enumerate(trained_on):
         if not isinstance(entry, dict) or entry.get("kind") != source.kind or not entry.get("path"):
             continue
-        if _recording(entry["path"]) != _recording(source.path):
+        # checkpoints from before "recording": the path as typed, resolved here (right from the folder trained in)
+        if Path(entry.get("recording") or recording(entry["path"])) != recording(source.path):
             continue
-        if source.kind == "bag" and entry.get("image_topic", source.image_topic) != source.image_topic:
-            continue  # another camera of the same bag: other frames
+        trained_topic = entry.get("image_topic", source.image_topic)
+        if source.kind == "bag" and base_image_topic(trained_topic) != base_image_topic(source.image_topic):
+            continue  # another camera of the same bag (a transport's topic is its camera's: a trial, /compressed)
         try:
             lo, hi = frame_range(SimpleNamespace(start=entry.get("start", 0), end=entry.get("end", 1.0),
                                                  path=entry["path"]), num_frames)

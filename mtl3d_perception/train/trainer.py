@@ -53,6 +53,7 @@ from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
+from mtl3d_perception.train.trained_on import recording
 
 log = logging.getLogger(__name__)
 
@@ -663,6 +664,7 @@ class Trainer:
                 "cuda_rng": cuda_rng,
             }
             trained_on = [to_dict(ds.cfg) | {"tasks": list(ds.labelled_tasks)}
+                          | ({"recording": str(recording(ds.cfg.path))} if ds.cfg.path else {})
                           | (scene_provenance() if ds.cfg.kind == "synthetic" else {}) for ds in self.train_set.sources]
             trained_on += self.init_history
             commit(self.ckpt_dir, self.step,
