@@ -246,6 +246,10 @@ def test_train_refuses_a_run_that_would_learn_nothing(capsys, tmp_path):
     err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.train.0.tasks=[]"])
     assert err.startswith("ERROR: nothing to learn: no data.train source gives labels for a task with a loss weight > 0")
     assert "add an unsupervised term (loss.extra.photometric)" in err and not out.exists()
+    # a trial: depth_error (it learns from depth labels) with none held counted as something to learn: loss 0
+    err = one_line_error(capsys, ["train", "--config", "config/train/smoke.yaml", f"out_dir={out}", "data.train.0.tasks=[]",
+                                  "loss.extra={depth_error: {weight: 1.0}}", "model.overrides.confidence_head=true"])
+    assert err.startswith("ERROR: nothing to learn: ") and "no term with a weight > 0 that has its labels" in err
 
 
 def test_train_names_an_output_folder_that_is_a_file(capsys, tmp_path):

@@ -42,6 +42,8 @@ class DepthErrorLoss(LossTerm):
     Reference view only (the view the runtime predicts); samples without depth labels are skipped.
     """
 
+    needs_labels = "depth"
+
     def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
         if "depth_error" not in outputs:
             msg = "loss term depth_error needs a model with confidence_head: true (no 'depth_error' output)"

@@ -72,6 +72,7 @@ class LossTerm(nn.Module):
     needs_all_views: bool = False
     min_views: int = 1  # data.num_views below this leaves the term nothing to compare (it is 0)
     needs_parallax: bool = False  # views without parallax leave the term no pixel to learn from
+    needs_labels: str | None = None  # the task whose labels the term learns from (None: none, unsupervised)
 
     def forward(self, batch: MultiViewBatch, outputs: dict[str, Any]) -> tuple[torch.Tensor, LossLogs]:
         raise NotImplementedError

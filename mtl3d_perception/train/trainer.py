@@ -273,7 +273,11 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
         ConfigError: no source labels a task with a loss weight > 0 and no unsupervised term is on.
     """
     labelled = {t for tasks in tasks_per_source for t in tasks if cfg.loss.weights.get(t, 0.0) > 0}
-    extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0]
+    held = {t for tasks in tasks_per_source for t in tasks}
+    # a term that learns from labels no source holds is 0 at every step too (a trial: depth_error alone without
+    # depth labels "trained" with loss 0 and grad 0)
+    extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0
+             and (LOSSES.get(name).needs_labels is None or LOSSES.get(name).needs_labels in held)]
     if labelled or extra:
         return
     weighted = sorted(t for t, w in cfg.loss.weights.items() if w > 0)
@@ -281,7 +285,8 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
     configured = [list(src.tasks) for src in cfg.data.train]
     found = "" if held == configured else f", the labels their data holds: {held}"
     msg = (f"nothing to learn: no data.train source gives labels for a task with a loss weight > 0 ({weighted}; "
-           f"the sources' tasks: {configured}{found}) and loss.extra has no term with a weight > 0; give a source tasks: [depth, ...] "
+           f"the sources' tasks: {configured}{found}) and loss.extra has no term with a weight > 0 that has its "
+           "labels or needs none; give a source tasks: [depth, ...] "
            "whose data has those labels (a bag's depth_topic) or add an unsupervised term (loss.extra.photometric)")
     raise ConfigError(msg)
 
