@@ -494,12 +494,14 @@ def test_training_overlap_follows_the_recording_not_the_path_as_typed(tmp_path, 
 
     def overlap(path: str, topic: str = "/cam/image_raw") -> list[int]:
         source = SimpleNamespace(kind="bag", path=path, image_topic=topic)
-        return [o["trained_on"] for o in training_overlap(trained_on, source, [0, 1, 2, 8], 10)]
+        return [[o["trained_on"], *o.get("also", [])] for o in training_overlap(trained_on, source, [0, 1, 2, 8], 10)]
 
-    assert overlap(str(tmp_path / "a" / "data" / "bag")) == [0, 1]  # the camera's raw topic: one camera
+    # the camera's raw topic: one camera; two entries with one range give one note (a trial: a model's stages
+    # printed three notes that looked alike)
+    assert overlap(str(tmp_path / "a" / "data" / "bag")) == [[0, 1]]
     monkeypatch.chdir(tmp_path / "b")  # another folder: data/bag is another recording
-    assert overlap("data/bag") == [1]  # only the old entry (no record of where it was trained) takes it for its own
-    assert overlap(str(tmp_path / "a" / "data" / "bag"), "/cam/image_raw/compressed") == [0]
+    assert overlap("data/bag") == [[1]]  # only the old entry (no record of where it was trained) takes it for its own
+    assert overlap(str(tmp_path / "a" / "data" / "bag"), "/cam/image_raw/compressed") == [[0]]  # (1: from b now)
     assert overlap(str(tmp_path / "a" / "data" / "bag"), "/other/image_raw") == []
 
 

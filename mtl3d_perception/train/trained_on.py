@@ -43,11 +43,14 @@ def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frame
 
     Returns:
         one ``{"trained_on": i, "source": description, "frames": scored training frames, "scored": len(indices)}``
-        per overlapping entry (``i`` its index in ``trained_on``).
+        per overlapping range of frames (``i`` the first entry of ``trained_on`` with it); later entries with the
+        same range (the stages of one model) are listed in its ``"also"`` (a trial: the shipped model printed three
+        notes that looked alike).
     """
     if source.kind not in RECORDED_KINDS or not isinstance(trained_on, list):
         return []
-    out = []
+    out: list[dict[str, Any]] = []
+    by_range: dict[tuple[int, int, int], dict[str, Any]] = {}
     for i, entry in enumerate(trained_on):
         if not isinstance(entry, dict) or entry.get("kind") != source.kind or not entry.get("path"):
             continue
@@ -62,16 +65,22 @@ def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frame
                                                  path=entry["path"]), num_frames)
         except (ValueError, TypeError):  # a range that does not fit this recording: not the frames trained on
             continue
-        trained = set(range(lo, hi, int(entry.get("stride", 1) or 1)))
+        stride = int(entry.get("stride", 1) or 1)
+        if (lo, hi, stride) in by_range:
+            by_range[(lo, hi, stride)].setdefault("also", []).append(i)
+            continue
+        trained = set(range(lo, hi, stride))
         frames = sum(int(j) in trained for j in indices)
         if frames:
-            out.append({"trained_on": i, "source": _describe(entry, lo, hi), "frames": frames,
-                        "scored": len(indices)})
+            by_range[(lo, hi, stride)] = {"trained_on": i, "source": _describe(entry, lo, hi), "frames": frames,
+                                          "scored": len(indices)}
+            out.append(by_range[(lo, hi, stride)])
     return out
 
 
 def overlap_note(spec: str, overlap: dict[str, Any]) -> str:
     """One line for stderr and report.md: which ``--data`` spec, how many of its scored frames are training frames."""
     return (f"--data {spec}: {overlap['frames']} of its {overlap['scored']} scored frames are training frames of this "
-            f"checkpoint (trained_on[{overlap['trained_on']}]: {overlap['source']}); their metrics measure what it "
-            "was trained on, not held-out data")
+            f"checkpoint (trained_on[{overlap['trained_on']}]: {overlap['source']}"
+            + (f"; also trained_on{overlap['also']}, the same frames" if overlap.get("also") else "")
+            + "); their metrics measure what it was trained on, not held-out data")
