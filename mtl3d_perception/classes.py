@@ -41,6 +41,15 @@ def class_index(name: str, classes: tuple[str, ...] = NYU13_CLASSES) -> int:
         raise ValueError(msg) from None
 
 
+def labels_outside_ignored(inside: np.ndarray, depth: np.ndarray | None, semantic: np.ndarray | None
+                           ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Ground truth with the pixels outside ``inside`` (``[H,W]`` bool: those with image data) left out: depth
+    ``[H,W]`` NaN there (REP 118's invalid), semantic ``[H,W]`` ``IGNORE_INDEX`` there; None stays None. The one rule
+    of training and eval bags (``data.sources.bag``) and replay's scoring (``replay.evaluation``)."""
+    return (None if depth is None else np.where(inside, depth, np.float32(np.nan)),
+            None if semantic is None else np.where(inside, semantic, np.uint8(IGNORE_INDEX)))
+
+
 def colorize_labels(labels: np.ndarray, palette=NYU13_PALETTE) -> np.ndarray:
     """Map class ids ``[H,W]`` (uint8, 255 = ignore) to an RGB image ``[H,W,3]`` uint8."""
     lut = np.zeros((256, 3), np.uint8)

@@ -403,6 +403,24 @@ def test_outputs_are_logged_when_their_frame_was_complete(tmp_path):
     assert all(i <= d < i + 100_000_000 for i, d in zip(images, depth, strict=True))  # before the next frame's image
 
 
+def test_a_rectified_border_is_not_scored(wall_bag, tmp_path):
+    """A replay trial: a raw image with plumb_bob k1 = 0.4 rectifies to a black border with no image data. Its
+    outputs there are invalid (depth NaN) and the border is left out of the scores (classes.labels_outside_ignored):
+    the wall stub, exact wherever it predicts, scores 0 (the border scored as missing depth gave abs rel > 0)."""
+    def distorted(topic, index, msg):
+        if topic == topics.CAMERA_INFO_TOPIC:
+            msg.d = np.array([0.4, 0.0, 0.0, 0.0, 0.0])
+        return msg
+
+    copy_bag(wall_bag, tmp_path / "bag", edit=distorted)
+    s = replay_bag(tmp_path / "bag", tmp_path / "out", WallStub(2.0), quiet())
+    assert s["counts"]["processed"] == 4
+    assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    depth = [image_to_array(msg) for _t, _s, msg in read_bag(tmp_path / "out" / OUTPUT_BAG,
+                                                              [topics.output_topic("depth/image")])]
+    assert 0.05 < np.isnan(depth[0]).mean() < 0.5  # the border: no depth
+
+
 def test_outputs_are_not_logged_before_the_tf_that_posed_them(tmp_path):
     """A trial: with /tf logged 0.3 s after each image (odometry published late), the TF read ahead posed each frame
     at once and its outputs were logged before the /tf they used. They are logged when the bag held that TF, as a

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from mtl3d_perception.classes import NYU13_PALETTE, boundaries_from_semantic
+from mtl3d_perception.classes import NYU13_PALETTE, boundaries_from_semantic, labels_outside_ignored
 from mtl3d_perception.evaluation.metrics import (
     CrossViewMeter,
     DepthMeter,
@@ -80,8 +80,7 @@ class GroundTruth:
     def outside_removed(self, inside: np.ndarray) -> GroundTruth:
         """This ground truth with the pixels outside ``inside`` (``[H,W]`` bool) invalid: depth and normals NaN,
         semantics ignored (255). The normals are this frame's own (from the whole GT depth), masked."""
-        depth = None if self.depth is None else np.where(inside, self.depth, np.float32(np.nan))
-        semantic = None if self.semantic is None else np.where(inside, self.semantic, np.uint8(255))
+        depth, semantic = labels_outside_ignored(inside, self.depth, self.semantic)
         normals = self.normals
         return GroundTruth(self.K, depth, semantic, None if normals is None else
                            np.where(inside[..., None], normals, np.float32(np.nan)))

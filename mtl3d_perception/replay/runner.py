@@ -149,7 +149,7 @@ class _Replay:
                                   clock=lambda: self.now_ns, on_problem=self._on_problem, max_pending=REPLAY_MAX_PENDING)
         self.last_diag_ns: int | None = None
         self.last_stamp_ns: dict[str, int] = {}  # "image" / "camera_info" -> the newest header stamp (pairing advice)
-        self.first_info_ns: int | None = None  # the header stamp of the first camera_info read
+        self.info_read = False  # a camera_info was read
         self.earliest_info_ns: int | None = None  # the earliest camera_info stamp (out of order: not the first's)
         self.images_before_info: list[int] = []  # stamps of the images read before any camera_info
         # the node's per-input statuses, on bag time; started at the first message in range (`_monitor_inputs`)
@@ -204,10 +204,7 @@ class _Replay:
         elif topic == self.o.camera_info_topic:  # logged just before the first image in range, it is that one's
             stamp_ns = conversions.header_stamp_ns(msg.header.stamp)
             self.sync.add(1, stamp_ns, msg)
-            if self.first_info_ns is None:
-                self.first_info_ns = stamp_ns
-            if stamp_ns > 0:
-                self.earliest_info_ns = min(self.earliest_info_ns or stamp_ns, stamp_ns)
+            self._camera_info_read(stamp_ns)
             # unless it pairs with an image before the range, logged before or after it
             paired = any(abs(stamp_ns - s) <= slop_ns for s in self._pre_start_images)
             self._pre_start_info = None if paired else (topic, t_ns, msg)
@@ -221,6 +218,12 @@ class _Replay:
         horizon = t_ns - round(PRE_START_TF_S * 1e9)
         while self._pre_start_tf and self._pre_start_tf[0][1] < horizon:
             self._pre_start_tf.popleft()
+
+    def _camera_info_read(self, stamp_ns: int) -> None:
+        """A camera_info was read (before or in the range): images read from now on are not before the first one."""
+        self.info_read = True
+        if stamp_ns > 0:
+            self.earliest_info_ns = min(self.earliest_info_ns or stamp_ns, stamp_ns)
 
     def _copy(self, topic: str, t_ns: int, msg: Any) -> None:
         """An input message into the output bag at its own log time, with its recorded QoS."""
@@ -255,16 +258,13 @@ class _Replay:
             self.images += 1
             self.stats.count("images")
             stamp_ns = self.last_stamp_ns["image"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
-            if self.first_info_ns is None:
+            if not self.info_read:
                 self.images_before_info.append(stamp_ns)
             self.sync.add(0, max(stamp_ns, 0), msg)  # not a time: unstamped
         elif topic == o.camera_info_topic:
             self.stats.count("camera_infos")
             stamp_ns = self.last_stamp_ns["camera_info"] = conversions.header_stamp_ns(msg.header.stamp, invalid=-1)
-            if self.first_info_ns is None:
-                self.first_info_ns = stamp_ns
-            if stamp_ns > 0:
-                self.earliest_info_ns = min(self.earliest_info_ns or stamp_ns, stamp_ns)
+            self._camera_info_read(stamp_ns)
             if stamp_ns < 0:  # the node counts it alike (on_camera_info)
                 self.driver.problem("header", CAMERA_INFO_STAMP_PROBLEM, counter="header_problems")
             self.sync.add(1, max(stamp_ns, 0), msg)

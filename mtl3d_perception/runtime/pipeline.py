@@ -98,7 +98,8 @@ class PerceptionPipeline:
         self._last_camera: str | None = None  # frame_id of the previous frame (interleaved cameras are reported)
         self._intrinsics: OrderedDict[str, _CameraIntrinsics] = OrderedDict()  # camera -> its recent (K, size)
         self._cloud_precision_warned = False
-        self._mask_cache: tuple[np.ndarray, tuple[int, int], np.ndarray] | None = None  # (mask, size, resized)
+        # (mask, output size, it at that size, on the device)
+        self._mask_cache: tuple[np.ndarray, tuple[int, int], np.ndarray, torch.Tensor] | None = None
         self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
@@ -293,21 +294,23 @@ class PerceptionPipeline:
             self._intrinsics.popitem(last=False)
         return problems
 
-    def _mask_at(self, mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
-        """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H): a pixel holds image data when at
-        least half of its footprint did (area averaging when shrinking, as the image: ``frames.image_interpolation``).
-        The last result for a read-only mask is kept: a camera's frames share one (``CameraModel.rectified_mask``); a
-        writable one may change in place between frames (a trial: a reused buffer kept its old border)."""
-        if mask.shape[::-1] == tuple(wh):
-            return mask
+    def _mask_at(self, mask: np.ndarray, wh: tuple[int, int]) -> tuple[np.ndarray, torch.Tensor]:
+        """``Frame.image_mask`` ``[H,W]`` bool at the output size ``wh`` = (W, H), as an array and on the device: a
+        pixel holds image data when at least half of its footprint did (area averaging when shrinking, as the image:
+        ``frames.image_interpolation``). The last result for a read-only mask is kept: a camera's frames share one
+        (``CameraModel.rectified_mask``), so it is resized and copied to the device once; a writable one may change in
+        place between frames (a trial: a reused buffer kept its old border)."""
         cached = self._mask_cache
         if cached is not None and cached[0] is mask and cached[1] == tuple(wh) and not mask.flags.writeable:
-            return cached[2]
-        src_wh = (mask.shape[1], mask.shape[0])
-        out = cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
-        out.flags.writeable = False
-        self._mask_cache = (mask, tuple(wh), out)
-        return out
+            return cached[2], cached[3]
+        out = mask
+        if mask.shape[::-1] != tuple(wh):
+            src_wh = (mask.shape[1], mask.shape[0])
+            out = cv2.resize(mask.astype(np.float32), tuple(wh), interpolation=image_interpolation(src_wh, wh)) >= 0.5
+            out.flags.writeable = False
+        out_t = torch.tensor(out, device=self.device)  # a copy: the mask may be read-only, or change
+        self._mask_cache = (mask, tuple(wh), out, out_t)
+        return out, out_t
 
     def _cloud_precision_problem(self, frame: Frame) -> str | None:
         """Once (until :meth:`reset` or a new world or cloud frame): the camera is so far from the world frame's
@@ -466,9 +469,8 @@ class PerceptionPipeline:
         else:
             (W, H), K_out, rgb_out = self.net_size, K_net, rgb_net
         need_labels = "semantic" in want or "points" in want
-        image_mask = None if frame.image_mask is None else self._mask_at(frame.image_mask, (W, H))
         # no image data there (a rectified raw image's border): no depth, normals, class or boundary to give
-        mask_t = None if image_mask is None else torch.tensor(image_mask, device=self.device)  # a copy: read-only mask
+        image_mask, mask_t = (None, None) if frame.image_mask is None else self._mask_at(frame.image_mask, (W, H))
         need_depth = "depth" in want or "normals" in want or "points" in want
 
         def at_output_size(x: torch.Tensor, mode: str) -> torch.Tensor:  # [1,C,h,w] float -> [1,C,H,W]

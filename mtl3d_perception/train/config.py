@@ -85,6 +85,10 @@ class LossConfig:
                     and math.isfinite(w) and w >= 0, "a finite number >= 0")
         require("loss.silog_lambda", self.silog_lambda, 0 <= self.silog_lambda <= 1, "a number in [0, 1]")
 
+    def weighted_extra(self) -> list[str]:
+        """The ``extra`` terms that count: a weight > 0 (1 when not given)."""
+        return [name for name, spec in self.extra.items() if float(spec.get("weight", 1.0)) > 0]
+
 
 @dataclass
 class OptimConfig:

@@ -41,8 +41,7 @@ WHAT_TO_DO = ("train on a recording whose camera moves between a frame and its s
 
 def parallax_terms(cfg: TrainConfig) -> list[str]:
     """The ``loss.extra`` terms with a weight > 0 whose signal needs parallax (``LossTerm.needs_parallax``)."""
-    return [name for name, term in cfg.loss.extra.items()
-            if float(term.get("weight", 1.0)) > 0 and LOSSES.get(name).needs_parallax]
+    return [name for name in cfg.loss.weighted_extra() if LOSSES.get(name).needs_parallax]
 
 
 def has_depth_labels(cfg: TrainConfig, sources: Sequence[Any]) -> bool:

@@ -276,8 +276,8 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
     held = {t for tasks in tasks_per_source for t in tasks}
     # a term that learns from labels no source holds is 0 at every step too (a trial: depth_error alone without
     # depth labels "trained" with loss 0 and grad 0)
-    extra = [name for name, term in cfg.loss.extra.items() if float(term.get("weight", 1.0)) > 0
-             and (LOSSES.get(name).needs_labels is None or LOSSES.get(name).needs_labels in held)]
+    extra = [name for name in cfg.loss.weighted_extra()
+             if LOSSES.get(name).needs_labels is None or LOSSES.get(name).needs_labels in held]
     if labelled or extra:
         return
     weighted = sorted(t for t, w in cfg.loss.weights.items() if w > 0)
@@ -294,8 +294,7 @@ def check_learns(cfg: TrainConfig, tasks_per_source: list[tuple[str, ...]] | lis
 def views_needed(cfg: TrainConfig) -> dict[str, int]:
     """The ``loss.extra`` terms with a weight > 0 that compare views, each with the views per sample it needs
     (``LossTerm.min_views`` > 1: ``photometric``, ``cross_view``)."""
-    needed = {name: LOSSES.get(name).min_views for name, term in cfg.loss.extra.items()
-              if float(term.get("weight", 1.0)) > 0}
+    needed = {name: LOSSES.get(name).min_views for name in cfg.loss.weighted_extra()}
     return {name: n for name, n in needed.items() if n > 1}
 
 

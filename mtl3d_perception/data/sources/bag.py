@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from mtl3d_perception import topics
-from mtl3d_perception.classes import IGNORE_INDEX
+from mtl3d_perception.classes import labels_outside_ignored
 from mtl3d_perception.data.bag import (
     BagError,
     absent_topic,
@@ -374,8 +374,7 @@ class BagFrames:
                 raise BagError(f"{self.path}: semantic image on {self.semantic_topic} is {labels.shape[1]}x"
                                f"{labels.shape[0]}, the colour image {W}x{H}; labels must be registered to it")
         if fr.image_mask is not None:  # a rectified raw image's border has no image data: nothing to learn or score
-            d = None if d is None else np.where(fr.image_mask, d, np.float32(np.nan))
-            labels = None if labels is None else np.where(fr.image_mask, labels, np.uint8(IGNORE_INDEX))
+            d, labels = labels_outside_ignored(fr.image_mask, d, labels)
         return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=np.ascontiguousarray(rgb), depth=d, K=K.copy(),
                              T_world_cam=self.poses[i].copy(), semantic=labels)
 
