@@ -19,7 +19,7 @@ Depth (``16UC1`` millimetres or ``32FC1`` metres, REP 118) pairs with the image 
 - *registered* (its ``frame_id`` is the image's, or empty, as ``aligned_depth_to_color`` topics are): used
   as it is, resized with nearest neighbours when its size differs;
 - *not registered* (another ``frame_id``): reprojected into the colour camera (``geometry.reproject_depth``,
-  a z-buffered forward splat) with the depth camera's own ``CameraInfo`` (``depth_camera_info_topic``, by
+  each depth pixel splatted over its footprint, nearest surface wins) with the depth camera's own ``CameraInfo`` (``depth_camera_info_topic``, by
   default ``camera_info`` beside the depth topic) and ``T_color_depth = inv(T_world_color(t_image)) @
   T_world_depth(t_depth)`` from TF, which covers both the extrinsic and the motion between the two stamps.
 

@@ -6,9 +6,9 @@
 
 Colour and depth come from the Kinect's two cameras and are not registered: the depth camera has a focal
 length of 585 px, the colour camera about 525 px, both about the image centre. Depth is registered into the
-colour camera by a forward splat with a z-buffer (``geometry.reproject_depth``, identity extrinsic: the two
-optical centres are taken as one, as the dataset's users do), and frames carry the colour K, which the cost
-volume matches with. The principal point is the image centre, (W - 1) / 2 and (H - 1) / 2 in the
+colour camera (``geometry.reproject_depth``: identity extrinsic, so each colour pixel looks up the depth pixel its
+ray meets; the two optical centres are taken as one, as the dataset's users do), and frames carry the colour K,
+which the cost volume matches with. The principal point is the image centre, (W - 1) / 2 and (H - 1) / 2 in the
 pixel-centre convention (DESIGN §4). The poses are orthonormal only to ~1e-4 (printed with limited
 precision) and are projected onto SO(3) (``geometry.to_rigid``).
 """
@@ -58,7 +58,8 @@ def read_pose(path: Path) -> np.ndarray:
 def register_depth(depth_m: np.ndarray, rgb_hw: tuple[int, int]) -> np.ndarray:
     """The depth camera's image ``[h,w]`` (metres, NaN invalid) as z-depth in the colour camera ``rgb_hw``.
 
-    Forward splat (each depth pixel to its nearest colour pixel, nearest surface wins); NaN where nothing lands.
+    The cameras share their centre: each colour pixel takes the depth pixel its ray meets (``reproject_depth``);
+    NaN where that is outside the depth image or invalid.
     """
     h, w = depth_m.shape
     H, W = rgb_hw
