@@ -67,6 +67,12 @@ INPUT_QOS_OVERRIDES = ("history", "depth", "reliability")
 OUTPUT_QOS_OVERRIDES = (*INPUT_QOS_OVERRIDES, "durability")
 
 
+def override_parameter(topic: str, entity: str, policy: str) -> str:
+    """``qos_overrides.<topic>.<entity>.<policy>`` (rclpy ``_declare_qos_parameters``); ``entity`` is
+    ``publisher`` or ``subscription``, ``topic`` fully qualified."""
+    return f"qos_overrides.{topic}.{entity}.{policy}"
+
+
 def output_topic(name: str, node_name: str = NODE_NAME) -> str:
     """Absolute topic of output ``name`` for a node called ``node_name`` in the root namespace."""
     if name not in OUTPUTS:

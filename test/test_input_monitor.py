@@ -166,3 +166,54 @@ def test_a_long_silence_is_logged_less_and_less_often():
             logged_at.append(second)
     assert logged_at[:3] == [3, 8, 16] and len(logged_at) < 80  # 720 at a fixed 5 s
     assert logged_at[-1] - logged_at[-2] == SILENT_LOG_MAX_S
+
+
+def _feed_lossy(monitor, clock, seconds, hz, every):
+    """A camera publishing image + camera_info at ``hz`` of which only every ``every``-th image arrives."""
+    for i in range(int(seconds * hz)):
+        clock.t += 1.0 / hz
+        monitor.tick("camera_info")
+        if i % every == 0:
+            monitor.tick("image")
+
+
+def test_images_lost_on_the_way_make_the_image_input_warn():
+    """A node trial: a 640x480 camera at 5 Hz, best-effort: 4 of 40 images arrived while all 40 camera_info did, and
+    every status said OK. Far fewer images than camera_info over the window is WARN on the image input and a warning
+    naming the reliable override (or the QoS hint the graph gives)."""
+    from mtl3d_perception.ros.input_monitor import WARN
+
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, window_s=5.0, clock=clock)
+    _feed_lossy(monitor, clock, 4.0, 5.0, every=10)
+    assert monitor.images_lost() is None  # not a whole window since start-up yet
+    _feed_lossy(monitor, clock, 4.0, 5.0, every=10)
+    assert monitor.images_lost() == (2, 25)
+    image, info = monitor.statuses()
+    assert image.level == WARN and "2 images for 25 camera_info in 5 s: images lost on the way" in image.message
+    assert info.level == OK
+    [(kind, message)] = monitor.warnings(lambda t: [], lambda t: [PublisherInfo("sensor_msgs/msg/Image")])
+    assert kind == "images_lost"
+    assert "2 images but 25 camera_info arrived on /camera/color/image_raw" in message and "23 images were lost" in message
+    assert "qos_overrides./camera/color/image_raw.subscription.reliability: reliable" in message
+    [(_, message)] = monitor.warnings(lambda t: [], lambda t: [], qos_problem=lambda t: "the publisher is reliable, X")
+    assert message.endswith("the publisher is reliable, X")
+
+
+@pytest.mark.parametrize(("every", "lost"), [(1, False), (2, False), (3, True)])
+def test_images_lost_only_below_half_the_camera_info(every, lost):
+    """Every image, or every second one (a driver that sends camera_info twice as often): no warning; every third
+    (below 0.4 per camera_info): one."""
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, window_s=5.0, clock=clock)
+    _feed_lossy(monitor, clock, 10.0, 10.0, every=every)
+    assert (monitor.images_lost() is not None) == lost
+    assert (monitor.statuses()[0].level != OK) == lost
+
+
+def test_no_images_at_all_is_a_silent_input_not_a_loss():
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, window_s=5.0, clock=clock)
+    _feed(monitor, clock, ["camera_info"], 10.0)
+    assert monitor.images_lost() is None
+    assert [k for k, _ in monitor.warnings(lambda t: [], lambda t: [])] == ["silent_image"]

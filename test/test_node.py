@@ -1712,5 +1712,41 @@ def test_use_sim_time_without_clock_is_reported_on_steady_time(ros_context):
         assert message is not None and "no /clock has arrived in 1" in message and "--clock" in message
         node.check_inputs()
         assert h.diag()["last_problem"].startswith("clock: use_sim_time is true but no /clock")
+        assert "no /clock" in h.diagnostics[-1].status[0].message
+        # a node trial: the status kept saying so for 10 s after /clock came; it clears at the next input check
+        from rosgraph_msgs.msg import Clock
+
+        clock_pub = h.peer.create_publisher(Clock, "/clock", 10)
+        h.spin_until(lambda: (clock_pub.publish(Clock(clock=Time(seconds=5).to_msg())) or
+                              node.get_clock().now().nanoseconds > 0))
+        node.check_inputs()
+        h.diag()
+        assert "no /clock" not in h.diagnostics[-1].status[0].message
     finally:
         h.close()
+
+
+def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised(capfd, monkeypatch):
+    """A node trial: Ctrl-C twice (the terminal's, then ros2 launch's own) while frames streamed raised
+    KeyboardInterrupt inside destroy_node (the worker's join): a traceback, the model never released, an abort. The
+    second signal now lands while destroy_node runs and is logged; main returns 0 and the handlers before are back."""
+    from mtl3d_perception.ros.node import PerceptionNode, main
+
+    destroy = PerceptionNode.destroy_node
+    seen = []
+
+    def destroy_with_a_second_sigint(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, delivered while shutting down
+        time.sleep(0.2)  # Python runs the handler between bytecodes: within this sleep
+        seen.append(self.pipeline.model is not None)
+        destroy(self)
+        seen.append(self.pipeline.model is None)
+
+    monkeypatch.setattr(PerceptionNode, "destroy_node", destroy_with_a_second_sigint)
+    before = signal.getsignal(signal.SIGINT)
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the first Ctrl-C, once it spins
+    assert main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]) == 0
+    assert seen == [True, True]
+    err = capfd.readouterr().err
+    assert "SIGINT received while shutting down" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is before

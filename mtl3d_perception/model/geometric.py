@@ -38,6 +38,7 @@ from mtl3d_perception.ops.cost_volume_reference import pixel_rays, projection_co
 
 # ITU-R BT.601 luma weights
 _LUMA = (0.299, 0.587, 0.114)
+FLAT_CONFIDENCE = 1e-5  # read_out: a confidence below this is float rounding of a flat volume's, i.e. 0
 
 
 def _unit(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -193,5 +194,8 @@ def read_out(logits: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, 
     p = logp.exp()
     inv_depth = (p * inv).sum(1, keepdim=True)
     entropy = -(p * logp).sum(1, keepdim=True)
-    confidence = (1.0 - entropy / math.log(D)).clamp(0.0, 1.0)
+    confidence = 1.0 - entropy / math.log(D)
+    # float32 rounding leaves a flat volume's entropy ~1e-7 short of log D: 0 there, as single view must be (a node
+    # trial: single-view frames published a confidence of 1.1e-6, so "confidence > 0" kept every pixel)
+    confidence = torch.where(confidence < FLAT_CONFIDENCE, torch.zeros_like(confidence), confidence.clamp(max=1.0))
     return inv_depth, confidence

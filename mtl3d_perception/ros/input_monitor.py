@@ -5,7 +5,9 @@ node feeds every input message into an :class:`InputMonitor` and asks it once a 
 also gets its own ``/diagnostics`` status. Levels follow diagnostic_updater's ``FrequencyStatus``
 (ros/diagnostics ``diagnostic_updater/_update_functions.py``): no message within the window is ERROR
 ("No events recorded"), messages arriving are OK; since the node has no expected rate, there is no "too low" /
-"too high" WARN. Not-subscribed inputs (e.g. TF without ``tf2_msgs``) are ERROR with the cause. Until
+"too high" WARN, except one: the image input is WARN when far fewer images than camera_info arrive over the window
+(:meth:`InputMonitor.images_lost`: a camera publishes one of each per frame, so the images are lost on the way; a
+trial: 4 of 40 640x480 images arrived best-effort while all 40 camera_info did, and every status said OK). Not-subscribed inputs (e.g. TF without ``tf2_msgs``) are ERROR with the cause. Until
 ``silent_after_s`` has passed since start-up nothing is reported silent (publishers may start later).
 
 diagnostic_updater itself is not installable here (``../shared/notes/ros2_ecosystem.md`` C.3), hence this.
@@ -13,16 +15,21 @@ diagnostic_updater itself is not installable here (``../shared/notes/ros2_ecosys
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mtl3d_perception.topics import override_parameter
+
 OK, WARN, ERROR = 0, 1, 2
 SILENT_AFTER_S = 3.0  # "a few seconds" without a message on an input: say so
 INFO_MISSING_AFTER_S = 1.0  # images without any camera_info for this long: say so (cameras send both at once)
 SILENT_LOG_MAX_S = 60.0  # a camera off for long: its warning at most this often in the log (always in /diagnostics)
+IMAGES_LOST_BELOW = 0.4  # fewer images than this per camera_info over the window: images are lost on the way
+IMAGES_LOST_MIN_INFOS = 5  # ... counted once the window holds at least this many camera_info
 
 
 def warning_period_s(silent_s: float, base_s: float) -> float:
@@ -114,10 +121,33 @@ class InputMonitor:
         return InputStatus(role, topic, level, message, self._counts[role], rate, quiet_s, len(recent))
 
     def statuses(self) -> list[InputStatus]:
-        """Each input's status, in the order given."""
+        """Each input's status, in the order given; the image input WARN when images are lost (:meth:`images_lost`)."""
         with self._lock:
             now = self.clock()
-            return [self._status(role, topic, now) for role, (topic, _) in self.inputs.items()]
+            out = [self._status(role, topic, now) for role, (topic, _) in self.inputs.items()]
+            lost = self._images_lost(now)
+        if lost is not None:
+            out = [dataclasses.replace(s, level=WARN, message=f"{s.message}; {lost[0]} images for {lost[1]} camera_info "
+                                                              f"in {self.window_s:g} s: images lost on the way")
+                   if s.role == "image" and s.level == OK else s for s in out]
+        return out
+
+    def _images_lost(self, now: float) -> tuple[int, int] | None:
+        if "image" not in self.inputs or "camera_info" not in self.inputs or now - self.started_at < self.window_s:
+            return None
+        images, infos = (sum(now - t <= self.window_s for t in self._arrivals[r]) for r in ("image", "camera_info"))
+        if images == 0 or infos < IMAGES_LOST_MIN_INFOS or images >= IMAGES_LOST_BELOW * infos:
+            return None  # no image at all is the silent-input case
+        return images, infos
+
+    def images_lost(self) -> tuple[int, int] | None:
+        """``(images, camera_infos)`` received over the last window when fewer than :data:`IMAGES_LOST_BELOW` images
+        arrived per camera_info (at least :data:`IMAGES_LOST_MIN_INFOS` of those, and some images: none at all is a
+        silent input), counted once a whole window has passed since start-up; None otherwise. A camera driver
+        publishes one camera_info with each image (image_transport's CameraPublisher), so the missing images were
+        lost in transit: large best-effort messages are lost whole with one UDP fragment (Fast DDS)."""
+        with self._lock:
+            return self._images_lost(self.clock())
 
     def silent(self) -> list[str]:
         """Roles with no message for ``silent_after_s`` (counted from start-up for inputs never heard)."""
@@ -147,7 +177,8 @@ class InputMonitor:
 
     def warnings(self, graph_topics: Callable[[str], list[str]], publishers: Callable[[str], list[PublisherInfo]],
                  qos_problem: Callable[[str], str | None] = lambda topic: None) -> list[tuple[str, str]]:
-        """``(kind, message)`` for what to warn about now: images without camera_info, then each silent input.
+        """``(kind, message)`` for what to warn about now: images lost on the way, images without camera_info, then
+        each silent input.
 
         Args:
             graph_topics: message type -> topics of that type in the ROS graph (but the node's own).
@@ -155,6 +186,9 @@ class InputMonitor:
             qos_problem: topic -> why a publisher's QoS cannot match this node's subscription (``ros.qos``), or None.
         """
         found = []
+        if (lost := self.images_lost()) is not None:
+            image = self.inputs["image"][0]
+            found.append(("images_lost", images_lost_message(image, *lost, self.window_s, qos_problem(image))))
         info_missing = self.info_missing()
         if info_missing:
             (image, _), (info, info_type) = self.inputs["image"], self.inputs["camera_info"]
@@ -215,6 +249,18 @@ def camera_info_missing_message(image: str, info: str, info_type: str, publisher
     return (f"images arrive on {image} but no camera_info on {info} ({offered}): no frame can be processed without "
             f"intrinsics; {why}; other {info_type} topics in the graph: "
             f"{', '.join(others) if others else 'none'}")
+
+
+def images_lost_message(image: str, images: int, infos: int, window_s: float, qos_problem: str | None) -> str:
+    """The warning for images lost on the way (:meth:`InputMonitor.images_lost`): how many, and what keeps them:
+    ``qos_problem`` (a reliable publisher: the reliable override, ``qos.fragment_loss_hint``) or else the general
+    remedies for a best-effort publisher."""
+    why = qos_problem or (
+        "a best-effort image is lost whole when one of its fragments is (large images with Fast DDS over UDP); a "
+        "camera driver publishing reliable with the subscription's reliable override "
+        f"({override_parameter(image, 'subscription', 'reliability')}: reliable), compressed images (image_transport: compressed) or a smaller image keep them")
+    return (f"{images} images but {infos} camera_info arrived on {image} in the last {window_s:g} s: a camera "
+            f"publishes one of each per frame, so {infos - images} images were lost on the way; {why}")
 
 
 def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: list[PublisherInfo],

@@ -34,12 +34,14 @@ the pipeline its frame history.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -391,6 +393,8 @@ class PerceptionNode(Node):
             self._log(kind, message, period_s=warning_period_s(silent_s, LOG_THROTTLE_S))
         if (message := self.clock_problem()) is not None:
             self._problem("clock", message)
+        else:
+            self.stats.resolve("clock")
 
     def clock_problem(self) -> str | None:
         """Under ``use_sim_time``, why the node's time stands still: no /clock message since start-up (a bag played
@@ -763,10 +767,34 @@ def main(args: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with signals_logged_during_shutdown(node.get_logger() if node is not None else
+                                            rclpy.logging.get_logger(topics.NODE_NAME)):
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return 0
+
+
+@contextlib.contextmanager
+def signals_logged_during_shutdown(logger: Any) -> Iterator[None]:
+    """While the node shuts down, a further SIGINT or SIGTERM is logged instead of raised, then the handlers before
+    are restored. ``ros2 launch`` sends its own SIGINT after the terminal's Ctrl-C: raised inside ``destroy_node`` (the
+    worker's join) it left the model loaded and rclpy up, with a traceback and an abort (a node trial: 5 of 5 double
+    Ctrl-C while frames streamed). Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def again(signum: int, frame: object) -> None:
+        logger.info(f"{signal.Signals(signum).name} received while shutting down; the inference thread is given up to "
+                    "30 s to finish its frame")
+
+    previous = {sig: signal.signal(sig, again) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

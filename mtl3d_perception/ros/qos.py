@@ -49,7 +49,6 @@ __all__ = [
     "fragment_loss_hint",
     "incompatible_policy",
     "mismatch_message",
-    "override_parameter",
     "policy_name",
 ]
 
@@ -77,12 +76,6 @@ def entity_qos(profile: QoSProfile) -> QoSProfile:
 def policy_name(kind: QoSPolicyKind | int) -> str:
     """``QoSPolicyKind.RELIABILITY`` -> ``'reliability'``, the word ``qos_overrides`` parameters use."""
     return qos_policy_name_from_kind(kind).lower()
-
-
-def override_parameter(topic: str, entity: str, policy: str) -> str:
-    """``qos_overrides.<topic>.<entity>.<policy>`` (rclpy ``_declare_qos_parameters``); ``entity`` is
-    ``publisher`` or ``subscription``, ``topic`` fully qualified."""
-    return f"qos_overrides.{topic}.{entity}.{policy}"
 
 
 # the value of each side that matches every peer (reliable offers serve best-effort requests, not the reverse)
@@ -126,7 +119,7 @@ def fragment_loss_hint(topic: str, profile: QoSProfile, peers: list[QoSProfile])
         return None
     return (f"their QoS matches, so large messages may be lost in transit: a best-effort subscription loses a whole "
             f"image when one of its fragments is lost (images of ~0.5 MB and up with Fast DDS over UDP); the publisher "
-            f"is reliable, so set {override_parameter(topic, 'subscription', 'reliability')}: reliable")
+            f"is reliable, so set {topics.override_parameter(topic, 'subscription', 'reliability')}: reliable")
 
 
 def mismatch_message(topic: str, entity: str, profile: QoSProfile, peers: list[QoSProfile]) -> str | None:
@@ -158,7 +151,7 @@ def mismatch_message(topic: str, entity: str, profile: QoSProfile, peers: list[Q
         overridable = topics.INPUT_QOS_OVERRIDES
     if policy in overridable:
         value = _MATCHES_ALL.get((policy, entity))
-        setting = override_parameter(topic, entity, policy) + (f": {value}" if value else "")
+        setting = topics.override_parameter(topic, entity, policy) + (f": {value}" if value else "")
         fix = f"set the peer's {policy} to match, or this node's with the start-up parameter {setting}"
     else:
         fix = f"set the peer's {policy} to match"

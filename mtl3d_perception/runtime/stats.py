@@ -107,6 +107,15 @@ class RuntimeStats:
                 self.last_problem = f"{kind}: {message}"
                 self._last_problem_at = self.clock()
 
+    def resolve(self, kind: str) -> None:
+        """A condition that is reported while it lasts (``clock``: no /clock yet) has ended: if it is the last
+        problem, it stops counting as recent at once instead of for ``warn_window_s`` (a node trial: the pipeline
+        status said "no /clock has arrived" for 10 s after /clock came and frames ran). Its text stays in
+        ``last_problem``."""
+        with self._lock:
+            if self.last_problem.startswith(f"{kind}: "):
+                self._last_problem_at = -np.inf
+
     def frame_done(self, timings: dict[str, float], *, single_view: bool, pair_reason: str,
                    end_to_end_s: float | None = None, baseline_m: float = 0.0) -> None:
         with self._lock:
