@@ -41,6 +41,7 @@ from mtl3d_perception.typed_config import SettingError
 
 # A source must be at least this far (metres) from the reference: below it there is no parallax to match (session 13).
 MIN_PARALLAX_M = 0.005
+PAIRED_REASONS = ("baseline", "farthest")  # the pair reasons of a frame that got a source view (two-view)
 
 
 @dataclass

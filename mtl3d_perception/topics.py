@@ -17,6 +17,7 @@ PARAMS_SECTION = f"/**/{NODE_NAME}"
 IMAGE_INPUT = "camera/color/image_raw"
 IMAGE_TOPIC = "/" + IMAGE_INPUT
 COMPRESSED_SUFFIX = "/compressed"  # image_transport's compressed topic: IMAGE_TOPIC + COMPRESSED_SUFFIX
+COMPRESSED_DEPTH_SUFFIX = "/compressedDepth"  # image_transport's compressedDepth plugin topic (depth images)
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
@@ -82,10 +83,12 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
 
 
 def base_image_topic(image_topic: str) -> str:
-    """The camera's base image topic, a transport's topic counted as its base (``.../image_raw/compressed`` ->
-    ``.../image_raw``), as image_transport's CameraSubscriber names the camera: the ``hardware_id`` of the node's and
-    replay's /diagnostics statuses, whichever transport carries the images."""
-    return image_topic.rstrip("/").removesuffix(COMPRESSED_SUFFIX)
+    """The camera's base image topic, a transport's topic counted as its base (``.../image_raw/compressed``,
+    ``.../image_raw/compressedDepth`` -> ``.../image_raw``), as image_transport's CameraSubscriber names the camera: the
+    ``hardware_id`` of the node's and replay's /diagnostics statuses, whichever transport carries the images."""
+    topic = image_topic.rstrip("/")
+    return topic.removesuffix(COMPRESSED_DEPTH_SUFFIX) if topic.endswith(COMPRESSED_DEPTH_SUFFIX) else \
+        topic.removesuffix(COMPRESSED_SUFFIX)
 
 
 def camera_info_topic_for(image_topic: str) -> str:

@@ -33,18 +33,21 @@ def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.C
 
 
 def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float] | None = None,
-             edit: Callable[[str, int, Any], Any] | None = None, rename: dict[str, str] | None = None) -> None:
+             edit: Callable[[str, int, Any], Any] | None = None, rename: dict[str, str] | None = None,
+             retype: dict[str, str] | None = None) -> None:
     """Copy a bag message for message, leaving out the ``drop`` topics, recording some topics later, replacing
-    messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it, None to leave it out) and
-    renaming topics."""
+    messages by ``edit(topic, index on the topic, msg)`` (return ``msg`` to keep it, None to leave it out; of the
+    type ``retype`` gives its topic, if any) and renaming topics."""
     delay_s = delay_s or {}
     rename = rename or {}
+    retype = retype or {}
     store = typestore()
     with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         conns = {}
         for c in reader.connections:
             if c.topic not in drop:
-                conns[c.id] = writer.add_connection(rename.get(c.topic, c.topic), c.msgtype, typestore=store,
+                conns[c.id] = writer.add_connection(rename.get(c.topic, c.topic), retype.get(c.topic, c.msgtype),
+                                                    typestore=store,
                                                     offered_qos_profiles=c.ext.offered_qos_profiles)
         seen: dict[str, int] = {}
         for c, t, raw in reader.messages(connections=[c for c in reader.connections if c.id in conns]):
@@ -53,5 +56,5 @@ def copy_bag(src, dst, *, drop: set[str] = frozenset(), delay_s: dict[str, float
                 msg = edit(c.topic, index, store.deserialize_cdr(raw, c.msgtype))
                 if msg is None:
                     continue
-                raw = store.serialize_cdr(msg, c.msgtype)
+                raw = store.serialize_cdr(msg, retype.get(c.topic, c.msgtype))
             writer.write(conns[c.id], t + round(delay_s.get(c.topic, 0.0) * 1e9), raw)

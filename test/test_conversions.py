@@ -806,3 +806,57 @@ def test_a_resolution_or_intrinsics_switch_is_a_new_calibration(flavour):
     switched, new, _ = cameras.describe(large, "image_raw")
     assert new and switched.endswith("640x480 fx 600.0 fy 600.0 cx 319.5 cy 239.5")
     assert cameras.describe(small, "image_raw") == (first, False, None)  # back: known, not new again
+
+
+def _compressed_depth_message(types, fmt: str, value: np.ndarray, quant: tuple[float, float] = (0.0, 0.0)):
+    """A CompressedImage as compressed_depth_image_transport's codec.cpp writes it, built by hand: its ConfigHeader
+    (int32 format = 0 (INV_DEPTH), float depthParam[2]) then a 16-bit PNG."""
+    import struct
+
+    ok, png = cv2.imencode(".png", value.astype(np.uint16))
+    assert ok
+    cls = types["sensor_msgs/msg/CompressedImage"]
+    return cls(header=cv.make_header(types, 5, "cam"), format=fmt,
+               data=np.frombuffer(struct.pack("<iff", 0, *quant) + png.tobytes(), np.uint8).copy())
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_compressed_depth_of_image_transport_decodes_to_metres(flavour):
+    """A bag-format trial: a RealSense's depth recorded through image_transport's compressedDepth plugin could not be
+    read as ground truth (peers decode it). 16UC1: millimetres in the PNG; 32FC1: the quantised inverse depth
+    v = A / z + B with A = q (q + 1), B = 1 - A / depth_max (the plugin's defaults q = 100, depth_max 10 m), 0 invalid."""
+    types = flavour()
+    mm = np.array([[0, 500, 1234], [65535, 2000, 9999]], np.uint16)
+    msg = _compressed_depth_message(types, "16UC1; compressedDepth png", mm)
+    out = cv.depth_image_to_metres(msg)
+    assert out.dtype == np.float32 and np.isnan(out[0, 0])
+    np.testing.assert_allclose(out[0, 1:], [0.5, 1.234], rtol=1e-6)
+    legacy = _compressed_depth_message(types, "16UC1; compressedDepth", mm)  # the plugin's older format: png
+    np.testing.assert_array_equal(cv.depth_image_to_metres(legacy), out)
+    z = np.array([[0.4, 1.0, 2.5], [7.5, np.nan, 12.0]], np.float32)
+    A = np.float32(100.0 * 101.0)
+    B = np.float32(1.0 - A / np.float32(10.0))
+    v = np.where(np.isfinite(z) & (z < 10.0), A / np.nan_to_num(z, nan=1.0) + B, 0).astype(np.uint16)
+    out = cv.depth_image_to_metres(_compressed_depth_message(types, "32FC1; compressedDepth png", v, (A, B)))
+    assert np.isnan(out[1, 1]) and np.isnan(out[1, 2])  # NaN, and beyond depth_max (sent as 0)
+    np.testing.assert_allclose(out[0], z[0], rtol=2e-3)  # the quantisation step at these depths
+    np.testing.assert_allclose(out[1, 0], 7.5, rtol=0.06)  # inverse-depth steps grow with depth
+    back = cv.depth_image_to_metres(cv.make_compressed_depth(types, msg.header, z))  # the encoder used by tests
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(out))
+    np.testing.assert_allclose(back[0], z[0], rtol=2e-3)
+
+
+def test_compressed_depth_that_cannot_be_read_is_refused_naming_the_format():
+    types = TYPESTORE.types
+    value = np.full((4, 6), 1000, np.uint16)
+    with pytest.raises(ValueError, match="compressedDepth RVL data .* is not decoded here"):
+        cv.depth_image_to_metres(_compressed_depth_message(types, "16UC1; compressedDepth rvl", value))
+    with pytest.raises(ValueError, match="must be image_transport's compressedDepth .* got format 'rgb8; jpeg"):
+        cv.depth_image_to_metres(cv.make_compressed_image(types, cv.make_header(types, 5, "cam"), _smooth_rgb()))
+    grey = _compressed_depth_message(types, "16UC1; compressedDepth png", value)
+    ok, png8 = cv2.imencode(".png", value.astype(np.uint8))
+    grey.data = np.concatenate([grey.data[:12], png8.ravel()])
+    with pytest.raises(ValueError, match="does not decode as a 16-bit single-channel PNG"):
+        cv.depth_image_to_metres(grey)
+    with pytest.raises(ValueError, match="declares it"):  # a PNG header declaring more pixels than allowed
+        cv.depth_image_to_metres(_compressed_depth_message(types, "16UC1; compressedDepth png", value), max_pixels=10)

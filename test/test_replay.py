@@ -325,6 +325,11 @@ def test_a_constant_confidence_has_no_sparsification_curve(wall_bag, tmp_path, c
     text = capsys.readouterr().out
     assert f"depth confidence: no sparsification curve: {why}" in text
     assert "| abs rel of the 50 % most-confident / all (two-view) | n/a |" in text
+    # a bag-format trial: every frame single-view (TF in another world frame), yet the reason said "two-view frames"
+    from mtl3d_perception.replay.report import no_curve_reason
+
+    single = {**s, "multi_view": {**s["multi_view"], "pair_reasons": {"no_history": 1, "no_pose": 3}}}
+    assert "at every pixel of the frames (all single-view: none had a source view)" in no_curve_reason(single)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -486,6 +491,39 @@ def test_the_report_says_how_many_frames_each_ground_truth_scored(tmp_path):
     assert "normals are compared" not in report
 
 
+def test_ground_truth_depth_in_a_slash_prefixed_frame_is_the_images_camera(tmp_path):
+    """A bag-format trial: a ROS 1 recording converted with rosbags keeps '/camera_optical' frame ids (TUM RGB-D's
+    '/openni_rgb_optical_frame'); tf2 strips the slash, as replay does for the image, but the depth's '/...' was
+    taken as another camera and no frame was scored ("depth not scored"; `mtl3d eval` scored it)."""
+    bag = write_bag(wall_frames(4), tmp_path / "bag")
+    slashed = tmp_path / "slashed"
+    copy_bag(bag, slashed, edit=lambda topic, i, msg: (setattr(msg.header, "frame_id", "/" + msg.header.frame_id)
+                                                       or msg) if topic == topics.GT_DEPTH_TOPIC else msg)
+    s = replay_bag(slashed, tmp_path / "out", WallStub(2.2), quiet())
+    assert s["ground_truth_frames"]["depth"] == 4
+    assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.1, rel=1e-5)
+    assert not any("not scored" in w for w in s["warnings"]), s["warnings"]
+
+
+def test_ground_truth_stamped_beyond_the_slop_is_warned_with_the_flag(tmp_path):
+    """A bag-format trial: depth stamped 25 ms after its image (an unsynchronised RGB-D driver) scored no frame and
+    said nothing, while report.md pointed at "the warnings"; a warning now says how far and names --sync-slop, with
+    which every frame is scored."""
+    bag = write_bag(wall_frames(4), tmp_path / "bag")
+    late = tmp_path / "late"
+    copy_bag(bag, late, edit=_depth_later(25))
+    s = replay_bag(late, tmp_path / "out", WallStub(2.2), quiet())
+    assert s["ground_truth_frames"]["depth"] == 0
+    [warning] = [w for w in s["warnings"] if "--sync-slop" in w]
+    assert warning.startswith(f"4 of 4 frames had no ground-truth depth on {topics.GT_DEPTH_TOPIC} stamped within "
+                              "--sync-slop (0.02 s)") and "median 25.0 ms away" in warning, warning
+    assert "--sync-slop 0.038" in warning
+    s = replay_bag(late, tmp_path / "out2", WallStub(2.2), quiet(sync_slop_s=0.038))
+    assert s["ground_truth_frames"]["depth"] == 4
+    assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(0.1, rel=1e-5)
+    assert not any("--sync-slop" in w for w in s["warnings"])
+
+
 def test_an_empty_range_says_so(wall_bag, tmp_path):
     with pytest.raises(BagError, match=r"no frame was processed: no image on /camera/color/image_raw in the range "
                                        r"\(--start-offset / --playback-duration\); 1 before it, 3 after it"):
@@ -561,22 +599,29 @@ def test_frames_read_ahead_past_the_limit_are_not_counted_as_dropped(wall_bag, t
            "(not processed)" in report
 
 
+def _depth_later(ms: int):
+    """A ``copy_bag`` edit stamping the ground-truth depth ``ms`` after its image (a depth camera on its own clock)."""
+    def edit(topic, index, msg):
+        if topic == topics.GT_DEPTH_TOPIC:
+            total = msg.header.stamp.nanosec + ms * 1_000_000
+            msg.header.stamp.sec += total // 1_000_000_000
+            msg.header.stamp.nanosec = total % 1_000_000_000
+        return msg
+    return edit
+
+
 def test_depth_that_never_pairs_with_an_image_is_refused_for_training(wall_bag, tmp_path):
     """A user trial: depth stamped 50 ms after each image (another clock) trained with loss/depth 0 and exit 0; a
     depth_topic set to the image topic was ignored without a word."""
     from mtl3d_perception.data.sources.bag import BagFrames
 
-    def late_depth(topic, index, msg):
-        if topic == topics.GT_DEPTH_TOPIC:
-            msg.header.stamp.nanosec += 50_000_000
-        return msg
-
     shifted = tmp_path / "shifted"
-    copy_bag(wall_bag, shifted, edit=late_depth)
+    copy_bag(wall_bag, shifted, edit=_depth_later(50))
     with pytest.raises(BagError, match=rf"none of 4 posed images has a depth image on {topics.GT_DEPTH_TOPIC} within "
                                        r"20 ms \(nearest 50.0 ms\): the depth camera's stamps are on another clock"):
         BagFrames(shifted)
     assert len(BagFrames(shifted, depth_topic="")) == 4  # asked for no depth: fine
+    assert len(BagFrames(shifted, max_dt=0.06)) == 4  # a driver stamping its cameras apart: a wider slop pairs them
     with pytest.raises(BagError, match=rf"depth_topic '{topics.IMAGE_TOPIC}' is the image topic; expected the bag's "
                                        "ground-truth depth Image topic"):
         BagFrames(wall_bag, depth_topic=topics.IMAGE_TOPIC)
@@ -612,6 +657,62 @@ def test_eval_scores_a_bag_with_its_own_topic_names(wall_bag, tmp_path, capsys):
     assert f"ERROR: --data bag:{renamed}: --depth-topic '/camera/depth/' is not a ROS topic name" in capsys.readouterr().err
     assert cli.main([*base, "--depth-topic", topics.GT_SEMANTIC_TOPIC, "--out", str(tmp_path / "e6")]) == 1
     assert f": --depth-topic {topics.GT_SEMANTIC_TOPIC} holds 'mono8' images" in capsys.readouterr().err
+
+
+def test_eval_pairs_depth_stamped_apart_from_its_image_with_sync_slop(wall_bag, tmp_path, capsys):
+    """A bag-format trial: depth 25 ms after its image (an unsynchronised 15 Hz RGB-D driver) was refused by `mtl3d
+    eval` with a fixed 20 ms and no option; --sync-slop (replay's name) widens it, and the refusal names it."""
+    late = tmp_path / "late"
+    copy_bag(wall_bag, late, edit=_depth_later(25))
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    base = ["eval", str(ckpt), "--data", f"bag:{late}", "--modes", "two_view", "--montages", "0", "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "e1")]) == 1
+    err = capsys.readouterr().err
+    assert "within 20 ms (nearest 25.0 ms)" in err and "raise --sync-slop above that offset" in err, err
+    assert cli.main([*base, "--sync-slop", "0.03", "--out", str(tmp_path / "e2")]) == 0
+    metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())["results"][f"bag:{late}"]["two_view"]
+    assert math.isfinite(metrics["metrics"]["depth/abs_rel"])
+    assert cli.main([*base, "--sync-slop", "0", "--out", str(tmp_path / "e3")]) == 1
+    assert "--sync-slop 0.0: expected seconds in (0, " in capsys.readouterr().err
+    assert cli.main(["eval", str(ckpt), "--data", "synthetic:test:1", "--sync-slop", "0.03", "--out",
+                     str(tmp_path / "e4")]) == 1  # a bag flag without a bag spec changes nothing: refused
+    assert "--sync-slop applies to bag: specs only" in capsys.readouterr().err
+
+
+def test_depth_recorded_through_compressed_depth_is_scored(wall_bag, tmp_path, capsys):
+    """A bag-format trial: a RealSense's depth recorded through image_transport's compressedDepth plugin
+    (``.../image_rect_raw/compressedDepth``, CompressedImage "32FC1; compressedDepth png") was refused by `mtl3d eval`
+    and not scored by replay, though peers decode it. Named by its base topic (found beside it, as the colour image's
+    /compressed is) or by its own, it scores as the raw depth does, to the plugin's quantisation."""
+    from mtl3d_perception.msgs.conversions import depth_image_to_metres, make_compressed_depth
+
+    store = typestore()
+    compressed_topic = topics.GT_DEPTH_TOPIC + topics.COMPRESSED_DEPTH_SUFFIX
+    packed = tmp_path / "compressed_depth"
+    copy_bag(wall_bag, packed, rename={topics.GT_DEPTH_TOPIC: compressed_topic},
+             retype={topics.GT_DEPTH_TOPIC: "sensor_msgs/msg/CompressedImage"},
+             edit=lambda topic, i, msg: make_compressed_depth(store.types, msg.header, depth_image_to_metres(msg))
+             if topic == topics.GT_DEPTH_TOPIC else msg)
+    raw = replay_bag(wall_bag, tmp_path / "raw", WallStub(2.2), quiet())
+    for name, topic in (("base", topics.GT_DEPTH_TOPIC), ("own", compressed_topic)):
+        s = replay_bag(packed, tmp_path / name, WallStub(2.2), quiet(depth_gt_topic=topic))
+        assert s["ground_truth_frames"]["depth"] == 4, (name, s["warnings"])
+        assert s["multi_view"]["metrics"]["depth/abs_rel"] == pytest.approx(
+            raw["multi_view"]["metrics"]["depth/abs_rel"], rel=2e-3)
+    assert any("read " + compressed_topic in note for note in replay_bag(
+        packed, tmp_path / "base2", WallStub(2.2), quiet())["notes"])
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    for out, flags in (("e1", []), ("e2", ["--depth-topic", compressed_topic]), ("e3", ["--depth-topic", "/x"])):
+        rc = cli.main(["eval", str(ckpt), "--data", f"bag:{packed}", "--modes", "two_view", "--montages", "0",
+                       "--no-progress", "--out", str(tmp_path / out), *flags])
+        if out == "e3":
+            assert rc == 1 and "depth topic '/x' is not in the bag" in capsys.readouterr().err
+            continue
+        assert rc == 0, capsys.readouterr().err
+        metrics = json.loads((tmp_path / out / "metrics.json").read_text())["results"][f"bag:{packed}"]["two_view"]
+        assert math.isfinite(metrics["metrics"]["depth/abs_rel"])
 
 
 def test_eval_scores_a_bags_labels_under_their_own_topic_name(wall_bag, tmp_path, capsys):

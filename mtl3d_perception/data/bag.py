@@ -336,13 +336,24 @@ def absent_topic(path: str | Path, available: Mapping[str, str], topic: str, wha
     images = sorted(t for t, msgtype in available.items() if msgtype == "sensor_msgs/msg/Image")
     note = (f"{path}: {what} topic {topic!r} is not in the bag (its Image topics: {', '.join(images) or 'none'}); "
             f"no {what} from it")
-    # a trial: only the compressed_depth_image_transport topic was recorded, and nothing named it
+    # a trial: only a compressed transport of the topic was recorded, and nothing named it (compressedDepth is read)
     compressed = sorted(t for t, msgtype in available.items()
                         if msgtype == "sensor_msgs/msg/CompressedImage" and t.startswith(topic.rstrip("/") + "/"))
     if compressed:
-        note += (f"; {', '.join(compressed)} holds it compressed (CompressedImage), which is not read as ground truth: "
-                 "record the raw topic, or republish it decompressed (image_transport republish) into a new bag")
+        note += (f"; {', '.join(compressed)} holds it compressed (CompressedImage), which is not read as ground truth "
+                 "(only depth through image_transport's compressedDepth is): record the raw topic, or republish it "
+                 "decompressed (image_transport republish) into a new bag")
     return note
+
+
+def resolve_depth_topic(available: Mapping[str, str], depth_topic: str) -> str:
+    """The depth topic to read: ``depth_topic`` itself, or ``depth_topic + '/compressedDepth'`` (image_transport's
+    compressedDepth plugin, as RealSense recordings often hold depth) when only that one is in the bag as a
+    ``CompressedImage``; ``depth_topic`` otherwise ('' stays '')."""
+    compressed = depth_topic.rstrip("/") + topics.COMPRESSED_DEPTH_SUFFIX
+    if depth_topic and depth_topic not in available and available.get(compressed) == COMPRESSED_IMAGE_TYPE:
+        return compressed
+    return depth_topic
 
 
 def check_topic_type(path: str | Path, available: Mapping[str, str], topic: str, what: str,

@@ -43,6 +43,7 @@ from mtl3d_perception.data.bag import BagError
 from mtl3d_perception.data.batch import TASKS, MultiViewBatch, ViewSample
 from mtl3d_perception.data.sequence import DEFAULT_RATE_HZ, SequenceError
 from mtl3d_perception.runtime.params import frame_id_problem, topic_name_problem
+from mtl3d_perception.runtime.sync import MAX_SLOP_S, SYNC_SLOP_S
 from mtl3d_perception.source_selection import PairingConfig, keyframe_history, select_source
 
 SYNTHETIC_SEED_BASE: dict[str, int] = {"train": 0, "val": 1_000_000, "test": 2_000_000}
@@ -61,7 +62,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     # a range of frames: the recordings' (NYUv2's images have an order but no stride: its reader takes start/end)
     "start": (*FRAME_KINDS, "nyuv2"), "end": (*FRAME_KINDS, "nyuv2"), "stride": FRAME_KINDS,
     **{name: ("bag",) for name in ("image_topic", "image_kind", "camera_info_topic", "depth_topic",
-                                   "depth_camera_info_topic", "semantic_topic", "world_frame")}}
+                                   "depth_camera_info_topic", "semantic_topic", "world_frame", "sync_slop")}}
 
 # The Kinect colour camera of NYUv2 (toolbox camera_params.m) at 640x480; the toolbox's principal point
 # is 1-based (MATLAB), so 1 is subtracted to put pixel (0, 0)'s centre at 0.
@@ -102,6 +103,9 @@ class SourceConfig:
     depth_camera_info_topic: str = ""  # unregistered depth's CameraInfo; "" = camera_info beside depth_topic
     semantic_topic: str = topics.GT_SEMANTIC_TOPIC
     world_frame: str = topics.WORLD_FRAME
+    # bag: depth and label images pair with the image nearest in time within this (seconds; the node's default
+    # sync_slop_s): an unsynchronised RGB-D driver stamps its two cameras 25-33 ms apart (a trial: refused at 20 ms)
+    sync_slop: float = SYNC_SLOP_S
 
     def __post_init__(self) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -123,6 +127,9 @@ class SourceConfig:
                 msg = (f"source {name} {getattr(self, name)!r} applies to {' and '.join(kinds)} sources only, not to "
                        f"a {self.kind} source; leave it out")
                 raise ValueError(msg)
+        if not (0 < self.sync_slop <= MAX_SLOP_S):
+            msg = f"source sync_slop {self.sync_slop!r}: expected seconds in (0, {MAX_SLOP_S:g}]"
+            raise ValueError(msg)
         if self.kind != "synthetic" and not self.path:
             msg = f"a {self.kind} source needs a path"
             raise ValueError(msg)
@@ -459,7 +466,8 @@ def open_frames(cfg: SourceConfig):
 
         return BagFrames(cfg.path, image_topic=cfg.image_topic, camera_info_topic=cfg.camera_info_topic,
                          depth_topic=cfg.depth_topic, depth_camera_info_topic=cfg.depth_camera_info_topic,
-                         semantic_topic=cfg.semantic_topic, world_frame=cfg.world_frame, image_kind=cfg.image_kind)
+                         semantic_topic=cfg.semantic_topic, world_frame=cfg.world_frame, image_kind=cfg.image_kind,
+                         max_dt=cfg.sync_slop)
     if cfg.kind == "tum":
         from mtl3d_perception.data.sources.tum import TumSequence
 

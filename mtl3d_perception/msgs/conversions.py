@@ -25,6 +25,7 @@ from __future__ import annotations
 import array
 import importlib
 import io
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,6 +351,17 @@ def _decode_jpeg_rgb(buf: np.ndarray, fmt: str) -> np.ndarray | None:
                          f"({exc})") from None
 
 
+def _checked_header(buf: np.ndarray, what: str, max_pixels: int) -> Any:
+    """The JPEG/PNG header of ``buf`` (``msgs.image_header``), read and its size checked before anything is decoded
+    (a decompression bomb is refused in microseconds). Raises ValueError naming ``what``."""
+    try:
+        header = read_image_header(buf)
+    except ValueError as exc:
+        raise ValueError(f"{what} refused before decoding: {exc}") from None
+    check_image_size(header.width, header.height, max_pixels, what=f"{what}: its {header.format} header declares it")
+    return header
+
+
 def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
     fmt = str(msg.format)
     encoding, has_encoding, compression = (part.strip() for part in fmt.partition(";"))
@@ -358,12 +370,7 @@ def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
         raise ValueError(f"CompressedImage format {fmt!r} holds a {encoding!r} image, not a colour one; "
                          f"supported encodings: {', '.join(COLOUR_ENCODINGS)}")
     buf = _uint8_buffer(msg.data)
-    try:
-        header = read_image_header(buf)
-    except ValueError as exc:
-        raise ValueError(f"CompressedImage ({buf.size} bytes, format {fmt!r}) refused before decoding: {exc}") from None
-    check_image_size(header.width, header.height, max_pixels,
-                     what=f"CompressedImage ({buf.size} bytes, format {fmt!r}): its {header.format} header declares it")
+    header = _checked_header(buf, f"CompressedImage ({buf.size} bytes, format {fmt!r})", max_pixels)
     # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
     # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
     codec_saw_rgb = bool(has_encoding) and "compressed bgr" not in compression
@@ -413,15 +420,109 @@ DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")  # REP 118: metres, millimetres (
 LABEL_ENCODINGS = ("mono8", "8UC1")  # class ids
 
 
-def depth_image_to_metres(msg: Any) -> np.ndarray:
-    """A depth image (REP 118: ``32FC1`` metres or ``16UC1`` / ``mono16`` millimetres, 0 invalid) -> ``[H,W]``
+# compressed_depth_image_transport's ConfigHeader before the PNG data (codec.cpp: int32 format, float depthParam[2])
+COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")
+
+
+def _compressed_depth_to_metres(msg: Any, max_pixels: int) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` of image_transport's ``compressedDepth`` plugin (format ``"16UC1;
+    compressedDepth png"``, ``"32FC1; compressedDepth png"``, older ``"16UC1; compressedDepth"``) -> ``[H,W]`` float32
+    metres, NaN invalid, decoded as ``compressed_depth_image_transport::decodeCompressedDepthImage`` does: after the
+    12-byte ConfigHeader a 16-bit PNG, millimetres for 16UC1, for 32FC1 a quantised inverse depth ``v`` with depth
+    ``depthParam[0] / (v - depthParam[1])`` and 0 invalid. RVL data is refused (not decoded here).
+
+    Raises:
+        ValueError: another format, RVL, data that does not decode as a 16-bit single-channel PNG, or one too large.
+    """
+    from mtl3d_perception.geometry import depth_from_mm
+
+    fmt = str(msg.format)
+    encoding, _, compression = (part.strip() for part in fmt.partition(";"))
+    if "compressedDepth" not in compression or encoding not in ("32FC1", *DEPTH_ENCODINGS):
+        raise ValueError(f"a compressed depth image must be image_transport's compressedDepth (format like '16UC1; "
+                         f"compressedDepth png'), got format {fmt!r}")
+    if "rvl" in compression:
+        raise ValueError(f"compressedDepth RVL data (format {fmt!r}) is not decoded here; record the depth with the "
+                         "plugin's png format (its `format` parameter) or raw")
+    buf = _uint8_buffer(msg.data)
+    if buf.size <= COMPRESSED_DEPTH_HEADER.size:
+        raise ValueError(f"compressedDepth message of {buf.size} bytes: expected a {COMPRESSED_DEPTH_HEADER.size}-byte "
+                         "header and PNG data")
+    _, quant_a, quant_b = COMPRESSED_DEPTH_HEADER.unpack(buf[:COMPRESSED_DEPTH_HEADER.size].tobytes())
+    png = buf[COMPRESSED_DEPTH_HEADER.size:]
+    _checked_header(png, f"compressedDepth data ({png.size} bytes, format {fmt!r})", max_pixels)
+    value = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+    if value is None or value.dtype != np.uint16 or value.ndim != 2:
+        got = "nothing" if value is None else f"{value.dtype} {value.shape}"
+        raise ValueError(f"compressedDepth data (format {fmt!r}) does not decode as a 16-bit single-channel PNG "
+                         f"(got {got})")
+    if encoding != "32FC1":
+        return depth_from_mm(value)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(quant_a) / (value.astype(np.float32) - np.float32(quant_b))
+    return np.where((value > 0) & np.isfinite(depth) & (depth > 0), depth, np.float32(np.nan)).astype(np.float32)
+
+
+def make_compressed_depth(types: Any, header: Any, depth_m: np.ndarray, encoding: str = "32FC1", *,
+                          depth_max: float = 10.0, depth_quantization: float = 100.0) -> Any:
+    """``[H,W]`` metres (NaN invalid) -> ``sensor_msgs/CompressedImage`` as compressed_depth_image_transport's PNG
+    encoder writes it (``encodeCompressedDepthImage``, its default ``depth_max`` 10 m and ``depth_quantization``
+    100): ``32FC1`` as a quantised inverse depth, ``16UC1`` as millimetres (beyond ``depth_max``: 0). For tests and
+    tools; the inverse of :func:`depth_image_to_metres` on such a message."""
+    depth = np.asarray(depth_m, np.float32)
+    valid = np.isfinite(depth) & (depth > 0) & (depth < depth_max)
+    if encoding == "32FC1":
+        quant_a = np.float32(depth_quantization * (depth_quantization + 1.0))
+        quant_b = np.float32(1.0 - quant_a / np.float32(depth_max))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(valid, quant_a / depth + quant_b, 0).astype(np.uint16)
+    elif encoding == "16UC1":
+        quant_a = quant_b = np.float32(0.0)
+        value = np.where(valid, np.rint(depth * 1000.0), 0).astype(np.uint16)
+    else:
+        raise ValueError(f"compressedDepth encodes 32FC1 or 16UC1 depth, got {encoding!r}")
+    ok, png = cv2.imencode(".png", value)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {value.shape[1]}x{value.shape[0]} depth image as PNG")
+    data = COMPRESSED_DEPTH_HEADER.pack(0, float(quant_a), float(quant_b)) + png.tobytes()
+    cls = types["sensor_msgs/msg/CompressedImage"]
+    return cls(header=header, format=f"{encoding}; compressedDepth png", data=_uint8_field(cls, data))
+
+
+def label_image_encoding(msg: Any) -> str:
+    """The encoding of a ground-truth image message: an ``Image``'s ``encoding``; for a ``CompressedImage`` of the
+    ``compressedDepth`` plugin the encoding before its ``;`` (``16UC1``, ``32FC1``), else its whole ``format`` (no
+    depth or label encoding: a colour image)."""
+    if not is_compressed_image(msg):
+        return str(msg.encoding)
+    encoding, _, compression = (part.strip() for part in str(msg.format).partition(";"))
+    return encoding if "compressedDepth" in compression else str(msg.format)
+
+
+def label_image_size(msg: Any) -> tuple[int, int]:
+    """(width, height) of a ground-truth image message without decoding it: an ``Image``'s fields; a
+    ``compressedDepth`` one's from its PNG header; (0, 0) where that cannot be read (the size is then unknown)."""
+    if not is_compressed_image(msg):
+        return int(msg.width), int(msg.height)
+    try:
+        header = read_image_header(_uint8_buffer(msg.data)[COMPRESSED_DEPTH_HEADER.size:])
+    except ValueError:
+        return 0, 0
+    return int(header.width), int(header.height)
+
+
+def depth_image_to_metres(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A depth image (REP 118: ``32FC1`` metres or ``16UC1`` / ``mono16`` millimetres, 0 invalid; or a
+    ``CompressedImage`` of image_transport's ``compressedDepth`` plugin, as RealSense bags often hold it) -> ``[H,W]``
     float32 metres, NaN invalid (non-positive and non-finite values included).
 
     Raises:
-        ValueError: another encoding.
+        ValueError: another encoding or compressed format.
     """
     from mtl3d_perception.geometry import depth_from_mm, valid_depth
 
+    if is_compressed_image(msg):
+        return _compressed_depth_to_metres(msg, max_pixels)
     if msg.encoding == "32FC1":
         d = image_to_array(msg).astype(np.float32)
         return np.where(valid_depth(d), d, np.float32(np.nan))

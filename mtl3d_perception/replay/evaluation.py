@@ -21,6 +21,7 @@ Per-frame meters are pooled with the meters' ``merge``. Writing the files is :mo
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from mtl3d_perception.evaluation.metrics import (
 from mtl3d_perception.evaluation.montage import COLUMNS, columns_for, montage_row, with_titles
 from mtl3d_perception.geometry import is_registered, reference_normals, resize_intrinsics
 from mtl3d_perception.msgs import conversions
-from mtl3d_perception.runtime.frames import Frame
+from mtl3d_perception.runtime.frames import Frame, bare_frame_id
 from mtl3d_perception.runtime.products import STAGES, Products
 from mtl3d_perception.runtime.stats import is_fallback
 
@@ -292,6 +293,9 @@ class ReplayEvaluation:
         self.gt_frame_ids: dict[str, OrderedDict[int, str]] = {kind: OrderedDict() for kind in _DECODERS}
         self.waiting: deque[dict[str, Any]] = deque()  # processed frames waiting for their ground truth
         self.scored = {"depth": 0, "semantic": 0}  # frames scored with each ground truth
+        # per kind: how far (ns) the nearest ground truth was from each frame that found none within the slop
+        self.beyond_slop: dict[str, list[int]] = {"depth": [], "semantic": []}
+        self.received = {"depth": 0, "semantic": 0}  # ground-truth messages read
         self.records: list[dict[str, Any]] = []
         self._depth_units_checked = False  # the first depth's median, against IMPLAUSIBLE_DEPTH_M
 
@@ -299,14 +303,15 @@ class ReplayEvaluation:
         """A ``depth`` or ``semantic`` ground-truth image (unusable ones are reported through ``warn``)."""
         store, frame_ids = self.gt[kind], self.gt_frame_ids[kind]
         stamp = conversions.stamp_to_ns(msg.header.stamp)
+        self.received[kind] += 1
         try:
             store[stamp] = _DECODERS[kind](msg)
-            frame_ids[stamp] = str(msg.header.frame_id)
+            frame_ids[stamp] = bare_frame_id(str(msg.header.frame_id))  # as tf2 and the colour image (a trial: "/cam" unscored)
             if kind == "depth" and not self._depth_units_checked:
                 self._depth_units_checked = True
                 median = float(np.nanmedian(store[stamp])) if np.isfinite(store[stamp]).any() else 0.0
                 if median > IMPLAUSIBLE_DEPTH_M:  # a trial: 32FC1 in millimetres scored abs rel 0.999 without a word
-                    self.warn(f"ground-truth depth ({msg.encoding}) has a median of {median:.4g} m: 32FC1 depth is "
+                    self.warn(f"ground-truth depth ({conversions.label_image_encoding(msg)}) has a median of {median:.4g} m: 32FC1 depth is "
                               "metres and 16UC1 millimetres (REP 118); depth stored in millimetres as 32FC1? "
                               "every depth metric is off by that factor")
         except ValueError as exc:
@@ -334,6 +339,26 @@ class ReplayEvaluation:
                 return
             self.waiting.popleft()
             self._evaluate(item)
+
+    def beyond_slop_messages(self, topics: dict[str, str]) -> list[str]:
+        """One line per ground-truth kind (``topics``: kind -> its topic) that some frames found none of within the
+        slop while the bag has it nearby: how many, how far the nearest was, and ``--sync-slop`` (a trial: depth 25 ms
+        after its image scored no frame, and the report's "see the warnings" had none; an unsynchronised 15 Hz RGB-D
+        driver stamps its two cameras 25-33 ms apart, which message_filters' ApproximateTime, depth_image_proc's
+        pairing, would pair)."""
+        out = []
+        for kind, gaps in self.beyond_slop.items():
+            # labels on some frames only (keyframes) are not a stamp offset: said only with about one per frame, or
+            # when no frame was scored at all
+            if not gaps or (self.scored[kind] and self.received[kind] < 0.8 * len(self.records)):
+                continue
+            median_ms = float(np.median(gaps)) * 1e-6
+            out.append(f"{len(gaps)} of {len(self.records)} frames had no ground-truth {kind} on {topics[kind]} stamped "
+                       f"within --sync-slop ({self.slop_ns * 1e-9:g} s) of their image and were not scored with it; "
+                       f"the nearest was a median {median_ms:.1f} ms away: if that camera stamps its images apart "
+                       f"from the colour camera's, raise --sync-slop above it (e.g. --sync-slop "
+                       f"{math.ceil(median_ms * 1.5) / 1000:g})")
+        return out
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """mode -> pooled metrics."""
@@ -382,6 +407,8 @@ class ReplayEvaluation:
         record: dict[str, Any] = {"index": item["index"], "stamp_ns": frame.stamp_ns, "has_pose": frame.T_world_cam is not None}
         for kind in self.scored:
             self.scored[kind] += gt is not None and getattr(gt, kind) is not None
+            if self.gt[kind] and self._gt_stamp(kind, frame.stamp_ns) is None:
+                self.beyond_slop[kind].append(min(abs(s - frame.stamp_ns) for s in self.gt[kind]))
         for mode, products in item["results"].items():
             values = self.evaluators[mode].add(products, frame.T_world_cam, gt)
             values["latency_ms"] = {k: v * 1e3 for k, v in products.timings.items()}

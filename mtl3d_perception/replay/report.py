@@ -32,7 +32,7 @@ from mtl3d_perception.evaluation.metrics import SPARSIFICATION_TEXT, format_metr
 from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
 from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION
 from mtl3d_perception.runtime.products import STAGES
-from mtl3d_perception.source_selection import MIN_PARALLAX_M
+from mtl3d_perception.source_selection import MIN_PARALLAX_M, PAIRED_REASONS
 
 MODES = ("multi_view", "single_view")
 # Shown in the console table and at the top of report.md: (metrics key, label, format)
@@ -139,8 +139,11 @@ def no_curve_reason(s: dict[str, Any]) -> str | None:
     if not s.get("depth_confidence"):
         return "the model outputs no depth confidence (`geometric_depth: false`)"
     if "depth/confidence_mean" in mv.get("metrics", {}):  # a curve was computed, and is NaN: a constant confidence
-        return (f"the confidence was {mv['metrics']['depth/confidence_mean']:.3g} at every pixel of the two-view "
-                "frames, so it ranks no pixel (sparsification n/a)")
+        # over the two-view frames, or every frame where none had a source (a trial: all single-view, yet "two-view")
+        paired = any(mv.get("pair_reasons", {}).get(reason) for reason in PAIRED_REASONS)
+        frames = "two-view frames" if paired else "frames (all single-view: none had a source view)"
+        return (f"the confidence was {mv['metrics']['depth/confidence_mean']:.3g} at every pixel of the {frames}, "
+                "so it ranks no pixel (sparsification n/a)")
     return "no two-view frame had ground-truth depth" if s["ground_truth"]["depth"] else "the bag has no ground-truth depth"
 
 

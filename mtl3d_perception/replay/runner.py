@@ -34,6 +34,7 @@ from mtl3d_perception.data.bag import (
     bag_topics,
     check_topic_type,
     read_bag,
+    resolve_depth_topic,
     resolve_image_topic,
     typestore,
 )
@@ -593,6 +594,8 @@ class _Replay:
                        f"{TF_LOOKAHEAD_S:g} s of recording ahead of the images, so frames are posed with them"
                        + ("" if late_s <= TF_LOOKAHEAD_S else
                           ", except where one came later than that: a frame in its gap may have been posed across it"))
+        for message in evaluation.beyond_slop_messages({"depth": o.depth_gt_topic, "semantic": o.semantic_gt_topic}):
+            self._warn(message)
         if not self.pipeline.has_depth_confidence:
             self.notes.append(f"the model outputs no depth confidence (geometric_depth: false): no "
                               f"{topics.output_topic('depth/confidence', o.node_name)} and no sparsification curve")
@@ -661,15 +664,20 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
     if image_topic != options.image_topic:
         note = f"image topic {options.image_topic} is not in the bag; read {image_topic} ({available[image_topic]})"
         options = replace(options, image_topic=image_topic)
+    if (depth_topic := resolve_depth_topic(available, options.depth_gt_topic)) != options.depth_gt_topic:
+        note = "; ".join(filter(None, [note, f"ground-truth depth topic {options.depth_gt_topic} is not in the bag; "
+                                             f"read {depth_topic} (image_transport's compressedDepth)"]))
+        options = replace(options, depth_gt_topic=depth_topic)
     check_topic_type(bag, available, options.camera_info_topic, "camera_info", ("sensor_msgs/msg/CameraInfo",))
     for topic, what, msgtype in ((options.tf_topic, "TF", "tf2_msgs/msg/TFMessage"),
                                  (options.tf_static_topic, "static TF", "tf2_msgs/msg/TFMessage"),
-                                 (options.depth_gt_topic, "ground-truth depth", "sensor_msgs/msg/Image"),
+                                 (options.depth_gt_topic, "ground-truth depth",
+                                  ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")),
                                  (depth_gt_info_topic(options), "ground-truth depth camera_info",
                                   "sensor_msgs/msg/CameraInfo"),
                                  (options.semantic_gt_topic, "ground-truth semantic", "sensor_msgs/msg/Image")):
         if topic in available:  # optional topics, but one of the wrong type is a mistake worth stopping for
-            check_topic_type(bag, available, topic, what, (msgtype,))
+            check_topic_type(bag, available, topic, what, msgtype if isinstance(msgtype, tuple) else (msgtype,))
     for topic, kind, flag in ((options.depth_gt_topic, "depth", "--depth-gt-topic"),
                               (options.semantic_gt_topic, "semantic", "--semantic-gt-topic")):
         if topic in available:  # a colour or label topic given as depth: say so now, not once per frame
@@ -679,7 +687,7 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
             finally:
                 messages.close()
             if first is not None:
-                check_label_encoding(bag, topic, kind, first[2].encoding, flag)
+                check_label_encoding(bag, topic, kind, conversions.label_image_encoding(first[2]), flag)
     replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note

@@ -24,6 +24,7 @@ from mtl3d_perception.runtime.config import parameter_specs
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, TimeJumpDetector
 
 MAX_SLOP_S = parameter_specs()["sync_slop_s"].constraint[1]  # the most sync_slop_s may be: offsets beyond are not a slop
+SYNC_SLOP_S = parameter_specs()["sync_slop_s"].default  # the default slop: images with camera_info, and ground truth
 MIN_INFO_PER_IMAGE = 0.8  # camera_info per image below which its rate, not the stamps, is what leaves images unpaired
 
 

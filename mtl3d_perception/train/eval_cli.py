@@ -27,15 +27,20 @@ from mtl3d_perception.runtime.params import DEVICES
 from mtl3d_perception.train.evaluate import MODES
 
 # The bag source's topic and frame fields a recording may name differently (a RealSense's depth:
-# /camera/depth/image_rect_raw in its own frame with its own camera_info; a robot's world frame: map).
+# /camera/depth/image_rect_raw in its own frame with its own camera_info; a robot's world frame: map), and how far
+# its depth and labels may be stamped from their image (sync_slop, seconds: --sync-slop, as replay's).
 BAG_TOPIC_DEFAULTS = {name: getattr(SourceConfig(), name) for name in (
-    "image_topic", "camera_info_topic", "depth_topic", "depth_camera_info_topic", "semantic_topic", "world_frame")}
+    "image_topic", "camera_info_topic", "depth_topic", "depth_camera_info_topic", "semantic_topic", "world_frame",
+    "sync_slop")}
 BAG_TOPIC_HELP = {"depth_topic": "; '' for none", "camera_info_topic": ": the one beside --image-topic",
                   "semantic_topic": ": mono8 NYUv2-13 class ids registered to the colour image, scored when the bag has "
                                     "it (mIoU, boundaries); '' for none",
                   "depth_camera_info_topic": ": the one beside --depth-topic (for depth in another frame than the "
                                              "image's, reprojected into the colour camera)",
-                  "world_frame": ": the fixed frame TF poses the images in"}
+                  "world_frame": ": the fixed frame TF poses the images in",
+                  "sync_slop": " s: depth and label images pair with the image nearest in time within this (replay's "
+                               "--sync-slop; an RGB-D driver that stamps its two cameras apart needs more)"}
+BAG_METAVARS = {"world_frame": "FRAME", "sync_slop": "S"}
 
 
 def intrinsics_arg(text: str) -> tuple[float, float, float, float]:
@@ -69,10 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="montage PNGs per SPEC and mode (default: 2)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar per SPEC on a terminal")
-    bag = parser.add_argument_group("bag topics and frame (bag:... specs; defaults: what mtl3d bag writes)")
+    bag = parser.add_argument_group("bag topics, frame and pairing (bag:... specs; defaults: what mtl3d bag writes)")
     for name, default in BAG_TOPIC_DEFAULTS.items():
-        bag.add_argument(f"--{name.replace('_', '-')}", default=default, metavar="FRAME" if name == "world_frame" else "TOPIC",
-                         help=f"default {default!r}{BAG_TOPIC_HELP.get(name, '')}")
+        bag.add_argument(f"--{name.replace('_', '-')}", default=default, type=type(default),
+                         metavar=BAG_METAVARS.get(name, "TOPIC"), help=f"default {default!r}{BAG_TOPIC_HELP.get(name, '')}")
     tum = parser.add_argument_group("TUM RGB-D camera (tum:... specs; default: freiburg1/2/3 from the folder name)")
     tum.add_argument("--tum-camera", choices=tuple(TUM_CAMERAS), default=None,
                      help="the published calibration to use (fr1, fr2, fr3 or default), scaled to the images' size")
@@ -128,7 +133,7 @@ def check_label_topics(source) -> None:
     from mtl3d_perception.data import bag as bag_io
 
     available = bag_io.bag_topics(source.path)
-    if source.depth_topic and source.depth_topic not in available:
+    if source.depth_topic and bag_io.resolve_depth_topic(available, source.depth_topic) not in available:
         raise ValueError(f"{bag_io.absent_topic(source.path, available, source.depth_topic, 'depth')}: pass "
                          "--depth-topic TOPIC, or --depth-topic '' to score without depth")
     if source.semantic_topic not in ("", BAG_TOPIC_DEFAULTS["semantic_topic"], *available):

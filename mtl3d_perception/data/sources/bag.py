@@ -49,6 +49,7 @@ from mtl3d_perception.data.bag import (
     ns_to_seconds,
     open_reader,
     read_bag,
+    resolve_depth_topic,
     resolve_image_topic,
     typestore,
 )
@@ -60,17 +61,20 @@ from mtl3d_perception.msgs.conversions import (
     LABEL_ENCODINGS,
     camera_info_to_K,
     depth_image_to_metres,
+    label_image_encoding,
+    label_image_size,
     label_image_to_ids,
     stamp_to_ns,
     transform_to_matrix,
 )
 from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
 from mtl3d_perception.runtime.frames import bare_frame_id
+from mtl3d_perception.runtime.sync import SYNC_SLOP_S
 from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformException
 
 log = logging.getLogger(__name__)
 
-MAX_DT_S = 0.02  # depth / semantic messages pair with the image nearest in time within this
+MAX_DT_S = SYNC_SLOP_S  # depth / semantic messages pair with the image nearest in time within this (source sync_slop)
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -153,6 +157,10 @@ class BagFrames:
             if topic and topic in (self.image_topic, camera_info_topic):
                 raise BagError(f"{self.path}: {what} {topic!r} is the {'image' if topic == self.image_topic else 'camera_info'}"
                                f" topic; expected the bag's ground-truth {what.split('_')[0]} Image topic, or \"\" for none")
+        if (compressed := resolve_depth_topic(available, depth_topic)) != depth_topic:
+            log.info("%s: depth_topic %s is not in the bag; reading %s (image_transport's compressedDepth)",
+                     self.path, depth_topic, compressed)
+            depth_topic = compressed
         self.depth_topic = depth_topic if depth_topic in available else ""
         self.semantic_topic = semantic_topic if semantic_topic in available else ""
         self._asked_label_topics = {"depth": depth_topic, "semantic": semantic_topic}
@@ -161,7 +169,8 @@ class BagFrames:
                         absent_topic(self.path, available, depth_topic, "depth"))
         for topic, what in ((self.depth_topic, "depth"), (self.semantic_topic, "semantic")):
             if topic:
-                check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",))
+                check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",) if what == "semantic"
+                                 else ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
         depth_info_topic = depth_camera_info_topic or (topics.camera_info_topic_for(depth_topic) if self.depth_topic else "")
         self.depth_camera_info_topic = depth_info_topic  # read only for depth in another frame than the image's
         self.world_frame = world_frame
@@ -200,9 +209,9 @@ class BagFrames:
             else:
                 kind = "depth" if topic == self.depth_topic else "semantic"
                 if not extra[kind]:  # the first message: a wrong topic fails here, not in a training worker later
-                    check_label_encoding(self.path, topic, kind, msg.encoding)
+                    check_label_encoding(self.path, topic, kind, label_image_encoding(msg))
                 extra[kind].append((stamp_to_ns(msg.header.stamp), t_log, bare_frame_id(msg.header.frame_id),
-                                    (msg.width, msg.height)))
+                                    label_image_size(msg)))
         self.projected_rotations = tf.projected_rotations
         self.out_of_order_transforms = tf.out_of_order  # sorted in time order: the whole bag's TF is read before poses
         if tf.out_of_order:
@@ -265,7 +274,7 @@ class BagFrames:
                     if kd == 0:
                         raise BagError(f"{self.path}: depth on {self.depth_topic} is in frame {d_frame!r}, not the image's "
                                        f"{frame_id!r}, and has no CameraInfo on {depth_info_topic or '(none given)'} to "
-                                       "reproject it with; give depth_camera_info_topic")
+                                       "reproject it with; give source depth_camera_info_topic (its CameraInfo topic)")
                     with contextlib.suppress(TransformException):
                         T_c_d = colour_from_depth(tf, world_frame, T_world_cam, d_frame, d_stamp)
                         depth_ref = (d_log, d_stamp, depth_infos[depth_info_stamps[kd - 1]], T_c_d)
@@ -294,7 +303,8 @@ class BagFrames:
             nearest = np.minimum(np.abs(d[np.clip(i - 1, 0, len(d) - 1)] - t), np.abs(d[np.clip(i, 0, len(d) - 1)] - t)).min() / 1e6
             raise BagError(f"{self.path}: none of {len(self.stamps_ns)} posed images has a depth image on "
                            f"{self.depth_topic} within {max_dt * 1e3:g} ms (nearest {nearest:.1f} ms): the depth camera's "
-                           "stamps are on another clock or offset; fix them, or set depth_topic \"\" to train without depth")
+                           "stamps are on another clock or offset: fix them, raise source sync_slop above that offset if "
+                           "the driver stamps its two cameras apart, or set depth_topic \"\" to train without depth")
         self.poses = np.stack(poses)
         self.stamps = np.array([ns_to_seconds(t) for t in self.stamps_ns])
         self._reader = None
