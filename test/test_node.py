@@ -1742,9 +1742,17 @@ def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised(capfd, m
         destroy(self)
         seen.append(self.pipeline.model is None)
 
+    import mtl3d_perception.ros.node as node_module
+
+    spin = node_module.spin_until_shutdown
+
+    def spin_then_ctrl_c(node, on_callback_error=None):  # the first Ctrl-C, once the node spins (not while it starts)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        spin(node, on_callback_error)
+
     monkeypatch.setattr(PerceptionNode, "destroy_node", destroy_with_a_second_sigint)
+    monkeypatch.setattr(node_module, "spin_until_shutdown", spin_then_ctrl_c)
     before = signal.getsignal(signal.SIGINT)
-    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the first Ctrl-C, once it spins
     assert main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]) == 0
     assert seen == [True, True]
     err = capfd.readouterr().err
