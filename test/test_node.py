@@ -1758,3 +1758,24 @@ def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised(capfd, m
     err = capfd.readouterr().err
     assert "SIGINT received while shutting down" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_signal_swallowed_by_an_import_still_stops_the_start(monkeypatch):
+    """A loaded CI run: Ctrl-C while the node's modules were importing, and the node started anyway (its
+    KeyboardInterrupt was lost inside an import). ``node_main`` remembers the request and returns 0 before starting."""
+    import types
+
+    from mtl3d_perception.ros import node_main
+
+    monkeypatch.setattr(node_main, "_shutdown_requested", False)
+    with pytest.raises(KeyboardInterrupt):
+        node_main._terminate(signal.SIGINT, None)
+    assert node_main._shutdown_requested
+    started = []
+    monkeypatch.setitem(sys.modules, "mtl3d_perception.ros.node",
+                        types.SimpleNamespace(main=lambda args=None: started.append(args) or 0))
+    before = signal.getsignal(signal.SIGINT)
+    assert node_main.main(["perception_node"]) == 0 and started == []  # swallowed, yet not started
+    assert signal.getsignal(signal.SIGINT) is before
+    monkeypatch.setattr(node_main, "_shutdown_requested", False)
+    assert node_main.main(["perception_node"]) == 0 and started == [["perception_node"]]
