@@ -1775,7 +1775,34 @@ def test_a_signal_swallowed_by_an_import_still_stops_the_start(monkeypatch):
     monkeypatch.setitem(sys.modules, "mtl3d_perception.ros.node",
                         types.SimpleNamespace(main=lambda args=None: started.append(args) or 0))
     before = signal.getsignal(signal.SIGINT)
-    assert node_main.main(["perception_node"]) == 0 and started == []  # swallowed, yet not started
+    assert node_main.run(["perception_node"]) == 0 and started == []  # swallowed, yet not started
     assert signal.getsignal(signal.SIGINT) is before
     monkeypatch.setattr(node_main, "_shutdown_requested", False)
-    assert node_main.main(["perception_node"]) == 0 and started == [["perception_node"]]
+    assert node_main.run(["perception_node"]) == 0 and started == [["perception_node"]]
+
+
+def test_signals_after_the_first_do_not_kill_the_exiting_node():
+    """A node trial: Ctrl-C twice, Ctrl-C then SIGTERM, or three Ctrl-C (ros2 launch adds its own to the
+    terminal's) exited -2 / -15 or raised in torch's atexit callback: the handlers were restored while the
+    interpreter tore down. ``perception_node`` exits 0 without a traceback however the later signals land."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(random.randint(20, 200)), "OMP_NUM_THREADS": "1"}
+    for later in ([signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]):
+        proc = subprocess.Popen([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--ros-args", "-p",
+                                 "model_path:=preset:tiny"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines: list[bytes] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any(b"ready" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, b"".join(lines).decode()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        for i, sig in enumerate(later):
+            time.sleep(0.05 + 0.1 * i)
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, (later, b"".join(lines).decode())
+        reader.join(timeout=10)
+        err = b"".join(lines)
+        assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()

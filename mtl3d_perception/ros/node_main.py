@@ -45,6 +45,16 @@ def wants_help(args: list[str]) -> bool:
 
 
 def main(args: list[str] | None = None) -> int:
+    """The executable: :func:`run`, then SIGINT and SIGTERM ignored, as the process only exits from here on. A second
+    Ctrl-C (``ros2 launch`` sends its own after the terminal's) or a SIGTERM during the interpreter's and torch's
+    teardown killed it (exit -2 / -15) or raised in torch's atexit callback (a node trial: 3 of 4 runs)."""
+    code = run(args)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
+def run(args: list[str] | None = None) -> int:
     """Import the node, then run :func:`mtl3d_perception.ros.node.main` (its return value: 0 on a requested shutdown,
     1 when the node cannot start). With ``-h``/``--help`` (:func:`wants_help`): print the usage and the parameters
     (``runtime.config.yaml_text``) and return 0 without starting the node."""
