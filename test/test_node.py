@@ -1791,7 +1791,7 @@ def test_signals_after_the_first_do_not_kill_the_exiting_node():
         proc = subprocess.Popen([sys.executable, "-m", "mtl3d_perception.ros.node_main", "--ros-args", "-p",
                                  "model_path:=preset:tiny"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader = threading.Thread(target=lines.extend, args=(proc.stderr,), daemon=True)
         reader.start()
         deadline = time.monotonic() + 120
         while not any(b"ready" in line for line in lines):
