@@ -688,6 +688,11 @@ def check_inputs(bag: str | Path, out_dir: str | Path, options: ReplayOptions) -
                 messages.close()
             if first is not None:
                 check_label_encoding(bag, topic, kind, conversions.label_image_encoding(first[2]), flag)
+                if kind == "depth" and conversions.is_compressed_image(first[2]):
+                    try:  # a compressed format that cannot be read (RVL): refused now, not warned once per frame
+                        conversions.depth_image_to_metres(first[2])
+                    except ValueError as exc:
+                        raise BagError(f"{bag}: {flag} {topic}: {exc}") from None
     replay_range(bag, options)  # an offset past the bag's end
     check_out_dir(out_dir, bag)
     return options, note

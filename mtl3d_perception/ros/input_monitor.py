@@ -16,6 +16,7 @@ diagnostic_updater itself is not installable here (``../shared/notes/ros2_ecosys
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ INFO_MISSING_AFTER_S = 1.0  # images without any camera_info for this long: say 
 SILENT_LOG_MAX_S = 60.0  # a camera off for long: its warning at most this often in the log (always in /diagnostics)
 IMAGES_LOST_BELOW = 0.4  # fewer images than this per camera_info over the window: images are lost on the way
 IMAGES_LOST_MIN_INFOS = 5  # ... counted once the window holds at least this many camera_info
+REGULAR_GAPS = 1.5  # image stamps whose gaps (at least 3) differ by less than this factor come at a rate of their own
 
 
 def warning_period_s(silent_s: float, base_s: float) -> float:
@@ -85,6 +87,7 @@ class InputMonitor:
         self.started_at = clock()
         self._lock = threading.Lock()
         self._arrivals: dict[str, deque[float]] = {role: deque(maxlen=1000) for role in inputs}
+        self._stamps: dict[str, deque[tuple[float, int]]] = {role: deque(maxlen=1000) for role in inputs}
         # when each input's current run of messages began (no gap over window_s since): the bounded deque forgets
         # it at over 1000 messages per run (a 2 kHz stream does in half a second)
         self._run_start: dict[str, float] = {}
@@ -95,14 +98,16 @@ class InputMonitor:
         """Mark an input as not subscribed at all (its status is ERROR with ``reason``)."""
         self.unavailable[role] = reason
 
-    def tick(self, role: str) -> None:
-        """One message arrived on ``role``."""
+    def tick(self, role: str, stamp_ns: int = 0) -> None:
+        """One message arrived on ``role``; ``stamp_ns`` its header stamp (0: none or invalid)."""
         with self._lock:
             now = self.clock()
             arrivals = self._arrivals[role]
             if not arrivals or now - arrivals[-1] > self.window_s:
                 self._run_start[role] = now
             arrivals.append(now)
+            if stamp_ns > 0:
+                self._stamps[role].append((now, int(stamp_ns)))
             self._counts[role] += 1
 
     def _status(self, role: str, topic: str, now: float) -> InputStatus:
@@ -138,14 +143,20 @@ class InputMonitor:
         images, infos = (sum(now - t <= self.window_s for t in self._arrivals[r]) for r in ("image", "camera_info"))
         if images == 0 or infos < IMAGES_LOST_MIN_INFOS or images >= IMAGES_LOST_BELOW * infos:
             return None  # no image at all is the silent-input case
+        stamps = sorted(s for t, s in self._stamps["image"] if now - t <= self.window_s)
+        gaps = [b - a for a, b in itertools.pairwise(stamps) if b > a]
+        if len(gaps) >= 3 and max(gaps) < REGULAR_GAPS * min(gaps):
+            return None  # images at a steady rate of their own (camera_info sent more often, images throttled)
         return images, infos
 
     def images_lost(self) -> tuple[int, int] | None:
         """``(images, camera_infos)`` received over the last window when fewer than :data:`IMAGES_LOST_BELOW` images
         arrived per camera_info (at least :data:`IMAGES_LOST_MIN_INFOS` of those, and some images: none at all is a
-        silent input), counted once a whole window has passed since start-up; None otherwise. A camera driver
-        publishes one camera_info with each image (image_transport's CameraPublisher), so the missing images were
-        lost in transit: large best-effort messages are lost whole with one UDP fragment (Fast DDS)."""
+        silent input) and the images' stamps have irregular gaps, counted once a whole window has passed since
+        start-up; None otherwise. A camera driver publishes one camera_info with each image (image_transport's
+        CameraPublisher), so missing images were lost in transit, at random: large best-effort messages are lost whole
+        with one UDP fragment (Fast DDS). Images at a steady rate of their own (gaps within :data:`REGULAR_GAPS` of
+        each other) are not lost: camera_info sent three times as often, or images throttled (a retrial warned there)."""
         with self._lock:
             return self._images_lost(self.clock())
 
@@ -257,8 +268,9 @@ def images_lost_message(image: str, images: int, infos: int, window_s: float, qo
     remedies for a best-effort publisher."""
     why = qos_problem or (
         "a best-effort image is lost whole when one of its fragments is (large images with Fast DDS over UDP); a "
-        "camera driver publishing reliable with the subscription's reliable override "
-        f"({override_parameter(image, 'subscription', 'reliability')}: reliable), compressed images (image_transport: compressed) or a smaller image keep them")
+        "camera driver publishing reliable with the subscription's reliable override (where not set yet: "
+        f"{override_parameter(image, 'subscription', 'reliability')}: reliable), compressed images (image_transport: "
+        "compressed), a smaller image, or a less loaded network or CPU keep them")
     return (f"{images} images but {infos} camera_info arrived on {image} in the last {window_s:g} s: a camera "
             f"publishes one of each per frame, so {infos - images} images were lost on the way; {why}")
 

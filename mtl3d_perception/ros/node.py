@@ -296,8 +296,8 @@ class PerceptionNode(Node):
     def on_image(self, image: Any) -> None:
         """Every image, before the synchroniser sees it: counts it and detects time jumping back."""
         self.stats.count("images")
-        self.inputs.tick("image")
         stamp_ns = self._last_stamp_ns["image"] = conversions.header_stamp_ns(image.header.stamp, invalid=-1)
+        self.inputs.tick("image", stamp_ns)
         # the real message_filters raises on a stamp rclpy cannot hold (callback_failed then knows why)
         self._invalid_stamp = stamp_ns < 0
         stamp_ns = max(stamp_ns, 0)  # an invalid stamp is no stamp, not a jump

@@ -237,7 +237,7 @@ class BagFrames:
         self.semantic_refs: list[tuple[int, int] | None] = []  # (log time, stamp)
         self.unposed = 0
         self.no_camera_info = 0  # images before the first camera_info (a recording started between the two)
-        depth_matched = 0  # posed images with a depth message within max_dt
+        matched = {"depth": 0, "semantic": 0}  # posed images with a depth / semantic message within max_dt
         first_error = ""
         for t_log, stamp, frame_id in sorted(images, key=lambda x: x[1]):
             k = bisect.bisect_right(info_stamps, stamp)
@@ -255,7 +255,7 @@ class BagFrames:
                 continue
             depth_ref = None
             j = _nearest(extra_stamps["depth"], stamp, max_dt_ns) if self.depth_topic else None
-            depth_matched += j is not None
+            matched["depth"] += j is not None
             if j is not None:
                 d_stamp, d_log, d_frame, d_wh = extra["depth"][j]
                 kc = bisect.bisect_right(depth_camera_stamps, d_stamp)
@@ -279,6 +279,7 @@ class BagFrames:
                         T_c_d = colour_from_depth(tf, world_frame, T_world_cam, d_frame, d_stamp)
                         depth_ref = (d_log, d_stamp, depth_infos[depth_info_stamps[kd - 1]], T_c_d)
             s = _nearest(extra_stamps["semantic"], stamp, max_dt_ns) if self.semantic_topic else None
+            matched["semantic"] += s is not None
             self.log_times.append(t_log)
             self.stamps_ns.append(stamp)
             self.frame_ids.append(frame_id)
@@ -297,14 +298,18 @@ class BagFrames:
             raise BagError(f"{self.path}: none of {len(images)} images has a pose in world_frame {world_frame!r} from TF "
                            f"(first failure: {first_error}); TF frames in the bag: {', '.join(frames) or 'none'}. "
                            f"The bag has: {describe_topics(available)}")
-        if self.depth_topic and extra["depth"] and not depth_matched:  # labels that would silently be absent
-            d, t = np.asarray(extra_stamps["depth"], np.int64), np.asarray(self.stamps_ns, np.int64)
+        # labels that would silently be absent (a trial: semantic labels all 25 ms late scored no mIoU, without a word)
+        for kind, topic in (("depth", self.depth_topic), ("semantic", self.semantic_topic)):
+            if not topic or not extra[kind] or matched[kind]:
+                continue
+            d, t = np.asarray(extra_stamps[kind], np.int64), np.asarray(self.stamps_ns, np.int64)
             i = np.searchsorted(d, t)
             nearest = np.minimum(np.abs(d[np.clip(i - 1, 0, len(d) - 1)] - t), np.abs(d[np.clip(i, 0, len(d) - 1)] - t)).min() / 1e6
-            raise BagError(f"{self.path}: none of {len(self.stamps_ns)} posed images has a depth image on "
-                           f"{self.depth_topic} within {max_dt * 1e3:g} ms (nearest {nearest:.1f} ms): the depth camera's "
-                           "stamps are on another clock or offset: fix them, raise source sync_slop above that offset if "
-                           "the driver stamps its two cameras apart, or set depth_topic \"\" to train without depth")
+            camera = "depth camera's" if kind == "depth" else "labels'"
+            raise BagError(f"{self.path}: none of {len(self.stamps_ns)} posed images has a {kind} image on {topic} within "
+                           f"{max_dt * 1e3:g} ms (nearest {nearest:.1f} ms): the {camera} stamps are on another clock or "
+                           "offset: fix them, raise source sync_slop above that offset if the driver stamps them apart, "
+                           f"or set {kind}_topic \"\" to train without {kind}")
         self.poses = np.stack(poses)
         self.stamps = np.array([ns_to_seconds(t) for t in self.stamps_ns])
         self._reader = None
