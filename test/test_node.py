@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -1726,38 +1727,36 @@ def test_use_sim_time_without_clock_is_reported_on_steady_time(ros_context):
         h.close()
 
 
-def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised(capfd, monkeypatch):
+def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised():
     """A node trial: Ctrl-C twice (the terminal's, then ros2 launch's own) while frames streamed raised
     KeyboardInterrupt inside destroy_node (the worker's join): a traceback, the model never released, an abort. The
-    second signal now lands while destroy_node runs and is logged; main returns 0 and the handlers before are back."""
-    from mtl3d_perception.ros.node import PerceptionNode, main
+    second signal, landing while destroy_node runs, is logged; the model is released and the exit is 0. In a
+    subprocess: the executable keeps its handlers to the end, which in this process would replace rclpy's."""
+    script = textwrap.dedent("""
+        import os, signal, threading, time
+        from mtl3d_perception.ros import node as n, node_main
+        destroy, spin = n.PerceptionNode.destroy_node, n.spin_until_shutdown
 
-    destroy = PerceptionNode.destroy_node
-    seen = []
+        def destroy_with_a_second_sigint(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while shutting down
+            time.sleep(0.2)  # Python runs the handler between bytecodes: within this sleep
+            print("loaded", self.pipeline.model is not None, flush=True)
+            destroy(self)
+            print("released", self.pipeline.model is None, flush=True)
 
-    def destroy_with_a_second_sigint(self):
-        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, delivered while shutting down
-        time.sleep(0.2)  # Python runs the handler between bytecodes: within this sleep
-        seen.append(self.pipeline.model is not None)
-        destroy(self)
-        seen.append(self.pipeline.model is None)
+        def spin_then_ctrl_c(node, on_callback_error=None):  # the first Ctrl-C, once the node spins
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            spin(node, on_callback_error)
 
-    import mtl3d_perception.ros.node as node_module
-
-    spin = node_module.spin_until_shutdown
-
-    def spin_then_ctrl_c(node, on_callback_error=None):  # the first Ctrl-C, once the node spins (not while it starts)
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-        spin(node, on_callback_error)
-
-    monkeypatch.setattr(PerceptionNode, "destroy_node", destroy_with_a_second_sigint)
-    monkeypatch.setattr(node_module, "spin_until_shutdown", spin_then_ctrl_c)
-    before = signal.getsignal(signal.SIGINT)
-    assert main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]) == 0
-    assert seen == [True, True]
-    err = capfd.readouterr().err
-    assert "SIGINT received while shutting down" in err and "Traceback" not in err
-    assert signal.getsignal(signal.SIGINT) is before
+        n.PerceptionNode.destroy_node, n.spin_until_shutdown = destroy_with_a_second_sigint, spin_then_ctrl_c
+        raise SystemExit(node_main.main(["perception_node", "--ros-args", "-p", "model_path:=preset:tiny"]))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(random.randint(20, 200)), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "loaded True" in done.stdout and "released True" in done.stdout, done.stdout
+    assert "SIGINT received while shutting down" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_signal_swallowed_by_an_import_still_stops_the_start(monkeypatch):
@@ -1773,7 +1772,7 @@ def test_a_signal_swallowed_by_an_import_still_stops_the_start(monkeypatch):
     assert node_main._shutdown_requested
     started = []
     monkeypatch.setitem(sys.modules, "mtl3d_perception.ros.node",
-                        types.SimpleNamespace(main=lambda args=None: started.append(args) or 0))
+                        types.SimpleNamespace(main=lambda args=None, on_shutdown=None: started.append(args) or 0))
     before = signal.getsignal(signal.SIGINT)
     assert node_main.run(["perception_node"]) == 0 and started == []  # swallowed, yet not started
     assert signal.getsignal(signal.SIGINT) is before

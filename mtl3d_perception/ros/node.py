@@ -34,14 +34,12 @@ the pipeline its frame history.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -734,12 +732,13 @@ def init_failure_message(exc: Exception) -> str:
     return f"cannot start: bad ROS arguments: {text}"
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, *, on_shutdown: Callable[[Any], None] | None = None) -> int:
     """``ros2 run mtl3d_perception perception_node`` (the Jazzy examples_rclpy_executors listener pattern).
 
     Returns 0 on a requested shutdown (also one that interrupts the start), 1 when the node cannot start (bad ROS
     arguments, parameters or model) or its executor fails, with one fatal log line naming the problem and no
-    traceback.
+    traceback. ``on_shutdown(logger)`` runs as the shutdown begins, before the node is destroyed (the executable,
+    ``ros.node_main``, takes further signals there; in-process callers keep their handlers).
     """
     try:  # a missing or malformed --params-file, a bad remapping: rcl refuses the arguments
         rclpy.init(args=args)
@@ -767,34 +766,12 @@ def main(args: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        with signals_logged_during_shutdown(node.get_logger() if node is not None else
-                                            rclpy.logging.get_logger(topics.NODE_NAME)):
-            if node is not None:
-                node.destroy_node()
-            rclpy.try_shutdown()
+        if on_shutdown is not None:
+            on_shutdown(node.get_logger() if node is not None else rclpy.logging.get_logger(topics.NODE_NAME))
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
     return 0
-
-
-@contextlib.contextmanager
-def signals_logged_during_shutdown(logger: Any) -> Iterator[None]:
-    """While the node shuts down, a further SIGINT or SIGTERM is logged instead of raised, then the handlers before
-    are restored. ``ros2 launch`` sends its own SIGINT after the terminal's Ctrl-C: raised inside ``destroy_node`` (the
-    worker's join) it left the model loaded and rclpy up, with a traceback and an abort (a node trial: 5 of 5 double
-    Ctrl-C while frames streamed). Only the main thread may set handlers; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def again(signum: int, frame: object) -> None:
-        logger.info(f"{signal.Signals(signum).name} received while shutting down; the inference thread is given up to "
-                    "30 s to finish its frame")
-
-    previous = {sig: signal.signal(sig, again) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 _shutdown_requested = False
 
@@ -54,6 +55,19 @@ def main(args: list[str] | None = None) -> int:
     return code
 
 
+def log_further_signals(logger: Any) -> None:
+    """From the start of the node's shutdown on, SIGINT and SIGTERM are logged instead of raised (``node.main``'s
+    ``on_shutdown``): raised inside ``destroy_node`` (the worker's join) one left the model loaded and rclpy up, with
+    a traceback and an abort (a node trial: 5 of 5 double Ctrl-C while frames streamed). Kept until the process exits
+    (:func:`main`), so only the executable installs it: in a process that goes on, it would replace rclpy's handlers."""
+    def again(signum: int, frame: object) -> None:
+        logger.info(f"{signal.Signals(signum).name} received while shutting down; the inference thread is given up to "
+                    "30 s to finish its frame")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, again)
+
+
 def run(args: list[str] | None = None) -> int:
     """Import the node, then run :func:`mtl3d_perception.ros.node.main` (its return value: 0 on a requested shutdown,
     1 when the node cannot start). With ``-h``/``--help`` (:func:`wants_help`): print the usage and the parameters
@@ -74,7 +88,7 @@ def run(args: list[str] | None = None) -> int:
             signal.signal(sig, handler)  # rclpy.init installs its own
     if _shutdown_requested:  # a signal whose KeyboardInterrupt an import swallowed (CI: the node started regardless)
         return 0
-    return node_main(args)
+    return node_main(args, on_shutdown=log_further_signals)
 
 
 if __name__ == "__main__":
