@@ -1759,25 +1759,31 @@ def test_a_second_sigint_while_the_node_shuts_down_is_logged_not_raised():
     assert "SIGINT received while shutting down" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_a_signal_swallowed_by_an_import_still_stops_the_start(monkeypatch):
+def test_a_signal_swallowed_by_an_import_still_stops_the_start():
     """A loaded CI run: Ctrl-C while the node's modules were importing, and the node started anyway (its
-    KeyboardInterrupt was lost inside an import). ``node_main`` remembers the request and returns 0 before starting."""
-    import types
-
-    from mtl3d_perception.ros import node_main
-
-    monkeypatch.setattr(node_main, "_shutdown_requested", False)
-    with pytest.raises(KeyboardInterrupt):
-        node_main._terminate(signal.SIGINT, None)
-    assert node_main._shutdown_requested
-    started = []
-    monkeypatch.setitem(sys.modules, "mtl3d_perception.ros.node",
-                        types.SimpleNamespace(main=lambda args=None, on_shutdown=None: started.append(args) or 0))
-    before = signal.getsignal(signal.SIGINT)
-    assert node_main.run(["perception_node"]) == 0 and started == []  # swallowed, yet not started
-    assert signal.getsignal(signal.SIGINT) is before
-    monkeypatch.setattr(node_main, "_shutdown_requested", False)
-    assert node_main.run(["perception_node"]) == 0 and started == [["perception_node"]]
+    KeyboardInterrupt was lost inside an import). ``node_main`` remembers the request and returns 0 before starting.
+    In a subprocess: setting signal handlers here would replace rclpy's in this process."""
+    script = textwrap.dedent("""
+        import signal, sys, types
+        from mtl3d_perception.ros import node_main
+        try:
+            node_main._terminate(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # what an import's bare except does with it
+        assert node_main._shutdown_requested
+        started = []
+        sys.modules["mtl3d_perception.ros.node"] = types.SimpleNamespace(
+            main=lambda args=None, on_shutdown=None: started.append(args) or 0)
+        before = signal.getsignal(signal.SIGINT)
+        assert node_main.run(["perception_node"]) == 0 and started == []  # swallowed, yet not started
+        assert signal.getsignal(signal.SIGINT) is before
+        node_main._shutdown_requested = False
+        assert node_main.run(["perception_node"]) == 0 and started == [["perception_node"]]
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_signals_after_the_first_do_not_kill_the_exiting_node():
