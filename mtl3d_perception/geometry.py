@@ -313,18 +313,20 @@ def flip_intrinsics(K, width: int):
 
 # Plausible pinhole intrinsics (K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] for an image of W x H pixels):
 # fx, fy between 0.05 and 100 times the larger image side (a field of view from about 169 deg down to 0.6 deg:
-# fx = W / (2 tan(fov / 2))), |s| <= fx (a shear of at most 45 deg), and the principal point at most one image
-# size outside the image (cropped and off-axis rectified images keep it near). Anything else is a corrupt or
-# mis-scaled camera_info, and back-projecting with it gives inf / NaN points.
+# fx = W / (2 tan(fov / 2))), |s| <= fx (a shear of at most 45 deg), and every pixel's ray within MAX_RAY_TAN focal
+# lengths of the optical axis (84 deg), wherever the principal point lies: an ROI in a corner of a large sensor has
+# its principal point far outside the ROI image (image_geometry takes it: cx = 319.5 - 512 for a 128x96 ROI at
+# (512, 384) of a 640x480 sensor; a camera trial found it refused "within one image size"). Anything else is a
+# corrupt or mis-scaled camera_info, and back-projecting with it gives inf / NaN points.
 FOCAL_RANGE_REL = (0.05, 100.0)
-PRINCIPAL_POINT_MARGIN_REL = 1.0
+MAX_RAY_TAN = 10.0
 
 
 def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) -> np.ndarray:
     """Return K as float64 3x3 or raise ValueError naming the field that is wrong.
 
     Checks the shape, finiteness, positive focal lengths, the last row [0, 0, 1] and the skew bound; with
-    ``size`` = (W, H) also the plausibility bounds above (``FOCAL_RANGE_REL``, ``PRINCIPAL_POINT_MARGIN_REL``).
+    ``size`` = (W, H) also the plausibility bounds above (``FOCAL_RANGE_REL``, ``MAX_RAY_TAN``).
     """
     K = _finite_matrix(K, (3, 3), name)
     fx, fy, skew, cx, cy = K[0, 0], K[1, 1], K[0, 1], K[0, 2], K[1, 2]
@@ -345,11 +347,13 @@ def check_intrinsics(K, name: str = "K", size: tuple[int, int] | None = None) ->
                 msg = (f"{name} {field} = {value:g} is implausible for a {W}x{H} image; expected {lo:g} to {hi:g} "
                        f"({FOCAL_RANGE_REL[0]:g} to {FOCAL_RANGE_REL[1]:g} x the larger image side)")
                 raise ValueError(msg)
-        m = PRINCIPAL_POINT_MARGIN_REL
-        for field, value, side in (("cx", cx, W), ("cy", cy, H)):
-            if not -m * side <= value <= (1 + m) * side:
-                msg = (f"{name} {field} = {value:g} is implausible for a {W}x{H} image; expected {-m * side:g} to "
-                       f"{(1 + m) * side:g} (within one image size of the image)")
+        for field, value, side, f in (("cx", cx, W, fx), ("cy", cy, H, fy)):
+            # the image's edges at -0.5 and side - 0.5 (pixel centres at integers: DESIGN §4)
+            lo, hi = side - 0.5 - MAX_RAY_TAN * f, MAX_RAY_TAN * f - 0.5
+            if not lo <= value <= hi:
+                msg = (f"{name} {field} = {value:g} is implausible for a {W}x{H} image with focal length {f:g}; "
+                       f"expected {lo:g} to {hi:g} (every pixel's ray within {MAX_RAY_TAN:g} focal lengths of the "
+                       "optical axis: 84 deg)")
                 raise ValueError(msg)
     return K
 

@@ -609,6 +609,31 @@ def test_roi_offsets_k_before_binning():
         CameraModel.from_camera_info(_camera_info(TYPESTORE.types, roi=(40, 0, 32, 24)))
 
 
+def test_an_roi_in_a_corner_of_the_sensor_runs_with_its_far_principal_point():
+    """A camera trial: a 16x12 ROI at (48, 36) of a 64x48 sensor gives cx = 31.5 - 48 = -16.5, outside the ROI image,
+    as image_geometry's PinholeCameraModel computes it and uses it; it was refused as "implausible" (within one image
+    size), every frame dropped. So was a driver's already-cropped K with an empty ROI, and the Python API's Frame with
+    it. Every pixel's ray stays near the axis there, so they run; a K whose rays would leave the 84 deg bound does not."""
+    from mtl3d_perception.model import build_model, resolve_config
+    from mtl3d_perception.msgs.messages import BadInput, frame_from_messages
+    from mtl3d_perception.runtime import Frame, PerceptionPipeline
+
+    types = TYPESTORE.types
+    info = _camera_info(types, roi=(48, 36, 16, 12))
+    image = cv.make_image(types, cv.make_header(types, 1, "cam"), _smooth_rgb(12, 16), "rgb8")
+    frame = frame_from_messages(image, info)
+    np.testing.assert_allclose(frame.K[:2, 2], [K_CASE[0, 2] - 48, K_CASE[1, 2] - 36])
+    cropped = frame_from_messages(image, _camera_info(types, K=frame.K, wh=(16, 12)))  # the driver cropped K itself
+    np.testing.assert_allclose(cropped.K, frame.K)
+    pipeline = PerceptionPipeline(build_model(resolve_config("tiny").replace(input_size=(32, 24), pretrained=False)))
+    assert pipeline.process(Frame(1, "cam", frame.rgb, frame.K, None)).depth is not None
+    far = frame.K.copy()
+    far[0, 2] = -20 * far[0, 0]  # rays 20 focal lengths off axis: a corrupt K, not a crop
+    with pytest.raises(BadInput, match=r"cx = -\d+.* is implausible for a 16x12 image with focal length .*every "
+                                       r"pixel's ray within 10 focal lengths"):
+        frame_from_messages(image, _camera_info(types, K=far, wh=(16, 12)))
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (dict(D=(np.nan, 0, 0, 0, 0)), r"camera_info D contains NaN or inf: \[nan, 0\.0, 0\.0, 0\.0, 0\.0\]"),
     (dict(D=(0, np.inf, 0, 0, 0)), "camera_info D contains NaN or inf"),
@@ -860,3 +885,34 @@ def test_compressed_depth_that_cannot_be_read_is_refused_naming_the_format():
         cv.depth_image_to_metres(grey)
     with pytest.raises(ValueError, match="declares it"):  # a PNG header declaring more pixels than allowed
         cv.depth_image_to_metres(_compressed_depth_message(types, "16UC1; compressedDepth png", value), max_pixels=10)
+
+
+@pytest.mark.parametrize(("encoding", "ext"), [("bayer_rggb8", ".png"), ("bayer_rggb16", ".png"),
+                                               ("bayer_grbg8", ".png"), ("bayer_rggb8", ".jpg")])
+def test_a_compressed_bayer_mosaic_is_debayered_as_the_raw_one(encoding, ext):
+    """A camera trial: compressed_image_transport stores a Bayer camera's image (FLIR/Spinnaker BayerRG8) as its
+    mosaic, format "bayer_rggb8; png compressed " with no target encoding, and its subscriber + cv_bridge debayer it;
+    decoded as colour it came out a grey checkerboard (walls of (200, 60, 30) and (30, 80, 200) as (200, 200, 200)
+    and (30, 30, 30)), replayed without a word. It now gives the raw encoding's colours."""
+    types = TYPESTORE.types
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    rgb[:, :16], rgb[:, 16:] = (200, 60, 30), (30, 80, 200)
+    pattern = encoding[6:10].upper()  # RGGB, GRBG: the colours at (0,0), (0,1), (1,0), (1,1)
+    mosaic = np.zeros((24, 32), np.uint8)
+    for (dy, dx), channel in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, "RGB".index(channel)]
+    if encoding.endswith("16"):
+        mosaic = mosaic.astype(np.uint16) * 257
+    header = cv.make_header(types, 1, "cam")
+    raw = cv.image_to_rgb8(cv.make_image(types, header, mosaic, encoding))
+    np.testing.assert_array_equal(raw[4:-4, 4:12], np.broadcast_to([200, 60, 30], (16, 8, 3)))  # the raw path: right
+    ok, data = cv2.imencode(ext, mosaic)
+    assert ok
+    cls = types["sensor_msgs/msg/CompressedImage"]
+    fmt = f"{encoding}; {'png' if ext == '.png' else 'jpeg'} compressed "
+    decoded = cv.image_to_rgb8(cls(header=header, format=fmt, data=np.frombuffer(data.tobytes(), np.uint8).copy()))
+    if ext == ".png":
+        np.testing.assert_array_equal(decoded, raw)
+    else:  # lossy, but red stays red and blue blue (grey was the defect)
+        assert np.abs(decoded[4:-4, 4:12].astype(int) - [200, 60, 30]).mean() < 25
+        assert np.abs(decoded[4:-4, 20:28].astype(int) - [30, 80, 200]).mean() < 25

@@ -270,14 +270,21 @@ def image_to_rgb8(msg: Any, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray
         )
     planar = encoding in PLANAR_YUV_ENCODINGS
     img = _planar_yuv(msg, max_pixels) if planar else image_to_array(msg, max_pixels=max_pixels)
+    img = _to_rgb8(img, encoding)
+    if planar and img.shape[1] != msg.width:  # nv24 of an odd width: drop the repeated column
+        img = np.ascontiguousarray(img[:, : msg.width])
+    return img
+
+
+def _to_rgb8(img: np.ndarray, encoding: str) -> np.ndarray:
+    """An image array in ``encoding`` (one of ``COLOUR_ENCODINGS``) -> ``[H,W,3]`` uint8 RGB: cv_bridge's cvtColor
+    for it, then its 16 -> 8 bit scaling. Raises ValueError where OpenCV cannot convert it."""
     code = COLOUR_ENCODINGS[encoding]
     if code is not None:
         try:
             img = cv2.cvtColor(img, code)
-            if planar and img.shape[1] != msg.width:  # nv24 of an odd width: drop the repeated column
-                img = np.ascontiguousarray(img[:, : msg.width])
         except cv2.error as exc:
-            raise ValueError(f"a {msg.width}x{msg.height} {encoding!r} image does not convert to RGB: "
+            raise ValueError(f"a {img.shape[1]}x{img.shape[0]} {encoding!r} image does not convert to RGB: "
                              f"{str(exc).strip().splitlines()[-1]}") from None
     if img.dtype == np.uint16:
         img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)  # cv_bridge's 16 -> 8 bit scaling, rounded
@@ -371,6 +378,16 @@ def _decode_compressed_rgb8(msg: Any, max_pixels: int) -> np.ndarray:
                          f"supported encodings: {', '.join(COLOUR_ENCODINGS)}")
     buf = _uint8_buffer(msg.data)
     header = _checked_header(buf, f"CompressedImage ({buf.size} bytes, format {fmt!r})", max_pixels)
+    if encoding.startswith("bayer_"):
+        # compressed_image_transport stores a Bayer image as its mosaic, with no target encoding ("bayer_rggb8; png
+        # compressed "): its subscriber decodes it unchanged and cv_bridge debayers it (a camera trial: decoded as
+        # colour it came out a grey checkerboard, without a word); a debayered one decodes as colour below
+        try:
+            mosaic = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            mosaic = None
+        if mosaic is not None and mosaic.ndim == 2:
+            return _to_rgb8(mosaic, encoding)
     # compressed_image_transport's subscriber: with an encoding prefix the codec saw RGB unless it says
     # "compressed bgr"; without one (plain "jpeg") it saw BGR, as OpenCV writes.
     codec_saw_rgb = bool(has_encoding) and "compressed bgr" not in compression
