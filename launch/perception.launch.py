@@ -16,6 +16,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from mtl3d_perception.ros import launch_args
+from mtl3d_perception.topics import IMAGE_INPUT
 
 PACKAGE = "mtl3d_perception"
 # node parameters that are also launch arguments; '' (the default) keeps params_file's value. The standard-library
@@ -55,10 +56,13 @@ def launch_setup(context):
                     parameters=[config["params_file"], overrides],
                     on_exit=Shutdown(reason="perception_node exited"))]
     if rviz:
+        # the config's topics are relative, so a namespace (PushRosNamespace) applies to RViz as to the node; an
+        # image_topic argument moves the "Input" display with it (a viewer trial: both stayed at the root's names)
+        remappings = [(IMAGE_INPUT, config["image_topic"])] if config.get("image_topic") else []
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
                             arguments=["-d", PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "mtl3d.rviz"])],
                             parameters=[{"use_sim_time": overrides.get("use_sim_time", False)}],
-                            on_exit=Shutdown(reason="rviz2 exited")))
+                            remappings=remappings, on_exit=Shutdown(reason="rviz2 exited")))
     return actions
 
 

@@ -102,6 +102,9 @@ def test_default_launch_uses_the_shipped_params_file_and_no_rviz(monkeypatch, in
 def test_rviz_on_request_and_a_missing_rviz2_starts_nothing(monkeypatch, installed):
     started, _ = _launch("perception.launch.py", monkeypatch, rviz="true")
     assert [p.kwargs["executable"] for p in started] == ["perception_node", "rviz2"]
+    assert started[1].kwargs["remappings"] == []
+    started, _ = _launch("perception.launch.py", monkeypatch, rviz="true", image_topic="/cam/image")
+    assert started[1].kwargs["remappings"] == [(topics.IMAGE_INPUT, "/cam/image")]  # the Input display follows
     installed.discard("rviz2")
     with pytest.raises(RuntimeError, match=r"not starting anything: missing rviz2 \(for rviz:=true"):
         _launch("perception.launch.py", monkeypatch, rviz="true")
@@ -236,13 +239,15 @@ def test_rviz_config_topics_and_qos():
     displays = manager["Displays"]
     classes = {d["Class"] for d in displays}
     assert {"rviz_default_plugins/Image", "rviz_default_plugins/PointCloud2", "rviz_default_plugins/TF"} <= classes
-    known = {topics.output_topic(n) for n in topics.OUTPUTS} | {topics.IMAGE_TOPIC, topics.CAMERA_INFO_TOPIC}
+    # relative names, resolved in RViz's namespace: under a namespace (PushRosNamespace, -r __ns:=/robot1) they
+    # follow the node's (a viewer trial: absolute ones left every display empty there)
+    known = {topics.output_topic(n).lstrip("/") for n in topics.OUTPUTS} | {topics.IMAGE_INPUT}
     for display in displays:
         if "Topic" not in display:
             continue
         topic = display["Topic"]["Value"]
-        assert topic in known, f"{display['Name']}: {topic} is not a topic of the node"
-        if topic != topics.IMAGE_TOPIC:  # our publishers are reliable; a reliable subscription matches them
+        assert topic in known, f"{display['Name']}: {topic} is not a topic of the node, as a relative name"
+        if topic != topics.IMAGE_INPUT:  # our publishers are reliable; a reliable subscription matches them
             assert display["Topic"]["Reliability Policy"] == "Reliable"
     cloud = next(d for d in displays if d["Class"] == "rviz_default_plugins/PointCloud2")
-    assert cloud["Topic"]["Value"] == topics.output_topic("points") and cloud["Color Transformer"] == "RGB8"
+    assert cloud["Topic"]["Value"] == topics.output_topic("points").lstrip("/") and cloud["Color Transformer"] == "RGB8"
