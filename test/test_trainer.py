@@ -529,3 +529,49 @@ def test_eval_says_which_scored_frames_the_checkpoint_was_trained_on(tmp_path, c
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["training_overlap"] == {f"bag:{bag}:0.25:1.0": [
         {"trained_on": 0, "source": f"bag {bag} frames 0-3", "frames": 2, "scored": 6}]}
+
+
+def test_the_overlap_note_follows_a_moved_recording_and_not_its_old_path(tmp_path, capsys, monkeypatch):
+    """A fine-tuning trial: a bag moved or renamed after training lost its note (38 of 187 scored frames were
+    training frames), and another recording written to the same path got a false one; the shipped model's note
+    depended on the folder eval ran in. trained_on records each recording's content fingerprint (a bag's log times
+    and message count, a folder's file names and sizes), which eval compares wherever the recording now lies."""
+    import shutil
+
+    from helpers import render_frames
+
+    from mtl3d_perception.cli import main
+    from mtl3d_perception.data.bag import write_bag
+    from mtl3d_perception.train.trained_on import fingerprint
+
+    torch.set_num_threads(1)
+    bag = write_bag(render_frames(3, 8, (64, 48)), tmp_path / "bag")
+    Trainer(smoke(tmp_path / "run", f"data.train=[{{kind: bag, path: {bag}, start: 0, end: 0.5, tasks: [depth]}}]",
+                  "steps=1")).fit()
+    ckpt = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    [entry] = [e for e in read_checkpoint_metadata(ckpt)["trained_on"] if e["kind"] == "bag"]
+    assert entry["fingerprint"] == fingerprint("bag", bag) is not None
+
+    def note(spec: str) -> str:
+        capsys.readouterr()
+        assert main(["eval", str(ckpt), "--data", spec, "--modes", "single_view", "--montages", "0", "--max-batches",
+                     "1", "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+        return capsys.readouterr().err
+
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(str(bag), moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert "are training frames of this checkpoint" in note("bag:renamed:0.0:1.0")
+    write_bag(render_frames(4, 8, (64, 48)), bag)  # another recording at the trained path
+    assert "training frames" not in note(f"bag:{bag}:0.0:1.0")
+    seq = tmp_path / "seq"  # a folder kind: the same files elsewhere are the same recording, another file is not
+    from mtl3d_perception.data.sequence import write_sequence
+
+    write_sequence(seq, render_frames(5, 4, (64, 48)))
+    copy = tmp_path / "copy_of_seq"
+    shutil.copytree(seq, copy)
+    assert fingerprint("sequence", seq) == fingerprint("sequence", copy) is not None
+    (copy / "extra.txt").write_text("x")
+    assert fingerprint("sequence", seq) != fingerprint("sequence", copy)
+    assert fingerprint("bag", tmp_path / "nothing") is None

@@ -8,6 +8,8 @@ measures recall, not what a new building gives, so ``mtl3d eval`` says when a ``
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +26,67 @@ def recording(path: str | Path) -> Path:
     named another recording (a trial: a false note, and a missed overlap)."""
     p = Path(path).expanduser().resolve()
     return p.parent if p.is_file() and p.suffix in (".mcap", ".db3") else p
+
+
+def fingerprint(kind: str, path: str | Path) -> str | None:
+    """A recording's identity from its content, not its path (a trial: a bag moved or renamed after training lost its
+    overlap note, and another recording written to the same path got a false one): for a bag its first and last log
+    times, message count (rosbag2's metadata) and its storage files' sizes and middle bytes; for a recording folder (sequence, TUM, ScanNet, 7-Scenes) the name
+    and size of every file under it, relative to it. None where it cannot be read (absent, unreadable).
+    """
+    p = Path(path).expanduser()
+    try:
+        if kind == "bag":
+            from mtl3d_perception.data.bag import open_reader
+
+            reader = open_reader(p)
+            try:
+                identity = f"{reader.start_time} {reader.end_time} {reader.message_count}"
+            finally:
+                reader.close()
+            # and a sample of each storage file's bytes (names may change, content not): a recording of the same
+            # length and stamps (a simulator's, a re-run) is another one
+            files = [p] if p.is_file() else [f for f in p.iterdir() if f.suffix in (".mcap", ".db3")]
+            identity += " " + " ".join(sorted(_sample(f) for f in files))
+        elif p.is_dir():
+            entries = sorted(f"{Path(root, name).relative_to(p)} {Path(root, name).stat().st_size}"
+                             for root, _, names in os.walk(p) for name in names)
+            identity = "\n".join(entries)
+        else:
+            return None
+    except (OSError, ValueError, RuntimeError):  # BagError, rosbags ReaderError: not readable as such
+        return None
+    return f"{kind}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def _sample(path: Path, size: int = 1 << 16) -> str:
+    """A file's size and the sha256 of ``size`` bytes from its middle: its identity without reading it whole."""
+    n = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, n // 2 - size // 2))
+        return f"{n}:{hashlib.sha256(f.read(size)).hexdigest()[:16]}"
+
+
+def with_identity(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``trained_on`` entry with its recording's absolute path (``recording``) and content ``fingerprint``, where
+    the recording can be read now (the trainer's sources; a fine-tune's init entries from before these fields, whose
+    relative paths resolve from the folder trained in)."""
+    if entry.get("kind") not in RECORDED_KINDS or not entry.get("path"):
+        return entry
+    out = dict(entry)
+    if not out.get("recording") and Path(entry["path"]).expanduser().exists():
+        out["recording"] = str(recording(entry["path"]))
+    if not out.get("fingerprint") and (fp := fingerprint(entry["kind"], out.get("recording") or entry["path"])):
+        out["fingerprint"] = fp
+    return out
+
+
+def _same_recording(entry: dict[str, Any], source: Any, source_fingerprint: str | None) -> bool:
+    """By content where both fingerprints are known, else by the absolute path (checkpoints from before
+    ``fingerprint``; before ``recording``, the path as typed, resolved from the current folder)."""
+    if entry.get("fingerprint") and source_fingerprint:
+        return entry["fingerprint"] == source_fingerprint
+    return Path(entry.get("recording") or recording(entry["path"])) == recording(source.path)
 
 
 def _describe(entry: dict[str, Any], lo: int, hi: int) -> str:
@@ -51,11 +114,11 @@ def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frame
         return []
     out: list[dict[str, Any]] = []
     by_range: dict[tuple[int, int, int], dict[str, Any]] = {}
+    source_fingerprint = fingerprint(source.kind, source.path)
     for i, entry in enumerate(trained_on):
         if not isinstance(entry, dict) or entry.get("kind") != source.kind or not entry.get("path"):
             continue
-        # checkpoints from before "recording": the path as typed, resolved here (right from the folder trained in)
-        if Path(entry.get("recording") or recording(entry["path"])) != recording(source.path):
+        if not _same_recording(entry, source, source_fingerprint):
             continue
         trained_topic = entry.get("image_topic", source.image_topic)
         if source.kind == "bag" and base_image_topic(trained_topic) != base_image_topic(source.image_topic):

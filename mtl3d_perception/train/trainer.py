@@ -53,7 +53,7 @@ from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
-from mtl3d_perception.train.trained_on import recording
+from mtl3d_perception.train.trained_on import with_identity
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +347,10 @@ def init_history(path: str | Path) -> list[dict[str, Any]]:
     earlier = read_checkpoint_metadata(path).get("trained_on")
     if not isinstance(earlier, list):
         earlier = [earlier] if earlier else []
-    return [{"init": tag, **source} if isinstance(source, dict) else {"init": tag, "description": str(source)}
-            for source in earlier]
+    # entries from before recording/fingerprint hold the path as typed where they were trained: anchored now, from
+    # the folder the fine-tune runs in (a trial: the shipped model's HoloLens note depended on the folder eval ran in)
+    return [with_identity({"init": tag, **source}) if isinstance(source, dict) else
+            {"init": tag, "description": str(source)} for source in earlier]
 
 
 # Keys a resumed run may change: its length (the schedule is rebuilt from it), its folder (moved), logging,
@@ -481,6 +483,11 @@ class Trainer:
         else:
             self.init_history = (init_history(init_checkpoint_path(cfg.model.init_checkpoint))
                                  if cfg.model.init_checkpoint else [])
+        # what every checkpoint records (trained_on): each source with its recording's path and content fingerprint,
+        # read once here (a bag's metadata, a folder's file list)
+        self._trained_on = [with_identity(to_dict(ds.cfg) | {"tasks": list(ds.labelled_tasks)}
+                                          | (scene_provenance() if ds.cfg.kind == "synthetic" else {}))
+                            for ds in self.train_set.sources]
         per_rank = len(self.train_set) // self.world
         self.epoch_len = per_rank // dc.batch_size
         if self.epoch_len < 1:
@@ -667,10 +674,7 @@ class Trainer:
                 "torch_rng": torch_rng,  # one row per rank
                 "cuda_rng": cuda_rng,
             }
-            trained_on = [to_dict(ds.cfg) | {"tasks": list(ds.labelled_tasks)}
-                          | ({"recording": str(recording(ds.cfg.path))} if ds.cfg.path else {})
-                          | (scene_provenance() if ds.cfg.kind == "synthetic" else {}) for ds in self.train_set.sources]
-            trained_on += self.init_history
+            trained_on = self._trained_on + self.init_history
             commit(self.ckpt_dir, self.step,
                    lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
                                                 step=self.step, train_config=to_dict(self.cfg),
