@@ -575,3 +575,32 @@ def test_the_overlap_note_follows_a_moved_recording_and_not_its_old_path(tmp_pat
     (copy / "extra.txt").write_text("x")
     assert fingerprint("sequence", seq) != fingerprint("sequence", copy)
     assert fingerprint("bag", tmp_path / "nothing") is None
+
+
+def test_resume_takes_the_same_recording_under_another_path(tmp_path, monkeypatch):
+    """A fine-tuning trial: a run started with a relative bag path could not be resumed with the absolute one (or
+    through a symlink, or after the bag moved): "data.train [...] -> [...]", both whole lists. The recording's
+    fingerprint in the checkpoint decides; another recording is still refused, by its key."""
+    import shutil
+
+    from helpers import render_frames
+
+    from mtl3d_perception.data.bag import write_bag
+    from mtl3d_perception.train.config import ConfigError
+
+    torch.set_num_threads(1)
+    write_bag(render_frames(3, 8, (64, 48)), tmp_path / "data" / "bag")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+
+    def trainer(path: str, steps: int, **kw) -> Trainer:
+        return Trainer(smoke(run, f"data.train=[{{kind: bag, path: {path}, tasks: [depth]}}]", "data.val=[]",
+                             "eval_every=0", f"steps={steps}"), **kw)
+
+    trainer("data/bag", 1).fit()
+    trainer(str(tmp_path / "data" / "bag"), 2, resume=True).fit()  # the absolute spelling
+    shutil.move(str(tmp_path / "data"), tmp_path / "moved")
+    trainer(str(tmp_path / "moved" / "bag"), 3, resume=True).fit()  # moved
+    write_bag(render_frames(4, 8, (64, 48)), tmp_path / "other")
+    with pytest.raises(ConfigError, match=r"but data\.train\.0\.path '.*moved/bag' -> '.*other'"):
+        trainer(str(tmp_path / "other"), 4, resume=True)

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -53,7 +54,7 @@ from mtl3d_perception.train.evaluate import evaluate
 from mtl3d_perception.train.loss_base import LOSSES
 from mtl3d_perception.train.losses import MultiTaskLoss
 from mtl3d_perception.train.train_state import CheckpointPairError, commit, find_committed, load_state_file
-from mtl3d_perception.train.trained_on import with_identity
+from mtl3d_perception.train.trained_on import fingerprint, with_identity
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +362,13 @@ RESUME_MAY_CHANGE = ("steps", "out_dir", "log_every", "image_every", "eval_every
                      "tensorboard", "progress", "device", "amp", "deterministic", "data.num_workers", "data.val")
 
 
-def resume_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def resume_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "",
+                   same_recording: Callable[[str, Any, Any], bool] | None = None) -> list[str]:
     """``'KEY OLD -> NEW'`` for each dotted key outside :data:`RESUME_MAY_CHANGE` whose value differs between a
-    run's saved training config and the one it is resumed with (both :func:`train.config.to_dict` trees)."""
+    run's saved training config and the one it is resumed with (both :func:`train.config.to_dict` trees). Lists of
+    sources of one length are compared source by source (``data.train.0.path ...``: a trial got both whole lists);
+    a source ``path`` spelled otherwise is no change where ``same_recording(key, old, new)`` says it is the same
+    recording (relative vs absolute, a symlink, the recording moved)."""
     out = []
     for key in sorted(set(saved) | set(current)):
         name = f"{prefix}{key}"
@@ -371,7 +376,13 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str =
             continue
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
-            out += resume_changes(old, new, f"{name}.")
+            out += resume_changes(old, new, f"{name}.", same_recording)
+        elif (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+              and all(isinstance(v, dict) for v in (*old, *new))):
+            for i, (o, n) in enumerate(zip(old, new)):
+                out += resume_changes(o, n, f"{name}.{i}.", same_recording)
+        elif key == "path" and old != new and same_recording is not None and same_recording(name, old, new):
+            continue
         elif old != new and not (isinstance(old, list | tuple) and isinstance(new, list | tuple)
                                  and list(old) == list(new)):
             out.append(f"{name} {old!r} -> {new!r}")
@@ -695,7 +706,14 @@ class Trainer:
         meta = read_checkpoint_metadata(pair.weights)
         meta_step = meta.get("step")
         if isinstance(meta.get("train_config"), dict):
-            changed = resume_changes(meta["train_config"], to_dict(self.cfg))
+            recorded = {f"data.train.{i}.path": e for i, e in enumerate(meta.get("trained_on") or [])
+                        if isinstance(e, dict) and "init" not in e}
+
+            def same_recording(key: str, old: Any, new: Any) -> bool:  # by the identity the checkpoint recorded
+                entry = recorded.get(key, {})
+                return bool(entry.get("fingerprint")) and fingerprint(entry.get("kind", ""), new) == entry["fingerprint"]
+
+            changed = resume_changes(meta["train_config"], to_dict(self.cfg), same_recording=same_recording)
             if changed:
                 msg = (f"--resume continues the run in {self.out_dir}, but {'; '.join(changed)}: a resumed run keeps "
                        f"its data, model, losses and optimiser (only {', '.join(RESUME_MAY_CHANGE)} may change); "
