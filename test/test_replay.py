@@ -905,6 +905,22 @@ def test_output_bag_diagnostics_carry_the_nodes_input_statuses(tmp_path):
     assert statuses["mtl3d_perception: pipeline"][2]["depth_confidence"].startswith("none")  # WallStub: no geometry
 
 
+def test_output_bag_diagnostics_say_when_images_are_missing_at_random_only(tmp_path):
+    """The node's "images lost on the way" (a node trial) in the output bag's statuses too: a recording whose images
+    are missing at random is WARN; one whose images come at a steady rate of their own (every third frame, with
+    camera_info for each) is not (a retrial: replay ticked without stamps, so it could not tell)."""
+    bag = write_bag(wall_frames(70), tmp_path / "bag")  # 10 Hz, 7 s
+    rng = np.random.default_rng(3)
+    kept = {i for i in range(70) if i % 5 == 0 or rng.uniform() < 0.1}  # about 1 in 4, irregular
+    for name, keep in (("random", lambda i: i in kept), ("steady", lambda i: i % 3 == 0)):
+        copied = tmp_path / name
+        copy_bag(bag, copied, edit=lambda topic, i, msg, keep=keep: msg if topic != topics.IMAGE_TOPIC or keep(i)
+                 else None)
+        replay_bag(copied, tmp_path / f"out_{name}", WallStub(2.0), quiet())
+        level, message, _ = last_diagnostics(tmp_path / f"out_{name}")["mtl3d_perception: input image"]
+        assert (level == 1 and "images lost on the way" in message) == (name == "random"), (name, level, message)
+
+
 # ------------------------------------------------------------------------------------ real camera inputs (issue 12)
 
 

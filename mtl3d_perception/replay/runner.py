@@ -246,8 +246,8 @@ class _Replay:
         if self.inputs is None:
             self.inputs = self._monitor_inputs()
         role = {o.image_topic: "image", o.camera_info_topic: "camera_info"}.get(topic)
-        if role in self.inputs.inputs:
-            self.inputs.tick(role)
+        if role in self.inputs.inputs:  # with its stamp: images at a steady rate of their own are not "lost"
+            self.inputs.tick(role, max(conversions.header_stamp_ns(msg.header.stamp, invalid=-1), 0))
         # past --playback-duration a camera_info is copied only while it may belong to an image in range
         orphan = (self.ended and topic == o.camera_info_topic and conversions.header_stamp_ns(msg.header.stamp)
                   > self.last_stamp_ns.get("image", -1) + round(o.sync_slop_s * 1e9))
