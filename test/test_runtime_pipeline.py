@@ -425,6 +425,14 @@ def test_a_k_for_another_image_size_is_warned_once_per_camera_and_k():
     halved[:2, 2] = [22.0, 14.5]  # K for 45x30
     (message,) = calibration(3, halved)
     assert "centred for a 45x30 image" in message
+    other_aspect = K.copy()  # a retrial: K of a 16:9 sensor mode (3840x2160 for 640x480 frames) got no hint
+    other_aspect[:2, 2] = [149.5, 67.0]  # K for 300x135
+    (message,) = calibration(4, other_aspect)
+    assert "centred for a 300x135 image: is K for another size?" in message
+    corner = K.copy()  # an ROI in a sensor's corner: far, but not a K for another size
+    corner[:2, 2] = [-30.0, -20.0]
+    (message,) = calibration(5, corner)
+    assert "far from the centre" in message and "another size" not in message
 
 
 def test_array_likes_run_as_numpy_and_wrong_layouts_are_named(model):

@@ -604,3 +604,9 @@ def test_resume_takes_the_same_recording_under_another_path(tmp_path, monkeypatc
     write_bag(render_frames(4, 8, (64, 48)), tmp_path / "other")
     with pytest.raises(ConfigError, match=r"but data\.train\.0\.path '.*moved/bag' -> '.*other'"):
         trainer(str(tmp_path / "other"), 4, resume=True)
+    # a retrial: another recording put at the trained path was resumed on, and the first one lost its record
+    shutil.rmtree(tmp_path / "moved" / "bag")
+    write_bag(render_frames(4, 8, (64, 48)), tmp_path / "moved" / "bag")
+    with pytest.raises(ConfigError, match=r"data\.train\.0\.path '.*moved/bag' holds another recording than the one "
+                                          r"trained on \(content fingerprint bag:\w+ -> bag:\w+\)"):
+        trainer(str(tmp_path / "moved" / "bag"), 4, resume=True)

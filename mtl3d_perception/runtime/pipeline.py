@@ -560,8 +560,10 @@ def _principal_point_problem(camera: str, frame: Frame) -> str | None:
     u, v = (cx + 0.5) / W, (cy + 0.5) / H  # 0.5: centred (DESIGN §4's pixel-centre convention)
     if abs(u - 0.5) <= 0.2 and abs(v - 0.5) <= 0.2:
         return None
-    scale = u + v  # cx+0.5 ~ s W / 2 and cy+0.5 ~ s H / 2 for a K of an s-times larger image
-    hint = (f"; it is centred for a {round(scale * W)}x{round(scale * H)} image: is K for another size?"
-            if abs(u - v) < 0.05 else "")
+    # cx + 0.5 ~ W' / 2 and cy + 0.5 ~ H' / 2 for a K of a W' x H' image: both off the centre the same way is the
+    # mark of another size (a retrial: a 3840x2160 K on 640x480 frames, another aspect, got no hint)
+    same_way = u > 0 and v > 0 and (u - 0.5) * (v - 0.5) > 0 and min(abs(u - 0.5), abs(v - 0.5)) > 0.1
+    hint = (f"; it is centred for a {round(2 * u * W)}x{round(2 * v * H)} image: is K for another size?"
+            if same_way else "")
     return (f"K's principal point ({cx:.1f}, {cy:.1f}) is far from the centre of the {W}x{H} image of camera "
             f"{camera!r} (at {u:.2f}, {v:.2f} of its width and height){hint}; the frame still runs")

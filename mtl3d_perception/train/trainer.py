@@ -714,6 +714,12 @@ class Trainer:
                 return bool(entry.get("fingerprint")) and fingerprint(entry.get("kind", ""), new) == entry["fingerprint"]
 
             changed = resume_changes(meta["train_config"], to_dict(self.cfg), same_recording=same_recording)
+            for i, source in enumerate(self.cfg.data.train):  # the same path, another recording (a retrial)
+                entry = recorded.get(f"data.train.{i}.path", {})
+                now = fingerprint(source.kind, source.path) if entry.get("fingerprint") and source.path else None
+                if now and now != entry["fingerprint"] and not any(c.startswith(f"data.train.{i}.path ") for c in changed):
+                    changed.append(f"data.train.{i}.path {source.path!r} holds another recording than the one trained on "
+                                   f"(content fingerprint {entry['fingerprint']} -> {now})")
             if changed:
                 msg = (f"--resume continues the run in {self.out_dir}, but {'; '.join(changed)}: a resumed run keeps "
                        f"its data, model, losses and optimiser (only {', '.join(RESUME_MAY_CHANGE)} may change); "
