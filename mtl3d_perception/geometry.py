@@ -441,8 +441,9 @@ def reproject_depth(depth_src, K_src, T_dst_src, K_dst, dst_hw: tuple[int, int])
     frame, or ScanNet's two calibrations): every destination pixel looks up the source pixel its ray meets
     (nearest, no depth invented across edges), so the result is as dense as the source allows. Otherwise each valid
     source pixel is splatted over its footprint, the destination pixels whose centres lie in the box of its four
-    corners (:data:`FOOTPRINT_HALF_PX` from its centre) projected at its depth, and the nearest surface wins (z-buffer): depth_image_proc's ``register`` with
-    ``fill_upsampling_holes`` (image_pipeline), there with two corners. One destination pixel per source pixel left
+    corners (:data:`FOOTPRINT_HALF_PX` from its centre) projected at its depth, and the nearest surface wins
+    (z-buffer): depth_image_proc's ``register`` with ``fill_upsampling_holes`` (image_pipeline), there with two
+    corners. One destination pixel per source pixel left
     3 in 4 pixels empty for a coarser depth camera (640x480 into 1280x720: a review) and 2-4 % holes under a
     rotation at equal resolution, where neighbouring pixels land 1.03 pixels apart (session 26's note).
 

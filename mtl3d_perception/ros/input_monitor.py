@@ -5,9 +5,10 @@ node feeds every input message into an :class:`InputMonitor` and asks it once a 
 also gets its own ``/diagnostics`` status. Levels follow diagnostic_updater's ``FrequencyStatus``
 (ros/diagnostics ``diagnostic_updater/_update_functions.py``): no message within the window is ERROR
 ("No events recorded"), messages arriving are OK; since the node has no expected rate, there is no "too low" /
-"too high" WARN, except one: the image input is WARN when far fewer images than camera_info arrive over the window
-(:meth:`InputMonitor.images_lost`: a camera publishes one of each per frame, so the images are lost on the way; a
-trial: 4 of 40 640x480 images arrived best-effort while all 40 camera_info did, and every status said OK). Not-subscribed inputs (e.g. TF without ``tf2_msgs``) are ERROR with the cause. Until
+"too high" WARN, except one: the image input is WARN when far fewer images than camera_info arrive over the window,
+at irregular intervals (:meth:`InputMonitor.images_lost`: a camera publishes one of each per frame, so the images
+are lost on the way; a trial: 4 of 40 640x480 images arrived best-effort while all 40 camera_info did, and every
+status said OK). Not-subscribed inputs (e.g. TF without ``tf2_msgs``) are ERROR with the cause. Until
 ``silent_after_s`` has passed since start-up nothing is reported silent (publishers may start later).
 
 diagnostic_updater itself is not installable here (``../shared/notes/ros2_ecosystem.md`` C.3), hence this.

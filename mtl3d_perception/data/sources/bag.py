@@ -19,8 +19,8 @@ Depth (``16UC1`` millimetres or ``32FC1`` metres, REP 118) pairs with the image 
 - *registered* (its ``frame_id`` is the image's, or empty, as ``aligned_depth_to_color`` topics are): used
   as it is, resized with nearest neighbours when its size differs;
 - *not registered* (another ``frame_id``): reprojected into the colour camera (``geometry.reproject_depth``,
-  each depth pixel splatted over its footprint, nearest surface wins) with the depth camera's own ``CameraInfo`` (``depth_camera_info_topic``, by
-  default ``camera_info`` beside the depth topic) and ``T_color_depth = inv(T_world_color(t_image)) @
+  each depth pixel splatted over its footprint, nearest surface wins) with the depth camera's own ``CameraInfo``
+  (``depth_camera_info_topic``, by default ``camera_info`` beside the depth topic) and ``T_color_depth = inv(T_world_color(t_image)) @
   T_world_depth(t_depth)`` from TF, which covers both the extrinsic and the motion between the two stamps.
 
 Semantic labels (``mono8`` class ids) must be registered to the colour image. Where a rectified raw image has no
@@ -74,7 +74,6 @@ from mtl3d_perception.runtime.tf_buffer import TransformBuffer, TransformExcepti
 
 log = logging.getLogger(__name__)
 
-MAX_DT_S = SYNC_SLOP_S  # depth / semantic messages pair with the image nearest in time within this (source sync_slop)
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -144,7 +143,7 @@ class BagFrames:
     def __init__(self, path: str | Path, *, image_topic: str = topics.IMAGE_TOPIC,
                  camera_info_topic: str = "", depth_topic: str = topics.GT_DEPTH_TOPIC,
                  depth_camera_info_topic: str = "", semantic_topic: str = topics.GT_SEMANTIC_TOPIC,
-                 world_frame: str = topics.WORLD_FRAME, max_dt: float = MAX_DT_S, skip_unposed: bool = True,
+                 world_frame: str = topics.WORLD_FRAME, max_dt: float = SYNC_SLOP_S, skip_unposed: bool = True,
                  image_kind: str = "auto") -> None:
         self.path = Path(path)
         available = bag_topics(self.path)
@@ -169,8 +168,8 @@ class BagFrames:
                         absent_topic(self.path, available, depth_topic, "depth"))
         for topic, what in ((self.depth_topic, "depth"), (self.semantic_topic, "semantic")):
             if topic:
-                check_topic_type(self.path, available, topic, what, ("sensor_msgs/msg/Image",) if what == "semantic"
-                                 else ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+                # depth may be image_transport's compressedDepth; labels are raw
+                check_topic_type(self.path, available, topic, what, IMAGE_TYPES if what == "depth" else IMAGE_TYPES[:1])
         depth_info_topic = depth_camera_info_topic or (topics.camera_info_topic_for(depth_topic) if self.depth_topic else "")
         self.depth_camera_info_topic = depth_info_topic  # read only for depth in another frame than the image's
         self.world_frame = world_frame
