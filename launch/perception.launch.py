@@ -16,7 +16,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 from mtl3d_perception.ros import launch_args
-from mtl3d_perception.topics import IMAGE_INPUT
+from mtl3d_perception.topics import IMAGE_INPUT, NODE_NAME
 
 PACKAGE = "mtl3d_perception"
 # node parameters that are also launch arguments; '' (the default) keeps params_file's value. The standard-library
@@ -52,13 +52,17 @@ def launch_setup(context):
                  for name, value in launch_args.given(config, NODE_ARGUMENTS).items()}
     if config["use_sim_time"]:
         overrides["use_sim_time"] = launch_args.as_bool("use_sim_time", config["use_sim_time"])
-    actions = [Node(package=PACKAGE, executable="perception_node", name="mtl3d_perception", output="screen",
+    actions = [Node(package=PACKAGE, executable="perception_node", name=NODE_NAME, output="screen",
                     parameters=[config["params_file"], overrides],
                     on_exit=Shutdown(reason="perception_node exited"))]
     if rviz:
-        # the config's topics are relative, so a namespace (PushRosNamespace) applies to RViz as to the node; an
-        # image_topic argument moves the "Input" display with it (a viewer trial: both stayed at the root's names)
-        remappings = [(IMAGE_INPUT, config["image_topic"])] if config.get("image_topic") else []
+        # the config's topics are relative, so a namespace (PushRosNamespace) applies to RViz as to the node; the
+        # node's image_topic (the argument, else params_file's) moves the "Input" display with it (viewer trials:
+        # it stayed at the default's name)
+        namespace = config.get("ros_namespace", "").strip("/")
+        image_topic = config.get("image_topic") or launch_args.params_file_value(
+            config["params_file"], f"/{namespace}/{NODE_NAME}" if namespace else f"/{NODE_NAME}", "image_topic")
+        remappings = [(IMAGE_INPUT, str(image_topic))] if image_topic and image_topic != IMAGE_INPUT else []
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
                             arguments=["-d", PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "mtl3d.rviz"])],
                             parameters=[{"use_sim_time": overrides.get("use_sim_time", False)}],

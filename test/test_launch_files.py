@@ -112,6 +112,44 @@ def test_rviz_on_request_and_a_missing_rviz2_starts_nothing(monkeypatch, install
         _launch("perception.launch.py", monkeypatch, rviz="maybe")
 
 
+def test_rviz_input_display_follows_the_params_files_image_topic(monkeypatch, installed, tmp_path):
+    """Session 27's note: an image_topic set in params_file (not as an argument) left RViz's Input display on the
+    default topic. The argument still wins over the file, as it does for the node."""
+    params_file = _params_file(tmp_path, image_topic="/robot/cam/image")
+    started, _ = _launch("perception.launch.py", monkeypatch, rviz="true", params_file=params_file)
+    assert started[1].kwargs["remappings"] == [(topics.IMAGE_INPUT, "/robot/cam/image")]
+    started, _ = _launch("perception.launch.py", monkeypatch, rviz="true", params_file=params_file,
+                         image_topic="/given/image")
+    assert started[1].kwargs["remappings"] == [(topics.IMAGE_INPUT, "/given/image")]
+    other = tmp_path / "other_node.yaml"  # a section for another node's name does not apply to this one
+    other.write_text(yaml.safe_dump({"/**/front_camera": {"ros__parameters": {"image_topic": "/front/image"}}}))
+    started, _ = _launch("perception.launch.py", monkeypatch, rviz="true", params_file=str(other))
+    assert started[1].kwargs["remappings"] == []
+
+
+@pytest.mark.parametrize(("key", "node", "applies"), [
+    ("/**", "/mtl3d_perception", True),
+    ("/**/mtl3d_perception", "/robot1/mtl3d_perception", True),
+    ("/**/mtl3d_perception", "/mtl3d_perception", True),
+    ("mtl3d_perception", "/mtl3d_perception", True),
+    ("mtl3d_perception", "/robot1/mtl3d_perception", False),
+    ("/robot1/mtl3d_perception", "/robot1/mtl3d_perception", True),
+    ("/robot2/mtl3d_perception", "/robot1/mtl3d_perception", False),
+    ("/*/mtl3d_perception", "/robot1/mtl3d_perception", True),
+    ("/*/mtl3d_perception", "/a/b/mtl3d_perception", False),
+    ("/**/front", "/robot1/mtl3d_perception", False),
+])
+def test_params_file_value_follows_rcl_node_keys(tmp_path, key, node, applies):
+    from mtl3d_perception.ros.launch_args import params_file_value
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"image_topic": "wildcard"}},
+                                    key: {"ros__parameters": {"image_topic": "specific"}}}, sort_keys=False))
+    assert params_file_value(str(path), node, "image_topic") == ("specific" if applies else "wildcard")
+    assert params_file_value(str(path), node, "device") is None
+    assert params_file_value(str(tmp_path / "missing.yaml"), node, "image_topic") is None
+
+
 @pytest.mark.parametrize("name", ["perception.launch.py", "replay.launch.py"])
 def test_every_process_ends_the_launch_when_it_exits(monkeypatch, installed, tmp_path, name):
     """No node outlives a failed launch: each process has on_exit=Shutdown, and checks come before any start."""

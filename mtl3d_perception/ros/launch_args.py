@@ -7,7 +7,11 @@ workspace venv's torch. Semantics:
   (``image_topic:=/cam/image``), it overrides the same key of ``params_file`` (launch_ros applies the
   ``parameters`` list in order, later entries winning);
 - every executable and package a launch needs is checked before the first process starts, so a missing
-  ``rviz2`` ends the launch with one message and no orphaned ``perception_node``.
+  ``rviz2`` ends the launch with one message and no orphaned ``perception_node``;
+- what the node will read from ``params_file`` (``params_file_value``) follows rcl's parameter-file rules, so RViz's
+  Input display can follow an ``image_topic`` set there as it follows the argument.
+
+PyYAML is the one import beyond the standard library: launch itself depends on it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,45 @@ def as_bool(name: str, value: str) -> bool:
         return False
     msg = f"launch argument {name}:={value!r}: expected true or false"
     raise ValueError(msg)
+
+
+def _matches(pattern: str, node_fqn: str) -> bool:
+    """rcl's parameter-file node key against a node's fully qualified name: ``*`` one token, ``**`` any number."""
+    tokens = [t for t in node_fqn.split("/") if t]
+    wanted = [t for t in pattern.split("/") if t]
+
+    def match(i: int, j: int) -> bool:
+        if i == len(wanted):
+            return j == len(tokens)
+        if wanted[i] == "**":
+            return any(match(i + 1, k) for k in range(j, len(tokens) + 1))
+        return j < len(tokens) and wanted[i] in ("*", tokens[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def params_file_value(path: str, node_fqn: str, name: str) -> object | None:
+    """The value a node named ``node_fqn`` (``/ns/name``) gets for parameter ``name`` from a parameter file.
+
+    rcl's rules: every top-level key that matches the node (``/**``, ``/**/name``, ``/ns/name``, ``*`` and ``**``
+    wildcards; a key without a leading ``/`` is taken from the root) applies in file order, later keys winning.
+
+    Returns:
+        the value, or None where the file sets no such parameter for that node, or cannot be read as one.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None  # the node reports the unreadable file itself
+    value = None
+    for key, section in (data or {}).items() if isinstance(data, dict) else ():
+        parameters = section.get("ros__parameters") if isinstance(section, dict) else None
+        if isinstance(parameters, dict) and name in parameters and _matches(str(key), node_fqn):
+            value = parameters[name]
+    return value
 
 
 def require_packages(packages: Iterable[str]) -> None:
