@@ -343,3 +343,29 @@ def test_check_rigid_names_the_problem(T, match):
 def test_check_intrinsics_names_the_problem(K, match):
     with pytest.raises(ValueError, match=match):
         g.check_intrinsics(K)
+
+
+def test_normals_towards_camera_leaves_facing_normals_and_turns_the_others():
+    """Predicted normals 5 degrees past perpendicular to the ray (an output trial, grazing surfaces) become
+    perpendicular (the nearest direction facing the camera); a reversed one is flipped; facing and NaN ones stay."""
+    from mtl3d_perception.geometry import normals_towards_camera
+
+    K = torch.tensor([[100.0, 0.0, 1.5], [0.0, 100.0, 0.5], [0.0, 0.0, 1.0]])
+    rays = torch.nn.functional.normalize(torch.as_tensor(g.backproject(np.ones((2, 4)), K.double().numpy())), dim=-1)
+    side = torch.nn.functional.normalize(torch.cross(rays, torch.tensor([0.0, 1.0, 0.0]).double().expand_as(rays),
+                                                     dim=-1), dim=-1)  # perpendicular to each ray
+    tilt = np.radians(5.0)
+    n = torch.stack([
+        -rays[0, 0],                                            # facing the camera
+        np.cos(tilt) * side[0, 1] + np.sin(tilt) * rays[0, 1],  # 5 degrees past perpendicular
+        rays[0, 2],                                             # reversed
+        torch.full((3,), float("nan"), dtype=torch.float64),   # invalid
+    ])[None].expand(2, 4, 3).clone()
+    n[1] = n[0]
+    out = normals_towards_camera(n.float(), K)
+    facing = (out.double() * rays).sum(-1)
+    torch.testing.assert_close(out[0, 0].double(), n[0, 0])
+    assert abs(float(facing[0, 1])) < 1e-6 and float((out[0, 1].double() * n[0, 1]).sum()) > np.cos(np.radians(5.01))
+    torch.testing.assert_close(out[0, 2].double(), -n[0, 2])
+    assert torch.isnan(out[0, 3]).all()
+    torch.testing.assert_close(torch.linalg.norm(out[:, :3].double(), dim=-1), torch.ones(2, 3, dtype=torch.float64))

@@ -63,6 +63,42 @@ class _CountingModel(torch.nn.Module):
         return self.inner.predict(*args)
 
 
+class _AwayNormalsModel(_CountingModel):
+    """Predicts normals that point away from the camera: optical +z (reversed) on the left half, 5 degrees past
+    perpendicular to +x on the right (a grazing surface)."""
+
+    def predict(self, *args):
+        out = dict(self.inner.predict(*args))
+        n = torch.zeros_like(out["normals"])
+        W = n.shape[-1]
+        n[:, 2, :, : W // 2] = 1.0
+        n[:, 0, :, W // 2:], n[:, 2, :, W // 2:] = np.cos(np.radians(5.0)), np.sin(np.radians(5.0))
+        out["normals"] = n
+        return out
+
+
+@pytest.mark.parametrize("resolution", ["network", "camera"])
+def test_published_normals_face_the_camera(model, resolution):
+    """An output trial: docs/design.md promises normals pointing towards the camera, and a few predicted ones
+    pointed up to 5.5 degrees away at grazing surfaces. Reversed ones are flipped, grazing ones made perpendicular."""
+    pipe = PerceptionPipeline(_AwayNormalsModel(model), _config(output_resolution=resolution))
+    products = pipe.process(_frame(0, x=0.0))
+    W, H = products.size
+    rays = backproject(np.ones((H, W)), products.K)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    facing = (products.normals * rays).sum(-1)
+    assert np.isfinite(facing).all() and (facing <= 1e-5).all()
+    left = products.normals[:, : W // 4]
+    np.testing.assert_allclose(left, np.broadcast_to([0.0, 0.0, -1.0], left.shape), atol=1e-6)  # flipped
+    # the grazing ones: perpendicular to the ray, turned by no more than they pointed past it (the nearest such)
+    predicted = np.array([np.cos(np.radians(5.0)), 0.0, np.sin(np.radians(5.0))])
+    past = np.arcsin((rays[:, W // 2 + 2:] @ predicted).clip(-1, 1))
+    turned = np.arccos((products.normals[:, W // 2 + 2:] @ predicted).clip(-1, 1))
+    grazing = (past > 0) & (past < np.radians(45.0))
+    assert grazing.mean() > 0.5 and np.abs(facing[:, W // 2 + 2:][grazing]).max() < 1e-5
+    np.testing.assert_allclose(turned[grazing], past[grazing], atol=1e-3)
+
+
 def test_each_frame_encoded_once_and_paired(model):
     counting = _CountingModel(model)
     pipe = PerceptionPipeline(counting, _config(min_baseline_m=0.1, max_pair_age_s=1.0))

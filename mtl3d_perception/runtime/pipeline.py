@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from mtl3d_perception.classes import IGNORE_INDEX, colorize_labels
 from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
-from mtl3d_perception.geometry import check_rigid, point_cloud, unit_vectors
+from mtl3d_perception.geometry import check_rigid, normals_towards_camera, point_cloud, unit_vectors
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import (
@@ -499,7 +499,7 @@ class PerceptionPipeline:
             n = out["normals"][0].float()  # unit vectors at the network size
             if n.shape[-2:] != (H, W):
                 n = unit_vectors(at_output_size(n[None], "bilinear")[0], 0)
-            n = n.permute(1, 2, 0)
+            n = normals_towards_camera(n.permute(1, 2, 0), torch.as_tensor(K_out, device=n.device))
             dev["normals"] = torch.where(valid[..., None], n, torch.full_like(n, float("nan")))
         if "boundary" in want:
             prob = torch.sigmoid(at_output_size(out["boundary"], "bilinear")[0, 0])
