@@ -401,6 +401,22 @@ def test_remapping_the_image_topic_moves_its_camera_info(ros_context, transport)
         node.destroy_node()
 
 
+def test_a_world_frame_tf_does_not_hold_names_the_parameter_and_the_frames(ros_context):
+    """A live trial: world_frame map on a robot whose TF has odom only said "Raise tf_timeout_s if odometry publishes
+    later" on every frame, which cannot help. It names the world_frame parameter and the frames TF holds."""
+    h = Harness(ros_context, tiny_model(), world_frame="map")
+    try:
+        h.send_tf(97 * S, 0.0)
+        h.send_frame(97 * S, _image(72))
+        h.wait_outputs(1)
+        problem = h.diag()["last_problem"]
+        assert "world_frame 'map' is not in TF: set the world_frame parameter" in problem, problem
+        assert f"frames in TF: {', '.join(sorted({topics.BASE_FRAME, CAM, topics.WORLD_FRAME}))};" in problem
+        assert "raising tf_timeout_s does not help" in problem and "Raise tf_timeout_s" not in problem
+    finally:
+        h.close()
+
+
 def test_single_view_with_a_camera_frame_cloud_does_not_wait_for_tf(ros_context):
     """A user trial: `single_view:=true cloud_frame:=camera` (a camera without odometry) still waited tf_timeout_s for
     TF on every frame (~300 ms each) and warned `tf` forever, although no pose is used then."""

@@ -239,8 +239,24 @@ def test_tf_failure_advice_follows_the_cause(model):
     driver.run(PoseJob(_frame(1), None, past, 0))
     assert "raising tf_timeout_s does not help" in driver.stats.last_problem
     assert "stamped in the future" in driver.stats.last_problem
-    driver.run(PoseJob(_frame(2), None, "LookupException: \"cam\" passed to lookupTransform does not exist", 0))
+    future = ("ExtrapolationException: Lookup would require extrapolation into the future. Requested time 40.0 but "
+              "the latest data is at time 39.9")
+    driver.run(PoseJob(_frame(2), None, future, 0))
     assert "Raise tf_timeout_s if odometry publishes later" in driver.stats.last_problem
+    # a live trial: world_frame map on a robot with odom only said "Raise tf_timeout_s" (tf2's wording below)
+    missing = {
+        'LookupException: "odom" passed to lookupTransform argument target_frame does not exist. ':
+            "world_frame 'odom' is not in TF: set the world_frame parameter",
+        'LookupException: "cam" passed to lookupTransform argument source_frame does not exist. ':
+            "the image's frame_id 'cam' is not in TF: publish the camera's transform",
+        "ConnectivityException: Could not find a connection between 'odom' and 'cam' because they are not part of the "
+        "same tree.Tf has two or more unconnected trees.": "'odom' and 'cam' are in unconnected TF trees",
+    }
+    for error, advice in missing.items():
+        driver.run(PoseJob(_frame(2), None, error, 0))
+        assert f"single-view. {advice}" in driver.stats.last_problem
+        assert "raising tf_timeout_s does not help" in driver.stats.last_problem
+        assert "Raise tf_timeout_s" not in driver.stats.last_problem
     driver.skip(PoseJob(_frame(3), None, past, 0), "no subscriber")  # lazy: nothing ran, so not "single-view"
     assert "kept without a pose (no source view later). TF holds only data newer" in driver.stats.last_problem
 

@@ -216,3 +216,19 @@ def test_transforms_recorded_out_of_order_are_inserted_in_time_order_and_counted
     assert buf.out_of_order == 4  # 14, 13, 11 and 12 came after 15; a repeated stamp is no disorder
     assert buf.max_out_of_order_ns == 4 * S // 10  # 11 after 15
     np.testing.assert_allclose(buf.lookup_matrix("odom", "base_link", 12 * S // 10), _T(2.0, yaw_deg=20.0), atol=1e-12)
+
+
+def test_tf_frames_reads_tf2s_and_the_compat_buffers_listing():
+    """The frame ids a missing-frame message lists: tf2's all_frames_as_string() names parents only as parents."""
+    import types
+
+    from mtl3d_perception.msgs.tf import tf_frames
+    from mtl3d_perception.ros.compat.tf2_ros import Buffer
+
+    tf2 = types.SimpleNamespace(all_frames_as_string=lambda: "Frame base_link exists with parent odom.\n"
+                                                             "Frame camera_optical exists with parent base_link.\n")
+    assert tf_frames(tf2) == ["base_link", "camera_optical", "odom"]
+    buffer = Buffer()
+    buffer.core.set_transform_matrix("odom", "base_link", 0, np.eye(4), is_static=True)
+    assert tf_frames(buffer) == ["base_link", "odom"]
+    assert tf_frames(object()) == []

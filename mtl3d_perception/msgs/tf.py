@@ -2,7 +2,7 @@
 
 - :func:`pose_from_tf`: a frame's ``T_world_cam`` through the tf2_ros ``Buffer`` API (``lookup_transform``), the
   real Buffer on a robot, the compat one (``ros.compat.tf2_ros``) in CI and in replay; :func:`latest_stamp_ns`: the
-  newest time a chain can be looked up at;
+  newest time a chain can be looked up at; :func:`tf_frames`: the frame ids a Buffer holds (for messages);
 - :func:`ingest_tf`: a ``tf2_msgs/TFMessage`` into such a Buffer (``set_transform`` / ``set_transform_static``),
   what ``tf2_ros.TransformListener`` does with each message, so replay feeds its buffer the way the node's
   listener does.
@@ -41,6 +41,24 @@ def pose_from_tf(buffer: Any, world_frame: str, frame: Frame, *,
         return transform_to_matrix(ts.transform), None
     except Exception as exc:  # tf2 exceptions, and anything odd in a transform message
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def tf_frames(buffer: Any) -> list[str]:
+    """The frame ids a tf2_ros ``Buffer`` holds, sorted, read from ``all_frames_as_string()`` (tf2's lines
+    ``Frame base_link exists with parent odom.``, or the compat Buffer's ``Frame base_link``); [] where it cannot say.
+    For messages only (what a missing-frame lookup could have used instead)."""
+    try:
+        text = str(buffer.all_frames_as_string())
+    except Exception:  # a Buffer without it: nothing to list
+        return []
+    names = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "Frame":
+            names.add(words[1])
+            if "parent" in words[:-1]:
+                names.add(words[-1].rstrip("."))
+    return sorted(names)
 
 
 def latest_stamp_ns(buffer: Any, world_frame: str, frame_id: str, *,

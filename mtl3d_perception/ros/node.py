@@ -63,13 +63,13 @@ from mtl3d_perception.msgs.messages import (
     header_message,
     products_to_messages,
 )
-from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf
+from mtl3d_perception.msgs.tf import latest_stamp_ns, pose_from_tf, tf_frames
 from mtl3d_perception.ros import diagnostics, qos
 from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor, PublisherInfo, warning_period_s
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
-from mtl3d_perception.runtime.driver import TF_NOT_SUBSCRIBED, FrameDriver
+from mtl3d_perception.runtime.driver import TF_NOT_SUBSCRIBED, FrameDriver, is_missing_tf_path
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
@@ -89,6 +89,7 @@ OUTPUT_GROUPS = tuple(dict.fromkeys(topics.output_group(name) for name in topics
 # as the subscriptions' keep-last queues do (a node trial: a FIFO of 30 that dropped the newest decoded frames ~1 s old)
 DECODE_BACKLOG = 2
 JUMP_BACK_NS = int(JUMP_BACK_S * 1e9)
+MAX_FRAMES_SHOWN = 12  # TF frame ids named in a missing-frame message
 
 
 def _descriptor(name: str, default: Any, description: str, read_only: bool, constraint: Any) -> ParameterDescriptor:
@@ -533,6 +534,11 @@ class PerceptionNode(Node):
         pose, error = pose_from_tf(self.tf_buffer, self.pipeline.world_frame, frame, time_type=Time)
         if error is not None and self.tf_unavailable:  # the lookup's own error and advice are beside the point
             error = f"{TF_NOT_SUBSCRIBED}: {self.tf_unavailable}"
+        elif error is not None and is_missing_tf_path(error):  # what the lookup could have used instead
+            frames = tf_frames(self.tf_buffer)
+            shown = ", ".join(frames[:MAX_FRAMES_SHOWN]) + (f", ... ({len(frames)} in all)"
+                                                            if len(frames) > MAX_FRAMES_SHOWN else "")
+            error = f"{error.rstrip('. ')}; frames in TF: {shown or 'none'}"
         return pose, error
 
     def _apply_updates(self) -> None:

@@ -35,6 +35,27 @@ ProblemHook = Callable[[str, str, "str | None", bool], None]
 # how a caller's pose lookup starts its error when /tf is not subscribed at all (the node without tf2_msgs): no
 # waiting helps, so no tf_timeout_s advice follows
 TF_NOT_SUBSCRIBED = "TF is not subscribed"
+# tf2's wording (and the compat buffer's) for a frame it has never heard of, and for frames in unconnected trees
+_MISSING_FRAME = "passed to lookupTransform argument"
+_UNCONNECTED = "not part of the same tree"
+
+
+def is_missing_tf_path(tf_error: str) -> bool:
+    """Whether a failed lookup's error (``msgs.tf.pose_from_tf``) says TF has no path at all between the frames (a
+    frame it has never held, or unconnected trees): a setting or a missing transform, which waiting cannot fix."""
+    return (_MISSING_FRAME in tf_error and "does not exist" in tf_error) or _UNCONNECTED in tf_error
+
+
+def _missing_path_advice(tf_error: str, world_frame: str, frame_id: str) -> str:
+    """What to fix when TF has no path from ``world_frame`` to the camera's ``frame_id``."""
+    if f'"{world_frame}" {_MISSING_FRAME}' in tf_error:
+        return (f"world_frame {world_frame!r} is not in TF: set the world_frame parameter to the fixed frame your "
+                "odometry publishes (e.g. odom or map)")
+    if f'"{frame_id}" {_MISSING_FRAME}' in tf_error:
+        return (f"the image's frame_id {frame_id!r} is not in TF: publish the camera's transform (usually a static one "
+                "from the robot's base) or fix the camera driver's frame_id")
+    return (f"{world_frame!r} and {frame_id!r} are in unconnected TF trees: a transform between them is missing "
+            "(the camera's static transform from the robot's base, or odometry's)")
 
 
 class FrameDriver:
@@ -171,6 +192,9 @@ class FrameDriver:
                     "than the TF cache, or a transform on that edge was stamped in the future (it holds the edge until "
                     "time passes it, as in tf2); raising tf_timeout_s does not help"
                     if "extrapolation into the past" in job.tf_error else
+                    f"{done}. " + _missing_path_advice(job.tf_error, self.config.world_frame, frame.frame_id)
+                    + "; raising tf_timeout_s does not help"
+                    if is_missing_tf_path(job.tf_error) else
                     done if self.config.single_view or job.tf_error.startswith(TF_NOT_SUBSCRIBED) else
                     f"{done}. Raise tf_timeout_s if odometry publishes later")
             self.problem("tf", f"no pose of {frame.frame_id} in {self.config.world_frame} at {frame.stamp:.3f} s "
