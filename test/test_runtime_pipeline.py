@@ -561,9 +561,15 @@ def test_set_config_compares_with_what_was_applied_not_the_object(model):
     config = _config(world_frame="odom").with_outputs({"depth"})
     pipe = PerceptionPipeline(model, config)
     pipe.process(_frame(0, x=0.0))
-    config.world_frame = "map"  # the caller's object: not applied
-    changed = pipe.config
-    changed.world_frame, changed.output_resolution = "map", "camera"
+    # an API trial: `config.min_baseline_m = 0.5` was accepted and never used (the value lives in config.pairing):
+    # RuntimeConfig is frozen, and every setting reads by its parameter name
+    for name, value in (("world_frame", "map"), ("min_baseline_m", 0.5)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(config, name, value)
+    assert config.min_baseline_m == config.pairing.min_baseline_m == 0.15
+    with pytest.raises(AttributeError, match="no attribute 'min_baseline'"):
+        _ = config.min_baseline
+    changed = pipe.config.replace(world_frame="map", output_resolution="camera")
     assert pipe.world_frame == "odom" and len(pipe.history) == 1
     assert pipe.process(_frame(1, x=0.0)).size == (NET_W, NET_H)  # nothing took effect
     pipe.set_config(changed)

@@ -15,7 +15,7 @@ from mtl3d_perception.typed_config import SettingError
 REPLAY = ("replay",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReplayOptions(RuntimeConfig):
     """The runtime settings (:class:`RuntimeConfig`, the node's parameters) plus what only a replay has: TF and
     ground-truth topics, the output node name, a time range and a frame limit, the single-view comparison, the

@@ -64,9 +64,13 @@ PAIRING_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class RuntimeConfig:
-    """Settings of the perception runtime, shared by the node (as parameters) and replay (as options)."""
+    """Settings of the perception runtime, shared by the node (as parameters) and replay (as options).
+
+    Immutable: :meth:`replace` makes a validated copy (an API trial set ``config.min_baseline_m = 0.5`` on an instance,
+    which was accepted and never used). Every setting reads by its parameter name, the pairing ones too
+    (``config.min_baseline_m`` is ``config.pairing.min_baseline_m``)."""
 
     model_path: str = setting("", "checkpoint (.safetensors); '' or 'default' = shipped models/default.safetensors; "
                                   f"'{PRESET_PREFIX}NAME' = random weights", read_only=True)
@@ -176,6 +180,11 @@ class RuntimeConfig:
         return self.camera_info_topic or topics.camera_info_topic_for(image_topic or self.image_topic)
 
     # -------------------------------------------------------------------------------- flat parameter view
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields: the pairing settings
+        if name in PAIRING_SETTINGS:
+            return getattr(self.pairing, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def get(self, name: str) -> Any:
         """A setting by its parameter name (pairing fields included)."""
