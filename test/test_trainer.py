@@ -182,7 +182,7 @@ def test_resume_follows_the_configured_schedule(tmp_path):
     # a user trial: `mtl3d info` could not tell that a run was resumed, nor that its schedule was rebuilt
     resumed.fit(until=3)
     meta = read_checkpoint_metadata(tmp_path / "checkpoints" / "last.safetensors")
-    assert meta["resumes"] == [{"step": 2, "steps": 40, "steps_before": 3}]
+    assert meta["resumes"] == [{"step": 2, "steps": 40, "steps_before": 3, "world_size": 1, "world_size_before": 1}]
     assert training_recipe(meta["train_config"], meta["resumes"])[-1] == "resumed at step 2 (steps 3 -> 40)"
 
 
@@ -242,7 +242,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     w1 = torch.load(tmp_path / "weights_rank1.pt", weights_only=True)
     torch.testing.assert_close(w0, w1)  # gradients were averaged: the replicas stay identical
     meta = load_checkpoint(tmp_path / "checkpoints" / "last.safetensors").checkpoint_metadata
-    assert meta["step"] == 3
+    assert meta["step"] == 3 and meta["world_size"] == 2  # data.batch_size is per process: the checkpoint says so
 
 
 def test_a_resumed_fine_tune_keeps_its_history_without_its_parent(trained, tmp_path):
@@ -457,6 +457,31 @@ def test_a_run_whose_photometric_term_keeps_no_pixel_stops(tmp_path, monkeypatch
     assert trainer.step == 11 and "was 0 in each of the first 10 steps" in caplog.text
 
 
+def test_a_resume_on_another_number_of_processes_is_said(tmp_path, caplog):
+    """An API trial: a 2-process DDP run resumed on one process went on with no word, although data.batch_size is
+    per process (each step then sees half the samples) and `mtl3d info` said "batch 2 x 2 views" with no world size.
+    The checkpoint records the world size; a resume on another one warns and is listed by `mtl3d info`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from mtl3d_perception.model.info import describe, format_info
+
+    torch.set_num_threads(1)
+    Trainer(smoke(tmp_path, "steps=1", "eval_every=0")).fit()
+    weights = tmp_path / "checkpoints" / "last.safetensors"
+    for path in weights.parent.glob("*.safetensors"):  # as a 2-process run would have written them
+        with safe_open(str(path), "pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        assert json.loads(meta["world_size"]) == 1
+        save_file(tensors, str(path), metadata={**meta, "world_size": "2"})
+    with caplog.at_level("WARNING"):
+        Trainer(smoke(tmp_path, "steps=2", "eval_every=0"), resume=True).fit()
+    assert ("--resume: the run trained on 2 DDP process(es) and resumes on 1: data.batch_size is per process, so each "
+            "step now sees 1 x 2 samples instead of 2 x 2") in caplog.text
+    text = format_info(describe(str(weights)))
+    assert "resumed at step 1 (steps 1 -> 2) on 1 process(es), trained on 2 before" in text, text
+
+
 def _kept_worker(rank: int, world: int, port: int, kept: list[float], out: str) -> None:
     import torch.distributed as dist
 
@@ -646,3 +671,31 @@ def test_resume_takes_the_same_recording_under_another_path(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match=r"data\.train\.0\.path '.*moved/bag' holds another recording than the one "
                                           r"trained on \(content fingerprint bag:\w+ -> bag:\w+\)"):
         trainer(str(tmp_path / "moved" / "bag"), 4, resume=True)
+
+
+@pytest.mark.parametrize(("rank", "level"), [("0", "INFO"), ("1", "ERROR")])
+def test_under_torchrun_rank_0_alone_logs(monkeypatch, rank, level):
+    """An API trial: every warning and INFO line of a 2-process run came twice, one per rank (docs: rank 0 logs)."""
+    import argparse
+    import logging
+
+    import mtl3d_perception.train.trainer as trainer_module
+    from mtl3d_perception.train import train_cli
+
+    levels = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: levels.append(logging.getLevelName(kw["level"])))
+
+    class Stub:
+        def __init__(self, cfg, resume=False):
+            self.is_main, self.weights_path = rank == "0", "w"
+
+        def fit(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(trainer_module, "Trainer", Stub)
+    monkeypatch.setenv("RANK", rank)
+    args = argparse.Namespace(config=str(SMOKE), overrides=[], resume=False, label_regime=None)
+    assert train_cli.run(args) == 0 and levels == [level]

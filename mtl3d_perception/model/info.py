@@ -155,7 +155,7 @@ def describe(spec: str) -> dict:
         info["trained_on"] = meta.get("trained_on")
         info["task_weights"] = task_weights(meta.get("train_config"))
         info["training_run"] = training_run(meta.get("train_config"), meta.get("step"))
-        info["training_recipe"] = training_recipe(meta.get("train_config"), meta.get("resumes"))
+        info["training_recipe"] = training_recipe(meta.get("train_config"), meta.get("resumes"), meta.get("world_size"))
         info["metrics"] = meta.get("metrics")
         info["file_mb"] = round(Path(spec).stat().st_size / 2**20, 2)
     return info
@@ -179,11 +179,12 @@ def training_run(train_config: Any, step: Any = None) -> str:
     return ", ".join(parts)
 
 
-def training_recipe(train_config: Any, resumes: Any = None) -> list[str]:
+def training_recipe(train_config: Any, resumes: Any = None, world_size: Any = None) -> list[str]:
     """Lines naming how the run that wrote a checkpoint trained, from its stored ``train_config`` (a
     ``train.config.TrainConfig`` dict): the losses (depth kind, task weights, extra terms with their weights and
-    arguments), the optimiser and schedule, the batch, the frozen and re-initialised parts, and each ``--resume``
-    (``resumes``, written by ``train.trainer.Trainer``: the schedule is rebuilt from the new length at each). Empty
+    arguments), the optimiser and schedule, the batch (per process, times ``world_size`` DDP processes where more
+    than one), the frozen and re-initialised parts, and each ``--resume`` (``resumes``, written by
+    ``train.trainer.Trainer``: the schedule is rebuilt from the new length at each; the processes it ran on). Empty
     without a config (a checkpoint saved outside the trainer). Earlier runs of a staged or fine-tuned model are not
     stored (models/README.md has the shipped model's stages)."""
     if not isinstance(train_config, dict):
@@ -208,15 +209,23 @@ def training_recipe(train_config: Any, resumes: Any = None) -> list[str]:
     lines.append(f"optimiser: AdamW lr {num('lr')}" + (f" (encoder x{num('encoder_lr_ratio')})" if ratio != 1.0 else "")
                  + f", weight decay {num('weight_decay')}, {num('warmup_steps')} warm-up steps then "
                  f"{optim.get('schedule', '?')}, grad clip {num('grad_clip')}; batch {data.get('batch_size', '?')} x "
-                 f"{data.get('num_views', '?')} views")
+                 f"{data.get('num_views', '?')} views" + _processes(world_size, " per process x {} processes"))
     for key, what in (("freeze", "frozen"), ("reinit", "re-initialised")):
         if model.get(key):
             lines.append(f"{what}: {', '.join(model[key])}")
     for r in resumes if isinstance(resumes, list) else []:
         if isinstance(r, dict):
             change = f" (steps {r.get('steps_before')} -> {r.get('steps')})" if r.get("steps_before") != r.get("steps") else ""
-            lines.append(f"resumed at step {r.get('step')}{change}")
+            processes = ""
+            if isinstance(r.get("world_size"), int) and r.get("world_size_before") != r.get("world_size"):
+                processes = f" on {r['world_size']} process(es), trained on {r.get('world_size_before', '?')} before"
+            lines.append(f"resumed at step {r.get('step')}{change}{processes}")
     return lines
+
+
+def _processes(world_size: Any, text: str) -> str:
+    """``text`` with the DDP world size, for more than one process; '' otherwise (or unrecorded)."""
+    return text.format(world_size) if isinstance(world_size, int) and world_size > 1 else ""
 
 
 def task_weights(train_config: Any) -> dict[str, float] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from mtl3d_perception.train.config import load_config
     from mtl3d_perception.train.trainer import Trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # under torchrun every rank runs this: rank 0 logs, the others only their errors (an API trial: each line came
+    # once per process)
+    main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if main else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides)
     if args.label_regime:
         overrides.append(f"data.label_regime={args.label_regime}")

@@ -689,7 +689,7 @@ class Trainer:
             commit(self.ckpt_dir, self.step,
                    lambda path: save_checkpoint(self.model, path, trained_on=trained_on, metrics=metrics or {},
                                                 step=self.step, train_config=to_dict(self.cfg),
-                                                resumes=self.resumes),
+                                                resumes=self.resumes, world_size=self.world),
                    lambda path: torch.save(state, path))
         if self.world > 1:
             dist.barrier()
@@ -752,10 +752,17 @@ class Trainer:
             torch.cuda.set_rng_state(cuda_rng)
         self.step = int(state["step"])
         saved_steps = (meta.get("train_config") or {}).get("steps")
+        saved_world = meta.get("world_size") if isinstance(meta.get("world_size"), int) else 1  # unrecorded: one
         self.resumes = [r for r in meta.get("resumes") or [] if isinstance(r, dict)] + [
             {"step": self.step, "steps": self.cfg.steps,
-             "steps_before": saved_steps if isinstance(saved_steps, int) else self.cfg.steps}]
+             "steps_before": saved_steps if isinstance(saved_steps, int) else self.cfg.steps,
+             "world_size": self.world, "world_size_before": saved_world}]
         log.info("resumed from %s at step %d", pair.weights, self.step)
+        if saved_world != self.world:  # an API trial: a 2-process run resumed on 1 went on with no word
+            log.warning("--resume: the run trained on %d DDP process(es) and resumes on %d: data.batch_size is per "
+                        "process, so each step now sees %d x %d samples instead of %d x %d, and the data order is not "
+                        "the uninterrupted run's", saved_world, self.world, self.world, self.cfg.data.batch_size,
+                        saved_world, self.cfg.data.batch_size)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
