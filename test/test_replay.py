@@ -584,6 +584,10 @@ def test_start_offset_and_playback_duration_select_a_time_range(tmp_path, capsys
         assert topics.TF_STATIC_TOPIC in {c.topic for c in reader.connections}
     s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.55))
     assert (s["counts"]["before_start"], s["counts"]["processed"]) == (6, 2)
+    # a trial: with --limit the note said "to the end" of a replay that stopped at the limit
+    s = replay_bag(bag, tmp_path / "out", WallStub(2.0), quiet(start_offset_s=0.25, limit=2))
+    assert any("from 0.25 s to the end of the bag's 0.700 s (--start-offset / --playback-duration), at most 2 frames "
+               "(--limit)" in note for note in s["notes"]), s["notes"]
     with pytest.raises(BagError, match=r"--start-offset 0.8 s is past the bag's end \(its messages span 0.700 s\)"):
         check_inputs(bag, tmp_path / "out3", quiet(start_offset_s=0.8))
     for bad, expected in ((dict(start_offset_s=-1.0), r"start_offset_s must be in \[0, 1e9\] seconds, got -1.0"),

@@ -768,12 +768,14 @@ class TimeRange:
         end = self.last if self.end is None else min(self.end, self.last)
         return max(1, round((end - self.start) / max(self.last - self.first, 1) * (total - 1)))
 
-    def note(self) -> str:
-        """How much of the bag the replay covers, for the report's notes."""
+    def note(self, limit: int | None = None) -> str:
+        """How much of the bag the replay covers, for the report's notes; ``limit``: ``--limit``, which may end it
+        first (a trial: the note said "to the end" of a replay that stopped after 10 frames)."""
         start = f"{(self.start - self.first) * 1e-9:g} s"
         end = "the end" if self.end is None else f"{(self.end - self.first) * 1e-9:g} s"
         return (f"replayed the images logged from {start} to {end} of the bag's {(self.last - self.first) * 1e-9:.3f} s "
-                "(--start-offset / --playback-duration); TF before the range was read")
+                "(--start-offset / --playback-duration)" + ("" if limit is None else f", at most {limit} frames "
+                                                            "(--limit)") + "; TF before the range was read")
 
 
 def replay_range(bag: str | Path, options: ReplayOptions) -> TimeRange | None:
@@ -836,7 +838,7 @@ def replay_bag(bag: str | Path, out_dir: str | Path, model: Any, options: Replay
         state.notes.append(note)
     start_ns, end_ns = (None, None) if time_range is None else (time_range.start, time_range.end)
     if time_range is not None:
-        state.notes.append(time_range.note())
+        state.notes.append(time_range.note(options.limit))
     error = None
     try:
         for topic, t_ns, msg in messages:
