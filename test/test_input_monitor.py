@@ -98,8 +98,26 @@ def test_silent_input_message_names_topic_publishers_and_alternatives():
                                    ["/camera/color/image_raw", "/camera/image_raw"])
     assert message == ("no sensor_msgs/msg/Image on /camera/image_raw (image) for 3 s; 0 publisher(s); "
                        "arriving: camera_info on /camera/color/camera_info (30.0 Hz); "
-                       "sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
+                       "other sensor_msgs/msg/Image topics in the graph: /camera/color/image_raw "
                        "(set image_topic / camera_info_topic or remap)")
+
+
+def test_a_camera_that_sends_nothing_is_not_told_to_change_its_qos():
+    """A live trial: a paused camera (image and camera_info silent, 1 publisher whose QoS matches) was told large
+    messages may be lost and to set a reliable override, and "topics in the graph: none" beside "1 publisher(s)" on
+    that very topic. The node leaves large-message loss out while camera_info is silent too (``qos_problem`` None)."""
+    clock = _Clock()
+    monitor = InputMonitor(INPUTS, clock=clock)
+    _feed(monitor, clock, ["image", "camera_info"], 1.0)
+    clock.t += 30.0
+    graph = {"sensor_msgs/msg/Image": ["/camera/color/image_raw"],
+             "sensor_msgs/msg/CameraInfo": ["/camera/color/camera_info"]}
+    warnings = dict(monitor.warnings(graph.get, lambda topic: [PublisherInfo(
+        "sensor_msgs/msg/Image" if "image" in topic else "sensor_msgs/msg/CameraInfo")]))
+    assert set(warnings) == {"silent_image", "silent_camera_info"}
+    assert ("1 publisher(s) (their QoS matches, and camera_info is silent too: the camera sends nothing; not started, "
+            "paused or stopped); arriving: no input at all; other sensor_msgs/msg/Image topics in the graph: none"
+            ) in warnings["silent_image"]
 
 
 def test_warnings_say_what_is_wrong_once_each():

@@ -207,13 +207,14 @@ class InputMonitor:
             found.append(("camera_info_missing", camera_info_missing_message(
                 image, info, info_type, publishers(info), [t for t in graph_topics(info_type) if t != info],
                 qos_problem(info))))
-        for role in self.silent():
+        silent = self.silent()
+        for role in silent:
             if role == "camera_info" and info_missing:
                 continue
             topic, msg_type = self.inputs[role]
             found.append((f"silent_{role}", silent_input_message(
                 role, topic, msg_type, self.silent_for(role), publishers(topic), self.arriving(),
-                graph_topics(msg_type), qos_problem(topic))))
+                graph_topics(msg_type), qos_problem(topic), info_silent_too=role == "image" and "camera_info" in silent)))
         return found
 
 
@@ -277,14 +278,20 @@ def images_lost_message(image: str, images: int, infos: int, window_s: float, qo
 
 
 def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, publishers: list[PublisherInfo],
-                         arriving: list[str], same_type_topics: list[str], qos_problem: str | None = None) -> str:
+                         arriving: list[str], same_type_topics: list[str], qos_problem: str | None = None, *,
+                         info_silent_too: bool = False) -> str:
     """The warning for an input that stays silent: the topic, its publishers (and why they send nothing, where the
-    graph tells: :func:`unmatched_publishers`), what does arrive, where its type is."""
+    graph tells: :func:`unmatched_publishers`), what does arrive, where its type is. ``info_silent_too``: the image's
+    camera_info is silent as well, so a camera whose publishers match sends nothing (a live trial: a paused camera was
+    told to change its QoS); the caller leaves large-message loss out of ``qos_problem`` then."""
     parts = [f"no {msg_type} on {topic} ({role}) for {silent_s:.0f} s; {_publishers_text(publishers, msg_type)}"]
     if unmatched := unmatched_publishers(msg_type, publishers, qos_problem):
         parts[0] += f" ({unmatched})"
+    elif info_silent_too and publishers:
+        parts[0] += (" (their QoS matches, and camera_info is silent too: the camera sends nothing; not started, "
+                     "paused or stopped)")
     parts.append("arriving: " + (", ".join(arriving) if arriving else "no input at all"))
     others = [t for t in same_type_topics if t != topic]
-    parts.append(f"{msg_type} topics in the graph: " + (", ".join(others) if others else "none")
+    parts.append(f"other {msg_type} topics in the graph: " + (", ".join(others) if others else "none")
                  + " (set image_topic / camera_info_topic or remap)")
     return "; ".join(parts)

@@ -402,8 +402,11 @@ class PerceptionNode(Node):
         if (not self.get_parameter("use_sim_time").value or self.get_clock().now().nanoseconds > 0
                 or waited_s < self.inputs.silent_after_s):
             return None
+        # what a stopped clock does here (a live trial: "TF waits cannot end on time" was wrong, they run on steady
+        # time): frames, outputs and TF waits follow the images' stamps; the node's own time does not move
         return (f"use_sim_time is true but no /clock has arrived in {waited_s:.0f} s ({self.count_publishers('/clock')} "
-                "publisher(s) of /clock), so the node's time stands at 0 and TF waits cannot end on time; play bags "
+                "publisher(s) of /clock), so the node's time stands at 0 (/diagnostics is stamped 0), while frames, TF "
+                "waits and outputs follow the images' stamps; play bags "
                 "with `ros2 bag play --clock`, start the simulator's clock, or set use_sim_time false")
 
     def input_qos_problem(self, topic: str) -> str | None:
@@ -413,8 +416,8 @@ class PerceptionNode(Node):
         if (mismatch := self.qos_mismatches().get(topic)) is not None:
             return mismatch
         sub = self.image_sub.sub
-        if topic != sub.topic_name:
-            return None
+        if topic != sub.topic_name or "camera_info" in self.inputs.silent():
+            return None  # large-message loss spares camera_info: with it silent too, the camera sends nothing
         own = (self.get_name(), self.get_namespace())
         peers = [i.qos_profile for i in self.get_publishers_info_by_topic(topic) if (i.node_name, i.node_namespace) != own]
         return qos.fragment_loss_hint(topic, sub.qos_profile, peers)
