@@ -438,6 +438,10 @@ class PerceptionNode(Node):
                 queue.clear()
         if self._tf_holds_data_after(stamp_ns + JUMP_BACK_NS, frame_id):
             self.tf_buffer.clear()
+            # a live trial: under wall time nothing said so (tf2 logs its own clearing only on a /clock jump)
+            self._log("tf_time_jump", f"image stamps jumped back to {stamp_ns * 1e-9:.3f} s: the TF cache, the "
+                                      "synchroniser and the frame history are cleared (a bag restarted or played with "
+                                      "--loop? play it with --clock and use_sim_time:=true so the node's clock follows)")
         with self._cond:
             self._generation += 1
 

@@ -162,7 +162,9 @@ class TransformBuffer:
                     f"TF_OLD_DATA: transform {parent} -> {child} at {stamp_ns * 1e-9:.3f} s is older than the cache "
                     f"({edge.stamps[-1] * 1e-9:.3f} s minus {self.cache_ns * 1e-9:g} s)"
                     + (f"; if {edge.stamps[-1] * 1e-9:.3f} s is in the future, one message stamped so holds this edge "
-                       "until time passes it (as in tf2): fix its publisher, then restart the node" if stamp_ns else ""))
+                       "until time passes it (as in tf2): fix its publisher, then restart the node; if time went back "
+                       "(a bag restarted or played with --loop), the cache is cleared when the images' stamps jump "
+                       "back too" if stamp_ns else ""))
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] != stamp_ns:  # older than the edge's newest
                 self.out_of_order += 1
