@@ -261,6 +261,13 @@ class Predictor(nn.Module):
         ``geometry`` [N, 2, H, W]: (inverse depth 1/m, confidence) at the same size, for the geometric depth; with
         ``align_prior`` [N, 3, H, W], the sweep's epipolar span in pixels third (``geometric.epipolar_span``).
         """
+        return self.output_with_scale(y, geometry)[0]
+
+    def output_with_scale(self, y: torch.Tensor,
+                          geometry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`output` and, for depth with ``align_prior``, the prior's scale factor ``s`` [N,1,1,1]
+        (:meth:`prior_scale`: how far the geometry puts the scene from where the learned prior does); else None."""
+        scale = None
         if self.task == "depth":
             span = self.inv_max - self.inv_min
             inv = self.prior(y)
@@ -274,12 +281,13 @@ class Predictor(nn.Module):
                     if geometry.shape[1] < 3:
                         raise ValueError("the prior's scale alignment needs the sweep's epipolar span as a third "
                                          f"geometry channel, got {geometry.shape[1]} channels")
-                    inv = inv * self.prior_scale(inv, inv_geo, self.align_weight(gate, geometry[:, 2:3]))
+                    scale = self.prior_scale(inv, inv_geo, self.align_weight(gate, geometry[:, 2:3]))
+                    inv = inv * scale
                 inv = (gate * refined + (1.0 - gate) * inv).clamp(self.inv_min, self.inv_max)
-            return 1.0 / inv
+            return 1.0 / inv, scale
         if self.task == "normals":
-            return unit_vectors(y, 1, eps=1e-6)
-        return y
+            return unit_vectors(y, 1, eps=1e-6), None
+        return y, None
 
 
 class MultiTaskHeads(nn.Module):
@@ -330,7 +338,8 @@ class MultiTaskHeads(nn.Module):
                 ``geometric.read_out`` (with ``prior_scale_alignment`` also the sweep's epipolar span [N,1,h,w] px); adds "depth_geometric" (metres), "depth_matching_confidence" (the read-out's
                 confidence) and "depth_confidence" (that times the prior's agreement, or with ``confidence_head``
                 times ``exp(-depth_error / ERROR_SCALE)`` where something was matched, see the module docstring), and with ``confidence_head``
-                "depth_error" (the expected abs rel error), all at ``size``.
+                "depth_error" (the expected abs rel error), all at ``size``; with ``prior_scale_alignment``
+                "depth_prior_scale" [N,1,1,1] (``Predictor.prior_scale``).
             logits: the sweep's logits [N,D,h,w] behind ``geometry`` (needed with ``confidence_head``).
         """
         x = image if cvm is None else torch.cat([image, cvm.to(image.dtype)], 1)
@@ -347,7 +356,10 @@ class MultiTaskHeads(nn.Module):
         ys = [self.predictors[t].conv(task_feats[t]) for t in TASKS]
         ups = resize_bilinear(torch.cat(ys, 1), size).float().split([y.shape[1] for y in ys], 1)
         geometry_up = None if geometry is None else resize_bilinear(torch.cat([t.float() for t in geometry], 1), size)
-        out = {t: self.predictors[t].output(y, geometry_up if t == "depth" else None) for t, y in zip(TASKS, ups)}
+        out = {t: self.predictors[t].output(y) for t, y in zip(TASKS, ups) if t != "depth"}
+        out["depth"], scale = self.predictors["depth"].output_with_scale(ups[TASKS.index("depth")], geometry_up)
+        if scale is not None:  # the runtime's pose-consistency check reads it (runtime.pose_consistency)
+            out["depth_prior_scale"] = scale
         if geometry_up is not None:
             inv_geo, matching = geometry_up[:, :1], geometry_up[:, 1:2].clamp(0.0, 1.0)
             out["depth_geometric"] = 1.0 / inv_geo

@@ -37,6 +37,7 @@ from mtl3d_perception.runtime.frames import (
 )
 from mtl3d_perception.runtime.history import FrameHistory, pose_jump_message
 from mtl3d_perception.runtime.params import CUDA_ONLY_PRECISIONS
+from mtl3d_perception.runtime.pose_consistency import ScaleHistory, pose_consistency_message
 from mtl3d_perception.runtime.pose_convention import (
     POSE_CONVENTION,
     PoseConventionCheck,
@@ -101,6 +102,7 @@ class PerceptionPipeline:
         # (mask, output size, it at that size, on the device)
         self._mask_cache: tuple[np.ndarray, tuple[int, int], np.ndarray, torch.Tensor] | None = None
         self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
+        self._scales = ScaleHistory()  # each camera's recent prior scales (runtime.pose_consistency)
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
@@ -171,6 +173,7 @@ class PerceptionPipeline:
         self.history.clear()
         self._features.clear()
         self._pose_checks.clear()
+        self._scales.clear()
 
     def close(self) -> None:
         """Release the model and cached features, and give cached GPU memory back to the driver. Running a frame
@@ -410,6 +413,14 @@ class PerceptionPipeline:
             t = time.perf_counter()
             self._check_pose_convention(check, frame, pair, ref_feats, src_feats, K_t, out, two_view, warnings)
             timings["pose_check"] = time.perf_counter() - t
+        jumped = two_view and self._pose_jumped(frame, pair, out, warnings)
+        if jumped:  # the pair is across a jump: this frame runs single-view
+            t = time.perf_counter()
+            two_view = False
+            with self._autocast():
+                out = self.model.predict(ref_feats, ref_feats, K_t, torch.eye(4, device=self.device)[None])
+            self._sync()
+            timings["predict"] += time.perf_counter() - t
 
         t = time.perf_counter()
         products = self._postprocess(frame, out, rgb_net, K_net, want)
@@ -418,13 +429,32 @@ class PerceptionPipeline:
 
         self._remember(frame, ref_feats)
         products.single_view = not two_view
-        products.pair_reason = POSE_CONVENTION if suspect and pair.src is not None else pair.reason
+        products.pair_reason = (POSE_CONVENTION if suspect and pair.src is not None else
+                                "pose_jump" if jumped else pair.reason)
         products.source_stamp_ns = pair.src.stamp_ns if two_view else None
         products.baseline_m = float(np.linalg.norm(pair.T_src_ref[:3, 3])) if two_view else 0.0
         products.warnings = warnings + products.warnings  # + the cloud's (_postprocess)
         timings["total"] = time.perf_counter() - t_start
         products.timings = timings
         return products
+
+    def _pose_jumped(self, frame: Frame, pair: Any, out: dict[str, torch.Tensor],
+                     warnings: list[tuple[str, str]]) -> bool:
+        """Whether this two-view frame's prior scale leapt from its camera's recent ones (``runtime.pose_consistency``:
+        a pose jump the speed limits let through); then its camera's earlier frames are forgotten, as for a
+        ``pose_jump`` found by the pairing rule, and a ``pose_jump`` warning says why."""
+        if not self._config.check_pose_consistency or "depth_prior_scale" not in out:
+            return False
+        scale = float(out["depth_prior_scale"].reshape(-1)[0])
+        median = self._scales.check(frame.camera, scale)
+        if median is None:
+            return False
+        warnings.append(("pose_jump", pose_consistency_message(
+            scale, median, (frame.stamp_ns - pair.src.stamp_ns) * 1e-9, float(np.linalg.norm(pair.T_src_ref[:3, 3])),
+            self._config.world_frame)))
+        self.history.drop_camera(frame)
+        self._evict()
+        return True
 
     def _pose_check(self, frame: Frame, pair: Any) -> PoseConventionCheck | None:
         """The pose-convention check of the frame's camera (``runtime.pose_convention``), or None where it does not

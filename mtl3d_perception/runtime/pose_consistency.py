@@ -1,0 +1,81 @@
+"""Does a pair's geometry put the scene where the camera's recent pairs did? The pose jumps the speed limits miss.
+
+The pairing rule (``source_selection``) refuses a source whose relative motion is faster than ``max_speed_mps`` /
+``max_angular_speed_dps``. A relocalisation in ``map`` (REP 105: ``map`` may jump, ``odom`` may not) or an odometry
+glitch below those limits passes it, and the plane sweep then matches at wrong depths. A live trial (session 28):
+a +0.4 m jump between two 10 Hz frames was paired with no word; offline, the shipped model on the HoloLens frames
+with the reference's pose moved by 0.3 m or turned 10 deg about the world's z axis (the source's kept) scored abs rel
+0.26-3.8 against 0.05-0.28 with the right poses and 0.06-0.35 single-view.
+
+The cue: the prior-scale alignment's factor ``s`` (``Predictor.prior_scale``, the model output
+``depth_prior_scale``), how far the geometry puts the scene from where the learned prior does. Within one camera's
+stream it moves slowly; across a jump it leaps. Measured with the shipped model as the node pairs (10 Hz stamps),
+``|log s - median(log s of the camera's previous 8 pairs)|``: right poses, all 373 HoloLens frames, p50 0.04,
+p99 0.23, max 0.31 (s 0.70-1.35); the jumps above, at the first pair across them, 0.29-0.94 (s 0.34-0.73 or
+1.16-2.04 against ~1). :data:`MAX_LOG_SCALE_JUMP` (log 1.5 = 0.41) flags none of the 373 right-pose frames, and 5 of
+the 8 jumps (0.3 m and 10 deg at frames 60, 150, 250, 330; one more was a ``pose_jump`` by speed): the 8 frames from
+each flagged jump scored 0.088 / 0.133 / 0.111 / 0.133 / 0.132 against 0.199 / 0.384 / 0.571 / 0.279 / 0.146 without
+the check (`/work/exp28/consist.py`, session 28). The two it missed leapt less (their first frame 0.60 and 0.16).
+``make demo``'s room: no frame flagged, its metrics unchanged.
+
+A flagged frame runs single-view and its camera's earlier frames are forgotten, as for a ``pose_jump`` (the frames
+before the jump are across it); the leap is not recorded. Models without ``prior_scale_alignment`` have no ``s``
+and are not checked.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import OrderedDict, deque
+
+MAX_LOG_SCALE_JUMP = math.log(1.5)  # |log s - recent median| beyond this is a pose jump (module docstring)
+SCALE_HISTORY = 8  # pairs per camera the median is taken over
+MIN_SCALE_HISTORY = 4  # pairs needed before a leap can be judged
+MAX_CAMERAS = 16  # cameras (frame_ids, from the input) whose scales are kept
+
+
+class ScaleHistory:
+    """The prior-scale factors ``s`` of each camera's recent two-view frames, and the leap rule."""
+
+    def __init__(self) -> None:
+        self._scales: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def check(self, camera: str, scale: float) -> float | None:
+        """Judge a two-view frame's ``s`` against its camera's recent ones.
+
+        Args:
+            camera: the camera's key (``Frame.camera``).
+            scale: the frame's ``depth_prior_scale`` (> 0).
+
+        Returns:
+            None when it is consistent (or too few recent pairs to judge; either way it is recorded), else the median
+            of the recent ones it leapt from (not recorded: the next pairs are judged against the scales before it).
+        """
+        recent = self._scales.pop(camera, None) or deque(maxlen=SCALE_HISTORY)
+        self._scales[camera] = recent  # newest last; a bounded number of cameras
+        while len(self._scales) > MAX_CAMERAS:
+            self._scales.popitem(last=False)
+        if not (math.isfinite(scale) and scale > 0):
+            return None
+        log_s = math.log(scale)
+        if len(recent) >= MIN_SCALE_HISTORY:
+            median = statistics.median(recent)
+            if abs(log_s - median) > MAX_LOG_SCALE_JUMP:
+                return math.exp(median)
+        recent.append(log_s)
+        return None
+
+    def clear(self) -> None:
+        """Forget every camera's scales (a time jump, a new world frame: another stream)."""
+        self._scales.clear()
+
+
+def pose_consistency_message(scale: float, median: float, age_s: float, baseline_m: float, world_frame: str) -> str:
+    """The ``pose_jump`` warning for a leap of ``s`` (:class:`ScaleHistory`): how far the geometry moved the scene,
+    what it means and what happens to the frame."""
+    return (f"the pair's geometry puts the scene at {median / scale:.2g}x the depth the camera's recent pairs did (prior "
+            f"scale {scale:.2f} against their {median:.2f}): its pose and the source view's ({age_s:.2f} s earlier, "
+            f"{baseline_m:.2f} m away) disagree, a jump within max_speed_mps / max_angular_speed_dps (a relocalisation? "
+            f"{world_frame!r} as world_frame may jump; odom does not, REP 105); the frame runs single-view and the "
+            "camera's earlier frames are forgotten (check_pose_consistency)")
