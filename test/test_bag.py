@@ -3,6 +3,9 @@ errors; the CLI."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import render_frames
@@ -418,3 +421,34 @@ def test_an_absent_topic_names_its_compressed_recording():
                            "topics: /camera/color/image_raw)")
     assert "; /camera/depth/image_rect/compressedDepth holds it compressed (CompressedImage)" in note
     assert "compressed" not in absent_topic("b", available, "/gt/semantic", "ground-truth semantic")
+
+
+def test_a_ros1_bag_is_refused_with_the_conversion_that_works(seq_dir, tmp_path):
+    """Public RGB-D datasets ship ROS 1 bags: refused as "not a bag file (.bag)" with no way forward. The message names
+    the rosbags CLI's conversion, and the converted bag reads."""
+    import subprocess
+    import sys
+
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ros1 = get_typestore(Stores.ROS1_NOETIC)
+    bag2 = write_bag(seq_dir, tmp_path / "bag")
+    ros1_bag = tmp_path / "recording.bag"
+    header = ros1.types["std_msgs/msg/Header"]
+    with AnyReader([bag2]) as reader, Ros1Writer(ros1_bag) as writer:
+        images = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/Image"]
+        out = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=ros1) for c in images}
+        for c, t, raw in reader.messages(images):
+            msg = reader.deserialize(raw, c.msgtype)
+            msg.header = header(seq=0, stamp=msg.header.stamp, frame_id=msg.header.frame_id)
+            writer.write(out[c.id], t, ros1.serialize_ros1(msg, c.msgtype))
+    converted = tmp_path / "recording_ros2"
+    with pytest.raises(BagError, match=re.escape(
+            f"{ros1_bag}: a ROS 1 bag; convert it to a rosbag2 first with the rosbags CLI installed with this package: "
+            f"`rosbags-convert --src {ros1_bag} --dst {converted}`, then use {converted}")):
+        read_bag(ros1_bag)
+    cli = Path(sys.executable).parent / "rosbags-convert"
+    subprocess.run([str(cli), "--src", str(ros1_bag), "--dst", str(converted)], check=True, capture_output=True)
+    assert {topic for topic, _, _ in read_bag(converted)} == {c.topic for c in images}

@@ -398,6 +398,10 @@ def open_reader(path: Path) -> Reader:
         raise BagError(f"{path}: not a rosbag2 folder (no metadata.yaml); expected a rosbag2 folder or a "
                        f".mcap / .db3 file{hint}")
     if path.is_file() and path.suffix not in (".mcap", ".db3"):
+        if _is_ros1_bag(path):  # public RGB-D datasets (TUM RGB-D, ...) ship ROS 1 bags
+            raise BagError(f"{path}: a ROS 1 bag; convert it to a rosbag2 first with the rosbags CLI installed with this "
+                           f"package: `rosbags-convert --src {path} --dst {path.with_suffix('')}_ros2`, then use "
+                           f"{path.with_suffix('')}_ros2")
         raise BagError(f"{path}: not a bag file ({path.suffix or 'no suffix'}); expected a rosbag2 folder or a "
                        ".mcap / .db3 file")
     try:
@@ -413,6 +417,16 @@ def open_reader(path: Path) -> Reader:
 
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"  # an MCAP file starts and ends with it (MCAP specification)
+ROS1_BAG_MAGIC = b"#ROSBAG V2.0\n"  # a ROS 1 bag's first line (rosbag format 2.0)
+
+
+def _is_ros1_bag(path: Path) -> bool:
+    """Whether ``path`` is a ROS 1 bag (its format line), which rosbags' rosbag2 Reader does not open."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(ROS1_BAG_MAGIC)) == ROS1_BAG_MAGIC
+    except OSError:
+        return False
 
 
 def _cut_mcap_files(path: Path) -> list[Path]:
