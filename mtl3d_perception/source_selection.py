@@ -44,9 +44,10 @@ MIN_PARALLAX_M = 0.005
 PAIRED_REASONS = ("baseline", "farthest")  # the pair reasons of a frame that got a source view (two-view)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairingConfig:
-    """Source-view selection rules (names match the node's parameters)."""
+    """Source-view selection rules (names match the node's parameters). Frozen, as ``RuntimeConfig`` that holds it
+    (a retrial: ``config.pairing.min_baseline_m = 3.0`` changed a frozen RuntimeConfig); ``dataclasses.replace``."""
 
     min_baseline_m: float = 0.15  # a source this far from the reference gives a useful cost volume
     min_rotation_deg: float = 15.0

@@ -87,6 +87,8 @@ def test_a_frame_whose_pair_leaps_runs_single_view_and_forgets_the_cameras_frame
     assert message.startswith("the pair's geometry puts the scene at 0.45x the depth the camera's recent pairs did "
                               "(prior scale 2.20 against their 1.00)")
     assert "the frame runs single-view and the camera's earlier frames are forgotten" in message
+    # a retrial: under the default world frame it read "'odom' as world_frame may jump; odom does not"
+    assert "a jump in world_frame 'odom'" in message and "may jump" not in message
     # the frames before the jump are gone: the next one pairs with the jumped frame, on the same side of the jump
     assert products[6].source_stamp_ns == _frame(6).stamp_ns
 

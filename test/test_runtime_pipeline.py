@@ -575,9 +575,10 @@ def test_set_config_compares_with_what_was_applied_not_the_object(model):
     pipe.set_config(changed)
     assert pipe.world_frame == "map" and len(pipe.history) == 0
     assert pipe.process(_frame(2, x=0.0)).size == (CAM_W, CAM_H)
-    changed.pairing.history_size = 1  # the object passed to set_config: a copy was applied
-    assert pipe.history.config.history_size != 1
-    pipe.set_config(changed)
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a retrial: the nested pairing settings were not frozen
+        changed.pairing.history_size = 1
+    assert hash(changed) == hash(changed.replace())  # frozen all through: hashable
+    pipe.set_config(changed.replace(history_size=1))
     assert pipe.history.config.history_size == 1 and pipe.config.pairing.history_size == 1
 
 

@@ -285,13 +285,14 @@ def silent_input_message(role: str, topic: str, msg_type: str, silent_s: float, 
     camera_info is silent as well, so a camera whose publishers match sends nothing (a live trial: a paused camera was
     told to change its QoS); the caller leaves large-message loss out of ``qos_problem`` then."""
     parts = [f"no {msg_type} on {topic} ({role}) for {silent_s:.0f} s; {_publishers_text(publishers, msg_type)}"]
+    stopped = False
     if unmatched := unmatched_publishers(msg_type, publishers, qos_problem):
         parts[0] += f" ({unmatched})"
-    elif info_silent_too and publishers:
+    elif stopped := info_silent_too and bool(publishers):
         parts[0] += (" (their QoS matches, and camera_info is silent too: the camera sends nothing; not started, "
                      "paused or stopped)")
     parts.append("arriving: " + (", ".join(arriving) if arriving else "no input at all"))
     others = [t for t in same_type_topics if t != topic]
     parts.append(f"other {msg_type} topics in the graph: " + (", ".join(others) if others else "none")
-                 + " (set image_topic / camera_info_topic or remap)")
+                 + ("" if stopped else " (set image_topic / camera_info_topic or remap)"))  # the topics are right
     return "; ".join(parts)

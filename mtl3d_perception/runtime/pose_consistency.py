@@ -79,6 +79,6 @@ def pose_consistency_message(scale: float, median: float, age_s: float, baseline
     what it means and what happens to the frame."""
     return (f"the pair's geometry puts the scene at {median / scale:.2g}x the depth the camera's recent pairs did (prior "
             f"scale {scale:.2f} against their {median:.2f}): its pose and the source view's ({age_s:.2f} s earlier, "
-            f"{baseline_m:.2f} m away) disagree, a jump within max_speed_mps / max_angular_speed_dps (a relocalisation? "
-            f"{world_frame!r} as world_frame may jump; odom does not, REP 105); the frame runs single-view and the "
-            "camera's earlier frames are forgotten (check_pose_consistency)")
+            f"{baseline_m:.2f} m away) disagree, a jump in world_frame {world_frame!r} within max_speed_mps / "
+            "max_angular_speed_dps (a relocalisation or an odometry reset? REP 105's odom frame does not jump, map "
+            "does); the frame runs single-view and the camera's earlier frames are forgotten (check_pose_consistency)")
