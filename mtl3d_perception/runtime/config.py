@@ -132,7 +132,7 @@ class RuntimeConfig:
                                                 "(pose_convention) and run that camera single-view. Models with the "
                                                 "geometric depth only")
     check_pose_consistency: bool = setting(True, "run a frame single-view, forgetting its camera's earlier frames, when "
-                                                 "its pair's geometry puts the scene 1.5x nearer or farther than the "
+                                                 "its pair's geometry puts the scene 1.7x nearer or farther than the "
                                                  "camera's recent pairs did: the poses jumped within the speed limits "
                                                  "(a relocalisation in map). Models with the prior's scale alignment "
                                                  "only")
