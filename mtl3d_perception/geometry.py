@@ -776,28 +776,36 @@ def reference_normals(depth, K, sigma_px: float = REFERENCE_NORMALS_SIGMA_PX) ->
     return n[0].permute(1, 2, 0).numpy().astype(np.float32)
 
 
-def normals_towards_camera(normals: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+def unit_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Unit viewing rays ``[H,W,3]`` (camera optical frame) of the pixel centres of an ``height x width`` image with
+    intrinsics ``K`` ``[3,3]`` (dtype and device of ``K``)."""
+    return unit_vectors(backproject(torch.ones((height, width), dtype=K.dtype, device=K.device), K), -1)
+
+
+def normals_towards_camera(normals: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
     """Unit normals ``[H,W,3]`` (camera optical frame) made to face the camera (``n . ray <= 0``), the convention of
     :func:`normals_from_depth` and PCL's ``flipNormalTowardsViewpoint``.
 
     A predicted normal can point a few degrees away from the camera at a grazing surface (an output trial: up to 5.5
     degrees past perpendicular at depth edges); it loses its component along the pixel's ray, i.e. becomes the nearest
     direction at most perpendicular to it. One pointing more than 45 degrees past perpendicular is a reversed normal
-    and is flipped.
-    Normals that face the camera, and NaN ones, are returned unchanged.
+    and is flipped. Normals that face the camera, and NaN ones, are returned unchanged.
 
     Args:
         normals: ``[H,W,3]`` float, unit length (NaN allowed).
-        K: ``[3,3]`` intrinsics of that ``H x W`` image.
+        rays: ``[H,W,3]`` the pixels' unit rays (:func:`unit_rays`; the runtime keeps them per camera and size).
     """
-    rays = unit_vectors(backproject(torch.ones(normals.shape[:2], dtype=normals.dtype, device=normals.device),
-                                    K.to(normals)), -1)
-    along = (normals * rays).sum(-1, keepdim=True)
+    rays = rays.to(normals)
+    along = (normals * rays).sum(-1)
     away = along > 0
-    projected = normals - along * rays
+    if not bool(away.any()):  # the usual frame: nothing to turn
+        return normals
+    n, r, a = normals[away], rays[away], along[away][:, None]  # only the few that point away
+    projected = n - a * r
     norm = torch.linalg.norm(projected, dim=-1, keepdim=True)
-    facing = torch.where(norm >= np.sqrt(0.5), projected / norm.clamp_min(1e-12), -normals)
-    return torch.where(away, facing, normals)
+    out = normals.clone()
+    out[away] = torch.where(norm >= np.sqrt(0.5), projected / norm.clamp_min(1e-12), -n)
+    return out
 
 
 def normals_from_depth_torch(depth: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -362,7 +362,7 @@ def test_normals_towards_camera_leaves_facing_normals_and_turns_the_others():
         torch.full((3,), float("nan"), dtype=torch.float64),   # invalid
     ])[None].expand(2, 4, 3).clone()
     n[1] = n[0]
-    out = normals_towards_camera(n.float(), K)
+    out = normals_towards_camera(n.float(), g.unit_rays(K, 2, 4))
     facing = (out.double() * rays).sum(-1)
     torch.testing.assert_close(out[0, 0].double(), n[0, 0])
     assert abs(float(facing[0, 1])) < 1e-6 and float((out[0, 1].double() * n[0, 1]).sum()) > np.cos(np.radians(5.01))

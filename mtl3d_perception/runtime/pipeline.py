@@ -25,7 +25,13 @@ import torch.nn.functional as F
 
 from mtl3d_perception.classes import IGNORE_INDEX, colorize_labels
 from mtl3d_perception.evaluation.montage import colorize_depth, colorize_normals
-from mtl3d_perception.geometry import check_rigid, normals_towards_camera, point_cloud, unit_vectors
+from mtl3d_perception.geometry import (
+    check_rigid,
+    normals_towards_camera,
+    point_cloud,
+    unit_rays,
+    unit_vectors,
+)
 from mtl3d_perception.model.inference import prepare_for_inference
 from mtl3d_perception.runtime.config import RuntimeConfig, required_outputs
 from mtl3d_perception.runtime.frames import (
@@ -103,6 +109,7 @@ class PerceptionPipeline:
         self._mask_cache: tuple[np.ndarray, tuple[int, int], np.ndarray, torch.Tensor] | None = None
         self._pose_checks: OrderedDict[str, PoseConventionCheck] = OrderedDict()  # camera -> its pose check
         self._scales = ScaleHistory()  # each camera's recent prior scales (runtime.pose_consistency)
+        self._rays_cache: tuple[tuple[bytes, int, int], torch.Tensor] | None = None  # (K, H, W) -> unit rays
         # Products.depth_color (~1 ms a frame at 160x120): the node turns it off while ~/depth/image_color has no
         # subscriber under lazy: true (image_pipeline's lazy outputs); replay records it
         self.depth_color = True
@@ -438,6 +445,15 @@ class PerceptionPipeline:
         products.timings = timings
         return products
 
+    def _rays(self, K: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """The output pixels' unit rays (``geometry.unit_rays``) on the device, kept for the last K and size (they
+        cost ~1 ms a frame to make at 160x120, the normals' orientation that uses them ~0.2 ms)."""
+        key = (np.asarray(K, np.float64).tobytes(), height, width)
+        if self._rays_cache is None or self._rays_cache[0] != key:
+            rays = unit_rays(torch.as_tensor(np.asarray(K, np.float64), device=self.device), height, width)
+            self._rays_cache = (key, rays.float())
+        return self._rays_cache[1]
+
     def _pose_jumped(self, frame: Frame, pair: Any, out: dict[str, torch.Tensor],
                      warnings: list[tuple[str, str]]) -> bool:
         """Whether this two-view frame's prior scale leapt from its camera's recent ones (``runtime.pose_consistency``:
@@ -529,7 +545,7 @@ class PerceptionPipeline:
             n = out["normals"][0].float()  # unit vectors at the network size
             if n.shape[-2:] != (H, W):
                 n = unit_vectors(at_output_size(n[None], "bilinear")[0], 0)
-            n = normals_towards_camera(n.permute(1, 2, 0), torch.as_tensor(K_out, device=n.device))
+            n = normals_towards_camera(n.permute(1, 2, 0), self._rays(K_out, H, W))
             dev["normals"] = torch.where(valid[..., None], n, torch.full_like(n, float("nan")))
         if "boundary" in want:
             prob = torch.sigmoid(at_output_size(out["boundary"], "bilinear")[0, 0])
