@@ -15,7 +15,13 @@ from mtl3d_perception.model import build_model, resolve_config
 from mtl3d_perception.runtime.config import RuntimeConfig
 from mtl3d_perception.runtime.frames import Frame
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
-from mtl3d_perception.runtime.pose_consistency import MAX_LOG_SCALE_JUMP, MIN_SCALE_HISTORY, ScaleHistory
+from mtl3d_perception.runtime.pose_consistency import (
+    MAX_CONSECUTIVE_LEAPS,
+    MAX_LOG_SCALE_JUMP,
+    MAX_SCALE_AGE_S,
+    MIN_SCALE_HISTORY,
+    ScaleHistory,
+)
 
 S = 1_000_000_000
 K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
@@ -23,18 +29,39 @@ K = np.array([[60.0, 0.0, 31.5], [0.0, 60.0, 23.5], [0.0, 0.0, 1.0]])
 
 def test_a_leap_is_judged_against_the_recent_median_and_not_recorded():
     history = ScaleHistory()
+    t = iter(range(0, 100 * S, S // 10))  # 10 Hz stamps
     for s in (1.0, 1.1, 0.95, 1.05)[: MIN_SCALE_HISTORY - 1]:
-        assert history.check("cam", s) is None
-    assert history.check("cam", 3.0) is None  # too few pairs to judge: recorded
+        assert history.check("cam", s, next(t)) is None
+    assert history.check("cam", 3.0, next(t)) is None  # too few pairs to judge: recorded
     history.clear()
     for s in (1.0, 1.1, 0.95, 1.05):
-        assert history.check("cam", s) is None
+        assert history.check("cam", s, next(t)) is None
     just = math.exp(MAX_LOG_SCALE_JUMP)
-    assert history.check("cam", 1.025 * just * 0.99) is None  # within the bound of the median 1.025
-    median = history.check("cam", 1.1 * just * 1.05)
+    assert history.check("cam", 1.025 * just * 0.99, next(t)) is None  # within the bound of the median 1.025
+    median = history.check("cam", 1.1 * just * 1.05, next(t))
     assert median == pytest.approx(1.05)  # flagged, not recorded: the median stays
-    assert history.check("cam", 1.0 / (1.05 * just * 1.01)) == pytest.approx(1.05)  # nearer too
-    assert history.check("other", 5.0) is None  # per camera
+    assert history.check("cam", 1.0, next(t)) is None  # back in line: the leap count restarts
+    assert history.check("cam", 1.0 / (1.05 * just * 1.01), next(t)) == pytest.approx(math.sqrt(1.05))  # nearer too
+    assert history.check("other", 5.0, next(t)) is None  # per camera
+
+
+def test_leaps_in_a_row_and_old_scales_do_not_lock_a_camera_out():
+    """A trial, reading the code: the median of scales recorded before a lasting change (a scene whose scale moved,
+    or scales from long ago) never moved again, so every later pair would be flagged. MAX_CONSECUTIVE_LEAPS leaps in a
+    row restart the history; scales older than MAX_SCALE_AGE_S (or stamped after the frame: time went back) drop."""
+    history = ScaleHistory()
+    stamps = iter(range(0, 1000 * S, S // 10))
+    for _ in range(6):
+        history.check("cam", 1.0, next(stamps))
+    flagged = [history.check("cam", 3.0, next(stamps)) for _ in range(MAX_CONSECUTIVE_LEAPS + 3)]
+    assert flagged == [1.0] * (MAX_CONSECUTIVE_LEAPS - 1) + [None] * 4  # then judged against the new scale
+    assert history.check("cam", 1.0, next(stamps)) == pytest.approx(3.0)  # judged against the new scale
+    history.clear()
+    for i in range(6):
+        history.check("cam", 1.0, i * S // 10)
+    assert history.check("cam", 3.0, S) == 1.0
+    assert history.check("cam", 3.0, int((MAX_SCALE_AGE_S + 1) * S)) is None  # the 1.0s are too old: recorded
+    assert history.check("cam", 1.0, 0) is None  # time went back: the later scale is dropped, nothing to judge
 
 
 class _ScaledModel(torch.nn.Module):

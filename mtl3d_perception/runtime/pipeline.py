@@ -462,7 +462,7 @@ class PerceptionPipeline:
         if not self._config.check_pose_consistency or "depth_prior_scale" not in out:
             return False
         scale = float(out["depth_prior_scale"].reshape(-1)[0])
-        median = self._scales.check(frame.camera, scale)
+        median = self._scales.check(frame.camera, scale, frame.stamp_ns)
         if median is None:
             return False
         warnings.append(("pose_jump", pose_consistency_message(

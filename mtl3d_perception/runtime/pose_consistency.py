@@ -30,7 +30,11 @@ for OpenGL / world-to-camera / body-frame poses with this check (at log 1.5) aga
 both checks on, as the convention check alone (0.23 / 0.25 / 0.24).
 
 A flagged frame runs single-view and its camera's earlier frames are forgotten, as for a ``pose_jump`` (the frames
-before the jump are across it); the leap is not recorded. Models without ``prior_scale_alignment`` have no ``s``
+before the jump are across it); the leap is not recorded, so the next pairs are judged against the scales before the
+jump (a jump reaching the poses in two steps, as a localiser's correction interpolated by TF, is judged at each).
+Scales older than :data:`MAX_SCALE_AGE_S` are dropped, and :data:`MAX_CONSECUTIVE_LEAPS` leaps in a row are taken
+for the scene's scale itself having changed: the history restarts from the last one (a trial, reading the code: a
+median that never moves again would flag every later pair). Models without ``prior_scale_alignment`` have no ``s``
 and are not checked.
 """
 
@@ -43,6 +47,8 @@ from collections import OrderedDict, deque
 MAX_LOG_SCALE_JUMP = math.log(1.7)  # |log s - recent median| beyond this is a pose jump (module docstring)
 SCALE_HISTORY = 8  # pairs per camera the median is taken over
 MIN_SCALE_HISTORY = 4  # pairs needed before a leap can be judged
+MAX_SCALE_AGE_S = 10.0  # scales older than this (frame stamps) say little about the scene now
+MAX_CONSECUTIVE_LEAPS = 3  # this many leaps in a row: the scene's scale moved, start the history again
 MAX_CAMERAS = 16  # cameras (frame_ids, from the input) whose scales are kept
 
 
@@ -50,31 +56,40 @@ class ScaleHistory:
     """The prior-scale factors ``s`` of each camera's recent two-view frames, and the leap rule."""
 
     def __init__(self) -> None:
-        self._scales: OrderedDict[str, deque[float]] = OrderedDict()
+        # camera -> (its recent (stamp_ns, log s), its leaps in a row)
+        self._scales: OrderedDict[str, tuple[deque[tuple[int, float]], int]] = OrderedDict()
 
-    def check(self, camera: str, scale: float) -> float | None:
+    def check(self, camera: str, scale: float, stamp_ns: int) -> float | None:
         """Judge a two-view frame's ``s`` against its camera's recent ones.
 
         Args:
             camera: the camera's key (``Frame.camera``).
             scale: the frame's ``depth_prior_scale`` (> 0).
+            stamp_ns: the frame's stamp; scales more than :data:`MAX_SCALE_AGE_S` older (or newer: time went back)
+                are dropped first.
 
         Returns:
             None when it is consistent (or too few recent pairs to judge; either way it is recorded), else the median
-            of the recent ones it leapt from (not recorded: the next pairs are judged against the scales before it).
+            of the recent ones it leapt from (not recorded: the next pairs are judged against the scales before it,
+            up to :data:`MAX_CONSECUTIVE_LEAPS` leaps in a row, the last of which restarts the history instead).
         """
-        recent = self._scales.pop(camera, None) or deque(maxlen=SCALE_HISTORY)
-        self._scales[camera] = recent  # newest last; a bounded number of cameras
-        while len(self._scales) > MAX_CAMERAS:
+        recent, leaps = self._scales.pop(camera, None) or (deque(maxlen=SCALE_HISTORY), 0)
+        while len(self._scales) >= MAX_CAMERAS:  # a bounded number of cameras, newest last
             self._scales.popitem(last=False)
         if not (math.isfinite(scale) and scale > 0):
+            self._scales[camera] = (recent, leaps)
             return None
+        recent = deque(((t, v) for t, v in recent if 0 <= stamp_ns - t <= MAX_SCALE_AGE_S * 1e9), maxlen=SCALE_HISTORY)
         log_s = math.log(scale)
         if len(recent) >= MIN_SCALE_HISTORY:
-            median = statistics.median(recent)
+            median = statistics.median(v for _, v in recent)
             if abs(log_s - median) > MAX_LOG_SCALE_JUMP:
-                return math.exp(median)
-        recent.append(log_s)
+                if leaps + 1 < MAX_CONSECUTIVE_LEAPS:
+                    self._scales[camera] = (recent, leaps + 1)
+                    return math.exp(median)
+                recent.clear()  # the scene's scale itself moved: judge from here on
+        recent.append((int(stamp_ns), log_s))
+        self._scales[camera] = (recent, 0)
         return None
 
     def clear(self) -> None:

@@ -28,8 +28,9 @@ FALLBACK_MEANING = {
     "no_earlier_frame": "the history holds only frames stamped at or after this one: frames arrive out of order",
     "too_old": "every earlier posed frame is older than max_pair_age_s: frames come slower than that, or poses were "
                "missing for a while",
-    "pose_jump": "the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier frame: "
-                 "odometry jumped, or the poses are not in metres",
+    "pose_jump": "the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier frame, or "
+                 "its pair's geometry leapt from the camera's recent pairs (check_pose_consistency): odometry or "
+                 "localisation jumped, or the poses are not in metres (see the pose_jump warning)",
     "pose_convention": "the poses do not fit the images as optical-frame camera-to-world (see the pose_convention "
                        "warning for the reading that fits and how to convert)",
 }
