@@ -1417,7 +1417,8 @@ def test_mostly_single_view_says_what_the_reason_means():
     level, message = _level(stats)
     assert level == WARN and message.endswith(
         "last: pose_jump: the camera moved faster than max_speed_mps / max_angular_speed_dps since every earlier "
-        "frame: odometry jumped, or the poses are not in metres)")
+        "frame, or its pair's geometry leapt from the camera's recent pairs (check_pose_consistency): odometry or "
+        "localisation jumped, or the poses are not in metres (see the pose_jump warning))")
 
 
 def test_status_levels():
