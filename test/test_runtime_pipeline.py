@@ -257,6 +257,11 @@ def test_tf_failure_advice_follows_the_cause(model):
         assert f"single-view. {advice}" in driver.stats.last_problem
         assert "raising tf_timeout_s does not help" in driver.stats.last_problem
         assert "Raise tf_timeout_s" not in driver.stats.last_problem
+    # with nothing in TF at all (the node lists what it holds), no setting is to blame yet
+    empty = 'LookupException: "odom" passed to lookupTransform argument target_frame does not exist; frames in TF: none'
+    driver.run(PoseJob(_frame(2), None, empty, 0))
+    assert "single-view. TF holds no transform at all" in driver.stats.last_problem
+    assert "set the world_frame parameter" not in driver.stats.last_problem
     driver.skip(PoseJob(_frame(3), None, past, 0), "no subscriber")  # lazy: nothing ran, so not "single-view"
     assert "kept without a pose (no source view later). TF holds only data newer" in driver.stats.last_problem
 

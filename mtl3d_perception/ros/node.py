@@ -69,7 +69,7 @@ from mtl3d_perception.ros.compat import FALLBACKS, message_filters, tf2_ros
 from mtl3d_perception.ros.input_monitor import InputMonitor, PublisherInfo, warning_period_s
 from mtl3d_perception.runtime import params
 from mtl3d_perception.runtime.config import RuntimeConfig, config_from_parameters, parameter_specs
-from mtl3d_perception.runtime.driver import TF_NOT_SUBSCRIBED, FrameDriver, is_missing_tf_path
+from mtl3d_perception.runtime.driver import TF_FRAMES, TF_NOT_SUBSCRIBED, FrameDriver, is_missing_tf_path
 from mtl3d_perception.runtime.frames import JUMP_BACK_S, Frame, TimeJumpDetector
 from mtl3d_perception.runtime.loading import load_model, resolve_device
 from mtl3d_perception.runtime.pipeline import PerceptionPipeline
@@ -545,7 +545,7 @@ class PerceptionNode(Node):
             frames = tf_frames(self.tf_buffer)
             shown = ", ".join(frames[:MAX_FRAMES_SHOWN]) + (f", ... ({len(frames)} in all)"
                                                             if len(frames) > MAX_FRAMES_SHOWN else "")
-            error = f"{error.rstrip('. ')}; frames in TF: {shown or 'none'}"
+            error = f"{error.rstrip('. ')}; {TF_FRAMES}: {shown or 'none'}"
         return pose, error
 
     def _apply_updates(self) -> None:

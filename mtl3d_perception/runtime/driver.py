@@ -38,6 +38,7 @@ TF_NOT_SUBSCRIBED = "TF is not subscribed"
 # tf2's wording (and the compat buffer's) for a frame it has never heard of, and for frames in unconnected trees
 _MISSING_FRAME = "passed to lookupTransform argument"
 _UNCONNECTED = "not part of the same tree"
+TF_FRAMES = "frames in TF"  # how the node appends the frames TF holds to a missing-path error ("...: none" when empty)
 
 
 def is_missing_tf_path(tf_error: str) -> bool:
@@ -48,6 +49,9 @@ def is_missing_tf_path(tf_error: str) -> bool:
 
 def _missing_path_advice(tf_error: str, world_frame: str, frame_id: str) -> str:
     """What to fix when TF has no path from ``world_frame`` to the camera's ``frame_id``."""
+    if f"{TF_FRAMES}: none" in tf_error:  # nothing to look a frame up in: not a setting (yet)
+        return ("TF holds no transform at all (none received since start-up, or since the cache was cleared for a time "
+                "jump): check that odometry and the camera's static transform are published on /tf and /tf_static")
     if f'"{world_frame}" {_MISSING_FRAME}' in tf_error:
         return (f"world_frame {world_frame!r} is not in TF: set the world_frame parameter to the fixed frame your "
                 "odometry publishes (e.g. odom or map)")
