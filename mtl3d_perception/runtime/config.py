@@ -192,8 +192,8 @@ class RuntimeConfig:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def get(self, name: str) -> Any:
-        """A setting by its parameter name (pairing fields included)."""
-        return getattr(self.pairing, name) if name in PAIRING_SETTINGS else getattr(self, name)
+        """A setting by its parameter name (pairing fields included: :meth:`__getattr__`)."""
+        return getattr(self, name)
 
     def replace(self, **changes: Any) -> RuntimeConfig:
         """A validated copy with some settings changed by parameter name (pairing fields included)."""
