@@ -596,7 +596,7 @@ def test_the_overlap_note_follows_a_moved_recording_and_not_its_old_path(tmp_pat
     """A fine-tuning trial: a bag moved or renamed after training lost its note (38 of 187 scored frames were
     training frames), and another recording written to the same path got a false one; the shipped model's note
     depended on the folder eval ran in. trained_on records each recording's content fingerprint (a bag's log times
-    and message count, a folder's file names and sizes), which eval compares wherever the recording now lies."""
+    and message count, a folder's file names, sizes and sampled bytes), which eval compares wherever the recording now lies."""
     import shutil
 
     from helpers import render_frames
@@ -635,7 +635,36 @@ def test_the_overlap_note_follows_a_moved_recording_and_not_its_old_path(tmp_pat
     assert fingerprint("sequence", seq) == fingerprint("sequence", copy) is not None
     (copy / "extra.txt").write_text("x")
     assert fingerprint("sequence", seq) != fingerprint("sequence", copy)
+    # another recording with the same file names and sizes (fixed-size frames): its content tells it apart
+    same_sizes = tmp_path / "same_sizes"
+    shutil.copytree(seq, same_sizes)
+    target = max((f for f in same_sizes.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert fingerprint("sequence", same_sizes) != fingerprint("sequence", seq)
     assert fingerprint("bag", tmp_path / "nothing") is None
+
+
+def test_fingerprints_recorded_before_the_sampled_bytes_still_match_their_recording():
+    """Folder fingerprints gained sampled bytes (session 29: another recording with the same file names and sizes
+    matched); the shipped model recorded the HoloLens folder's in the old scheme, and its overlap note on those
+    frames must survive: a fingerprint is compared in the scheme it was recorded in."""
+    from conftest import HOLOLENS
+
+    from mtl3d_perception.train.config import SourceConfig
+    from mtl3d_perception.train.trained_on import fingerprint, training_overlap
+
+    if not HOLOLENS.is_dir():
+        pytest.skip(f"{HOLOLENS} absent")
+    trained_on = read_checkpoint_metadata(Path(__file__).parents[1] / "models" / "default.safetensors")["trained_on"]
+    recorded = next(e["fingerprint"] for e in trained_on if e.get("fingerprint", "").startswith("sequence:"))
+    assert recorded.count(":") == 1  # the old scheme
+    assert fingerprint("sequence", HOLOLENS, like=recorded) == recorded
+    assert fingerprint("sequence", HOLOLENS) != recorded  # the new one differs, and is not what is compared
+    source = SourceConfig(kind="sequence", path=str(HOLOLENS))
+    overlap = training_overlap(trained_on, source, list(range(150, 373)), 373)
+    assert overlap and overlap[0]["frames"] == 298 - 150
 
 
 def test_resume_takes_the_same_recording_under_another_path(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from mtl3d_perception.data.datasets import FRAME_KINDS, frame_range
 from mtl3d_perception.topics import base_image_topic
 
 RECORDED_KINDS = FRAME_KINDS  # kinds whose frames are indexed the same way in training and eval
+FOLDER_SAMPLES = 64  # files of a recording folder whose middle bytes go into its fingerprint (a few ms of reading)
 
 
 def recording(path: str | Path) -> Path:
@@ -28,11 +29,15 @@ def recording(path: str | Path) -> Path:
     return p.parent if p.is_file() and p.suffix in (".mcap", ".db3") else p
 
 
-def fingerprint(kind: str, path: str | Path) -> str | None:
+def fingerprint(kind: str, path: str | Path, like: str | None = None) -> str | None:
     """A recording's identity from its content, not its path (a trial: a bag moved or renamed after training lost its
     overlap note, and another recording written to the same path got a false one): for a bag its first and last log
-    times, message count (rosbag2's metadata) and its storage files' sizes and middle bytes; for a recording folder (sequence, TUM, ScanNet, 7-Scenes) the name
-    and size of every file under it, relative to it. None where it cannot be read (absent, unreadable).
+    times, message count (rosbag2's metadata) and its storage files' sizes and middle bytes; for a recording folder
+    (sequence, TUM, ScanNet, 7-Scenes) the name and size of every file under it, relative to it, and the middle bytes
+    of up to :data:`FOLDER_SAMPLES` of them spread over the sorted names (fixed-size frames, e.g. ``.npy`` depth, of
+    another recording have the same names and sizes; ``kind:v2:hash``). None where it cannot be read (absent,
+    unreadable). ``like``: a fingerprint a checkpoint recorded, whose scheme this one follows (a folder's before
+    session 29, ``kind:hash``, had no sampled bytes), so a comparison with it is like for like.
     """
     p = Path(path).expanduser()
     try:
@@ -49,9 +54,13 @@ def fingerprint(kind: str, path: str | Path) -> str | None:
             files = [p] if p.is_file() else [f for f in p.iterdir() if f.suffix in (".mcap", ".db3")]
             identity += " " + " ".join(sorted(_sample(f) for f in files))
         elif p.is_dir():
-            entries = sorted(f"{Path(root, name).relative_to(p)} {Path(root, name).stat().st_size}"
-                             for root, _, names in os.walk(p) for name in names)
-            identity = "\n".join(entries)
+            files = sorted(Path(root, name) for root, _, names in os.walk(p) for name in names)
+            entries = [f"{f.relative_to(p)} {f.stat().st_size}" for f in files]
+            step = max(1, -(-len(files) // FOLDER_SAMPLES))  # ceil: at most FOLDER_SAMPLES files read
+            if like is not None and like.count(":") == 1:  # recorded before the sampled bytes
+                return f"{kind}:{hashlib.sha256(chr(10).join(sorted(entries)).encode()).hexdigest()[:16]}"
+            identity = "\n".join(entries + [_sample(f, 4096) for f in files[::step]])
+            return f"{kind}:v2:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
         else:
             return None
     except (OSError, ValueError, RuntimeError):  # BagError, rosbags ReaderError: not readable as such
@@ -81,11 +90,11 @@ def with_identity(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _same_recording(entry: dict[str, Any], source: Any, source_fingerprint: str | None) -> bool:
+def _same_recording(entry: dict[str, Any], source: Any) -> bool:
     """By content where both fingerprints are known, else by the absolute path (checkpoints from before
     ``fingerprint``; before ``recording``, the path as typed, resolved from the current folder)."""
-    if entry.get("fingerprint") and source_fingerprint:
-        return entry["fingerprint"] == source_fingerprint
+    if entry.get("fingerprint") and (now := fingerprint(source.kind, source.path, like=entry["fingerprint"])):
+        return entry["fingerprint"] == now
     return Path(entry.get("recording") or recording(entry["path"])) == recording(source.path)
 
 
@@ -114,11 +123,10 @@ def training_overlap(trained_on: Any, source: Any, indices: list[int], num_frame
         return []
     out: list[dict[str, Any]] = []
     by_range: dict[tuple[int, int, int], dict[str, Any]] = {}
-    source_fingerprint = fingerprint(source.kind, source.path)
     for i, entry in enumerate(trained_on):
         if not isinstance(entry, dict) or entry.get("kind") != source.kind or not entry.get("path"):
             continue
-        if not _same_recording(entry, source, source_fingerprint):
+        if not _same_recording(entry, source):
             continue
         trained_topic = entry.get("image_topic", source.image_topic)
         if source.kind == "bag" and base_image_topic(trained_topic) != base_image_topic(source.image_topic):

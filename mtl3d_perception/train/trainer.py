@@ -711,12 +711,14 @@ class Trainer:
 
             def same_recording(key: str, old: Any, new: Any) -> bool:  # by the identity the checkpoint recorded
                 entry = recorded.get(key, {})
-                return bool(entry.get("fingerprint")) and fingerprint(entry.get("kind", ""), new) == entry["fingerprint"]
+                recorded_fp = entry.get("fingerprint")
+                return bool(recorded_fp) and fingerprint(entry.get("kind", ""), new, like=recorded_fp) == recorded_fp
 
             changed = resume_changes(meta["train_config"], to_dict(self.cfg), same_recording=same_recording)
             for i, source in enumerate(self.cfg.data.train):  # the same path, another recording (a retrial)
                 entry = recorded.get(f"data.train.{i}.path", {})
-                now = fingerprint(source.kind, source.path) if entry.get("fingerprint") and source.path else None
+                now = (fingerprint(source.kind, source.path, like=entry["fingerprint"])
+                       if entry.get("fingerprint") and source.path else None)
                 if now and now != entry["fingerprint"] and not any(c.startswith(f"data.train.{i}.path ") for c in changed):
                     changed.append(f"data.train.{i}.path {source.path!r} holds another recording than the one trained on "
                                    f"(content fingerprint {entry['fingerprint']} -> {now})")
