@@ -25,6 +25,10 @@ more jump and flagged 7 right-pose frames, 2.0 catches 10. In a live-like run (t
 from the jump; `/work/exp28/consist.py`) the jumps it flags scored 0.133 / 0.111 / 0.133 against 0.384 / 0.571 / 0.279
 (0.3 m at frames 250 and 330, 10 deg at 250); the 0.3 m jump at frame 60 (first frame 0.79, then 0.32) leaps 0.43
 and passes. The jumps it misses leap less, and their depths are mostly milder (0.2-0.8).
+The sweep's own peakedness is no second cue (session 29, `/work/exp29/an29.py`: the frame's mean
+``depth_matching_confidence``, its share above 0.05 and the published confidence's mean, each against the median of
+the previous 8): it rises across most translation jumps (the sweep finds a peaked wrong match) and falls across
+turns, while right poses move it as far (zoomed 2x: down to e^-6.8, up to e^1.1), so none separates.
 ``make demo``'s room: no frame flagged, its metrics unchanged. Poses in another convention (held-out HoloLens
 frames 300-339, ``runtime.pose_convention``'s test case) with the convention check off: abs rel 0.33 / 0.26 / 0.39
 for OpenGL / world-to-camera / body-frame poses with this check (at log 1.5) against 0.36 / 0.58 / 0.39 without; with
