@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -86,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # a reader gone (`| head`) surfaces here, not as a warning at the interpreter's exit
+        return code
+    except BrokenPipeError:  # the reader closed the pipe: stop quietly, as cat does (Python's signal docs, "Note on
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # SIGPIPE"; an install trial: an ERROR line)
+        return 141  # 128 + SIGPIPE, as a shell reports a program the closed pipe stopped
     except SettingError as exc:  # "--history-size must be ...", not the setting's own name "history_size"
         option = option_for(args._parser, exc.name, argv)
         print(f"ERROR: {exc.named(option) if option else exc}", file=sys.stderr)

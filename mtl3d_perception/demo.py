@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from mtl3d_perception.cli_args import check_output_folder, int_in_range, size_wh
+from mtl3d_perception.resources import shipped_file
 from mtl3d_perception.runtime.config import MAX_NUM_THREADS
 
 
@@ -117,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     print()
     print_summary(summary)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. View the output bag in Foxglove "
-          f"(open {replay_dir / 'output.mcap'}) or with RViz: see docs/replay.md.")
+          f"(open {replay_dir / 'output.mcap'}) or with RViz: see {shipped_file('docs', 'replay.md')}.")
     return 0

@@ -341,3 +341,34 @@ def test_a_stray_models_folder_beside_an_installed_package_is_not_a_checkout(tmp
     (package.parent / "setup.py").write_text("")
     assert checkout_root(package) == package.parent
     assert checkout_root() is not None  # this test runs in the checkout
+
+
+def test_an_install_outside_sys_prefix_finds_its_shipped_files(tmp_path, monkeypatch):
+    """An install trial: `pip install --user` and `pip install --prefix P` put setup.py's data_files in
+    ~/.local/share/mtl3d_perception and P/share/mtl3d_perception (Debian's system Python: /usr/local, its sys.prefix
+    /usr), where only <sys.prefix>/share was looked at: 'no default checkpoint found', and the suggested preset:tiny
+    failed as well. The distribution's RECORD says where pip wrote them."""
+    from mtl3d_perception import resources
+    from mtl3d_perception.model.checkpoint import default_model_path
+    from mtl3d_perception.model.config import preset_dirs
+
+    site = tmp_path / "prefix" / "lib" / "python3.11" / "site-packages"
+    share = tmp_path / "prefix" / "share" / "mtl3d_perception"
+    (share / "models").mkdir(parents=True)
+    (share / "config" / "model").mkdir(parents=True)
+    (share / "package.xml").write_text("<package/>")
+    (share / "models" / "default.safetensors").write_bytes(b"")
+    info = site / "mtl3d_perception-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtl3d_perception\nVersion: 0.1.0\n")
+    (info / "RECORD").write_text("mtl3d_perception/__init__.py,,\n"
+                                 "../../../share/mtl3d_perception/package.xml,,\n"
+                                 "../../../share/mtl3d_perception/models/default.safetensors,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(resources, "checkout_root", lambda package_dir=None: None)  # as installed, no checkout
+    assert resources.installed_share() == share.resolve()
+    assert default_model_path() == share.resolve() / "models" / "default.safetensors"
+    assert share.resolve() / "config" / "model" in preset_dirs()
+    # what messages point installed users to: the installed file, or the repository's path where none is
+    assert resources.shipped_file("package.xml") == str(share.resolve() / "package.xml")
+    assert resources.shipped_file("docs", "no_such.md") == "docs/no_such.md"

@@ -515,3 +515,19 @@ def test_a_source_field_of_another_kind_is_refused():
 
     with pytest.raises(ValueError, match=r"'data.augment.scale' expects \[low, high\] with 1 <= low <= high"):
         AugmentConfig(scale=(0.6, 0.8))
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """An install trial: `mtl3d info default | head -1` printed 'ERROR: [Errno 32] Broken pipe' (BrokenPipeError is an
+    OSError, reported as a bad file) and exited 1. A closed pipe stops the command without a word, 128 + SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mtl3d_perception.cli", "info", "preset:tiny"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the command writes its first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "ERROR" not in err and "Traceback" not in err, err

@@ -142,6 +142,24 @@ def test_missing_textures_fall_back_to_procedural_with_one_notice(tmp_path, capl
                                   SyntheticScene(2, textures=None).render(T, K, (32, 24))["rgb"])
 
 
+def test_an_installed_package_names_the_variable_not_a_made_up_folder(caplog, monkeypatch):
+    """An install trial: from site-packages the default texture folder was built from the package's path
+    (``<venv>/lib/python3.11/shared/data/textures``) and the notice named it; an installed package has no
+    ``../shared`` beside it, so only $MTL3D_TEXTURES can name the folder, and the notice says so."""
+    from mtl3d_perception.data import textures
+
+    monkeypatch.delenv(TEXTURES_ENV, raising=False)
+    assert textures.textures_dir() == Path(__file__).resolve().parents[2] / "shared" / "data" / "textures"
+    monkeypatch.setattr(textures, "checkout_root", lambda: None)  # installed
+    assert textures.textures_dir() is None
+    textures._texture_library.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="mtl3d_perception.data.textures"):
+        assert texture_library() is None
+    [notice] = [r.getMessage() for r in caplog.records if "procedural textures" in r.getMessage()]
+    assert TEXTURES_ENV in notice and "shared" not in notice
+    textures._texture_library.cache_clear()
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_handheld_motion_is_smooth_6dof_inside_the_free_room(seed):
     scene = SyntheticScene(seed, textures=None)

@@ -90,3 +90,21 @@ def test_train_override_amp_off():
 
     root = Path(__file__).resolve().parents[1]
     assert load_config(root / "config/train/smoke.yaml", ["amp=off", "device=cpu"]).amp == "off"
+
+
+def test_an_installed_package_says_where_the_training_configs_are(tmp_path, monkeypatch):
+    """An install trial: `mtl3d train --config config/train/finetune.yaml` from an installed package said only
+    'training config not found'; the install ships no training configs, and the message says where they are."""
+    from mtl3d_perception.train import config as train_config
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as checkout:
+        train_config.load_config("config/train/finetune.yaml")
+    assert "installed package" not in str(checkout.value)  # in a checkout the path was simply wrong
+    monkeypatch.setattr(train_config, "checkout_root", lambda: None)
+    with pytest.raises(FileNotFoundError, match=r"not found: config/train/finetune.yaml \(an installed package ships "
+                                                r"no training configs: they are in the source checkout"):
+        train_config.load_config("config/train/finetune.yaml")
+    with pytest.raises(FileNotFoundError) as own:
+        train_config.load_config("my_robot.yaml")  # the user's own file: no hint about ours
+    assert "installed package" not in str(own.value)

@@ -26,11 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtl3d_perception.resources import checkout_root
+
 LOG = logging.getLogger(__name__)
 
 TEXTURES_ENV = "MTL3D_TEXTURES"
-# ../shared/data/textures next to the repository (like the HoloLens sequence), found from any working directory
-DEFAULT_TEXTURES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "textures"
+SHARED_TEXTURES = Path("shared") / "data" / "textures"  # beside the source checkout (like the HoloLens sequence)
 TILE = 128  # atlas images are TILE x TILE texels (the material tiles' own size)
 MIP_LEVELS = 5  # 128, 64, 32, 16, 8
 PHOTO_LONG_SIDE = 640  # photographs are downscaled to this on load (crops are resampled to TILE anyway)
@@ -180,10 +181,14 @@ def _read_rgb(path: str, long_side: int) -> np.ndarray:
     return rgb
 
 
-def textures_dir() -> Path:
-    """``$MTL3D_TEXTURES`` if set, else ``../shared/data/textures`` beside the repository."""
-    env = os.environ.get(TEXTURES_ENV)
-    return Path(env) if env else DEFAULT_TEXTURES_DIR
+def textures_dir() -> Path | None:
+    """``$MTL3D_TEXTURES`` if set, else ``../shared/data/textures`` beside the source checkout (found from any
+    working directory); None for an installed package without the variable (an install trial: the notice named a
+    folder made up from site-packages' parent)."""
+    if env := os.environ.get(TEXTURES_ENV):
+        return Path(env)
+    root = checkout_root()
+    return root.parent / SHARED_TEXTURES if root is not None else None
 
 
 def texture_library(root: str | Path | None = None) -> TextureLibrary | None:
@@ -191,11 +196,16 @@ def texture_library(root: str | Path | None = None) -> TextureLibrary | None:
     it is absent or holds no tiles. Cached: the folder is listed once per process and path, however it is named
     (``texture_library()``, ``texture_library(None)`` and the folder's path share one entry).
     """
-    return _texture_library(Path(root).absolute() if root is not None else textures_dir().absolute())
+    path = Path(root) if root is not None else textures_dir()
+    return _texture_library(path.absolute() if path is not None else None)
 
 
 @lru_cache(maxsize=8)
-def _texture_library(path: Path) -> TextureLibrary | None:
+def _texture_library(path: Path | None) -> TextureLibrary | None:
+    if path is None:
+        LOG.warning("synthetic scenes: no texture folder (an installed package: set $%s to the CC0 texture folder, "
+                    "materials/ and photos/): using procedural textures", TEXTURES_ENV)
+        return None
     tiles: dict[str, list[Path]] = {}
     for f in sorted((path / "materials").glob("*.jpg")) if (path / "materials").is_dir() else []:
         tiles.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)

@@ -30,6 +30,7 @@ from mtl3d_perception.data.sequence import describe_provenance
 from mtl3d_perception.evaluation import json_report
 from mtl3d_perception.evaluation.metrics import SPARSIFICATION_TEXT, format_metric, sparsification_table
 from mtl3d_perception.evaluation.montage import columns_for, save_png, titles_for
+from mtl3d_perception.resources import shipped_file
 from mtl3d_perception.runtime.pose_convention import POSE_CONVENTION
 from mtl3d_perception.runtime.products import STAGES
 from mtl3d_perception.source_selection import MIN_PARALLAX_M, PAIRED_REASONS
@@ -157,7 +158,7 @@ def _pairing_lines(mv: dict[str, Any]) -> list[str]:
              + " (`baseline`: the most recent frame at least `min_baseline_m` away or turned `min_rotation_deg`; "
              "`farthest`: none was, so the widest baseline in the history; the others ran single-view, "
              f"`no_parallax` among them when every earlier frame was within {MIN_PARALLAX_M * 1e3:g} mm: "
-             "docs/replay.md).", ""]
+             f"{shipped_file('docs', 'replay.md')}).", ""]
     baselines, metrics = mv.get("baselines", {}), mv.get("metrics", {})
     if baselines.get("median_m") is not None:
         bins = [f"{name} ({_frames(n)}" + (f", abs rel {metrics[f'depth/abs_rel_baseline_{name}']:.3f})"
@@ -296,7 +297,7 @@ def _report_markdown(s: dict[str, Any], modes: tuple[str, ...]) -> str:
     lines += ["", "## Files", "",
               "- `output.mcap`: the inputs, every output topic of the node "
               f"(`/{s['node_name']}/...`, `/diagnostics`) and TF — open it in Foxglove, or "
-              "`ros2 bag play output.mcap` with RViz (`config/mtl3d.rviz`)",
+              f"`ros2 bag play output.mcap` with RViz (`{shipped_file('config', 'mtl3d.rviz')}`)",
               "- `metrics.json`: everything on this page plus per-frame values"]
     if "sparsification_plot" in s["files"]:
         lines.append("- `sparsification.png`: the depth confidence's sparsification curve (above)")

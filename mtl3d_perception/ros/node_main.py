@@ -25,16 +25,17 @@ def _terminate(signum: int, frame: object) -> None:
 def usage() -> str:
     """What ``--help`` prints before the parameters: the command line, the topics, and where the parameters follow."""
     from mtl3d_perception import topics
+    from mtl3d_perception.resources import shipped_file
 
     outputs = "\n".join(f"  ~/{name} ({kind.replace('/msg/', '/')})" for name, (kind, _) in topics.OUTPUTS.items())
-    return f"""usage: ros2 run mtl3d_perception perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE]
-                                                       [-r FROM:=TO] ...]
+    return f"""usage: perception_node [-h] [--ros-args [-p NAME:=VALUE] [--params-file FILE] [-r FROM:=TO] ...]
+       (built with colcon: ros2 run mtl3d_perception perception_node ...)
 
 3D-aware semantic segmentation, metric depth, surface normals and a labelled point cloud from one camera and TF
 (README.md). Subscribes to the image_topic and camera_info_topic parameters, /tf and /tf_static; publishes
 {topics.DIAGNOSTICS_TOPIC} and, in the node's private namespace (~ = /{topics.NODE_NAME} by default):
 {outputs}
-Its parameters, as a --params-file with their defaults:
+Its parameters, as a --params-file with their defaults (the shipped copy: {shipped_file("config", "perception.yaml")}):
 """
 
 

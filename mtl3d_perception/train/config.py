@@ -19,6 +19,7 @@ import yaml
 from mtl3d_perception.data.augment import AugmentConfig
 from mtl3d_perception.data.datasets import SourceConfig
 from mtl3d_perception.model.config import ConfigError
+from mtl3d_perception.resources import checkout_root
 from mtl3d_perception.typed_config import from_dict, parse_yaml, read_yaml_file, require
 
 
@@ -198,6 +199,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(msg)
         if not p.is_file():
             msg = f"training config not found: {p}"
+            if not p.is_absolute() and p.parts[:2] == ("config", "train") and checkout_root() is None:
+                msg += (" (an installed package ships no training configs: they are in the source checkout and the "
+                        "sdist; run mtl3d train from a clone of the repository, README 'Fine-tune on your own robot')")
             raise FileNotFoundError(msg)
         loaded = read_yaml_file(p, "a training config: a YAML mapping")
         if loaded is None:
