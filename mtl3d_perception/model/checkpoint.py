@@ -46,8 +46,9 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"no default checkpoint found (looked at {', '.join(map(str, candidates))}); set model_path to a "
-        f".safetensors file, or to '{PRESET_PREFIX}tiny' for an untrained network"
+        f"no default checkpoint found (looked at {', '.join(map(str, candidates))}; built with colcon? source "
+        f"install/setup.bash first); set model_path to a .safetensors file, or to '{PRESET_PREFIX}tiny' for an "
+        "untrained network"
     )
 
 
