@@ -295,6 +295,17 @@ def resize_intrinsics(K, src_wh: tuple[int, int], dst_wh: tuple[int, int]):
     return scale_intrinsics(K, dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1])
 
 
+RESIZED_ASPECT_TOLERANCE = 0.01  # relative: a resized copy keeps its frame's aspect up to the rounding of its size
+
+
+def is_resized_copy(wh: tuple[int, int], native_wh: tuple[int, int]) -> bool:
+    """Whether an image of ``wh`` = (W, H) can be a resized copy of a ``native_wh`` frame: the same aspect ratio within
+    :data:`RESIZED_ASPECT_TOLERANCE` (640x480 from ScanNet's 1296x968: 0.4 % off), so that frame's K scales to it
+    (:func:`resize_intrinsics`) without stretching it; a crop or another camera does not fit."""
+    (W, H), (w0, h0) = wh, native_wh
+    return abs(W * h0 - H * w0) <= RESIZED_ASPECT_TOLERANCE * H * w0
+
+
 def crop_intrinsics(K, x0: float, y0: float):
     """K for the crop whose top-left pixel is (x0, y0) of the original image (numpy or torch)."""
     K2 = _copy(K)

@@ -276,6 +276,44 @@ def test_eval_of_a_scannet_export_says_what_it_left_out(tmp_path, scene):
             "images (intrinsic_depth.txt is the colour K at its size)") in (tmp_path / "e" / "report.md").read_text()
 
 
+def test_a_scannet_export_of_resized_colour_scales_the_sensors_K(tmp_path, scene):
+    """A loader trial: ScanNet's SensReader resizes the colour images it exports (image_size=...) but writes the
+    sensor's 1296x968 intrinsic_color.txt unchanged; 640x480 exports were read with that K (principal point outside
+    the image): abs rel 0.42 against 0.14, no word. The K is scaled to the images, and the report says so; a K that
+    fits neither the images nor a 1296x968 frame is refused."""
+    from mtl3d_perception.data.sources.scannet import SENSOR_COLOR_SIZE
+    from mtl3d_perception.geometry import resize_intrinsics
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    _, path, K, renders = scene
+    root = write_scannet(tmp_path / "scene0002_00", scene)
+    M4 = np.eye(4)
+    M4[:3, :3] = resize_intrinsics(K, SIZE, SENSOR_COLOR_SIZE)  # the sensor's K, the images stay 64x48
+    np.savetxt(root / "intrinsic" / "intrinsic_color.txt", M4)
+    seq = ScanNetSequence(root)
+    fr = seq.frame(0)
+    np.testing.assert_allclose(fr.K, K, atol=1e-9)
+    assert seq.color_K_from == SENSOR_COLOR_SIZE
+    np.testing.assert_allclose(fr.depth, np.repeat(np.repeat(renders[0]["depth"][::2, ::2], 2, 0), 2, 1), atol=5e-4)
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"scannet:{root}", "--modes", "single_view", "--montages", "0",
+                     "--no-progress", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["inputs"][f"scannet:{root}"][
+        "color_K_scaled_from"] == "1296x968"
+    assert "intrinsic_color.txt scaled from the 1296x968 sensor frame" in (tmp_path / "e" / "report.md").read_text()
+    M4[:3, :3] = [[60.0, 0, 200.0], [0, 60.0, 150.0], [0, 0, 1]]  # outside the images, and off a 1296x968 frame's centre
+    np.savetxt(root / "intrinsic" / "intrinsic_color.txt", M4)
+    with pytest.raises(SequenceError, match=r"\(fx 60, fy 60, cx 200, cy 150\) does not fit 64x48 colour images .* nor "
+                                            r"a 1296x968 ScanNet frame"):
+        ScanNetSequence(root)
+    (root / "pose" / "2.txt").write_text("nan nan nan nan\n" * 4)  # NaN as lost tracking too, beside file 3's -inf
+    M4[:3, :3] = K
+    np.savetxt(root / "intrinsic" / "intrinsic_color.txt", M4)
+    seq = ScanNetSequence(root)
+    assert seq.invalid_poses == 2 and len(seq) == N - 2 and seq.color_K_from is None
+
+
 def test_scannet_bad_layouts(tmp_path, scene):
     root = write_scannet(tmp_path / "s", scene)
     (root / "pose" / "2.txt").unlink()
@@ -354,6 +392,32 @@ def test_seven_scenes_bad_layouts(tmp_path, scene):
     (root / "frame-000002.pose.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n")
     (root / "notes.md").write_text("x")
     with pytest.raises(SequenceError, match=r"notes\.md: unexpected file"):
+        SevenScenesSequence(root)
+
+
+def test_seven_scenes_frames_whose_tracking_was_lost_are_left_out_and_reported(tmp_path, scene):
+    """A loader trial: one pose file of NaN (or inf) values refused the whole sequence; ScanNet's -inf poses were
+    already left out and counted. The same here, and eval's report says how many."""
+    from mtl3d_perception.model import build_model, resolve_config, save_checkpoint
+
+    _, path, _, _ = scene
+    root, _ = write_seven_scenes(tmp_path / "seq-02", scene)
+    (root / "frame-000002.pose.txt").write_text("nan\tnan\tnan\tnan\n" * 4)
+    (root / "frame-000004.pose.txt").write_text("inf inf inf inf\n" * 4)
+    seq = SevenScenesSequence(root)
+    assert len(seq) == N - 2 and seq.invalid_poses == 2
+    np.testing.assert_allclose(seq.stamps, np.array([0, 1, 3, 5]) / 30.0)  # the kept frames' own stamps
+    np.testing.assert_allclose(seq.frame(2).T_world_cam, path[3], atol=2e-6)
+    ckpt = save_checkpoint(build_model(resolve_config("tiny").replace(input_size=SIZE, pretrained=False)),
+                           tmp_path / "tiny.safetensors")
+    assert cli.main(["eval", str(ckpt), "--data", f"seven_scenes:{root}", "--modes", "single_view", "--montages",
+                     "0", "--no-progress", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["inputs"][f"seven_scenes:{root}"] == {
+        "frames": N - 2, "frames_left_out": 2}
+    assert f"Read: {N - 2} frames; 2 left out (a pose of NaN" in (tmp_path / "e" / "report.md").read_text()
+    for n in range(N):
+        (root / f"frame-{n:06d}.pose.txt").write_text("nan nan nan nan\n" * 4)
+    with pytest.raises(SequenceError, match="every pose is NaN or infinite"):
         SevenScenesSequence(root)
 
 

@@ -105,15 +105,16 @@ def _sort_key(stem: str) -> tuple[int, int | str]:
     return (0, int(stem)) if stem.isdigit() else (1, stem)
 
 
-def parse_numbers(path: Path, line_no: int, text: str) -> list[float]:
-    """The numbers of one text line (spaces or commas); SequenceError naming ``path`` and the line otherwise."""
+def parse_numbers(path: Path, line_no: int, text: str, *, finite: bool = True) -> list[float]:
+    """The numbers of one text line (spaces or commas); SequenceError naming ``path`` and the line otherwise (and for
+    NaN or infinity, unless ``finite`` is False: a dataset's marker of a lost pose, for the caller to count)."""
     values = []
     for token in text.replace(",", " ").split():
         try:
             values.append(float(token))
         except ValueError:
             raise SequenceError(f"{path} line {line_no}: {token!r} is not a number") from None
-    if not all(math.isfinite(v) for v in values):
+    if finite and not all(math.isfinite(v) for v in values):
         raise SequenceError(f"{path} line {line_no}: NaN or infinite value in {text.strip()!r}")
     return values
 

@@ -265,6 +265,11 @@ def evaluate_checkpoint(checkpoint: str, specs: list[str], out: str | Path, *, b
             frames = dataset.sources[0].frames
             report.setdefault("inputs", {})[spec] = {"frames": len(frames), "frames_left_out": frames.invalid_poses,
                                                      "depth_registration": frames.depth_registration}
+            if frames.color_K_from is not None:  # intrinsic_color.txt is the sensor's: the images were resized
+                report["inputs"][spec]["color_K_scaled_from"] = "x".join(map(str, frames.color_K_from))
+        if source.kind == "seven_scenes":  # frames whose pose file is NaN or infinite (tracking lost) are left out
+            frames = dataset.sources[0].frames
+            report.setdefault("inputs", {})[spec] = {"frames": len(frames), "frames_left_out": frames.invalid_poses}
     out = output_folder(out)
     for old in out.glob("montage_*.png"):  # an earlier evaluation's: none may sit beside this report
         old.unlink()
@@ -370,12 +375,18 @@ def render_report(report: dict) -> str:
             lines += [f"Read: {inputs['frames']} frames with TUM camera {inputs['camera']} (fx {fx:g}, fy {fy:g}, cx {cx:g}, "
                       f"cy {cy:g} for {inputs['K_for']}); {inputs['frames_left_out']} colour images left out (no depth "
                       "within the association tolerance or outside the ground truth)", ""]
+        elif inputs and "depth_registration" not in inputs and "image_topic" not in inputs:  # seven_scenes:
+            lines += [f"Read: {inputs['frames']} frames; {inputs['frames_left_out']} left out (a pose of NaN or "
+                      "infinite values: tracking lost)", ""]
         elif inputs and "image_topic" not in inputs:  # scannet:
             how = {"resized": "resized to the colour images (intrinsic_depth.txt is the colour K at its size)",
                    "reprojected": "reprojected into the colour camera with intrinsic_depth.txt's own K (another view "
                                   "than the colour K's)"}.get(inputs.get("depth_registration", ""), "")
+            scaled = inputs.get("color_K_scaled_from")
             lines += [f"Read: {inputs['frames']} frames; {inputs['frames_left_out']} left out (ScanNet's -inf pose: its "
-                      f"tracking failed){f'; depth {how}' if how else ''}", ""]
+                      f"tracking failed){f'; depth {how}' if how else ''}"
+                      + (f"; intrinsic_color.txt scaled from the {scaled} sensor frame to the exported images' size"
+                         if scaled else ""), ""]
         elif inputs:
             depth = inputs["depth_topic"] or "none"
             if inputs.get("depth_camera_info_topic") and inputs["depth_topic"]:

@@ -8,7 +8,13 @@
     ROOT/intrinsic/intrinsic_color.txt      4x4 (K in the top-left 3x3) of the colour camera
     ROOT/intrinsic/intrinsic_depth.txt      4x4 of the depth camera
 
-``N`` runs 0, 1, 2, ... (sorted numerically). ScanNet marks frames whose tracking failed with ``-inf`` poses;
+``N`` runs 0, 1, 2, ... (sorted numerically). ``intrinsic_color.txt`` is the colour camera's K at the sensor's
+1296x968 (:data:`SENSOR_COLOR_SIZE`) even when the export resized the colour images (``SensReader``'s
+``export_color_images(image_size=...)``; ``export_intrinsics`` writes the sensor's K unchanged): a K whose principal
+point lies outside the central half of the images, but inside that of a 1296x968 frame of their aspect, is scaled to
+their size (``geometry.resize_intrinsics``; ``color_K_from`` says so); one that fits neither is refused (a trial:
+640x480 exports read with the 1296x968 K, principal point outside the image, scored abs rel 0.42 against 0.14,
+without a word). ScanNet marks frames whose tracking failed with ``-inf`` poses;
 they are left out (``invalid_poses`` counts them), as ScanNet users do. Depth is registered to colour as bag
 depth is (``geometry.is_registered``): when ``intrinsic_depth.txt`` is the colour K scaled to the depth's size
 (within ``geometry.REGISTERED_K_TOLERANCE_PX``; ScanNet's two cameras are calibrated so), the depth image is
@@ -20,7 +26,6 @@ camera with its K (``geometry.reproject_depth``; the two cameras share their opt
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import cv2
@@ -39,22 +44,33 @@ from mtl3d_perception.geometry import (
     check_intrinsics,
     depth_from_mm,
     is_registered,
+    is_resized_copy,
     reproject_depth,
+    resize_intrinsics,
     to_rigid,
 )
 
 COLOR_SUFFIXES = (".jpg", ".jpeg", ".png")
+SENSOR_COLOR_SIZE = (1296, 968)  # (W, H) of ScanNet's colour camera, which intrinsic_color.txt describes
+
+
+def fits_image(K: np.ndarray, wh: tuple[int, int]) -> bool:
+    """Whether K's principal point lies in the central half of a ``wh`` = (W, H) image (pixel centres at integers,
+    DESIGN §4): any real camera's does; a K for another image size's does not."""
+    W, H = wh
+    return abs(K[0, 2] + 0.5 - W / 2) <= W / 4 and abs(K[1, 2] + 0.5 - H / 2) <= H / 4
 
 
 def _matrix(path: Path, rows: int) -> np.ndarray:
-    """A text matrix of ``rows`` rows of 4 numbers (inf allowed; NaN refused), errors naming the file and line."""
+    """A text matrix of ``rows`` rows of 4 numbers (NaN and inf allowed: a lost pose), errors naming the file and
+    line."""
     out = []
     for line_no, text in text_rows(path):
         try:
             values = [float(t) for t in text.replace(",", " ").split()]
         except ValueError:
             raise SequenceError(f"{path} line {line_no}: {text.strip()!r} is not numbers") from None
-        if len(values) != 4 or any(math.isnan(v) for v in values):
+        if len(values) != 4:
             raise SequenceError(f"{path} line {line_no}: expected 4 numbers, got {text.strip()!r}")
         out.append(values)
     if len(out) != rows:
@@ -79,7 +95,8 @@ class ScanNetSequence:
 
     Raises:
         SequenceError: missing folders or files, a colour image without depth or pose, malformed matrices
-            (the message names the file and line).
+            (the message names the file and line), a colour K that fits neither the images nor a 1296x968 frame
+            they could be resized from (the first image is read here to check: :meth:`color_K`).
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -119,10 +136,34 @@ class ScanNetSequence:
             self.color_paths.append(colors[n])
             self.depth_paths.append(depth_path)
         if not poses:
-            raise SequenceError(f"{self.root / 'pose'}: every pose is invalid (-inf)")
+            raise SequenceError(f"{self.root / 'pose'}: every pose is invalid (-inf or NaN)")
         self.poses = np.stack(poses)
         self._depth_registered: bool | None = None  # the depth K is the colour K at its size (the first frame says)
         self.stamps = np.array([float(int(p.stem)) for p in self.color_paths]) / 30.0  # ScanNet records at 30 Hz
+        self.color_K_from: tuple[int, int] | None = None  # the sensor size K was scaled from, None: as written
+        first = read_rgb(self.color_paths[0])  # a K that cannot fit the images fails here, once
+        self.color_K((first.shape[1], first.shape[0]), self.color_paths[0])
+
+    def color_K(self, wh: tuple[int, int], path: Path) -> np.ndarray:
+        """``intrinsic_color.txt``'s K for colour images of ``wh`` = (W, H): as written where it fits them
+        (:func:`fits_image`), scaled from :data:`SENSOR_COLOR_SIZE` where they are a resized copy of that frame.
+
+        Raises:
+            SequenceError: it fits neither (another camera's K, or a crop); the message names K, the image size and
+                asks for the exported images' own K.
+        """
+        if fits_image(self.K, wh):
+            return self.K.copy()
+        W, H = wh
+        sw, sh = SENSOR_COLOR_SIZE
+        if fits_image(self.K, SENSOR_COLOR_SIZE) and is_resized_copy(wh, SENSOR_COLOR_SIZE):
+            self.color_K_from = SENSOR_COLOR_SIZE
+            return resize_intrinsics(self.K, SENSOR_COLOR_SIZE, wh)
+        fx, fy, cx, cy = (float(v) for v in self.K[(0, 1, 0, 1), (0, 1, 2, 2)])
+        raise SequenceError(f"{path}: {self.root / 'intrinsic' / 'intrinsic_color.txt'} (fx {fx:g}, fy {fy:g}, cx "
+                            f"{cx:g}, cy {cy:g}) does not fit {W}x{H} colour images (principal point outside their "
+                            f"central half) nor a {sw}x{sh} ScanNet frame of their aspect they were resized from; write "
+                            "the exported images' own K to intrinsic_color.txt")
 
     def __len__(self) -> int:
         return len(self.color_paths)
@@ -139,16 +180,17 @@ class ScanNetSequence:
         """Frame ``i`` with the colour K and depth in metres registered to the colour image (NaN where none): resized
         (nearest) when the depth K is the colour K at the depth's size, else reprojected with the depth K."""
         rgb = read_rgb(self.color_paths[i])
+        H, W = rgb.shape[:2]
+        K = self.color_K((W, H), self.color_paths[i])
         d = None
         if depth:
             raw = read_uint16_depth(self.depth_paths[i], "millimetres")
-            H, W = rgb.shape[:2]
-            self._depth_registered = is_registered("", "", self.K_depth, (raw.shape[1], raw.shape[0]), self.K, (W, H))
+            self._depth_registered = is_registered("", "", self.K_depth, (raw.shape[1], raw.shape[0]), K, (W, H))
             if not self._depth_registered:
-                d = reproject_depth(depth_from_mm(raw), self.K_depth, np.eye(4), self.K, (H, W))
+                d = reproject_depth(depth_from_mm(raw), self.K_depth, np.eye(4), K, (H, W))
             else:
                 if raw.shape != (H, W):
                     raw = cv2.resize(raw, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres kept
                 d = depth_from_mm(raw)
-        return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=self.K.copy(),
+        return SequenceFrame(index=i, stamp=float(self.stamps[i]), rgb=rgb, depth=d, K=K,
                              T_world_cam=self.poses[i].copy(), name=self.color_paths[i].stem)

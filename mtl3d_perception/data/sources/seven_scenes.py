@@ -10,7 +10,9 @@ colour camera (``geometry.reproject_depth``: identity extrinsic, so each colour 
 ray meets; the two optical centres are taken as one, as the dataset's users do), and frames carry the colour K,
 which the cost volume matches with. The principal point is the image centre, (W - 1) / 2 and (H - 1) / 2 in the
 pixel-centre convention (DESIGN §4). The poses are orthonormal only to ~1e-4 (printed with limited
-precision) and are projected onto SO(3) (``geometry.to_rigid``).
+precision) and are projected onto SO(3) (``geometry.to_rigid``). A pose file of NaN or infinite values (tracking
+lost, as ScanNet's ``-inf`` poses) leaves its frame out, counted in ``invalid_poses`` (a trial: one such file refused
+the whole sequence).
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ def centred_K(focal_at_640: float, W: int, H: int) -> np.ndarray:
     return np.array([[f, 0.0, (W - 1) / 2.0], [0.0, f, (H - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
-def read_pose(path: Path) -> np.ndarray:
-    """``frame-NNNNNN.pose.txt`` -> ``[4,4]`` T_world_cam projected onto SO(3)."""
-    rows = [parse_numbers(path, line_no, text) for line_no, text in text_rows(path)]
+def read_pose(path: Path) -> np.ndarray | None:
+    """``frame-NNNNNN.pose.txt`` -> ``[4,4]`` T_world_cam projected onto SO(3); None for a pose of NaN or infinite
+    values (tracking lost)."""
+    rows = [parse_numbers(path, line_no, text, finite=False) for line_no, text in text_rows(path)]
     if len(rows) != 4 or any(len(r) != 4 for r in rows):
         raise SequenceError(f"{path}: expected 4 rows of 4 numbers, got rows of {[len(r) for r in rows]} numbers")
+    if not np.isfinite(rows).all():
+        return None
     try:
         return to_rigid(np.array(rows), name=f"{path}: pose")[0]
     except ValueError as exc:
@@ -70,8 +75,8 @@ class SevenScenesSequence:
     """One 7-Scenes sequence folder (see the module docstring).
 
     Raises:
-        SequenceError: a scene folder given instead of a sequence, unexpected or missing files, bad poses
-            (the message names the file and line).
+        SequenceError: a scene folder given instead of a sequence, unexpected or missing files, malformed poses
+            (the message names the file and line), no frame with a valid pose.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -90,18 +95,25 @@ class SevenScenesSequence:
             found.setdefault(int(m.group(1)), {})[kind] = p
         if not found:
             raise SequenceError(f"{self.root}: no frame-NNNNNN.color.png files")
-        self.color_paths, self.depth_paths, poses = [], [], []
+        self.color_paths, self.depth_paths, poses, numbers = [], [], [], []
+        self.invalid_poses = 0
         for n in sorted(found):
             parts = found[n]
             for kind, suffix in (("color", "color.png"), ("depth", "depth.png"), ("pose", "pose.txt")):
                 if kind not in parts:
                     raise SequenceError(f"{self.root / f'frame-{n:06d}.{suffix}'}: missing "
                                         f"(frame {n:06d} has {', '.join(sorted(parts))})")
+            if (T := read_pose(parts["pose"])) is None:
+                self.invalid_poses += 1
+                continue
             self.color_paths.append(parts["color"])
             self.depth_paths.append(parts["depth"])
-            poses.append(read_pose(parts["pose"]))
+            poses.append(T)
+            numbers.append(n)
+        if not poses:
+            raise SequenceError(f"{self.root}: every pose is NaN or infinite (tracking lost)")
         self.poses = np.stack(poses)
-        self.stamps = np.array(sorted(found), np.float64) / 30.0  # Kinect at 30 Hz
+        self.stamps = np.array(numbers, np.float64) / 30.0  # Kinect at 30 Hz
 
     def __len__(self) -> int:
         return len(self.color_paths)

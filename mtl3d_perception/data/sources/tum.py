@@ -39,6 +39,7 @@ from mtl3d_perception.geometry import (
     check_intrinsics,
     check_unit_quaternion,
     interpolate_pose,
+    is_resized_copy,
     pose_from_quat_trans,
     resize_intrinsics,
 )
@@ -47,7 +48,6 @@ NATIVE_SIZE = (640, 480)  # (W, H) the published intrinsics belong to
 DEPTH_FACTOR = 5000.0  # depth PNG value per metre
 MAX_DT_S = 0.02  # associate.py's default max_difference
 MAX_POSE_GAP_S = 0.1  # interpolate ground truth only between rows at most this far apart
-ASPECT_TOLERANCE = 0.01  # relative: a resized 640x480 image is 4:3 up to rounding of its size
 
 # fx, fy, cx, cy of the colour cameras at 640x480 (TUM's intrinsic calibration page; the same values as
 # ORB-SLAM2's TUM1/2/3.yaml); "default" is the page's "ROS default" used for the depth->cloud conversion.
@@ -192,7 +192,7 @@ class TumSequence:
                 asks for the images' own K.
         """
         W, H = wh
-        if abs(W * NATIVE_SIZE[1] - H * NATIVE_SIZE[0]) > ASPECT_TOLERANCE * H * NATIVE_SIZE[0]:
+        if not is_resized_copy(wh, NATIVE_SIZE):
             fx, fy, cx, cy = CAMERAS[self.camera]
             fits = f"{round(H * NATIVE_SIZE[0] / NATIVE_SIZE[1])}x{H} or {W}x{round(W * NATIVE_SIZE[1] / NATIVE_SIZE[0])}"
             raise SequenceError(f"{path}: {W}x{H} is not a resized copy of the {NATIVE_SIZE[0]}x{NATIVE_SIZE[1]} images "
